@@ -1,0 +1,33 @@
+"""Identifiers: how they are made and how outside ones are checked.
+
+Every id that reaches an object name passes ``check_id`` first: 1–64
+characters of ``[A-Za-z0-9_-]``, starting with a letter or digit; so no
+``..``, no slash, no empty or over-long id can ever form a path.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from domain.errors import ValidationFailed
+
+__all__ = ["ID_PATTERN", "check_id", "new_id"]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_ID = re.compile(ID_PATTERN)
+
+
+def check_id(value: str, *, kind: str = "id") -> str:
+    """Return ``value`` if it is a safe identifier, else raise ValidationFailed naming ``kind``."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValidationFailed(
+            f"{kind} must be 1-64 characters of letters, digits, '-' or '_' (got {value!r:.80})",
+            where=kind,
+        )
+    return value
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id like ``job_3f2a…`` (prefix + 24 hex characters)."""
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"

@@ -1,0 +1,116 @@
+"""The one interface every object store implements.
+
+Exceptions::
+
+    BucketError
+    ├── ObjectNotFound       the named object does not exist
+    └── PreconditionFailed   a create-only or generation-matched write lost
+        └── AlreadyExists    create-only write on an existing object
+
+Names are ``/``-separated keys (no leading slash, no ``..`` segments); a
+``Bucket`` never interprets them beyond that. Generations are positive
+integers that change on every write of a name (GCS semantics); ``0`` as a
+precondition means "must not exist".
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+import msgspec
+
+__all__ = [
+    "AlreadyExists",
+    "Bucket",
+    "BucketError",
+    "ObjectNotFound",
+    "ObjectStat",
+    "PreconditionFailed",
+]
+
+
+class BucketError(Exception):
+    """Base of every storage error."""
+
+
+class ObjectNotFound(BucketError):
+    """The named object does not exist."""
+
+
+class PreconditionFailed(BucketError):
+    """A generation precondition did not hold (HTTP 412 on GCS)."""
+
+
+class AlreadyExists(PreconditionFailed):
+    """A create-only write found the object already there."""
+
+
+class ObjectStat(msgspec.Struct, frozen=True):
+    """What a bucket knows about one object."""
+
+    name: str
+    generation: int
+    size: int
+    md5_hex: str | None = None
+
+
+class Bucket(abc.ABC):
+    """An object store: flat names, whole-object writes, generations."""
+
+    url: str
+
+    @abc.abstractmethod
+    def read(self, name: str) -> bytes:
+        """Return the object's bytes; raise ObjectNotFound."""
+
+    @abc.abstractmethod
+    def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
+        """Return bytes and the stat of exactly that version (for compare-and-swap)."""
+
+    @abc.abstractmethod
+    def open_read(self, name: str) -> BinaryIO:
+        """Open the object for streaming reads; raise ObjectNotFound."""
+
+    @abc.abstractmethod
+    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
+        """Write atomically. ``if_generation_match=0``: create-only (AlreadyExists);
+        ``=g``: only if the current generation is g (PreconditionFailed)."""
+
+    def create(self, name: str, data: bytes) -> ObjectStat:
+        """Create-only write; raise AlreadyExists if the name is taken."""
+        return self.write(name, data, if_generation_match=0)
+
+    @abc.abstractmethod
+    def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
+        """Stream a possibly large object in (chunked/resumable); last writer wins."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
+        """Names under ``prefix`` in lexicographic order, from ``start_offset`` (inclusive)."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the object; raise ObjectNotFound if absent."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix``; return how many."""
+        names = list(self.list(prefix))
+        for name in names:
+            try:
+                self.delete(name)
+            except ObjectNotFound:
+                pass
+        return len(names)
+
+    @abc.abstractmethod
+    def stat(self, name: str) -> ObjectStat:
+        """Generation, size and checksum; raise ObjectNotFound."""
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.stat(name)
+        except ObjectNotFound:
+            return False
+        return True
