@@ -1,0 +1,97 @@
+"""``model``: list, show, download, chat with and delete fine-tuned models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from cyclopts import Parameter
+
+from cli.context import Ctx, JsonFlag, build_app, main_for
+from cli.errors import CliError
+
+__all__ = ["app", "main"]
+
+app = build_app("model", "Your fine-tuned models: list, download, chat, delete.")
+
+_COLUMNS = ("model_id", "base_model", "kind", "job_id", "state", "status", "size_bytes", "created_at")
+
+
+@app.command(name="list")
+def list_models(*, json: JsonFlag = False, ctx: Ctx) -> None:
+    """List your models."""
+    from cli.output import Column, print_json, print_table, rows_of
+
+    rows = rows_of(ctx.client.get(f"/models/{ctx.user_id}/list"), "models")
+    print_json(rows) if json else print_table(rows, [Column(k) for k in _COLUMNS], empty="no models")
+
+
+@app.command
+def show(*, model_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
+    """Show one model: base model, kind, size, training metrics."""
+    from cli.output import print_document, print_json
+
+    reply = ctx.client.get(f"/models/{model_id}")
+    print_json(reply) if json else print_document(reply, title=model_id)
+
+
+@app.command
+def download(
+    *,
+    model_id: str,
+    output: Annotated[Path | None, Parameter(help="Where to put it (default ./<model-id>).")] = None,
+    archive: Annotated[bool, Parameter(help="Save the .tar as sent instead of unpacking it.")] = False,
+    ctx: Ctx,
+) -> None:
+    """Download a model's weights (progress bar; size and sha256 verified)."""
+    from cli.weights import download_archive, fetch_weights
+
+    dest = output or Path(f"{model_id}.tar" if archive else model_id)
+    if dest.exists() and (archive or not dest.is_dir() or any(dest.iterdir())):
+        raise CliError(f"{dest} already exists", where="--output")
+    if archive:
+        digest = download_archive(ctx.client, model_id, dest)
+        print(f"saved {dest} (sha256 {digest})")
+    else:
+        fetch_weights(ctx.client, model_id, dest)
+        print(f"saved {model_id} in {dest}/ (sha256 verified)")
+
+
+@app.command
+def chat(
+    *,
+    model_id: str,
+    prompt: Annotated[str | None, Parameter(help="Ask once, print the answer and exit.")] = None,
+    system: Annotated[str | None, Parameter(help="System message for the conversation.")] = None,
+    temperature: Annotated[float, Parameter(help="0 for greedy decoding.")] = 0.7,
+    max_new_tokens: int = 256,
+    ctx: Ctx,
+) -> int:
+    """Chat with a model on this machine (weights downloaded and cached once)."""
+    if temperature < 0:
+        raise CliError("temperature must be >= 0", where="--temperature")
+    if max_new_tokens < 1:
+        raise CliError("max-new-tokens must be >= 1", where="--max-new-tokens")
+    from cli.config import cache_dir
+    from cli.weights import cached_weights
+
+    meta = ctx.client.get(f"/models/{model_id}")
+    weights = cached_weights(ctx.client, model_id, cache_dir())
+    from cli.chat import ChatSettings, run_chat
+
+    settings = ChatSettings(system=system, temperature=temperature, max_new_tokens=max_new_tokens)
+    return run_chat(
+        weights, base_model=meta.get("base_model"), kind=meta.get("kind"), settings=settings, prompt=prompt
+    )
+
+
+@app.command
+def delete(*, model_id: str, ctx: Ctx) -> None:
+    """Delete a model and its weights."""
+    ctx.client.delete(f"/models/{model_id}")
+    print(f"deleted {model_id}")
+
+
+def main(tokens: list[str] | None = None) -> None:
+    """Console script ``model``."""
+    main_for(app, "model", tokens)
