@@ -7,15 +7,18 @@ Exceptions::
     └── PreconditionFailed   a create-only or generation-matched write lost
         └── AlreadyExists    create-only write on an existing object
 
-Names are ``/``-separated keys (no leading slash, no ``..`` segments); a
-``Bucket`` never interprets them beyond that. Generations are positive
-integers that change on every write of a name (GCS semantics); ``0`` as a
-precondition means "must not exist".
+Names are ``/``-separated keys that pass ``check_name`` (no leading slash,
+no empty, ``.`` or ``..`` segments, no backslash or control characters, at
+most 1024 UTF-8 bytes); a ``Bucket`` never interprets them beyond that.
+Generations are positive integers that grow on every write of a name (GCS
+semantics); ``0`` as a precondition means "must not exist".
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import re
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -28,7 +31,11 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStat",
     "PreconditionFailed",
+    "check_name",
 ]
+
+_MAX_NAME_BYTES = 1024  # the GCS limit
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 class BucketError(Exception):
@@ -45,6 +52,23 @@ class PreconditionFailed(BucketError):
 
 class AlreadyExists(PreconditionFailed):
     """A create-only write found the object already there."""
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a safe object name, else raise ValueError.
+
+    Every bucket calls this before a name reaches a path or a request, so no
+    name can climb out of a folder or alias another (``a//b``, ``./a``).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"object name must be a non-empty string (got {name!r:.80})")
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        raise ValueError(f"object name longer than {_MAX_NAME_BYTES} bytes: {name[:80]!r}...")
+    if _BAD_CHARS.search(name):
+        raise ValueError(f"object name has a backslash or control character: {name!r:.80}")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise ValueError(f"object name has an empty, '.' or '..' segment or a leading '/': {name!r:.80}")
+    return name
 
 
 class ObjectStat(msgspec.Struct, frozen=True):
@@ -98,10 +122,8 @@ class Bucket(abc.ABC):
         """Remove every object under ``prefix``; return how many."""
         names = list(self.list(prefix))
         for name in names:
-            try:
+            with contextlib.suppress(ObjectNotFound):
                 self.delete(name)
-            except ObjectNotFound:
-                pass
         return len(names)
 
     @abc.abstractmethod

@@ -1,0 +1,288 @@
+"""``LocalBucket``: a folder that behaves like a GCS bucket.
+
+Object ``a/b.json`` is the plain file ``<root>/a/b.json``, so the folder stays
+browsable. The bucket's own state lives in ``<root>/.bucket/`` (``tmp/`` for
+writes in progress, ``locks/`` for 256 lock stripes); object names may not
+start with ``.bucket/`` and ``list()`` never shows it.
+
+How each promise is kept:
+
+* Atomic, never half-read: every write fills a private temp file, then renames
+  it (or, create-only, hard-links it) over the name, so a reader opens either
+  the old inode or the new one, whole.
+* Generations: the file's ``st_mtime_ns``, stamped on the temp file before it
+  is published, as ``max(now_ns, current + 1)``. They therefore survive
+  restarts and are read by the same ``fstat`` that pins the bytes. An edit
+  made outside the bucket also changes the generation. Only a wall clock set
+  backwards across a delete can make a re-created name reuse an old value.
+* Races across processes: each write publishes while holding ``flock`` on the
+  name's lock stripe, so the precondition check, the new generation and the
+  rename are one step; create-only also uses ``os.link``, which fails if the
+  name exists.
+* Durability: by default nothing is fsynced. A crash of the process never
+  leaves a partial object; a power loss may lose the last writes (or on some
+  filesystems leave them empty). ``fsync=True`` (``file:///path?fsync=1``)
+  syncs the file before publishing and the folder after.
+
+A name cannot be both an object and a folder here (``a`` and ``a/b``): GCS
+allows it, the seed layout never does it, and such a write raises BucketError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import secrets
+import stat as stat_mode
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.bucket import (
+    AlreadyExists,
+    Bucket,
+    BucketError,
+    ObjectNotFound,
+    ObjectStat,
+    PreconditionFailed,
+    check_name,
+)
+
+__all__ = ["LocalBucket"]
+
+_STATE = ".bucket"
+_STRIPES = 256
+_CHUNK = 1 << 20
+_STALE_TMP_S = 24 * 3600
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+class LocalBucket(Bucket):
+    """A bucket in a local folder, safe for many processes at once."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.fsync = fsync
+        self.url = self.root.as_uri()
+        self._tmp = self.root / _STATE / "tmp"
+        self._locks = self.root / _STATE / "locks"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._locks.mkdir(parents=True, exist_ok=True)
+        self._sweep_tmp()
+
+    def __repr__(self) -> str:
+        return f"LocalBucket({str(self.root)!r})"
+
+    # -- reading ---------------------------------------------------------
+
+    def read(self, name: str) -> bytes:
+        return self.read_with_stat(name)[0]
+
+    def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
+        with self.open_read(name) as f:
+            info = os.fstat(f.fileno())
+            data = f.read()
+        return data, ObjectStat(name, info.st_mtime_ns, len(data), hashlib.md5(data).hexdigest())
+
+    def open_read(self, name: str) -> BinaryIO:
+        path = self._path(name)
+        try:
+            return path.open("rb")
+        except _MISSING as exc:
+            raise ObjectNotFound(name) from exc
+
+    def stat(self, name: str) -> ObjectStat:
+        with self.open_read(name) as f:
+            info = os.fstat(f.fileno())
+            digest = hashlib.file_digest(f, "md5").hexdigest()
+        return ObjectStat(name, info.st_mtime_ns, info.st_size, digest)
+
+    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
+        folder = prefix.rpartition("/")[0]
+        if folder:
+            check_name(folder)
+        start = self.root / folder if folder else self.root
+        return self._walk(start, f"{folder}/" if folder else "", prefix, start_offset or "")
+
+    def _walk(self, folder: Path, base: str, prefix: str, start: str) -> Iterator[str]:
+        """Depth-first, each folder sorted as if its name ended in '/': global name order."""
+        try:
+            with os.scandir(folder) as it:
+                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for key, entry in sorted(entries, key=lambda pair: pair[0]):
+            full = base + key
+            if full == f"{_STATE}/" or "\\" in key:
+                continue
+            if key.endswith("/"):
+                if (full.startswith(prefix) or prefix.startswith(full)) and (
+                    full >= start or start.startswith(full)
+                ):
+                    yield from self._walk(Path(entry.path), full, prefix, start)
+            elif full.startswith(prefix) and full >= start and entry.is_file(follow_symlinks=False):
+                yield full
+
+    # -- writing ---------------------------------------------------------
+
+    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
+        path = self._path(name)
+        fd, tmp = self._open_tmp()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            return self._publish(name, path, fd, tmp, len(data), hashlib.md5(data).hexdigest(),
+                                 if_generation_match)
+        finally:
+            self._discard(fd, tmp)
+
+    def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
+        path = self._path(name)
+        chunks: Iterable[bytes] = (
+            iter(lambda: stream.read(_CHUNK), b"") if hasattr(stream, "read") else stream  # type: ignore[union-attr]
+        )
+        fd, tmp = self._open_tmp()
+        try:
+            digest, size = hashlib.md5(), 0
+            with os.fdopen(os.dup(fd), "wb", buffering=_CHUNK) as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            return self._publish(name, path, fd, tmp, size, digest.hexdigest(), None)
+        finally:
+            self._discard(fd, tmp)
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        with self._locked(name):
+            if not path.is_file():
+                raise ObjectNotFound(name)
+            path.unlink()
+        self._prune(path.parent)
+
+    def _publish(self, name: str, path: Path, fd: int, tmp: Path, size: int, md5_hex: str,
+                 if_generation_match: int | None) -> ObjectStat:
+        """Under the name's lock: check the precondition, stamp a generation, put tmp at path."""
+        if self.fsync:
+            os.fsync(fd)
+        with self._locked(name):
+            current = self._current_generation(name, path)
+            if if_generation_match == 0 and current is not None:
+                raise AlreadyExists(name)
+            if if_generation_match not in (None, 0) and current != if_generation_match:
+                raise PreconditionFailed(f"{name}: generation is {current}, not {if_generation_match}")
+            generation = _stamp(fd, current or 0)
+            self._place(name, path, tmp, create_only=if_generation_match == 0)
+        if self.fsync:
+            _fsync_dir(path.parent)
+        return ObjectStat(name, generation, size, md5_hex)
+
+    def _current_generation(self, name: str, path: Path) -> int | None:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError as exc:
+            raise _parent_is_object(name) from exc
+        if not stat_mode.S_ISREG(info.st_mode):
+            raise BucketError(f"{name}: is a folder of other objects in a local bucket")
+        return info.st_mtime_ns
+
+    def _place(self, name: str, path: Path, tmp: Path, *, create_only: bool) -> None:
+        for attempt in range(3):  # a concurrent delete may prune the folder between makedirs and link
+            try:
+                if create_only:
+                    os.link(tmp, path)
+                else:
+                    os.rename(tmp, path)
+                return
+            except FileExistsError as exc:
+                raise AlreadyExists(name) from exc
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except (FileExistsError, NotADirectoryError) as exc:
+                    raise _parent_is_object(name) from exc
+
+    # -- internals -------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        check_name(name)
+        if name == _STATE or name.startswith(f"{_STATE}/"):
+            raise ValueError(f"object names may not start with {_STATE!r} in a local bucket: {name!r}")
+        return self.root / name
+
+    def _open_tmp(self) -> tuple[int, Path]:
+        tmp = self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), tmp
+
+    @staticmethod
+    def _discard(fd: int, tmp: Path) -> None:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Hold the name's lock stripe: a fresh open file per call, so threads exclude each other too."""
+        stripe = zlib.crc32(name.encode("utf-8", "surrogatepass")) % _STRIPES
+        fd = os.open(self._locks / f"{stripe:02x}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _prune(self, folder: Path) -> None:
+        """Remove now-empty folders up to the root (GCS has no folders to leave behind)."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    return
+                raise
+            folder = folder.parent
+
+    def _sweep_tmp(self) -> None:
+        """Delete temp files that writers which crashed a day ago left behind."""
+        cutoff = time.time() - _STALE_TMP_S
+        with os.scandir(self._tmp) as it:
+            for entry in it:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+
+
+def _stamp(fd: int, floor: int) -> int:
+    """Set the file's mtime to a generation above ``floor``; return what the filesystem kept."""
+    wanted = max(time.time_ns(), floor + 1)
+    for resolution in (1, 1_000, 1_000_000, 1_000_000_000, 2_000_000_000):
+        wanted = -(-wanted // resolution) * resolution  # round up to what the filesystem can hold
+        os.utime(fd, ns=(wanted, wanted))
+        kept = os.fstat(fd).st_mtime_ns
+        if kept > floor:
+            return kept
+        wanted = floor + resolution
+    raise BucketError(f"cannot stamp a generation above {floor}: filesystem timestamps too coarse")
+
+
+def _parent_is_object(name: str) -> BucketError:
+    return BucketError(f"{name}: a parent of this name is an object in a local bucket")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
