@@ -82,6 +82,8 @@ def build_app(name: str, help: str) -> App:
         help_format="plaintext",
     )
 
+    app.meta.suppress_keyboard_interrupt = False  # run() reports Ctrl-C as one line
+
     @app.meta.default
     def _launcher(
         *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],

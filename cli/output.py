@@ -208,14 +208,15 @@ class transfer_progress:
             TransferSpeedColumn,
         )
 
+        console = stderr_console()
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=stderr_console(),
-            transient=False,
+            console=console,
+            disable=not console.is_terminal,  # no bar in logs and pipes
         )
         self._task = self._progress.add_task(description, total=total)
 

@@ -1,0 +1,224 @@
+"""``tune`` job and billing commands: what they send, what they print, how they exit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import stat
+from pathlib import Path
+
+from cli.config import credentials_path, load_credentials
+from tests.cli.fake_api import FakeApi, Reply
+
+JOBS = {
+    "jobs": [
+        {
+            "job_id": "job_a",
+            "state": "running",
+            "base_model": "smollm2-135m",
+            "dataset_id": "ds_1",
+            "cost_usd_micros": 1_500_000,
+            "created_at": "2026-03-14T10:00:00Z",
+        },
+        {
+            "job_id": "job_b",
+            "state": "queued",
+            "base_model": "smollm2-135m",
+            "dataset_id": "ds_2",
+            "cost_usd_micros": 0,
+            "created_at": "2026-03-14T11:00:00Z",
+        },
+    ]
+}
+
+
+def test_login_stores_token_privately_and_sends_it(logged_in: FakeApi, run_cli) -> None:
+    creds = load_credentials(logged_in.url)
+    assert (creds.token, creds.user_id, creds.email) == ("tok-123", "u_1", "ann@example.com")
+    assert stat.S_IMODE(credentials_path().stat().st_mode) == 0o600
+    logged_in.route("GET", "/fine-tune/u_1/list", Reply.json(JOBS))
+    assert run_cli("tune", "list").code == 0
+    assert logged_in.last("GET", "/fine-tune/u_1/list").headers["authorization"] == "Bearer tok-123"
+
+
+def test_login_reads_password_from_env(fake_api: FakeApi, run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("TUNE_PASSWORD", "pw")
+    result = run_cli("tune", "login", "--email", "ann@example.com")
+    assert result.code == 0, result.err
+    assert "u_1" in result.out
+    assert "pw" not in result.out
+
+
+def test_logout_forgets_the_token(logged_in: FakeApi, run_cli) -> None:
+    assert run_cli("tune", "logout").code == 0
+    assert load_credentials(logged_in.url) is None
+    assert "tune login" in run_cli("tune", "list").err
+
+
+def test_api_url_option_beats_env(logged_in: FakeApi, run_cli, monkeypatch) -> None:
+    url = logged_in.url
+    monkeypatch.setenv("TUNE_API_URL", "http://127.0.0.1:1")
+    logged_in.route("GET", "/fine-tune/u_1/list", Reply.json(JOBS))
+    assert run_cli("tune", "list", "--api-url", url, "--json").code == 0
+    assert run_cli("tune", "--api-url", url, "list").code == 0
+
+
+def test_list_json_is_the_api_data(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/fine-tune/u_1/list", Reply.json(JOBS))
+    result = run_cli("tune", "list", "--json", "--state", "running")
+    assert result.code == 0
+    assert json.loads(result.out) == JOBS["jobs"]
+    assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"state": "running"}
+
+
+def test_list_table_formats_money(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/fine-tune/u_1/list", Reply.json(JOBS))
+    out = run_cli("tune", "list").out
+    assert "job_a" in out and "job_b" in out
+    assert "$1.50" in out and "$0.00" in out
+
+
+def test_start_sends_config_and_reports_job(logged_in: FakeApi, run_cli, cli_env: Path) -> None:
+    (cli_env / "config.yml").write_text("method: lora\nepochs: 2\nlora:\n  r: 8\n")
+    logged_in.route(
+        "POST",
+        "/fine-tune/u_1/start",
+        Reply.json({"job_id": "job_new", "state": "queued", "estimate_usd_micros": 120_000}),
+    )
+    result = run_cli(
+        "tune", "start", "--model", "smollm2-135m", "--config", "config.yml", "--dataset", "ds_1"
+    )
+    assert result.code == 0, result.err
+    assert logged_in.last("POST", "/fine-tune/u_1/start").json() == {
+        "base_model": "smollm2-135m",
+        "dataset_id": "ds_1",
+        "config": {"method": "lora", "epochs": 2, "lora": {"r": 8}},
+        "dry_run": False,
+        "force": False,
+    }
+    assert "job_new" in result.out and "$0.12" in result.out
+
+
+def test_start_dry_run_shows_estimate(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route(
+        "POST",
+        "/fine-tune/u_1/start",
+        Reply.json({"estimate_usd_micros": 2_345_678, "max_cost_usd_micros": 5_000_000}),
+    )
+    result = run_cli("tune", "start", "--model", "m", "--dataset", "ds_1", "--dry-run", "--force")
+    assert result.code == 0, result.err
+    body = logged_in.last("POST", "/fine-tune/u_1/start").json()
+    assert body["dry_run"] is True and body["force"] is True
+    assert "estimated cost $2.345678" in result.out and "limit $5.00" in result.out
+    assert "nothing started" in result.out
+
+
+def test_start_rejects_bad_yaml_before_calling(logged_in: FakeApi, run_cli, cli_env: Path) -> None:
+    (cli_env / "bad.yml").write_text("epochs: 2\nlora: [1, 2\n")
+    result = run_cli("tune", "start", "--model", "m", "--dataset", "d", "--config", "bad.yml")
+    assert result.code == 1
+    assert "not valid YAML" in result.err and "bad.yml:" in result.err
+    result = run_cli("tune", "start", "--model", "m", "--dataset", "d", "--config", "missing.yml")
+    assert result.code == 1 and "missing.yml" in result.err
+    assert not [r for r in logged_in.requests if r.path.endswith("/start")]
+
+
+def test_status_follow_exits_by_outcome(logged_in: FakeApi, run_cli) -> None:
+    for outcome, code in (("succeeded", 0), ("failed", 1)):
+        states = iter(
+            [
+                {"state": "running", "step": 1, "total_steps": 2, "loss": 2.5},
+                {"state": "running", "step": 2, "total_steps": 2, "loss": 1.25},
+                {"state": outcome, "step": 2, "total_steps": 2},
+            ]
+        )
+        logged_in.route("GET", "/fine-tune/job_a/status", lambda _r, s=states: Reply.json(next(s)))
+        result = run_cli("tune", "status", "--job-id", "job_a", "--follow", "--interval", "0")
+        assert result.code == code, result.err
+        lines = result.out.strip().splitlines()
+        assert len(lines) == 3
+        assert "step 1/2" in lines[0] and "loss 2.5" in lines[0]
+        assert outcome in lines[-1]
+
+
+def test_status_once(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/fine-tune/job_a/status", Reply.json({"state": "running", "cost_usd_micros": 7}))
+    result = run_cli("tune", "status", "--job-id", "job_a")
+    assert result.code == 0 and "running" in result.out and "$0.000007" in result.out
+    assert json.loads(run_cli("tune", "status", "--job-id", "job_a", "--json").out)["cost_usd_micros"] == 7
+
+
+def test_logs_streams_text(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route(
+        "GET",
+        "/fine-tune/job_a/logs",
+        lambda _r: Reply(200, iter([b"line 1\n", b"line 2\n"]), {"Content-Type": "text/plain"}),
+    )
+    result = run_cli("tune", "logs", "--job-id", "job_a", "--follow", "--tail", "50")
+    assert result.out == "line 1\nline 2\n"
+    assert logged_in.last("GET", "/fine-tune/job_a/logs").query == {"tail": "50", "follow": "true"}
+
+
+def test_stop(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("POST", "/fine-tune/job_a/stop", Reply.json({"job_id": "job_a", "state": "stopping"}))
+    result = run_cli("tune", "stop", "--job-id", "job_a")
+    assert result.code == 0 and "stopping" in result.out
+
+
+def test_cost_and_billing(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route(
+        "GET",
+        "/billing/job/job_a/cost",
+        Reply.json({"job_id": "job_a", "total_usd_micros": 3_250_000, "gpu_ms": 3_600_000}),
+    )
+    out = run_cli("tune", "cost", "--job-id", "job_a").out
+    assert "$3.25" in out and "1h00m00s" in out
+    logged_in.route("GET", "/billing/usage", Reply.json({"period": "2026-03", "total_usd_micros": 1}))
+    logged_in.route("GET", "/billing/history", Reply.json({"periods": [{"period": "2026-02"}]}))
+    assert "2026-03" in run_cli("tune", "billing").out
+    assert json.loads(run_cli("tune", "billing", "--history", "--json").out) == {
+        "periods": [{"period": "2026-02"}]
+    }
+
+
+def test_budget_set_sends_exact_micros(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("PUT", "/billing/budget", Reply.json({"ok": True}))
+    result = run_cli("tune", "budget", "set", "--monthly", "100")
+    assert result.code == 0, result.err
+    assert logged_in.last("PUT", "/billing/budget").json() == {
+        "monthly_limit_usd_micros": 100_000_000,
+        "thresholds_pct": [50, 80, 100],
+    }
+    run_cli("tune", "budget", "set", "--monthly", "0.000001", "--thresholds", "90", "75")
+    assert logged_in.last("PUT", "/billing/budget").json() == {
+        "monthly_limit_usd_micros": 1,
+        "thresholds_pct": [75, 90],
+    }
+    for bad in ("abc", "-5", "0.0000001"):
+        result = run_cli("tune", "budget", "set", "--monthly", bad)
+        assert result.code == 1 and "--monthly" in result.err, bad
+
+
+def test_billing_report_formats(logged_in: FakeApi, run_cli) -> None:
+    report = {
+        "month": "2026-03",
+        "total_usd_micros": 4_000_000,
+        "lines": [{"job_id": "job_a", "gpu_type": "A100", "gpu_ms": 1000, "usd_micros": 4_000_000}],
+    }
+    logged_in.route("GET", "/billing/report", Reply.json(report))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(run_cli("tune", "billing", "report", "--month", "2026-03", "--format", "csv").out)
+        )
+    )
+    assert rows == [{"job_id": "job_a", "gpu_type": "A100", "gpu_ms": "1000", "usd_micros": "4000000"}]
+    assert logged_in.last("GET", "/billing/report").query == {"month": "2026-03"}
+    assert (
+        json.loads(run_cli("tune", "billing", "report", "--month", "2026-03", "--format", "json").out)
+        == report
+    )
+    assert "$4.00" in run_cli("tune", "billing", "report", "--month", "2026-03").out
+    bad = run_cli("tune", "billing", "report", "--month", "2026-13")
+    assert bad.code == 1 and "--month" in bad.err
+    assert run_cli("tune", "billing", "report", "--month", "2026-03", "--format", "xml").code == 2
