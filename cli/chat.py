@@ -178,9 +178,10 @@ def run_chat(
     prompt: str | None = None,
     resolve: Resolver | None = None,
     input_fn: Callable[[str], str] = input,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     """Load the model, then answer ``prompt`` once or run the interactive loop."""
+    out = out or sys.stdout
     model, tokenizer = load_model(weights, base_model=base_model, kind=kind, resolve=resolve)
     conv = Conversation(model, tokenizer, settings)
     if prompt is not None:
