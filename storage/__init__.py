@@ -8,6 +8,7 @@ from storage.bucket import (
     ObjectStat,
     PreconditionFailed,
     check_name,
+    check_prefix,
 )
 from storage.local import LocalBucket
 from storage.open import open_bucket
@@ -22,6 +23,7 @@ __all__ = [
     "ObjectStat",
     "PreconditionFailed",
     "check_name",
+    "check_prefix",
     "open_bucket",
 ]
 

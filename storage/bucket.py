@@ -32,6 +32,7 @@ __all__ = [
     "ObjectStat",
     "PreconditionFailed",
     "check_name",
+    "check_prefix",
 ]
 
 _MAX_NAME_BYTES = 1024  # the GCS limit
@@ -69,6 +70,13 @@ def check_name(name: str) -> str:
     if any(part in ("", ".", "..") for part in name.split("/")):
         raise ValueError(f"object name has an empty, '.' or '..' segment or a leading '/': {name!r:.80}")
     return name
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if some valid name could start with it ("" lists everything), else ValueError."""
+    if prefix:
+        check_name(prefix + "x")
+    return prefix
 
 
 class ObjectStat(msgspec.Struct, frozen=True):

@@ -31,6 +31,7 @@ from storage.bucket import (
     ObjectStat,
     PreconditionFailed,
     check_name,
+    check_prefix,
 )
 
 __all__ = ["GcsBucket", "gcs_client"]
@@ -89,8 +90,9 @@ class GcsBucket(Bucket):
         return self._stat(name, self._get(name))
 
     def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
+        full_prefix = self.prefix + check_prefix(prefix)
         start = self.prefix + start_offset if start_offset else None
-        blobs = self.client.list_blobs(self._bucket, prefix=self.prefix + prefix, start_offset=start,
+        blobs = self.client.list_blobs(self._bucket, prefix=full_prefix, start_offset=start,
                                        retry=DEFAULT_RETRY)
         cut = len(self.prefix)
         return (blob.name[cut:] for blob in blobs)

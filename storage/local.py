@@ -51,6 +51,7 @@ from storage.bucket import (
     ObjectStat,
     PreconditionFailed,
     check_name,
+    check_prefix,
 )
 
 __all__ = ["LocalBucket"]
@@ -104,10 +105,11 @@ class LocalBucket(Bucket):
             digest = hashlib.file_digest(f, "md5").hexdigest()
         return ObjectStat(name, info.st_mtime_ns, info.st_size, digest)
 
+    def exists(self, name: str) -> bool:
+        return os.path.isfile(self._path(name))
+
     def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
-        folder = prefix.rpartition("/")[0]
-        if folder:
-            check_name(folder)
+        folder = check_prefix(prefix).rpartition("/")[0]
         start = self._base + folder if folder else str(self.root)
         return self._walk(start, f"{folder}/" if folder else "", prefix, start_offset or "")
 

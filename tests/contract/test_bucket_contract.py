@@ -181,6 +181,12 @@ def test_bad_names_are_rejected_before_any_io(bucket: Bucket, name: str) -> None
     assert list(bucket.list()) == []
 
 
+@pytest.mark.parametrize("prefix", ["/", "../", "a/../", "a//", "a\\"])
+def test_bad_list_prefixes_are_rejected(bucket: Bucket, prefix: str) -> None:
+    with pytest.raises(ValueError):
+        list(bucket.list(prefix))
+
+
 # -- several OS processes at once -------------------------------------------------
 
 
@@ -278,15 +284,15 @@ def test_readers_never_see_a_partial_object(bucket: Bucket) -> None:
 
 
 def test_open_bucket_maps_urls_to_implementations(tmp_path: Path) -> None:
-    by_url = open_bucket((tmp_path / "b").as_uri())
-    by_path = open_bucket(str(tmp_path / "b"))
+    by_url = open_bucket((tmp_path / "my bucket").as_uri())
+    by_path = open_bucket(str(tmp_path / "my bucket"))
     by_url.write("x", b"1")
 
     assert isinstance(by_url, LocalBucket) and isinstance(by_path, LocalBucket)
     assert by_path.read("x") == b"1"
     assert open_bucket(by_url.url).read("x") == b"1"
-    assert open_bucket(f"{(tmp_path / 'b').as_uri()}?fsync=1").write("y", b"2").size == 1
-    for bad in ["s3://bucket/x", "file://host/path", f"{(tmp_path / 'b').as_uri()}?nope=1", "gs://ab"]:
+    assert open_bucket(f"{by_url.url}?fsync=1").write("y", b"2").size == 1
+    for bad in ["s3://bucket/x", "file://host/path", f"{by_url.url}?nope=1", "gs://ab"]:
         with pytest.raises(ValueError):
             open_bucket(bad)
 
