@@ -45,9 +45,15 @@ def find_weights(root: Path) -> tuple[Path, str]:
 
 
 def _default_resolver(name: str) -> Any:
+    """The catalogue's base model as a folder under the CLI cache (built or converted once)."""
+    from cli.config import cache_dir
+    from domain.errors import PlatformError
     from runners.base_models import resolve_base_model
 
-    return resolve_base_model(name)
+    try:
+        return resolve_base_model(name, cache_dir() / "base-models")
+    except PlatformError as exc:
+        raise CliError(exc.message, code=exc.code, where=exc.where) from exc
 
 
 def _base_path(name: str | None, adapter_dir: Path, resolve: Resolver) -> str:

@@ -161,3 +161,32 @@ def test_model_chat_command_downloads_once_then_uses_cache(tiny, logged_in: Fake
     assert len(downloads) == 1
     bad = run_cli("model", "chat", "--model-id", "m_1", "--temperature", "-1")
     assert bad.code == 1 and "--temperature" in bad.err
+
+
+def test_catalogue_base_model_through_the_runners_resolver(cli_env: Path) -> None:
+    """base_model from the metadata resolves with runners.base_models into the CLI cache."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from cli.chat import _default_resolver, run_chat
+
+    base = _default_resolver("tiny-llama")
+    assert base == cli_env / "cache" / "base-models" / "tiny-llama"
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
+    lora.save_pretrained(cli_env / "m" / "weights")
+    out = io.StringIO()
+    code = run_chat(
+        cli_env / "m", base_model="tiny-llama", kind="lora", settings=_settings(), prompt="hi", out=out
+    )
+    assert code == 0 and out.getvalue().endswith("\n")
+
+
+def test_unknown_base_model_is_a_cli_error(cli_env: Path) -> None:
+    from cli.chat import _default_resolver
+    from cli.errors import CliError
+
+    with pytest.raises(CliError, match="no base model named") as info:
+        _default_resolver("no-such-model")
+    assert info.value.where == "base_model"
