@@ -1,0 +1,185 @@
+"""How training reports progress and learns it must stop.
+
+``ProgressSink`` is the seam: the recipe calls it, and never writes the event store itself.
+``ProgressCallback`` adapts it to transformers' ``TrainerCallback``; ``JsonLinesSink`` is the
+default sink of ``python -m runners.trainer`` (JSON lines on stdout, see ``events.py``), and
+``StopSignal`` turns SIGTERM/SIGINT or a stop file into ``should_stop()``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Protocol, runtime_checkable
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from runners.trainer.events import Checkpoint, Eval, Started, Step, TrainerEvent, encode_event
+
+__all__ = [
+    "DetailSink",
+    "JsonLinesSink",
+    "ProgressCallback",
+    "ProgressSink",
+    "StopSignal",
+    "checkpoint_dir",
+]
+
+
+class ProgressSink(Protocol):
+    """Where the trainer reports; implemented by the stdout sink, tests and benches."""
+
+    def on_step(self, step: int, total_steps: int, epoch: float, loss: float, tokens: int) -> None:
+        """An optimizer step finished; ``tokens``: non-padding input tokens since step 0."""
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        """A resumable checkpoint now exists at ``path``."""
+
+    def should_stop(self) -> bool:
+        """True once training should checkpoint and stop (asked after every optimizer step)."""
+
+
+@runtime_checkable
+class DetailSink(Protocol):
+    """Optional extras for sinks that also want the start summary and validation losses."""
+
+    def on_started(self, started: Started) -> None: ...
+
+    def on_eval(self, step: int, eval_loss: float) -> None: ...
+
+
+def checkpoint_dir(output_dir: str, step: int) -> str:
+    """Where transformers writes the checkpoint of ``step`` under ``output_dir``."""
+    return os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+
+
+class ProgressCallback(TrainerCallback):
+    """Forwards steps, evaluations and checkpoints to a sink; asks it whether to stop after each step.
+
+    Needs ``logging_steps=1`` to report every step. On a stop it makes the Trainer save a
+    checkpoint at that step and end training; ``stopped_at`` then holds the step. The
+    Trainer's own save at the last step is skipped unless it falls on ``save_steps``: the
+    recipe saves the final weights itself.
+
+    Args:
+        sink: where to report.
+        describe: extra ``Started`` fields (example counts, trainable parameters).
+    """
+
+    def __init__(self, sink: ProgressSink, describe: Callable[[], dict[str, int]] | None = None) -> None:
+        self.sink = sink
+        self.describe = describe or dict
+        self.stopped_at: int | None = None
+        self.last_checkpoint: str | None = None
+        self.first_loss: float | None = None
+        self.last_loss: float | None = None
+        self.last_eval_loss: float | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if isinstance(self.sink, DetailSink):
+            fields = {
+                "train_examples": 0,
+                "eval_examples": 0,
+                "dropped_examples": 0,
+                "trainable_parameters": 0,
+            }
+            fields.update(self.describe())
+            self.sink.on_started(Started(total_steps=state.max_steps, start_step=state.global_step, **fields))
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if self.sink.should_stop():
+            self.stopped_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        elif state.global_step >= state.max_steps and state.global_step % max(state.save_steps, 1):
+            control.should_save = False
+        return control
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        logs = logs or {}
+        if "loss" in logs:
+            loss = float(logs["loss"])
+            self.first_loss = loss if self.first_loss is None else self.first_loss
+            self.last_loss = loss
+            epoch = float(state.epoch or 0.0)
+            self.sink.on_step(state.global_step, state.max_steps, epoch, loss, state.num_input_tokens_seen)
+        if "eval_loss" in logs:
+            self.last_eval_loss = float(logs["eval_loss"])
+            if isinstance(self.sink, DetailSink):
+                self.sink.on_eval(state.global_step, self.last_eval_loss)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.last_checkpoint = checkpoint_dir(args.output_dir, state.global_step)
+        self.sink.on_checkpoint(state.global_step, self.last_checkpoint)
+
+
+class StopSignal:
+    """Becomes set on SIGTERM/SIGINT (once ``install``-ed) or when ``stop_file`` exists."""
+
+    def __init__(self, stop_file: Path | None = None) -> None:
+        self.stop_file = stop_file
+        self._event = threading.Event()
+
+    def install(self) -> StopSignal:
+        """Handle SIGTERM and SIGINT by setting the flag (main thread only)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        if not self._event.is_set() and self.stop_file is not None and self.stop_file.exists():
+            self._event.set()
+        return self._event.is_set()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._event.set()
+
+
+class JsonLinesSink:
+    """Writes ``step``/``eval``/``checkpoint`` events as JSON lines to ``stream`` (flushed each line)."""
+
+    def __init__(self, stream: IO[bytes], stop: StopSignal | None = None) -> None:
+        self.stream = stream
+        self.stop = stop or StopSignal()
+        self._lock = threading.Lock()
+
+    def emit(self, event: TrainerEvent) -> None:
+        """Write one event line."""
+        with self._lock:
+            self.stream.write(encode_event(event))
+            self.stream.flush()
+
+    def on_step(self, step: int, total_steps: int, epoch: float, loss: float, tokens: int) -> None:
+        self.emit(Step(step=step, total_steps=total_steps, epoch=round(epoch, 4), loss=loss, tokens=tokens))
+
+    def on_started(self, started: Started) -> None:
+        self.emit(started)
+
+    def on_eval(self, step: int, eval_loss: float) -> None:
+        self.emit(Eval(step=step, eval_loss=eval_loss))
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        self.emit(Checkpoint(step=step, path=path))
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()

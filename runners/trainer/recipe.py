@@ -1,0 +1,296 @@
+"""Chat-format SFT recipe: LoRA (default) or full fine-tuning with transformers' Trainer.
+
+Read like a torchtune recipe: ``__init__`` fails fast on impossible settings (before any
+model is loaded), ``setup`` builds each component in a ``_setup_*`` helper, ``train`` runs
+(resuming from a checkpoint when asked), ``save`` writes the final weights, ``cleanup``
+frees memory. Progress goes to a ``ProgressSink``; the recipe never touches the event store.
+
+Output layout under ``output_dir``::
+
+    checkpoints/checkpoint-<step>/   resumable (adapter or weights + optimizer, scheduler, RNG, trainer state)
+    model/                           final adapter (LoRA) or full weights, plus the tokenizer
+    metrics.json                     the final metrics (also in the ``done`` event)
+
+The final LoRA adapter records ``base_model_ref`` (default: the absolute base-model folder)
+as its ``base_model_name_or_path``, so ``PeftModel.from_pretrained(base, model_dir)`` and
+``AutoModelForCausalLM.from_pretrained(model_dir)`` both work with plain transformers/peft.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+from domain.errors import ValidationFailed
+from runners.trainer.callbacks import ProgressCallback, ProgressSink
+from runners.trainer.data import (
+    ChatCollator,
+    SFTData,
+    ensure_chat_template,
+    prepare_sft_data,
+    read_chat_records,
+)
+from runners.trainer.run_spec import RunSpec
+
+__all__ = ["SFTRecipe", "TrainResult", "run_training"]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class TrainResult(msgspec.Struct, frozen=True):
+    """How a run ended: ``succeeded`` (weights in ``model_dir``) or ``stopped`` (state in ``checkpoint``)."""
+
+    status: Literal["succeeded", "stopped"]
+    step: int
+    total_steps: int
+    model_dir: str | None
+    checkpoint: str | None
+    metrics: dict[str, float]
+
+
+class SFTRecipe:
+    """One training attempt described by a ``RunSpec``.
+
+    Args:
+        spec: the attempt (paths, resume point, config).
+        sink: receives steps, checkpoints and evaluations; asked after each step whether to stop.
+
+    Raises:
+        ValidationFailed: a missing path, a precision this machine lacks (before any loading).
+    """
+
+    def __init__(self, spec: RunSpec, sink: ProgressSink) -> None:
+        self.spec = spec
+        self.config = spec.config
+        self.sink = sink
+        self.base_dir = Path(spec.base_model_dir).absolute()
+        self.output_dir = Path(spec.output_dir).absolute()
+        self.checkpoint_root = self.output_dir / "checkpoints"
+        self._check_inputs()
+        self.precision = _select_precision(self.config.precision)
+        self.tokenizer: Any = None
+        self.model: Any = None
+        self.data: SFTData | None = None
+        self.trainer: Trainer | None = None
+        self.progress = ProgressCallback(sink, describe=self._describe)
+
+    def setup(self) -> None:
+        """Seed, then tokenizer, data, model and Trainer."""
+        transformers.set_seed(self.config.seed)
+        self.tokenizer = self._setup_tokenizer()
+        self.data = self._setup_data()
+        self.model = self._setup_model()
+        self.trainer = self._setup_trainer()
+
+    def train(self) -> TrainResult:
+        """Run (or resume) training; save the final weights unless stopped."""
+        assert self.trainer is not None and self.data is not None, "call setup() first"
+        if self.sink.should_stop():
+            start = _resumed_step(self.spec.resume_from)
+            return TrainResult("stopped", start, 0, None, self.spec.resume_from, {})
+        started = time.perf_counter()
+        output = self.trainer.train(resume_from_checkpoint=self.spec.resume_from)
+        train_seconds = time.perf_counter() - started
+        state = self.trainer.state
+        metrics = self._metrics(output.metrics, train_seconds)
+        if self.progress.stopped_at is not None:
+            return TrainResult(
+                "stopped", state.global_step, state.max_steps, None, self.progress.last_checkpoint, metrics
+            )
+        if self.progress.last_eval_loss is not None:
+            metrics["eval_loss"] = self.progress.last_eval_loss
+        model_dir = self.save()
+        (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        return TrainResult(
+            "succeeded",
+            state.global_step,
+            state.max_steps,
+            str(model_dir),
+            self.progress.last_checkpoint,
+            metrics,
+        )
+
+    def save(self) -> Path:
+        """Write the final adapter or full weights and the tokenizer to ``output_dir/model``."""
+        model_dir = self.output_dir / "model"
+        model = self.trainer.model if self.trainer is not None else self.model
+        if self.config.method == "lora":
+            for peft_config in model.peft_config.values():
+                peft_config.base_model_name_or_path = self.spec.base_model_ref or str(self.base_dir)
+        model.save_pretrained(model_dir)
+        self.tokenizer.save_pretrained(model_dir)
+        return model_dir
+
+    def cleanup(self) -> None:
+        """Drop the model and Trainer and return accelerator memory."""
+        self.trainer = None
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _check_inputs(self) -> None:
+        if not (self.base_dir / "config.json").is_file():
+            raise ValidationFailed(f"no model (config.json) in {self.base_dir}", where="base_model_dir")
+        if not Path(self.spec.dataset_path).is_file():
+            raise ValidationFailed(f"no dataset file at {self.spec.dataset_path}", where="dataset_path")
+        resume = self.spec.resume_from
+        if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
+            raise ValidationFailed(
+                f"{resume} is not a checkpoint (no trainer_state.json)", where="resume_from"
+            )
+
+    def _setup_tokenizer(self) -> Any:
+        tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        ensure_chat_template(tokenizer)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def _setup_data(self) -> SFTData:
+        records = read_chat_records(self.spec.dataset_path)
+        return prepare_sft_data(
+            records,
+            self.tokenizer,
+            max_length=self.config.max_seq_length,
+            validation_split=self.config.validation_split,
+            seed=self.config.seed,
+        )
+
+    def _setup_model(self) -> Any:
+        lora = self.config.method == "lora"
+        # LoRA keeps the frozen base in the low precision; full fine-tuning keeps fp32 master weights.
+        dtype = (
+            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+            if lora
+            else None
+        )
+        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype or torch.float32)
+        model.config.use_cache = False
+        if not lora:
+            return model
+        from peft import LoraConfig, get_peft_model
+
+        peft_config = LoraConfig(
+            r=self.config.lora.r,
+            lora_alpha=self.config.lora.alpha,
+            lora_dropout=self.config.lora.dropout,
+            target_modules=self.config.peft_target_modules,
+            task_type="CAUSAL_LM",
+        )
+        try:
+            return get_peft_model(model, peft_config)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), where="lora.target_modules") from exc
+
+    def _setup_trainer(self) -> Trainer:
+        assert self.data is not None
+        cfg = self.config
+        has_eval = bool(self.data.eval)
+        args = TrainingArguments(
+            output_dir=str(self.checkpoint_root),
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=cfg.warmup_steps or cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            bf16=self.precision == "bf16",
+            fp16=self.precision == "fp16",
+            use_cpu=not torch.cuda.is_available(),
+            activation_checkpointing=cfg.gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+            logging_strategy="steps",
+            logging_steps=1,
+            save_strategy="steps",
+            save_steps=cfg.checkpoint_every_steps,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=cfg.checkpoint_every_steps if has_eval else None,
+            include_num_input_tokens_seen="non_padding",
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            report_to="none",
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=self.model,
+            args=args,
+            train_dataset=self.data.train,
+            eval_dataset=self.data.eval or None,
+            data_collator=ChatCollator(self.tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
+            processing_class=self.tokenizer,
+            callbacks=[self.progress],
+        )
+        trainer.remove_callback(
+            transformers.PrinterCallback
+        )  # it prints logs on stdout, which carries our events
+        return trainer
+
+    def _describe(self) -> dict[str, int]:
+        data = self.data or SFTData([], [], 0)
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad) if self.model else 0
+        return {
+            "train_examples": len(data.train),
+            "eval_examples": len(data.eval),
+            "dropped_examples": data.dropped,
+            "trainable_parameters": trainable,
+        }
+
+    def _metrics(self, hf_metrics: dict[str, Any], train_seconds: float) -> dict[str, float]:
+        state = self.trainer.state if self.trainer is not None else None
+        tokens = float(state.num_input_tokens_seen) if state is not None else 0.0
+        session_tokens = tokens - float(getattr(self.trainer, "_initial_num_input_tokens_seen", 0) or 0)
+        metrics = {
+            "train_loss": float(hf_metrics.get("train_loss", math.nan)),
+            "first_loss": self.progress.first_loss if self.progress.first_loss is not None else math.nan,
+            "last_loss": self.progress.last_loss if self.progress.last_loss is not None else math.nan,
+            "steps": float(state.global_step if state is not None else 0),
+            "epochs": float(state.epoch or 0.0) if state is not None else 0.0,
+            "tokens": tokens,
+            "train_seconds": round(train_seconds, 3),
+            "tokens_per_second": round(session_tokens / train_seconds, 3) if train_seconds > 0 else 0.0,
+        }
+        return {k: v for k, v in metrics.items() if not math.isnan(v)}
+
+
+def run_training(spec: RunSpec, sink: ProgressSink) -> TrainResult:
+    """Build, train and save one attempt; always cleans up."""
+    recipe = SFTRecipe(spec, sink)
+    try:
+        recipe.setup()
+        return recipe.train()
+    finally:
+        recipe.cleanup()
+
+
+def _select_precision(wanted: str) -> Precision:
+    cuda = torch.cuda.is_available()
+    if wanted == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if wanted == "fp16" and not cuda:
+        raise ValidationFailed("fp16 training needs a CUDA GPU; use fp32 or auto", where="precision")
+    if wanted == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValidationFailed("this GPU has no bf16; use fp16, fp32 or auto", where="precision")
+    return wanted  # type: ignore[return-value]
+
+
+def _resumed_step(checkpoint: str | None) -> int:
+    if checkpoint is None:
+        return 0
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state.get("global_step", 0))

@@ -1,0 +1,80 @@
+"""``run.yaml``: what one training attempt needs, written by the job runner, read by the trainer.
+
+::
+
+    job_id: job_3f2a...            # ids as in domain.ids
+    user_id: usr_...
+    attempt: 1
+    base_model_dir: /abs/work/base      # local folder: config + tokenizer + weights
+    dataset_path: /abs/work/train.jsonl # processed OpenAI chat records {"messages": [...]}
+    output_dir: /abs/work/out           # checkpoints/checkpoint-<step>/ and model/ go here
+    resume_from: null                   # a checkpoint folder to continue from
+    stop_file: null                     # default <output_dir>/STOP; its appearance stops training
+    base_model_ref: null                # what the adapter records as its base (default base_model_dir)
+    config: {...}                       # a TrainingConfig as a mapping (see domain.training_config)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from domain.errors import ValidationFailed
+from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
+
+__all__ = ["RunSpec", "dump_run_spec", "parse_run_spec", "read_run_spec", "write_run_spec"]
+
+
+class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One attempt of one job; paths are local to the machine that trains."""
+
+    job_id: str
+    user_id: str
+    attempt: int
+    base_model_dir: str
+    dataset_path: str
+    output_dir: str
+    config: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
+    resume_from: str | None = None
+    stop_file: str | None = None
+    base_model_ref: str | None = None
+
+    @property
+    def stop_path(self) -> Path:
+        """The file whose appearance asks the trainer to checkpoint and stop."""
+        return Path(self.stop_file) if self.stop_file else Path(self.output_dir) / "STOP"
+
+
+def read_run_spec(path: Path | str) -> RunSpec:
+    """Load and check a run.yaml; ValidationFailed names the bad key (``config.*`` keys all at once)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValidationFailed(f"cannot read {path}: {exc}", where="run.yaml") from exc
+    return parse_run_spec(data)
+
+
+def parse_run_spec(data: Any) -> RunSpec:
+    """Check a run.yaml mapping (``config`` through ``parse_training_config``)."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("run.yaml must be a mapping", where="run.yaml")
+    config = parse_training_config(data.get("config"))
+    try:
+        return msgspec.convert({**data, "config": training_config_to_dict(config)}, RunSpec)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(f"run.yaml: {exc}", where="run.yaml") from exc
+
+
+def dump_run_spec(spec: RunSpec) -> str:
+    """The spec as YAML (the config with every key)."""
+    return yaml.safe_dump(msgspec.to_builtins(spec), sort_keys=False)
+
+
+def write_run_spec(path: Path | str, spec: RunSpec) -> Path:
+    """Write ``spec`` to ``path`` as YAML; return the path."""
+    target = Path(path)
+    target.write_text(dump_run_spec(spec))
+    return target
