@@ -12,7 +12,7 @@ import uuid
 
 from domain.errors import ValidationFailed
 
-__all__ = ["ID_PATTERN", "check_id", "new_id"]
+__all__ = ["ID_PATTERN", "NAMESPACE", "aggregate_id", "check_id", "new_id"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _ID = re.compile(ID_PATTERN)
@@ -31,3 +31,12 @@ def check_id(value: str, *, kind: str = "id") -> str:
 def new_id(prefix: str) -> str:
     """A fresh id like ``job_3f2a…`` (prefix + 24 hex characters)."""
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+NAMESPACE = uuid.UUID("5b0f3c2e-8d4a-5e1f-9c6b-2a7d4e8f1b30")
+"""The namespace of every aggregate id (``aggregate_id``); never change it: stored events name these ids."""
+
+
+def aggregate_id(kind: str, key: str) -> uuid.UUID:
+    """The aggregate id of the ``kind`` object named ``key``: ``uuid5(NAMESPACE, "<kind>:<key>")``."""
+    return uuid.uuid5(NAMESPACE, f"{kind}:{key}")

@@ -1,0 +1,58 @@
+"""What every aggregate here shares: events carry ``at``, ids come from string keys.
+
+Every event has an explicit ``at: datetime`` (UTC) passed in by the caller; the library's own
+``timestamp`` is set to the same instant, so a rebuild from the log is deterministic. Projections
+read ``at``. Aggregate ids are ``domain.ids.aggregate_id(KIND, key)``.
+
+Attributes an aggregate gets from its events are declared under ``if TYPE_CHECKING:`` in its
+class body: a real class-level annotation would make eventsourcing turn the aggregate into a
+dataclass with an ``__init__`` the created event cannot call.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Self
+
+from eventsourcing.domain import Aggregate, CanInitAggregate, CanMutateAggregate
+
+from domain.errors import ValidationFailed
+
+__all__ = ["DomainAggregate", "check_count", "check_text", "check_utc"]
+
+
+def check_utc(at: datetime, *, where: str = "at") -> datetime:
+    """``at`` as an aware UTC datetime; naive times are refused (there is no clock here to guess with)."""
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise ValidationFailed(
+            f"{where} must be a timezone-aware datetime (UTC), got {at!r:.60}", where=where
+        )
+    return at.astimezone(UTC)
+
+
+def check_count(value: int | None, *, where: str, minimum: int = 0, maximum: int | None = None) -> None:
+    """Refuse ``value`` unless it is an int (not bool) within ``minimum``..``maximum``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationFailed(f"{where} must be an integer (got {value!r:.40})", where=where)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise ValidationFailed(f"{where} must be at least {minimum}{upper} (got {value})", where=where)
+
+
+def check_text(value: str, *, where: str, max_length: int = 1000) -> None:
+    """Refuse ``value`` unless it is a non-blank string of at most ``max_length`` characters."""
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise ValidationFailed(f"{where} must be 1-{max_length} characters of text", where=where)
+
+
+class DomainAggregate(Aggregate):
+    """Base of this package's aggregates: ``_create_at`` and ``_record`` stamp ``at`` on events."""
+
+    @classmethod
+    def _create_at(cls, event_class: type[CanInitAggregate[Any]], at: datetime, **fields: Any) -> Self:
+        at = check_utc(at)
+        return cls._create(event_class, at=at, timestamp=at, **fields)
+
+    def _record(self, event_class: type[CanMutateAggregate[Any]], at: datetime, **fields: Any) -> None:
+        at = check_utc(at)
+        self.trigger_event(event_class, at=at, timestamp=at, **fields)

@@ -1,0 +1,175 @@
+"""A user's training dataset: uploaded, then validated or rejected, and finally deleted.
+
+::
+
+    uploaded ─► validated ─► deleted
+        └─────► rejected ──► deleted        (uploaded ─► deleted too)
+
+A dataset used by an active job cannot be deleted: ``delete`` is told the active job ids
+and names them in its ``Conflict``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.base import DomainAggregate, check_count, check_text
+from domain.errors import Conflict, ValidationFailed
+from domain.ids import aggregate_id, check_id
+
+__all__ = ["Dataset", "check_filename", "check_in_use", "check_sha256"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_sha256(value: str) -> None:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise ValidationFailed("sha256 must be 64 lower-case hex digits", where="sha256")
+
+
+def check_filename(filename: str) -> None:
+    """A plain file name: 1-255 characters, no path separators, not ``.`` or ``..``."""
+    if (
+        not isinstance(filename, str)
+        or not 1 <= len(filename) <= 255
+        or any(c in filename for c in "/\\\0")
+        or filename in (".", "..")
+        or filename != filename.strip()
+    ):
+        raise ValidationFailed(f"not a plain file name: {filename!r:.60}", where="filename")
+
+
+def check_in_use(what: str, active_job_ids: Iterable[str]) -> None:
+    """Refuse to delete ``what`` while any job in ``active_job_ids`` uses it, naming them."""
+    jobs = sorted(set(active_job_ids))
+    if jobs:
+        raise Conflict(f"{what} is in use by active job(s) {', '.join(jobs)}; stop them first", code="in_use")
+
+
+class Dataset(DomainAggregate):
+    """Id ``aggregate_id("dataset", dataset_id)``. ``status``: uploaded, validated, rejected, deleted."""
+
+    if TYPE_CHECKING:
+        dataset_id: str
+        user_id: str
+        filename: str
+        size_bytes: int
+        sha256: str
+        status: str
+        format: str | None
+        rows: int | None
+        stats: dict[str, Any]
+        errors: list[dict[str, Any]]
+        uploaded_at: datetime
+        updated_at: datetime
+
+    class Uploaded(Aggregate.Created):
+        dataset_id: str
+        user_id: str
+        filename: str
+        size_bytes: int
+        sha256: str
+        at: datetime
+
+        def apply(self, ds: Dataset) -> None:
+            ds.dataset_id, ds.user_id, ds.filename = self.dataset_id, self.user_id, self.filename
+            ds.size_bytes, ds.sha256, ds.status = self.size_bytes, self.sha256, "uploaded"
+            ds.format, ds.rows, ds.stats, ds.errors = None, None, {}, []
+            ds.uploaded_at = ds.updated_at = self.at
+
+    class Validated(Aggregate.Event):
+        format: str
+        rows: int
+        stats: dict[str, Any]
+        at: datetime
+
+        def apply(self, ds: Dataset) -> None:
+            ds.status, ds.format, ds.rows, ds.stats = "validated", self.format, self.rows, dict(self.stats)
+            ds.updated_at = self.at
+
+    class Rejected(Aggregate.Event):
+        errors: list[dict[str, Any]]
+        at: datetime
+
+        def apply(self, ds: Dataset) -> None:
+            ds.status, ds.errors, ds.updated_at = "rejected", [dict(e) for e in self.errors], self.at
+
+    class Deleted(Aggregate.Event):
+        at: datetime
+
+        def apply(self, ds: Dataset) -> None:
+            ds.status, ds.updated_at = "deleted", self.at
+
+    @staticmethod
+    def create_id(dataset_id: str) -> UUID:
+        return aggregate_id("dataset", dataset_id)
+
+    @classmethod
+    def upload(
+        cls, *, dataset_id: str, user_id: str, filename: str, size_bytes: int, sha256: str, at: datetime
+    ) -> Dataset:
+        """The raw file ``filename`` (``size_bytes``, ``sha256``) is stored; it awaits validation."""
+        check_id(dataset_id, kind="dataset_id")
+        check_id(user_id, kind="user_id")
+        check_filename(filename)
+        check_count(size_bytes, where="size_bytes")
+        check_sha256(sha256)
+        return cls._create_at(
+            cls.Uploaded,
+            at,
+            dataset_id=dataset_id,
+            user_id=user_id,
+            filename=filename,
+            size_bytes=size_bytes,
+            sha256=sha256,
+        )
+
+    def validate(self, format: str, rows: int, stats: dict[str, Any], at: datetime) -> None:
+        """The file passed the format rules: ``rows`` examples in ``format`` (e.g. ``chat``)."""
+        self._check_status("uploaded", "validate")
+        check_id(format, kind="format")
+        check_count(rows, where="rows", minimum=1)
+        if not isinstance(stats, dict):
+            raise ValidationFailed("stats must be a mapping", where="stats")
+        self._record(self.Validated, at, format=format, rows=rows, stats=dict(stats))
+
+    def reject(self, errors: list[dict[str, Any]], at: datetime) -> None:
+        """The file broke the format rules; ``errors`` are ``{"line": int | None, "message": str}``."""
+        self._check_status("uploaded", "reject")
+        if not errors:
+            raise ValidationFailed("a rejection needs at least one error", where="errors")
+        cleaned = []
+        for error in errors:
+            line = error.get("line") if isinstance(error, dict) else None
+            message = error.get("message") if isinstance(error, dict) else None
+            if line is not None:
+                check_count(line, where="errors.line")
+            check_text(message, where="errors.message", max_length=2000)  # type: ignore[arg-type]
+            cleaned.append({"line": line, "message": message})
+        self._record(self.Rejected, at, errors=cleaned)
+
+    def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
+        if self.status == "deleted":
+            raise Conflict(f"dataset {self.dataset_id} is already deleted")
+        check_in_use(f"dataset {self.dataset_id}", active_job_ids)
+        self._record(self.Deleted, at)
+
+    def check_usable(self) -> None:
+        """Refuse (Conflict) unless a job may train on this dataset: it must be validated."""
+        if self.status != "validated":
+            raise Conflict(
+                f"dataset {self.dataset_id} is {self.status}; only a validated dataset can be trained on",
+                where="dataset_id",
+            )
+
+    def _check_status(self, required: str, verb: str) -> None:
+        if self.status != required:
+            raise Conflict(
+                f"dataset {self.dataset_id} is {self.status}; cannot {verb} it (must be {required})"
+            )

@@ -1,0 +1,120 @@
+"""A fine-tuned model in a user's partition: registered when its job writes the weights, then deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.base import DomainAggregate, check_count, check_text
+from domain.dataset import check_in_use, check_sha256
+from domain.errors import Conflict, ValidationFailed
+from domain.ids import aggregate_id, check_id
+
+__all__ = ["MODEL_KINDS", "Model", "ModelKind"]
+
+ModelKind = Literal["lora", "full"]
+MODEL_KINDS: tuple[str, ...] = ("lora", "full")
+
+
+class Model(DomainAggregate):
+    """Id ``aggregate_id("model", model_id)``. ``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
+
+    if TYPE_CHECKING:
+        model_id: str
+        user_id: str
+        job_id: str
+        base_model: str
+        kind: str
+        weights_prefix: str
+        sha256: str
+        size_bytes: int
+        metrics: dict[str, Any]
+        status: str
+        registered_at: datetime
+        updated_at: datetime
+
+    class Registered(Aggregate.Created):
+        model_id: str
+        user_id: str
+        job_id: str
+        base_model: str
+        kind: str
+        weights_prefix: str
+        sha256: str
+        size_bytes: int
+        metrics: dict[str, Any]
+        at: datetime
+
+        def apply(self, model: Model) -> None:
+            model.model_id, model.user_id, model.job_id = self.model_id, self.user_id, self.job_id
+            model.base_model, model.kind, model.weights_prefix = (
+                self.base_model,
+                self.kind,
+                self.weights_prefix,
+            )
+            model.sha256, model.size_bytes, model.metrics = self.sha256, self.size_bytes, dict(self.metrics)
+            model.status = "ready"
+            model.registered_at = model.updated_at = self.at
+
+    class Deleted(Aggregate.Event):
+        at: datetime
+
+        def apply(self, model: Model) -> None:
+            model.status, model.updated_at = "deleted", self.at
+
+    @staticmethod
+    def create_id(model_id: str) -> UUID:
+        return aggregate_id("model", model_id)
+
+    @classmethod
+    def register(
+        cls,
+        *,
+        model_id: str,
+        user_id: str,
+        job_id: str,
+        base_model: str,
+        kind: str,
+        weights_prefix: str,
+        sha256: str,
+        size_bytes: int,
+        metrics: dict[str, Any],
+        at: datetime,
+    ) -> Model:
+        """The weights of job ``job_id`` lie under ``weights_prefix``; ``sha256`` is of their manifest."""
+        for name, value in (("model_id", model_id), ("user_id", user_id), ("job_id", job_id)):
+            check_id(value, kind=name)
+        check_id(base_model, kind="base_model")
+        if kind not in MODEL_KINDS:
+            raise ValidationFailed(
+                f"kind must be one of {', '.join(MODEL_KINDS)} (got {kind!r:.20})", where="kind"
+            )
+        check_text(weights_prefix, where="weights_prefix")
+        check_sha256(sha256)
+        check_count(size_bytes, where="size_bytes")
+        if not isinstance(metrics, dict):
+            raise ValidationFailed("metrics must be a mapping", where="metrics")
+        return cls._create_at(
+            cls.Registered,
+            at,
+            model_id=model_id,
+            user_id=user_id,
+            job_id=job_id,
+            base_model=base_model,
+            kind=kind,
+            weights_prefix=weights_prefix,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            metrics=dict(metrics),
+        )
+
+    def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
+        """Refused while a job in ``active_job_ids`` uses this model (e.g. trains on top of it)."""
+        if self.status == "deleted":
+            raise Conflict(f"model {self.model_id} is already deleted")
+        check_in_use(f"model {self.model_id}", active_job_ids)
+        self._record(self.Deleted, at)

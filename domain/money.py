@@ -1,0 +1,211 @@
+"""Exact money: integer micro-dollars, GPU time in integer milliseconds.
+
+The one rounding rule (CONTRACTS.md): the cost of a usage group is
+
+    round_half_up(gpu_ms * gpu_count * usd_micros_per_hour / 3_600_000)
+
+computed once per group ``(period, job, gpu_type, gpu_count, usd_micros_per_hour)`` from the
+group's *summed* milliseconds, never per heartbeat. A job's cost is the sum of its groups, a
+period's total the sum of its jobs. Only integer arithmetic is used; ``Decimal`` appears only
+where text is parsed or printed (``parse_usd``, ``format_usd``). Never ``float``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
+
+import msgspec
+
+from domain.errors import ValidationFailed
+
+__all__ = [
+    "MICROS_PER_USD",
+    "MS_PER_HOUR",
+    "JobCostSummary",
+    "UsageGroupKey",
+    "UsageLine",
+    "add_usage",
+    "check_period",
+    "cost_usd_micros",
+    "format_usd",
+    "parse_usd",
+    "period_of",
+    "round_half_up_div",
+    "summarize_job_cost",
+]
+
+MICROS_PER_USD = 1_000_000
+MS_PER_HOUR = 3_600_000
+_MICRO = Decimal("0.000001")
+
+
+def round_half_up_div(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half up (both non-negative, denominator > 0)."""
+    if numerator < 0 or denominator <= 0:
+        raise ValueError(f"need numerator >= 0 and denominator > 0, got {numerator}/{denominator}")
+    quotient, remainder = divmod(numerator, denominator)
+    return quotient + (1 if 2 * remainder >= denominator else 0)
+
+
+def cost_usd_micros(gpu_ms: int, gpu_count: int, usd_micros_per_hour: int) -> int:
+    """The cost of one usage group in micro-dollars: ``gpu_ms`` summed over the group.
+
+    Args:
+        gpu_ms: wall-clock milliseconds the job held its GPUs (not multiplied by the count).
+        gpu_count: GPUs the job held.
+        usd_micros_per_hour: price of one GPU for one hour, in micro-dollars.
+    """
+    args = {"gpu_ms": gpu_ms, "gpu_count": gpu_count, "usd_micros_per_hour": usd_micros_per_hour}
+    for name, value in args.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValidationFailed(f"{name} must be a non-negative integer (got {value!r})", where=name)
+    return round_half_up_div(gpu_ms * gpu_count * usd_micros_per_hour, MS_PER_HOUR)
+
+
+def period_of(at: datetime) -> str:
+    """The billing period (calendar month, UTC) containing ``at``: ``"2026-03"``."""
+    if at.tzinfo is None:
+        raise ValidationFailed("a time must carry a timezone (UTC)", where="at")
+    at = at.astimezone(UTC)
+    return f"{at.year:04d}-{at.month:02d}"
+
+
+def check_period(period: str) -> str:
+    """Refuse anything but a billing period like ``"2026-03"``."""
+    year, dash, month = str(period).partition("-")
+    if not (dash and len(year) == 4 and year.isdigit() and len(month) == 2 and month.isdigit()):
+        raise ValidationFailed(f"period must look like 2026-03 (got {period!r:.20})", where="period")
+    if not 1 <= int(month) <= 12:
+        raise ValidationFailed(f"period must look like 2026-03 (got {period!r:.20})", where="period")
+    return period
+
+
+def parse_usd(text: str | int | Decimal, *, where: str = "amount", allow_negative: bool = False) -> int:
+    """Dollars (``"$12.34"``, ``"12.34"``, ``"-$0.50"``, ``"1,000"``, int, Decimal) to exact micro-dollars.
+
+    More than six decimal places is refused (not a whole number of micro-dollars), as are floats
+    (pass text), NaN, infinities and, unless ``allow_negative``, negative amounts.
+    """
+    if isinstance(text, bool | float):
+        raise ValidationFailed("give dollars as text like '12.34', not a float", where=where)
+    if isinstance(text, int | Decimal):
+        amount = Decimal(text)
+    else:
+        match = _AMOUNT.fullmatch(str(text).strip())
+        if match is None:
+            raise ValidationFailed(f"not a dollar amount like '12.34': {text!r:.40}", where=where)
+        amount = Decimal(match["sign"] + match["digits"].replace(",", ""))
+    if not amount.is_finite():
+        raise ValidationFailed(f"not a dollar amount: {text!r:.40}", where=where)
+    if amount < 0 and not allow_negative:
+        raise ValidationFailed(f"amount must not be negative (got {text!r:.40})", where=where)
+    micros = amount * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise ValidationFailed(f"amount has more than 6 decimal places: {text!r:.40}", where=where)
+    return int(micros)
+
+
+_AMOUNT = re.compile(r"(?P<sign>-?)\$?(?P<digits>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+
+
+def format_usd(micros: int, *, places: int | None = None) -> str:
+    """Micro-dollars as ``"$12.34"`` (``"-$0.50"`` when negative).
+
+    By default exact: at least two decimals, more only where needed (``"$0.000123"``), so
+    ``parse_usd(format_usd(m)) == m``. With ``places`` (0-6) rounded half up for display.
+    """
+    if not isinstance(micros, int) or isinstance(micros, bool):
+        raise TypeError(f"micros must be an int, got {type(micros).__name__}")
+    sign, amount = ("-" if micros < 0 else ""), Decimal(abs(micros)) * _MICRO
+    if places is None:
+        text = f"{amount:.6f}".rstrip("0")
+        whole, _, frac = text.partition(".")
+        text = f"{whole}.{frac.ljust(2, '0')}"
+    else:
+        if not 0 <= places <= 6:
+            raise ValueError("places must be 0-6")
+        text = f"{amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):.{places}f}"
+    whole, dot, frac = text.partition(".")
+    return f"{sign}${int(whole):,}{dot}{frac}"
+
+
+class UsageGroupKey(NamedTuple):
+    """What a usage group is keyed by: cost is computed once per distinct key."""
+
+    period: str
+    job_id: str
+    gpu_type: str
+    gpu_count: int
+    usd_micros_per_hour: int
+
+    def encode(self) -> str:
+        """A string form usable as a JSON object key: ``period|job_id|gpu_type|gpu_count|price``."""
+        return "|".join(str(part) for part in self)
+
+    @classmethod
+    def decode(cls, text: str) -> UsageGroupKey:
+        period, job_id, gpu_type, gpu_count, price = text.split("|")
+        return cls(period, job_id, gpu_type, int(gpu_count), int(price))
+
+
+def add_usage(groups: dict[str, int], key: UsageGroupKey, gpu_ms: int) -> None:
+    """Add ``gpu_ms`` to the group ``key`` in ``groups`` (encoded key -> summed milliseconds)."""
+    if gpu_ms < 0:
+        raise ValidationFailed(f"gpu_ms must not be negative (got {gpu_ms})", where="gpu_ms")
+    encoded = key.encode()
+    groups[encoded] = groups.get(encoded, 0) + gpu_ms
+
+
+class UsageLine(msgspec.Struct, frozen=True):
+    """One priced usage group of a job."""
+
+    period: str
+    gpu_type: str
+    gpu_count: int
+    usd_micros_per_hour: int
+    gpu_ms: int
+    cost_usd_micros: int
+
+
+class JobCostSummary(msgspec.Struct, frozen=True):
+    """A job's cost: the sum of its groups, each priced once."""
+
+    job_id: str
+    gpu_ms: int
+    cost_usd_micros: int
+    lines: list[UsageLine]
+
+
+def summarize_job_cost(
+    job_id: str, groups: Mapping[str, int] | Iterable[tuple[UsageGroupKey, int]]
+) -> JobCostSummary:
+    """Fold a job's usage groups (encoded key -> ms, or (key, ms) pairs) into its priced lines."""
+    pairs = (
+        ((UsageGroupKey.decode(k), ms) for k, ms in groups.items()) if isinstance(groups, Mapping) else groups
+    )
+    summed: dict[UsageGroupKey, int] = {}
+    for key, ms in pairs:
+        if key.job_id != job_id:
+            raise ValueError(f"usage group of job {key.job_id} given for job {job_id}")
+        summed[key] = summed.get(key, 0) + ms
+    lines = [
+        UsageLine(
+            k.period,
+            k.gpu_type,
+            k.gpu_count,
+            k.usd_micros_per_hour,
+            ms,
+            cost_usd_micros(ms, k.gpu_count, k.usd_micros_per_hour),
+        )
+        for k, ms in sorted(summed.items())
+    ]
+    return JobCostSummary(
+        job_id=job_id,
+        gpu_ms=sum(line.gpu_ms for line in lines),
+        cost_usd_micros=sum(line.cost_usd_micros for line in lines),
+        lines=lines,
+    )

@@ -1,0 +1,122 @@
+"""The price list (platform singleton): the price of one GPU for one hour, per GPU type, over time.
+
+A price change applies from its ``effective_at`` only: ``price_at(gpu_type, t)`` is the latest
+entry whose ``effective_at <= t``. Entries of a GPU type are appended in time order (a change
+effective before or at the latest one is refused), so history is never rewritten; usage
+already metered keeps the price it was metered at (``Job.UsageMetered.usd_micros_per_hour``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.base import DomainAggregate, check_count, check_utc
+from domain.errors import Conflict, NotFound, ValidationFailed
+from domain.ids import aggregate_id, check_id
+
+__all__ = ["DEFAULT_PRICES_USD_MICROS_PER_HOUR", "GPU_TYPE_PATTERN", "PriceList", "check_gpu_type"]
+
+GPU_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+"""Same shape as ``TrainingConfig.gpu_type``: lower-case letters, digits, ``-``, ``_``."""
+
+DEFAULT_PRICES_USD_MICROS_PER_HOUR: dict[str, int] = {
+    # Typical 2026 on-demand prices for one GPU (GPU share of the VM), in micro-dollars per hour.
+    # Edit freely; running systems change prices with PlatformApp.set_price.
+    "t4": 350_000,
+    "l4": 800_000,
+    "a100-40gb": 1_600_000,
+    "a100-80gb": 2_100_000,
+    "h100-80gb": 2_900_000,
+    "h200": 3_600_000,
+    "cpu": 50_000,  # a local run on CPU: small but not free, so local jobs produce bills
+}
+
+
+def check_gpu_type(gpu_type: str) -> None:
+    check_id(gpu_type, kind="gpu_type")
+    if len(gpu_type) > 40 or gpu_type != gpu_type.lower():
+        raise ValidationFailed(
+            "gpu_type must be at most 40 lower-case letters, digits, '-' or '_'", where="gpu_type"
+        )
+
+
+class PriceList(DomainAggregate):
+    """The one price list, id ``aggregate_id("price_list", "default")``.
+
+    ``prices[gpu_type]`` is a list of ``{"effective_at": datetime, "usd_micros_per_hour": int}``
+    in time order.
+    """
+
+    if TYPE_CHECKING:
+        prices: dict[str, list[dict[str, Any]]]
+        updated_at: datetime
+
+    class Created(Aggregate.Created):
+        at: datetime
+
+        def apply(self, price_list: PriceList) -> None:
+            price_list.prices, price_list.updated_at = {}, self.at
+
+    class PriceSet(Aggregate.Event):
+        gpu_type: str
+        usd_micros_per_hour: int
+        effective_at: datetime
+        at: datetime
+
+        def apply(self, price_list: PriceList) -> None:
+            entry = {"effective_at": self.effective_at, "usd_micros_per_hour": self.usd_micros_per_hour}
+            price_list.prices.setdefault(self.gpu_type, []).append(entry)
+            price_list.updated_at = self.at
+
+    @staticmethod
+    def create_id() -> UUID:
+        return aggregate_id("price_list", "default")
+
+    @classmethod
+    def create(cls, at: datetime) -> PriceList:
+        return cls._create_at(cls.Created, at)
+
+    def set_price(
+        self, gpu_type: str, usd_micros_per_hour: int, effective_at: datetime, at: datetime
+    ) -> None:
+        """From ``effective_at`` on, one ``gpu_type`` GPU costs ``usd_micros_per_hour`` per hour."""
+        check_gpu_type(gpu_type)
+        check_count(usd_micros_per_hour, where="usd_micros_per_hour", maximum=1_000_000_000)
+        effective_at = check_utc(effective_at, where="effective_at")
+        history = self.prices.get(gpu_type, [])
+        if history and effective_at <= history[-1]["effective_at"]:
+            latest = history[-1]["effective_at"].isoformat()
+            raise Conflict(
+                f"a {gpu_type} price is already set effective {latest}; a change must take effect later",
+                where="effective_at",
+            )
+        self._record(
+            self.PriceSet,
+            at,
+            gpu_type=gpu_type,
+            usd_micros_per_hour=usd_micros_per_hour,
+            effective_at=effective_at,
+        )
+
+    def price_at(self, gpu_type: str, t: datetime) -> int:
+        """The price in force for ``gpu_type`` at ``t``; NotFound if none was in force yet."""
+        t = check_utc(t, where="t")
+        in_force = [e for e in self.prices.get(gpu_type, []) if e["effective_at"] <= t]
+        if not in_force:
+            known = ", ".join(sorted(self.prices)) or "none"
+            raise NotFound(
+                f"no price for GPU type {gpu_type!r} at {t.isoformat()} (priced: {known})", where="gpu_type"
+            )
+        return int(in_force[-1]["usd_micros_per_hour"])
+
+    def entries(self) -> list[tuple[str, datetime, int]]:
+        """Every price ever set: ``(gpu_type, effective_at, usd_micros_per_hour)``, by type then time."""
+        return [
+            (gpu_type, e["effective_at"].astimezone(UTC), int(e["usd_micros_per_hour"]))
+            for gpu_type in sorted(self.prices)
+            for e in self.prices[gpu_type]
+        ]

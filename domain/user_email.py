@@ -1,0 +1,40 @@
+"""The email index: one aggregate per lower-cased email, so a second claim conflicts on save."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.base import DomainAggregate
+from domain.ids import aggregate_id, check_id
+from domain.user import normalize_email
+
+__all__ = ["UserEmail"]
+
+
+class UserEmail(DomainAggregate):
+    """Id ``aggregate_id("user_email", email)``; saved with the ``User`` it points to."""
+
+    if TYPE_CHECKING:
+        email: str
+        user_id: str
+
+    class Claimed(Aggregate.Created):
+        email: str
+        user_id: str
+        at: datetime
+
+        def apply(self, index: UserEmail) -> None:
+            index.email, index.user_id = self.email, self.user_id
+
+    @staticmethod
+    def create_id(email: str) -> UUID:
+        return aggregate_id("user_email", normalize_email(email))
+
+    @classmethod
+    def claim(cls, *, email: str, user_id: str, at: datetime) -> UserEmail:
+        check_id(user_id, kind="user_id")
+        return cls._create_at(cls.Claimed, at, email=normalize_email(email), user_id=user_id)
