@@ -1,0 +1,306 @@
+"""Billing: ``metadata/billing.json`` (current period, budget, alerts) and ``metadata/billing_history.json``.
+
+The current period is the latest period any usage or budget alert names (the
+fold has no clock: an API that finds it older than today's month shows an
+empty month and the old one as history). Every other period is closed and
+lives, newest first, in billing_history.json, so the current view stays small.
+
+Money: each usage group is priced once from its summed milliseconds
+(``projections.usage``); a job's cost in a period is the sum of its groups, a
+period's total the sum of its jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from msgspec.structs import replace
+
+from domain.budget import Budget
+from domain.job import Job
+from projections import usage
+from projections.render import dollars, event_name, iso, month_start, seconds
+
+__all__ = [
+    "BILLING",
+    "EVENTS",
+    "HISTORY",
+    "BillingState",
+    "BillingView",
+    "HistoryView",
+    "billing_view",
+    "fold",
+    "history_view",
+    "touched",
+]
+
+EVENTS = frozenset(
+    cls.__qualname__ for cls in (Job.Submitted, Job.UsageMetered, Budget.BudgetSet, Budget.AlertRaised)
+)
+BILLING = "billing"
+HISTORY = "billing_history"
+
+
+class BudgetLimit(msgspec.Struct, frozen=True):
+    monthly_limit_usd_micros: int | None
+    thresholds_pct: tuple[int, ...]
+    set_at: datetime
+
+
+class BudgetAlert(msgspec.Struct, frozen=True):
+    period: str
+    threshold_pct: int
+    spent_usd_micros: int
+    limit_usd_micros: int
+    at: datetime
+
+
+class PeriodState(msgspec.Struct, frozen=True):
+    """One month: usage groups per job, the latest price seen per GPU type, budget alerts."""
+
+    period: str
+    jobs: dict[str, tuple[usage.Group, ...]] = msgspec.field(default_factory=dict)
+    latest_rate: dict[str, int] = msgspec.field(default_factory=dict)
+    alerts: tuple[BudgetAlert, ...] = ()
+
+    @property
+    def total_usd_micros(self) -> int:
+        return sum(usage.cost_usd_micros(groups) for groups in self.jobs.values())
+
+
+class BillingState(msgspec.Struct, frozen=True):
+    job_ids: dict[UUID, str] = msgspec.field(default_factory=dict)
+    periods: dict[str, PeriodState] = msgspec.field(default_factory=dict)
+    budget: BudgetLimit | None = None
+    current: str | None = None
+
+
+def _with_period(state: BillingState, period: PeriodState) -> BillingState:
+    current = max(state.current or period.period, period.period)
+    return replace(state, periods={**state.periods, period.period: period}, current=current)
+
+
+def fold(state: BillingState, event: Any) -> BillingState:
+    """The user's billing after one event (pure)."""
+    name = event_name(event)
+    if name == "Job.Submitted":
+        return replace(state, job_ids={**state.job_ids, event.originator_id: event.job_id})
+    if name == "Job.UsageMetered":
+        job_id = state.job_ids[event.originator_id]
+        period = state.periods.get(event.period) or PeriodState(event.period)
+        groups = usage.add(period.jobs.get(job_id, ()), event)
+        period = replace(
+            period,
+            jobs={**period.jobs, job_id: groups},
+            latest_rate={**period.latest_rate, event.gpu_type: event.usd_micros_per_hour},
+        )
+        return _with_period(state, period)
+    if name == "Budget.BudgetSet":
+        budget = BudgetLimit(event.monthly_limit_usd_micros, tuple(event.thresholds_pct), event.at)
+        return replace(state, budget=budget)
+    if name == "Budget.AlertRaised":
+        alert = BudgetAlert(
+            event.period, event.threshold_pct, event.spent_usd_micros, event.limit_usd_micros, event.at
+        )
+        period = state.periods.get(event.period) or PeriodState(event.period)
+        return _with_period(state, replace(period, alerts=(*period.alerts, alert)))
+    return state
+
+
+def touched(old: BillingState, new: BillingState, event: Any) -> set[str]:
+    """Which of BILLING / HISTORY an event changed."""
+    name = event_name(event)
+    if name == "Budget.BudgetSet":
+        return {BILLING}
+    if name not in ("Job.UsageMetered", "Budget.AlertRaised"):
+        return set()
+    if event.period != new.current:
+        return {HISTORY}
+    if old.current is not None and old.current != new.current:
+        return {BILLING, HISTORY}
+    return {BILLING}
+
+
+# -- views ---------------------------------------------------------------
+
+
+class Rate(msgspec.Struct):
+    cost_per_hour: Decimal
+    usd_micros_per_hour: int
+    seconds: Decimal
+    gpu_ms: int
+    total_cost: Decimal
+    total_cost_usd_micros: int
+
+
+class GpuUsage(msgspec.Struct):
+    """One GPU type in a period; ``seconds`` are GPU-seconds (time x GPU count)."""
+
+    seconds: Decimal
+    cost_per_hour: Decimal
+    total_cost: Decimal
+    gpu_ms: int
+    cost_per_hour_usd_micros: int
+    total_cost_usd_micros: int
+    rates: list[Rate]
+
+
+class JobCost(msgspec.Struct):
+    """One job on one GPU type in a period; ``duration_seconds`` is wall time on its GPUs."""
+
+    job_id: str
+    gpu_type: str
+    duration_seconds: Decimal
+    cost: Decimal
+    gpu_seconds: Decimal
+    cost_usd_micros: int
+
+
+class Period(msgspec.Struct):
+    start_date: str
+    total_cost: Decimal
+    usage_breakdown: dict[str, GpuUsage]
+    jobs: list[JobCost]
+    period: str
+    total_cost_usd_micros: int
+
+
+class AlertView(msgspec.Struct):
+    period: str
+    threshold_pct: int
+    spent: Decimal
+    spent_usd_micros: int
+    limit: Decimal
+    limit_usd_micros: int
+    at: str | None
+
+
+class ClosedPeriod(Period):
+    alerts: list[AlertView]
+
+
+class BudgetView(msgspec.Struct):
+    monthly_limit: Decimal | None
+    monthly_limit_usd_micros: int | None
+    thresholds_pct: tuple[int, ...]
+    set_at: str | None
+
+
+class BillingView(msgspec.Struct):
+    """``metadata/billing.json``."""
+
+    position: int
+    current_period: Period | None
+    budget: BudgetView | None
+    alerts: list[AlertView]
+    remaining: Decimal | None
+    remaining_usd_micros: int | None
+
+
+class HistoryView(msgspec.Struct):
+    """``metadata/billing_history.json``: closed periods, newest first."""
+
+    position: int
+    periods: list[ClosedPeriod]
+
+
+def _breakdown(period: PeriodState) -> dict[str, GpuUsage]:
+    by_type: dict[str, dict[int, list[usage.Group]]] = {}
+    for groups in period.jobs.values():
+        for group in groups:
+            by_type.setdefault(group.gpu_type, {}).setdefault(group.usd_micros_per_hour, []).append(group)
+    breakdown = {}
+    for gpu_type, by_rate in by_type.items():
+        rates = []
+        for rate, groups in sorted(by_rate.items()):
+            gpu_ms = sum(g.gpu_ms * g.gpu_count for g in groups)
+            cost = sum(g.cost_usd_micros for g in groups)
+            rates.append(Rate(dollars(rate), rate, seconds(gpu_ms), gpu_ms, dollars(cost), cost))
+        latest = period.latest_rate[gpu_type]
+        gpu_ms = sum(r.gpu_ms for r in rates)
+        cost = sum(r.total_cost_usd_micros for r in rates)
+        breakdown[gpu_type] = GpuUsage(
+            seconds=seconds(gpu_ms),
+            cost_per_hour=dollars(latest),
+            total_cost=dollars(cost),
+            gpu_ms=gpu_ms,
+            cost_per_hour_usd_micros=latest,
+            total_cost_usd_micros=cost,
+            rates=rates,
+        )
+    return breakdown
+
+
+def _job_costs(period: PeriodState) -> list[JobCost]:
+    rows = []
+    for job_id, groups in sorted(period.jobs.items()):
+        for gpu_type in sorted({g.gpu_type for g in groups}):
+            mine = tuple(g for g in groups if g.gpu_type == gpu_type)
+            cost = usage.cost_usd_micros(mine)
+            gpu_seconds = seconds(sum(g.gpu_ms * g.gpu_count for g in mine))
+            rows.append(
+                JobCost(job_id, gpu_type, seconds(usage.gpu_ms(mine)), dollars(cost), gpu_seconds, cost)
+            )
+    return rows
+
+
+def _period(period: PeriodState, cls: type[Period] = Period, **extra: Any) -> Any:
+    total = period.total_usd_micros
+    return cls(
+        start_date=month_start(period.period),
+        total_cost=dollars(total),
+        usage_breakdown=_breakdown(period),
+        jobs=_job_costs(period),
+        period=period.period,
+        total_cost_usd_micros=total,
+        **extra,
+    )
+
+
+def _alert(alert: BudgetAlert) -> AlertView:
+    return AlertView(
+        alert.period,
+        alert.threshold_pct,
+        dollars(alert.spent_usd_micros),
+        alert.spent_usd_micros,
+        dollars(alert.limit_usd_micros),
+        alert.limit_usd_micros,
+        iso(alert.at),
+    )
+
+
+def billing_view(state: BillingState, position: int) -> BillingView:
+    current = state.periods.get(state.current) if state.current else None
+    budget = remaining = None
+    if state.budget is not None:
+        limit = state.budget.monthly_limit_usd_micros
+        shown = None if limit is None else dollars(limit)
+        budget = BudgetView(shown, limit, state.budget.thresholds_pct, iso(state.budget.set_at))
+        if limit is not None:
+            remaining = max(0, limit - (current.total_usd_micros if current else 0))
+    return BillingView(
+        position=position,
+        current_period=_period(current) if current else None,
+        budget=budget,
+        alerts=[_alert(a) for a in current.alerts] if current else [],
+        remaining=None if remaining is None else dollars(remaining),
+        remaining_usd_micros=remaining,
+    )
+
+
+def history_view(state: BillingState, position: int) -> HistoryView:
+    closed = sorted((p for name, p in state.periods.items() if name != state.current), key=lambda p: p.period)
+    periods = [_period(p, ClosedPeriod, alerts=[_alert(a) for a in p.alerts]) for p in reversed(closed)]
+    return HistoryView(position, periods)
+
+
+def billing_name(root: str) -> str:
+    return f"{root}/metadata/billing.json"
+
+
+def history_name(root: str) -> str:
+    return f"{root}/metadata/billing_history.json"

@@ -1,0 +1,171 @@
+"""Datasets: ``data/<dataset_id>/metadata.json`` per dataset and the ``metadata/datasets.json`` listing.
+
+A deleted dataset keeps its metadata.json as a tombstone (``status: deleted``)
+and leaves the listing; whoever removes its files must leave metadata.json.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from msgspec.structs import replace
+
+from domain.dataset import Dataset
+from projections.render import event_name, iso
+
+__all__ = [
+    "EVENTS",
+    "DatasetRow",
+    "DatasetState",
+    "DatasetView",
+    "DatasetsView",
+    "fold",
+    "item_name",
+    "item_view",
+    "listing_name",
+    "listing_view",
+    "row",
+]
+
+EVENTS = frozenset(
+    cls.__qualname__ for cls in (Dataset.Uploaded, Dataset.Validated, Dataset.Rejected, Dataset.Deleted)
+)
+
+
+class LineError(msgspec.Struct, frozen=True):
+    line: int | None
+    message: str
+
+
+class DatasetState(msgspec.Struct, frozen=True):
+    dataset_id: str
+    user_id: str
+    filename: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    updated_at: datetime
+    status: str = "uploaded"
+    format: str | None = None
+    rows: int | None = None
+    stats: dict[str, Any] | None = None
+    errors: tuple[LineError, ...] = ()
+    deleted_at: datetime | None = None
+
+
+def _line_error(error: Any) -> LineError:
+    if isinstance(error, dict):
+        return LineError(line=error.get("line"), message=str(error.get("message", "")))
+    return LineError(line=getattr(error, "line", None), message=str(getattr(error, "message", error)))
+
+
+def fold(dataset: DatasetState | None, event: Any) -> DatasetState:
+    """The dataset after one of its events (pure)."""
+    name = event_name(event)
+    at: datetime = event.at
+    if dataset is None:
+        if name != "Dataset.Uploaded":
+            raise ValueError(f"{name} before Dataset.Uploaded for aggregate {event.originator_id}")
+        return DatasetState(
+            dataset_id=event.dataset_id,
+            user_id=event.user_id,
+            filename=event.filename,
+            size_bytes=event.size_bytes,
+            sha256=event.sha256,
+            created_at=at,
+            updated_at=at,
+        )
+    if name == "Dataset.Validated":
+        validated = {"format": event.format, "rows": event.rows, "stats": event.stats}
+        return replace(dataset, status="validated", updated_at=at, **validated)
+    if name == "Dataset.Rejected":
+        errors = tuple(_line_error(error) for error in event.errors)
+        return replace(dataset, status="rejected", errors=errors, updated_at=at)
+    if name == "Dataset.Deleted":
+        return replace(dataset, status="deleted", deleted_at=at, updated_at=at)
+    return replace(dataset, updated_at=at)
+
+
+class DatasetView(msgspec.Struct):
+    """``data/<dataset_id>/metadata.json``."""
+
+    position: int
+    dataset_id: str
+    filename: str
+    status: str
+    size_bytes: int
+    sha256: str
+    format: str | None
+    rows: int | None
+    stats: dict[str, Any] | None
+    errors: tuple[LineError, ...]
+    created_at: str | None
+    updated_at: str | None
+    deleted_at: str | None
+
+
+def item_view(dataset: DatasetState, position: int) -> DatasetView:
+    return DatasetView(
+        position=position,
+        dataset_id=dataset.dataset_id,
+        filename=dataset.filename,
+        status=dataset.status,
+        size_bytes=dataset.size_bytes,
+        sha256=dataset.sha256,
+        format=dataset.format,
+        rows=dataset.rows,
+        stats=dataset.stats,
+        errors=dataset.errors,
+        created_at=iso(dataset.created_at),
+        updated_at=iso(dataset.updated_at),
+        deleted_at=iso(dataset.deleted_at),
+    )
+
+
+class DatasetRow(msgspec.Struct, frozen=True):
+    dataset_id: str
+    filename: str
+    status: str
+    format: str | None
+    rows: int | None
+    size_bytes: int
+    created_at: str | None
+    updated_at: str | None
+
+
+class DatasetsView(msgspec.Struct):
+    """``metadata/datasets.json``: datasets not deleted, oldest first."""
+
+    position: int
+    datasets: list[DatasetRow]
+
+
+def row(dataset: DatasetState) -> DatasetRow | None:
+    """The listing row, or None once deleted."""
+    if dataset.status == "deleted":
+        return None
+    return DatasetRow(
+        dataset_id=dataset.dataset_id,
+        filename=dataset.filename,
+        status=dataset.status,
+        format=dataset.format,
+        rows=dataset.rows,
+        size_bytes=dataset.size_bytes,
+        created_at=iso(dataset.created_at),
+        updated_at=iso(dataset.updated_at),
+    )
+
+
+def item_name(root: str, dataset: DatasetState) -> str:
+    return f"{root}/data/{dataset.dataset_id}/metadata.json"
+
+
+def listing_name(root: str) -> str:
+    return f"{root}/metadata/datasets.json"
+
+
+def listing_view(datasets: list[DatasetState], position: int) -> DatasetsView:
+    ordered = sorted(datasets, key=lambda d: (d.created_at, d.dataset_id))
+    return DatasetsView(position, [r for r in map(row, ordered) if r is not None])

@@ -1,0 +1,328 @@
+"""Jobs: ``jobs/<job_id>/status.json`` per job and the ``metadata/jobs.json`` listing.
+
+``fold`` is pure: ``(JobState | None, event) -> JobState``. The listing row
+changes only on state transitions (not on progress or metering), so a busy job
+rewrites its own status.json, not the whole listing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from msgspec.structs import replace
+
+from domain.job import Job
+from projections import usage
+from projections.render import dollars, event_name, iso, seconds
+
+__all__ = [
+    "EVENTS",
+    "JobRow",
+    "JobState",
+    "JobsView",
+    "StatusView",
+    "fold",
+    "item_name",
+    "item_view",
+    "listing_name",
+    "listing_view",
+    "row",
+]
+
+EVENTS = frozenset(
+    cls.__qualname__
+    for cls in (
+        Job.Submitted,
+        Job.Queued,
+        Job.Started,
+        Job.ProgressReported,
+        Job.CheckpointSaved,
+        Job.UsageMetered,
+        Job.AlertRaised,
+        Job.StopRequested,
+        Job.Stopped,
+        Job.Succeeded,
+        Job.Failed,
+        Job.Retrying,
+        Job.Lost,
+    )
+)
+
+# event -> the job state it leads to (events not listed keep the state)
+_STATES = {
+    "Job.Queued": "queued",
+    "Job.Started": "running",
+    "Job.StopRequested": "stopping",
+    "Job.Stopped": "stopped",
+    "Job.Succeeded": "succeeded",
+    "Job.Failed": "failed",
+    "Job.Retrying": "retrying",
+    "Job.Lost": "lost",
+}
+FINAL = frozenset({"succeeded", "failed", "stopped"})
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    attempt: int
+    step: int
+    path: str
+    at: str | None
+
+
+class Alert(msgspec.Struct, frozen=True):
+    scope: str
+    threshold_pct: int
+    spent: Decimal
+    spent_usd_micros: int
+    limit: Decimal
+    limit_usd_micros: int
+    at: str | None
+
+
+class Retry(msgspec.Struct, frozen=True):
+    attempt: int
+    reason: str
+    at: str | None
+
+
+class JobState(msgspec.Struct, frozen=True):
+    """Everything the job views show, folded from the job's events."""
+
+    job_id: str
+    user_id: str
+    base_model: str
+    dataset_id: str
+    model_id: str
+    gpu_type: str
+    gpu_count: int
+    max_cost_usd_micros: int | None
+    estimate_usd_micros: int | None
+    created_at: datetime
+    updated_at: datetime
+    status_at: datetime
+    status: str = "submitted"
+    attempt: int = 0
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    tokens: int = 0
+    checkpoints: tuple[Checkpoint, ...] = ()
+    usage: tuple[usage.Group, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+    retries: tuple[Retry, ...] = ()
+    stop_reason: str | None = None
+    error: str | None = None
+    metrics: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+
+
+def fold(job: JobState | None, event: Any) -> JobState:
+    """The job after one of its events (pure)."""
+    name = event_name(event)
+    at: datetime = event.at
+    if job is None:
+        if name != "Job.Submitted":
+            raise ValueError(f"{name} before Job.Submitted for aggregate {event.originator_id}")
+        return JobState(
+            job_id=event.job_id,
+            user_id=event.user_id,
+            base_model=event.base_model,
+            dataset_id=event.dataset_id,
+            model_id=event.model_id,
+            gpu_type=event.gpu_type,
+            gpu_count=event.gpu_count,
+            max_cost_usd_micros=event.max_cost_usd_micros,
+            estimate_usd_micros=event.estimate_usd_micros,
+            created_at=at,
+            updated_at=at,
+            status_at=at,
+        )
+    changes: dict[str, Any] = {"updated_at": at}
+    if name in _STATES and _STATES[name] != job.status:
+        changes.update(status=_STATES[name], status_at=at)
+        if _STATES[name] in FINAL:
+            changes["finished_at"] = at
+    if name in ("Job.Started", "Job.ProgressReported", "Job.CheckpointSaved"):
+        changes["last_heartbeat_at"] = at
+    if name == "Job.Started":
+        changes["attempt"] = event.attempt
+        changes["started_at"] = job.started_at or at
+    elif name == "Job.ProgressReported":
+        changes.update(
+            attempt=event.attempt,
+            step=event.step,
+            total_steps=event.total_steps,
+            epoch=event.epoch,
+            loss=event.loss,
+            tokens=event.tokens,
+        )
+    elif name == "Job.CheckpointSaved":
+        point = Checkpoint(attempt=event.attempt, step=event.step, path=event.path, at=iso(at))
+        changes["checkpoints"] = (*job.checkpoints, point)
+    elif name == "Job.UsageMetered":
+        changes["usage"] = usage.add(job.usage, event)
+    elif name == "Job.AlertRaised":
+        alert = Alert(
+            scope=event.scope,
+            threshold_pct=event.threshold_pct,
+            spent=dollars(event.spent_usd_micros),
+            spent_usd_micros=event.spent_usd_micros,
+            limit=dollars(event.limit_usd_micros),
+            limit_usd_micros=event.limit_usd_micros,
+            at=iso(at),
+        )
+        changes["alerts"] = (*job.alerts, alert)
+    elif name in ("Job.StopRequested", "Job.Stopped"):
+        changes["stop_reason"] = event.reason
+        if name == "Job.Stopped" and event.step is not None:
+            changes["step"] = event.step
+    elif name == "Job.Succeeded":
+        changes.update(metrics=event.metrics, model_id=event.model_id or job.model_id)
+    elif name == "Job.Failed":
+        changes["error"] = event.error
+    elif name == "Job.Retrying":
+        changes["attempt"] = event.attempt
+        changes["retries"] = (*job.retries, Retry(attempt=event.attempt, reason=event.reason, at=iso(at)))
+    elif name == "Job.Lost" and event.last_heartbeat_at is not None:
+        changes["last_heartbeat_at"] = event.last_heartbeat_at
+    return replace(job, **changes)
+
+
+# -- views ---------------------------------------------------------------
+
+
+class GpuMetrics(msgspec.Struct):
+    gpu_type: str
+    gpu_count: int
+    current_duration_seconds: Decimal
+    gpu_ms: int
+
+
+class StatusView(msgspec.Struct):
+    """``jobs/<job_id>/status.json``."""
+
+    position: int
+    job_id: str
+    status: str
+    model_id: str
+    dataset_id: str
+    base_model: str
+    attempt: int
+    step: int
+    total_steps: int | None
+    epoch: float | None
+    loss: float | None
+    tokens: int
+    checkpoints: tuple[Checkpoint, ...]
+    gpu_metrics: GpuMetrics
+    cost: Decimal
+    cost_usd_micros: int
+    estimate: Decimal | None
+    estimate_usd_micros: int | None
+    max_cost: Decimal | None
+    max_cost_usd_micros: int | None
+    alerts: tuple[Alert, ...]
+    retries: tuple[Retry, ...]
+    stop_reason: str | None
+    error: str | None
+    metrics: dict[str, Any] | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    last_heartbeat_at: str | None
+    updated_at: str | None
+
+
+def _maybe_dollars(usd_micros: int | None) -> Decimal | None:
+    return None if usd_micros is None else dollars(usd_micros)
+
+
+def item_view(job: JobState, position: int) -> StatusView:
+    cost = usage.cost_usd_micros(job.usage)
+    ms = usage.gpu_ms(job.usage)
+    return StatusView(
+        position=position,
+        job_id=job.job_id,
+        status=job.status,
+        model_id=job.model_id,
+        dataset_id=job.dataset_id,
+        base_model=job.base_model,
+        attempt=job.attempt,
+        step=job.step,
+        total_steps=job.total_steps,
+        epoch=job.epoch,
+        loss=job.loss,
+        tokens=job.tokens,
+        checkpoints=job.checkpoints,
+        gpu_metrics=GpuMetrics(job.gpu_type, job.gpu_count, seconds(ms), ms),
+        cost=dollars(cost),
+        cost_usd_micros=cost,
+        estimate=_maybe_dollars(job.estimate_usd_micros),
+        estimate_usd_micros=job.estimate_usd_micros,
+        max_cost=_maybe_dollars(job.max_cost_usd_micros),
+        max_cost_usd_micros=job.max_cost_usd_micros,
+        alerts=job.alerts,
+        retries=job.retries,
+        stop_reason=job.stop_reason,
+        error=job.error,
+        metrics=job.metrics,
+        created_at=iso(job.created_at),
+        started_at=iso(job.started_at),
+        finished_at=iso(job.finished_at),
+        last_heartbeat_at=iso(job.last_heartbeat_at),
+        updated_at=iso(job.updated_at),
+    )
+
+
+class JobRow(msgspec.Struct, frozen=True):
+    """One job in ``metadata/jobs.json`` (the seed's fields first)."""
+
+    job_id: str
+    model_id: str
+    dataset_id: str
+    status: str
+    created_at: str | None
+    updated_at: str | None
+    base_model: str
+    gpu_type: str
+    gpu_count: int
+
+
+class JobsView(msgspec.Struct):
+    """``metadata/jobs.json``: every job, oldest first (created_at, then job_id)."""
+
+    position: int
+    jobs: list[JobRow]
+
+
+def row(job: JobState) -> JobRow:
+    """The job's listing row; its ``updated_at`` is the time of the last state change."""
+    return JobRow(
+        job_id=job.job_id,
+        model_id=job.model_id,
+        dataset_id=job.dataset_id,
+        status=job.status,
+        created_at=iso(job.created_at),
+        updated_at=iso(job.status_at),
+        base_model=job.base_model,
+        gpu_type=job.gpu_type,
+        gpu_count=job.gpu_count,
+    )
+
+
+def item_name(root: str, job: JobState) -> str:
+    return f"{root}/jobs/{job.job_id}/status.json"
+
+
+def listing_name(root: str) -> str:
+    return f"{root}/metadata/jobs.json"
+
+
+def listing_view(jobs: list[JobState], position: int) -> JobsView:
+    return JobsView(position, [row(job) for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id))])

@@ -1,0 +1,93 @@
+"""GPU pricing (platform partition): ``platform/metadata/gpu_pricing.json`` and each user's copy.
+
+``prices[gpu_type]`` holds the price in force when the price list last changed
+(the fold's only clock) and the whole ``schedule``, so a reader can resolve a
+price that took effect later. Each user's ``metadata/gpu_pricing.json`` is the
+same view, positioned at the later of the user's registration and the last
+price change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from domain.pricing import PriceList
+from projections.render import dollars, event_name, iso
+
+__all__ = ["EVENTS", "PricingState", "PricingView", "fold", "name", "user_name", "view"]
+
+EVENTS = frozenset({PriceList.PriceSet.__qualname__})
+
+
+class PricePoint(msgspec.Struct, frozen=True):
+    effective_at: datetime
+    usd_micros_per_hour: int
+
+
+class PricingState(msgspec.Struct, frozen=True):
+    schedules: dict[str, tuple[PricePoint, ...]] = msgspec.field(default_factory=dict)
+    as_of: datetime | None = None
+
+
+def fold(state: PricingState, event: Any) -> PricingState:
+    """The price list after one event (pure). A second price at the same instant replaces the first."""
+    if event_name(event) != "PriceList.PriceSet":
+        return state
+    point = PricePoint(event.effective_at, event.usd_micros_per_hour)
+    kept = [p for p in state.schedules.get(event.gpu_type, ()) if p.effective_at != point.effective_at]
+    schedule = tuple(sorted([*kept, point], key=lambda p: p.effective_at))
+    return PricingState({**state.schedules, event.gpu_type: schedule}, as_of=event.at)
+
+
+class ScheduledPrice(msgspec.Struct):
+    effective_at: str | None
+    cost_per_hour: Decimal
+    usd_micros_per_hour: int
+
+
+class GpuPrice(msgspec.Struct):
+    cost_per_hour: Decimal
+    usd_micros_per_hour: int
+    effective_at: str | None
+    schedule: list[ScheduledPrice]
+
+
+class PricingView(msgspec.Struct):
+    """``gpu_pricing.json``: ``prices[gpu_type].cost_per_hour`` in dollars, as in the seed's notes."""
+
+    position: int
+    currency: str
+    prices: dict[str, GpuPrice]
+
+
+def _in_force(schedule: tuple[PricePoint, ...], as_of: datetime | None) -> PricePoint:
+    started = [p for p in schedule if as_of is None or p.effective_at <= as_of]
+    return started[-1] if started else schedule[0]
+
+
+def view(state: PricingState, position: int) -> PricingView:
+    prices = {}
+    for gpu_type, schedule in state.schedules.items():
+        now = _in_force(schedule, state.as_of)
+        prices[gpu_type] = GpuPrice(
+            cost_per_hour=dollars(now.usd_micros_per_hour),
+            usd_micros_per_hour=now.usd_micros_per_hour,
+            effective_at=iso(now.effective_at),
+            schedule=[
+                ScheduledPrice(iso(p.effective_at), dollars(p.usd_micros_per_hour), p.usd_micros_per_hour)
+                for p in schedule
+            ],
+        )
+    return PricingView(position, "USD", prices)
+
+
+def name(root: str) -> str:
+    return f"{root}/metadata/gpu_pricing.json"
+
+
+def user_name(user_id: str) -> str:
+    return f"users/{user_id}/metadata/gpu_pricing.json"

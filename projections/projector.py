@@ -1,0 +1,224 @@
+"""``Projector``: keeps each partition's views current in the bucket, restart-safe and exactly-once.
+
+It is told which partitions moved (``notify``, called in-process by the writer
+or by a bucket notification subscriber); it never lists partitions on a timer.
+
+How the promises are kept:
+
+* Exactly-once: views are never read back and added to. Each is a pure
+  function of the partition's log prefix, folded in memory, so an event can
+  only count once however often a view is written.
+* Restart-safe: on its first touch of a partition after a (re)start the
+  projector replays it from position 0 in memory, then writes only the views
+  that changed after the position recorded in ``metadata/position.json``
+  (written last, after every other view of a catch-up).
+* Several projectors on one bucket: a view is written only with a generation
+  precondition (create-only for a view not seen before), and never over a
+  stored view whose position is already at or past ours; a lost race re-reads
+  and compares. Views never move backwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from eventsourcing.application import Application
+
+from projections.partition import Partition, open_partition, tracking_name
+from projections.replay import BATCH, read_events
+from projections.store import ViewStore, stored_position
+from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
+
+__all__ = ["OpenApp", "Projector"]
+
+log = logging.getLogger(__name__)
+
+OpenApp = Callable[[str], Application[Any]]
+
+_MISSING = (0, -1)  # (generation, position) of a view that is not stored
+
+
+class Projector:
+    """Folds notified partitions into their views; one instance per process."""
+
+    def __init__(
+        self, bucket: Bucket, open_app: OpenApp, *, store: ViewStore | None = None, batch: int = BATCH
+    ) -> None:
+        self.bucket = bucket
+        self.open_app = open_app
+        self.store = store
+        self.batch = batch
+        self._apps: dict[str, Application[Any]] = {}
+        self._parts: dict[str, Partition] = {}
+        self._stored: dict[str, tuple[int, int]] = {}  # view name -> (generation, position) last seen
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._changed = threading.Condition()
+        self._dirty: set[str] = set()
+        self._running = False
+        self.writes = 0
+
+    # -- telling and asking ------------------------------------------------
+
+    def notify(self, partition: str) -> None:
+        """Mark ``partition`` as having new events (cheap; the run loop or the next catch-up folds them)."""
+        with self._changed:
+            self._dirty.add(partition)
+            self._changed.notify_all()
+
+    def position(self, partition: str) -> int:
+        """The head this process has folded and written for ``partition`` (0 if not touched yet)."""
+        part = self._parts.get(partition)
+        return part.position if part else 0
+
+    def head(self, partition: str) -> int:
+        """The partition's last notification id in the event store."""
+        return self._app(partition).recorder.max_notification_id() or 0
+
+    def wait_for(self, partition: str, position: int | None = None, timeout: float = 10.0) -> bool:
+        """Wait until ``partition``'s views reflect ``position`` (default: its head now); False on timeout.
+
+        Without a running loop the caller's thread catches up itself.
+        """
+        target = self.head(partition) if position is None else position
+        if self.position(partition) >= target:
+            return True
+        if not self._running:
+            self.catch_up(partition)
+            return self.position(partition) >= target
+        self.notify(partition)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.position(partition) < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    # -- folding and writing ----------------------------------------------
+
+    def catch_up(self, partition: str) -> int:
+        """Fold the partition's new notifications, write the views they changed; return its position."""
+        with self._lock(partition):
+            part = self._parts.get(partition)
+            first = part is None
+            if part is None:
+                part = open_partition(partition)
+            for position, event in read_events(self._app(partition), part.position, batch=self.batch):
+                part.apply(position, event)
+            names = part.views.take_dirty()
+            if first:
+                written = self._stored_view(tracking_name(partition))[1]
+                names = {n for n in names if part.views.position_of(n) > written}
+                self._parts[partition] = part
+            self._flush(part, names)
+        with self._changed:
+            self._changed.notify_all()
+        return part.position
+
+    def _flush(self, part: Partition, names: set[str]) -> None:
+        tracking = tracking_name(part.name)
+        order = sorted(names - {tracking}) + ([tracking] if tracking in names else [])
+        for i, name in enumerate(order):
+            try:
+                self._write(name, part.views.render(name), part.views.position_of(name))
+            except BaseException:
+                part.views.mark_dirty(order[i:])
+                raise
+
+    def _write(self, name: str, data: bytes, position: int) -> None:
+        generation, stored = self._stored.get(name, _MISSING)
+        while True:
+            if stored >= position:
+                if stored > position and self.store is not None:
+                    self.store.forget(name)
+                return
+            try:
+                stat = self.bucket.write(name, data, if_generation_match=generation)
+            except PreconditionFailed:
+                generation, stored = self._stored_view(name)
+                continue
+            self.writes += 1
+            self._stored[name] = (stat.generation, position)
+            if self.store is not None:
+                self.store.put(name, data, stat.generation, position)
+            return
+
+    def _stored_view(self, name: str) -> tuple[int, int]:
+        """Read what the bucket holds for a view now: (generation, position), remembered."""
+        try:
+            data, stat = self.bucket.read_with_stat(name)
+        except ObjectNotFound:
+            found = _MISSING
+        else:
+            found = (stat.generation, stored_position(data))
+        self._stored[name] = found
+        return found
+
+    # -- the background loop ----------------------------------------------
+
+    def run(self, stop: threading.Event, *, sweep_every: float | None = None) -> None:
+        """Catch up notified partitions until ``stop`` is set.
+
+        ``sweep_every`` (seconds) also re-checks every partition touched so far, a slow
+        backstop for writers in other processes that could not notify.
+        """
+        self._running = True
+        next_sweep = time.monotonic() + sweep_every if sweep_every else None
+        try:
+            while not stop.is_set():
+                with self._changed:
+                    if not self._dirty:
+                        self._changed.wait(0.05)
+                    todo, self._dirty = self._dirty, set()
+                if next_sweep is not None and time.monotonic() >= next_sweep:
+                    todo |= set(self._parts)
+                    next_sweep = time.monotonic() + (sweep_every or 0)
+                self._catch_up_all(todo)
+        finally:
+            self._running = False
+            with self._changed:
+                self._changed.notify_all()
+
+    def start(self, stop: threading.Event, *, sweep_every: float | None = None) -> threading.Thread:
+        """``run`` on a daemon thread; returns once the loop is live."""
+        thread = threading.Thread(
+            target=self.run, args=(stop,), kwargs={"sweep_every": sweep_every}, name="projector", daemon=True
+        )
+        self._running = True
+        thread.start()
+        return thread
+
+    def _catch_up_all(self, partitions: Iterable[str]) -> None:
+        for partition in sorted(partitions):
+            try:
+                self.catch_up(partition)
+            except Exception:  # the loop must outlive one bad partition; it is retried on the next notify
+                log.exception("projector: catching up %s failed", partition)
+                time.sleep(0.2)
+                with self._changed:
+                    self._dirty.add(partition)
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _app(self, partition: str) -> Application[Any]:
+        app = self._apps.get(partition)
+        if app is None:
+            with self._guard:
+                app = self._apps.get(partition) or self.open_app(partition)
+                self._apps[partition] = app
+        return app
+
+    def _lock(self, partition: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(partition, threading.Lock())
+
+    def forget(self, partition: str) -> None:
+        """Drop a partition's in-memory state (the next catch-up replays it from 0, as after a restart)."""
+        with self._lock(partition):
+            self._parts.pop(partition, None)

@@ -1,0 +1,35 @@
+"""Reading a partition's events from its eventsourcing Application, and folding them into memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from eventsourcing.application import Application
+
+from projections.partition import Partition, open_partition
+
+__all__ = ["BATCH", "read_events", "replay"]
+
+BATCH = 500
+
+
+def read_events(app: Application[Any], after: int = 0, *, batch: int = BATCH) -> Iterator[tuple[int, Any]]:
+    """``(notification id, domain event)`` for every notification after ``after``, in order."""
+    while True:
+        notifications = app.recorder.select_notifications(start=after + 1, limit=batch)
+        if not notifications:
+            return
+        for notification in notifications:
+            yield notification.id, app.mapper.to_domain_event(notification)
+        after = notifications[-1].id
+
+
+def replay(app: Application[Any], partition: str, *, upto: int | None = None) -> Partition:
+    """The partition's views folded in memory from position 0 (to ``upto``, default the head)."""
+    part = open_partition(partition)
+    for position, event in read_events(app):
+        if upto is not None and position > upto:
+            break
+        part.apply(position, event)
+    return part

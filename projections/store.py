@@ -1,0 +1,104 @@
+"""``ViewStore``: how the API reads views, cached, without ever replaying.
+
+An in-process projector feeds every view it writes (``put``), so embedded reads
+cost no I/O. Any other entry is checked by generation (one ``stat``) and read
+again only when the object changed. The decoded dict is shared between
+readers: treat it as read-only. Dollar amounts decode as floats, which print
+back exactly as stored; exact arithmetic uses the ``*_usd_micros`` integers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgspec
+
+from projections.partition import tracking_name
+from projections.render import decode
+from storage.bucket import Bucket, ObjectNotFound
+
+__all__ = ["ViewStore"]
+
+
+class _Position(msgspec.Struct):
+    position: int = -1
+
+
+_POSITION = msgspec.json.Decoder(_Position)
+
+
+def stored_position(data: bytes) -> int:
+    """The ``position`` recorded in a view's bytes; -1 if it has none or is not a JSON object."""
+    try:
+        return _POSITION.decode(data).position
+    except msgspec.DecodeError:
+        return -1
+
+
+class _Entry:
+    __slots__ = ("data", "fed", "generation", "parsed", "position")
+
+    def __init__(self, data: bytes, generation: int, position: int, *, fed: bool) -> None:
+        self.data = data
+        self.generation = generation
+        self.position = position
+        self.fed = fed
+        self.parsed: Any = None
+
+
+class ViewStore:
+    """Cached reads of views by object name."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def put(self, name: str, data: bytes, generation: int, position: int) -> None:
+        """Record a view its in-process projector has just written (trusted until ``forget``)."""
+        with self._lock:
+            self._entries[name] = _Entry(data, generation, position, fed=True)
+
+    def forget(self, name: str) -> None:
+        """Drop a cached view, e.g. when another process wrote a newer one."""
+        with self._lock:
+            self._entries.pop(name, None)
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is not None:
+            if entry.fed:
+                return entry
+            try:
+                if self.bucket.stat(name).generation == entry.generation:
+                    return entry
+            except ObjectNotFound:
+                self.forget(name)
+                raise
+        data, stat = self.bucket.read_with_stat(name)
+        entry = _Entry(data, stat.generation, stored_position(data), fed=False)
+        with self._lock:
+            current = self._entries.get(name)
+            if current is None or not current.fed or current.position < entry.position:
+                self._entries[name] = entry
+        return entry
+
+    def read_raw(self, name: str) -> tuple[bytes, int]:
+        """The view's bytes and position; raise ObjectNotFound."""
+        entry = self._entry(name)
+        return entry.data, entry.position
+
+    def read_json(self, name: str) -> tuple[dict[str, Any], int]:
+        """The view decoded (shared, read-only) and its position; raise ObjectNotFound."""
+        entry = self._entry(name)
+        if entry.parsed is None:
+            entry.parsed = decode(entry.data)
+        return entry.parsed, entry.position
+
+    def partition_position(self, partition: str) -> int:
+        """The head every view of ``partition`` reflects (0 before its projector's first write)."""
+        try:
+            return self.read_raw(tracking_name(partition))[1]
+        except ObjectNotFound:
+            return 0

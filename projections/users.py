@@ -1,0 +1,145 @@
+"""Users (platform partition): ``users/<id>/metadata/user_info.json`` and ``platform/metadata/users.json``.
+
+The listing row leaves out ``last_login``, so a login rewrites only that user's
+user_info.json. No password hash ever reaches a view.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from msgspec.structs import replace
+
+from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES, User
+from projections.render import event_name, iso
+
+__all__ = [
+    "EVENTS",
+    "UserInfoView",
+    "UserRow",
+    "UserState",
+    "UsersView",
+    "fold",
+    "item_name",
+    "item_view",
+    "listing_name",
+    "listing_view",
+    "row",
+]
+
+EVENTS = frozenset(
+    cls.__qualname__
+    for cls in (
+        User.Registered,
+        User.LoggedIn,
+        User.PasswordChanged,
+        User.Suspended,
+        User.Reactivated,
+        User.QuotaSet,
+    )
+)
+
+
+class Quota(msgspec.Struct, frozen=True):
+    max_concurrent_jobs: int | None
+    max_dataset_bytes: int | None
+
+
+class UserState(msgspec.Struct, frozen=True):
+    user_id: str
+    email: str
+    role: str
+    created_at: datetime
+    updated_at: datetime
+    status: str = "active"
+    last_login: datetime | None = None
+    suspended_reason: str | None = None
+    quota: Quota = Quota(DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES)
+    password_changed_at: datetime | None = None
+
+
+def fold(user: UserState | None, event: Any) -> UserState:
+    """The user after one of their events (pure)."""
+    name = event_name(event)
+    at: datetime = event.at
+    if user is None:
+        if name != "User.Registered":
+            raise ValueError(f"{name} before User.Registered for aggregate {event.originator_id}")
+        return UserState(event.user_id, event.email, event.role, created_at=at, updated_at=at)
+    changes: dict[str, Any] = {"updated_at": at}
+    if name == "User.LoggedIn":
+        changes["last_login"] = at
+    elif name == "User.PasswordChanged":
+        changes["password_changed_at"] = at
+    elif name == "User.Suspended":
+        changes.update(status="suspended", suspended_reason=event.reason)
+    elif name == "User.Reactivated":
+        changes.update(status="active", suspended_reason=None)
+    elif name == "User.QuotaSet":
+        changes["quota"] = Quota(event.max_concurrent_jobs, event.max_dataset_bytes)
+    return replace(user, **changes)
+
+
+class UserInfoView(msgspec.Struct):
+    """``users/<id>/metadata/user_info.json`` (the seed's fields first)."""
+
+    position: int
+    email: str
+    created_at: str | None
+    status: str
+    last_login: str | None
+    user_id: str
+    role: str
+    suspended_reason: str | None
+    quota: Quota
+    password_changed_at: str | None
+    updated_at: str | None
+
+
+def item_view(user: UserState, position: int) -> UserInfoView:
+    return UserInfoView(
+        position=position,
+        email=user.email,
+        created_at=iso(user.created_at),
+        status=user.status,
+        last_login=iso(user.last_login),
+        user_id=user.user_id,
+        role=user.role,
+        suspended_reason=user.suspended_reason,
+        quota=user.quota,
+        password_changed_at=iso(user.password_changed_at),
+        updated_at=iso(user.updated_at),
+    )
+
+
+class UserRow(msgspec.Struct, frozen=True):
+    user_id: str
+    email: str
+    role: str
+    status: str
+    created_at: str | None
+
+
+class UsersView(msgspec.Struct):
+    """``platform/metadata/users.json``: every user, oldest first."""
+
+    position: int
+    users: list[UserRow]
+
+
+def row(user: UserState) -> UserRow:
+    return UserRow(user.user_id, user.email, user.role, user.status, iso(user.created_at))
+
+
+def item_name(root: str, user: UserState) -> str:
+    return f"users/{user.user_id}/metadata/user_info.json"
+
+
+def listing_name(root: str) -> str:
+    return f"{root}/metadata/users.json"
+
+
+def listing_view(users: list[UserState], position: int) -> UsersView:
+    return UsersView(position, [row(u) for u in sorted(users, key=lambda u: (u.created_at, u.user_id))])

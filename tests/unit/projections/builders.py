@@ -1,0 +1,200 @@
+"""Events for projection tests, made by the real aggregates and stored in POPO Applications."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventsourcing.application import Application
+
+from domain.budget import Budget
+from domain.dataset import Dataset
+from domain.job import Job
+from domain.model import Model
+from domain.money import period_of
+from domain.pricing import PriceList
+from domain.user import User
+
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+SHA = hashlib.sha256(b"x").hexdigest()
+
+
+class Apps:
+    """One POPO Application per partition: ``open_app`` for a Projector."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, Application[Any]] = {}
+
+    def __call__(self, partition: str) -> Application[Any]:
+        if partition not in self.apps:
+            self.apps[partition] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        return self.apps[partition]
+
+
+class Clock:
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self, seconds: float = 60) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+class UserLog:
+    """A user's partition driven through the aggregates: each method saves what it changed."""
+
+    def __init__(self, app: Application[Any], user_id: str = "u1", clock: Clock | None = None) -> None:
+        self.app, self.user_id, self.clock = app, user_id, clock or Clock()
+        self.jobs: dict[str, Job] = {}
+        self.datasets: dict[str, Dataset] = {}
+        self.models: dict[str, Model] = {}
+        self.budget: Budget | None = None
+
+    def save(self, *aggregates: Any) -> int:
+        """Save and return the last notification id."""
+        recordings = self.app.save(*aggregates)
+        return recordings[-1].notification.id if recordings else 0
+
+    def submit(self, job_id: str, *, gpu_type: str = "a100-80gb", gpu_count: int = 1, **kw: Any) -> Job:
+        fields: dict[str, Any] = {
+            "base_model": "llama3-8b",
+            "dataset_id": "ds1",
+            "model_id": f"m-{job_id}",
+            "config": {"epochs": 1},
+            "max_cost_usd_micros": 50_000_000,
+            "estimate_usd_micros": 1_000_000,
+        } | kw
+        job = Job.submit(
+            job_id=job_id,
+            user_id=self.user_id,
+            gpu_type=gpu_type,
+            gpu_count=gpu_count,
+            at=self.clock(),
+            **fields,
+        )
+        self.jobs[job_id] = job
+        self.save(job)
+        return job
+
+    def do(self, job_id: str, method: str, *args: Any, **kw: Any) -> int:
+        """Call a Job method (``at`` supplied) and save."""
+        job = self.jobs[job_id]
+        getattr(job, method)(*args, at=self.clock(), **kw)
+        return self.save(job)
+
+    def run(self, job_id: str) -> None:
+        """submitted -> queued -> running (attempt 1)."""
+        self.do(job_id, "queue")
+        self.do(job_id, "start", 1)
+
+    def meter(self, job_id: str, gpu_ms: int, price: int, *, period: str | None = None, seq: int = 0) -> int:
+        job = self.jobs[job_id]
+        at = self.clock()
+        first = job.metered_seq.get(str(job.attempt), -1) + 1 if seq == 0 else seq
+        job.meter_usage(
+            job.attempt,
+            first,
+            first,
+            job.gpu_type,
+            job.gpu_count,
+            gpu_ms,
+            price,
+            period or period_of(at),
+            at=at,
+        )
+        return self.save(job)
+
+    def upload(self, dataset_id: str, filename: str = "train.jsonl") -> Dataset:
+        ds = Dataset.upload(
+            dataset_id=dataset_id,
+            user_id=self.user_id,
+            filename=filename,
+            size_bytes=10,
+            sha256=SHA,
+            at=self.clock(),
+        )
+        self.datasets[dataset_id] = ds
+        self.save(ds)
+        return ds
+
+    def dataset(self, dataset_id: str, method: str, *args: Any, **kw: Any) -> int:
+        ds = self.datasets[dataset_id]
+        getattr(ds, method)(*args, at=self.clock(), **kw)
+        return self.save(ds)
+
+    def register_model(self, model_id: str, job_id: str = "j1") -> Model:
+        model = Model.register(
+            model_id=model_id,
+            user_id=self.user_id,
+            job_id=job_id,
+            base_model="llama3-8b",
+            kind="lora",
+            weights_prefix=f"users/{self.user_id}/models/{model_id}/weights/",
+            sha256=SHA,
+            size_bytes=1234,
+            metrics={"loss": 0.5},
+            at=self.clock(),
+        )
+        self.models[model_id] = model
+        self.save(model)
+        return model
+
+    def delete_model(self, model_id: str) -> int:
+        self.models[model_id].delete(at=self.clock())
+        return self.save(self.models[model_id])
+
+    def set_budget(self, limit: int | None, thresholds: list[int] | None = None) -> int:
+        if self.budget is None:
+            self.budget = Budget.create(self.user_id, at=self.clock())
+        self.budget.set_limit(limit, at=self.clock(), thresholds_pct=thresholds)
+        return self.save(self.budget)
+
+    def budget_alert(self, period: str, threshold: int, spent: int) -> int:
+        assert self.budget is not None
+        self.budget.raise_alert(period, threshold, spent, at=self.clock())
+        return self.save(self.budget)
+
+
+class PlatformLog:
+    """The platform partition: users and the price list."""
+
+    def __init__(self, app: Application[Any], clock: Clock | None = None) -> None:
+        self.app, self.clock = app, clock or Clock()
+        self.users: dict[str, User] = {}
+        self.prices: PriceList | None = None
+
+    def register(self, user_id: str, email: str | None = None, role: str = "user") -> User:
+        user = User.register(
+            user_id=user_id,
+            email=email or f"{user_id}@example.com",
+            password_hash="$argon2$x",
+            role=role,
+            at=self.clock(),
+        )
+        self.users[user_id] = user
+        self.app.save(user)
+        return user
+
+    def user(self, user_id: str, method: str, *args: Any, **kw: Any) -> None:
+        getattr(self.users[user_id], method)(*args, at=self.clock(), **kw)
+        self.app.save(self.users[user_id])
+
+    def set_price(self, gpu_type: str, micros_per_hour: int, effective_at: datetime | None = None) -> None:
+        at = self.clock()
+        if self.prices is None:
+            self.prices = PriceList.create(at=at)
+        self.prices.set_price(gpu_type, micros_per_hour, effective_at or at, at=at)
+        self.app.save(self.prices)
+
+
+def events_of(*aggregates: Any) -> list[Any]:
+    """The pending events of fresh aggregates, in order (without saving)."""
+    out: list[Any] = []
+    for aggregate in aggregates:
+        out.extend(aggregate.collect_events())
+    return out
+
+
+Step = Callable[[UserLog], Any]
