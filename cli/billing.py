@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from cyclopts import App, Parameter
+from msgspec import to_builtins
 
 from cli.context import Ctx, JsonFlag
 from cli.errors import CliError
@@ -42,34 +43,120 @@ def dollars_to_micros(text: str, *, where: str) -> int:
 
 
 def cost(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
-    """What one job has cost so far, by GPU type and price."""
-    from cli.output import print_document, print_json
+    """What one job has cost so far, by month and GPU type."""
+    from api.schemas import JobCostReport
+    from cli.output import Column, print_json, print_record, print_table
 
-    reply = ctx.client.get(f"/billing/job/{job_id}/cost")
-    print_json(reply) if json else print_document(reply, title=f"cost of {job_id}")
+    reply = ctx.client.get(f"/billing/job/{job_id}/cost", type=JobCostReport)
+    if json:
+        print_json(reply)
+        return
+    print_record(
+        {
+            "job_id": reply.job_id,
+            "status": reply.status,
+            "cost_usd_micros": reply.cost_usd_micros,
+            "estimate_usd_micros": reply.estimate_usd_micros,
+            "max_cost_usd_micros": reply.max_cost_usd_micros,
+            "gpu": f"{reply.gpu_metrics.gpu_count}x {reply.gpu_metrics.gpu_type}"
+            if reply.gpu_metrics.gpu_type
+            else None,
+            "gpu_ms": reply.gpu_metrics.gpu_ms,
+        }
+    )
+    if len(reply.periods) > 1:
+        print_table(reply.periods, [Column(k) for k in ("gpu_type", "gpu_seconds", "cost_usd_micros")])
+
+
+def _print_period(period: Any, *, title: str) -> None:
+    from cli.output import Column, print_record, print_table
+
+    print_record(
+        {"period": period.period, "total_cost_usd_micros": period.total_cost_usd_micros}, title=title
+    )
+    gpus = [{"gpu_type": name, **to_builtins(u)} for name, u in period.usage_breakdown.items()]
+    print_table(
+        gpus,
+        [Column(k) for k in ("gpu_type", "gpu_ms", "cost_per_hour_usd_micros", "total_cost_usd_micros")],
+        title="by GPU type",
+        empty="no GPU time",
+    )
+    print_table(
+        period.jobs,
+        [Column(k) for k in ("job_id", "gpu_type", "gpu_seconds", "cost_usd_micros")],
+        title="by job",
+        empty="",
+    )
 
 
 @billing_app.default
 def billing(
     *,
-    history: Annotated[bool, Parameter(help="Past periods instead of the current one.")] = False,
+    history: Annotated[bool, Parameter(help="Past months instead of the current one.")] = False,
     json: JsonFlag = False,
     ctx: Ctx,
 ) -> None:
-    """Usage and cost of the current period (--history: past periods)."""
-    from cli.output import print_document, print_json
+    """Usage and cost of the current month, with the budget (--history: past months)."""
+    from api.schemas import Billing, BillingHistory
+    from cli.output import Column, print_json, print_record, print_table
 
-    reply = ctx.client.get("/billing/history" if history else "/billing/usage")
-    print_json(reply) if json else print_document(reply, title="billing history" if history else "usage")
+    if history:
+        past = ctx.client.get("/billing/history", type=BillingHistory)
+        if json:
+            print_json(past)
+            return
+        rows = [
+            {"period": p.period, "jobs": len(p.jobs), "total_cost_usd_micros": p.total_cost_usd_micros}
+            for p in past.periods
+        ]
+        print_table(
+            rows, [Column(k) for k in ("period", "jobs", "total_cost_usd_micros")], empty="no history yet"
+        )
+        return
+    usage = ctx.client.get("/billing/usage", type=Billing)
+    if json:
+        print_json(usage)
+        return
+    _print_period(usage.current_period, title="this month")
+    if usage.budget is not None:
+        print_record(
+            {
+                "monthly_limit_usd_micros": usage.budget.monthly_limit_usd_micros,
+                "remaining_usd_micros": usage.remaining_usd_micros,
+                "alerts_at": ", ".join(f"{p}%" for p in usage.budget.thresholds_pct),
+            },
+            title="budget",
+        )
+    alerts = usage.alerts or usage.current_period.alerts
+    print_table(
+        alerts,
+        [Column(k) for k in ("at", "scope", "threshold_pct", "spent_usd_micros", "limit_usd_micros")],
+        title="alerts",
+        empty="",
+    )
 
 
 @billing_app.command
 def pricing(*, json: JsonFlag = False, ctx: Ctx) -> None:
-    """Current GPU prices."""
-    from cli.output import print_document, print_json
+    """Current price of each GPU type, per GPU-hour."""
+    from api.schemas import Pricing
+    from cli.output import Column, print_json, print_table
 
-    reply = ctx.client.get("/billing/pricing")
-    print_json(reply) if json else print_document(reply, title="GPU pricing")
+    reply = ctx.client.get("/billing/pricing", type=Pricing)
+    if json:
+        print_json(reply)
+        return
+    rows = [
+        {
+            "gpu_type": gpu,
+            "usd_micros_per_hour": p.usd_micros_per_hour,
+            "effective_at": p.effective_at,
+            "next_change": p.schedule[0].effective_at if p.schedule else None,
+        }
+        for gpu, p in reply.prices.items()
+    ]
+    cols = [Column(k) for k in ("gpu_type", "usd_micros_per_hour", "effective_at", "next_change")]
+    print_table(rows, cols, title=f"GPU pricing ({reply.currency})", empty="no prices set")
 
 
 def _report_rows(reply: Any) -> list[dict[str, Any]]:
@@ -121,20 +208,38 @@ def set_budget(
     ctx: Ctx,
 ) -> None:
     """Set the monthly budget; jobs are stopped when it would be exceeded."""
+    from api.schemas import BudgetRequest, BudgetView
     from cli.output import print_json, usd
 
-    pcts = thresholds or [50, 80, 100]
+    pcts = sorted(set(thresholds or [50, 80, 100]))
     if any(not 0 < p <= 100 for p in pcts):
         raise CliError("thresholds must be percentages between 1 and 100", where="--thresholds")
-    body = {
-        "monthly_limit_usd_micros": dollars_to_micros(monthly, where="--monthly"),
-        "thresholds_pct": sorted(set(pcts)),
-    }
-    reply = ctx.client.put("/billing/budget", body)
+    body = BudgetRequest(
+        monthly_limit_usd_micros=dollars_to_micros(monthly, where="--monthly"), thresholds_pct=pcts
+    )
+    reply = ctx.client.put("/billing/budget", body, type=BudgetView)
     if json:
         print_json(reply)
     else:
-        print(
-            f"monthly budget set to {usd(body['monthly_limit_usd_micros'])}; "
-            f"alerts at {', '.join(f'{p}%' for p in body['thresholds_pct'])}"
-        )
+        alerts = ", ".join(f"{p}%" for p in body.thresholds_pct)
+        print(f"monthly budget set to {usd(body.monthly_limit_usd_micros)}; alerts at {alerts}")
+
+
+@budget_app.command
+def show(*, json: JsonFlag = False, ctx: Ctx) -> None:
+    """The monthly budget, what is spent and what remains."""
+    from api.schemas import Billing
+    from cli.output import print_json, print_record
+
+    usage = ctx.client.get("/billing/usage", type=Billing)
+    if usage.budget is None:
+        print("no budget set (tune budget set --monthly 100)")
+        return
+    view = {
+        "monthly_limit_usd_micros": usage.budget.monthly_limit_usd_micros,
+        "spent_usd_micros": usage.current_period.total_cost_usd_micros,
+        "remaining_usd_micros": usage.remaining_usd_micros,
+        "thresholds_pct": usage.budget.thresholds_pct,
+        "set_at": usage.budget.set_at,
+    }
+    print_json(view) if json else print_record(view, title=f"budget {usage.current_period.period}")

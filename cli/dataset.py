@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from cyclopts import Parameter
+from msgspec import to_builtins
 
 from cli.context import Ctx, JsonFlag, build_app, main_for
 from cli.errors import CliError
@@ -14,7 +15,7 @@ __all__ = ["app", "main"]
 
 app = build_app("dataset", "Upload and manage training datasets (chat-format JSONL).")
 
-_COLUMNS = ("dataset_id", "filename", "state", "status", "format", "rows", "size_bytes", "created_at")
+_COLUMNS = ("dataset_id", "filename", "status", "format", "rows", "size_bytes", "created_at")
 
 
 def _check_file(path: Path) -> int:
@@ -34,16 +35,13 @@ def _check_file(path: Path) -> int:
     return size
 
 
-def _state(ds: dict[str, Any]) -> str:
-    return str(ds.get("state") or ds.get("status") or "uploaded")
-
-
 @app.command(name="list")
 def list_datasets(*, json: JsonFlag = False, ctx: Ctx) -> None:
     """List your datasets."""
-    from cli.output import Column, print_json, print_table, rows_of
+    from api.schemas import DatasetList
+    from cli.output import Column, print_json, print_table
 
-    rows = rows_of(ctx.client.get(f"/datasets/{ctx.user_id}/list"), "datasets")
+    rows = ctx.client.get(f"/datasets/{ctx.user_id}/list", type=DatasetList).datasets
     print_json(rows) if json else print_table(rows, [Column(k) for k in _COLUMNS], empty="no datasets")
 
 
@@ -55,36 +53,56 @@ def upload(
     ctx: Ctx,
 ) -> int:
     """Upload a dataset file (streamed, with a progress bar); exit 1 if the server rejects it."""
+    from api.schemas import Dataset
     from cli.output import print_json, transfer_progress
 
     size = _check_file(file)
     path = f"/datasets/{ctx.user_id}/upload"
     with transfer_progress(f"upload {file.name}", size) as bar:
-        reply = ctx.client.upload(path, file, params={"filename": file.name}, on_progress=bar.advance)
+        reply = ctx.client.upload(
+            path, file, params={"filename": file.name}, on_progress=bar.advance, type=Dataset
+        )
     if json:
         print_json(reply)
     else:
-        rows = f", {reply['rows']} rows" if reply.get("rows") is not None else ""
-        print(f"uploaded {reply.get('dataset_id')} ({_state(reply)}{rows})")
-        for err in (reply.get("errors") or [])[:20]:
-            where = f"line {err.get('line')}: " if isinstance(err, dict) and err.get("line") else ""
-            print(f"  {where}{err.get('message') if isinstance(err, dict) else err}")
-    return 1 if _state(reply) == "rejected" else 0
+        rows = f", {reply.rows} rows" if reply.rows is not None else ""
+        fmt = f", {reply.format}" if reply.format else ""
+        print(f"uploaded {reply.dataset_id} ({reply.status or 'uploaded'}{fmt}{rows})")
+        _print_line_errors(reply)
+    return 1 if reply.status == "rejected" else 0
+
+
+def _print_line_errors(ds: Any, limit: int = 20) -> None:
+    for err in ds.errors[:limit]:
+        print(f"  line {err.line}: {err.message}" if err.line else f"  {err.message}")
+    more = (ds.error_count or len(ds.errors)) - min(limit, len(ds.errors))
+    if more > 0:
+        print(f"  ... and {more} more")
 
 
 @app.command
 def show(*, dataset_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
     """Show one dataset: size, format, rows, validation results."""
-    from cli.output import print_document, print_json
+    from api.schemas import Dataset
+    from cli.output import print_json, print_record
 
-    reply = ctx.client.get(f"/datasets/{dataset_id}")
-    print_json(reply) if json else print_document(reply, title=dataset_id)
+    reply = ctx.client.get(f"/datasets/{dataset_id}", type=Dataset)
+    if json:
+        print_json(reply)
+        return
+    fields = {k: v for k, v in to_builtins(reply).items() if k not in ("errors", "stats", "position")}
+    print_record(fields, title=dataset_id)
+    if reply.stats:
+        print_record(reply.stats, title="stats")
+    _print_line_errors(reply)
 
 
 @app.command
 def delete(*, dataset_id: str, ctx: Ctx) -> None:
     """Delete a dataset."""
-    ctx.client.delete(f"/datasets/{dataset_id}")
+    from api.schemas import Deleted
+
+    ctx.client.delete(f"/datasets/{dataset_id}", type=Deleted)
     print(f"deleted {dataset_id}")
 
 

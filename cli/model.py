@@ -14,24 +14,26 @@ __all__ = ["app", "main"]
 
 app = build_app("model", "Your fine-tuned models: list, download, chat, delete.")
 
-_COLUMNS = ("model_id", "base_model", "kind", "job_id", "state", "status", "size_bytes", "created_at")
+_COLUMNS = ("model_id", "base_model", "kind", "job_id", "status", "size_bytes", "created_at")
 
 
 @app.command(name="list")
 def list_models(*, json: JsonFlag = False, ctx: Ctx) -> None:
     """List your models."""
-    from cli.output import Column, print_json, print_table, rows_of
+    from api.schemas import ModelList
+    from cli.output import Column, print_json, print_table
 
-    rows = rows_of(ctx.client.get(f"/models/{ctx.user_id}/list"), "models")
+    rows = ctx.client.get(f"/models/{ctx.user_id}/list", type=ModelList).models
     print_json(rows) if json else print_table(rows, [Column(k) for k in _COLUMNS], empty="no models")
 
 
 @app.command
 def show(*, model_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
     """Show one model: base model, kind, size, training metrics."""
+    from api.schemas import Model
     from cli.output import print_document, print_json
 
-    reply = ctx.client.get(f"/models/{model_id}")
+    reply = ctx.client.get(f"/models/{model_id}", type=Model)
     print_json(reply) if json else print_document(reply, title=model_id)
 
 
@@ -72,23 +74,26 @@ def chat(
         raise CliError("temperature must be >= 0", where="--temperature")
     if max_new_tokens < 1:
         raise CliError("max-new-tokens must be >= 1", where="--max-new-tokens")
+    from api.schemas import Model
     from cli.config import cache_dir
     from cli.weights import cached_weights
 
-    meta = ctx.client.get(f"/models/{model_id}")
+    meta = ctx.client.get(f"/models/{model_id}", type=Model)
     weights = cached_weights(ctx.client, model_id, cache_dir())
     from cli.chat import ChatSettings, run_chat
 
     settings = ChatSettings(system=system, temperature=temperature, max_new_tokens=max_new_tokens)
     return run_chat(
-        weights, base_model=meta.get("base_model"), kind=meta.get("kind"), settings=settings, prompt=prompt
+        weights, base_model=meta.base_model or None, kind=meta.kind or None, settings=settings, prompt=prompt
     )
 
 
 @app.command
 def delete(*, model_id: str, ctx: Ctx) -> None:
     """Delete a model and its weights."""
-    ctx.client.delete(f"/models/{model_id}")
+    from api.schemas import Deleted
+
+    ctx.client.delete(f"/models/{model_id}", type=Deleted)
     print(f"deleted {model_id}")
 
 

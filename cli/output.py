@@ -92,7 +92,7 @@ def format_value(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
-        if key.endswith("_usd_micros") or key == "usd_micros":
+        if key.endswith(("_usd_micros", "usd_micros_per_hour")) or key == "usd_micros":
             return usd(value)
         if key.endswith("_ms"):
             return duration_text(value)
@@ -112,7 +112,7 @@ class Column:
 
     def __init__(self, key: str, header: str | None = None) -> None:
         self.key = key
-        self.header = header or key.removesuffix("_usd_micros").removesuffix("_ms").replace("_", " ")
+        self.header = header or _label(key).removesuffix("_ms").replace("_", " ")
 
 
 def print_json(data: Any) -> None:
@@ -133,7 +133,7 @@ def print_table(
     """
     from rich.table import Table
 
-    items = [to_plain(r) for r in rows]
+    items = [_for_display(to_plain(r)) for r in rows]
     console = stdout_console()
     if not items:
         console.print(f"[dim]{empty}[/dim]", highlight=False)
@@ -150,17 +150,32 @@ def print_table(
     console.print(table)
 
 
-def print_record(record: Any, *, title: str | None = None, keys: Sequence[str] | None = None) -> None:
-    """Key/value lines for one object (all its keys unless ``keys`` picks some)."""
+def _for_display(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop empty values, log positions, and the decimal twin of every exact ``*_usd_micros`` amount."""
+    shown = {}
+    for key, value in data.items():
+        if value is None or value == "" or value == [] or value == {} or key == "position":
+            continue
+        if f"{key}_usd_micros" in data or (key == "cost_per_hour" and "usd_micros_per_hour" in data):
+            continue
+        shown[key] = value
+    return shown
+
+
+def _label(key: str) -> str:
+    return key.replace("usd_micros_per_hour", "per_hour").removesuffix("_usd_micros")
+
+
+def print_record(record: Any, *, title: str | None = None) -> None:
+    """Key/value lines for one object's non-empty scalar fields."""
     from rich.table import Table
 
-    data: Mapping[str, Any] = to_plain(record)
-    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+    data = _for_display(to_plain(record))
+    table = Table(title=title, show_header=False, box=None, pad_edge=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for key in keys or list(data):
-        if key in data:
-            table.add_row(key, format_value(key, data[key]))
+    for key, value in data.items():
+        table.add_row(_label(key), format_value(key, value))
     stdout_console().print(table)
 
 
@@ -173,7 +188,7 @@ def rows_of(reply: Any, key: str) -> list[Any]:
 
 
 def print_document(data: Any, *, title: str | None = None) -> None:
-    """Any JSON reply: scalars as key/value lines, lists of objects and maps of objects as tables."""
+    """Any reply: scalars as key/value lines, nested objects below, lists and maps of objects as tables."""
     data = to_plain(data)
     if isinstance(data, list):
         print_table(data, title=title)
@@ -181,13 +196,14 @@ def print_document(data: Any, *, title: str | None = None) -> None:
     if not isinstance(data, dict):
         stdout_console().print(format_value("", data), highlight=False)
         return
+    data = _for_display(data)
     scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
     if scalars:
         print_record(scalars, title=title)
     for key, value in data.items():
         if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-            print_table(value, title=key, empty=f"{key}: none")
-        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            print_table(value, title=key)
+        elif isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
             print_table([{"name": k, **v} for k, v in value.items()], title=key)
         elif isinstance(value, dict):
             print_document(value, title=key)

@@ -2,6 +2,7 @@
 
 Commands: login, logout, start, list, status, stop, logs, events, cost, billing
 (usage, history, pricing, report), budget (set), serve, admin (operator tools).
+Request and reply shapes are ``api.schemas`` Structs, imported inside the commands.
 """
 
 from __future__ import annotations
@@ -16,37 +17,17 @@ from cyclopts import Parameter
 from cli.context import Ctx, JsonFlag, build_app, main_for
 from cli.errors import CliError
 
-__all__ = ["app", "main"]
+__all__ = ["TERMINAL_STATES", "app", "main"]
 
 app = build_app("tune", "Fine-tune LLMs on your data; follow jobs, logs and costs.")
 app.command("cli.billing:billing_app", name="billing", help="Current usage, history, pricing and reports.")
 app.command("cli.billing:budget_app", name="budget", help="Set the monthly budget and its alerts.")
 app.command("cli.billing:cost", name="cost", help="What one job has cost so far.")
-app.command(
-    "cli.serve:serve", name="serve", help="Run the API with the projector and workers (local bucket)."
-)
-app.command(
-    "cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, rebuild, audit."
-)
+app.command("cli.serve:serve", name="serve", help="Run the API with the projector and workers.")
+app.command("cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, audit.")
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "stopped"})
-_JOB_COLUMNS = (
-    "job_id",
-    "state",
-    "status",
-    "base_model",
-    "dataset_id",
-    "model_id",
-    "step",
-    "total_steps",
-    "cost_usd_micros",
-    "created_at",
-    "updated_at",
-)
-
-
-def _job_state(job: dict[str, Any]) -> str:
-    return str(job.get("state") or job.get("status") or "?")
+_JOB_COLUMNS = ("job_id", "status", "base_model", "dataset_id", "model_id", "gpu_type", "created_at")
 
 
 @app.command
@@ -54,13 +35,14 @@ def login(
     *,
     email: str | None = None,
     password: Annotated[
-        str | None, Parameter(env_var="TUNE_PASSWORD", help="Prompted for when not given.")
+        str | None, Parameter(env_var="TUNE_PASSWORD", help="Prompted for if not given.")
     ] = None,
     ctx: Ctx,
 ) -> None:
     """Log in and store the token in the user's config folder (mode 0600)."""
     from getpass import getpass
 
+    from api.schemas import LoginRequest, LoginResponse
     from cli.config import Credentials, save_credentials
 
     try:
@@ -70,12 +52,12 @@ def login(
     except EOFError as exc:
         raise CliError("no email or password given (stdin closed)") from exc
     with ctx.anonymous_client() as client:
-        reply = client.post("/auth/login", {"email": email, "password": password})
+        reply = client.post("/auth/login", LoginRequest(email=email, password=password), type=LoginResponse)
     creds = Credentials(
-        token=reply["token"], user_id=reply["user_id"], email=email, expires_at=reply.get("expires_at")
+        token=reply.token, user_id=reply.user_id, email=reply.email, expires_at=reply.expires_at
     )
     path = save_credentials(ctx.api_url, creds)
-    print(f"logged in to {ctx.api_url} as {email} (user {creds.user_id}); token saved in {path}")
+    print(f"logged in to {ctx.api_url} as {reply.email} (user {reply.user_id}); token saved in {path}")
 
 
 @app.command
@@ -99,9 +81,8 @@ def _read_config(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise CliError(
-            f"config is not valid YAML: {getattr(exc, 'problem', None) or exc}", where=where
-        ) from exc
+        problem = getattr(exc, "problem", None) or exc
+        raise CliError(f"config is not valid YAML: {problem}", where=where) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -115,38 +96,38 @@ def start(
     model: Annotated[str, Parameter(help="Base model name, e.g. smollm2-135m.")],
     dataset: Annotated[str, Parameter(help="Dataset id (see `dataset list`).")],
     config: Annotated[Path | None, Parameter(help="Training config (YAML).")] = None,
-    dry_run: Annotated[
-        bool, Parameter(help="Check the config and show the cost estimate; start nothing.")
-    ] = False,
+    dry_run: Annotated[bool, Parameter(help="Validate and show the cost estimate; start nothing.")] = False,
     force: Annotated[bool, Parameter(help="Start even if the estimate exceeds the budget.")] = False,
     json: JsonFlag = False,
     ctx: Ctx,
 ) -> None:
     """Start a fine-tuning job (--dry-run: only validate and estimate its cost)."""
+    from api.schemas import StartJobRequest, StartJobResponse
     from cli.output import print_json, usd
 
-    body = {
-        "base_model": model,
-        "dataset_id": dataset,
-        "config": _read_config(config) if config else {},
-        "dry_run": dry_run,
-        "force": force,
-    }
-    reply = ctx.client.post(f"/fine-tune/{ctx.user_id}/start", body)
+    body = StartJobRequest(
+        base_model=model,
+        dataset_id=dataset,
+        config=_read_config(config) if config else {},
+        dry_run=dry_run,
+        force=force,
+    )
+    reply = ctx.client.post(f"/fine-tune/{ctx.user_id}/start", body, type=StartJobResponse)
     if json:
         print_json(reply)
         return
-    estimate = reply.get("estimate_usd_micros")
-    limit = reply.get("max_cost_usd_micros")
-    cost = f"estimated cost {usd(estimate)}" + (f" (limit {usd(limit)})" if limit else "")
+    cost = f"estimated cost {usd(reply.estimate_usd_micros)}"
+    if reply.max_cost_usd_micros is not None:
+        cost += f" (limit {usd(reply.max_cost_usd_micros)})"
+    for warning in reply.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if dry_run:
-        print(f"dry run: config valid; {cost}; nothing started")
-        for warning in reply.get("warnings") or []:
-            print(f"warning: {warning}")
+        print(
+            f"dry run: config valid; {cost} on {reply.gpu_count}x {reply.gpu_type or 'GPU'}; nothing started"
+        )
         return
-    job_id = reply.get("job_id")
-    print(f"started {job_id} ({_job_state(reply)}); {cost}")
-    print(f"follow it with: tune status --job-id {job_id} --follow")
+    print(f"started {reply.job_id} ({reply.status}); {cost}")
+    print(f"follow it with: tune status --job-id {reply.job_id} --follow")
 
 
 @app.command(name="list")
@@ -157,30 +138,36 @@ def list_jobs(
     ctx: Ctx,
 ) -> None:
     """List your fine-tuning jobs."""
-    from cli.output import Column, print_json, print_table, rows_of
+    from api.schemas import JobList
+    from cli.output import Column, print_json, print_table
 
-    params = {"state": state} if state else None
-    jobs = rows_of(ctx.client.get(f"/fine-tune/{ctx.user_id}/list", params=params), "jobs")
+    reply = ctx.client.get(
+        f"/fine-tune/{ctx.user_id}/list", params={"state": state} if state else None, type=JobList
+    )
     if json:
-        print_json(jobs)
+        print_json(reply.jobs)
     else:
-        print_table(jobs, [Column(k) for k in _JOB_COLUMNS], empty="no jobs")
+        print_table(reply.jobs, [Column(k) for k in _JOB_COLUMNS], empty="no jobs")
 
 
-def _progress_line(job: dict[str, Any]) -> str:
-    from cli.output import format_value
+def progress_line(job: Any) -> str:
+    """One line of a ``JobStatus``: state, step, epoch, loss, GPU time, cost."""
+    from cli.output import duration_text, usd
 
-    parts = [_job_state(job)]
-    if job.get("step") is not None:
-        total = job.get("total_steps")
-        parts.append(f"step {job['step']}" + (f"/{total}" if total else ""))
-    for key in ("epoch", "loss", "tokens", "gpu_ms", "cost_usd_micros"):
-        if job.get(key) is not None:
-            parts.append(
-                f"{key.removesuffix('_usd_micros').removesuffix('_ms')} {format_value(key, job[key])}"
-            )
-    if job.get("error"):
-        parts.append(f"error: {job['error']}")
+    parts = [job.status or "?"]
+    if job.step or job.total_steps:
+        parts.append(f"step {job.step}" + (f"/{job.total_steps}" if job.total_steps else ""))
+    if job.epoch is not None:
+        parts.append(f"epoch {job.epoch:.2f}")
+    if job.loss is not None:
+        parts.append(f"loss {job.loss:.4f}")
+    if job.gpu_metrics.gpu_ms:
+        parts.append(f"gpu {duration_text(job.gpu_metrics.gpu_ms)}")
+    parts.append(f"cost {usd(job.cost_usd_micros)}")
+    if job.error:
+        parts.append(f"error: {job.error}")
+    elif job.stop_reason:
+        parts.append(f"stop: {job.stop_reason}")
     return "  ".join(parts)
 
 
@@ -193,35 +180,36 @@ def status(
     json: JsonFlag = False,
     ctx: Ctx,
 ) -> int:
-    """Show a job's status; with --follow exit 0 only if it succeeds."""
-    import json as jsonlib
+    """Show a job's status; with --follow, exit 0 only if it succeeds."""
+    import msgspec
 
-    from cli.output import print_json, print_record
+    from api.schemas import JobStatus
+    from cli.output import print_document, print_json
 
     path = f"/fine-tune/{job_id}/status"
-    job = ctx.client.get(path)
+    job = ctx.client.get(path, type=JobStatus)
     if not follow:
-        print_json(job) if json else print_record(job, title=job_id)
+        print_json(job) if json else print_document(job, title=job_id)
         return 0
     last = None
     while True:
-        line = _progress_line(job)
-        if json and job != last:
-            print(jsonlib.dumps(job), flush=True)
-        elif line != last:
-            print(f"{time.strftime('%H:%M:%S')} {job_id} {line}", flush=True)
-        last = job if json else line
-        if _job_state(job) in TERMINAL_STATES:
-            return 0 if _job_state(job) == "succeeded" else 1
+        line = msgspec.json.encode(job).decode() if json else f"{job_id}  {progress_line(job)}"
+        if line != last:
+            print(line if json else f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+            last = line
+        if job.status in TERMINAL_STATES:
+            return 0 if job.status == "succeeded" else 1
         time.sleep(interval)
-        job = ctx.client.get(path)
+        job = ctx.client.get(path, type=JobStatus)
 
 
 @app.command
 def stop(*, job_id: str, ctx: Ctx) -> None:
-    """Ask a job to stop (it saves a checkpoint first)."""
-    reply = ctx.client.post(f"/fine-tune/{job_id}/stop") or {}
-    print(f"stop requested for {job_id} ({_job_state(reply) if reply else 'stopping'})")
+    """Ask a job to stop (a running job saves a checkpoint first)."""
+    from api.schemas import StopJobResponse
+
+    reply = ctx.client.post(f"/fine-tune/{job_id}/stop", type=StopJobResponse)
+    print(f"stop requested for {job_id} ({reply.status or 'stopping'})")
 
 
 @app.command
@@ -245,15 +233,15 @@ def logs(
 
 @app.command
 def events(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
-    """List a job's events (the audit trail behind its status and cost)."""
-    from cli.output import Column, print_json, print_table, rows_of
+    """List a job's events (the history behind its status and cost)."""
+    from api.schemas import JobEvents
+    from cli.output import Column, print_json, print_table
 
-    rows = rows_of(ctx.client.get(f"/fine-tune/{job_id}/events"), "events")
+    reply = ctx.client.get(f"/fine-tune/{job_id}/events", type=JobEvents)
     if json:
-        print_json(rows)
+        print_json(reply.events)
     else:
-        cols = ("seq", "position", "at", "type", "topic", "summary", "data")
-        print_table(rows, [Column(k) for k in cols], empty="no events")
+        print_table(reply.events, [Column(k) for k in ("seq", "at", "type", "summary")], empty="no events")
 
 
 def main(tokens: list[str] | None = None) -> None:

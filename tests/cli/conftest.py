@@ -50,6 +50,15 @@ def run_cli(cli_env: Path, capsys: pytest.CaptureFixture[str]):
     return run
 
 
+LOGIN = {
+    "token": "tok-123",
+    "user_id": "u_1",
+    "email": "ann@example.com",
+    "role": "user",
+    "expires_at": "2999-01-01T00:00:00Z",
+}
+
+
 @pytest.fixture
 def fake_api(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
     """A fake API on a free port, with TUNE_API_URL pointing at it and a login route."""
@@ -59,7 +68,7 @@ def fake_api(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi
             "POST",
             "/auth/login",
             lambda r: (
-                Reply.json({"token": "tok-123", "user_id": "u_1", "expires_at": "2999-01-01T00:00:00Z"})
+                Reply.json(LOGIN)
                 if r.json() == {"email": "ann@example.com", "password": "pw"}
                 else Reply.error(401, "unauthenticated", "wrong email or password")
             ),

@@ -145,7 +145,7 @@ def test_model_chat_command_downloads_once_then_uses_cache(tiny, logged_in: Fake
     archive = buf.getvalue()
     sha = hashlib.sha256(archive).hexdigest()
     # the adapter records the base model's absolute path: the fallback when metadata names none
-    logged_in.route("GET", "/models/m_1", Reply.json({"model_id": "m_1", "base_model": None, "kind": "lora"}))
+    logged_in.route("GET", "/models/m_1", Reply.json({"model_id": "m_1", "base_model": "", "kind": "lora"}))
     logged_in.route(
         "GET",
         "/models/m_1/download",

@@ -15,18 +15,18 @@ JOBS = {
     "jobs": [
         {
             "job_id": "job_a",
-            "state": "running",
+            "status": "running",
             "base_model": "smollm2-135m",
             "dataset_id": "ds_1",
-            "cost_usd_micros": 1_500_000,
+            "gpu_type": "A100",
             "created_at": "2026-03-14T10:00:00Z",
         },
         {
             "job_id": "job_b",
-            "state": "queued",
+            "status": "queued",
             "base_model": "smollm2-135m",
             "dataset_id": "ds_2",
-            "cost_usd_micros": 0,
+            "gpu_type": "H100",
             "created_at": "2026-03-14T11:00:00Z",
         },
     ]
@@ -68,15 +68,16 @@ def test_list_json_is_the_api_data(logged_in: FakeApi, run_cli) -> None:
     logged_in.route("GET", "/fine-tune/u_1/list", Reply.json(JOBS))
     result = run_cli("tune", "list", "--json", "--state", "running")
     assert result.code == 0
-    assert json.loads(result.out) == JOBS["jobs"]
+    rows = json.loads(result.out)
+    assert [{k: row[k] for k in sent} for row, sent in zip(rows, JOBS["jobs"], strict=True)] == JOBS["jobs"]
     assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"state": "running"}
 
 
-def test_list_table_formats_money(logged_in: FakeApi, run_cli) -> None:
+def test_list_table(logged_in: FakeApi, run_cli) -> None:
     logged_in.route("GET", "/fine-tune/u_1/list", Reply.json(JOBS))
-    out = run_cli("tune", "list").out
-    assert "job_a" in out and "job_b" in out
-    assert "$1.50" in out and "$0.00" in out
+    lines = run_cli("tune", "list").out.splitlines()
+    assert any("job_a" in ln and "running" in ln and "A100" in ln for ln in lines)
+    assert any("job_b" in ln and "queued" in ln and "H100" in ln for ln in lines)
 
 
 def test_start_sends_config_and_reports_job(logged_in: FakeApi, run_cli, cli_env: Path) -> None:
@@ -84,7 +85,7 @@ def test_start_sends_config_and_reports_job(logged_in: FakeApi, run_cli, cli_env
     logged_in.route(
         "POST",
         "/fine-tune/u_1/start",
-        Reply.json({"job_id": "job_new", "state": "queued", "estimate_usd_micros": 120_000}),
+        Reply.json({"job_id": "job_new", "status": "queued", "estimate_usd_micros": 120_000}),
     )
     result = run_cli(
         "tune", "start", "--model", "smollm2-135m", "--config", "config.yml", "--dataset", "ds_1"
@@ -128,9 +129,9 @@ def test_status_follow_exits_by_outcome(logged_in: FakeApi, run_cli) -> None:
     for outcome, code in (("succeeded", 0), ("failed", 1)):
         states = iter(
             [
-                {"state": "running", "step": 1, "total_steps": 2, "loss": 2.5},
-                {"state": "running", "step": 2, "total_steps": 2, "loss": 1.25},
-                {"state": outcome, "step": 2, "total_steps": 2},
+                {"status": "running", "step": 1, "total_steps": 2, "loss": 2.5},
+                {"status": "running", "step": 2, "total_steps": 2, "loss": 1.25},
+                {"status": outcome, "step": 2, "total_steps": 2},
             ]
         )
         logged_in.route("GET", "/fine-tune/job_a/status", lambda _r, s=states: Reply.json(next(s)))
@@ -143,7 +144,7 @@ def test_status_follow_exits_by_outcome(logged_in: FakeApi, run_cli) -> None:
 
 
 def test_status_once(logged_in: FakeApi, run_cli) -> None:
-    logged_in.route("GET", "/fine-tune/job_a/status", Reply.json({"state": "running", "cost_usd_micros": 7}))
+    logged_in.route("GET", "/fine-tune/job_a/status", Reply.json({"status": "running", "cost_usd_micros": 7}))
     result = run_cli("tune", "status", "--job-id", "job_a")
     assert result.code == 0 and "running" in result.out and "$0.000007" in result.out
     assert json.loads(run_cli("tune", "status", "--job-id", "job_a", "--json").out)["cost_usd_micros"] == 7
@@ -161,29 +162,77 @@ def test_logs_streams_text(logged_in: FakeApi, run_cli) -> None:
 
 
 def test_stop(logged_in: FakeApi, run_cli) -> None:
-    logged_in.route("POST", "/fine-tune/job_a/stop", Reply.json({"job_id": "job_a", "state": "stopping"}))
+    logged_in.route("POST", "/fine-tune/job_a/stop", Reply.json({"job_id": "job_a", "status": "stopping"}))
     result = run_cli("tune", "stop", "--job-id", "job_a")
     assert result.code == 0 and "stopping" in result.out
 
 
-def test_cost_and_billing(logged_in: FakeApi, run_cli) -> None:
-    logged_in.route(
-        "GET",
-        "/billing/job/job_a/cost",
-        Reply.json({"job_id": "job_a", "total_usd_micros": 3_250_000, "gpu_ms": 3_600_000}),
-    )
-    out = run_cli("tune", "cost", "--job-id", "job_a").out
-    assert "$3.25" in out and "1h00m00s" in out
-    logged_in.route("GET", "/billing/usage", Reply.json({"period": "2026-03", "total_usd_micros": 1}))
-    logged_in.route("GET", "/billing/history", Reply.json({"periods": [{"period": "2026-02"}]}))
-    assert "2026-03" in run_cli("tune", "billing").out
-    assert json.loads(run_cli("tune", "billing", "--history", "--json").out) == {
-        "periods": [{"period": "2026-02"}]
+def test_cost(logged_in: FakeApi, run_cli) -> None:
+    reply = {
+        "job_id": "job_a",
+        "status": "running",
+        "cost": "3.25",
+        "cost_usd_micros": 3_250_000,
+        "gpu_metrics": {"gpu_type": "A100", "gpu_count": 2, "gpu_ms": 3_600_000},
     }
+    logged_in.route("GET", "/billing/job/job_a/cost", Reply.json(reply))
+    out = run_cli("tune", "cost", "--job-id", "job_a").out
+    assert "$3.25" in out and "1h00m00s" in out and "2x A100" in out
+    data = json.loads(run_cli("tune", "cost", "--job-id", "job_a", "--json").out)
+    assert (data["cost"], data["cost_usd_micros"]) == ("3.25", 3_250_000)  # exact, both forms
+
+
+USAGE = {
+    "current_period": {
+        "period": "2026-03",
+        "start_date": "2026-03-01",
+        "total_cost": "12.5",
+        "total_cost_usd_micros": 12_500_000,
+        "usage_breakdown": {
+            "A100": {
+                "gpu_ms": 4_500_000,
+                "cost_per_hour_usd_micros": 10_000_000,
+                "total_cost_usd_micros": 12_500_000,
+            }
+        },
+        "jobs": [
+            {"job_id": "job_a", "gpu_type": "A100", "gpu_seconds": "4500", "cost_usd_micros": 12_500_000}
+        ],
+    },
+    "budget": {"monthly_limit_usd_micros": 100_000_000, "thresholds_pct": [50, 80, 100]},
+    "remaining_usd_micros": 87_500_000,
+}
+
+
+def test_billing_usage_and_history(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/billing/usage", Reply.json(USAGE))
+    out = run_cli("tune", "billing").out
+    assert "2026-03" in out and "$12.50" in out and "1h15m00s" in out and "$10.00" in out
+    assert "job_a" in out and "$100.00" in out and "$87.50" in out and "50%, 80%, 100%" in out
+    assert json.loads(run_cli("tune", "billing", "--json").out)["remaining_usd_micros"] == 87_500_000
+    history = {
+        "periods": [{"period": "2026-02", "total_cost_usd_micros": 4_000_000, "jobs": [{"job_id": "j"}]}]
+    }
+    logged_in.route("GET", "/billing/history", Reply.json(history))
+    lines = run_cli("tune", "billing", "--history").out.splitlines()
+    assert any("2026-02" in ln and "$4.00" in ln for ln in lines)
+    assert (
+        json.loads(run_cli("tune", "billing", "--history", "--json").out)["periods"][0]["period"] == "2026-02"
+    )
+
+
+def test_pricing_and_budget_show(logged_in: FakeApi, run_cli) -> None:
+    prices = {"prices": {"A100": {"usd_micros_per_hour": 2_500_000, "effective_at": "2026-01-01T00:00:00Z"}}}
+    logged_in.route("GET", "/billing/pricing", Reply.json(prices))
+    lines = run_cli("tune", "billing", "pricing").out.splitlines()
+    assert any("A100" in ln and "$2.50" in ln for ln in lines)
+    logged_in.route("GET", "/billing/usage", Reply.json(USAGE))
+    out = run_cli("tune", "budget", "show").out
+    assert "$100.00" in out and "$12.50" in out and "$87.50" in out
 
 
 def test_budget_set_sends_exact_micros(logged_in: FakeApi, run_cli) -> None:
-    logged_in.route("PUT", "/billing/budget", Reply.json({"ok": True}))
+    logged_in.route("PUT", "/billing/budget", lambda r: Reply.json(r.json()))
     result = run_cli("tune", "budget", "set", "--monthly", "100")
     assert result.code == 0, result.err
     assert logged_in.last("PUT", "/billing/budget").json() == {

@@ -42,7 +42,9 @@ def test_upload_streams_the_file(logged_in: FakeApi, run_cli, cli_env: Path) -> 
     data = (LINE * 5000).encode()  # ~500 kB: several chunks
     (cli_env / "train.jsonl").write_bytes(data)
     logged_in.route(
-        "POST", "/datasets/u_1/upload", Reply.json({"dataset_id": "ds_9", "state": "validated", "rows": 5000})
+        "POST",
+        "/datasets/u_1/upload",
+        Reply.json({"dataset_id": "ds_9", "status": "validated", "rows": 5000}),
     )
     result = run_cli("dataset", "upload", "--file", "train.jsonl")
     assert result.code == 0, result.err
@@ -60,7 +62,7 @@ def test_rejected_upload_exits_1_with_line_errors(logged_in: FakeApi, run_cli, c
         "POST",
         "/datasets/u_1/upload",
         Reply.json(
-            {"dataset_id": "ds_x", "state": "rejected", "errors": [{"line": 1, "message": "not valid JSON"}]}
+            {"dataset_id": "ds_x", "status": "rejected", "errors": [{"line": 1, "message": "not valid JSON"}]}
         ),
     )
     result = run_cli("dataset", "upload", "--file", "bad.jsonl")
@@ -102,7 +104,8 @@ def test_dataset_list_show_delete(logged_in: FakeApi, run_cli) -> None:
     logged_in.route("GET", "/datasets/u_1/list", Reply.json({"datasets": rows}))
     logged_in.route("GET", "/datasets/ds_1", Reply.json(rows[0]))
     logged_in.route("DELETE", "/datasets/ds_1", Reply(204))
-    assert json.loads(run_cli("dataset", "list", "--json").out) == rows
+    listed = json.loads(run_cli("dataset", "list", "--json").out)
+    assert [{k: r[k] for k in rows[0]} for r in listed] == rows
     assert "2.0 KiB" in run_cli("dataset", "list").out
     assert "a.jsonl" in run_cli("dataset", "show", "--dataset-id", "ds_1").out
     result = run_cli("dataset", "delete", "--dataset-id", "ds_1")
@@ -155,7 +158,8 @@ def test_model_list_show_delete(logged_in: FakeApi, run_cli) -> None:
     logged_in.route("GET", "/models/u_1/list", Reply.json({"models": rows}))
     logged_in.route("GET", "/models/m_1", Reply.json(rows[0]))
     logged_in.route("DELETE", "/models/m_1", Reply(204))
-    assert json.loads(run_cli("model", "list", "--json").out) == rows
+    listed = json.loads(run_cli("model", "list", "--json").out)
+    assert [{k: r[k] for k in rows[0]} for r in listed] == rows
     out = run_cli("model", "list").out
     assert "m_1" in out and "1.0 MiB" in out
     assert "smollm2-135m" in run_cli("model", "show", "--model-id", "m_1").out
