@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
+import msgspec
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text
@@ -14,10 +15,20 @@ from domain.dataset import check_in_use, check_sha256
 from domain.errors import Conflict, ValidationFailed
 from domain.ids import aggregate_id, check_id
 
-__all__ = ["MODEL_KINDS", "Model", "ModelKind"]
+__all__ = ["MODEL_KINDS", "Model", "ModelKind", "ModelWeights"]
 
 ModelKind = Literal["lora", "full"]
 MODEL_KINDS: tuple[str, ...] = ("lora", "full")
+
+
+class ModelWeights(msgspec.Struct, frozen=True, kw_only=True):
+    """What a finished job wrote: the weights to register as its model."""
+
+    kind: str
+    weights_prefix: str
+    sha256: str
+    size_bytes: int
+    metrics: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Model(DomainAggregate):

@@ -1,0 +1,674 @@
+"""The service layer: two eventsourcing Applications, one per kind of partition.
+
+``PlatformApp`` (partition ``platform``) holds users, the email index, the price list and the
+base-model catalogue. ``UserApp`` (partition ``users/<user_id>``) holds one user's datasets,
+jobs, models and budget.
+
+Every command is ``verb_noun(..., at)`` with the time passed in; it loads, acts, saves and
+returns an id or a Struct from ``domain.views`` (never an aggregate). Refusals raise the
+``domain.errors`` hierarchy and write nothing:
+
+- unknown ids: ``NotFound`` (the library's ``AggregateNotFoundError`` re-raised as ours);
+- impossible transitions, in-use objects, duplicates: ``Conflict``;
+- ``expected_version`` (optional on updates) not matching the stored version, or another
+  writer saving first: ``Conflict`` with code ``version_conflict``.
+
+Persistence comes from the environment (eventsourcing's ``PERSISTENCE_MODULE``; the
+partition is ``TUNE_PARTITION``, set here by default); without it, in-memory POPO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import RecordConflictError
+from eventsourcing.utils import EnvType
+
+from domain.base import DomainAggregate, check_utc
+from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
+from domain.catalogue import BaseModelCatalogue
+from domain.dataset import Dataset
+from domain.errors import Conflict, NotFound
+from domain.ids import check_id, new_id
+from domain.job import Job
+from domain.model import Model, ModelWeights
+from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
+from domain.user import User, normalize_email
+from domain.user_email import UserEmail
+from domain.views import (
+    BaseModelView,
+    BudgetView,
+    DatasetView,
+    JobView,
+    ModelView,
+    PriceListView,
+    PriceView,
+    UserCredentials,
+    UserView,
+    base_model_views,
+    budget_view,
+    dataset_view,
+    job_view,
+    model_view,
+    user_credentials,
+    user_view,
+)
+
+__all__ = ["PlatformApp", "UserApp"]
+
+A = TypeVar("A", bound=DomainAggregate)
+PLATFORM_PARTITION = "platform"
+
+
+class _PartitionApp(Application):
+    """Loading by string id, expected versions and conflict mapping, shared by both apps."""
+
+    def _load(self, cls: type[A], key: str, kind: str) -> A:
+        check_id(key, kind=kind)
+        return self._load_id(cls, cls.create_id(key), f"no {kind.removesuffix('_id')} {key}", kind)  # type: ignore[attr-defined]
+
+    def _load_id(self, cls: type[A], aggregate_id: Any, missing: str, where: str | None) -> A:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(missing, where=where) from None
+        if not isinstance(aggregate, cls):  # pragma: no cover - ids are namespaced by kind
+            raise NotFound(missing, where=where)
+        return aggregate
+
+    def _exists(self, cls: type[DomainAggregate], *key: str) -> bool:
+        return cls.create_id(*key) in self.repository  # type: ignore[attr-defined, no-any-return]
+
+    def _update(
+        self, cls: type[A], key: str, kind: str, expected_version: int | None, action: Callable[[A], None]
+    ) -> A:
+        aggregate = self._load(cls, key, kind)
+        _check_version(aggregate, expected_version, f"{kind.removesuffix('_id')} {key}")
+        action(aggregate)
+        self._save(aggregate)
+        return aggregate
+
+    def _save(self, *aggregates: DomainAggregate) -> None:
+        try:
+            self.save(*aggregates)
+        except RecordConflictError:
+            raise Conflict(
+                "another write reached this object first; reload it and try again", code="version_conflict"
+            ) from None
+
+
+def _check_version(aggregate: DomainAggregate, expected_version: int | None, what: str) -> None:
+    """``expected_version`` is the stored version (0: not created yet); pending events do not count."""
+    stored = aggregate.version - len(aggregate.pending_events)
+    if expected_version is not None and stored != expected_version:
+        raise Conflict(
+            f"{what} is at version {stored}, not {expected_version}: it changed meanwhile",
+            where="expected_version",
+            code="version_conflict",
+        )
+
+
+class PlatformApp(_PartitionApp):
+    """Users, the email index, the price list and the base-model catalogue.
+
+    Commands: ``register_user``, ``record_login``, ``change_password``, ``suspend_user``,
+    ``reactivate_user``, ``set_quota``, ``set_price``, ``ensure_default_prices``,
+    ``add_base_model``, ``remove_base_model``, ``ensure_base_models``.
+    Queries: ``get_user``, ``find_user_by_email``, ``get_credentials``, ``price_at``,
+    ``price_list``, ``base_models``, ``get_base_model``.
+    """
+
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__({"TUNE_PARTITION": PLATFORM_PARTITION, **(env or {})})
+
+    # ---- users ----
+
+    def register_user(
+        self, email: str, password_hash: str, role: str, at: datetime, *, user_id: str | None = None
+    ) -> str:
+        """A new active user; Conflict if the email (case-insensitive) or the id is taken."""
+        email = normalize_email(email)
+        user_id = user_id or new_id("usr")
+        if self._exists(UserEmail, email):
+            raise Conflict(f"email {email} is already registered", where="email", code="email_taken")
+        if self._exists(User, user_id):
+            raise Conflict(f"user {user_id} already exists", where="user_id")
+        user = User.register(user_id=user_id, email=email, password_hash=password_hash, role=role, at=at)
+        claim = UserEmail.claim(email=email, user_id=user_id, at=at)
+        self._save(user, claim)
+        return user_id
+
+    def record_login(self, user_id: str, at: datetime) -> UserView:
+        """Forbidden (code ``suspended``) for a suspended user."""
+        return user_view(self._update(User, user_id, "user_id", None, lambda u: u.record_login(at)))
+
+    def change_password(
+        self, user_id: str, password_hash: str, at: datetime, *, expected_version: int | None = None
+    ) -> UserView:
+        return user_view(
+            self._update(
+                User, user_id, "user_id", expected_version, lambda u: u.change_password(password_hash, at)
+            )
+        )
+
+    def suspend_user(
+        self, user_id: str, reason: str, at: datetime, *, expected_version: int | None = None
+    ) -> UserView:
+        return user_view(
+            self._update(User, user_id, "user_id", expected_version, lambda u: u.suspend(reason, at))
+        )
+
+    def reactivate_user(self, user_id: str, at: datetime, *, expected_version: int | None = None) -> UserView:
+        return user_view(self._update(User, user_id, "user_id", expected_version, lambda u: u.reactivate(at)))
+
+    def set_quota(
+        self,
+        user_id: str,
+        max_concurrent_jobs: int,
+        max_dataset_bytes: int,
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> UserView:
+        return user_view(
+            self._update(
+                User,
+                user_id,
+                "user_id",
+                expected_version,
+                lambda u: u.set_quota(max_concurrent_jobs, max_dataset_bytes, at),
+            )
+        )
+
+    def get_user(self, user_id: str) -> UserView:
+        return user_view(self._load(User, user_id, "user_id"))
+
+    def find_user_by_email(self, email: str) -> UserView | None:
+        user = self._user_by_email(email)
+        return None if user is None else user_view(user)
+
+    def get_credentials(self, email: str) -> UserCredentials | None:
+        """The password hash and status for a login check (None if no such email)."""
+        user = self._user_by_email(email)
+        return None if user is None else user_credentials(user)
+
+    def _user_by_email(self, email: str) -> User | None:
+        email = normalize_email(email)
+        try:
+            claim = self.repository.get(UserEmail.create_id(email))
+        except AggregateNotFoundError:
+            return None
+        return self._load(User, claim.user_id, "user_id")
+
+    # ---- prices ----
+
+    def set_price(
+        self, gpu_type: str, usd_micros_per_hour: int, effective_at: datetime, at: datetime
+    ) -> PriceView:
+        """From ``effective_at`` on, one ``gpu_type`` GPU costs ``usd_micros_per_hour`` an hour."""
+        price_list = self._price_list_or_new(at)
+        price_list.set_price(gpu_type, usd_micros_per_hour, effective_at, at)
+        self._save(price_list)
+        return PriceView(
+            gpu_type=gpu_type, usd_micros_per_hour=usd_micros_per_hour, effective_at=check_utc(effective_at)
+        )
+
+    def ensure_default_prices(self, at: datetime, *, effective_at: datetime | None = None) -> list[str]:
+        """Price every default GPU type that has no price yet (from ``effective_at``, default ``at``).
+
+        Returns the GPU types priced now; a second call adds nothing.
+        """
+        price_list = self._price_list_or_new(at)
+        added = [t for t in DEFAULT_PRICES_USD_MICROS_PER_HOUR if t not in price_list.prices]
+        for gpu_type in added:
+            price_list.set_price(
+                gpu_type, DEFAULT_PRICES_USD_MICROS_PER_HOUR[gpu_type], effective_at or at, at
+            )
+        if price_list.pending_events:
+            self._save(price_list)
+        return added
+
+    def price_at(self, gpu_type: str, t: datetime) -> int:
+        """Micro-dollars per GPU-hour in force at ``t``; NotFound if ``gpu_type`` had no price then."""
+        return self._price_list().price_at(gpu_type, t)
+
+    def price_list(self, at: datetime) -> PriceListView:
+        """Prices in force at ``at`` and changes scheduled after it."""
+        at = check_utc(at)
+        prices: dict[str, PriceView] = {}
+        scheduled: list[PriceView] = []
+        for gpu_type, effective_at, micros in self._price_list().entries():
+            view = PriceView(gpu_type=gpu_type, usd_micros_per_hour=micros, effective_at=effective_at)
+            if effective_at <= at:
+                prices[gpu_type] = view
+            else:
+                scheduled.append(view)
+        return PriceListView(at=at, prices=[prices[t] for t in sorted(prices)], scheduled=scheduled)
+
+    def _price_list(self) -> PriceList:
+        return self._load_id(PriceList, PriceList.create_id(), "no prices are set yet", "gpu_type")
+
+    def _price_list_or_new(self, at: datetime) -> PriceList:
+        try:
+            return self._price_list()
+        except NotFound:
+            return PriceList.create(at)
+
+    # ---- base models ----
+
+    def add_base_model(
+        self, name: str, source_kind: str, source: str, at: datetime, *, chat_template: bool = True
+    ) -> BaseModelView:
+        catalogue = self._catalogue_or_new(at)
+        catalogue.add(name, source_kind, source, at, chat_template=chat_template)
+        self._save(catalogue)
+        return next(v for v in base_model_views(catalogue) if v.name == name)
+
+    def ensure_base_models(self, entries: Iterable[tuple[str, str, str]], at: datetime) -> list[str]:
+        """Add each ``(name, source_kind, source)`` not in the catalogue yet; returns the names added."""
+        catalogue = self._catalogue_or_new(at)
+        added = []
+        for name, source_kind, source in entries:
+            if name not in catalogue.models:
+                catalogue.add(name, source_kind, source, at)
+                added.append(name)
+        if catalogue.pending_events:
+            self._save(catalogue)
+        return added
+
+    def remove_base_model(self, name: str, at: datetime) -> None:
+        catalogue = self._load_id(
+            BaseModelCatalogue, BaseModelCatalogue.create_id(), f"no base model {name!r}", "base_model"
+        )
+        catalogue.remove(name, at)
+        self._save(catalogue)
+
+    def base_models(self) -> list[BaseModelView]:
+        try:
+            catalogue = self.repository.get(BaseModelCatalogue.create_id())
+        except AggregateNotFoundError:
+            return []
+        return base_model_views(catalogue)
+
+    def get_base_model(self, name: str) -> BaseModelView:
+        for view in self.base_models():
+            if view.name == name:
+                return view
+        raise NotFound(f"no base model {name!r}", where="base_model")
+
+    def _catalogue_or_new(self, at: datetime) -> BaseModelCatalogue:
+        try:
+            return self.repository.get(BaseModelCatalogue.create_id())  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return BaseModelCatalogue.create(at)
+
+
+class UserApp(_PartitionApp):
+    """One user's datasets, jobs, models and budget (partition ``users/<user_id>``).
+
+    ``UserApp(user_id, env=None)``; without ``user_id`` it is read from ``TUNE_USER_ID`` or a
+    ``TUNE_PARTITION`` of the form ``users/<user_id>``.
+
+    Datasets: ``upload_dataset``, ``validate_dataset``, ``reject_dataset``, ``delete_dataset``,
+    ``get_dataset``. Jobs: ``submit_job``, ``queue_job``, ``start_job``, ``report_progress``,
+    ``save_checkpoint``, ``meter_usage``, ``raise_job_alert``, ``request_stop``, ``mark_stopped``,
+    ``mark_succeeded``, ``mark_failed``, ``retry_job``, ``mark_lost``, ``get_job``. Models:
+    ``register_model``, ``delete_model``, ``get_model``. Budget: ``set_budget``,
+    ``raise_budget_alert``, ``budget_alerts_due``, ``get_budget``.
+    """
+
+    snapshotting_intervals = {Job: 200}
+
+    def __init__(self, user_id: str | None = None, env: EnvType | None = None) -> None:
+        env = dict(env or {})
+        if user_id is not None:
+            env.setdefault("TUNE_USER_ID", user_id)
+            env.setdefault("TUNE_PARTITION", f"users/{user_id}")
+        super().__init__(env)
+        partition = self.env.get("TUNE_PARTITION") or ""
+        found = user_id or self.env.get("TUNE_USER_ID") or partition.removeprefix("users/")
+        self.user_id = check_id(found or "", kind="user_id")
+
+    # ---- datasets ----
+
+    def upload_dataset(
+        self, dataset_id: str, filename: str, size_bytes: int, sha256: str, at: datetime
+    ) -> DatasetView:
+        check_id(dataset_id, kind="dataset_id")
+        if self._exists(Dataset, dataset_id):
+            raise Conflict(f"dataset {dataset_id} already exists", where="dataset_id")
+        dataset = Dataset.upload(
+            dataset_id=dataset_id,
+            user_id=self.user_id,
+            filename=filename,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            at=at,
+        )
+        self._save(dataset)
+        return dataset_view(dataset)
+
+    def validate_dataset(
+        self,
+        dataset_id: str,
+        format: str,
+        rows: int,
+        stats: Mapping[str, Any],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> DatasetView:
+        return dataset_view(
+            self._update(
+                Dataset,
+                dataset_id,
+                "dataset_id",
+                expected_version,
+                lambda d: d.validate(format, rows, dict(stats), at),
+            )
+        )
+
+    def reject_dataset(
+        self,
+        dataset_id: str,
+        errors: Sequence[Mapping[str, Any]],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> DatasetView:
+        return dataset_view(
+            self._update(
+                Dataset,
+                dataset_id,
+                "dataset_id",
+                expected_version,
+                lambda d: d.reject([dict(e) for e in errors], at),
+            )
+        )
+
+    def delete_dataset(
+        self,
+        dataset_id: str,
+        active_job_ids: Iterable[str],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> DatasetView:
+        """Conflict naming the jobs if any of ``active_job_ids`` uses it."""
+        jobs = list(active_job_ids)
+        return dataset_view(
+            self._update(Dataset, dataset_id, "dataset_id", expected_version, lambda d: d.delete(at, jobs))
+        )
+
+    def get_dataset(self, dataset_id: str) -> DatasetView:
+        return dataset_view(self._load(Dataset, dataset_id, "dataset_id"))
+
+    # ---- jobs ----
+
+    def submit_job(
+        self,
+        *,
+        base_model: str,
+        dataset_id: str,
+        config: Mapping[str, Any],
+        gpu_type: str,
+        gpu_count: int,
+        at: datetime,
+        max_cost_usd_micros: int | None = None,
+        estimate_usd_micros: int | None = None,
+        job_id: str | None = None,
+        model_id: str | None = None,
+    ) -> str:
+        """A new ``submitted`` job; Conflict unless ``dataset_id`` is validated. Returns the job id."""
+        job_id = job_id or new_id("job")
+        model_id = model_id or new_id("mdl")
+        check_id(job_id, kind="job_id")
+        self._load(Dataset, dataset_id, "dataset_id").check_usable()
+        if self._exists(Job, job_id):
+            raise Conflict(f"job {job_id} already exists", where="job_id")
+        job = Job.submit(
+            job_id=job_id,
+            user_id=self.user_id,
+            base_model=base_model,
+            dataset_id=dataset_id,
+            model_id=model_id,
+            config=dict(config),
+            gpu_type=gpu_type,
+            gpu_count=gpu_count,
+            max_cost_usd_micros=max_cost_usd_micros,
+            estimate_usd_micros=estimate_usd_micros,
+            at=at,
+        )
+        self._save(job)
+        return job_id
+
+    def queue_job(self, job_id: str, at: datetime, *, expected_version: int | None = None) -> JobView:
+        return self._job(job_id, expected_version, lambda j: j.queue(at))
+
+    def start_job(
+        self, job_id: str, attempt: int, at: datetime, *, expected_version: int | None = None
+    ) -> JobView:
+        return self._job(job_id, expected_version, lambda j: j.start(attempt, at))
+
+    def report_progress(
+        self,
+        job_id: str,
+        attempt: int,
+        step: int,
+        total_steps: int | None,
+        epoch: float | None,
+        loss: float | None,
+        tokens: int,
+        at: datetime,
+    ) -> JobView:
+        return self._job(
+            job_id, None, lambda j: j.report_progress(attempt, step, total_steps, epoch, loss, tokens, at)
+        )
+
+    def save_checkpoint(self, job_id: str, attempt: int, step: int, path: str, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.save_checkpoint(attempt, step, path, at))
+
+    def meter_usage(
+        self,
+        job_id: str,
+        attempt: int,
+        first_seq: int,
+        last_seq: int,
+        gpu_type: str,
+        gpu_count: int,
+        gpu_ms: int,
+        usd_micros_per_hour: int,
+        period: str,
+        at: datetime,
+    ) -> JobView:
+        """Bill heartbeats ``first_seq..last_seq``; Conflict if that batch was already metered."""
+        return self._job(
+            job_id,
+            None,
+            lambda j: j.meter_usage(
+                attempt, first_seq, last_seq, gpu_type, gpu_count, gpu_ms, usd_micros_per_hour, period, at
+            ),
+        )
+
+    def raise_job_alert(
+        self,
+        job_id: str,
+        scope: str,
+        threshold_pct: int,
+        spent_usd_micros: int,
+        limit_usd_micros: int,
+        at: datetime,
+    ) -> JobView:
+        return self._job(
+            job_id,
+            None,
+            lambda j: j.raise_alert(scope, threshold_pct, spent_usd_micros, limit_usd_micros, at),
+        )
+
+    def request_stop(
+        self, job_id: str, reason: str, at: datetime, *, expected_version: int | None = None
+    ) -> JobView:
+        """Running: -> ``stopping``; submitted/queued/retrying/lost: -> ``stopped`` at once."""
+        return self._job(job_id, expected_version, lambda j: j.request_stop(reason, at))
+
+    def mark_stopped(
+        self, job_id: str, at: datetime, *, step: int | None = None, reason: str | None = None
+    ) -> JobView:
+        return self._job(job_id, None, lambda j: j.mark_stopped(at, step=step, reason=reason))
+
+    def mark_succeeded(
+        self,
+        job_id: str,
+        at: datetime,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        weights: ModelWeights | None = None,
+    ) -> JobView:
+        """The job succeeded; with ``weights``, its model is registered in the same save (atomic)."""
+        job = self._load(Job, job_id, "job_id")
+        model = None
+        if weights is not None:
+            if self._exists(Model, job.model_id):
+                raise Conflict(f"model {job.model_id} already exists", where="model_id")
+            model = Model.register(
+                model_id=job.model_id,
+                user_id=self.user_id,
+                job_id=job.job_id,
+                base_model=job.base_model,
+                kind=weights.kind,
+                weights_prefix=weights.weights_prefix,
+                sha256=weights.sha256,
+                size_bytes=weights.size_bytes,
+                metrics=dict(weights.metrics),
+                at=at,
+            )
+        job.mark_succeeded(at, metrics=dict(metrics or {}))
+        self._save(job, *([model] if model else []))
+        return job_view(job)
+
+    def mark_failed(self, job_id: str, error: str, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.mark_failed(error, at))
+
+    def retry_job(self, job_id: str, attempt: int, reason: str, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.retry(attempt, reason, at))
+
+    def mark_lost(self, job_id: str, last_heartbeat_at: datetime | None, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.mark_lost(last_heartbeat_at, at))
+
+    def get_job(self, job_id: str) -> JobView:
+        return job_view(self._load(Job, job_id, "job_id"))
+
+    def _job(self, job_id: str, expected_version: int | None, action: Callable[[Job], None]) -> JobView:
+        return job_view(self._update(Job, job_id, "job_id", expected_version, action))
+
+    # ---- models ----
+
+    def register_model(
+        self,
+        *,
+        model_id: str,
+        job_id: str,
+        base_model: str,
+        kind: str,
+        weights_prefix: str,
+        sha256: str,
+        size_bytes: int,
+        metrics: Mapping[str, Any],
+        at: datetime,
+    ) -> ModelView:
+        """Register the weights job ``job_id`` wrote; NotFound for an unknown job."""
+        self._load(Job, job_id, "job_id")
+        check_id(model_id, kind="model_id")
+        if self._exists(Model, model_id):
+            raise Conflict(f"model {model_id} already exists", where="model_id")
+        model = Model.register(
+            model_id=model_id,
+            user_id=self.user_id,
+            job_id=job_id,
+            base_model=base_model,
+            kind=kind,
+            weights_prefix=weights_prefix,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            metrics=dict(metrics),
+            at=at,
+        )
+        self._save(model)
+        return model_view(model)
+
+    def delete_model(
+        self,
+        model_id: str,
+        active_job_ids: Iterable[str],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> ModelView:
+        jobs = list(active_job_ids)
+        return model_view(
+            self._update(Model, model_id, "model_id", expected_version, lambda m: m.delete(at, jobs))
+        )
+
+    def get_model(self, model_id: str) -> ModelView:
+        return model_view(self._load(Model, model_id, "model_id"))
+
+    # ---- budget ----
+
+    def set_budget(
+        self,
+        monthly_limit_usd_micros: int | None,
+        at: datetime,
+        *,
+        thresholds_pct: Sequence[int] | None = None,
+        expected_version: int | None = None,
+    ) -> BudgetView:
+        """Set (None: remove) the monthly limit and optionally the alert thresholds."""
+        budget = self._budget_or_new(at)
+        _check_version(budget, expected_version, f"budget of {self.user_id}")
+        budget.set_limit(monthly_limit_usd_micros, at, thresholds_pct)
+        self._save(budget)
+        return budget_view(budget)
+
+    def raise_budget_alert(
+        self, period: str, threshold_pct: int, spent_usd_micros: int, at: datetime
+    ) -> BudgetView:
+        """Record the ``threshold_pct`` alert for ``period``; Conflict if raised already or not reached."""
+        budget = self._load_id(
+            Budget, Budget.create_id(self.user_id), f"user {self.user_id} has no budget", None
+        )
+        budget.raise_alert(period, threshold_pct, spent_usd_micros, at)
+        self._save(budget)
+        return budget_view(budget)
+
+    def budget_alerts_due(self, period: str, spent_usd_micros: int) -> list[int]:
+        """Thresholds ``spent`` reached in ``period`` that were not alerted yet."""
+        try:
+            budget = self.repository.get(Budget.create_id(self.user_id))
+        except AggregateNotFoundError:
+            return []
+        return budget.alerts_due(period, spent_usd_micros)  # type: ignore[no-any-return]
+
+    def get_budget(self) -> BudgetView:
+        """The budget (no limit, default thresholds and version 0 if none was ever set)."""
+        try:
+            budget = self.repository.get(Budget.create_id(self.user_id))
+        except AggregateNotFoundError:
+            budget = None
+        if budget is None:
+            return BudgetView(
+                user_id=self.user_id,
+                monthly_limit_usd_micros=None,
+                thresholds_pct=list(DEFAULT_THRESHOLDS_PCT),
+                alerts={},
+                version=0,
+            )
+        return budget_view(budget)
+
+    def _budget_or_new(self, at: datetime) -> Budget:
+        try:
+            return self.repository.get(Budget.create_id(self.user_id))  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return Budget.create(self.user_id, at)
