@@ -7,11 +7,14 @@ from typing import Any
 
 import msgspec
 
+from domain.catalogue import BaseModelCatalogue
 from projections.render import event_name, iso
 
 __all__ = ["EVENTS", "BaseModel", "CatalogueView", "fold", "name", "view"]
 
-EVENTS = frozenset({"BaseModelCatalogue.BaseModelAdded", "BaseModelCatalogue.BaseModelRemoved"})
+EVENTS = frozenset(
+    cls.__qualname__ for cls in (BaseModelCatalogue.BaseModelAdded, BaseModelCatalogue.BaseModelRemoved)
+)
 
 
 class BaseModel(msgspec.Struct, frozen=True):

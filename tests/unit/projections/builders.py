@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import StoredEvent
 
 from domain.budget import Budget
 from domain.dataset import Dataset
@@ -16,6 +17,7 @@ from domain.model import Model
 from domain.money import period_of
 from domain.pricing import PriceList
 from domain.user import User
+from storage.bucket import Bucket, BucketError, ObjectStat
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"x").hexdigest()
@@ -189,6 +191,13 @@ class PlatformLog:
         self.app.save(self.prices)
 
 
+def copy_log(source: Application[Any], target: Application[Any], *, upto: int | None = None) -> None:
+    """Append to ``target`` the notifications of ``source`` it lacks, up to ``upto`` (a lagging replica)."""
+    have = target.recorder.max_notification_id() or 0
+    for n in source.recorder.select_notifications(start=have + 1, limit=10_000, stop=upto):
+        target.recorder.insert_events([StoredEvent(n.originator_id, n.originator_version, n.topic, n.state)])
+
+
 def events_of(*aggregates: Any) -> list[Any]:
     """The pending events of fresh aggregates, in order (without saving)."""
     out: list[Any] = []
@@ -198,3 +207,43 @@ def events_of(*aggregates: Any) -> list[Any]:
 
 
 Step = Callable[[UserLog], Any]
+
+
+class FlakyBucket(Bucket):
+    """A bucket that counts calls and can fail a chosen write (a fake of our own interface)."""
+
+    def __init__(self, inner: Bucket, *, fail_on_write: int | None = None) -> None:
+        self.inner, self.url = inner, inner.url
+        self.fail_on_write = fail_on_write
+        self.reads = self.stats = self.writes = 0
+
+    def read(self, name: str) -> bytes:
+        self.reads += 1
+        return self.inner.read(name)
+
+    def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
+        self.reads += 1
+        return self.inner.read_with_stat(name)
+
+    def open_read(self, name: str) -> BinaryIO:
+        self.reads += 1
+        return self.inner.open_read(name)
+
+    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
+        self.writes += 1
+        if self.fail_on_write is not None and self.writes >= self.fail_on_write:
+            raise BucketError(f"injected failure on write {self.writes} ({name})")
+        return self.inner.write(name, data, if_generation_match=if_generation_match)
+
+    def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
+        return self.inner.upload(name, stream)
+
+    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
+        return self.inner.list(prefix, start_offset=start_offset)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def stat(self, name: str) -> ObjectStat:
+        self.stats += 1
+        return self.inner.stat(name)

@@ -1,0 +1,91 @@
+"""Monthly billing report: one row per job and price group, replayed from a user's events.
+
+The rows come from the same fold as ``billing.json`` (``projections.billing``),
+so a report and the billing view can never disagree; exported as CSV or JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from domain.money import check_period
+from projections import billing
+from projections.render import dollars, encode, seconds
+
+__all__ = ["MonthlyReport", "ReportRow", "monthly_report", "report_csv", "report_document", "report_json"]
+
+
+class ReportRow(msgspec.Struct, frozen=True):
+    """One job's usage at one price in the month; ``seconds`` is wall time on its ``gpu_count`` GPUs."""
+
+    job_id: str
+    gpu_type: str
+    gpu_count: int
+    seconds: Decimal
+    cost_per_hour: Decimal
+    cost: Decimal
+    gpu_ms: int
+    usd_micros_per_hour: int
+    cost_usd_micros: int
+
+
+class MonthlyReport(msgspec.Struct, frozen=True):
+    month: str
+    start_date: str
+    rows: list[ReportRow]
+    total_cost: Decimal
+    total_cost_usd_micros: int
+
+
+def monthly_report(events: Iterable[Any], month: str) -> list[ReportRow]:
+    """Rows of ``month`` (``"2024-03"``), by job id then GPU type, GPU count and price."""
+    check_period(month)
+    state = billing.BillingState()
+    for event in events:
+        state = billing.fold(state, event)
+    period = state.periods.get(month)
+    if period is None:
+        return []
+    rows = []
+    for job_id, groups in sorted(period.jobs.items()):
+        for group in sorted(groups, key=lambda g: g.key):
+            rows.append(
+                ReportRow(
+                    job_id=job_id,
+                    gpu_type=group.gpu_type,
+                    gpu_count=group.gpu_count,
+                    seconds=seconds(group.gpu_ms),
+                    cost_per_hour=dollars(group.usd_micros_per_hour),
+                    cost=dollars(group.cost_usd_micros),
+                    gpu_ms=group.gpu_ms,
+                    usd_micros_per_hour=group.usd_micros_per_hour,
+                    cost_usd_micros=group.cost_usd_micros,
+                )
+            )
+    return rows
+
+
+def report_document(rows: list[ReportRow], month: str) -> MonthlyReport:
+    """The rows with their month and exact total (what the API returns)."""
+    total = sum(row.cost_usd_micros for row in rows)
+    return MonthlyReport(month, f"{month}-01", rows, dollars(total), total)
+
+
+def report_json(rows: list[ReportRow], month: str) -> bytes:
+    return encode(report_document(rows, month))
+
+
+def report_csv(rows: list[ReportRow]) -> str:
+    """CSV with a header row; amounts as exact decimals."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ReportRow.__struct_fields__)
+    for row in rows:
+        writer.writerow([getattr(row, field) for field in ReportRow.__struct_fields__])
+    return out.getvalue()

@@ -1,0 +1,235 @@
+"""The projector: writes views from a tracked position; restart-safe, exactly-once, safe to race."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from projections.partition import PLATFORM, tracking_name
+from projections.projector import Projector
+from projections.render import decode
+from projections.replay import replay
+from projections.store import ViewStore
+from storage import LocalBucket
+from storage.bucket import Bucket, BucketError
+from tests.unit.projections.builders import Apps, FlakyBucket, PlatformLog, UserLog, copy_log
+
+U1 = "users/u1"
+
+
+def _stored_views(bucket: Bucket, partition: str) -> dict[str, bytes]:
+    prefixes = [f"{partition}/"] + (["users/"] if partition == PLATFORM else [])
+    names = {n for p in prefixes for n in bucket.list(p) if n.endswith(".json") and "/events/" not in n}
+    if partition == PLATFORM:
+        names = {
+            n
+            for n in names
+            if n.startswith("platform/") or n.endswith(("user_info.json", "gpu_pricing.json"))
+        }
+    else:
+        names = {n for n in names if not n.endswith(("user_info.json", "gpu_pricing.json"))}
+    return {n: bucket.read(n) for n in sorted(names)}
+
+
+def assert_views_equal_rebuild(bucket: Bucket, apps: Apps, partition: str) -> None:
+    """Every stored view has exactly the bytes of a rebuild from position 0, and no view is missing."""
+    part = replay(apps(partition), partition)
+    expected = {n: part.views.render(n) for n in sorted(part.views.names())}
+    assert _stored_views(bucket, partition) == expected
+
+
+def _busy_user(log: UserLog, jobs: int = 3) -> None:
+    log.upload("ds1")
+    log.dataset("ds1", "validate", "chat", 10, {})
+    log.set_budget(100_000_000)
+    for i in range(jobs):
+        job_id = f"j{i}"
+        log.submit(job_id)
+        log.run(job_id)
+        for step in range(1, 4):
+            log.do(job_id, "report_progress", 1, step, 3, None, 1.0 / step, step * 100)
+            log.meter(job_id, 60_000, 2_100_000)
+        log.do(job_id, "mark_succeeded")
+        log.register_model(f"m-{job_id}", job_id)
+
+
+@pytest.fixture
+def bucket(tmp_path: Path) -> LocalBucket:
+    return LocalBucket(tmp_path / "bucket")
+
+
+def test_catch_up_writes_every_view_with_its_position(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    _busy_user(log, jobs=2)
+    projector = Projector(bucket, apps)
+    head = projector.catch_up(U1)
+    assert head == apps(U1).recorder.max_notification_id()
+    assert decode(bucket.read(tracking_name(U1)))["position"] == head
+    status = decode(bucket.read("users/u1/jobs/j1/status.json"))
+    assert status["status"] == "succeeded" and status["cost_usd_micros"] == 6_300_000 // 60
+    assert_views_equal_rebuild(bucket, apps, U1)
+
+
+def test_incremental_catch_up_rewrites_only_the_views_that_changed(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    _busy_user(log, jobs=2)
+    projector = Projector(bucket, apps)
+    projector.catch_up(U1)
+    before = {n: bucket.stat(n).generation for n in _stored_views(bucket, U1)}
+    log.submit("j9")
+    log.run("j9")
+    log.do("j9", "report_progress", 1, 1, 10, None, 2.0, 10)
+    projector.catch_up(U1)
+    after = {n: bucket.stat(n).generation for n in _stored_views(bucket, U1)}
+    changed = {n for n in after if before.get(n) != after[n]}
+    assert changed == {"users/u1/jobs/j9/status.json", "users/u1/metadata/jobs.json", tracking_name(U1)}
+    assert_views_equal_rebuild(bucket, apps, U1)
+
+
+def test_a_restarted_projector_writes_nothing_when_views_are_current(bucket: LocalBucket) -> None:
+    apps = Apps()
+    _busy_user(UserLog(apps(U1)))
+    Projector(bucket, apps).catch_up(U1)
+    counting = FlakyBucket(bucket)
+    restarted = Projector(counting, apps)
+    assert restarted.catch_up(U1) == apps(U1).recorder.max_notification_id()
+    assert counting.writes == 0 and counting.reads == 1  # only the partition's position.json
+
+
+def test_crash_mid_flush_then_restart_counts_every_event_exactly_once(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    _busy_user(log, jobs=3)
+    Projector(bucket, apps).catch_up(U1)
+    for i in range(3):  # more usage on every job, then a crash halfway through writing it
+        log.meter(f"j{i}", 3_600_000, 2_100_000)
+    flaky = FlakyBucket(bucket, fail_on_write=3)
+    with pytest.raises(BucketError):
+        Projector(flaky, apps).catch_up(U1)
+    assert decode(bucket.read(tracking_name(U1)))["position"] < apps(U1).recorder.max_notification_id()
+
+    Projector(bucket, apps).catch_up(U1)  # the restart
+    billing = decode(bucket.read("users/u1/metadata/billing.json"))
+    per_job = 3 * 35_000 + 2_100_000  # three 1-minute batches and one hour at $2.10/h, one group
+    assert [j["cost_usd_micros"] for j in billing["current_period"]["jobs"]] == [per_job] * 3
+    assert billing["current_period"]["total_cost_usd_micros"] == 3 * per_job
+    assert decode(bucket.read("users/u1/jobs/j2/status.json"))["cost_usd_micros"] == per_job
+    assert_views_equal_rebuild(bucket, apps, U1)
+
+
+def test_a_failed_flush_is_retried_by_the_same_projector(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    _busy_user(log, jobs=1)
+    flaky = FlakyBucket(bucket, fail_on_write=4)
+    projector = Projector(flaky, apps)
+    with pytest.raises(BucketError):
+        projector.catch_up(U1)
+    flaky.fail_on_write = None
+    projector.catch_up(U1)
+    assert_views_equal_rebuild(bucket, apps, U1)
+
+
+def test_two_projectors_racing_on_one_bucket_converge_and_never_regress(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    a, b = Projector(bucket, apps), Projector(LocalBucket(bucket.root), apps)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_catching_up(projector: Projector) -> None:
+        try:
+            while not stop.is_set():
+                projector.catch_up(U1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=keep_catching_up, args=(p,)) for p in (a, b)]
+    for t in threads:
+        t.start()
+    try:
+        _busy_user(log, jobs=4)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    a.catch_up(U1)
+    b.catch_up(U1)
+    assert_views_equal_rebuild(bucket, apps, U1)
+
+
+def test_a_projector_that_is_behind_never_overwrites_newer_views(bucket: LocalBucket) -> None:
+    apps, lagging = Apps(), Apps()  # ``lagging`` is a replica of the log that has not seen the last event
+    log = UserLog(apps(U1))
+    log.submit("j1")
+    copy_log(apps(U1), lagging(U1))
+    behind = Projector(bucket, lagging)
+    behind.catch_up(U1)  # it now remembers the generation of status.json at position 1
+    log.run("j1")
+    copy_log(apps(U1), lagging(U1), upto=2)  # the replica gets the Queued event, not Started
+    Projector(bucket, apps).catch_up(U1)  # another process writes the Started state first
+    newer = bucket.read("users/u1/jobs/j1/status.json")
+    assert decode(newer)["status"] == "running"
+
+    assert behind.catch_up(U1) == 2  # its write at position 2 loses the generation race, re-reads, skips
+    assert bucket.read("users/u1/jobs/j1/status.json") == newer
+    assert decode(bucket.read(tracking_name(U1)))["position"] == 3
+
+
+def test_platform_views_reach_each_user(bucket: LocalBucket) -> None:
+    apps = Apps()
+    platform = PlatformLog(apps(PLATFORM))
+    platform.register("u1")
+    platform.set_price("a100-80gb", 2_100_000)
+    platform.register("u2")
+    platform.user("u1", "record_login")
+    projector = Projector(bucket, apps)
+    projector.catch_up(PLATFORM)
+    assert decode(bucket.read("users/u1/metadata/user_info.json"))["last_login"] is not None
+    for user in ("u1", "u2"):
+        pricing = decode(bucket.read(f"users/{user}/metadata/gpu_pricing.json"))
+        assert pricing["prices"]["a100-80gb"]["cost_per_hour"] == 2.1
+    assert [u["user_id"] for u in decode(bucket.read("platform/metadata/users.json"))["users"]] == [
+        "u1",
+        "u2",
+    ]
+    platform.set_price("a100-80gb", 1_900_000, platform.clock.now.replace(year=2030))
+    projector.catch_up(PLATFORM)
+    assert_views_equal_rebuild(bucket, apps, PLATFORM)
+
+
+def test_wait_for_with_the_background_loop(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    store = ViewStore(bucket)
+    projector = Projector(bucket, apps, store=store)
+    stop = threading.Event()
+    thread = projector.start(stop)
+    try:
+        log.submit("j1")
+        assert projector.wait_for(U1, timeout=5)
+        assert store.read_json("users/u1/jobs/j1/status.json")[0]["status"] == "submitted"
+        position = log.do("j1", "queue")
+        projector.notify(U1)
+        assert projector.wait_for(U1, position, timeout=5)
+        assert store.read_json("users/u1/jobs/j1/status.json")[0]["status"] == "queued"
+        assert not projector.wait_for(U1, position + 100, timeout=0.2)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_wait_for_without_a_loop_catches_up_in_the_callers_thread(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    projector = Projector(bucket, apps)
+    log.submit("j1")
+    position = apps(U1).recorder.max_notification_id()
+    assert projector.wait_for(U1, position)
+    assert decode(bucket.read("users/u1/metadata/jobs.json"))["jobs"][0]["job_id"] == "j1"
