@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -122,6 +123,7 @@ class SFTRecipe:
     def save(self) -> Path:
         """Write the final adapter or full weights and the tokenizer to ``output_dir/model``."""
         model_dir = self.output_dir / "model"
+        shutil.rmtree(model_dir, ignore_errors=True)  # no stale files from an earlier attempt
         model = self.trainer.model if self.trainer is not None else self.model
         if self.config.method == "lora":
             for peft_config in model.peft_config.values():
