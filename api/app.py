@@ -1,0 +1,60 @@
+"""``create_app(settings)``: the Litestar application.
+
+Layers, outermost first: JWT authentication (every route but login, health
+and the schema), the per-user rate limit, the id guard, then a Controller per
+resource. Exceptions are mapped to the one error shape in ``api.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
+from litestar.openapi import OpenAPIConfig
+
+from api.auth import Principal, build_jwt_auth
+from api.controllers import CONTROLLERS
+from api.deps import dependencies
+from api.errors import exception_handlers
+from api.guards import requires_valid_ids
+from api.runtime import Runtime
+from api.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def _rate_key(request: Request[Any, Any, Any]) -> str:
+    """Limit per user when the caller is known (the auth middleware runs first), else per address."""
+    user = request.scope.get("user")
+    return f"user:{user.user_id}" if isinstance(user, Principal) else f"ip:{get_remote_address(request)}"
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Litestar:
+    """The API app; ``runtime`` defaults to one built from ``settings`` (read from the env when None)."""
+    settings = settings or Settings.from_env()
+    runtime = runtime or Runtime(settings)
+    jwt_auth = build_jwt_auth(settings, runtime)
+    rate_limit = RateLimitConfig(
+        rate_limit=("minute", settings.rate_limit_per_minute),
+        exclude=["^/health$", "^/schema"],
+        identifier_for_request=_rate_key,
+    )
+    return Litestar(
+        route_handlers=CONTROLLERS,
+        dependencies=dependencies,
+        guards=[requires_valid_ids],
+        exception_handlers=exception_handlers,
+        on_app_init=[jwt_auth.on_app_init],
+        middleware=[rate_limit.middleware],
+        openapi_config=OpenAPIConfig(
+            title="tune",
+            version="1",
+            description="Fine-tune LLMs on your data; jobs, models, datasets and exact GPU billing.",
+        ),
+        state=State({"runtime": runtime, "jwt_auth": jwt_auth}),
+        on_startup=[lambda: runtime.start()],
+        on_shutdown=[lambda: runtime.stop()],
+        debug=settings.debug,
+    )

@@ -1,0 +1,91 @@
+"""Authentication: argon2 password hashes, the login check, and Litestar's JWT bearer auth.
+
+A token's subject is the user id; its ``extras`` carry the role and email.
+Every request but login, health and the schema must carry a valid, unexpired
+token of a user who is still active (a suspended user's tokens stop working
+at once: the check reads the platform's user view, cached by position).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from litestar.connection import ASGIConnection
+from litestar.security.jwt import JWTAuth, Token
+
+from domain.errors import Unauthenticated
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+    from api.settings import Settings
+
+__all__ = [
+    "PUBLIC_PATHS",
+    "Principal",
+    "build_jwt_auth",
+    "check_password",
+    "hash_password",
+]
+
+PUBLIC_PATHS = ["^/auth/login$", "^/health$", "^/schema"]
+ADMIN = "admin"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """The caller, as the token says: who, and with which role."""
+
+    user_id: str
+    role: str = "user"
+    email: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    return PasswordHasher()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the email is unknown, so both cases take as long."""
+    return _hasher().hash("not a password of anyone")
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password`` (salted; parameters encoded in the string)."""
+    return _hasher().hash(password)
+
+
+def check_password(password_hash: str | None, password: str) -> bool:
+    """True when ``password`` matches ``password_hash``; constant work when there is no hash."""
+    try:
+        return _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, Token]:
+    """Litestar's JWT auth for this app: bearer tokens with expiry, public paths excluded."""
+
+    async def retrieve_user(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        if not runtime.is_active(token.sub):
+            raise Unauthenticated("this account is suspended or no longer exists; log in again")
+        extras = token.extras
+        return Principal(token.sub, str(extras.get("role", "user")), str(extras.get("email", "")))
+
+    return JWTAuth[Principal, Token](
+        token_secret=settings.jwt_secret,
+        retrieve_user_handler=retrieve_user,
+        default_token_expiration=timedelta(seconds=settings.token_ttl_s),
+        exclude=PUBLIC_PATHS,
+        exclude_http_methods=["OPTIONS"],
+        require_claims=["exp", "sub"],
+    )

@@ -1,0 +1,26 @@
+"""One Controller per resource; handlers translate HTTP <-> service calls and nothing else."""
+
+from api.controllers.auth import AuthController
+from api.controllers.billing import BillingController
+from api.controllers.datasets import DatasetController
+from api.controllers.fine_tune import FineTuneController
+from api.controllers.health import HealthController
+from api.controllers.models import ModelController
+
+__all__ = [
+    "AuthController",
+    "BillingController",
+    "DatasetController",
+    "FineTuneController",
+    "HealthController",
+    "ModelController",
+]
+
+CONTROLLERS = [
+    AuthController,
+    HealthController,
+    FineTuneController,
+    ModelController,
+    DatasetController,
+    BillingController,
+]

@@ -1,0 +1,52 @@
+"""``/datasets``: streamed upload with validation, list, show and delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import Parameter
+
+from api.guards import requires_owner, requires_self
+from api.schemas import Dataset, DatasetList, Deleted
+from api.services import DatasetService
+
+
+class DatasetController(Controller):
+    path = "/datasets"
+    tags = ["datasets"]
+
+    @post(
+        "/{user_id:str}/upload",
+        operation_id="upload_dataset",
+        guards=[requires_self],
+        request_max_body_size=None,  # the service enforces the upload limit (413) and the quota (403)
+    )
+    async def upload(
+        self,
+        request: Request[Any, Any, Any],
+        datasets: DatasetService,
+        filename: Annotated[str | None, Parameter(max_length=255)] = None,
+    ) -> Response[Dataset]:
+        """Stream a JSONL file as the request body; it is validated line by line.
+
+        201 with the dataset either ``validated`` (rows, format, statistics) or
+        ``rejected`` (errors, each naming its line).
+        """
+        dataset = await datasets.upload(filename, request.stream(), request.content_length)
+        return Response(dataset, status_code=201)
+
+    @get("/{user_id:str}/list", operation_id="list_datasets", guards=[requires_owner], sync_to_thread=True)
+    def list_datasets(self, datasets: DatasetService) -> DatasetList:
+        """The user's datasets."""
+        return datasets.list()
+
+    @get("/{dataset_id:str}", operation_id="get_dataset", sync_to_thread=True)
+    def get_dataset(self, dataset_id: str, datasets: DatasetService) -> Dataset:
+        """A dataset's metadata and validation report."""
+        return datasets.get(dataset_id)
+
+    @delete("/{dataset_id:str}", operation_id="delete_dataset", status_code=200, sync_to_thread=True)
+    def delete_dataset(self, dataset_id: str, datasets: DatasetService) -> Deleted:
+        """Delete the dataset and its files; 409 while a queued or running job uses it."""
+        return datasets.delete(dataset_id)

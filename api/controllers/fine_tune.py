@@ -1,0 +1,70 @@
+"""``/fine-tune``: start, list, status, stop, events and logs of fine-tuning jobs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio.to_thread
+from litestar import Controller, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from api.guards import requires_owner, requires_self
+from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
+from api.services import JobService
+
+TEXT = "text/plain; charset=utf-8"
+
+
+class FineTuneController(Controller):
+    path = "/fine-tune"
+    tags = ["fine-tune"]
+
+    @post("/{user_id:str}/start", operation_id="start_job", guards=[requires_self], sync_to_thread=True)
+    def start(self, data: StartJobRequest, jobs: JobService) -> Response[StartJobResponse]:
+        """Validate the config whole, then submit the job (201), or only check and estimate (dry_run, 200)."""
+        reply = jobs.start(data)
+        return Response(reply, status_code=200 if data.dry_run else 201)
+
+    @get("/{user_id:str}/list", operation_id="list_jobs", guards=[requires_owner], sync_to_thread=True)
+    def list_jobs(
+        self, jobs: JobService, state: Annotated[str | None, Parameter(max_length=20)] = None
+    ) -> JobList:
+        """The user's jobs, oldest first; ``state`` keeps only jobs in that state."""
+        return jobs.list(state)
+
+    @get("/{job_id:str}/status", operation_id="job_status", sync_to_thread=True)
+    def status(self, job_id: str, jobs: JobService) -> JobStatus:
+        """State, progress, checkpoints, GPU time and cost so far."""
+        return jobs.status(job_id)
+
+    @post("/{job_id:str}/stop", operation_id="stop_job", status_code=200, sync_to_thread=True)
+    def stop(self, job_id: str, jobs: JobService) -> StopJobResponse:
+        """Ask the job to stop (it saves a checkpoint first); 409 when it has already ended."""
+        return jobs.stop(job_id)
+
+    @get("/{job_id:str}/events", operation_id="job_events", sync_to_thread=True)
+    def events(self, job_id: str, jobs: JobService) -> JobEvents:
+        """The job's history: state changes, progress, checkpoints, metered usage, alerts."""
+        return jobs.events(job_id)
+
+    @get("/{job_id:str}/logs", operation_id="job_logs", media_type=TEXT)
+    async def logs(
+        self,
+        job_id: str,
+        jobs: JobService,
+        tail: Annotated[int | None, Parameter(ge=1, le=100_000)] = None,
+        follow: bool = False,
+    ) -> Stream:
+        """The training log (``tail``: the last N lines); ``follow`` keeps streaming until the job ends."""
+        head, offset = await anyio.to_thread.run_sync(jobs.log_tail, job_id, tail)
+
+        async def body() -> AsyncIterator[bytes]:
+            if head:
+                yield head
+            if follow:
+                async for chunk in jobs.follow_log(job_id, offset):
+                    yield chunk
+
+        return Stream(body(), media_type=TEXT)

@@ -1,0 +1,46 @@
+"""``/models``: list, show, download (a verified tar) and delete fine-tuned models."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from litestar import Controller, delete, get
+from litestar.response import Stream
+
+from api.guards import requires_owner
+from api.schemas import Deleted, Model, ModelList
+from api.services import ModelService
+
+
+class ModelController(Controller):
+    path = "/models"
+    tags = ["models"]
+
+    @get("/{user_id:str}/list", operation_id="list_models", guards=[requires_owner], sync_to_thread=True)
+    def list_models(self, models: ModelService) -> ModelList:
+        """The user's fine-tuned models."""
+        return models.list()
+
+    @get("/{model_id:str}", operation_id="get_model", sync_to_thread=True)
+    def get_model(self, model_id: str, models: ModelService) -> Model:
+        """A model's metadata: base model, kind, size, digest, training metrics."""
+        return models.get(model_id)
+
+    @get("/{model_id:str}/download", operation_id="download_model", media_type="application/x-tar")
+    async def download(self, model_id: str, models: ModelService) -> Stream:
+        """The model's folder as a tar; ``X-Content-Size`` and ``X-Content-SHA256`` let a client verify it."""
+        archive = await anyio.to_thread.run_sync(models.archive, model_id)
+        return Stream(
+            archive.chunks(),
+            media_type="application/x-tar",
+            headers={
+                "Content-Length": str(archive.size),
+                "X-Content-Size": str(archive.size),
+                "X-Content-SHA256": archive.sha256,
+                "Content-Disposition": f'attachment; filename="{archive.filename}"',
+            },
+        )
+
+    @delete("/{model_id:str}", operation_id="delete_model", status_code=200, sync_to_thread=True)
+    def delete_model(self, model_id: str, models: ModelService) -> Deleted:
+        """Delete the model and its weights; 409 while a queued or running job builds on it."""
+        return models.delete(model_id)

@@ -1,0 +1,73 @@
+"""Dependencies (``provide_*``): the runtime, the caller, and services bound to a partition.
+
+A service works on the partition of the ``{user_id}`` in the path when there
+is one (the guards have already checked the caller may use it), else on the
+caller's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from api.auth import Principal
+from api.guards import caller_of
+from api.runtime import Runtime
+from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
+
+__all__ = [
+    "dependencies",
+    "provide_accounts",
+    "provide_billing",
+    "provide_caller",
+    "provide_datasets",
+    "provide_jobs",
+    "provide_models",
+    "provide_runtime",
+]
+
+
+def provide_runtime(state: State) -> Runtime:
+    return state.runtime  # type: ignore[no-any-return]
+
+
+def provide_caller(request: Request[Any, Any, Any]) -> Principal:
+    return caller_of(request)
+
+
+def _subject(request: Request[Any, Any, Any]) -> str:
+    return request.path_params.get("user_id") or caller_of(request).user_id
+
+
+def provide_jobs(runtime: Runtime, request: Request[Any, Any, Any]) -> JobService:
+    return JobService(runtime, _subject(request))
+
+
+def provide_datasets(runtime: Runtime, request: Request[Any, Any, Any]) -> DatasetService:
+    return DatasetService(runtime, _subject(request))
+
+
+def provide_models(runtime: Runtime, request: Request[Any, Any, Any]) -> ModelService:
+    return ModelService(runtime, _subject(request))
+
+
+def provide_billing(runtime: Runtime, request: Request[Any, Any, Any]) -> BillingService:
+    return BillingService(runtime, _subject(request))
+
+
+def provide_accounts(runtime: Runtime) -> AccountService:
+    return AccountService(runtime)
+
+
+dependencies = {
+    "runtime": Provide(provide_runtime, sync_to_thread=False),
+    "caller": Provide(provide_caller, sync_to_thread=False),
+    "jobs": Provide(provide_jobs, sync_to_thread=False),
+    "datasets": Provide(provide_datasets, sync_to_thread=False),
+    "models": Provide(provide_models, sync_to_thread=False),
+    "billing": Provide(provide_billing, sync_to_thread=False),
+    "accounts": Provide(provide_accounts, sync_to_thread=False),
+}

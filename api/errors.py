@@ -1,0 +1,130 @@
+"""The one mapping from exceptions to HTTP responses, for every route.
+
+::
+
+    domain.errors.ValidationFailed        400  invalid
+    domain.errors.PlatformError           400  bad_request
+    domain.errors.Unauthenticated         401  unauthenticated
+    domain.errors.Forbidden               403  forbidden
+    domain.errors.NotFound                404  not_found
+    domain.errors.Conflict                409  conflict
+    eventsourcing RecordConflictError     409  conflict (someone else wrote first; retry)
+    domain.errors.TooLarge                413  too_large
+    domain.errors.RateLimited             429  rate_limited
+    litestar HTTPException                its status (validation, 401, 404/405 routes, 413, 429)
+    anything else                         500  internal (logged; the message says nothing inside)
+
+The body is always ``schemas.ErrorBody``. Handlers never catch exceptions themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from eventsourcing.persistence import RecordConflictError
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from api.schemas import ErrorBody, ErrorDetail
+from domain.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PlatformError,
+    RateLimited,
+    TooLarge,
+    Unauthenticated,
+    ValidationFailed,
+)
+
+__all__ = ["STATUS", "exception_handlers", "problem"]
+
+log = logging.getLogger("api")
+
+STATUS: dict[type[PlatformError], int] = {
+    ValidationFailed: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    RateLimited: 429,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def problem(status: int, code: str, message: str, where: str | None = None, **headers: str) -> Response[Any]:
+    """An error response in the one shape."""
+    return Response(
+        ErrorBody(ErrorDetail(code=code, message=message, where=where)),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers or None,
+    )
+
+
+def _status_of(exc: PlatformError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def _platform_error(_: Request[Any, Any, Any], exc: PlatformError) -> Response[Any]:
+    return problem(_status_of(exc), exc.code, exc.message, exc.where)
+
+
+def _validation_where(exc: ValidationException) -> str | None:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    keys = [str(e["key"]) for e in extra if isinstance(e, dict) and e.get("key")]
+    return ", ".join(dict.fromkeys(keys)) or None
+
+
+def _validation_message(exc: ValidationException) -> str:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    details = [str(e["message"]) for e in extra if isinstance(e, dict) and e.get("message")]
+    head = exc.detail or "invalid request"
+    return f"{head}: {'; '.join(details)}" if details else head
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("HTTP %s: %s", status, exc.detail, exc_info=exc)
+        return problem(status, "internal", "internal error; the server log has the details")
+    headers = dict(exc.headers or {})
+    if isinstance(exc, ValidationException):
+        return problem(400, "invalid", _validation_message(exc), _validation_where(exc), **headers)
+    message = exc.detail or "request refused"
+    if status == 404 and message == "Not Found":
+        message = "no such route or resource"
+    return problem(status, _HTTP_CODES.get(status, "bad_request"), message, None, **headers)
+
+
+def _record_conflict(_: Request[Any, Any, Any], exc: RecordConflictError) -> Response[Any]:
+    return problem(409, "conflict", "another request changed this first; try again")
+
+
+def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "internal", "internal error; the server log has the details")
+
+
+exception_handlers: dict[type[Exception], Any] = {
+    PlatformError: _platform_error,
+    HTTPException: _http_error,
+    RecordConflictError: _record_conflict,
+    Exception: _internal,
+}

@@ -1,0 +1,201 @@
+"""The composition root: one ``Runtime`` per server process holds every long-lived part.
+
+- ``bucket``: the object store (``TUNE_BUCKET``);
+- ``platform`` and ``user_app(user_id)``: the eventsourcing applications
+  (one per partition, cached; the projector shares them);
+- ``projector`` and ``views``: the projector folds partitions it is told
+  about into views, and feeds them to the ``ViewStore`` the API reads;
+- ``clock``: the only source of ``now`` (tests pass a fixed one);
+- ``job_submitted``: callbacks ``(user_id, job_id)`` run after a job is
+  submitted and projected (the dispatcher's seam; it may also watch views).
+
+Writes go through ``committed(partition)``, which tells the projector and waits
+(bounded) until the views reflect the write, so the response and the next read
+show it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from api import views
+from domain.errors import NotFound, ValidationFailed
+from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
+from projections.partition import PLATFORM, user_partition
+from projections.projector import Projector
+from projections.store import ViewStore
+from storage import Bucket, ObjectNotFound, open_bucket
+
+if TYPE_CHECKING:
+    from api.settings import Settings
+    from domain.applications import PlatformApp, UserApp
+
+__all__ = ["Clock", "OpenApp", "Quota", "Runtime", "utc_now"]
+
+log = logging.getLogger("api")
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+OpenApp = Callable[[str], Any]
+JobHook = Callable[[str, str], None]
+
+_APP_CACHE = 1024
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _open_app(bucket: Bucket) -> OpenApp:
+    """The default opener: the partition's eventsourcing Application on ``bucket``."""
+    from domain.applications import PlatformApp, UserApp
+    from storage.eventstore import open_application
+
+    def open_app(partition: str) -> Any:
+        if partition == PLATFORM:
+            return open_application(PlatformApp, bucket, partition)
+        return open_application(UserApp, bucket, partition)
+
+    return open_app
+
+
+class Quota(msgspec.Struct, frozen=True):
+    max_concurrent_jobs: int | None
+    max_dataset_bytes: int | None
+
+
+class Runtime:
+    """Everything a request may need, built once by ``create_app``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bucket: Bucket | None = None,
+        clock: Clock = utc_now,
+        open_app: OpenApp | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bucket = bucket if bucket is not None else open_bucket(settings.bucket_url)
+        self.clock = clock
+        self._open = open_app or _open_app(self.bucket)
+        self._apps: OrderedDict[str, Any] = OrderedDict()
+        self._apps_lock = threading.Lock()
+        self.views = ViewStore(self.bucket)
+        self.projector = Projector(self.bucket, self.app, store=self.views)
+        self.job_submitted: list[JobHook] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the projector loop (idempotent)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = self.projector.start(self._stop, sweep_every=30.0)
+            self.projector.notify(PLATFORM)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # -- applications ------------------------------------------------------------------------
+
+    def app(self, partition: str) -> Any:
+        """The Application of ``partition`` (cached, least recently used dropped past a bound)."""
+        with self._apps_lock:
+            app = self._apps.get(partition)
+            if app is not None:
+                self._apps.move_to_end(partition)
+                return app
+        app = self._open(partition)
+        with self._apps_lock:
+            app = self._apps.setdefault(partition, app)
+            while len(self._apps) > _APP_CACHE:
+                self._apps.popitem(last=False)
+        return app
+
+    @property
+    def platform(self) -> PlatformApp:
+        return self.app(PLATFORM)  # type: ignore[no-any-return]
+
+    def user_app(self, user_id: str) -> UserApp:
+        return self.app(user_partition(user_id))  # type: ignore[no-any-return]
+
+    # -- writes and reads --------------------------------------------------------------------
+
+    def committed(self, partition: str) -> None:
+        """A command just saved to ``partition``: wait (bounded) until its views show it."""
+        self.projector.notify(partition)
+        if not self.projector.wait_for(partition, timeout=self.settings.projection_wait_s):
+            log.warning(
+                "views of %s did not catch up within %.1fs", partition, self.settings.projection_wait_s
+            )
+
+    def view(self, name: str, type: type[T], *, missing: str, where: str | None = None) -> T:
+        """The view ``name`` decoded as ``type``; NotFound(``missing``) if it does not exist."""
+        try:
+            data, _ = self.views.read_raw(name)
+        except ObjectNotFound:
+            raise NotFound(missing, where=where) from None
+        return msgspec.json.decode(data, type=type)
+
+    def view_or(self, name: str, type: type[T], default: T) -> T:
+        """The view ``name`` decoded as ``type``, or ``default`` when it does not exist yet."""
+        try:
+            data, _ = self.views.read_raw(name)
+        except ObjectNotFound:
+            return default
+        return msgspec.json.decode(data, type=type)
+
+    def view_json(self, name: str) -> dict[str, Any] | None:
+        """The view as a shared, read-only dict, or None."""
+        try:
+            return self.views.read_json(name)[0]
+        except ObjectNotFound:
+            return None
+
+    # -- users -------------------------------------------------------------------------------
+
+    def is_active(self, user_id: str) -> bool:
+        """Whether the user exists and is not suspended (the platform's user view, then its log)."""
+        try:
+            info = self.view_json(views.user_info(user_id))
+        except ValidationFailed:
+            return False
+        return info is not None and info.get("status", "active") == "active"
+
+    def quota(self, user_id: str) -> Quota:
+        """The user's quotas (the platform's defaults until an operator sets them)."""
+        info = self.view_json(views.user_info(user_id)) or {}
+        quota = info.get("quota") or {}
+        return Quota(
+            max_concurrent_jobs=quota.get("max_concurrent_jobs", DEFAULT_MAX_CONCURRENT_JOBS),
+            max_dataset_bytes=quota.get("max_dataset_bytes", DEFAULT_MAX_DATASET_BYTES),
+        )
+
+    def base_model_names(self) -> set[str]:
+        """Names users may fine-tune: the platform's catalogue, or the built-in one before it exists."""
+        catalogue = self.view_json(views.base_models())
+        if catalogue is None:
+            from runners.base_models.catalogue import CATALOGUE
+
+            return set(CATALOGUE)
+        return {entry["name"] for entry in catalogue.get("base_models", ())}
+
+    def notify_job_submitted(self, user_id: str, job_id: str) -> None:
+        for hook in list(self.job_submitted):
+            try:
+                hook(user_id, job_id)
+            except Exception:  # a broken hook must not fail the request that already succeeded
+                log.exception("job_submitted hook %r failed for %s", hook, job_id)

@@ -1,0 +1,452 @@
+"""Request and response shapes of the HTTP API (msgspec Structs), shared by server and CLI.
+
+This module imports nothing from the server side (only msgspec and the
+standard library), so the CLI can import it alone. Money travels twice: as
+integer micro-dollars (``*_usd_micros``, authoritative) and as an exact
+decimal string of dollars (``"156.78"``). Times are ISO 8601 UTC strings.
+
+Every error, on every route, has one shape::
+
+    {"error": {"code": "not_found", "message": "no job job_1", "where": "job_id"}}
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = [
+    "BaseModelInfo",
+    "BaseModelList",
+    "Billing",
+    "BillingHistory",
+    "BudgetRequest",
+    "BudgetView",
+    "Dataset",
+    "DatasetList",
+    "DatasetRow",
+    "Deleted",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "JobCost",
+    "JobCostReport",
+    "JobEvent",
+    "JobEvents",
+    "JobList",
+    "JobRow",
+    "JobStatus",
+    "LoginRequest",
+    "LoginResponse",
+    "Model",
+    "ModelList",
+    "ModelRow",
+    "Period",
+    "Pricing",
+    "StartJobRequest",
+    "StartJobResponse",
+    "StopJobResponse",
+]
+
+Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", max_length=64)]
+Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
+
+
+class _Out(msgspec.Struct, kw_only=True):
+    """Base of responses: every field has a default so a newer view still decodes."""
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class ErrorDetail(msgspec.Struct):
+    """What went wrong: a stable ``code``, a human ``message``, and the field or line (``where``)."""
+
+    code: str
+    message: str
+    where: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    """The body of every response with status >= 400."""
+
+    error: ErrorDetail
+
+
+# -- auth and health ------------------------------------------------------------------------
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class LoginResponse(msgspec.Struct):
+    """A bearer token: send it as ``Authorization: Bearer <token>`` until ``expires_at``."""
+
+    token: str
+    user_id: str
+    email: str
+    role: str
+    expires_at: str
+    token_type: str = "bearer"
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+    version: str
+    bucket: str
+    time: str
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+class StartJobRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Start a fine-tuning job; ``config`` is a mapping or YAML text (see the config table)."""
+
+    base_model: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    dataset_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    config: dict[str, Any] | str = msgspec.field(default_factory=dict)
+    dry_run: bool = False
+    force: bool = False
+
+
+class StartJobResponse(_Out):
+    """The submitted job (or, with ``dry_run``, what would be submitted)."""
+
+    job_id: str | None = None
+    status: str = "submitted"
+    dry_run: bool = False
+    base_model: str = ""
+    dataset_id: str = ""
+    model_id: str | None = None
+    gpu_type: str = ""
+    gpu_count: int = 1
+    estimate: Decimal | None = None
+    estimate_usd_micros: int | None = None
+    max_cost: Decimal | None = None
+    max_cost_usd_micros: int | None = None
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    warnings: list[str] = msgspec.field(default_factory=list)
+
+
+class StopJobResponse(_Out):
+    job_id: str = ""
+    status: str = ""
+
+
+class Checkpoint(_Out):
+    attempt: int = 0
+    step: int = 0
+    path: str = ""
+    at: str | None = None
+
+
+class Alert(_Out):
+    scope: str = ""
+    threshold_pct: int = 0
+    spent: Decimal | None = None
+    spent_usd_micros: int = 0
+    limit: Decimal | None = None
+    limit_usd_micros: int = 0
+    at: str | None = None
+    period: str | None = None
+
+
+class Retry(_Out):
+    attempt: int = 0
+    reason: str = ""
+    at: str | None = None
+
+
+class GpuMetrics(_Out):
+    gpu_type: str = ""
+    gpu_count: int = 1
+    current_duration_seconds: Decimal = Decimal(0)
+    gpu_ms: int = 0
+
+
+class JobStatus(_Out):
+    """A job's ``status.json``: state, progress, checkpoints, GPU time and cost so far."""
+
+    job_id: str = ""
+    status: str = ""
+    position: int = 0
+    model_id: str | None = None
+    dataset_id: str = ""
+    base_model: str = ""
+    attempt: int = 0
+    step: int = 0
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    tokens: int = 0
+    checkpoints: list[Checkpoint] = msgspec.field(default_factory=list)
+    gpu_metrics: GpuMetrics = msgspec.field(default_factory=GpuMetrics)
+    cost: Decimal = Decimal(0)
+    cost_usd_micros: int = 0
+    estimate: Decimal | None = None
+    estimate_usd_micros: int | None = None
+    max_cost: Decimal | None = None
+    max_cost_usd_micros: int | None = None
+    alerts: list[Alert] = msgspec.field(default_factory=list)
+    retries: list[Retry] = msgspec.field(default_factory=list)
+    stop_reason: str | None = None
+    error: str | None = None
+    metrics: dict[str, Any] | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    last_heartbeat_at: str | None = None
+    updated_at: str | None = None
+
+
+class JobRow(_Out):
+    job_id: str = ""
+    model_id: str | None = None
+    dataset_id: str = ""
+    status: str = ""
+    created_at: str | None = None
+    updated_at: str | None = None
+    base_model: str = ""
+    gpu_type: str = ""
+    gpu_count: int = 1
+
+
+class JobList(_Out):
+    jobs: list[JobRow] = msgspec.field(default_factory=list)
+    position: int = 0
+
+
+class JobEvent(_Out):
+    """One event in a job's history: ``type`` like ``ProgressReported``, ``data`` its fields."""
+
+    seq: int = 0
+    at: str | None = None
+    type: str = ""
+    summary: str = ""
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class JobEvents(_Out):
+    job_id: str = ""
+    events: list[JobEvent] = msgspec.field(default_factory=list)
+
+
+# -- datasets -------------------------------------------------------------------------------
+
+
+class LineError(_Out):
+    """A problem in an upload; ``line`` is 1-based, 0 for the file as a whole."""
+
+    line: int | None = None
+    message: str = ""
+
+
+class Dataset(_Out):
+    """A dataset's ``metadata.json``: size, digest, format, rows, statistics, validation errors."""
+
+    dataset_id: str = ""
+    filename: str = ""
+    status: str = ""
+    size_bytes: int = 0
+    sha256: str = ""
+    format: str | None = None
+    rows: int | None = None
+    stats: dict[str, Any] | None = None
+    errors: list[LineError] = msgspec.field(default_factory=list)
+    error_count: int | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    deleted_at: str | None = None
+    position: int = 0
+
+
+class DatasetRow(_Out):
+    dataset_id: str = ""
+    filename: str = ""
+    status: str = ""
+    format: str | None = None
+    rows: int | None = None
+    size_bytes: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class DatasetList(_Out):
+    datasets: list[DatasetRow] = msgspec.field(default_factory=list)
+    position: int = 0
+
+
+class Deleted(_Out):
+    """What a DELETE removed."""
+
+    id: str = ""
+    status: str = "deleted"
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+class Model(_Out):
+    """A fine-tuned model's ``metadata.json``."""
+
+    model_id: str = ""
+    status: str = ""
+    job_id: str | None = None
+    base_model: str = ""
+    kind: str = ""
+    weights_prefix: str = ""
+    sha256: str | None = None
+    size_bytes: int | None = None
+    metrics: dict[str, Any] | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    deleted_at: str | None = None
+    position: int = 0
+
+
+class ModelRow(_Out):
+    model_id: str = ""
+    job_id: str | None = None
+    base_model: str = ""
+    kind: str = ""
+    status: str = ""
+    size_bytes: int | None = None
+    created_at: str | None = None
+
+
+class ModelList(_Out):
+    models: list[ModelRow] = msgspec.field(default_factory=list)
+    position: int = 0
+
+
+class BaseModelInfo(_Out):
+    name: str = ""
+    source_kind: str = ""
+    description: str = ""
+
+
+class BaseModelList(_Out):
+    base_models: list[BaseModelInfo] = msgspec.field(default_factory=list)
+
+
+# -- billing --------------------------------------------------------------------------------
+
+
+class Rate(_Out):
+    cost_per_hour: Decimal = Decimal(0)
+    usd_micros_per_hour: int = 0
+    seconds: Decimal = Decimal(0)
+    gpu_ms: int = 0
+    total_cost: Decimal = Decimal(0)
+    total_cost_usd_micros: int = 0
+
+
+class GpuUsage(_Out):
+    """One GPU type in a period; ``seconds`` are GPU-seconds (time x GPU count)."""
+
+    seconds: Decimal = Decimal(0)
+    cost_per_hour: Decimal = Decimal(0)
+    total_cost: Decimal = Decimal(0)
+    gpu_ms: int = 0
+    cost_per_hour_usd_micros: int = 0
+    total_cost_usd_micros: int = 0
+    rates: list[Rate] = msgspec.field(default_factory=list)
+
+
+class JobCost(_Out):
+    """One job's cost on one GPU type in a period."""
+
+    job_id: str = ""
+    gpu_type: str = ""
+    period: str | None = None
+    duration_seconds: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+    gpu_seconds: Decimal = Decimal(0)
+    cost_usd_micros: int = 0
+
+
+class Period(_Out):
+    """One calendar month (UTC) of usage, per GPU type and per job."""
+
+    period: str = ""
+    start_date: str = ""
+    total_cost: Decimal = Decimal(0)
+    total_cost_usd_micros: int = 0
+    usage_breakdown: dict[str, GpuUsage] = msgspec.field(default_factory=dict)
+    jobs: list[JobCost] = msgspec.field(default_factory=list)
+    alerts: list[Alert] = msgspec.field(default_factory=list)
+
+
+class BudgetView(_Out):
+    monthly_limit: Decimal = Decimal(0)
+    monthly_limit_usd_micros: int = 0
+    thresholds_pct: list[int] = msgspec.field(default_factory=list)
+    set_at: str | None = None
+
+
+class Billing(_Out):
+    """``GET /billing/usage``: the current month, the budget and what remains of it."""
+
+    current_period: Period = msgspec.field(default_factory=Period)
+    budget: BudgetView | None = None
+    alerts: list[Alert] = msgspec.field(default_factory=list)
+    remaining: Decimal | None = None
+    remaining_usd_micros: int | None = None
+    position: int = 0
+
+
+class BillingHistory(_Out):
+    """Closed months, newest first."""
+
+    periods: list[Period] = msgspec.field(default_factory=list)
+    position: int = 0
+
+
+class ScheduledPrice(_Out):
+    effective_at: str | None = None
+    cost_per_hour: Decimal = Decimal(0)
+    usd_micros_per_hour: int = 0
+
+
+class GpuPrice(_Out):
+    cost_per_hour: Decimal = Decimal(0)
+    usd_micros_per_hour: int = 0
+    effective_at: str | None = None
+    schedule: list[ScheduledPrice] = msgspec.field(default_factory=list)
+
+
+class Pricing(_Out):
+    """Price per GPU-hour of each GPU type."""
+
+    currency: str = "USD"
+    prices: dict[str, GpuPrice] = msgspec.field(default_factory=dict)
+    position: int = 0
+
+
+class JobCostReport(_Out):
+    """``GET /billing/job/{job_id}/cost``: a job's cost so far, live."""
+
+    job_id: str = ""
+    status: str = ""
+    cost: Decimal = Decimal(0)
+    cost_usd_micros: int = 0
+    estimate: Decimal | None = None
+    estimate_usd_micros: int | None = None
+    max_cost: Decimal | None = None
+    max_cost_usd_micros: int | None = None
+    gpu_metrics: GpuMetrics = msgspec.field(default_factory=GpuMetrics)
+    periods: list[JobCost] = msgspec.field(default_factory=list)
+
+
+class BudgetRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Set the monthly budget (0 stops every job) and the alert thresholds in percent."""
+
+    monthly_limit_usd_micros: Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+    thresholds_pct: Annotated[list[Percent], msgspec.Meta(max_length=10)] = msgspec.field(
+        default_factory=lambda: [50, 80, 100]
+    )

@@ -1,0 +1,144 @@
+"""Datasets: streamed upload with validation, show, list, delete (refused while a job uses it)."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import AsyncIterator
+
+import anyio.to_thread
+import msgspec
+
+from api import schemas, views
+from api.runtime import Runtime
+from api.services.jobs import JobService
+from api.streams import upload_async
+from domain.dataset import check_filename
+from domain.errors import Forbidden, NotFound, TooLarge, ValidationFailed
+from domain.ids import new_id
+from runners.dataset_processing import process_dataset
+
+__all__ = ["DatasetService"]
+
+DEFAULT_FILENAME = "data.jsonl"
+
+
+class _Meter:
+    """Counts and hashes a body as it streams; stops it past the size limit or the quota."""
+
+    def __init__(self, max_bytes: int, quota_left: int | None) -> None:
+        self.max_bytes = max_bytes
+        self.quota_left = quota_left
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def check(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise TooLarge(f"the upload is larger than the limit of {self.max_bytes:,} bytes", where="body")
+        if self.quota_left is not None and size > self.quota_left:
+            raise Forbidden(
+                f"storage quota exceeded: {self.quota_left:,} bytes of dataset storage left; "
+                "delete a dataset or ask for a larger quota",
+                code="quota_exceeded",
+                where="body",
+            )
+
+    async def count(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.check(self.size + len(chunk))
+            self.size += len(chunk)
+            self.sha256.update(chunk)
+            yield chunk
+
+
+def clean_filename(filename: str | None) -> str:
+    """The base name of an uploaded file (no folders), checked; ``data.jsonl`` when none is given."""
+    name = posixpath.basename((filename or "").replace("\\", "/")).strip() or DEFAULT_FILENAME
+    if name in (".", ".."):
+        name = DEFAULT_FILENAME
+    check_filename(name)
+    return name
+
+
+class DatasetService:
+    """The caller's datasets."""
+
+    def __init__(self, runtime: Runtime, user_id: str) -> None:
+        self.rt = runtime
+        self.user_id = user_id
+
+    def get(self, dataset_id: str) -> schemas.Dataset:
+        missing = f"no dataset {dataset_id}"
+        dataset = self.rt.view(
+            views.dataset(self.user_id, dataset_id), schemas.Dataset, missing=missing, where="dataset_id"
+        )
+        if dataset.status == "deleted":
+            raise NotFound(missing, where="dataset_id")
+        return dataset
+
+    def list(self) -> schemas.DatasetList:
+        listing = self.rt.view_or(views.datasets(self.user_id), schemas.DatasetList, schemas.DatasetList())
+        rows = [d for d in listing.datasets if d.status != "deleted"]
+        return schemas.DatasetList(datasets=rows, position=listing.position)
+
+    def quota_left(self) -> int | None:
+        """Bytes of dataset storage the caller may still use (None: unlimited)."""
+        limit = self.rt.quota(self.user_id).max_dataset_bytes
+        if limit is None:
+            return None
+        return max(0, limit - sum(d.size_bytes for d in self.list().datasets))
+
+    async def upload(
+        self, filename: str | None, body: AsyncIterator[bytes], content_length: int | None
+    ) -> schemas.Dataset:
+        """Stream ``body`` to ``raw/``, record it, validate it, write ``processed/`` if valid."""
+        name = clean_filename(filename)
+        meter = _Meter(self.rt.settings.max_upload_bytes, self.quota_left())
+        if content_length is not None:
+            meter.check(content_length)
+        dataset_id = new_id("ds")
+        root = views.dataset_dir(self.user_id, dataset_id)
+        raw = f"{root}/raw/{name}"
+        await upload_async(self.rt.bucket, raw, meter.count(body))
+        if meter.size == 0:
+            await anyio.to_thread.run_sync(self.rt.bucket.delete, raw)
+            raise ValidationFailed("the upload is empty", where="body")
+        return await anyio.to_thread.run_sync(
+            self._record,
+            dataset_id,
+            name,
+            meter.size,
+            meter.sha256.hexdigest(),
+            raw,
+            f"{root}/processed/train.jsonl",
+        )
+
+    def _record(
+        self, dataset_id: str, filename: str, size: int, sha256: str, raw: str, processed: str
+    ) -> schemas.Dataset:
+        app = self.rt.user_app(self.user_id)
+        app.upload_dataset(
+            dataset_id=dataset_id, filename=filename, size_bytes=size, sha256=sha256, at=self.rt.clock()
+        )
+        report = process_dataset(self.rt.bucket, raw, processed)
+        if report.ok:
+            stats = msgspec.to_builtins(report.stats)
+            app.validate_dataset(
+                dataset_id, format=report.format, rows=report.rows, stats=stats, at=self.rt.clock()
+            )
+        else:
+            errors = [{"line": e.line, "message": e.message} for e in report.errors]
+            app.reject_dataset(dataset_id, errors=errors, at=self.rt.clock())
+        self.rt.committed(views.user_root(self.user_id))
+        return msgspec.structs.replace(self.get(dataset_id), error_count=report.error_count)
+
+    def delete(self, dataset_id: str) -> schemas.Deleted:
+        """Record the deletion (409 while a queued or running job uses it), then remove its files."""
+        self.get(dataset_id)
+        active = JobService(self.rt, self.user_id).active_job_ids(dataset_id=dataset_id)
+        self.rt.user_app(self.user_id).delete_dataset(dataset_id, active_job_ids=active, at=self.rt.clock())
+        self.rt.committed(views.user_root(self.user_id))
+        root = views.dataset_dir(self.user_id, dataset_id)
+        for folder in ("raw/", "processed/"):
+            self.rt.bucket.delete_prefix(f"{root}/{folder}")
+        return schemas.Deleted(id=dataset_id)

@@ -1,0 +1,284 @@
+"""Jobs: start (config checked whole first), status, list, stop, history, logs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import yaml
+
+from api import schemas, views
+from api.estimate import estimate_job
+from api.runtime import Runtime
+from api.streams import follow_object, tail_lines
+from domain.errors import Forbidden, NotFound, ValidationFailed
+from domain.ids import check_id, new_id
+from domain.job import ACTIVE_STATES, TERMINAL_STATES, JobState
+from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
+from projections.render import iso
+from storage import ObjectNotFound
+
+__all__ = ["JobService", "parse_config_text"]
+
+_STATES = frozenset(s.value for s in JobState)
+_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
+_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
+_HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "at"})
+
+
+def parse_config_text(text: str) -> dict[str, Any]:
+    """YAML text as a mapping; ValidationFailed naming the line of a YAML mistake."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"config line {mark.line + 1}" if mark else "config"
+        raise ValidationFailed(
+            f"config is not valid YAML: {getattr(exc, 'problem', None) or exc}", where=where
+        ) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValidationFailed("config must be a mapping of keys to values", where="config")
+    return data
+
+
+class JobService:
+    """The caller's jobs."""
+
+    def __init__(self, runtime: Runtime, user_id: str) -> None:
+        self.rt = runtime
+        self.user_id = user_id
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> schemas.JobStatus:
+        return self.rt.view(
+            views.job_status(self.user_id, job_id),
+            schemas.JobStatus,
+            missing=f"no job {job_id}",
+            where="job_id",
+        )
+
+    def list(self, state: str | None = None) -> schemas.JobList:
+        if state is not None and state not in _STATES:
+            raise ValidationFailed(
+                f"unknown state {state!r:.40}; one of {', '.join(sorted(_STATES))}", where="state"
+            )
+        listing = self.rt.view_or(views.jobs(self.user_id), schemas.JobList, schemas.JobList())
+        if state is not None:
+            listing = schemas.JobList(
+                jobs=[j for j in listing.jobs if j.status == state], position=listing.position
+            )
+        return listing
+
+    def active_job_ids(self, *, dataset_id: str | None = None, base_model: str | None = None) -> list[str]:
+        """Ids of the caller's jobs still queued or running that use this dataset or model."""
+        return [
+            job.job_id
+            for job in self.list().jobs
+            if job.status in _ACTIVE
+            and (dataset_id is None or job.dataset_id == dataset_id)
+            and (base_model is None or job.base_model == base_model)
+        ]
+
+    def events(self, job_id: str) -> schemas.JobEvents:
+        """The job's history, oldest first, from its own stored events."""
+        self.status(job_id)  # 404 unless it is the caller's
+        history = self.rt.user_app(self.user_id).job_history(job_id)
+        return schemas.JobEvents(job_id=job_id, events=[_job_event(e) for e in history])
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def start(self, request: schemas.StartJobRequest) -> schemas.StartJobResponse:
+        """Check everything, then submit (unless ``dry_run``); the config is checked whole first."""
+        raw = parse_config_text(request.config) if isinstance(request.config, str) else request.config
+        config = parse_training_config(raw)
+        base_model = check_id(request.base_model, kind="base_model")
+        dataset_id = check_id(request.dataset_id, kind="dataset_id")
+        self._check_base_model(base_model)
+        dataset = self._usable_dataset(dataset_id)
+        price = self._price(config.gpu_type)
+        estimate = estimate_job(config, dataset.stats, dataset.rows, price)
+        warnings = self._check_limits(config, estimate.usd_micros, force=request.force)
+        reply = schemas.StartJobResponse(
+            status="dry_run" if request.dry_run else "submitted",
+            dry_run=request.dry_run,
+            base_model=base_model,
+            dataset_id=dataset_id,
+            gpu_type=config.gpu_type,
+            gpu_count=config.gpu_count,
+            estimate=_dollars(estimate.usd_micros),
+            estimate_usd_micros=estimate.usd_micros,
+            max_cost=_dollars(config.max_cost_usd_micros),
+            max_cost_usd_micros=config.max_cost_usd_micros,
+            config=training_config_to_dict(config),
+            warnings=warnings,
+        )
+        if request.dry_run:
+            return reply
+        job_id, model_id = new_id("job"), new_id("model")
+        self.rt.user_app(self.user_id).submit_job(
+            job_id=job_id,
+            base_model=base_model,
+            dataset_id=dataset_id,
+            model_id=model_id,
+            config=reply.config,
+            gpu_type=config.gpu_type,
+            gpu_count=config.gpu_count,
+            max_cost_usd_micros=config.max_cost_usd_micros,
+            estimate_usd_micros=estimate.usd_micros,
+            at=self.rt.clock(),
+        )
+        self._write_config(job_id, reply.config)
+        self.rt.committed(views.user_root(self.user_id))
+        self.rt.notify_job_submitted(self.user_id, job_id)
+        status = self.status(job_id)
+        return msgspec.structs.replace(reply, job_id=job_id, model_id=model_id, status=status.status)
+
+    def stop(self, job_id: str, reason: str = "stopped by the user") -> schemas.StopJobResponse:
+        self.status(job_id)
+        self.rt.user_app(self.user_id).request_stop(job_id, reason=reason, at=self.rt.clock())
+        self.rt.committed(views.user_root(self.user_id))
+        return schemas.StopJobResponse(job_id=job_id, status=self.status(job_id).status)
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def log_tail(self, job_id: str, lines: int | None) -> tuple[bytes, int]:
+        """The last ``lines`` lines of job.log (all of it when None) and the log's size so far."""
+        self.status(job_id)
+        name = f"{views.job_dir(self.user_id, job_id)}/job.log"
+        try:
+            if lines is None:
+                data = self.rt.bucket.read(name)
+                return data, len(data)
+            return tail_lines(self.rt.bucket, name, lines)
+        except ObjectNotFound:
+            return b"", 0
+
+    def follow_log(self, job_id: str, offset: int) -> AsyncIterator[bytes]:
+        """What is appended to job.log after ``offset``, until the job ends."""
+        name = f"{views.job_dir(self.user_id, job_id)}/job.log"
+
+        def finished() -> bool:
+            try:
+                return self.status(job_id).status in _TERMINAL
+            except NotFound:
+                return True
+
+        return follow_object(self.rt.bucket, name, offset=offset, finished=finished)
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _check_base_model(self, name: str) -> None:
+        known = self.rt.base_model_names()
+        if name not in known:
+            raise ValidationFailed(
+                f"unknown base model {name!r}; available: {', '.join(sorted(known)) or 'none'}",
+                where="base_model",
+            )
+
+    def _usable_dataset(self, dataset_id: str) -> schemas.Dataset:
+        dataset = self.rt.view(
+            views.dataset(self.user_id, dataset_id),
+            schemas.Dataset,
+            missing=f"no dataset {dataset_id}",
+            where="dataset_id",
+        )
+        if dataset.status == "deleted":
+            raise NotFound(f"no dataset {dataset_id}", where="dataset_id")
+        if dataset.status != "validated":
+            raise ValidationFailed(
+                f"dataset {dataset_id} is {dataset.status}; only a validated dataset can be trained on",
+                where="dataset_id",
+            )
+        return dataset
+
+    def _price(self, gpu_type: str) -> int:
+        pricing = self.rt.view_or(views.pricing(), schemas.Pricing, schemas.Pricing())
+        price = pricing.prices.get(gpu_type)
+        if price is None:
+            priced = ", ".join(sorted(pricing.prices)) or "none yet (an operator sets prices)"
+            raise ValidationFailed(f"no price for GPU type {gpu_type!r}; priced: {priced}", where="gpu_type")
+        return price.usd_micros_per_hour
+
+    def _check_limits(self, config: TrainingConfig, estimate_usd_micros: int, *, force: bool) -> list[str]:
+        """Quota of concurrent jobs (403) and the monthly budget (403 unless ``force``); warnings."""
+        quota = self.rt.quota(self.user_id)
+        active = len(self.active_job_ids())
+        if quota.max_concurrent_jobs is not None and active >= quota.max_concurrent_jobs:
+            raise Forbidden(
+                f"quota reached: {active} of {quota.max_concurrent_jobs} concurrent jobs are active; "
+                "wait for one to finish or stop one",
+                code="quota_exceeded",
+            )
+        warnings = []
+        if config.max_cost_usd_micros is not None and estimate_usd_micros > config.max_cost_usd_micros:
+            warnings.append(
+                f"the estimate {_usd(estimate_usd_micros)} exceeds "
+                f"max_cost {_usd(config.max_cost_usd_micros)}; will be stopped when it reaches max_cost"
+            )
+        billing = self.rt.view_or(views.billing(self.user_id), schemas.Billing, schemas.Billing())
+        remaining = billing.remaining_usd_micros
+        if billing.budget is not None and remaining is not None and estimate_usd_micros > remaining:
+            message = (
+                f"the estimate {_usd(estimate_usd_micros)} exceeds what remains of this month's budget "
+                f"({_usd(remaining)})"
+            )
+            if not force:
+                raise Forbidden(
+                    f"{message}; raise the budget or pass force", code="over_budget", where="force"
+                )
+            warnings.append(f"{message}; started anyway (force); it stops when the budget runs out")
+        return warnings
+
+    def _write_config(self, job_id: str, config: dict[str, Any]) -> None:
+        text = yaml.safe_dump(config, sort_keys=True).encode()
+        self.rt.bucket.write(f"{views.job_dir(self.user_id, job_id)}/config.yml", text)
+
+
+def _dollars(usd_micros: int | None) -> Any:
+    from projections.render import dollars
+
+    return None if usd_micros is None else dollars(usd_micros)
+
+
+def _usd(usd_micros: int) -> str:
+    from domain.money import format_usd
+
+    return format_usd(usd_micros)
+
+
+def _job_event(event: Any) -> schemas.JobEvent:
+    kind = type(event).__name__
+    data = {k: v for k, v in msgspec.to_builtins(vars(event)).items() if k not in _HIDDEN_FIELDS}
+    return schemas.JobEvent(
+        seq=int(getattr(event, "originator_version", 0)),
+        at=iso(getattr(event, "at", None)),
+        type=kind,
+        summary=_summary(kind, data),
+        data=data,
+    )
+
+
+def _summary(kind: str, d: dict[str, Any]) -> str:
+    if kind == "ProgressReported":
+        total = f"/{d['total_steps']}" if d.get("total_steps") else ""
+        loss = f" loss {d['loss']:.4g}" if isinstance(d.get("loss"), int | float) else ""
+        return f"step {d.get('step')}{total}{loss}"
+    if kind == "CheckpointSaved":
+        return f"checkpoint at step {d.get('step')}"
+    if kind == "UsageMetered":
+        return f"{d.get('gpu_ms')} ms on {d.get('gpu_count')}x {d.get('gpu_type')}"
+    if kind == "AlertRaised":
+        return f"{d.get('scope')} alert at {d.get('threshold_pct')}%"
+    if kind in ("StopRequested", "Stopped", "Retrying"):
+        return str(d.get("reason") or kind)
+    if kind == "Failed":
+        return str(d.get("error") or "failed")
+    if kind == "Started":
+        return f"attempt {d.get('attempt')} started"
+    if kind == "Submitted":
+        return f"{d.get('base_model')} on {d.get('dataset_id')}"
+    return kind

@@ -1,0 +1,69 @@
+"""Models: show, list, delete (refused while a job trains on it), download as a verified tar."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from api import schemas, views
+from api.archive import TarPlan, plan_tar, tar_chunks, tar_sha256
+from api.runtime import Runtime
+from api.services.jobs import JobService
+from domain.errors import NotFound
+
+__all__ = ["Archive", "ModelService"]
+
+
+class Archive:
+    """A model folder as a tar stream whose size and sha256 are known up front."""
+
+    def __init__(self, runtime: Runtime, plan: TarPlan, filename: str) -> None:
+        self.rt = runtime
+        self.plan = plan
+        self.filename = filename
+        self.size = plan.size
+        self.sha256 = tar_sha256(runtime.bucket, plan)
+
+    def chunks(self) -> Iterator[bytes]:
+        return tar_chunks(self.rt.bucket, self.plan)
+
+
+class ModelService:
+    """The caller's fine-tuned models."""
+
+    def __init__(self, runtime: Runtime, user_id: str) -> None:
+        self.rt = runtime
+        self.user_id = user_id
+
+    def get(self, model_id: str) -> schemas.Model:
+        missing = f"no model {model_id}"
+        model = self.rt.view(
+            views.model(self.user_id, model_id), schemas.Model, missing=missing, where="model_id"
+        )
+        if model.status == "deleted":
+            raise NotFound(missing, where="model_id")
+        return model
+
+    def list(self) -> schemas.ModelList:
+        listing = self.rt.view_or(views.models(self.user_id), schemas.ModelList, schemas.ModelList())
+        return schemas.ModelList(
+            models=[m for m in listing.models if m.status != "deleted"], position=listing.position
+        )
+
+    def delete(self, model_id: str) -> schemas.Deleted:
+        """Record the deletion (409 while a queued or running job builds on it), then remove its files."""
+        self.get(model_id)
+        active = JobService(self.rt, self.user_id).active_job_ids(base_model=model_id)
+        self.rt.user_app(self.user_id).delete_model(model_id, active_job_ids=active, at=self.rt.clock())
+        self.rt.committed(views.user_root(self.user_id))
+        root = views.model_dir(self.user_id, model_id)
+        for name in list(self.rt.bucket.list(f"{root}/")):
+            if name != views.model(self.user_id, model_id):
+                self.rt.bucket.delete(name)
+        return schemas.Deleted(id=model_id)
+
+    def archive(self, model_id: str) -> Archive:
+        """The model's folder (weights, config; not the metadata view) as a deterministic tar."""
+        self.get(model_id)
+        root = views.model_dir(self.user_id, model_id)
+        plan = plan_tar(self.rt.bucket, f"{root}/", exclude=frozenset({views.model(self.user_id, model_id)}))
+        return Archive(self.rt, plan, f"{model_id}.tar")
