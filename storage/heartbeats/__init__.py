@@ -1,0 +1,48 @@
+"""Heartbeat transports: runners publish ``Heartbeat``s, the ledger subscribes.
+
+``open_heartbeat_transport(url)`` gives a ``HeartbeatTransport``: ``direct://``
+(in-process queue, the embedded default) or ``pubsub://project/topic/subscription``
+(Google Cloud Pub/Sub; google-cloud-pubsub is imported only when used). Both
+deliver at least once, in order per job, in batches, acking after the handler.
+"""
+
+from storage.heartbeats.direct import DirectTransport
+from storage.heartbeats.heartbeat import Heartbeat, decode_heartbeat, encode_heartbeat
+from storage.heartbeats.open import open_heartbeat_transport
+from storage.heartbeats.transport import (
+    Handler,
+    HeartbeatPublisher,
+    HeartbeatPublishError,
+    HeartbeatSubscriber,
+    HeartbeatTransport,
+    TransportError,
+)
+
+__all__ = [
+    "DirectTransport",
+    "Handler",
+    "Heartbeat",
+    "HeartbeatPublishError",
+    "HeartbeatPublisher",
+    "HeartbeatSubscriber",
+    "HeartbeatTransport",
+    "PubSubPublisher",
+    "PubSubSubscriber",
+    "PubSubTransport",
+    "TransportError",
+    "create_topic_and_subscription",
+    "decode_heartbeat",
+    "encode_heartbeat",
+    "open_heartbeat_transport",
+]
+
+_PUBSUB = ("PubSubPublisher", "PubSubSubscriber", "PubSubTransport", "create_topic_and_subscription")
+
+
+def __getattr__(name: str) -> object:
+    """The Pub/Sub names import google-cloud-pubsub only when first used."""
+    if name in _PUBSUB:
+        from storage.heartbeats import pubsub
+
+        return getattr(pubsub, name)
+    raise AttributeError(f"module 'storage.heartbeats' has no attribute {name!r}")
