@@ -1,0 +1,65 @@
+"""The price list: a change applies from its effective time only; history is append-only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from domain.errors import Conflict, NotFound, ValidationFailed
+from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
+from tests.unit.domain.conftest import at, refused
+
+
+def test_price_at_honours_effective_time() -> None:
+    prices = PriceList.create(at())
+    prices.set_price("h100-80gb", 2_900_000, at(10), at())
+    prices.set_price("h100-80gb", 2_500_000, at(60), at(1))  # announced early, effective later
+    with pytest.raises(NotFound, match="no price for GPU type 'h100-80gb'"):
+        prices.price_at("h100-80gb", at(9))
+    assert prices.price_at("h100-80gb", at(10)) == 2_900_000
+    assert prices.price_at("h100-80gb", at(60) - timedelta(microseconds=1)) == 2_900_000
+    assert prices.price_at("h100-80gb", at(60)) == 2_500_000
+    assert prices.price_at("h100-80gb", at(10_000)) == 2_500_000
+    with pytest.raises(NotFound, match="priced: h100-80gb"):
+        prices.price_at("t4", at(100))
+
+
+def test_history_is_never_rewritten() -> None:
+    prices = PriceList.create(at())
+    prices.set_price("t4", 350_000, at(60), at())
+    for effective in (at(60), at(30)):
+        with refused(prices, Conflict, "must take effect later"):
+            prices.set_price("t4", 1, effective, at(1))
+    assert prices.entries() == [("t4", at(60), 350_000)]
+
+
+@pytest.mark.parametrize(
+    ("gpu_type", "price", "where"),
+    [
+        ("H100", 1, "gpu_type"),
+        ("a/b", 1, "gpu_type"),
+        ("t4", -5, "usd_micros_per_hour"),
+        ("t4", 1.5, "usd_micros_per_hour"),
+    ],
+)
+def test_set_price_refuses_bad_fields(gpu_type: str, price: int, where: str) -> None:
+    prices = PriceList.create(at())
+    with refused(prices, ValidationFailed) as info:
+        prices.set_price(gpu_type, price, at(), at())
+    assert info.value.where == where
+
+
+def test_default_prices_cover_the_catalogue_of_gpus_and_cpu_is_not_free() -> None:
+    assert set(DEFAULT_PRICES_USD_MICROS_PER_HOUR) == {
+        "t4",
+        "l4",
+        "a100-40gb",
+        "a100-80gb",
+        "h100-80gb",
+        "h200",
+        "cpu",
+    }
+    assert all(isinstance(p, int) and p > 0 for p in DEFAULT_PRICES_USD_MICROS_PER_HOUR.values())
+    assert DEFAULT_PRICES_USD_MICROS_PER_HOUR["cpu"] < DEFAULT_PRICES_USD_MICROS_PER_HOUR["t4"]
+    assert DEFAULT_PRICES_USD_MICROS_PER_HOUR["h200"] > DEFAULT_PRICES_USD_MICROS_PER_HOUR["h100-80gb"]
