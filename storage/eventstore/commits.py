@@ -1,0 +1,111 @@
+"""The commit object: one ``insert_events`` batch, as stored at ``<partition><seq:012d>.json``.
+
+A partition's log is the sequence of commits 1, 2, 3, ... with no gaps. Each
+commit holds its events in order (they take the notification ids
+``first_id, first_id + 1, ...``), the tracking record of a process recorder
+when given, and ``prev_sha256``, the SHA-256 of the previous commit's exact
+bytes ("" for commit 1). Commits are written create-only and never change.
+
+Event state is kept as text when it is UTF-8 (the JSON the transcoder wrote,
+readable in the bucket) and as base64 otherwise (compressed or encrypted
+state); either way the bytes come back exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import msgspec
+
+__all__ = [
+    "COMMIT_NAME",
+    "Commit",
+    "EventRecord",
+    "TrackingRecord",
+    "commit_name",
+    "decode_commit",
+    "encode_commit",
+    "event_record",
+    "record_state",
+    "seq_of",
+    "sha256_hex",
+]
+
+COMMIT_NAME = re.compile(r"(\d{12})\.json")
+"""What a commit's name looks like after the partition prefix."""
+
+
+class EventRecord(msgspec.Struct, omit_defaults=True):
+    """One stored event of a commit."""
+
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: str | None = None
+    """The stored state, when it is UTF-8 text."""
+    state_b64: bytes | None = None
+    """The stored state, when it is not (base64 in the JSON)."""
+    text_id: bool = False
+    """``originator_id`` is a plain string, not a UUID."""
+
+
+class TrackingRecord(msgspec.Struct):
+    """The upstream position a process recorder stored with its events."""
+
+    application_name: str
+    notification_id: int
+
+
+class Commit(msgspec.Struct, omit_defaults=True):
+    """One create-only object of a partition's log."""
+
+    seq: int
+    first_id: int
+    """Notification id of ``events[0]``; the next commit starts at ``first_id + len(events)``."""
+    prev_sha256: str
+    events: list[EventRecord] = []
+    tracking: TrackingRecord | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Commit)
+
+
+def encode_commit(commit: Commit) -> bytes:
+    return _encoder.encode(commit)
+
+
+def decode_commit(data: bytes) -> Commit:
+    """Parse a commit's bytes; raise msgspec.ValidationError / DecodeError if they are not one."""
+    return _decoder.decode(data)
+
+
+def event_record(originator_id: object, version: int, topic: str, state: bytes) -> EventRecord:
+    """The record of one stored event (``originator_id`` a UUID or a str)."""
+    text_id = isinstance(originator_id, str)
+    try:
+        return EventRecord(str(originator_id), version, topic, state.decode("utf-8"), None, text_id)
+    except UnicodeDecodeError:
+        return EventRecord(str(originator_id), version, topic, None, bytes(state), text_id)
+
+
+def record_state(record: EventRecord) -> bytes:
+    """The exact state bytes of ``record``."""
+    if record.state is not None:
+        return record.state.encode("utf-8")
+    return record.state_b64 or b""
+
+
+def commit_name(prefix: str, seq: int) -> str:
+    return f"{prefix}{seq:012d}.json"
+
+
+def seq_of(prefix: str, name: str) -> int | None:
+    """The sequence number of a commit named ``name`` directly under ``prefix``, else None."""
+    match = COMMIT_NAME.fullmatch(name, len(prefix)) if name.startswith(prefix) else None
+    return int(match.group(1)) if match else None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
