@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 
 from api.auth import Principal
 from api.guards import caller_of
@@ -42,23 +42,23 @@ def _subject(request: Request[Any, Any, Any]) -> str:
     return request.path_params.get("user_id") or caller_of(request).user_id
 
 
-def provide_jobs(runtime: Runtime, request: Request[Any, Any, Any]) -> JobService:
+def provide_jobs(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> JobService:
     return JobService(runtime, _subject(request))
 
 
-def provide_datasets(runtime: Runtime, request: Request[Any, Any, Any]) -> DatasetService:
+def provide_datasets(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> DatasetService:
     return DatasetService(runtime, _subject(request))
 
 
-def provide_models(runtime: Runtime, request: Request[Any, Any, Any]) -> ModelService:
+def provide_models(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> ModelService:
     return ModelService(runtime, _subject(request))
 
 
-def provide_billing(runtime: Runtime, request: Request[Any, Any, Any]) -> BillingService:
+def provide_billing(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> BillingService:
     return BillingService(runtime, _subject(request))
 
 
-def provide_accounts(runtime: Runtime) -> AccountService:
+def provide_accounts(runtime: NamedDependency[Runtime]) -> AccountService:
     return AccountService(runtime)
 
 

@@ -24,9 +24,9 @@ THROUGHPUT: dict[str, int] = {
     "cpu": 300,
     "t4": 2_000,
     "l4": 3_500,
-    "a10g": 4_000,
-    "a100": 12_000,
-    "h100": 20_000,
+    "a100-40gb": 11_000,
+    "a100-80gb": 12_000,
+    "h100-80gb": 20_000,
     "h200": 22_000,
 }
 """Assumed training tokens per second per device (a ~1B model with LoRA); a rough guide."""

@@ -55,13 +55,15 @@ def utc_now() -> datetime:
 
 def _open_app(bucket: Bucket) -> OpenApp:
     """The default opener: the partition's eventsourcing Application on ``bucket``."""
-    from domain.applications import PlatformApp, UserApp
-    from storage.eventstore import open_application
+    from storage.eventstore.factory import open_platform, open_user
 
     def open_app(partition: str) -> Any:
         if partition == PLATFORM:
-            return open_application(PlatformApp, bucket, partition)
-        return open_application(UserApp, bucket, partition)
+            return open_platform(bucket)
+        kind, _, user_id = partition.partition("/")
+        if kind != "users":
+            raise ValueError(f"not a partition: {partition!r}")
+        return open_user(bucket, user_id)
 
     return open_app
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from litestar import Controller, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from api.runtime import Runtime
 from api.schemas import LoginRequest, LoginResponse
@@ -19,7 +20,11 @@ class AuthController(Controller):
 
     @post("/login", operation_id="login", exclude_from_auth=True, status_code=200, sync_to_thread=True)
     def login(
-        self, data: LoginRequest, accounts: AccountService, runtime: Runtime, state: State
+        self,
+        data: LoginRequest,
+        accounts: NamedDependency[AccountService],
+        runtime: NamedDependency[Runtime],
+        state: State,
     ) -> LoginResponse:
         """Exchange an email and password for a bearer token (send it as ``Authorization: Bearer ...``)."""
         caller = accounts.login(data.email, data.password)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get, put
+from litestar.di import NamedDependency
 
 from api.schemas import Billing, BillingHistory, BudgetRequest, JobCostReport, Pricing
 from api.services import BillingService
@@ -13,26 +14,26 @@ class BillingController(Controller):
     tags = ["billing"]
 
     @get("/usage", operation_id="billing_usage", sync_to_thread=True)
-    def usage(self, billing: BillingService) -> Billing:
+    def usage(self, billing: NamedDependency[BillingService]) -> Billing:
         """This month's usage and cost per GPU type and per job, with the budget and what remains."""
         return billing.usage()
 
     @get("/history", operation_id="billing_history", sync_to_thread=True)
-    def history(self, billing: BillingService) -> BillingHistory:
+    def history(self, billing: NamedDependency[BillingService]) -> BillingHistory:
         """Closed months, newest first."""
         return billing.history()
 
     @get("/pricing", operation_id="billing_pricing", sync_to_thread=True)
-    def pricing(self, billing: BillingService) -> Pricing:
+    def pricing(self, billing: NamedDependency[BillingService]) -> Pricing:
         """The price of a GPU-hour per GPU type."""
         return billing.pricing()
 
     @get("/job/{job_id:str}/cost", operation_id="job_cost", sync_to_thread=True)
-    def job_cost(self, job_id: str, billing: BillingService) -> JobCostReport:
+    def job_cost(self, job_id: str, billing: NamedDependency[BillingService]) -> JobCostReport:
         """What one job has cost so far, and in which months."""
         return billing.job_cost(job_id)
 
     @put("/budget", operation_id="set_budget", sync_to_thread=True)
-    def set_budget(self, data: BudgetRequest, billing: BillingService) -> Billing:
+    def set_budget(self, data: BudgetRequest, billing: NamedDependency[BillingService]) -> Billing:
         """Set the monthly budget and alert thresholds; jobs stop when it would be exceeded."""
         return billing.set_budget(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from api.guards import requires_owner, requires_self
@@ -25,7 +26,7 @@ class DatasetController(Controller):
     async def upload(
         self,
         request: Request[Any, Any, Any],
-        datasets: DatasetService,
+        datasets: NamedDependency[DatasetService],
         filename: Annotated[str | None, Parameter(max_length=255)] = None,
     ) -> Response[Dataset]:
         """Stream a JSONL file as the request body; it is validated line by line.
@@ -37,16 +38,16 @@ class DatasetController(Controller):
         return Response(dataset, status_code=201)
 
     @get("/{user_id:str}/list", operation_id="list_datasets", guards=[requires_owner], sync_to_thread=True)
-    def list_datasets(self, datasets: DatasetService) -> DatasetList:
+    def list_datasets(self, datasets: NamedDependency[DatasetService]) -> DatasetList:
         """The user's datasets."""
         return datasets.list()
 
     @get("/{dataset_id:str}", operation_id="get_dataset", sync_to_thread=True)
-    def get_dataset(self, dataset_id: str, datasets: DatasetService) -> Dataset:
+    def get_dataset(self, dataset_id: str, datasets: NamedDependency[DatasetService]) -> Dataset:
         """A dataset's metadata and validation report."""
         return datasets.get(dataset_id)
 
     @delete("/{dataset_id:str}", operation_id="delete_dataset", status_code=200, sync_to_thread=True)
-    def delete_dataset(self, dataset_id: str, datasets: DatasetService) -> Deleted:
+    def delete_dataset(self, dataset_id: str, datasets: NamedDependency[DatasetService]) -> Deleted:
         """Delete the dataset and its files; 409 while a queued or running job uses it."""
         return datasets.delete(dataset_id)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import anyio.to_thread
 from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import Stream
 
@@ -22,30 +23,32 @@ class FineTuneController(Controller):
     tags = ["fine-tune"]
 
     @post("/{user_id:str}/start", operation_id="start_job", guards=[requires_self], sync_to_thread=True)
-    def start(self, data: StartJobRequest, jobs: JobService) -> Response[StartJobResponse]:
+    def start(self, data: StartJobRequest, jobs: NamedDependency[JobService]) -> Response[StartJobResponse]:
         """Validate the config whole, then submit the job (201), or only check and estimate (dry_run, 200)."""
         reply = jobs.start(data)
         return Response(reply, status_code=200 if data.dry_run else 201)
 
     @get("/{user_id:str}/list", operation_id="list_jobs", guards=[requires_owner], sync_to_thread=True)
     def list_jobs(
-        self, jobs: JobService, state: Annotated[str | None, Parameter(max_length=20)] = None
+        self,
+        jobs: NamedDependency[JobService],
+        job_state: Annotated[str | None, Parameter(query="state", max_length=20)] = None,
     ) -> JobList:
         """The user's jobs, oldest first; ``state`` keeps only jobs in that state."""
-        return jobs.list(state)
+        return jobs.list(job_state)
 
     @get("/{job_id:str}/status", operation_id="job_status", sync_to_thread=True)
-    def status(self, job_id: str, jobs: JobService) -> JobStatus:
+    def status(self, job_id: str, jobs: NamedDependency[JobService]) -> JobStatus:
         """State, progress, checkpoints, GPU time and cost so far."""
         return jobs.status(job_id)
 
     @post("/{job_id:str}/stop", operation_id="stop_job", status_code=200, sync_to_thread=True)
-    def stop(self, job_id: str, jobs: JobService) -> StopJobResponse:
+    def stop(self, job_id: str, jobs: NamedDependency[JobService]) -> StopJobResponse:
         """Ask the job to stop (it saves a checkpoint first); 409 when it has already ended."""
         return jobs.stop(job_id)
 
     @get("/{job_id:str}/events", operation_id="job_events", sync_to_thread=True)
-    def events(self, job_id: str, jobs: JobService) -> JobEvents:
+    def events(self, job_id: str, jobs: NamedDependency[JobService]) -> JobEvents:
         """The job's history: state changes, progress, checkpoints, metered usage, alerts."""
         return jobs.events(job_id)
 
@@ -53,7 +56,7 @@ class FineTuneController(Controller):
     async def logs(
         self,
         job_id: str,
-        jobs: JobService,
+        jobs: NamedDependency[JobService],
         tail: Annotated[int | None, Parameter(ge=1, le=100_000)] = None,
         follow: bool = False,
     ) -> Stream:

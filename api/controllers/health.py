@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 
 from api.runtime import Runtime
 from api.schemas import Health
@@ -23,7 +24,7 @@ class HealthController(Controller):
     tags = ["health"]
 
     @get(operation_id="health", exclude_from_auth=True, sync_to_thread=False)
-    def health(self, runtime: Runtime) -> Health:
+    def health(self, runtime: NamedDependency[Runtime]) -> Health:
         """Liveness: version, the bucket's kind, and the server's clock."""
         scheme = runtime.bucket.url.split("://", 1)[0] if "://" in runtime.bucket.url else "file"
         return Health(status="ok", version=_version(), bucket=scheme, time=iso(runtime.clock()) or "")

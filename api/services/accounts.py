@@ -31,7 +31,7 @@ class AccountService:
 
     def login(self, email: str, password: str) -> Principal:
         """The user whose email and password these are; 401 otherwise (same answer, same work)."""
-        creds = self.rt.platform.find_user_by_email(email)
+        creds = self.rt.platform.get_credentials(email)
         if not check_password(creds.password_hash if creds else None, password) or creds is None:
             raise Unauthenticated("wrong email or password", where="email")
         if creds.status != "active":
@@ -42,9 +42,8 @@ class AccountService:
 
     def create_user(self, email: str, password: str, role: str = "user") -> str:
         """Register a user (the operator's ``tune admin user create``); returns the user id."""
-        user_id = new_id("u")
-        self.rt.platform.register_user(
-            user_id=user_id, email=email, password_hash=hash_password(password), role=role, at=self.rt.clock()
+        user_id = self.rt.platform.register_user(
+            email, hash_password(password), role, self.rt.clock(), user_id=new_id("usr")
         )
         self.rt.committed(PLATFORM)
         return user_id

@@ -17,6 +17,12 @@ from domain.money import period_of
 __all__ = ["BillingService"]
 
 
+class _StoredBilling(schemas.Billing, kw_only=True):
+    """``billing.json`` as stored: no current period before the first usage."""
+
+    current_period: schemas.Period | None = None  # type: ignore[assignment]
+
+
 class BillingService:
     """The caller's usage, costs and budget."""
 
@@ -25,31 +31,29 @@ class BillingService:
         self.user_id = user_id
 
     def _views(self) -> tuple[schemas.Billing, schemas.BillingHistory]:
-        billing = self.rt.view_or(views.billing(self.user_id), schemas.Billing, schemas.Billing())
+        stored = self.rt.view_or(views.billing(self.user_id), _StoredBilling, _StoredBilling())
         history = self.rt.view_or(
             views.billing_history(self.user_id), schemas.BillingHistory, schemas.BillingHistory()
         )
         now = period_of(self.rt.clock())
-        current = billing.current_period
-        if current.period and current.period != now:  # that month is over: it is history now
+        current = stored.current_period
+        if current is not None and current.period == now:
+            fields = msgspec.structs.asdict(stored)
+            return schemas.Billing(**fields), history
+        if current is not None:  # that month is over: it is history now
+            others = [p for p in history.periods if p.period != current.period]
             history = schemas.BillingHistory(
-                periods=[current, *[p for p in history.periods if p.period != current.period]],
-                position=max(history.position, billing.position),
+                periods=[current, *others], position=max(history.position, stored.position)
             )
-            limit = billing.budget.monthly_limit_usd_micros if billing.budget else None
-            billing = schemas.Billing(
-                current_period=_empty(now),
-                budget=billing.budget,
-                alerts=[],
-                remaining=billing.budget.monthly_limit if billing.budget else None,
-                remaining_usd_micros=limit,
-                position=billing.position,
-            )
-        elif not current.period:
-            billing.current_period = _empty(now)
-            if billing.budget is not None and billing.remaining_usd_micros is None:
-                billing.remaining_usd_micros = billing.budget.monthly_limit_usd_micros
-                billing.remaining = billing.budget.monthly_limit
+        budget = stored.budget
+        billing = schemas.Billing(
+            current_period=_empty(now),
+            budget=budget,
+            alerts=[],
+            remaining=budget.monthly_limit if budget else None,
+            remaining_usd_micros=budget.monthly_limit_usd_micros if budget else None,
+            position=stored.position,
+        )
         return billing, history
 
     def usage(self) -> schemas.Billing:
@@ -86,7 +90,7 @@ class BillingService:
 
     def set_budget(self, request: schemas.BudgetRequest) -> schemas.Billing:
         self.rt.user_app(self.user_id).set_budget(
-            request.monthly_limit_usd_micros, sorted(set(request.thresholds_pct)), at=self.rt.clock()
+            request.monthly_limit_usd_micros, self.rt.clock(), thresholds_pct=request.thresholds_pct
         )
         self.rt.committed(views.user_root(self.user_id))
         return self.usage()

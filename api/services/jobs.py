@@ -14,7 +14,7 @@ from api.runtime import Runtime
 from api.streams import follow_object, tail_lines
 from domain.errors import Forbidden, NotFound, ValidationFailed
 from domain.ids import check_id, new_id
-from domain.job import ACTIVE_STATES, TERMINAL_STATES, JobState
+from domain.job import ACTIVE_STATES, TERMINAL_STATES, Job, JobState
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
 from storage import ObjectNotFound
@@ -24,7 +24,7 @@ __all__ = ["JobService", "parse_config_text"]
 _STATES = frozenset(s.value for s in JobState)
 _ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
-_HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "at"})
+_HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "at"})
 
 
 def parse_config_text(text: str) -> dict[str, Any]:
@@ -86,7 +86,8 @@ class JobService:
     def events(self, job_id: str) -> schemas.JobEvents:
         """The job's history, oldest first, from its own stored events."""
         self.status(job_id)  # 404 unless it is the caller's
-        history = self.rt.user_app(self.user_id).job_history(job_id)
+        app = self.rt.user_app(self.user_id)
+        history = app.events.get(Job.create_id(job_id))
         return schemas.JobEvents(job_id=job_id, events=[_job_event(e) for e in history])
 
     # -- writes ------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Fixtures of the API tests: a real app on a local bucket, driven through Litestar's test client.
+
+``api`` is a bootstrapped platform (default prices, the base-model catalogue,
+an admin) with helpers to make users, log in, upload datasets and start jobs.
+Nothing is faked: the real applications, event store, projector and views run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+os.environ.setdefault("LITESTAR_WARN_IMPLICIT_SYNC_TO_THREAD", "0")
+
+from api.app import create_app
+from api.bootstrap import bootstrap
+from api.runtime import Runtime
+from api.services import AccountService
+from api.settings import Settings
+
+SECRET = "test-secret-for-the-api-tests-0123456789"
+
+
+def chat_lines(n: int = 12, *, start: int = 0) -> bytes:
+    """``n`` valid chat examples as JSONL."""
+    rows = [
+        {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+        for i in range(start, start + n)
+    ]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@dataclass
+class User:
+    user_id: str
+    email: str
+    password: str
+    headers: dict[str, str]
+
+
+class Api:
+    """The app under test and shortcuts for the steps most tests share."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, client: TestClient[Any]) -> None:
+        self.settings = settings
+        self.rt = runtime
+        self.client = client
+        self._n = 0
+
+    def login(self, email: str, password: str) -> dict[str, str]:
+        reply = self.client.post("/auth/login", json={"email": email, "password": password})
+        assert reply.status_code == 200, reply.text
+        return {"Authorization": f"Bearer {reply.json()['token']}"}
+
+    def user(self, name: str | None = None, *, role: str = "user") -> User:
+        self._n += 1
+        email = f"{name or f'user{self._n}'}@example.com"
+        password = f"pw-{self._n}-correct horse"
+        user_id = AccountService(self.rt).create_user(email, password, role)
+        return User(user_id, email, password, self.login(email, password))
+
+    def upload(self, user: User, data: bytes | None = None, filename: str = "train.jsonl") -> dict[str, Any]:
+        reply = self.client.post(
+            f"/datasets/{user.user_id}/upload",
+            params={"filename": filename},
+            content=chat_lines() if data is None else data,
+            headers={**user.headers, "Content-Type": "application/octet-stream"},
+        )
+        assert reply.status_code == 201, reply.text
+        return reply.json()  # type: ignore[no-any-return]
+
+    def start(self, user: User, dataset_id: str, **body: Any) -> Any:
+        payload = {"base_model": "tiny-llama", "dataset_id": dataset_id, "config": {"epochs": 1}, **body}
+        return self.client.post(f"/fine-tune/{user.user_id}/start", json=payload, headers=user.headers)
+
+    def job(self, user: User, dataset_id: str | None = None) -> str:
+        """A submitted job of ``user`` (on a fresh dataset unless one is given)."""
+        dataset_id = dataset_id or self.upload(user)["dataset_id"]
+        reply = self.start(user, dataset_id)
+        assert reply.status_code == 201, reply.text
+        return reply.json()["job_id"]  # type: ignore[no-any-return]
+
+    def settle(self, user: User) -> None:
+        """After a command sent straight to the domain (as a runner would), wait for the views."""
+        self.rt.committed(f"users/{user.user_id}")
+
+
+def make_settings(home: Path, **overrides: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "home": home,
+        "bucket_url": f"file://{home / 'bucket'}",
+        "jwt_secret": SECRET,
+        "rate_limit_per_minute": 100_000,
+        "max_upload_bytes": 1 << 20,
+        **overrides,
+    }
+    return Settings(**fields)
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def api(api_settings: Settings) -> Iterator[Api]:
+    runtime = Runtime(api_settings)
+    bootstrap(runtime)
+    with TestClient(create_app(api_settings, runtime=runtime)) as client:
+        yield Api(api_settings, runtime, client)
+
+
+@pytest.fixture
+def ann(api: Api) -> User:
+    return api.user("ann")
+
+
+@pytest.fixture
+def bob(api: Api) -> User:
+    return api.user("bob")

@@ -1,0 +1,103 @@
+"""Login, tokens with expiry, argon2 hashes, and which routes need a token."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from api.settings import Settings, load_or_create_secret
+from tests.api.conftest import SECRET, Api, User
+
+
+def test_login_returns_a_bearer_token_with_expiry(api: Api, ann: User) -> None:
+    reply = api.client.post("/auth/login", json={"email": ann.email, "password": ann.password})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["user_id"] == ann.user_id and body["token_type"] == "bearer"
+    claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"])
+    assert claims["sub"] == ann.user_id
+    expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+    assert abs(expires.timestamp() - claims["exp"]) <= 2
+    assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(days=1)
+
+
+def test_login_is_case_insensitive_on_the_email(api: Api, ann: User) -> None:
+    reply = api.client.post("/auth/login", json={"email": ann.email.upper(), "password": ann.password})
+    assert reply.status_code == 200
+
+
+@pytest.mark.parametrize("which", ["password", "email"])
+def test_wrong_credentials_answer_401_without_saying_which(api: Api, ann: User, which: str) -> None:
+    body = {"email": ann.email, "password": ann.password, which: "nobody@example.com"}
+    reply = api.client.post("/auth/login", json=body)
+    assert reply.status_code == 401
+    assert reply.json()["error"]["message"] == "wrong email or password"
+
+
+def test_passwords_are_stored_as_argon2_hashes_only(api: Api, ann: User) -> None:
+    stored = b"".join(api.rt.bucket.read(n) for n in api.rt.bucket.list("platform/events/"))
+    assert ann.password.encode() not in stored
+    assert b"$argon2id$" in stored
+
+
+def test_protected_routes_need_a_token(api: Api, ann: User) -> None:
+    for path in (f"/fine-tune/{ann.user_id}/list", "/billing/usage", "/models/m1"):
+        reply = api.client.get(path)
+        assert reply.status_code == 401, path
+        assert reply.json()["error"]["code"] == "unauthenticated"
+
+
+def test_public_routes_need_none(api: Api) -> None:
+    assert api.client.get("/health").json()["status"] == "ok"
+    assert api.client.get("/schema/openapi.json").status_code == 200
+
+
+def test_an_expired_or_forged_token_is_refused(api: Api, ann: User) -> None:
+    now = datetime.now(UTC)
+    expired = jwt.encode({"sub": ann.user_id, "exp": now - timedelta(seconds=5), "iat": now - timedelta(hours=1)}, SECRET)
+    forged = jwt.encode({"sub": ann.user_id, "exp": now + timedelta(hours=1), "iat": now}, "another secret")
+    for token in (expired, forged, "not-a-jwt"):
+        reply = api.client.get("/billing/usage", headers={"Authorization": f"Bearer {token}"})
+        assert reply.status_code == 401
+        assert set(reply.json()["error"]) == {"code", "message", "where"}
+
+
+def test_a_suspended_user_is_locked_out_at_once(api: Api, ann: User) -> None:
+    assert api.client.get("/billing/usage", headers=ann.headers).status_code == 200
+    api.rt.platform.suspend_user(ann.user_id, "unpaid bills", api.rt.clock())
+    api.rt.committed("platform")
+    assert api.client.get("/billing/usage", headers=ann.headers).status_code == 401
+    reply = api.client.post("/auth/login", json={"email": ann.email, "password": ann.password})
+    assert reply.status_code == 403 and reply.json()["error"]["code"] == "suspended"
+
+
+def test_login_is_recorded(api: Api, ann: User) -> None:
+    info = api.rt.platform.get_user(ann.user_id)
+    assert info.last_login_at is not None
+
+
+def test_jwt_secret_is_generated_once_with_mode_0600(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TUNE_JWT_SECRET", raising=False)
+    monkeypatch.delenv("TUNE_BUCKET", raising=False)
+    first = Settings.from_env()
+    again = Settings.from_env()
+    path = tmp_path / "home" / "jwt_secret"
+    assert first.jwt_secret == again.jwt_secret == load_or_create_secret(tmp_path / "home")
+    assert len(first.jwt_secret) >= 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert first.bucket_url == f"file://{tmp_path / 'home' / 'bucket'}"
+
+
+def test_env_secret_wins_and_bad_numbers_are_refused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNE_HOME", str(tmp_path))
+    monkeypatch.setenv("TUNE_JWT_SECRET", "from-the-env")
+    assert Settings.from_env().jwt_secret == "from-the-env"
+    assert not (tmp_path / "jwt_secret").exists()
+    monkeypatch.setenv("TUNE_RATE_LIMIT", "lots")
+    with pytest.raises(ValueError, match="TUNE_RATE_LIMIT"):
+        Settings.from_env()
