@@ -1,0 +1,330 @@
+"""The dispatcher: its own FIFO queue of jobs, handed at most ``max_concurrent`` at a time to a backend.
+
+``submit(user_id, job_id)`` (the API calls it after a job is submitted; safe to call again
+for a job already known) queues the job (``Queued`` event) and appends it to the queue.
+``poll()`` reaps ended runs and starts queued ones; ``run(stop_event)`` polls until told to
+stop (``tune serve``); ``close()`` stops the runs still going, gracefully.
+
+Before each attempt the dispatcher writes ``jobs/<id>/run.yaml`` (``runners.run_spec``,
+resuming from the job's last checkpoint) and launches ``python -m runners.job_runner`` on
+it. The outcome is read from the job's events, never from an exit status:
+
+- ``retrying`` (the runner announced the next attempt): launched again at the head of the
+  queue; the attempt counter is the job's own;
+- still ``running`` (the runner died without an outcome): ``Lost``, then retried from the
+  last checkpoint while ``max_retries`` allows, else ``Failed``; still ``stopping``: ``Stopped``;
+- the attempt never started (runner broken): retried up to ``max_start_failures``, then ``Failed``;
+- anything else (succeeded, stopped, failed): done.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, NamedTuple
+
+from domain.job import TERMINAL_STATES, JobState
+from domain.training_config import parse_training_config
+from domain.views import JobView
+from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend
+from runners.base_models import BaseModelSource
+from runners.heartbeat_relay import STDOUT_URL
+from runners.job_recorder import JobRecorder, utc_now
+from runners.run_spec import build_run_spec, write_job_run
+from storage import Bucket
+from storage.heartbeats import Heartbeat, HeartbeatPublisher
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from domain.applications import UserApp
+
+__all__ = ["Dispatcher", "JobRef", "local_dispatcher"]
+
+log = logging.getLogger(__name__)
+
+OpenUserApp = Callable[[str], "UserApp"]
+Notify = Callable[[str], None]
+SourceOf = Callable[[str], BaseModelSource | None]
+
+
+class JobRef(NamedTuple):
+    user_id: str
+    job_id: str
+
+    @property
+    def partition(self) -> str:
+        return f"users/{self.user_id}"
+
+
+class _Launched(NamedTuple):
+    run_id: str
+    attempt: int
+
+
+class Dispatcher:
+    """Queues jobs and launches one job runner per attempt (see the module docstring).
+
+    Args:
+        bucket: where run.yaml files are written (and the event store lives).
+        backend: runs the job runners.
+        bucket_url: the URL runners open the bucket by (default ``bucket.url``).
+        open_app: the ``UserApp`` of a user id (default: on ``bucket``'s event store, cached).
+        clock: the time of the events the dispatcher records.
+        max_concurrent: runs at once.
+        heartbeat_url: written into every run.yaml (``stdout:`` for local relayed runners).
+        notify: called with a partition (``users/<uid>``) after the dispatcher or a run changed it.
+        base_model_source: where an operator-added base model comes from (None: the catalogue).
+        poll_interval_s: the pause between polls in ``run``.
+        max_start_failures: runners that end before starting their attempt before the job fails.
+    """
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        backend: LaunchBackend,
+        *,
+        bucket_url: str | None = None,
+        open_app: OpenUserApp | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        max_concurrent: int = 1,
+        heartbeat_url: str = STDOUT_URL,
+        notify: Notify | None = None,
+        base_model_source: SourceOf | None = None,
+        poll_interval_s: float = 0.5,
+        max_start_failures: int = 2,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
+        self.bucket = bucket
+        self.backend = backend
+        self.bucket_url = bucket_url or bucket.url
+        self.open_app = open_app or _cached_user_apps(bucket)
+        self.clock = clock
+        self.max_concurrent = max_concurrent
+        self.heartbeat_url = heartbeat_url
+        self.notify = notify or (lambda partition: None)
+        self.base_model_source = base_model_source or (lambda name: None)
+        self.poll_interval_s = poll_interval_s
+        self.max_start_failures = max_start_failures
+        self._queue: collections.deque[JobRef] = collections.deque()
+        self._active: dict[JobRef, _Launched] = {}
+        self._ended: list[tuple[JobRef, _Launched, int | None]] = []
+        self._start_failures: collections.Counter[JobRef] = collections.Counter()
+        self._lock = threading.Lock()  # the queue and the active runs
+        self._poll_lock = threading.Lock()  # one poll at a time
+        self._closing = False
+
+    # ---- the queue ----
+
+    def submit(self, user_id: str, job_id: str) -> None:
+        """Queue a job (``submitted`` -> ``queued``); a job already known or finished is ignored."""
+        ref = JobRef(user_id, job_id)
+        if self._known(ref):
+            return
+        recorder = self._recorder(ref)
+        job = recorder.view()
+        if job.state == JobState.SUBMITTED:
+            job = recorder.queued()
+            self.notify(ref.partition)
+        if job.state not in TERMINAL_STATES:
+            self._enqueue(ref)
+
+    def queued(self) -> list[JobRef]:
+        """Jobs waiting, next first."""
+        with self._lock:
+            return list(self._queue)
+
+    def running(self) -> dict[JobRef, str]:
+        """Jobs with a run going, and the run's id."""
+        return {ref: launched.run_id for ref, launched in self._running_runs()}
+
+    # ---- the loop ----
+
+    def poll(self) -> None:
+        """Reap the runs that ended, then start queued jobs while there is room."""
+        with self._poll_lock:
+            for ref, launched in self._running_runs():
+                status = self.backend.status(launched.run_id)
+                if not status.running:
+                    with self._lock:
+                        del self._active[ref]
+                        self._ended.append((ref, launched, status.exit_code))
+                    self.backend.forget(launched.run_id)
+            for ended in list(self._ended):
+                if self._guard(ended[0], self._after_run, *ended, requeue=False):
+                    self._ended.remove(ended)
+            for _ in range(len(self.queued())):  # each job once per poll, even if it goes back
+                ref = self._next()
+                if ref is None:
+                    break
+                self._guard(ref, self._start, ref)
+
+    def _running_runs(self) -> list[tuple[JobRef, _Launched]]:
+        with self._lock:
+            return list(self._active.items())
+
+    def _next(self) -> JobRef | None:
+        with self._lock:
+            if self._closing or len(self._active) >= self.max_concurrent or not self._queue:
+                return None
+            return self._queue.popleft()
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll every ``poll_interval_s`` until ``stop`` is set (runs keep going; see ``close``)."""
+        while True:
+            try:
+                self.poll()
+            except Exception:  # the loop outlives one bad poll (e.g. the bucket briefly unreachable)
+                log.exception("dispatcher poll failed")
+            if stop.wait(self.poll_interval_s):
+                return
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop every run gracefully, wait up to ``timeout``, record the outcomes; start nothing new.
+
+        An interrupted attempt is left ``retrying`` (resumable from its checkpoint); ``submit``
+        it again to a new dispatcher to go on.
+        """
+        self._closing = True
+        self.backend.close(timeout)
+        self.poll()
+
+    # ---- starting and ending a run ----
+
+    def _start(self, ref: JobRef) -> None:
+        job = self._recorder(ref).view()
+        if job.state == JobState.QUEUED:
+            attempt = 1
+        elif job.state == JobState.RETRYING:
+            attempt = job.attempt
+        else:
+            log.info("not starting %s: it is %s", ref.job_id, job.state)
+            return
+        spec = build_run_spec(
+            job,
+            attempt=attempt,
+            heartbeat_url=self.heartbeat_url,
+            base_model_source=self.base_model_source(job.base_model),
+        )
+        request = LaunchRequest(
+            run_id=f"{ref.job_id}-{attempt}",
+            user_id=ref.user_id,
+            job_id=ref.job_id,
+            attempt=attempt,
+            bucket_url=self.bucket_url,
+            run_object=write_job_run(self.bucket, spec),
+            gpu_type=job.gpu_type,
+            gpu_count=job.gpu_count,
+        )
+        try:
+            self.backend.launch(request)
+        except LaunchFailed as exc:
+            log.warning("%s", exc)
+            self._start_failed(ref, job, attempt, str(exc))
+            return
+        with self._lock:
+            self._active[ref] = _Launched(request.run_id, attempt)
+        log.info("started %s attempt %d", ref.job_id, attempt)
+
+    def _after_run(self, ref: JobRef, launched: _Launched, exit_code: int | None) -> None:
+        recorder = self._recorder(ref)
+        job = recorder.view()
+        log.info("run %s ended (status %s): job is %s", launched.run_id, exit_code, job.state)
+        if job.attempt < launched.attempt or (
+            job.state == JobState.RETRYING and job.attempt == launched.attempt
+        ):
+            self._start_failed(ref, job, launched.attempt, f"the job runner exited with status {exit_code}")
+        elif job.state == JobState.RETRYING:
+            self._enqueue(ref, first=True)
+        elif job.state == JobState.STOPPING and job.attempt == launched.attempt:
+            step = job.last_checkpoint.step if job.last_checkpoint is not None else job.step
+            recorder.stopped(step=step)
+        elif job.state == JobState.RUNNING and job.attempt == launched.attempt:
+            recorder.lost(job.last_heartbeat_at)
+            reason = f"the job runner exited with status {exit_code} without recording an outcome"
+            if recorder.retry_or_fail(reason, _max_retries(job)).state == JobState.RETRYING:
+                self._enqueue(ref, first=True)
+        self.notify(ref.partition)
+
+    def _start_failed(self, ref: JobRef, job: JobView, attempt: int, reason: str) -> None:
+        self._start_failures[ref] += 1
+        if self._start_failures[ref] < self.max_start_failures:
+            self._enqueue(ref, first=True)
+            return
+        del self._start_failures[ref]
+        self._recorder(ref).failed(f"attempt {attempt} could not start: {reason}")
+        self.notify(ref.partition)
+
+    def _guard(self, ref: JobRef, action: Callable[..., None], *args: object, requeue: bool = True) -> bool:
+        """Run ``action``; if it breaks, log it (and with ``requeue`` put the job back at the queue's end)."""
+        try:
+            action(*args)
+        except Exception:
+            log.exception("dispatching %s failed; trying again at a later poll", ref.job_id)
+            if requeue:
+                self._enqueue(ref)
+            return False
+        return True
+
+    def _enqueue(self, ref: JobRef, *, first: bool = False) -> None:
+        with self._lock:
+            if ref in self._active or ref in self._queue:
+                return
+            if first:
+                self._enqueue(ref, first=True)
+            else:
+                self._queue.append(ref)
+
+    def _known(self, ref: JobRef) -> bool:
+        with self._lock:
+            return ref in self._active or ref in self._queue or any(e[0] == ref for e in self._ended)
+
+    def _recorder(self, ref: JobRef) -> JobRecorder:
+        return JobRecorder(self.open_app(ref.user_id), ref.job_id, clock=self.clock)
+
+
+def _max_retries(job: JobView) -> int:
+    return parse_training_config(job.config).max_retries
+
+
+def _cached_user_apps(bucket: Bucket) -> OpenUserApp:
+    apps: dict[str, UserApp] = {}
+    lock = threading.Lock()
+
+    def open_app(user_id: str) -> UserApp:
+        with lock:
+            if user_id not in apps:
+                from storage.eventstore import open_user
+
+                apps[user_id] = open_user(bucket, user_id)
+            return apps[user_id]
+
+    return open_app
+
+
+def local_dispatcher(
+    bucket: Bucket,
+    *,
+    heartbeats: HeartbeatPublisher | None = None,
+    notify: Notify | None = None,
+    log_dir: Path | None = None,
+    **options: object,
+) -> Dispatcher:
+    """A Dispatcher with the local subprocess backend, relaying runner heartbeats to ``heartbeats``.
+
+    Every relayed heartbeat also calls ``notify`` with the job's partition (the runner appends
+    events there around each heartbeat). ``options`` are the Dispatcher's keyword arguments.
+    """
+
+    def on_heartbeat(heartbeat: Heartbeat) -> None:
+        if heartbeats is not None:
+            heartbeats.publish(heartbeat)
+        if notify is not None:
+            notify(f"users/{heartbeat.user_id}")
+
+    backend = LocalSubprocessBackend(on_heartbeat=on_heartbeat, log_dir=log_dir)
+    return Dispatcher(bucket, backend, notify=notify, **options)  # type: ignore[arg-type]

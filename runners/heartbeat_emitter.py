@@ -1,0 +1,174 @@
+"""One runner attempt's heartbeats: one every ``interval_s`` on a thread, and a final one at close.
+
+Each heartbeat carries the GPU milliseconds since the previous one, measured on a monotonic
+clock from ``start()`` (when the trainer process starts holding the GPU). The emitter keeps
+the total since ``start()`` and sends the difference, so the heartbeats of an attempt add up
+to exactly its whole running time, rounding included. Sequence numbers start at 1 and grow by
+one per heartbeat; ``(job_id, attempt, seq)`` is what consumers deduplicate by.
+
+After each periodic heartbeat ``on_beat(heartbeat)`` runs on the emitter's thread: the job
+runner uses it to report progress, upload its log and look for a stop request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from storage.heartbeats import Heartbeat, HeartbeatPublisher, HeartbeatPublishError
+
+__all__ = ["AttemptIdentity", "HeartbeatEmitter", "Progress"]
+
+log = logging.getLogger(__name__)
+
+_NS_PER_MS = 1_000_000
+_FLUSH_TRIES = 3
+
+
+class AttemptIdentity(NamedTuple):
+    """Who a heartbeat is about and what it holds."""
+
+    user_id: str
+    job_id: str
+    attempt: int
+    gpu_type: str
+    gpu_count: int
+
+
+class Progress(NamedTuple):
+    """The trainer's latest report."""
+
+    step: int = 0
+    loss: float | None = None
+    tokens: int = 0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class HeartbeatEmitter:
+    """Publishes an attempt's heartbeats.
+
+    Args:
+        publisher: where heartbeats go.
+        identity: the attempt and its GPUs.
+        interval_s: seconds between periodic heartbeats.
+        progress: returns the latest step, loss and tokens (called at every heartbeat).
+        on_beat: runs after each periodic heartbeat; its errors are logged, not raised.
+        clock: wall-clock ``at`` of each heartbeat (aware UTC).
+        monotonic_ns: the clock GPU time is measured on.
+    """
+
+    def __init__(
+        self,
+        publisher: HeartbeatPublisher,
+        identity: AttemptIdentity,
+        *,
+        interval_s: float,
+        progress: Callable[[], Progress] = Progress,
+        on_beat: Callable[[Heartbeat], None] | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive (got {interval_s})")
+        self.publisher = publisher
+        self.identity = identity
+        self.interval_s = interval_s
+        self.progress = progress
+        self.on_beat = on_beat
+        self.clock = clock
+        self.monotonic_ns = monotonic_ns
+        self.seq = 0
+        self.sent_ms = 0
+        self._started_ns: int | None = None
+        self._final: Heartbeat | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, *, thread: bool = True) -> None:
+        """Start counting GPU time now; with ``thread``, beat every ``interval_s`` until ``close``."""
+        if self._started_ns is not None:
+            raise RuntimeError("heartbeat emitter already started")
+        self._started_ns = self.monotonic_ns()
+        if thread:
+            self._thread = threading.Thread(
+                target=self._loop, name=f"heartbeat-{self.identity.job_id}", daemon=True
+            )
+            self._thread.start()
+
+    def beat(self, *, final: bool = False) -> Heartbeat:
+        """Publish one heartbeat now (GPU time since the last one) and return it."""
+        with self._lock:
+            if self._started_ns is None:
+                raise RuntimeError("start() the emitter before it beats")
+            if self._final is not None:
+                raise RuntimeError("the final heartbeat was already sent")
+            elapsed_ms = (self.monotonic_ns() - self._started_ns) // _NS_PER_MS
+            progress = self.progress()
+            self.seq += 1
+            heartbeat = Heartbeat(
+                user_id=self.identity.user_id,
+                job_id=self.identity.job_id,
+                attempt=self.identity.attempt,
+                seq=self.seq,
+                gpu_type=self.identity.gpu_type,
+                gpu_count=self.identity.gpu_count,
+                gpu_ms=elapsed_ms - self.sent_ms,
+                step=progress.step,
+                loss=progress.loss,
+                tokens=progress.tokens,
+                at=self.clock(),
+                final=final,
+            )
+            self.publisher.publish(heartbeat)  # if this raises, the next heartbeat carries these ms
+            self.sent_ms = elapsed_ms
+            if final:
+                self._final = heartbeat
+            return heartbeat
+
+    def close(self) -> Heartbeat:
+        """Stop the thread, send the final heartbeat and flush; return the final heartbeat."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        final = self._final or self.beat(final=True)
+        self._flush()
+        return final
+
+    @property
+    def gpu_ms(self) -> int:
+        """GPU milliseconds reported so far."""
+        return self.sent_ms
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                heartbeat = self.beat()
+            except Exception:  # a transport hiccup must not end the heartbeats; the next one carries on
+                log.exception(
+                    "heartbeat of %s attempt %d failed", self.identity.job_id, self.identity.attempt
+                )
+                continue
+            if self.on_beat is not None:
+                try:
+                    self.on_beat(heartbeat)
+                except Exception:
+                    log.exception("after-heartbeat work of %s failed", self.identity.job_id)
+
+    def _flush(self) -> None:
+        for _ in range(_FLUSH_TRIES):
+            try:
+                self.publisher.flush()
+                return
+            except HeartbeatPublishError as exc:
+                log.warning("republishing %d heartbeat(s) of %s", len(exc.failed), self.identity.job_id)
+                for heartbeat in exc.failed:
+                    self.publisher.publish(heartbeat)
+        self.publisher.flush()

@@ -1,0 +1,117 @@
+"""The job's events as a runner (or the dispatcher) records them, through ``UserApp``.
+
+Other writers append to the same job at the same time (the ledger meters usage, the API
+records stop requests), so a command that loses the race (``Conflict`` with code
+``version_conflict``) is tried again on the fresh state; every other refusal is raised.
+
+``retry_or_fail`` is the one retry rule: attempts run while ``attempt <= max_retries``
+(so ``1 + max_retries`` in all), each resuming from the job's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from domain.errors import Conflict
+from domain.job import JobState
+from domain.model import ModelWeights
+from domain.views import JobView
+
+if TYPE_CHECKING:
+    from domain.applications import UserApp
+
+__all__ = ["JobRecorder", "utc_now"]
+
+T = TypeVar("T")
+_TRIES = 8
+_PAUSE_S = 0.02
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRecorder:
+    """Records one job's state changes; ``attempt`` is the attempt this recorder reports for.
+
+    Args:
+        app: the job owner's ``UserApp``.
+        job_id: the job.
+        attempt: the attempt being run (0 when recording for no particular attempt).
+        clock: the time every event carries.
+    """
+
+    def __init__(
+        self, app: UserApp, job_id: str, attempt: int = 0, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.app = app
+        self.job_id = job_id
+        self.attempt = attempt
+        self.clock = clock
+
+    def view(self) -> JobView:
+        return self.app.get_job(self.job_id)
+
+    def started(self) -> JobView:
+        return self._write(lambda: self.app.start_job(self.job_id, self.attempt, self.clock()))
+
+    def queued(self) -> JobView:
+        return self._write(lambda: self.app.queue_job(self.job_id, self.clock()))
+
+    def progress(
+        self, step: int, total_steps: int | None, epoch: float | None, loss: float | None, tokens: int
+    ) -> JobView:
+        return self._write(
+            lambda: self.app.report_progress(
+                self.job_id, self.attempt, step, total_steps, epoch, loss, tokens, self.clock()
+            )
+        )
+
+    def checkpoint(self, step: int, path: str) -> JobView:
+        return self._write(
+            lambda: self.app.save_checkpoint(self.job_id, self.attempt, step, path, self.clock())
+        )
+
+    def stopped(self, *, step: int | None = None, reason: str | None = None) -> JobView:
+        return self._write(lambda: self.app.mark_stopped(self.job_id, self.clock(), step=step, reason=reason))
+
+    def succeeded(self, metrics: Mapping[str, Any], weights: ModelWeights) -> JobView:
+        return self._write(
+            lambda: self.app.mark_succeeded(self.job_id, self.clock(), metrics=metrics, weights=weights)
+        )
+
+    def failed(self, error: str) -> JobView:
+        return self._write(lambda: self.app.mark_failed(self.job_id, error[:10_000], self.clock()))
+
+    def lost(self, last_heartbeat_at: datetime | None) -> JobView:
+        return self._write(lambda: self.app.mark_lost(self.job_id, last_heartbeat_at, self.clock()))
+
+    def retry_or_fail(self, reason: str, max_retries: int) -> JobView:
+        """Announce the next attempt if the retry budget allows, else mark the job failed."""
+
+        def decide() -> JobView:
+            job = self.view()
+            if job.attempt <= max_retries:
+                return self.app.retry_job(self.job_id, job.attempt + 1, reason[:10_000], self.clock())
+            error = f"{reason} (attempt {job.attempt} of {max_retries + 1}; no retries left)"
+            return self.app.mark_failed(self.job_id, error[:10_000], self.clock())
+
+        return self._write(decide)
+
+    def is_current(self, job: JobView) -> bool:
+        """Whether ``job`` is still running this recorder's attempt (not finished, retried or lost)."""
+        return job.attempt == self.attempt and job.state in (JobState.RUNNING, JobState.STOPPING)
+
+    @staticmethod
+    def _write(command: Callable[[], T]) -> T:
+        for tried in range(1, _TRIES + 1):
+            try:
+                return command()
+            except Conflict as exc:
+                if exc.code != "version_conflict" or tried == _TRIES:
+                    raise
+            time.sleep(_PAUSE_S * tried)
+        raise AssertionError("unreachable")

@@ -1,0 +1,534 @@
+"""The job runner: one attempt of one job, from its run.yaml to a recorded outcome.
+
+``python -m runners.job_runner <bucket-url> <users/<uid>/jobs/<jid>/run.yaml>``
+
+1. records ``Started(attempt)`` (a job that was stopped meanwhile is left alone);
+2. copies the base model, the processed dataset and the checkpoint to resume from into a
+   working folder (``runners.workdir``) and writes the trainer's run.yaml;
+3. starts ``python -m runners.trainer`` and reads its JSON-line events: steps go to
+   ``jobs/<id>/events/metrics.jsonl``, each checkpoint is uploaded to
+   ``jobs/<id>/checkpoints/<step>/`` and recorded, the trainer's stderr and a line per
+   event go to ``jobs/<id>/job.log`` (uploaded whole at every heartbeat and at the end);
+4. sends a heartbeat every ``heartbeat_interval_s`` and a final one at exit
+   (``runners.heartbeat_emitter``); after each it reports progress and reads the job: a
+   ``stopping`` job has its trainer stopped (stop file + SIGTERM: it checkpoints and exits);
+5. records the outcome: ``Succeeded`` with the model registered (weights uploaded to
+   ``models/<id>/weights/``), ``Stopped``, ``Failed`` (bad input), or ``Retrying`` (the next
+   attempt resumes from the last checkpoint; the dispatcher launches it) or ``Failed`` when
+   no retries are left.
+
+SIGTERM or SIGINT to the runner stops the trainer the same graceful way; the attempt is then
+``interrupted``: retried from its checkpoint if retries are left, else stopped.
+
+Exit status: 0 an outcome was recorded (or there was nothing to do), 1 the runner itself
+broke, 2 the run.yaml could not be read. The job's state, not the status, is the outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import msgspec
+
+from domain.errors import Conflict, PlatformError, ValidationFailed
+from domain.job import JobState
+from domain.views import JobView
+from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
+from runners.job_recorder import JobRecorder, utc_now
+from runners.log_mirror import MirroredFile
+from runners.run_spec import JobRunSpec
+from runners.trainer.events import Checkpoint, Done, Error, Eval, Started, Step, TrainerEvent, decode_event
+from runners.trainer.run_spec import RunSpec, write_run_spec
+from runners.workdir import (
+    WorkDir,
+    download_object,
+    download_prefix,
+    fetch_base_model,
+    publish_model,
+    upload_folder,
+)
+from storage import Bucket, ObjectNotFound
+from storage.heartbeats import Heartbeat, HeartbeatPublisher
+
+if TYPE_CHECKING:
+    from domain.applications import UserApp
+
+__all__ = ["EXIT_BAD_SPEC", "EXIT_CRASHED", "EXIT_OK", "JobRunner", "Outcome", "default_home", "main"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_CRASHED, EXIT_BAD_SPEC = 0, 1, 2
+_TRAINER_INVALID, _TRAINER_STOPPED = 2, 3  # runners.trainer's exit statuses
+TRAINER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "runners.trainer")
+
+
+class Outcome(StrEnum):
+    """What an attempt ended with (the job's state says the same)."""
+
+    SUCCEEDED = "succeeded"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    SKIPPED = "skipped"
+    """The attempt could not start (the job was stopped or moved on meanwhile)."""
+    ABANDONED = "abandoned"
+    """The job moved on while this attempt ran (e.g. presumed lost); nothing was recorded."""
+
+
+def default_home() -> Path:
+    """``$TUNE_HOME`` (default ``~/.tune``)."""
+    return Path(os.environ.get("TUNE_HOME") or Path.home() / ".tune").expanduser().absolute()
+
+
+class _TrainerState:
+    """What the trainer has said so far (written by the reader, read by the heartbeat thread)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress()
+        self.total_steps: int | None = None
+        self.epoch: float | None = None
+        self.reported_step = -1
+        self.checkpoints: dict[int, str] = {}
+        self.done: Done | None = None
+        self.error: Error | None = None
+
+    def snapshot(self) -> Progress:
+        return self.progress
+
+
+class JobRunner:
+    """Runs one attempt (see the module docstring).
+
+    Args:
+        bucket: where the job's objects live.
+        spec: the attempt's run.yaml.
+        app: the job owner's ``UserApp`` (on the same bucket's event store).
+        publisher: where heartbeats go.
+        work_root: working folders are made under it (``<job_id>-<attempt>/``, removed at the end).
+        cache_dir: the local base-model store (``resolve_base_model``).
+        clock: the time of events and heartbeats.
+        trainer_command: the trainer's argv before ``--run <run.yaml>``.
+        stop_grace_s: how long a stopping trainer may take before it is killed.
+        keep_workdir: leave the working folder behind (debugging).
+    """
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        spec: JobRunSpec,
+        *,
+        app: UserApp,
+        publisher: HeartbeatPublisher,
+        work_root: Path,
+        cache_dir: Path,
+        clock: Callable[[], datetime] = utc_now,
+        trainer_command: Sequence[str] = TRAINER_COMMAND,
+        stop_grace_s: float = 600.0,
+        keep_workdir: bool = False,
+    ) -> None:
+        self.bucket = bucket
+        self.spec = spec
+        self.publisher = publisher
+        self.work = WorkDir(Path(work_root) / f"{spec.job_id}-{spec.attempt}")
+        self.cache_dir = Path(cache_dir)
+        self.clock = clock
+        self.trainer_command = list(trainer_command)
+        self.stop_grace_s = stop_grace_s
+        self.keep_workdir = keep_workdir
+        self.recorder = JobRecorder(app, spec.job_id, spec.attempt, clock=clock)
+        self.trainer = _TrainerState()
+        self.log: MirroredFile | None = None
+        self.metrics: MirroredFile | None = None
+        self.gpu_ms = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stop_why: str | None = None  # "requested", "interrupted" or "abandoned"
+        self._stop_since: float | None = None
+
+    # ---- the attempt ----
+
+    def run(self) -> Outcome:
+        """Run the attempt to its end and record the outcome."""
+        try:
+            self.recorder.started()
+        except PlatformError as exc:
+            log.warning("job %s attempt %d not started: %s", self.spec.job_id, self.spec.attempt, exc)
+            return Outcome.SKIPPED
+        self.log = MirroredFile(self.bucket, self.spec.log_object, self.work.log)
+        self.metrics = MirroredFile(self.bucket, self.spec.metrics_object, self.work.metrics)
+        spec = self.spec
+        self._say(f"attempt {spec.attempt} started: {spec.base_model} on {spec.gpu_count} x {spec.gpu_type}")
+        try:
+            return self._run()
+        finally:
+            self._kill_trainer()
+            self._sync_logs()
+            if not self.keep_workdir:
+                self.work.remove()
+
+    def interrupt(self) -> None:
+        """Stop the trainer gracefully because the runner itself must end (SIGTERM/SIGINT)."""
+        self._stop_trainer("interrupted")
+
+    def _run(self) -> Outcome:
+        try:
+            trainer_spec = self._prepare()
+        except PlatformError as exc:
+            return self._failed(f"cannot start training: {exc}")
+        except Exception as exc:
+            log.exception("preparing %s failed", self.work.root)
+            return self._retry(f"preparing the working folder failed: {type(exc).__name__}: {exc}")
+        if self._stop_why is not None:
+            return self._finish(None)
+        return self._finish(self._train(trainer_spec))
+
+    def _prepare(self) -> RunSpec:
+        spec, work = self.spec, self.work
+        fetch_base_model(
+            self.bucket, spec.base_model, work.base, cache_dir=self.cache_dir, source=spec.base_model_source
+        )
+        try:
+            download_object(self.bucket, spec.dataset_object, work.dataset)
+        except ObjectNotFound:
+            raise ValidationFailed(
+                f"dataset {spec.dataset_id} has no processed data", where="dataset_id"
+            ) from None
+        resume = None
+        if spec.resume_from is not None:
+            step = int(spec.resume_from.rstrip("/").rsplit("/", 1)[-1])
+            resume = work.resume(step)
+            if download_prefix(self.bucket, spec.resume_from, resume) == 0:
+                raise ObjectNotFound(f"checkpoint {spec.resume_from} is empty")
+            self._say(f"resuming from the checkpoint at step {step}")
+        trainer_spec = RunSpec(
+            job_id=spec.job_id,
+            user_id=spec.user_id,
+            attempt=spec.attempt,
+            base_model_dir=str(work.base),
+            dataset_path=str(work.dataset),
+            output_dir=str(work.out),
+            config=spec.config,
+            resume_from=None if resume is None else str(resume),
+            stop_file=str(work.stop_file),
+            base_model_ref=spec.base_model,
+        )
+        write_run_spec(work.trainer_run, trainer_spec)
+        return trainer_spec
+
+    def _train(self, trainer_spec: RunSpec) -> int:
+        """Run the trainer to its exit with heartbeats; return its exit status."""
+        spec = self.spec
+        identity = AttemptIdentity(spec.user_id, spec.job_id, spec.attempt, spec.gpu_type, spec.gpu_count)
+        emitter = HeartbeatEmitter(
+            self.publisher,
+            identity,
+            interval_s=spec.heartbeat_interval_s,
+            progress=self.trainer.snapshot,
+            on_beat=self._after_heartbeat,
+            clock=self.clock,
+        )
+        with open(self.work.log, "ab") as stderr:
+            proc = subprocess.Popen(
+                [*self.trainer_command, "--run", str(self.work.trainer_run)],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+        emitter.start()
+        with self._lock:
+            self._proc = proc
+            stop_now = self._stop_why is not None
+        if stop_now:
+            self._signal_trainer()
+        (self.work.root / "trainer.pid").write_text(f"{proc.pid}\n")
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self._on_trainer_line(line)
+            status = proc.wait()
+        finally:
+            self._kill_trainer()
+            emitter.close()
+            self.gpu_ms = emitter.gpu_ms
+        self._say(f"trainer exited with status {status} after {self.gpu_ms / 1000:.1f} s")
+        self._report_progress()  # the last steps since the last heartbeat
+        return status
+
+    # ---- the trainer's events ----
+
+    def _on_trainer_line(self, line: bytes) -> None:
+        event = decode_event(line)
+        if event is None:
+            if line.strip():
+                self._append_log(line)
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # one event we could not handle (e.g. a failed upload) must not end the run
+            log.exception("handling %s failed", type(event).__name__)
+            self._say(f"could not handle the trainer's {type(event).__name__.lower()} event")
+
+    def _on_event(self, event: TrainerEvent) -> None:
+        state = self.trainer
+        if isinstance(event, Step):
+            state.progress = Progress(event.step, event.loss, event.tokens)
+            state.total_steps, state.epoch = event.total_steps, event.epoch
+            self._metric(event)
+            self._say(f"step {event.step}/{event.total_steps} epoch {event.epoch:.3f} loss {event.loss:.4f}")
+        elif isinstance(event, Eval):
+            self._metric(event)
+            self._say(f"step {event.step} eval_loss {event.eval_loss:.4f}")
+        elif isinstance(event, Checkpoint):
+            self._save_checkpoint(event.step, Path(event.path))
+        elif isinstance(event, Started):
+            self._say(
+                f"training {event.total_steps} steps from step {event.start_step} on {event.train_examples} "
+                f"examples ({event.trainable_parameters} trainable parameters)"
+            )
+        elif isinstance(event, Done):
+            state.done = event
+            self._say(f"training {event.status} at step {event.step}")
+        elif isinstance(event, Error):
+            state.error = event
+            self._say(f"trainer error ({event.code}): {event.message}")
+
+    def _metric(self, event: Step | Eval) -> None:
+        record = {**msgspec.to_builtins(event), "attempt": self.spec.attempt, "at": self.clock().isoformat()}
+        assert self.metrics is not None
+        self.metrics.append(msgspec.json.encode(record) + b"\n")
+
+    def _save_checkpoint(self, step: int, path: Path) -> None:
+        if step in self.trainer.checkpoints:
+            return
+        prefix = self.spec.checkpoint_prefix(step)
+        size = upload_folder(self.bucket, path, prefix, clear=True)
+        self.trainer.checkpoints[step] = prefix
+        self.recorder.checkpoint(step, prefix)
+        self._say(f"checkpoint at step {step} saved to {prefix} ({size} bytes)")
+
+    # ---- every heartbeat ----
+
+    def _after_heartbeat(self, heartbeat: Heartbeat) -> None:
+        job = self._report_progress()
+        self._sync_logs()
+        if not self.recorder.is_current(job):
+            self._say(
+                f"job is now {job.state} (attempt {job.attempt}): abandoning attempt {self.spec.attempt}"
+            )
+            self._stop_trainer("abandoned")
+        elif job.state == JobState.STOPPING:
+            self._stop_trainer("requested")
+        if self._stop_since is not None and time.monotonic() - self._stop_since > self.stop_grace_s:
+            self._say(f"the trainer did not stop within {self.stop_grace_s:.0f} s: killing it")
+            self._kill_trainer()
+
+    def _report_progress(self) -> JobView:
+        state = self.trainer
+        progress = state.progress
+        if progress.step == state.reported_step or state.total_steps is None:
+            return self.recorder.view()
+        try:
+            job = self.recorder.progress(
+                progress.step, state.total_steps, state.epoch, progress.loss, progress.tokens
+            )
+        except Conflict:  # the job left running/stopping or this attempt: the caller sees it
+            return self.recorder.view()
+        state.reported_step = progress.step
+        return job
+
+    # ---- stopping the trainer ----
+
+    def _stop_trainer(self, why: str) -> None:
+        with self._lock:
+            if self._stop_why is not None:
+                return
+            self._stop_why = why
+            self._stop_since = time.monotonic()
+            started = self._proc is not None
+        if why != "interrupted":
+            self._say(f"stopping the trainer ({why})")
+        if started:
+            self._signal_trainer()
+
+    def _signal_trainer(self) -> None:
+        """Ask the trainer to checkpoint and exit: the stop file, then SIGTERM."""
+        self.work.stop_file.touch()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    def _kill_trainer(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+
+    # ---- the outcome ----
+
+    def _finish(self, status: int | None) -> Outcome:
+        job = self.recorder.view()
+        done, error = self.trainer.done, self.trainer.error
+        if self._stop_why == "abandoned" or not self.recorder.is_current(job):
+            self._say(f"attempt {self.spec.attempt} abandoned: the job is {job.state}")
+            return Outcome.ABANDONED
+        if done is not None and done.status == "succeeded" and status == 0:
+            return self._succeeded(done)
+        if job.state == JobState.STOPPING or self._stop_why == "requested":
+            return self._stopped(job, done)
+        if self._stop_why == "interrupted":
+            return self._retry("interrupted: the runner was asked to end", interrupted=True)
+        if done is not None and status == _TRAINER_STOPPED:
+            return self._stopped(job, done)
+        if status == _TRAINER_INVALID or (error is not None and not error.retryable):
+            message = error.message if error is not None else "the trainer refused its input"
+            return self._failed(f"{error.code if error else 'invalid'}: {message}")
+        reason = error.message if error is not None else _describe_exit(status)
+        return self._retry(f"training failed: {reason}")
+
+    def _succeeded(self, done: Done) -> Outcome:
+        if done.model_dir is None:
+            return self._retry("the trainer reported success without a model folder")
+        try:
+            weights = publish_model(self.bucket, self.spec, Path(done.model_dir), dict(done.metrics))
+        except Exception as exc:
+            log.exception("uploading the weights of %s failed", self.spec.job_id)
+            return self._retry(f"uploading the weights failed: {type(exc).__name__}: {exc}")
+        self.recorder.succeeded(done.metrics, weights)
+        self._say(
+            f"succeeded: model {self.spec.model_id} ({weights.size_bytes} bytes, sha256 {weights.sha256})"
+        )
+        return Outcome.SUCCEEDED
+
+    def _stopped(self, job: JobView, done: Done | None) -> Outcome:
+        if done is not None:
+            step = done.step
+        elif job.last_checkpoint is not None:
+            step = job.last_checkpoint.step
+        else:
+            step = job.step
+        reason = None if job.state == JobState.STOPPING else "stopped"
+        self.recorder.stopped(step=step, reason=reason)
+        self._say(f"stopped at step {step}")
+        return Outcome.STOPPED
+
+    def _failed(self, error: str) -> Outcome:
+        self._say(f"failed: {error}")
+        self.recorder.failed(error)
+        return Outcome.FAILED
+
+    def _retry(self, reason: str, *, interrupted: bool = False) -> Outcome:
+        job = self.recorder.view()
+        if job.state == JobState.STOPPING:
+            return self._stopped(job, self.trainer.done)
+        if interrupted and job.attempt > self.spec.max_retries:
+            self.recorder.stopped(reason="interrupted")
+            self._say("interrupted with no retries left: stopped")
+            return Outcome.STOPPED
+        after = self.recorder.retry_or_fail(reason, self.spec.max_retries)
+        self._say(f"{reason}; job is now {after.state}")
+        return Outcome.RETRYING if after.state == JobState.RETRYING else Outcome.FAILED
+
+    # ---- the log ----
+
+    def _say(self, message: str) -> None:
+        log.info("%s: %s", self.spec.job_id, message)
+        self._append_log(f"{self.clock().isoformat(timespec='seconds')} [runner] {message}\n".encode())
+
+    def _append_log(self, data: bytes) -> None:
+        if self.log is not None:
+            self.log.append(data if data.endswith(b"\n") else data + b"\n")
+
+    def _sync_logs(self) -> None:
+        for mirror in (self.log, self.metrics):
+            if mirror is not None:
+                try:
+                    mirror.sync()
+                except Exception:  # the next heartbeat tries again
+                    log.exception("uploading %s failed", mirror.name)
+
+
+def _describe_exit(status: int | None) -> str:
+    if status is None:
+        return "the trainer did not start"
+    if status < 0:
+        try:
+            return f"the trainer was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"the trainer was killed by signal {-status}"
+    return f"the trainer exited with status {status}"
+
+
+# ---- python -m runners.job_runner ----
+
+
+def _events_stream() -> IO[bytes]:
+    """A private handle on stdout for heartbeat lines; stdout itself then goes to stderr."""
+    stream = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return stream
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runners.job_runner", description=__doc__.splitlines()[0])
+    parser.add_argument("bucket_url", help="file:///abs/path or gs://bucket[/prefix]")
+    parser.add_argument("run_object", help="the run.yaml object, users/<uid>/jobs/<jid>/run.yaml")
+    parser.add_argument("--work-root", type=Path, default=None, help="default $TUNE_HOME/work")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="base models; default $TUNE_HOME/base-models"
+    )
+    parser.add_argument("--keep-workdir", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from runners.heartbeat_relay import STDOUT_URL, StreamPublisher, open_publisher
+    from runners.run_spec import read_job_run
+    from storage import open_bucket
+    from storage.eventstore import open_user
+
+    stream = _events_stream()
+    bucket = open_bucket(args.bucket_url)
+    try:
+        spec = read_job_run(bucket, args.run_object)
+    except ValidationFailed as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_SPEC
+    publisher = (
+        StreamPublisher(stream) if spec.heartbeat_url == STDOUT_URL else open_publisher(spec.heartbeat_url)
+    )
+    home = default_home()
+    runner = JobRunner(
+        bucket,
+        spec,
+        app=open_user(bucket, spec.user_id),
+        publisher=publisher,
+        work_root=args.work_root or home / "work",
+        cache_dir=args.cache_dir or home / "base-models",
+        keep_workdir=args.keep_workdir,
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: runner.interrupt())
+    try:
+        outcome = runner.run()
+    finally:
+        publisher.close()
+    log.info("job %s attempt %d: %s", spec.job_id, spec.attempt, outcome)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""``users/<uid>/jobs/<jid>/run.yaml``: one attempt of one job, as the dispatcher hands it to a job runner.
+
+This run.yaml names bucket objects; the job runner copies them into a working folder and
+writes the trainer's own, local run.yaml (``runners.trainer.run_spec.RunSpec``) from it.
+The dispatcher rewrites it before every attempt::
+
+    job_id: job_3f2a...
+    user_id: usr_...
+    attempt: 2                      # 1 for the first run, +1 per retry
+    model_id: model_...             # the model a success registers
+    base_model: tiny-llama          # a catalogue name (bucket: base-models/<name>/)
+    base_model_source: null         # where an operator-added base model comes from
+    dataset_id: ds_...              # users/<uid>/data/<id>/processed/train.jsonl
+    gpu_type: cpu
+    gpu_count: 1
+    heartbeat_interval_s: 10.0
+    heartbeat_url: "stdout:"        # see runners.heartbeat_relay
+    max_retries: 2                  # attempts after the first one
+    max_cost_usd_micros: null       # the job's budget (the ledger enforces it)
+    resume_from: users/<uid>/jobs/<jid>/checkpoints/40/   # or null
+    config: {...}                   # the whole TrainingConfig
+
+Object names (the contract's layout) are the spec's properties, so no other module
+builds them by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+import yaml
+
+from domain.errors import ValidationFailed
+from domain.ids import check_id
+from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
+from domain.views import JobView
+from runners.base_models import BaseModelSource
+from runners.heartbeat_relay import STDOUT_URL
+from storage import Bucket, ObjectNotFound
+
+__all__ = [
+    "JobRunSpec",
+    "build_run_spec",
+    "dump_job_run",
+    "job_prefix",
+    "parse_job_run",
+    "read_job_run",
+    "run_object",
+    "write_job_run",
+]
+
+_Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+def job_prefix(user_id: str, job_id: str) -> str:
+    """``users/<uid>/jobs/<jid>/``: every object of one job lies under it."""
+    return f"users/{check_id(user_id, kind='user_id')}/jobs/{check_id(job_id, kind='job_id')}/"
+
+
+def run_object(user_id: str, job_id: str) -> str:
+    """Where the current attempt's run.yaml lies."""
+    return job_prefix(user_id, job_id) + "run.yaml"
+
+
+class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One attempt of one job, in bucket terms (see the module docstring)."""
+
+    job_id: str
+    user_id: str
+    attempt: _Positive
+    model_id: str
+    base_model: str
+    dataset_id: str
+    gpu_type: str
+    gpu_count: _Positive
+    config: TrainingConfig = msgspec.field(default_factory=TrainingConfig)
+    heartbeat_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    heartbeat_url: str = STDOUT_URL
+    max_retries: Annotated[int, msgspec.Meta(ge=0)] = 2
+    max_cost_usd_micros: int | None = None
+    resume_from: str | None = None
+    base_model_source: BaseModelSource | None = None
+
+    def __post_init__(self) -> None:
+        for kind in ("job_id", "user_id", "model_id", "base_model", "dataset_id"):
+            check_id(getattr(self, kind), kind=kind)
+        if self.resume_from is not None and not self.resume_from.startswith(self.checkpoints_prefix):
+            raise ValidationFailed(
+                f"resume_from must lie under {self.checkpoints_prefix} (got {self.resume_from!r:.120})",
+                where="resume_from",
+            )
+
+    # ---- object names ----
+
+    @property
+    def job_prefix(self) -> str:
+        return job_prefix(self.user_id, self.job_id)
+
+    @property
+    def run_object(self) -> str:
+        return self.job_prefix + "run.yaml"
+
+    @property
+    def log_object(self) -> str:
+        return self.job_prefix + "job.log"
+
+    @property
+    def metrics_object(self) -> str:
+        """Training metrics, one JSON object per line (every attempt appends)."""
+        return self.job_prefix + "events/metrics.jsonl"
+
+    @property
+    def checkpoints_prefix(self) -> str:
+        return self.job_prefix + "checkpoints/"
+
+    def checkpoint_prefix(self, step: int) -> str:
+        """``checkpoints/<step>/``: the resumable state after optimizer step ``step``."""
+        return f"{self.checkpoints_prefix}{step}/"
+
+    @property
+    def dataset_object(self) -> str:
+        return f"users/{self.user_id}/data/{self.dataset_id}/processed/train.jsonl"
+
+    @property
+    def model_prefix(self) -> str:
+        return f"users/{self.user_id}/models/{self.model_id}/"
+
+    @property
+    def weights_prefix(self) -> str:
+        return self.model_prefix + "weights/"
+
+    @property
+    def model_config_object(self) -> str:
+        return self.model_prefix + "config.json"
+
+    @property
+    def base_model_prefix(self) -> str:
+        return f"base-models/{self.base_model}/"
+
+    @property
+    def model_kind(self) -> str:
+        """``lora`` (an adapter) or ``full`` (all weights)."""
+        return self.config.method
+
+
+def build_run_spec(
+    job: JobView,
+    *,
+    attempt: int,
+    heartbeat_url: str = STDOUT_URL,
+    base_model_source: BaseModelSource | None = None,
+) -> JobRunSpec:
+    """The run.yaml of ``attempt`` of ``job``, resuming from its last checkpoint when there is one."""
+    config = parse_training_config(job.config)
+    checkpoint = job.last_checkpoint
+    return JobRunSpec(
+        job_id=job.job_id,
+        user_id=job.user_id,
+        attempt=attempt,
+        model_id=job.model_id,
+        base_model=job.base_model,
+        dataset_id=job.dataset_id,
+        gpu_type=job.gpu_type,
+        gpu_count=job.gpu_count,
+        config=config,
+        heartbeat_interval_s=config.heartbeat_interval_seconds,
+        heartbeat_url=heartbeat_url,
+        max_retries=config.max_retries,
+        max_cost_usd_micros=job.max_cost_usd_micros,
+        resume_from=None if checkpoint is None else checkpoint.path,
+        base_model_source=base_model_source,
+    )
+
+
+def parse_job_run(data: Any) -> JobRunSpec:
+    """Check a run.yaml mapping; ValidationFailed names what is wrong (``config.*`` keys all at once)."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("run.yaml must be a mapping", where="run.yaml")
+    config = parse_training_config(data.get("config"))
+    try:
+        return msgspec.convert({**data, "config": training_config_to_dict(config)}, JobRunSpec)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(f"run.yaml: {exc}", where="run.yaml") from exc
+
+
+def dump_job_run(spec: JobRunSpec) -> bytes:
+    """The spec as YAML (the config with every key)."""
+    return yaml.safe_dump(msgspec.to_builtins(spec), sort_keys=False).encode()
+
+
+def read_job_run(bucket: Bucket, name: str) -> JobRunSpec:
+    """Load and check the run.yaml object ``name``."""
+    try:
+        data = yaml.safe_load(bucket.read(name))
+    except ObjectNotFound:
+        raise ValidationFailed(f"no run.yaml at {name}", where="run.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(f"{name} is not valid YAML: {exc}", where="run.yaml") from exc
+    return parse_job_run(data)
+
+
+def write_job_run(bucket: Bucket, spec: JobRunSpec) -> str:
+    """Write ``spec`` to its run.yaml object; return the object's name."""
+    bucket.write(spec.run_object, dump_job_run(spec))
+    return spec.run_object

@@ -1,0 +1,209 @@
+"""The working folder of one attempt, and the copies between it and the bucket.
+
+Layout of a ``WorkDir``::
+
+    <root>/base/               the base model (config, tokenizer, weights), copied in
+    <root>/data/train.jsonl    the processed dataset, copied in
+    <root>/resume/<step>/      the checkpoint this attempt continues from, copied in
+    <root>/out/                the trainer's output: checkpoints/checkpoint-<step>/, model/
+    <root>/run.yaml            the trainer's run spec (local paths)
+    <root>/STOP                appears when the trainer must checkpoint and stop
+    <root>/job.log, metrics.jsonl   local copies of the job's log objects
+
+Base models come from the bucket's ``base-models/<name>/`` when a runner has put them there
+(the marker object is written last, so its presence means the folder is whole); otherwise
+they are built or converted into the local cache (``resolve_base_model``) and uploaded, so
+the next runner anywhere copies them in.
+
+A finished model's weights go to ``models/<id>/weights/`` with a ``SHA256SUMS`` manifest
+(``sha256sum -c`` format, sorted by path); the model's ``sha256`` is that manifest's digest.
+``models/<id>/config.json`` says how it was made. (``metadata.json`` beside them is a
+projection of the model's events, written by the projector.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from domain.model import ModelWeights
+from domain.training_config import training_config_to_dict
+from runners.base_models import MARKER, BaseModelSource, resolve_base_model
+from runners.run_spec import JobRunSpec
+from storage import Bucket
+
+__all__ = [
+    "MANIFEST",
+    "WorkDir",
+    "download_object",
+    "download_prefix",
+    "fetch_base_model",
+    "file_sha256",
+    "publish_model",
+    "upload_folder",
+    "weights_manifest",
+]
+
+MANIFEST = "SHA256SUMS"
+_CHUNK = 1 << 20
+
+
+class WorkDir:
+    """Paths inside one attempt's working folder (created on first use)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "data" / "train.jsonl"
+
+    def resume(self, step: int) -> Path:
+        return self.root / "resume" / str(step)
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def trainer_run(self) -> Path:
+        return self.root / "run.yaml"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.root / "STOP"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "job.log"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def download_object(bucket: Bucket, name: str, dest: Path) -> Path:
+    """Copy object ``name`` to the file ``dest`` (ObjectNotFound if it does not exist)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with bucket.open_read(name) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst, _CHUNK)
+    return dest
+
+
+def download_prefix(bucket: Bucket, prefix: str, dest: Path) -> int:
+    """Copy every object under ``prefix`` to the same relative path under ``dest``; return how many."""
+    if not prefix.endswith("/"):
+        raise ValueError(f"a folder prefix ends with '/': {prefix!r}")
+    count = 0
+    for name in bucket.list(prefix):
+        download_object(bucket, name, dest / name[len(prefix) :])
+        count += 1
+    return count
+
+
+def _files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(relative posix path, path) of every regular file under ``folder``, sorted by path."""
+    found = (
+        (p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+    yield from sorted(found)
+
+
+def upload_folder(
+    bucket: Bucket, folder: Path, prefix: str, *, last: str | None = None, clear: bool = False
+) -> int:
+    """Upload every file under ``folder`` to ``prefix`` + its relative path; return the bytes sent.
+
+    ``last`` (a relative path) is uploaded after all the others, so its presence marks a whole
+    folder; ``clear`` first deletes whatever lay under ``prefix`` (a half upload of an earlier try).
+    """
+    if clear:
+        bucket.delete_prefix(prefix)
+    files = list(_files(folder))
+    files.sort(key=lambda item: item[0] == last)
+    sent = 0
+    for relative, path in files:
+        with open(path, "rb") as fh:
+            sent += bucket.upload(prefix + relative, fh).size
+    return sent
+
+
+def fetch_base_model(
+    bucket: Bucket, name: str, dest: Path, *, cache_dir: Path, source: BaseModelSource | None = None
+) -> Path:
+    """Put base model ``name`` at ``dest``: from ``base-models/<name>/``, else resolved and uploaded there."""
+    prefix = f"base-models/{name}/"
+    if not bucket.exists(prefix + MARKER):
+        local = resolve_base_model(name, cache_dir, source=source)
+        upload_folder(bucket, local, prefix, last=MARKER)
+    download_prefix(bucket, prefix, dest)
+    return dest
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_manifest(folder: Path) -> tuple[bytes, int]:
+    """``SHA256SUMS`` of every file under ``folder`` (but itself) and the files' total size."""
+    lines, size = [], 0
+    for relative, path in _files(folder):
+        if relative == MANIFEST:
+            continue
+        lines.append(f"{file_sha256(path)}  {relative}\n")
+        size += path.stat().st_size
+    return "".join(lines).encode(), size
+
+
+def publish_model(
+    bucket: Bucket,
+    spec: JobRunSpec,
+    model_dir: Path,
+    metrics: dict[str, float],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> ModelWeights:
+    """Upload the trained weights with their manifest and the model's config.json; return what to register."""
+    manifest, size = weights_manifest(model_dir)
+    (model_dir / MANIFEST).write_bytes(manifest)
+    upload_folder(bucket, model_dir, spec.weights_prefix, last=MANIFEST, clear=True)
+    sha256 = hashlib.sha256(manifest).hexdigest()
+    config = {
+        "model_id": spec.model_id,
+        "job_id": spec.job_id,
+        "base_model": spec.base_model,
+        "kind": spec.model_kind,
+        "weights": spec.weights_prefix,
+        "sha256": sha256,
+        "size_bytes": size,
+        "gpu_type": spec.gpu_type,
+        "gpu_count": spec.gpu_count,
+        "attempt": spec.attempt,
+        "training_config": training_config_to_dict(spec.config),
+        "metrics": metrics,
+        **(extra or {}),
+    }
+    bucket.write(spec.model_config_object, json.dumps(config, indent=2, sort_keys=True).encode())
+    return ModelWeights(
+        kind=spec.model_kind,
+        weights_prefix=spec.weights_prefix,
+        sha256=sha256,
+        size_bytes=size,
+        metrics=metrics,
+    )

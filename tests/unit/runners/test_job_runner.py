@@ -1,0 +1,180 @@
+"""The job runner on the fake trainer: outcomes, events, uploads, heartbeats, stop, retry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+
+import pytest
+
+from domain.applications import UserApp
+from domain.job import JobState
+from runners.job_runner import Outcome
+from runners.workdir import MANIFEST
+from storage import LocalBucket
+from tests.unit.runners.builders import RecordingPublisher, now, wait_for
+
+JOB = "users/usr_1/jobs/job_1/"
+
+
+def metric_lines(bucket: LocalBucket) -> list[dict]:
+    return [json.loads(line) for line in bucket.read(JOB + "events/metrics.jsonl").splitlines()]
+
+
+def test_success_uploads_weights_registers_the_model_and_reports_everything(
+    queued_job, make_runner, app: UserApp, local_bucket: LocalBucket, publisher: RecordingPublisher
+) -> None:
+    queued_job()
+    assert make_runner().run() is Outcome.SUCCEEDED
+
+    job = app.get_job("job_1")
+    assert (job.state, job.step, job.total_steps, job.tokens) == (JobState.SUCCEEDED, 10, 10, 1000)
+    assert job.metrics == {"train_loss": 1.5, "steps": 10.0}
+    assert job.last_checkpoint is not None and job.last_checkpoint.step == 9
+    assert job.last_checkpoint.path == JOB + "checkpoints/9/"
+    assert local_bucket.exists(JOB + "checkpoints/9/trainer_state.json")
+
+    model = app.get_model("model_job_1")
+    assert (model.job_id, model.base_model, model.kind) == ("job_1", "tiny-llama", "lora")
+    assert model.metrics == job.metrics
+    weights = "users/usr_1/models/model_job_1/weights/"
+    assert model.weights_prefix == weights
+    manifest = local_bucket.read(weights + MANIFEST)
+    assert model.sha256 == hashlib.sha256(manifest).hexdigest()
+    listed = {}
+    for line in manifest.decode().splitlines():
+        digest, name = line.split("  ")
+        listed[name] = digest
+    assert set(listed) == {"adapter_config.json", "adapter_model.safetensors"}
+    for name, digest in listed.items():
+        assert hashlib.sha256(local_bucket.read(weights + name)).hexdigest() == digest
+    assert model.size_bytes == sum(len(local_bucket.read(weights + n)) for n in listed)
+    config = json.loads(local_bucket.read("users/usr_1/models/model_job_1/config.json"))
+    assert config["base_model"] == "tiny-llama" and config["sha256"] == model.sha256
+    assert config["training_config"]["max_steps"] == 10
+
+    steps = [m for m in metric_lines(local_bucket) if m["event"] == "step"]
+    assert [m["step"] for m in steps] == list(range(1, 11)) and {m["attempt"] for m in steps} == {1}
+    log = local_bucket.read(JOB + "job.log").decode()
+    assert "step 10/10" in log and "succeeded: model model_job_1" in log
+
+    beats = publisher.of("job_1")
+    assert [h.seq for h in beats] == list(range(1, len(beats) + 1))
+    assert beats[-1].final and not any(h.final for h in beats[:-1])
+    assert (beats[-1].step, beats[-1].tokens, beats[-1].gpu_type, beats[-1].gpu_count) == (10, 1000, "cpu", 1)
+    assert sum(h.gpu_ms for h in beats) > 0
+
+
+def test_a_stop_request_stops_the_trainer_with_a_checkpoint(
+    queued_job,
+    make_runner,
+    app: UserApp,
+    local_bucket: LocalBucket,
+    publisher: RecordingPublisher,
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.1")
+    queued_job(max_steps=200)
+    runner = make_runner()
+
+    def stop_when_training() -> None:
+        wait_for(lambda: app.get_job("job_1").step >= 2, what="progress")
+        app.request_stop("job_1", "stopped by the user", now())
+
+    threading.Thread(target=stop_when_training, daemon=True).start()
+    assert runner.run() is Outcome.STOPPED
+
+    job = app.get_job("job_1")
+    assert job.state == JobState.STOPPED and job.stop_reason == "stopped by the user"
+    assert 2 <= job.step < 200
+    assert job.last_checkpoint is not None and job.last_checkpoint.step == job.step
+    assert local_bucket.exists(f"{JOB}checkpoints/{job.step}/trainer_state.json")
+    assert publisher.of("job_1")[-1].final
+    assert not app.get_job("job_1").metrics
+
+
+def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_steps_continue(
+    queued_job,
+    make_runner,
+    app: UserApp,
+    local_bucket: LocalBucket,
+    publisher: RecordingPublisher,
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("FAKE_KILL_AT", "1:5")
+    queued_job()
+    assert make_runner().run() is Outcome.RETRYING
+    job = app.get_job("job_1")
+    assert (job.state, job.attempt) == (JobState.RETRYING, 2)
+    assert "SIGKILL" in (job.error or "")
+    assert job.last_checkpoint is not None and job.last_checkpoint.step == 3
+
+    assert make_runner(attempt=2).run() is Outcome.SUCCEEDED
+    assert app.get_job("job_1").state == JobState.SUCCEEDED
+    steps = [(m["attempt"], m["step"]) for m in metric_lines(local_bucket) if m["event"] == "step"]
+    assert steps == [(1, s) for s in range(1, 6)] + [(2, s) for s in range(4, 11)]
+    assert publisher.of("job_1", 1)[-1].final and publisher.of("job_1", 2)[-1].final
+    assert "resuming from the checkpoint at step 3" in local_bucket.read(JOB + "job.log").decode()
+
+
+def test_with_no_retries_left_a_failure_fails_the_job(
+    queued_job, make_runner, app: UserApp, monkeypatch
+) -> None:
+    monkeypatch.setenv("FAKE_KILL_AT", "1:2")
+    queued_job(max_retries=0)
+    assert make_runner().run() is Outcome.FAILED
+    job = app.get_job("job_1")
+    assert job.state == JobState.FAILED and "no retries left" in (job.error or "")
+
+
+def test_bad_input_fails_at_once_without_a_retry(queued_job, make_runner, app: UserApp, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_INVALID", "1")
+    queued_job(max_retries=3)
+    assert make_runner().run() is Outcome.FAILED
+    job = app.get_job("job_1")
+    assert (job.state, job.attempt) == (JobState.FAILED, 1) and "bad rank" in (job.error or "")
+
+
+def test_a_missing_dataset_fails_the_job(
+    queued_job, make_runner, app: UserApp, local_bucket: LocalBucket
+) -> None:
+    queued_job()
+    local_bucket.delete("users/usr_1/data/ds_1/processed/train.jsonl")
+    assert make_runner().run() is Outcome.FAILED
+    assert "no processed data" in (app.get_job("job_1").error or "")
+
+
+def test_a_job_stopped_before_its_runner_starts_is_left_alone(
+    queued_job, make_runner, app: UserApp, publisher: RecordingPublisher
+) -> None:
+    queued_job()
+    app.request_stop("job_1", "changed my mind", now())
+    assert make_runner().run() is Outcome.SKIPPED
+    assert app.get_job("job_1").state == JobState.STOPPED and not publisher.heartbeats
+
+
+def test_an_interrupted_runner_checkpoints_and_leaves_the_job_retrying(
+    queued_job, make_runner, app: UserApp, monkeypatch
+) -> None:
+    monkeypatch.setenv("FAKE_STEP_S", "0.1")
+    queued_job(max_steps=200)
+    runner = make_runner()
+
+    def interrupt_when_training() -> None:
+        wait_for(lambda: app.get_job("job_1").step >= 2, what="progress")
+        runner.interrupt()
+
+    threading.Thread(target=interrupt_when_training, daemon=True).start()
+    assert runner.run() is Outcome.RETRYING
+    job = app.get_job("job_1")
+    assert (job.state, job.attempt) == (JobState.RETRYING, 2)
+    assert job.last_checkpoint is not None and job.last_checkpoint.step >= 2
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_working_folder_is_removed_unless_kept(queued_job, make_runner, keep: bool) -> None:
+    queued_job(max_steps=2)
+    runner = make_runner(keep_workdir=keep)
+    runner.run()
+    assert runner.work.root.exists() is keep
