@@ -6,6 +6,12 @@ commit holds its events in order (they take the notification ids
 when given, and ``prev_sha256``, the SHA-256 of the previous commit's exact
 bytes ("" for commit 1). Commits are written create-only and never change.
 
+A segment (``<partition>segments/<last seq:012d>.json``) packs the exact
+bytes of ``SEGMENT_COMMITS`` consecutive commits, one per line (commit JSON
+never holds a raw newline). Segments are a read cache only: a reader far
+behind takes a whole segment in one read, checking each commit's hash link,
+and ignores a segment that does not fit; the commits stay the record.
+
 Event state is kept as text when it is UTF-8 (the JSON the transcoder wrote,
 readable in the bucket) and as base64 otherwise (compressed or encrypted
 state); either way the bytes come back exactly.
@@ -20,6 +26,7 @@ import msgspec
 
 __all__ = [
     "COMMIT_NAME",
+    "SEGMENT_COMMITS",
     "Commit",
     "EventRecord",
     "TrackingRecord",
@@ -27,13 +34,19 @@ __all__ = [
     "decode_commit",
     "encode_commit",
     "event_record",
+    "pack_segment",
     "record_state",
+    "segment_name",
     "seq_of",
     "sha256_hex",
+    "unpack_segment",
 ]
 
 COMMIT_NAME = re.compile(r"(\d{12})\.json")
 """What a commit's name looks like after the partition prefix."""
+
+SEGMENT_COMMITS = 256
+"""Commits per segment; segment k holds commits ``k * SEGMENT_COMMITS + 1 .. (k + 1) * SEGMENT_COMMITS``."""
 
 
 class EventRecord(msgspec.Struct, omit_defaults=True):
@@ -109,3 +122,17 @@ def seq_of(prefix: str, name: str) -> int | None:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def segment_name(prefix: str, last_seq: int) -> str:
+    """The segment that ends at commit ``last_seq`` (a multiple of SEGMENT_COMMITS)."""
+    return f"{prefix}segments/{last_seq:012d}.json"
+
+
+def pack_segment(commits: list[bytes]) -> bytes:
+    return b"".join(data + b"\n" for data in commits)
+
+
+def unpack_segment(data: bytes) -> list[bytes]:
+    """The exact bytes of each commit in a segment."""
+    return data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")

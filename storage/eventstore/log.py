@@ -4,8 +4,10 @@ Commits never change once written, so whatever this process has read stays
 valid: the log keeps every event it has seen (by notification id and by
 aggregate) and only ever looks past its tail. Finding new commits is cheap:
 read the next name; a miss means we are at the tail (one failed read, on
-GCS one 404). A log far behind (a fresh process) lists the names from its
-tail instead and reads them, several at a time on a remote bucket.
+GCS one 404). A log far behind (a fresh process) reads whole segments (one
+object per SEGMENT_COMMITS commits, see ``commits``) where they exist, and
+on a remote bucket lists the remaining names and reads several at a time.
+The log writes each segment as it passes a boundary.
 
 Appending is optimistic: check the batch against the index, then create the
 next commit name create-only. Losing that race means someone else's commit
@@ -24,6 +26,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
+import logging
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -43,15 +46,19 @@ from eventsourcing.persistence import (
 
 from storage.bucket import AlreadyExists, Bucket, BucketError, ObjectNotFound, check_prefix
 from storage.eventstore.commits import (
+    SEGMENT_COMMITS,
     Commit,
     TrackingRecord,
     commit_name,
     decode_commit,
     encode_commit,
     event_record,
+    pack_segment,
     record_state,
+    segment_name,
     seq_of,
     sha256_hex,
+    unpack_segment,
 )
 
 __all__ = ["MAX_COMMIT_BYTES", "PartitionLog", "partition_log", "read_many", "read_workers_for"]
@@ -59,8 +66,10 @@ __all__ = ["MAX_COMMIT_BYTES", "PartitionLog", "partition_log", "read_many", "re
 MAX_COMMIT_BYTES = 8 * 1024 * 1024
 """Largest commit accepted: above it GCS uploads are resumable, which fake-gcs-server does not guard."""
 
-_PROBES_BEFORE_LISTING = 4  # this many new commits in a row found by probing: list the rest instead
+_PROBES_BEFORE_LISTING = 4  # a remote bucket this far behind: list the names and read several at once
 _REMOTE_READERS = 16
+_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+_log = logging.getLogger(__name__)
 
 
 class _Sequence:
@@ -107,6 +116,8 @@ class PartitionLog:
         self._refreshes_started = 0
         self._refreshes_done = 0
         self._listeners: set[threading.Event] = set()
+        self._segment: list[bytes] | None = None  # bytes of the commits since the last segment boundary
+        self._segment_bytes = 0
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self._tail_seq})"
@@ -240,11 +251,17 @@ class PartitionLog:
             self._refreshes_done = ticket
 
     def _catch_up(self) -> None:
-        """Probe the next names; list and read in bulk when far behind. Needs ``_append_lock``."""
-        if self._tail_seq == 0:
-            self._read_listed()
+        """Read past the tail until a name is missing. Needs ``_append_lock``.
+
+        At a segment boundary, first try the whole next segment (one read for
+        SEGMENT_COMMITS commits); else read the next commit. A remote bucket
+        found far behind lists the commit names up to the next boundary and
+        reads them several at a time.
+        """
         probes = 0
         while True:
+            if self._tail_seq % SEGMENT_COMMITS == 0 and self._read_segment():
+                continue
             seq = self._tail_seq + 1
             try:
                 data = self.bucket.read(commit_name(self.prefix, seq))
@@ -252,27 +269,59 @@ class PartitionLog:
                 return
             self._apply(seq, data, decode_commit(data))
             probes += 1
-            if probes >= _PROBES_BEFORE_LISTING:
+            if self.read_workers > 1 and probes >= _PROBES_BEFORE_LISTING:
                 self._read_listed()
-                probes = 0
 
     def _read_listed(self) -> None:
-        """Read the commits that a listing shows after the tail, in order, stopping at any gap."""
-        names = []
+        """Read the listed commits after the tail, up to the next segment boundary, stopping at a gap."""
+        wanted = SEGMENT_COMMITS - self._tail_seq % SEGMENT_COMMITS
+        names: list[str] = []
         start = commit_name(self.prefix, self._tail_seq + 1)
         for name in self.bucket.list(self.prefix, start_offset=start):
-            if seq_of(self.prefix, name) != self._tail_seq + 1 + len(names):
-                break  # a gap (a listing may miss a name being created) or the end of the commits
+            if len(names) == wanted or seq_of(self.prefix, name) != self._tail_seq + 1 + len(names):
+                break  # enough, a gap (a listing may miss a name being created), or past the commits
             names.append(name)
         for data in read_many(self.bucket, names, workers=self.read_workers):
             self._apply(self._tail_seq + 1, data, decode_commit(data))
 
-    def _apply(self, seq: int, data: bytes, commit: Commit) -> None:
+    def _read_segment(self) -> bool:
+        """Apply the segment that starts after the (aligned) tail, if there is one and it fits.
+
+        It fits when its commits link by hash from our tail to the bytes of the
+        real last commit object: then each one is exactly the commit object.
+        """
+        last = self._tail_seq + SEGMENT_COMMITS
+        name = segment_name(self.prefix, last)
+        try:
+            lines = unpack_segment(self.bucket.read(name))
+            if len(lines) != SEGMENT_COMMITS:
+                raise ValueError(f"{len(lines)} commits, not {SEGMENT_COMMITS}")
+            commits = [decode_commit(data) for data in lines]  # msgspec's errors are ValueErrors
+            prev_sha = self._tail_sha
+            for seq, (data, commit) in enumerate(zip(lines, commits, strict=True), start=self._tail_seq + 1):
+                if commit.seq != seq or commit.prev_sha256 != prev_sha:
+                    raise ValueError(f"commit {commit.seq} does not follow commit {seq - 1} by hash")
+                prev_sha = sha256_hex(data)
+            if self.bucket.read(commit_name(self.prefix, last)) != lines[-1]:
+                raise ValueError(f"its last commit differs from {commit_name(self.prefix, last)}")
+        except ObjectNotFound:
+            return False
+        except ValueError as exc:
+            _log.warning("ignoring segment %s (%s); reading its commits one by one", name, exc)
+            return False
+        for data, commit in zip(lines, commits, strict=True):
+            self._apply(self._tail_seq + 1, data, commit, from_segment=True)
+        return True
+
+    def _apply(self, seq: int, data: bytes, commit: Commit, *, from_segment: bool = False) -> None:
         """Add commit ``seq`` (the one after the tail) to the index. Needs ``_append_lock``."""
         if seq != self._tail_seq + 1 or commit.seq != seq or commit.first_id != len(self._notifications) + 1:
             raise DataError(f"{commit_name(self.prefix, seq)} does not follow commit {self._tail_seq}: "
                             f"it says seq {commit.seq}, first notification id {commit.first_id}, "
                             f"expected {len(self._notifications) + 1} (run storage.eventstore.verify_chain)")
+        if commit.prev_sha256 != self._tail_sha:
+            _log.error("%s does not hold the hash of commit %d: the log was changed "
+                       "(run storage.eventstore.verify_chain)", commit_name(self.prefix, seq), seq - 1)
         new = []
         with self._state_lock:
             position = len(self._notifications)
@@ -292,6 +341,29 @@ class PartitionLog:
                 self._tracking[commit.tracking.application_name] = commit.tracking.notification_id
             self._tail_seq = seq
             self._tail_sha = sha256_hex(data)
+        self._collect_for_segment(seq, data, from_segment)
+
+    def _collect_for_segment(self, seq: int, data: bytes, from_segment: bool) -> None:
+        """Keep the bytes of the commits since the last boundary; at the next one, write their segment."""
+        if from_segment:
+            self._segment = None
+            return
+        if seq % SEGMENT_COMMITS == 1:
+            self._segment, self._segment_bytes = [], 0
+        if self._segment is None:
+            return
+        self._segment.append(data)
+        self._segment_bytes += len(data)
+        if self._segment_bytes > _MAX_SEGMENT_BYTES:
+            self._segment = None
+        elif seq % SEGMENT_COMMITS == 0:
+            packed, self._segment = pack_segment(self._segment), None
+            try:
+                self.bucket.create(segment_name(self.prefix, seq), packed)
+            except AlreadyExists:
+                pass
+            except BucketError as exc:  # a segment is only a cache: the commits are written
+                _log.warning("could not write segment %s: %s", segment_name(self.prefix, seq), exc)
 
 
 def _notification(id_: int, originator_id: UUID | str, version: int, topic: str,

@@ -1,0 +1,212 @@
+"""PartitionLog: the commit log of one partition, as two processes sharing a bucket see it.
+
+Two ``PartitionLog`` objects on the same bucket and prefix stand for two
+processes: each has its own cache and only the bucket between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+import pytest
+from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent, Tracking
+
+from storage import AlreadyExists, Bucket, BucketError, ObjectStat
+from storage.eventstore import log as log_module
+from storage.eventstore.commits import commit_name, segment_name
+from storage.eventstore.log import PartitionLog
+from storage.memory import MemoryBucket
+
+PREFIX = "users/u1/events/"
+
+
+def event(originator_id: uuid.UUID | str, version: int, state: bytes = b'{"a":1}') -> StoredEvent:
+    return StoredEvent(originator_id, version, "tests:Thing.Happened", state)
+
+
+class Wrapped(Bucket):
+    """Our own Bucket interface around another, counting reads and failing creates on demand."""
+
+    def __init__(self, inner: Bucket) -> None:
+        self.inner, self.url = inner, inner.url
+        self.reads: list[str] = []
+        self.fail_creates: list[BaseException] = []  # raised (in order) after or instead of a create
+        self.lose_response = False
+
+    def read(self, name: str) -> bytes:
+        self.reads.append(name)
+        return self.inner.read(name)
+
+    def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
+        return self.inner.read_with_stat(name)
+
+    def open_read(self, name: str) -> BinaryIO:
+        return self.inner.open_read(name)
+
+    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
+        if self.fail_creates:
+            raise self.fail_creates.pop(0)
+        stat = self.inner.write(name, data, if_generation_match=if_generation_match)
+        if self.lose_response:  # the write happened, the client retried and found its own object
+            self.lose_response = False
+            raise AlreadyExists(name)
+        return stat
+
+    def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
+        return self.inner.upload(name, stream)
+
+    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
+        return self.inner.list(prefix, start_offset=start_offset)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def stat(self, name: str) -> ObjectStat:
+        return self.inner.stat(name)
+
+
+def test_each_process_sees_the_others_commits_with_contiguous_ids(bucket: Bucket) -> None:
+    first, second = PartitionLog(bucket, PREFIX), PartitionLog(bucket, PREFIX)
+    thing = uuid.uuid4()
+
+    assert first.append([event(thing, 1), event(thing, 2)]) == [1, 2]
+    assert [e.originator_version for e in second.select_events(thing)] == [1, 2]
+    assert second.append([event(thing, 3)]) == [3]
+
+    assert [n.id for n in first.select_notifications(None, 10)] == [1, 2, 3]
+    assert first.select_events(thing, desc=True, limit=1)[0].originator_version == 3
+    assert first.max_notification_id() == second.max_notification_id() == 3
+
+
+def test_a_writer_that_loses_the_race_takes_the_next_number() -> None:
+    bucket = MemoryBucket()
+    fast, slow = PartitionLog(bucket, PREFIX), PartitionLog(bucket, PREFIX)
+    slow.max_notification_id()  # slow has looked: it believes the log is empty
+
+    fast.append([event(uuid.uuid4(), 1)])
+    ids = slow.append([event(uuid.uuid4(), 1), event(uuid.uuid4(), 1)])
+
+    assert ids == [2, 3]
+    assert list(bucket.list(PREFIX)) == [commit_name(PREFIX, 1), commit_name(PREFIX, 2)]
+
+
+def test_a_writer_that_loses_the_race_on_the_same_version_gets_integrity_error() -> None:
+    bucket = MemoryBucket()
+    fast, slow = PartitionLog(bucket, PREFIX), PartitionLog(bucket, PREFIX)
+    thing = uuid.uuid4()
+    slow.max_notification_id()
+
+    fast.append([event(thing, 1, b"fast")])
+    with pytest.raises(IntegrityError):
+        slow.append([event(thing, 1, b"slow"), event(uuid.uuid4(), 1)])
+
+    assert [e.state for e in slow.select_events(thing)] == [b"fast"]
+    assert slow.max_notification_id() == 1
+
+
+def test_tracking_must_move_forward_across_processes() -> None:
+    bucket = MemoryBucket()
+    first, second = PartitionLog(bucket, PREFIX), PartitionLog(bucket, PREFIX)
+    second.max_notification_id()
+
+    first.append([event(uuid.uuid4(), 1)], Tracking("upstream", 5))
+    with pytest.raises(IntegrityError):
+        second.append([event(uuid.uuid4(), 1)], Tracking("upstream", 5))
+    second.append([], Tracking("upstream", 6))
+
+    assert first.max_tracking_id("upstream") == 6
+    assert first.max_notification_id() == 1  # the refused batch left nothing behind
+
+
+def test_a_batch_that_repeats_a_version_is_refused_before_any_write() -> None:
+    bucket = MemoryBucket()
+    thing = uuid.uuid4()
+    with pytest.raises(IntegrityError):
+        PartitionLog(bucket, PREFIX).append([event(thing, 1), event(thing, 1)])
+    assert list(bucket.list("")) == []
+
+
+def test_commits_are_readable_json_chained_by_hash() -> None:
+    bucket = MemoryBucket()
+    log = PartitionLog(bucket, PREFIX)
+    thing = uuid.uuid4()
+    log.append([event(thing, 1, b'{"amount":"1.10"}')])
+    log.append([event("text-id", 7, b"\xff\x00binary")], Tracking("upstream", 3))
+
+    first, second = (bucket.read(commit_name(PREFIX, seq)) for seq in (1, 2))
+    one, two = json.loads(first), json.loads(second)
+
+    assert one["seq"] == 1 and one["first_id"] == 1 and one["prev_sha256"] == ""
+    assert one["events"][0] == {"originator_id": str(thing), "originator_version": 1,
+                                "topic": "tests:Thing.Happened", "state": '{"amount":"1.10"}'}
+    assert two["prev_sha256"] == hashlib.sha256(first).hexdigest()
+    assert two["first_id"] == 2 and two["tracking"] == {"application_name": "upstream", "notification_id": 3}
+    fresh = PartitionLog(bucket, PREFIX)
+    assert fresh.select_events(thing)[0].originator_id == thing
+    assert fresh.select_events("text-id") == [StoredEvent("text-id", 7, "tests:Thing.Happened",
+                                                          b"\xff\x00binary")]
+
+
+def test_our_own_write_reported_lost_is_still_ours() -> None:
+    bucket = Wrapped(MemoryBucket())
+    bucket.lose_response = True
+
+    assert PartitionLog(bucket, PREFIX).append([event(uuid.uuid4(), 1)]) == [1]
+    assert PartitionLog(bucket, PREFIX).max_notification_id() == 1
+
+
+def test_bucket_failures_surface_as_operational_errors_and_record_nothing() -> None:
+    bucket = Wrapped(MemoryBucket())
+    bucket.fail_creates.append(BucketError("503 from the store"))
+    log = PartitionLog(bucket, PREFIX)
+
+    with pytest.raises(OperationalError, match="503"):
+        log.append([event(uuid.uuid4(), 1)])
+    assert log.append([event(uuid.uuid4(), 1)]) == [1]
+
+
+def test_an_oversized_batch_is_refused() -> None:
+    log = PartitionLog(MemoryBucket(), PREFIX)
+    with pytest.raises(DataError, match="save fewer events"):
+        log.append([event(uuid.uuid4(), 1, b"x" * (log_module.MAX_COMMIT_BYTES + 1))])
+
+
+def test_a_fresh_process_reads_whole_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module, "SEGMENT_COMMITS", 4)
+    bucket = Wrapped(MemoryBucket())
+    writer = PartitionLog(bucket, PREFIX)
+    things = [uuid.uuid4() for _ in range(10)]
+    for thing in things:
+        writer.append([event(thing, 1)])
+
+    assert list(bucket.list(f"{PREFIX}segments/")) == [segment_name(PREFIX, 4), segment_name(PREFIX, 8)]
+    bucket.reads.clear()
+    reader = PartitionLog(bucket, PREFIX)
+
+    assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
+    assert bucket.reads == [  # each segment is checked against its last commit object
+        segment_name(PREFIX, 4), commit_name(PREFIX, 4), segment_name(PREFIX, 8), commit_name(PREFIX, 8),
+        segment_name(PREFIX, 12), commit_name(PREFIX, 9), commit_name(PREFIX, 10), commit_name(PREFIX, 11)]
+
+
+@pytest.mark.parametrize("changed", [1, 3], ids=["inside", "last"])
+def test_a_segment_that_differs_from_the_commits_is_ignored(monkeypatch: pytest.MonkeyPatch,
+                                                           changed: int) -> None:
+    monkeypatch.setattr(log_module, "SEGMENT_COMMITS", 4)
+    bucket = MemoryBucket()
+    writer = PartitionLog(bucket, PREFIX)
+    things = [uuid.uuid4() for _ in range(5)]
+    for thing in things:
+        writer.append([event(thing, 1)])
+    segment = bucket.read(segment_name(PREFIX, 4))
+    forged = segment.replace(str(things[changed]).encode(), str(uuid.uuid4()).encode())
+    bucket.delete(segment_name(PREFIX, 4))
+    bucket.create(segment_name(PREFIX, 4), forged)
+
+    reader = PartitionLog(bucket, PREFIX)
+
+    assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
