@@ -1,0 +1,156 @@
+"""Building Applications on a bucket: by env (PERSISTENCE_MODULE) or on a bucket object."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import InfrastructureFactoryError, IntegrityError
+
+from domain.errors import ValidationFailed
+from storage import LocalBucket
+from storage.eventstore import (
+    PLATFORM_PARTITION,
+    BucketApplicationRecorder,
+    Factory,
+    open_application,
+    partition_for_user,
+    verify_chain,
+)
+from storage.eventstore.commits import commit_name
+from storage.memory import MemoryBucket
+
+
+class Account(Aggregate):
+    @event("Opened")
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.balance = 0
+
+    @event("Credited")
+    def credit(self, amount: int) -> None:
+        self.balance += amount
+
+
+class Accounts(Application[UUID]):
+    def open_account(self, owner: str) -> UUID:
+        account = Account(owner)
+        self.save(account)
+        return account.id
+
+    def credit(self, account_id: UUID, amount: int) -> None:
+        account: Account = self.repository.get(account_id)
+        account.credit(amount)
+        self.save(account)
+
+    def balance(self, account_id: UUID) -> int:
+        account: Account = self.repository.get(account_id)
+        return account.balance
+
+
+def test_the_library_builds_the_factory_from_env(tmp_path: Path) -> None:
+    env = {"PERSISTENCE_MODULE": "storage.eventstore", "TUNE_BUCKET": (tmp_path / "bucket").as_uri(),
+           "TUNE_PARTITION": "users/u1/events/"}
+    app = Accounts(env=env)
+    account_id = app.open_account("alice")
+    app.credit(account_id, 5)
+
+    assert isinstance(app.factory, Factory)
+    assert isinstance(app.recorder, BucketApplicationRecorder)
+    assert Accounts(env=env).balance(account_id) == 5
+    bucket = LocalBucket(tmp_path / "bucket")
+    assert list(bucket.list("users/u1/events/")) == [commit_name("users/u1/events/", 1),
+                                                      commit_name("users/u1/events/", 2)]
+    assert verify_chain(bucket, "users/u1/events/").ok
+
+
+def test_the_bucket_defaults_to_tune_home(tmp_path: Path) -> None:
+    app = Accounts(env={"PERSISTENCE_MODULE": "storage.eventstore", "TUNE_HOME": str(tmp_path),
+                        "TUNE_BUCKET": "", "TUNE_PARTITION": PLATFORM_PARTITION})
+    app.open_account("bob")
+
+    assert (tmp_path / "bucket" / "platform" / "events" / "000000000001.json").is_file()
+
+
+@pytest.mark.parametrize("partition", [None, "platform/events", "/abs/", "a/../b/"])
+def test_a_missing_or_bad_partition_is_refused(tmp_path: Path, partition: str | None) -> None:
+    env = {"PERSISTENCE_MODULE": "storage.eventstore", "TUNE_BUCKET": tmp_path.as_uri()}
+    if partition is not None:
+        env["TUNE_PARTITION"] = partition
+    with pytest.raises(InfrastructureFactoryError, match=r"partition|segment"):
+        Accounts(env=env)
+
+
+def test_apps_on_one_bucket_object_share_its_partitions_and_only_those() -> None:
+    bucket = MemoryBucket()
+    first = open_application(Accounts, bucket, partition_for_user("u1"))
+    account_id = first.open_account("carol")
+
+    assert open_application(Accounts, bucket, partition_for_user("u1")).balance(account_id) == 0
+    assert account_id not in open_application(Accounts, bucket, partition_for_user("u2")).repository
+    assert account_id not in open_application(Accounts, MemoryBucket(), partition_for_user("u1")).repository
+
+
+def test_partitions_are_named_from_checked_ids() -> None:
+    assert partition_for_user("u_1-x") == "users/u_1-x/events/"
+    assert PLATFORM_PARTITION == "platform/events/"
+    for bad in ("", "../etc", "a/b", "x" * 65):
+        with pytest.raises(ValidationFailed):
+            partition_for_user(bad)
+
+
+def test_concurrent_changes_to_one_aggregate_from_two_processes_conflict(tmp_path: Path) -> None:
+    """Two bucket objects on one folder stand for two processes (no shared cache)."""
+    here = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
+    there = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
+    account_id = here.open_account("dave")
+    mine: Account = here.repository.get(account_id)
+    theirs: Account = there.repository.get(account_id)
+
+    theirs.credit(7)
+    there.save(theirs)
+    mine.credit(1)
+    with pytest.raises(IntegrityError):
+        here.save(mine)
+
+    assert here.balance(account_id) == 7
+
+
+def test_a_subscription_sees_another_process_commits(tmp_path: Path) -> None:
+    reader = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
+    writer = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        with reader.recorder.subscribe(gt=None) as subscription:
+            for notification in subscription:
+                seen.append(notification.id)
+                if len(seen) == 3:
+                    done.set()
+                    return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    account_id = writer.open_account("erin")
+    writer.credit(account_id, 1)
+    writer.credit(account_id, 2)
+
+    assert done.wait(timeout=10), seen
+    assert seen == [1, 2, 3]
+
+
+def test_snapshots_and_tracking_have_their_own_prefixes() -> None:
+    bucket = MemoryBucket()
+    app = open_application(Accounts, bucket, "users/u1/events/", IS_SNAPSHOTTING_ENABLED="y")
+    account_id = app.open_account("frank")
+    app.take_snapshot(account_id)
+    tracking = app.factory.tracking_recorder()
+
+    assert [n.rsplit("/", 1)[0] for n in bucket.list("users/u1/")] == ["users/u1/events",
+                                                                       "users/u1/events/snapshots"]
+    assert tracking.prefix == "users/u1/events/tracking/Accounts/"
