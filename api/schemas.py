@@ -444,9 +444,9 @@ class JobCostReport(_Out):
 
 
 class BudgetRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Set the monthly budget (0 stops every job) and the alert thresholds in percent."""
+    """Set the monthly budget (``null`` removes it) and the alert thresholds in percent."""
 
-    monthly_limit_usd_micros: Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+    monthly_limit_usd_micros: Annotated[int, msgspec.Meta(ge=1, le=10**15)] | None
     thresholds_pct: Annotated[list[Percent], msgspec.Meta(max_length=10)] = msgspec.field(
         default_factory=lambda: [50, 80, 100]
     )

@@ -8,8 +8,8 @@ upload leaves no object). ``follow_text`` tails a growing object.
 
 from __future__ import annotations
 
-import contextlib
 import queue
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
@@ -27,64 +27,70 @@ class _Aborted(Exception):
     """The producer stopped early; the upload must not complete."""
 
 
-def _drain(q: queue.Queue[object]) -> Iterator[bytes]:
-    while True:
-        item = q.get()
-        if item is _DONE:
-            return
-        if isinstance(item, BaseException):
-            raise _Aborted("upload aborted") from item
-        yield item  # type: ignore[misc]
+class _Pipe:
+    """A bounded hand-over of chunks from the event loop to a worker thread; either side may abort."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+        self.aborted = threading.Event()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The consumer's side (a worker thread): chunks until done; _Aborted if the producer quit."""
+        while True:
+            try:
+                item = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.aborted.is_set():
+                    raise _Aborted("upload aborted") from None
+                continue
+            if item is _DONE:
+                return
+            yield item  # type: ignore[misc]
+
+    async def put(self, item: object) -> None:
+        """The producer's side (the event loop): wait while the queue is full, never blocking the loop."""
+        while not self.aborted.is_set():
+            try:
+                self.queue.put_nowait(item)
+                return
+            except queue.Full:
+                await anyio.sleep(0.002)
 
 
 async def upload_async(bucket: Bucket, name: str, chunks: AsyncIterator[bytes]) -> ObjectStat:
-    """Stream ``chunks`` into object ``name``; re-raise whatever stopped ``chunks``."""
-    q: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_CHUNKS)
+    """Stream ``chunks`` into object ``name``; re-raise whatever stopped ``chunks`` or the upload."""
+    pipe = _Pipe()
     result: list[ObjectStat] = []
     failure: list[BaseException] = []
 
     def consume() -> None:
         try:
-            result.append(bucket.upload(name, _drain(q)))
+            result.append(bucket.upload(name, pipe.chunks()))
         except BaseException as exc:
             failure.append(exc)
-            while True:  # unblock a producer waiting on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    break
+            pipe.aborted.set()
 
-    async def put(item: object) -> None:
-        while not failure:
-            try:
-                q.put_nowait(item)
-                return
-            except queue.Full:
-                await anyio.to_thread.run_sync(_put_timeout, q, item)
-                return
-
+    stopped: Exception | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(anyio.to_thread.run_sync, consume)
         try:
             async for chunk in chunks:
-                if failure:
+                if pipe.aborted.is_set():
                     break
                 if chunk:
-                    await put(chunk)
-        except BaseException as exc:
-            await put(exc)
+                    await pipe.put(chunk)
+            await pipe.put(_DONE)
+        except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup)
+            stopped = exc
+            pipe.aborted.set()
+        except BaseException:  # cancelled: let the worker give up too
+            pipe.aborted.set()
             raise
-        else:
-            await put(_DONE)
+    if stopped is not None:
+        raise stopped
     if failure:
         raise failure[0]
     return result[0]
-
-
-def _put_timeout(q: queue.Queue[object], item: object) -> None:
-    """Put, giving up (silently) if the consumer died and nobody drains the queue."""
-    with contextlib.suppress(queue.Full):
-        q.put(item, timeout=60)
 
 
 def tail_lines(bucket: Bucket, name: str, count: int) -> tuple[bytes, int]:

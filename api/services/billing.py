@@ -11,7 +11,6 @@ import msgspec
 
 from api import schemas, views
 from api.runtime import Runtime
-from api.services.jobs import JobService
 from domain.money import period_of
 
 __all__ = ["BillingService"]
@@ -66,6 +65,8 @@ class BillingService:
         return self.rt.view_or(views.pricing(), schemas.Pricing, schemas.Pricing())
 
     def job_cost(self, job_id: str) -> schemas.JobCostReport:
+        from api.services.jobs import JobService  # jobs asks billing for the budget
+
         status = JobService(self.rt, self.user_id).status(job_id)
         billing, history = self._views()
         periods = [billing.current_period, *history.periods]

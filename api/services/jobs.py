@@ -11,6 +11,7 @@ import yaml
 from api import schemas, views
 from api.estimate import estimate_job
 from api.runtime import Runtime
+from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.errors import Forbidden, NotFound, ValidationFailed
 from domain.ids import check_id, new_id
@@ -220,9 +221,8 @@ class JobService:
                 f"the estimate {_usd(estimate_usd_micros)} exceeds "
                 f"max_cost {_usd(config.max_cost_usd_micros)}; will be stopped when it reaches max_cost"
             )
-        billing = self.rt.view_or(views.billing(self.user_id), schemas.Billing, schemas.Billing())
-        remaining = billing.remaining_usd_micros
-        if billing.budget is not None and remaining is not None and estimate_usd_micros > remaining:
+        remaining = BillingService(self.rt, self.user_id).usage().remaining_usd_micros
+        if remaining is not None and estimate_usd_micros > remaining:
             message = (
                 f"the estimate {_usd(estimate_usd_micros)} exceeds what remains of this month's budget "
                 f"({_usd(remaining)})"

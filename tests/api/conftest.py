@@ -31,7 +31,12 @@ SECRET = "test-secret-for-the-api-tests-0123456789"
 def chat_lines(n: int = 12, *, start: int = 0) -> bytes:
     """``n`` valid chat examples as JSONL."""
     rows = [
-        {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+        {
+            "messages": [
+                {"role": "user", "content": f"question {i}"},
+                {"role": "assistant", "content": f"answer {i}"},
+            ]
+        }
         for i in range(start, start + n)
     ]
     return "".join(json.dumps(r) + "\n" for r in rows).encode()

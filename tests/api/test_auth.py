@@ -58,7 +58,9 @@ def test_public_routes_need_none(api: Api) -> None:
 
 def test_an_expired_or_forged_token_is_refused(api: Api, ann: User) -> None:
     now = datetime.now(UTC)
-    expired = jwt.encode({"sub": ann.user_id, "exp": now - timedelta(seconds=5), "iat": now - timedelta(hours=1)}, SECRET)
+    expired = jwt.encode(
+        {"sub": ann.user_id, "exp": now - timedelta(seconds=5), "iat": now - timedelta(hours=1)}, SECRET
+    )
     forged = jwt.encode({"sub": ann.user_id, "exp": now + timedelta(hours=1), "iat": now}, "another secret")
     for token in (expired, forged, "not-a-jwt"):
         reply = api.client.get("/billing/usage", headers={"Authorization": f"Bearer {token}"})

@@ -1,0 +1,116 @@
+"""Dataset upload (streamed, validated, size- and quota-limited), show, list and delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from tests.api.conftest import Api, User, chat_lines
+
+
+def names(api: Api, prefix: str) -> list[str]:
+    return list(api.rt.bucket.list(prefix))
+
+
+def test_a_valid_upload_is_stored_raw_processed_and_described(api: Api, ann: User) -> None:
+    data = chat_lines(12)
+    ds = api.upload(ann, data, filename="my data.jsonl")
+    assert ds["status"] == "validated" and ds["rows"] == 12 and ds["format"] == "chat"
+    assert ds["size_bytes"] == len(data) and ds["sha256"] == hashlib.sha256(data).hexdigest()
+    assert ds["stats"]["examples"] == 12 and ds["errors"] == []
+    root = f"users/{ann.user_id}/data/{ds['dataset_id']}"
+    assert api.rt.bucket.read(f"{root}/raw/my data.jsonl") == data
+    processed = api.rt.bucket.read(f"{root}/processed/train.jsonl").splitlines()
+    assert len(processed) == 12 and json.loads(processed[0])["messages"][0]["role"] == "user"
+    meta = json.loads(api.rt.bucket.read(f"{root}/metadata.json"))
+    assert (meta["rows"], meta["size_bytes"], meta["sha256"], meta["format"]) == (
+        12,
+        len(data),
+        ds["sha256"],
+        "chat",
+    )
+    assert meta["stats"]["examples"] == 12
+    # the next read shows it at once
+    shown = api.client.get(f"/datasets/{ds['dataset_id']}", headers=ann.headers).json()
+    assert shown["status"] == "validated"
+    listed = api.client.get(f"/datasets/{ann.user_id}/list", headers=ann.headers).json()["datasets"]
+    assert [d["dataset_id"] for d in listed] == [ds["dataset_id"]]
+
+
+def test_a_bad_upload_is_rejected_with_each_error_on_its_line(api: Api, ann: User) -> None:
+    lines = chat_lines(12).splitlines(keepends=True)
+    lines[3] = b"{not json\n"
+    lines[7] = b'{"messages": [{"role": "user", "content": "no answer"}]}\n'
+    ds = api.upload(ann, b"".join(lines))
+    assert ds["status"] == "rejected"
+    by_line = {e["line"]: e["message"] for e in ds["errors"]}
+    assert set(by_line) == {4, 8}
+    assert "JSON" in by_line[4] and "assistant" in by_line[8]
+    root = f"users/{ann.user_id}/data/{ds['dataset_id']}"
+    assert names(api, f"{root}/processed/") == []
+    assert names(api, f"{root}/raw/") == [f"{root}/raw/train.jsonl"]
+    shown = api.client.get(f"/datasets/{ds['dataset_id']}", headers=ann.headers).json()
+    assert shown["status"] == "rejected" and len(shown["errors"]) == 2
+
+
+def test_a_file_level_error_is_line_0(api: Api, ann: User) -> None:
+    ds = api.upload(ann, chat_lines(3))
+    assert ds["status"] == "rejected"
+    assert [e["line"] for e in ds["errors"]] == [0]
+
+
+def test_too_large_is_413_and_stores_nothing(api: Api, ann: User) -> None:
+    big = chat_lines(20_000)
+    assert len(big) > api.settings.max_upload_bytes
+    reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=big, headers=ann.headers)
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "too_large"
+
+    def chunks():  # no Content-Length: the limit holds while streaming
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=chunks(), headers=ann.headers)
+    assert reply.status_code == 413
+    assert names(api, f"users/{ann.user_id}/data/") == []
+    assert api.client.get(f"/datasets/{ann.user_id}/list", headers=ann.headers).json()["datasets"] == []
+
+
+def test_the_storage_quota_is_403(api: Api, ann: User) -> None:
+    first = api.upload(ann)
+    api.rt.platform.set_quota(ann.user_id, 2, first["size_bytes"] + 100, api.rt.clock())
+    api.rt.committed("platform")
+    reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=chat_lines(12), headers=ann.headers)
+    assert reply.status_code == 403
+    assert reply.json()["error"]["code"] == "quota_exceeded" and "quota" in reply.json()["error"]["message"]
+
+
+def test_an_empty_upload_is_400(api: Api, ann: User) -> None:
+    reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=b"", headers=ann.headers)
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "body"
+
+
+def test_the_filename_cannot_climb_out(api: Api, ann: User) -> None:
+    ds = api.upload(ann, filename="../../etc/passwd.jsonl")
+    assert ds["filename"] == "passwd.jsonl"
+    assert names(api, f"users/{ann.user_id}/data/{ds['dataset_id']}/raw/")[0].endswith("/raw/passwd.jsonl")
+
+
+def test_delete_removes_the_files_and_the_dataset(api: Api, ann: User) -> None:
+    ds = api.upload(ann)["dataset_id"]
+    reply = api.client.delete(f"/datasets/{ds}", headers=ann.headers)
+    assert reply.status_code == 200 and reply.json() == {"id": ds, "status": "deleted"}
+    root = f"users/{ann.user_id}/data/{ds}"
+    assert names(api, f"{root}/raw/") == [] and names(api, f"{root}/processed/") == []
+    assert api.client.get(f"/datasets/{ds}", headers=ann.headers).status_code == 404
+    assert api.client.get(f"/datasets/{ann.user_id}/list", headers=ann.headers).json()["datasets"] == []
+    assert api.client.delete(f"/datasets/{ds}", headers=ann.headers).status_code == 404
+
+
+def test_delete_while_a_job_uses_it_is_409_until_the_job_ends(api: Api, ann: User) -> None:
+    ds = api.upload(ann)["dataset_id"]
+    job_id = api.job(ann, ds)
+    reply = api.client.delete(f"/datasets/{ds}", headers=ann.headers)
+    assert reply.status_code == 409 and job_id in reply.json()["error"]["message"]
+    assert api.rt.bucket.exists(f"users/{ann.user_id}/data/{ds}/processed/train.jsonl")
+    assert api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers).status_code == 200
+    assert api.client.delete(f"/datasets/{ds}", headers=ann.headers).status_code == 200

@@ -1,0 +1,64 @@
+"""One error shape on every route: a code, a message, and where it applies; never a 500 for input."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import Api, User
+
+
+def error_of(reply) -> dict:  # type: ignore[no-untyped-def]
+    body = reply.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "where"}, body
+    assert body["error"]["message"]
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def test_unknown_route_and_method(api: Api, ann: User) -> None:
+    reply = api.client.get("/no/such/route", headers=ann.headers)
+    assert reply.status_code == 404 and error_of(reply)["code"] == "not_found"
+    reply = api.client.delete("/billing/usage", headers=ann.headers)
+    assert reply.status_code == 405 and error_of(reply)["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [
+        ("/fine-tune/bad.id/status", "job_id"),
+        ("/fine-tune/-x/events", "job_id"),
+        (f"/fine-tune/{'j' * 65}/status", "job_id"),
+        ("/models/a%20b", "model_id"),
+        ("/datasets/%2e%2e", "dataset_id"),
+        ("/billing/job/x$y/cost", "job_id"),
+    ],
+)
+def test_path_ids_are_checked_first(api: Api, ann: User, path: str, where: str) -> None:
+    reply = api.client.get(path, headers=ann.headers)
+    assert reply.status_code == 400
+    assert error_of(reply) | {"message": ""} == {"code": "invalid", "message": "", "where": where}
+
+
+def test_body_validation_names_the_field(api: Api, ann: User) -> None:
+    reply = api.client.put("/billing/budget", json={"monthly_limit_usd_micros": 0}, headers=ann.headers)
+    assert reply.status_code == 400
+    assert error_of(reply)["where"] == "monthly_limit_usd_micros"
+    reply = api.client.put("/billing/budget", json={"thresholds_pct": [50]}, headers=ann.headers)
+    assert reply.status_code == 400 and "monthly_limit_usd_micros" in error_of(reply)["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b"null", b'{"email": 1, "password": "x"}', b'{"email": "a@b.c"}', b"\xff\xfe"],
+)
+def test_garbage_bodies_are_400_not_500(api: Api, body: bytes) -> None:
+    reply = api.client.post("/auth/login", content=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    error_of(reply)
+
+
+def test_a_domain_refusal_keeps_its_code(api: Api, ann: User) -> None:
+    job_id = api.job(ann)
+    assert api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers).status_code == 200
+    reply = api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers)
+    assert reply.status_code == 409 and error_of(reply)["code"] == "conflict"

@@ -1,0 +1,172 @@
+"""Starting jobs (config checked whole first), status, list, stop, events, logs, limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+
+from tests.api.conftest import Api, User
+
+
+@pytest.fixture
+def dataset(api: Api, ann: User) -> str:
+    return api.upload(ann)["dataset_id"]  # type: ignore[no-any-return]
+
+
+def jobs_of(api: Api, user: User, **params: str) -> list[dict]:
+    reply = api.client.get(f"/fine-tune/{user.user_id}/list", params=params, headers=user.headers)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["jobs"]  # type: ignore[no-any-return]
+
+
+def test_start_submits_and_the_status_shows_it_at_once(api: Api, ann: User, dataset: str) -> None:
+    seen: list[tuple[str, str]] = []
+    api.rt.job_submitted.append(lambda user_id, job_id: seen.append((user_id, job_id)))
+    reply = api.start(ann, dataset, config={"epochs": 2, "lora": {"r": 4}, "max_cost": "5"})
+    assert reply.status_code == 201, reply.text
+    body = reply.json()
+    job_id = body["job_id"]
+    assert body["status"] == "submitted" and body["model_id"] and body["estimate_usd_micros"] >= 0
+    assert body["config"]["epochs"] == 2 and body["config"]["lora"]["r"] == 4
+    assert body["max_cost_usd_micros"] == 5_000_000
+    assert seen == [(ann.user_id, job_id)]
+    status = api.client.get(f"/fine-tune/{job_id}/status", headers=ann.headers).json()
+    assert (status["job_id"], status["status"], status["dataset_id"]) == (job_id, "submitted", dataset)
+    assert [j["job_id"] for j in jobs_of(api, ann)] == [job_id]
+    stored = yaml.safe_load(api.rt.bucket.read(f"users/{ann.user_id}/jobs/{job_id}/config.yml"))
+    assert stored == body["config"]
+
+
+def test_config_may_be_yaml_text(api: Api, ann: User, dataset: str) -> None:
+    reply = api.start(ann, dataset, config="epochs: 1\nlearning_rate: 0.001\n")
+    assert reply.status_code == 201 and reply.json()["config"]["learning_rate"] == 0.001
+
+
+@pytest.mark.parametrize(
+    ("config", "where"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"lora": {"r": "big"}}, "lora.r"),
+        ({"epochz": 1}, "epochz"),
+        ({"epochs": 0, "batch_size": -1}, "epochs, batch_size"),
+        ("epochs: 1\nlora: {r: 4\n", "config line 3"),  # the unclosed brace is found at the end
+        ("- a list\n", "config"),
+        ({"gpu_type": "tpu-v9"}, "gpu_type"),
+    ],
+)
+def test_a_bad_config_is_400_naming_the_key_and_no_job_exists(
+    api: Api, ann: User, dataset: str, config: object, where: str
+) -> None:
+    reply = api.start(ann, dataset, config=config)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["where"] == where
+    assert jobs_of(api, ann) == []
+
+
+def test_unknown_base_model_missing_or_rejected_dataset(api: Api, ann: User, dataset: str) -> None:
+    reply = api.start(ann, dataset, base_model="gpt-17")
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "base_model"
+    assert "tiny-llama" in reply.json()["error"]["message"]
+    reply = api.start(ann, "ds_missing")
+    assert reply.status_code == 404 and reply.json()["error"]["where"] == "dataset_id"
+    rejected = api.upload(ann, b"nope\n")["dataset_id"]
+    reply = api.start(ann, rejected)
+    assert reply.status_code == 400 and "rejected" in reply.json()["error"]["message"]
+    assert jobs_of(api, ann) == []
+
+
+def test_dry_run_checks_and_estimates_but_starts_nothing(api: Api, ann: User, dataset: str) -> None:
+    reply = api.start(ann, dataset, dry_run=True)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["dry_run"] is True and body["job_id"] is None and body["estimate_usd_micros"] is not None
+    assert jobs_of(api, ann) == []
+
+
+def test_the_concurrent_jobs_quota_is_403(api: Api, ann: User, dataset: str) -> None:
+    api.rt.platform.set_quota(ann.user_id, 1, 1 << 30, api.rt.clock())
+    api.rt.committed("platform")
+    first = api.job(ann, dataset)
+    reply = api.start(ann, dataset)
+    assert reply.status_code == 403 and reply.json()["error"]["code"] == "quota_exceeded"
+    api.client.post(f"/fine-tune/{first}/stop", headers=ann.headers)
+    assert api.start(ann, dataset).status_code == 201
+
+
+def test_over_budget_needs_force(api: Api, ann: User, dataset: str) -> None:
+    api.client.put("/billing/budget", json={"monthly_limit_usd_micros": 1}, headers=ann.headers)
+    config = {"epochs": 50, "gpu_type": "h200"}
+    reply = api.start(ann, dataset, config=config)
+    assert reply.status_code == 403 and reply.json()["error"]["code"] == "over_budget"
+    reply = api.start(ann, dataset, config=config, force=True)
+    assert reply.status_code == 201 and reply.json()["warnings"]
+
+
+def test_list_filters_by_state(api: Api, ann: User, dataset: str) -> None:
+    first, second = api.job(ann, dataset), api.job(ann, dataset)
+    api.client.post(f"/fine-tune/{first}/stop", headers=ann.headers)
+    assert [j["job_id"] for j in jobs_of(api, ann, state="stopped")] == [first]
+    assert [j["job_id"] for j in jobs_of(api, ann, state="submitted")] == [second]
+    reply = api.client.get(f"/fine-tune/{ann.user_id}/list", params={"state": "asleep"}, headers=ann.headers)
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "state"
+
+
+def test_stop_a_running_job_then_it_is_stopping(api: Api, ann: User, dataset: str) -> None:
+    job_id = api.job(ann, dataset)
+    app = api.rt.user_app(ann.user_id)
+    app.queue_job(job_id, api.rt.clock())
+    app.start_job(job_id, 1, api.rt.clock())
+    api.settle(ann)
+    reply = api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers)
+    assert reply.status_code == 200 and reply.json() == {"job_id": job_id, "status": "stopping"}
+    assert api.client.get(f"/fine-tune/{job_id}/status", headers=ann.headers).json()["status"] == "stopping"
+
+
+def test_events_tell_the_jobs_history(api: Api, ann: User, dataset: str) -> None:
+    job_id = api.job(ann, dataset)
+    app, now = api.rt.user_app(ann.user_id), api.rt.clock()
+    app.queue_job(job_id, now)
+    app.start_job(job_id, 1, now)
+    app.report_progress(job_id, 1, 5, 10, 0.5, 1.25, 640, now)
+    app.save_checkpoint(job_id, 1, 5, f"users/{ann.user_id}/jobs/{job_id}/checkpoints/5", now)
+    events = api.client.get(f"/fine-tune/{job_id}/events", headers=ann.headers).json()["events"]
+    assert [e["type"] for e in events] == [
+        "Submitted",
+        "Queued",
+        "Started",
+        "ProgressReported",
+        "CheckpointSaved",
+    ]
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert events[3]["data"]["loss"] == 1.25 and "step 5/10" in events[3]["summary"]
+    assert all(e["at"].endswith("Z") for e in events)
+
+
+def test_logs_tail_and_follow(api: Api, ann: User, dataset: str) -> None:
+    job_id = api.job(ann, dataset)
+    log = f"users/{ann.user_id}/jobs/{job_id}/job.log"
+    assert api.client.get(f"/fine-tune/{job_id}/logs", headers=ann.headers).text == ""
+    api.rt.bucket.write(log, b"".join(f"line {i}\n".encode() for i in range(10)))
+    reply = api.client.get(f"/fine-tune/{job_id}/logs", params={"tail": 3}, headers=ann.headers)
+    assert reply.status_code == 200 and reply.text == "line 7\nline 8\nline 9\n"
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert api.client.get(f"/fine-tune/{job_id}/logs", headers=ann.headers).text.count("\n") == 10
+
+    def runner() -> None:  # appends to the log, then the job ends
+        time.sleep(0.3)
+        api.rt.bucket.write(log, api.rt.bucket.read(log) + b"line 10\n")
+        time.sleep(0.3)
+        api.rt.user_app(ann.user_id).request_stop(job_id, "done", api.rt.clock())
+        api.settle(ann)
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    with api.client.stream(
+        "GET", f"/fine-tune/{job_id}/logs", params={"tail": 1, "follow": "true"}, headers=ann.headers
+    ) as stream:
+        text = "".join(stream.iter_text())
+    thread.join()
+    assert text == "line 9\nline 10\n"
