@@ -13,8 +13,9 @@ returns an id or a Struct from ``domain.views`` (never an aggregate). Refusals r
 - ``expected_version`` (optional on updates) not matching the stored version, or another
   writer saving first: ``Conflict`` with code ``version_conflict``.
 
-Persistence comes from the environment (eventsourcing's ``PERSISTENCE_MODULE``; the
-partition is ``TUNE_PARTITION``, set here by default); without it, in-memory POPO.
+Persistence comes from the environment (eventsourcing's ``PERSISTENCE_MODULE``, and
+``TUNE_PARTITION``, which defaults to ``platform/events/`` and ``users/<user_id>/events/``,
+the prefixes ``storage.eventstore`` expects); without it, in-memory POPO.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from domain.views import (
 __all__ = ["PlatformApp", "UserApp"]
 
 A = TypeVar("A", bound=DomainAggregate)
-PLATFORM_PARTITION = "platform"
+PLATFORM_PARTITION = "platform/events/"
 
 
 class _PartitionApp(Application):
@@ -310,7 +311,7 @@ class UserApp(_PartitionApp):
     """One user's datasets, jobs, models and budget (partition ``users/<user_id>``).
 
     ``UserApp(user_id, env=None)``; without ``user_id`` it is read from ``TUNE_USER_ID`` or a
-    ``TUNE_PARTITION`` of the form ``users/<user_id>``.
+    ``TUNE_PARTITION`` of the form ``users/<user_id>/events/`` (the default partition).
 
     Datasets: ``upload_dataset``, ``validate_dataset``, ``reject_dataset``, ``delete_dataset``,
     ``get_dataset``. Jobs: ``submit_job``, ``queue_job``, ``start_job``, ``report_progress``,
@@ -325,12 +326,15 @@ class UserApp(_PartitionApp):
     def __init__(self, user_id: str | None = None, env: EnvType | None = None) -> None:
         env = dict(env or {})
         if user_id is not None:
+            check_id(user_id, kind="user_id")
             env.setdefault("TUNE_USER_ID", user_id)
-            env.setdefault("TUNE_PARTITION", f"users/{user_id}")
+            env.setdefault("TUNE_PARTITION", f"users/{user_id}/events/")
         super().__init__(env)
         partition = self.env.get("TUNE_PARTITION") or ""
-        found = user_id or self.env.get("TUNE_USER_ID") or partition.removeprefix("users/")
-        self.user_id = check_id(found or "", kind="user_id")
+        from_partition = (
+            partition.removeprefix("users/").split("/")[0] if partition.startswith("users/") else ""
+        )
+        self.user_id = check_id(user_id or self.env.get("TUNE_USER_ID") or from_partition, kind="user_id")
 
     # ---- datasets ----
 

@@ -150,9 +150,12 @@ def test_base_model_catalogue(platform: PlatformApp) -> None:
 
 
 def test_user_id_comes_from_the_partition_when_not_given() -> None:
-    assert UserApp(env={"TUNE_PARTITION": "users/usr_9"}).user_id == "usr_9"
+    assert UserApp(env={"TUNE_PARTITION": "users/usr_9/events/"}).user_id == "usr_9"
+    assert UserApp(env={"TUNE_USER_ID": "usr_8"}).user_id == "usr_8"
     with pytest.raises(ValidationFailed):
-        UserApp(env={"TUNE_PARTITION": "users/../x"})
+        UserApp(env={"TUNE_PARTITION": "users/../x/events/"})
+    with pytest.raises(ValidationFailed):
+        UserApp(env={"TUNE_PARTITION": "platform/events/"})
 
 
 def test_submit_needs_a_validated_dataset(user: UserApp) -> None:
