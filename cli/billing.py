@@ -136,6 +136,16 @@ def billing(
     )
 
 
+def _next_change(price: Any) -> str | None:
+    """When the price of a GPU type changes next (a scheduled entry after the one in force)."""
+    later = [
+        s.effective_at
+        for s in price.schedule
+        if s.effective_at and s.effective_at > (price.effective_at or "")
+    ]
+    return min(later) if later else None
+
+
 @billing_app.command
 def pricing(*, json: JsonFlag = False, ctx: Ctx) -> None:
     """Current price of each GPU type, per GPU-hour."""
@@ -151,7 +161,7 @@ def pricing(*, json: JsonFlag = False, ctx: Ctx) -> None:
             "gpu_type": gpu,
             "usd_micros_per_hour": p.usd_micros_per_hour,
             "effective_at": p.effective_at,
-            "next_change": p.schedule[0].effective_at if p.schedule else None,
+            "next_change": _next_change(p),
         }
         for gpu, p in reply.prices.items()
     ]

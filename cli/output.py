@@ -9,6 +9,7 @@ values unchanged (integers stay integers).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -33,9 +34,22 @@ __all__ = [
 
 
 def stdout_console() -> Any:
+    """Rich on stdout; off a terminal (pipes, files) tables get 200 columns rather than 80."""
+    import os
+
     from rich.console import Console
 
-    return Console(file=sys.stdout, soft_wrap=True)
+    console = Console(file=sys.stdout, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200
+    return console
+
+
+def _table_console() -> Any:
+    """A console that prints tables at their natural width: a narrow terminal wraps lines, never cells."""
+    console = stdout_console()
+    console.width = max(console.width, 400)
+    return console
 
 
 def stderr_console() -> Any:
@@ -85,6 +99,9 @@ def bytes_text(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
+
+
 def format_value(key: str, value: Any) -> str:
     """One cell: by key suffix for numbers, compact JSON for nested values, '-' for missing."""
     if value is None or value == "":
@@ -100,8 +117,12 @@ def format_value(key: str, value: Any) -> str:
             return bytes_text(value)
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(map(str, value))
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), default=str)
+    if isinstance(value, str) and _TIMESTAMP.match(value):
+        return f"{value[:10]} {value[11:19]}Z"  # UTC to the second
     return str(value)
 
 
@@ -112,7 +133,7 @@ class Column:
 
     def __init__(self, key: str, header: str | None = None) -> None:
         self.key = key
-        self.header = header or _label(key).removesuffix("_ms").replace("_", " ")
+        self.header = header or _label(key).removesuffix("_ms").removesuffix("_bytes").replace("_", " ")
 
 
 def print_json(data: Any) -> None:
@@ -131,20 +152,24 @@ def print_table(
 
     Columns no row has are left out; without ``columns`` every key is shown.
     """
+    from rich import box
     from rich.table import Table
 
     items = [_for_display(to_plain(r)) for r in rows]
-    console = stdout_console()
+    console = _table_console()
     if not items:
-        console.print(f"[dim]{empty}[/dim]", highlight=False)
+        if empty:
+            console.print(f"[dim]{empty}[/dim]", highlight=False)
         return
     present = {k for item in items if isinstance(item, dict) for k in item}
     if columns is None:
         columns = [Column(k) for k in dict.fromkeys(k for item in items for k in item)]
     columns = [c for c in columns if c.key in present] or [Column(k) for k in sorted(present)]
-    table = Table(title=title, header_style="bold")
+    table = Table(
+        title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, title_justify="left"
+    )
     for col in columns:
-        table.add_column(col.header, overflow="fold")
+        table.add_column(col.header, no_wrap=True)
     for item in items:
         table.add_row(*(format_value(c.key, item.get(c.key)) for c in columns))
     console.print(table)
