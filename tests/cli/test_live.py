@@ -1,0 +1,194 @@
+"""The CLIs against a real server: ``tune serve`` in a subprocess on a free port and a tmp TUNE_HOME.
+
+Nothing is faked: the first-start admin printed by ``tune serve`` logs in,
+uploads a real dataset, starts jobs, reads billing. The server has no runner
+attached here, so jobs stay queued (training is covered by tests/e2e).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = '{"messages": [{"role": "user", "content": "q%d"}, {"role": "assistant", "content": "a%d"}]}\n'
+
+
+@dataclass
+class Server:
+    url: str
+    email: str
+    password: str
+    home: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("home")
+    port = _free_port()
+    env = {**os.environ, "TUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("TUNE_BUCKET", None)
+    log = (home / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cli.tune import main; main()", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (home / "serve.log").read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "tune serve did not come up in 60 s"
+            time.sleep(0.2)
+        text = (home / "serve.log").read_text()
+        email = re.search(r"first user \(admin\): (\S+)", text).group(1)
+        password = re.search(r"password: (\S+)", text).group(1)
+        yield Server(url, email, password, home)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def live(server: Server, run_cli, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """Logged in as the first admin (password from the environment, as a script would)."""
+    monkeypatch.setenv("TUNE_API_URL", server.url)
+    monkeypatch.setenv("TUNE_PASSWORD", server.password)
+    result = run_cli("tune", "login", "--email", server.email)
+    assert result.code == 0, result.err
+    return server
+
+
+def _upload(run_cli, folder: Path, rows: int = 12) -> str:
+    path = folder / "train.jsonl"
+    path.write_text("".join(CHAT % (i, i) for i in range(rows)))
+    result = run_cli("dataset", "upload", "--file", str(path), "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)["dataset_id"]
+
+
+def test_serve_refuses_a_busy_port(server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", "from cli.tune import main; main()", "serve", "--port", port],
+        cwd=ROOT,
+        env={**os.environ, "TUNE_HOME": str(server.home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        == f"tune: error: cannot listen on 127.0.0.1:{port}: Address already in use (where: --port)"
+    )
+
+
+def test_wrong_password(server: Server, run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("TUNE_API_URL", server.url)
+    result = run_cli("tune", "login", "--email", server.email, "--password", "wrong")
+    assert result.code == 1
+    assert (
+        result.err.strip()
+        == "tune: error: wrong email or password; run `tune login` (where: email; unauthenticated HTTP 401)"
+    )
+
+
+def test_dataset_round_trip(live: Server, run_cli, cli_env: Path) -> None:
+    dataset_id = _upload(run_cli, cli_env, rows=12)
+    listed = json.loads(run_cli("dataset", "list", "--json").out)
+    assert [d["rows"] for d in listed if d["dataset_id"] == dataset_id] == [12]
+    shown = run_cli("dataset", "show", "--dataset-id", dataset_id)
+    assert shown.code == 0 and "validated" in shown.out and "train.jsonl" in shown.out
+    assert run_cli("dataset", "delete", "--dataset-id", dataset_id).code == 0
+    gone = run_cli("dataset", "show", "--dataset-id", dataset_id)
+    assert gone.code == 1 and "HTTP 404" in gone.err
+
+
+def test_rejected_dataset_names_lines(live: Server, run_cli, cli_env: Path) -> None:
+    (cli_env / "bad.jsonl").write_text(CHAT % (0, 0) + "not json at all\n")
+    result = run_cli("dataset", "upload", "--file", "bad.jsonl")
+    assert result.code == 1
+    assert "rejected" in result.out and "line 2:" in result.out
+
+
+def test_start_dry_run_then_start_list_status_stop(live: Server, run_cli, cli_env: Path) -> None:
+    dataset_id = _upload(run_cli, cli_env)
+    (cli_env / "config.yml").write_text("method: lora\nepochs: 1\n")
+    args = ("tune", "start", "--model", "tiny-llama", "--dataset", dataset_id, "--config", "config.yml")
+    dry = run_cli(*args, "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "estimated cost $" in dry.out and "nothing started" in dry.out
+    assert json.loads(run_cli("tune", "list", "--json").out) == []  # the dry run submitted nothing
+    started = run_cli(*args, "--json")
+    assert started.code == 0, started.err
+    job_id = json.loads(started.out)["job_id"]
+    jobs = json.loads(run_cli("tune", "list", "--json").out)
+    assert [j["job_id"] for j in jobs] == [job_id]
+    status = json.loads(run_cli("tune", "status", "--job-id", job_id, "--json").out)
+    assert status["dataset_id"] == dataset_id and status["base_model"] == "tiny-llama"
+    stopped = run_cli("tune", "stop", "--job-id", job_id)
+    assert stopped.code == 0, stopped.err
+    follow = run_cli("tune", "status", "--job-id", job_id, "--follow", "--interval", "0.2")
+    assert follow.code == 1 and "stopped" in follow.out  # a stopped job is not a success
+    events = json.loads(run_cli("tune", "events", "--job-id", job_id, "--json").out)
+    assert events[0]["type"] == "Submitted" and events[-1]["type"] in ("Stopped", "StopRequested")
+    cost = json.loads(run_cli("tune", "cost", "--job-id", job_id, "--json").out)
+    assert cost["cost_usd_micros"] == 0
+
+
+def test_bad_config_is_reported_with_its_key(live: Server, run_cli, cli_env: Path) -> None:
+    dataset_id = _upload(run_cli, cli_env)
+    (cli_env / "config.yml").write_text("epochs: -3\n")
+    result = run_cli(
+        "tune", "start", "--model", "tiny-llama", "--dataset", dataset_id, "--config", "config.yml"
+    )
+    assert result.code == 1
+    assert "epochs" in result.err and "HTTP 400" in result.err and len(result.err.splitlines()) == 1
+
+
+def test_billing_budget_pricing(live: Server, run_cli) -> None:
+    assert run_cli("tune", "budget", "set", "--monthly", "100").code == 0
+    shown = json.loads(run_cli("tune", "budget", "show", "--json").out)
+    assert shown["monthly_limit_usd_micros"] == 100_000_000 and shown["thresholds_pct"] == [50, 80, 100]
+    usage = json.loads(run_cli("tune", "billing", "--json").out)
+    assert usage["budget"]["monthly_limit_usd_micros"] == 100_000_000
+    prices = json.loads(run_cli("tune", "billing", "pricing", "--json").out)["prices"]
+    assert prices and all(p["usd_micros_per_hour"] > 0 for p in prices.values())
+    assert run_cli("tune", "billing", "--history").code == 0
+
+
+def test_models_empty_and_missing(live: Server, run_cli) -> None:
+    assert json.loads(run_cli("model", "list", "--json").out) == []
+    missing = run_cli("model", "download", "--model-id", "mdl_nope")
+    assert missing.code == 1 and "HTTP 404" in missing.err
+    assert len(missing.err.strip().splitlines()) == 1
