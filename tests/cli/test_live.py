@@ -192,3 +192,20 @@ def test_models_empty_and_missing(live: Server, run_cli) -> None:
     missing = run_cli("model", "download", "--model-id", "mdl_nope")
     assert missing.code == 1 and "HTTP 404" in missing.err
     assert len(missing.err.strip().splitlines()) == 1
+
+
+def test_admin_user_on_a_running_server(server: Server, run_cli, monkeypatch, cli_env: Path) -> None:
+    """An operator adds a user on the bucket; the running server lets them in at once."""
+    monkeypatch.setenv("TUNE_HOME", str(server.home))
+    monkeypatch.setenv("TUNE_API_URL", server.url)
+    made = run_cli(
+        "tune", "admin", "user", "create", "--email", "carol@example.com", "--password", "pw-c", "--json"
+    )
+    assert made.code == 0, made.err
+    user_id = json.loads(made.out)["user_id"]
+    login = run_cli("tune", "login", "--email", "carol@example.com", "--password", "pw-c")
+    assert login.code == 0, login.err
+    assert json.loads(run_cli("tune", "list", "--json").out) == []
+    assert run_cli("tune", "admin", "user", "suspend", "--user-id", user_id, "--reason", "test").code == 0
+    refused = run_cli("tune", "login", "--email", "carol@example.com", "--password", "pw-c")
+    assert refused.code == 1 and "HTTP 403" in refused.err

@@ -1,0 +1,102 @@
+"""``tune admin``: users, prices, audit and rebuild, straight on a local bucket (no server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def home(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = cli_env / "home"
+    monkeypatch.setenv("TUNE_HOME", str(home))
+    monkeypatch.delenv("TUNE_BUCKET", raising=False)
+    return home
+
+
+def _json(run_cli, *args: str):
+    result = run_cli("tune", "admin", *args, "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_users(home: Path, run_cli) -> None:
+    made = _json(
+        run_cli, "user", "create", "--email", "Ann@Example.com", "--password", "pw-1", "--role", "admin"
+    )
+    assert made["role"] == "admin" and "password" not in made
+    generated = _json(run_cli, "user", "create", "--email", "bob@example.com")
+    assert len(generated["password"]) >= 12  # no tty, no password: one is made and shown once
+    users = _json(run_cli, "users", "list")
+    assert [(u["email"], u["role"], u["status"]) for u in users] == [
+        ("ann@example.com", "admin", "active"),
+        ("bob@example.com", "user", "active"),
+    ]
+    bob = generated["user_id"]
+    assert _json(run_cli, "user", "suspend", "--user-id", bob, "--reason", "unpaid")["status"] == "suspended"
+    assert _json(run_cli, "user", "reactivate", "--user-id", bob)["status"] == "active"
+    quota = _json(
+        run_cli, "user", "quota", "--user-id", bob, "--max-jobs", "3", "--max-dataset-bytes", "1000"
+    )
+    assert (quota["max_concurrent_jobs"], quota["max_dataset_bytes"]) == (3, 1000)
+    again = run_cli("tune", "admin", "user", "create", "--email", "ann@example.com", "--password", "x")
+    assert again.code == 1
+    assert (
+        again.err.strip()
+        == "tune: error: email ann@example.com is already registered (where: email; email_taken)"
+    )
+    missing = run_cli("tune", "admin", "user", "suspend", "--user-id", "usr_nope", "--reason", "x")
+    assert missing.code == 1 and "no user usr_nope" in missing.err
+
+
+def test_prices_now_and_scheduled(home: Path, run_cli) -> None:
+    set_now = run_cli("tune", "admin", "price", "set", "--gpu-type", "a100", "--usd-per-hour", "2.50")
+    assert set_now.code == 0 and "a100: $2.50 per GPU-hour" in set_now.out
+    later = "2099-01-01T00:00:00Z"
+    run_cli(
+        "tune", "admin", "price", "set", "--gpu-type", "a100", "--usd-per-hour", "3", "--effective-at", later
+    )
+    listing = _json(run_cli, "prices", "list")
+    assert [(p["gpu_type"], p["usd_micros_per_hour"]) for p in listing["prices"]] == [("a100", 2_500_000)]
+    assert [(p["usd_micros_per_hour"], p["effective_at"][:4]) for p in listing["scheduled"]] == [
+        (3_000_000, "2099")
+    ]
+    bad = run_cli(
+        "tune", "admin", "price", "set", "--gpu-type", "a100", "--usd-per-hour", "1", "--effective-at", "soon"
+    )
+    assert bad.code == 1 and "--effective-at" in bad.err
+
+
+def test_audit_finds_a_tampered_view_and_rebuild_repairs_it(home: Path, run_cli) -> None:
+    run_cli("tune", "admin", "user", "create", "--email", "ann@example.com", "--password", "pw")
+    run_cli("tune", "admin", "price", "set", "--gpu-type", "t4", "--usd-per-hour", "0.35")
+    clean = run_cli("tune", "admin", "audit")
+    assert clean.code == 0, clean.out + clean.err
+    assert "all consistent" in clean.out
+    view = home / "bucket" / "platform" / "metadata" / "users.json"
+    data = json.loads(view.read_text())
+    data["users"][0]["role"] = "admin"  # a forged promotion
+    view.write_text(json.dumps(data))
+    found = run_cli("tune", "admin", "audit")
+    assert found.code == 1
+    assert "platform/metadata/users.json" in found.out and "$.users[0].role" in found.out
+    reports = json.loads(run_cli("tune", "admin", "audit", "--json").out)
+    assert [r["ok"] for r in reports] == [False, True]
+    rebuilt = _json(run_cli, "rebuild")
+    assert rebuilt[0]["written"] == ["platform/metadata/users.json"]
+    assert json.loads(view.read_text())["users"][0]["role"] == "user"
+    assert run_cli("tune", "admin", "audit").code == 0
+
+
+def test_audit_reports_an_edited_commit(home: Path, run_cli) -> None:
+    for email in ("a@example.com", "b@example.com"):
+        run_cli("tune", "admin", "user", "create", "--email", email, "--password", "pw")
+    commits = sorted((home / "bucket" / "platform" / "events").glob("*.json"))
+    assert len(commits) >= 2
+    first = commits[0]
+    first.write_bytes(first.read_bytes().replace(b"a@example.com", b"z@example.com"))
+    result = run_cli("tune", "admin", "audit")
+    assert result.code == 1
+    assert "CHAIN BROKEN: edited at commit 1" in result.out
