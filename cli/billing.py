@@ -242,7 +242,7 @@ def show(*, json: JsonFlag = False, ctx: Ctx) -> None:
     from cli.output import print_json, print_record
 
     usage = ctx.client.get("/billing/usage", type=Billing)
-    if usage.budget is None:
+    if usage.budget is None or usage.budget.monthly_limit_usd_micros is None:
         print("no budget set (tune budget set --monthly 100)")
         return
     view = {
@@ -253,3 +253,12 @@ def show(*, json: JsonFlag = False, ctx: Ctx) -> None:
         "set_at": usage.budget.set_at,
     }
     print_json(view) if json else print_record(view, title=f"budget {usage.current_period.period}")
+
+
+@budget_app.command
+def clear(*, ctx: Ctx) -> None:
+    """Remove the monthly budget (no alerts, no budget stops)."""
+    from api.schemas import BudgetRequest, BudgetView
+
+    ctx.client.put("/billing/budget", BudgetRequest(monthly_limit_usd_micros=None), type=BudgetView)
+    print("monthly budget removed")

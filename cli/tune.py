@@ -24,7 +24,9 @@ app.command("cli.billing:billing_app", name="billing", help="Current usage, hist
 app.command("cli.billing:budget_app", name="budget", help="Set the monthly budget and its alerts.")
 app.command("cli.billing:cost", name="cost", help="What one job has cost so far.")
 app.command("cli.serve:serve", name="serve", help="Run the API with the projector and workers.")
-app.command("cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, audit.")
+app.command(
+    "cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, rebuild, audit."
+)
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "stopped"})
 _JOB_COLUMNS = ("job_id", "status", "base_model", "dataset_id", "model_id", "gpu_type", "created_at")

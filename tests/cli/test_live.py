@@ -185,6 +185,10 @@ def test_billing_budget_pricing(live: Server, run_cli) -> None:
     prices = json.loads(run_cli("tune", "billing", "pricing", "--json").out)["prices"]
     assert prices and all(p["usd_micros_per_hour"] > 0 for p in prices.values())
     assert run_cli("tune", "billing", "--history").code == 0
+    assert run_cli("tune", "budget", "clear").code == 0
+    assert "no budget set" in run_cli("tune", "budget", "show").out
+    zero = run_cli("tune", "budget", "set", "--monthly", "0")
+    assert zero.code == 1 and "monthly_limit_usd_micros" in zero.err and "HTTP 400" in zero.err
 
 
 def test_models_empty_and_missing(live: Server, run_cli) -> None:
