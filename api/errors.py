@@ -25,6 +25,7 @@ from typing import Any
 from eventsourcing.persistence import RecordConflictError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from api.schemas import ErrorBody, ErrorDetail
 from domain.errors import (
@@ -38,7 +39,7 @@ from domain.errors import (
     ValidationFailed,
 )
 
-__all__ = ["STATUS", "exception_handlers", "problem"]
+__all__ = ["STATUS", "documented", "exception_handlers", "problem"]
 
 log = logging.getLogger("api")
 
@@ -110,6 +111,9 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     message = exc.detail or "request refused"
     if status == 404 and message == "Not Found":
         message = "no such route or resource"
+    elif status == 429:
+        reset = headers.get("RateLimit-Reset")
+        message = "rate limit exceeded" + (f"; retry in {reset} s" if reset else "")
     return problem(status, _HTTP_CODES.get(status, "bad_request"), message, None, **headers)
 
 
@@ -128,3 +132,23 @@ exception_handlers: dict[type[Exception], Any] = {
     RecordConflictError: _record_conflict,
     Exception: _internal,
 }
+
+
+_MEANINGS = {
+    400: "invalid request: a field, key or line is wrong (``where`` names it)",
+    401: "no valid token: log in at POST /auth/login",
+    403: "refused: a quota, the budget, or a suspended account",
+    404: "no such object for this user (another user's ids answer the same)",
+    409: "conflict: in use, already ended, or changed meanwhile",
+    413: "the upload is larger than the limit",
+    429: "too many requests: retry after RateLimit-Reset seconds",
+}
+
+
+def documented(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a route may answer, all in the one error shape."""
+    codes = (400, 401, 429, *statuses)
+    return {
+        code: ResponseSpec(ErrorBody, description=_MEANINGS[code], generate_examples=False)
+        for code in sorted(set(codes))
+    }

@@ -383,8 +383,10 @@ class Period(_Out):
 
 
 class BudgetView(_Out):
-    monthly_limit: Decimal = Decimal(0)
-    monthly_limit_usd_micros: int = 0
+    """The monthly budget; a null limit means none (alerts and stops are off)."""
+
+    monthly_limit: Decimal | None = None
+    monthly_limit_usd_micros: int | None = None
     thresholds_pct: list[int] = msgspec.field(default_factory=list)
     set_at: str | None = None
 

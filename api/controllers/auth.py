@@ -8,6 +8,7 @@ from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
+from api.errors import documented
 from api.runtime import Runtime
 from api.schemas import LoginRequest, LoginResponse
 from api.services import AccountService
@@ -18,7 +19,14 @@ class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
 
-    @post("/login", operation_id="login", exclude_from_auth=True, status_code=200, sync_to_thread=True)
+    @post(
+        "/login",
+        operation_id="login",
+        responses=documented(403),
+        exclude_from_auth=True,
+        status_code=200,
+        sync_to_thread=True,
+    )
     def login(
         self,
         data: LoginRequest,

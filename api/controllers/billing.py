@@ -5,7 +5,8 @@ from __future__ import annotations
 from litestar import Controller, get, put
 from litestar.di import NamedDependency
 
-from api.schemas import Billing, BillingHistory, BudgetRequest, JobCostReport, Pricing
+from api.errors import documented
+from api.schemas import Billing, BillingHistory, BudgetRequest, BudgetView, JobCostReport, Pricing
 from api.services import BillingService
 
 
@@ -13,27 +14,27 @@ class BillingController(Controller):
     path = "/billing"
     tags = ["billing"]
 
-    @get("/usage", operation_id="billing_usage", sync_to_thread=True)
+    @get("/usage", operation_id="billing_usage", responses=documented(), sync_to_thread=True)
     def usage(self, billing: NamedDependency[BillingService]) -> Billing:
         """This month's usage and cost per GPU type and per job, with the budget and what remains."""
         return billing.usage()
 
-    @get("/history", operation_id="billing_history", sync_to_thread=True)
+    @get("/history", operation_id="billing_history", responses=documented(), sync_to_thread=True)
     def history(self, billing: NamedDependency[BillingService]) -> BillingHistory:
         """Closed months, newest first."""
         return billing.history()
 
-    @get("/pricing", operation_id="billing_pricing", sync_to_thread=True)
+    @get("/pricing", operation_id="billing_pricing", responses=documented(), sync_to_thread=True)
     def pricing(self, billing: NamedDependency[BillingService]) -> Pricing:
         """The price of a GPU-hour per GPU type."""
         return billing.pricing()
 
-    @get("/job/{job_id:str}/cost", operation_id="job_cost", sync_to_thread=True)
+    @get("/job/{job_id:str}/cost", operation_id="job_cost", responses=documented(404), sync_to_thread=True)
     def job_cost(self, job_id: str, billing: NamedDependency[BillingService]) -> JobCostReport:
         """What one job has cost so far, and in which months."""
         return billing.job_cost(job_id)
 
-    @put("/budget", operation_id="set_budget", sync_to_thread=True)
-    def set_budget(self, data: BudgetRequest, billing: NamedDependency[BillingService]) -> Billing:
+    @put("/budget", operation_id="set_budget", responses=documented(), sync_to_thread=True)
+    def set_budget(self, data: BudgetRequest, billing: NamedDependency[BillingService]) -> BudgetView:
         """Set the monthly budget and alert thresholds; jobs stop when it would be exceeded."""
         return billing.set_budget(data)

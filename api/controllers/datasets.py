@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 
+from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import Dataset, DatasetList, Deleted
 from api.services import DatasetService
@@ -20,6 +21,7 @@ class DatasetController(Controller):
     @post(
         "/{user_id:str}/upload",
         operation_id="upload_dataset",
+        responses=documented(403, 404, 413),
         guards=[requires_self],
         request_max_body_size=None,  # the service enforces the upload limit (413) and the quota (403)
     )
@@ -37,17 +39,29 @@ class DatasetController(Controller):
         dataset = await datasets.upload(filename, request.stream(), request.content_length)
         return Response(dataset, status_code=201)
 
-    @get("/{user_id:str}/list", operation_id="list_datasets", guards=[requires_owner], sync_to_thread=True)
+    @get(
+        "/{user_id:str}/list",
+        operation_id="list_datasets",
+        responses=documented(404),
+        guards=[requires_owner],
+        sync_to_thread=True,
+    )
     def list_datasets(self, datasets: NamedDependency[DatasetService]) -> DatasetList:
         """The user's datasets."""
         return datasets.list()
 
-    @get("/{dataset_id:str}", operation_id="get_dataset", sync_to_thread=True)
+    @get("/{dataset_id:str}", operation_id="get_dataset", responses=documented(404), sync_to_thread=True)
     def get_dataset(self, dataset_id: str, datasets: NamedDependency[DatasetService]) -> Dataset:
         """A dataset's metadata and validation report."""
         return datasets.get(dataset_id)
 
-    @delete("/{dataset_id:str}", operation_id="delete_dataset", status_code=200, sync_to_thread=True)
+    @delete(
+        "/{dataset_id:str}",
+        operation_id="delete_dataset",
+        responses=documented(404, 409),
+        status_code=200,
+        sync_to_thread=True,
+    )
     def delete_dataset(self, dataset_id: str, datasets: NamedDependency[DatasetService]) -> Deleted:
         """Delete the dataset and its files; 409 while a queued or running job uses it."""
         return datasets.delete(dataset_id)

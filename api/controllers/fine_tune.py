@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
 from api.services import JobService
@@ -22,13 +23,25 @@ class FineTuneController(Controller):
     path = "/fine-tune"
     tags = ["fine-tune"]
 
-    @post("/{user_id:str}/start", operation_id="start_job", guards=[requires_self], sync_to_thread=True)
+    @post(
+        "/{user_id:str}/start",
+        operation_id="start_job",
+        responses=documented(403, 404, 409),
+        guards=[requires_self],
+        sync_to_thread=True,
+    )
     def start(self, data: StartJobRequest, jobs: NamedDependency[JobService]) -> Response[StartJobResponse]:
         """Validate the config whole, then submit the job (201), or only check and estimate (dry_run, 200)."""
         reply = jobs.start(data)
         return Response(reply, status_code=200 if data.dry_run else 201)
 
-    @get("/{user_id:str}/list", operation_id="list_jobs", guards=[requires_owner], sync_to_thread=True)
+    @get(
+        "/{user_id:str}/list",
+        operation_id="list_jobs",
+        responses=documented(404),
+        guards=[requires_owner],
+        sync_to_thread=True,
+    )
     def list_jobs(
         self,
         jobs: NamedDependency[JobService],
@@ -37,22 +50,28 @@ class FineTuneController(Controller):
         """The user's jobs, oldest first; ``state`` keeps only jobs in that state."""
         return jobs.list(job_state)
 
-    @get("/{job_id:str}/status", operation_id="job_status", sync_to_thread=True)
+    @get("/{job_id:str}/status", operation_id="job_status", responses=documented(404), sync_to_thread=True)
     def status(self, job_id: str, jobs: NamedDependency[JobService]) -> JobStatus:
         """State, progress, checkpoints, GPU time and cost so far."""
         return jobs.status(job_id)
 
-    @post("/{job_id:str}/stop", operation_id="stop_job", status_code=200, sync_to_thread=True)
+    @post(
+        "/{job_id:str}/stop",
+        operation_id="stop_job",
+        responses=documented(404, 409),
+        status_code=200,
+        sync_to_thread=True,
+    )
     def stop(self, job_id: str, jobs: NamedDependency[JobService]) -> StopJobResponse:
         """Ask the job to stop (it saves a checkpoint first); 409 when it has already ended."""
         return jobs.stop(job_id)
 
-    @get("/{job_id:str}/events", operation_id="job_events", sync_to_thread=True)
+    @get("/{job_id:str}/events", operation_id="job_events", responses=documented(404), sync_to_thread=True)
     def events(self, job_id: str, jobs: NamedDependency[JobService]) -> JobEvents:
         """The job's history: state changes, progress, checkpoints, metered usage, alerts."""
         return jobs.events(job_id)
 
-    @get("/{job_id:str}/logs", operation_id="job_logs", media_type=TEXT)
+    @get("/{job_id:str}/logs", operation_id="job_logs", responses=documented(404), media_type=TEXT)
     async def logs(
         self,
         job_id: str,

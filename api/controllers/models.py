@@ -7,6 +7,7 @@ from litestar import Controller, delete, get
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
+from api.errors import documented
 from api.guards import requires_owner
 from api.schemas import Deleted, Model, ModelList
 from api.services import ModelService
@@ -16,17 +17,28 @@ class ModelController(Controller):
     path = "/models"
     tags = ["models"]
 
-    @get("/{user_id:str}/list", operation_id="list_models", guards=[requires_owner], sync_to_thread=True)
+    @get(
+        "/{user_id:str}/list",
+        operation_id="list_models",
+        responses=documented(404),
+        guards=[requires_owner],
+        sync_to_thread=True,
+    )
     def list_models(self, models: NamedDependency[ModelService]) -> ModelList:
         """The user's fine-tuned models."""
         return models.list()
 
-    @get("/{model_id:str}", operation_id="get_model", sync_to_thread=True)
+    @get("/{model_id:str}", operation_id="get_model", responses=documented(404), sync_to_thread=True)
     def get_model(self, model_id: str, models: NamedDependency[ModelService]) -> Model:
         """A model's metadata: base model, kind, size, digest, training metrics."""
         return models.get(model_id)
 
-    @get("/{model_id:str}/download", operation_id="download_model", media_type="application/x-tar")
+    @get(
+        "/{model_id:str}/download",
+        operation_id="download_model",
+        responses=documented(404),
+        media_type="application/x-tar",
+    )
     async def download(self, model_id: str, models: NamedDependency[ModelService]) -> Stream:
         """The model's folder as a tar; ``X-Content-Size`` and ``X-Content-SHA256`` let a client verify it."""
         archive = await anyio.to_thread.run_sync(models.archive, model_id)
@@ -41,7 +53,13 @@ class ModelController(Controller):
             },
         )
 
-    @delete("/{model_id:str}", operation_id="delete_model", status_code=200, sync_to_thread=True)
+    @delete(
+        "/{model_id:str}",
+        operation_id="delete_model",
+        responses=documented(404, 409),
+        status_code=200,
+        sync_to_thread=True,
+    )
     def delete_model(self, model_id: str, models: NamedDependency[ModelService]) -> Deleted:
         """Delete the model and its weights; 409 while a queued or running job builds on it."""
         return models.delete(model_id)

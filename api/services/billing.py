@@ -89,12 +89,12 @@ class BillingService:
             periods=rows,
         )
 
-    def set_budget(self, request: schemas.BudgetRequest) -> schemas.Billing:
+    def set_budget(self, request: schemas.BudgetRequest) -> schemas.BudgetView:
         self.rt.user_app(self.user_id).set_budget(
             request.monthly_limit_usd_micros, self.rt.clock(), thresholds_pct=request.thresholds_pct
         )
         self.rt.committed(views.user_root(self.user_id))
-        return self.usage()
+        return self.usage().budget or schemas.BudgetView()
 
 
 def _empty(period: str) -> schemas.Period:

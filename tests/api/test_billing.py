@@ -1,0 +1,91 @@
+"""Billing: this month per GPU type and job with the budget, history, prices, a job's cost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from domain.money import cost_usd_micros, period_of
+from tests.api.conftest import Api, User
+
+
+def running_job(api: Api, user: User) -> str:
+    job_id = api.job(user)
+    app, now = api.rt.user_app(user.user_id), api.rt.clock()
+    app.queue_job(job_id, now)
+    app.start_job(job_id, 1, now)
+    return job_id
+
+
+def meter(api: Api, user: User, job_id: str, seq: int, gpu_ms: int, period: str | None = None) -> None:
+    now = api.rt.clock()
+    api.rt.user_app(user.user_id).meter_usage(
+        job_id, 1, seq, seq, "a100-80gb", 2, gpu_ms, 2_100_000, period or period_of(now), now
+    )
+    api.settle(user)
+
+
+def test_an_empty_month(api: Api, ann: User) -> None:
+    usage = api.client.get("/billing/usage", headers=ann.headers).json()
+    month = period_of(datetime.now(UTC))
+    assert (
+        usage["current_period"]["period"] == month and usage["current_period"]["start_date"] == f"{month}-01"
+    )
+    assert usage["current_period"]["total_cost_usd_micros"] == 0 and usage["budget"] is None
+    assert api.client.get("/billing/history", headers=ann.headers).json()["periods"] == []
+
+
+def test_budget_usage_and_job_cost_agree_to_the_micro_dollar(api: Api, ann: User) -> None:
+    reply = api.client.put(
+        "/billing/budget",
+        json={"monthly_limit_usd_micros": 10_000_000, "thresholds_pct": [80, 50]},
+        headers=ann.headers,
+    )
+    assert reply.status_code == 200
+    assert reply.json()["monthly_limit_usd_micros"] == 10_000_000
+    assert reply.json()["monthly_limit"] == "10.00"
+    assert reply.json()["thresholds_pct"] == [50, 80]
+    job_id = running_job(api, ann)
+    meter(api, ann, job_id, 1, 1_000)
+    meter(api, ann, job_id, 2, 1_001)
+    expected = cost_usd_micros(2_001, 2, 2_100_000)  # one group, priced once from the summed time
+    usage = api.client.get("/billing/usage", headers=ann.headers).json()
+    period = usage["current_period"]
+    assert period["total_cost_usd_micros"] == expected
+    assert period["usage_breakdown"]["a100-80gb"]["total_cost_usd_micros"] == expected
+    assert [(j["job_id"], j["cost_usd_micros"]) for j in period["jobs"]] == [(job_id, expected)]
+    assert usage["remaining_usd_micros"] == 10_000_000 - expected
+    cost = api.client.get(f"/billing/job/{job_id}/cost", headers=ann.headers).json()
+    assert cost["cost_usd_micros"] == expected and cost["status"] == "running"
+    assert [(p["period"], p["cost_usd_micros"]) for p in cost["periods"]] == [(period["period"], expected)]
+    assert cost["gpu_metrics"]["gpu_ms"] == 2_001
+
+
+def test_prices(api: Api, ann: User) -> None:
+    prices = api.client.get("/billing/pricing", headers=ann.headers).json()["prices"]
+    assert prices["cpu"]["usd_micros_per_hour"] == 50_000
+    assert prices["h200"]["cost_per_hour"] == "3.60"
+
+
+def test_a_past_month_moves_to_history(api: Api, ann: User) -> None:
+    api.client.put("/billing/budget", json={"monthly_limit_usd_micros": 5_000_000}, headers=ann.headers)
+    api.rt.clock = lambda: datetime(2026, 10, 31, 23, 0, tzinfo=UTC)
+    job_id = running_job(api, ann)
+    meter(api, ann, job_id, 1, 3_600_000)
+    october = api.client.get("/billing/usage", headers=ann.headers).json()
+    assert october["current_period"]["period"] == "2026-10"
+    api.rt.clock = lambda: datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
+    usage = api.client.get("/billing/usage", headers=ann.headers).json()
+    assert usage["current_period"]["period"] == "2026-11"
+    assert usage["current_period"]["total_cost_usd_micros"] == 0
+    assert usage["remaining_usd_micros"] == 5_000_000
+    history = api.client.get("/billing/history", headers=ann.headers).json()["periods"]
+    assert [p["period"] for p in history] == ["2026-10"]
+    assert history[0]["total_cost_usd_micros"] == cost_usd_micros(3_600_000, 2, 2_100_000) == 4_200_000
+
+
+def test_budget_can_be_removed(api: Api, ann: User) -> None:
+    api.client.put("/billing/budget", json={"monthly_limit_usd_micros": 1_000_000}, headers=ann.headers)
+    reply = api.client.put("/billing/budget", json={"monthly_limit_usd_micros": None}, headers=ann.headers)
+    assert reply.status_code == 200 and reply.json()["monthly_limit_usd_micros"] is None
+    usage = api.client.get("/billing/usage", headers=ann.headers).json()
+    assert usage["remaining_usd_micros"] is None

@@ -1,0 +1,125 @@
+"""Every route of the OpenAPI schema, walked as nobody (401) and as another user (404 for ids).
+
+Another user's job, model, dataset or user id answers exactly like an unknown id,
+and nothing of the first user's changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import Api, User
+from tests.api.test_models import finished_model
+
+PUBLIC = {("POST", "/auth/login"), ("GET", "/health")}
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/fine-tune/{user_id}/start"): {"base_model": "tiny-llama", "dataset_id": "{dataset_id}"},
+    ("PUT", "/billing/budget"): {"monthly_limit_usd_micros": 1_000_000},
+}
+
+
+@pytest.fixture
+def world(api: Api, ann: User) -> dict[str, str]:
+    """Ann's ids: a dataset, a job, a model."""
+    job_id, model_id = finished_model(api, ann)
+    dataset_id = api.upload(ann)["dataset_id"]
+    return {"user_id": ann.user_id, "job_id": job_id, "model_id": model_id, "dataset_id": dataset_id}
+
+
+def operations(api: Api) -> list[tuple[str, str]]:
+    schema = api.client.get("/schema/openapi.json").json()
+    return [(method.upper(), path) for path, item in schema["paths"].items() for method in item]
+
+
+def fill(template: str, ids: dict[str, str]) -> str:
+    return template.format(**ids)
+
+
+def call(api: Api, method: str, template: str, ids: dict[str, str], headers: dict[str, str]) -> Any:
+    body = BODIES.get((method, template))
+    json = {k: fill(v, ids) if isinstance(v, str) else v for k, v in body.items()} if body else None
+    content = b'{"messages": [{"role": "user", "content": "hi"}]}\n' if template.endswith("/upload") else None
+    return api.client.request(method, fill(template, ids), json=json, content=content, headers=headers)
+
+
+def test_the_schema_lists_every_route(api: Api) -> None:
+    assert set(operations(api)) == {
+        ("POST", "/auth/login"),
+        ("GET", "/health"),
+        ("POST", "/fine-tune/{user_id}/start"),
+        ("GET", "/fine-tune/{user_id}/list"),
+        ("GET", "/fine-tune/{job_id}/status"),
+        ("POST", "/fine-tune/{job_id}/stop"),
+        ("GET", "/fine-tune/{job_id}/events"),
+        ("GET", "/fine-tune/{job_id}/logs"),
+        ("GET", "/models/{user_id}/list"),
+        ("GET", "/models/{model_id}"),
+        ("GET", "/models/{model_id}/download"),
+        ("DELETE", "/models/{model_id}"),
+        ("POST", "/datasets/{user_id}/upload"),
+        ("GET", "/datasets/{user_id}/list"),
+        ("GET", "/datasets/{dataset_id}"),
+        ("DELETE", "/datasets/{dataset_id}"),
+        ("GET", "/billing/usage"),
+        ("GET", "/billing/history"),
+        ("GET", "/billing/pricing"),
+        ("GET", "/billing/job/{job_id}/cost"),
+        ("PUT", "/billing/budget"),
+    }
+
+
+def test_without_a_token_every_private_route_is_401(api: Api, world: dict[str, str]) -> None:
+    for method, template in operations(api):
+        if (method, template) in PUBLIC:
+            continue
+        reply = call(api, method, template, world, {})
+        assert reply.status_code == 401, (method, template, reply.text)
+        assert reply.json()["error"]["code"] == "unauthenticated"
+
+
+def test_another_users_ids_answer_404_like_unknown_ones(
+    api: Api, ann: User, bob: User, world: dict[str, str]
+) -> None:
+    before = sorted(api.rt.bucket.list(f"users/{ann.user_id}/"))
+    unknown = {key: f"{key.split('_')[0]}_unknown" for key in world}
+    for method, template in operations(api):
+        if (method, template) in PUBLIC or "{" not in template:
+            continue
+        theirs = call(api, method, template, world, bob.headers)
+        nobodys = call(api, method, template, unknown, bob.headers)
+        assert theirs.status_code == 404, (method, template, theirs.text)
+        assert nobodys.status_code == 404, (method, template, nobodys.text)
+        assert theirs.json()["error"]["code"] == nobodys.json()["error"]["code"] == "not_found"
+        assert theirs.json()["error"]["where"] == nobodys.json()["error"]["where"]
+    assert sorted(api.rt.bucket.list(f"users/{ann.user_id}/")) == before
+    job = api.client.get(f"/fine-tune/{world['job_id']}/status", headers=ann.headers).json()
+    assert job["status"] == "succeeded"
+
+
+def test_routes_without_ids_show_only_the_callers_own(
+    api: Api, ann: User, bob: User, world: dict[str, str]
+) -> None:
+    for method, template in operations(api):
+        if (method, template) in PUBLIC or "{" in template:
+            continue
+        reply = call(api, method, template, world, bob.headers)
+        assert reply.status_code == 200, (method, template, reply.text)
+        assert not any(value in reply.text for value in world.values()), (method, template)
+
+
+def test_an_admin_may_read_but_not_write_another_users_listings(
+    api: Api, ann: User, world: dict[str, str]
+) -> None:
+    admin = api.user("root", role="admin")
+    for kind in ("fine-tune", "models", "datasets"):
+        assert api.client.get(f"/{kind}/{ann.user_id}/list", headers=admin.headers).status_code == 200
+    jobs = api.client.get(f"/fine-tune/{ann.user_id}/list", headers=admin.headers).json()["jobs"]
+    assert world["job_id"] in [j["job_id"] for j in jobs]
+    reply = api.client.post(
+        f"/fine-tune/{ann.user_id}/start",
+        json={"base_model": "tiny-llama", "dataset_id": world["dataset_id"]},
+        headers=admin.headers,
+    )
+    assert reply.status_code == 404
