@@ -3,7 +3,8 @@
 - ``user create | list | suspend | reactivate | quota``: the platform's users;
 - ``price list | set``: the GPU price list (a change can take effect later);
 - ``audit``: verify each partition's hash chain and compare its stored views with a
-  replay from position 0 (exit 1 on any difference); ``rebuild``: rewrite them from it.
+  replay from position 0 (exit 1 on any difference); ``rebuild``: rewrite them from it;
+- ``report``: a user's monthly billing report replayed from the log (table, CSV, JSON).
 
 The bucket is ``--bucket`` / ``$TUNE_BUCKET``, else ``$TUNE_HOME/bucket``. Server
 packages are imported inside the commands only. Writes are folded into the views at
@@ -39,6 +40,7 @@ admin_app.command(user_app)
 admin_app.command(price_app)
 admin_app.command("cli.audit:audit", name="audit", help="Check hash chains and views against a replay.")
 admin_app.command("cli.audit:rebuild", name="rebuild", help="Rewrite the views from a replay of the logs.")
+admin_app.command("cli.audit:report", name="report", help="A user's monthly billing report, replayed.")
 
 
 @Parameter(name="*")

@@ -1,61 +1,58 @@
-"""``tune admin audit`` and ``tune admin rebuild``: every partition's log against its stored views.
+"""``tune admin audit | rebuild | report``: the logs in the bucket against their views, and reports.
 
-The work is ``projections.audit`` (hash chain check, replay from position 0,
-view by view comparison, rewrite); this module picks the partitions and prints.
-Partitions are the platform's and each registered user's, as the platform's
-log says (not a listing of the bucket).
+The work is ``projections`` (``audit_bucket``: hash chains, replay from position 0,
+view-by-view comparison; ``rebuild_bucket``: rewrite from the replay;
+``monthly_report``: a user's month replayed); this module only prints.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import sys
+from typing import Annotated, Any, Literal
 
 from cyclopts import Parameter
 
 from cli.admin import Store, open_runtime
 from cli.context import JsonFlag
 
-__all__ = ["audit", "rebuild"]
+__all__ = ["audit", "rebuild", "report"]
 
-UserFlag = Annotated[str | None, Parameter(help="Only this user's partition (default: every partition).")]
-
-
-def _partitions(rt: Any, user_id: str | None) -> list[str]:
-    import msgspec
-
-    from api import views
-    from projections.partition import PLATFORM, user_partition
-    from projections.replay import replay
-
-    if user_id:
-        return [user_partition(user_id)]
-    platform = replay(rt.app(PLATFORM), PLATFORM)
-    name = views.users()
-    users = (
-        msgspec.json.decode(platform.views.render(name))["users"] if name in platform.views.names() else []
-    )
-    return [PLATFORM, *(user_partition(u["user_id"]) for u in users)]
+UserFlag = Annotated[
+    str | None, Parameter(help="Only this user's partition and their copies of platform views.")
+]
+DeepFlag = Annotated[bool, Parameter(help="Also look for stray views of users the log never registered.")]
 
 
-def audit(*, user_id: UserFlag = None, store: Store = Store(), json: JsonFlag = False) -> int:  # noqa: B008
+def _chain(report: Any) -> str:
+    chain = report.chain
+    if chain.ok:
+        return "chain ok"
+    return f"CHAIN BROKEN: {chain.problem} at commit {chain.first_bad_seq}: {chain.message}"
+
+
+def audit(
+    *,
+    user_id: UserFlag = None,
+    deep: DeepFlag = False,
+    store: Store = Store(),  # noqa: B008 - cyclopts reads the defaults
+    json: JsonFlag = False,
+) -> int:
     """Verify hash chains and compare stored views with a replay; exit 1 if anything differs."""
     import msgspec
 
     from cli.output import Column, print_json, print_table
-    from projections.audit import audit_partition
-    from projections.partition import PLATFORM
+    from projections.audit import audit_bucket
 
     rt = open_runtime(store)
-    reports = [audit_partition(rt.bucket, p, rt.app, deep=p == PLATFORM) for p in _partitions(rt, user_id)]
+    reports = audit_bucket(rt.bucket, user=user_id, deep=deep, open_app=rt.app)
     if json:
         print_json([msgspec.to_builtins(r) | {"ok": r.ok} for r in reports])
     else:
         for report in reports:
-            chain = "chain ok" if report.chain.ok else f"CHAIN BROKEN: {_chain_problem(report.chain)}"
-            state = "views ok" if report.ok else f"{len(report.differences)} view(s) differ"
+            state = "views ok" if not report.differences else f"{len(report.differences)} view(s) differ"
             if report.replay_error:
                 state = f"REPLAY FAILED: {report.replay_error}"
-            print(f"{report.partition}: head {report.head}, {chain}, {state}")
+            print(f"{report.partition}: head {report.head}, {_chain(report)}, {state}")
             cols = ("name", "problem", "path", "stored_position", "replayed_position")
             print_table(report.differences, [Column(k) for k in cols], empty="")
         bad = sum(not r.ok for r in reports)
@@ -65,31 +62,59 @@ def audit(*, user_id: UserFlag = None, store: Store = Store(), json: JsonFlag = 
     return 0 if all(r.ok for r in reports) else 1
 
 
-def _chain_problem(chain: Any) -> str:
-    return f"{chain.problem} at commit {chain.first_bad_seq}: {chain.message}"
-
-
-def rebuild(*, user_id: UserFlag = None, store: Store = Store(), json: JsonFlag = False) -> None:  # noqa: B008
+def rebuild(
+    *,
+    user_id: UserFlag = None,
+    deep: DeepFlag = False,
+    store: Store = Store(),  # noqa: B008
+    json: JsonFlag = False,
+) -> None:
     """Replay every partition from position 0 and rewrite the views that differ."""
-    import msgspec
-
     from cli.output import Column, print_json, print_table
-    from projections.audit import rebuild_partition
-    from projections.partition import PLATFORM
+    from projections.audit import rebuild_bucket
 
     rt = open_runtime(store)
-    reports = [rebuild_partition(rt.bucket, p, rt.app, deep=p == PLATFORM) for p in _partitions(rt, user_id)]
+    reports = rebuild_bucket(rt.bucket, user=user_id, deep=deep, open_app=rt.app)
     if json:
-        print_json([msgspec.to_builtins(r) for r in reports])
+        print_json(reports)
         return
     rows = [
         {
             "partition": r.partition,
             "head": r.head,
             "written": len(r.written),
-            "deleted": len(r.deleted),
+            "removed": len(r.deleted),
             "unchanged": r.unchanged,
         }
         for r in reports
     ]
-    print_table(rows, [Column(k) for k in ("partition", "head", "written", "deleted", "unchanged")])
+    print_table(rows, [Column(k) for k in ("partition", "head", "written", "removed", "unchanged")])
+
+
+def report(
+    *,
+    user_id: str,
+    month: Annotated[str, Parameter(help="The month, YYYY-MM.")],
+    format: Literal["table", "csv", "json"] = "table",
+    store: Store = Store(),  # noqa: B008
+) -> None:
+    """A user's monthly billing report, replayed from their events."""
+    from cli.admin import domain_errors
+    from cli.output import Column, print_record, print_table
+    from projections.partition import user_partition
+    from projections.replay import read_events
+    from projections.report import monthly_report, report_csv, report_document, report_json
+
+    rt = open_runtime(store)
+    with domain_errors():
+        events = (event for _, event in read_events(rt.app(user_partition(user_id))))
+        rows = monthly_report(events, month)
+    if format == "csv":
+        sys.stdout.write(report_csv(rows))
+    elif format == "json":
+        sys.stdout.write(report_json(rows, month).decode() + "\n")
+    else:
+        doc = report_document(rows, month)
+        print_record({"month": doc.month, "total_cost_usd_micros": doc.total_cost_usd_micros}, title=user_id)
+        cols = ("job_id", "gpu_type", "gpu_count", "gpu_ms", "usd_micros_per_hour", "cost_usd_micros")
+        print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")

@@ -100,3 +100,16 @@ def test_audit_reports_an_edited_commit(home: Path, run_cli) -> None:
     result = run_cli("tune", "admin", "audit")
     assert result.code == 1
     assert "CHAIN BROKEN: edited at commit 1" in result.out
+
+
+def test_report_of_a_quiet_month(home: Path, run_cli) -> None:
+    user_id = _json(run_cli, "user", "create", "--email", "ann@example.com", "--password", "pw")["user_id"]
+    args = ("tune", "admin", "report", "--user-id", user_id, "--month", "2026-03")
+    table = run_cli(*args)
+    assert table.code == 0, table.err
+    assert "no usage that month" in table.out and "$0.00" in table.out
+    assert json.loads(run_cli(*args, "--format", "json").out)["total_cost_usd_micros"] == 0
+    csv_out = run_cli(*args, "--format", "csv")
+    assert csv_out.code == 0 and csv_out.out.startswith("job_id,")
+    bad = run_cli("tune", "admin", "report", "--user-id", user_id, "--month", "2026-13")
+    assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1
