@@ -1,0 +1,189 @@
+"""Bench: training tokens/s of our trainer against a bare peft loop, same model, data and settings.
+
+Both sides use the bundled sample dataset tokenised by ``runners.trainer.data`` (same
+collator), the same LoRA settings, batch size, optimizer (AdamW), schedule and step count,
+in the same process, alternating A/B/A/B so machine noise hits both alike; the best
+round of each is compared (the median is printed too).
+
+- ``bare``: ``get_peft_model`` + ``torch.optim.AdamW`` + a plain loop (forward, backward,
+  clip, step), counting non-padding tokens; no logging, no checkpoints.
+- ``trainer``: ``runners.trainer.recipe.run_training`` - transformers' Trainer, our
+  callbacks (a step event per step, a stop check per step), JSON-line events to a null
+  stream. Its time is ``trainer.train()`` only (model loading is excluded on both sides).
+- ``entry point``: ``python -m runners.trainer`` as the runner starts it, wall time from
+  spawn to exit (imports, model load, training, saving): printed for scale, since fixed
+  costs dominate short runs.
+
+    .venv/bin/python bench/bench_trainer.py [--model smollm2-135m|tiny-llama] [--steps 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler  # noqa: E402
+
+from domain.training_config import TrainingConfig  # noqa: E402
+from runners.base_models import resolve_base_model  # noqa: E402
+from runners.trainer.callbacks import JsonLinesSink, StopSignal  # noqa: E402
+from runners.trainer.data import ChatCollator, ensure_chat_template, prepare_sft_data, read_chat_records  # noqa: E402
+from runners.trainer.recipe import run_training  # noqa: E402
+from runners.trainer.run_spec import RunSpec, parse_run_spec, write_run_spec  # noqa: E402
+
+DATASET = ROOT / "runners" / "samples" / "brindlewick.jsonl"
+QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def _config(steps: int, batch_size: int) -> dict:
+    return {
+        "max_steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": 1e-3,
+        "lr_scheduler": "constant",
+        "checkpoint_every_steps": 10_000,
+        "max_seq_length": 512,
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": QKVO},
+    }
+
+
+def bare_loop(base: Path, cfg: TrainingConfig) -> tuple[int, float]:
+    """The baseline: (tokens, seconds) of a plain peft training loop."""
+    transformers.set_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    ensure_chat_template(tokenizer)
+    records = read_chat_records(DATASET)
+    data = prepare_sft_data(
+        records, tokenizer, max_length=cfg.max_seq_length, validation_split=0, seed=cfg.seed
+    )
+    steps = cfg.max_steps or 1
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.peft_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=steps)
+    loader = torch.utils.data.DataLoader(
+        data.train,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=ChatCollator(tokenizer.pad_token_id),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    tokens, step = 0, 0
+    start = time.perf_counter()
+    while step < steps:
+        for batch in loader:
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += int(batch["attention_mask"].sum())
+            _ = loss.item()  # a real loop reports its loss too
+            step += 1
+            if step == steps:
+                break
+    return tokens, time.perf_counter() - start
+
+
+def trainer_run(spec: RunSpec) -> tuple[int, float]:
+    """Our trainer in-process: (tokens, seconds of trainer.train())."""
+    result = run_training(spec, JsonLinesSink(io.BytesIO(), StopSignal()))
+    return int(result.metrics["tokens"]), result.metrics["train_seconds"]
+
+
+def entry_point(spec: RunSpec, work: Path, threads: int) -> tuple[int, float]:
+    """``python -m runners.trainer`` as a child process: (tokens, wall seconds from spawn to exit)."""
+    run_yaml = write_run_spec(work / "run.yaml", spec)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "runners.trainer", "--run", str(run_yaml), "--threads", str(threads)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    wall = time.perf_counter() - start
+    from runners.trainer.events import Done, decode_event
+
+    last = [e for e in map(decode_event, done.stdout.splitlines()) if isinstance(e, Done)][-1]
+    return int(last.metrics["tokens"]), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", choices=["smollm2-135m", "tiny-llama"])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "base-models")
+    parser.add_argument("--no-entry-point", action="store_true", help="skip the subprocess figure")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    base = resolve_base_model(args.model, args.cache)
+
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
+        work = Path(tmp)
+        raw = {
+            "job_id": "job_bench",
+            "user_id": "usr_bench",
+            "attempt": 1,
+            "base_model_dir": str(base),
+            "dataset_path": str(DATASET),
+            "output_dir": str(work / "out"),
+            "config": _config(args.steps, args.batch_size),
+        }
+        spec = parse_run_spec(raw)
+        rates: dict[str, list[float]] = {"bare": [], "trainer": []}
+        sides = {"bare": lambda: bare_loop(base, spec.config), "trainer": lambda: trainer_run(spec)}
+        for round_ in range(args.rounds):
+            for name, fn in sides.items():
+                tokens, seconds = fn()
+                rate = tokens / seconds
+                rates[name].append(rate)
+                print(f"round {round_ + 1} {name:8s} {tokens:6d} tokens {seconds:7.2f} s {rate:9.1f} tok/s")
+        print(f"\nmodel {args.model}, {args.steps} steps x batch {args.batch_size}, {args.threads} threads")
+        best = {k: max(v) for k, v in rates.items()}
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        print(f"bare peft loop     best {best['bare']:9.1f} tok/s   median {med['bare']:9.1f}")
+        print(f"runners.trainer    best {best['trainer']:9.1f} tok/s   median {med['trainer']:9.1f}")
+        ratio_best, ratio_med = best["trainer"] / best["bare"], med["trainer"] / med["bare"]
+        print(f"ratio trainer/bare best {ratio_best:.3f}   median {ratio_med:.3f}   (goal >= 0.95)")
+        if not args.no_entry_point:
+            cli_spec = parse_run_spec({**raw, "output_dir": str(work / "cli")})
+            tokens, wall = entry_point(cli_spec, work, args.threads)
+            share = tokens / wall / best["bare"]
+            print(f"entry point, spawn to exit (imports, load, train, save): {tokens} tokens in {wall:.1f} s")
+            print(f"  = {tokens / wall:.1f} tok/s, {share:.3f} of the bare loop's training-only rate")
+
+
+if __name__ == "__main__":
+    main()
