@@ -7,6 +7,7 @@ attached here, so jobs stay queued (training is covered by tests/e2e).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -213,3 +214,67 @@ def test_admin_user_on_a_running_server(server: Server, run_cli, monkeypatch, cl
     assert run_cli("tune", "admin", "user", "suspend", "--user-id", user_id, "--reason", "test").code == 0
     refused = run_cli("tune", "login", "--email", "carol@example.com", "--password", "pw-c")
     assert refused.code == 1 and "HTTP 403" in refused.err
+
+
+def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypatch) -> None:
+    """A LoRA adapter on tiny-llama registered in the server's bucket (as a runner would): the CLI
+    downloads it through the API (size and sha256 checked), caches it, and chats with it."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from cli.admin import Store, open_runtime
+    from projections.partition import user_partition
+    from runners.base_models import resolve_base_model
+
+    dataset_id = _upload(run_cli, cli_env)
+    job_id = json.loads(
+        run_cli("tune", "start", "--model", "tiny-llama", "--dataset", dataset_id, "--json").out
+    )["job_id"]
+    base = resolve_base_model("tiny-llama", cli_env / "cache" / "base-models")
+    adapter = cli_env / "adapter"
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"])
+    ).save_pretrained(adapter)
+    user_id = _user_id(live)
+    rt = open_runtime(Store(home=live.home))
+    model_id = "mdl_cli_live"
+    prefix = f"users/{user_id}/models/{model_id}/weights/"
+    files = {path.name: path.read_bytes() for path in sorted(adapter.iterdir())}
+    for name, data in files.items():
+        rt.bucket.write(prefix + name, data)
+    rt.user_app(user_id).register_model(
+        model_id=model_id, job_id=job_id, base_model="tiny-llama", kind="lora", weights_prefix=prefix,
+        sha256=hashlib.sha256(files["adapter_model.safetensors"]).hexdigest(),
+        size_bytes=sum(map(len, files.values())), metrics={}, at=rt.clock(),
+    )  # fmt: skip
+    rt.committed(user_partition(user_id))
+
+    shown = json.loads(run_cli("model", "show", "--model-id", model_id, "--json").out)
+    assert (shown["base_model"], shown["kind"]) == ("tiny-llama", "lora")
+    saved = run_cli("model", "download", "--model-id", model_id, "--output", "dl")
+    assert saved.code == 0, saved.err
+    assert (cli_env / "dl" / "weights" / "adapter_config.json").is_file()
+    args = (
+        "model",
+        "chat",
+        "--model-id",
+        model_id,
+        "--prompt",
+        "hello",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "5",
+    )
+    first = run_cli(*args)
+    assert first.code == 0, first.err
+    assert first.out.endswith("\n")
+    assert (cli_env / "cache" / "models" / model_id / ".tune-sha256").is_file()
+    assert run_cli(*args).out == first.out  # greedy and cached: same answer
+
+
+def _user_id(server: Server) -> str:
+    from cli.config import load_credentials
+
+    return load_credentials(server.url).user_id
