@@ -253,7 +253,7 @@ def test_billing_report_formats(logged_in: FakeApi, run_cli) -> None:
     report = {
         "month": "2026-03",
         "total_usd_micros": 4_000_000,
-        "lines": [{"job_id": "job_a", "gpu_type": "A100", "gpu_ms": 1000, "usd_micros": 4_000_000}],
+        "rows": [{"job_id": "job_a", "gpu_type": "A100", "gpu_ms": 1000, "usd_micros": 4_000_000}],
     }
     logged_in.route("GET", "/billing/report", Reply.json(report))
     rows = list(
