@@ -25,14 +25,15 @@ weight_decay                    ``0.0``         AdamW weight decay, 0-1
 max_grad_norm                   ``1.0``         gradient clipping norm (0 turns clipping off)
 max_seq_length                  ``1024``        tokens per example; longer ones are truncated, 16-131072
 seed                            ``42``          seed for data order, LoRA init and dropout
-validation_split                ``0.0``         fraction held out to report a validation loss, 0 <= f <= 0.5
+validation_split                ``0.0``         fraction held out for a validation loss (computed at each
+                                                checkpoint and at the end), 0 <= f <= 0.5
 checkpoint_every_steps          ``100``         save a resumable checkpoint every N optimizer steps
 max_steps                       ``null``        optional cap on optimizer steps (overrides epochs)
 precision                       ``auto``        ``auto`` (bf16 on a GPU with bf16, else fp32), ``fp32``,
                                                 ``bf16`` or ``fp16``
 gradient_checkpointing          ``false``       trade compute for memory on large models
 gpu_type                        ``cpu``         GPU type to run on (priced by the price list)
-gpu_count                       ``1``           GPUs per job, 1-16
+gpu_count                       ``1``           GPUs per job, 1-16 (one trainer process uses all it sees)
 max_cost                        ``null``        optional job budget in dollars, e.g. ``"12.50"``
 heartbeat_interval_seconds      ``10.0``        how often the runner reports GPU time, 0.1-3600
 max_retries                     ``2``           attempts after the first one on failure, 0-10

@@ -61,7 +61,8 @@ class ProgressCallback(TrainerCallback):
     """Forwards steps, evaluations and checkpoints to a sink; asks it whether to stop after each step.
 
     Needs ``logging_steps=1`` to report every step. On a stop it makes the Trainer save a
-    checkpoint at that step and end training; ``stopped_at`` then holds the step. The
+    checkpoint at that step and end training; ``stopped_at`` then holds the step (a stop
+    asked at the last step is ignored: the run is complete and saves its weights). The
     Trainer's own save at the last step is skipped unless it falls on ``save_steps``: the
     recipe saves the final weights itself.
 
@@ -95,7 +96,7 @@ class ProgressCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if self.sink.should_stop():
+        if state.global_step < state.max_steps and self.sink.should_stop():
             self.stopped_at = state.global_step
             control.should_save = True
             control.should_training_stop = True

@@ -170,13 +170,10 @@ class SFTRecipe:
 
     def _setup_model(self) -> Any:
         lora = self.config.method == "lora"
-        # LoRA keeps the frozen base in the low precision; full fine-tuning keeps fp32 master weights.
-        dtype = (
-            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-            if lora
-            else None
-        )
-        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=dtype or torch.float32)
+        # LoRA keeps the frozen base in the low precision (adapters stay fp32); full fine-tuning keeps
+        # fp32 master weights and trains under autocast.
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=low if lora else torch.float32)
         model.config.use_cache = False
         if not lora:
             return model

@@ -140,3 +140,9 @@ def test_missing_inputs_fail_before_any_loading(make_spec, change: dict, where: 
     with pytest.raises(ValidationFailed) as caught:
         SFTRecipe(spec, RecordingSink())
     assert caught.value.where == where
+
+
+def test_a_stop_asked_at_the_last_step_still_saves_the_finished_model(make_spec) -> None:
+    sink = RecordingSink(stop_after=3)  # first seen at the end of step 4, the last one
+    result = run_training(make_spec(max_steps=4), sink)
+    assert result.status == "succeeded" and result.step == 4 and Path(result.model_dir).is_dir()
