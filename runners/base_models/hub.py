@@ -9,6 +9,7 @@ Gated repositories (Llama) read the token from ``HF_TOKEN`` as huggingface_hub a
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,6 +60,7 @@ def download_from_hub(name: str, repo_id: str, dest: Path) -> Path:
         snapshot_download(repo_id, local_dir=dest, allow_patterns=_ALLOW)
     except (HfHubHTTPError, OSError) as exc:
         raise HubUnavailable(f"could not copy {repo_id} from the hub: {exc}", where="base_model") from exc
+    shutil.rmtree(dest / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
     return dest
 
 
