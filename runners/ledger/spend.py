@@ -1,0 +1,59 @@
+"""A user's spend per billing period, folded from their events by the fold billing.json uses.
+
+``UserSpend.refresh(app)`` folds the user's ``Job.Submitted`` and ``Job.UsageMetered``
+events past the last position it read (only those topics are decoded), through
+``projections.billing.fold``: the ledger's limit decisions and the user's billing.json are
+the same function of the same events, so they agree to the micro-dollar. ``after(events)``
+folds events not saved yet (a batch's pending ``UsageMetered``) onto a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
+
+from domain.job import Job
+from projections import billing
+
+__all__ = ["UserSpend"]
+
+_TOPICS = (get_topic(Job.Submitted), get_topic(Job.UsageMetered))
+_PAGE = 1000
+
+
+class UserSpend:
+    """One user's billing state as far as ``position`` (a notification id of their partition)."""
+
+    def __init__(self) -> None:
+        self.state = billing.BillingState()
+        self.position = 0
+
+    def refresh(self, app: Application[Any]) -> None:
+        """Fold the events appended since the last refresh."""
+        head = app.recorder.max_notification_id() or 0
+        while self.position < head:
+            page = app.recorder.select_notifications(
+                start=self.position + 1, limit=_PAGE, stop=head, topics=_TOPICS
+            )
+            for notification in page:
+                self.state = billing.fold(self.state, app.mapper.to_domain_event(notification))
+            if len(page) < _PAGE:
+                break
+            self.position = page[-1].id
+        self.position = head
+
+    def after(self, events: Iterable[Any]) -> billing.BillingState:
+        """The state with ``events`` (not saved yet) folded in; this object is unchanged."""
+        state = self.state
+        for event in events:
+            state = billing.fold(state, event)
+        return state
+
+    @staticmethod
+    def period_total(state: billing.BillingState, period: str) -> int:
+        """The user's spend in ``period`` (0 if nothing was metered in it)."""
+        found = state.periods.get(period)
+        return 0 if found is None else found.total_usd_micros

@@ -1,0 +1,479 @@
+"""``LedgerWorker``: heartbeats in; metered usage, alerts and stops out; one commit per user per batch.
+
+For each batch the subscriber hands over (``handle``):
+
+1. Prices: one ``PriceSchedule`` (``PlatformApp.price_list`` at the batch's earliest
+   heartbeat) gives the price in force at each heartbeat's ``at``.
+2. Per user, per job: load the Job, drop what it has metered already (``Job.metered_seq``,
+   rebuilt from events, so dedupe survives a restart) and repeats, group the rest into
+   usage runs (``runners.ledger.metering``) and record one ``UsageMetered`` per run.
+3. Limits (``runners.ledger.limits``): the user's spend per period comes from the same fold
+   as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
+   ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where
+   the next interval would pass a limit.
+4. One ``Application.save`` per user carries every job and the budget it changed; a lost
+   race (``RecordConflictError``: e.g. the runner reported progress on the same job) is
+   redone from a fresh load. Then the projector is told (``notify("users/<uid>")``).
+5. ``handle`` returns only after every commit is durable: only then does the subscriber ack.
+
+Heartbeats that cannot be billed (unknown user or job, an attempt that never started, a GPU
+type with no price in force) are logged, counted in ``stats.rejected`` and dropped: holding
+them back would stall every job behind them. They are unbilled time.
+
+Batching: a batch that was not full means the ledger is keeping up; the handler then
+lingers until ``flush_interval_s`` has passed since it began, so what arrives meanwhile is
+committed together (at most one ledger commit per user per ``flush_interval_s``). Under load
+batches are full and nothing waits.
+
+``start()`` runs the subscriber and a thread calling ``sweep()`` (the lost-job detector)
+every ``sweep_interval_s``; ``close()`` stops both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from eventsourcing.persistence import RecordConflictError
+
+from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
+from domain.errors import NotFound, PlatformError
+from domain.ids import check_id
+from domain.job import Job, JobState
+from domain.metering import PriceSchedule, job_policy, marginal_cost_usd_micros
+from domain.money import UsageGroupKey, period_of
+from runners.ledger.aggregates import load_budget, load_job, save
+from runners.ledger.limits import JOB_SCOPE, STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
+from runners.ledger.live import LiveJob, LiveJobs
+from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry
+from runners.ledger.metering import UsageRun, by_user_and_job, fresh_heartbeats, usage_runs
+from runners.ledger.spend import UserSpend
+from storage import Bucket
+from storage.heartbeats import Heartbeat, HeartbeatSubscriber
+
+__all__ = ["LedgerStats", "LedgerWorker", "Notifier", "utc_now"]
+
+log = logging.getLogger(__name__)
+
+_STOPPABLE = frozenset({JobState.RUNNING, JobState.RETRYING, JobState.LOST})
+_TRIES = 10
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Notifier(Protocol):
+    """What the worker needs of a projector: ``projections.projector.Projector`` has it."""
+
+    def notify(self, partition: str) -> None: ...
+
+
+@dataclass
+class LedgerStats:
+    """Counters since start (read them from any thread; they are only ever added to)."""
+
+    batches: int = 0
+    heartbeats: int = 0
+    metered: int = 0
+    """Heartbeats billed."""
+    duplicates: int = 0
+    """Heartbeats dropped as already metered or repeated."""
+    rejected: int = 0
+    """Heartbeats that could not be billed (see the module docstring)."""
+    events: int = 0
+    commits: int = 0
+    conflicts: int = 0
+    """Saves redone after another writer got there first."""
+    alerts: int = 0
+    stops: int = 0
+    lost: int = 0
+    last_commit: dict[str, int] = field(default_factory=dict)
+    """The last notification id the ledger wrote, per partition (``users/<uid>``)."""
+
+
+@dataclass
+class _UserOutcome:
+    """What metering one user's share of a batch did (applied to the stats once it is saved)."""
+
+    metered: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    alerts: int = 0
+    stops: int = 0
+    events: int = 0
+    position: int | None = None
+    live: list[LiveJob] = field(default_factory=list)
+
+
+@dataclass
+class _Metered:
+    """One job's part of the batch after metering."""
+
+    job: Job
+    last: Heartbeat
+    price: int
+    next_usd_micros: int = 0
+    interval_ms: int = 0
+
+
+class LedgerWorker:
+    """Meters heartbeats from ``subscriber`` into each user's event log.
+
+    Args:
+        bucket: the bucket the event store lives in (used to reseed the lost-job detector).
+        platform_app: the ``PlatformApp`` (prices).
+        open_user_app: the ``UserApp`` of a user id; should be cached by the caller, and for
+            throughput should have the aggregate cache on (``AGGREGATE_CACHE_MAXSIZE``).
+        subscriber: where heartbeats come from (not started yet).
+        projector: told which partitions the ledger wrote (None: nothing in-process to tell).
+        clock: the ledger's time (event ``at``, liveness).
+        flush_interval_s: the least time between the starts of two batches when not behind.
+        sweep_interval_s: how often ``start()``'s thread runs the lost-job sweep.
+        lost_after_intervals: heartbeat intervals of silence before a job is lost.
+        on_retry: called with ``(user_id, job_id)`` when a lost job is set to retry.
+    """
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        platform_app: Any,
+        open_user_app: Callable[[str], Any],
+        subscriber: HeartbeatSubscriber,
+        projector: Notifier | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        flush_interval_s: float = 0.2,
+        sweep_interval_s: float = 1.0,
+        lost_after_intervals: int = LOST_AFTER_INTERVALS,
+        on_retry: OnRetry | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.platform_app = platform_app
+        self.open_user_app = open_user_app
+        self.subscriber = subscriber
+        self.projector = projector
+        self.clock = clock
+        self.flush_interval_s = flush_interval_s
+        self.sweep_interval_s = sweep_interval_s
+        self.intervals = lost_after_intervals
+        self.stats = LedgerStats()
+        self.live = LiveJobs()
+        self.lost = LostJobDetector(
+            open_user_app, self.live, intervals=lost_after_intervals, notify=self._notify, on_retry=on_retry
+        )
+        self._spend: dict[str, UserSpend] = {}
+        self._max_batch: int | None = getattr(subscriber, "max_batch", None)
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        """Start consuming heartbeats and sweeping for lost jobs."""
+        self.subscriber.start(self.handle)
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="ledger-lost-sweep", daemon=True)
+        self._sweeper.start()
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Stop: the batch in hand is finished (and acked) or released; idempotent."""
+        self._stop.set()
+        self.subscriber.close(timeout)
+        if self._sweeper is not None:
+            self._sweeper.join(timeout)
+
+    def __enter__(self) -> LedgerWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sweep(self) -> list[LostJob]:
+        """Run the lost-job detector once, now."""
+        lost = self.lost.sweep(self.clock())
+        self.stats.lost += len(lost)
+        return lost
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_interval_s):
+            try:
+                self.sweep()
+            except Exception:  # the sweep must outlive one bad round (e.g. the bucket briefly down)
+                log.exception("lost-job sweep failed")
+
+    # ---- the handler ----
+
+    def handle(self, batch: list[Heartbeat]) -> None:
+        """Meter one batch; returns once everything it wrote is durable (then the subscriber acks)."""
+        began = time.monotonic()
+        received = self.clock()
+        prices = self._price_schedule(batch)
+        for user_id, jobs in by_user_and_job(batch).items():
+            self._meter_user(user_id, jobs, prices, received)
+        self.stats.batches += 1
+        self.stats.heartbeats += len(batch)
+        self._linger(began, len(batch))
+
+    def _price_schedule(self, batch: Sequence[Heartbeat]) -> PriceSchedule | None:
+        if not batch:
+            return None
+        try:
+            return PriceSchedule(self.platform_app.price_list(min(h.at for h in batch)))
+        except NotFound:
+            return None
+
+    def _linger(self, began: float, size: int) -> None:
+        if self._max_batch is not None and size >= self._max_batch:
+            return
+        left = self.flush_interval_s - (time.monotonic() - began)
+        if left > 0:
+            self._stop.wait(left)
+
+    def _meter_user(
+        self, user_id: str, jobs: dict[str, list[Heartbeat]], prices: PriceSchedule | None, received: datetime
+    ) -> None:
+        try:
+            app = self.open_user_app(check_id(user_id, kind="user_id"))
+        except PlatformError as exc:
+            self._reject(sum(len(h) for h in jobs.values()), f"user {user_id!r:.80}: {exc}")
+            return
+        spend = self._spend.setdefault(user_id, UserSpend())
+        for tried in range(1, _TRIES + 1):
+            try:
+                outcome = self._meter_once(app, user_id, jobs, prices, received, spend)
+            except RecordConflictError:
+                if tried == _TRIES:
+                    raise
+                self.stats.conflicts += 1
+                time.sleep(0.002 * tried)
+            else:
+                self._settle(user_id, outcome)
+                return
+
+    def _settle(self, user_id: str, outcome: _UserOutcome) -> None:
+        stats = self.stats
+        stats.metered += outcome.metered
+        stats.duplicates += outcome.duplicates
+        stats.rejected += outcome.rejected
+        stats.alerts += outcome.alerts
+        stats.stops += outcome.stops
+        for entry in outcome.live:
+            self.live.record(entry)
+        if outcome.position is not None:
+            partition = f"users/{user_id}"
+            stats.events += outcome.events
+            stats.commits += 1
+            stats.last_commit[partition] = outcome.position
+            self._notify(partition)
+
+    def _notify(self, partition: str) -> None:
+        if self.projector is not None:
+            self.projector.notify(partition)
+
+    def _reject(self, count: int, why: str) -> None:
+        self.stats.rejected += count
+        log.error("ledger: dropping %d heartbeat(s), unbilled: %s", count, why)
+
+    # ---- one user's share of a batch, one commit ----
+
+    def _meter_once(
+        self,
+        app: Any,
+        user_id: str,
+        jobs: dict[str, list[Heartbeat]],
+        prices: PriceSchedule | None,
+        at: datetime,
+        spend: UserSpend,
+    ) -> _UserOutcome:
+        outcome = _UserOutcome()
+        metered: dict[str, _Metered] = {}
+        for job_id, heartbeats in jobs.items():
+            found = self._meter_job(app, job_id, heartbeats, prices, at, outcome)
+            if found is not None:
+                metered[job_id] = found
+        if not metered:
+            return outcome
+        budget = load_budget(app, user_id)
+        spend.refresh(app)
+        others = self._limits(app, user_id, metered, budget, prices, at, spend, outcome)
+        aggregates = [m.job for m in metered.values()] + others + ([budget] if budget is not None else [])
+        outcome.events = sum(len(a.pending_events) for a in aggregates)
+        outcome.position = save(app, *aggregates)
+        return outcome
+
+    def _meter_job(
+        self,
+        app: Any,
+        job_id: str,
+        heartbeats: list[Heartbeat],
+        prices: PriceSchedule | None,
+        at: datetime,
+        outcome: _UserOutcome,
+    ) -> _Metered | None:
+        try:
+            job = load_job(app, check_id(job_id, kind="job_id"))
+        except PlatformError:
+            job = None
+        if job is None:
+            outcome.rejected += len(heartbeats)
+            log.error("ledger: %d heartbeat(s) of unknown job %.80r dropped", len(heartbeats), job_id)
+            return None
+        fresh = fresh_heartbeats(heartbeats, job.metered_seq)
+        outcome.duplicates += fresh.dropped
+        priced: list[tuple[Heartbeat, int]] = []
+        for heartbeat in fresh.heartbeats:
+            price = _price_or_reason(job, heartbeat, prices)
+            if isinstance(price, str):
+                outcome.rejected += 1
+                log.error("ledger: heartbeat %s dropped, unbilled: %s", heartbeat.key, price)
+            else:
+                priced.append((heartbeat, price))
+        runs: list[UsageRun] = []
+        for run in usage_runs(priced):
+            try:
+                job.meter_usage(
+                    run.attempt,
+                    run.first_seq,
+                    run.last_seq,
+                    run.gpu_type,
+                    run.gpu_count,
+                    run.gpu_ms,
+                    run.usd_micros_per_hour,
+                    run.period,
+                    at,
+                )
+            except PlatformError as exc:
+                outcome.rejected += run.heartbeats
+                log.error("ledger: %d heartbeat(s) of %s dropped, unbilled: %s", run.heartbeats, job_id, exc)
+            else:
+                outcome.metered += run.heartbeats
+                runs.append(run)
+        if not runs:
+            return None
+        last, price = priced[-1]
+        return _Metered(job, last, price)
+
+    # ---- limits ----
+
+    def _limits(
+        self,
+        app: Any,
+        user_id: str,
+        metered: dict[str, _Metered],
+        budget: Budget | None,
+        prices: PriceSchedule | None,
+        at: datetime,
+        spend: UserSpend,
+        outcome: _UserOutcome,
+    ) -> list[Job]:
+        """Apply alerts and stops to the loaded aggregates; return other jobs it changed."""
+        for part in metered.values():
+            self._outlook(part, prices)
+        state = spend.after(e for part in metered.values() for e in part.job.pending_events)
+        runs_periods = {
+            e.period
+            for part in metered.values()
+            for e in part.job.pending_events
+            if isinstance(e, Job.UsageMetered)
+        }
+        next_period = max(_next_period(part) for part in metered.values())
+        live_others = [e for e in self.live.running(user_id, at, self.intervals) if e.job_id not in metered]
+        budget_view = BudgetOutlook(
+            monthly_limit_usd_micros=budget.monthly_limit_usd_micros if budget else None,
+            period=next_period,
+            spent_by_period={p: spend.period_total(state, p) for p in {*runs_periods, next_period}},
+            next_usd_micros=sum(p.next_usd_micros for p in metered.values())
+            + sum(e.next_usd_micros for e in live_others),
+            alerted={p: frozenset(ts) for p, ts in (budget.alerts.items() if budget else ())},
+        )
+        outlooks = [
+            JobOutlook(
+                job_id=job_id,
+                spent_usd_micros=part.job.cost().cost_usd_micros,
+                next_usd_micros=part.next_usd_micros,
+                max_cost_usd_micros=part.job.max_cost_usd_micros,
+                alerted_pct=frozenset(
+                    int(a.partition(":")[2]) for a in part.job.alerts if a.startswith(f"{JOB_SCOPE}:")
+                ),
+                stoppable=part.job.state in _STOPPABLE,
+            )
+            for job_id, part in metered.items()
+        ]
+        thresholds = budget.thresholds_pct if budget is not None else list(DEFAULT_THRESHOLDS_PCT)
+        actions = plan_limits(outlooks, budget_view, thresholds)
+        for alert in actions.job_alerts:
+            metered[alert.job_id].job.raise_alert(
+                JOB_SCOPE, alert.threshold_pct, alert.spent_usd_micros, alert.limit_usd_micros, at
+            )
+        for budget_alert in actions.budget_alerts:
+            budget.raise_alert(
+                budget_alert.period,
+                budget_alert.threshold_pct,  # type: ignore[union-attr]
+                budget_alert.spent_usd_micros,
+                at,
+            )
+        outcome.alerts += len(actions.job_alerts) + len(actions.budget_alerts)
+        stop = set(actions.stop_jobs) | (set(metered) if actions.stop_all_live else set())
+        for job_id in sorted(stop):
+            if metered[job_id].job.state in _STOPPABLE:
+                metered[job_id].job.request_stop(STOP_REASON, at)
+                outcome.stops += 1
+        others = []
+        if actions.stop_all_live:
+            for entry in live_others:
+                job = load_job(app, entry.job_id)
+                if job is not None and job.state in _STOPPABLE:
+                    job.request_stop(STOP_REASON, at)
+                    outcome.stops += 1
+                    others.append(job)
+        outcome.live = [
+            LiveJob(
+                user_id=user_id,
+                job_id=job_id,
+                attempt=part.last.attempt,
+                interval_ms=part.interval_ms,
+                last_seen=at,
+                last_at=part.last.at,
+                next_usd_micros=part.next_usd_micros,
+                final=part.last.final,
+            )
+            for job_id, part in metered.items()
+        ]
+        return others
+
+    @staticmethod
+    def _outlook(part: _Metered, prices: PriceSchedule | None) -> None:
+        """Set what the job's next heartbeat interval is and will cost."""
+        last, job = part.last, part.job
+        part.interval_ms = max(job_policy(job.config).heartbeat_interval_ms, last.gpu_ms)
+        if last.final and last.attempt == job.attempt:
+            return  # its attempt has ended; a next one starts over from its first heartbeat
+        then = last.at + timedelta(milliseconds=part.interval_ms)
+        price = part.price
+        if prices is not None:
+            with contextlib.suppress(NotFound):
+                price = prices.price_at(last.gpu_type, then)
+        key = UsageGroupKey(period_of(then), job.job_id, last.gpu_type, last.gpu_count, price)
+        part.next_usd_micros = marginal_cost_usd_micros(job.usage, key, part.interval_ms)
+
+
+def _next_period(part: _Metered) -> str:
+    return period_of(part.last.at + timedelta(milliseconds=part.interval_ms))
+
+
+def _price_or_reason(job: Job, heartbeat: Heartbeat, prices: PriceSchedule | None) -> str | int:
+    """The price in force for ``heartbeat``, or why it cannot be billed."""
+    if not 1 <= heartbeat.attempt <= job.attempt:
+        return f"attempt {heartbeat.attempt} of job {job.job_id} never started (last: {job.attempt})"
+    if prices is None:
+        return "no prices are set"
+    try:
+        return prices.price_at(heartbeat.gpu_type, heartbeat.at)
+    except (NotFound, ValueError) as exc:
+        return str(exc)
