@@ -7,18 +7,21 @@ caller's own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.params import Parameter
 
 from api.auth import Principal
 from api.guards import caller_of
 from api.runtime import Runtime
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
+from domain.ids import ID_PATTERN
 
 __all__ = [
+    "PathId",
     "dependencies",
     "provide_accounts",
     "provide_billing",
@@ -28,6 +31,14 @@ __all__ = [
     "provide_models",
     "provide_runtime",
 ]
+
+PathId = Annotated[
+    str,
+    Parameter(
+        pattern=ID_PATTERN, min_length=1, max_length=64, description="an id: letters, digits, '-', '_'"
+    ),
+]
+"""A path id as the OpenAPI schema shows it (``requires_valid_ids`` enforces it first)."""
 
 
 def provide_runtime(state: State) -> Runtime:

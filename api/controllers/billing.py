@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get, put
 from litestar.di import NamedDependency
 
+from api.deps import PathId
 from api.errors import documented
 from api.schemas import Billing, BillingHistory, BudgetRequest, BudgetView, JobCostReport, Pricing
 from api.services import BillingService
@@ -30,7 +31,7 @@ class BillingController(Controller):
         return billing.pricing()
 
     @get("/job/{job_id:str}/cost", operation_id="job_cost", responses=documented(404), sync_to_thread=True)
-    def job_cost(self, job_id: str, billing: NamedDependency[BillingService]) -> JobCostReport:
+    def job_cost(self, job_id: PathId, billing: NamedDependency[BillingService]) -> JobCostReport:
         """What one job has cost so far, and in which months."""
         return billing.job_cost(job_id)
 

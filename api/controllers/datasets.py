@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 
+from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import Dataset, DatasetList, Deleted
@@ -27,6 +28,7 @@ class DatasetController(Controller):
     )
     async def upload(
         self,
+        user_id: PathId,
         request: Request[Any, Any, Any],
         datasets: NamedDependency[DatasetService],
         filename: Annotated[str | None, Parameter(max_length=255)] = None,
@@ -46,12 +48,12 @@ class DatasetController(Controller):
         guards=[requires_owner],
         sync_to_thread=True,
     )
-    def list_datasets(self, datasets: NamedDependency[DatasetService]) -> DatasetList:
+    def list_datasets(self, user_id: PathId, datasets: NamedDependency[DatasetService]) -> DatasetList:
         """The user's datasets."""
         return datasets.list()
 
     @get("/{dataset_id:str}", operation_id="get_dataset", responses=documented(404), sync_to_thread=True)
-    def get_dataset(self, dataset_id: str, datasets: NamedDependency[DatasetService]) -> Dataset:
+    def get_dataset(self, dataset_id: PathId, datasets: NamedDependency[DatasetService]) -> Dataset:
         """A dataset's metadata and validation report."""
         return datasets.get(dataset_id)
 
@@ -62,6 +64,6 @@ class DatasetController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def delete_dataset(self, dataset_id: str, datasets: NamedDependency[DatasetService]) -> Deleted:
+    def delete_dataset(self, dataset_id: PathId, datasets: NamedDependency[DatasetService]) -> Deleted:
         """Delete the dataset and its files; 409 while a queued or running job uses it."""
         return datasets.delete(dataset_id)

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
@@ -30,7 +31,9 @@ class FineTuneController(Controller):
         guards=[requires_self],
         sync_to_thread=True,
     )
-    def start(self, data: StartJobRequest, jobs: NamedDependency[JobService]) -> Response[StartJobResponse]:
+    def start(
+        self, user_id: PathId, data: StartJobRequest, jobs: NamedDependency[JobService]
+    ) -> Response[StartJobResponse]:
         """Validate the config whole, then submit the job (201), or only check and estimate (dry_run, 200)."""
         reply = jobs.start(data)
         return Response(reply, status_code=200 if data.dry_run else 201)
@@ -44,6 +47,7 @@ class FineTuneController(Controller):
     )
     def list_jobs(
         self,
+        user_id: PathId,
         jobs: NamedDependency[JobService],
         job_state: Annotated[str | None, Parameter(query="state", max_length=20)] = None,
     ) -> JobList:
@@ -51,7 +55,7 @@ class FineTuneController(Controller):
         return jobs.list(job_state)
 
     @get("/{job_id:str}/status", operation_id="job_status", responses=documented(404), sync_to_thread=True)
-    def status(self, job_id: str, jobs: NamedDependency[JobService]) -> JobStatus:
+    def status(self, job_id: PathId, jobs: NamedDependency[JobService]) -> JobStatus:
         """State, progress, checkpoints, GPU time and cost so far."""
         return jobs.status(job_id)
 
@@ -62,19 +66,19 @@ class FineTuneController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def stop(self, job_id: str, jobs: NamedDependency[JobService]) -> StopJobResponse:
+    def stop(self, job_id: PathId, jobs: NamedDependency[JobService]) -> StopJobResponse:
         """Ask the job to stop (it saves a checkpoint first); 409 when it has already ended."""
         return jobs.stop(job_id)
 
     @get("/{job_id:str}/events", operation_id="job_events", responses=documented(404), sync_to_thread=True)
-    def events(self, job_id: str, jobs: NamedDependency[JobService]) -> JobEvents:
+    def events(self, job_id: PathId, jobs: NamedDependency[JobService]) -> JobEvents:
         """The job's history: state changes, progress, checkpoints, metered usage, alerts."""
         return jobs.events(job_id)
 
     @get("/{job_id:str}/logs", operation_id="job_logs", responses=documented(404), media_type=TEXT)
     async def logs(
         self,
-        job_id: str,
+        job_id: PathId,
         jobs: NamedDependency[JobService],
         tail: Annotated[int | None, Parameter(ge=1, le=100_000)] = None,
         follow: bool = False,

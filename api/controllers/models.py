@@ -7,6 +7,7 @@ from litestar import Controller, delete, get
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
+from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner
 from api.schemas import Deleted, Model, ModelList
@@ -24,12 +25,12 @@ class ModelController(Controller):
         guards=[requires_owner],
         sync_to_thread=True,
     )
-    def list_models(self, models: NamedDependency[ModelService]) -> ModelList:
+    def list_models(self, user_id: PathId, models: NamedDependency[ModelService]) -> ModelList:
         """The user's fine-tuned models."""
         return models.list()
 
     @get("/{model_id:str}", operation_id="get_model", responses=documented(404), sync_to_thread=True)
-    def get_model(self, model_id: str, models: NamedDependency[ModelService]) -> Model:
+    def get_model(self, model_id: PathId, models: NamedDependency[ModelService]) -> Model:
         """A model's metadata: base model, kind, size, digest, training metrics."""
         return models.get(model_id)
 
@@ -39,7 +40,7 @@ class ModelController(Controller):
         responses=documented(404),
         media_type="application/x-tar",
     )
-    async def download(self, model_id: str, models: NamedDependency[ModelService]) -> Stream:
+    async def download(self, model_id: PathId, models: NamedDependency[ModelService]) -> Stream:
         """The model's folder as a tar; ``X-Content-Size`` and ``X-Content-SHA256`` let a client verify it."""
         archive = await anyio.to_thread.run_sync(models.archive, model_id)
         return Stream(
@@ -60,6 +61,6 @@ class ModelController(Controller):
         status_code=200,
         sync_to_thread=True,
     )
-    def delete_model(self, model_id: str, models: NamedDependency[ModelService]) -> Deleted:
+    def delete_model(self, model_id: PathId, models: NamedDependency[ModelService]) -> Deleted:
         """Delete the model and its weights; 409 while a queued or running job builds on it."""
         return models.delete(model_id)

@@ -17,6 +17,7 @@ from domain.dataset import check_filename
 from domain.errors import Forbidden, NotFound, TooLarge, ValidationFailed
 from domain.ids import new_id
 from runners.dataset_processing import process_dataset
+from storage.bucket import check_name
 
 __all__ = ["DatasetService"]
 
@@ -57,6 +58,12 @@ def clean_filename(filename: str | None) -> str:
     if name in (".", ".."):
         name = DEFAULT_FILENAME
     check_filename(name)
+    try:
+        check_name(f"raw/{name}")
+    except ValueError:
+        raise ValidationFailed(
+            f"not a usable file name (control characters or too long): {name!r:.60}", where="filename"
+        ) from None
     return name
 
 

@@ -24,6 +24,7 @@ from api.bootstrap import bootstrap
 from api.runtime import Runtime
 from api.services import AccountService
 from api.settings import Settings
+from domain.model import ModelWeights
 
 SECRET = "test-secret-for-the-api-tests-0123456789"
 
@@ -97,6 +98,36 @@ class Api:
         self.rt.committed(f"users/{user.user_id}")
 
 
+FILES = {
+    "weights/adapter_config.json": b'{"r": 8}',
+    "weights/adapter_model.safetensors": bytes(range(256)) * 1000,
+    "config.json": b'{"model_type": "llama"}',
+    "weights/" + "deep/" * 30 + "long-name.txt": b"a path longer than 100 characters",
+}
+
+
+def finished_model(api: Api, user: User) -> tuple[str, str]:
+    """A job that ran and wrote its weights; returns (job_id, model_id)."""
+    job_id = api.job(user)
+    app, now = api.rt.user_app(user.user_id), api.rt.clock()
+    model_id = app.get_job(job_id).model_id
+    root = f"users/{user.user_id}/models/{model_id}"
+    for name, data in FILES.items():
+        api.rt.bucket.write(f"{root}/{name}", data)
+    app.queue_job(job_id, now)
+    app.start_job(job_id, 1, now)
+    weights = ModelWeights(
+        kind="lora",
+        weights_prefix=f"{root}/weights/",
+        sha256="0" * 64,
+        size_bytes=1234,
+        metrics={"loss": 0.5},
+    )
+    app.mark_succeeded(job_id, now, metrics={"loss": 0.5}, weights=weights)
+    api.settle(user)
+    return job_id, model_id
+
+
 def make_settings(home: Path, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {
         "home": home,
@@ -130,3 +161,11 @@ def ann(api: Api) -> User:
 @pytest.fixture
 def bob(api: Api) -> User:
     return api.user("bob")
+
+
+@pytest.fixture
+def world(api: Api, ann: User) -> dict[str, str]:
+    """Ann's ids: a finished job and its model, and a validated dataset."""
+    job_id, model_id = finished_model(api, ann)
+    dataset_id = api.upload(ann)["dataset_id"]
+    return {"user_id": ann.user_id, "job_id": job_id, "model_id": model_id, "dataset_id": dataset_id}

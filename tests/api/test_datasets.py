@@ -95,6 +95,16 @@ def test_the_filename_cannot_climb_out(api: Api, ann: User) -> None:
     assert names(api, f"users/{ann.user_id}/data/{ds['dataset_id']}/raw/")[0].endswith("/raw/passwd.jsonl")
 
 
+def test_a_filename_with_control_characters_is_400(api: Api, ann: User) -> None:
+    reply = api.client.post(
+        f"/datasets/{ann.user_id}/upload",
+        params={"filename": "a\x07b.jsonl"},
+        content=b"x",
+        headers=ann.headers,
+    )
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "filename"
+
+
 def test_delete_removes_the_files_and_the_dataset(api: Api, ann: User) -> None:
     ds = api.upload(ann)["dataset_id"]
     reply = api.client.delete(f"/datasets/{ds}", headers=ann.headers)

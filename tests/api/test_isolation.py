@@ -8,24 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.api.conftest import Api, User
-from tests.api.test_models import finished_model
 
 PUBLIC = {("POST", "/auth/login"), ("GET", "/health")}
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/fine-tune/{user_id}/start"): {"base_model": "tiny-llama", "dataset_id": "{dataset_id}"},
     ("PUT", "/billing/budget"): {"monthly_limit_usd_micros": 1_000_000},
 }
-
-
-@pytest.fixture
-def world(api: Api, ann: User) -> dict[str, str]:
-    """Ann's ids: a dataset, a job, a model."""
-    job_id, model_id = finished_model(api, ann)
-    dataset_id = api.upload(ann)["dataset_id"]
-    return {"user_id": ann.user_id, "job_id": job_id, "model_id": model_id, "dataset_id": dataset_id}
 
 
 def operations(api: Api) -> list[tuple[str, str]]:

@@ -6,37 +6,7 @@ import hashlib
 import io
 import tarfile
 
-from domain.model import ModelWeights
-from tests.api.conftest import Api, User
-
-FILES = {
-    "weights/adapter_config.json": b'{"r": 8}',
-    "weights/adapter_model.safetensors": bytes(range(256)) * 1000,
-    "config.json": b'{"model_type": "llama"}',
-    "weights/" + "deep/" * 30 + "long-name.txt": b"a path longer than 100 characters",
-}
-
-
-def finished_model(api: Api, user: User) -> tuple[str, str]:
-    """A job that ran and wrote its weights; returns (job_id, model_id)."""
-    job_id = api.job(user)
-    app, now = api.rt.user_app(user.user_id), api.rt.clock()
-    model_id = app.get_job(job_id).model_id
-    root = f"users/{user.user_id}/models/{model_id}"
-    for name, data in FILES.items():
-        api.rt.bucket.write(f"{root}/{name}", data)
-    app.queue_job(job_id, now)
-    app.start_job(job_id, 1, now)
-    weights = ModelWeights(
-        kind="lora",
-        weights_prefix=f"{root}/weights/",
-        sha256="0" * 64,
-        size_bytes=1234,
-        metrics={"loss": 0.5},
-    )
-    app.mark_succeeded(job_id, now, metrics={"loss": 0.5}, weights=weights)
-    api.settle(user)
-    return job_id, model_id
+from tests.api.conftest import FILES, Api, User, finished_model
 
 
 def test_show_and_list(api: Api, ann: User) -> None:
