@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -211,7 +212,7 @@ class Dispatcher:
             base_model_source=self.base_model_source(job.base_model),
         )
         request = LaunchRequest(
-            run_id=f"{ref.job_id}-{attempt}",
+            run_id=f"{ref.job_id}-{attempt}-{secrets.token_hex(3)}",
             user_id=ref.user_id,
             job_id=ref.job_id,
             attempt=attempt,
@@ -275,7 +276,7 @@ class Dispatcher:
             if ref in self._active or ref in self._queue:
                 return
             if first:
-                self._enqueue(ref, first=True)
+                self._queue.appendleft(ref)
             else:
                 self._queue.append(ref)
 

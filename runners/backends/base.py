@@ -27,7 +27,7 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     """One attempt to run: which run.yaml, and what it needs."""
 
     run_id: str
-    """Unique per attempt: ``<job_id>-<attempt>``."""
+    """Unique per launch: ``<job_id>-<attempt>-<random>``."""
     user_id: str
     job_id: str
     attempt: int

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from domain.applications import UserApp
+from domain.training_config import parse_training_config
 from domain.views import JobView
 from runners.base_models import MARKER
 from storage import Bucket
@@ -45,14 +46,16 @@ def submit_job(
     **config: Any,
 ) -> JobView:
     """A submitted job (``model_<job_id>`` is its model) with ``config`` as its training config."""
+    checked = parse_training_config(config)
     app.submit_job(
         job_id=job_id,
         model_id=f"model_{job_id}",
         base_model=base_model,
         dataset_id=dataset_id,
         config=config,
-        gpu_type=config.get("gpu_type", "cpu"),
-        gpu_count=config.get("gpu_count", 1),
+        gpu_type=checked.gpu_type,
+        gpu_count=checked.gpu_count,
+        max_cost_usd_micros=checked.max_cost_usd_micros,
         at=now(),
     )
     return app.get_job(job_id)

@@ -1,0 +1,250 @@
+"""The dispatcher on a fake backend: queue order, concurrency, run.yaml, and what it does after a run."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from domain.applications import UserApp
+from domain.job import JobState
+from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, RunStatus
+from runners.dispatcher import Dispatcher, JobRef
+from runners.run_spec import read_job_run
+from storage import LocalBucket
+from tests.unit.runners.builders import now, wait_for
+
+
+class FakeBackend:
+    """Records launches; a run goes on until the test ``end``s it."""
+
+    def __init__(self) -> None:
+        self.launched: list[LaunchRequest] = []
+        self.ended: dict[str, int] = {}
+        self.stopped: list[str] = []
+        self.refuse = False
+        self.closed = False
+
+    def launch(self, request: LaunchRequest) -> None:
+        if self.refuse:
+            raise LaunchFailed("no capacity")
+        self.launched.append(request)
+
+    def status(self, run_id: str) -> RunStatus:
+        if run_id in self.ended:
+            return RunStatus(run_id, running=False, exit_code=self.ended[run_id])
+        return RunStatus(run_id, running=True)
+
+    def stop(self, run_id: str) -> None:
+        self.stopped.append(run_id)
+
+    def forget(self, run_id: str) -> None:
+        pass
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.closed = True
+        for request in self.launched:
+            self.ended.setdefault(request.run_id, 0)
+
+    def end(self, run_id: str, code: int = 0) -> None:
+        self.ended[run_id] = code
+
+    @property
+    def run_ids(self) -> list[str]:
+        """``<job_id>-<attempt>`` of each launch, in order."""
+        return [f"{r.job_id}-{r.attempt}" for r in self.launched]
+
+    def end_attempt(self, name: str, code: int = 0) -> None:
+        """End the latest launch of ``<job_id>-<attempt>``."""
+        [run_id] = [r.run_id for r in self.launched if f"{r.job_id}-{r.attempt}" == name][-1:]
+        self.end(run_id, code)
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def dispatcher(local_bucket: LocalBucket, app: UserApp, backend: FakeBackend) -> Dispatcher:
+    notified: list[str] = []
+    d = Dispatcher(
+        local_bucket, backend, open_app=lambda user_id: app, max_concurrent=1, notify=notified.append
+    )
+    d.notified = notified  # type: ignore[attr-defined]
+    return d
+
+
+@pytest.fixture
+def submitted(local_bucket: LocalBucket, app: UserApp):
+    from tests.unit.runners.builders import seed_dataset, submit_job
+
+    seed_dataset(local_bucket, app)
+
+    def make(job_id: str = "job_1", **config):
+        return submit_job(app, job_id=job_id, **{"max_retries": 1, **config})
+
+    return make
+
+
+def test_the_fake_backend_keeps_to_the_protocol(backend: FakeBackend) -> None:
+    assert isinstance(backend, LaunchBackend)
+
+
+def test_submit_queues_the_job_and_poll_launches_its_first_attempt(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp, local_bucket: LocalBucket
+) -> None:
+    submitted(heartbeat_interval_seconds=0.2, max_steps=7)
+    dispatcher.submit("usr_1", "job_1")
+    assert app.get_job("job_1").state == JobState.QUEUED
+    assert dispatcher.queued() == [JobRef("usr_1", "job_1")]
+    assert "users/usr_1" in dispatcher.notified  # type: ignore[attr-defined]
+
+    dispatcher.poll()
+    [request] = backend.launched
+    assert request.run_id.startswith("job_1-1-")
+    assert (request.attempt, request.gpu_type, request.gpu_count) == (1, "cpu", 1)
+    assert request.bucket_url == local_bucket.url
+    assert request.run_object == "users/usr_1/jobs/job_1/run.yaml"
+    assert request.argv[-2:] == [local_bucket.url, request.run_object]
+    spec = read_job_run(local_bucket, request.run_object)
+    assert (spec.attempt, spec.resume_from, spec.model_id) == (1, None, "model_job_1")
+    assert (spec.heartbeat_interval_s, spec.config.max_steps, spec.heartbeat_url) == (0.2, 7, "stdout:")
+    assert dispatcher.running() == {JobRef("usr_1", "job_1"): request.run_id} and dispatcher.queued() == []
+
+
+def test_jobs_run_first_in_first_out_within_the_concurrency_limit(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+) -> None:
+    for job_id in ("job_a", "job_b", "job_c"):
+        submitted(job_id)
+        dispatcher.submit("usr_1", job_id)
+    dispatcher.poll()
+    assert backend.run_ids == ["job_a-1"]
+
+    app.start_job("job_a", 1, now())
+    app.mark_failed("job_a", "boom", now())
+    backend.end_attempt("job_a-1")
+    dispatcher.poll()
+    assert backend.run_ids == ["job_a-1", "job_b-1"]
+    assert dispatcher.queued() == [JobRef("usr_1", "job_c")]
+
+
+def test_submitting_twice_or_a_finished_job_changes_nothing(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+) -> None:
+    submitted("job_a")
+    dispatcher.submit("usr_1", "job_a")
+    dispatcher.submit("usr_1", "job_a")
+    submitted("job_b")
+    app.request_stop("job_b", "cancelled", now())
+    dispatcher.submit("usr_1", "job_b")
+    assert dispatcher.queued() == [JobRef("usr_1", "job_a")]
+
+
+def test_a_job_cancelled_while_queued_is_not_launched(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+) -> None:
+    submitted()
+    dispatcher.submit("usr_1", "job_1")
+    app.request_stop("job_1", "cancelled", now())
+    dispatcher.poll()
+    assert backend.launched == [] and dispatcher.queued() == []
+
+
+def test_a_retrying_job_is_relaunched_from_its_last_checkpoint(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp, local_bucket: LocalBucket
+) -> None:
+    submitted()
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    app.start_job("job_1", 1, now())
+    app.save_checkpoint("job_1", 1, 30, "users/usr_1/jobs/job_1/checkpoints/30/", now())
+    app.retry_job("job_1", 2, "trainer killed", now())
+    backend.end_attempt("job_1-1")
+    dispatcher.poll()
+
+    assert backend.run_ids == ["job_1-1", "job_1-2"]
+    spec = read_job_run(local_bucket, backend.launched[1].run_object)
+    assert (spec.attempt, spec.resume_from) == (2, "users/usr_1/jobs/job_1/checkpoints/30/")
+
+
+@pytest.mark.parametrize(("max_retries", "then"), [(1, JobState.RETRYING), (0, JobState.FAILED)])
+def test_a_runner_that_died_mid_attempt_makes_the_job_lost_then_retried_or_failed(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp, max_retries: int, then: JobState
+) -> None:
+    submitted(max_retries=max_retries)
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    app.start_job("job_1", 1, now())
+    backend.end_attempt("job_1-1", -9)
+    dispatcher.poll()
+
+    job = app.get_job("job_1")
+    assert job.state == then and "status -9" in (job.error or "")
+    assert backend.run_ids == (["job_1-1", "job_1-2"] if then == JobState.RETRYING else ["job_1-1"])
+
+
+def test_a_runner_that_died_while_stopping_leaves_the_job_stopped_at_its_checkpoint(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+) -> None:
+    submitted()
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    app.start_job("job_1", 1, now())
+    app.save_checkpoint("job_1", 1, 20, "users/usr_1/jobs/job_1/checkpoints/20/", now())
+    app.report_progress("job_1", 1, 25, 100, 0.5, 1.0, 500, now())
+    app.request_stop("job_1", "budget reached", now())
+    backend.end_attempt("job_1-1", 1)
+    dispatcher.poll()
+    job = app.get_job("job_1")
+    assert (job.state, job.step, job.stop_reason) == (JobState.STOPPED, 20, "budget reached")
+
+
+def test_a_runner_that_never_starts_its_attempt_is_relaunched_once_then_the_job_fails(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+) -> None:
+    submitted()
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    backend.end_attempt("job_1-1", 2)
+    dispatcher.poll()
+    assert backend.run_ids == ["job_1-1", "job_1-1"] and app.get_job("job_1").state == JobState.QUEUED
+    backend.end_attempt("job_1-1", 2)
+    dispatcher.poll()
+    job = app.get_job("job_1")
+    assert job.state == JobState.FAILED and "could not start" in (job.error or "")
+
+
+def test_a_refused_launch_counts_as_a_start_failure(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+) -> None:
+    submitted()
+    backend.refuse = True
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    assert dispatcher.queued() == [JobRef("usr_1", "job_1")]
+    dispatcher.poll()
+    job = app.get_job("job_1")
+    assert job.state == JobState.FAILED and "no capacity" in (job.error or "")
+
+
+def test_run_polls_until_told_to_stop_and_close_starts_nothing_new(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted
+) -> None:
+    dispatcher.poll_interval_s = 0.01
+    stop = threading.Event()
+    loop = threading.Thread(target=dispatcher.run, args=(stop,))
+    loop.start()
+    submitted("job_a")
+    dispatcher.submit("usr_1", "job_a")
+    wait_for(lambda: backend.launched, timeout=5)
+    stop.set()
+    loop.join(timeout=5)
+    assert not loop.is_alive()
+
+    submitted("job_b")
+    dispatcher.submit("usr_1", "job_b")
+    dispatcher.close()
+    assert backend.closed and backend.run_ids == ["job_a-1"]
+    assert dispatcher.running() == {}

@@ -1,0 +1,83 @@
+"""run.yaml: built from a job, written to and read from the bucket, checked, and its object names."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.applications import UserApp
+from domain.errors import ValidationFailed
+from runners.run_spec import JobRunSpec, build_run_spec, read_job_run, run_object, write_job_run
+from storage import LocalBucket
+from tests.unit.runners.builders import now, seed_dataset, submit_job
+
+
+@pytest.fixture
+def job(local_bucket: LocalBucket, app: UserApp):
+    seed_dataset(local_bucket, app)
+    submit_job(app, max_steps=5, heartbeat_interval_seconds=0.25, max_retries=4, max_cost="3.50", gpu_count=2)
+    app.queue_job("job_1", now())
+    app.start_job("job_1", 1, now())
+    app.save_checkpoint("job_1", 1, 40, "users/usr_1/jobs/job_1/checkpoints/40/", now())
+    return app.get_job("job_1")
+
+
+def test_a_run_spec_is_built_from_the_job_and_round_trips_through_the_bucket(
+    job, local_bucket: LocalBucket
+) -> None:
+    spec = build_run_spec(job, attempt=2, heartbeat_url="pubsub://p/beats/ledger")
+    assert (spec.attempt, spec.model_id, spec.base_model, spec.dataset_id) == (
+        2,
+        "model_job_1",
+        "tiny-llama",
+        "ds_1",
+    )
+    assert (spec.gpu_type, spec.gpu_count, spec.heartbeat_interval_s, spec.max_retries) == ("cpu", 2, 0.25, 4)
+    assert spec.max_cost_usd_micros == 3_500_000
+    assert spec.resume_from == "users/usr_1/jobs/job_1/checkpoints/40/"
+    assert spec.config.max_steps == 5
+
+    name = write_job_run(local_bucket, spec)
+    assert name == run_object("usr_1", "job_1") == "users/usr_1/jobs/job_1/run.yaml"
+    assert read_job_run(local_bucket, name) == spec
+
+
+def test_object_names_follow_the_bucket_layout(job) -> None:
+    spec = build_run_spec(job, attempt=1)
+    root = "users/usr_1/jobs/job_1/"
+    assert (spec.log_object, spec.metrics_object) == (root + "job.log", root + "events/metrics.jsonl")
+    assert spec.checkpoint_prefix(12) == root + "checkpoints/12/"
+    assert spec.dataset_object == "users/usr_1/data/ds_1/processed/train.jsonl"
+    assert spec.weights_prefix == "users/usr_1/models/model_job_1/weights/"
+    assert spec.model_config_object == "users/usr_1/models/model_job_1/config.json"
+    assert spec.base_model_prefix == "base-models/tiny-llama/"
+
+
+def test_a_resume_point_outside_the_jobs_checkpoints_is_refused(job) -> None:
+    spec = build_run_spec(job, attempt=2)
+    fields = {f: getattr(spec, f) for f in spec.__struct_fields__}
+    with pytest.raises(ValidationFailed, match="resume_from"):
+        JobRunSpec(**{**fields, "resume_from": "users/someone_else/jobs/x/checkpoints/1/"})
+    with pytest.raises(ValidationFailed, match="job_id"):
+        JobRunSpec(**{**fields, "job_id": "../../etc"})
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (b"job_id: [unclosed", "not valid YAML"),
+        (b"- a list", "must be a mapping"),
+        (b"job_id: job_1\n", "run.yaml"),
+        (b"config: {lora: {r: 0}}\n", "lora.r"),
+    ],
+)
+def test_a_broken_run_yaml_is_refused_with_the_reason(
+    local_bucket: LocalBucket, text: bytes, where: str
+) -> None:
+    local_bucket.write("users/u/jobs/j/run.yaml", text)
+    with pytest.raises(ValidationFailed, match=where):
+        read_job_run(local_bucket, "users/u/jobs/j/run.yaml")
+
+
+def test_a_missing_run_yaml_is_refused(local_bucket: LocalBucket) -> None:
+    with pytest.raises(ValidationFailed, match=r"no run\.yaml"):
+        read_job_run(local_bucket, "users/u/jobs/j/run.yaml")
