@@ -57,6 +57,7 @@ from runners.workdir import (
     download_object,
     download_prefix,
     fetch_base_model,
+    prune_checkpoints,
     publish_model,
     upload_folder,
 )
@@ -122,6 +123,7 @@ class JobRunner:
         clock: the time of events and heartbeats.
         trainer_command: the trainer's argv before ``--run <run.yaml>``.
         stop_grace_s: how long a stopping trainer may take before it is killed.
+        keep_checkpoints: how many of the latest checkpoints stay in the bucket (None: all).
         keep_workdir: leave the working folder behind (debugging).
     """
 
@@ -137,6 +139,7 @@ class JobRunner:
         clock: Callable[[], datetime] = utc_now,
         trainer_command: Sequence[str] = TRAINER_COMMAND,
         stop_grace_s: float = 600.0,
+        keep_checkpoints: int | None = 2,
         keep_workdir: bool = False,
     ) -> None:
         self.bucket = bucket
@@ -147,6 +150,7 @@ class JobRunner:
         self.clock = clock
         self.trainer_command = list(trainer_command)
         self.stop_grace_s = stop_grace_s
+        self.keep_checkpoints = keep_checkpoints
         self.keep_workdir = keep_workdir
         self.recorder = JobRecorder(app, spec.job_id, spec.attempt, clock=clock)
         self.trainer = _TrainerState()
@@ -317,6 +321,8 @@ class JobRunner:
         self.trainer.checkpoints[step] = prefix
         self.recorder.checkpoint(step, prefix)
         self._say(f"checkpoint at step {step} saved to {prefix} ({size} bytes)")
+        if self.keep_checkpoints is not None:
+            prune_checkpoints(self.bucket, self.spec.checkpoints_prefix, self.keep_checkpoints)
 
     # ---- every heartbeat ----
 

@@ -43,6 +43,7 @@ __all__ = [
     "download_prefix",
     "fetch_base_model",
     "file_sha256",
+    "prune_checkpoints",
     "publish_model",
     "upload_folder",
     "weights_manifest",
@@ -138,6 +139,19 @@ def upload_folder(
         with open(path, "rb") as fh:
             sent += bucket.upload(prefix + relative, fh).size
     return sent
+
+
+def prune_checkpoints(bucket: Bucket, prefix: str, keep: int) -> list[int]:
+    """Delete all but the ``keep`` latest checkpoints ``<prefix><step>/``; return the steps deleted."""
+    if keep < 1:
+        raise ValueError("keep at least one checkpoint")
+    steps = sorted(
+        {int(s) for s in (n[len(prefix) :].split("/", 1)[0] for n in bucket.list(prefix)) if s.isdigit()}
+    )
+    old = steps[:-keep]
+    for step in old:
+        bucket.delete_prefix(f"{prefix}{step}/")
+    return old
 
 
 def fetch_base_model(

@@ -34,6 +34,8 @@ def test_success_uploads_weights_registers_the_model_and_reports_everything(
     assert job.last_checkpoint is not None and job.last_checkpoint.step == 9
     assert job.last_checkpoint.path == JOB + "checkpoints/9/"
     assert local_bucket.exists(JOB + "checkpoints/9/trainer_state.json")
+    kept = {name.split("/")[5] for name in local_bucket.list(JOB + "checkpoints/")}
+    assert kept == {"6", "9"}  # the two latest stay
 
     model = app.get_model("model_job_1")
     assert (model.job_id, model.base_model, model.kind) == ("job_1", "tiny-llama", "lora")

@@ -11,7 +11,14 @@ import pytest
 from runners.base_models import MARKER, BaseModelSource
 from runners.log_mirror import MirroredFile
 from runners.run_spec import JobRunSpec
-from runners.workdir import MANIFEST, download_prefix, fetch_base_model, publish_model, upload_folder
+from runners.workdir import (
+    MANIFEST,
+    download_prefix,
+    fetch_base_model,
+    prune_checkpoints,
+    publish_model,
+    upload_folder,
+)
 from storage import Bucket, LocalBucket
 
 
@@ -51,6 +58,14 @@ def test_clear_removes_what_an_earlier_upload_left(local_bucket: LocalBucket, tm
     local_bucket.write("x/stale.bin", b"old")
     upload_folder(local_bucket, make_folder(tmp_path / "src", {"new.bin": b"new"}), "x/", clear=True)
     assert list(local_bucket.list("x/")) == ["x/new.bin"]
+
+
+def test_pruning_keeps_the_latest_checkpoints_by_step(local_bucket: LocalBucket) -> None:
+    for step in (5, 10, 40, 100):
+        local_bucket.write(f"c/{step}/state.json", b"{}")
+        local_bucket.write(f"c/{step}/weights.bin", b"w")
+    assert prune_checkpoints(local_bucket, "c/", keep=2) == [5, 10]
+    assert sorted({n.split("/")[1] for n in local_bucket.list("c/")}) == ["100", "40"]
 
 
 def test_a_prefix_must_name_a_folder(local_bucket: LocalBucket, tmp_path: Path) -> None:

@@ -1,0 +1,169 @@
+"""End to end on real processes: dispatcher -> local backend -> ``python -m runners.job_runner`` ->
+``python -m runners.trainer`` on tiny-llama, with the event store on a local bucket.
+
+- a stop request mid-run leaves the job ``stopped`` with its checkpoint in the bucket;
+- ``kill -9`` of the trainer mid-run: the job is retried from its last checkpoint, the step
+  count continues, and it succeeds, registering its model (base model, job, metrics, sha256)
+  whose weights load with plain transformers + peft.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from domain.applications import UserApp
+from domain.job import JobState
+from runners.backends import LocalSubprocessBackend
+from runners.base_models import MARKER, resolve_base_model
+from runners.dispatcher import Dispatcher
+from runners.workdir import MANIFEST, download_prefix, upload_folder
+from storage import LocalBucket
+from storage.eventstore import open_user
+from tests.unit.runners.builders import RecordingPublisher, now, seed_dataset, submit_job, wait_for
+
+pytestmark = pytest.mark.slow
+
+JOB = "users/usr_1/jobs/job_1/"
+TRAIN = {
+    "batch_size": 4,
+    "learning_rate": 0.02,
+    "lr_scheduler": "constant",
+    "heartbeat_interval_seconds": 0.2,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return resolve_base_model("tiny-llama", tmp_path_factory.mktemp("base-models"))
+
+
+class Platform:
+    """A bucket with a validated dataset, the user's app, and a dispatcher polling in a thread."""
+
+    def __init__(self, root: Path, tiny_llama: Path) -> None:
+        self.root = root
+        self.bucket = LocalBucket(root / "bucket")
+        upload_folder(self.bucket, tiny_llama, "base-models/tiny-llama/", last=MARKER)
+        self.app: UserApp = open_user(self.bucket, "usr_1")
+        seed_dataset(self.bucket, self.app)
+        self.heartbeats = RecordingPublisher()
+        self.home = root / "home"
+        backend = LocalSubprocessBackend(
+            on_heartbeat=self.heartbeats.publish,
+            log_dir=root / "runner-logs",
+            env={"TUNE_HOME": str(self.home), "OMP_NUM_THREADS": "1"},
+        )
+        self.dispatcher = Dispatcher(
+            self.bucket, backend, open_app=lambda user_id: self.app, poll_interval_s=0.1
+        )
+        self._stop = threading.Event()
+        self._loop = threading.Thread(target=self.dispatcher.run, args=(self._stop,), daemon=True)
+        self._loop.start()
+
+    def start(self, **config: object) -> None:
+        submit_job(self.app, **{**TRAIN, **config})
+        self.dispatcher.submit("usr_1", "job_1")
+
+    def job(self):  # type: ignore[no-untyped-def]
+        return self.app.get_job("job_1")
+
+    def wait_state(self, *states: JobState, timeout: float = 240):  # type: ignore[no-untyped-def]
+        return wait_for(
+            lambda: (j := self.job()).state in states and j, timeout=timeout, interval=0.2, what=states
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._loop.join(timeout=10)
+        self.dispatcher.close(timeout=30)
+
+    def runner_logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted((self.root / "runner-logs").glob("*.log")))
+
+
+@pytest.fixture
+def platform(tmp_path: Path, tiny_llama_dir: Path) -> Iterator[Platform]:
+    p = Platform(tmp_path, tiny_llama_dir)
+    yield p
+    p.close()
+
+
+def step_lines(bucket: LocalBucket) -> list[tuple[int, int]]:
+    lines = bucket.read(JOB + "events/metrics.jsonl").splitlines()
+    return [(m["attempt"], m["step"]) for m in map(json.loads, lines) if m["event"] == "step"]
+
+
+def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platform) -> None:
+    platform.start(max_steps=400, checkpoint_every_steps=50)
+    wait_for(lambda: platform.job().step >= 3, timeout=240, interval=0.1, what="training progress")
+    platform.app.request_stop("job_1", "stopped by the user", now())
+
+    job = platform.wait_state(JobState.STOPPED, JobState.FAILED, timeout=120)
+    assert job.state == JobState.STOPPED, platform.runner_logs()
+    assert job.stop_reason == "stopped by the user" and 3 <= job.step < 400
+    assert job.last_checkpoint is not None and job.last_checkpoint.step == job.step
+    checkpoint = job.last_checkpoint.path
+    assert checkpoint == f"{JOB}checkpoints/{job.step}/"
+    for name in ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt"):
+        assert platform.bucket.exists(checkpoint + name), name
+    assert "stopping the trainer (requested)" in platform.bucket.read(JOB + "job.log").decode()
+
+    beats = platform.heartbeats.of("job_1", 1)
+    assert [h.seq for h in beats] == list(range(1, len(beats) + 1)) and beats[-1].final
+    assert beats[-1].step == job.step and sum(h.gpu_ms for h in beats) > 0
+    assert not list(platform.bucket.list("users/usr_1/models/"))
+
+
+def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_with_its_model(
+    platform: Platform, tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    platform.start(max_steps=60, checkpoint_every_steps=5, max_retries=1)
+    job = wait_for(
+        lambda: (j := platform.job()).last_checkpoint is not None and j,
+        timeout=240,
+        interval=0.05,
+        what="checkpoint",
+    )
+    pid = int((platform.home / "work" / "job_1-1" / "trainer.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+
+    job = platform.wait_state(JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, timeout=300)
+    assert job.state == JobState.SUCCEEDED, (job.error, platform.runner_logs())
+    assert job.attempt == 2 and job.step == 60
+
+    steps = step_lines(platform.bucket)
+    first_try = [s for a, s in steps if a == 1]
+    second_try = [s for a, s in steps if a == 2]
+    assert first_try == list(range(1, len(first_try) + 1)) and len(first_try) < 60
+    resumed_from = second_try[0] - 1
+    assert resumed_from > 0 and resumed_from % 5 == 0 and resumed_from <= first_try[-1]
+    assert second_try == list(range(resumed_from + 1, 61))
+    log = platform.bucket.read(JOB + "job.log").decode()
+    assert "killed by SIGKILL" in log and f"resuming from the checkpoint at step {resumed_from}" in log
+
+    model = platform.app.get_model(job.model_id)
+    assert (model.job_id, model.base_model, model.kind) == ("job_1", "tiny-llama", "lora")
+    assert model.metrics == job.metrics and model.metrics["train_loss"] > 0
+    assert model.sha256 == hashlib.sha256(platform.bucket.read(model.weights_prefix + MANIFEST)).hexdigest()
+
+    for attempt in (1, 2):
+        beats = platform.heartbeats.of("job_1", attempt)
+        assert [h.seq for h in beats] == list(range(1, len(beats) + 1)), attempt
+    assert platform.heartbeats.of("job_1", 2)[-1].final
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    weights = tmp_path / "weights"
+    download_prefix(platform.bucket, model.weights_prefix, weights)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), weights)
+    lora = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora and any(p.abs().sum() > 0 for p in lora)  # trained: LoRA B starts at zero
