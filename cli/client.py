@@ -72,6 +72,16 @@ def _reason(exc: BaseException) -> str:
     return "connection refused" if "refused" in text.lower() else text
 
 
+def _decode(data: bytes, type: Any, what: str) -> Any:
+    """The reply as ``type`` (an ``api.schemas`` Struct); a reply of another shape is a CliError."""
+    if not data:
+        return None
+    try:
+        return msgspec.json.decode(data, type=type)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise CliError(f"unexpected reply from {what}: {exc}") from exc
+
+
 def _sha256_header(value: str) -> str:
     """Accept ``hex``, ``sha256=hex`` or ``SHA-256=hex``."""
     value = value.strip()
@@ -127,12 +137,7 @@ class ApiClient:
         headers = {"Content-Type": "application/json"} if content is not None else None
         with self._stream(method, path, content=content, params=params, headers=headers) as resp:
             data = resp.read()
-        if not data:
-            return None
-        try:
-            return msgspec.json.decode(data, type=type)
-        except msgspec.DecodeError as exc:
-            raise CliError(f"unexpected reply from {method} {path}: {exc}") from exc
+        return _decode(data, type, f"{method} {path}")
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
@@ -191,7 +196,7 @@ class ApiClient:
             timeout=httpx.Timeout(None, connect=10.0),
         ) as resp:
             data = resp.read()
-        return msgspec.json.decode(data, type=type) if data else None
+        return _decode(data, type, f"POST {path}")
 
     def download(
         self,
