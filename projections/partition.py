@@ -12,6 +12,7 @@ every view of the partition reflects) and is written after the others.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
@@ -135,9 +136,19 @@ class Partition:
         self.views = Views()
         self._routes: dict[str, list[Callable[[Any], None]]] = {}
 
+    _owned: re.Pattern[str]
+
     @property
     def position(self) -> int:
         return self.views.position
+
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` is a view this partition writes (an audit's test for stray views)."""
+        return self._owned.fullmatch(name) is not None
+
+    def view_prefixes(self, *, deep: bool = False) -> list[str]:
+        """Where to list its stored views (``deep``: every user folder, not only known users)."""
+        return [f"{self.name}/"]
 
     def _route(self, names: Iterable[str], handler: Callable[[Any], Any]) -> None:
         for name in names:
@@ -158,6 +169,10 @@ class UserPartition(Partition):
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
+        self._owned = re.compile(
+            re.escape(name) + r"/(metadata/(jobs|datasets|models|billing|billing_history|position)\.json"
+            r"|jobs/[^/]+/status\.json|data/[^/]+/metadata\.json|models/[^/]+/metadata\.json)"
+        )
         self.jobs = Entities(jobs, name, self.views)  # type: ignore[arg-type]
         self.datasets = Entities(datasets, name, self.views)  # type: ignore[arg-type]
         self.models = Entities(models, name, self.views)  # type: ignore[arg-type]
@@ -185,6 +200,11 @@ class UserPartition(Partition):
 class PlatformPartition(Partition):
     """``platform``: users, the price list (and each user's copy of it), the base-model catalogue."""
 
+    _owned = re.compile(
+        r"platform/metadata/(users|gpu_pricing|base_models|position)\.json"
+        r"|users/[^/]+/metadata/(user_info|gpu_pricing)\.json"
+    )
+
     def __init__(self, name: str = PLATFORM) -> None:
         super().__init__(name)
         self.users = Entities(users, name, self.views)  # type: ignore[arg-type]
@@ -193,6 +213,10 @@ class PlatformPartition(Partition):
         self._route(users.EVENTS, self._apply_user)
         self._route(pricing.EVENTS, self._apply_price)
         self._route(catalogue.EVENTS, self._apply_catalogue)
+
+    def view_prefixes(self, *, deep: bool = False) -> list[str]:
+        users_ = ["users/"] if deep else [f"users/{u.user_id}/metadata/" for u in self.users.items.values()]
+        return [f"{self.name}/metadata/", *sorted(users_)]
 
     def _pricing_view(self, position: int) -> pricing.PricingView:
         return pricing.view(self.pricing, position)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import Partition, open_partition
+from projections.partition import PLATFORM, Partition, open_partition
+from storage.bucket import Bucket
 
-__all__ = ["BATCH", "read_events", "replay"]
+__all__ = ["BATCH", "apps_on", "read_events", "replay"]
 
 BATCH = 500
 
@@ -33,3 +34,16 @@ def replay(app: Application[Any], partition: str, *, upto: int | None = None) ->
             break
         part.apply(position, event)
     return part
+
+
+def apps_on(bucket: Bucket) -> Callable[[str], Application[Any]]:
+    """``open_app`` for partitions stored in ``bucket`` (``storage.eventstore``): a fresh app per call."""
+    from storage.eventstore import open_platform, open_user
+
+    def open_app(partition: str) -> Application[Any]:
+        open_partition(partition)  # refuses anything but platform or users/<id>
+        if partition == PLATFORM:
+            return open_platform(bucket)  # type: ignore[no-any-return]
+        return open_user(bucket, partition.removeprefix("users/"))  # type: ignore[no-any-return]
+
+    return open_app

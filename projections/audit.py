@@ -1,0 +1,240 @@
+"""Audit and rebuild: the stored views against a replay of the log from position 0.
+
+``audit_partition`` verifies the partition's hash chain (``verify_chain``:
+a changed, removed or inserted commit object is named), replays the log into
+memory and reports every stored view that differs from the replay: missing,
+unexpected (a view no event explains), differing (with the first differing
+JSON path), or not JSON at all. ``rebuild_partition`` writes the replayed views
+over the stored ones and removes unexpected ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+from projections.partition import PLATFORM, Partition, tracking_name, user_partition
+from projections.projector import OpenApp
+from projections.replay import apps_on, replay
+from projections.store import stored_position
+from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
+from storage.eventstore.chain import ChainReport, verify_chain
+
+__all__ = [
+    "AuditReport",
+    "RebuildReport",
+    "ViewDifference",
+    "audit_bucket",
+    "audit_partition",
+    "first_difference",
+    "rebuild_bucket",
+    "rebuild_partition",
+]
+
+Problem = Literal["missing", "unexpected", "differs", "invalid"]
+Scope = Callable[[str], bool]
+
+
+class ViewDifference(msgspec.Struct, frozen=True):
+    """One stored view that is not what the log says it should be."""
+
+    name: str
+    problem: Problem
+    path: str | None = None
+    """The first differing JSON path (``$.jobs[2].status``) when ``problem`` is ``differs``."""
+    stored_position: int | None = None
+    replayed_position: int | None = None
+
+
+class AuditReport(msgspec.Struct, frozen=True):
+    partition: str
+    head: int
+    """The last notification id replayed."""
+    chain: ChainReport
+    replay_error: str | None
+    differences: list[ViewDifference]
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and self.replay_error is None and not self.differences
+
+
+class RebuildReport(msgspec.Struct, frozen=True):
+    partition: str
+    head: int
+    written: list[str]
+    deleted: list[str]
+    unchanged: int
+
+
+def events_prefix(partition: str) -> str:
+    return f"{partition}/events/"
+
+
+def first_difference(stored: Any, replayed: Any, path: str = "$") -> str | None:
+    """The first JSON path where two decoded documents differ, or None if they are equal."""
+    if type(stored) is not type(replayed):
+        return path
+    if isinstance(stored, dict):
+        for key in sorted(stored.keys() | replayed.keys()):
+            if key not in stored or key not in replayed:
+                return f"{path}.{key}"
+            found = first_difference(stored[key], replayed[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(stored, list):
+        for i, (a, b) in enumerate(zip(stored, replayed, strict=False)):
+            found = first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None if len(stored) == len(replayed) else f"{path}[{min(len(stored), len(replayed))}]"
+    return None if stored == replayed else path
+
+
+def _stored_names(bucket: Bucket, part: Partition, scope: Scope, deep: bool) -> set[str]:
+    return {
+        name
+        for prefix in part.view_prefixes(deep=deep)
+        for name in bucket.list(prefix)
+        if part.owns(name) and scope(name)
+    }
+
+
+def _compare(name: str, stored: bytes, expected: bytes, replayed_position: int) -> ViewDifference | None:
+    if stored == expected:
+        return None
+    try:
+        doc = msgspec.json.decode(stored)
+    except msgspec.DecodeError:
+        return ViewDifference(name, "invalid", "$", None, replayed_position)
+    path = first_difference(doc, msgspec.json.decode(expected)) or "$"  # equal JSON, other bytes: "$"
+    return ViewDifference(name, "differs", path, stored_position(stored), replayed_position)
+
+
+def audit_partition(
+    bucket: Bucket,
+    partition: str,
+    open_app: OpenApp,
+    *,
+    scope: Scope = lambda name: True,
+    deep: bool = False,
+) -> AuditReport:
+    """Chain check, replay, and every difference between the stored and the replayed views.
+
+    ``scope`` limits which view names are compared (e.g. one user's copies of platform views);
+    ``deep`` also looks for stray per-user platform views of users the log never registered.
+    """
+    chain = verify_chain(bucket, events_prefix(partition))
+    try:
+        part = replay(open_app(partition), partition)
+    except Exception as exc:  # a tampered log may not even decode: report it, do not crash the audit
+        return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", [])
+    expected = {name for name in part.views.names() if scope(name)}
+    differences = []
+    for name in sorted(expected | _stored_names(bucket, part, scope, deep)):
+        if name not in expected:
+            found = stored_position(bucket.read(name))
+            differences.append(ViewDifference(name, "unexpected", stored_position=found))
+            continue
+        position = part.views.position_of(name)
+        try:
+            stored = bucket.read(name)
+        except ObjectNotFound:
+            differences.append(ViewDifference(name, "missing", replayed_position=position))
+            continue
+        difference = _compare(name, stored, part.views.render(name), position)
+        if difference is not None:
+            differences.append(difference)
+    return AuditReport(partition, part.position, chain, None, differences)
+
+
+def rebuild_partition(
+    bucket: Bucket,
+    partition: str,
+    open_app: OpenApp,
+    *,
+    scope: Scope = lambda name: True,
+    deep: bool = False,
+) -> RebuildReport:
+    """Replay from 0 and make the stored views equal the replay; remove views no event explains.
+
+    A stored view that reflects events appended after the replay (a live projector's) is left
+    alone; one whose position is beyond the log itself is forged and overwritten. Writes use generation
+    preconditions, so a projector writing at the same time is never overwritten blindly.
+    """
+    app = open_app(partition)
+    part = replay(app, partition)
+    expected = {name for name in part.views.names() if scope(name)}
+    written, deleted, unchanged = [], [], 0
+    tracking = tracking_name(partition)
+    for name in sorted(expected - {tracking}) + ([tracking] if tracking in expected else []):
+        if _put(bucket, name, part.views.render(name), part.position, app):
+            written.append(name)
+        else:
+            unchanged += 1
+    for name in sorted(_stored_names(bucket, part, scope, deep) - expected):
+        try:
+            bucket.delete(name)
+        except ObjectNotFound:
+            continue
+        deleted.append(name)
+    return RebuildReport(partition, part.position, written, deleted, unchanged)
+
+
+def _put(bucket: Bucket, name: str, data: bytes, replayed: int, app: Any) -> bool:
+    """Write ``data`` unless the stored view equals it, or reflects events after ``replayed`` (a live
+    projector got there first: the log has grown past our replay and the view's position is in it)."""
+    while True:
+        try:
+            stored, stat = bucket.read_with_stat(name)
+            generation = stat.generation
+        except ObjectNotFound:
+            stored, generation = None, 0
+        if stored == data:
+            return False
+        head = app.recorder.max_notification_id() or 0
+        if stored is not None and replayed < stored_position(stored) <= head:
+            return False
+        try:
+            bucket.write(name, data, if_generation_match=generation)
+        except PreconditionFailed:
+            continue
+        return True
+
+
+def _targets(bucket: Bucket, open_app: OpenApp, user: str | None) -> list[tuple[str, Scope]]:
+    """The platform partition and one user's (its copies of platform views only), or every user's."""
+    if user is not None:
+        mine = f"{user_partition(user)}/"
+        return [
+            (PLATFORM, lambda name: not name.startswith("users/") or name.startswith(mine)),
+            (user_partition(user), lambda name: True),
+        ]
+    platform = replay(open_app(PLATFORM), PLATFORM)
+    users = sorted(u.user_id for u in platform.users.items.values())  # type: ignore[attr-defined]
+    return [(PLATFORM, lambda name: True)] + [(user_partition(u), lambda name: True) for u in users]
+
+
+def audit_bucket(
+    bucket: Bucket, *, user: str | None = None, deep: bool = False, open_app: OpenApp | None = None
+) -> list[AuditReport]:
+    """Audit the platform partition and every registered user's (or only ``user``'s)."""
+    open_app = open_app or apps_on(bucket)
+    return [
+        audit_partition(bucket, partition, open_app, scope=scope, deep=deep)
+        for partition, scope in _targets(bucket, open_app, user)
+    ]
+
+
+def rebuild_bucket(
+    bucket: Bucket, *, user: str | None = None, deep: bool = False, open_app: OpenApp | None = None
+) -> list[RebuildReport]:
+    """Rebuild the platform partition's views and every registered user's (or only ``user``'s)."""
+    open_app = open_app or apps_on(bucket)
+    return [
+        rebuild_partition(bucket, partition, open_app, scope=scope, deep=deep)
+        for partition, scope in _targets(bucket, open_app, user)
+    ]

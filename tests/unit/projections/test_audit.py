@@ -1,0 +1,132 @@
+"""Audit and rebuild on the real event store: tampered commits and tampered views are named."""
+
+from __future__ import annotations
+
+from projections.audit import audit_partition, first_difference, rebuild_partition
+from projections.partition import PLATFORM
+from projections.replay import apps_on
+from storage import LocalBucket
+
+U1 = "users/u1"
+EVENTS = "users/u1/events/"
+
+
+def _fresh(bucket: LocalBucket) -> LocalBucket:
+    """A new bucket object on the same folder: no cache of the log survives the tampering."""
+    return LocalBucket(bucket.root)
+
+
+def test_a_clean_partition_passes(projected: LocalBucket) -> None:
+    for partition in (PLATFORM, U1):
+        report = audit_partition(projected, partition, apps_on(projected))
+        assert report.ok, report
+        assert report.chain.ok and report.head > 0 and report.differences == []
+
+
+def test_tampered_removed_stray_and_broken_views_are_each_named(projected: LocalBucket) -> None:
+    status = "users/u1/jobs/j2/status.json"
+    projected.write(status, projected.read(status).replace(b'"status":"running"', b'"status":"succeeded"'))
+    projected.delete("users/u1/metadata/models.json")
+    projected.write("users/u1/jobs/ghost/status.json", b'{"position":3,"status":"running"}')
+    projected.write("users/u1/data/d0/metadata.json", b"not json")
+    projected.write("users/u1/jobs/j1/config.yml", b"not a view: never reported")
+
+    report = audit_partition(projected, U1, apps_on(projected))
+    assert not report.ok and report.chain.ok
+    found = {(d.name, d.problem, d.path) for d in report.differences}
+    assert found == {
+        (status, "differs", "$.status"),
+        ("users/u1/metadata/models.json", "missing", None),
+        ("users/u1/jobs/ghost/status.json", "unexpected", None),
+        ("users/u1/data/d0/metadata.json", "invalid", "$"),
+    }
+    ghost = next(d for d in report.differences if d.problem == "unexpected")
+    assert ghost.stored_position == 3
+
+
+def test_a_forged_position_is_reported(projected: LocalBucket) -> None:
+    name = "users/u1/metadata/jobs.json"
+    projected.write(name, projected.read(name).replace(b'{"position":', b'{"position":9', 1))
+    (difference,) = audit_partition(projected, U1, apps_on(projected)).differences
+    assert (difference.name, difference.path) == (name, "$.position")
+    assert (
+        difference.stored_position is not None and difference.stored_position > difference.replayed_position
+    )  # type: ignore[operator]
+
+
+def test_rebuild_restores_every_view_and_removes_strays(projected: LocalBucket) -> None:
+    status = "users/u1/jobs/j2/status.json"
+    original = projected.read(status)
+    projected.write(status, original.replace(b'"cost_usd_micros":', b'"cost_usd_micros":1'))
+    projected.delete("users/u1/metadata/billing.json")
+    projected.write("users/u1/models/fake/metadata.json", b"{}")
+    report = rebuild_partition(projected, U1, apps_on(projected))
+    assert report.written == [status, "users/u1/metadata/billing.json"]
+    assert report.deleted == ["users/u1/models/fake/metadata.json"]
+    assert projected.read(status) == original
+    assert audit_partition(projected, U1, apps_on(projected)).ok
+    again = rebuild_partition(projected, U1, apps_on(projected))
+    assert again.written == [] and again.deleted == [] and again.unchanged > 5
+
+
+def test_platform_audit_covers_each_users_copies(projected: LocalBucket) -> None:
+    projected.delete("users/u1/metadata/gpu_pricing.json")
+    projected.write("users/ghost/metadata/user_info.json", b'{"position":1}')
+    shallow = audit_partition(projected, PLATFORM, apps_on(projected))
+    assert [(d.name, d.problem) for d in shallow.differences] == [
+        ("users/u1/metadata/gpu_pricing.json", "missing")
+    ]
+    deep = audit_partition(projected, PLATFORM, apps_on(projected), deep=True)
+    assert ("users/ghost/metadata/user_info.json", "unexpected") in {
+        (d.name, d.problem) for d in deep.differences
+    }
+    only_u2 = audit_partition(
+        projected, PLATFORM, apps_on(projected), scope=lambda n: not n.startswith("users/u1/")
+    )
+    assert only_u2.ok
+
+
+def _commit(seq: int) -> str:
+    return f"{EVENTS}{seq:012d}.json"
+
+
+def test_an_edited_commit_is_named_and_its_effect_on_the_views_shown(projected: LocalBucket) -> None:
+    data = projected.read(_commit(6))  # j1's usage: ten minutes
+    assert b'\\"gpu_ms\\":600000' in data
+    projected.write(_commit(6), data.replace(b'\\"gpu_ms\\":600000', b'\\"gpu_ms\\":900000'))
+    report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
+    assert not report.ok
+    assert (report.chain.problem, report.chain.first_bad_seq) == ("edited", 6)
+    changed = {d.name: d.path for d in report.differences}
+    assert changed["users/u1/jobs/j1/status.json"] == "$.cost"
+
+
+def test_a_removed_commit_is_named(projected: LocalBucket) -> None:
+    projected.delete(_commit(4))
+    report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
+    assert not report.ok
+    assert (report.chain.problem, report.chain.first_bad_seq) == ("missing", 4)
+
+
+def test_an_inserted_commit_is_named(projected: LocalBucket) -> None:
+    names = sorted(n for n in projected.list(EVENTS) if "/" not in n[len(EVENTS) :])
+    for seq in range(len(names), 2, -1):  # make room at 3: shift 3.. up by one, then insert a copy of 2
+        projected.write(_commit(seq + 1), projected.read(_commit(seq)))
+    projected.write(_commit(3), projected.read(_commit(2)))
+    report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
+    assert not report.ok
+    assert (report.chain.problem, report.chain.first_bad_seq) == ("inserted", 2)
+
+
+def test_a_stray_object_in_the_log_is_named(projected: LocalBucket) -> None:
+    projected.write(f"{EVENTS}extra.json", b"{}")
+    report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
+    assert report.chain.problem == "inserted" and "extra.json" in report.chain.message
+
+
+def test_first_difference_paths() -> None:
+    assert first_difference({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]}) == "$.a[1].b"
+    assert first_difference({"a": [1]}, {"a": [1, 2]}) == "$.a[1]"
+    assert first_difference({"a": 1}, {"b": 1}) == "$.a"
+    assert first_difference({"x": 1.0}, {"x": 1}) == "$.x"
+    assert first_difference({"a": [1]}, {"a": [1]}) is None
