@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "base-models")
     parser.add_argument("--no-entry-point", action="store_true", help="skip the subprocess figure")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     torch.set_num_threads(args.threads)
     base = resolve_base_model(args.model, args.cache)
 

