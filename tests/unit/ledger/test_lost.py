@@ -1,0 +1,135 @@
+"""Lost jobs: 3 intervals without a heartbeat -> lost, billed to the last heartbeat, retried by policy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from domain.job import Job, JobState
+from domain.money import cost_usd_micros
+from projections.partition import PLATFORM, user_partition
+from runners.ledger import LostJobDetector, watch_running_jobs
+from tests.unit.ledger.builders import A100_PRICE, INTERVAL_S, T0, Platform, beat, stream
+
+MS = INTERVAL_S * 1000
+
+
+@pytest.fixture
+def platform() -> Platform:
+    return Platform()
+
+
+def silent_for(platform: Platform, intervals: float) -> None:
+    platform.clock.advance(intervals * INTERVAL_S)
+
+
+def test_a_quiet_job_is_lost_billed_to_its_last_heartbeat_and_retried(platform: Platform) -> None:
+    platform.running_job("u1", "j1", max_retries=2)
+    retried: list[tuple[str, str]] = []
+    told: list[str] = []
+    worker = platform.worker(on_retry=lambda u, j: retried.append((u, j)))
+    worker.projector = type("P", (), {"notify": lambda self, p: told.append(p)})()
+    worker.handle(stream("j1", 4))
+    last_at = beat("j1", 4).at
+
+    silent_for(platform, 3)  # exactly 3 intervals: not yet
+    assert worker.sweep() == []
+    silent_for(platform, 0.1)
+    (lost,) = worker.sweep()
+
+    assert (lost.job_id, lost.attempt, lost.last_heartbeat_at, lost.outcome) == ("j1", 1, last_at, "retrying")
+    job = platform.job("u1", "j1")
+    assert (job.state, job.attempt) == (JobState.RETRYING, 2)
+    assert job.cost_usd_micros == cost_usd_micros(4 * MS, 1, A100_PRICE)  # nothing for the silence
+    assert retried == [("u1", "j1")] and told[-1] == "users/u1"
+    lost_event, retry_event = platform.events("u1")[-2:]
+    assert isinstance(lost_event, Job.Lost) and isinstance(retry_event, Job.Retrying)
+    assert lost_event.last_heartbeat_at == last_at
+    assert worker.sweep() == []  # handled once
+    assert worker.stats.lost == 1
+
+
+def test_retries_exhausted_the_lost_job_fails(platform: Platform) -> None:
+    platform.running_job("u1", "j1", max_retries=0)
+    worker = platform.worker()
+    worker.handle(stream("j1", 2))
+    silent_for(platform, 4)
+    (lost,) = worker.sweep()
+    job = platform.job("u1", "j1")
+    assert lost.outcome == job.state == JobState.FAILED
+    assert "no retries left" in job.error
+
+
+def test_a_lost_job_that_was_stopping_ends_stopped_with_its_reason(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    worker.handle(stream("j1", 2))
+    platform.user_app("u1").request_stop("j1", "budget_exceeded", T0)
+    silent_for(platform, 4)
+    (lost,) = worker.sweep()
+    job = platform.job("u1", "j1")
+    assert lost.outcome == job.state == JobState.STOPPED and job.stop_reason == "budget_exceeded"
+
+
+def test_progress_reports_keep_a_job_alive_when_heartbeats_do_not_reach_the_ledger(
+    platform: Platform,
+) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    worker.handle(stream("j1", 1))
+    silent_for(platform, 4)
+    platform.user_app("u1").report_progress("j1", 1, 5, 10, None, 1.0, 50, platform.clock())
+    assert worker.sweep() == []
+    assert platform.job("u1", "j1").state == JobState.RUNNING
+    silent_for(platform, 4)
+    assert [lost.job_id for lost in worker.sweep()] == ["j1"]
+
+
+def test_a_job_that_finished_or_moved_on_is_forgotten_not_lost(platform: Platform) -> None:
+    for job_id in ("done", "moved"):
+        platform.running_job("u1", job_id)
+    worker = platform.worker()
+    worker.handle(stream("done", 2) + stream("moved", 2))
+    app = platform.user_app("u1")
+    app.mark_succeeded("done", T0)
+    app.mark_lost("moved", None, T0)  # the dispatcher saw its runner exit first
+    app.retry_job("moved", 2, "runner exited", T0)
+    silent_for(platform, 4)
+    assert worker.sweep() == []
+    assert len(worker.live) == 0
+    assert (app.get_job("moved").state, app.get_job("moved").attempt) == (JobState.RETRYING, 2)
+
+
+def test_a_watched_attempt_that_never_beats_is_lost_after_three_intervals(platform: Platform) -> None:
+    platform.running_job("u1", "j1", interval_s=2)
+    worker = platform.worker()
+    worker.lost.watch("u1", "j1", 1, platform.clock(), interval_ms=2000)
+    silent_for(platform, 0.5)  # 5 s < 3 x 2 s
+    assert worker.sweep() == []
+    silent_for(platform, 0.2)  # 7 s
+    assert [lost.last_heartbeat_at for lost in worker.sweep()] == [T0]  # Started's time
+
+
+def test_after_a_restart_running_jobs_are_watched_from_the_views(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    platform.running_job("u1", "j2")
+    platform.user_app("u1").mark_succeeded("j2", T0)
+    platform.platform.register_user("a@example.com", "hash", "user", T0, user_id="u1")
+    for partition in (PLATFORM, user_partition("u1")):
+        platform.projector.catch_up(partition)
+
+    detector = LostJobDetector(platform.user_app, platform.worker().live)
+    assert watch_running_jobs(detector, platform.bucket, platform.clock()) == 1
+    silent_for(platform, 4)
+    assert [(lost.job_id, lost.outcome) for lost in detector.sweep(platform.clock())] == [("j1", "retrying")]
+
+
+def test_a_late_heartbeat_of_a_lost_attempt_is_still_its_gpu_time(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    worker.handle(stream("j1", 2))
+    silent_for(platform, 4)
+    worker.sweep()
+    worker.handle([beat("j1", 3, at=T0 + timedelta(seconds=30))])  # a runner that was only cut off
+    assert platform.job("u1", "j1").gpu_ms == 3 * MS
