@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.datastructures import State
-from litestar.middleware.rate_limit import RateLimitConfig, get_remote_address
+from litestar.middleware.rate_limit import get_remote_address
 from litestar.openapi import OpenAPIConfig
 
 from api.auth import Principal, build_jwt_auth
@@ -19,6 +19,7 @@ from api.controllers import CONTROLLERS
 from api.deps import dependencies
 from api.errors import exception_handlers
 from api.guards import requires_valid_ids
+from api.ratelimit import rate_limit_config
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -36,10 +37,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or Settings.from_env()
     runtime = runtime or Runtime(settings)
     jwt_auth = build_jwt_auth(settings, runtime)
-    rate_limit = RateLimitConfig(
-        rate_limit=("minute", settings.rate_limit_per_minute),
-        exclude=["^/health$", "^/schema"],
-        identifier_for_request=_rate_key,
+    rate_limit = rate_limit_config(
+        settings.rate_limit_per_minute, exclude=["^/health$", "^/schema"], identifier_for_request=_rate_key
     )
     return Litestar(
         route_handlers=CONTROLLERS,

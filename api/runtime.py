@@ -7,7 +7,10 @@
   about into views, and feeds them to the ``ViewStore`` the API reads;
 - ``clock``: the only source of ``now`` (tests pass a fixed one);
 - ``job_submitted``: callbacks ``(user_id, job_id)`` run after a job is
-  submitted and projected (the dispatcher's seam; it may also watch views).
+  submitted and projected (the dispatcher's seam; it may also watch views);
+- ``io(fn, ...)``: how async handlers run a read: inline on a local bucket
+  (views are in memory or a small file away, cheaper than a thread hop), on a
+  worker thread for a remote one (a network call must not block the loop).
 
 Writes go through ``committed(partition)``, which tells the projector and waits
 (bounded) until the views reflect the write, so the response and the next read
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio.to_thread
 import msgspec
 
 from api import views
@@ -93,6 +97,7 @@ class Runtime:
         self.views = ViewStore(self.bucket)
         self.projector = Projector(self.bucket, self.app, store=self.views)
         self.job_submitted: list[JobHook] = []
+        self.inline_io = _is_local(self.bucket)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -135,6 +140,12 @@ class Runtime:
         return self.app(user_partition(user_id))  # type: ignore[no-any-return]
 
     # -- writes and reads --------------------------------------------------------------------
+
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` from an async handler: inline for a local bucket, else on a worker thread."""
+        if self.inline_io:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
 
     def committed(self, partition: str) -> None:
         """A command just saved to ``partition``: wait (bounded) until its views show it."""
@@ -201,3 +212,10 @@ class Runtime:
                 hook(user_id, job_id)
             except Exception:  # a broken hook must not fail the request that already succeeded
                 log.exception("job_submitted hook %r failed for %s", hook, job_id)
+
+
+def _is_local(bucket: Bucket) -> bool:
+    from storage.local import LocalBucket
+    from storage.memory import MemoryBucket
+
+    return isinstance(bucket, LocalBucket | MemoryBucket)

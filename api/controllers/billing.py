@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 
 from api.deps import PathId
 from api.errors import documented
+from api.runtime import Runtime
 from api.schemas import Billing, BillingHistory, BudgetRequest, BudgetView, JobCostReport, Pricing
 from api.services import BillingService
 
@@ -15,25 +16,33 @@ class BillingController(Controller):
     path = "/billing"
     tags = ["billing"]
 
-    @get("/usage", operation_id="billing_usage", responses=documented(), sync_to_thread=True)
-    def usage(self, billing: NamedDependency[BillingService]) -> Billing:
+    @get("/usage", operation_id="billing_usage", responses=documented())
+    async def usage(
+        self, billing: NamedDependency[BillingService], runtime: NamedDependency[Runtime]
+    ) -> Billing:
         """This month's usage and cost per GPU type and per job, with the budget and what remains."""
-        return billing.usage()
+        return await runtime.io(billing.usage)
 
-    @get("/history", operation_id="billing_history", responses=documented(), sync_to_thread=True)
-    def history(self, billing: NamedDependency[BillingService]) -> BillingHistory:
+    @get("/history", operation_id="billing_history", responses=documented())
+    async def history(
+        self, billing: NamedDependency[BillingService], runtime: NamedDependency[Runtime]
+    ) -> BillingHistory:
         """Closed months, newest first."""
-        return billing.history()
+        return await runtime.io(billing.history)
 
-    @get("/pricing", operation_id="billing_pricing", responses=documented(), sync_to_thread=True)
-    def pricing(self, billing: NamedDependency[BillingService]) -> Pricing:
+    @get("/pricing", operation_id="billing_pricing", responses=documented())
+    async def pricing(
+        self, billing: NamedDependency[BillingService], runtime: NamedDependency[Runtime]
+    ) -> Pricing:
         """The price of a GPU-hour per GPU type."""
-        return billing.pricing()
+        return await runtime.io(billing.pricing)
 
-    @get("/job/{job_id:str}/cost", operation_id="job_cost", responses=documented(404), sync_to_thread=True)
-    def job_cost(self, job_id: PathId, billing: NamedDependency[BillingService]) -> JobCostReport:
+    @get("/job/{job_id:str}/cost", operation_id="job_cost", responses=documented(404))
+    async def job_cost(
+        self, job_id: PathId, billing: NamedDependency[BillingService], runtime: NamedDependency[Runtime]
+    ) -> JobCostReport:
         """What one job has cost so far, and in which months."""
-        return billing.job_cost(job_id)
+        return await runtime.io(billing.job_cost, job_id)
 
     @put("/budget", operation_id="set_budget", responses=documented(), sync_to_thread=True)
     def set_budget(self, data: BudgetRequest, billing: NamedDependency[BillingService]) -> BudgetView:

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
+from api.runtime import Runtime
 from api.schemas import Dataset, DatasetList, Deleted
 from api.services import DatasetService
 
@@ -46,16 +47,19 @@ class DatasetController(Controller):
         operation_id="list_datasets",
         responses=documented(404),
         guards=[requires_owner],
-        sync_to_thread=True,
     )
-    def list_datasets(self, user_id: PathId, datasets: NamedDependency[DatasetService]) -> DatasetList:
+    async def list_datasets(
+        self, user_id: PathId, datasets: NamedDependency[DatasetService], runtime: NamedDependency[Runtime]
+    ) -> DatasetList:
         """The user's datasets."""
-        return datasets.list()
+        return await runtime.io(datasets.list)
 
-    @get("/{dataset_id:str}", operation_id="get_dataset", responses=documented(404), sync_to_thread=True)
-    def get_dataset(self, dataset_id: PathId, datasets: NamedDependency[DatasetService]) -> Dataset:
+    @get("/{dataset_id:str}", operation_id="get_dataset", responses=documented(404))
+    async def get_dataset(
+        self, dataset_id: PathId, datasets: NamedDependency[DatasetService], runtime: NamedDependency[Runtime]
+    ) -> Dataset:
         """A dataset's metadata and validation report."""
-        return datasets.get(dataset_id)
+        return await runtime.io(datasets.get, dataset_id)
 
     @delete(
         "/{dataset_id:str}",

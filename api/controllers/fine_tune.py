@@ -14,6 +14,7 @@ from litestar.response import Stream
 from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
+from api.runtime import Runtime
 from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
 from api.services import JobService
 
@@ -43,21 +44,23 @@ class FineTuneController(Controller):
         operation_id="list_jobs",
         responses=documented(404),
         guards=[requires_owner],
-        sync_to_thread=True,
     )
-    def list_jobs(
+    async def list_jobs(
         self,
         user_id: PathId,
         jobs: NamedDependency[JobService],
+        runtime: NamedDependency[Runtime],
         job_state: Annotated[str | None, Parameter(query="state", max_length=20)] = None,
     ) -> JobList:
         """The user's jobs, oldest first; ``state`` keeps only jobs in that state."""
-        return jobs.list(job_state)
+        return await runtime.io(jobs.list, job_state)
 
-    @get("/{job_id:str}/status", operation_id="job_status", responses=documented(404), sync_to_thread=True)
-    def status(self, job_id: PathId, jobs: NamedDependency[JobService]) -> JobStatus:
+    @get("/{job_id:str}/status", operation_id="job_status", responses=documented(404))
+    async def status(
+        self, job_id: PathId, jobs: NamedDependency[JobService], runtime: NamedDependency[Runtime]
+    ) -> JobStatus:
         """State, progress, checkpoints, GPU time and cost so far."""
-        return jobs.status(job_id)
+        return await runtime.io(jobs.status, job_id)
 
     @post(
         "/{job_id:str}/stop",
@@ -70,10 +73,12 @@ class FineTuneController(Controller):
         """Ask the job to stop (it saves a checkpoint first); 409 when it has already ended."""
         return jobs.stop(job_id)
 
-    @get("/{job_id:str}/events", operation_id="job_events", responses=documented(404), sync_to_thread=True)
-    def events(self, job_id: PathId, jobs: NamedDependency[JobService]) -> JobEvents:
+    @get("/{job_id:str}/events", operation_id="job_events", responses=documented(404))
+    async def events(
+        self, job_id: PathId, jobs: NamedDependency[JobService], runtime: NamedDependency[Runtime]
+    ) -> JobEvents:
         """The job's history: state changes, progress, checkpoints, metered usage, alerts."""
-        return jobs.events(job_id)
+        return await runtime.io(jobs.events, job_id)
 
     @get("/{job_id:str}/logs", operation_id="job_logs", responses=documented(404), media_type=TEXT)
     async def logs(

@@ -10,6 +10,7 @@ from litestar.response import Stream
 from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner
+from api.runtime import Runtime
 from api.schemas import Deleted, Model, ModelList
 from api.services import ModelService
 
@@ -23,16 +24,19 @@ class ModelController(Controller):
         operation_id="list_models",
         responses=documented(404),
         guards=[requires_owner],
-        sync_to_thread=True,
     )
-    def list_models(self, user_id: PathId, models: NamedDependency[ModelService]) -> ModelList:
+    async def list_models(
+        self, user_id: PathId, models: NamedDependency[ModelService], runtime: NamedDependency[Runtime]
+    ) -> ModelList:
         """The user's fine-tuned models."""
-        return models.list()
+        return await runtime.io(models.list)
 
-    @get("/{model_id:str}", operation_id="get_model", responses=documented(404), sync_to_thread=True)
-    def get_model(self, model_id: PathId, models: NamedDependency[ModelService]) -> Model:
+    @get("/{model_id:str}", operation_id="get_model", responses=documented(404))
+    async def get_model(
+        self, model_id: PathId, models: NamedDependency[ModelService], runtime: NamedDependency[Runtime]
+    ) -> Model:
         """A model's metadata: base model, kind, size, digest, training metrics."""
-        return models.get(model_id)
+        return await runtime.io(models.get, model_id)
 
     @get(
         "/{model_id:str}/download",
