@@ -24,6 +24,7 @@ __all__ = [
     "fold",
     "item_name",
     "item_view",
+    "listed",
     "listing_name",
     "listing_view",
     "row",
@@ -156,6 +157,13 @@ def row(dataset: DatasetState) -> DatasetRow | None:
         created_at=iso(dataset.created_at),
         updated_at=iso(dataset.updated_at),
     )
+
+
+def listed(dataset: DatasetState) -> tuple[Any, ...] | None:
+    """What the listing row is made of, uncooked (None once deleted)."""
+    if dataset.status == "deleted":
+        return None
+    return (dataset.status, dataset.format, dataset.rows, dataset.updated_at)
 
 
 def item_name(root: str, dataset: DatasetState) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "fold",
     "item_name",
     "item_view",
+    "listed",
     "listing_name",
     "listing_view",
     "row",
@@ -314,6 +315,11 @@ def row(job: JobState) -> JobRow:
         gpu_type=job.gpu_type,
         gpu_count=job.gpu_count,
     )
+
+
+def listed(job: JobState) -> tuple[Any, ...]:
+    """What the listing row is made of, uncooked: a cheap test of whether the row changed."""
+    return (job.status, job.status_at, job.model_id)
 
 
 def item_name(root: str, job: JobState) -> str:

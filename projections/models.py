@@ -24,6 +24,7 @@ __all__ = [
     "fold",
     "item_name",
     "item_view",
+    "listed",
     "listing_name",
     "listing_view",
     "row",
@@ -139,6 +140,11 @@ def row(model: ModelState) -> ModelRow | None:
         size_bytes=model.size_bytes,
         created_at=iso(model.created_at),
     )
+
+
+def listed(model: ModelState) -> tuple[Any, ...] | None:
+    """What the listing row is made of, uncooked (None once deleted)."""
+    return None if model.status == "deleted" else (model.status,)
 
 
 def item_name(root: str, model: ModelState) -> str:

@@ -37,6 +37,7 @@ __all__ = [
 PLATFORM = "platform"
 
 S = TypeVar("S")
+_ABSENT = object()
 
 
 def user_partition(user_id: str) -> str:
@@ -63,7 +64,7 @@ class Family(Protocol[S]):
     def fold(self, state: S | None, event: Any) -> S: ...
     def item_name(self, root: str, state: S) -> str: ...
     def item_view(self, state: S, position: int) -> Any: ...
-    def row(self, state: S) -> Any: ...
+    def listed(self, state: S) -> Any: ...
     def listing_name(self, root: str) -> str: ...
     def listing_view(self, states: list[S], position: int) -> Any: ...
 
@@ -105,7 +106,7 @@ class Entities(Generic[S]):
     def __init__(self, family: Family[S], root: str, views: Views) -> None:
         self.family = family
         self.items: dict[UUID, S] = {}
-        self._rows: dict[UUID, Any] = {}
+        self._listed: dict[UUID, Any] = {}
         self._views = views
         self._listing = family.listing_name(root)
         self._root = root
@@ -115,9 +116,9 @@ class Entities(Generic[S]):
         state = self.family.fold(self.items.get(key), event)
         self.items[key] = state
         self._views.touch(self.family.item_name(self._root, state), lambda pos: self.item_view(key, pos))
-        row = self.family.row(state)
-        if row != self._rows.get(key):
-            self._rows[key] = row
+        listed = self.family.listed(state)
+        if listed != self._listed.get(key, _ABSENT):
+            self._listed[key] = listed
             self._views.touch(self._listing, self.listing_view)
         return state
 

@@ -24,6 +24,7 @@ __all__ = [
     "fold",
     "item_name",
     "item_view",
+    "listed",
     "listing_name",
     "listing_view",
     "row",
@@ -131,6 +132,11 @@ class UsersView(msgspec.Struct):
 
 def row(user: UserState) -> UserRow:
     return UserRow(user.user_id, user.email, user.role, user.status, iso(user.created_at))
+
+
+def listed(user: UserState) -> tuple[Any, ...]:
+    """What the listing row is made of, uncooked (a login changes none of it)."""
+    return (user.email, user.role, user.status)
 
 
 def item_name(root: str, user: UserState) -> str:
