@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -46,14 +47,24 @@ class Projector:
     """Folds notified partitions into their views; one instance per process."""
 
     def __init__(
-        self, bucket: Bucket, open_app: OpenApp, *, store: ViewStore | None = None, batch: int = BATCH
+        self,
+        bucket: Bucket,
+        open_app: OpenApp,
+        *,
+        store: ViewStore | None = None,
+        batch: int = BATCH,
+        max_partitions: int = 10_000,
     ) -> None:
+        """``max_partitions``: how many partitions' states stay in memory (least recently used go;
+        the next touch replays them from 0, as after a restart)."""
         self.bucket = bucket
         self.open_app = open_app
         self.store = store
         self.batch = batch
         self._apps: dict[str, Application[Any]] = {}
-        self._parts: dict[str, Partition] = {}
+        self._parts: OrderedDict[str, Partition] = OrderedDict()
+        self.max_partitions = max_partitions
+        self._written: dict[str, int] = {}  # partition -> position of its last complete flush
         self._stored: dict[str, tuple[int, int]] = {}  # view name -> (generation, position) last seen
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -71,9 +82,9 @@ class Projector:
             self._changed.notify_all()
 
     def position(self, partition: str) -> int:
-        """The head this process has folded and written for ``partition`` (0 if not touched yet)."""
-        part = self._parts.get(partition)
-        return part.position if part else 0
+        """The position every view of ``partition`` reflects in the bucket, as far as this process
+        knows (0 before its first complete catch-up here)."""
+        return self._written.get(partition, 0)
 
     def head(self, partition: str) -> int:
         """The partition's last notification id in the event store."""
@@ -115,11 +126,22 @@ class Projector:
             if first:
                 written = self._stored_view(tracking_name(partition))[1]
                 names = {n for n in names if part.views.position_of(n) > written}
-                self._parts[partition] = part
+            self._keep(partition, part)
             self._flush(part, names)
+            self._written[partition] = part.position
         with self._changed:
             self._changed.notify_all()
         return part.position
+
+    def _keep(self, partition: str, part: Partition) -> None:
+        """Remember the partition's state as most recently used; let the least recently used go."""
+        with self._guard:
+            self._parts[partition] = part
+            self._parts.move_to_end(partition)
+            while len(self._parts) > self.max_partitions:
+                gone, _ = self._parts.popitem(last=False)
+                self._apps.pop(gone, None)
+                self._written.pop(gone, None)
 
     def _flush(self, part: Partition, names: set[str]) -> None:
         tracking = tracking_name(part.name)
@@ -177,7 +199,8 @@ class Projector:
                         self._changed.wait(0.05)
                     todo, self._dirty = self._dirty, set()
                 if next_sweep is not None and time.monotonic() >= next_sweep:
-                    todo |= set(self._parts)
+                    with self._guard:
+                        todo |= set(self._parts)
                     next_sweep = time.monotonic() + (sweep_every or 0)
                 self._catch_up_all(todo)
         finally:
@@ -220,5 +243,6 @@ class Projector:
 
     def forget(self, partition: str) -> None:
         """Drop a partition's in-memory state (the next catch-up replays it from 0, as after a restart)."""
-        with self._lock(partition):
+        with self._lock(partition), self._guard:
             self._parts.pop(partition, None)
+            self._written.pop(partition, None)

@@ -233,3 +233,38 @@ def test_wait_for_without_a_loop_catches_up_in_the_callers_thread(bucket: LocalB
     position = apps(U1).recorder.max_notification_id()
     assert projector.wait_for(U1, position)
     assert decode(bucket.read("users/u1/metadata/jobs.json"))["jobs"][0]["job_id"] == "j1"
+
+
+def test_partitions_beyond_the_memory_bound_are_replayed_when_touched_again(bucket: LocalBucket) -> None:
+    apps = Apps()
+    one, two = UserLog(apps(U1), "u1"), UserLog(apps("users/u2"), "u2")
+    one.submit("j1")
+    two.submit("j1")
+    projector = Projector(bucket, apps, max_partitions=1)
+    projector.catch_up(U1)
+    projector.catch_up("users/u2")
+    assert projector.position(U1) == 0  # u1's state was let go
+    one.do("j1", "queue")
+    assert projector.catch_up(U1) == 2
+    assert decode(bucket.read("users/u1/jobs/j1/status.json"))["status"] == "queued"
+    assert_views_equal_rebuild(bucket, apps, U1)
+
+
+def test_the_loop_survives_a_failing_partition_and_retries_it(bucket: LocalBucket) -> None:
+    apps = Apps()
+    log = UserLog(apps(U1))
+    log.submit("j1")
+    flaky = FlakyBucket(bucket, fail_on_write=1)
+    projector = Projector(flaky, apps)
+    stop = threading.Event()
+    thread = projector.start(stop)
+    try:
+        projector.notify(U1)
+        assert not projector.wait_for(U1, 1, timeout=0.5)  # its views could not be written
+        assert flaky.writes >= 2  # and it kept trying
+        flaky.fail_on_write = None
+        assert projector.wait_for(U1, 1, timeout=5)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert_views_equal_rebuild(bucket, apps, U1)

@@ -1,0 +1,46 @@
+"""The view store the API reads: fed by the projector, otherwise checked by generation."""
+
+from __future__ import annotations
+
+import pytest
+
+from projections.store import ViewStore
+from storage.bucket import ObjectNotFound
+from storage.memory import MemoryBucket
+from tests.unit.projections.builders import FlakyBucket
+
+NAME = "users/u1/metadata/jobs.json"
+
+
+def test_fed_views_are_read_without_io() -> None:
+    bucket = FlakyBucket(MemoryBucket())
+    store = ViewStore(bucket)
+    stat = bucket.write(NAME, b'{"position":4,"jobs":[]}')
+    store.put(NAME, b'{"position":4,"jobs":[]}', stat.generation, 4)
+    bucket.reads = bucket.stats = 0
+    for _ in range(3):
+        assert store.read_json(NAME) == ({"position": 4, "jobs": []}, 4)
+    assert (bucket.reads, bucket.stats) == (0, 0)
+
+
+def test_other_views_are_cached_by_generation() -> None:
+    bucket = FlakyBucket(MemoryBucket())
+    store = ViewStore(bucket)
+    bucket.write(NAME, b'{"position":1,"jobs":[]}')
+    assert store.read_raw(NAME) == (b'{"position":1,"jobs":[]}', 1)
+    assert store.read_json(NAME)[1] == 1
+    assert bucket.reads == 1 and bucket.stats == 1  # the second read only checked the generation
+    bucket.write(NAME, b'{"position":2,"jobs":[{"job_id":"j1"}]}')  # another process moved it on
+    assert store.read_json(NAME) == ({"position": 2, "jobs": [{"job_id": "j1"}]}, 2)
+
+
+def test_forget_drops_a_fed_view_and_missing_views_raise() -> None:
+    bucket = MemoryBucket()
+    store = ViewStore(bucket)
+    store.put(NAME, b'{"position":1}', 1, 1)
+    store.forget(NAME)
+    with pytest.raises(ObjectNotFound):
+        store.read_json(NAME)
+    assert store.partition_position("users/u1") == 0
+    bucket.write("users/u1/metadata/position.json", b'{"position":7,"partition":"users/u1"}')
+    assert store.partition_position("users/u1") == 7
