@@ -14,7 +14,7 @@ from api.runtime import Runtime
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.errors import Forbidden, NotFound, ValidationFailed
-from domain.ids import check_id, new_id
+from domain.ids import check_id
 from domain.job import ACTIVE_STATES, TERMINAL_STATES, Job, JobState
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
@@ -120,12 +120,9 @@ class JobService:
         )
         if request.dry_run:
             return reply
-        job_id, model_id = new_id("job"), new_id("model")
-        self.rt.user_app(self.user_id).submit_job(
-            job_id=job_id,
+        job_id = self.rt.user_app(self.user_id).submit_job(
             base_model=base_model,
             dataset_id=dataset_id,
-            model_id=model_id,
             config=reply.config,
             gpu_type=config.gpu_type,
             gpu_count=config.gpu_count,
@@ -137,7 +134,7 @@ class JobService:
         self.rt.committed(views.user_root(self.user_id))
         self.rt.notify_job_submitted(self.user_id, job_id)
         status = self.status(job_id)
-        return msgspec.structs.replace(reply, job_id=job_id, model_id=model_id, status=status.status)
+        return msgspec.structs.replace(reply, job_id=job_id, model_id=status.model_id, status=status.status)
 
     def stop(self, job_id: str, reason: str = "stopped by the user") -> schemas.StopJobResponse:
         self.status(job_id)
