@@ -43,8 +43,10 @@ __all__ = [
     "Model",
     "ModelList",
     "ModelRow",
+    "MonthlyReport",
     "Period",
     "Pricing",
+    "ReportRow",
     "StartJobRequest",
     "StartJobResponse",
     "StopJobResponse",
@@ -443,6 +445,30 @@ class JobCostReport(_Out):
     max_cost_usd_micros: int | None = None
     gpu_metrics: GpuMetrics = msgspec.field(default_factory=GpuMetrics)
     periods: list[JobCost] = msgspec.field(default_factory=list)
+
+
+class ReportRow(_Out):
+    """One job's usage at one price in the month; ``seconds`` is wall time on its ``gpu_count`` GPUs."""
+
+    job_id: str = ""
+    gpu_type: str = ""
+    gpu_count: int = 1
+    seconds: Decimal = Decimal(0)
+    cost_per_hour: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+    gpu_ms: int = 0
+    usd_micros_per_hour: int = 0
+    cost_usd_micros: int = 0
+
+
+class MonthlyReport(_Out):
+    """``GET /billing/report?month=2026-03``: replayed from the user's events, per job and price."""
+
+    month: str = ""
+    start_date: str = ""
+    rows: list[ReportRow] = msgspec.field(default_factory=list)
+    total_cost: Decimal = Decimal(0)
+    total_cost_usd_micros: int = 0
 
 
 class BudgetRequest(msgspec.Struct, forbid_unknown_fields=True):

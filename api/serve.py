@@ -30,4 +30,11 @@ def serve(
     if first is not None:
         print(login_hint(first, f"http://{host}:{port}"), file=sys.stderr, flush=True)
     logging.getLogger("api").setLevel(log_level.upper())
-    uvicorn.run(create_app(settings, runtime=runtime), host=host, port=port, log_level=log_level)
+    from runners.embedded import EmbeddedWorkers
+
+    workers = EmbeddedWorkers(runtime)
+    workers.start()
+    try:
+        uvicorn.run(create_app(settings, runtime=runtime), host=host, port=port, log_level=log_level)
+    finally:
+        workers.close()

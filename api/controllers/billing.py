@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get, put
 from litestar.di import NamedDependency
+from litestar.params import Parameter
 
 from api.deps import PathId
 from api.errors import documented
 from api.runtime import Runtime
-from api.schemas import Billing, BillingHistory, BudgetRequest, BudgetView, JobCostReport, Pricing
+from api.schemas import (
+    Billing,
+    BillingHistory,
+    BudgetRequest,
+    BudgetView,
+    JobCostReport,
+    MonthlyReport,
+    Pricing,
+)
 from api.services import BillingService
 
 
@@ -43,6 +54,15 @@ class BillingController(Controller):
     ) -> JobCostReport:
         """What one job has cost so far, and in which months."""
         return await runtime.io(billing.job_cost, job_id)
+
+    @get("/report", operation_id="billing_report", responses=documented(), sync_to_thread=True)
+    def report(
+        self,
+        billing: NamedDependency[BillingService],
+        month: Annotated[str, Parameter(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
+    ) -> MonthlyReport:
+        """The month's usage per job and price, replayed from the user's events (exact, auditable)."""
+        return billing.report(month)
 
     @put("/budget", operation_id="set_budget", responses=documented(), sync_to_thread=True)
     def set_budget(self, data: BudgetRequest, billing: NamedDependency[BillingService]) -> BudgetView:

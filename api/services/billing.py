@@ -11,7 +11,9 @@ import msgspec
 
 from api import schemas, views
 from api.runtime import Runtime
-from domain.money import period_of
+from domain.money import check_period, period_of
+from projections.replay import read_events
+from projections.report import monthly_report, report_document
 
 __all__ = ["BillingService"]
 
@@ -88,6 +90,14 @@ class BillingService:
             gpu_metrics=status.gpu_metrics,
             periods=rows,
         )
+
+    def report(self, month: str) -> schemas.MonthlyReport:
+        """The month's rows replayed from the user's events (an audit-grade read: it replays)."""
+        check_period(month)
+        app = self.rt.user_app(self.user_id)
+        events = (event for _, event in read_events(app))
+        document = report_document(monthly_report(events, month), month)
+        return msgspec.convert(msgspec.to_builtins(document), schemas.MonthlyReport)
 
     def set_budget(self, request: schemas.BudgetRequest) -> schemas.BudgetView:
         self.rt.user_app(self.user_id).set_budget(

@@ -89,3 +89,22 @@ def test_budget_can_be_removed(api: Api, ann: User) -> None:
     assert reply.status_code == 200 and reply.json()["monthly_limit_usd_micros"] is None
     usage = api.client.get("/billing/usage", headers=ann.headers).json()
     assert usage["remaining_usd_micros"] is None
+
+
+def test_the_monthly_report_is_replayed_per_job_and_price(api: Api, ann: User) -> None:
+    api.rt.clock = lambda: datetime(2026, 10, 15, 12, 0, tzinfo=UTC)
+    job_id = running_job(api, ann)
+    meter(api, ann, job_id, 1, 1_000)
+    meter(api, ann, job_id, 2, 2_000)
+    reply = api.client.get("/billing/report", params={"month": "2026-10"}, headers=ann.headers)
+    assert reply.status_code == 200
+    report = reply.json()
+    expected = cost_usd_micros(3_000, 2, 2_100_000)
+    assert report["month"] == "2026-10" and report["total_cost_usd_micros"] == expected
+    assert [(r["job_id"], r["gpu_ms"], r["cost_usd_micros"]) for r in report["rows"]] == [
+        (job_id, 3_000, expected)
+    ]
+    empty = api.client.get("/billing/report", params={"month": "2026-09"}, headers=ann.headers).json()
+    assert empty["rows"] == [] and empty["total_cost_usd_micros"] == 0
+    bad = api.client.get("/billing/report", params={"month": "2026-13"}, headers=ann.headers)
+    assert bad.status_code == 400 and bad.json()["error"]["where"] == "month"

@@ -15,6 +15,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/fine-tune/{user_id}/start"): {"base_model": "tiny-llama", "dataset_id": "{dataset_id}"},
     ("PUT", "/billing/budget"): {"monthly_limit_usd_micros": 1_000_000},
 }
+QUERIES: dict[tuple[str, str], dict[str, str]] = {("GET", "/billing/report"): {"month": "2026-11"}}
 
 
 def operations(api: Api) -> list[tuple[str, str]]:
@@ -30,7 +31,10 @@ def call(api: Api, method: str, template: str, ids: dict[str, str], headers: dic
     body = BODIES.get((method, template))
     json = {k: fill(v, ids) if isinstance(v, str) else v for k, v in body.items()} if body else None
     content = b'{"messages": [{"role": "user", "content": "hi"}]}\n' if template.endswith("/upload") else None
-    return api.client.request(method, fill(template, ids), json=json, content=content, headers=headers)
+    params = QUERIES.get((method, template))
+    return api.client.request(
+        method, fill(template, ids), json=json, content=content, params=params, headers=headers
+    )
 
 
 def test_the_schema_lists_every_route(api: Api) -> None:
@@ -55,6 +59,7 @@ def test_the_schema_lists_every_route(api: Api) -> None:
         ("GET", "/billing/history"),
         ("GET", "/billing/pricing"),
         ("GET", "/billing/job/{job_id}/cost"),
+        ("GET", "/billing/report"),
         ("PUT", "/billing/budget"),
     }
 
