@@ -237,6 +237,7 @@ def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypat
         AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"])
     ).save_pretrained(adapter)
     user_id = _user_id(live)
+    monkeypatch.setenv("TUNE_HOME", str(live.home))  # open_runtime sets it; restored after the test
     rt = open_runtime(Store(home=live.home))
     model_id = "mdl_cli_live"
     prefix = f"users/{user_id}/models/{model_id}/weights/"
