@@ -1,0 +1,138 @@
+"""The workers of the embedded default, run inside ``tune serve`` beside the API.
+
+One process holds the API's ``Runtime`` (bucket, applications, projector) and these
+workers, sharing its applications and projector:
+
+- the ``Dispatcher`` with the local-subprocess backend: jobs the API submits are queued
+  and handed to ``python -m runners.job_runner`` children; their heartbeats come back
+  over the children's stdout and are published into an in-process transport;
+- the ``LedgerWorker`` subscribed to that transport: it meters usage, raises alerts,
+  requests stops at budget limits and detects lost runners (a lost job retried by
+  policy goes back to the dispatcher).
+
+On start, jobs left queued by a previous server are queued again and running ones are
+watched, so a restart loses no work. In production the same roles run as separate
+processes (``python -m runners.ledger``, a dispatcher per cluster) over Pub/Sub.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from domain.job import JobState
+from projections import jobs as job_views
+from projections import users as user_views
+from runners.dispatcher import Dispatcher, local_dispatcher
+from runners.ledger.lost import watch_running_jobs
+from runners.ledger.worker import LedgerWorker
+from runners.run_spec import JobRunSpec
+from storage import ObjectNotFound
+from storage.heartbeats import open_heartbeat_transport
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+__all__ = ["EmbeddedWorkers"]
+
+log = logging.getLogger(__name__)
+
+_REQUEUED = {JobState.SUBMITTED, JobState.QUEUED, JobState.RETRYING}
+
+
+class EmbeddedWorkers:
+    """Dispatcher + ledger for one ``Runtime``; ``start()`` wires them, ``close()`` stops them.
+
+    Args:
+        runtime: the API's composition root (its bucket, applications and projector are shared).
+        max_concurrent: training runs at once (2 cores here: one).
+        heartbeat_url: the in-process transport the dispatcher publishes into and the ledger reads.
+        log_dir: where runner logs are kept locally (default: ``<TUNE_HOME>/runs``).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        max_concurrent: int = 1,
+        heartbeat_url: str = "direct://embedded",
+        log_dir: Path | None = None,
+    ) -> None:
+        self.runtime = runtime
+        transport = open_heartbeat_transport(heartbeat_url)
+        self._publisher = transport.publisher()
+        self.dispatcher: Dispatcher = local_dispatcher(
+            runtime.bucket,
+            heartbeats=self._publisher,
+            notify=runtime.projector.notify,
+            log_dir=log_dir or Path(runtime.settings.home) / "runs",
+            open_app=runtime.user_app,
+            clock=runtime.clock,
+            max_concurrent=max_concurrent,
+            on_launch=self._expect_heartbeats,
+        )
+        self.ledger = LedgerWorker(
+            runtime.bucket,
+            runtime.platform,
+            runtime.user_app,
+            transport.subscriber(),
+            runtime.projector,
+            clock=runtime.clock,
+            on_retry=self.dispatcher.submit,
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Hook job submission to the dispatcher, resume left-over jobs, start both loops."""
+        self.runtime.job_submitted.append(self.dispatcher.submit)
+        watched = watch_running_jobs(self.ledger.lost, self.runtime.bucket, self.runtime.clock())
+        requeued = self._requeue_left_over_jobs()
+        self.ledger.start()
+        self._thread = threading.Thread(target=self.dispatcher.run, args=(self._stop,), name="dispatcher")
+        self._thread.daemon = True
+        self._thread.start()
+        log.info("workers started: %d job(s) requeued, %d running job(s) watched", requeued, watched)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop taking jobs, stop the runs still going (gracefully), then the ledger."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.dispatcher.close(timeout)
+        self._publisher.close()
+        self.ledger.close(timeout)
+
+    def _expect_heartbeats(self, spec: JobRunSpec) -> None:
+        self.ledger.lost.watch(
+            spec.user_id,
+            spec.job_id,
+            spec.attempt,
+            self.runtime.clock(),
+            interval_ms=round(spec.heartbeat_interval_s * 1000),
+        )
+
+    def _requeue_left_over_jobs(self) -> int:
+        """Queue again every job a previous server left submitted, queued or retrying."""
+        bucket = self.runtime.bucket
+        try:
+            users = msgspec.json.decode(
+                bucket.read(user_views.listing_name("platform")), type=user_views.UsersView
+            )
+        except ObjectNotFound:
+            return 0
+        count = 0
+        for user in users.users:
+            try:
+                data = bucket.read(job_views.listing_name(f"users/{user.user_id}"))
+            except ObjectNotFound:
+                continue
+            for row in msgspec.json.decode(data, type=job_views.JobsView).jobs:
+                if row.status in _REQUEUED:
+                    self.dispatcher.submit(user.user_id, row.job_id)
+                    count += 1
+        return count
