@@ -1,7 +1,9 @@
 """The dispatcher: its own FIFO queue of jobs, handed at most ``max_concurrent`` at a time to a backend.
 
 ``submit(user_id, job_id)`` (the API calls it after a job is submitted; safe to call again
-for a job already known) queues the job (``Queued`` event) and appends it to the queue.
+for a job already known) queues the job (``Queued`` event) and appends it to the queue. The
+ledger calls it too after it retried a lost job: a run still going for an older attempt is
+then asked to end, and the new attempt starts once that run is reaped.
 ``poll()`` reaps ended runs and starts queued ones; ``run(stop_event)`` polls until told to
 stop (``tune serve``); ``close()`` stops the runs still going, gracefully.
 
@@ -34,7 +36,7 @@ from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSu
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
 from runners.job_recorder import JobRecorder, utc_now
-from runners.run_spec import build_run_spec, write_job_run
+from runners.run_spec import JobRunSpec, build_run_spec, write_job_run
 from storage import Bucket
 from storage.heartbeats import Heartbeat, HeartbeatPublisher
 
@@ -79,6 +81,8 @@ class Dispatcher:
         heartbeat_url: written into every run.yaml (``stdout:`` for local relayed runners).
         notify: called with a partition (``users/<uid>``) after the dispatcher or a run changed it.
         base_model_source: where an operator-added base model comes from (None: the catalogue).
+        on_launch: called with each attempt's run spec once it is launched (e.g. so the ledger
+            expects its heartbeats).
         poll_interval_s: the pause between polls in ``run``.
         max_start_failures: runners that end before starting their attempt before the job fails.
     """
@@ -95,6 +99,7 @@ class Dispatcher:
         heartbeat_url: str = STDOUT_URL,
         notify: Notify | None = None,
         base_model_source: SourceOf | None = None,
+        on_launch: Callable[[JobRunSpec], None] | None = None,
         poll_interval_s: float = 0.5,
         max_start_failures: int = 2,
     ) -> None:
@@ -109,6 +114,7 @@ class Dispatcher:
         self.heartbeat_url = heartbeat_url
         self.notify = notify or (lambda partition: None)
         self.base_model_source = base_model_source or (lambda name: None)
+        self.on_launch = on_launch or (lambda spec: None)
         self.poll_interval_s = poll_interval_s
         self.max_start_failures = max_start_failures
         self._queue: collections.deque[JobRef] = collections.deque()
@@ -124,6 +130,11 @@ class Dispatcher:
     def submit(self, user_id: str, job_id: str) -> None:
         """Queue a job (``submitted`` -> ``queued``); a job already known or finished is ignored."""
         ref = JobRef(user_id, job_id)
+        with self._lock:
+            launched = self._active.get(ref)
+        if launched is not None:
+            self._end_if_superseded(ref, launched)
+            return
         if self._known(ref):
             return
         recorder = self._recorder(ref)
@@ -230,6 +241,7 @@ class Dispatcher:
         with self._lock:
             self._active[ref] = _Launched(request.run_id, attempt)
         log.info("started %s attempt %d", ref.job_id, attempt)
+        self.on_launch(spec)
 
     def _after_run(self, ref: JobRef, launched: _Launched, exit_code: int | None) -> None:
         recorder = self._recorder(ref)
@@ -250,6 +262,20 @@ class Dispatcher:
             if recorder.retry_or_fail(reason, _max_retries(job)).state == JobState.RETRYING:
                 self._enqueue(ref, first=True)
         self.notify(ref.partition)
+
+    def _end_if_superseded(self, ref: JobRef, launched: _Launched) -> None:
+        """A job whose attempt moved on (e.g. the ledger found it lost and retried it) while its
+        runner still goes on: ask that runner to end; the next attempt starts once it is reaped."""
+        job = self._recorder(ref).view()
+        if job.attempt > launched.attempt or job.state in TERMINAL_STATES:
+            log.info(
+                "%s moved on to %s attempt %d: ending run %s",
+                ref.job_id,
+                job.state,
+                job.attempt,
+                launched.run_id,
+            )
+            self.backend.stop(launched.run_id)
 
     def _start_failed(self, ref: JobRef, job: JobView, attempt: int, reason: str) -> None:
         self._start_failures[ref] += 1

@@ -1,10 +1,12 @@
 """One runner attempt's heartbeats: one every ``interval_s`` on a thread, and a final one at close.
 
-Each heartbeat carries the GPU milliseconds since the previous one, measured on a monotonic
-clock from ``start()`` (when the trainer process starts holding the GPU). The emitter keeps
-the total since ``start()`` and sends the difference, so the heartbeats of an attempt add up
-to exactly its whole running time, rounding included. Sequence numbers start at 1 and grow by
-one per heartbeat; ``(job_id, attempt, seq)`` is what consumers deduplicate by.
+Heartbeats flow from ``start()`` (the attempt began) to ``close()`` (its outcome is recorded),
+so the attempt looks alive while it copies files in and out. GPU time is measured on a
+monotonic clock only while the GPU is held: from ``hold_gpu()`` (the trainer process starts)
+to ``release_gpu()`` (it exited). Each heartbeat carries the GPU milliseconds since the
+previous one; the emitter keeps the total held and sends the difference, so an attempt's
+heartbeats add up to exactly its GPU time, rounding included. Sequence numbers start at 1
+and grow by one per heartbeat; ``(job_id, attempt, seq)`` is what consumers deduplicate by.
 
 After each periodic heartbeat ``on_beat(heartbeat)`` runs on the emitter's thread: the job
 runner uses it to report progress, upload its log and look for a stop request.
@@ -86,31 +88,50 @@ class HeartbeatEmitter:
         self.monotonic_ns = monotonic_ns
         self.seq = 0
         self.sent_ms = 0
-        self._started_ns: int | None = None
+        self._started = False
+        self._held_ns = 0  # GPU time of the closed hold intervals
+        self._held_since: int | None = None  # start of the open one
         self._final: Heartbeat | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self, *, thread: bool = True) -> None:
-        """Start counting GPU time now; with ``thread``, beat every ``interval_s`` until ``close``."""
-        if self._started_ns is not None:
+        """Begin the attempt's heartbeats; with ``thread``, one every ``interval_s`` until ``close``."""
+        if self._started:
             raise RuntimeError("heartbeat emitter already started")
-        self._started_ns = self.monotonic_ns()
+        self._started = True
         if thread:
             self._thread = threading.Thread(
                 target=self._loop, name=f"heartbeat-{self.identity.job_id}", daemon=True
             )
             self._thread.start()
 
+    def hold_gpu(self) -> None:
+        """GPU time counts from now (until ``release_gpu``)."""
+        with self._lock:
+            if self._held_since is None:
+                self._held_since = self.monotonic_ns()
+
+    def release_gpu(self) -> None:
+        """GPU time stops counting."""
+        with self._lock:
+            if self._held_since is not None:
+                self._held_ns += self.monotonic_ns() - self._held_since
+                self._held_since = None
+
+    def _held_ms(self) -> int:
+        open_ns = 0 if self._held_since is None else self.monotonic_ns() - self._held_since
+        return (self._held_ns + open_ns) // _NS_PER_MS
+
     def beat(self, *, final: bool = False) -> Heartbeat:
         """Publish one heartbeat now (GPU time since the last one) and return it."""
         with self._lock:
-            if self._started_ns is None:
+            if not self._started:
                 raise RuntimeError("start() the emitter before it beats")
             if self._final is not None:
                 raise RuntimeError("the final heartbeat was already sent")
-            elapsed_ms = (self.monotonic_ns() - self._started_ns) // _NS_PER_MS
+            held_ms = self._held_ms()
             progress = self.progress()
             self.seq += 1
             heartbeat = Heartbeat(
@@ -120,7 +141,7 @@ class HeartbeatEmitter:
                 seq=self.seq,
                 gpu_type=self.identity.gpu_type,
                 gpu_count=self.identity.gpu_count,
-                gpu_ms=elapsed_ms - self.sent_ms,
+                gpu_ms=held_ms - self.sent_ms,
                 step=progress.step,
                 loss=progress.loss,
                 tokens=progress.tokens,
@@ -128,13 +149,14 @@ class HeartbeatEmitter:
                 final=final,
             )
             self.publisher.publish(heartbeat)  # if this raises, the next heartbeat carries these ms
-            self.sent_ms = elapsed_ms
+            self.sent_ms = held_ms
             if final:
                 self._final = heartbeat
             return heartbeat
 
     def close(self) -> Heartbeat:
-        """Stop the thread, send the final heartbeat and flush; return the final heartbeat."""
+        """Release the GPU, stop the thread, send the final heartbeat and flush; return it."""
+        self.release_gpu()
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
@@ -144,8 +166,9 @@ class HeartbeatEmitter:
 
     @property
     def gpu_ms(self) -> int:
-        """GPU milliseconds reported so far."""
-        return self.sent_ms
+        """GPU milliseconds held so far (the heartbeats sent carry all but the latest)."""
+        with self._lock:
+            return self._held_ms()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

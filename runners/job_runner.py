@@ -9,8 +9,9 @@
    ``jobs/<id>/events/metrics.jsonl``, each checkpoint is uploaded to
    ``jobs/<id>/checkpoints/<step>/`` and recorded, the trainer's stderr and a line per
    event go to ``jobs/<id>/job.log`` (uploaded whole at every heartbeat and at the end);
-4. sends a heartbeat every ``heartbeat_interval_s`` and a final one at exit
-   (``runners.heartbeat_emitter``); after each it reports progress and reads the job: a
+4. sends a heartbeat every ``heartbeat_interval_s`` from the start of the attempt and a final
+   one once its outcome is recorded (``runners.heartbeat_emitter``), with GPU time counted
+   while the trainer process runs; after each it reports progress and reads the job: a
    ``stopping`` job has its trainer stopped (stop file + SIGTERM: it checkpoints and exits);
 5. records the outcome: ``Succeeded`` with the model registered (weights uploaded to
    ``models/<id>/weights/``), ``Stopped``, ``Failed`` (bad input), or ``Retrying`` (the next
@@ -156,8 +157,17 @@ class JobRunner:
         self.trainer = _TrainerState()
         self.log: MirroredFile | None = None
         self.metrics: MirroredFile | None = None
-        self.gpu_ms = 0
+        identity = AttemptIdentity(spec.user_id, spec.job_id, spec.attempt, spec.gpu_type, spec.gpu_count)
+        self.emitter = HeartbeatEmitter(
+            publisher,
+            identity,
+            interval_s=spec.heartbeat_interval_s,
+            progress=self.trainer.snapshot,
+            on_beat=self._after_heartbeat,
+            clock=clock,
+        )
         self._proc: subprocess.Popen[bytes] | None = None
+        self._trainer_exited = False
         self._lock = threading.Lock()
         self._stop_why: str | None = None  # "requested", "interrupted" or "abandoned"
         self._stop_since: float | None = None
@@ -175,10 +185,12 @@ class JobRunner:
         self.metrics = MirroredFile(self.bucket, self.spec.metrics_object, self.work.metrics)
         spec = self.spec
         self._say(f"attempt {spec.attempt} started: {spec.base_model} on {spec.gpu_count} x {spec.gpu_type}")
+        self.emitter.start()
         try:
             return self._run()
         finally:
             self._kill_trainer()
+            self.emitter.close()
             self._sync_logs()
             if not self.keep_workdir:
                 self.work.remove()
@@ -233,24 +245,14 @@ class JobRunner:
         return trainer_spec
 
     def _train(self, trainer_spec: RunSpec) -> int:
-        """Run the trainer to its exit with heartbeats; return its exit status."""
-        spec = self.spec
-        identity = AttemptIdentity(spec.user_id, spec.job_id, spec.attempt, spec.gpu_type, spec.gpu_count)
-        emitter = HeartbeatEmitter(
-            self.publisher,
-            identity,
-            interval_s=spec.heartbeat_interval_s,
-            progress=self.trainer.snapshot,
-            on_beat=self._after_heartbeat,
-            clock=self.clock,
-        )
+        """Run the trainer to its exit, holding the GPU meanwhile; return its exit status."""
         with open(self.work.log, "ab") as stderr:
             proc = subprocess.Popen(
                 [*self.trainer_command, "--run", str(self.work.trainer_run)],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
             )
-        emitter.start()
+        self.emitter.hold_gpu()
         with self._lock:
             self._proc = proc
             stop_now = self._stop_why is not None
@@ -264,9 +266,9 @@ class JobRunner:
             status = proc.wait()
         finally:
             self._kill_trainer()
-            emitter.close()
-            self.gpu_ms = emitter.gpu_ms
-        self._say(f"trainer exited with status {status} after {self.gpu_ms / 1000:.1f} s")
+            self.emitter.release_gpu()
+            self._trainer_exited = True
+        self._say(f"trainer exited with status {status} after {self.emitter.gpu_ms / 1000:.1f} s of GPU time")
         self._report_progress()  # the last steps since the last heartbeat
         return status
 
@@ -327,8 +329,10 @@ class JobRunner:
     # ---- every heartbeat ----
 
     def _after_heartbeat(self, heartbeat: Heartbeat) -> None:
-        job = self._report_progress()
         self._sync_logs()
+        if self._trainer_exited:  # the outcome is being recorded: nothing left to watch
+            return
+        job = self._report_progress()
         if not self.recorder.is_current(job):
             self._say(
                 f"job is now {job.state} (attempt {job.attempt}): abandoning attempt {self.spec.attempt}"

@@ -248,3 +248,32 @@ def test_run_polls_until_told_to_stop_and_close_starts_nothing_new(
     dispatcher.close()
     assert backend.closed and backend.run_ids == ["job_a-1"]
     assert dispatcher.running() == {}
+
+
+def test_each_launch_is_announced_with_its_run_spec(
+    local_bucket: LocalBucket, app: UserApp, backend: FakeBackend, submitted
+) -> None:
+    launched = []
+    dispatcher = Dispatcher(local_bucket, backend, open_app=lambda user_id: app, on_launch=launched.append)
+    submitted(heartbeat_interval_seconds=0.5)
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    [spec] = launched
+    assert (spec.user_id, spec.job_id, spec.attempt, spec.heartbeat_interval_s) == ("usr_1", "job_1", 1, 0.5)
+
+
+def test_a_job_retried_elsewhere_while_its_runner_goes_on_ends_that_run_then_starts_the_next_attempt(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+) -> None:
+    submitted()
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    app.start_job("job_1", 1, now())
+    app.mark_lost("job_1", None, now())  # the ledger heard nothing for too long...
+    app.retry_job("job_1", 2, "lost", now())
+    dispatcher.submit("usr_1", "job_1")  # ...and hands the job back
+    assert backend.stopped == [backend.launched[0].run_id]
+
+    backend.end_attempt("job_1-1", 0)  # the old runner saw it was superseded and ended
+    dispatcher.poll()
+    assert backend.run_ids == ["job_1-1", "job_1-2"]

@@ -36,6 +36,7 @@ def test_heartbeats_carry_the_attempt_a_growing_seq_and_gpu_ms_since_the_previou
     progress = Progress(7, 0.5, 900)
     emitter = make(publisher, clock, progress=lambda: progress)
     emitter.start(thread=False)
+    emitter.hold_gpu()
     clock.advance(1500.7)
     first = emitter.beat()
     clock.advance(999.6)
@@ -49,6 +50,23 @@ def test_heartbeats_carry_the_attempt_a_growing_seq_and_gpu_ms_since_the_previou
     assert (second.step, second.loss, second.tokens, second.at) == (7, 0.5, 900, AT)
     assert final.final and not first.final and not second.final
     assert emitter.gpu_ms == 2510  # the whole time, rounding included, never more
+
+
+def test_gpu_time_counts_only_while_the_gpu_is_held() -> None:
+    publisher, clock = RecordingPublisher(), FakeMonotonic()
+    emitter = make(publisher, clock)
+    emitter.start(thread=False)
+    clock.advance(5000)  # copying files in
+    assert emitter.beat().gpu_ms == 0
+    emitter.hold_gpu()
+    clock.advance(2000)
+    emitter.hold_gpu()  # holding twice changes nothing
+    clock.advance(1000)
+    emitter.release_gpu()
+    clock.advance(7000)  # uploading the weights
+    emitter.close()
+    assert [h.gpu_ms for h in publisher.heartbeats] == [0, 3000]
+    assert emitter.gpu_ms == 3000
 
 
 def test_a_failed_publish_leaves_its_milliseconds_to_the_next_heartbeat() -> None:
@@ -66,6 +84,7 @@ def test_a_failed_publish_leaves_its_milliseconds_to_the_next_heartbeat() -> Non
     publisher = Flaky()
     emitter = make(publisher, clock)
     emitter.start(thread=False)
+    emitter.hold_gpu()
     clock.advance(300)
     with pytest.raises(ConnectionError):
         emitter.beat()
@@ -102,6 +121,7 @@ def test_heartbeats_written_to_a_stream_are_relayed_and_other_lines_skipped() ->
     clock = FakeMonotonic()
     emitter = make(publisher, clock, progress=lambda: Progress(3, None, 10))
     emitter.start(thread=False)
+    emitter.hold_gpu()
     clock.advance(42)
     emitter.beat()
     emitter.close()

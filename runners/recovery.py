@@ -1,0 +1,53 @@
+"""After a restart: hand the dispatcher every job still waiting to run.
+
+The dispatcher's queue lives in memory, so a new ``tune serve`` reads the projector's views
+(``platform/metadata/users.json`` and each user's ``metadata/jobs.json``) and submits every
+job that is ``submitted``, ``queued`` or ``retrying``, oldest first across users.
+``submit`` checks each job's own events, so a view that lags behind does no harm. Jobs left
+``running`` by a runner that died with the old server are the ledger's to find (lost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+
+from projections import jobs as job_views
+from projections import users as user_views
+from runners.dispatcher import Dispatcher, JobRef
+from storage import Bucket, ObjectNotFound
+
+__all__ = ["WAITING", "resubmit_waiting", "waiting_jobs"]
+
+WAITING = frozenset({"submitted", "queued", "retrying"})
+
+
+def waiting_jobs(bucket: Bucket) -> list[JobRef]:
+    """Jobs the views show waiting to run, oldest first."""
+    rows = sorted(_rows(bucket), key=lambda item: (item[0].created_at or "", item[0].job_id))
+    return [JobRef(user_id, row.job_id) for row, user_id in rows if row.status in WAITING]
+
+
+def resubmit_waiting(dispatcher: Dispatcher, bucket: Bucket) -> int:
+    """Submit every waiting job to ``dispatcher``; return how many."""
+    refs = waiting_jobs(bucket)
+    for ref in refs:
+        dispatcher.submit(ref.user_id, ref.job_id)
+    return len(refs)
+
+
+def _rows(bucket: Bucket) -> Iterator[tuple[job_views.JobRow, str]]:
+    try:
+        users = msgspec.json.decode(
+            bucket.read(user_views.listing_name("platform")), type=user_views.UsersView
+        )
+    except ObjectNotFound:
+        return
+    for user in users.users:
+        try:
+            data = bucket.read(job_views.listing_name(f"users/{user.user_id}"))
+        except ObjectNotFound:
+            continue
+        for row in msgspec.json.decode(data, type=job_views.JobsView).jobs:
+            yield row, user.user_id
