@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -204,9 +204,6 @@ def events_of(*aggregates: Any) -> list[Any]:
     for aggregate in aggregates:
         out.extend(aggregate.collect_events())
     return out
-
-
-Step = Callable[[UserLog], Any]
 
 
 class FlakyBucket(Bucket):
