@@ -241,7 +241,7 @@ def _run(partition: str, app: Any, driver: Any, commands: list[tuple[tuple[Any, 
     assert _stored(bucket) == expected
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(user_command, step), min_size=40, max_size=150))
 def test_user_views_rebuilt_from_zero_equal_incremental_views(
     commands: list[tuple[tuple[Any, ...], int]],
