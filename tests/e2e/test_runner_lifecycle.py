@@ -32,6 +32,7 @@ from tests.unit.runners.builders import RecordingPublisher, now, seed_dataset, s
 pytestmark = pytest.mark.slow
 
 JOB = "users/usr_1/jobs/job_1/"
+STEPS = 100
 TRAIN = {
     "batch_size": 4,
     "learning_rate": 0.02,
@@ -85,8 +86,14 @@ class Platform:
         self._loop.join(timeout=10)
         self.dispatcher.close(timeout=30)
 
-    def runner_logs(self) -> str:
-        return "\n".join(p.read_text() for p in sorted((self.root / "runner-logs").glob("*.log")))
+    def diagnostics(self) -> str:
+        """The job's state, job.log and the runners' own logs (for failure messages)."""
+        runners = "\n".join(p.read_text() for p in sorted((self.root / "runner-logs").glob("*.log")))
+        try:
+            job_log = self.bucket.read(JOB + "job.log").decode()
+        except Exception as exc:
+            job_log = f"(no job.log: {exc})"
+        return f"{self.job()}\n--- job.log\n{job_log}\n--- runners\n{runners}"
 
 
 @pytest.fixture
@@ -107,7 +114,7 @@ def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platfo
     platform.app.request_stop("job_1", "stopped by the user", now())
 
     job = platform.wait_state(JobState.STOPPED, JobState.FAILED, timeout=120)
-    assert job.state == JobState.STOPPED, platform.runner_logs()
+    assert job.state == JobState.STOPPED, platform.diagnostics()
     assert job.stop_reason == "stopped by the user" and 3 <= job.step < 400
     assert job.last_checkpoint is not None and job.last_checkpoint.step == job.step
     checkpoint = job.last_checkpoint.path
@@ -125,27 +132,27 @@ def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platfo
 def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_with_its_model(
     platform: Platform, tmp_path: Path, tiny_llama_dir: Path
 ) -> None:
-    platform.start(max_steps=60, checkpoint_every_steps=5, max_retries=1)
-    job = wait_for(
-        lambda: (j := platform.job()).last_checkpoint is not None and j,
-        timeout=240,
-        interval=0.05,
-        what="checkpoint",
+    platform.start(max_steps=STEPS, checkpoint_every_steps=5, max_retries=1)
+    wait_for(
+        lambda: platform.job().last_checkpoint is not None, timeout=240, interval=0.05, what="a checkpoint"
     )
     pid = int((platform.home / "work" / "job_1-1" / "trainer.pid").read_text())
-    os.kill(pid, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pytest.fail(f"the trainer ended before it could be killed\n{platform.diagnostics()}")
 
     job = platform.wait_state(JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, timeout=300)
-    assert job.state == JobState.SUCCEEDED, (job.error, platform.runner_logs())
-    assert job.attempt == 2 and job.step == 60
+    assert job.state == JobState.SUCCEEDED, (job.error, platform.diagnostics())
+    assert job.attempt == 2 and job.step == STEPS, platform.diagnostics()
 
     steps = step_lines(platform.bucket)
     first_try = [s for a, s in steps if a == 1]
     second_try = [s for a, s in steps if a == 2]
-    assert first_try == list(range(1, len(first_try) + 1)) and len(first_try) < 60
+    assert first_try == list(range(1, len(first_try) + 1)) and len(first_try) < STEPS, steps
     resumed_from = second_try[0] - 1
-    assert resumed_from > 0 and resumed_from % 5 == 0 and resumed_from <= first_try[-1]
-    assert second_try == list(range(resumed_from + 1, 61))
+    assert resumed_from > 0 and resumed_from % 5 == 0 and resumed_from <= first_try[-1], steps
+    assert second_try == list(range(resumed_from + 1, STEPS + 1)), steps
     log = platform.bucket.read(JOB + "job.log").decode()
     assert "killed by SIGKILL" in log and f"resuming from the checkpoint at step {resumed_from}" in log
 
