@@ -169,16 +169,6 @@ def pricing(*, json: JsonFlag = False, ctx: Ctx) -> None:
     print_table(rows, cols, title=f"GPU pricing ({reply.currency})", empty="no prices set")
 
 
-def _report_rows(reply: Any) -> list[dict[str, Any]]:
-    """The report's line items: its first list of objects."""
-    if isinstance(reply, list):
-        return reply
-    for value in reply.values():
-        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-            return value
-    return [reply]
-
-
 @billing_app.command
 def report(
     *,
@@ -186,24 +176,30 @@ def report(
     format: Annotated[Literal["table", "csv", "json"], Parameter(help="Output format.")] = "table",
     ctx: Ctx,
 ) -> None:
-    """The monthly billing report, replayed from the ledger's events."""
+    """The monthly billing report, replayed from the ledger's events (one row per job and price)."""
     import csv
 
-    from cli.output import print_document, print_json, to_plain
+    import msgspec
+
+    from api.schemas import MonthlyReport, ReportRow
+    from cli.output import Column, print_json, print_record, print_table
 
     if not _MONTH.fullmatch(month):
         raise CliError(f"month must look like 2026-03 (got {month!r})", where="--month")
-    reply = to_plain(ctx.client.get("/billing/report", params={"month": month}))
+    doc = ctx.client.get("/billing/report", params={"month": month}, type=MonthlyReport)
     if format == "json":
-        print_json(reply)
+        print_json(doc)
     elif format == "csv":
-        rows = _report_rows(reply)
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        writer = csv.DictWriter(sys.stdout, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        fields = [f.name for f in msgspec.structs.fields(ReportRow)]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(to_builtins(row) for row in doc.rows)
     else:
-        print_document(reply, title=f"billing report {month}")
+        print_record(
+            {"month": doc.month, "total_cost_usd_micros": doc.total_cost_usd_micros}, title="billing report"
+        )
+        cols = ("job_id", "gpu_type", "gpu_count", "gpu_ms", "usd_micros_per_hour", "cost_usd_micros")
+        print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")
 
 
 @budget_app.command(name="set")

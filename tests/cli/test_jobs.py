@@ -250,24 +250,32 @@ def test_budget_set_sends_exact_micros(logged_in: FakeApi, run_cli) -> None:
 
 
 def test_billing_report_formats(logged_in: FakeApi, run_cli) -> None:
+    row = {
+        "job_id": "job_a",
+        "gpu_type": "A100",
+        "gpu_count": 2,
+        "seconds": "0.5",
+        "cost_per_hour": "4",
+        "cost": "4",
+        "gpu_ms": 500,
+        "usd_micros_per_hour": 4_000_000,
+        "cost_usd_micros": 4_000_000,
+    }
     report = {
         "month": "2026-03",
-        "total_usd_micros": 4_000_000,
-        "rows": [{"job_id": "job_a", "gpu_type": "A100", "gpu_ms": 1000, "usd_micros": 4_000_000}],
+        "start_date": "2026-03-01",
+        "rows": [row],
+        "total_cost": "4",
+        "total_cost_usd_micros": 4_000_000,
     }
     logged_in.route("GET", "/billing/report", Reply.json(report))
-    rows = list(
-        csv.DictReader(
-            io.StringIO(run_cli("tune", "billing", "report", "--month", "2026-03", "--format", "csv").out)
-        )
-    )
-    assert rows == [{"job_id": "job_a", "gpu_type": "A100", "gpu_ms": "1000", "usd_micros": "4000000"}]
+    args = ("tune", "billing", "report", "--month", "2026-03")
+    rows = list(csv.DictReader(io.StringIO(run_cli(*args, "--format", "csv").out)))
+    assert rows == [{k: str(v) for k, v in row.items()}]
     assert logged_in.last("GET", "/billing/report").query == {"month": "2026-03"}
-    assert (
-        json.loads(run_cli("tune", "billing", "report", "--month", "2026-03", "--format", "json").out)
-        == report
-    )
-    assert "$4.00" in run_cli("tune", "billing", "report", "--month", "2026-03").out
+    assert json.loads(run_cli(*args, "--format", "json").out) == report
+    table = run_cli(*args).out
+    assert "$4.00" in table and "job_a" in table
     bad = run_cli("tune", "billing", "report", "--month", "2026-13")
     assert bad.code == 1 and "--month" in bad.err
-    assert run_cli("tune", "billing", "report", "--month", "2026-03", "--format", "xml").code == 2
+    assert run_cli(*args, "--format", "xml").code == 2

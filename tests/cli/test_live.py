@@ -186,6 +186,13 @@ def test_billing_budget_pricing(live: Server, run_cli) -> None:
     prices = json.loads(run_cli("tune", "billing", "pricing", "--json").out)["prices"]
     assert prices and all(p["usd_micros_per_hour"] > 0 for p in prices.values())
     assert run_cli("tune", "billing", "--history").code == 0
+    month = usage["current_period"]["period"]
+    report = json.loads(run_cli("tune", "billing", "report", "--month", month, "--format", "json").out)
+    assert report["month"] == month and report["total_cost_usd_micros"] == sum(
+        r["cost_usd_micros"] for r in report["rows"]
+    )
+    csv_out = run_cli("tune", "billing", "report", "--month", month, "--format", "csv").out
+    assert csv_out.splitlines()[0].startswith("job_id,gpu_type,gpu_count")
     assert run_cli("tune", "budget", "clear").code == 0
     assert "no budget set" in run_cli("tune", "budget", "show").out
     zero = run_cli("tune", "budget", "set", "--monthly", "0")
