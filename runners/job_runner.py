@@ -299,6 +299,8 @@ class JobRunner:
         elif isinstance(event, Checkpoint):
             self._save_checkpoint(event.step, Path(event.path))
         elif isinstance(event, Started):
+            if event.start_step > state.progress.step:  # resumed: heartbeats report where it stands
+                state.progress = state.progress._replace(step=event.start_step)
             self._say(
                 f"training {event.total_steps} steps from step {event.start_step} on {event.train_examples} "
                 f"examples ({event.trainable_parameters} trainable parameters)"

@@ -180,3 +180,16 @@ def test_the_working_folder_is_removed_unless_kept(queued_job, make_runner, keep
     runner = make_runner(keep_workdir=keep)
     runner.run()
     assert runner.work.root.exists() is keep
+
+
+def test_the_entry_point_refuses_a_missing_run_yaml_with_status_2(local_bucket: LocalBucket) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "runners.job_runner", local_bucket.url, "users/usr_1/jobs/job_1/run.yaml"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == b""
+    assert b"no run.yaml at users/usr_1/jobs/job_1/run.yaml" in done.stderr
