@@ -20,7 +20,10 @@ state); either way the bytes come back exactly.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
+from collections.abc import Iterable
+from uuid import UUID
 
 import msgspec
 
@@ -32,6 +35,7 @@ __all__ = [
     "TrackingRecord",
     "commit_name",
     "decode_commit",
+    "decode_segment",
     "encode_commit",
     "event_record",
     "pack_segment",
@@ -39,6 +43,7 @@ __all__ = [
     "segment_name",
     "seq_of",
     "sha256_hex",
+    "sha256_hexes",
     "unpack_segment",
 ]
 
@@ -49,28 +54,31 @@ SEGMENT_COMMITS = 256
 """Commits per segment; segment k holds commits ``k * SEGMENT_COMMITS + 1 .. (k + 1) * SEGMENT_COMMITS``."""
 
 
-class EventRecord(msgspec.Struct, omit_defaults=True):
-    """One stored event of a commit."""
+class EventRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
+    """One stored event of a commit; its aggregate is ``originator_id`` or else ``text_id``."""
 
-    originator_id: str
+    originator_id: UUID | None = None
+    text_id: str | None = None
+    """The aggregate's id when it is a plain string, not a UUID."""
     originator_version: int
     topic: str
     state: str | None = None
     """The stored state, when it is UTF-8 text."""
     state_b64: bytes | None = None
     """The stored state, when it is not (base64 in the JSON)."""
-    text_id: bool = False
-    """``originator_id`` is a plain string, not a UUID."""
+
+    def originator(self) -> UUID | str:
+        return self.originator_id if self.originator_id is not None else self.text_id or ""
 
 
-class TrackingRecord(msgspec.Struct):
+class TrackingRecord(msgspec.Struct, gc=False):
     """The upstream position a process recorder stored with its events."""
 
     application_name: str
     notification_id: int
 
 
-class Commit(msgspec.Struct, omit_defaults=True):
+class Commit(msgspec.Struct, omit_defaults=True, gc=False):
     """One create-only object of a partition's log."""
 
     seq: int
@@ -94,13 +102,15 @@ def decode_commit(data: bytes) -> Commit:
     return _decoder.decode(data)
 
 
-def event_record(originator_id: object, version: int, topic: str, state: bytes) -> EventRecord:
-    """The record of one stored event (``originator_id`` a UUID or a str)."""
-    text_id = isinstance(originator_id, str)
+def event_record(originator_id: UUID | str, version: int, topic: str, state: bytes) -> EventRecord:
+    """The record of one stored event."""
+    ids = {"originator_id": originator_id} if isinstance(originator_id, UUID) else {"text_id": originator_id}
+    if not isinstance(originator_id, UUID | str):
+        raise TypeError(f"an originator id is a UUID or a str, not {type(originator_id).__name__}")
     try:
-        return EventRecord(str(originator_id), version, topic, state.decode("utf-8"), None, text_id)
+        return EventRecord(**ids, originator_version=version, topic=topic, state=state.decode("utf-8"))
     except UnicodeDecodeError:
-        return EventRecord(str(originator_id), version, topic, None, bytes(state), text_id)
+        return EventRecord(**ids, originator_version=version, topic=topic, state_b64=bytes(state))
 
 
 def record_state(record: EventRecord) -> bytes:
@@ -124,6 +134,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_hexes(datas: Iterable[bytes]) -> list[str]:
+    """``sha256_hex`` of each, without a Python call per item (the cold-replay hot path)."""
+    return list(map(_hexdigest, map(hashlib.sha256, datas)))
+
+
+_hexdigest = operator.methodcaller("hexdigest")
+
+
 def segment_name(prefix: str, last_seq: int) -> str:
     """The segment that ends at commit ``last_seq`` (a multiple of SEGMENT_COMMITS)."""
     return f"{prefix}segments/{last_seq:012d}.json"
@@ -136,3 +154,9 @@ def pack_segment(commits: list[bytes]) -> bytes:
 def unpack_segment(data: bytes) -> list[bytes]:
     """The exact bytes of each commit in a segment."""
     return data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")
+
+
+def decode_segment(data: bytes) -> tuple[list[bytes], list[Commit]]:
+    """The exact bytes and the parsed commit of each line of a segment (ValueError if malformed)."""
+    lines = unpack_segment(data)
+    return lines, [_decoder.decode(line) for line in lines]  # faster than decode_lines (msgspec 0.22)

@@ -1,0 +1,203 @@
+"""Bench: the event store on a Bucket, as a ratio to the library's SQLite recorder in the same run.
+
+Appends: an Application saving one aggregate per save, with 1 event each
+("1-event saves") or 100 events each ("100-event saves"), on a fresh
+partition (or database) per round. Replay: a cold reader (a new bucket
+object or a new SQLite connection, nothing cached) pages through every
+notification, 1000 at a time, as a projection rebuilding from 0 does. The
+replayed log holds ``--replay`` events written one commit per event (the
+worst case for commit objects); SQLite holds the same rows. Each figure is
+the median of ``--rounds``, and each ratio the median of per-round ratios,
+every round running all backends back to back (the machine may be shared,
+so a round's load hits them alike). Durability differs:
+SQLite fsyncs every commit, LocalBucket does not unless ``fsync=1``; that
+row is the like-for-like one.
+
+    .venv/bin/python bench/bench_eventstore.py [--saves 1000] [--replay 20000] [--rounds 5] [--no-gcs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eventsourcing.application import Application  # noqa: E402
+from eventsourcing.domain import Aggregate, event  # noqa: E402
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent  # noqa: E402
+
+from storage import Bucket, LocalBucket, open_bucket  # noqa: E402
+from storage.eventstore import BucketApplicationRecorder, open_application  # noqa: E402
+from tests import emulators  # noqa: E402
+
+STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-11-29T10:00:00+00:00"},"step":17,"loss":0.25}'
+
+
+class Job(Aggregate):
+    @event("Submitted")
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.step = 0
+
+    @event("ProgressReported")
+    def report(self, step: int, loss: float) -> None:
+        self.step = step
+
+
+class Jobs(Application):
+    pass
+
+
+class Row(NamedTuple):
+    label: str
+    rate: float
+    unit: str
+    ratio: float
+
+
+# -- what is measured ----------------------------------------------------------------
+
+
+def saves_per_second(app: Application, saves: int, events_per_save: int) -> float:
+    start = time.perf_counter()
+    for i in range(saves):
+        job = Job(f"job-{i}")
+        for step in range(1, events_per_save):
+            job.report(step, 0.5)
+        app.save(job)
+    return saves / (time.perf_counter() - start)
+
+
+def replay_per_second(recorder: ApplicationRecorder) -> float:
+    start, seen, position = time.perf_counter(), 0, 0
+    while True:
+        page = recorder.select_notifications(position, 1000, inclusive_of_start=False)
+        if not page:
+            break
+        seen += len(page)
+        position = page[-1].id
+    return seen / (time.perf_counter() - start)
+
+
+def fill(recorder: ApplicationRecorder, events: int, per_insert: int) -> None:
+    """``events`` one-event aggregates, inserted ``per_insert`` to a call."""
+    for first in range(0, events, per_insert):
+        recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "bench:Job.ProgressReported", STATE)
+                                for _ in range(min(per_insert, events - first))])
+
+
+# -- the backends -----------------------------------------------------------------
+
+
+def sqlite_app(folder: Path) -> Jobs:
+    """An app on the library's SQLite recorder; keep the app while using its recorder (it owns the pool)."""
+    return Jobs(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": f"{folder}/db.sqlite"})
+
+
+def bucket_app(bucket: Bucket, tag: str) -> Jobs:
+    return open_application(Jobs, bucket, f"bench/{tag}-{uuid.uuid4().hex[:8]}/events/")
+
+
+def paired(rounds: int, measures: dict[str, Callable[[int], float]]) -> dict[str, tuple[float, float]]:
+    """Run every measure once per round, back to back; per name: (median rate, median ratio to the first)."""
+    rates: dict[str, list[float]] = {name: [] for name in measures}
+    for r in range(rounds):
+        for name, measure in measures.items():
+            rates[name].append(measure(r))
+    baseline = rates[next(iter(measures))]
+    return {name: (statistics.median(values),
+                   statistics.median(v / b for v, b in zip(values, baseline, strict=True)))
+            for name, values in rates.items()}
+
+
+def append_rows(tmp: Path, args: argparse.Namespace, buckets: dict[str, Callable[[], Bucket]]) -> list[Row]:
+    rows = []
+    for events, saves in ((1, args.saves), (100, max(args.saves // 10, 10))):
+        measures: dict[str, Callable[[int], float]] = {
+            "SQLite (baseline)": lambda r, e=events, s=saves: saves_per_second(
+                sqlite_app(_fresh(tmp / f"sq{e}-{r}")), s, e)}
+        for name, make in buckets.items():
+            n = saves if name.startswith("Local") else max(saves // 5, 10)
+            measures[name] = lambda r, e=events, n=n, make=make: saves_per_second(
+                bucket_app(make(), f"a{e}-{r}"), n, e)
+        for name, (rate, ratio) in paired(args.rounds, measures).items():
+            rows.append(Row(f"{events}-event saves: {name}", rate, "saves/s", ratio))
+    return rows
+
+
+def replay_rows(tmp: Path, args: argparse.Namespace, buckets: dict[str, Callable[[], Bucket]]) -> list[Row]:
+    db = _fresh(tmp / "replay-sqlite")
+    writer = sqlite_app(db)
+    fill(writer.recorder, args.replay, 500)
+    measures: dict[str, Callable[[int], float]] = {"SQLite (baseline)": lambda _: _sqlite_replay(db)}
+    counts = {"SQLite (baseline)": args.replay}
+    for name, make in buckets.items():
+        if "fsync" in name:
+            continue
+        events = args.replay if name.startswith("Local") else max(args.replay // 10, 100)
+        bucket, partition = make(), f"bench/replay-{uuid.uuid4().hex[:8]}/events/"
+        fill(BucketApplicationRecorder(bucket, partition), events, 1)
+        warm = BucketApplicationRecorder(bucket, partition)
+        measures[f"{name}, cold"] = lambda _, url=bucket.url, p=partition: replay_per_second(
+            BucketApplicationRecorder(open_bucket(url), p))
+        measures[f"{name}, warm"] = lambda _, w=warm: replay_per_second(w)
+        counts[f"{name}, cold"] = counts[f"{name}, warm"] = events
+    return [Row(f"replay {counts[name]} events: {name}", rate, "events/s", ratio)
+            for name, (rate, ratio) in paired(args.rounds, measures).items()]
+
+
+def _sqlite_replay(db: Path) -> float:
+    app = sqlite_app(db)  # a new connection pool: nothing cached in Python
+    return replay_per_second(app.recorder)
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    return folder
+
+
+@contextlib.contextmanager
+def gcs_bucket(enabled: bool) -> Iterator[Callable[[], Bucket] | None]:
+    if not enabled:
+        yield None
+        return
+    with emulators.fake_gcs_server() as url:
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        emulators.create_gcs_bucket(url, "bench")
+        bucket = open_bucket("gs://bench")
+        yield lambda: bucket
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--saves", type=int, default=1000, help="1-event saves per round (a tenth for 100)")
+    parser.add_argument("--replay", type=int, default=20000, help="events in the replayed log")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-gcs", dest="gcs", action="store_false", help="skip fake-gcs-server")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name, gcs_bucket(args.gcs) as gcs:
+        tmp = Path(name)
+        local, synced = LocalBucket(tmp / "local"), LocalBucket(tmp / "synced", fsync=True)
+        buckets: dict[str, Callable[[], Bucket]] = {"LocalBucket": lambda: local,
+                                                    "LocalBucket fsync=1": lambda: synced}
+        if gcs is not None:
+            buckets["GcsBucket (fake-gcs-server)"] = gcs
+        rows = append_rows(tmp, args, buckets) + replay_rows(tmp, args, buckets)
+    for row in rows:
+        print(f"{row.label:55s} {row.rate:11,.0f} {row.unit:9s} {row.ratio:7.2f} x SQLite")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""``PartitionIndex``: what a partition's commits hold, in memory, for the recorders' queries.
+
+Events by notification id (a list: id ``n`` is at ``n - 1``, ids being
+contiguous), each aggregate's versions (sorted, with their positions), the
+last tracking id per upstream application, and the tail (last commit's
+sequence number and hash). Events are kept as plain tuples; Notification and
+StoredEvent objects are made only for what a query returns.
+
+Only the one thread holding the log's append lock adds; readers may query
+at any time. The lists only grow, so a reader takes the lengths under the
+index's lock and slices outside it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import threading
+from collections.abc import Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import DataError, IntegrityError, Notification, StoredEvent
+
+from storage.eventstore.commits import Commit, EventRecord, TrackingRecord
+
+__all__ = ["PartitionIndex"]
+
+
+class _Sequence:
+    """One aggregate's versions (sorted) and the positions of their events."""
+
+    __slots__ = ("originator_id", "positions", "versions")
+
+    def __init__(self, originator_id: UUID | str) -> None:
+        self.originator_id = originator_id
+        self.versions: list[int] = []
+        self.positions: list[int] = []
+
+    def insert(self, version: int, position: int) -> None:
+        """Add a version lower than the last (appending a higher one is done inline by the index)."""
+        at = bisect.bisect_left(self.versions, version)
+        self.versions.insert(at, version)
+        self.positions.insert(at, position)
+
+    def has(self, version: int) -> bool:
+        at = bisect.bisect_left(self.versions, version)
+        return at < len(self.versions) and self.versions[at] == version
+
+
+class PartitionIndex:
+    """The events, versions and tracking ids of the commits added so far."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tail_seq = 0
+        self.tail_sha = ""
+        self._lock = threading.Lock()
+        self._events: list[EventRecord] = []  # as decoded: msgspec Structs the GC does not track
+        self._sequences: dict[UUID | str, _Sequence] = {}  # a UUID and its string are different ids
+        self._indexed = 0  # events[:_indexed] are in _sequences; the rest are indexed when first asked
+        self._tracking: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        """How many events: the last notification id (0 when empty)."""
+        return len(self._events)
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return self._tracking.get(application_name)
+
+    def check(self, records: Sequence[EventRecord], tracking: TrackingRecord | None) -> None:
+        """Raise IntegrityError if a record's version is taken or ``tracking`` is not past the last one."""
+        with self._lock:
+            self._index_aggregates()
+            for record in records:
+                sequence = self._sequences.get(record.originator())
+                if sequence is not None and sequence.has(record.originator_version):
+                    raise IntegrityError(f"version {record.originator_version} of {record.originator()} "
+                                         f"is already recorded in {self.name}")
+            if tracking is not None:
+                last = self._tracking.get(tracking.application_name)
+                if last is not None and last >= tracking.notification_id:
+                    raise IntegrityError(f"tracking {tracking.application_name}#{tracking.notification_id} "
+                                         f"is not past {last} in {self.name}")
+
+    def add(self, commits: Sequence[Commit], shas: Sequence[str]) -> None:
+        """Add commits that follow the tail in order (``shas``: of each one's bytes).
+
+        A commit out of place (sequence number or first notification id) raises
+        DataError after the ones before it are added. This is the cold-replay
+        hot path: whole-batch steps only, the aggregates are indexed on demand.
+        """
+        if not commits:
+            return
+        with self._lock:
+            seqs = [commit.seq for commit in commits]
+            first_ids = [commit.first_id for commit in commits]
+            expected_ids = list(itertools.accumulate([len(self._events) + 1,
+                                                      *(len(commit.events) for commit in commits[:-1])]))
+            expected_seqs = range(self.tail_seq + 1, self.tail_seq + 1 + len(commits))
+            if seqs != list(expected_seqs) or first_ids != expected_ids:
+                bad = next(i for i in range(len(commits))
+                           if seqs[i] != expected_seqs[i] or first_ids[i] != expected_ids[i])
+                self._extend(commits[:bad], shas[:bad])
+                raise DataError(f"{self.name}: commit {seqs[bad]} (first notification id {first_ids[bad]}) "
+                                f"found after commit {self.tail_seq} (last id {len(self._events)}); "
+                                "run storage.eventstore.verify_chain")
+            self._extend(commits, shas)
+
+    def _extend(self, commits: Sequence[Commit], shas: Sequence[str]) -> None:
+        """Append checked commits. Needs ``_lock``."""
+        if not commits:
+            return
+        for commit in commits:
+            self._events.extend(commit.events)
+        for commit in commits:
+            if commit.tracking is not None:
+                self._tracking[commit.tracking.application_name] = commit.tracking.notification_id
+        self.tail_seq, self.tail_sha = commits[-1].seq, shas[-1]
+
+    def _index_aggregates(self) -> None:
+        """Bring ``_sequences`` up to date with ``_events``. Needs ``_lock``."""
+        events, sequences = self._events, self._sequences
+        for position in range(self._indexed, len(events)):
+            record = events[position]
+            originator_id = record.originator_id if record.originator_id is not None else record.text_id or ""
+            version = record.originator_version
+            sequence = sequences.get(originator_id)
+            if sequence is None:
+                sequence = sequences[originator_id] = _Sequence(originator_id)
+            if not sequence.versions or version > sequence.versions[-1]:
+                sequence.versions.append(version)
+                sequence.positions.append(position)
+            else:
+                sequence.insert(version, position)
+        self._indexed = len(events)
+
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
+                      desc: bool = False, limit: int | None = None) -> list[StoredEvent]:
+        with self._lock:
+            self._index_aggregates()
+            sequence = self._sequences.get(originator_id) or self._sequences.get(_as_uuid(originator_id))
+            if sequence is None:
+                return []
+            versions = sequence.versions
+            low = 0 if gt is None else bisect.bisect_right(versions, gt)
+            high = len(versions) if lte is None else bisect.bisect_right(versions, lte)
+            positions = sequence.positions[low:high]
+        if desc:
+            positions.reverse()
+        if limit is not None:
+            positions = positions[: max(limit, 0)]
+        events = self._events
+        return [_stored_event(events[p]) for p in positions]
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *, inclusive_of_start: bool = True,
+                             ) -> list[Notification]:
+        first = 1 if start is None else (start if inclusive_of_start else start + 1)
+        first = max(first, 1)
+        events = self._events
+        end = len(events) if stop is None else min(stop, len(events))
+        if limit <= 0 or first > end:
+            return []
+        if not topics:
+            stop_at = min(end, first - 1 + limit)
+            return list(map(_notification, range(first, stop_at + 1), events[first - 1 : stop_at]))
+        wanted = set(topics)
+        chosen = ((n, r) for n, r in zip(itertools.count(first), events[first - 1 : end], strict=False)
+                  if r.topic in wanted)
+        return [_notification(n, r) for n, r in itertools.islice(chosen, limit)]
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _notification(id_: int, r: EventRecord) -> Notification:
+    """Notification ``id_`` of record ``r``, made without the frozen dataclass's five ``object.__setattr__``
+    calls (a replay's hot path)."""
+    notification = _new(Notification)
+    _set(notification, "__dict__", {
+        "originator_id": r.originator_id if r.originator_id is not None else r.text_id or "",
+        "originator_version": r.originator_version, "topic": r.topic,
+        "state": r.state.encode() if r.state is not None else r.state_b64 or b"", "id": id_})
+    return notification
+
+
+def _stored_event(r: EventRecord) -> StoredEvent:
+    event = _new(StoredEvent)
+    _set(event, "__dict__", {
+        "originator_id": r.originator_id if r.originator_id is not None else r.text_id or "",
+        "originator_version": r.originator_version, "topic": r.topic,
+        "state": r.state.encode() if r.state is not None else r.state_b64 or b""})
+    return event
+
+
+def _as_uuid(originator_id: UUID | str) -> UUID | None:
+    """The UUID a string id spells, so a UUID aggregate can be asked for by its string too."""
+    if isinstance(originator_id, str):
+        try:
+            return UUID(originator_id)
+        except ValueError:
+            return None
+    return None
