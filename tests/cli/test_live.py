@@ -286,3 +286,26 @@ def _user_id(server: Server) -> str:
     from cli.config import load_credentials
 
     return load_credentials(server.url).user_id
+
+
+@pytest.mark.slow
+def test_train_follow_logs_cost_and_chat(live: Server, run_cli, cli_env: Path) -> None:
+    """The user's whole path on the embedded workers: start, follow to success, logs, cost, chat."""
+    dataset_id = _upload(run_cli, cli_env, rows=16)
+    (cli_env / "config.yml").write_text("method: lora\nmax_steps: 2\nseed: 1\n")
+    started = run_cli(
+        "tune", "start", "--model", "tiny-llama", "--dataset", dataset_id, "--config", "config.yml"
+    )
+    assert started.code == 0, started.err
+    job_id = re.search(r"started (\S+)", started.out).group(1)
+    follow = run_cli("tune", "status", "--job-id", job_id, "--follow", "--interval", "0.5")
+    assert follow.code == 0, follow.out + follow.err
+    assert "succeeded" in follow.out.splitlines()[-1]
+    log = run_cli("tune", "logs", "--job-id", job_id, "--tail", "200")
+    assert log.code == 0 and log.out.strip()
+    cost = json.loads(run_cli("tune", "cost", "--job-id", job_id, "--json").out)
+    assert cost["status"] == "succeeded" and cost["gpu_metrics"]["gpu_ms"] > 0
+    model_id = json.loads(run_cli("tune", "status", "--job-id", job_id, "--json").out)["model_id"]
+    assert model_id in {m["model_id"] for m in json.loads(run_cli("model", "list", "--json").out)}
+    chat = run_cli("model", "chat", "--model-id", model_id, "--prompt", "q1", "--max-new-tokens", "4")
+    assert chat.code == 0, chat.err
