@@ -22,16 +22,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from domain.job import JobState
-from projections import jobs as job_views
-from projections import users as user_views
 from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.lost import watch_running_jobs
 from runners.ledger.worker import LedgerWorker
+from runners.recovery import resubmit_waiting
 from runners.run_spec import JobRunSpec
-from storage import ObjectNotFound
 from storage.heartbeats import open_heartbeat_transport
 
 if TYPE_CHECKING:
@@ -40,8 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddedWorkers"]
 
 log = logging.getLogger(__name__)
-
-_REQUEUED = {JobState.SUBMITTED, JobState.QUEUED, JobState.RETRYING}
 
 
 class EmbeddedWorkers:
@@ -91,7 +84,7 @@ class EmbeddedWorkers:
         """Hook job submission to the dispatcher, resume left-over jobs, start both loops."""
         self.runtime.job_submitted.append(self.dispatcher.submit)
         watched = watch_running_jobs(self.ledger.lost, self.runtime.bucket, self.runtime.clock())
-        requeued = self._requeue_left_over_jobs()
+        requeued = resubmit_waiting(self.dispatcher, self.runtime.bucket)
         self.ledger.start()
         self._thread = threading.Thread(target=self.dispatcher.run, args=(self._stop,), name="dispatcher")
         self._thread.daemon = True
@@ -115,24 +108,3 @@ class EmbeddedWorkers:
             self.runtime.clock(),
             interval_ms=round(spec.heartbeat_interval_s * 1000),
         )
-
-    def _requeue_left_over_jobs(self) -> int:
-        """Queue again every job a previous server left submitted, queued or retrying."""
-        bucket = self.runtime.bucket
-        try:
-            users = msgspec.json.decode(
-                bucket.read(user_views.listing_name("platform")), type=user_views.UsersView
-            )
-        except ObjectNotFound:
-            return 0
-        count = 0
-        for user in users.users:
-            try:
-                data = bucket.read(job_views.listing_name(f"users/{user.user_id}"))
-            except ObjectNotFound:
-                continue
-            for row in msgspec.json.decode(data, type=job_views.JobsView).jobs:
-                if row.status in _REQUEUED:
-                    self.dispatcher.submit(user.user_id, row.job_id)
-                    count += 1
-        return count
