@@ -4,13 +4,21 @@ A token's subject is the user id; its ``extras`` carry the role and email.
 Every request but login, health and the schema must carry a valid, unexpired
 token of a user who is still active (a suspended user's tokens stop working
 at once: the check reads the platform's user view, cached by position).
+
+Verifying a token (PyJWT: parse, HMAC, claims) is most of a small request's
+cost, and a client sends the same token again and again: ``RememberedToken``
+remembers each exact token string it verified, keyed with the secret and
+algorithm, and on a repeat only checks that it has not expired yet.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+import time
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 from argon2 import PasswordHasher
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PUBLIC_PATHS",
     "Principal",
+    "RememberedToken",
     "build_jwt_auth",
     "check_password",
     "hash_password",
@@ -76,6 +85,58 @@ def check_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+_REMEMBERED = 8192
+_verified: dict[tuple[str, str, str, str, str], Token] = {}
+_verified_lock = threading.Lock()
+
+
+class RememberedToken(Token):
+    """Litestar's ``Token``; a token string verified once is trusted again until it expires."""
+
+    @classmethod
+    def decode(
+        cls,
+        encoded_token: str,
+        secret: str,
+        algorithm: str,
+        audience: str | Sequence[str] | None = None,
+        issuer: str | Sequence[str] | None = None,
+        require_claims: Sequence[str] | None = None,
+        verify_exp: bool = True,
+        verify_nbf: bool = True,
+        strict_audience: bool = False,
+    ) -> Self:
+        key = (
+            encoded_token,
+            secret,
+            algorithm,
+            repr(audience),
+            repr((issuer, require_claims, strict_audience)),
+        )
+        token = _verified.get(key)
+        if token is not None and (not verify_exp or token.exp.timestamp() > time.time()):
+            return token  # type: ignore[return-value]
+        token = super().decode(
+            encoded_token,
+            secret,
+            algorithm,
+            audience=audience,
+            issuer=issuer,
+            require_claims=require_claims,
+            verify_exp=verify_exp,
+            verify_nbf=verify_nbf,
+            strict_audience=strict_audience,
+        )
+        with _verified_lock:
+            if len(_verified) >= _REMEMBERED:
+                for stale in [k for k, t in _verified.items() if t.exp.timestamp() <= time.time()] or [
+                    next(iter(_verified))
+                ]:
+                    _verified.pop(stale, None)
+            _verified[key] = token
+        return token
+
+
 def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, Token]:
     """Litestar's JWT auth for this app: bearer tokens with expiry, public paths excluded."""
 
@@ -87,6 +148,7 @@ def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, T
 
     return JWTAuth[Principal, Token](
         token_secret=settings.jwt_secret,
+        token_cls=RememberedToken,
         retrieve_user_handler=retrieve_user,
         default_token_expiration=timedelta(seconds=settings.token_ttl_s),
         exclude=PUBLIC_PATHS,

@@ -5,7 +5,9 @@ timestamps in a ``Store``, re-encoding the whole list on every request: the
 cost grows with the limit. This subclass keeps the same policy (a fixed window
 per caller of ``RateLimitConfig.rate_limit``, the same 429 and headers) with the
 windows held in process memory, so a request costs the same at any limit.
-Like Litestar's default ``MemoryStore``, the windows are per process.
+Like Litestar's default ``MemoryStore``, the windows are per process. The
+RateLimit-* headers are appended as raw pairs rather than through a
+header-scanning wrapper.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from litestar.middleware.rate_limit import DURATION_VALUES, CacheObject, RateLim
 
 if TYPE_CHECKING:
     from litestar.stores.base import Store
-    from litestar.types import ASGIApp
+    from litestar.types import ASGIApp, Message, Send
 
 __all__ = ["UserRateLimitMiddleware", "rate_limit_config"]
 
@@ -45,6 +47,20 @@ class UserRateLimitMiddleware(RateLimitMiddleware):
 
     async def set_cached_history(self, key: str, cache_object: CacheObject, store: Store) -> None:
         cache_object.history.append(int(time()))
+
+    def create_send_wrapper(self, send: Send, cache_object: CacheObject) -> Send:
+        """Append the RateLimit-* headers as raw pairs (no scan of the response's headers)."""
+        extra = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.create_response_headers(cache_object).items()
+        ]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        return send_wrapper
 
 
 def rate_limit_config(per_minute: int, **kwargs: Any) -> RateLimitConfig:

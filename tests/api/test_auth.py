@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -103,3 +104,30 @@ def test_env_secret_wins_and_bad_numbers_are_refused(tmp_path, monkeypatch: pyte
     monkeypatch.setenv("TUNE_RATE_LIMIT", "lots")
     with pytest.raises(ValueError, match="TUNE_RATE_LIMIT"):
         Settings.from_env()
+
+
+def test_a_remembered_token_still_expires(api: Api, ann: User) -> None:
+    now = datetime.now(UTC)
+    token = jwt.encode({"sub": ann.user_id, "exp": now + timedelta(seconds=2), "iat": now}, SECRET)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.client.get("/billing/usage", headers=headers).status_code == 200
+    assert api.client.get("/billing/usage", headers=headers).status_code == 200  # the remembered path
+    time.sleep(max(0.0, (now + timedelta(seconds=2.1) - datetime.now(UTC)).total_seconds()))
+    assert api.client.get("/billing/usage", headers=headers).status_code == 401
+
+
+def test_a_token_is_remembered_per_secret(tmp_path, api: Api, ann: User) -> None:
+    """The same token string must not pass an app with another secret because this one verified it."""
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from api.runtime import Runtime
+    from tests.api.conftest import make_settings
+
+    assert api.client.get("/billing/usage", headers=ann.headers).status_code == 200
+    assert api.settings.home == tmp_path  # the same bucket: ann exists there too
+    other = make_settings(tmp_path, jwt_secret="a-different-secret-0123456789abcdef")
+    with TestClient(create_app(other, runtime=Runtime(other))) as client:
+        login = client.post("/auth/login", json={"email": ann.email, "password": ann.password})
+        assert login.status_code == 200  # ann is a user of this app as well
+        assert client.get("/billing/usage", headers=ann.headers).status_code == 401
