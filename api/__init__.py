@@ -1,0 +1,6 @@
+"""The HTTP API (Litestar): ``api.app.create_app(settings)``; ``api.serve.serve()`` runs it.
+
+``api.schemas`` holds every request and response shape and imports nothing
+from the server side, so the CLI imports it alone; importing this package
+imports nothing else.
+"""

@@ -5,7 +5,9 @@ worker (uvloop, httptools) on 127.0.0.1:
 
 - ``bare``: a Litestar app with only ``JWTAuth`` (same secret, same token) and one GET returning a
   small Struct;
-- ``status``: ``GET /fine-tune/{job_id}/status`` of the real app (auth, rate limit, id guard, view read);
+- ``status``: ``GET /fine-tune/{job_id}/status`` of the real app (auth, per-user rate limit, id guard,
+  view read); the real app remembers a verified token until it expires (``api.auth.RememberedToken``),
+  the bare one verifies it on every request, as stock ``JWTAuth`` does;
 - ``usage``: ``GET /billing/usage`` of the real app.
 
 The load comes from an asyncio client in this process holding ``--connections``
