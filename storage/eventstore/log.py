@@ -239,6 +239,8 @@ class PartitionLog:
 
     def _add(self, lines: list[bytes], commits: list[Commit]) -> None:
         """Index commits read one by one (``lines``: their bytes), and collect them for a segment."""
+        if not lines:
+            return
         shas = sha256_hexes(lines)
         for commit, prev_sha in zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True):
             if commit.prev_sha256 != prev_sha:

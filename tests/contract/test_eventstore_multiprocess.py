@@ -9,8 +9,11 @@ ids run 1..n without a gap, balances add up, and the hash chain is intact.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import random
+import time
 from collections import Counter
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -60,6 +63,18 @@ def _saver(url: str, account_ids: list[UUID], me: int, barrier: object, out: obj
     out.put((saved, conflicts))  # type: ignore[attr-defined]
 
 
+def _next_result(out: Any, workers: list[Any]) -> Any:
+    """The next worker's result; fail as soon as a worker has died instead of waiting out the timeout."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            return out.get(timeout=0.5)
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            assert not dead, f"a saver process died (exit codes {dead}); see its traceback above"
+    raise AssertionError("the saver processes did not finish in 240 s")
+
+
 def test_processes_racing_on_shared_aggregates_lose_nothing(bucket: Bucket) -> None:
     setup = open_application(Accounts, bucket, PLATFORM_PARTITION)
     accounts = [Account() for _ in range(ACCOUNTS)]
@@ -70,7 +85,7 @@ def test_processes_racing_on_shared_aggregates_lose_nothing(bucket: Bucket) -> N
                for me in range(PROCESSES)]
     for worker in workers:
         worker.start()
-    results = [out.get(timeout=240) for _ in workers]
+    results = [_next_result(out, workers) for _ in workers]
     for worker in workers:
         worker.join(timeout=30)
         assert worker.exitcode == 0

@@ -210,3 +210,19 @@ def test_a_segment_that_differs_from_the_commits_is_ignored(monkeypatch: pytest.
     reader = PartitionLog(bucket, PREFIX)
 
     assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
+
+
+def test_a_remote_reader_far_behind_lists_and_reads_several_at_once() -> None:
+    bucket = Wrapped(MemoryBucket())
+    writer = PartitionLog(bucket, PREFIX)
+    reader = PartitionLog(bucket, PREFIX, read_workers=4)  # as on GCS: probe a few, then list and read
+    things = [uuid.uuid4() for _ in range(12)]
+    for thing in things[:4]:
+        writer.append([event(thing, 1)])
+    assert reader.max_notification_id() == 4  # four probes, then a listing that finds nothing more
+
+    for thing in things[4:]:
+        writer.append([event(thing, 1)])
+
+    assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
+    assert bucket.reads.count(commit_name(PREFIX, 10)) == 1  # each commit is read once
