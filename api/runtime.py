@@ -14,7 +14,8 @@
 
 Writes go through ``committed(partition)``, which tells the projector and waits
 (bounded) until the views reflect the write, so the response and the next read
-show it.
+show it. Workers in the same process (``runners.embedded``) share the
+applications and tell ``projector.notify(partition)`` after their own writes.
 """
 
 from __future__ import annotations
@@ -181,7 +182,11 @@ class Runtime:
     # -- users -------------------------------------------------------------------------------
 
     def is_active(self, user_id: str) -> bool:
-        """Whether the user exists and is not suspended (the platform's user view, then its log)."""
+        """Whether the user exists and is not suspended, by the platform's user view.
+
+        A login catches that view up first; a suspension written by another process
+        shows here once the projector hears of it (its notification or sweep).
+        """
         try:
             info = self.view_json(views.user_info(user_id))
         except ValidationFailed:
