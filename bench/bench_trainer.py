@@ -44,10 +44,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler  # n
 
 from domain.training_config import TrainingConfig  # noqa: E402
 from runners.base_models import resolve_base_model  # noqa: E402
-from runners.trainer.callbacks import JsonLinesSink, StopSignal  # noqa: E402
 from runners.trainer.data import ChatCollator, ensure_chat_template, prepare_sft_data, read_chat_records  # noqa: E402
 from runners.trainer.recipe import SFTRecipe  # noqa: E402
 from runners.trainer.run_spec import RunSpec, parse_run_spec, write_run_spec  # noqa: E402
+from runners.trainer.sinks import JsonLinesSink, StopSignal  # noqa: E402
 
 DATASET = ROOT / "runners" / "samples" / "brindlewick.jsonl"
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -180,8 +180,9 @@ def main() -> None:
                 wall[name].append(tokens / seconds)
                 cpu[name].append(tokens / cpu_seconds)
                 print(
-                    f"round {round_ + 1} {name:8s} {tokens:6d} tokens {seconds:7.2f} s wall "
-                    f"{tokens / seconds:9.1f} tok/s  {cpu_seconds:7.2f} s CPU {tokens / cpu_seconds:9.1f} tok/CPU-s"
+                    f"round {round_ + 1} {name:8s} {tokens:6d} tokens "
+                    f"{seconds:7.2f} s wall {tokens / seconds:8.1f} tok/s "
+                    f"{cpu_seconds:7.2f} s CPU {tokens / cpu_seconds:8.1f} tok/CPU-s"
                 )
         print(f"\nmodel {args.model}, {args.steps} steps x batch {args.batch_size}, {args.threads} threads")
         for label, rates in (("tok/s (wall)", wall), ("tok/CPU-s", cpu)):

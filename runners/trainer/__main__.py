@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runners.trainer.callbacks import StopSignal
+    from runners.trainer.sinks import StopSignal
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
-    from runners.trainer.callbacks import StopSignal
+    from runners.trainer.sinks import StopSignal
 
     stop = StopSignal().install()
     return run(args.run, events, stop, threads=args.threads)
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(run_yaml: Path, events: IO[bytes], stop: StopSignal, *, threads: int | None = None) -> int:
     """Read the spec, train, and report the outcome on ``events``; return the exit status."""
     from domain.errors import PlatformError
-    from runners.trainer.callbacks import JsonLinesSink
     from runners.trainer.events import Done, Error
     from runners.trainer.run_spec import read_run_spec
+    from runners.trainer.sinks import JsonLinesSink
 
     sink = JsonLinesSink(events, stop)
     try:

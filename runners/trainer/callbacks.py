@@ -1,33 +1,23 @@
 """How training reports progress and learns it must stop.
 
 ``ProgressSink`` is the seam: the recipe calls it, and never writes the event store itself.
-``ProgressCallback`` adapts it to transformers' ``TrainerCallback``; ``JsonLinesSink`` is the
-default sink of ``python -m runners.trainer`` (JSON lines on stdout, see ``events.py``), and
-``StopSignal`` turns SIGTERM/SIGINT or a stop file into ``should_stop()``.
+``ProgressCallback`` adapts it to transformers' ``TrainerCallback``. The default sink of
+``python -m runners.trainer`` is ``runners.trainer.sinks.JsonLinesSink`` (JSON lines on stdout),
+stopped by a ``runners.trainer.sinks.StopSignal`` (SIGTERM/SIGINT or a stop file).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from runners.trainer.events import Checkpoint, Eval, Started, Step, TrainerEvent, encode_event
+from runners.trainer.events import Started
 
-__all__ = [
-    "DetailSink",
-    "JsonLinesSink",
-    "ProgressCallback",
-    "ProgressSink",
-    "StopSignal",
-    "checkpoint_dir",
-]
+__all__ = ["DetailSink", "ProgressCallback", "ProgressSink", "checkpoint_dir"]
 
 
 class ProgressSink(Protocol):
@@ -129,58 +119,3 @@ class ProgressCallback(TrainerCallback):
     ) -> None:
         self.last_checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         self.sink.on_checkpoint(state.global_step, self.last_checkpoint)
-
-
-class StopSignal:
-    """Becomes set on SIGTERM/SIGINT (once ``install``-ed) or when ``stop_file`` exists."""
-
-    def __init__(self, stop_file: Path | None = None) -> None:
-        self.stop_file = stop_file
-        self._event = threading.Event()
-
-    def install(self) -> StopSignal:
-        """Handle SIGTERM and SIGINT by setting the flag (main thread only)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        return self
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        if not self._event.is_set() and self.stop_file is not None and self.stop_file.exists():
-            self._event.set()
-        return self._event.is_set()
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._event.set()
-
-
-class JsonLinesSink:
-    """Writes ``step``/``eval``/``checkpoint`` events as JSON lines to ``stream`` (flushed each line)."""
-
-    def __init__(self, stream: IO[bytes], stop: StopSignal | None = None) -> None:
-        self.stream = stream
-        self.stop = stop or StopSignal()
-        self._lock = threading.Lock()
-
-    def emit(self, event: TrainerEvent) -> None:
-        """Write one event line."""
-        with self._lock:
-            self.stream.write(encode_event(event))
-            self.stream.flush()
-
-    def on_step(self, step: int, total_steps: int, epoch: float, loss: float, tokens: int) -> None:
-        self.emit(Step(step=step, total_steps=total_steps, epoch=round(epoch, 4), loss=loss, tokens=tokens))
-
-    def on_started(self, started: Started) -> None:
-        self.emit(started)
-
-    def on_eval(self, step: int, eval_loss: float) -> None:
-        self.emit(Eval(step=step, eval_loss=eval_loss))
-
-    def on_checkpoint(self, step: int, path: str) -> None:
-        self.emit(Checkpoint(step=step, path=path))
-
-    def should_stop(self) -> bool:
-        return self.stop.is_set()

@@ -12,9 +12,9 @@ from pathlib import Path
 import yaml
 
 from runners.trainer.__main__ import EXIT_INVALID, EXIT_STOPPED, EXIT_SUCCEEDED, run
-from runners.trainer.callbacks import StopSignal
 from runners.trainer.events import Checkpoint, Done, Error, Started, Step, decode_event
 from runners.trainer.run_spec import RunSpec, dump_run_spec
+from runners.trainer.sinks import StopSignal
 
 REPO = Path(__file__).resolve().parents[3]
 
