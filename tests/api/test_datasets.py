@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+
+import pytest
 
 from tests.api.conftest import Api, User, chat_lines
 
@@ -124,3 +127,56 @@ def test_delete_while_a_job_uses_it_is_409_until_the_job_ends(api: Api, ann: Use
     assert api.rt.bucket.exists(f"users/{ann.user_id}/data/{ds}/processed/train.jsonl")
     assert api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers).status_code == 200
     assert api.client.delete(f"/datasets/{ds}", headers=ann.headers).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_large_upload_is_never_held_whole_in_memory(api: Api, ann: User) -> None:
+    """The body goes from the ASGI receive channel to the bucket chunk by chunk (driven raw: no client)."""
+    import tracemalloc
+
+    import anyio
+
+    line = chat_lines(1).replace(b"answer 0", b"answer " + b"x" * 900)
+    chunk = line * 64
+    chunks = (16 << 20) // len(chunk)
+    api.rt.settings = dataclasses.replace(api.rt.settings, max_upload_bytes=64 << 20)
+    path = f"/datasets/{ann.user_id}/upload"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"filename=big.jsonl",
+        "headers": [(b"host", b"t"), (b"authorization", ann.headers["Authorization"].encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+        "root_path": "",
+        "state": {},
+    }
+    sent = 0
+    reply: dict[str, object] = {"body": b""}
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        sent += 1
+        return {"type": "http.request", "body": chunk, "more_body": sent < chunks}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            reply["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            reply["body"] = reply["body"] + message.get("body", b"")  # type: ignore[operator]
+
+    tracemalloc.start()
+    try:
+        anyio.run(api.client.app, scope, receive, send)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    body = json.loads(reply["body"])  # type: ignore[arg-type]
+    assert reply["status"] == 201 and body["status"] == "validated", body
+    assert body["size_bytes"] == chunks * len(chunk) > 15 << 20
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a {body['size_bytes'] / 2**20:.0f} MiB upload"
