@@ -60,7 +60,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bucket", default=os.environ.get("TUNE_BUCKET", f"file://{home}/bucket"))
     parser.add_argument("--heartbeats", required=True, help="pubsub://project/topic/subscription")
     parser.add_argument("--create", action="store_true", help="create the topic and subscription if missing")
-    parser.add_argument("--max-batch", type=int, default=500)
+    parser.add_argument("--max-batch", type=int, default=1000)
     parser.add_argument("--flush-interval", type=float, default=0.2, help="seconds; see LedgerWorker")
     parser.add_argument("--sweep-interval", type=float, default=1.0, help="seconds between lost-job sweeps")
     parser.add_argument("--project", action="store_true", help="also run a projector in this process")

@@ -20,10 +20,13 @@ Heartbeats that cannot be billed (unknown user or job, an attempt that never sta
 type with no price in force) are logged, counted in ``stats.rejected`` and dropped: holding
 them back would stall every job behind them. They are unbilled time.
 
-Batching: a batch that was not full means the ledger is keeping up; the handler then
-lingers until ``flush_interval_s`` has passed since it began, so what arrives meanwhile is
-committed together (at most one ledger commit per user per ``flush_interval_s``). Under load
-batches are full and nothing waits.
+Batching: a small batch (at most 1/50 of the subscriber's ``max_batch``: 20 of 1,000) means
+heartbeats trickle in; the handler then lingers until ``flush_interval_s`` has passed since
+it began, so what arrives meanwhile is committed together (at most one ledger commit per
+user per ``flush_interval_s`` at low rates). At higher rates batches are bigger by
+themselves, and a backlog never waits. (Not "not full": Pub/Sub's ordered pulls return at
+most 100 messages on the emulator, and fewer than asked on the real service, while a
+backlog waits.)
 
 ``start()`` runs the subscriber and a thread calling ``sweep()`` (the lost-job detector)
 every ``sweep_interval_s``; ``close()`` stops both.
@@ -36,6 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -46,9 +50,9 @@ from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
 from domain.errors import NotFound, PlatformError
 from domain.ids import check_id
 from domain.job import Job, JobState
-from domain.metering import PriceSchedule, job_policy, marginal_cost_usd_micros
+from domain.metering import JobPolicy, PriceSchedule, job_policy, marginal_cost_usd_micros
 from domain.money import UsageGroupKey, period_of
-from runners.ledger.aggregates import load_budget, load_job, save
+from runners.ledger.aggregates import AggregateCache, save
 from runners.ledger.limits import JOB_SCOPE, STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
 from runners.ledger.live import LiveJob, LiveJobs
 from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry
@@ -63,6 +67,7 @@ log = logging.getLogger(__name__)
 
 _STOPPABLE = frozenset({JobState.RUNNING, JobState.RETRYING, JobState.LOST})
 _TRIES = 10
+_LINGER_FRACTION = 50  # linger only after a batch of at most max_batch / 50 heartbeats
 
 
 def utc_now() -> datetime:
@@ -107,6 +112,7 @@ class _UserOutcome:
     rejected: int = 0
     alerts: int = 0
     stops: int = 0
+    conflicts: int = 0
     events: int = 0
     position: int | None = None
     live: list[LiveJob] = field(default_factory=list)
@@ -138,6 +144,7 @@ class LedgerWorker:
         sweep_interval_s: how often ``start()``'s thread runs the lost-job sweep.
         lost_after_intervals: heartbeat intervals of silence before a job is lost.
         on_retry: called with ``(user_id, job_id)`` when a lost job is set to retry.
+        parallel: users metered at once (their commits are independent I/O; 1: one by one).
     """
 
     def __init__(
@@ -153,6 +160,7 @@ class LedgerWorker:
         sweep_interval_s: float = 1.0,
         lost_after_intervals: int = LOST_AFTER_INTERVALS,
         on_retry: OnRetry | None = None,
+        parallel: int = 8,
     ) -> None:
         self.bucket = bucket
         self.platform_app = platform_app
@@ -169,9 +177,12 @@ class LedgerWorker:
             open_user_app, self.live, intervals=lost_after_intervals, notify=self._notify, on_retry=on_retry
         )
         self._spend: dict[str, UserSpend] = {}
-        self._max_batch: int | None = getattr(subscriber, "max_batch", None)
+        self._aggregates = AggregateCache()
+        self._policies: dict[tuple[str, str], JobPolicy] = {}
+        self._linger_below = max(1, int(getattr(subscriber, "max_batch", 500)) // _LINGER_FRACTION)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="ledger") if parallel > 1 else None
 
     # ---- lifecycle ----
 
@@ -187,6 +198,8 @@ class LedgerWorker:
         self.subscriber.close(timeout)
         if self._sweeper is not None:
             self._sweeper.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def __enter__(self) -> LedgerWorker:
         return self
@@ -210,12 +223,31 @@ class LedgerWorker:
     # ---- the handler ----
 
     def handle(self, batch: list[Heartbeat]) -> None:
-        """Meter one batch; returns once everything it wrote is durable (then the subscriber acks)."""
+        """Meter one batch; returns once everything it wrote is durable (then the subscriber acks).
+
+        Users are metered in parallel (each user's commit is independent I/O); if any user's
+        commit failed, the others stand and the error is raised: the batch comes again and
+        what was committed is dropped as already metered.
+        """
         began = time.monotonic()
         received = self.clock()
         prices = self._price_schedule(batch)
-        for user_id, jobs in by_user_and_job(batch).items():
-            self._meter_user(user_id, jobs, prices, received)
+        users = by_user_and_job(batch)
+        if len(users) > 1 and self._pool is not None:
+            futures = [
+                self._pool.submit(self._meter_user, u, jobs, prices, received) for u, jobs in users.items()
+            ]
+            results = [_result(f) for f in futures]
+        else:
+            results = [_result_of(self._meter_user, u, jobs, prices, received) for u, jobs in users.items()]
+        failure = None
+        for user_id, result in zip(users, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                self._settle(user_id, result)
+        if failure is not None:
+            raise failure
         self.stats.batches += 1
         self.stats.heartbeats += len(batch)
         self._linger(began, len(batch))
@@ -229,32 +261,34 @@ class LedgerWorker:
             return None
 
     def _linger(self, began: float, size: int) -> None:
-        if self._max_batch is not None and size >= self._max_batch:
-            return
+        if size > self._linger_below:
+            return  # heartbeats arrive faster than they need lingering, or a backlog waits
         left = self.flush_interval_s - (time.monotonic() - began)
         if left > 0:
             self._stop.wait(left)
 
     def _meter_user(
         self, user_id: str, jobs: dict[str, list[Heartbeat]], prices: PriceSchedule | None, received: datetime
-    ) -> None:
+    ) -> _UserOutcome:
         try:
             app = self.open_user_app(check_id(user_id, kind="user_id"))
         except PlatformError as exc:
-            self._reject(sum(len(h) for h in jobs.values()), f"user {user_id!r:.80}: {exc}")
-            return
+            count = sum(len(h) for h in jobs.values())
+            log.error("ledger: %d heartbeat(s) of user %.80r dropped, unbilled: %s", count, user_id, exc)
+            return _UserOutcome(rejected=count)
         spend = self._spend.setdefault(user_id, UserSpend())
-        for tried in range(1, _TRIES + 1):
+        conflicts = 0
+        while True:
             try:
                 outcome = self._meter_once(app, user_id, jobs, prices, received, spend)
             except RecordConflictError:
-                if tried == _TRIES:
+                conflicts += 1
+                if conflicts == _TRIES:
                     raise
-                self.stats.conflicts += 1
-                time.sleep(0.002 * tried)
+                time.sleep(0.002 * conflicts)
             else:
-                self._settle(user_id, outcome)
-                return
+                outcome.conflicts = conflicts
+                return outcome
 
     def _settle(self, user_id: str, outcome: _UserOutcome) -> None:
         stats = self.stats
@@ -263,6 +297,7 @@ class LedgerWorker:
         stats.rejected += outcome.rejected
         stats.alerts += outcome.alerts
         stats.stops += outcome.stops
+        stats.conflicts += outcome.conflicts
         for entry in outcome.live:
             self.live.record(entry)
         if outcome.position is not None:
@@ -276,10 +311,6 @@ class LedgerWorker:
         if self.projector is not None:
             self.projector.notify(partition)
 
-    def _reject(self, count: int, why: str) -> None:
-        self.stats.rejected += count
-        log.error("ledger: dropping %d heartbeat(s), unbilled: %s", count, why)
-
     # ---- one user's share of a batch, one commit ----
 
     def _meter_once(
@@ -292,24 +323,31 @@ class LedgerWorker:
         spend: UserSpend,
     ) -> _UserOutcome:
         outcome = _UserOutcome()
-        metered: dict[str, _Metered] = {}
-        for job_id, heartbeats in jobs.items():
-            found = self._meter_job(app, job_id, heartbeats, prices, at, outcome)
-            if found is not None:
-                metered[job_id] = found
-        if not metered:
-            return outcome
-        budget = load_budget(app, user_id)
-        spend.refresh(app)
-        others = self._limits(app, user_id, metered, budget, prices, at, spend, outcome)
-        aggregates = [m.job for m in metered.values()] + others + ([budget] if budget is not None else [])
-        outcome.events = sum(len(a.pending_events) for a in aggregates)
-        outcome.position = save(app, *aggregates)
+        touched: list[Job | Budget] = []
+        try:
+            metered: dict[str, _Metered] = {}
+            for job_id, heartbeats in jobs.items():
+                found = self._meter_job(app, user_id, job_id, heartbeats, prices, at, outcome)
+                if found is not None:
+                    metered[job_id] = found
+                    touched.append(found.job)
+            if not metered:
+                return outcome
+            budget = self._aggregates.get(app, user_id, Budget, Budget.create_id(user_id))
+            touched.extend([budget] if budget is not None else [])
+            spend.refresh(app)
+            touched.extend(self._limits(app, user_id, metered, budget, prices, at, spend, outcome))
+            outcome.events = sum(len(a.pending_events) for a in touched)
+            outcome.position = save(app, *touched)
+        except BaseException:
+            self._aggregates.discard(user_id, touched)  # changed but not saved
+            raise
         return outcome
 
     def _meter_job(
         self,
         app: Any,
+        user_id: str,
         job_id: str,
         heartbeats: list[Heartbeat],
         prices: PriceSchedule | None,
@@ -317,7 +355,7 @@ class LedgerWorker:
         outcome: _UserOutcome,
     ) -> _Metered | None:
         try:
-            job = load_job(app, check_id(job_id, kind="job_id"))
+            job = self._aggregates.get(app, user_id, Job, Job.create_id(check_id(job_id, kind="job_id")))
         except PlatformError:
             job = None
         if job is None:
@@ -374,7 +412,7 @@ class LedgerWorker:
     ) -> list[Job]:
         """Apply alerts and stops to the loaded aggregates; return other jobs it changed."""
         for part in metered.values():
-            self._outlook(part, prices)
+            self._outlook(part, self._policy(user_id, part.job), prices)
         state = spend.after(e for part in metered.values() for e in part.job.pending_events)
         runs_periods = {
             e.period
@@ -427,7 +465,7 @@ class LedgerWorker:
         others = []
         if actions.stop_all_live:
             for entry in live_others:
-                job = load_job(app, entry.job_id)
+                job = self._aggregates.get(app, user_id, Job, Job.create_id(entry.job_id))
                 if job is not None and job.state in _STOPPABLE:
                     job.request_stop(STOP_REASON, at)
                     outcome.stops += 1
@@ -447,11 +485,20 @@ class LedgerWorker:
         ]
         return others
 
+    def _policy(self, user_id: str, job: Job) -> JobPolicy:
+        """The job's interval and retries (its config never changes: parsed once)."""
+        policy = self._policies.get((user_id, job.job_id))
+        if policy is None:
+            if len(self._policies) > 100_000:
+                self._policies.clear()
+            policy = self._policies[(user_id, job.job_id)] = job_policy(job.config)
+        return policy
+
     @staticmethod
-    def _outlook(part: _Metered, prices: PriceSchedule | None) -> None:
+    def _outlook(part: _Metered, policy: JobPolicy, prices: PriceSchedule | None) -> None:
         """Set what the job's next heartbeat interval is and will cost."""
         last, job = part.last, part.job
-        part.interval_ms = max(job_policy(job.config).heartbeat_interval_ms, last.gpu_ms)
+        part.interval_ms = max(policy.heartbeat_interval_ms, last.gpu_ms)
         if last.final and last.attempt == job.attempt:
             return  # its attempt has ended; a next one starts over from its first heartbeat
         then = last.at + timedelta(milliseconds=part.interval_ms)
@@ -461,6 +508,20 @@ class LedgerWorker:
                 price = prices.price_at(last.gpu_type, then)
         key = UsageGroupKey(period_of(then), job.job_id, last.gpu_type, last.gpu_count, price)
         part.next_usd_micros = marginal_cost_usd_micros(job.usage, key, part.interval_ms)
+
+
+def _result(future: Future[_UserOutcome]) -> _UserOutcome | BaseException:
+    try:
+        return future.result()
+    except BaseException as exc:
+        return exc
+
+
+def _result_of(function: Callable[..., _UserOutcome], *args: Any) -> _UserOutcome | BaseException:
+    try:
+        return function(*args)
+    except BaseException as exc:
+        return exc
 
 
 def _next_period(part: _Metered) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -213,3 +214,15 @@ class _Racer:
 def open_racer(platform: Platform) -> _Racer:
     runner = Platform(platform.bucket, clock=platform.clock).user_app("u1")  # another process
     return _Racer(platform.user_app("u1"), runner)
+
+
+def test_a_trickle_lingers_to_commit_together_but_a_backlog_never_waits(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker(flush_interval_s=0.3)  # ManualSubscriber.max_batch 500: linger at <= 10
+    began = time.monotonic()
+    worker.handle(stream("j1", 2))
+    assert time.monotonic() - began >= 0.3
+    began = time.monotonic()
+    worker.handle(stream("j1", 11, first=3))
+    assert time.monotonic() - began < 0.3
+    assert platform.job("u1", "j1").gpu_ms == 13 * MS

@@ -1,0 +1,279 @@
+"""Bench: the ledger's ingest rate and its lag from a heartbeat to billing.json, direct and over Pub/Sub.
+
+Everything real: a local-folder bucket (the embedded default), the event store on it,
+``PlatformApp``/``UserApp`` (aggregate cache on, as ``python -m runners.ledger`` opens
+them), a projector in the same process writing the views, the transport's own subscriber.
+
+1. Ingest: N heartbeats of J jobs (U users) are published before the ledger starts; the
+   time from its start until every one is metered gives heartbeats/s. Baseline, measured
+   in the same run: the same heartbeats through the same transport to a handler that only
+   counts them (the transport's own ceiling); the ratio is ledger / baseline.
+2. Lag: J concurrent simulated runners each send a heartbeat every ``--interval`` seconds
+   for ``--seconds``; each heartbeat's lag is from its ``at`` (when it was sent) until the
+   projector has written the user's views (position.json, written after billing.json) at or
+   past the ledger commit that metered it. p50/p99/max.
+
+    .venv/bin/python bench/bench_ledger.py [--n 30000] [--jobs 200] [--users 20] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from projections.partition import tracking_name  # noqa: E402
+from projections.projector import Projector  # noqa: E402
+from projections.store import ViewStore  # noqa: E402
+from runners.ledger import LedgerWorker  # noqa: E402
+from runners.ledger.__main__ import cached_user_apps  # noqa: E402
+from storage import LocalBucket  # noqa: E402
+from storage.eventstore import open_platform  # noqa: E402
+from storage.heartbeats import DirectTransport, Heartbeat, HeartbeatTransport, open_heartbeat_transport  # noqa: E402
+from tests import emulators  # noqa: E402
+
+T0 = datetime(2026, 3, 10, tzinfo=UTC)
+GPU = "h100-80gb"
+SHA = "0" * 64
+
+
+class World:
+    """A fresh bucket with prices and U users x (J/U) running jobs; a projector on a thread."""
+
+    def __init__(self, root: Path, jobs: int, users: int, *, project: bool = True) -> None:
+        self.bucket = LocalBucket(root / f"bucket-{uuid.uuid4().hex[:8]}")
+        self.platform = open_platform(self.bucket)
+        self.platform.set_price(GPU, 2_900_000, T0 - timedelta(days=30), T0 - timedelta(days=30))
+        self.open_user = cached_user_apps(self.bucket)
+        self.jobs = [(f"u{j % users}", f"j{j}") for j in range(jobs)]
+        for user_id in {u for u, _ in self.jobs}:
+            app = self.open_user(user_id)
+            app.upload_dataset("ds1", "t.jsonl", 1, SHA, T0)
+            app.validate_dataset("ds1", "chat", 1, {}, T0)
+        for user_id, job_id in self.jobs:
+            app = self.open_user(user_id)
+            app.submit_job(job_id=job_id, base_model="tiny-llama", dataset_id="ds1", config={},
+                           gpu_type=GPU, gpu_count=8, at=T0)  # fmt: skip
+            app.queue_job(job_id, T0)
+            app.start_job(job_id, 1, T0)
+        self.written: dict[str, list[tuple[int, float]]] = {}
+        self.views = _TimedViews(self.bucket, self.written)
+        self.projector = Projector(self.bucket, self.open_partition, store=self.views) if project else None
+        self.stop = threading.Event()
+        if self.projector is not None:
+            self.projector.start(self.stop)
+
+    def open_partition(self, partition: str) -> Any:
+        return self.platform if partition == "platform" else self.open_user(partition.split("/", 1)[1])
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+class _TimedViews(ViewStore):
+    """Records when each position.json was written, and at which position."""
+
+    def __init__(self, bucket: LocalBucket, written: dict[str, list[tuple[int, float]]]) -> None:
+        super().__init__(bucket)
+        self.written = written
+        self.lock = threading.Lock()
+
+    def put(self, name: str, data: bytes, generation: int, position: int) -> None:
+        super().put(name, data, generation, position)
+        if name.endswith("metadata/position.json"):
+            with self.lock:
+                self.written.setdefault(name, []).append((position, time.time()))
+
+
+def beats_of(jobs: list[tuple[str, str]], rounds: int) -> list[Heartbeat]:
+    return [
+        Heartbeat(user_id=u, job_id=j, attempt=1, seq=r + 1, gpu_type=GPU, gpu_count=8, gpu_ms=10_000,
+                  step=r, loss=1.0, tokens=65_536, at=T0 + timedelta(seconds=10 * (r + 1)))
+        for r in range(rounds) for u, j in jobs
+    ]  # fmt: skip
+
+
+def consume(transport: HeartbeatTransport, beats: list[Heartbeat], handler_of: Callable[[Any], Any]) -> float:
+    """Publish ``beats``, then start a subscriber; seconds until the handler has taken all of them."""
+    with transport.publisher() as pub:
+        for h in beats:
+            pub.publish(h)
+        pub.flush()
+    done = threading.Event()
+    seen = [0]
+
+    def count(batch: list[Heartbeat]) -> None:
+        seen[0] += len(batch)
+        if seen[0] >= len(beats):
+            done.set()
+
+    handler = handler_of(count)
+    sub = transport.subscriber(max_batch=1000)
+    start = time.perf_counter()
+    handler(sub)
+    if not done.wait(600):
+        raise RuntimeError(f"only {seen[0]} of {len(beats)} heartbeats handled")
+    elapsed = time.perf_counter() - start
+    sub.close()
+    return elapsed
+
+
+def ingest(
+    make_transport: Callable[[], HeartbeatTransport], root: Path, n: int, jobs: int, users: int, project: bool
+) -> None:
+    rounds = max(1, n // jobs)
+    world = World(root, jobs, users, project=project)
+    beats = beats_of(world.jobs, rounds)
+
+    def baseline(count: Callable[[list[Heartbeat]], None]) -> Callable[[Any], None]:
+        return lambda sub: sub.start(count)
+
+    base_s = consume(make_transport(), beats, baseline)
+
+    workers: list[LedgerWorker] = []
+
+    def ledger(count: Callable[[list[Heartbeat]], None]) -> Callable[[Any], None]:
+        def start(sub: Any) -> None:
+            worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector)
+            workers.append(worker)
+            inner = worker.handle
+
+            def handle(batch: list[Heartbeat]) -> None:
+                inner(batch)
+                count(batch)
+
+            sub.start(handle)
+
+        return start
+
+    ledger_s = consume(make_transport(), beats, ledger)
+    naive_n, naive_s = naive(world, beats[: min(len(beats), 2_000)])
+    world.close()
+    total, stats = len(beats), workers[0].stats
+    where = "with a projector in-process" if project else "ledger alone"
+    print(f"  ingest   {where}: {total:,} heartbeats, {jobs} jobs, {users} users: {total / ledger_s:,.0f}/s "
+          f"({ledger_s:.2f} s; {stats.batches} batches, {stats.commits} commits, {stats.events} events); "
+          f"transport alone {total / base_s:,.0f}/s")
+    naive_rate = naive_n / naive_s
+    print(f"           baseline, UserApp.meter_usage per heartbeat, same store: {naive_rate:,.0f}/s; "
+          f"ratio ledger / baseline {total / ledger_s / naive_rate:.1f}x")
+
+
+def naive(world: World, beats: list[Heartbeat]) -> tuple[int, float]:
+    """The baseline: each heartbeat metered on its own with ``UserApp.meter_usage`` (one commit each)."""
+    attempt = 2  # a fresh attempt of every job, so the ledger's own seqs do not refuse these
+    for user_id, job_id in world.jobs:
+        app = world.open_user(user_id)
+        app.retry_job(job_id, attempt, "bench", T0)
+        app.start_job(job_id, attempt, T0)
+    start = time.perf_counter()
+    for h in beats:
+        world.open_user(h.user_id).meter_usage(h.job_id, attempt, h.seq, h.seq, h.gpu_type, h.gpu_count,
+                                               h.gpu_ms, 2_900_000, "2026-03", h.at)  # fmt: skip
+    return len(beats), time.perf_counter() - start
+
+
+def lag(
+    transport: HeartbeatTransport, root: Path, jobs: int, users: int, seconds: float, interval: float
+) -> None:
+    world = World(root, jobs, users)
+    sub = transport.subscriber(max_batch=1000)
+    worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector)
+    committed: list[tuple[str, int, datetime]] = []
+    inner = worker.handle
+
+    def handle(batch: list[Heartbeat]) -> None:
+        inner(batch)
+        for h in batch:
+            partition = f"users/{h.user_id}"
+            committed.append((partition, worker.stats.last_commit.get(partition, 0), h.at))
+
+    sub.start(handle)
+    stop = threading.Event()
+
+    pub = transport.publisher()  # one client for every simulated runner (each would have its own machine)
+
+    def runner(user_id: str, job_id: str, offset: float) -> None:
+        seq = 0
+        next_at = time.monotonic() + offset
+        while not stop.is_set():
+            stop.wait(max(0.0, next_at - time.monotonic()))
+            seq += 1
+            pub.publish(Heartbeat(user_id=user_id, job_id=job_id, attempt=1, seq=seq, gpu_type=GPU,
+                                  gpu_count=8, gpu_ms=int(interval * 1000), step=seq, loss=1.0,
+                                  tokens=65_536, at=datetime.now(UTC)))  # fmt: skip
+            next_at += interval
+
+    threads = [threading.Thread(target=runner, args=(u, j, interval * i / jobs), daemon=True)
+               for i, (u, j) in enumerate(world.jobs)]  # fmt: skip
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    pub.close()
+    time.sleep(3)
+    sub.close()
+    world.close()
+    lags = []
+    for partition, position, at in committed:
+        writes = world.written.get(tracking_name(partition), [])
+        when = next((t for p, t in writes if p >= position), None)
+        if when is not None:
+            lags.append(when - at.timestamp())
+    lags.sort()
+    missing = len(committed) - len(lags)
+    if not lags:
+        print("  lag      no heartbeat reached billing.json")
+        return
+    p50, p99 = lags[len(lags) // 2], lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    print(f"  lag      {len(committed):,} heartbeats, {jobs} jobs every {interval:g} s for {seconds:g} s: "
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms"
+          f"{f' ({missing} not projected)' if missing else ''}; {worker.stats.commits} commits")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=30_000)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between one job's heartbeats")
+    parser.add_argument("--skip-pubsub", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print("direct transport")
+        for project in (False, True):
+            direct = lambda: DirectTransport(f"bench-{uuid.uuid4().hex[:8]}")  # noqa: E731
+            ingest(direct, root, args.n, args.jobs, args.users, project)
+        lag(DirectTransport("bench-lag"), root, args.jobs, args.users, args.seconds, args.interval)
+        if args.skip_pubsub:
+            return 0
+        with emulators.pubsub_emulator() as host:
+            os.environ["PUBSUB_EMULATOR_HOST"] = host
+
+            def fresh() -> HeartbeatTransport:
+                name = f"bench-{uuid.uuid4().hex[:12]}"
+                return open_heartbeat_transport(f"pubsub://bench/{name}/{name}-sub", create=True)
+
+            print("Pub/Sub (Google's emulator on this machine)")
+            ingest(fresh, root, args.n, args.jobs, args.users, False)
+            lag(fresh(), root, args.jobs, args.users, args.seconds, args.interval)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
