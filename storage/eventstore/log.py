@@ -27,6 +27,7 @@ import contextlib
 import logging
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
@@ -58,7 +59,15 @@ from storage.eventstore.commits import (
 )
 from storage.eventstore.index import PartitionIndex
 
-__all__ = ["MAX_COMMIT_BYTES", "PartitionLog", "partition_log", "read_many", "read_workers_for", "reader_for"]
+__all__ = [
+    "MAX_COMMIT_BYTES",
+    "MAX_SHARED_LOGS",
+    "PartitionLog",
+    "partition_log",
+    "read_many",
+    "read_workers_for",
+    "reader_for",
+]
 
 MAX_COMMIT_BYTES = 8 * 1024 * 1024
 """Largest commit accepted: above it GCS uploads are resumable, which fake-gcs-server does not guard."""
@@ -326,15 +335,26 @@ def _bucket_errors(prefix: str) -> Iterator[None]:
         raise OperationalError(f"bucket failed under {prefix}: {exc}") from exc
 
 
-_logs: weakref.WeakKeyDictionary[Bucket, dict[str, PartitionLog]] = weakref.WeakKeyDictionary()
+MAX_SHARED_LOGS = 512
+"""Partition logs kept per bucket for sharing; the least recently asked for is dropped first."""
+
+_logs: weakref.WeakKeyDictionary[Bucket, OrderedDict[str, PartitionLog]] = weakref.WeakKeyDictionary()
 _logs_lock = threading.Lock()
 
 
 def partition_log(bucket: Bucket, prefix: str) -> PartitionLog:
-    """This process's one ``PartitionLog`` for ``prefix`` in ``bucket`` (kept while the bucket lives)."""
+    """This process's shared ``PartitionLog`` for ``prefix`` in ``bucket``, while the bucket lives.
+
+    Two logs of one partition in a process are as safe as two processes, so a
+    log dropped from the cache (beyond MAX_SHARED_LOGS) costs a re-read only.
+    """
     with _logs_lock:
-        logs = _logs.setdefault(bucket, {})
+        logs = _logs.setdefault(bucket, OrderedDict())
         log = logs.get(prefix)
         if log is None:
             log = logs[prefix] = PartitionLog(bucket, prefix)
+            while len(logs) > MAX_SHARED_LOGS:
+                logs.popitem(last=False)
+        else:
+            logs.move_to_end(prefix)
         return log

@@ -226,3 +226,19 @@ def test_a_remote_reader_far_behind_lists_and_reads_several_at_once() -> None:
 
     assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
     assert bucket.reads.count(commit_name(PREFIX, 10)) == 1  # each commit is read once
+
+
+def test_recorders_in_one_process_share_a_log_and_the_least_used_are_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module, "MAX_SHARED_LOGS", 2)
+    bucket = MemoryBucket()
+    first = log_module.partition_log(bucket, "a/")
+
+    assert log_module.partition_log(bucket, "a/") is first
+    log_module.partition_log(bucket, "b/")
+    log_module.partition_log(bucket, "c/")  # "a/" was asked for least recently: dropped
+    again = log_module.partition_log(bucket, "a/")
+
+    assert again is not first
+    first.append([event(uuid.uuid4(), 1)])
+    assert again.max_notification_id() == 1  # the dropped one still works; the new one reads its commit
