@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 from uuid import UUID
 
+import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
@@ -75,6 +76,7 @@ def _next_result(out: Any, workers: list[Any]) -> Any:
     raise AssertionError("the saver processes did not finish in 240 s")
 
 
+@pytest.mark.slow  # a few seconds; up to ~10 s on fake-gcs-server on a busy machine
 def test_processes_racing_on_shared_aggregates_lose_nothing(bucket: Bucket) -> None:
     setup = open_application(Accounts, bucket, PLATFORM_PARTITION)
     accounts = [Account() for _ in range(ACCOUNTS)]
