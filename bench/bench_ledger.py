@@ -190,14 +190,15 @@ def lag(
     world = World(root, jobs, users)
     sub = transport.subscriber(max_batch=1000)
     worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector)
-    committed: list[tuple[str, int, datetime]] = []
+    committed: list[tuple[str, int, datetime, float]] = []
     inner = worker.handle
 
     def handle(batch: list[Heartbeat]) -> None:
         inner(batch)
+        now = time.time()
         for h in batch:
             partition = f"users/{h.user_id}"
-            committed.append((partition, worker.stats.last_commit.get(partition, 0), h.at))
+            committed.append((partition, worker.stats.last_commit.get(partition, 0), h.at, now))
 
     sub.start(handle)
     stop = threading.Event()
@@ -227,13 +228,15 @@ def lag(
     time.sleep(3)
     sub.close()
     world.close()
-    lags = []
-    for partition, position, at in committed:
+    lags, to_commit = [], []
+    for partition, position, at, done in committed:
         writes = world.written.get(tracking_name(partition), [])
         when = next((t for p, t in writes if p >= position), None)
+        to_commit.append(done - at.timestamp())
         if when is not None:
             lags.append(when - at.timestamp())
     lags.sort()
+    to_commit.sort()
     missing = len(committed) - len(lags)
     if not lags:
         print("  lag      no heartbeat reached billing.json")
@@ -242,6 +245,8 @@ def lag(
     print(f"  lag      {len(committed):,} heartbeats, {jobs} jobs every {interval:g} s for {seconds:g} s: "
           f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms"
           f"{f' ({missing} not projected)' if missing else ''}; {worker.stats.commits} commits")
+    c50, c99 = to_commit[len(to_commit) // 2], to_commit[int(len(to_commit) * 0.99)]
+    print(f"           of which heartbeat -> ledger commit: p50 {c50 * 1000:.0f} ms, p99 {c99 * 1000:.0f} ms")
 
 
 def main() -> int:
