@@ -13,7 +13,8 @@ import msgspec
 from msgspec.structs import replace
 
 from domain.dataset import Dataset
-from projections.render import event_name, iso
+from projections.listing import copied, opened, ordered_rows
+from projections.render import event_name
 
 __all__ = [
     "EVENTS",
@@ -64,20 +65,10 @@ def _line_error(error: Any) -> LineError:
 
 def fold(dataset: DatasetState | None, event: Any) -> DatasetState:
     """The dataset after one of its events (pure)."""
+    if dataset is None:
+        return opened(DatasetState, event, "Dataset.Uploaded")
     name = event_name(event)
     at: datetime = event.at
-    if dataset is None:
-        if name != "Dataset.Uploaded":
-            raise ValueError(f"{name} before Dataset.Uploaded for aggregate {event.originator_id}")
-        return DatasetState(
-            dataset_id=event.dataset_id,
-            user_id=event.user_id,
-            filename=event.filename,
-            size_bytes=event.size_bytes,
-            sha256=event.sha256,
-            created_at=at,
-            updated_at=at,
-        )
     if name == "Dataset.Validated":
         validated = {"format": event.format, "rows": event.rows, "stats": event.stats}
         return replace(dataset, status="validated", updated_at=at, **validated)
@@ -108,21 +99,7 @@ class DatasetView(msgspec.Struct):
 
 
 def item_view(dataset: DatasetState, position: int) -> DatasetView:
-    return DatasetView(
-        position=position,
-        dataset_id=dataset.dataset_id,
-        filename=dataset.filename,
-        status=dataset.status,
-        size_bytes=dataset.size_bytes,
-        sha256=dataset.sha256,
-        format=dataset.format,
-        rows=dataset.rows,
-        stats=dataset.stats,
-        errors=dataset.errors,
-        created_at=iso(dataset.created_at),
-        updated_at=iso(dataset.updated_at),
-        deleted_at=iso(dataset.deleted_at),
-    )
+    return copied(DatasetView, dataset, position=position)
 
 
 class DatasetRow(msgspec.Struct, frozen=True):
@@ -145,18 +122,7 @@ class DatasetsView(msgspec.Struct):
 
 def row(dataset: DatasetState) -> DatasetRow | None:
     """The listing row, or None once deleted."""
-    if dataset.status == "deleted":
-        return None
-    return DatasetRow(
-        dataset_id=dataset.dataset_id,
-        filename=dataset.filename,
-        status=dataset.status,
-        format=dataset.format,
-        rows=dataset.rows,
-        size_bytes=dataset.size_bytes,
-        created_at=iso(dataset.created_at),
-        updated_at=iso(dataset.updated_at),
-    )
+    return None if dataset.status == "deleted" else copied(DatasetRow, dataset)
 
 
 def listed(dataset: DatasetState) -> tuple[Any, ...] | None:
@@ -175,5 +141,4 @@ def listing_name(root: str) -> str:
 
 
 def listing_view(datasets: list[DatasetState], position: int) -> DatasetsView:
-    ordered = sorted(datasets, key=lambda d: (d.created_at, d.dataset_id))
-    return DatasetsView(position, [r for r in map(row, ordered) if r is not None])
+    return DatasetsView(position, ordered_rows(datasets, "dataset_id", row))

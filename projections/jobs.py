@@ -16,6 +16,7 @@ from msgspec.structs import replace
 
 from domain.job import Job
 from projections import usage
+from projections.listing import copied, opened, ordered_rows
 from projections.render import dollars, event_name, iso, seconds
 
 __all__ = [
@@ -125,25 +126,10 @@ class JobState(msgspec.Struct, frozen=True):
 
 def fold(job: JobState | None, event: Any) -> JobState:
     """The job after one of its events (pure)."""
+    if job is None:
+        return opened(JobState, event, "Job.Submitted", at_fields=("created_at", "updated_at", "status_at"))
     name = event_name(event)
     at: datetime = event.at
-    if job is None:
-        if name != "Job.Submitted":
-            raise ValueError(f"{name} before Job.Submitted for aggregate {event.originator_id}")
-        return JobState(
-            job_id=event.job_id,
-            user_id=event.user_id,
-            base_model=event.base_model,
-            dataset_id=event.dataset_id,
-            model_id=event.model_id,
-            gpu_type=event.gpu_type,
-            gpu_count=event.gpu_count,
-            max_cost_usd_micros=event.max_cost_usd_micros,
-            estimate_usd_micros=event.estimate_usd_micros,
-            created_at=at,
-            updated_at=at,
-            status_at=at,
-        )
     changes: dict[str, Any] = {"updated_at": at}
     if name in _STATES and _STATES[name] != job.status:
         changes.update(status=_STATES[name], status_at=at)
@@ -247,37 +233,15 @@ def _maybe_dollars(usd_micros: int | None) -> Decimal | None:
 def item_view(job: JobState, position: int) -> StatusView:
     cost = usage.cost_usd_micros(job.usage)
     ms = usage.gpu_ms(job.usage)
-    return StatusView(
+    return copied(
+        StatusView,
+        job,
         position=position,
-        job_id=job.job_id,
-        status=job.status,
-        model_id=job.model_id,
-        dataset_id=job.dataset_id,
-        base_model=job.base_model,
-        attempt=job.attempt,
-        step=job.step,
-        total_steps=job.total_steps,
-        epoch=job.epoch,
-        loss=job.loss,
-        tokens=job.tokens,
-        checkpoints=job.checkpoints,
         gpu_metrics=GpuMetrics(job.gpu_type, job.gpu_count, seconds(ms), ms),
         cost=dollars(cost),
         cost_usd_micros=cost,
         estimate=_maybe_dollars(job.estimate_usd_micros),
-        estimate_usd_micros=job.estimate_usd_micros,
         max_cost=_maybe_dollars(job.max_cost_usd_micros),
-        max_cost_usd_micros=job.max_cost_usd_micros,
-        alerts=job.alerts,
-        retries=job.retries,
-        stop_reason=job.stop_reason,
-        error=job.error,
-        metrics=job.metrics,
-        created_at=iso(job.created_at),
-        started_at=iso(job.started_at),
-        finished_at=iso(job.finished_at),
-        last_heartbeat_at=iso(job.last_heartbeat_at),
-        updated_at=iso(job.updated_at),
     )
 
 
@@ -304,17 +268,7 @@ class JobsView(msgspec.Struct):
 
 def row(job: JobState) -> JobRow:
     """The job's listing row; its ``updated_at`` is the time of the last state change."""
-    return JobRow(
-        job_id=job.job_id,
-        model_id=job.model_id,
-        dataset_id=job.dataset_id,
-        status=job.status,
-        created_at=iso(job.created_at),
-        updated_at=iso(job.status_at),
-        base_model=job.base_model,
-        gpu_type=job.gpu_type,
-        gpu_count=job.gpu_count,
-    )
+    return copied(JobRow, job, updated_at=iso(job.status_at))
 
 
 def listed(job: JobState) -> tuple[Any, ...]:
@@ -331,4 +285,4 @@ def listing_name(root: str) -> str:
 
 
 def listing_view(jobs: list[JobState], position: int) -> JobsView:
-    return JobsView(position, [row(job) for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id))])
+    return JobsView(position, ordered_rows(jobs, "job_id", row))

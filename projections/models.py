@@ -13,7 +13,8 @@ import msgspec
 from msgspec.structs import replace
 
 from domain.model import Model
-from projections.render import event_name, iso
+from projections.listing import copied, opened, ordered_rows
+from projections.render import event_name
 
 __all__ = [
     "EVENTS",
@@ -51,25 +52,10 @@ class ModelState(msgspec.Struct, frozen=True):
 
 def fold(model: ModelState | None, event: Any) -> ModelState:
     """The model after one of its events (pure)."""
-    name = event_name(event)
-    at: datetime = event.at
     if model is None:
-        if name != "Model.Registered":
-            raise ValueError(f"{name} before Model.Registered for aggregate {event.originator_id}")
-        return ModelState(
-            model_id=event.model_id,
-            user_id=event.user_id,
-            job_id=event.job_id,
-            base_model=event.base_model,
-            kind=event.kind,
-            weights_prefix=event.weights_prefix,
-            sha256=event.sha256,
-            size_bytes=event.size_bytes,
-            metrics=event.metrics,
-            created_at=at,
-            updated_at=at,
-        )
-    if name == "Model.Deleted":
+        return opened(ModelState, event, "Model.Registered")
+    at: datetime = event.at
+    if event_name(event) == "Model.Deleted":
         return replace(model, status="deleted", deleted_at=at, updated_at=at)
     return replace(model, updated_at=at)
 
@@ -93,21 +79,7 @@ class ModelView(msgspec.Struct):
 
 
 def item_view(model: ModelState, position: int) -> ModelView:
-    return ModelView(
-        position=position,
-        model_id=model.model_id,
-        status=model.status,
-        job_id=model.job_id,
-        base_model=model.base_model,
-        kind=model.kind,
-        weights_prefix=model.weights_prefix,
-        sha256=model.sha256,
-        size_bytes=model.size_bytes,
-        metrics=model.metrics,
-        created_at=iso(model.created_at),
-        updated_at=iso(model.updated_at),
-        deleted_at=iso(model.deleted_at),
-    )
+    return copied(ModelView, model, position=position)
 
 
 class ModelRow(msgspec.Struct, frozen=True):
@@ -129,17 +101,7 @@ class ModelsView(msgspec.Struct):
 
 def row(model: ModelState) -> ModelRow | None:
     """The listing row, or None once deleted."""
-    if model.status == "deleted":
-        return None
-    return ModelRow(
-        model_id=model.model_id,
-        job_id=model.job_id,
-        base_model=model.base_model,
-        kind=model.kind,
-        status=model.status,
-        size_bytes=model.size_bytes,
-        created_at=iso(model.created_at),
-    )
+    return None if model.status == "deleted" else copied(ModelRow, model)
 
 
 def listed(model: ModelState) -> tuple[Any, ...] | None:
@@ -156,5 +118,4 @@ def listing_name(root: str) -> str:
 
 
 def listing_view(models: list[ModelState], position: int) -> ModelsView:
-    ordered = sorted(models, key=lambda m: (m.created_at, m.model_id))
-    return ModelsView(position, [r for r in map(row, ordered) if r is not None])
+    return ModelsView(position, ordered_rows(models, "model_id", row))

@@ -13,7 +13,8 @@ import msgspec
 from msgspec.structs import replace
 
 from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES, User
-from projections.render import event_name, iso
+from projections.listing import copied, opened, ordered_rows
+from projections.render import event_name
 
 __all__ = [
     "EVENTS",
@@ -63,12 +64,10 @@ class UserState(msgspec.Struct, frozen=True):
 
 def fold(user: UserState | None, event: Any) -> UserState:
     """The user after one of their events (pure)."""
+    if user is None:
+        return opened(UserState, event, "User.Registered")
     name = event_name(event)
     at: datetime = event.at
-    if user is None:
-        if name != "User.Registered":
-            raise ValueError(f"{name} before User.Registered for aggregate {event.originator_id}")
-        return UserState(event.user_id, event.email, event.role, created_at=at, updated_at=at)
     changes: dict[str, Any] = {"updated_at": at}
     if name == "User.LoggedIn":
         changes["last_login"] = at
@@ -100,19 +99,7 @@ class UserInfoView(msgspec.Struct):
 
 
 def item_view(user: UserState, position: int) -> UserInfoView:
-    return UserInfoView(
-        position=position,
-        email=user.email,
-        created_at=iso(user.created_at),
-        status=user.status,
-        last_login=iso(user.last_login),
-        user_id=user.user_id,
-        role=user.role,
-        suspended_reason=user.suspended_reason,
-        quota=user.quota,
-        password_changed_at=iso(user.password_changed_at),
-        updated_at=iso(user.updated_at),
-    )
+    return copied(UserInfoView, user, position=position)
 
 
 class UserRow(msgspec.Struct, frozen=True):
@@ -131,7 +118,7 @@ class UsersView(msgspec.Struct):
 
 
 def row(user: UserState) -> UserRow:
-    return UserRow(user.user_id, user.email, user.role, user.status, iso(user.created_at))
+    return copied(UserRow, user)
 
 
 def listed(user: UserState) -> tuple[Any, ...]:
@@ -148,4 +135,4 @@ def listing_name(root: str) -> str:
 
 
 def listing_view(users: list[UserState], position: int) -> UsersView:
-    return UsersView(position, [row(u) for u in sorted(users, key=lambda u: (u.created_at, u.user_id))])
+    return UsersView(position, ordered_rows(users, "user_id", row))

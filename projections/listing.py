@@ -1,0 +1,57 @@
+"""What the per-entity projections (jobs, datasets, models, users) share.
+
+Each folds one aggregate's events into a state Struct, renders an item view and a
+listing row from it, and lists its entities oldest first. The views copy most of
+their fields from the state by name; these helpers do that copying once, so a
+module names only the fields it computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from projections.render import event_name, iso
+
+__all__ = ["copied", "opened", "ordered_rows"]
+
+V = TypeVar("V", bound=msgspec.Struct)
+R = TypeVar("R")
+
+
+def opened(
+    cls: type[V], event: Any, first: str, *, at_fields: tuple[str, ...] = ("created_at", "updated_at")
+) -> V:
+    """The state the entity's ``first`` event makes: each required field of ``cls`` is the event's
+    same-named attribute, those in ``at_fields`` the event's ``at``.
+
+    Raises:
+        ValueError: ``event`` is not a ``first`` event (the log starts mid-history).
+    """
+    name = event_name(event)
+    if name != first:
+        raise ValueError(f"{name} before {first} for aggregate {event.originator_id}")
+    return cls(
+        **{
+            field.name: event.at if field.name in at_fields else getattr(event, field.name)
+            for field in msgspec.structs.fields(cls)
+            if field.required
+        }
+    )
+
+
+def copied(cls: type[V], state: object, **given: Any) -> V:
+    """A ``cls`` view: the fields in ``given``, the others ``state``'s same-named attributes;
+    datetimes are rendered by ``render.iso`` (a view holds times as strings)."""
+    values = [given[name] if name in given else getattr(state, name) for name in cls.__struct_fields__]
+    return cls(*[iso(value) if isinstance(value, datetime) else value for value in values])
+
+
+def ordered_rows(states: Iterable[Any], id_field: str, row: Callable[[Any], R | None]) -> list[R]:
+    """The listing rows of ``states``, oldest first (``created_at``, then ``id_field``), leaving out
+    the entities ``row`` gives None for (a deleted dataset or model)."""
+    ordered = sorted(states, key=lambda s: (s.created_at, getattr(s, id_field)))
+    return [r for r in map(row, ordered) if r is not None]
