@@ -20,12 +20,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from google.api_core import exceptions
+from google.cloud import pubsub_v1
 
 from domain.job import JobState
 from domain.money import cost_usd_micros
+from projections.billing import billing_name
 from projections.partition import user_partition
+from projections.render import decode
 from runners.ledger import LedgerWorker
 from runners.ledger.aggregates import load_job
+from storage import LocalBucket, ObjectNotFound
 from storage.heartbeats import (
     DirectTransport,
     Heartbeat,
@@ -33,7 +38,7 @@ from storage.heartbeats import (
     decode_heartbeat,
     open_heartbeat_transport,
 )
-from tests.unit.ledger.builders import A100, A100_PRICE, Platform, beat, stream
+from tests.unit.ledger.builders import A100, A100_PRICE, INTERVAL_S, Platform, beat, stream
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
@@ -235,3 +240,51 @@ def test_a_killed_runner_is_billed_to_its_last_heartbeat_then_lost(
     assert job.gpu_ms == metered and job.cost_usd_micros == cost_usd_micros(metered, 1, A100_PRICE)
     assert job.last_heartbeat_at is not None
     assert utc_now() - job.last_heartbeat_at > timedelta(seconds=6 * interval)
+
+
+@pytest.mark.pubsub
+def test_the_standalone_ledger_process_meters_from_pubsub_and_exits_cleanly(
+    pubsub_emulator: str, tmp_path: Path
+) -> None:
+    bucket = LocalBucket(tmp_path / "bucket")
+    platform = Platform(bucket)
+    platform.running_job("u1", "j1", gpu_count=4)
+    name = f"ledger-{uuid.uuid4().hex[:12]}"
+    url = f"pubsub://test-project/{name}/{name}-sub"
+    ledger = subprocess.Popen(
+        [sys.executable, "-m", "runners.ledger", "--bucket", f"file://{bucket.root}", "--heartbeats", url,
+         "--create", "--project", "--flush-interval", "0.05"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _subscription_exists(url) or ledger.poll() is not None, "the subscription")
+        publish(open_heartbeat_transport(url), stream("j1", 30, gpu_count=4) + stream("j1", 5, gpu_count=4))
+        expected = cost_usd_micros(30 * INTERVAL_S * 1000, 4, A100_PRICE)
+        wait_until(lambda: _billed(bucket) == expected, "billing.json written by the ledger process")
+    finally:
+        ledger.send_signal(signal.SIGTERM)
+        _, log = ledger.communicate(timeout=WAIT_S)
+    assert ledger.returncode == 0, log
+    assert platform.job("u1", "j1").cost_usd_micros == expected
+    assert "ledger stopped" in log and "duplicates=5" in log
+
+
+def _subscription_exists(url: str) -> bool:
+    project, _, subscription = url.removeprefix("pubsub://").split("/")
+    client = pubsub_v1.SubscriberClient()
+    try:
+        client.get_subscription(request={"subscription": client.subscription_path(project, subscription)})
+    except exceptions.NotFound:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def _billed(bucket: LocalBucket) -> int | None:
+    try:
+        view = decode(bucket.read(billing_name("users/u1")))
+    except ObjectNotFound:
+        return None
+    current = view.get("current_period") or {}
+    return current.get("total_cost_usd_micros")  # type: ignore[no-any-return]
