@@ -14,6 +14,16 @@ Output layout under ``output_dir``::
 The final LoRA adapter records ``base_model_ref`` (default: the absolute base-model folder)
 as its ``base_model_name_or_path``, so ``PeftModel.from_pretrained(base, model_dir)`` and
 ``AutoModelForCausalLM.from_pretrained(model_dir)`` both work with plain transformers/peft.
+
+Why transformers' ``Trainer`` rather than a hand-written loop: it already gets the hard parts
+right - checkpoints that hold optimizer, scheduler, RNG and data position (a resumed run
+reproduces the uninterrupted run's losses; see the tests), gradient accumulation, mixed
+precision, multi-GPU through accelerate, evaluation - and its callbacks are exactly our
+progress/stop seam. Its cost, measured by ``bench/bench_trainer.py`` against a bare peft loop
+on the same model, data and settings in the same process: on smollm2-135m (the main job)
+0.98-0.99x the bare loop's tokens per CPU-second (wall-clock 0.91-0.94x, within the +-20 %
+noise of the shared machine); a fixed ~7 ms a step (``model.train()`` walking the modules,
+accelerate's gradient clipping, logging) that only toy models notice (tiny-llama: ~0.85x).
 """
 
 from __future__ import annotations
