@@ -8,7 +8,7 @@ changed meanwhile. Money is integer micro-dollars, times are aware UTC datetimes
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -39,6 +39,8 @@ __all__ = [
     "user_credentials",
     "user_view",
 ]
+
+V = TypeVar("V", bound=msgspec.Struct)
 
 
 class UserView(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,29 +171,22 @@ class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
     version: int
 
 
-def user_view(user: User) -> UserView:
-    return UserView(
-        user_id=user.user_id,
-        email=user.email,
-        role=user.role,
-        status=user.status,
-        suspended_reason=user.suspended_reason,
-        max_concurrent_jobs=user.max_concurrent_jobs,
-        max_dataset_bytes=user.max_dataset_bytes,
-        registered_at=user.registered_at,
-        last_login_at=user.last_login_at,
-        version=user.version,
+def _copied(cls: type[V], source: object, **given: Any) -> V:
+    """A ``cls``: the fields in ``given``, the others ``source``'s same-named attributes.
+
+    Mutable state (dicts, lists) must be given as copies, so a view never aliases an aggregate.
+    """
+    return cls(
+        **{name: given[name] if name in given else getattr(source, name) for name in cls.__struct_fields__}
     )
+
+
+def user_view(user: User) -> UserView:
+    return _copied(UserView, user)
 
 
 def user_credentials(user: User) -> UserCredentials:
-    return UserCredentials(
-        user_id=user.user_id,
-        email=user.email,
-        password_hash=user.password_hash,
-        role=user.role,
-        status=user.status,
-    )
+    return _copied(UserCredentials, user)
 
 
 def base_model_views(catalogue: BaseModelCatalogue) -> list[BaseModelView]:
@@ -208,84 +203,34 @@ def base_model_views(catalogue: BaseModelCatalogue) -> list[BaseModelView]:
 
 
 def dataset_view(ds: Dataset) -> DatasetView:
-    return DatasetView(
-        dataset_id=ds.dataset_id,
-        user_id=ds.user_id,
-        filename=ds.filename,
-        size_bytes=ds.size_bytes,
-        sha256=ds.sha256,
-        status=ds.status,
-        format=ds.format,
-        rows=ds.rows,
-        stats=dict(ds.stats),
-        errors=[dict(e) for e in ds.errors],
-        uploaded_at=ds.uploaded_at,
-        updated_at=ds.updated_at,
-        version=ds.version,
-    )
+    return _copied(DatasetView, ds, stats=dict(ds.stats), errors=[dict(e) for e in ds.errors])
 
 
 def job_view(job: Job) -> JobView:
     cost = job.cost()
     point = job.checkpoint
-    return JobView(
-        job_id=job.job_id,
-        user_id=job.user_id,
+    return _copied(
+        JobView,
+        job,
         state=JobState(job.state),
-        base_model=job.base_model,
-        dataset_id=job.dataset_id,
-        model_id=job.model_id,
         config=dict(job.config),
-        gpu_type=job.gpu_type,
-        gpu_count=job.gpu_count,
-        max_cost_usd_micros=job.max_cost_usd_micros,
-        estimate_usd_micros=job.estimate_usd_micros,
-        attempt=job.attempt,
-        step=job.step,
-        total_steps=job.total_steps,
-        epoch=job.epoch,
-        loss=job.loss,
-        tokens=job.tokens,
         last_checkpoint=None if point is None else CheckpointView(**point),
-        stop_reason=job.stop_reason,
-        error=job.error,
         metrics=dict(job.metrics),
         gpu_ms=cost.gpu_ms,
         cost_usd_micros=cost.cost_usd_micros,
         usage=cost.lines,
         alerts=list(job.alerts),
-        submitted_at=job.submitted_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        updated_at=job.updated_at,
-        last_heartbeat_at=job.last_heartbeat_at,
-        version=job.version,
     )
 
 
 def model_view(model: Model) -> ModelView:
-    return ModelView(
-        model_id=model.model_id,
-        user_id=model.user_id,
-        job_id=model.job_id,
-        base_model=model.base_model,
-        kind=model.kind,
-        weights_prefix=model.weights_prefix,
-        sha256=model.sha256,
-        size_bytes=model.size_bytes,
-        metrics=dict(model.metrics),
-        status=model.status,
-        registered_at=model.registered_at,
-        updated_at=model.updated_at,
-        version=model.version,
-    )
+    return _copied(ModelView, model, metrics=dict(model.metrics))
 
 
 def budget_view(budget: Budget) -> BudgetView:
-    return BudgetView(
-        user_id=budget.user_id,
-        monthly_limit_usd_micros=budget.monthly_limit_usd_micros,
+    return _copied(
+        BudgetView,
+        budget,
         thresholds_pct=list(budget.thresholds_pct),
         alerts={period: list(ts) for period, ts in sorted(budget.alerts.items())},
-        version=budget.version,
     )
