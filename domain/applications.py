@@ -72,16 +72,26 @@ class _PartitionApp(Application):
         return self._load_id(cls, cls.create_id(key), f"no {kind.removesuffix('_id')} {key}", kind)  # type: ignore[attr-defined]
 
     def _load_id(self, cls: type[A], aggregate_id: Any, missing: str, where: str | None) -> A:
-        try:
-            aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            raise NotFound(missing, where=where) from None
-        if not isinstance(aggregate, cls):  # pragma: no cover - ids are namespaced by kind
+        aggregate = self._find(aggregate_id)
+        if not isinstance(aggregate, cls):  # None, or (ids are namespaced by kind) never another kind
             raise NotFound(missing, where=where)
         return aggregate
 
+    def _find(self, aggregate_id: Any) -> Any | None:
+        """The aggregate, or None if it was never created."""
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
     def _exists(self, cls: type[DomainAggregate], *key: str) -> bool:
         return cls.create_id(*key) in self.repository  # type: ignore[attr-defined, no-any-return]
+
+    def _check_new(self, cls: type[DomainAggregate], key: str, kind: str) -> None:
+        """Refuse ``key`` unless it is a valid id no ``cls`` has yet (Conflict: it already exists)."""
+        check_id(key, kind=kind)
+        if self._exists(cls, key):
+            raise Conflict(f"{kind.removesuffix('_id')} {key} already exists", where=kind)
 
     def _update(
         self, cls: type[A], key: str, kind: str, expected_version: int | None, action: Callable[[A], None]
@@ -135,8 +145,7 @@ class PlatformApp(_PartitionApp):
         user_id = user_id or new_id("usr")
         if self._exists(UserEmail, email):
             raise Conflict(f"email {email} is already registered", where="email", code="email_taken")
-        if self._exists(User, user_id):
-            raise Conflict(f"user {user_id} already exists", where="user_id")
+        self._check_new(User, user_id, "user_id")
         user = User.register(user_id=user_id, email=email, password_hash=password_hash, role=role, at=at)
         claim = UserEmail.claim(email=email, user_id=user_id, at=at)
         self._save(user, claim)
@@ -144,26 +153,20 @@ class PlatformApp(_PartitionApp):
 
     def record_login(self, user_id: str, at: datetime) -> UserView:
         """Forbidden (code ``suspended``) for a suspended user."""
-        return user_view(self._update(User, user_id, "user_id", None, lambda u: u.record_login(at)))
+        return self._user(user_id, None, lambda u: u.record_login(at))
 
     def change_password(
         self, user_id: str, password_hash: str, at: datetime, *, expected_version: int | None = None
     ) -> UserView:
-        return user_view(
-            self._update(
-                User, user_id, "user_id", expected_version, lambda u: u.change_password(password_hash, at)
-            )
-        )
+        return self._user(user_id, expected_version, lambda u: u.change_password(password_hash, at))
 
     def suspend_user(
         self, user_id: str, reason: str, at: datetime, *, expected_version: int | None = None
     ) -> UserView:
-        return user_view(
-            self._update(User, user_id, "user_id", expected_version, lambda u: u.suspend(reason, at))
-        )
+        return self._user(user_id, expected_version, lambda u: u.suspend(reason, at))
 
     def reactivate_user(self, user_id: str, at: datetime, *, expected_version: int | None = None) -> UserView:
-        return user_view(self._update(User, user_id, "user_id", expected_version, lambda u: u.reactivate(at)))
+        return self._user(user_id, expected_version, lambda u: u.reactivate(at))
 
     def set_quota(
         self,
@@ -174,14 +177,8 @@ class PlatformApp(_PartitionApp):
         *,
         expected_version: int | None = None,
     ) -> UserView:
-        return user_view(
-            self._update(
-                User,
-                user_id,
-                "user_id",
-                expected_version,
-                lambda u: u.set_quota(max_concurrent_jobs, max_dataset_bytes, at),
-            )
+        return self._user(
+            user_id, expected_version, lambda u: u.set_quota(max_concurrent_jobs, max_dataset_bytes, at)
         )
 
     def get_user(self, user_id: str) -> UserView:
@@ -197,12 +194,11 @@ class PlatformApp(_PartitionApp):
         return None if user is None else user_credentials(user)
 
     def _user_by_email(self, email: str) -> User | None:
-        email = normalize_email(email)
-        try:
-            claim = self.repository.get(UserEmail.create_id(email))
-        except AggregateNotFoundError:
-            return None
-        return self._load(User, claim.user_id, "user_id")
+        claim = self._find(UserEmail.create_id(normalize_email(email)))
+        return None if claim is None else self._load(User, claim.user_id, "user_id")
+
+    def _user(self, user_id: str, expected_version: int | None, action: Callable[[User], None]) -> UserView:
+        return user_view(self._update(User, user_id, "user_id", expected_version, action))
 
     # ---- prices ----
 
@@ -288,11 +284,8 @@ class PlatformApp(_PartitionApp):
         self._save(catalogue)
 
     def base_models(self) -> list[BaseModelView]:
-        try:
-            catalogue = self.repository.get(BaseModelCatalogue.create_id())
-        except AggregateNotFoundError:
-            return []
-        return base_model_views(catalogue)
+        catalogue = self._find(BaseModelCatalogue.create_id())
+        return [] if catalogue is None else base_model_views(catalogue)
 
     def get_base_model(self, name: str) -> BaseModelView:
         for view in self.base_models():
@@ -301,10 +294,8 @@ class PlatformApp(_PartitionApp):
         raise NotFound(f"no base model {name!r}", where="base_model")
 
     def _catalogue_or_new(self, at: datetime) -> BaseModelCatalogue:
-        try:
-            return self.repository.get(BaseModelCatalogue.create_id())  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            return BaseModelCatalogue.create(at)
+        catalogue = self._find(BaseModelCatalogue.create_id())
+        return BaseModelCatalogue.create(at) if catalogue is None else catalogue
 
 
 class UserApp(_PartitionApp):
@@ -341,9 +332,7 @@ class UserApp(_PartitionApp):
     def upload_dataset(
         self, dataset_id: str, filename: str, size_bytes: int, sha256: str, at: datetime
     ) -> DatasetView:
-        check_id(dataset_id, kind="dataset_id")
-        if self._exists(Dataset, dataset_id):
-            raise Conflict(f"dataset {dataset_id} already exists", where="dataset_id")
+        self._check_new(Dataset, dataset_id, "dataset_id")
         dataset = Dataset.upload(
             dataset_id=dataset_id,
             user_id=self.user_id,
@@ -365,14 +354,8 @@ class UserApp(_PartitionApp):
         *,
         expected_version: int | None = None,
     ) -> DatasetView:
-        return dataset_view(
-            self._update(
-                Dataset,
-                dataset_id,
-                "dataset_id",
-                expected_version,
-                lambda d: d.validate(format, rows, dict(stats), at),
-            )
+        return self._dataset(
+            dataset_id, expected_version, lambda d: d.validate(format, rows, dict(stats), at)
         )
 
     def reject_dataset(
@@ -383,15 +366,7 @@ class UserApp(_PartitionApp):
         *,
         expected_version: int | None = None,
     ) -> DatasetView:
-        return dataset_view(
-            self._update(
-                Dataset,
-                dataset_id,
-                "dataset_id",
-                expected_version,
-                lambda d: d.reject([dict(e) for e in errors], at),
-            )
-        )
+        return self._dataset(dataset_id, expected_version, lambda d: d.reject([dict(e) for e in errors], at))
 
     def delete_dataset(
         self,
@@ -403,12 +378,15 @@ class UserApp(_PartitionApp):
     ) -> DatasetView:
         """Conflict naming the jobs if any of ``active_job_ids`` uses it."""
         jobs = list(active_job_ids)
-        return dataset_view(
-            self._update(Dataset, dataset_id, "dataset_id", expected_version, lambda d: d.delete(at, jobs))
-        )
+        return self._dataset(dataset_id, expected_version, lambda d: d.delete(at, jobs))
 
     def get_dataset(self, dataset_id: str) -> DatasetView:
         return dataset_view(self._load(Dataset, dataset_id, "dataset_id"))
+
+    def _dataset(
+        self, dataset_id: str, expected_version: int | None, action: Callable[[Dataset], None]
+    ) -> DatasetView:
+        return dataset_view(self._update(Dataset, dataset_id, "dataset_id", expected_version, action))
 
     # ---- jobs ----
 
@@ -431,8 +409,7 @@ class UserApp(_PartitionApp):
         model_id = model_id or new_id("mdl")
         check_id(job_id, kind="job_id")
         self._load(Dataset, dataset_id, "dataset_id").check_usable()
-        if self._exists(Job, job_id):
-            raise Conflict(f"job {job_id} already exists", where="job_id")
+        self._check_new(Job, job_id, "job_id")
         job = Job.submit(
             job_id=job_id,
             user_id=self.user_id,
@@ -535,20 +512,7 @@ class UserApp(_PartitionApp):
         job = self._load(Job, job_id, "job_id")
         model = None
         if weights is not None:
-            if self._exists(Model, job.model_id):
-                raise Conflict(f"model {job.model_id} already exists", where="model_id")
-            model = Model.register(
-                model_id=job.model_id,
-                user_id=self.user_id,
-                job_id=job.job_id,
-                base_model=job.base_model,
-                kind=weights.kind,
-                weights_prefix=weights.weights_prefix,
-                sha256=weights.sha256,
-                size_bytes=weights.size_bytes,
-                metrics=dict(weights.metrics),
-                at=at,
-            )
+            model = self._new_model(job.model_id, job.job_id, job.base_model, weights, at)
         job.mark_succeeded(at, metrics=dict(metrics or {}))
         self._save(job, *([model] if model else []))
         return job_view(job)
@@ -585,21 +549,14 @@ class UserApp(_PartitionApp):
     ) -> ModelView:
         """Register the weights job ``job_id`` wrote; NotFound for an unknown job."""
         self._load(Job, job_id, "job_id")
-        check_id(model_id, kind="model_id")
-        if self._exists(Model, model_id):
-            raise Conflict(f"model {model_id} already exists", where="model_id")
-        model = Model.register(
-            model_id=model_id,
-            user_id=self.user_id,
-            job_id=job_id,
-            base_model=base_model,
+        weights = ModelWeights(
             kind=kind,
             weights_prefix=weights_prefix,
             sha256=sha256,
             size_bytes=size_bytes,
             metrics=dict(metrics),
-            at=at,
         )
+        model = self._new_model(model_id, job_id, base_model, weights, at)
         self._save(model)
         return model_view(model)
 
@@ -618,6 +575,24 @@ class UserApp(_PartitionApp):
 
     def get_model(self, model_id: str) -> ModelView:
         return model_view(self._load(Model, model_id, "model_id"))
+
+    def _new_model(
+        self, model_id: str, job_id: str, base_model: str, weights: ModelWeights, at: datetime
+    ) -> Model:
+        """Job ``job_id``'s ``weights`` as model ``model_id``, not saved yet; Conflict if the id is taken."""
+        self._check_new(Model, model_id, "model_id")
+        return Model.register(
+            model_id=model_id,
+            user_id=self.user_id,
+            job_id=job_id,
+            base_model=base_model,
+            kind=weights.kind,
+            weights_prefix=weights.weights_prefix,
+            sha256=weights.sha256,
+            size_bytes=weights.size_bytes,
+            metrics=dict(weights.metrics),
+            at=at,
+        )
 
     # ---- budget ----
 
@@ -649,18 +624,12 @@ class UserApp(_PartitionApp):
 
     def budget_alerts_due(self, period: str, spent_usd_micros: int) -> list[int]:
         """Thresholds ``spent`` reached in ``period`` that were not alerted yet."""
-        try:
-            budget = self.repository.get(Budget.create_id(self.user_id))
-        except AggregateNotFoundError:
-            return []
-        return budget.alerts_due(period, spent_usd_micros)  # type: ignore[no-any-return]
+        budget = self._find(Budget.create_id(self.user_id))
+        return [] if budget is None else budget.alerts_due(period, spent_usd_micros)  # type: ignore[no-any-return]
 
     def get_budget(self) -> BudgetView:
         """The budget (no limit, default thresholds and version 0 if none was ever set)."""
-        try:
-            budget = self.repository.get(Budget.create_id(self.user_id))
-        except AggregateNotFoundError:
-            budget = None
+        budget = self._find(Budget.create_id(self.user_id))
         if budget is None:
             return BudgetView(
                 user_id=self.user_id,
@@ -672,7 +641,5 @@ class UserApp(_PartitionApp):
         return budget_view(budget)
 
     def _budget_or_new(self, at: datetime) -> Budget:
-        try:
-            return self.repository.get(Budget.create_id(self.user_id))  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            return Budget.create(self.user_id, at)
+        budget = self._find(Budget.create_id(self.user_id))
+        return Budget.create(self.user_id, at) if budget is None else budget
