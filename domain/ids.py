@@ -1,6 +1,6 @@
 """Identifiers: how they are made and how outside ones are checked.
 
-Every id that reaches an object name passes ``check_id`` first: 1–64
+Every id that reaches an object name passes ``check_id`` first: 1-64
 characters of ``[A-Za-z0-9_-]``, starting with a letter or digit; so no
 ``..``, no slash, no empty or over-long id can ever form a path.
 """
