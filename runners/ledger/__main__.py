@@ -24,8 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runners.ledger.lost import watch_running_jobs
-from runners.ledger.worker import LedgerWorker, utc_now
+from runners.ledger.worker import LedgerWorker
 from storage import Bucket, open_bucket
 from storage.heartbeats import open_heartbeat_transport
 
@@ -34,7 +33,7 @@ __all__ = ["cached_user_apps", "main"]
 log = logging.getLogger("runners.ledger")
 
 USER_APP_CACHE = "1000"
-"""Aggregates each ledger UserApp keeps (fast-forwarded, deep-copied): jobs load without replay."""
+"""Aggregates each UserApp caches (fast-forwarded): lost-job checks and the projector skip replays."""
 
 
 def cached_user_apps(bucket: Bucket) -> Callable[[str], Any]:
@@ -94,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_interval_s=args.flush_interval,
         sweep_interval_s=args.sweep_interval,
     )
-    watched = watch_running_jobs(worker.lost, bucket, utc_now())
+    watched = worker.recover()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker.start()

@@ -55,7 +55,7 @@ from domain.money import UsageGroupKey, period_of
 from runners.ledger.aggregates import AggregateCache, save
 from runners.ledger.limits import JOB_SCOPE, STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
 from runners.ledger.live import LiveJob, LiveJobs
-from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry
+from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry, watch_running_jobs
 from runners.ledger.metering import UsageRun, by_user_and_job, fresh_heartbeats, usage_runs
 from runners.ledger.spend import UserSpend
 from storage import Bucket
@@ -133,14 +133,13 @@ class LedgerWorker:
     """Meters heartbeats from ``subscriber`` into each user's event log.
 
     Args:
-        bucket: the bucket the event store lives in (used to reseed the lost-job detector).
+        bucket: the bucket the event store lives in (``recover`` reads its views).
         platform_app: the ``PlatformApp`` (prices).
-        open_user_app: the ``UserApp`` of a user id; should be cached by the caller, and for
-            throughput should have the aggregate cache on (``AGGREGATE_CACHE_MAXSIZE``).
+        open_user_app: the ``UserApp`` of a user id (one per user: the caller caches them).
         subscriber: where heartbeats come from (not started yet).
         projector: told which partitions the ledger wrote (None: nothing in-process to tell).
         clock: the ledger's time (event ``at``, liveness).
-        flush_interval_s: the least time between the starts of two batches when not behind.
+        flush_interval_s: how long a trickle of heartbeats is gathered before it is committed.
         sweep_interval_s: how often ``start()``'s thread runs the lost-job sweep.
         lost_after_intervals: heartbeat intervals of silence before a job is lost.
         on_retry: called with ``(user_id, job_id)`` when a lost job is set to retry.
@@ -206,6 +205,10 @@ class LedgerWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def recover(self) -> int:
+        """After a restart: watch every job the views show running (see ``watch_running_jobs``)."""
+        return watch_running_jobs(self.lost, self.bucket, self.clock())
 
     def sweep(self) -> list[LostJob]:
         """Run the lost-job detector once, now."""
@@ -410,80 +413,39 @@ class LedgerWorker:
         spend: UserSpend,
         outcome: _UserOutcome,
     ) -> list[Job]:
-        """Apply alerts and stops to the loaded aggregates; return other jobs it changed."""
+        """Raise the alerts and request the stops due; return the jobs outside the batch it changed."""
         for part in metered.values():
             self._outlook(part, self._policy(user_id, part.job), prices)
-        state = spend.after(e for part in metered.values() for e in part.job.pending_events)
-        runs_periods = {
-            e.period
-            for part in metered.values()
-            for e in part.job.pending_events
-            if isinstance(e, Job.UsageMetered)
-        }
-        next_period = max(_next_period(part) for part in metered.values())
-        live_others = [e for e in self.live.running(user_id, at, self.intervals) if e.job_id not in metered]
-        budget_view = BudgetOutlook(
-            monthly_limit_usd_micros=budget.monthly_limit_usd_micros if budget else None,
-            period=next_period,
-            spent_by_period={p: spend.period_total(state, p) for p in {*runs_periods, next_period}},
-            next_usd_micros=sum(p.next_usd_micros for p in metered.values())
-            + sum(e.next_usd_micros for e in live_others),
-            alerted={p: frozenset(ts) for p, ts in (budget.alerts.items() if budget else ())},
-        )
-        outlooks = [
-            JobOutlook(
-                job_id=job_id,
-                spent_usd_micros=part.job.cost().cost_usd_micros,
-                next_usd_micros=part.next_usd_micros,
-                max_cost_usd_micros=part.job.max_cost_usd_micros,
-                alerted_pct=frozenset(
-                    int(a.partition(":")[2]) for a in part.job.alerts if a.startswith(f"{JOB_SCOPE}:")
-                ),
-                stoppable=part.job.state in _STOPPABLE,
-            )
-            for job_id, part in metered.items()
-        ]
+        others = [e for e in self.live.running(user_id, at, self.intervals) if e.job_id not in metered]
         thresholds = budget.thresholds_pct if budget is not None else list(DEFAULT_THRESHOLDS_PCT)
-        actions = plan_limits(outlooks, budget_view, thresholds)
+        jobs = [_job_outlook(job_id, part) for job_id, part in metered.items()]
+        actions = plan_limits(jobs, _budget_outlook(metered, budget, spend, others), thresholds)
         for alert in actions.job_alerts:
-            metered[alert.job_id].job.raise_alert(
+            job = metered[alert.job_id].job
+            job.raise_alert(
                 JOB_SCOPE, alert.threshold_pct, alert.spent_usd_micros, alert.limit_usd_micros, at
             )
         for budget_alert in actions.budget_alerts:
+            assert budget is not None  # budget alerts need a monthly limit
             budget.raise_alert(
-                budget_alert.period,
-                budget_alert.threshold_pct,  # type: ignore[union-attr]
-                budget_alert.spent_usd_micros,
-                at,
+                budget_alert.period, budget_alert.threshold_pct, budget_alert.spent_usd_micros, at
             )
         outcome.alerts += len(actions.job_alerts) + len(actions.budget_alerts)
-        stop = set(actions.stop_jobs) | (set(metered) if actions.stop_all_live else set())
-        for job_id in sorted(stop):
-            if metered[job_id].job.state in _STOPPABLE:
-                metered[job_id].job.request_stop(STOP_REASON, at)
-                outcome.stops += 1
-        others = []
+        stop = [metered[job_id].job for job_id in sorted(set(actions.stop_jobs))]
+        changed: list[Job] = []
         if actions.stop_all_live:
-            for entry in live_others:
+            stop = [part.job for part in metered.values()]
+            for entry in others:
                 job = self._aggregates.get(app, user_id, Job, Job.create_id(entry.job_id))
-                if job is not None and job.state in _STOPPABLE:
-                    job.request_stop(STOP_REASON, at)
-                    outcome.stops += 1
-                    others.append(job)
-        outcome.live = [
-            LiveJob(
-                user_id=user_id,
-                job_id=job_id,
-                attempt=part.last.attempt,
-                interval_ms=part.interval_ms,
-                last_seen=at,
-                last_at=part.last.at,
-                next_usd_micros=part.next_usd_micros,
-                final=part.last.final,
-            )
-            for job_id, part in metered.items()
-        ]
-        return others
+                if job is not None:
+                    stop.append(job)
+                    changed.append(job)
+        for job in stop:
+            if job.state in _STOPPABLE:
+                job.request_stop(STOP_REASON, at)
+                outcome.stops += 1
+        outcome.live = [_live_entry(user_id, job_id, part, at) for job_id, part in metered.items()]
+        return changed
 
     def _policy(self, user_id: str, job: Job) -> JobPolicy:
         """The job's interval and retries (its config never changes: parsed once)."""
@@ -526,6 +488,50 @@ def _result_of(function: Callable[..., _UserOutcome], *args: Any) -> _UserOutcom
 
 def _next_period(part: _Metered) -> str:
     return period_of(part.last.at + timedelta(milliseconds=part.interval_ms))
+
+
+def _job_outlook(job_id: str, part: _Metered) -> JobOutlook:
+    job = part.job
+    return JobOutlook(
+        job_id=job_id,
+        spent_usd_micros=job.cost().cost_usd_micros,
+        next_usd_micros=part.next_usd_micros,
+        max_cost_usd_micros=job.max_cost_usd_micros,
+        alerted_pct=frozenset(int(a.partition(":")[2]) for a in job.alerts if a.startswith(f"{JOB_SCOPE}:")),
+        stoppable=job.state in _STOPPABLE,
+    )
+
+
+def _budget_outlook(
+    metered: dict[str, _Metered], budget: Budget | None, spend: UserSpend, others: list[LiveJob]
+) -> BudgetOutlook:
+    """The user's spend per period with this batch's usage (the fold billing.json uses), and the
+    next interval of every live job of the user."""
+    pending = [e for part in metered.values() for e in part.job.pending_events]
+    state = spend.after(pending)
+    next_period = max(_next_period(part) for part in metered.values())
+    periods = {e.period for e in pending if isinstance(e, Job.UsageMetered)} | {next_period}
+    return BudgetOutlook(
+        monthly_limit_usd_micros=budget.monthly_limit_usd_micros if budget is not None else None,
+        period=next_period,
+        spent_by_period={p: UserSpend.period_total(state, p) for p in periods},
+        next_usd_micros=sum(p.next_usd_micros for p in metered.values())
+        + sum(e.next_usd_micros for e in others),
+        alerted={p: frozenset(ts) for p, ts in (budget.alerts.items() if budget is not None else ())},
+    )
+
+
+def _live_entry(user_id: str, job_id: str, part: _Metered, at: datetime) -> LiveJob:
+    return LiveJob(
+        user_id=user_id,
+        job_id=job_id,
+        attempt=part.last.attempt,
+        interval_ms=part.interval_ms,
+        last_seen=at,
+        last_at=part.last.at,
+        next_usd_micros=part.next_usd_micros,
+        final=part.last.final,
+    )
 
 
 def _price_or_reason(job: Job, heartbeat: Heartbeat, prices: PriceSchedule | None) -> str | int:

@@ -9,6 +9,7 @@ killed with SIGKILL billed to its last heartbeat and no further, then found lost
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_a_stream_with_repeats_is_billed_exactly_and_billing_json_follows(
     assert billing["total_cost_usd_micros"] == expected_u1
     assert billing["usage_breakdown"][A100]["seconds"] == 40 * 10 * 2 + 30 * 10
     assert platform.stored_billing("u1") == platform.replayed_billing("u1")
-    assert worker.stats.metered == 90 and worker.stats.duplicates == 20
+    assert worker.stats.metered == 90 and worker.stats.duplicates >= 20  # Pub/Sub may redeliver more
 
 
 def test_a_restarted_ledger_bills_redelivered_heartbeats_once(
@@ -137,7 +138,7 @@ def test_a_restarted_ledger_bills_redelivered_heartbeats_once(
     try:
         publish(transport, beats)  # everything again: the first half is redelivered
         wait_until(lambda: gpu_ms(restarted, "u1", "j1") == 300_000, "the second half metered")
-        wait_until(lambda: second.stats.duplicates == 15, "the repeats dropped")
+        wait_until(lambda: second.stats.duplicates >= 15, "the repeats dropped")
     finally:
         second.close()
     assert restarted.job("u1", "j1").cost_usd_micros == cost_usd_micros(300_000, 1, A100_PRICE)
@@ -266,7 +267,8 @@ def test_the_standalone_ledger_process_meters_from_pubsub_and_exits_cleanly(
         _, log = ledger.communicate(timeout=WAIT_S)
     assert ledger.returncode == 0, log
     assert platform.job("u1", "j1").cost_usd_micros == expected
-    assert "ledger stopped" in log and "duplicates=5" in log
+    dropped = re.search(r"ledger stopped: .*duplicates=(\d+)", log)
+    assert dropped is not None and int(dropped[1]) >= 5, log
 
 
 def _subscription_exists(url: str) -> bool:
