@@ -21,9 +21,9 @@ from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import aggregate_id, check_id, check_ids
 
-__all__ = ["Dataset", "check_filename", "check_in_use", "check_sha256"]
+__all__ = ["Dataset", "check_deletable", "check_filename", "check_sha256"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -45,8 +45,11 @@ def check_filename(filename: str) -> None:
         raise ValidationFailed(f"not a plain file name: {filename!r:.60}", where="filename")
 
 
-def check_in_use(what: str, active_job_ids: Iterable[str]) -> None:
-    """Refuse to delete ``what`` while any job in ``active_job_ids`` uses it, naming them."""
+def check_deletable(what: str, status: str, active_job_ids: Iterable[str]) -> None:
+    """Refuse to delete ``what`` (Conflict) if it is deleted already or any job in ``active_job_ids``
+    uses it, naming them."""
+    if status == "deleted":
+        raise Conflict(f"{what} is already deleted")
     jobs = sorted(set(active_job_ids))
     if jobs:
         raise Conflict(f"{what} is in use by active job(s) {', '.join(jobs)}; stop them first", code="in_use")
@@ -115,8 +118,7 @@ class Dataset(DomainAggregate):
         cls, *, dataset_id: str, user_id: str, filename: str, size_bytes: int, sha256: str, at: datetime
     ) -> Dataset:
         """The raw file ``filename`` (``size_bytes``, ``sha256``) is stored; it awaits validation."""
-        check_id(dataset_id, kind="dataset_id")
-        check_id(user_id, kind="user_id")
+        check_ids(dataset_id=dataset_id, user_id=user_id)
         check_filename(filename)
         check_count(size_bytes, where="size_bytes")
         check_sha256(sha256)
@@ -155,9 +157,7 @@ class Dataset(DomainAggregate):
         self._record(self.Rejected, at, errors=cleaned)
 
     def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
-        if self.status == "deleted":
-            raise Conflict(f"dataset {self.dataset_id} is already deleted")
-        check_in_use(f"dataset {self.dataset_id}", active_job_ids)
+        check_deletable(f"dataset {self.dataset_id}", self.status, active_job_ids)
         self._record(self.Deleted, at)
 
     def check_usable(self) -> None:

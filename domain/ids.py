@@ -12,7 +12,7 @@ import uuid
 
 from domain.errors import ValidationFailed
 
-__all__ = ["ID_PATTERN", "NAMESPACE", "aggregate_id", "check_id", "new_id"]
+__all__ = ["ID_PATTERN", "NAMESPACE", "aggregate_id", "check_id", "check_ids", "new_id"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _ID = re.compile(ID_PATTERN)
@@ -26,6 +26,12 @@ def check_id(value: str, *, kind: str = "id") -> str:
             where=kind,
         )
     return value
+
+
+def check_ids(**ids: str) -> None:
+    """``check_id`` each value in turn, its keyword as the kind: ``check_ids(job_id=j, user_id=u)``."""
+    for kind, value in ids.items():
+        check_id(value, kind=kind)
 
 
 def new_id(prefix: str) -> str:

@@ -28,7 +28,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text, check_utc
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import aggregate_id, check_id, check_ids
 from domain.money import JobCostSummary, UsageGroupKey, add_usage, check_period, summarize_job_cost
 from domain.pricing import check_gpu_type
 
@@ -293,14 +293,9 @@ class Job(DomainAggregate):
         at: datetime,
     ) -> Job:
         """A new job in state ``submitted``; ``config`` is the whole, already-validated training config."""
-        for kind, value in (
-            ("job_id", job_id),
-            ("user_id", user_id),
-            ("base_model", base_model),
-            ("dataset_id", dataset_id),
-            ("model_id", model_id),
-        ):
-            check_id(value, kind=kind)
+        check_ids(
+            job_id=job_id, user_id=user_id, base_model=base_model, dataset_id=dataset_id, model_id=model_id
+        )
         _check_gpu(gpu_type, gpu_count)
         if not isinstance(config, dict):
             raise ValidationFailed("config must be a mapping of settings", where="config")

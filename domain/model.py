@@ -11,9 +11,9 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text
-from domain.dataset import check_in_use, check_sha256
-from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.dataset import check_deletable, check_sha256
+from domain.errors import ValidationFailed
+from domain.ids import aggregate_id, check_ids
 
 __all__ = ["MODEL_KINDS", "Model", "ModelKind", "ModelWeights"]
 
@@ -97,9 +97,7 @@ class Model(DomainAggregate):
         at: datetime,
     ) -> Model:
         """The weights of job ``job_id`` lie under ``weights_prefix``; ``sha256`` is of their manifest."""
-        for name, value in (("model_id", model_id), ("user_id", user_id), ("job_id", job_id)):
-            check_id(value, kind=name)
-        check_id(base_model, kind="base_model")
+        check_ids(model_id=model_id, user_id=user_id, job_id=job_id, base_model=base_model)
         if kind not in MODEL_KINDS:
             raise ValidationFailed(
                 f"kind must be one of {', '.join(MODEL_KINDS)} (got {kind!r:.20})", where="kind"
@@ -125,7 +123,5 @@ class Model(DomainAggregate):
 
     def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
         """Refused while a job in ``active_job_ids`` uses this model (e.g. trains on top of it)."""
-        if self.status == "deleted":
-            raise Conflict(f"model {self.model_id} is already deleted")
-        check_in_use(f"model {self.model_id}", active_job_ids)
+        check_deletable(f"model {self.model_id}", self.status, active_job_ids)
         self._record(self.Deleted, at)
