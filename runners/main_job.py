@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8600)
     parser.add_argument("--keep-serving", action="store_true")
     args = parser.parse_args(argv)
+    # A SIGTERM (e.g. from `timeout`) must still run the `finally` that stops the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     home = Path(os.environ.setdefault("TUNE_HOME", str(Path.cwd() / ".tune"))).resolve()
     home.mkdir(parents=True, exist_ok=True)
