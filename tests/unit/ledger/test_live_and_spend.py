@@ -1,0 +1,54 @@
+"""LiveJobs (who is beating) and UserSpend (a user's spend per period, by billing.json's fold)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from domain.money import cost_usd_micros
+from runners.ledger import LiveJob, LiveJobs
+from runners.ledger.aggregates import load_job
+from runners.ledger.spend import UserSpend
+from tests.unit.ledger.builders import A100_PRICE, T0, Platform, stream
+
+
+def entry(job_id: str, attempt: int = 1, seconds_ago: float = 0, final: bool = False) -> LiveJob:
+    return LiveJob(user_id="u1", job_id=job_id, attempt=attempt, interval_ms=10_000,
+                   last_seen=T0 - timedelta(seconds=seconds_ago), final=final)  # fmt: skip
+
+
+def test_a_later_attempt_replaces_an_earlier_one_never_the_reverse() -> None:
+    live = LiveJobs()
+    live.record(entry("j1", attempt=2))
+    live.record(entry("j1", attempt=1))
+    assert live.get("u1", "j1").attempt == 2  # type: ignore[union-attr]
+    live.forget(entry("j1", attempt=1))  # not the recorded one: kept
+    assert len(live) == 1
+
+
+def test_running_excludes_final_and_quiet_attempts_quiet_lists_them() -> None:
+    live = LiveJobs()
+    live.record(entry("beating", seconds_ago=5))
+    live.record(entry("ended", final=True))
+    live.record(entry("silent", seconds_ago=31))
+    assert [e.job_id for e in live.running("u1", T0, 3)] == ["beating"]
+    assert [e.job_id for e in live.quiet(T0, 3)] == ["silent"]
+    assert live.running("u2", T0, 3) == []
+
+
+def test_spend_follows_the_log_and_folds_pending_events_without_keeping_them() -> None:
+    platform = Platform()
+    platform.running_job("u1", "j1", gpu_count=2)
+    app = platform.user_app("u1")
+    spend = UserSpend()
+    spend.refresh(app)
+    assert UserSpend.period_total(spend.state, "2026-03") == 0
+    platform.worker().handle(stream("j1", 6, gpu_count=2))
+    spend.refresh(app)
+    assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(60_000, 2, A100_PRICE)
+    assert spend.position == app.recorder.max_notification_id()
+    job = load_job(app, "j1")
+    assert job is not None
+    job.meter_usage(1, 7, 7, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
+    after = spend.after(job.pending_events)
+    assert UserSpend.period_total(after, "2026-03") == cost_usd_micros(70_000, 2, A100_PRICE)
+    assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(60_000, 2, A100_PRICE)
