@@ -17,7 +17,7 @@ def bootstrap(runtime: Runtime) -> FirstUser | None:
 
     Returns the first user's credentials when one was made (print them once), else None.
     """
-    from runners.base_models.catalogue import CATALOGUE
+    from domain.base_models import CATALOGUE
 
     at = runtime.clock()
     runtime.platform.ensure_default_prices(at)

@@ -206,7 +206,7 @@ class Runtime:
         """Names users may fine-tune: the platform's catalogue, or the built-in one before it exists."""
         catalogue = self.view_json(views.base_models())
         if catalogue is None:
-            from runners.base_models.catalogue import CATALOGUE
+            from domain.base_models import CATALOGUE
 
             return set(CATALOGUE)
         return {entry["name"] for entry in catalogue.get("base_models", ())}

@@ -16,8 +16,8 @@ from api.streams import upload_async
 from domain.dataset import check_filename
 from domain.errors import Forbidden, NotFound, TooLarge, ValidationFailed
 from domain.ids import new_id
-from runners.dataset_processing import process_dataset
 from storage.bucket import check_name
+from storage.datasets import process_dataset
 
 __all__ = ["DatasetService"]
 

@@ -6,7 +6,7 @@ copying a hub model or an operator's local folder on first use. Importing this p
 not import torch.
 """
 
-from runners.base_models.catalogue import CATALOGUE, BaseModelSource, SourceKind
+from domain.base_models import CATALOGUE, BaseModelSource, SourceKind
 from runners.base_models.hub import HubUnavailable, hub_offline
 from runners.base_models.resolve import MARKER, ModelFolderInfo, check_model_folder, resolve_base_model
 from runners.base_models.smollm2 import WheelUnavailable

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import msgspec
 
+from domain.base_models import CATALOGUE, BaseModelSource
 from domain.errors import NotFound, ValidationFailed
 from domain.ids import check_id
-from runners.base_models.catalogue import CATALOGUE, BaseModelSource
 from runners.base_models.hub import download_from_hub
 from runners.base_models.smollm2 import convert_smollm2, find_smollm2_wheel
 from runners.base_models.tiny_llama import TINY_LLAMA_VERSION, build_tiny_llama

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from domain.dataset_format import normalise
-from runners import dataset_processing
-from runners.dataset_processing import process_dataset
 from storage import LocalBucket
+from storage import datasets as dataset_processing
+from storage.datasets import process_dataset
 
 RAW = "users/u1/data/ds1/raw/train.jsonl"
 PROCESSED = "users/u1/data/ds1/processed/train.jsonl"
