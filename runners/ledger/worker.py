@@ -206,6 +206,11 @@ class LedgerWorker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def watch(self, user_id: str, job_id: str, attempt: int, *, interval_s: float) -> None:
+        """Expect heartbeats from an attempt launched now (the dispatcher's ``on_launch``), so a
+        runner that dies before its first heartbeat is found lost too."""
+        self.lost.watch(user_id, job_id, attempt, self.clock(), interval_ms=round(interval_s * 1000))
+
     def recover(self) -> int:
         """After a restart: watch every job the views show running (see ``watch_running_jobs``)."""
         return watch_running_jobs(self.lost, self.bucket, self.clock())

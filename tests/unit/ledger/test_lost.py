@@ -104,7 +104,7 @@ def test_a_job_that_finished_or_moved_on_is_forgotten_not_lost(platform: Platfor
 def test_a_watched_attempt_that_never_beats_is_lost_after_three_intervals(platform: Platform) -> None:
     platform.running_job("u1", "j1", interval_s=2)
     worker = platform.worker()
-    worker.lost.watch("u1", "j1", 1, platform.clock(), interval_ms=2000)
+    worker.watch("u1", "j1", 1, interval_s=2)
     silent_for(platform, 0.5)  # 5 s < 3 x 2 s
     assert worker.sweep() == []
     silent_for(platform, 0.2)  # 7 s
