@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runners.dispatcher import Dispatcher, local_dispatcher
-from runners.ledger.lost import watch_running_jobs
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
 from runners.run_spec import JobRunSpec
@@ -83,7 +82,7 @@ class EmbeddedWorkers:
     def start(self) -> None:
         """Hook job submission to the dispatcher, resume left-over jobs, start both loops."""
         self.runtime.job_submitted.append(self.dispatcher.submit)
-        watched = watch_running_jobs(self.ledger.lost, self.runtime.bucket, self.runtime.clock())
+        watched = self.ledger.recover()
         requeued = resubmit_waiting(self.dispatcher, self.runtime.bucket)
         self.ledger.start()
         self._thread = threading.Thread(target=self.dispatcher.run, args=(self._stop,), name="dispatcher")
@@ -101,10 +100,4 @@ class EmbeddedWorkers:
         self.ledger.close(timeout)
 
     def _expect_heartbeats(self, spec: JobRunSpec) -> None:
-        self.ledger.lost.watch(
-            spec.user_id,
-            spec.job_id,
-            spec.attempt,
-            self.runtime.clock(),
-            interval_ms=round(spec.heartbeat_interval_s * 1000),
-        )
+        self.ledger.watch(spec.user_id, spec.job_id, spec.attempt, interval_s=spec.heartbeat_interval_s)
