@@ -101,6 +101,9 @@ class HeartbeatEmitter:
         if self._started:
             raise RuntimeError("heartbeat emitter already started")
         self._started = True
+        # A first heartbeat (no GPU time yet) tells the ledger the attempt is live before its first
+        # interval is spent, so limits are checked before that interval, not after it.
+        self._beat_and_report()
         if thread:
             self._thread = threading.Thread(
                 target=self._loop, name=f"heartbeat-{self.identity.job_id}", daemon=True
@@ -172,18 +175,19 @@ class HeartbeatEmitter:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
+            self._beat_and_report()
+
+    def _beat_and_report(self) -> None:
+        try:
+            heartbeat = self.beat()
+        except Exception:  # a transport hiccup must not end the heartbeats; the next one carries on
+            log.exception("heartbeat of %s attempt %d failed", self.identity.job_id, self.identity.attempt)
+            return
+        if self.on_beat is not None:
             try:
-                heartbeat = self.beat()
-            except Exception:  # a transport hiccup must not end the heartbeats; the next one carries on
-                log.exception(
-                    "heartbeat of %s attempt %d failed", self.identity.job_id, self.identity.attempt
-                )
-                continue
-            if self.on_beat is not None:
-                try:
-                    self.on_beat(heartbeat)
-                except Exception:
-                    log.exception("after-heartbeat work of %s failed", self.identity.job_id)
+                self.on_beat(heartbeat)
+            except Exception:
+                log.exception("after-heartbeat work of %s failed", self.identity.job_id)
 
     def _flush(self) -> None:
         for _ in range(_FLUSH_TRIES):

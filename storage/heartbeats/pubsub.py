@@ -158,10 +158,10 @@ class PubSubPublisher(HeartbeatPublisher):
             if self._closed:
                 return
             self._closed = True
-        self._client.stop()
         try:
-            self.flush()
+            self.flush()  # before stop(): resuming a failed ordering key needs a live client
         finally:
+            self._client.stop()
             self._client.transport.close()
 
 

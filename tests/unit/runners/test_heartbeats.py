@@ -44,8 +44,9 @@ def test_heartbeats_carry_the_attempt_a_growing_seq_and_gpu_ms_since_the_previou
     clock.advance(10)
     final = emitter.close()
 
-    assert [h.seq for h in publisher.heartbeats] == [1, 2, 3]
-    assert [h.gpu_ms for h in publisher.heartbeats] == [1500, 1000, 10]
+    # seq 1 is sent by start(): the ledger knows the attempt before its first interval is spent
+    assert [h.seq for h in publisher.heartbeats] == [1, 2, 3, 4]
+    assert [h.gpu_ms for h in publisher.heartbeats] == [0, 1500, 1000, 10]
     assert (first.user_id, first.job_id, first.attempt, first.gpu_type, first.gpu_count) == tuple(WHO)
     assert (second.step, second.loss, second.tokens, second.at) == (7, 0.5, 900, AT)
     assert final.final and not first.final and not second.final
@@ -65,7 +66,7 @@ def test_gpu_time_counts_only_while_the_gpu_is_held() -> None:
     emitter.release_gpu()
     clock.advance(7000)  # uploading the weights
     emitter.close()
-    assert [h.gpu_ms for h in publisher.heartbeats] == [0, 3000]
+    assert [h.gpu_ms for h in publisher.heartbeats] == [0, 0, 3000]
     assert emitter.gpu_ms == 3000
 
 
@@ -73,11 +74,11 @@ def test_a_failed_publish_leaves_its_milliseconds_to_the_next_heartbeat() -> Non
     clock = FakeMonotonic()
 
     class Flaky(RecordingPublisher):
-        fail = True
+        calls = 0
 
         def publish(self, heartbeat: Heartbeat) -> None:
-            if self.fail:
-                self.fail = False
+            self.calls += 1
+            if self.calls == 2:  # the first beat after start()'s
                 raise ConnectionError("down")
             super().publish(heartbeat)
 
@@ -90,7 +91,7 @@ def test_a_failed_publish_leaves_its_milliseconds_to_the_next_heartbeat() -> Non
         emitter.beat()
     clock.advance(200)
     emitter.close()
-    assert [(h.seq, h.gpu_ms) for h in publisher.heartbeats] == [(2, 500)]
+    assert [(h.seq, h.gpu_ms) for h in publisher.heartbeats] == [(1, 0), (3, 500)]
 
 
 def test_the_thread_beats_every_interval_and_runs_on_beat_after_each() -> None:
@@ -129,10 +130,11 @@ def test_heartbeats_written_to_a_stream_are_relayed_and_other_lines_skipped() ->
     lines.insert(1, b"some library printed this\n")
 
     relayed: list[Heartbeat] = []
-    assert relay_heartbeats(lines, relayed.append) == 2
+    assert relay_heartbeats(lines, relayed.append) == 3
     assert [(h.seq, h.gpu_ms, h.step, h.loss, h.final) for h in relayed] == [
-        (1, 42, 3, None, False),
-        (2, 0, 3, None, True),
+        (1, 0, 3, None, False),
+        (2, 42, 3, None, False),
+        (3, 0, 3, None, True),
     ]
     publisher.close()
     with pytest.raises(RuntimeError):
