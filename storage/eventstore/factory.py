@@ -87,6 +87,15 @@ def register_bucket(bucket: Bucket) -> str:
     return bucket.url
 
 
+def _forget_after_fork() -> None:
+    global _buckets_lock
+    _buckets.clear()
+    _buckets_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def resolve_bucket(url: str) -> Bucket:
     """The registered bucket with this URL, else ``storage.open_bucket(url)`` (then registered)."""
     with _buckets_lock:

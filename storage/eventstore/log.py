@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
@@ -76,6 +78,7 @@ _PROBES_BEFORE_LISTING = 4  # a remote bucket this far behind: list the names an
 _REMOTE_READERS = 16
 _MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PartitionLog:
@@ -197,7 +200,7 @@ class PartitionLog:
         """
         probes = 0
         while True:
-            if self.index.tail_seq % SEGMENT_COMMITS == 0 and self._read_segment():
+            if self.index.tail_seq % SEGMENT_COMMITS == 0 and self._read_segments():
                 continue
             try:
                 data = self._read(commit_name(self.prefix, self.index.tail_seq + 1))
@@ -220,25 +223,49 @@ class PartitionLog:
         lines = list(read_many(self.bucket, names, workers=self.read_workers))
         self._add(lines, [decode_commit(data) for data in lines])
 
-    def _read_segment(self) -> bool:
-        """Add the segment that starts after the (aligned) tail, if there is one and it fits.
+    def _read_segments(self) -> bool:
+        """Add the whole segments that follow the (aligned) tail; False if there is none that fits.
+
+        A folder probes for the next one; a remote bucket lists the next few and
+        reads them, each with its last commit object, several at a time.
+        """
+        first = self.index.tail_seq + SEGMENT_COMMITS
+        lasts = [first]
+        if self.read_workers > 1:
+            lasts = []
+            start = segment_name(self.prefix, first)
+            for name in self.bucket.list(f"{self.prefix}segments/", start_offset=start):
+                last = first + len(lasts) * SEGMENT_COMMITS
+                if name != segment_name(self.prefix, last) or len(lasts) == self.read_workers:
+                    break
+                lasts.append(last)
+        names = [name for last in lasts
+                 for name in (segment_name(self.prefix, last), commit_name(self.prefix, last))]
+        reads = _read_many_or_none(self.bucket, names, workers=self.read_workers)  # lazy for one worker
+        added = False
+        for packed in reads:
+            if packed is None or not self._add_segment(packed, next(reads)):
+                break
+            added = True
+        return added
+
+    def _add_segment(self, packed: bytes, last_commit: bytes | None) -> bool:
+        """Add a segment that follows the tail, if it fits.
 
         It fits when its commits link by hash from our tail to the bytes of the
-        real last commit object: then each one is exactly that commit object.
+        real last commit object (``last_commit``): then each one is exactly that
+        commit object.
         """
-        tail = self.index.tail_seq
-        name = segment_name(self.prefix, tail + SEGMENT_COMMITS)
+        name = segment_name(self.prefix, self.index.tail_seq + SEGMENT_COMMITS)
         try:
-            lines, commits = decode_segment(self._read(name))
+            lines, commits = decode_segment(packed)
             if len(lines) != SEGMENT_COMMITS:
                 raise ValueError(f"{len(lines)} commits, not {SEGMENT_COMMITS}")
             shas = sha256_hexes(lines)
             if [commit.prev_sha256 for commit in commits] != [self.index.tail_sha, *shas[:-1]]:
                 raise ValueError("its commits do not follow each other by hash")
-            if self._read(commit_name(self.prefix, tail + SEGMENT_COMMITS)) != lines[-1]:
+            if last_commit != lines[-1]:
                 raise ValueError("its last commit differs from the commit object")
-        except ObjectNotFound:
-            return False
         except ValueError as exc:  # msgspec's decode errors are ValueErrors too
             _log.warning("ignoring segment %s (%s); reading its commits one by one", name, exc)
             return False
@@ -280,8 +307,25 @@ class PartitionLog:
 
 
 def read_many(bucket: Bucket, names: Sequence[str], *, workers: int = 1) -> Iterator[bytes]:
-    """The bytes of each of ``names``, in order; ``workers`` > 1 reads that many at once."""
+    """The bytes of each of ``names``, in order (ObjectNotFound for a missing one); ``workers`` > 1
+    reads that many at once."""
+    return _map(reader_for(bucket), names, workers)
+
+
+def _read_many_or_none(bucket: Bucket, names: Sequence[str], *, workers: int) -> Iterator[bytes | None]:
+    """``read_many``, with None for a missing name."""
     read = reader_for(bucket)
+
+    def read_or_none(name: str) -> bytes | None:
+        try:
+            return read(name)
+        except ObjectNotFound:
+            return None
+
+    return _map(read_or_none, names, workers)
+
+
+def _map(read: Callable[[str], T], names: Sequence[str], workers: int) -> Iterator[T]:
     if workers <= 1 or len(names) < 2:
         return (read(name) for name in names)
     return _pool(workers).map(read, names)
@@ -358,3 +402,16 @@ def partition_log(bucket: Bucket, prefix: str) -> PartitionLog:
         else:
             logs.move_to_end(prefix)
         return log
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of the parent's threads: a pool inherited from it would never run a
+    task, and a lock held by one of them would never be released. Start the child afresh."""
+    global _pools_lock, _logs_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+    _logs.clear()
+    _logs_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent, Tracking
@@ -185,12 +186,19 @@ def test_a_fresh_process_reads_whole_segments(monkeypatch: pytest.MonkeyPatch) -
 
     assert list(bucket.list(f"{PREFIX}segments/")) == [segment_name(PREFIX, 4), segment_name(PREFIX, 8)]
     bucket.reads.clear()
-    reader = PartitionLog(bucket, PREFIX)
+    local = PartitionLog(bucket, PREFIX, read_workers=1)  # as on a folder: probe for each next name
 
-    assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
+    assert [n.originator_id for n in local.select_notifications(None, 100)] == things
     assert bucket.reads == [  # each segment is checked against its last commit object
         segment_name(PREFIX, 4), commit_name(PREFIX, 4), segment_name(PREFIX, 8), commit_name(PREFIX, 8),
         segment_name(PREFIX, 12), commit_name(PREFIX, 9), commit_name(PREFIX, 10), commit_name(PREFIX, 11)]
+    bucket.reads.clear()
+    remote = PartitionLog(bucket, PREFIX, read_workers=4)  # as on GCS: list the segments, read them at once
+
+    assert [n.originator_id for n in remote.select_notifications(None, 100)] == things
+    assert set(bucket.reads[:4]) == {segment_name(PREFIX, 4), commit_name(PREFIX, 4),
+                                     segment_name(PREFIX, 8), commit_name(PREFIX, 8)}
+    assert bucket.reads[4:] == [commit_name(PREFIX, 9), commit_name(PREFIX, 10), commit_name(PREFIX, 11)]
 
 
 @pytest.mark.parametrize("changed", [1, 3], ids=["inside", "last"])
@@ -242,3 +250,24 @@ def test_recorders_in_one_process_share_a_log_and_the_least_used_are_dropped(
     assert again is not first
     first.append([event(uuid.uuid4(), 1)])
     assert again.max_notification_id() == 1  # the dropped one still works; the new one reads its commit
+
+
+def _count_in_child(bucket: Bucket, out: Any) -> None:
+    out.put(PartitionLog(bucket, PREFIX, read_workers=2).max_notification_id())
+
+
+def test_a_forked_child_reads_with_its_own_threads() -> None:
+    bucket = MemoryBucket()
+    writer = PartitionLog(bucket, PREFIX)
+    for _ in range(10):
+        writer.append([event(uuid.uuid4(), 1)])
+    assert PartitionLog(bucket, PREFIX, read_workers=2).max_notification_id() == 10  # the parent's pool runs
+    fork = multiprocessing.get_context("fork")
+    out = fork.Queue()
+    child = fork.Process(target=_count_in_child, args=(bucket, out), daemon=True)
+    child.start()
+    try:
+        assert out.get(timeout=20) == 10  # not a hang on the parent's pool, whose threads it lacks
+    finally:
+        child.kill()
+        child.join(timeout=10)
