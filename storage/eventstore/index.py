@@ -3,12 +3,15 @@
 Events by notification id (a list: id ``n`` is at ``n - 1``, ids being
 contiguous), each aggregate's versions (sorted, with their positions), the
 last tracking id per upstream application, and the tail (last commit's
-sequence number and hash). Events are kept as plain tuples; Notification and
-StoredEvent objects are made only for what a query returns.
+sequence number and hash). Events are kept as the commit decoder made them
+(``EventRecord`` Structs, which the garbage collector does not track);
+Notification and StoredEvent objects are made only for what a query returns.
+The per-aggregate index is brought up to date when a query or a check first
+needs it, so a replay that only pages through notifications never pays for it.
 
-Only the one thread holding the log's append lock adds; readers may query
-at any time. The lists only grow, so a reader takes the lengths under the
-index's lock and slices outside it.
+Only the one thread holding the log's tail lock adds; readers may query at
+any time. The event list only grows, a whole commit at a time, so a reader
+sees a prefix of whole commits.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@
 ``BucketTrackingRecorder``    insert_tracking / max_tracking_id, as tracking-only commits of its own log
 ``BucketProcessRecorder``     an application recorder whose commits also carry the tracking record
 
-Every recorder is built from ``(bucket, prefix)`` and works on this process's
-one ``PartitionLog`` for that prefix; see ``storage.eventstore.log``.
+Every recorder is built from ``(bucket, prefix)`` and works on the
+``PartitionLog`` this process shares for that prefix of that bucket object;
+see ``storage.eventstore.log``. The library's ``ProjectionRunner`` works on
+them (a view subclasses ``BucketTrackingRecorder``, with the same constructor).
 """
 
 from __future__ import annotations

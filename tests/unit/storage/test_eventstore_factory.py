@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import threading
+from functools import singledispatchmethod
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import InfrastructureFactoryError, IntegrityError
+from eventsourcing.persistence import InfrastructureFactoryError, IntegrityError, Tracking
+from eventsourcing.projection import Projection, ProjectionRunner
 
 from domain.errors import ValidationFailed
-from storage import LocalBucket
+from storage import Bucket, LocalBucket
 from storage.eventstore import (
     PLATFORM_PARTITION,
     BucketApplicationRecorder,
+    BucketTrackingRecorder,
     Factory,
+    application_env,
     open_application,
     partition_for_user,
     verify_chain,
@@ -154,3 +159,41 @@ def test_snapshots_and_tracking_have_their_own_prefixes() -> None:
     assert [n.rsplit("/", 1)[0] for n in bucket.list("users/u1/")] == ["users/u1/events",
                                                                        "users/u1/events/snapshots"]
     assert tracking.prefix == "users/u1/events/tracking/Accounts/"
+
+
+class Counted(BucketTrackingRecorder):
+    """A projection's view: counts accounts opened, tracked in the bucket like any view."""
+
+    def __init__(self, bucket: Bucket, prefix: str) -> None:
+        super().__init__(bucket, prefix)
+        self.opened = 0
+
+    def count_opened(self, tracking: Tracking) -> None:
+        self.opened += 1
+        self.insert_tracking(tracking)
+
+
+class CountOpened(Projection[Counted]):
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.insert_tracking(tracking)
+
+    @process_event.register
+    def _(self, domain_event: Account.Opened, tracking: Tracking) -> None:
+        self.view.count_opened(tracking)
+
+
+def test_the_library_projection_runner_follows_a_partition() -> None:
+    bucket = MemoryBucket()
+    env = application_env(bucket, PLATFORM_PARTITION)
+    app = Accounts(env=env)
+    first = app.open_account("gina")
+    with ProjectionRunner(application_class=Accounts, projection_class=CountOpened, view_class=Counted,
+                          env=env) as runner:
+        app.credit(first, 3)
+        app.open_account("hal")
+        runner.wait(app.recorder.max_notification_id(), timeout=10)
+
+        assert runner.view.opened == 2
+        assert runner.view.max_tracking_id("Accounts") == 3
+    assert list(bucket.list(f"{PLATFORM_PARTITION}tracking/CountOpened/"))  # the view's position is kept
