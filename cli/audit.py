@@ -33,6 +33,9 @@ def _chain(report: Any) -> str:
 def audit(
     *,
     user_id: UserFlag = None,
+    month: Annotated[
+        str | None, Parameter(help="Also recompute this month's bill (YYYY-MM) and compare it.")
+    ] = None,
     deep: DeepFlag = False,
     store: Store = Store(),  # noqa: B008 - cyclopts reads the defaults
     json: JsonFlag = False,
@@ -45,8 +48,12 @@ def audit(
 
     rt = open_runtime(store)
     reports = audit_bucket(rt.bucket, user=user_id, deep=deep, open_app=rt.app)
+    months = _check_months(rt, reports, month) if month else []
     if json:
-        print_json([msgspec.to_builtins(r) | {"ok": r.ok} for r in reports])
+        print_json(
+            [msgspec.to_builtins(r) | {"ok": r.ok} for r in reports]
+            + [msgspec.to_builtins(m) | {"ok": m.ok} for m in months]
+        )
     else:
         for report in reports:
             state = "views ok" if not report.differences else f"{len(report.differences)} view(s) differ"
@@ -55,11 +62,33 @@ def audit(
             print(f"{report.partition}: head {report.head}, {_chain(report)}, {state}")
             cols = ("name", "problem", "path", "stored_position", "replayed_position")
             print_table(report.differences, [Column(k) for k in cols], empty="")
-        bad = sum(not r.ok for r in reports)
+        for m in months:
+            billed = "no bill" if m.billed_usd_micros is None else f"{m.billed_usd_micros} usd micros billed"
+            verdict = "ok" if m.ok else "DIFFERS"
+            print(
+                f"{m.partition} {m.month}: {m.replayed_usd_micros} usd micros replayed, {billed}: {verdict}"
+            )
+        bad = sum(not r.ok for r in reports) + sum(not m.ok for m in months)
         print(
             f"audited {len(reports)} partition(s): " + (f"{bad} with problems" if bad else "all consistent")
         )
-    return 0 if all(r.ok for r in reports) else 1
+    return 0 if all(r.ok for r in reports) and all(m.ok for m in months) else 1
+
+
+def _check_months(rt: Any, reports: list[Any], month: str) -> list[Any]:
+    """Each audited user's ``month`` replayed from their events against their billing views."""
+    from cli.admin import domain_errors
+    from domain.money import check_period
+    from projections.replay import read_events
+    from projections.report import check_month
+
+    with domain_errors():
+        check_period(month)
+        return [
+            check_month(rt.bucket, r.partition, (e for _, e in read_events(rt.app(r.partition))), month)
+            for r in reports
+            if r.partition.startswith("users/")
+        ]
 
 
 def rebuild(

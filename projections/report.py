@@ -17,8 +17,18 @@ import msgspec
 from domain.money import check_period
 from projections import billing
 from projections.render import dollars, encode, seconds
+from storage import Bucket, ObjectNotFound
 
-__all__ = ["MonthlyReport", "ReportRow", "monthly_report", "report_csv", "report_document", "report_json"]
+__all__ = [
+    "MonthCheck",
+    "MonthlyReport",
+    "ReportRow",
+    "check_month",
+    "monthly_report",
+    "report_csv",
+    "report_document",
+    "report_json",
+]
 
 
 class ReportRow(msgspec.Struct, frozen=True):
@@ -89,3 +99,39 @@ def report_csv(rows: list[ReportRow]) -> str:
     for row in rows:
         writer.writerow([getattr(row, field) for field in ReportRow.__struct_fields__])
     return out.getvalue()
+
+
+class MonthCheck(msgspec.Struct, frozen=True):
+    """A month's total replayed from the events against the one the billing views show."""
+
+    partition: str
+    month: str
+    replayed_usd_micros: int
+    billed_usd_micros: int | None  # None: no billing view holds that month
+
+    @property
+    def ok(self) -> bool:
+        return self.replayed_usd_micros == (self.billed_usd_micros or 0)
+
+
+def check_month(bucket: Bucket, partition: str, events: Iterable[Any], month: str) -> MonthCheck:
+    """Recompute ``month`` from ``events`` and compare it with ``billing.json`` / ``billing_history.json``."""
+    replayed = report_document(monthly_report(events, month), month).total_cost_usd_micros
+    return MonthCheck(partition, month, replayed, _billed(bucket, partition, month))
+
+
+def _billed(bucket: Bucket, partition: str, month: str) -> int | None:
+    views = (
+        (billing.billing_name(partition), billing.BillingView),
+        (billing.history_name(partition), billing.HistoryView),
+    )
+    for name, kind in views:
+        try:
+            view = msgspec.json.decode(bucket.read(name), type=kind)
+        except ObjectNotFound:
+            continue
+        periods = [view.current_period] if isinstance(view, billing.BillingView) else view.periods
+        for period in periods:
+            if period is not None and period.period == month:
+                return period.total_cost_usd_micros
+    return None
