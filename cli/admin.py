@@ -41,6 +41,7 @@ admin_app.command(price_app)
 admin_app.command("cli.audit:audit", name="audit", help="Check hash chains and views against a replay.")
 admin_app.command("cli.audit:rebuild", name="rebuild", help="Rewrite the views from a replay of the logs.")
 admin_app.command("cli.audit:report", name="report", help="A user's monthly billing report, replayed.")
+admin_app.command("cli.admin_base_models:base_model_app", name="base-model", alias="base-models")
 
 
 @Parameter(name="*")

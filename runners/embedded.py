@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from domain.base_models import BaseModelSource
+from domain.errors import NotFound
 from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
@@ -66,6 +68,7 @@ class EmbeddedWorkers:
             clock=runtime.clock,
             max_concurrent=max_concurrent,
             on_launch=self._expect_heartbeats,
+            base_model_source=self._base_model_source,
         )
         self.ledger = LedgerWorker(
             runtime.bucket,
@@ -98,6 +101,14 @@ class EmbeddedWorkers:
         self.dispatcher.close(timeout)
         self._publisher.close()
         self.ledger.close(timeout)
+
+    def _base_model_source(self, name: str) -> BaseModelSource | None:
+        """Where a base model comes from, by the platform's catalogue (operators add local folders)."""
+        try:
+            view = self.runtime.platform.get_base_model(name)
+        except NotFound:
+            return None
+        return BaseModelSource(view.name, view.source_kind, view.source)  # type: ignore[arg-type]
 
     def _expect_heartbeats(self, spec: JobRunSpec) -> None:
         self.ledger.watch(spec.user_id, spec.job_id, spec.attempt, interval_s=spec.heartbeat_interval_s)

@@ -113,3 +113,30 @@ def test_report_of_a_quiet_month(home: Path, run_cli) -> None:
     assert csv_out.code == 0 and csv_out.out.startswith("job_id,")
     bad = run_cli("tune", "admin", "report", "--user-id", user_id, "--month", "2026-13")
     assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1
+
+
+def test_an_operator_adds_a_base_model_from_a_local_folder(
+    home: Path, run_cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from runners.base_models import resolve_base_model
+
+    folder = resolve_base_model("tiny-llama", tmp_path_factory.mktemp("models"))
+    added = _json(run_cli, "base-model", "add", "--name", "my-tiny", "--folder", str(folder))
+    assert (added["name"], added["source_kind"], added["source"]) == ("my-tiny", "local", str(folder))
+    names = {m["name"]: m for m in _json(run_cli, "base-model", "list")}
+    assert names["my-tiny"]["source_kind"] == "local"
+
+    empty = run_cli(
+        "tune",
+        "admin",
+        "base-model",
+        "add",
+        "--name",
+        "nothing",
+        "--folder",
+        str(tmp_path_factory.mktemp("e")),
+    )
+    assert empty.code == 1 and "config.json" in empty.err and len(empty.err.strip().splitlines()) == 1
+    unsafe = run_cli("tune", "admin", "base-model", "add", "--name", "../up", "--folder", str(folder))
+    assert unsafe.code == 1 and "--name" in unsafe.err
+    assert "nothing" not in {m["name"] for m in _json(run_cli, "base-model", "list")}
