@@ -100,7 +100,7 @@ def _new_password(given: str | None) -> tuple[str, bool]:
             raise CliError("the passwords differ")
         if first:
             return first, False
-    return secrets.token_urlsafe(12), True
+    return secrets.token_hex(12), True  # hex: never starts with "-"
 
 
 @user_app.command

@@ -68,7 +68,7 @@ def _password(home: Path) -> tuple[str, bool]:
     path = home / "demo-password"
     if path.exists():
         return path.read_text().strip(), False
-    password = secrets.token_urlsafe(16)
+    password = secrets.token_hex(16)  # hex: never starts with "-", a safe CLI argument
     path.touch(mode=0o600)
     path.write_text(password)
     return password, True

@@ -54,6 +54,6 @@ class AccountService:
         listing = self.rt.view_json(views.users()) or {}
         if listing.get("users"):
             return None
-        password = secrets.token_urlsafe(12)
+        password = secrets.token_hex(12)  # hex: never starts with "-", so it pastes as a CLI argument
         user_id = self.create_user(email, password, role="admin")
         return FirstUser(user_id, email, password)
