@@ -164,6 +164,13 @@ class Runtime:
             raise NotFound(missing, where=where) from None
         return msgspec.json.decode(data, type=type)
 
+    def live_view(self, name: str, type: type[T], *, missing: str, where: str) -> T:
+        """Like ``view``, but a deleted object (``status == "deleted"``) is NotFound too."""
+        found = self.view(name, type, missing=missing, where=where)
+        if getattr(found, "status", None) == "deleted":
+            raise NotFound(missing, where=where)
+        return found
+
     def view_or(self, name: str, type: type[T], default: T) -> T:
         """The view ``name`` decoded as ``type``, or ``default`` when it does not exist yet."""
         try:

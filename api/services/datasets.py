@@ -14,7 +14,7 @@ from api.runtime import Runtime
 from api.services.jobs import JobService
 from api.streams import upload_async
 from domain.dataset import check_filename
-from domain.errors import Forbidden, NotFound, TooLarge, ValidationFailed
+from domain.errors import Forbidden, TooLarge, ValidationFailed
 from domain.ids import new_id
 from storage.bucket import check_name
 from storage.datasets import process_dataset
@@ -75,13 +75,12 @@ class DatasetService:
         self.user_id = user_id
 
     def get(self, dataset_id: str) -> schemas.Dataset:
-        missing = f"no dataset {dataset_id}"
-        dataset = self.rt.view(
-            views.dataset(self.user_id, dataset_id), schemas.Dataset, missing=missing, where="dataset_id"
+        return self.rt.live_view(
+            views.dataset(self.user_id, dataset_id),
+            schemas.Dataset,
+            missing=f"no dataset {dataset_id}",
+            where="dataset_id",
         )
-        if dataset.status == "deleted":
-            raise NotFound(missing, where="dataset_id")
-        return dataset
 
     def list(self) -> schemas.DatasetList:
         listing = self.rt.view_or(views.datasets(self.user_id), schemas.DatasetList, schemas.DatasetList())

@@ -8,7 +8,6 @@ from api import schemas, views
 from api.archive import TarPlan, plan_tar, tar_chunks, tar_sha256
 from api.runtime import Runtime
 from api.services.jobs import JobService
-from domain.errors import NotFound
 
 __all__ = ["Archive", "ModelService"]
 
@@ -35,13 +34,12 @@ class ModelService:
         self.user_id = user_id
 
     def get(self, model_id: str) -> schemas.Model:
-        missing = f"no model {model_id}"
-        model = self.rt.view(
-            views.model(self.user_id, model_id), schemas.Model, missing=missing, where="model_id"
+        return self.rt.live_view(
+            views.model(self.user_id, model_id),
+            schemas.Model,
+            missing=f"no model {model_id}",
+            where="model_id",
         )
-        if model.status == "deleted":
-            raise NotFound(missing, where="model_id")
-        return model
 
     def list(self) -> schemas.ModelList:
         listing = self.rt.view_or(views.models(self.user_id), schemas.ModelList, schemas.ModelList())
