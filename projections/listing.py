@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -34,13 +35,13 @@ def opened(
     name = event_name(event)
     if name != first:
         raise ValueError(f"{name} before {first} for aggregate {event.originator_id}")
-    return cls(
-        **{
-            field.name: event.at if field.name in at_fields else getattr(event, field.name)
-            for field in msgspec.structs.fields(cls)
-            if field.required
-        }
-    )
+    return cls(**{name: event.at if name in at_fields else getattr(event, name) for name in _required(cls)})
+
+
+@cache
+def _required(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The names of ``cls``'s required fields (``structs.fields`` resolves the annotations: slow)."""
+    return tuple(field.name for field in msgspec.structs.fields(cls) if field.required)
 
 
 def copied(cls: type[V], state: object, **given: Any) -> V:
