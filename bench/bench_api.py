@@ -1,7 +1,9 @@
 """Bench: authenticated reads of the API against a bare Litestar JSON endpoint with the same auth.
 
-Three servers' worth of numbers from one run, each a uvicorn process with one
-worker (uvloop, httptools) on 127.0.0.1:
+Three servers' worth of numbers from one run, each its own process on 127.0.0.1
+served as ``tune serve`` serves (``api.serve.run_granian``: granian embedded,
+start-up objects frozen out of the GC; ``--server uvicorn`` for uvicorn with
+uvloop and httptools):
 
 - ``bare``: a Litestar app with only ``JWTAuth`` (same secret, same token) and one GET returning a
   small Struct;
@@ -10,13 +12,18 @@ worker (uvloop, httptools) on 127.0.0.1:
   the bare one verifies it on every request, as stock ``JWTAuth`` does;
 - ``usage``: ``GET /billing/usage`` of the real app.
 
-The load comes from an asyncio client in this process holding ``--connections``
-keep-alive connections, each sending its next request when the last answer is
-complete; latency is measured per request. Each endpoint runs ``--rounds``
-times for ``--seconds``; the best round counts (the machine may be shared).
-Goal: each real read >= 0.5x the bare requests/s, p99 < 20 ms at 50 connections.
+The load comes from ``wrk`` (Debian's package; one thread, ``--connections``
+keep-alive connections) when it is installed, else (or with ``--client python``)
+from an asyncio client in this process, each connection sending its next request
+when the last answer is complete. wrk costs the two cores far less than the
+Python client, whose own latency lands in its figures. Each endpoint runs
+``--rounds`` times for ``--seconds``; the best round counts (the machine may be
+shared). The workers of ``tune serve`` are not started: the bench's job stays
+queued rather than training beside the load. Goal: each real read >= 0.5x the
+bare requests/s, p99 < 20 ms at 50 connections.
 
-    .venv/bin/python bench/bench_api.py [--connections 50] [--seconds 5] [--rounds 2]
+    .venv/bin/python bench/bench_api.py [--connections 50] [--seconds 5] [--rounds 2] \
+        [--client wrk|python] [--server granian|uvicorn]
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -86,13 +95,18 @@ def _real_app(home: Path):  # type: ignore[no-untyped-def]
     return create_app(settings, runtime=runtime)
 
 
-def serve(kind: str, port: int, home: Path) -> None:
+def serve(kind: str, port: int, home: Path, server_name: str) -> None:
     import logging
-
-    import uvicorn
 
     logging.disable(logging.WARNING)
     app = _bare_app() if kind == "bare" else _real_app(home)
+    if server_name == "granian":
+        from api.serve import run_granian
+
+        run_granian(app, host="127.0.0.1", port=port, log_level="error")
+        return
+    import uvicorn
+
     uvicorn.run(
         app, host="127.0.0.1", port=port, log_level="error", access_log=False, loop="uvloop", http="httptools"
     )
@@ -105,10 +119,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(kind: str, home: Path) -> Iterator[str]:
+def server(kind: str, home: Path, server_name: str) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "LITESTAR_WARN_IMPLICIT_SYNC_TO_THREAD": "0"}
-    cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--home", str(home)]
+    cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--home", str(home),
+           "--server", server_name]
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -209,6 +224,28 @@ async def _load(
     return len(latencies) / elapsed, qs[49] * 1000, qs[98] * 1000
 
 
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk(url: str, path: str, token: str, connections: int, seconds: float) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from one wrk run; any non-2xx answer is an error."""
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+         "-H", f"Authorization: Bearer {token}", f"{url}{path}"],
+        capture_output=True, text=True, check=True,
+    )
+    out = done.stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+
+    def percentile(p: int) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * _WRK_UNITS[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return rate, percentile(50), percentile(99)
+
+
 Target = tuple[str, str, str]  # url, path, token
 
 
@@ -217,7 +254,10 @@ def measure(targets: dict[str, Target], args: argparse.Namespace) -> dict[str, t
     best: dict[str, tuple[float, float, float]] = {}
     for _ in range(args.rounds):
         for name, (url, path, token) in targets.items():
-            got = asyncio.run(_load(url, path, token, args.connections, args.seconds))
+            if args.client == "wrk":
+                got = _wrk(url, path, token, args.connections, args.seconds)
+            else:
+                got = asyncio.run(_load(url, path, token, args.connections, args.seconds))
             if name not in best or got[0] > best[name][0]:
                 best[name] = got
     return best
@@ -230,12 +270,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
+    default_client = "wrk" if shutil.which("wrk") else "python"
+    parser.add_argument("--client", choices=["wrk", "python"], default=default_client)
+    parser.add_argument("--server", choices=["granian", "uvicorn"], default="granian")
     parser.add_argument("--serve", choices=["app", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.home)
+        serve(args.serve, args.port, args.home, args.server)
         return
     try:
         import uvloop
@@ -245,8 +288,8 @@ def main() -> None:
         pass
     with (
         tempfile.TemporaryDirectory() as tmp,
-        server("bare", Path(tmp)) as bare,
-        server("app", Path(tmp)) as app,
+        server("bare", Path(tmp), args.server) as bare,
+        server("app", Path(tmp), args.server) as app,
     ):
         token, job_id = prepare(app)
         results = measure(
@@ -260,7 +303,7 @@ def main() -> None:
     base = results["bare GET (JWT auth)"][0]
     print(
         f"{args.connections} connections, {args.seconds:g} s x {args.rounds} rounds (best), "
-        "one uvicorn worker"
+        f"server {args.server}, client {args.client}"
     )
     print(f"{'endpoint':34} {'req/s':>9} {'vs bare':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (rate, p50, p99) in results.items():

@@ -2,7 +2,10 @@
 
 An in-process projector feeds every view it writes (``put``), so embedded reads
 cost no I/O. Any other entry is checked by generation (one ``stat``) and read
-again only when the object changed. The decoded dict is shared between
+again only when the object changed. A view found missing is remembered as
+missing for ``ABSENT_TTL_S`` (a poll of a view not written yet, such as the
+billing of a user with no usage, costs no I/O) unless its projector writes it
+first. The decoded dict is shared between
 readers: treat it as read-only. Dollar amounts decode as floats, which print
 back exactly as stored; exact arithmetic uses the ``*_usd_micros`` integers.
 """
@@ -10,6 +13,7 @@ back exactly as stored; exact arithmetic uses the ``*_usd_micros`` integers.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -18,7 +22,9 @@ from projections.partition import tracking_name
 from projections.render import decode
 from storage.bucket import Bucket, ObjectNotFound
 
-__all__ = ["ViewStore"]
+__all__ = ["ABSENT_TTL_S", "ViewStore"]
+
+ABSENT_TTL_S = 1.0
 
 
 class _Position(msgspec.Struct):
@@ -53,17 +59,20 @@ class ViewStore:
     def __init__(self, bucket: Bucket) -> None:
         self.bucket = bucket
         self._entries: dict[str, _Entry] = {}
+        self._absent: dict[str, float] = {}  # name -> until when (monotonic) it is known to be missing
         self._lock = threading.Lock()
 
     def put(self, name: str, data: bytes, generation: int, position: int) -> None:
         """Record a view its in-process projector has just written (trusted until ``forget``)."""
         with self._lock:
             self._entries[name] = _Entry(data, generation, position, fed=True)
+            self._absent.pop(name, None)
 
     def forget(self, name: str) -> None:
         """Drop a cached view, e.g. when another process wrote a newer one."""
         with self._lock:
             self._entries.pop(name, None)
+            self._absent.pop(name, None)
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -76,7 +85,16 @@ class ViewStore:
             except ObjectNotFound:
                 self.forget(name)
                 raise
-        data, stat = self.bucket.read_with_stat(name)
+        until = self._absent.get(name)
+        if until is not None and time.monotonic() < until:
+            raise ObjectNotFound(name)
+        try:
+            data, stat = self.bucket.read_with_stat(name)
+        except ObjectNotFound:
+            with self._lock:
+                if name not in self._entries:
+                    self._absent[name] = time.monotonic() + ABSENT_TTL_S
+            raise
         entry = _Entry(data, stat.generation, stored_position(data), fed=False)
         with self._lock:
             current = self._entries.get(name)

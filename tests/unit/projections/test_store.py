@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from projections.store import ViewStore
+from projections.store import ABSENT_TTL_S, ViewStore
 from storage.bucket import ObjectNotFound
 from storage.memory import MemoryBucket
 from tests.unit.projections.builders import FlakyBucket
@@ -42,5 +42,30 @@ def test_forget_drops_a_fed_view_and_missing_views_raise() -> None:
     with pytest.raises(ObjectNotFound):
         store.read_json(NAME)
     assert store.partition_position("users/u1") == 0
+    store.forget("users/u1/metadata/position.json")
     bucket.write("users/u1/metadata/position.json", b'{"position":7,"partition":"users/u1"}')
     assert store.partition_position("users/u1") == 7
+
+
+def test_a_missing_view_is_remembered_briefly_but_its_projector_shows_it_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bucket = FlakyBucket(MemoryBucket())
+    store = ViewStore(bucket)
+    clock = [100.0]
+    monkeypatch.setattr("projections.store.time.monotonic", lambda: clock[0])
+    for _ in range(3):  # a poll of a view not written yet: one read, then none
+        with pytest.raises(ObjectNotFound):
+            store.read_raw(NAME)
+    assert bucket.reads == 1
+    stat = bucket.write(NAME, b'{"position":3,"jobs":[]}')  # written by another process
+    with pytest.raises(ObjectNotFound):
+        store.read_raw(NAME)
+    clock[0] += ABSENT_TTL_S
+    assert store.read_raw(NAME) == (b'{"position":3,"jobs":[]}', 3)  # seen once the miss expires
+
+    other = "users/u1/metadata/models.json"
+    with pytest.raises(ObjectNotFound):
+        store.read_raw(other)
+    store.put(other, b'{"position":4,"models":[]}', stat.generation, 4)  # its own projector wrote it
+    assert store.read_raw(other) == (b'{"position":4,"models":[]}', 4)
