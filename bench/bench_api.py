@@ -39,7 +39,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ from pathlib import Path
 import msgspec
 from litestar import Litestar, get
 from litestar.security.jwt import JWTAuth, Token
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -287,7 +287,7 @@ def main() -> None:
     except ImportError:
         pass
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        scratch_dir() as tmp,
         server("bare", Path(tmp), args.server) as bare,
         server("app", Path(tmp), args.server) as app,
     ):

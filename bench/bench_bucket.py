@@ -17,12 +17,13 @@ import contextlib
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scratch import scratch_dir
 
 from storage import AlreadyExists, Bucket, LocalBucket, open_bucket
 from tests.emulators import create_gcs_bucket, fake_gcs_server
@@ -88,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     n, procs = args.n, args.procs
     rows: list[tuple[str, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         root = Path(tmp)
         rows.append(("bare O_EXCL files (baseline)", _bare_files(root, n, 3)))
         rows.append(("LocalBucket.create", _creates(LocalBucket(root / "local"), n, 3)))

@@ -23,7 +23,6 @@ import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from eventsourcing.application import Application  # noqa: E402
 from eventsourcing.domain import Aggregate, event  # noqa: E402
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 from storage import Bucket, LocalBucket, open_bucket  # noqa: E402
 from storage.eventstore import BucketApplicationRecorder, open_application  # noqa: E402
@@ -186,7 +186,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-gcs", dest="gcs", action="store_false", help="skip fake-gcs-server")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as name, gcs_bucket(args.gcs) as gcs:
+    with scratch_dir() as name, gcs_bucket(args.gcs) as gcs:
         tmp = Path(name)
         local, synced = LocalBucket(tmp / "local"), LocalBucket(tmp / "synced", fsync=True)
         buckets: dict[str, Callable[[], Bucket]] = {"LocalBucket": lambda: local,

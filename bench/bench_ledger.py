@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -32,6 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scratch import scratch_dir  # noqa: E402
 
 from projections.partition import tracking_name  # noqa: E402
 from projections.projector import Projector  # noqa: E402
@@ -258,7 +259,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between one job's heartbeats")
     parser.add_argument("--skip-pubsub", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         root = Path(tmp)
         print("direct transport")
         for project in (False, True):

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoder
 from eventsourcing.utils import EnvType
 
 from domain.base import DomainAggregate, check_utc
@@ -37,6 +37,7 @@ from domain.ids import check_id, new_id
 from domain.job import Job
 from domain.model import Model, ModelWeights
 from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
+from domain.transcoder import MsgspecJSONTranscoder
 from domain.user import User, normalize_email
 from domain.user_email import UserEmail
 from domain.views import (
@@ -66,6 +67,15 @@ PLATFORM_PARTITION = "platform/events/"
 
 class _PartitionApp(Application):
     """Loading by string id, expected versions and conflict mapping, shared by both apps."""
+
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON format, parsed by msgspec (``domain.transcoder``) unless set otherwise."""
+        transcoder = self.factory.transcoder()
+        if type(transcoder) is JSONTranscoder:
+            transcoder = MsgspecJSONTranscoder()
+        if isinstance(transcoder, JSONTranscoder):
+            self.register_transcodings(transcoder)
+        return transcoder
 
     def _load(self, cls: type[A], key: str, kind: str) -> A:
         check_id(key, kind=kind)

@@ -2,8 +2,16 @@
 
 The publisher batches for throughput and sets ``ordering_key=job_id`` with
 message ordering enabled, so each job's heartbeats arrive in order. The
-subscriber uses synchronous pull only, one batch in flight at a time
-(``max_batch`` messages per pull, at most 1,000): that is its flow control.
+subscriber uses synchronous pull only, one batch in flight at a time: that is
+its flow control. A batch is filled by up to ``_FILL_PULLS`` pulls while each
+comes back full (the emulator answers at most 100 messages a pull whatever
+``max_messages`` says; the service up to 1,000), the ones after the first with
+``return_immediately`` (a pull cut short by a client deadline instead may still
+lease messages on the server that nobody receives, holding their jobs back
+until the ack deadline): the ledger commits once per user per batch, so a
+bigger batch is fewer commits. Measured on the emulator: two pulls a batch
+ack 1.5x the messages/s of one; a third often waits (it keeps about 300
+messages leased at most).
 It never uses streaming pull on the same subscription (the emulator
 misbehaves when the two styles are mixed, and a streaming subscriber that
 reconnects may wait ~60 s). A failed handler is retried with the batch still
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 
 THROUGHPUT_BATCHING = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=1_000_000, max_latency=0.01)
 _MAX_PULL = 1000
+_FILL_PULLS = 2
+_FILL_TIMEOUT_S = 5.0
 
 
 def create_topic_and_subscription(project: str, topic: str, subscription: str, *,
@@ -182,17 +192,38 @@ class PubSubSubscriber(PollingSubscriber[_Batch]):
         self.dropped = 0  # messages that were not heartbeats (acked and logged, or they would block a key)
 
     def _receive(self, max_batch: int, timeout: float) -> _Batch | None:
+        received = self._pull(max_batch, timeout)
+        page, pulls = len(received), 1
+        while page and len(received) < max_batch and pulls < _FILL_PULLS:
+            try:
+                more = self._pull(max_batch - len(received), _FILL_TIMEOUT_S, at_once=True)
+            except TransportError:  # what is in hand is delivered; the next receive meets the error
+                break
+            pulls += 1
+            received += more
+            if len(more) < page:  # the backlog is drained, or the lease limit is near
+                break
+        return self._decode(received)
+
+    def _pull(self, max_messages: int, timeout: float, *, at_once: bool = False,
+              ) -> list[pubsub_v1.types.ReceivedMessage]:
+        """One synchronous pull; nothing when it times out. ``at_once``: answer now, even empty
+        (``return_immediately``), rather than wait for messages."""
+        request = {"subscription": self.subscription_path, "max_messages": max_messages}
+        if at_once:
+            request["return_immediately"] = True
         try:
-            reply = self._client.pull(
-                request={"subscription": self.subscription_path, "max_messages": max_batch},
-                timeout=timeout, retry=None,
-            )
+            reply = self._client.pull(request=request, timeout=timeout, retry=None)
         except gexc.DeadlineExceeded:
-            return None
+            return []
         except gexc.GoogleAPICallError as exc:
             raise TransportError(f"pull from {self.subscription_path} failed: {exc}") from exc
+        return list(reply.received_messages)
+
+    def _decode(self, messages: list[pubsub_v1.types.ReceivedMessage]) -> _Batch | None:
+        """The heartbeats of ``messages``; any other message is acked and dropped (logged)."""
         batch, bad = _Batch([], []), []
-        for received in reply.received_messages:
+        for received in messages:
             try:
                 batch.heartbeats.append(decode_heartbeat(received.message.data))
             except msgspec.DecodeError as exc:

@@ -185,6 +185,27 @@ def test_the_handler_gets_batches_of_at_most_max_batch(ends: Endpoints) -> None:
     assert first_delivery_order(handler.delivered) == publication_order(published)
 
 
+@pytest.mark.pubsub
+def test_a_backlog_comes_in_batches_bigger_than_one_emulator_pull(
+    pubsub_transport: HeartbeatTransport,
+) -> None:
+    """The emulator answers at most 100 messages a pull (and holds back a job's next messages
+    while its earlier ones are leased); the ledger commits once per user per batch, so the
+    subscriber fills a batch from more than one pull, in order, when many jobs are waiting."""
+    ends = Endpoints(pubsub_transport)
+    try:
+        published = [h for job in range(200) for h in job_stream(f"job_{job}", 3)]
+        ends.publish_all(published)
+        handler = Collector()
+        ends.subscribe(handler, max_batch=500)
+        handler.wait_keys(published)
+    finally:
+        ends.close()
+    assert max(len(b) for b in handler.calls) > 100
+    assert max(len(b) for b in handler.calls) <= 500
+    assert first_delivery_order(handler.delivered) == publication_order(published)
+
+
 def test_a_handler_that_raises_gets_the_same_heartbeats_again_in_order(ends: Endpoints) -> None:
     published = job_stream("job_a", 30) + job_stream("job_b", 30)
     ends.publish_all(published)
