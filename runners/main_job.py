@@ -50,6 +50,15 @@ def _first(listing: object, key: str) -> dict:
     return rows[0]
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM ``server``'s process group (it was started in a session of its own); SIGKILL after 30 s."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
 def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -138,11 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if learned else 1
     finally:
         if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_server(server)
         log.close()
 
 

@@ -3,9 +3,9 @@
 The publisher batches for throughput and sets ``ordering_key=job_id`` with
 message ordering enabled, so each job's heartbeats arrive in order. The
 subscriber uses synchronous pull only, one batch in flight at a time: that is
-its flow control. A batch is filled by up to ``_FILL_PULLS`` pulls while each
-comes back full (the emulator answers at most 100 messages a pull whatever
-``max_messages`` says; the service up to 1,000), the ones after the first with
+its flow control. A batch that one pull leaves short of ``max_batch`` is
+filled by a second pull (the emulator answers at most 100 messages a pull
+whatever ``max_messages`` says; the service up to 1,000), made with
 ``return_immediately`` (a pull cut short by a client deadline instead may still
 lease messages on the server that nobody receives, holding their jobs back
 until the ack deadline): the ledger commits once per user per batch, so a
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 THROUGHPUT_BATCHING = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=1_000_000, max_latency=0.01)
 _MAX_PULL = 1000
-_FILL_PULLS = 2
 _FILL_TIMEOUT_S = 5.0
 
 
@@ -193,16 +192,11 @@ class PubSubSubscriber(PollingSubscriber[_Batch]):
 
     def _receive(self, max_batch: int, timeout: float) -> _Batch | None:
         received = self._pull(max_batch, timeout)
-        page, pulls = len(received), 1
-        while page and len(received) < max_batch and pulls < _FILL_PULLS:
+        if received and len(received) < max_batch:  # fill the batch from what is already waiting
             try:
-                more = self._pull(max_batch - len(received), _FILL_TIMEOUT_S, at_once=True)
+                received += self._pull(max_batch - len(received), _FILL_TIMEOUT_S, at_once=True)
             except TransportError:  # what is in hand is delivered; the next receive meets the error
-                break
-            pulls += 1
-            received += more
-            if len(more) < page:  # the backlog is drained, or the lease limit is near
-                break
+                pass
         return self._decode(received)
 
     def _pull(self, max_messages: int, timeout: float, *, at_once: bool = False,

@@ -97,20 +97,6 @@ def publication_order(heartbeats: list[Heartbeat]) -> dict[str, list[tuple[int, 
     return order
 
 
-@pytest.fixture
-def pubsub_transport(pubsub_emulator: str) -> HeartbeatTransport:
-    """A fresh topic and ordered subscription on the session's emulator."""
-    name = f"hb-{uuid.uuid4().hex[:16]}"
-    return open_heartbeat_transport(f"pubsub://test-project/{name}/{name}-sub", create=True)
-
-
-@pytest.fixture(params=["direct", pytest.param("pubsub", marks=pytest.mark.pubsub)])
-def transport(request: pytest.FixtureRequest) -> HeartbeatTransport:
-    if request.param == "direct":
-        return DirectTransport("test")
-    return request.getfixturevalue("pubsub_transport")  # type: ignore[no-any-return]
-
-
 class Endpoints:
     """Opens publishers and subscribers on a transport and closes them all after the test."""
 

@@ -46,19 +46,6 @@ WAIT_S = 30.0
 
 
 @pytest.fixture
-def pubsub_transport(pubsub_emulator: str) -> HeartbeatTransport:
-    name = f"ledger-{uuid.uuid4().hex[:16]}"
-    return open_heartbeat_transport(f"pubsub://test-project/{name}/{name}-sub", create=True)
-
-
-@pytest.fixture(params=["direct", pytest.param("pubsub", marks=pytest.mark.pubsub)])
-def transport(request: pytest.FixtureRequest) -> HeartbeatTransport:
-    if request.param == "direct":
-        return DirectTransport(f"ledger-{uuid.uuid4().hex[:8]}")
-    return request.getfixturevalue("pubsub_transport")  # type: ignore[no-any-return]
-
-
-@pytest.fixture
 def platform() -> Iterator[Platform]:
     platform = Platform()
     stop = threading.Event()

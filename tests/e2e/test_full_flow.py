@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runners.main_job import stop_server
 from tests.emulators import free_port
 
 pytestmark = pytest.mark.slow
@@ -100,11 +100,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
         plat.cli("tune", "login", "--email", "ada@example.com", "--password", PASSWORD)
         yield plat
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_server(server)
         log.close()
 
 
