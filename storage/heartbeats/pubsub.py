@@ -193,10 +193,9 @@ class PubSubSubscriber(PollingSubscriber[_Batch]):
     def _receive(self, max_batch: int, timeout: float) -> _Batch | None:
         received = self._pull(max_batch, timeout)
         if received and len(received) < max_batch:  # fill the batch from what is already waiting
-            try:
+            # on an error what is in hand is still delivered; the next receive meets the error
+            with contextlib.suppress(TransportError):
                 received += self._pull(max_batch - len(received), _FILL_TIMEOUT_S, at_once=True)
-            except TransportError:  # what is in hand is delivered; the next receive meets the error
-                pass
         return self._decode(received)
 
     def _pull(self, max_messages: int, timeout: float, *, at_once: bool = False,
