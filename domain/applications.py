@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Recording
 from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoder
 from eventsourcing.utils import EnvType
 
@@ -65,8 +65,38 @@ A = TypeVar("A", bound=DomainAggregate)
 PLATFORM_PARTITION = "platform/events/"
 
 
+class _AggregateEvents(ProcessingEvent[Any]):
+    """``ProcessingEvent`` that knows our aggregates without the library's runtime-Protocol checks.
+
+    ``collect_events`` asks ``isinstance(obj, DomainEventProtocol)`` and then
+    ``isinstance(obj, CollectEventsProtocol)`` of every object saved: on Python 3.11 each re-reads
+    the protocol's members (~17 us), a tenth of a ledger commit of several jobs. Our aggregates
+    are taken directly; anything else goes the library's way.
+    """
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        others = []
+        for obj in objs:
+            if isinstance(obj, DomainAggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            else:
+                others.append(obj)
+        super().collect_events(*others, **kwargs)
+
+
 class _PartitionApp(Application):
     """Loading by string id, expected versions and conflict mapping, shared by both apps."""
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[Any]]:
+        """``Application.save`` (its steps, in its order) with ``_AggregateEvents`` collecting."""
+        processing_event = _AggregateEvents()
+        processing_event.collect_events(*objs, **kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # the library's deprecated hook, still called by its save
+        return recordings
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON format, parsed by msgspec (``domain.transcoder``) unless set otherwise."""

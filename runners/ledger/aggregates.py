@@ -19,12 +19,12 @@ from collections import OrderedDict
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, Recording, project_aggregate
 
 from domain.budget import Budget
 from domain.job import Job
 
-__all__ = ["AggregateCache", "load_budget", "load_job", "save"]
+__all__ = ["AggregateCache", "last_position", "load_budget", "load_job", "save"]
 
 A = TypeVar("A", Job, Budget)
 
@@ -46,12 +46,14 @@ def load_budget(app: Application[Any], user_id: str) -> Budget | None:
     return budget if isinstance(budget, Budget) else None
 
 
-def save(app: Application[Any], *aggregates: Job | Budget) -> int | None:
-    """Save every aggregate with pending events in one commit; its last notification id (None: nothing)."""
+def save(app: Application[Any], *aggregates: Job | Budget) -> list[Recording[UUID]]:
+    """Save every aggregate with pending events in one commit; what it recorded (empty: nothing)."""
     changed = [a for a in aggregates if a.pending_events]
-    if not changed:
-        return None
-    recordings = app.save(*changed)
+    return app.save(*changed) if changed else []
+
+
+def last_position(recordings: list[Recording[UUID]]) -> int | None:
+    """The last notification id of a commit's recordings (None: nothing was recorded)."""
     return recordings[-1].notification.id if recordings else None
 
 

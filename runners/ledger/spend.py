@@ -4,15 +4,16 @@
 events past the last position it read (only those topics are decoded), through
 ``projections.billing.fold``: the ledger's limit decisions and the user's billing.json are
 the same function of the same events, so they agree to the micro-dollar. ``after(events)``
-folds events not saved yet (a batch's pending ``UsageMetered``) onto a copy.
+folds events not saved yet (a batch's pending ``UsageMetered``) onto a copy; ``advance(recordings)``
+folds the ledger's own commit, just saved, without reading it back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, Recording
 from eventsourcing.utils import get_topic
 
 from domain.job import Job
@@ -20,7 +21,8 @@ from projections import billing
 
 __all__ = ["UserSpend"]
 
-_TOPICS = (get_topic(Job.Submitted), get_topic(Job.UsageMetered))
+_FOLDED = (Job.Submitted, Job.UsageMetered)
+_TOPICS = tuple(get_topic(cls) for cls in _FOLDED)
 _PAGE = 1000
 
 
@@ -44,6 +46,18 @@ class UserSpend:
                 break
             self.position = page[-1].id
         self.position = head
+
+    def advance(self, recordings: Sequence[Recording[Any]]) -> bool:
+        """Fold a commit this process just made, if it directly follows ``position`` (else leave
+        it to the next ``refresh``, which reads whatever came between); True if folded."""
+        if not recordings or recordings[0].notification.id != self.position + 1:
+            return False
+        state = self.state
+        for recording in recordings:
+            if isinstance(recording.domain_event, _FOLDED):
+                state = billing.fold(state, recording.domain_event)
+        self.state, self.position = state, recordings[-1].notification.id
+        return True
 
     def after(self, events: Iterable[Any]) -> billing.BillingState:
         """The state with ``events`` (not saved yet) folded in; this object is unchanged."""

@@ -52,13 +52,15 @@ from domain.ids import check_id
 from domain.job import Job, JobState
 from domain.metering import JobPolicy, PriceSchedule, job_policy, marginal_cost_usd_micros
 from domain.money import UsageGroupKey, period_of
-from runners.ledger.aggregates import AggregateCache, save
+from runners.ledger.aggregates import AggregateCache, last_position, save
 from runners.ledger.limits import JOB_SCOPE, STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
 from runners.ledger.live import LiveJob, LiveJobs
 from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry, watch_running_jobs
 from runners.ledger.metering import UsageRun, by_user_and_job, fresh_heartbeats, usage_runs
 from runners.ledger.spend import UserSpend
 from storage import Bucket
+from storage.eventstore import pinned_reads
+from storage.eventstore.log import io_workers_for
 from storage.heartbeats import Heartbeat, HeartbeatSubscriber
 
 __all__ = ["LedgerStats", "LedgerWorker", "Notifier", "utc_now"]
@@ -143,7 +145,8 @@ class LedgerWorker:
         sweep_interval_s: how often ``start()``'s thread runs the lost-job sweep.
         lost_after_intervals: heartbeat intervals of silence before a job is lost.
         on_retry: called with ``(user_id, job_id)`` when a lost job is set to retry.
-        parallel: users metered at once (their commits are independent I/O; 1: one by one).
+        parallel: users metered at once (their commits are independent I/O; 1: one by one); None:
+            as many as the bucket's I/O is worth (``io_workers_for``: one for a folder, several remote).
     """
 
     def __init__(
@@ -159,7 +162,7 @@ class LedgerWorker:
         sweep_interval_s: float = 1.0,
         lost_after_intervals: int = LOST_AFTER_INTERVALS,
         on_retry: OnRetry | None = None,
-        parallel: int = 8,
+        parallel: int | None = None,
     ) -> None:
         self.bucket = bucket
         self.platform_app = platform_app
@@ -181,6 +184,7 @@ class LedgerWorker:
         self._linger_below = max(1, int(getattr(subscriber, "max_batch", 500)) // _LINGER_FRACTION)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        parallel = io_workers_for(bucket) if parallel is None else parallel
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="ledger") if parallel > 1 else None
 
     # ---- lifecycle ----
@@ -288,7 +292,8 @@ class LedgerWorker:
         conflicts = 0
         while True:
             try:
-                outcome = self._meter_once(app, user_id, jobs, prices, received, spend)
+                with pinned_reads(app):  # one look for newer commits, not one per aggregate read
+                    outcome = self._meter_once(app, user_id, jobs, prices, received, spend)
             except RecordConflictError:
                 conflicts += 1
                 if conflicts == _TRIES:
@@ -346,7 +351,9 @@ class LedgerWorker:
             spend.refresh(app)
             touched.extend(self._limits(app, user_id, metered, budget, prices, at, spend, outcome))
             outcome.events = sum(len(a.pending_events) for a in touched)
-            outcome.position = save(app, *touched)
+            recordings = save(app, *touched)
+            spend.advance(recordings)
+            outcome.position = last_position(recordings)
         except BaseException:
             self._aggregates.discard(user_id, touched)  # changed but not saved
             raise

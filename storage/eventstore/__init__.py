@@ -29,6 +29,7 @@ from storage.eventstore.recorders import (
     BucketApplicationRecorder,
     BucketProcessRecorder,
     BucketTrackingRecorder,
+    pinned_reads,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "open_platform",
     "open_user",
     "partition_for_user",
+    "pinned_reads",
     "register_bucket",
     "resolve_bucket",
     "verify_chain",

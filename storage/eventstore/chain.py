@@ -24,7 +24,7 @@ import msgspec
 
 from storage.bucket import Bucket
 from storage.eventstore.commits import commit_name, decode_commit, seq_of, sha256_hex
-from storage.eventstore.log import read_many, read_workers_for
+from storage.eventstore.log import io_workers_for, read_many
 
 __all__ = ["ChainReport", "verify_chain"]
 
@@ -57,7 +57,7 @@ def verify_chain(bucket: Bucket, partition_prefix: str) -> ChainReport:
     prev_sha = before_prev_sha = ""
     next_id = 1
     for expected, (name, data) in enumerate(
-        zip(names, read_many(bucket, names, workers=read_workers_for(bucket)), strict=True), start=1
+        zip(names, read_many(bucket, names, workers=io_workers_for(bucket)), strict=True), start=1
     ):
         seq = seq_of(prefix, name)
         if seq != expected:

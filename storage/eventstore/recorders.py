@@ -13,6 +13,7 @@ them (a view subclasses ``BucketTrackingRecorder``, with the same constructor).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -39,6 +40,7 @@ __all__ = [
     "BucketRecorder",
     "BucketTrackingRecorder",
     "PollingSubscription",
+    "pinned_reads",
 ]
 
 
@@ -52,6 +54,12 @@ class BucketRecorder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.bucket!r}, {self.prefix!r})"
+
+
+def pinned_reads(app: Any) -> contextlib.AbstractContextManager[None]:
+    """``PartitionLog.pinned()`` for the application's log (nothing to pin for another recorder)."""
+    log = getattr(app.recorder, "log", None)
+    return log.pinned() if isinstance(log, PartitionLog) else contextlib.nullcontext()
 
 
 class BucketAggregateRecorder(BucketRecorder, AggregateRecorder):

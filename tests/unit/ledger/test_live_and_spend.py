@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from domain.money import cost_usd_micros
 from runners.ledger import LiveJob, LiveJobs
-from runners.ledger.aggregates import load_job
+from runners.ledger.aggregates import load_job, save
 from runners.ledger.spend import UserSpend
 from tests.unit.ledger.builders import A100_PRICE, T0, Platform, stream
 
@@ -52,3 +52,25 @@ def test_spend_follows_the_log_and_folds_pending_events_without_keeping_them() -
     after = spend.after(job.pending_events)
     assert UserSpend.period_total(after, "2026-03") == cost_usd_micros(70_000, 2, A100_PRICE)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(60_000, 2, A100_PRICE)
+
+
+def test_spend_folds_its_own_next_commit_without_reading_it_and_skips_one_that_does_not_follow() -> None:
+    platform = Platform()
+    platform.running_job("u1", "j1", gpu_count=2)
+    app = platform.user_app("u1")
+    spend = UserSpend()
+    spend.refresh(app)
+    job = load_job(app, "j1")
+    assert job is not None
+    job.meter_usage(1, 1, 1, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
+    assert spend.advance(save(app, job))
+    assert spend.position == app.recorder.max_notification_id()
+    assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(10_000, 2, A100_PRICE)
+
+    platform.worker().handle(stream("j1", 3, gpu_count=2))  # another writer: seqs 1 (a repeat) to 3
+    job = load_job(app, "j1")
+    assert job is not None
+    job.meter_usage(1, 4, 4, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
+    assert not spend.advance(save(app, job))  # a gap: left to refresh, nothing folded twice or lost
+    spend.refresh(app)
+    assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(40_000, 2, A100_PRICE)

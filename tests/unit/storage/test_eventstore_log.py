@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -107,6 +108,40 @@ def test_a_writer_that_loses_the_race_on_the_same_version_gets_integrity_error()
 
     assert [e.state for e in slow.select_events(thing)] == [b"fast"]
     assert slow.max_notification_id() == 1
+
+
+def test_pinned_reads_look_once_and_still_meet_a_conflicting_commit_on_append() -> None:
+    bucket = MemoryBucket()
+    ours, other = PartitionLog(Wrapped(bucket), PREFIX), PartitionLog(bucket, PREFIX)
+    thing = uuid.uuid4()
+    other.append([event(thing, 1)])
+
+    with ours.pinned():
+        looked = len(ours.bucket.reads)
+        assert [e.originator_version for e in ours.select_events(thing)] == [1]  # the look on entry
+        other.append([event(thing, 2, b"other")])
+        for _ in range(3):
+            assert [e.originator_version for e in ours.select_events(thing)] == [1]
+        assert ours.max_notification_id() == 1
+        assert len(ours.bucket.reads) == looked  # no probe per read
+        with pytest.raises(IntegrityError):
+            ours.append([event(thing, 2, b"ours")])  # the stale read cannot overwrite
+        assert ours.append([event(uuid.uuid4(), 1)]) == [3]  # and its own appends count at once
+        assert ours.max_notification_id() == 3
+
+    assert [e.state for e in ours.select_events(thing)][-1] == b"other"
+
+
+def test_a_pin_is_per_thread() -> None:
+    bucket = MemoryBucket()
+    ours, other = PartitionLog(bucket, PREFIX), PartitionLog(bucket, PREFIX)
+    seen: list[int | None] = []
+    with ours.pinned():
+        other.append([event(uuid.uuid4(), 1)])
+        reader = threading.Thread(target=lambda: seen.append(ours.max_notification_id()))
+        reader.start()
+        reader.join()
+    assert seen == [1]  # another thread still looks for new commits
 
 
 def test_tracking_must_move_forward_across_processes() -> None:
