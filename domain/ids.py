@@ -7,6 +7,7 @@ characters of ``[A-Za-z0-9_-]``, starting with a letter or digit; so no
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 
@@ -43,6 +44,11 @@ NAMESPACE = uuid.UUID("5b0f3c2e-8d4a-5e1f-9c6b-2a7d4e8f1b30")
 """The namespace of every aggregate id (``aggregate_id``); never change it: stored events name these ids."""
 
 
+@functools.lru_cache(maxsize=65_536)
 def aggregate_id(kind: str, key: str) -> uuid.UUID:
-    """The aggregate id of the ``kind`` object named ``key``: ``uuid5(NAMESPACE, "<kind>:<key>")``."""
+    """The aggregate id of the ``kind`` object named ``key``: ``uuid5(NAMESPACE, "<kind>:<key>")``.
+
+    Remembered (the ledger asks for every job of every batch; a SHA-1 each time was a tenth of
+    its per-job work).
+    """
     return uuid.uuid5(NAMESPACE, f"{kind}:{key}")

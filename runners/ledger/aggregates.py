@@ -27,6 +27,7 @@ from domain.job import Job
 __all__ = ["AggregateCache", "last_position", "load_budget", "load_job", "save"]
 
 A = TypeVar("A", Job, Budget)
+_UNKNOWN = object()  # not in the cache (None in the cache: known not to exist, as far as it has read)
 
 
 def load_job(app: Application[Any], job_id: str) -> Job | None:
@@ -68,27 +69,28 @@ class AggregateCache:
     def get(self, app: Application[Any], key: str, cls: type[A], aggregate_id: UUID) -> A | None:
         """The aggregate as stored now; None if there is none (or it is not a ``cls``).
 
+        A cached copy (or a cached absence) is brought up to date with the events stored after it.
+
         Thread-safe across keys; one key (a user's partition) must be used by one thread at a time.
         """
         slot = (key, aggregate_id)
         with self._lock:
-            aggregate = self._items.get(slot)
-        if aggregate is None:
+            known = self._items.get(slot, _UNKNOWN)
+        if known is _UNKNOWN:
             try:
                 aggregate = app.repository.get(aggregate_id)
             except AggregateNotFoundError:
-                return None
+                aggregate = None  # remembered too: a user with no budget is asked about it every batch
         else:
-            newer = app.repository.event_store.get(originator_id=aggregate_id, gt=aggregate.version)
-            aggregate = project_aggregate(aggregate, newer)
-        if not isinstance(aggregate, cls):
-            return None
+            version = 0 if known is None else known.version
+            newer = list(app.repository.event_store.get(originator_id=aggregate_id, gt=version))
+            aggregate = project_aggregate(known, newer) if newer else known
         with self._lock:
             self._items[slot] = aggregate
             self._items.move_to_end(slot)
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
-        return aggregate
+        return aggregate if isinstance(aggregate, cls) else None
 
     def discard(self, key: str, aggregates: list[Any]) -> None:
         """Forget these copies (changed but not saved: the next ``get`` loads them afresh)."""

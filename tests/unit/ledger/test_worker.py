@@ -151,6 +151,21 @@ def test_the_monthly_budget_stops_every_live_job_of_the_user(platform: Platform)
     assert platform.billing_json("u1")["budget"]["monthly_limit_usd_micros"] == 12 * per_interval
 
 
+def test_a_budget_set_while_the_ledger_runs_is_enforced_from_the_next_batch(platform: Platform) -> None:
+    per_interval = cost_usd_micros(MS, 1, A100_PRICE)
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    worker.handle([beat("j1", 1)])  # the ledger has looked: u1 has no budget
+    assert platform.job("u1", "j1").state == JobState.RUNNING
+
+    platform.user_app("u1").set_budget(2 * per_interval, T0)  # another process (the API) sets one
+    platform.clock.advance(INTERVAL_S)
+    worker.handle([beat("j1", 2)])
+
+    assert platform.job("u1", "j1").state == JobState.STOPPING  # a third interval would pass it
+    assert [t for scope, t in alerts(platform, "u1") if scope == "budget:2026-03"] == [50, 80, 100]
+
+
 def test_a_lost_race_with_the_runner_is_redone_and_billed_once(platform: Platform) -> None:
     platform.running_job("u1", "j1")
     racer = open_racer(platform)
