@@ -5,9 +5,12 @@ Everything real: a local-folder bucket (the embedded default), the event store o
 them), a projector in the same process writing the views, the transport's own subscriber.
 
 1. Ingest: N heartbeats of J jobs (U users) are published before the ledger starts; the
-   time from its start until every one is metered gives heartbeats/s. Baseline, measured
-   in the same run: the same heartbeats through the same transport to a handler that only
-   counts them (the transport's own ceiling); the ratio is ledger / baseline.
+   time from its start until every one is metered gives heartbeats/s, with and without a
+   projector in the same process. Measured in the same run: the same heartbeats through the
+   same transport to a handler that only counts them (the transport's own ceiling), and the
+   naive ledger (``UserApp.meter_usage`` per heartbeat, one commit each); the ratio is
+   ledger / naive. The scratch folder's file-creation cost is printed before and after: it
+   swings 20x on these machines, and the figures on a folder bucket with it.
 2. Lag: J concurrent simulated runners each send a heartbeat every ``--interval`` seconds
    for ``--seconds``; each heartbeat's lag is from its ``at`` (when it was sent) until the
    projector has written the user's views (position.json, written after billing.json) at or
@@ -32,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scratch import scratch_dir  # noqa: E402
+from scratch import file_create_us, scratch_dir  # noqa: E402
 
 from projections.partition import tracking_name  # noqa: E402
 from projections.projector import Projector  # noqa: E402
@@ -261,6 +264,7 @@ def main() -> int:
     args = parser.parse_args()
     with scratch_dir() as tmp:
         root = Path(tmp)
+        print(f"buckets in {root}: file create+link+unlink {file_create_us(root):.0f} us")
         print("direct transport")
         for project in (False, True):
             direct = lambda: DirectTransport(f"bench-{uuid.uuid4().hex[:8]}")  # noqa: E731
@@ -276,8 +280,11 @@ def main() -> int:
                 return open_heartbeat_transport(f"pubsub://bench/{name}/{name}-sub", create=True)
 
             print("Pub/Sub (Google's emulator on this machine)")
-            ingest(fresh, root, args.n, args.jobs, args.users, False)
+            for project in (False, True):
+                ingest(fresh, root, args.n, args.jobs, args.users, project)
             lag(fresh(), root, args.jobs, args.users, args.seconds, args.interval)
+        print(f"file create+link+unlink in {root}: {file_create_us(root):.0f} us now "
+              "(a commit's file work; it swings 20-1000 us on these machines, and the figures with it)")
     return 0
 
 

@@ -12,10 +12,12 @@ Every store in one bench run uses the same folder, so the ratios stay fair.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["scratch_dir"]
+__all__ = ["file_create_us", "scratch_dir"]
 
 
 def scratch_dir(prefix: str = "bench-") -> tempfile.TemporaryDirectory[str]:
@@ -23,3 +25,18 @@ def scratch_dir(prefix: str = "bench-") -> tempfile.TemporaryDirectory[str]:
     base = Path(os.environ.get("BENCH_DIR") or Path.home() / ".cache" / "tune-bench")
     base.mkdir(parents=True, exist_ok=True)
     return tempfile.TemporaryDirectory(prefix=prefix, dir=base)
+
+
+def file_create_us(folder: str | os.PathLike[str], n: int = 300) -> float:
+    """Microseconds to create, link and unlink a 500-byte file in a fresh subfolder of ``folder``
+    (a commit's file work), now: print it beside figures that write files, to read them by."""
+    with tempfile.TemporaryDirectory(dir=folder) as where:
+        start = time.perf_counter()
+        for i in range(n):
+            path = os.path.join(where, secrets.token_hex(8))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"x" * 500)
+            os.link(path, os.path.join(where, f"c{i}"))
+            os.close(fd)
+            os.unlink(path)
+        return (time.perf_counter() - start) / n * 1e6
