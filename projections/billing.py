@@ -60,16 +60,15 @@ class BudgetAlert(msgspec.Struct, frozen=True):
 
 
 class PeriodState(msgspec.Struct, frozen=True):
-    """One month: usage groups per job, the latest price seen per GPU type, budget alerts."""
+    """One month: usage groups per job, the latest price seen per GPU type, budget alerts, and the
+    total: the sum of the jobs' costs, kept as each job's cost changes (the ledger reads it every
+    commit; summing every job of the month each time grew with the month)."""
 
     period: str
     jobs: dict[str, tuple[usage.Group, ...]] = msgspec.field(default_factory=dict)
     latest_rate: dict[str, int] = msgspec.field(default_factory=dict)
     alerts: tuple[BudgetAlert, ...] = ()
-
-    @property
-    def total_usd_micros(self) -> int:
-        return sum(usage.cost_usd_micros(groups) for groups in self.jobs.values())
+    total_usd_micros: int = 0
 
 
 class BillingState(msgspec.Struct, frozen=True):
@@ -92,11 +91,15 @@ def fold(state: BillingState, event: Any) -> BillingState:
     if name == "Job.UsageMetered":
         job_id = state.job_ids[event.originator_id]
         period = state.periods.get(event.period) or PeriodState(event.period)
-        groups = usage.add(period.jobs.get(job_id, ()), event)
+        before = period.jobs.get(job_id, ())
+        groups = usage.add(before, event)
         period = replace(
             period,
             jobs={**period.jobs, job_id: groups},
             latest_rate={**period.latest_rate, event.gpu_type: event.usd_micros_per_hour},
+            total_usd_micros=period.total_usd_micros
+            + usage.cost_usd_micros(groups)
+            - usage.cost_usd_micros(before),
         )
         return _with_period(state, period)
     if name == "Budget.BudgetSet":
