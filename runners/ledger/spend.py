@@ -47,15 +47,23 @@ class UserSpend:
             self.position = page[-1].id
         self.position = head
 
-    def advance(self, recordings: Sequence[Recording[Any]]) -> bool:
+    def advance(
+        self, recordings: Sequence[Recording[Any]], *, after: billing.BillingState | None = None
+    ) -> bool:
         """Fold a commit this process just made, if it directly follows ``position`` (else leave
-        it to the next ``refresh``, which reads whatever came between); True if folded."""
+        it to the next ``refresh``, which reads whatever came between); True if folded.
+
+        ``after``: what ``after()`` gave for the commit's events before they were saved (in the
+        commit's order), taken as is rather than folded again.
+        """
         if not recordings or recordings[0].notification.id != self.position + 1:
             return False
-        state = self.state
-        for recording in recordings:
-            if isinstance(recording.domain_event, _FOLDED):
-                state = billing.fold(state, recording.domain_event)
+        state = after
+        if state is None:
+            state = self.state
+            for recording in recordings:
+                if isinstance(recording.domain_event, _FOLDED):
+                    state = billing.fold(state, recording.domain_event)
         self.state, self.position = state, recordings[-1].notification.id
         return True
 

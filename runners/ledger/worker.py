@@ -52,6 +52,7 @@ from domain.ids import check_id
 from domain.job import Job, JobState
 from domain.metering import JobPolicy, PriceSchedule, job_policy, marginal_cost_usd_micros
 from domain.money import UsageGroupKey, period_of
+from projections.billing import BillingState
 from runners.ledger.aggregates import AggregateCache, last_position, save
 from runners.ledger.limits import JOB_SCOPE, STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
 from runners.ledger.live import LiveJob, LiveJobs
@@ -349,10 +350,11 @@ class LedgerWorker:
             budget = self._aggregates.get(app, user_id, Budget, Budget.create_id(user_id))
             touched.extend([budget] if budget is not None else [])
             spend.refresh(app)
-            touched.extend(self._limits(app, user_id, metered, budget, prices, at, spend, outcome))
+            spent = spend.after([e for part in metered.values() for e in part.job.pending_events])
+            touched.extend(self._limits(app, user_id, metered, budget, prices, at, spent, outcome))
             outcome.events = sum(len(a.pending_events) for a in touched)
             recordings = save(app, *touched)
-            spend.advance(recordings)
+            spend.advance(recordings, after=spent)
             outcome.position = last_position(recordings)
         except BaseException:
             self._aggregates.discard(user_id, touched)  # changed but not saved
@@ -422,7 +424,7 @@ class LedgerWorker:
         budget: Budget | None,
         prices: PriceSchedule | None,
         at: datetime,
-        spend: UserSpend,
+        spent: BillingState,
         outcome: _UserOutcome,
     ) -> list[Job]:
         """Raise the alerts and request the stops due; return the jobs outside the batch it changed."""
@@ -431,7 +433,7 @@ class LedgerWorker:
         others = [e for e in self.live.running(user_id, at, self.intervals) if e.job_id not in metered]
         thresholds = budget.thresholds_pct if budget is not None else list(DEFAULT_THRESHOLDS_PCT)
         jobs = [_job_outlook(job_id, part) for job_id, part in metered.items()]
-        actions = plan_limits(jobs, _budget_outlook(metered, budget, spend, others), thresholds)
+        actions = plan_limits(jobs, _budget_outlook(metered, budget, spent, others), thresholds)
         for alert in actions.job_alerts:
             job = metered[alert.job_id].job
             job.raise_alert(
@@ -515,13 +517,12 @@ def _job_outlook(job_id: str, part: _Metered) -> JobOutlook:
 
 
 def _budget_outlook(
-    metered: dict[str, _Metered], budget: Budget | None, spend: UserSpend, others: list[LiveJob]
+    metered: dict[str, _Metered], budget: Budget | None, state: BillingState, others: list[LiveJob]
 ) -> BudgetOutlook:
-    """The user's spend per period with this batch's usage (the fold billing.json uses), and the
-    next interval of every live job of the user."""
-    pending = [e for part in metered.values() for e in part.job.pending_events]
-    state = spend.after(pending)
+    """The user's spend per period with this batch's usage (``state``: the fold billing.json uses),
+    and the next interval of every live job of the user."""
     next_period = max(_next_period(part) for part in metered.values())
+    pending = [e for part in metered.values() for e in part.job.pending_events]
     periods = {e.period for e in pending if isinstance(e, Job.UsageMetered)} | {next_period}
     return BudgetOutlook(
         monthly_limit_usd_micros=budget.monthly_limit_usd_micros if budget is not None else None,

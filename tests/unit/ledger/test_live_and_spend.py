@@ -74,3 +74,18 @@ def test_spend_folds_its_own_next_commit_without_reading_it_and_skips_one_that_d
     assert not spend.advance(save(app, job))  # a gap: left to refresh, nothing folded twice or lost
     spend.refresh(app)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(40_000, 2, A100_PRICE)
+
+
+def test_the_ledgers_running_spend_equals_a_fresh_fold_of_the_log() -> None:
+    platform = Platform()
+    for job_id in ("j1", "j2"):
+        platform.running_job("u1", job_id, gpu_count=2)
+    worker = platform.worker()
+    for first in range(1, 13, 3):
+        worker.handle(stream("j1", 3, gpu_count=2, first=first) + stream("j2", 2, gpu_count=2, first=first))
+    fresh = UserSpend()
+    fresh.refresh(platform.user_app("u1"))
+    kept = worker._spend["u1"]
+    assert (kept.position, kept.state) == (fresh.position, fresh.state)
+    j1, j2 = (cost_usd_micros(n * 10_000, 2, A100_PRICE) for n in (12, 8))
+    assert UserSpend.period_total(kept.state, "2026-03") == j1 + j2
