@@ -238,9 +238,12 @@ class LedgerWorker:
     def handle(self, batch: list[Heartbeat]) -> None:
         """Meter one batch; returns once everything it wrote is durable (then the subscriber acks).
 
-        Users are metered in parallel (each user's commit is independent I/O); if any user's
-        commit failed, the others stand and the error is raised: the batch comes again and
-        what was committed is dropped as already metered.
+        Users are metered in parallel on a remote bucket (each user's commit is independent
+        I/O), one after another on a folder (threads there only contend for the GIL); if any
+        user's commit failed, the others stand and the error is raised: the batch comes again
+        and what was committed is dropped as already metered. Each user's reads look for newer
+        commits once (``pinned_reads``); a commit that lands meanwhile fails the save, which is
+        redone from fresh reads.
         """
         began = time.monotonic()
         received = self.clock()
