@@ -1,13 +1,13 @@
 """Where the benches keep their buckets: ``$BENCH_DIR``, default ``~/.cache/tune-bench``.
 
-On these machines the cost of creating a file depends on the folder, not only
-the disk: create + link + unlink of a 500-byte file (what a commit does) measured
-41-45 microseconds under ``~/.cache`` and ``/root``, but 555-800 under
-``/work/main/.cache`` and under fresh folders in ``/tmp`` (same ext4 disk, same
-run). A bench in such a folder measures the folder, not the store; the default
-lies in the home folder, beside the platform's default bucket (``~/.tune``).
-Every store in one bench run uses the same folder, so the ratios stay fair.
-"""
+On these machines the cost of creating a file swings: create + link + unlink of a
+500-byte file (what a commit does) measured 18-50 microseconds in some minutes and
+550-1,000 in others, in ``~/.cache``, ``/root``, ``/tmp`` and ``/work`` alike (one
+ext4 disk; a fresh folder is often slow for its first few hundred files). Figures
+that write files move with it: ``file_create_us`` measures it, and benches that
+depend on it print it beside their figures. Every store in one bench run uses the
+same folder, so ratios stay fair; absolute rates are best read with that figure
+(or with ``BENCH_DIR=/dev/shm/...``, which takes the disk out)."""
 
 from __future__ import annotations
 
