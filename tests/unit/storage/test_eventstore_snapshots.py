@@ -1,9 +1,8 @@
-"""A long-lived aggregate (10,000 events) loads fast from its latest snapshot, kept in the bucket."""
+"""A long-lived aggregate (10,000 events) loads from its latest snapshot, kept in the bucket."""
 
 from __future__ import annotations
 
-import time
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -49,10 +48,22 @@ def write_long_run(app: Runs) -> UUID:
     return run.id
 
 
-def load_time(app: Application[UUID], run_id: UUID) -> tuple[float, Run]:
-    start = time.perf_counter()
-    run: Run = app.repository.get(run_id)
-    return time.perf_counter() - start, run
+def load_counting(app: Application[UUID], run_id: UUID) -> tuple[int, Run]:
+    """Load the run; how many stored events (snapshots included) the load decoded."""
+    decoded = 0
+    original = app.mapper.to_domain_event
+
+    def counting(stored: Any) -> Any:
+        nonlocal decoded
+        decoded += 1
+        return original(stored)
+
+    app.mapper.to_domain_event = counting  # type: ignore[method-assign]
+    try:
+        run: Run = app.repository.get(run_id)
+    finally:
+        del app.mapper.to_domain_event
+    return decoded, run
 
 
 def test_a_run_with_10000_events_loads_from_its_latest_snapshot(bucket: Bucket) -> None:
@@ -60,15 +71,14 @@ def test_a_run_with_10000_events_loads_from_its_latest_snapshot(bucket: Bucket) 
     fresh = open_bucket(bucket.url)  # another process: nothing cached
 
     snapshotted = open_application(Runs, fresh, PARTITION)
-    cold, run = load_time(snapshotted, run_id)
-    warm, run_again = load_time(snapshotted, run_id)
-    full, replayed = load_time(open_application(RunsWithoutSnapshots, fresh, PARTITION), run_id)
+    cold, run = load_counting(snapshotted, run_id)
+    warm, run_again = load_counting(snapshotted, run_id)
+    full, replayed = load_counting(open_application(RunsWithoutSnapshots, fresh, PARTITION), run_id)
 
     assert (run.version, run.steps, run.tokens) == (EVENTS, EVENTS - 1, 3 * (EVENTS - 1))
     assert (replayed.version, replayed.tokens) == (run.version, run.tokens)
     assert run_again.version == EVENTS
-    assert cold < 5.0, f"cold load took {cold:.2f} s"
-    assert warm * 10 < full, f"warm load {warm * 1e3:.1f} ms, not 10x faster than replay {full * 1e3:.1f} ms"
+    assert (cold, warm, full) == (1, 1, EVENTS)  # the latest snapshot alone, against every event
     assert snapshotted.snapshots is not None
     latest = snapshotted.snapshots.recorder.select_events(run_id, desc=True, limit=1)
     assert latest[0].originator_version == EVENTS
