@@ -1,7 +1,9 @@
 """Audit and rebuild: the stored views against a replay of the log from position 0.
 
 ``audit_partition`` verifies the partition's hash chain (``verify_chain``:
-a changed, removed or inserted commit object is named), replays the log into
+a changed, removed or inserted commit object is named) and the commit that the
+stored position.json was made from (``check_anchor``: an edited last commit, a
+removed tail), replays the log into
 memory and reports every stored view that differs from the replay: missing,
 unexpected (a view no event explains), differing (with the first differing
 JSON path), or not JSON at all. ``rebuild_partition`` writes the replayed views
@@ -15,12 +17,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from projections.partition import PLATFORM, Partition, tracking_name, user_partition
+from projections.partition import PLATFORM, Partition, TrackingView, tracking_name, user_partition
 from projections.projector import OpenApp
 from projections.replay import apps_on, replay
 from projections.store import stored_position
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
 from storage.eventstore.chain import ChainReport, verify_chain
+from storage.eventstore.commits import commit_name, sha256_hex
 
 __all__ = [
     "AuditReport",
@@ -28,6 +31,7 @@ __all__ = [
     "ViewDifference",
     "audit_bucket",
     "audit_partition",
+    "check_anchor",
     "first_difference",
     "rebuild_bucket",
     "rebuild_partition",
@@ -114,6 +118,38 @@ def _compare(name: str, stored: bytes, expected: bytes, replayed_position: int) 
     return ViewDifference(name, "differs", path, stored_position(stored), replayed_position)
 
 
+def check_anchor(bucket: Bucket, partition: str, chain: ChainReport) -> ChainReport:
+    """``chain``, or a failed report if the log no longer holds the commit that the stored
+    position.json names (``TrackingView.commit``) with the bytes it was made from.
+
+    What a hash chain cannot see: an edited last commit (nothing after it records its hash) or
+    a removed tail. The views were made from the log as it was, and position.json recorded that
+    commit's SHA-256.
+    """
+    if not chain.ok:
+        return chain
+    try:
+        anchor = msgspec.json.decode(bucket.read(tracking_name(partition)), type=TrackingView)
+    except (ObjectNotFound, msgspec.ValidationError, msgspec.DecodeError):
+        return chain  # no views yet, or a broken position.json: the view comparison names it
+    if anchor.commit is None or anchor.commit_sha256 is None:
+        return chain
+    prefix = events_prefix(partition)
+    if anchor.commit > chain.commits:
+        return ChainReport(
+            False, chain.commits, chain.commits + 1, "missing",
+            f"{prefix}: the views were made from commit {anchor.commit}, the log ends at commit "
+            f"{chain.commits}: commits {chain.commits + 1}-{anchor.commit} are gone",
+        )  # fmt: skip
+    if sha256_hex(bucket.read(commit_name(prefix, anchor.commit))) != anchor.commit_sha256:
+        return ChainReport(
+            False, anchor.commit - 1, anchor.commit, "edited",
+            f"{prefix}: commit {anchor.commit} is not the one the views were made from (its SHA-256 "
+            f"differs from the one {tracking_name(partition)} recorded): one of the two was changed",
+        )  # fmt: skip
+    return chain
+
+
 def audit_partition(
     bucket: Bucket,
     partition: str,
@@ -127,7 +163,7 @@ def audit_partition(
     ``scope`` limits which view names are compared (e.g. one user's copies of platform views);
     ``deep`` also looks for stray per-user platform views of users the log never registered.
     """
-    chain = verify_chain(bucket, events_prefix(partition))
+    chain = check_anchor(bucket, partition, verify_chain(bucket, events_prefix(partition)))
     try:
         part = replay(open_app(partition), partition)
     except Exception as exc:  # a tampered log may not even decode: report it, do not crash the audit

@@ -25,10 +25,12 @@ from projections.render import encode, event_name
 
 __all__ = [
     "PLATFORM",
+    "Anchor",
     "Partition",
     "PlatformPartition",
     "TrackingView",
     "UserPartition",
+    "anchor_of",
     "open_partition",
     "tracking_name",
     "user_partition",
@@ -49,11 +51,22 @@ def tracking_name(partition: str) -> str:
     return f"{partition}/metadata/position.json"
 
 
-class TrackingView(msgspec.Struct):
-    """``<partition>/metadata/position.json``: every view of the partition reflects ``position``."""
+class TrackingView(msgspec.Struct, omit_defaults=True):
+    """``<partition>/metadata/position.json``: every view of the partition reflects ``position``.
+
+    ``commit`` / ``commit_sha256``: the log commit holding ``position`` and the SHA-256 of its bytes,
+    as the views were made: the anchor an audit checks the log against (a hash chain cannot show an
+    edited last commit or a truncated tail; this can). None where the log is not a bucket's.
+    """
 
     position: int
     partition: str
+    commit: int | None = None
+    commit_sha256: str | None = None
+
+
+Anchor = Callable[[int], "tuple[int, str] | None"]
+"""The commit holding a notification id and its SHA-256 (``PartitionLog.commit_of``)."""
 
 
 class Family(Protocol[S]):
@@ -135,6 +148,8 @@ class Partition:
     def __init__(self, name: str) -> None:
         self.name = name
         self.views = Views()
+        self.anchor: Anchor | None = None
+        """Set by whoever reads the log (``anchor_of(app)``): position.json then names its commit."""
         self._routes: dict[str, list[Callable[[Any], None]]] = {}
 
     _owned: re.Pattern[str]
@@ -162,7 +177,11 @@ class Partition:
         self.views.position = position
         for handler in self._routes.get(event_name(event), ()):
             handler(event)
-        self.views.touch(tracking_name(self.name), lambda pos: TrackingView(pos, self.name))
+        self.views.touch(tracking_name(self.name), self._tracking_view)
+
+    def _tracking_view(self, position: int) -> TrackingView:
+        commit = self.anchor(position) if self.anchor is not None else None
+        return TrackingView(position, self.name, *(commit or (None, None)))
 
 
 class UserPartition(Partition):
@@ -246,3 +265,9 @@ def open_partition(partition: str) -> Partition:
     if kind != "users" or user_partition(user_id) != partition:
         raise ValueError(f"not a partition name (platform or users/<id>): {partition!r}")
     return UserPartition(partition)
+
+
+def anchor_of(app: Any) -> Anchor | None:
+    """``PartitionLog.commit_of`` of the application's log (None for a log not kept in a bucket)."""
+    log = getattr(app.recorder, "log", None)
+    return getattr(log, "commit_of", None)

@@ -29,7 +29,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import Partition, open_partition, tracking_name
+from projections.partition import Partition, anchor_of, open_partition, tracking_name
 from projections.replay import BATCH, read_events
 from projections.store import ViewStore, stored_position
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
@@ -120,6 +120,7 @@ class Projector:
             first = part is None
             if part is None:
                 part = open_partition(partition)
+                part.anchor = anchor_of(self._app(partition))
             for position, event in read_events(self._app(partition), part.position, batch=self.batch):
                 part.apply(position, event)
             names = part.views.take_dirty()

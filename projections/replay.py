@@ -7,7 +7,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import PLATFORM, Partition, open_partition
+from projections.partition import PLATFORM, Partition, anchor_of, open_partition
 from storage.bucket import Bucket
 
 __all__ = ["BATCH", "apps_on", "read_events", "replay"]
@@ -29,6 +29,7 @@ def read_events(app: Application[Any], after: int = 0, *, batch: int = BATCH) ->
 def replay(app: Application[Any], partition: str, *, upto: int | None = None) -> Partition:
     """The partition's views folded in memory from position 0 (to ``upto``, default the head)."""
     part = open_partition(partition)
+    part.anchor = anchor_of(app)
     for position, event in read_events(app):
         if upto is not None and position > upto:
             break

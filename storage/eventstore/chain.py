@@ -13,7 +13,9 @@ that has a successor, a removed commit and an inserted one all show:
               match its bytes
 
 What a hash chain cannot show: a change to the last commit, or the last
-commits removed (nothing after them records their hashes).
+commits removed (nothing after them records their hashes). The audit checks
+those against the commit and hash that the views' position.json recorded
+(``projections.audit.check_anchor``).
 """
 
 from __future__ import annotations

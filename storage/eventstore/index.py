@@ -16,6 +16,7 @@ sees a prefix of whole commits.
 
 from __future__ import annotations
 
+import array
 import bisect
 import itertools
 import threading
@@ -62,10 +63,17 @@ class PartitionIndex:
         self._sequences: dict[UUID | str, _Sequence] = {}  # a UUID and its string are different ids
         self._indexed = 0  # events[:_indexed] are in _sequences; the rest are indexed when first asked
         self._tracking: dict[str, int] = {}
+        self._commit_ends = array.array("q")  # each commit's last notification id, in order
 
     def __len__(self) -> int:
         """How many events: the last notification id (0 when empty)."""
         return len(self._events)
+
+    def commit_of(self, notification_id: int) -> int | None:
+        """The sequence number of the commit holding ``notification_id`` (None: not added yet)."""
+        with self._lock:
+            at = bisect.bisect_left(self._commit_ends, notification_id)
+            return at + 1 if notification_id >= 1 and at < len(self._commit_ends) else None
 
     def max_tracking_id(self, application_name: str) -> int | None:
         return self._tracking.get(application_name)
@@ -115,6 +123,7 @@ class PartitionIndex:
             return
         for commit in commits:
             self._events.extend(commit.events)
+            self._commit_ends.append(len(self._events))
         for commit in commits:
             if commit.tracking is not None:
                 self._tracking[commit.tracking.application_name] = commit.tracking.notification_id

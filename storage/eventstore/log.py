@@ -57,6 +57,7 @@ from storage.eventstore.commits import (
     pack_segment,
     segment_name,
     seq_of,
+    sha256_hex,
     sha256_hexes,
 )
 from storage.eventstore.index import PartitionIndex
@@ -173,6 +174,18 @@ class PartitionLog:
         for listener in list(self._listeners):
             listener.set()
         return list(range(commit.first_id, commit.first_id + len(records)))
+
+    def commit_of(self, notification_id: int) -> tuple[int, str] | None:
+        """``(sequence number, SHA-256 of its bytes)`` of the commit holding ``notification_id``, as this
+        process read it (None: not read yet). The tail's hash is known; an earlier one is read again."""
+        with self._tail_lock:
+            seq = self.index.commit_of(notification_id)
+            if seq is None:
+                return None
+            if seq == self.index.tail_seq:
+                return seq, self.index.tail_sha
+        with _bucket_errors(self.prefix):
+            return seq, sha256_hex(self._read(commit_name(self.prefix, seq)))
 
     # -- reading past the tail --------------------------------------------------
 

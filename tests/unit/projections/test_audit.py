@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from projections.audit import audit_partition, first_difference, rebuild_partition
 from projections.partition import PLATFORM
+from projections.render import decode
 from projections.replay import apps_on
 from storage import LocalBucket
+from storage.eventstore import verify_chain
 
 U1 = "users/u1"
 EVENTS = "users/u1/events/"
@@ -116,6 +118,39 @@ def test_an_inserted_commit_is_named(projected: LocalBucket) -> None:
     report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
     assert not report.ok
     assert (report.chain.problem, report.chain.first_bad_seq) == ("inserted", 2)
+
+
+def _last_seq(bucket: LocalBucket) -> int:
+    return len([n for n in bucket.list(EVENTS) if "/" not in n[len(EVENTS) :]])
+
+
+def test_an_edited_last_commit_is_named_by_the_commit_position_json_was_made_from(
+    projected: LocalBucket,
+) -> None:
+    last = _last_seq(projected)
+    stored = decode(projected.read("users/u1/metadata/position.json"))
+    assert stored["commit"] == last and len(stored["commit_sha256"]) == 64
+    data = projected.read(_commit(last))
+    assert b"T09:11:00+00:00" in data  # the time of its last event
+    projected.write(_commit(last), data.replace(b"T09:11:00+00:00", b"T09:11:30+00:00"))
+
+    report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
+
+    assert not report.ok
+    assert (report.chain.problem, report.chain.first_bad_seq) == ("edited", last)  # no successor names it
+    assert verify_chain(_fresh(projected), EVENTS).ok  # what the hash chain alone cannot see
+
+
+def test_a_removed_tail_is_named(projected: LocalBucket) -> None:
+    last = _last_seq(projected)
+    projected.delete(_commit(last))
+    projected.delete(_commit(last - 1))
+
+    report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
+
+    assert not report.ok
+    assert (report.chain.problem, report.chain.first_bad_seq) == ("missing", last - 1)
+    assert f"commits {last - 1}-{last} are gone" in report.chain.message
 
 
 def test_a_stray_object_in_the_log_is_named(projected: LocalBucket) -> None:
