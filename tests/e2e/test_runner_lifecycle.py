@@ -123,8 +123,9 @@ def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platfo
         assert platform.bucket.exists(checkpoint + name), name
     assert "stopping the trainer (requested)" in platform.bucket.read(JOB + "job.log").decode()
 
+    wait_for(lambda: platform.heartbeats.of("job_1", 1)[-1].final, timeout=30, what="the final heartbeat")
     beats = platform.heartbeats.of("job_1", 1)
-    assert [h.seq for h in beats] == list(range(1, len(beats) + 1)) and beats[-1].final
+    assert [h.seq for h in beats] == list(range(1, len(beats) + 1))
     assert beats[-1].step == job.step and sum(h.gpu_ms for h in beats) > 0
     assert not list(platform.bucket.list("users/usr_1/models/"))
 
@@ -161,10 +162,11 @@ def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_wi
     assert model.metrics == job.metrics and model.metrics["train_loss"] > 0
     assert model.sha256 == hashlib.sha256(platform.bucket.read(model.weights_prefix + MANIFEST)).hexdigest()
 
+    # the runner records the success, then sends its final heartbeat as it exits
+    wait_for(lambda: platform.heartbeats.of("job_1", 2)[-1].final, timeout=30, what="the final heartbeat")
     for attempt in (1, 2):
         beats = platform.heartbeats.of("job_1", attempt)
         assert [h.seq for h in beats] == list(range(1, len(beats) + 1)), attempt
-    assert platform.heartbeats.of("job_1", 2)[-1].final
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
