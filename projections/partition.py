@@ -30,7 +30,6 @@ __all__ = [
     "PlatformPartition",
     "TrackingView",
     "UserPartition",
-    "anchor_of",
     "open_partition",
     "tracking_name",
     "user_partition",
@@ -149,7 +148,7 @@ class Partition:
         self.name = name
         self.views = Views()
         self.anchor: Anchor | None = None
-        """Set by whoever reads the log (``anchor_of(app)``): position.json then names its commit."""
+        """Given by ``open_partition``: position.json then names the commit it was made from."""
         self._routes: dict[str, list[Callable[[Any], None]]] = {}
 
     _owned: re.Pattern[str]
@@ -257,17 +256,16 @@ class PlatformPartition(Partition):
         self.views.touch(catalogue.name(self.name), lambda pos: catalogue.view(self.catalogue, pos))
 
 
-def open_partition(partition: str) -> Partition:
-    """An empty in-memory partition of the right kind for ``platform`` or ``users/<id>``."""
+def open_partition(partition: str, anchor: Anchor | None = None) -> Partition:
+    """An empty in-memory partition of the right kind for ``platform`` or ``users/<id>``; with an
+    ``anchor`` (``projections.replay.anchor_of(app)``) its position.json names its commit."""
+    part: Partition
     if partition == PLATFORM:
-        return PlatformPartition()
-    kind, _, user_id = partition.partition("/")
-    if kind != "users" or user_partition(user_id) != partition:
-        raise ValueError(f"not a partition name (platform or users/<id>): {partition!r}")
-    return UserPartition(partition)
-
-
-def anchor_of(app: Any) -> Anchor | None:
-    """``PartitionLog.commit_of`` of the application's log (None for a log not kept in a bucket)."""
-    log = getattr(app.recorder, "log", None)
-    return getattr(log, "commit_of", None)
+        part = PlatformPartition()
+    else:
+        kind, _, user_id = partition.partition("/")
+        if kind != "users" or user_partition(user_id) != partition:
+            raise ValueError(f"not a partition name (platform or users/<id>): {partition!r}")
+        part = UserPartition(partition)
+    part.anchor = anchor
+    return part

@@ -29,8 +29,8 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import Partition, anchor_of, open_partition, tracking_name
-from projections.replay import BATCH, read_events
+from projections.partition import Partition, open_partition, tracking_name
+from projections.replay import BATCH, anchor_of, read_events
 from projections.store import ViewStore, stored_position
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
 
@@ -119,8 +119,7 @@ class Projector:
             part = self._parts.get(partition)
             first = part is None
             if part is None:
-                part = open_partition(partition)
-                part.anchor = anchor_of(self._app(partition))
+                part = open_partition(partition, anchor_of(self._app(partition)))
             for position, event in read_events(self._app(partition), part.position, batch=self.batch):
                 part.apply(position, event)
             names = part.views.take_dirty()

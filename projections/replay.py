@@ -7,10 +7,11 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import PLATFORM, Partition, anchor_of, open_partition
+from projections.partition import PLATFORM, Anchor, Partition, open_partition
 from storage.bucket import Bucket
+from storage.eventstore.recorders import log_of
 
-__all__ = ["BATCH", "apps_on", "read_events", "replay"]
+__all__ = ["BATCH", "anchor_of", "apps_on", "read_events", "replay"]
 
 BATCH = 500
 
@@ -26,10 +27,15 @@ def read_events(app: Application[Any], after: int = 0, *, batch: int = BATCH) ->
         after = notifications[-1].id
 
 
+def anchor_of(app: Application[Any]) -> Anchor | None:
+    """``PartitionLog.commit_of`` of the application's log (None for a log not kept in a bucket)."""
+    log = log_of(app)
+    return log.commit_of if log is not None else None
+
+
 def replay(app: Application[Any], partition: str, *, upto: int | None = None) -> Partition:
     """The partition's views folded in memory from position 0 (to ``upto``, default the head)."""
-    part = open_partition(partition)
-    part.anchor = anchor_of(app)
+    part = open_partition(partition, anchor_of(app))
     for position, event in read_events(app):
         if upto is not None and position > upto:
             break

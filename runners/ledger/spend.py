@@ -4,8 +4,8 @@
 events past the last position it read (only those topics are decoded), through
 ``projections.billing.fold``: the ledger's limit decisions and the user's billing.json are
 the same function of the same events, so they agree to the micro-dollar. ``after(events)``
-folds events not saved yet (a batch's pending ``UsageMetered``) onto a copy; ``advance(recordings)``
-folds the ledger's own commit, just saved, without reading it back.
+folds events not saved yet (a batch's pending ``UsageMetered``) onto a copy; ``advance`` takes
+that state once they are saved, so the ledger's own commit is not read back.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from projections import billing
 
 __all__ = ["UserSpend"]
 
-_FOLDED = (Job.Submitted, Job.UsageMetered)
-_TOPICS = tuple(get_topic(cls) for cls in _FOLDED)
+_TOPICS = (get_topic(Job.Submitted), get_topic(Job.UsageMetered))
 _PAGE = 1000
 
 
@@ -47,24 +46,14 @@ class UserSpend:
             self.position = page[-1].id
         self.position = head
 
-    def advance(
-        self, recordings: Sequence[Recording[Any]], *, after: billing.BillingState | None = None
-    ) -> bool:
-        """Fold a commit this process just made, if it directly follows ``position`` (else leave
-        it to the next ``refresh``, which reads whatever came between); True if folded.
-
-        ``after``: what ``after()`` gave for the commit's events before they were saved (in the
-        commit's order), taken as is rather than folded again.
-        """
+    def advance(self, recordings: Sequence[Recording[Any]], after: billing.BillingState) -> bool:
+        """Take ``after`` (what ``after()`` gave for these events, in this order, before they were
+        saved) as the state past this process's commit, if the commit directly follows
+        ``position``; else leave it to the next ``refresh``, which reads whatever came between.
+        True if taken."""
         if not recordings or recordings[0].notification.id != self.position + 1:
             return False
-        state = after
-        if state is None:
-            state = self.state
-            for recording in recordings:
-                if isinstance(recording.domain_event, _FOLDED):
-                    state = billing.fold(state, recording.domain_event)
-        self.state, self.position = state, recordings[-1].notification.id
+        self.state, self.position = after, recordings[-1].notification.id
         return True
 
     def after(self, events: Iterable[Any]) -> billing.BillingState:

@@ -357,7 +357,7 @@ class LedgerWorker:
             touched.extend(self._limits(app, user_id, metered, budget, prices, at, spent, outcome))
             outcome.events = sum(len(a.pending_events) for a in touched)
             recordings = save(app, *touched)
-            spend.advance(recordings, after=spent)
+            spend.advance(recordings, spent)
             outcome.position = last_position(recordings)
         except BaseException:
             self._aggregates.discard(user_id, touched)  # changed but not saved

@@ -29,6 +29,7 @@ from storage.eventstore.recorders import (
     BucketApplicationRecorder,
     BucketProcessRecorder,
     BucketTrackingRecorder,
+    log_of,
     pinned_reads,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "Factory",
     "application_env",
     "check_partition",
+    "log_of",
     "open_application",
     "open_platform",
     "open_user",

@@ -40,6 +40,7 @@ __all__ = [
     "BucketRecorder",
     "BucketTrackingRecorder",
     "PollingSubscription",
+    "log_of",
     "pinned_reads",
 ]
 
@@ -56,10 +57,16 @@ class BucketRecorder:
         return f"{type(self).__name__}({self.bucket!r}, {self.prefix!r})"
 
 
+def log_of(app: Any) -> PartitionLog | None:
+    """The ``PartitionLog`` under an application's recorder (None for a recorder not on a bucket)."""
+    log = getattr(app.recorder, "log", None)
+    return log if isinstance(log, PartitionLog) else None
+
+
 def pinned_reads(app: Any) -> contextlib.AbstractContextManager[None]:
     """``PartitionLog.pinned()`` for the application's log (nothing to pin for another recorder)."""
-    log = getattr(app.recorder, "log", None)
-    return log.pinned() if isinstance(log, PartitionLog) else contextlib.nullcontext()
+    log = log_of(app)
+    return log.pinned() if log is not None else contextlib.nullcontext()
 
 
 class BucketAggregateRecorder(BucketRecorder, AggregateRecorder):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from domain.applications import UserApp
+from domain.job import Job
 from domain.money import cost_usd_micros
 from runners.ledger import LiveJob, LiveJobs
 from runners.ledger.aggregates import load_job, save
@@ -35,43 +37,48 @@ def test_running_excludes_final_and_quiet_attempts_quiet_lists_them() -> None:
     assert live.running("u2", T0, 3) == []
 
 
-def test_spend_follows_the_log_and_folds_pending_events_without_keeping_them() -> None:
+def one_running_job() -> tuple[Platform, UserApp, UserSpend]:
+    """u1 with job j1 running on 2 GPUs, and a UserSpend that has read u1's log."""
     platform = Platform()
     platform.running_job("u1", "j1", gpu_count=2)
     app = platform.user_app("u1")
     spend = UserSpend()
     spend.refresh(app)
+    return platform, app, spend
+
+
+def metered_j1(app: UserApp, seq: int) -> Job:
+    """j1 with one more heartbeat (seq, 10 s on 2 GPUs) metered, not saved."""
+    job = load_job(app, "j1")
+    assert job is not None
+    job.meter_usage(1, seq, seq, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
+    return job
+
+
+def test_spend_follows_the_log_and_folds_pending_events_without_keeping_them() -> None:
+    platform, app, spend = one_running_job()
     assert UserSpend.period_total(spend.state, "2026-03") == 0
     platform.worker().handle(stream("j1", 6, gpu_count=2))
     spend.refresh(app)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(60_000, 2, A100_PRICE)
     assert spend.position == app.recorder.max_notification_id()
-    job = load_job(app, "j1")
-    assert job is not None
-    job.meter_usage(1, 7, 7, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
-    after = spend.after(job.pending_events)
+    after = spend.after(metered_j1(app, 7).pending_events)
     assert UserSpend.period_total(after, "2026-03") == cost_usd_micros(70_000, 2, A100_PRICE)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(60_000, 2, A100_PRICE)
 
 
-def test_spend_folds_its_own_next_commit_without_reading_it_and_skips_one_that_does_not_follow() -> None:
-    platform = Platform()
-    platform.running_job("u1", "j1", gpu_count=2)
-    app = platform.user_app("u1")
-    spend = UserSpend()
-    spend.refresh(app)
-    job = load_job(app, "j1")
-    assert job is not None
-    job.meter_usage(1, 1, 1, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
-    assert spend.advance(save(app, job))
+def test_spend_takes_its_own_next_commit_without_reading_it_and_skips_one_that_does_not_follow() -> None:
+    platform, app, spend = one_running_job()
+    job = metered_j1(app, 1)
+    after = spend.after(job.pending_events)
+    assert spend.advance(save(app, job), after)
     assert spend.position == app.recorder.max_notification_id()
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(10_000, 2, A100_PRICE)
 
     platform.worker().handle(stream("j1", 3, gpu_count=2))  # another writer: seqs 1 (a repeat) to 3
-    job = load_job(app, "j1")
-    assert job is not None
-    job.meter_usage(1, 4, 4, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
-    assert not spend.advance(save(app, job))  # a gap: left to refresh, nothing folded twice or lost
+    job = metered_j1(app, 4)
+    assert not spend.advance(save(app, job), spend.after(job.pending_events))  # a gap: left to refresh
+    assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(10_000, 2, A100_PRICE)
     spend.refresh(app)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(40_000, 2, A100_PRICE)
 
