@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the Litestar application.
+"""``create_app(settings, runtime=)``: the Litestar application, on the context it is handed.
 
 Layers, outermost first: JWT authentication (every route but login, health
 and the schema), the per-user rate limit, the id guard, then a Controller per
@@ -20,8 +20,8 @@ from api.deps import dependencies
 from api.errors import exception_handlers
 from api.guards import requires_valid_ids
 from api.ratelimit import rate_limit_config
-from api.runtime import Runtime
-from api.settings import Settings
+from runtime.context import Runtime
+from runtime.settings import Settings
 
 __all__ = ["create_app"]
 
@@ -32,10 +32,8 @@ def _rate_key(request: Request[Any, Any, Any]) -> str:
     return f"user:{user.user_id}" if isinstance(user, Principal) else f"ip:{get_remote_address(request)}"
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Litestar:
-    """The API app; ``runtime`` defaults to one built from ``settings`` (read from the env when None)."""
-    settings = settings or Settings.from_env()
-    runtime = runtime or Runtime(settings)
+def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
+    """The API app on the ``runtime`` its role built (``roles.embedded``; tests build their own)."""
     jwt_auth = build_jwt_auth(settings, runtime)
     rate_limit = rate_limit_config(
         settings.rate_limit_per_minute, exclude=["^/health$", "^/schema"], identifier_for_request=_rate_key

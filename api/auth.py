@@ -14,10 +14,13 @@ algorithm, and on a repeat only checks that it has not expired yet.
 from __future__ import annotations
 
 import functools
+import os
+import secrets
 import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
@@ -29,8 +32,8 @@ from litestar.security.jwt import JWTAuth, Token
 from domain.errors import Unauthenticated
 
 if TYPE_CHECKING:
-    from api.runtime import Runtime
-    from api.settings import Settings
+    from runtime.context import Runtime
+    from runtime.settings import Settings
 
 __all__ = [
     "PUBLIC_PATHS",
@@ -39,10 +42,36 @@ __all__ = [
     "build_jwt_auth",
     "check_password",
     "hash_password",
+    "jwt_secret_of",
+    "load_or_create_secret",
 ]
 
 PUBLIC_PATHS = ["^/auth/login$", "^/health$", "^/schema"]
 ADMIN = "admin"
+_SECRET_FILE = "jwt_secret"
+
+
+def load_or_create_secret(home: Path) -> str:
+    """The JWT secret kept in ``home/jwt_secret`` (mode 0600), created on first use."""
+    path = home / _SECRET_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret + "\n")
+    return secret
+
+
+def jwt_secret_of(settings: Settings) -> str:
+    """``TUNE_JWT_SECRET`` when set, else the one generated once and kept in the home."""
+    return settings.jwt_secret or load_or_create_secret(settings.home)
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -147,7 +176,7 @@ def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, T
         return Principal(token.sub, str(extras.get("role", "user")), str(extras.get("email", "")))
 
     return JWTAuth[Principal, Token](
-        token_secret=settings.jwt_secret,
+        token_secret=jwt_secret_of(settings),
         token_cls=RememberedToken,
         retrieve_user_handler=retrieve_user,
         default_token_expiration=timedelta(seconds=settings.token_ttl_s),

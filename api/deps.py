@@ -16,9 +16,9 @@ from litestar.params import Parameter
 
 from api.auth import Principal
 from api.guards import caller_of
-from api.runtime import Runtime
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
 from domain.ids import ID_PATTERN
+from runtime.context import Runtime
 
 __all__ = [
     "PathId",

@@ -81,10 +81,10 @@ def _bare_app() -> Litestar:
 
 def _real_app(home: Path):  # type: ignore[no-untyped-def]
     from api.app import create_app
-    from api.bootstrap import bootstrap
-    from api.runtime import Runtime
     from api.services import AccountService
-    from api.settings import Settings
+    from roles.bootstrap import bootstrap
+    from runtime.context import Runtime
+    from runtime.settings import Settings
 
     settings = Settings(
         home=home, bucket_url=f"file://{home / 'bucket'}", jwt_secret=SECRET, rate_limit_per_minute=10_000_000
@@ -101,7 +101,7 @@ def serve(kind: str, port: int, home: Path, server_name: str) -> None:
     logging.disable(logging.WARNING)
     app = _bare_app() if kind == "bare" else _real_app(home)
     if server_name == "granian":
-        from api.serve import run_granian
+        from roles.http import run_granian
 
         run_granian(app, host="127.0.0.1", port=port, log_level="error")
         return

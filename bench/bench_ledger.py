@@ -1,7 +1,7 @@
 """Bench: the ledger's ingest rate and its lag from a heartbeat to billing.json, direct and over Pub/Sub.
 
 Everything real: a local-folder bucket (the embedded default), the event store on it,
-``PlatformApp``/``UserApp`` (aggregate cache on, as ``python -m runners.ledger`` opens
+``PlatformApp``/``UserApp`` (aggregate cache on, as ``python -m roles.ledger`` opens
 them), a projector in the same process writing the views, the transport's own subscriber.
 
 1. Ingest: N heartbeats of J jobs (U users) are published before the ledger starts; the
@@ -40,10 +40,11 @@ from scratch import file_create_us, scratch_dir  # noqa: E402
 from projections.partition import tracking_name  # noqa: E402
 from projections.projector import Projector  # noqa: E402
 from projections.store import ViewStore  # noqa: E402
+from roles.ledger import USER_APP_CACHE  # noqa: E402
 from runners.ledger import LedgerWorker  # noqa: E402
-from runners.ledger.__main__ import cached_user_apps  # noqa: E402
 from storage import LocalBucket  # noqa: E402
 from storage.eventstore import open_platform  # noqa: E402
+from storage.eventstore.apps import PartitionApps  # noqa: E402
 from storage.heartbeats import DirectTransport, Heartbeat, HeartbeatTransport, open_heartbeat_transport  # noqa: E402
 from tests import emulators  # noqa: E402
 
@@ -59,7 +60,7 @@ class World:
         self.bucket = LocalBucket(root / f"bucket-{uuid.uuid4().hex[:8]}")
         self.platform = open_platform(self.bucket)
         self.platform.set_price(GPU, 2_900_000, T0 - timedelta(days=30), T0 - timedelta(days=30))
-        self.open_user = cached_user_apps(self.bucket)
+        self.open_user = PartitionApps(self.bucket, AGGREGATE_CACHE_MAXSIZE=USER_APP_CACHE).user
         self.jobs = [(f"u{j % users}", f"j{j}") for j in range(jobs)]
         for user_id in {u for u, _ in self.jobs}:
             app = self.open_user(user_id)

@@ -65,16 +65,17 @@ def domain_errors() -> Iterator[None]:
 
 
 def open_runtime(store: Store) -> Any:
-    """The server's composition root on the chosen bucket, without serving anything."""
+    """The platform's context (``runtime.context.Runtime``) on the chosen bucket, serving nothing."""
+    env = dict(os.environ)
     if store.home is not None:
-        os.environ["TUNE_HOME"] = str(store.home.expanduser().resolve())
+        env["TUNE_HOME"] = str(store.home.expanduser().resolve())
     if store.bucket:
-        os.environ["TUNE_BUCKET"] = store.bucket
-    from api.runtime import Runtime
-    from api.settings import Settings
+        env["TUNE_BUCKET"] = store.bucket
+    from runtime.context import Runtime
+    from runtime.settings import Settings
 
     try:
-        return Runtime(Settings.from_env())
+        return Runtime(Settings.from_env(env))
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 

@@ -42,16 +42,17 @@ def serve(
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
 ) -> None:
     """Run the API with the projector and workers (first start creates an admin and prints its password)."""
+    env = dict(os.environ)
     if home is not None:
-        os.environ["TUNE_HOME"] = str(home.expanduser().resolve())
+        env["TUNE_HOME"] = str(home.expanduser().resolve())
     if bucket:
-        os.environ["TUNE_BUCKET"] = bucket
+        env["TUNE_BUCKET"] = bucket
     _check_port_free(host, port)
-    from api.serve import serve as run_server
-    from api.settings import Settings
+    from roles.embedded import serve as run_server
+    from runtime.settings import Settings
 
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     print(

@@ -25,8 +25,7 @@ import collections
 import logging
 import secrets
 import threading
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from domain.job import TERMINAL_STATES, JobState
@@ -35,9 +34,11 @@ from domain.views import JobView
 from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
-from runners.job_recorder import JobRecorder, utc_now
+from runners.job_recorder import JobRecorder
 from runners.run_spec import JobRunSpec, build_run_spec, write_job_run
 from storage import Bucket
+from storage.clock import Clock, utc_now
+from storage.eventstore.apps import PartitionApps
 from storage.heartbeats import Heartbeat, HeartbeatPublisher
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class Dispatcher:
         *,
         bucket_url: str | None = None,
         open_app: OpenUserApp | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         max_concurrent: int = 1,
         heartbeat_url: str = STDOUT_URL,
         notify: Notify | None = None,
@@ -108,7 +109,7 @@ class Dispatcher:
         self.bucket = bucket
         self.backend = backend
         self.bucket_url = bucket_url or bucket.url
-        self.open_app = open_app or _cached_user_apps(bucket)
+        self.open_app = open_app or PartitionApps(bucket).user
         self.clock = clock
         self.max_concurrent = max_concurrent
         self.heartbeat_url = heartbeat_url
@@ -318,33 +319,20 @@ def _max_retries(job: JobView) -> int:
     return parse_training_config(job.config).max_retries
 
 
-def _cached_user_apps(bucket: Bucket) -> OpenUserApp:
-    apps: dict[str, UserApp] = {}
-    lock = threading.Lock()
-
-    def open_app(user_id: str) -> UserApp:
-        with lock:
-            if user_id not in apps:
-                from storage.eventstore import open_user
-
-                apps[user_id] = open_user(bucket, user_id)
-            return apps[user_id]
-
-    return open_app
-
-
 def local_dispatcher(
     bucket: Bucket,
     *,
     heartbeats: HeartbeatPublisher | None = None,
     notify: Notify | None = None,
     log_dir: Path | None = None,
+    runner_env: Mapping[str, str] | None = None,
     **options: object,
 ) -> Dispatcher:
     """A Dispatcher with the local subprocess backend, relaying runner heartbeats to ``heartbeats``.
 
     Every relayed heartbeat also calls ``notify`` with the job's partition (the runner appends
-    events there around each heartbeat). ``options`` are the Dispatcher's keyword arguments.
+    events there around each heartbeat). ``runner_env`` is added to each runner's environment
+    (the home it keeps its work and base models in). ``options`` are the Dispatcher's keyword arguments.
     """
 
     def on_heartbeat(heartbeat: Heartbeat) -> None:
@@ -353,5 +341,5 @@ def local_dispatcher(
         if notify is not None:
             notify(f"users/{heartbeat.user_id}")
 
-    backend = LocalSubprocessBackend(on_heartbeat=on_heartbeat, log_dir=log_dir)
+    backend = LocalSubprocessBackend(on_heartbeat=on_heartbeat, log_dir=log_dir, env=runner_env)
     return Dispatcher(bucket, backend, notify=notify, **options)  # type: ignore[arg-type]

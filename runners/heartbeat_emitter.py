@@ -18,9 +18,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import NamedTuple
 
+from storage.clock import Clock, utc_now
 from storage.heartbeats import Heartbeat, HeartbeatPublisher, HeartbeatPublishError
 
 __all__ = ["AttemptIdentity", "HeartbeatEmitter", "Progress"]
@@ -49,10 +49,6 @@ class Progress(NamedTuple):
     tokens: int = 0
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class HeartbeatEmitter:
     """Publishes an attempt's heartbeats.
 
@@ -74,7 +70,7 @@ class HeartbeatEmitter:
         interval_s: float,
         progress: Callable[[], Progress] = Progress,
         on_beat: Callable[[Heartbeat], None] | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Clock = utc_now,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         if interval_s <= 0:

@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from domain.errors import Conflict
 from domain.job import JobState
 from domain.model import ModelWeights
 from domain.views import JobView
+from storage.clock import Clock, utc_now
 
 if TYPE_CHECKING:
     from domain.applications import UserApp
 
-__all__ = ["JobRecorder", "utc_now"]
+__all__ = ["JobRecorder"]
 
 T = TypeVar("T")
 _TRIES = 8
 _PAUSE_S = 0.02
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class JobRecorder:
@@ -45,7 +42,7 @@ class JobRecorder:
     """
 
     def __init__(
-        self, app: UserApp, job_id: str, attempt: int = 0, *, clock: Callable[[], datetime] = utc_now
+        self, app: UserApp, job_id: str, attempt: int = 0, *, clock: Clock = utc_now
     ) -> None:
         self.app = app
         self.job_id = job_id

@@ -36,8 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -48,7 +47,7 @@ from domain.errors import Conflict, PlatformError, ValidationFailed
 from domain.job import JobState
 from domain.views import JobView
 from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
-from runners.job_recorder import JobRecorder, utc_now
+from runners.job_recorder import JobRecorder
 from runners.log_mirror import MirroredFile
 from runners.run_spec import JobRunSpec
 from runners.trainer.events import Checkpoint, Done, Error, Eval, Started, Step, TrainerEvent, decode_event
@@ -63,12 +62,13 @@ from runners.workdir import (
     upload_folder,
 )
 from storage import Bucket, ObjectNotFound
+from storage.clock import Clock, utc_now
 from storage.heartbeats import Heartbeat, HeartbeatPublisher
 
 if TYPE_CHECKING:
     from domain.applications import UserApp
 
-__all__ = ["EXIT_BAD_SPEC", "EXIT_CRASHED", "EXIT_OK", "JobRunner", "Outcome", "default_home", "main"]
+__all__ = ["EXIT_BAD_SPEC", "EXIT_CRASHED", "EXIT_OK", "JobRunner", "Outcome", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,6 @@ class Outcome(StrEnum):
     ABANDONED = "abandoned"
     """The job moved on while this attempt ran (e.g. presumed lost); nothing was recorded."""
 
-
-def default_home() -> Path:
-    """``$TUNE_HOME`` (default ``~/.tune``)."""
-    return Path(os.environ.get("TUNE_HOME") or Path.home() / ".tune").expanduser().absolute()
 
 
 class _TrainerState:
@@ -137,7 +133,7 @@ class JobRunner:
         publisher: HeartbeatPublisher,
         work_root: Path,
         cache_dir: Path,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         trainer_command: Sequence[str] = TRAINER_COMMAND,
         stop_grace_s: float = 600.0,
         keep_checkpoints: int | None = 2,
@@ -509,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from runners.heartbeat_relay import STDOUT_URL, StreamPublisher, open_publisher
     from runners.run_spec import read_job_run
+    from runtime.settings import Settings
     from storage import open_bucket
     from storage.eventstore import open_user
 
@@ -522,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     publisher = (
         StreamPublisher(stream) if spec.heartbeat_url == STDOUT_URL else open_publisher(spec.heartbeat_url)
     )
-    home = default_home()
+    home = Settings.from_env().home
     runner = JobRunner(
         bucket,
         spec,

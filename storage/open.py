@@ -1,13 +1,32 @@
-"""``open_bucket(url)``: the one place a bucket URL becomes a Bucket."""
+"""``open_bucket(url)``: the one place a bucket URL becomes a Bucket; where the default one is.
+
+``home_from_env`` is the one place the ``TUNE_HOME`` default (``~/.tune``) is spelled, and
+``bucket_url_from_env`` the one place the default bucket (``file://$TUNE_HOME/bucket``) is:
+``runtime.settings.Settings.from_env`` and the eventsourcing ``Factory`` both use them.
+"""
 
 from __future__ import annotations
 
+import os
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 from storage.bucket import Bucket
 
-__all__ = ["open_bucket"]
+__all__ = ["bucket_url_from_env", "home_from_env", "open_bucket"]
+
+DEFAULT_HOME = "~/.tune"
+
+
+def home_from_env(env: Mapping[str, str] = os.environ) -> Path:
+    """``$TUNE_HOME`` (default ``~/.tune``), absolute."""
+    return Path(env.get("TUNE_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
+def bucket_url_from_env(env: Mapping[str, str] = os.environ) -> str:
+    """``$TUNE_BUCKET``, else the folder ``bucket`` in the home."""
+    return env.get("TUNE_BUCKET") or f"file://{home_from_env(env) / 'bucket'}"
 
 _TRUE = ("1", "true", "yes")
 

@@ -9,10 +9,10 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from api.errors import documented
-from api.runtime import Runtime
 from api.schemas import LoginRequest, LoginResponse
 from api.services import AccountService
 from projections.render import iso
+from runtime.context import Runtime
 
 
 class AuthController(Controller):

@@ -10,7 +10,6 @@ from litestar.params import Parameter
 
 from api.deps import PathId
 from api.errors import documented
-from api.runtime import Runtime
 from api.schemas import (
     Billing,
     BillingHistory,
@@ -21,6 +20,7 @@ from api.schemas import (
     Pricing,
 )
 from api.services import BillingService
+from runtime.context import Runtime
 
 
 class BillingController(Controller):

@@ -11,9 +11,9 @@ from litestar.params import Parameter
 from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
-from api.runtime import Runtime
 from api.schemas import Dataset, DatasetList, Deleted
 from api.services import DatasetService
+from runtime.context import Runtime
 
 
 class DatasetController(Controller):

@@ -14,9 +14,9 @@ from litestar.response import Stream
 from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
-from api.runtime import Runtime
 from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
 from api.services import JobService
+from runtime.context import Runtime
 
 TEXT = "text/plain; charset=utf-8"
 

@@ -7,9 +7,9 @@ from importlib import metadata
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
-from api.runtime import Runtime
 from api.schemas import Health
 from projections.render import iso
+from runtime.context import Runtime
 
 
 def _version() -> str:

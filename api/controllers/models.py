@@ -10,9 +10,9 @@ from litestar.response import Stream
 from api.deps import PathId
 from api.errors import documented
 from api.guards import requires_owner
-from api.runtime import Runtime
 from api.schemas import Deleted, Model, ModelList
 from api.services import ModelService
+from runtime.context import Runtime
 
 
 class ModelController(Controller):

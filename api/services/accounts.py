@@ -6,10 +6,10 @@ import secrets
 
 from api import views
 from api.auth import Principal, check_password, hash_password
-from api.runtime import Runtime
 from domain.errors import Forbidden, Unauthenticated
 from domain.ids import new_id
 from projections.partition import PLATFORM
+from runtime.context import Runtime
 
 __all__ = ["AccountService", "FirstUser"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import msgspec
 
 from api import schemas, views
-from api.runtime import Runtime
 from domain.money import check_period, period_of
 from projections.replay import read_events
 from projections.report import monthly_report, report_document
+from runtime.context import Runtime
 
 __all__ = ["BillingService"]
 

@@ -10,12 +10,12 @@ import anyio.to_thread
 import msgspec
 
 from api import schemas, views
-from api.runtime import Runtime
 from api.services.jobs import JobService
 from api.streams import upload_async
 from domain.dataset import check_filename
 from domain.errors import Forbidden, TooLarge, ValidationFailed
 from domain.ids import new_id
+from runtime.context import Runtime
 from storage.bucket import check_name
 from storage.datasets import process_dataset
 

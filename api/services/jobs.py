@@ -10,7 +10,6 @@ import yaml
 
 from api import schemas, views
 from api.estimate import estimate_job
-from api.runtime import Runtime
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.errors import Forbidden, NotFound, ValidationFailed
@@ -18,6 +17,7 @@ from domain.ids import check_id
 from domain.job import ACTIVE_STATES, TERMINAL_STATES, Job, JobState
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
+from runtime.context import Runtime
 from storage import ObjectNotFound
 
 __all__ = ["JobService", "parse_config_text"]

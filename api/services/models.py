@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 from api import schemas, views
 from api.archive import TarPlan, plan_tar, tar_chunks, tar_sha256
-from api.runtime import Runtime
 from api.services.jobs import JobService
+from runtime.context import Runtime
 
 __all__ = ["Archive", "ModelService"]
 

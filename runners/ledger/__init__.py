@@ -4,7 +4,7 @@
 - ``limits``: pure alert and stop decisions (``domain.budget`` rules);
 - ``spend``: a user's spend per period, by billing.json's own fold;
 - ``live``: the attempts heard from lately; ``lost``: ``LostJobDetector``;
-- ``worker``: ``LedgerWorker``, the subscriber's handler; ``python -m runners.ledger`` runs it.
+- ``worker``: ``LedgerWorker``, the subscriber's handler; ``python -m roles.ledger`` runs it.
 """
 
 from runners.ledger.limits import STOP_REASON

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from eventsourcing.persistence import RecordConflictError
@@ -60,21 +60,18 @@ from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, 
 from runners.ledger.metering import UsageRun, by_user_and_job, fresh_heartbeats, usage_runs
 from runners.ledger.spend import UserSpend
 from storage import Bucket
+from storage.clock import Clock, utc_now
 from storage.eventstore import pinned_reads
 from storage.eventstore.log import io_workers_for
 from storage.heartbeats import Heartbeat, HeartbeatSubscriber
 
-__all__ = ["LedgerStats", "LedgerWorker", "Notifier", "utc_now"]
+__all__ = ["LedgerStats", "LedgerWorker", "Notifier"]
 
 log = logging.getLogger(__name__)
 
 _STOPPABLE = frozenset({JobState.RUNNING, JobState.RETRYING, JobState.LOST})
 _TRIES = 10
 _LINGER_FRACTION = 50  # linger only after a batch of at most max_batch / 50 heartbeats
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Notifier(Protocol):
@@ -158,7 +155,7 @@ class LedgerWorker:
         subscriber: HeartbeatSubscriber,
         projector: Notifier | None = None,
         *,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         flush_interval_s: float = 0.2,
         sweep_interval_s: float = 1.0,
         lost_after_intervals: int = LOST_AFTER_INTERVALS,

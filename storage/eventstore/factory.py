@@ -37,6 +37,7 @@ from storage.eventstore.recorders import (
     BucketProcessRecorder,
     BucketTrackingRecorder,
 )
+from storage.open import bucket_url_from_env
 
 __all__ = [
     "PERSISTENCE_MODULE",
@@ -124,7 +125,7 @@ class Factory(InfrastructureFactory[BucketTrackingRecorder]):
 
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)
-        url = self.env.get(self.TUNE_BUCKET) or self._default_bucket_url()
+        url = bucket_url_from_env(self.env)
         partition = self.env.get(self.TUNE_PARTITION)
         if not partition:
             keys = ", ".join(self.env.create_keys(self.TUNE_PARTITION))
@@ -135,10 +136,6 @@ class Factory(InfrastructureFactory[BucketTrackingRecorder]):
             self.bucket = resolve_bucket(url)
         except ValueError as exc:
             raise InfrastructureFactoryError(str(exc)) from exc
-
-    def _default_bucket_url(self) -> str:
-        home = os.path.abspath(os.path.expanduser(self.env.get(self.TUNE_HOME) or "~/.tune"))
-        return f"file://{home}/bucket"
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         prefix = self.partition if purpose == "events" else f"{self.partition}{check_id(purpose)}/"

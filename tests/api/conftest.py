@@ -20,11 +20,11 @@ from litestar.testing import TestClient
 os.environ.setdefault("LITESTAR_WARN_IMPLICIT_SYNC_TO_THREAD", "0")
 
 from api.app import create_app
-from api.bootstrap import bootstrap
-from api.runtime import Runtime
 from api.services import AccountService
-from api.settings import Settings
 from domain.model import ModelWeights
+from roles.bootstrap import bootstrap
+from runtime.context import Runtime
+from runtime.settings import Settings
 
 SECRET = "test-secret-for-the-api-tests-0123456789"
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from api.settings import Settings, load_or_create_secret
+from api.auth import jwt_secret_of, load_or_create_secret
+from runtime.settings import Settings
 from tests.api.conftest import SECRET, Api, User
 
 
@@ -87,19 +88,19 @@ def test_jwt_secret_is_generated_once_with_mode_0600(tmp_path, monkeypatch: pyte
     monkeypatch.setenv("TUNE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TUNE_JWT_SECRET", raising=False)
     monkeypatch.delenv("TUNE_BUCKET", raising=False)
-    first = Settings.from_env()
-    again = Settings.from_env()
+    first = jwt_secret_of(Settings.from_env())
+    again = jwt_secret_of(Settings.from_env())
     path = tmp_path / "home" / "jwt_secret"
-    assert first.jwt_secret == again.jwt_secret == load_or_create_secret(tmp_path / "home")
-    assert len(first.jwt_secret) >= 32
+    assert first == again == load_or_create_secret(tmp_path / "home")
+    assert len(first) >= 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert first.bucket_url == f"file://{tmp_path / 'home' / 'bucket'}"
+    assert Settings.from_env().bucket_url == f"file://{tmp_path / 'home' / 'bucket'}"
 
 
 def test_env_secret_wins_and_bad_numbers_are_refused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNE_HOME", str(tmp_path))
     monkeypatch.setenv("TUNE_JWT_SECRET", "from-the-env")
-    assert Settings.from_env().jwt_secret == "from-the-env"
+    assert jwt_secret_of(Settings.from_env()) == "from-the-env"
     assert not (tmp_path / "jwt_secret").exists()
     monkeypatch.setenv("TUNE_RATE_LIMIT", "lots")
     with pytest.raises(ValueError, match="TUNE_RATE_LIMIT"):
@@ -121,7 +122,7 @@ def test_a_token_is_remembered_per_secret(tmp_path, api: Api, ann: User) -> None
     from litestar.testing import TestClient
 
     from api.app import create_app
-    from api.runtime import Runtime
+    from runtime.context import Runtime
     from tests.api.conftest import make_settings
 
     assert api.client.get("/billing/usage", headers=ann.headers).status_code == 200

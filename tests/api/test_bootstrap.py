@@ -7,8 +7,8 @@ from pathlib import Path
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.bootstrap import bootstrap, login_hint
-from api.runtime import Runtime
+from roles.bootstrap import bootstrap, login_hint
+from runtime.context import Runtime
 from tests.api.conftest import make_settings
 
 

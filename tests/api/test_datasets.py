@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 
+import msgspec
 import pytest
 
 from tests.api.conftest import Api, User, chat_lines
@@ -139,7 +139,7 @@ def test_a_large_upload_is_never_held_whole_in_memory(api: Api, ann: User) -> No
     line = chat_lines(1).replace(b"answer 0", b"answer " + b"x" * 900)
     chunk = line * 64
     chunks = (16 << 20) // len(chunk)
-    api.rt.settings = dataclasses.replace(api.rt.settings, max_upload_bytes=64 << 20)
+    api.rt.settings = msgspec.structs.replace(api.rt.settings, max_upload_bytes=64 << 20)
     path = f"/datasets/{ann.user_id}/upload"
     scope = {
         "type": "http",

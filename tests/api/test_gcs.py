@@ -8,8 +8,8 @@ from pathlib import Path
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.bootstrap import bootstrap
-from api.runtime import Runtime
+from roles.bootstrap import bootstrap
+from runtime.context import Runtime
 from storage.gcs import GcsBucket
 from tests.api.conftest import Api, chat_lines, make_settings
 

@@ -9,8 +9,8 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.bootstrap import bootstrap
-from api.runtime import Runtime
+from roles.bootstrap import bootstrap
+from runtime.context import Runtime
 from tests.api.conftest import Api, User, make_settings
 
 LIMIT = 5

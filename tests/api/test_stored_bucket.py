@@ -43,7 +43,7 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def client(home: Path) -> Iterator[TestClient[Any]]:
     from api.app import create_app
-    from api.runtime import Runtime
+    from runtime.context import Runtime
 
     settings = make_settings(home)
     runtime = Runtime(settings, clock=lambda: NOW)

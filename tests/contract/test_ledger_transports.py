@@ -240,7 +240,7 @@ def test_the_standalone_ledger_process_meters_from_pubsub_and_exits_cleanly(
     name = f"ledger-{uuid.uuid4().hex[:12]}"
     url = f"pubsub://test-project/{name}/{name}-sub"
     ledger = subprocess.Popen(
-        [sys.executable, "-m", "runners.ledger", "--bucket", f"file://{bucket.root}", "--heartbeats", url,
+        [sys.executable, "-m", "roles.ledger", "--bucket", f"file://{bucket.root}", "--heartbeats", url,
          "--create", "--project", "--flush-interval", "0.05"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -1,7 +1,8 @@
-"""The workers of the embedded default, run inside ``tune serve`` beside the API.
+"""The embedded default, ``tune serve``: the API, its projector, the dispatcher and the ledger in one process.
 
-One process holds the API's ``Runtime`` (bucket, applications, projector) and these
-workers, sharing its applications and projector:
+``serve(settings, host=, port=)`` bootstraps a new home, builds one ``Runtime`` (bucket,
+applications, projector) and hands it to the API app and to these workers, which share
+its applications and projector:
 
 - the ``Dispatcher`` with the local-subprocess backend: jobs the API submits are queued
   and handed to ``python -m runners.job_runner`` children; their heartbeats come back
@@ -12,28 +13,30 @@ workers, sharing its applications and projector:
 
 On start, jobs left queued by a previous server are queued again and running ones are
 watched, so a restart loses no work. In production the same roles run as separate
-processes (``python -m runners.ledger``, a dispatcher per cluster) over Pub/Sub.
+processes (``python -m roles.ledger``, a dispatcher per cluster) over Pub/Sub.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from api.app import create_app
 from domain.base_models import BaseModelSource
 from domain.errors import NotFound
+from roles.bootstrap import bootstrap, login_hint
+from roles.http import run_granian
 from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
 from runners.run_spec import JobRunSpec
+from runtime.context import Runtime
+from runtime.settings import Settings
 from storage.heartbeats import open_heartbeat_transport
 
-if TYPE_CHECKING:
-    from api.runtime import Runtime
-
-__all__ = ["EmbeddedWorkers"]
+__all__ = ["EmbeddedWorkers", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class EmbeddedWorkers:
     """Dispatcher + ledger for one ``Runtime``; ``start()`` wires them, ``close()`` stops them.
 
     Args:
-        runtime: the API's composition root (its bucket, applications and projector are shared).
+        runtime: the process's context (its bucket, applications and projector are shared).
         max_concurrent: training runs at once (2 cores here: one).
         heartbeat_url: the in-process transport the dispatcher publishes into and the ledger reads.
         log_dir: where runner logs are kept locally (default: ``<TUNE_HOME>/runs``).
@@ -64,6 +67,7 @@ class EmbeddedWorkers:
             heartbeats=self._publisher,
             notify=runtime.projector.notify,
             log_dir=log_dir or Path(runtime.settings.home) / "runs",
+            runner_env={"TUNE_HOME": str(runtime.settings.home)},
             open_app=runtime.user_app,
             clock=runtime.clock,
             max_concurrent=max_concurrent,
@@ -112,3 +116,31 @@ class EmbeddedWorkers:
 
     def _expect_heartbeats(self, spec: JobRunSpec) -> None:
         self.ledger.watch(spec.user_id, spec.job_id, spec.attempt, interval_s=spec.heartbeat_interval_s)
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8600,
+    runtime: Runtime | None = None,
+    log_level: str = "info",
+) -> None:
+    """Bootstrap a new home (printing how to log in), then serve until interrupted."""
+    runtime = runtime or Runtime(settings)
+    first = bootstrap(runtime)
+    if first is not None:
+        print(login_hint(first, f"http://{host}:{port}"), file=sys.stderr, flush=True)
+    logging.getLogger("api").setLevel(log_level.upper())
+    workers = EmbeddedWorkers(runtime)
+    workers.start()
+    try:
+        run_granian(
+            create_app(settings, runtime=runtime),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=log_level == "debug",
+        )
+    finally:
+        workers.close()

@@ -5,9 +5,9 @@ Each step is idempotent: on a platform that has them already it adds nothing.
 
 from __future__ import annotations
 
-from api.runtime import Runtime
 from api.services.accounts import AccountService, FirstUser
 from projections.partition import PLATFORM
+from runtime.context import Runtime
 
 __all__ = ["bootstrap", "login_hint"]
 

@@ -1,10 +1,11 @@
-"""The composition root: one ``Runtime`` per server process holds every long-lived part.
+"""The context every role of the platform is handed: one ``Runtime`` per process.
 
-- ``bucket``: the object store (``TUNE_BUCKET``);
-- ``platform`` and ``user_app(user_id)``: the eventsourcing applications
-  (one per partition, cached; the projector shares them);
-- ``projector`` and ``views``: the projector folds partitions it is told
-  about into views, and feeds them to the ``ViewStore`` the API reads;
+- ``settings``: read once by the entry point (``runtime.settings.Settings``);
+- ``bucket``: the object store (``settings.bucket_url`` unless one is handed in);
+- ``apps``, ``platform`` and ``user_app(user_id)``: the eventsourcing applications
+  (one per partition, shared by everything in the process: ``storage.eventstore.PartitionApps``);
+- ``projector`` and ``views``: the projector folds partitions it is told about into views,
+  and feeds them to the ``ViewStore`` readers use;
 - ``clock``: the only source of ``now`` (tests pass a fixed one);
 - ``job_submitted``: callbacks ``(user_id, job_id)`` run after a job is
   submitted and projected (the dispatcher's seam; it may also watch views);
@@ -14,17 +15,17 @@
 
 Writes go through ``committed(partition)``, which tells the projector and waits
 (bounded) until the views reflect the write, so the response and the next read
-show it. Workers in the same process (``runners.embedded``) share the
-applications and tell ``projector.notify(partition)`` after their own writes.
+show it. Workers in the same process (``roles.embedded``) share the applications
+and tell ``projector.notify(partition)`` after their own writes.
+
+The roles (``roles/``) build it; ``api.create_app`` and the workers only use it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
@@ -33,44 +34,23 @@ import msgspec
 from api import views
 from domain.errors import NotFound, ValidationFailed
 from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
-from projections.partition import PLATFORM, user_partition
+from projections.partition import PLATFORM
 from projections.projector import Projector
 from projections.store import ViewStore
+from runtime.settings import Settings
 from storage import Bucket, ObjectNotFound, open_bucket
+from storage.clock import Clock, utc_now
+from storage.eventstore.apps import PartitionApps
 
 if TYPE_CHECKING:
-    from api.settings import Settings
     from domain.applications import PlatformApp, UserApp
 
-__all__ = ["Clock", "OpenApp", "Quota", "Runtime", "utc_now"]
+__all__ = ["Quota", "Runtime"]
 
-log = logging.getLogger("api")
+log = logging.getLogger("runtime")
 
 T = TypeVar("T")
-Clock = Callable[[], datetime]
-OpenApp = Callable[[str], Any]
 JobHook = Callable[[str, str], None]
-
-_APP_CACHE = 1024
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _open_app(bucket: Bucket) -> OpenApp:
-    """The default opener: the partition's eventsourcing Application on ``bucket``."""
-    from storage.eventstore.factory import open_platform, open_user
-
-    def open_app(partition: str) -> Any:
-        if partition == PLATFORM:
-            return open_platform(bucket)
-        kind, _, user_id = partition.partition("/")
-        if kind != "users":
-            raise ValueError(f"not a partition: {partition!r}")
-        return open_user(bucket, user_id)
-
-    return open_app
 
 
 class Quota(msgspec.Struct, frozen=True):
@@ -79,22 +59,13 @@ class Quota(msgspec.Struct, frozen=True):
 
 
 class Runtime:
-    """Everything a request may need, built once by ``create_app``."""
+    """Everything a role of the platform works with, built once per process by its entry point."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        bucket: Bucket | None = None,
-        clock: Clock = utc_now,
-        open_app: OpenApp | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, bucket: Bucket | None = None, clock: Clock = utc_now) -> None:
         self.settings = settings
         self.bucket = bucket if bucket is not None else open_bucket(settings.bucket_url)
         self.clock = clock
-        self._open = open_app or _open_app(self.bucket)
-        self._apps: OrderedDict[str, Any] = OrderedDict()
-        self._apps_lock = threading.Lock()
+        self.apps = PartitionApps(self.bucket)
         self.views = ViewStore(self.bucket)
         self.projector = Projector(self.bucket, self.app, store=self.views)
         self.job_submitted: list[JobHook] = []
@@ -120,25 +91,15 @@ class Runtime:
     # -- applications ------------------------------------------------------------------------
 
     def app(self, partition: str) -> Any:
-        """The Application of ``partition`` (cached, least recently used dropped past a bound)."""
-        with self._apps_lock:
-            app = self._apps.get(partition)
-            if app is not None:
-                self._apps.move_to_end(partition)
-                return app
-        app = self._open(partition)
-        with self._apps_lock:
-            app = self._apps.setdefault(partition, app)
-            while len(self._apps) > _APP_CACHE:
-                self._apps.popitem(last=False)
-        return app
+        """The Application of ``partition`` (shared by the whole process)."""
+        return self.apps(partition)
 
     @property
     def platform(self) -> PlatformApp:
-        return self.app(PLATFORM)  # type: ignore[no-any-return]
+        return self.apps.platform()
 
     def user_app(self, user_id: str) -> UserApp:
-        return self.app(user_partition(user_id))  # type: ignore[no-any-return]
+        return self.apps.user(user_id)
 
     # -- writes and reads --------------------------------------------------------------------
 

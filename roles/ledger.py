@@ -1,8 +1,8 @@
-"""Run the ledger on its own (the production role): ``python -m runners.ledger``.
+"""Run the ledger on its own (the production role): ``python -m roles.ledger``.
 
 ::
 
-    python -m runners.ledger --bucket gs://tune-prod --heartbeats pubsub://proj/heartbeats/ledger
+    python -m roles.ledger --bucket gs://tune-prod --heartbeats pubsub://proj/heartbeats/ledger
 
 Consumes heartbeats from ``--heartbeats`` (``pubsub://project/topic/subscription``; with
 ``--create`` the topic and ordered subscription are made first) and writes metered usage,
@@ -17,46 +17,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from runners.ledger.worker import LedgerWorker
-from storage import Bucket, open_bucket
+from runtime.settings import Settings
+from storage import open_bucket
+from storage.eventstore.apps import PartitionApps
 from storage.heartbeats import open_heartbeat_transport
 
-__all__ = ["cached_user_apps", "main"]
+__all__ = ["main"]
 
-log = logging.getLogger("runners.ledger")
+log = logging.getLogger("roles.ledger")
 
 USER_APP_CACHE = "1000"
 """Aggregates each UserApp caches (fast-forwarded): lost-job checks and the projector skip replays."""
 
 
-def cached_user_apps(bucket: Bucket) -> Callable[[str], Any]:
-    """``user_id -> UserApp`` on ``bucket``, one per user, each with the aggregate cache on."""
-    from storage.eventstore import open_user
-
-    apps: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def open_app(user_id: str) -> Any:
-        with lock:
-            app = apps.get(user_id)
-            if app is None:
-                app = apps[user_id] = open_user(bucket, user_id, AGGREGATE_CACHE_MAXSIZE=USER_APP_CACHE)
-            return app
-
-    return open_app
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    home = os.path.abspath(os.path.expanduser(os.environ.get("TUNE_HOME", "~/.tune")))
-    parser = argparse.ArgumentParser(prog="python -m runners.ledger", description=__doc__.split("\n")[0])
-    parser.add_argument("--bucket", default=os.environ.get("TUNE_BUCKET", f"file://{home}/bucket"))
+def _parse(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m roles.ledger", description=__doc__.split("\n")[0])
+    parser.add_argument("--bucket", default=settings.bucket_url, help="default $TUNE_BUCKET")
     parser.add_argument("--heartbeats", required=True, help="pubsub://project/topic/subscription")
     parser.add_argument("--create", action="store_true", help="create the topic and subscription if missing")
     parser.add_argument("--max-batch", type=int, default=1000)
@@ -67,27 +49,22 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
+    args = _parse(argv, Settings.from_env())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from storage.eventstore import open_platform
-
     bucket = open_bucket(args.bucket)
     transport = open_heartbeat_transport(args.heartbeats, create=args.create)
-    open_app = cached_user_apps(bucket)
+    apps = PartitionApps(bucket, AGGREGATE_CACHE_MAXSIZE=USER_APP_CACHE)
     stop = threading.Event()
     projector = None
     if args.project:
         from projections.projector import Projector
 
-        def open_partition(partition: str) -> Any:
-            return open_platform(bucket) if partition == "platform" else open_app(partition.split("/", 1)[1])
-
-        projector = Projector(bucket, open_partition)
+        projector = Projector(bucket, apps)
         projector.start(stop, sweep_every=30.0)
     worker = LedgerWorker(
         bucket,
-        open_platform(bucket),
-        open_app,
+        apps.platform(),
+        apps.user,
         transport.subscriber(max_batch=args.max_batch),
         projector,
         flush_interval_s=args.flush_interval,

@@ -1,7 +1,7 @@
-"""Serve the API with granian: ``serve(settings, host, port)`` (used by ``tune serve``).
+"""Serve an ASGI app with granian in this process: ``run_granian(app, host=, port=)``.
 
 Granian (Rust HTTP/1.1 on tokio) runs embedded in this process's asyncio loop, so
-the projector and the workers (``runners.embedded``) share the ``Runtime`` with
+the projector and the workers (``roles.embedded``) share the ``Runtime`` with
 the handlers. Measured against uvicorn with the same app on two cores: about
 1.4x the requests/s and a p99 under 20 ms at 50 connections where uvicorn's was
 21-95 ms (``bench/bench_api.py``). Start-up objects are frozen out of the
@@ -15,15 +15,9 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 from typing import Any
 
-from api.app import create_app
-from api.bootstrap import bootstrap, login_hint
-from api.runtime import Runtime
-from api.settings import Settings
-
-__all__ = ["run_granian", "serve"]
+__all__ = ["run_granian"]
 
 
 def run_granian(app: Any, *, host: str, port: int, log_level: str = "info", access_log: bool = False) -> None:
@@ -53,34 +47,3 @@ def run_granian(app: Any, *, host: str, port: int, log_level: str = "info", acce
     gc.collect()
     gc.freeze()
     asyncio.run(main())
-
-
-def serve(
-    settings: Settings | None = None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8600,
-    runtime: Runtime | None = None,
-    log_level: str = "info",
-) -> None:
-    """Bootstrap a new home (printing how to log in), then serve until interrupted."""
-    settings = settings or Settings.from_env()
-    runtime = runtime or Runtime(settings)
-    first = bootstrap(runtime)
-    if first is not None:
-        print(login_hint(first, f"http://{host}:{port}"), file=sys.stderr, flush=True)
-    logging.getLogger("api").setLevel(log_level.upper())
-    from runners.embedded import EmbeddedWorkers
-
-    workers = EmbeddedWorkers(runtime)
-    workers.start()
-    try:
-        run_granian(
-            create_app(settings, runtime=runtime),
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=log_level == "debug",
-        )
-    finally:
-        workers.close()
