@@ -12,20 +12,25 @@ application (cold caches), best of ``--runs``. Printed: events/s of each, the ra
 bucket/SQLite, the in-memory (POPO) replay for reference, and the cost of
 writing every view once (a full rebuild into the bucket).
 
-    .venv/bin/python bench/bench_replay.py [--events 10000]
+    .venv/bin/python bench/bench_replay.py [--events 10000] [--runs 7]
+    .venv/bin/python bench/bench_replay.py --smoke   # seconds: only checks that it runs
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import msgspec
 from eventsourcing.persistence import StoredEvent
 from scratch import scratch_dir
+from smoke import parse_args
 
 from domain.applications import UserApp
 from domain.budget import Budget
@@ -146,7 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=7, help="replays of each store; the best one counts")
-    args = parser.parse_args()
+    args = parse_args(parser, events=300, runs=1)
 
     source, seconds = timed(lambda: make_history(args.events))
     total = source.recorder.max_notification_id() or 0
@@ -188,7 +193,7 @@ def main() -> None:
         print(f"  memory (POPO recorder)     {total / memory_s:>10,.0f} events/s")
         print(f"  LocalBucket event store    {total / bucket_s:>10,.0f} events/s")
         print(f"  SQLite recorder (file)     {total / sqlite_s:>10,.0f} events/s")
-        print(f"  ratio LocalBucket / SQLite {sqlite_s / bucket_s:>10.2f}")
+        print(f"  ratio LocalBucket / SQLite {sqlite_s / bucket_s:>10.2f}x")
         print(
             f"full rebuild into the bucket (replay + write {len(report.written)} views): {write_s:.2f}s, "
             f"{total / write_s:,.0f} events/s"
