@@ -24,6 +24,7 @@ bare requests/s, p99 < 20 ms at 50 connections.
 
     .venv/bin/python bench/bench_api.py [--connections 50] [--seconds 5] [--rounds 2] \
         [--client wrk|python] [--server granian|uvicorn]
+    .venv/bin/python bench/bench_api.py --smoke   # seconds: only checks that it runs
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -48,6 +50,7 @@ import msgspec
 from litestar import Litestar, get
 from litestar.security.jwt import JWTAuth, Token
 from scratch import scratch_dir
+from smoke import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -228,9 +231,9 @@ _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def _wrk(url: str, path: str, token: str, connections: int, seconds: float) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) from one wrk run; any non-2xx answer is an error."""
+    """(requests/s, p50 ms, p99 ms) from one wrk run (whole seconds); any non-2xx answer is an error."""
     done = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s", "--latency",
          "-H", f"Authorization: Bearer {token}", f"{url}{path}"],
         capture_output=True, text=True, check=True,
     )
@@ -276,7 +279,7 @@ def main() -> None:
     parser.add_argument("--serve", choices=["app", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, connections=2, seconds=0.5, rounds=1)
     if args.serve:
         serve(args.serve, args.port, args.home, args.server)
         return

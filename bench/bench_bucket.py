@@ -5,9 +5,11 @@ allows: ``open(O_CREAT|O_EXCL)``, write, close, with no temp file, lock or
 generation. Then ``LocalBucket.create`` (default and ``fsync=True``), with one
 process and with several, and ``GcsBucket.create`` on fake-gcs-server. Each
 object is a ~300-byte commit named like the event store's. "Racing" counts
-attempts (wins and AlreadyExists losses) of all processes together.
+attempts (wins and AlreadyExists losses) of all processes together. The emulator
+that ``$STORAGE_EMULATOR_HOST`` names is used if set, else one is started.
 
-    .venv/bin/python bench/bench_bucket.py [--n 3000] [--procs 4]
+    .venv/bin/python bench/bench_bucket.py [--n 3000] [--procs 4] [--rounds 3]
+    .venv/bin/python bench/bench_bucket.py --smoke   # seconds: only checks that it runs
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import multiprocessing
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch import scratch_dir
+from smoke import parse_args
 
 from storage import AlreadyExists, Bucket, LocalBucket, open_bucket
-from tests.emulators import create_gcs_bucket, fake_gcs_server
+from tests.emulators import create_gcs_bucket, fake_gcs_server, running_or_started
 
 PAYLOAD = b'{"events": [{"topic": "domain.job:Job.Submitted", "state": "' + b"x" * 220 + b'"}]}'
 
@@ -86,20 +90,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--procs", type=int, default=4)
-    args = parser.parse_args()
-    n, procs = args.n, args.procs
+    parser.add_argument("--rounds", type=int, default=3, help="single-process figures: best of")
+    args = parse_args(parser, n=30, procs=2, rounds=1)
+    n, procs, rounds = args.n, args.procs, args.rounds
     rows: list[tuple[str, float]] = []
     with scratch_dir() as tmp:
         root = Path(tmp)
-        rows.append(("bare O_EXCL files (baseline)", _bare_files(root, n, 3)))
-        rows.append(("LocalBucket.create", _creates(LocalBucket(root / "local"), n, 3)))
+        rows.append(("bare O_EXCL files (baseline)", _bare_files(root, n, rounds)))
+        rows.append(("LocalBucket.create", _creates(LocalBucket(root / "local"), n, rounds)))
         rows.append(("LocalBucket.create fsync=1", _creates(LocalBucket(root / "sync", fsync=True), n // 10)))
         rows.append((f"LocalBucket racing, {procs} procs", _racing((root / "race").as_uri(), n, procs)))
-        with fake_gcs_server() as url:
+        with running_or_started("STORAGE_EMULATOR_HOST", fake_gcs_server) as url:
             os.environ["STORAGE_EMULATOR_HOST"] = url
-            create_gcs_bucket(url, "bench")
-            rows.append(("GcsBucket.create (fake-gcs-server)", _creates(open_bucket("gs://bench"), n // 5)))
-            rows.append((f"GcsBucket racing, {procs} procs", _racing("gs://bench", n // 5, procs)))
+            name = f"bench-{uuid.uuid4().hex[:12]}"
+            create_gcs_bucket(url, name)
+            rows.append(("GcsBucket.create (fake-gcs-server)", _creates(open_bucket(f"gs://{name}"), n // 5)))
+            rows.append((f"GcsBucket racing, {procs} procs", _racing(f"gs://{name}", n // 5, procs)))
     baseline = rows[0][1]
     for label, rate in rows:
         print(f"{label:38s} {rate:9,.0f} /s  {rate / baseline:6.3f} x baseline")

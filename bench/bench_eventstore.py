@@ -11,9 +11,11 @@ the median of ``--rounds``, and each ratio the median of per-round ratios,
 every round running all backends back to back (the machine may be shared,
 so a round's load hits them alike). Durability differs:
 SQLite fsyncs every commit, LocalBucket does not unless ``fsync=1``; that
-row is the like-for-like one.
+row is the like-for-like one. The fake-gcs-server that ``$STORAGE_EMULATOR_HOST``
+names is used if set, else one is started.
 
     .venv/bin/python bench/bench_eventstore.py [--saves 1000] [--replay 20000] [--rounds 5] [--no-gcs]
+    .venv/bin/python bench/bench_eventstore.py --smoke   # seconds: only checks that it runs
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from eventsourcing.application import Application  # noqa: E402
 from eventsourcing.domain import Aggregate, event  # noqa: E402
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
+from smoke import parse_args  # noqa: E402
 
 from storage import Bucket, LocalBucket, open_bucket  # noqa: E402
 from storage.eventstore import BucketApplicationRecorder, open_application  # noqa: E402
@@ -172,10 +175,11 @@ def gcs_bucket(enabled: bool) -> Iterator[Callable[[], Bucket] | None]:
     if not enabled:
         yield None
         return
-    with emulators.fake_gcs_server() as url:
+    with emulators.running_or_started("STORAGE_EMULATOR_HOST", emulators.fake_gcs_server) as url:
         os.environ["STORAGE_EMULATOR_HOST"] = url
-        emulators.create_gcs_bucket(url, "bench")
-        bucket = open_bucket("gs://bench")
+        name = f"bench-{uuid.uuid4().hex[:12]}"
+        emulators.create_gcs_bucket(url, name)
+        bucket = open_bucket(f"gs://{name}")
         yield lambda: bucket
 
 
@@ -185,7 +189,7 @@ def main() -> int:
     parser.add_argument("--replay", type=int, default=20000, help="events in the replayed log")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-gcs", dest="gcs", action="store_false", help="skip fake-gcs-server")
-    args = parser.parse_args()
+    args = parse_args(parser, saves=20, replay=200, rounds=1)
     with scratch_dir() as name, gcs_bucket(args.gcs) as gcs:
         tmp = Path(name)
         local, synced = LocalBucket(tmp / "local"), LocalBucket(tmp / "synced", fsync=True)

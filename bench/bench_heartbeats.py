@@ -2,11 +2,13 @@
 
 Transport part: N heartbeats from J jobs go through DirectTransport (the
 baseline, measured in the same run) and through Pub/Sub on Google's emulator
-(started here). Published: ``publish`` of all N plus ``flush``. End to end:
-from the first publish until the subscriber's handler has seen every
-heartbeat (a subscriber is already running; the handler only counts).
+(started here, unless ``$PUBSUB_EMULATOR_HOST`` names a running one). Published:
+``publish`` of all N plus ``flush``. End to end: from the first publish until the
+subscriber's handler has seen every heartbeat (a subscriber is already running; the
+handler only counts).
 
     .venv/bin/python bench/bench_heartbeats.py [--n 20000] [--jobs 8] [--max-batch 500]
+    .venv/bin/python bench/bench_heartbeats.py --smoke   # seconds (and the emulator's start)
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from smoke import parse_args  # noqa: E402
 
 from storage.heartbeats import DirectTransport, Heartbeat, HeartbeatTransport, open_heartbeat_transport  # noqa: E402
 from tests import emulators  # noqa: E402
@@ -79,13 +83,13 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--max-batch", type=int, default=500)
-    args = parser.parse_args()
+    args = parse_args(parser, n=200, jobs=2, max_batch=50)
     beats = heartbeats(args.n, args.jobs)
     print(f"transports: {args.n:,} heartbeats from {args.jobs} jobs, handler batches of <= {args.max_batch}")
 
     direct = run(DirectTransport("bench"), beats, args.max_batch)
     report("direct", args.n, direct, direct)
-    with emulators.pubsub_emulator() as host:
+    with emulators.running_or_started("PUBSUB_EMULATOR_HOST", emulators.pubsub_emulator) as host:
         os.environ["PUBSUB_EMULATOR_HOST"] = host
         name = f"bench-{uuid.uuid4().hex[:12]}"
         pubsub = run(open_heartbeat_transport(f"pubsub://bench/{name}/{name}-sub", create=True), beats,

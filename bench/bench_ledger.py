@@ -16,7 +16,11 @@ them), a projector in the same process writing the views, the transport's own su
    projector has written the user's views (position.json, written after billing.json) at or
    past the ledger commit that metered it. p50/p99/max.
 
+Both parts run on the direct transport, then on Google's Pub/Sub emulator (started
+here, unless ``$PUBSUB_EMULATOR_HOST`` names a running one; ``--skip-pubsub``).
+
     .venv/bin/python bench/bench_ledger.py [--n 30000] [--jobs 200] [--users 20] [--seconds 30]
+    .venv/bin/python bench/bench_ledger.py --smoke   # seconds (and the emulator's start)
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scratch import file_create_us, scratch_dir  # noqa: E402
+from smoke import parse_args  # noqa: E402
 
 from projections.partition import tracking_name  # noqa: E402
 from projections.projector import Projector  # noqa: E402
@@ -190,7 +195,8 @@ def naive(world: World, beats: list[Heartbeat]) -> tuple[int, float]:
 
 
 def lag(
-    transport: HeartbeatTransport, root: Path, jobs: int, users: int, seconds: float, interval: float
+    transport: HeartbeatTransport, root: Path, jobs: int, users: int, seconds: float, interval: float,
+    drain: float,
 ) -> None:
     world = World(root, jobs, users)
     sub = transport.subscriber(max_batch=1000)
@@ -230,7 +236,7 @@ def lag(
     for t in threads:
         t.join()
     pub.close()
-    time.sleep(3)
+    time.sleep(drain)
     sub.close()
     world.close()
     lags, to_commit = [], []
@@ -261,8 +267,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between one job's heartbeats")
+    parser.add_argument("--drain", type=float, default=3.0, help="seconds for the last heartbeats to land")
     parser.add_argument("--skip-pubsub", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(parser, n=100, jobs=4, users=2, seconds=1.0, interval=0.25, drain=0.5)
     with scratch_dir() as tmp:
         root = Path(tmp)
         print(f"buckets in {root}: file create+link+unlink {file_create_us(root):.0f} us")
@@ -270,10 +277,11 @@ def main() -> int:
         for project in (False, True):
             direct = lambda: DirectTransport(f"bench-{uuid.uuid4().hex[:8]}")  # noqa: E731
             ingest(direct, root, args.n, args.jobs, args.users, project)
-        lag(DirectTransport("bench-lag"), root, args.jobs, args.users, args.seconds, args.interval)
+        sizes = (args.jobs, args.users, args.seconds, args.interval, args.drain)
+        lag(DirectTransport("bench-lag"), root, *sizes)
         if args.skip_pubsub:
             return 0
-        with emulators.pubsub_emulator() as host:
+        with emulators.running_or_started("PUBSUB_EMULATOR_HOST", emulators.pubsub_emulator) as host:
             os.environ["PUBSUB_EMULATOR_HOST"] = host
 
             def fresh() -> HeartbeatTransport:
@@ -283,7 +291,7 @@ def main() -> int:
             print("Pub/Sub (Google's emulator on this machine)")
             for project in (False, True):
                 ingest(fresh, root, args.n, args.jobs, args.users, project)
-            lag(fresh(), root, args.jobs, args.users, args.seconds, args.interval)
+            lag(fresh(), root, *sizes)
         print(f"file create+link+unlink in {root}: {file_create_us(root):.0f} us now "
               "(a commit's file work; it swings 20-1000 us on these machines, and the figures with it)")
     return 0

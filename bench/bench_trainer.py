@@ -17,6 +17,7 @@ round of each is compared (the median is printed too), by wall time and by CPU t
   costs dominate short runs.
 
     .venv/bin/python bench/bench_trainer.py [--model smollm2-135m|tiny-llama] [--steps 8] [--rounds 2]
+    .venv/bin/python bench/bench_trainer.py --smoke   # tiny-llama, 2 steps: only checks that it runs
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
+from smoke import parse_args  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler  # noqa: E402
 
 from domain.training_config import TrainingConfig  # noqa: E402
@@ -154,12 +156,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared box)")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "base-models")
     parser.add_argument("--no-entry-point", action="store_true", help="skip the subprocess figure")
-    args = parser.parse_args()
+    args = parse_args(parser, model="tiny-llama", steps=2, batch_size=2, rounds=1)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     torch.set_num_threads(args.threads)
     base = resolve_base_model(args.model, args.cache)
 
-    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
+    with scratch_dir("bench-trainer-") as tmp:
         work = Path(tmp)
         raw = {
             "job_id": "job_bench",
@@ -191,7 +193,7 @@ def main() -> None:
             print(
                 f"{label:13s} bare best {best['bare']:9.1f} median {med['bare']:9.1f} | "
                 f"trainer best {best['trainer']:9.1f} median {med['trainer']:9.1f} | "
-                f"ratio best {best['trainer'] / best['bare']:.3f} median {med['trainer'] / med['bare']:.3f}"
+                f"ratio best {best['trainer'] / best['bare']:.3f}x median {med['trainer'] / med['bare']:.3f}x"
             )
         print("goal: trainer/bare >= 0.95")
         if not args.no_entry_point:

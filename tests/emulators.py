@@ -5,7 +5,8 @@
 ``pubsub_emulator()`` runs Google's Pub/Sub emulator and yields ``127.0.0.1:N``.
 Each runs in its own process group, logs to a temp file (named in any failure),
 and is killed, children included, when the ``with`` block ends. A missing
-emulator is an error, never a skip.
+emulator is an error, never a skip. ``running_or_started`` uses the one that the
+environment names, if any (the benches run by a test session use its emulators).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "fake_gcs_server",
     "free_port",
     "pubsub_emulator",
+    "running_or_started",
 ]
 
 PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
@@ -131,6 +134,19 @@ def pubsub_emulator() -> Iterator[str]:
     argv = [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={port}"]
     with _process("pubsub-emulator", argv, lambda log: b"Server started" in log.read_bytes()):
         yield f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def running_or_started(variable: str, start: Callable[[], AbstractContextManager[str]]) -> Iterator[str]:
+    """The emulator that ``$variable`` names (``STORAGE_EMULATOR_HOST``, ``PUBSUB_EMULATOR_HOST``) if
+    it is set, else one ``start()`` runs for the ``with`` block; yields the variable's value either way
+    (``fake_gcs_server`` and ``pubsub_emulator`` yield exactly that)."""
+    running = os.environ.get(variable)
+    if running:
+        yield running
+        return
+    with start() as value:
+        yield value
 
 
 def create_gcs_bucket(emulator_url: str, name: str) -> None:

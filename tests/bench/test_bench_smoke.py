@@ -1,0 +1,80 @@
+"""Every bench in ``bench/`` runs at its ``--smoke`` size and prints its ratio lines, so a bench
+that no longer runs fails here, not when someone next wants its figures.
+
+Each runs as ``python bench/NAME.py --smoke`` in a child process with the tests' environment,
+``$BENCH_DIR`` in ``tmp_path`` and the session's emulators (``STORAGE_EMULATOR_HOST``,
+``PUBSUB_EMULATOR_HOST``, which the benches use rather than start their own). Only the exit
+status and the number of ratio lines (``0.93x``, ``1.000 x baseline``) are checked: a smoke run's
+figures mean nothing, and no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RATIO = re.compile(r"\d+\.\d+ ?x\b")
+
+
+def smoke(name: str, tmp_path: Path, *args: str) -> list[str]:
+    """Run ``bench/<name>.py --smoke``; its ratio lines (the test fails if it exits non-zero)."""
+    env = {**os.environ, "BENCH_DIR": str(tmp_path / "bench"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{name} --smoke exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return [line for line in done.stdout.splitlines() if RATIO.search(line)]
+
+
+def test_bench_bucket(tmp_path: Path, fake_gcs: str) -> None:
+    lines = smoke("bench_bucket", tmp_path)
+    assert len(lines) == 6 and "GcsBucket racing" in lines[-1], lines
+
+
+def test_bench_eventstore(tmp_path: Path, fake_gcs: str) -> None:
+    lines = smoke("bench_eventstore", tmp_path)
+    assert len(lines) == 13 and "GcsBucket" in lines[-1], lines  # 4 + 4 saves, 5 replays
+
+
+def test_bench_replay(tmp_path: Path) -> None:
+    lines = smoke("bench_replay", tmp_path)
+    assert len(lines) == 1 and "LocalBucket / SQLite" in lines[0], lines
+
+
+def test_bench_api(tmp_path: Path) -> None:
+    lines = smoke("bench_api", tmp_path)  # wrk if installed, else the Python client
+    assert len(lines) == 3, lines
+
+
+def test_bench_cli(tmp_path: Path) -> None:
+    lines = smoke("bench_cli", tmp_path)  # exits 1 if --help imported torch & co
+    assert len(lines) == 1 and "x baseline" in lines[0], lines
+
+
+def test_bench_heartbeats(tmp_path: Path, pubsub_emulator: str) -> None:
+    lines = smoke("bench_heartbeats", tmp_path)
+    assert len(lines) == 3 and "Pub/Sub end to end" in lines[-1], lines
+
+
+def test_bench_ledger(tmp_path: Path, pubsub_emulator: str) -> None:
+    lines = smoke("bench_ledger", tmp_path)
+    assert len(lines) == 4, lines  # ledger / baseline: alone and with a projector, direct and Pub/Sub
+
+
+@pytest.mark.slow
+def test_bench_trainer(tmp_path: Path) -> None:
+    lines = smoke("bench_trainer", tmp_path, "--cache", str(tmp_path / "base-models"))
+    assert len(lines) == 2, lines  # wall time and CPU time
+
+
+def test_every_bench_has_a_smoke_test() -> None:
+    benches = {path.stem for path in (ROOT / "bench").glob("bench_*.py")}
+    tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_bench_")}
+    assert benches == tested
