@@ -1,7 +1,7 @@
 """Bench: authenticated reads of the API against a bare Litestar JSON endpoint with the same auth.
 
 Three servers' worth of numbers from one run, each its own process on 127.0.0.1
-served as ``tune serve`` serves (``api.serve.run_granian``: granian embedded,
+served as ``tune serve`` serves (``roles.http.run_granian``: granian embedded,
 start-up objects frozen out of the GC; ``--server uvicorn`` for uvicorn with
 uvloop and httptools):
 
