@@ -46,7 +46,7 @@ import msgspec
 
 from domain.errors import Conflict, PlatformError, ValidationFailed
 from domain.job import JobState
-from domain.views import JobView
+from domain.read_models import JobView
 from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
 from runners.job_recorder import JobRecorder, utc_now
 from runners.log_mirror import MirroredFile
