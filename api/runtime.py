@@ -36,6 +36,7 @@ from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
 from projections.partition import PLATFORM, user_partition
 from projections.projector import Projector
 from projections.store import ViewStore
+from projections.users import Quota
 from storage import Bucket, ObjectNotFound, open_bucket
 
 if TYPE_CHECKING:
@@ -71,11 +72,6 @@ def _open_app(bucket: Bucket) -> OpenApp:
         return open_user(bucket, user_id)
 
     return open_app
-
-
-class Quota(msgspec.Struct, frozen=True):
-    max_concurrent_jobs: int | None
-    max_dataset_bytes: int | None
 
 
 class Runtime:
