@@ -10,15 +10,19 @@ caller (a projector's doing, not the application's).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
 
 from domain.applications import PlatformApp, UserApp
-from domain.errors import NotFound
+from domain.errors import NotFound, PlatformError
 from domain.model import ModelWeights
 from domain.money import period_of
+from projections.projector import Projector
+from storage.memory import MemoryBucket
 
 __all__ = [
     "DATASETS",
@@ -28,6 +32,7 @@ __all__ = [
     "PlatformDriver",
     "UserDriver",
     "platform_command",
+    "play",
     "step",
     "user_command",
 ]
@@ -214,3 +219,33 @@ class PlatformDriver:
             app.add_base_model(args[0], "builtin", args[0], at)
         elif kind == "remove_model":
             app.remove_base_model(args[0], at)
+
+
+def play(
+    partition: str,
+    app: Any,
+    driver: Callable[[tuple[Any, ...], datetime], None],
+    commands: list[tuple[tuple[Any, ...], int]],
+    caught_up: Callable[[MemoryBucket], None] = lambda bucket: None,
+) -> MemoryBucket:
+    """The bucket after ``commands`` (each ``seconds`` after the one before) with a projector on it.
+
+    ``("catch_up",)`` catches the projector up, then calls ``caught_up(bucket)``; ``("restart",)``
+    starts a new projector; others go to ``driver`` (those the domain refuses write nothing). The
+    projector catches up once more at the end.
+    """
+    bucket = MemoryBucket()
+    projector = Projector(bucket, lambda _: app)
+    at = datetime(2024, 1, 30, tzinfo=UTC)
+    for command, seconds in commands:
+        at += timedelta(seconds=seconds)
+        if command == ("catch_up",):
+            projector.catch_up(partition)
+            caught_up(bucket)
+        elif command == ("restart",):
+            projector = Projector(bucket, lambda _: app)
+        else:
+            with contextlib.suppress(PlatformError):  # refused by the domain: nothing was written
+                driver(command, at)
+    projector.catch_up(partition)
+    return bucket

@@ -10,20 +10,17 @@ other view may exist.
 
 from __future__ import annotations
 
-import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from domain.applications import PlatformApp, UserApp
-from domain.errors import PlatformError
 from projections.partition import PLATFORM
-from projections.projector import Projector
 from projections.replay import replay
 from storage.memory import MemoryBucket
-from tests.property.histories import PlatformDriver, UserDriver, platform_command, step, user_command
+from tests.property.histories import PlatformDriver, UserDriver, platform_command, play, step, user_command
 
 
 def _stored(bucket: MemoryBucket) -> dict[str, bytes]:
@@ -31,20 +28,7 @@ def _stored(bucket: MemoryBucket) -> dict[str, bytes]:
 
 
 def _run(partition: str, app: Any, driver: Any, commands: list[tuple[tuple[Any, ...], int]]) -> None:
-    bucket = MemoryBucket()
-    projector = Projector(bucket, lambda _: app)
-    at = datetime(2024, 1, 30, tzinfo=UTC)
-    for command, seconds in commands:
-        at += timedelta(seconds=seconds)
-        if command == ("catch_up",):
-            projector.catch_up(partition)
-        elif command == ("restart",):
-            projector = Projector(bucket, lambda _: app)
-        else:
-            with contextlib.suppress(PlatformError):  # refused by the domain: nothing was written
-                driver(command, at)
-    projector.catch_up(partition)
-
+    bucket = play(partition, app, driver, commands)
     rebuilt = replay(app, partition)
     for name in sorted(
         {

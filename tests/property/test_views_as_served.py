@@ -14,9 +14,8 @@ new view must be given its schema (or added to that list) before this test passe
 
 from __future__ import annotations
 
-import contextlib
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -26,11 +25,9 @@ from hypothesis import strategies as st
 from api import schemas
 from api.services.billing import _StoredBilling as StoredBilling
 from domain.applications import PlatformApp, UserApp
-from domain.errors import PlatformError
 from projections.partition import PLATFORM
-from projections.projector import Projector
 from storage.memory import MemoryBucket
-from tests.property.histories import PlatformDriver, UserDriver, platform_command, step, user_command
+from tests.property.histories import PlatformDriver, UserDriver, platform_command, play, step, user_command
 
 USER = r"users/[^/]+"
 SERVED_AS: list[tuple[str, type[msgspec.Struct]]] = [
@@ -94,19 +91,7 @@ def _check_views(bucket: MemoryBucket) -> None:
 
 
 def _run(partition: str, app: Any, driver: Any, commands: list[tuple[tuple[Any, ...], int]]) -> None:
-    bucket = MemoryBucket()
-    projector = Projector(bucket, lambda _: app)
-    at = datetime(2024, 1, 30, tzinfo=UTC)
-    for command, seconds in commands:
-        at += timedelta(seconds=seconds)
-        if command in (("catch_up",), ("restart",)):
-            projector.catch_up(partition)
-            _check_views(bucket)
-        else:
-            with contextlib.suppress(PlatformError):  # refused by the domain: nothing was written
-                driver(command, at)
-    projector.catch_up(partition)
-    _check_views(bucket)
+    _check_views(play(partition, app, driver, commands, caught_up=_check_views))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
