@@ -8,6 +8,15 @@ decimal string of dollars (``"156.78"``). Times are ISO 8601 UTC strings.
 Every error, on every route, has one shape::
 
     {"error": {"code": "not_found", "message": "no job job_1", "where": "job_id"}}
+
+The rows of the listings and the items nested in views (``JobRow``, ``Checkpoint``, ``Retry``,
+``GpuMetrics``, ``DatasetRow``, ``LineError``, ``ModelRow``, ``Rate``, ``GpuUsage``,
+``BudgetView``, ``GpuPrice``, ``ScheduledPrice``) are declared here once: the projections
+write them into the stored views (this module cannot import ``projections``: the CLI imports
+it alone). Their fields, in order, are therefore a stored format as well as a reply: never add,
+drop or reorder one. The top-level views keep their own Structs in ``projections`` (a stored
+view puts ``position`` first, a reply last); ``tests/property/test_views_as_served.py`` checks
+that every view the projections write decodes strictly into the schema served here.
 """
 
 from __future__ import annotations

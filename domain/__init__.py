@@ -8,7 +8,7 @@ command takes ``at``). Modules, one job each:
 - ``user``, ``user_email``, ``pricing``, ``catalogue``: platform-partition aggregates;
 - ``dataset``, ``job``, ``model``, ``budget``: user-partition aggregates (``job`` holds the
   state machine, ``budget`` the alert and limit rules);
-- ``views``: the Structs commands and queries return; ``applications``: ``PlatformApp``, ``UserApp``;
+- ``read_models``: the Structs commands and queries return; ``applications``: ``PlatformApp``, ``UserApp``;
 - ``training_config``, ``dataset_format``: config schema and dataset format rules.
 
 Public names are re-exported here lazily (``from domain import Job``), so importing

@@ -5,7 +5,7 @@ base-model catalogue. ``UserApp`` (partition ``users/<user_id>``) holds one user
 jobs, models and budget.
 
 Every command is ``verb_noun(..., at)`` with the time passed in; it loads, acts, saves and
-returns an id or a Struct from ``domain.views`` (never an aggregate). Refusals raise the
+returns an id or a Struct from ``domain.read_models`` (never an aggregate). Refusals raise the
 ``domain.errors`` hierarchy and write nothing:
 
 - unknown ids: ``NotFound`` (the library's ``AggregateNotFoundError`` re-raised as ours);
@@ -37,10 +37,7 @@ from domain.ids import check_id, new_id
 from domain.job import Job
 from domain.model import Model, ModelWeights
 from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
-from domain.transcoder import MsgspecJSONTranscoder
-from domain.user import User, normalize_email
-from domain.user_email import UserEmail
-from domain.views import (
+from domain.read_models import (
     BaseModelView,
     BudgetView,
     DatasetView,
@@ -58,6 +55,9 @@ from domain.views import (
     user_credentials,
     user_view,
 )
+from domain.transcoder import MsgspecJSONTranscoder
+from domain.user import User, normalize_email
+from domain.user_email import UserEmail
 
 __all__ = ["PlatformApp", "UserApp"]
 

@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 from domain.base import check_utc
 from domain.errors import NotFound, ValidationFailed
 from domain.money import UsageGroupKey, cost_usd_micros
+from domain.read_models import PriceListView
 from domain.training_config import TrainingConfig, parse_training_config
-from domain.views import PriceListView
 
 __all__ = ["JobPolicy", "PriceSchedule", "job_policy", "marginal_cost_usd_micros", "may_retry"]
 

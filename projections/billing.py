@@ -20,6 +20,7 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
+from api.schemas import BudgetView, GpuUsage, Rate
 from domain.budget import Budget
 from domain.job import Job
 from projections import usage
@@ -131,27 +132,6 @@ def touched(old: BillingState, new: BillingState, event: Any) -> set[str]:
 # -- views ---------------------------------------------------------------
 
 
-class Rate(msgspec.Struct):
-    cost_per_hour: Decimal
-    usd_micros_per_hour: int
-    seconds: Decimal
-    gpu_ms: int
-    total_cost: Decimal
-    total_cost_usd_micros: int
-
-
-class GpuUsage(msgspec.Struct):
-    """One GPU type in a period; ``seconds`` are GPU-seconds (time x GPU count)."""
-
-    seconds: Decimal
-    cost_per_hour: Decimal
-    total_cost: Decimal
-    gpu_ms: int
-    cost_per_hour_usd_micros: int
-    total_cost_usd_micros: int
-    rates: list[Rate]
-
-
 class JobCost(msgspec.Struct):
     """One job on one GPU type in a period; ``duration_seconds`` is wall time on its GPUs."""
 
@@ -186,13 +166,6 @@ class ClosedPeriod(Period):
     alerts: list[AlertView]
 
 
-class BudgetView(msgspec.Struct):
-    monthly_limit: Decimal | None
-    monthly_limit_usd_micros: int | None
-    thresholds_pct: tuple[int, ...]
-    set_at: str | None
-
-
 class BillingView(msgspec.Struct):
     """``metadata/billing.json``."""
 
@@ -222,7 +195,16 @@ def _breakdown(period: PeriodState) -> dict[str, GpuUsage]:
         for rate, groups in sorted(by_rate.items()):
             gpu_ms = sum(g.gpu_ms * g.gpu_count for g in groups)
             cost = sum(g.cost_usd_micros for g in groups)
-            rates.append(Rate(dollars(rate), rate, seconds(gpu_ms), gpu_ms, dollars(cost), cost))
+            rates.append(
+                Rate(
+                    cost_per_hour=dollars(rate),
+                    usd_micros_per_hour=rate,
+                    seconds=seconds(gpu_ms),
+                    gpu_ms=gpu_ms,
+                    total_cost=dollars(cost),
+                    total_cost_usd_micros=cost,
+                )
+            )
         latest = period.latest_rate[gpu_type]
         gpu_ms = sum(r.gpu_ms for r in rates)
         cost = sum(r.total_cost_usd_micros for r in rates)
@@ -282,7 +264,12 @@ def billing_view(state: BillingState, position: int) -> BillingView:
     if state.budget is not None:
         limit = state.budget.monthly_limit_usd_micros
         shown = None if limit is None else dollars(limit)
-        budget = BudgetView(shown, limit, state.budget.thresholds_pct, iso(state.budget.set_at))
+        budget = BudgetView(
+            monthly_limit=shown,
+            monthly_limit_usd_micros=limit,
+            thresholds_pct=list(state.budget.thresholds_pct),
+            set_at=iso(state.budget.set_at),
+        )
         if limit is not None:
             remaining = max(0, limit - (current.total_usd_micros if current else 0))
     return BillingView(

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from api.schemas import DatasetRow, LineError
 from domain.dataset import Dataset
 from projections.listing import copied, opened, ordered_rows
 from projections.render import event_name
@@ -34,11 +35,6 @@ __all__ = [
 EVENTS = frozenset(
     cls.__qualname__ for cls in (Dataset.Uploaded, Dataset.Validated, Dataset.Rejected, Dataset.Deleted)
 )
-
-
-class LineError(msgspec.Struct, frozen=True):
-    line: int | None
-    message: str
 
 
 class DatasetState(msgspec.Struct, frozen=True):
@@ -100,17 +96,6 @@ class DatasetView(msgspec.Struct):
 
 def item_view(dataset: DatasetState, position: int) -> DatasetView:
     return copied(DatasetView, dataset, position=position)
-
-
-class DatasetRow(msgspec.Struct, frozen=True):
-    dataset_id: str
-    filename: str
-    status: str
-    format: str | None
-    rows: int | None
-    size_bytes: int
-    created_at: str | None
-    updated_at: str | None
 
 
 class DatasetsView(msgspec.Struct):

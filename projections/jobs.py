@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from api.schemas import Checkpoint, GpuMetrics, JobRow, Retry
 from domain.job import Job
 from projections import usage
 from projections.listing import copied, opened, ordered_rows
@@ -67,13 +68,6 @@ _STATES = {
 FINAL = frozenset({"succeeded", "failed", "stopped"})
 
 
-class Checkpoint(msgspec.Struct, frozen=True):
-    attempt: int
-    step: int
-    path: str
-    at: str | None
-
-
 class Alert(msgspec.Struct, frozen=True):
     scope: str
     threshold_pct: int
@@ -81,12 +75,6 @@ class Alert(msgspec.Struct, frozen=True):
     spent_usd_micros: int
     limit: Decimal
     limit_usd_micros: int
-    at: str | None
-
-
-class Retry(msgspec.Struct, frozen=True):
-    attempt: int
-    reason: str
     at: str | None
 
 
@@ -184,13 +172,6 @@ def fold(job: JobState | None, event: Any) -> JobState:
 # -- views ---------------------------------------------------------------
 
 
-class GpuMetrics(msgspec.Struct):
-    gpu_type: str
-    gpu_count: int
-    current_duration_seconds: Decimal
-    gpu_ms: int
-
-
 class StatusView(msgspec.Struct):
     """``jobs/<job_id>/status.json``."""
 
@@ -237,26 +218,14 @@ def item_view(job: JobState, position: int) -> StatusView:
         StatusView,
         job,
         position=position,
-        gpu_metrics=GpuMetrics(job.gpu_type, job.gpu_count, seconds(ms), ms),
+        gpu_metrics=GpuMetrics(
+            gpu_type=job.gpu_type, gpu_count=job.gpu_count, current_duration_seconds=seconds(ms), gpu_ms=ms
+        ),
         cost=dollars(cost),
         cost_usd_micros=cost,
         estimate=_maybe_dollars(job.estimate_usd_micros),
         max_cost=_maybe_dollars(job.max_cost_usd_micros),
     )
-
-
-class JobRow(msgspec.Struct, frozen=True):
-    """One job in ``metadata/jobs.json`` (the seed's fields first)."""
-
-    job_id: str
-    model_id: str
-    dataset_id: str
-    status: str
-    created_at: str | None
-    updated_at: str | None
-    base_model: str
-    gpu_type: str
-    gpu_count: int
 
 
 class JobsView(msgspec.Struct):

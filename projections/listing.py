@@ -47,8 +47,8 @@ def _required(cls: type[msgspec.Struct]) -> tuple[str, ...]:
 def copied(cls: type[V], state: object, **given: Any) -> V:
     """A ``cls`` view: the fields in ``given``, the others ``state``'s same-named attributes;
     datetimes are rendered by ``render.iso`` (a view holds times as strings)."""
-    values = [given[name] if name in given else getattr(state, name) for name in cls.__struct_fields__]
-    return cls(*[iso(value) if isinstance(value, datetime) else value for value in values])
+    values = {name: given[name] if name in given else getattr(state, name) for name in cls.__struct_fields__}
+    return cls(**{name: iso(v) if isinstance(v, datetime) else v for name, v in values.items()})
 
 
 def ordered_rows(states: Iterable[Any], id_field: str, row: Callable[[Any], R | None]) -> list[R]:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from api.schemas import ModelRow
 from domain.model import Model
 from projections.listing import copied, opened, ordered_rows
 from projections.render import event_name
@@ -80,16 +81,6 @@ class ModelView(msgspec.Struct):
 
 def item_view(model: ModelState, position: int) -> ModelView:
     return copied(ModelView, model, position=position)
-
-
-class ModelRow(msgspec.Struct, frozen=True):
-    model_id: str
-    job_id: str
-    base_model: str
-    kind: str
-    status: str
-    size_bytes: int | None
-    created_at: str | None
 
 
 class ModelsView(msgspec.Struct):

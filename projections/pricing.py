@@ -10,11 +10,11 @@ price change.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 
+from api.schemas import GpuPrice, ScheduledPrice
 from domain.pricing import PriceList
 from projections.render import dollars, event_name, iso
 
@@ -43,19 +43,6 @@ def fold(state: PricingState, event: Any) -> PricingState:
     return PricingState({**state.schedules, event.gpu_type: schedule}, as_of=event.at)
 
 
-class ScheduledPrice(msgspec.Struct):
-    effective_at: str | None
-    cost_per_hour: Decimal
-    usd_micros_per_hour: int
-
-
-class GpuPrice(msgspec.Struct):
-    cost_per_hour: Decimal
-    usd_micros_per_hour: int
-    effective_at: str | None
-    schedule: list[ScheduledPrice]
-
-
 class PricingView(msgspec.Struct):
     """``gpu_pricing.json``: ``prices[gpu_type].cost_per_hour`` in dollars, as in the seed's notes."""
 
@@ -78,7 +65,11 @@ def view(state: PricingState, position: int) -> PricingView:
             usd_micros_per_hour=now.usd_micros_per_hour,
             effective_at=iso(now.effective_at),
             schedule=[
-                ScheduledPrice(iso(p.effective_at), dollars(p.usd_micros_per_hour), p.usd_micros_per_hour)
+                ScheduledPrice(
+                    effective_at=iso(p.effective_at),
+                    cost_per_hour=dollars(p.usd_micros_per_hour),
+                    usd_micros_per_hour=p.usd_micros_per_hour,
+                )
                 for p in schedule
             ],
         )

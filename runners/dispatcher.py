@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from domain.job import TERMINAL_STATES, JobState
+from domain.read_models import JobView
 from domain.training_config import parse_training_config
-from domain.views import JobView
 from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL

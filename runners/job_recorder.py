@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from domain.errors import Conflict
 from domain.job import JobState
 from domain.model import ModelWeights
-from domain.views import JobView
+from domain.read_models import JobView
 from storage.clock import Clock, utc_now
 
 if TYPE_CHECKING:

@@ -45,7 +45,7 @@ import msgspec
 
 from domain.errors import Conflict, PlatformError, ValidationFailed
 from domain.job import JobState
-from domain.views import JobView
+from domain.read_models import JobView
 from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
 from runners.job_recorder import JobRecorder
 from runners.log_mirror import MirroredFile

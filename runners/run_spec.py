@@ -33,8 +33,8 @@ import yaml
 
 from domain.errors import ValidationFailed
 from domain.ids import check_id
+from domain.read_models import JobView
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
-from domain.views import JobView
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
 from storage import Bucket, ObjectNotFound

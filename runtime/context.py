@@ -37,6 +37,7 @@ from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
 from projections.partition import PLATFORM
 from projections.projector import Projector
 from projections.store import ViewStore
+from projections.users import Quota
 from runtime.settings import Settings
 from storage import Bucket, ObjectNotFound, open_bucket
 from storage.clock import Clock, utc_now
@@ -51,11 +52,6 @@ log = logging.getLogger("runtime")
 
 T = TypeVar("T")
 JobHook = Callable[[str, str], None]
-
-
-class Quota(msgspec.Struct, frozen=True):
-    max_concurrent_jobs: int | None
-    max_dataset_bytes: int | None
 
 
 class Runtime:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from domain.applications import UserApp
+from domain.read_models import JobView
 from domain.training_config import parse_training_config
-from domain.views import JobView
 from runners.base_models import MARKER
 from storage import Bucket
 from storage.heartbeats import Heartbeat, HeartbeatPublisher

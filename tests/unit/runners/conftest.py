@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from domain.applications import UserApp
-from domain.views import JobView
+from domain.read_models import JobView
 from runners.job_runner import JobRunner
 from runners.run_spec import JobRunSpec, build_run_spec
 from storage import LocalBucket

@@ -1,6 +1,8 @@
-"""What application queries and commands return: plain msgspec Structs, never aggregates.
+"""Read models: what application queries and commands return, plain msgspec Structs, never aggregates.
 
-Each ``*_view(aggregate)`` builds one from an aggregate's current state. ``version`` is the
+Each is a read-only copy of one aggregate's current state (not to be confused with the
+projections' JSON views, built from events). Each ``*_view(aggregate)`` builds one from an
+aggregate's current state. ``version`` is the
 aggregate's version; pass it back as ``expected_version`` to refuse a write if anything
 changed meanwhile. Money is integer micro-dollars, times are aware UTC datetimes.
 """
