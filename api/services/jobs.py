@@ -12,7 +12,8 @@ from api import schemas, views
 from api.estimate import estimate_job
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
-from domain.errors import Forbidden, NotFound, ValidationFailed
+from domain.admission import check_admission
+from domain.errors import NotFound, ValidationFailed
 from domain.ids import check_id
 from domain.job import ACTIVE_STATES, TERMINAL_STATES, Job, JobState
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
@@ -203,33 +204,15 @@ class JobService:
         return price.usd_micros_per_hour
 
     def _check_limits(self, config: TrainingConfig, estimate_usd_micros: int, *, force: bool) -> list[str]:
-        """Quota of concurrent jobs (403) and the monthly budget (403 unless ``force``); warnings."""
-        quota = self.rt.quota(self.user_id)
-        active = len(self.active_job_ids())
-        if quota.max_concurrent_jobs is not None and active >= quota.max_concurrent_jobs:
-            raise Forbidden(
-                f"quota reached: {active} of {quota.max_concurrent_jobs} concurrent jobs are active; "
-                "wait for one to finish or stop one",
-                code="quota_exceeded",
-            )
-        warnings = []
-        if config.max_cost_usd_micros is not None and estimate_usd_micros > config.max_cost_usd_micros:
-            warnings.append(
-                f"the estimate {_usd(estimate_usd_micros)} exceeds "
-                f"max_cost {_usd(config.max_cost_usd_micros)}; will be stopped when it reaches max_cost"
-            )
-        remaining = BillingService(self.rt, self.user_id).usage().remaining_usd_micros
-        if remaining is not None and estimate_usd_micros > remaining:
-            message = (
-                f"the estimate {_usd(estimate_usd_micros)} exceeds what remains of this month's budget "
-                f"({_usd(remaining)})"
-            )
-            if not force:
-                raise Forbidden(
-                    f"{message}; raise the budget or pass force", code="over_budget", where="force"
-                )
-            warnings.append(f"{message}; started anyway (force); it stops when the budget runs out")
-        return warnings
+        """The domain's admission rule on the caller's quota, active jobs and this month's budget."""
+        return check_admission(
+            active_jobs=len(self.active_job_ids()),
+            max_concurrent_jobs=self.rt.quota(self.user_id).max_concurrent_jobs,
+            estimate_usd_micros=estimate_usd_micros,
+            max_cost_usd_micros=config.max_cost_usd_micros,
+            remaining_usd_micros=BillingService(self.rt, self.user_id).usage().remaining_usd_micros,
+            force=force,
+        )
 
     def _write_config(self, job_id: str, config: dict[str, Any]) -> None:
         text = yaml.safe_dump(config, sort_keys=True).encode()
@@ -240,12 +223,6 @@ def _dollars(usd_micros: int | None) -> Any:
     from projections.render import dollars
 
     return None if usd_micros is None else dollars(usd_micros)
-
-
-def _usd(usd_micros: int) -> str:
-    from domain.money import format_usd
-
-    return format_usd(usd_micros)
 
 
 def _job_event(event: Any) -> schemas.JobEvent:
