@@ -11,12 +11,11 @@ Every error, on every route, has one shape::
 
 The rows of the listings and the items nested in views (``JobRow``, ``Checkpoint``, ``Retry``,
 ``GpuMetrics``, ``DatasetRow``, ``LineError``, ``ModelRow``, ``Rate``, ``GpuUsage``,
-``BudgetView``, ``GpuPrice``, ``ScheduledPrice``) are declared here once: the projections
-write them into the stored views (this module cannot import ``projections``: the CLI imports
-it alone). Their fields, in order, are therefore a stored format as well as a reply: never add,
-drop or reorder one. The top-level views keep their own Structs in ``projections`` (a stored
-view puts ``position`` first, a reply last); ``tests/property/test_views_as_served.py`` checks
-that every view the projections write decodes strictly into the schema served here.
+``BudgetView``, ``GpuPrice``, ``ScheduledPrice``) are declared once, in ``views.rows`` (the
+projections write them into the stored views; it imports only msgspec), and re-exported here.
+The top-level views keep their own Structs in ``projections`` (a stored view puts ``position``
+first, a reply last); ``tests/property/test_views_as_served.py`` checks that every view the
+projections write decodes strictly into the schema served here.
 """
 
 from __future__ import annotations
@@ -25,6 +24,19 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+
+from views.rows import (
+    BudgetView,
+    Checkpoint,
+    DatasetRow,
+    GpuMetrics,
+    GpuPrice,
+    GpuUsage,
+    JobRow,
+    LineError,
+    ModelRow,
+    Retry,
+)
 
 __all__ = [
     "BaseModelInfo",
@@ -149,13 +161,6 @@ class StopJobResponse(_Out):
     status: str = ""
 
 
-class Checkpoint(_Out):
-    attempt: int = 0
-    step: int = 0
-    path: str = ""
-    at: str | None = None
-
-
 class Alert(_Out):
     scope: str = ""
     threshold_pct: int = 0
@@ -165,19 +170,6 @@ class Alert(_Out):
     limit_usd_micros: int = 0
     at: str | None = None
     period: str | None = None
-
-
-class Retry(_Out):
-    attempt: int = 0
-    reason: str = ""
-    at: str | None = None
-
-
-class GpuMetrics(_Out):
-    gpu_type: str = ""
-    gpu_count: int = 1
-    current_duration_seconds: Decimal = Decimal(0)
-    gpu_ms: int = 0
 
 
 class JobStatus(_Out):
@@ -215,18 +207,6 @@ class JobStatus(_Out):
     updated_at: str | None = None
 
 
-class JobRow(_Out):
-    job_id: str = ""
-    model_id: str | None = None
-    dataset_id: str = ""
-    status: str = ""
-    created_at: str | None = None
-    updated_at: str | None = None
-    base_model: str = ""
-    gpu_type: str = ""
-    gpu_count: int = 1
-
-
 class JobList(_Out):
     jobs: list[JobRow] = msgspec.field(default_factory=list)
     position: int = 0
@@ -250,13 +230,6 @@ class JobEvents(_Out):
 # -- datasets -------------------------------------------------------------------------------
 
 
-class LineError(_Out):
-    """A problem in an upload; ``line`` is 1-based, 0 for the file as a whole."""
-
-    line: int | None = None
-    message: str = ""
-
-
 class Dataset(_Out):
     """A dataset's ``metadata.json``: size, digest, format, rows, statistics, validation errors."""
 
@@ -274,17 +247,6 @@ class Dataset(_Out):
     updated_at: str | None = None
     deleted_at: str | None = None
     position: int = 0
-
-
-class DatasetRow(_Out):
-    dataset_id: str = ""
-    filename: str = ""
-    status: str = ""
-    format: str | None = None
-    rows: int | None = None
-    size_bytes: int = 0
-    created_at: str | None = None
-    updated_at: str | None = None
 
 
 class DatasetList(_Out):
@@ -320,16 +282,6 @@ class Model(_Out):
     position: int = 0
 
 
-class ModelRow(_Out):
-    model_id: str = ""
-    job_id: str | None = None
-    base_model: str = ""
-    kind: str = ""
-    status: str = ""
-    size_bytes: int | None = None
-    created_at: str | None = None
-
-
 class ModelList(_Out):
     models: list[ModelRow] = msgspec.field(default_factory=list)
     position: int = 0
@@ -346,27 +298,6 @@ class BaseModelList(_Out):
 
 
 # -- billing --------------------------------------------------------------------------------
-
-
-class Rate(_Out):
-    cost_per_hour: Decimal = Decimal(0)
-    usd_micros_per_hour: int = 0
-    seconds: Decimal = Decimal(0)
-    gpu_ms: int = 0
-    total_cost: Decimal = Decimal(0)
-    total_cost_usd_micros: int = 0
-
-
-class GpuUsage(_Out):
-    """One GPU type in a period; ``seconds`` are GPU-seconds (time x GPU count)."""
-
-    seconds: Decimal = Decimal(0)
-    cost_per_hour: Decimal = Decimal(0)
-    total_cost: Decimal = Decimal(0)
-    gpu_ms: int = 0
-    cost_per_hour_usd_micros: int = 0
-    total_cost_usd_micros: int = 0
-    rates: list[Rate] = msgspec.field(default_factory=list)
 
 
 class JobCost(_Out):
@@ -393,15 +324,6 @@ class Period(_Out):
     alerts: list[Alert] = msgspec.field(default_factory=list)
 
 
-class BudgetView(_Out):
-    """The monthly budget; a null limit means none (alerts and stops are off)."""
-
-    monthly_limit: Decimal | None = None
-    monthly_limit_usd_micros: int | None = None
-    thresholds_pct: list[int] = msgspec.field(default_factory=list)
-    set_at: str | None = None
-
-
 class Billing(_Out):
     """``GET /billing/usage``: the current month, the budget and what remains of it."""
 
@@ -418,19 +340,6 @@ class BillingHistory(_Out):
 
     periods: list[Period] = msgspec.field(default_factory=list)
     position: int = 0
-
-
-class ScheduledPrice(_Out):
-    effective_at: str | None = None
-    cost_per_hour: Decimal = Decimal(0)
-    usd_micros_per_hour: int = 0
-
-
-class GpuPrice(_Out):
-    cost_per_hour: Decimal = Decimal(0)
-    usd_micros_per_hour: int = 0
-    effective_at: str | None = None
-    schedule: list[ScheduledPrice] = msgspec.field(default_factory=list)
 
 
 class Pricing(_Out):

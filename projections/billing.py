@@ -20,11 +20,11 @@ from uuid import UUID
 import msgspec
 from msgspec.structs import replace
 
-from api.schemas import BudgetView, GpuUsage, Rate
 from domain.budget import Budget
 from domain.job import Job
 from projections import usage
 from projections.render import dollars, event_name, iso, month_start, seconds
+from views.rows import BudgetView, GpuUsage, Rate
 
 __all__ = [
     "BILLING",

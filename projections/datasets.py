@@ -12,10 +12,10 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
-from api.schemas import DatasetRow, LineError
 from domain.dataset import Dataset
 from projections.listing import copied, opened, ordered_rows
 from projections.render import event_name
+from views.rows import DatasetRow, LineError
 
 __all__ = [
     "EVENTS",

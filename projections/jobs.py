@@ -14,11 +14,11 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
-from api.schemas import Checkpoint, GpuMetrics, JobRow, Retry
 from domain.job import Job
 from projections import usage
 from projections.listing import copied, opened, ordered_rows
 from projections.render import dollars, event_name, iso, seconds
+from views.rows import Checkpoint, GpuMetrics, JobRow, Retry
 
 __all__ = [
     "EVENTS",

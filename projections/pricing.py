@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from api.schemas import GpuPrice, ScheduledPrice
 from domain.pricing import PriceList
 from projections.render import dollars, event_name, iso
+from views.rows import GpuPrice, ScheduledPrice
 
 __all__ = ["EVENTS", "PricingState", "PricingView", "fold", "name", "user_name", "view"]
 
