@@ -1,9 +1,12 @@
 """Billing: ``metadata/billing.json`` (current period, budget, alerts) and ``metadata/billing_history.json``.
 
-The current period is the latest period any usage or budget alert names (the
-fold has no clock: an API that finds it older than today's month shows an
-empty month and the old one as history). Every other period is closed and
-lives, newest first, in billing_history.json, so the current view stays small.
+The current period is the latest period any usage or budget alert names. The
+fold has no clock, so a stored current period may be a month that is over:
+``as_of(billing, history, period)`` is the rule a reader applies, giving what
+the views will say once the new month has an event (that month closed, at the
+head of the history with its alerts; an empty current month with the whole
+budget remaining). Every other period is closed and lives, newest first, in
+billing_history.json, so the current view stays small.
 
 Money: each usage group is priced once from its summed milliseconds
 (``projections.usage``); a job's cost in a period is the sum of its groups, a
@@ -12,6 +15,7 @@ period's total the sum of its jobs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -286,6 +290,34 @@ def history_view(state: BillingState, position: int) -> HistoryView:
     closed = sorted((p for name, p in state.periods.items() if name != state.current), key=lambda p: p.period)
     periods = [_period(p, ClosedPeriod, alerts=[_alert(a) for a in p.alerts]) for p in reversed(closed)]
     return HistoryView(position, periods)
+
+
+def as_of(billing: Any, history: Any, period: str, *, empty_period: Callable[[str], Any]) -> tuple[Any, Any]:
+    """``billing.json`` and ``billing_history.json`` (decoded, any Structs of their shapes) as of ``period``.
+
+    A stored current period older than ``period`` is closed: it leads the history, carrying the
+    month's alerts, and the current month is ``empty_period(period)`` with no alerts and the whole
+    budget remaining. Views whose current period is ``period`` are returned as they are.
+    """
+    current = billing.current_period
+    if current is not None and current.period == period:
+        return billing, history
+    if current is not None:
+        closed = replace(current, alerts=list(billing.alerts))
+        history = replace(
+            history,
+            periods=[closed, *(p for p in history.periods if p.period != current.period)],
+            position=max(history.position, billing.position),
+        )
+    budget = billing.budget
+    billing = replace(
+        billing,
+        current_period=empty_period(period),
+        alerts=[],
+        remaining=budget.monthly_limit if budget else None,
+        remaining_usd_micros=budget.monthly_limit_usd_micros if budget else None,
+    )
+    return billing, history
 
 
 def billing_name(root: str) -> str:

@@ -19,7 +19,7 @@ from api.schemas import (
     MonthlyReport,
     Pricing,
 )
-from api.services import BillingService
+from api.services import BillingService, JobService
 from runtime.context import Runtime
 
 
@@ -50,10 +50,10 @@ class BillingController(Controller):
 
     @get("/job/{job_id:str}/cost", operation_id="job_cost", responses=documented(404))
     async def job_cost(
-        self, job_id: PathId, billing: NamedDependency[BillingService], runtime: NamedDependency[Runtime]
+        self, job_id: PathId, jobs: NamedDependency[JobService], runtime: NamedDependency[Runtime]
     ) -> JobCostReport:
         """What one job has cost so far, and in which months."""
-        return await runtime.io(billing.job_cost, job_id)
+        return await runtime.io(jobs.cost, job_id)
 
     @get("/report", operation_id="billing_report", responses=documented(), sync_to_thread=True)
     def report(

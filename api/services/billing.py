@@ -1,8 +1,7 @@
 """Billing: the current month per GPU type and job with the budget, history, prices, a job's cost.
 
-The billing view's current period is the latest month with usage; when that
-is older than the clock's month, the month it names is closed, so this
-service shows an empty current month and lists the old one first in history.
+The billing view's current period is the latest month with usage; the views are shown as of
+the clock's month by the projection's own rule (``projections.billing.as_of``).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import msgspec
 
 from api import schemas, views
 from domain.money import check_period, period_of
+from projections.billing import as_of
 from projections.replay import read_events
 from projections.report import monthly_report, report_document
 from runtime.context import Runtime
@@ -32,64 +32,27 @@ class BillingService:
         self.user_id = user_id
 
     def _views(self) -> tuple[schemas.Billing, schemas.BillingHistory]:
+        """The stored views as of the clock's month (``projections.billing.as_of``)."""
         stored = self.rt.view_or(views.billing(self.user_id), _StoredBilling, _StoredBilling())
         history = self.rt.view_or(
             views.billing_history(self.user_id), schemas.BillingHistory, schemas.BillingHistory()
         )
-        now = period_of(self.rt.clock())
-        current = stored.current_period
-        if current is not None and current.period == now:
-            fields = msgspec.structs.asdict(stored)
-            return schemas.Billing(**fields), history
-        if current is not None:  # that month is over: it is history now
-            others = [p for p in history.periods if p.period != current.period]
-            history = schemas.BillingHistory(
-                periods=[current, *others], position=max(history.position, stored.position)
-            )
-        budget = stored.budget
-        billing = schemas.Billing(
-            current_period=_empty(now),
-            budget=budget,
-            alerts=[],
-            remaining=budget.monthly_limit if budget else None,
-            remaining_usd_micros=budget.monthly_limit_usd_micros if budget else None,
-            position=stored.position,
-        )
-        return billing, history
+        billing, history = as_of(stored, history, period_of(self.rt.clock()), empty_period=_empty)
+        return schemas.Billing(**msgspec.structs.asdict(billing)), history
 
     def usage(self) -> schemas.Billing:
         return self._views()[0]
+
+    def periods(self) -> list[schemas.Period]:
+        """Every month with usage, this month first, then the closed ones newest first."""
+        billing, history = self._views()
+        return [billing.current_period, *history.periods]
 
     def history(self) -> schemas.BillingHistory:
         return self._views()[1]
 
     def pricing(self) -> schemas.Pricing:
         return self.rt.view_or(views.pricing(), schemas.Pricing, schemas.Pricing())
-
-    def job_cost(self, job_id: str) -> schemas.JobCostReport:
-        from api.services.jobs import JobService  # jobs asks billing for the budget
-
-        status = JobService(self.rt, self.user_id).status(job_id)
-        billing, history = self._views()
-        periods = [billing.current_period, *history.periods]
-        rows = [
-            msgspec.structs.replace(row, period=period.period)
-            for period in periods
-            for row in period.jobs
-            if row.job_id == job_id
-        ]
-        return schemas.JobCostReport(
-            job_id=job_id,
-            status=status.status,
-            cost=status.cost,
-            cost_usd_micros=status.cost_usd_micros,
-            estimate=status.estimate,
-            estimate_usd_micros=status.estimate_usd_micros,
-            max_cost=status.max_cost,
-            max_cost_usd_micros=status.max_cost_usd_micros,
-            gpu_metrics=status.gpu_metrics,
-            periods=rows,
-        )
 
     def report(self, month: str) -> schemas.MonthlyReport:
         """The month's rows replayed from the user's events (an audit-grade read: it replays)."""

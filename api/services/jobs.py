@@ -92,6 +92,28 @@ class JobService:
         history = app.events.get(Job.create_id(job_id))
         return schemas.JobEvents(job_id=job_id, events=[_job_event(e) for e in history])
 
+    def cost(self, job_id: str) -> schemas.JobCostReport:
+        """What one job has cost so far, and in which months."""
+        status = self.status(job_id)
+        rows = [
+            msgspec.structs.replace(row, period=period.period)
+            for period in BillingService(self.rt, self.user_id).periods()
+            for row in period.jobs
+            if row.job_id == job_id
+        ]
+        return schemas.JobCostReport(
+            job_id=job_id,
+            status=status.status,
+            cost=status.cost,
+            cost_usd_micros=status.cost_usd_micros,
+            estimate=status.estimate,
+            estimate_usd_micros=status.estimate_usd_micros,
+            max_cost=status.max_cost,
+            max_cost_usd_micros=status.max_cost_usd_micros,
+            gpu_metrics=status.gpu_metrics,
+            periods=rows,
+        )
+
     # -- writes ------------------------------------------------------------------------------
 
     def start(self, request: schemas.StartJobRequest) -> schemas.StartJobResponse:

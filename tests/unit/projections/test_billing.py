@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from api import schemas
+from api.services.billing import _StoredBilling
 from projections import billing
 from projections.render import decode, encode
 from tests.unit.projections.builders import Apps, UserLog
@@ -166,3 +170,42 @@ def test_touched_names_the_views_an_event_changes() -> None:
     budget_set = log.app.mapper.to_domain_event(events[-1])
     assert billing.touched(billing.BillingState(), before, submitted) == set()
     assert billing.touched(before, after, budget_set) == {billing.BILLING}
+
+
+def _as_served(log: UserLog) -> tuple[Any, Any]:
+    """billing.json and billing_history.json decoded as the API decodes them."""
+    state = _state(log)
+    return (
+        msgspec.json.decode(encode(billing.billing_view(state, 1)), type=_StoredBilling),
+        msgspec.json.decode(encode(billing.history_view(state, 1)), type=schemas.BillingHistory),
+    )
+
+
+def _empty(period: str) -> schemas.Period:
+    return schemas.Period(period=period, start_date=f"{period}-01")
+
+
+def test_as_of_a_later_month_reads_as_the_views_will_once_that_month_has_an_event() -> None:
+    log = UserLog(Apps()("users/u1"))
+    log.set_budget(20_000_000, [50])
+    _running(log, "j1")
+    log.meter("j1", 3_600_000, 10_000_000, period="2024-03")
+    log.budget_alert("2024-03", 50, 10_000_000)
+    march, march_history = _as_served(log)
+
+    rolled, rolled_history = billing.as_of(march, march_history, "2024-04", empty_period=_empty)
+    log.meter("j1", 1_000, 10_000_000, period="2024-04", seq=1)  # April's first event
+    _, april_history = _as_served(log)
+
+    assert msgspec.to_builtins(rolled_history.periods) == msgspec.to_builtins(april_history.periods)
+    assert rolled_history.periods[0].period == "2024-03" and rolled_history.periods[0].alerts  # its alert
+    assert rolled.current_period.period == "2024-04" and rolled.current_period.total_cost_usd_micros == 0
+    assert rolled.alerts == [] and rolled.remaining_usd_micros == 20_000_000
+
+
+def test_as_of_the_stored_month_changes_nothing() -> None:
+    log = UserLog(Apps()("users/u1"))
+    _running(log, "j1")
+    log.meter("j1", 3_600_000, 10_000_000, period="2024-03")
+    march, history = _as_served(log)
+    assert billing.as_of(march, history, "2024-03", empty_period=_empty) == (march, history)
