@@ -17,7 +17,7 @@ from cyclopts import Parameter
 from cli.context import Ctx, JsonFlag, build_app, main_for
 from cli.errors import CliError
 
-__all__ = ["TERMINAL_STATES", "app", "main"]
+__all__ = ["app", "main"]
 
 app = build_app("tune", "Fine-tune LLMs on your data; follow jobs, logs and costs.")
 app.command("cli.billing:billing_app", name="billing", help="Current usage, history, pricing and reports.")
@@ -28,7 +28,6 @@ app.command(
     "cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, rebuild, audit."
 )
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "stopped"})
 _JOB_COLUMNS = ("job_id", "status", "base_model", "dataset_id", "model_id", "gpu_type", "created_at")
 
 
@@ -187,6 +186,7 @@ def status(
 
     from api.schemas import JobStatus
     from cli.output import print_document, print_json
+    from domain.job_states import TERMINAL_STATES, JobState
 
     path = f"/fine-tune/{job_id}/status"
     job = ctx.client.get(path, type=JobStatus)
@@ -200,7 +200,7 @@ def status(
             print(line if json else f"{time.strftime('%H:%M:%S')} {line}", flush=True)
             last = line
         if job.status in TERMINAL_STATES:
-            return 0 if job.status == "succeeded" else 1
+            return 0 if job.status == JobState.SUCCEEDED else 1
         time.sleep(interval)
         job = ctx.client.get(path, type=JobStatus)
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from domain.job import TERMINAL_STATES, JobState
+from domain.job_states import TERMINAL_STATES, JobState
 from domain.training_config import parse_training_config
 from domain.views import JobView
 from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend

@@ -15,16 +15,14 @@ from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.errors import Forbidden, NotFound, ValidationFailed
 from domain.ids import check_id
-from domain.job import ACTIVE_STATES, TERMINAL_STATES, Job, JobState
+from domain.job import Job
+from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
 from storage import ObjectNotFound
 
 __all__ = ["JobService", "parse_config_text"]
 
-_STATES = frozenset(s.value for s in JobState)
-_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
-_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "at"})
 
 
@@ -63,9 +61,9 @@ class JobService:
         )
 
     def list(self, state: str | None = None) -> schemas.JobList:
-        if state is not None and state not in _STATES:
+        if state is not None and state not in frozenset(JobState):
             raise ValidationFailed(
-                f"unknown state {state!r:.40}; one of {', '.join(sorted(_STATES))}", where="state"
+                f"unknown state {state!r:.40}; one of {', '.join(sorted(JobState))}", where="state"
             )
         listing = self.rt.view_or(views.jobs(self.user_id), schemas.JobList, schemas.JobList())
         if state is not None:
@@ -79,7 +77,7 @@ class JobService:
         return [
             job.job_id
             for job in self.list().jobs
-            if job.status in _ACTIVE
+            if job.status in ACTIVE_STATES
             and (dataset_id is None or job.dataset_id == dataset_id)
             and (base_model is None or job.base_model == base_model)
         ]
@@ -162,7 +160,7 @@ class JobService:
 
         def finished() -> bool:
             try:
-                return self.status(job_id).status in _TERMINAL
+                return self.status(job_id).status in TERMINAL_STATES
             except NotFound:
                 return True
 
