@@ -17,9 +17,10 @@ from msgspec.structs import replace
 from domain.job import Job
 from domain.job_states import TERMINAL_STATES
 from domain.job_states import JobState as Status
+from domain.money import dollars
 from projections import usage
 from projections.listing import copied, opened, ordered_rows
-from projections.render import dollars, event_name, iso, seconds
+from projections.render import event_name, iso, seconds
 
 __all__ = [
     "EVENTS",

@@ -17,6 +17,7 @@ from domain.errors import Forbidden, NotFound, ValidationFailed
 from domain.ids import check_id
 from domain.job import Job
 from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
+from domain.money import dollars, format_usd
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
 from storage import ObjectNotFound
@@ -213,14 +214,14 @@ class JobService:
         warnings = []
         if config.max_cost_usd_micros is not None and estimate_usd_micros > config.max_cost_usd_micros:
             warnings.append(
-                f"the estimate {_usd(estimate_usd_micros)} exceeds "
-                f"max_cost {_usd(config.max_cost_usd_micros)}; will be stopped when it reaches max_cost"
+                f"the estimate {format_usd(estimate_usd_micros)} exceeds "
+                f"max_cost {format_usd(config.max_cost_usd_micros)}; will be stopped when it reaches max_cost"
             )
         remaining = BillingService(self.rt, self.user_id).usage().remaining_usd_micros
         if remaining is not None and estimate_usd_micros > remaining:
             message = (
-                f"the estimate {_usd(estimate_usd_micros)} exceeds what remains of this month's budget "
-                f"({_usd(remaining)})"
+                f"the estimate {format_usd(estimate_usd_micros)} exceeds what remains of this month's budget "
+                f"({format_usd(remaining)})"
             )
             if not force:
                 raise Forbidden(
@@ -235,15 +236,7 @@ class JobService:
 
 
 def _dollars(usd_micros: int | None) -> Any:
-    from projections.render import dollars
-
     return None if usd_micros is None else dollars(usd_micros)
-
-
-def _usd(usd_micros: int) -> str:
-    from domain.money import format_usd
-
-    return format_usd(usd_micros)
 
 
 def _job_event(event: Any) -> schemas.JobEvent:
