@@ -71,24 +71,17 @@ def logout(*, ctx: Ctx) -> None:
 
 def _read_config(path: Path) -> dict[str, Any]:
     """The training config file as a mapping; CliError with the line of a YAML mistake."""
-    import yaml
+    from domain.config_yaml import config_from_yaml
+    from domain.errors import ValidationFailed
 
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot read config {path}: {exc.strerror or exc}", where=str(path)) from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or exc
-        raise CliError(f"config is not valid YAML: {problem}", where=where) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CliError("config must be a mapping of keys to values", where=str(path))
-    return data
+        return config_from_yaml(text, where=str(path), at_line=lambda line: f"{path}:{line}")
+    except ValidationFailed as exc:
+        raise CliError(exc.message, where=exc.where) from exc
 
 
 @app.command

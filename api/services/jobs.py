@@ -13,6 +13,7 @@ from api.estimate import estimate_job
 from api.runtime import Runtime
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
+from domain.config_yaml import config_from_yaml
 from domain.errors import Forbidden, NotFound, ValidationFailed
 from domain.ids import check_id
 from domain.job import Job
@@ -22,26 +23,9 @@ from domain.training_config import TrainingConfig, parse_training_config, traini
 from projections.render import iso
 from storage import ObjectNotFound
 
-__all__ = ["JobService", "parse_config_text"]
+__all__ = ["JobService"]
 
 _HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "at"})
-
-
-def parse_config_text(text: str) -> dict[str, Any]:
-    """YAML text as a mapping; ValidationFailed naming the line of a YAML mistake."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"config line {mark.line + 1}" if mark else "config"
-        raise ValidationFailed(
-            f"config is not valid YAML: {getattr(exc, 'problem', None) or exc}", where=where
-        ) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValidationFailed("config must be a mapping of keys to values", where="config")
-    return data
 
 
 class JobService:
@@ -94,7 +78,9 @@ class JobService:
 
     def start(self, request: schemas.StartJobRequest) -> schemas.StartJobResponse:
         """Check everything, then submit (unless ``dry_run``); the config is checked whole first."""
-        raw = parse_config_text(request.config) if isinstance(request.config, str) else request.config
+        raw = request.config
+        if isinstance(raw, str):
+            raw = config_from_yaml(raw, where="config", at_line=lambda line: f"config line {line}")
         config = parse_training_config(raw)
         base_model = check_id(request.base_model, kind="base_model")
         dataset_id = check_id(request.dataset_id, kind="dataset_id")
