@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import sys
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from cyclopts import App, Parameter
@@ -31,15 +30,14 @@ _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def dollars_to_micros(text: str, *, where: str) -> int:
-    """``"100"`` or ``"12.50"`` dollars as exact integer micro-dollars (no floats)."""
+    """``"100"``, ``"12.50"`` or ``"$1,000"`` dollars as exact micro-dollars (``domain.money.parse_usd``)."""
+    from domain.errors import ValidationFailed
+    from domain.money import parse_usd
+
     try:
-        value = Decimal(text.strip().lstrip("$"))
-    except InvalidOperation as exc:
-        raise CliError(f"not an amount of dollars: {text!r}", where=where) from exc
-    micros = value * 1_000_000
-    if not value.is_finite() or value < 0 or micros != micros.to_integral_value():
-        raise CliError(f"amount must be >= 0 with at most 6 decimals: {text!r}", where=where)
-    return int(micros)
+        return parse_usd(text, where=where)
+    except ValidationFailed as exc:
+        raise CliError(exc.message, where=where) from exc
 
 
 def cost(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:

@@ -12,7 +12,6 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -66,13 +65,10 @@ def to_plain(value: Any) -> Any:
 
 
 def usd(micros: int | None) -> str:
-    """Exact dollars from integer micro-dollars: 1_234_500 -> "$1.2345", 0 -> "$0.00"."""
-    if micros is None:
-        return "-"
-    sign = "-" if micros < 0 else ""
-    text = f"{Decimal(abs(int(micros))) / Decimal(1_000_000):.6f}".rstrip("0")
-    whole, _, frac = text.partition(".")
-    return f"{sign}${whole}.{frac.ljust(2, '0')}"
+    """Exact dollars from integer micro-dollars: 1_234_500 -> "$1.2345", 0 -> "$0.00", None -> "-"."""
+    from domain.money import format_usd
+
+    return "-" if micros is None else format_usd(int(micros), grouping=False)
 
 
 def duration_text(ms: int | None) -> str:

@@ -17,7 +17,7 @@ from cyclopts import Parameter
 from cli.context import Ctx, JsonFlag, build_app, main_for
 from cli.errors import CliError
 
-__all__ = ["TERMINAL_STATES", "app", "main"]
+__all__ = ["app", "main"]
 
 app = build_app("tune", "Fine-tune LLMs on your data; follow jobs, logs and costs.")
 app.command("cli.billing:billing_app", name="billing", help="Current usage, history, pricing and reports.")
@@ -28,7 +28,6 @@ app.command(
     "cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, rebuild, audit."
 )
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "stopped"})
 _JOB_COLUMNS = ("job_id", "status", "base_model", "dataset_id", "model_id", "gpu_type", "created_at")
 
 
@@ -72,24 +71,17 @@ def logout(*, ctx: Ctx) -> None:
 
 def _read_config(path: Path) -> dict[str, Any]:
     """The training config file as a mapping; CliError with the line of a YAML mistake."""
-    import yaml
+    from domain.config_yaml import config_from_yaml
+    from domain.errors import ValidationFailed
 
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot read config {path}: {exc.strerror or exc}", where=str(path)) from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or exc
-        raise CliError(f"config is not valid YAML: {problem}", where=where) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CliError("config must be a mapping of keys to values", where=str(path))
-    return data
+        return config_from_yaml(text, where=str(path), at_line=lambda line: f"{path}:{line}")
+    except ValidationFailed as exc:
+        raise CliError(exc.message, where=exc.where) from exc
 
 
 @app.command
@@ -187,6 +179,7 @@ def status(
 
     from api.schemas import JobStatus
     from cli.output import print_document, print_json
+    from domain.job_states import TERMINAL_STATES, JobState
 
     path = f"/fine-tune/{job_id}/status"
     job = ctx.client.get(path, type=JobStatus)
@@ -200,7 +193,7 @@ def status(
             print(line if json else f"{time.strftime('%H:%M:%S')} {line}", flush=True)
             last = line
         if job.status in TERMINAL_STATES:
-            return 0 if job.status == "succeeded" else 1
+            return 0 if job.status == JobState.SUCCEEDED else 1
         time.sleep(interval)
         job = ctx.client.get(path, type=JobStatus)
 

@@ -1,15 +1,17 @@
 """The pure domain: events, aggregates, rules, money, and the two applications.
 
-Imports only the standard library, eventsourcing and msgspec; no I/O, no clock (every
-command takes ``at``). Modules, one job each:
+Imports only the standard library, eventsourcing and msgspec (and PyYAML in ``config_yaml``); no
+I/O, no clock (every command takes ``at``). Modules, one job each:
 
 - ``errors``, ``ids``: the error hierarchy; safe ids and aggregate ids;
 - ``money``: exact micro-dollar arithmetic, the one rounding rule, ``$`` parsing/formatting;
 - ``user``, ``user_email``, ``pricing``, ``catalogue``: platform-partition aggregates;
 - ``dataset``, ``job``, ``model``, ``budget``: user-partition aggregates (``job`` holds the
-  state machine, ``budget`` the alert and limit rules);
+  state machine, ``budget`` the alert and limit rules); ``job_states``: the job states, their
+  transitions and named sets (standard library only, for the CLI too);
 - ``read_models``: the Structs commands and queries return; ``applications``: ``PlatformApp``, ``UserApp``;
-- ``training_config``, ``dataset_format``: config schema and dataset format rules.
+- ``training_config``, ``dataset_format``: config schema and dataset format rules; ``config_yaml``:
+  a config's YAML text to a mapping (the API's and the CLI's one reader).
 
 Public names are re-exported here lazily (``from domain import Job``), so importing
 ``domain.errors`` alone stays cheap.
@@ -31,8 +33,8 @@ _EXPORTS = {
     "BaseModelCatalogue": "catalogue",
     "Dataset": "dataset",
     "Job": "job",
-    "JobState": "job",
-    "TRANSITIONS": "job",
+    "JobState": "job_states",
+    "TRANSITIONS": "job_states",
     "Model": "model",
     "ModelWeights": "model",
     "JobCostSummary": "money",

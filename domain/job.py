@@ -1,15 +1,8 @@
 """The fine-tuning job: its state machine, attempts, progress, checkpoints and metered GPU time.
 
-States and the only transitions allowed (``TRANSITIONS``)::
-
-    submitted ─► queued ─► running ─► succeeded | failed | stopped
-        │           │         ├─► stopping (StopRequested) ─► stopped | succeeded | failed | lost
-        │           │         ├─► retrying ─► running (next attempt)
-        │           │         └─► lost ─► retrying | failed | stopped
-        └───────────┴─► stopped   (cancel: a stop request before anything runs;
-                                    also from retrying and lost)
-
-Anything else raises ``Conflict`` naming the job, its state and what was asked, and records
+The states, the table of allowed transitions (with its diagram) and the named sets of states
+live in ``domain.job_states`` (re-exported here). ``Job`` moves only along ``TRANSITIONS``;
+anything else raises ``Conflict`` naming the job, its state and what was asked, and records
 nothing. Attempts count from 1; reports (progress, checkpoints) must name the current attempt,
 so a runner left over from an earlier attempt cannot move the job. Usage is metered in batches
 of heartbeats ``first_seq..last_seq`` per attempt; a batch that does not start after the last
@@ -20,7 +13,6 @@ accepted in any state once the attempt has started (the last batch may arrive af
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -29,41 +21,21 @@ from eventsourcing.domain import Aggregate
 from domain.base import DomainAggregate, check_count, check_text, check_utc
 from domain.errors import Conflict, ValidationFailed
 from domain.ids import aggregate_id, check_id, check_ids
+from domain.job_states import (
+    ACTIVE_STATES,
+    CANCELLABLE_STATES,
+    REPORTING_STATES,
+    TERMINAL_STATES,
+    TRANSITIONS,
+    JobState,
+)
 from domain.money import JobCostSummary, UsageGroupKey, add_usage, check_period, summarize_job_cost
 from domain.pricing import check_gpu_type
 
 __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "TRANSITIONS", "Job", "JobState"]
 
 
-class JobState(StrEnum):
-    SUBMITTED = "submitted"
-    QUEUED = "queued"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    RETRYING = "retrying"
-    LOST = "lost"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
 S = JobState
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    S.SUBMITTED: frozenset({S.QUEUED, S.STOPPED}),
-    S.QUEUED: frozenset({S.RUNNING, S.STOPPED, S.FAILED}),
-    S.RUNNING: frozenset({S.STOPPING, S.SUCCEEDED, S.FAILED, S.STOPPED, S.RETRYING, S.LOST}),
-    S.STOPPING: frozenset({S.STOPPED, S.SUCCEEDED, S.FAILED, S.LOST}),
-    S.RETRYING: frozenset({S.RUNNING, S.STOPPED, S.FAILED}),
-    S.LOST: frozenset({S.RETRYING, S.FAILED, S.STOPPED}),
-    S.SUCCEEDED: frozenset(),
-    S.FAILED: frozenset(),
-    S.STOPPED: frozenset(),
-}
-TERMINAL_STATES = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
-ACTIVE_STATES = frozenset(JobState) - TERMINAL_STATES
-"""States that hold (or wait for) resources: count against quotas, keep datasets/models in use."""
-_REPORTING_STATES = frozenset({S.RUNNING, S.STOPPING})
-_CANCELLABLE_STATES = frozenset({S.SUBMITTED, S.QUEUED, S.RETRYING, S.LOST})
 
 
 class Job(DomainAggregate):
@@ -442,7 +414,7 @@ class Job(DomainAggregate):
     def request_stop(self, reason: str, at: datetime) -> None:
         """Ask a running job to stop (-> ``stopping``); a job with nothing running stops at once."""
         check_text(reason, where="reason")
-        if self.state in _CANCELLABLE_STATES:
+        if self.state in CANCELLABLE_STATES:
             self._record(self.Stopped, at, reason=reason, step=self.step)
             return
         self._check_move(S.STOPPING, "stop")
@@ -504,7 +476,7 @@ class Job(DomainAggregate):
             )
 
     def _check_reporting(self, attempt: int, verb: str) -> None:
-        if self.state not in _REPORTING_STATES:
+        if self.state not in REPORTING_STATES:
             raise Conflict(f"job {self.job_id} is {self.state}; cannot {verb} it")
         if attempt != self.attempt:
             raise Conflict(

@@ -7,7 +7,9 @@ The one rounding rule (CONTRACTS.md): the cost of a usage group is
 computed once per group ``(period, job, gpu_type, gpu_count, usd_micros_per_hour)`` from the
 group's *summed* milliseconds, never per heartbeat. A job's cost is the sum of its groups, a
 period's total the sum of its jobs. Only integer arithmetic is used; ``Decimal`` appears only
-where text is parsed or printed (``parse_usd``, ``format_usd``). Never ``float``.
+where text is parsed or printed (``parse_usd``; ``dollars`` for views, ``format_usd`` for people).
+Never ``float``. These are the only dollar parser and formatter: the API, views, reports and the
+CLI all use them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "add_usage",
     "check_period",
     "cost_usd_micros",
+    "dollars",
     "format_usd",
     "parse_usd",
     "period_of",
@@ -41,6 +44,7 @@ __all__ = [
 MICROS_PER_USD = 1_000_000
 MS_PER_HOUR = 3_600_000
 _MICRO = Decimal("0.000001")
+_CENTS = Decimal("0.01")
 
 
 def round_half_up_div(numerator: int, denominator: int) -> int:
@@ -112,25 +116,28 @@ def parse_usd(text: str | int | Decimal, *, where: str = "amount", allow_negativ
 _AMOUNT = re.compile(r"(?P<sign>-?)\$?(?P<digits>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 
 
-def format_usd(micros: int, *, places: int | None = None) -> str:
-    """Micro-dollars as ``"$12.34"`` (``"-$0.50"`` when negative).
+def dollars(usd_micros: int) -> Decimal:
+    """Exact dollars from micro-dollars, at least two decimals: 10.00, 156.78, 0.000123."""
+    value = Decimal(usd_micros).scaleb(-6).normalize()
+    return value.quantize(_CENTS) if value.as_tuple().exponent > -2 else value  # type: ignore[operator]
 
-    By default exact: at least two decimals, more only where needed (``"$0.000123"``), so
-    ``parse_usd(format_usd(m)) == m``. With ``places`` (0-6) rounded half up for display.
+
+def format_usd(micros: int, *, places: int | None = None, grouping: bool = True) -> str:
+    """Micro-dollars as ``"$1,234.56"`` (``"-$0.50"`` when negative; ``"$1234.56"`` without ``grouping``).
+
+    By default exact (``dollars``): at least two decimals, more only where needed
+    (``"$0.000123"``), so ``parse_usd(format_usd(m)) == m``. With ``places`` (0-6) rounded half
+    up for display.
     """
     if not isinstance(micros, int) or isinstance(micros, bool):
         raise TypeError(f"micros must be an int, got {type(micros).__name__}")
-    sign, amount = ("-" if micros < 0 else ""), Decimal(abs(micros)) * _MICRO
     if places is None:
-        text = f"{amount:.6f}".rstrip("0")
-        whole, _, frac = text.partition(".")
-        text = f"{whole}.{frac.ljust(2, '0')}"
+        amount = dollars(abs(micros))
+    elif 0 <= places <= 6:
+        amount = (Decimal(abs(micros)) * _MICRO).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     else:
-        if not 0 <= places <= 6:
-            raise ValueError("places must be 0-6")
-        text = f"{amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):.{places}f}"
-    whole, dot, frac = text.partition(".")
-    return f"{sign}${int(whole):,}{dot}{frac}"
+        raise ValueError("places must be 0-6")
+    return f"{'-' if micros < 0 else ''}${amount:{',' if grouping else ''}f}"
 
 
 class UsageGroupKey(NamedTuple):

@@ -17,7 +17,8 @@ import msgspec
 from domain.budget import Budget
 from domain.catalogue import BaseModelCatalogue
 from domain.dataset import Dataset
-from domain.job import Job, JobState
+from domain.job import Job
+from domain.job_states import JobState
 from domain.model import Model
 from domain.money import UsageLine
 from domain.user import User

@@ -39,7 +39,7 @@ heartbeat_interval_seconds      ``10.0``        how often the runner reports GPU
 max_retries                     ``2``           attempts after the first one on failure, 0-10
 ==============================  ==============  ==================================================
 
-Pure: imports only the standard library, msgspec and ``domain.errors``.
+Pure: imports only the standard library, msgspec, ``domain.errors`` and ``domain.money``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from domain.errors import ValidationFailed
+from domain.money import parse_usd
 
 __all__ = [
     "ConfigInvalid",
@@ -62,8 +63,6 @@ __all__ = [
     "parse_training_config",
     "training_config_to_dict",
 ]
-
-_MICROS_PER_DOLLAR = 1_000_000
 
 Method = Literal["lora", "full"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -120,7 +119,7 @@ class TrainingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def max_cost_usd_micros(self) -> int | None:
         """``max_cost`` in integer micro-dollars (None when there is no job budget)."""
-        return None if self.max_cost is None else _dollars_to_micros(self.max_cost)
+        return None if self.max_cost is None else parse_usd(self.max_cost, where="max_cost")
 
     @property
     def peft_target_modules(self) -> list[str] | str:
@@ -251,10 +250,6 @@ def _check_max_cost(value: Any, problems: list[Problem]) -> str | None:
         problems.append(Problem("max_cost", f"has more than 6 decimal places (got {value!r:.40})"))
         return None
     return format(amount.normalize(), "f")
-
-
-def _dollars_to_micros(text: str) -> int:
-    return int(Decimal(text) * _MICROS_PER_DOLLAR)
 
 
 def _kind(value: Any) -> str:

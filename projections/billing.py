@@ -26,8 +26,9 @@ from msgspec.structs import replace
 
 from domain.budget import Budget
 from domain.job import Job
+from domain.money import dollars
 from projections import usage
-from projections.render import dollars, event_name, iso, month_start, seconds
+from projections.render import event_name, iso, month_start, seconds
 from views.rows import BudgetView, GpuUsage, Rate
 
 __all__ = [

@@ -15,9 +15,12 @@ import msgspec
 from msgspec.structs import replace
 
 from domain.job import Job
+from domain.job_states import TERMINAL_STATES
+from domain.job_states import JobState as Status
+from domain.money import dollars
 from projections import usage
 from projections.listing import copied, opened, ordered_rows
-from projections.render import dollars, event_name, iso, seconds
+from projections.render import event_name, iso, seconds
 from views.rows import Checkpoint, GpuMetrics, JobRow, Retry
 
 __all__ = [
@@ -56,16 +59,15 @@ EVENTS = frozenset(
 
 # event -> the job state it leads to (events not listed keep the state)
 _STATES = {
-    "Job.Queued": "queued",
-    "Job.Started": "running",
-    "Job.StopRequested": "stopping",
-    "Job.Stopped": "stopped",
-    "Job.Succeeded": "succeeded",
-    "Job.Failed": "failed",
-    "Job.Retrying": "retrying",
-    "Job.Lost": "lost",
+    "Job.Queued": Status.QUEUED,
+    "Job.Started": Status.RUNNING,
+    "Job.StopRequested": Status.STOPPING,
+    "Job.Stopped": Status.STOPPED,
+    "Job.Succeeded": Status.SUCCEEDED,
+    "Job.Failed": Status.FAILED,
+    "Job.Retrying": Status.RETRYING,
+    "Job.Lost": Status.LOST,
 }
-FINAL = frozenset({"succeeded", "failed", "stopped"})
 
 
 class Alert(msgspec.Struct, frozen=True):
@@ -93,7 +95,7 @@ class JobState(msgspec.Struct, frozen=True):
     created_at: datetime
     updated_at: datetime
     status_at: datetime
-    status: str = "submitted"
+    status: str = Status.SUBMITTED
     attempt: int = 0
     step: int = 0
     total_steps: int | None = None
@@ -121,7 +123,7 @@ def fold(job: JobState | None, event: Any) -> JobState:
     changes: dict[str, Any] = {"updated_at": at}
     if name in _STATES and _STATES[name] != job.status:
         changes.update(status=_STATES[name], status_at=at)
-        if _STATES[name] in FINAL:
+        if _STATES[name] in TERMINAL_STATES:
             changes["finished_at"] = at
     if name in ("Job.Started", "Job.ProgressReported", "Job.CheckpointSaved"):
         changes["last_heartbeat_at"] = at

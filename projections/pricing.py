@@ -14,8 +14,9 @@ from typing import Any
 
 import msgspec
 
+from domain.money import dollars
 from domain.pricing import PriceList
-from projections.render import dollars, event_name, iso
+from projections.render import event_name, iso
 from views.rows import GpuPrice, ScheduledPrice
 
 __all__ = ["EVENTS", "PricingState", "PricingView", "fold", "name", "user_name", "view"]

@@ -3,8 +3,8 @@
 Every view is a msgspec Struct (fields in a fixed order) encoded by ``encode``;
 dict keys are sorted, so the same state always gives the same bytes. Money is
 integer micro-dollars in the state; a view shows it twice, as an exact decimal
-JSON number of dollars (``156.78``, ``0.000123``, never through a float) and as
-the integer ``*_usd_micros`` beside it.
+JSON number of dollars (``domain.money.dollars``: ``156.78``, ``0.000123``, never
+through a float) and as the integer ``*_usd_micros`` beside it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["decode", "dollars", "encode", "event_name", "iso", "month_start", "seconds"]
+__all__ = ["decode", "encode", "event_name", "iso", "month_start", "seconds"]
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number", order="deterministic")
-_CENTS = Decimal("0.01")
 _ONE = Decimal(1)
 
 
@@ -30,12 +29,6 @@ def encode(view: Any) -> bytes:
 def decode(data: bytes) -> Any:
     """Plain JSON decoding of a stored view (numbers with a fraction become floats)."""
     return msgspec.json.decode(data)
-
-
-def dollars(usd_micros: int) -> Decimal:
-    """Exact dollars from micro-dollars, at least two decimals: 10.00, 156.78, 0.000123."""
-    value = Decimal(usd_micros).scaleb(-6).normalize()
-    return value.quantize(_CENTS) if value.as_tuple().exponent > -2 else value  # type: ignore[operator]
 
 
 def seconds(ms: int) -> Decimal:

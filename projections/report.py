@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from domain.money import check_period
+from domain.money import check_period, dollars
 from projections import billing
-from projections.render import dollars, encode, seconds
+from projections.render import encode, seconds
 from storage import Bucket, ObjectNotFound
 
 __all__ = [

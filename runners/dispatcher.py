@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from domain.job import TERMINAL_STATES, JobState
+from domain.job_states import TERMINAL_STATES, JobState
 from domain.read_models import JobView
 from domain.training_config import parse_training_config
 from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from domain.errors import Conflict
-from domain.job import JobState
+from domain.job_states import REPORTING_STATES
 from domain.model import ModelWeights
 from domain.read_models import JobView
 from storage.clock import Clock, utc_now
@@ -100,7 +100,7 @@ class JobRecorder:
 
     def is_current(self, job: JobView) -> bool:
         """Whether ``job`` is still running this recorder's attempt (not finished, retried or lost)."""
-        return job.attempt == self.attempt and job.state in (JobState.RUNNING, JobState.STOPPING)
+        return job.attempt == self.attempt and job.state in REPORTING_STATES
 
     @staticmethod
     def _write(command: Callable[[], T]) -> T:

@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING
 import msgspec
 
 from domain.errors import Conflict, PlatformError, ValidationFailed
-from domain.job import JobState
+from domain.job_states import JobState
 from domain.read_models import JobView
 from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
 from runners.job_recorder import JobRecorder

@@ -13,20 +13,19 @@ from collections.abc import Iterator
 
 import msgspec
 
+from domain.job_states import WAITING_STATES
 from projections import jobs as job_views
 from projections import users as user_views
 from runners.dispatcher import Dispatcher, JobRef
 from storage import Bucket, ObjectNotFound
 
-__all__ = ["WAITING", "resubmit_waiting", "waiting_jobs"]
-
-WAITING = frozenset({"submitted", "queued", "retrying"})
+__all__ = ["resubmit_waiting", "waiting_jobs"]
 
 
 def waiting_jobs(bucket: Bucket) -> list[JobRef]:
     """Jobs the views show waiting to run, oldest first."""
     rows = sorted(_rows(bucket), key=lambda item: (item[0].created_at or "", item[0].job_id))
-    return [JobRef(user_id, row.job_id) for row, user_id in rows if row.status in WAITING]
+    return [JobRef(user_id, row.job_id) for row, user_id in rows if row.status in WAITING_STATES]
 
 
 def resubmit_waiting(dispatcher: Dispatcher, bucket: Bucket) -> int:

@@ -13,37 +13,20 @@ from api.estimate import estimate_job
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.admission import check_admission
+from domain.config_yaml import config_from_yaml
 from domain.errors import NotFound, ValidationFailed
 from domain.ids import check_id
-from domain.job import ACTIVE_STATES, TERMINAL_STATES, Job, JobState
+from domain.job import Job
+from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
+from domain.money import dollars
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
 from runtime.context import Runtime
 from storage import ObjectNotFound
 
-__all__ = ["JobService", "parse_config_text"]
+__all__ = ["JobService"]
 
-_STATES = frozenset(s.value for s in JobState)
-_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
-_TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "at"})
-
-
-def parse_config_text(text: str) -> dict[str, Any]:
-    """YAML text as a mapping; ValidationFailed naming the line of a YAML mistake."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"config line {mark.line + 1}" if mark else "config"
-        raise ValidationFailed(
-            f"config is not valid YAML: {getattr(exc, 'problem', None) or exc}", where=where
-        ) from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValidationFailed("config must be a mapping of keys to values", where="config")
-    return data
 
 
 class JobService:
@@ -64,9 +47,9 @@ class JobService:
         )
 
     def list(self, state: str | None = None) -> schemas.JobList:
-        if state is not None and state not in _STATES:
+        if state is not None and state not in frozenset(JobState):
             raise ValidationFailed(
-                f"unknown state {state!r:.40}; one of {', '.join(sorted(_STATES))}", where="state"
+                f"unknown state {state!r:.40}; one of {', '.join(sorted(JobState))}", where="state"
             )
         listing = self.rt.view_or(views.jobs(self.user_id), schemas.JobList, schemas.JobList())
         if state is not None:
@@ -80,7 +63,7 @@ class JobService:
         return [
             job.job_id
             for job in self.list().jobs
-            if job.status in _ACTIVE
+            if job.status in ACTIVE_STATES
             and (dataset_id is None or job.dataset_id == dataset_id)
             and (base_model is None or job.base_model == base_model)
         ]
@@ -118,7 +101,9 @@ class JobService:
 
     def start(self, request: schemas.StartJobRequest) -> schemas.StartJobResponse:
         """Check everything, then submit (unless ``dry_run``); the config is checked whole first."""
-        raw = parse_config_text(request.config) if isinstance(request.config, str) else request.config
+        raw = request.config
+        if isinstance(raw, str):
+            raw = config_from_yaml(raw, where="config", at_line=lambda line: f"config line {line}")
         config = parse_training_config(raw)
         base_model = check_id(request.base_model, kind="base_model")
         dataset_id = check_id(request.dataset_id, kind="dataset_id")
@@ -185,7 +170,7 @@ class JobService:
 
         def finished() -> bool:
             try:
-                return self.status(job_id).status in _TERMINAL
+                return self.status(job_id).status in TERMINAL_STATES
             except NotFound:
                 return True
 
@@ -242,8 +227,6 @@ class JobService:
 
 
 def _dollars(usd_micros: int | None) -> Any:
-    from projections.render import dollars
-
     return None if usd_micros is None else dollars(usd_micros)
 
 

@@ -33,7 +33,8 @@ from eventsourcing.persistence import RecordConflictError
 
 from domain.base import check_utc
 from domain.errors import PlatformError
-from domain.job import Job, JobState
+from domain.job import Job
+from domain.job_states import REPORTING_STATES, JobState
 from domain.metering import job_policy, may_retry
 from projections import jobs as job_views
 from projections import users as user_views
@@ -47,7 +48,6 @@ __all__ = ["LOST_AFTER_INTERVALS", "LostJob", "LostJobDetector", "watch_running_
 log = logging.getLogger(__name__)
 
 LOST_AFTER_INTERVALS = 3
-_WATCHED = frozenset({JobState.RUNNING, JobState.STOPPING})
 
 OpenUserApp = Callable[[str], Any]
 Notify = Callable[[str], None]
@@ -118,7 +118,7 @@ class LostJobDetector:
     def _check(self, entry: LiveJob, now: datetime) -> LostJob | None:
         app = self.open_user_app(entry.user_id)
         job = load_job(app, entry.job_id)
-        if job is None or job.attempt != entry.attempt or job.state not in _WATCHED:
+        if job is None or job.attempt != entry.attempt or job.state not in REPORTING_STATES:
             self.live.forget(entry)
             return None
         silence = timedelta(milliseconds=self.intervals * entry.interval_ms)
@@ -177,10 +177,10 @@ def watch_running_jobs(detector: LostJobDetector, bucket: Bucket, now: datetime)
             continue
         app = detector.open_user_app(user.user_id)
         for row in msgspec.json.decode(data, type=job_views.JobsView).jobs:
-            if row.status not in _WATCHED:
+            if row.status not in REPORTING_STATES:
                 continue
             job = load_job(app, row.job_id)
-            if job is None or job.state not in _WATCHED:
+            if job is None or job.state not in REPORTING_STATES:
                 continue
             interval_ms = job_policy(job.config).heartbeat_interval_ms
             detector.watch(user.user_id, job.job_id, job.attempt, now, interval_ms=interval_ms)

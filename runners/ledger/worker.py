@@ -49,7 +49,8 @@ from eventsourcing.persistence import RecordConflictError
 from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
 from domain.errors import NotFound, PlatformError
 from domain.ids import check_id
-from domain.job import Job, JobState
+from domain.job import Job
+from domain.job_states import LIMIT_STOPPABLE_STATES
 from domain.metering import JobPolicy, PriceSchedule, job_policy, marginal_cost_usd_micros
 from domain.money import UsageGroupKey, period_of
 from projections.billing import BillingState
@@ -69,7 +70,6 @@ __all__ = ["LedgerStats", "LedgerWorker", "Notifier"]
 
 log = logging.getLogger(__name__)
 
-_STOPPABLE = frozenset({JobState.RUNNING, JobState.RETRYING, JobState.LOST})
 _TRIES = 10
 _LINGER_FRACTION = 50  # linger only after a batch of at most max_batch / 50 heartbeats
 
@@ -455,7 +455,7 @@ class LedgerWorker:
                     stop.append(job)
                     changed.append(job)
         for job in stop:
-            if job.state in _STOPPABLE:
+            if job.state in LIMIT_STOPPABLE_STATES:
                 job.request_stop(STOP_REASON, at)
                 outcome.stops += 1
         outcome.live = [_live_entry(user_id, job_id, part, at) for job_id, part in metered.items()]
@@ -512,7 +512,7 @@ def _job_outlook(job_id: str, part: _Metered) -> JobOutlook:
         next_usd_micros=part.next_usd_micros,
         max_cost_usd_micros=job.max_cost_usd_micros,
         alerted_pct=frozenset(int(a.partition(":")[2]) for a in job.alerts if a.startswith(f"{JOB_SCOPE}:")),
-        stoppable=job.state in _STOPPABLE,
+        stoppable=job.state in LIMIT_STOPPABLE_STATES,
     )
 
 

@@ -1,4 +1,5 @@
-"""``config.yml`` text to a checked ``TrainingConfig`` (YAML stays out of ``domain/``)."""
+"""``config.yml`` text to a checked ``TrainingConfig``, for the trainer (``domain.config_yaml`` reads a
+config for the API and the CLI)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from domain.errors import ValidationFailed
 from domain.money import (
     UsageGroupKey,
     cost_usd_micros,
+    dollars,
     format_usd,
     parse_usd,
     period_of,
@@ -90,6 +91,14 @@ def test_parse_usd_refuses_floats_but_takes_negatives_when_asked() -> None:
 )
 def test_format_usd(micros: int, places: int | None, text: str) -> None:
     assert format_usd(micros, places=places) == text
+
+
+def test_format_usd_without_grouping_and_exact_decimal_dollars() -> None:
+    assert format_usd(1_234_500_000, grouping=False) == "$1234.50"
+    assert format_usd(-1_234_567_891, places=2, grouping=False) == "-$1234.57"
+    assert [str(dollars(m)) for m in (10_000_000, 156_780_000, 123, 0, -500_000)] == [
+        "10.00", "156.78", "0.000123", "0.00", "-0.50"
+    ]  # fmt: skip
 
 
 def test_period_is_the_utc_month() -> None:

@@ -3,7 +3,8 @@ from decimal import Decimal
 
 import msgspec
 
-from projections.render import dollars, encode, iso, seconds
+from domain.money import dollars
+from projections.render import encode, iso, seconds
 
 
 def test_dollars_are_exact_decimal_json_numbers_with_two_decimals_at_least() -> None:
