@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from api.runtime import Runtime
 from api.services.accounts import AccountService, FirstUser
-from projections.partition import PLATFORM
+from storage.layout import PLATFORM
 
 __all__ = ["bootstrap", "login_hint"]
 

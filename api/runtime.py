@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 import msgspec
 
-from api import views
 from domain.errors import NotFound, ValidationFailed
 from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
-from projections.partition import PLATFORM, user_partition
 from projections.projector import Projector
 from projections.store import ViewStore
-from storage import Bucket, ObjectNotFound, open_bucket
+from storage import Bucket, ObjectNotFound, layout, open_bucket
+from storage.layout import PLATFORM, user_partition
 
 if TYPE_CHECKING:
     from api.settings import Settings
@@ -65,10 +64,7 @@ def _open_app(bucket: Bucket) -> OpenApp:
     def open_app(partition: str) -> Any:
         if partition == PLATFORM:
             return open_platform(bucket)
-        kind, _, user_id = partition.partition("/")
-        if kind != "users":
-            raise ValueError(f"not a partition: {partition!r}")
-        return open_user(bucket, user_id)
+        return open_user(bucket, layout.user_of(partition))
 
     return open_app
 
@@ -195,14 +191,14 @@ class Runtime:
         shows here once the projector hears of it (its notification or sweep).
         """
         try:
-            info = self.view_json(views.user_info(user_id))
+            info = self.view_json(layout.user_info(user_id))
         except ValidationFailed:
             return False
         return info is not None and info.get("status", "active") == "active"
 
     def quota(self, user_id: str) -> Quota:
         """The user's quotas (the platform's defaults until an operator sets them)."""
-        info = self.view_json(views.user_info(user_id)) or {}
+        info = self.view_json(layout.user_info(user_id)) or {}
         quota = info.get("quota") or {}
         return Quota(
             max_concurrent_jobs=quota.get("max_concurrent_jobs", DEFAULT_MAX_CONCURRENT_JOBS),
@@ -211,7 +207,7 @@ class Runtime:
 
     def base_model_names(self) -> set[str]:
         """Names users may fine-tune: the platform's catalogue, or the built-in one before it exists."""
-        catalogue = self.view_json(views.base_models())
+        catalogue = self.view_json(layout.base_models())
         if catalogue is None:
             from domain.base_models import CATALOGUE
 

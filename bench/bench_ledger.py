@@ -37,12 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 from scratch import file_create_us, scratch_dir  # noqa: E402
 
-from projections.partition import tracking_name  # noqa: E402
 from projections.projector import Projector  # noqa: E402
 from projections.store import ViewStore  # noqa: E402
 from runners.ledger import LedgerWorker  # noqa: E402
 from runners.ledger.__main__ import cached_user_apps  # noqa: E402
-from storage import LocalBucket  # noqa: E402
+from storage import LocalBucket, layout  # noqa: E402
 from storage.eventstore import open_platform  # noqa: E402
 from storage.heartbeats import DirectTransport, Heartbeat, HeartbeatTransport, open_heartbeat_transport  # noqa: E402
 from tests import emulators  # noqa: E402
@@ -234,7 +233,7 @@ def lag(
     world.close()
     lags, to_commit = [], []
     for partition, position, at, done in committed:
-        writes = world.written.get(tracking_name(partition), [])
+        writes = world.written.get(layout.position(partition), [])
         when = next((t for p, t in writes if p >= position), None)
         to_commit.append(done - at.timestamp())
         if when is not None:

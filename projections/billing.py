@@ -299,11 +299,3 @@ def history_view(state: BillingState, position: int) -> HistoryView:
     closed = sorted((p for name, p in state.periods.items() if name != state.current), key=lambda p: p.period)
     periods = [_period(p, ClosedPeriod, alerts=[_alert(a) for a in p.alerts]) for p in reversed(closed)]
     return HistoryView(position, periods)
-
-
-def billing_name(root: str) -> str:
-    return f"{root}/metadata/billing.json"
-
-
-def history_name(root: str) -> str:
-    return f"{root}/metadata/billing_history.json"

@@ -18,7 +18,7 @@ import msgspec
 from domain.pricing import PriceList
 from projections.render import dollars, event_name, iso
 
-__all__ = ["EVENTS", "PricingState", "PricingView", "fold", "name", "user_name", "view"]
+__all__ = ["EVENTS", "PricingState", "PricingView", "fold", "view"]
 
 EVENTS = frozenset({PriceList.PriceSet.__qualname__})
 
@@ -83,11 +83,3 @@ def view(state: PricingState, position: int) -> PricingView:
             ],
         )
     return PricingView(position, "USD", prices)
-
-
-def name(root: str) -> str:
-    return f"{root}/metadata/gpu_pricing.json"
-
-
-def user_name(user_id: str) -> str:
-    return f"users/{user_id}/metadata/gpu_pricing.json"

@@ -37,7 +37,7 @@ from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
 from runners.job_recorder import JobRecorder, utc_now
 from runners.run_spec import JobRunSpec, build_run_spec, write_job_run
-from storage import Bucket
+from storage import Bucket, layout
 from storage.heartbeats import Heartbeat, HeartbeatPublisher
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class JobRef(NamedTuple):
 
     @property
     def partition(self) -> str:
-        return f"users/{self.user_id}"
+        return layout.user_partition(self.user_id)
 
 
 class _Launched(NamedTuple):
@@ -351,7 +351,7 @@ def local_dispatcher(
         if heartbeats is not None:
             heartbeats.publish(heartbeat)
         if notify is not None:
-            notify(f"users/{heartbeat.user_id}")
+            notify(layout.user_partition(heartbeat.user_id))
 
     backend = LocalSubprocessBackend(on_heartbeat=on_heartbeat, log_dir=log_dir)
     return Dispatcher(bucket, backend, notify=notify, **options)  # type: ignore[arg-type]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import msgspec
 
-from api import schemas, views
+from api import schemas
 from api.runtime import Runtime
 from domain.money import check_period, period_of
 from projections.replay import read_events
 from projections.report import monthly_report, report_document
+from storage import layout
 
 __all__ = ["BillingService"]
 
@@ -32,9 +33,9 @@ class BillingService:
         self.user_id = user_id
 
     def _views(self) -> tuple[schemas.Billing, schemas.BillingHistory]:
-        stored = self.rt.view_or(views.billing(self.user_id), _StoredBilling, _StoredBilling())
+        stored = self.rt.view_or(layout.billing(self.user_id), _StoredBilling, _StoredBilling())
         history = self.rt.view_or(
-            views.billing_history(self.user_id), schemas.BillingHistory, schemas.BillingHistory()
+            layout.billing_history(self.user_id), schemas.BillingHistory, schemas.BillingHistory()
         )
         now = period_of(self.rt.clock())
         current = stored.current_period
@@ -64,7 +65,7 @@ class BillingService:
         return self._views()[1]
 
     def pricing(self) -> schemas.Pricing:
-        return self.rt.view_or(views.pricing(), schemas.Pricing, schemas.Pricing())
+        return self.rt.view_or(layout.pricing(), schemas.Pricing, schemas.Pricing())
 
     def job_cost(self, job_id: str) -> schemas.JobCostReport:
         from api.services.jobs import JobService  # jobs asks billing for the budget
@@ -103,7 +104,7 @@ class BillingService:
         self.rt.user_app(self.user_id).set_budget(
             request.monthly_limit_usd_micros, self.rt.clock(), thresholds_pct=request.thresholds_pct
         )
-        self.rt.committed(views.user_root(self.user_id))
+        self.rt.committed(layout.user_partition(self.user_id))
         return self.usage().budget or schemas.BudgetView()
 
 

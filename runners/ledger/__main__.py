@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runners.ledger.worker import LedgerWorker
-from storage import Bucket, open_bucket
+from storage import Bucket, layout, open_bucket
 from storage.heartbeats import open_heartbeat_transport
 
 __all__ = ["cached_user_apps", "main"]
@@ -80,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from projections.projector import Projector
 
         def open_partition(partition: str) -> Any:
-            return open_platform(bucket) if partition == "platform" else open_app(partition.split("/", 1)[1])
+            if partition == layout.PLATFORM:
+                return open_platform(bucket)
+            return open_app(layout.user_of(partition))
 
         projector = Projector(bucket, open_partition)
         projector.start(stop, sweep_every=30.0)

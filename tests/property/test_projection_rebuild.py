@@ -21,9 +21,9 @@ from domain.applications import PlatformApp, UserApp
 from domain.errors import NotFound, PlatformError
 from domain.model import ModelWeights
 from domain.money import period_of
-from projections.partition import PLATFORM
 from projections.projector import Projector
 from projections.replay import replay
+from storage.layout import PLATFORM
 from storage.memory import MemoryBucket
 
 SHA = "0" * 64

@@ -6,8 +6,8 @@ import pytest
 
 from domain.applications import UserApp
 from domain.errors import ValidationFailed
-from runners.run_spec import JobRunSpec, build_run_spec, read_job_run, run_object, write_job_run
-from storage import LocalBucket
+from runners.run_spec import JobRunSpec, build_run_spec, read_job_run, write_job_run
+from storage import LocalBucket, layout
 from tests.unit.runners.builders import now, seed_dataset, submit_job
 
 
@@ -37,7 +37,7 @@ def test_a_run_spec_is_built_from_the_job_and_round_trips_through_the_bucket(
     assert spec.config.max_steps == 5
 
     name = write_job_run(local_bucket, spec)
-    assert name == run_object("usr_1", "job_1") == "users/usr_1/jobs/job_1/run.yaml"
+    assert name == layout.job_run("usr_1", "job_1") == "users/usr_1/jobs/job_1/run.yaml"
     assert read_job_run(local_bucket, name) == spec
 
 
