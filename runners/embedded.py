@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from domain.base_models import BaseModelSource
 from domain.errors import NotFound
+from runners.attempt_spec import JobRunSpec
 from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
-from runners.run_spec import JobRunSpec
 from storage.heartbeats import open_heartbeat_transport
 
 if TYPE_CHECKING:

@@ -32,8 +32,8 @@ from typing import Any
 
 from domain.model import ModelWeights
 from domain.training_config import training_config_to_dict
+from runners.attempt_spec import JobRunSpec
 from runners.base_models import MARKER, BaseModelSource, resolve_base_model
-from runners.run_spec import JobRunSpec
 from storage import Bucket, layout
 
 __all__ = [

@@ -24,11 +24,11 @@ from api.bootstrap import bootstrap
 from api.runtime import Runtime
 from api.services import AccountService
 from domain.job import JobState
+from runners.attempt_spec import JobRunSpec, read_job_run
 from runners.backends.base import LaunchRequest, RunStatus
 from runners.dispatcher import Dispatcher
 from runners.job_runner import JobRunner
 from runners.ledger.worker import LedgerWorker
-from runners.run_spec import JobRunSpec, read_job_run
 from storage import layout
 from storage.bucket import ObjectStat
 from storage.heartbeats import DirectTransport, HeartbeatPublisher

@@ -1,4 +1,5 @@
-"""``users/<uid>/jobs/<jid>/run.yaml``: one attempt of one job, as the dispatcher hands it to a job runner.
+"""The attempt spec: ``users/<uid>/jobs/<jid>/run.yaml``, one attempt of one job, as the dispatcher
+hands it to a job runner (not the trainer's run spec, ``runners.trainer.run_spec``).
 
 This run.yaml names bucket objects; the job runner copies them into a working folder and
 writes the trainer's own, local run.yaml (``runners.trainer.run_spec.RunSpec``) from it.
@@ -40,7 +41,7 @@ from storage import Bucket, ObjectNotFound, layout
 
 __all__ = [
     "JobRunSpec",
-    "build_run_spec",
+    "build_attempt_spec",
     "dump_job_run",
     "parse_job_run",
     "read_job_run",
@@ -131,7 +132,7 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
         return self.config.method
 
 
-def build_run_spec(
+def build_attempt_spec(
     job: JobView,
     *,
     attempt: int,
