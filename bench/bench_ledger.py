@@ -42,12 +42,11 @@ sys.path.insert(0, str(ROOT))
 from scratch import file_create_us, scratch_dir  # noqa: E402
 from smoke import parse_args  # noqa: E402
 
-from projections.partition import tracking_name  # noqa: E402
 from projections.projector import Projector  # noqa: E402
 from projections.store import ViewStore  # noqa: E402
 from roles.ledger import USER_APP_CACHE  # noqa: E402
 from runners.ledger import LedgerWorker  # noqa: E402
-from storage import LocalBucket  # noqa: E402
+from storage import LocalBucket, layout  # noqa: E402
 from storage.eventstore import open_platform  # noqa: E402
 from storage.eventstore.apps import PartitionApps  # noqa: E402
 from storage.heartbeats import DirectTransport, Heartbeat, HeartbeatTransport, open_heartbeat_transport  # noqa: E402
@@ -241,7 +240,7 @@ def lag(
     world.close()
     lags, to_commit = [], []
     for partition, position, at, done in committed:
-        writes = world.written.get(tracking_name(partition), [])
+        writes = world.written.get(layout.position(partition), [])
         when = next((t for p, t in writes if p >= position), None)
         to_commit.append(done - at.timestamp())
         if when is not None:

@@ -136,13 +136,12 @@ def create(
 @user_app.command(name="list")
 def list_users(*, store: Store = Store(), json: JsonFlag = False) -> None:  # noqa: B008
     """Every user, oldest first."""
-    from api import views
     from cli.output import Column, print_json, print_table
-    from projections.partition import PLATFORM
+    from storage import layout
 
     rt = open_runtime(store)
-    rt.committed(PLATFORM)
-    users = (rt.view_json(views.users()) or {}).get("users", [])
+    rt.committed(layout.PLATFORM)
+    users = (rt.view_json(layout.users()) or {}).get("users", [])
     if json:
         print_json(users)
     else:
@@ -152,7 +151,7 @@ def list_users(*, store: Store = Store(), json: JsonFlag = False) -> None:  # no
 
 
 def _user_command(store: Store, user_id: str, act: Any, json: bool) -> None:
-    from projections.partition import PLATFORM
+    from storage.layout import PLATFORM
 
     rt = open_runtime(store)
     with domain_errors():
@@ -224,7 +223,7 @@ def set_price(
     """Set the price of one GPU type from now (or from a later time)."""
     from cli.billing import dollars_to_micros
     from cli.output import usd
-    from projections.partition import PLATFORM
+    from storage.layout import PLATFORM
 
     micros = dollars_to_micros(usd_per_hour, where="--usd-per-hour")
     rt = open_runtime(store)

@@ -35,8 +35,8 @@ def add(
     """Add a base model from a local folder."""
     from cli.admin import _print
     from domain.ids import check_id
-    from projections.partition import PLATFORM
     from runners.base_models.resolve import check_model_folder
+    from storage.layout import PLATFORM
 
     with domain_errors():
         check_id(name, kind="--name")

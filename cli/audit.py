@@ -81,13 +81,14 @@ def _check_months(rt: Any, reports: list[Any], month: str) -> list[Any]:
     from domain.money import check_period
     from projections.replay import read_events
     from projections.report import check_month
+    from storage.layout import USERS
 
     with domain_errors():
         check_period(month)
         return [
             check_month(rt.bucket, r.partition, (e for _, e in read_events(rt.app(r.partition))), month)
             for r in reports
-            if r.partition.startswith("users/")
+            if r.partition.startswith(USERS)
         ]
 
 
@@ -130,9 +131,9 @@ def report(
     """A user's monthly billing report, replayed from their events."""
     from cli.admin import domain_errors
     from cli.output import Column, print_record, print_table
-    from projections.partition import user_partition
     from projections.replay import read_events
     from projections.report import monthly_report, report_csv, report_document, report_json
+    from storage.layout import user_partition
 
     rt = open_runtime(store)
     with domain_errors():

@@ -14,8 +14,8 @@ returns an id or a Struct from ``domain.read_models`` (never an aggregate). Refu
   writer saving first: ``Conflict`` with code ``version_conflict``.
 
 Persistence comes from the environment (eventsourcing's ``PERSISTENCE_MODULE``, and
-``TUNE_PARTITION``, which defaults to ``platform/events/`` and ``users/<user_id>/events/``,
-the prefixes ``storage.eventstore`` expects); without it, in-memory POPO.
+``TUNE_PARTITION``, which defaults to ``platform/events/`` and ``users/<user_id>/events/``
+(``domain.partitions``), the prefixes ``storage.eventstore`` expects); without it, in-memory POPO.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from domain.errors import Conflict, NotFound
 from domain.ids import check_id, new_id
 from domain.job import Job
 from domain.model import Model, ModelWeights
+from domain.partitions import PLATFORM_EVENTS, USERS, user_events
 from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
 from domain.read_models import (
     BaseModelView,
@@ -62,7 +63,6 @@ from domain.user_email import UserEmail
 __all__ = ["PlatformApp", "UserApp"]
 
 A = TypeVar("A", bound=DomainAggregate)
-PLATFORM_PARTITION = "platform/events/"
 
 
 class _AggregateEvents(ProcessingEvent[Any]):
@@ -173,7 +173,7 @@ class PlatformApp(_PartitionApp):
     """
 
     def __init__(self, env: EnvType | None = None) -> None:
-        super().__init__({"TUNE_PARTITION": PLATFORM_PARTITION, **(env or {})})
+        super().__init__({"TUNE_PARTITION": PLATFORM_EVENTS, **(env or {})})
 
     # ---- users ----
 
@@ -359,12 +359,10 @@ class UserApp(_PartitionApp):
         if user_id is not None:
             check_id(user_id, kind="user_id")
             env.setdefault("TUNE_USER_ID", user_id)
-            env.setdefault("TUNE_PARTITION", f"users/{user_id}/events/")
+            env.setdefault("TUNE_PARTITION", user_events(user_id))
         super().__init__(env)
         partition = self.env.get("TUNE_PARTITION") or ""
-        from_partition = (
-            partition.removeprefix("users/").split("/")[0] if partition.startswith("users/") else ""
-        )
+        from_partition = partition.removeprefix(USERS).split("/")[0] if partition.startswith(USERS) else ""
         self.user_id = check_id(user_id or self.env.get("TUNE_USER_ID") or from_partition, kind="user_id")
 
     # ---- datasets ----

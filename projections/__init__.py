@@ -1,6 +1,6 @@
 """Projections: pure folds from events to the seed's JSON views, kept current by a projector.
 
-Views (the seed's layout and schemas, extended, never contradicted)::
+Views (the seed's layout and schemas, extended, never contradicted; every name from ``storage.layout``)::
 
     users/<id>/metadata/user_info.json       platform partition: User events
     users/<id>/metadata/gpu_pricing.json     platform partition: PriceList (one copy per user)
@@ -38,14 +38,13 @@ from projections.audit import (
     rebuild_bucket,
     rebuild_partition,
 )
-from projections.partition import PLATFORM, open_partition, tracking_name, user_partition
+from projections.partition import open_partition
 from projections.projector import OpenApp, Projector
 from projections.replay import apps_on, read_events, replay
 from projections.report import ReportRow, monthly_report, report_csv, report_document, report_json
 from projections.store import ViewStore
 
 __all__ = [
-    "PLATFORM",
     "AuditReport",
     "OpenApp",
     "Projector",
@@ -65,6 +64,4 @@ __all__ = [
     "report_csv",
     "report_document",
     "report_json",
-    "tracking_name",
-    "user_partition",
 ]

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import msgspec
 
 from projections.audit import AuditReport, RebuildReport, audit_bucket, rebuild_bucket
-from projections.partition import user_partition
 from projections.replay import apps_on, read_events
 from projections.report import monthly_report, report_csv, report_json
 from storage import open_bucket
+from storage.layout import user_partition
 
 __all__ = ["main"]
 

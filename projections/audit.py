@@ -17,13 +17,15 @@ from typing import Any, Literal
 
 import msgspec
 
-from projections.partition import PLATFORM, Partition, TrackingView, tracking_name, user_partition
+from projections.partition import Partition, TrackingView
 from projections.projector import OpenApp
 from projections.replay import apps_on, replay
 from projections.store import stored_position
+from storage import layout
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
 from storage.eventstore.chain import ChainReport, verify_chain
 from storage.eventstore.commits import commit_name, sha256_hex
+from storage.layout import PLATFORM, USERS, events_prefix, user_partition
 
 __all__ = [
     "AuditReport",
@@ -71,10 +73,6 @@ class RebuildReport(msgspec.Struct, frozen=True):
     written: list[str]
     deleted: list[str]
     unchanged: int
-
-
-def events_prefix(partition: str) -> str:
-    return f"{partition}/events/"
 
 
 def first_difference(stored: Any, replayed: Any, path: str = "$") -> str | None:
@@ -129,7 +127,7 @@ def check_anchor(bucket: Bucket, partition: str, chain: ChainReport) -> ChainRep
     if not chain.ok:
         return chain
     try:
-        anchor = msgspec.json.decode(bucket.read(tracking_name(partition)), type=TrackingView)
+        anchor = msgspec.json.decode(bucket.read(layout.position(partition)), type=TrackingView)
     except (ObjectNotFound, msgspec.ValidationError, msgspec.DecodeError):
         return chain  # no views yet, or a broken position.json: the view comparison names it
     if anchor.commit is None or anchor.commit_sha256 is None:
@@ -145,7 +143,7 @@ def check_anchor(bucket: Bucket, partition: str, chain: ChainReport) -> ChainRep
         return ChainReport(
             False, anchor.commit - 1, anchor.commit, "edited",
             f"{prefix}: commit {anchor.commit} is not the one the views were made from (its SHA-256 "
-            f"differs from the one {tracking_name(partition)} recorded): one of the two was changed",
+            f"differs from the one {layout.position(partition)} recorded): one of the two was changed",
         )  # fmt: skip
     return chain
 
@@ -205,7 +203,7 @@ def rebuild_partition(
     part = replay(app, partition)
     expected = {name for name in part.views.names() if scope(name)}
     written, deleted, unchanged = [], [], 0
-    tracking = tracking_name(partition)
+    tracking = layout.position(partition)
     for name in sorted(expected - {tracking}) + ([tracking] if tracking in expected else []):
         if _put(bucket, name, part.views.render(name), part.position, app):
             written.append(name)
@@ -246,7 +244,7 @@ def _targets(bucket: Bucket, open_app: OpenApp, user: str | None) -> list[tuple[
     if user is not None:
         mine = f"{user_partition(user)}/"
         return [
-            (PLATFORM, lambda name: not name.startswith("users/") or name.startswith(mine)),
+            (PLATFORM, lambda name: not name.startswith(USERS) or name.startswith(mine)),
             (user_partition(user), lambda name: True),
         ]
     platform = replay(open_app(PLATFORM), PLATFORM)

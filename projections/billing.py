@@ -320,10 +320,3 @@ def as_of(billing: Any, history: Any, period: str, *, empty_period: Callable[[st
     )
     return billing, history
 
-
-def billing_name(root: str) -> str:
-    return f"{root}/metadata/billing.json"
-
-
-def history_name(root: str) -> str:
-    return f"{root}/metadata/billing_history.json"

@@ -10,7 +10,7 @@ import msgspec
 from domain.catalogue import BaseModelCatalogue
 from projections.render import event_name, iso
 
-__all__ = ["EVENTS", "BaseModel", "CatalogueView", "fold", "name", "view"]
+__all__ = ["EVENTS", "BaseModel", "CatalogueView", "fold", "view"]
 
 EVENTS = frozenset(
     cls.__qualname__ for cls in (BaseModelCatalogue.BaseModelAdded, BaseModelCatalogue.BaseModelRemoved)
@@ -46,7 +46,3 @@ def fold(state: dict[str, BaseModel], event: Any) -> dict[str, BaseModel]:
 
 def view(state: dict[str, BaseModel], position: int) -> CatalogueView:
     return CatalogueView(position, [state[k] for k in sorted(state)])
-
-
-def name(root: str) -> str:
-    return f"{root}/metadata/base_models.json"

@@ -24,10 +24,8 @@ __all__ = [
     "DatasetView",
     "DatasetsView",
     "fold",
-    "item_name",
     "item_view",
     "listed",
-    "listing_name",
     "listing_view",
     "row",
 ]
@@ -115,14 +113,6 @@ def listed(dataset: DatasetState) -> tuple[Any, ...] | None:
     if dataset.status == "deleted":
         return None
     return (dataset.status, dataset.format, dataset.rows, dataset.updated_at)
-
-
-def item_name(root: str, dataset: DatasetState) -> str:
-    return f"{root}/data/{dataset.dataset_id}/metadata.json"
-
-
-def listing_name(root: str) -> str:
-    return f"{root}/metadata/datasets.json"
 
 
 def listing_view(datasets: list[DatasetState], position: int) -> DatasetsView:

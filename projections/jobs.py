@@ -30,10 +30,8 @@ __all__ = [
     "JobsView",
     "StatusView",
     "fold",
-    "item_name",
     "item_view",
     "listed",
-    "listing_name",
     "listing_view",
     "row",
 ]
@@ -245,14 +243,6 @@ def row(job: JobState) -> JobRow:
 def listed(job: JobState) -> tuple[Any, ...]:
     """What the listing row is made of, uncooked: a cheap test of whether the row changed."""
     return (job.status, job.status_at, job.model_id)
-
-
-def item_name(root: str, job: JobState) -> str:
-    return f"{root}/jobs/{job.job_id}/status.json"
-
-
-def listing_name(root: str) -> str:
-    return f"{root}/metadata/jobs.json"
 
 
 def listing_view(jobs: list[JobState], position: int) -> JobsView:

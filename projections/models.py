@@ -24,10 +24,8 @@ __all__ = [
     "ModelView",
     "ModelsView",
     "fold",
-    "item_name",
     "item_view",
     "listed",
-    "listing_name",
     "listing_view",
     "row",
 ]
@@ -98,14 +96,6 @@ def row(model: ModelState) -> ModelRow | None:
 def listed(model: ModelState) -> tuple[Any, ...] | None:
     """What the listing row is made of, uncooked (None once deleted)."""
     return None if model.status == "deleted" else (model.status,)
-
-
-def item_name(root: str, model: ModelState) -> str:
-    return f"{root}/models/{model.model_id}/metadata.json"
-
-
-def listing_name(root: str) -> str:
-    return f"{root}/metadata/models.json"
 
 
 def listing_view(models: list[ModelState], position: int) -> ModelsView:

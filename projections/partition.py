@@ -1,13 +1,14 @@
 """One partition's views, held in memory and advanced one notification at a time.
 
 A partition is ``platform`` or ``users/<user_id>``; its name is also the prefix
-of its events and of its views. ``apply(position, event)`` routes the event by
-type to the projections that fold it, and records, for each view whose content
-changed, the position of that event. A view's ``position`` is therefore the
-notification id of the last event that changed it: a pure function of the log,
-so views rebuilt from position 0 have the same bytes as views kept up event by
-event. ``metadata/position.json`` records the partition's head (the position
-every view of the partition reflects) and is written after the others.
+of its events and of its views (``storage.layout`` names every one).
+``apply(position, event)`` routes the event by type to the projections that fold
+it, and records, for each view whose content changed, the position of that event.
+A view's ``position`` is therefore the notification id of the last event that
+changed it: a pure function of the log, so views rebuilt from position 0 have the
+same bytes as views kept up event by event. ``metadata/position.json`` records the
+partition's head (the position every view of the partition reflects) and is
+written after the others.
 """
 
 from __future__ import annotations
@@ -19,35 +20,22 @@ from uuid import UUID
 
 import msgspec
 
-from domain.ids import check_id
 from projections import billing, catalogue, datasets, jobs, models, pricing, users
 from projections.render import encode, event_name
+from storage import layout
+from storage.layout import PLATFORM
 
 __all__ = [
-    "PLATFORM",
     "Anchor",
     "Partition",
     "PlatformPartition",
     "TrackingView",
     "UserPartition",
     "open_partition",
-    "tracking_name",
-    "user_partition",
 ]
-
-PLATFORM = "platform"
 
 S = TypeVar("S")
 _ABSENT = object()
-
-
-def user_partition(user_id: str) -> str:
-    """``users/<user_id>``, the partition of one user's events and views."""
-    return f"users/{check_id(user_id, kind='user_id')}"
-
-
-def tracking_name(partition: str) -> str:
-    return f"{partition}/metadata/position.json"
 
 
 class TrackingView(msgspec.Struct, omit_defaults=True):
@@ -69,15 +57,16 @@ Anchor = Callable[[int], "tuple[int, str] | None"]
 
 
 class Family(Protocol[S]):
-    """A module that folds one kind of entity: a view per entity and a listing of them."""
+    """A module that folds one kind of entity: a view per entity and a listing of them.
+
+    Where the views lie is the partition's choice (``Entities``), from ``storage.layout``.
+    """
 
     EVENTS: frozenset[str]
 
     def fold(self, state: S | None, event: Any) -> S: ...
-    def item_name(self, root: str, state: S) -> str: ...
     def item_view(self, state: S, position: int) -> Any: ...
     def listed(self, state: S) -> Any: ...
-    def listing_name(self, root: str) -> str: ...
     def listing_view(self, states: list[S], position: int) -> Any: ...
 
 
@@ -113,21 +102,29 @@ class Views:
 
 
 class Entities(Generic[S]):
-    """The entities of one family in a partition, keyed by aggregate id."""
+    """The entities of one family in a partition, keyed by aggregate id.
 
-    def __init__(self, family: Family[S], root: str, views: Views) -> None:
+    ``listing``: the name of the family's listing view; ``item_name``: the name of an entity's view
+    (asked once per entity: an entity keeps its name).
+    """
+
+    def __init__(self, family: Family[S], views: Views, listing: str, item_name: Callable[[S], str]) -> None:
         self.family = family
         self.items: dict[UUID, S] = {}
         self._listed: dict[UUID, Any] = {}
         self._views = views
-        self._listing = family.listing_name(root)
-        self._root = root
+        self._listing = listing
+        self._item_name = item_name
+        self._names: dict[UUID, str] = {}
 
     def apply(self, event: Any) -> S:
         key = event.originator_id
         state = self.family.fold(self.items.get(key), event)
         self.items[key] = state
-        self._views.touch(self.family.item_name(self._root, state), lambda pos: self.item_view(key, pos))
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = self._item_name(state)
+        self._views.touch(name, lambda pos: self.item_view(key, pos))
         listed = self.family.listed(state)
         if listed != self._listed.get(key, _ABSENT):
             self._listed[key] = listed
@@ -176,7 +173,7 @@ class Partition:
         self.views.position = position
         for handler in self._routes.get(event_name(event), ()):
             handler(event)
-        self.views.touch(tracking_name(self.name), self._tracking_view)
+        self.views.touch(layout.position(self.name), self._tracking_view)
 
     def _tracking_view(self, position: int) -> TrackingView:
         commit = self.anchor(position) if self.anchor is not None else None
@@ -188,13 +185,26 @@ class UserPartition(Partition):
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self._owned = re.compile(
-            re.escape(name) + r"/(metadata/(jobs|datasets|models|billing|billing_history|position)\.json"
-            r"|jobs/[^/]+/status\.json|data/[^/]+/metadata\.json|models/[^/]+/metadata\.json)"
+        self.user_id = uid = layout.user_of(name)
+        self._owned = layout.user_views(name)
+        self.jobs: Entities[jobs.JobState] = Entities(
+            jobs,  # type: ignore[arg-type]
+            self.views,
+            layout.jobs(uid),
+            lambda job: layout.job_status(uid, job.job_id),
         )
-        self.jobs = Entities(jobs, name, self.views)  # type: ignore[arg-type]
-        self.datasets = Entities(datasets, name, self.views)  # type: ignore[arg-type]
-        self.models = Entities(models, name, self.views)  # type: ignore[arg-type]
+        self.datasets: Entities[datasets.DatasetState] = Entities(
+            datasets,  # type: ignore[arg-type]
+            self.views,
+            layout.datasets(uid),
+            lambda dataset: layout.dataset_metadata(uid, dataset.dataset_id),
+        )
+        self.models: Entities[models.ModelState] = Entities(
+            models,  # type: ignore[arg-type]
+            self.views,
+            layout.models(uid),
+            lambda model: layout.model_metadata(uid, model.model_id),
+        )
         self.billing = billing.BillingState()
         self._route(jobs.EVENTS, self.jobs.apply)
         self._route(datasets.EVENTS, self.datasets.apply)
@@ -205,9 +215,9 @@ class UserPartition(Partition):
         old, self.billing = self.billing, billing.fold(self.billing, event)
         changed = billing.touched(old, self.billing, event)
         if billing.BILLING in changed:
-            self.views.touch(billing.billing_name(self.name), self._billing_view)
+            self.views.touch(layout.billing(self.user_id), self._billing_view)
         if billing.HISTORY in changed:
-            self.views.touch(billing.history_name(self.name), self._history_view)
+            self.views.touch(layout.billing_history(self.user_id), self._history_view)
 
     def _billing_view(self, position: int) -> billing.BillingView:
         return billing.billing_view(self.billing, position)
@@ -219,14 +229,16 @@ class UserPartition(Partition):
 class PlatformPartition(Partition):
     """``platform``: users, the price list (and each user's copy of it), the base-model catalogue."""
 
-    _owned = re.compile(
-        r"platform/metadata/(users|gpu_pricing|base_models|position)\.json"
-        r"|users/[^/]+/metadata/(user_info|gpu_pricing)\.json"
-    )
+    _owned = layout.platform_views()
 
     def __init__(self, name: str = PLATFORM) -> None:
         super().__init__(name)
-        self.users = Entities(users, name, self.views)  # type: ignore[arg-type]
+        self.users: Entities[users.UserState] = Entities(
+            users,  # type: ignore[arg-type]
+            self.views,
+            layout.users(),
+            lambda user: layout.user_info(user.user_id),
+        )
         self.pricing = pricing.PricingState()
         self.catalogue: dict[str, catalogue.BaseModel] = {}
         self._route(users.EVENTS, self._apply_user)
@@ -234,8 +246,12 @@ class PlatformPartition(Partition):
         self._route(catalogue.EVENTS, self._apply_catalogue)
 
     def view_prefixes(self, *, deep: bool = False) -> list[str]:
-        users_ = ["users/"] if deep else [f"users/{u.user_id}/metadata/" for u in self.users.items.values()]
-        return [f"{self.name}/metadata/", *sorted(users_)]
+        users_ = (
+            [layout.USERS]
+            if deep
+            else [layout.metadata_prefix(layout.user_partition(u.user_id)) for u in self.users.items.values()]
+        )
+        return [layout.metadata_prefix(self.name), *sorted(users_)]
 
     def _pricing_view(self, position: int) -> pricing.PricingView:
         return pricing.view(self.pricing, position)
@@ -243,17 +259,17 @@ class PlatformPartition(Partition):
     def _apply_user(self, event: Any) -> None:
         user = self.users.apply(event)
         if event_name(event) == "User.Registered":
-            self.views.touch(pricing.user_name(user.user_id), self._pricing_view)
+            self.views.touch(layout.user_pricing(user.user_id), self._pricing_view)
 
     def _apply_price(self, event: Any) -> None:
         self.pricing = pricing.fold(self.pricing, event)
-        self.views.touch(pricing.name(self.name), self._pricing_view)
+        self.views.touch(layout.pricing(), self._pricing_view)
         for user in self.users.items.values():
-            self.views.touch(pricing.user_name(user.user_id), self._pricing_view)
+            self.views.touch(layout.user_pricing(user.user_id), self._pricing_view)
 
     def _apply_catalogue(self, event: Any) -> None:
         self.catalogue = catalogue.fold(self.catalogue, event)
-        self.views.touch(catalogue.name(self.name), lambda pos: catalogue.view(self.catalogue, pos))
+        self.views.touch(layout.base_models(), lambda pos: catalogue.view(self.catalogue, pos))
 
 
 def open_partition(partition: str, anchor: Anchor | None = None) -> Partition:
@@ -263,9 +279,10 @@ def open_partition(partition: str, anchor: Anchor | None = None) -> Partition:
     if partition == PLATFORM:
         part = PlatformPartition()
     else:
-        kind, _, user_id = partition.partition("/")
-        if kind != "users" or user_partition(user_id) != partition:
-            raise ValueError(f"not a partition name (platform or users/<id>): {partition!r}")
+        try:
+            layout.user_of(partition)
+        except ValueError:
+            raise ValueError(f"not a partition name (platform or users/<id>): {partition!r}") from None
         part = UserPartition(partition)
     part.anchor = anchor
     return part

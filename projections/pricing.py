@@ -19,7 +19,7 @@ from domain.pricing import PriceList
 from projections.render import event_name, iso
 from views.rows import GpuPrice, ScheduledPrice
 
-__all__ = ["EVENTS", "PricingState", "PricingView", "fold", "name", "user_name", "view"]
+__all__ = ["EVENTS", "PricingState", "PricingView", "fold", "view"]
 
 EVENTS = frozenset({PriceList.PriceSet.__qualname__})
 
@@ -75,11 +75,3 @@ def view(state: PricingState, position: int) -> PricingView:
             ],
         )
     return PricingView(position, "USD", prices)
-
-
-def name(root: str) -> str:
-    return f"{root}/metadata/gpu_pricing.json"
-
-
-def user_name(user_id: str) -> str:
-    return f"users/{user_id}/metadata/gpu_pricing.json"

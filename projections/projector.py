@@ -29,9 +29,10 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import Partition, open_partition, tracking_name
+from projections.partition import Partition, open_partition
 from projections.replay import BATCH, anchor_of, read_events
 from projections.store import ViewStore, stored_position
+from storage import layout
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
 
 __all__ = ["OpenApp", "Projector"]
@@ -124,7 +125,7 @@ class Projector:
                 part.apply(position, event)
             names = part.views.take_dirty()
             if first:
-                written = self._stored_view(tracking_name(partition))[1]
+                written = self._stored_view(layout.position(partition))[1]
                 names = {n for n in names if part.views.position_of(n) > written}
             self._keep(partition, part)
             self._flush(part, names)
@@ -144,7 +145,7 @@ class Projector:
                 self._written.pop(gone, None)
 
     def _flush(self, part: Partition, names: set[str]) -> None:
-        tracking = tracking_name(part.name)
+        tracking = layout.position(part.name)
         order = sorted(names - {tracking}) + ([tracking] if tracking in names else [])
         for i, name in enumerate(order):
             try:

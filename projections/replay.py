@@ -7,9 +7,10 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import PLATFORM, Anchor, Partition, open_partition
+from projections.partition import Anchor, Partition, open_partition
 from storage.bucket import Bucket
 from storage.eventstore.recorders import log_of
+from storage.layout import PLATFORM, user_of
 
 __all__ = ["BATCH", "anchor_of", "apps_on", "read_events", "replay"]
 
@@ -51,6 +52,6 @@ def apps_on(bucket: Bucket) -> Callable[[str], Application[Any]]:
         open_partition(partition)  # refuses anything but platform or users/<id>
         if partition == PLATFORM:
             return open_platform(bucket)  # type: ignore[no-any-return]
-        return open_user(bucket, partition.removeprefix("users/"))  # type: ignore[no-any-return]
+        return open_user(bucket, user_of(partition))  # type: ignore[no-any-return]
 
     return open_app

@@ -17,7 +17,7 @@ import msgspec
 from domain.money import check_period, dollars
 from projections import billing
 from projections.render import encode, seconds
-from storage import Bucket, ObjectNotFound
+from storage import Bucket, ObjectNotFound, layout
 
 __all__ = [
     "MonthCheck",
@@ -122,8 +122,8 @@ def check_month(bucket: Bucket, partition: str, events: Iterable[Any], month: st
 
 def _billed(bucket: Bucket, partition: str, month: str) -> int | None:
     views = (
-        (billing.billing_name(partition), billing.BillingView),
-        (billing.history_name(partition), billing.HistoryView),
+        (layout.billing(layout.user_of(partition)), billing.BillingView),
+        (layout.billing_history(layout.user_of(partition)), billing.HistoryView),
     )
     for name, kind in views:
         try:

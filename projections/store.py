@@ -18,8 +18,8 @@ from typing import Any
 
 import msgspec
 
-from projections.partition import tracking_name
 from projections.render import decode
+from storage import layout
 from storage.bucket import Bucket, ObjectNotFound
 
 __all__ = ["ABSENT_TTL_S", "ViewStore"]
@@ -117,6 +117,6 @@ class ViewStore:
     def partition_position(self, partition: str) -> int:
         """The head every view of ``partition`` reflects (0 before its projector's first write)."""
         try:
-            return self.read_raw(tracking_name(partition))[1]
+            return self.read_raw(layout.position(partition))[1]
         except ObjectNotFound:
             return 0

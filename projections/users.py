@@ -23,10 +23,8 @@ __all__ = [
     "UserState",
     "UsersView",
     "fold",
-    "item_name",
     "item_view",
     "listed",
-    "listing_name",
     "listing_view",
     "row",
 ]
@@ -124,14 +122,6 @@ def row(user: UserState) -> UserRow:
 def listed(user: UserState) -> tuple[Any, ...]:
     """What the listing row is made of, uncooked (a login changes none of it)."""
     return (user.email, user.role, user.status)
-
-
-def item_name(root: str, user: UserState) -> str:
-    return f"users/{user.user_id}/metadata/user_info.json"
-
-
-def listing_name(root: str) -> str:
-    return f"{root}/metadata/users.json"
 
 
 def listing_view(users: list[UserState], position: int) -> UsersView:

@@ -6,8 +6,8 @@ Each step is idempotent: on a platform that has them already it adds nothing.
 from __future__ import annotations
 
 from api.services.accounts import AccountService, FirstUser
-from projections.partition import PLATFORM
 from runtime.context import Runtime
+from storage.layout import PLATFORM
 
 __all__ = ["bootstrap", "login_hint"]
 

@@ -28,10 +28,10 @@ from domain.base_models import BaseModelSource
 from domain.errors import NotFound
 from roles.bootstrap import bootstrap, login_hint
 from roles.http import run_granian
+from runners.attempt_spec import JobRunSpec
 from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
-from runners.run_spec import JobRunSpec
 from runtime.context import Runtime
 from runtime.settings import Settings
 from storage.heartbeats import open_heartbeat_transport

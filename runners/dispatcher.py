@@ -7,7 +7,7 @@ then asked to end, and the new attempt starts once that run is reaped.
 ``poll()`` reaps ended runs and starts queued ones; ``run(stop_event)`` polls until told to
 stop (``tune serve``); ``close()`` stops the runs still going, gracefully.
 
-Before each attempt the dispatcher writes ``jobs/<id>/run.yaml`` (``runners.run_spec``,
+Before each attempt the dispatcher writes ``jobs/<id>/run.yaml`` (``runners.attempt_spec``,
 resuming from the job's last checkpoint) and launches ``python -m runners.job_runner`` on
 it. The outcome is read from the job's events, never from an exit status:
 
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, NamedTuple
 from domain.job_states import TERMINAL_STATES, JobState
 from domain.read_models import JobView
 from domain.training_config import parse_training_config
+from runners.attempt_spec import JobRunSpec, build_attempt_spec, write_job_run
 from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
 from runners.job_recorder import JobRecorder
-from runners.run_spec import JobRunSpec, build_run_spec, write_job_run
-from storage import Bucket
+from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore.apps import PartitionApps
 from storage.heartbeats import Heartbeat, HeartbeatPublisher
@@ -61,7 +61,7 @@ class JobRef(NamedTuple):
 
     @property
     def partition(self) -> str:
-        return f"users/{self.user_id}"
+        return layout.user_partition(self.user_id)
 
 
 class _Launched(NamedTuple):
@@ -217,7 +217,7 @@ class Dispatcher:
         else:
             log.info("not starting %s: it is %s", ref.job_id, job.state)
             return
-        spec = build_run_spec(
+        spec = build_attempt_spec(
             job,
             attempt=attempt,
             heartbeat_url=self.heartbeat_url,
@@ -339,7 +339,7 @@ def local_dispatcher(
         if heartbeats is not None:
             heartbeats.publish(heartbeat)
         if notify is not None:
-            notify(f"users/{heartbeat.user_id}")
+            notify(layout.user_partition(heartbeat.user_id))
 
     backend = LocalSubprocessBackend(on_heartbeat=on_heartbeat, log_dir=log_dir, env=runner_env)
     return Dispatcher(bucket, backend, notify=notify, **options)  # type: ignore[arg-type]

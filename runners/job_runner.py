@@ -46,10 +46,10 @@ import msgspec
 from domain.errors import Conflict, PlatformError, ValidationFailed
 from domain.job_states import JobState
 from domain.read_models import JobView
+from runners.attempt_spec import JobRunSpec
 from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
 from runners.job_recorder import JobRecorder
 from runners.log_mirror import MirroredFile
-from runners.run_spec import JobRunSpec
 from runners.trainer.events import Checkpoint, Done, Error, Eval, Started, Step, TrainerEvent, decode_event
 from runners.trainer.run_spec import RunSpec, write_run_spec
 from runners.workdir import (
@@ -503,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    from runners.attempt_spec import read_job_run
     from runners.heartbeat_relay import STDOUT_URL, StreamPublisher, open_publisher
-    from runners.run_spec import read_job_run
     from runtime.settings import Settings
     from storage import open_bucket
     from storage.eventstore import open_user

@@ -17,7 +17,7 @@ from domain.job_states import WAITING_STATES
 from projections import jobs as job_views
 from projections import users as user_views
 from runners.dispatcher import Dispatcher, JobRef
-from storage import Bucket, ObjectNotFound
+from storage import Bucket, ObjectNotFound, layout
 
 __all__ = ["resubmit_waiting", "waiting_jobs"]
 
@@ -39,13 +39,13 @@ def resubmit_waiting(dispatcher: Dispatcher, bucket: Bucket) -> int:
 def _rows(bucket: Bucket) -> Iterator[tuple[job_views.JobRow, str]]:
     try:
         users = msgspec.json.decode(
-            bucket.read(user_views.listing_name("platform")), type=user_views.UsersView
+            bucket.read(layout.users()), type=user_views.UsersView
         )
     except ObjectNotFound:
         return
     for user in users.users:
         try:
-            data = bucket.read(job_views.listing_name(f"users/{user.user_id}"))
+            data = bucket.read(layout.jobs(user.user_id))
         except ObjectNotFound:
             continue
         for row in msgspec.json.decode(data, type=job_views.JobsView).jobs:

@@ -32,9 +32,9 @@ from typing import Any
 
 from domain.model import ModelWeights
 from domain.training_config import training_config_to_dict
+from runners.attempt_spec import JobRunSpec
 from runners.base_models import MARKER, BaseModelSource, resolve_base_model
-from runners.run_spec import JobRunSpec
-from storage import Bucket
+from storage import Bucket, layout
 
 __all__ = [
     "MANIFEST",
@@ -158,7 +158,7 @@ def fetch_base_model(
     bucket: Bucket, name: str, dest: Path, *, cache_dir: Path, source: BaseModelSource | None = None
 ) -> Path:
     """Put base model ``name`` at ``dest``: from ``base-models/<name>/``, else resolved and uploaded there."""
-    prefix = f"base-models/{name}/"
+    prefix = layout.base_model_prefix(name)
     if not bucket.exists(prefix + MARKER):
         local = resolve_base_model(name, cache_dir, source=source)
         upload_folder(bucket, local, prefix, last=MARKER)

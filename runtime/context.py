@@ -31,17 +31,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 import msgspec
 
-from api import views
 from domain.errors import NotFound, ValidationFailed
 from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
-from projections.partition import PLATFORM
 from projections.projector import Projector
 from projections.store import ViewStore
 from projections.users import Quota
 from runtime.settings import Settings
-from storage import Bucket, ObjectNotFound, open_bucket
+from storage import Bucket, ObjectNotFound, layout, open_bucket
 from storage.clock import Clock, utc_now
 from storage.eventstore.apps import PartitionApps
+from storage.layout import PLATFORM
 
 if TYPE_CHECKING:
     from domain.applications import PlatformApp, UserApp
@@ -152,14 +151,14 @@ class Runtime:
         shows here once the projector hears of it (its notification or sweep).
         """
         try:
-            info = self.view_json(views.user_info(user_id))
+            info = self.view_json(layout.user_info(user_id))
         except ValidationFailed:
             return False
         return info is not None and info.get("status", "active") == "active"
 
     def quota(self, user_id: str) -> Quota:
         """The user's quotas (the platform's defaults until an operator sets them)."""
-        info = self.view_json(views.user_info(user_id)) or {}
+        info = self.view_json(layout.user_info(user_id)) or {}
         quota = info.get("quota") or {}
         return Quota(
             max_concurrent_jobs=quota.get("max_concurrent_jobs", DEFAULT_MAX_CONCURRENT_JOBS),
@@ -168,7 +167,7 @@ class Runtime:
 
     def base_model_names(self) -> set[str]:
         """Names users may fine-tune: the platform's catalogue, or the built-in one before it exists."""
-        catalogue = self.view_json(views.base_models())
+        catalogue = self.view_json(layout.base_models())
         if catalogue is None:
             from domain.base_models import CATALOGUE
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 
-from api import views
 from api.auth import Principal, check_password, hash_password
 from domain.errors import Forbidden, Unauthenticated
 from domain.ids import new_id
-from projections.partition import PLATFORM
 from runtime.context import Runtime
+from storage import layout
+from storage.layout import PLATFORM
 
 __all__ = ["AccountService", "FirstUser"]
 
@@ -51,7 +51,7 @@ class AccountService:
     def ensure_first_user(self, email: str = FIRST_EMAIL) -> FirstUser | None:
         """On a platform with no users, create an admin with a random password; else None."""
         self.rt.committed(PLATFORM)
-        listing = self.rt.view_json(views.users()) or {}
+        listing = self.rt.view_json(layout.users()) or {}
         if listing.get("users"):
             return None
         password = secrets.token_hex(12)  # hex: never starts with "-", so it pastes as a CLI argument

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import msgspec
 
-from api import schemas, views
+from api import schemas
 from domain.money import check_period, period_of
 from projections.billing import as_of
 from projections.replay import read_events
 from projections.report import monthly_report, report_document
 from runtime.context import Runtime
+from storage import layout
 
 __all__ = ["BillingService"]
 
@@ -33,9 +34,9 @@ class BillingService:
 
     def _views(self) -> tuple[schemas.Billing, schemas.BillingHistory]:
         """The stored views as of the clock's month (``projections.billing.as_of``)."""
-        stored = self.rt.view_or(views.billing(self.user_id), _StoredBilling, _StoredBilling())
+        stored = self.rt.view_or(layout.billing(self.user_id), _StoredBilling, _StoredBilling())
         history = self.rt.view_or(
-            views.billing_history(self.user_id), schemas.BillingHistory, schemas.BillingHistory()
+            layout.billing_history(self.user_id), schemas.BillingHistory, schemas.BillingHistory()
         )
         billing, history = as_of(stored, history, period_of(self.rt.clock()), empty_period=_empty)
         return schemas.Billing(**msgspec.structs.asdict(billing)), history
@@ -52,7 +53,7 @@ class BillingService:
         return self._views()[1]
 
     def pricing(self) -> schemas.Pricing:
-        return self.rt.view_or(views.pricing(), schemas.Pricing, schemas.Pricing())
+        return self.rt.view_or(layout.pricing(), schemas.Pricing, schemas.Pricing())
 
     def report(self, month: str) -> schemas.MonthlyReport:
         """The month's rows replayed from the user's events (an audit-grade read: it replays)."""
@@ -66,7 +67,7 @@ class BillingService:
         self.rt.user_app(self.user_id).set_budget(
             request.monthly_limit_usd_micros, self.rt.clock(), thresholds_pct=request.thresholds_pct
         )
-        self.rt.committed(views.user_root(self.user_id))
+        self.rt.committed(layout.user_partition(self.user_id))
         return self.usage().budget or schemas.BudgetView()
 
 

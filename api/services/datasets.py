@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 import anyio.to_thread
 import msgspec
 
-from api import schemas, views
+from api import schemas
 from api.services.jobs import JobService
 from api.streams import upload_async
 from domain.dataset import check_filename
 from domain.errors import Forbidden, TooLarge, ValidationFailed
 from domain.ids import new_id
 from runtime.context import Runtime
+from storage import layout
 from storage.bucket import check_name
 from storage.datasets import process_dataset
 
@@ -76,14 +77,14 @@ class DatasetService:
 
     def get(self, dataset_id: str) -> schemas.Dataset:
         return self.rt.live_view(
-            views.dataset(self.user_id, dataset_id),
+            layout.dataset_metadata(self.user_id, dataset_id),
             schemas.Dataset,
             missing=f"no dataset {dataset_id}",
             where="dataset_id",
         )
 
     def list(self) -> schemas.DatasetList:
-        listing = self.rt.view_or(views.datasets(self.user_id), schemas.DatasetList, schemas.DatasetList())
+        listing = self.rt.view_or(layout.datasets(self.user_id), schemas.DatasetList, schemas.DatasetList())
         rows = [d for d in listing.datasets if d.status != "deleted"]
         return schemas.DatasetList(datasets=rows, position=listing.position)
 
@@ -103,8 +104,7 @@ class DatasetService:
         if content_length is not None:
             meter.check(content_length)
         dataset_id = new_id("ds")
-        root = views.dataset_dir(self.user_id, dataset_id)
-        raw = f"{root}/raw/{name}"
+        raw = layout.dataset_raw(self.user_id, dataset_id, name)
         await upload_async(self.rt.bucket, raw, meter.count(body))
         if meter.size == 0:
             await anyio.to_thread.run_sync(self.rt.bucket.delete, raw)
@@ -116,7 +116,7 @@ class DatasetService:
             meter.size,
             meter.sha256.hexdigest(),
             raw,
-            f"{root}/processed/train.jsonl",
+            layout.dataset_processed(self.user_id, dataset_id),
         )
 
     def _record(
@@ -135,7 +135,7 @@ class DatasetService:
         else:
             errors = [{"line": e.line, "message": e.message} for e in report.errors]
             app.reject_dataset(dataset_id, errors=errors, at=self.rt.clock())
-        self.rt.committed(views.user_root(self.user_id))
+        self.rt.committed(layout.user_partition(self.user_id))
         return msgspec.structs.replace(self.get(dataset_id), error_count=report.error_count)
 
     def delete(self, dataset_id: str) -> schemas.Deleted:
@@ -143,8 +143,10 @@ class DatasetService:
         self.get(dataset_id)
         active = JobService(self.rt, self.user_id).active_job_ids(dataset_id=dataset_id)
         self.rt.user_app(self.user_id).delete_dataset(dataset_id, active_job_ids=active, at=self.rt.clock())
-        self.rt.committed(views.user_root(self.user_id))
-        root = views.dataset_dir(self.user_id, dataset_id)
-        for folder in ("raw/", "processed/"):
-            self.rt.bucket.delete_prefix(f"{root}/{folder}")
+        self.rt.committed(layout.user_partition(self.user_id))
+        for prefix in (
+            layout.dataset_raw_prefix(self.user_id, dataset_id),
+            layout.dataset_processed_prefix(self.user_id, dataset_id),
+        ):
+            self.rt.bucket.delete_prefix(prefix)
         return schemas.Deleted(id=dataset_id)

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from api import schemas, views
+from api import schemas
 from api.estimate import estimate_job
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
@@ -22,7 +22,7 @@ from domain.money import dollars
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
 from runtime.context import Runtime
-from storage import ObjectNotFound
+from storage import ObjectNotFound, layout
 
 __all__ = ["JobService"]
 
@@ -40,7 +40,7 @@ class JobService:
 
     def status(self, job_id: str) -> schemas.JobStatus:
         return self.rt.view(
-            views.job_status(self.user_id, job_id),
+            layout.job_status(self.user_id, job_id),
             schemas.JobStatus,
             missing=f"no job {job_id}",
             where="job_id",
@@ -51,7 +51,7 @@ class JobService:
             raise ValidationFailed(
                 f"unknown state {state!r:.40}; one of {', '.join(sorted(JobState))}", where="state"
             )
-        listing = self.rt.view_or(views.jobs(self.user_id), schemas.JobList, schemas.JobList())
+        listing = self.rt.view_or(layout.jobs(self.user_id), schemas.JobList, schemas.JobList())
         if state is not None:
             listing = schemas.JobList(
                 jobs=[j for j in listing.jobs if j.status == state], position=listing.position
@@ -139,7 +139,7 @@ class JobService:
             at=self.rt.clock(),
         )
         self._write_config(job_id, reply.config)
-        self.rt.committed(views.user_root(self.user_id))
+        self.rt.committed(layout.user_partition(self.user_id))
         self.rt.notify_job_submitted(self.user_id, job_id)
         status = self.status(job_id)
         return msgspec.structs.replace(reply, job_id=job_id, model_id=status.model_id, status=status.status)
@@ -147,7 +147,7 @@ class JobService:
     def stop(self, job_id: str, reason: str = "stopped by the user") -> schemas.StopJobResponse:
         self.status(job_id)
         self.rt.user_app(self.user_id).request_stop(job_id, reason=reason, at=self.rt.clock())
-        self.rt.committed(views.user_root(self.user_id))
+        self.rt.committed(layout.user_partition(self.user_id))
         return schemas.StopJobResponse(job_id=job_id, status=self.status(job_id).status)
 
     # -- logs --------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ class JobService:
     def log_tail(self, job_id: str, lines: int | None) -> tuple[bytes, int]:
         """The last ``lines`` lines of job.log (all of it when None) and the log's size so far."""
         self.status(job_id)
-        name = f"{views.job_dir(self.user_id, job_id)}/job.log"
+        name = layout.job_log(self.user_id, job_id)
         try:
             if lines is None:
                 data = self.rt.bucket.read(name)
@@ -166,7 +166,7 @@ class JobService:
 
     def follow_log(self, job_id: str, offset: int) -> AsyncIterator[bytes]:
         """What is appended to job.log after ``offset``, until the job ends."""
-        name = f"{views.job_dir(self.user_id, job_id)}/job.log"
+        name = layout.job_log(self.user_id, job_id)
 
         def finished() -> bool:
             try:
@@ -188,7 +188,7 @@ class JobService:
 
     def _usable_dataset(self, dataset_id: str) -> schemas.Dataset:
         dataset = self.rt.view(
-            views.dataset(self.user_id, dataset_id),
+            layout.dataset_metadata(self.user_id, dataset_id),
             schemas.Dataset,
             missing=f"no dataset {dataset_id}",
             where="dataset_id",
@@ -203,7 +203,7 @@ class JobService:
         return dataset
 
     def _price(self, gpu_type: str) -> int:
-        pricing = self.rt.view_or(views.pricing(), schemas.Pricing, schemas.Pricing())
+        pricing = self.rt.view_or(layout.pricing(), schemas.Pricing, schemas.Pricing())
         price = pricing.prices.get(gpu_type)
         if price is None:
             priced = ", ".join(sorted(pricing.prices)) or "none yet (an operator sets prices)"
@@ -223,7 +223,7 @@ class JobService:
 
     def _write_config(self, job_id: str, config: dict[str, Any]) -> None:
         text = yaml.safe_dump(config, sort_keys=True).encode()
-        self.rt.bucket.write(f"{views.job_dir(self.user_id, job_id)}/config.yml", text)
+        self.rt.bucket.write(layout.job_config(self.user_id, job_id), text)
 
 
 def _dollars(usd_micros: int | None) -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from api import schemas, views
+from api import schemas
 from api.archive import TarPlan, plan_tar, tar_chunks, tar_sha256
 from api.services.jobs import JobService
 from runtime.context import Runtime
+from storage import layout
 
 __all__ = ["Archive", "ModelService"]
 
@@ -35,14 +36,14 @@ class ModelService:
 
     def get(self, model_id: str) -> schemas.Model:
         return self.rt.live_view(
-            views.model(self.user_id, model_id),
+            layout.model_metadata(self.user_id, model_id),
             schemas.Model,
             missing=f"no model {model_id}",
             where="model_id",
         )
 
     def list(self) -> schemas.ModelList:
-        listing = self.rt.view_or(views.models(self.user_id), schemas.ModelList, schemas.ModelList())
+        listing = self.rt.view_or(layout.models(self.user_id), schemas.ModelList, schemas.ModelList())
         return schemas.ModelList(
             models=[m for m in listing.models if m.status != "deleted"], position=listing.position
         )
@@ -52,16 +53,18 @@ class ModelService:
         self.get(model_id)
         active = JobService(self.rt, self.user_id).active_job_ids(base_model=model_id)
         self.rt.user_app(self.user_id).delete_model(model_id, active_job_ids=active, at=self.rt.clock())
-        self.rt.committed(views.user_root(self.user_id))
-        root = views.model_dir(self.user_id, model_id)
-        for name in list(self.rt.bucket.list(f"{root}/")):
-            if name != views.model(self.user_id, model_id):
+        self.rt.committed(layout.user_partition(self.user_id))
+        for name in list(self.rt.bucket.list(layout.model_prefix(self.user_id, model_id))):
+            if name != layout.model_metadata(self.user_id, model_id):
                 self.rt.bucket.delete(name)
         return schemas.Deleted(id=model_id)
 
     def archive(self, model_id: str) -> Archive:
         """The model's folder (weights, config; not the metadata view) as a deterministic tar."""
         self.get(model_id)
-        root = views.model_dir(self.user_id, model_id)
-        plan = plan_tar(self.rt.bucket, f"{root}/", exclude=frozenset({views.model(self.user_id, model_id)}))
+        plan = plan_tar(
+            self.rt.bucket,
+            layout.model_prefix(self.user_id, model_id),
+            exclude=frozenset({layout.model_metadata(self.user_id, model_id)}),
+        )
         return Archive(self.rt, plan, f"{model_id}.tar")

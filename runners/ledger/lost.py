@@ -41,7 +41,7 @@ from projections import users as user_views
 from projections.render import iso
 from runners.ledger.aggregates import load_job, save
 from runners.ledger.live import LiveJob, LiveJobs
-from storage import Bucket, ObjectNotFound
+from storage import Bucket, ObjectNotFound, layout
 
 __all__ = ["LOST_AFTER_INTERVALS", "LostJob", "LostJobDetector", "watch_running_jobs"]
 
@@ -134,7 +134,7 @@ class LostJobDetector:
             "job %s attempt %d lost (last heartbeat %s): %s", job.job_id, entry.attempt, iso(last), outcome
         )
         if self.notify is not None:
-            self.notify(f"users/{entry.user_id}")
+            self.notify(layout.user_partition(entry.user_id))
         if outcome == JobState.RETRYING and self.on_retry is not None:
             self.on_retry(entry.user_id, entry.job_id)
         return LostJob(entry.user_id, entry.job_id, entry.attempt, last, outcome)
@@ -165,14 +165,14 @@ def watch_running_jobs(detector: LostJobDetector, bucket: Bucket, now: datetime)
     died while the ledger was down is found ``intervals`` intervals later. Returns how many.
     """
     try:
-        data = bucket.read(user_views.listing_name("platform"))
+        data = bucket.read(layout.users())
         users = msgspec.json.decode(data, type=user_views.UsersView)
     except ObjectNotFound:
         return 0
     watched = 0
     for user in users.users:
         try:
-            data = bucket.read(job_views.listing_name(f"users/{user.user_id}"))
+            data = bucket.read(layout.jobs(user.user_id))
         except ObjectNotFound:
             continue
         app = detector.open_user_app(user.user_id)

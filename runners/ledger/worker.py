@@ -60,7 +60,7 @@ from runners.ledger.live import LiveJob, LiveJobs
 from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry, watch_running_jobs
 from runners.ledger.metering import UsageRun, by_user_and_job, fresh_heartbeats, usage_runs
 from runners.ledger.spend import UserSpend
-from storage import Bucket
+from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore import pinned_reads
 from storage.eventstore.log import io_workers_for
@@ -315,7 +315,7 @@ class LedgerWorker:
         for entry in outcome.live:
             self.live.record(entry)
         if outcome.position is not None:
-            partition = f"users/{user_id}"
+            partition = layout.user_partition(user_id)
             stats.events += outcome.events
             stats.commits += 1
             stats.last_commit[partition] = outcome.position

@@ -1,4 +1,6 @@
-"""``run.yaml``: what one training attempt needs, written by the job runner, read by the trainer.
+"""The trainer's run spec, ``run.yaml`` in the working folder: what one training attempt needs, in
+local paths, written by the job runner, read by the trainer (made from the bucket's attempt spec,
+``runners.attempt_spec``).
 
 ::
 

@@ -1,6 +1,6 @@
 """eventsourcing persistence on a Bucket: ``PERSISTENCE_MODULE=storage.eventstore``.
 
-A partition (``users/<user_id>/events/``, ``platform/events/``) is a log of
+A partition (``users/<user_id>/events/``, ``platform/events/``: ``storage.layout``) is a log of
 create-only commit objects ``<seq:012d>.json``, one per ``insert_events``
 batch, each carrying the hash of the one before (``verify_chain`` audits it).
 
@@ -13,14 +13,12 @@ library construct ``Factory``.
 from storage.eventstore.chain import ChainReport, verify_chain
 from storage.eventstore.factory import (
     PERSISTENCE_MODULE,
-    PLATFORM_PARTITION,
     Factory,
     application_env,
     check_partition,
     open_application,
     open_platform,
     open_user,
-    partition_for_user,
     register_bucket,
     resolve_bucket,
 )
@@ -35,7 +33,6 @@ from storage.eventstore.recorders import (
 
 __all__ = [
     "PERSISTENCE_MODULE",
-    "PLATFORM_PARTITION",
     "BucketAggregateRecorder",
     "BucketApplicationRecorder",
     "BucketProcessRecorder",
@@ -48,7 +45,6 @@ __all__ = [
     "open_application",
     "open_platform",
     "open_user",
-    "partition_for_user",
     "pinned_reads",
     "register_bucket",
     "resolve_bucket",

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from storage import layout
 from storage.bucket import Bucket
 from storage.eventstore.factory import open_platform, open_user
 
@@ -19,9 +20,6 @@ if TYPE_CHECKING:
     from domain.applications import PlatformApp, UserApp
 
 __all__ = ["PartitionApps"]
-
-PLATFORM = "platform"
-USERS = "users/"
 
 
 class PartitionApps:
@@ -54,14 +52,12 @@ class PartitionApps:
         return app
 
     def platform(self) -> PlatformApp:
-        return self(PLATFORM)  # type: ignore[no-any-return]
+        return self(layout.PLATFORM)  # type: ignore[no-any-return]
 
     def user(self, user_id: str) -> UserApp:
-        return self(f"{USERS}{user_id}")  # type: ignore[no-any-return]
+        return self(layout.user_partition(user_id))  # type: ignore[no-any-return]
 
     def _open(self, partition: str) -> Any:
-        if partition == PLATFORM:
+        if partition == layout.PLATFORM:
             return open_platform(self.bucket, **self._env)
-        if not partition.startswith(USERS):
-            raise ValueError(f"not a partition: {partition!r}")
-        return open_user(self.bucket, partition.removeprefix(USERS), **self._env)
+        return open_user(self.bucket, layout.user_of(partition), **self._env)

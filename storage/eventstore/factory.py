@@ -5,7 +5,8 @@ prefixed by the application's name, as the library does):
 
 ``TUNE_BUCKET``     bucket URL (``file:///abs/path``, ``gs://bucket[/prefix]``, or the URL of a
                     bucket object handed to ``register_bucket``); default ``file://$TUNE_HOME/bucket``
-``TUNE_PARTITION``  the partition prefix, ``users/<user_id>/events/`` or ``platform/events/`` (required)
+``TUNE_PARTITION``  the partition prefix, ``users/<user_id>/events/`` or ``platform/events/`` (required;
+                    ``storage.layout.user_events`` / ``PLATFORM_EVENTS``)
 
 Prefixes used: events at ``<partition>``, snapshots at ``<partition>snapshots/``
 (any other ``purpose`` likewise), tracking records at
@@ -37,37 +38,30 @@ from storage.eventstore.recorders import (
     BucketProcessRecorder,
     BucketTrackingRecorder,
 )
+from storage.layout import PLATFORM_EVENTS, user_events
 from storage.open import bucket_url_from_env
 
 __all__ = [
     "PERSISTENCE_MODULE",
-    "PLATFORM_PARTITION",
     "Factory",
     "application_env",
     "check_partition",
     "open_application",
     "open_platform",
     "open_user",
-    "partition_for_user",
     "register_bucket",
     "resolve_bucket",
 ]
 
 PERSISTENCE_MODULE = "storage.eventstore"
-PLATFORM_PARTITION = "platform/events/"
 
 A = TypeVar("A", bound=Application[Any])
-
-
-def partition_for_user(user_id: str) -> str:
-    """``users/<user_id>/events/``; the id must pass ``domain.ids.check_id`` (ValidationFailed)."""
-    return f"users/{check_id(user_id, kind='user_id')}/events/"
 
 
 def check_partition(partition: str) -> str:
     """Return ``partition`` if it is a usable prefix (``a/b/`` form), else ValueError."""
     if not isinstance(partition, str) or not partition.endswith("/") or partition == "/":
-        raise ValueError(f"a partition is a prefix ending in '/', like {PLATFORM_PARTITION!r}: {partition!r}")
+        raise ValueError(f"a partition is a prefix ending in '/', like {PLATFORM_EVENTS!r}: {partition!r}")
     check_name(partition[:-1])
     return partition
 
@@ -130,7 +124,7 @@ class Factory(InfrastructureFactory[BucketTrackingRecorder]):
         if not partition:
             keys = ", ".join(self.env.create_keys(self.TUNE_PARTITION))
             raise InfrastructureFactoryError(f"no event partition: set one of {keys} "
-                                             f"(e.g. {PLATFORM_PARTITION!r} or 'users/<user_id>/events/')")
+                                             f"(e.g. {PLATFORM_EVENTS!r} or 'users/<user_id>/events/')")
         try:
             self.partition = check_partition(partition)
             self.bucket = resolve_bucket(url)
@@ -190,11 +184,11 @@ def open_platform(bucket: Bucket, **env: str) -> Any:
     """The platform application (``domain.applications.PlatformApp``) on ``platform/events/``."""
     from domain.applications import PlatformApp
 
-    return PlatformApp(env=application_env(bucket, PLATFORM_PARTITION, **env))
+    return PlatformApp(env=application_env(bucket, PLATFORM_EVENTS, **env))
 
 
 def open_user(bucket: Bucket, user_id: str, **env: str) -> Any:
     """One user's application (``domain.applications.UserApp(user_id, env=...)``) on their partition."""
     from domain.applications import UserApp
 
-    return UserApp(user_id, env=application_env(bucket, partition_for_user(user_id), **env))
+    return UserApp(user_id, env=application_env(bucket, user_events(user_id), **env))

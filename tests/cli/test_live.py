@@ -231,8 +231,8 @@ def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypat
     from transformers import AutoModelForCausalLM
 
     from cli.admin import Store, open_runtime
-    from projections.partition import user_partition
     from runners.base_models import resolve_base_model
+    from storage.layout import user_partition
 
     dataset_id = _upload(run_cli, cli_env)
     job_id = json.loads(

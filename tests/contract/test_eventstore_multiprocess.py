@@ -22,7 +22,8 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
 from storage import Bucket, open_bucket
-from storage.eventstore import PLATFORM_PARTITION, open_application, verify_chain
+from storage.eventstore import open_application, verify_chain
+from storage.layout import PLATFORM_EVENTS
 
 _FORK = multiprocessing.get_context("fork")
 PROCESSES = 6
@@ -45,7 +46,7 @@ class Accounts(Application[UUID]):
 
 
 def _saver(url: str, account_ids: list[UUID], me: int, barrier: object, out: object) -> None:
-    app = open_application(Accounts, open_bucket(url), PLATFORM_PARTITION)
+    app = open_application(Accounts, open_bucket(url), PLATFORM_EVENTS)
     rng = random.Random(me)
     saved, conflicts = [], 0
     barrier.wait()  # type: ignore[attr-defined]
@@ -78,7 +79,7 @@ def _next_result(out: Any, workers: list[Any]) -> Any:
 
 @pytest.mark.slow  # a few seconds; up to ~10 s on fake-gcs-server on a busy machine
 def test_processes_racing_on_shared_aggregates_lose_nothing(bucket: Bucket) -> None:
-    setup = open_application(Accounts, bucket, PLATFORM_PARTITION)
+    setup = open_application(Accounts, bucket, PLATFORM_EVENTS)
     accounts = [Account() for _ in range(ACCOUNTS)]
     setup.save(*accounts)
     account_ids = [account.id for account in accounts]
@@ -92,7 +93,7 @@ def test_processes_racing_on_shared_aggregates_lose_nothing(bucket: Bucket) -> N
         worker.join(timeout=30)
         assert worker.exitcode == 0
 
-    reader = open_application(Accounts, open_bucket(bucket.url), PLATFORM_PARTITION)  # nothing cached
+    reader = open_application(Accounts, open_bucket(bucket.url), PLATFORM_EVENTS)  # nothing cached
     notifications = reader.recorder.select_notifications(None, 10_000)
     saved = [pair for process_saved, _ in results for pair in process_saved]
     logged = Counter((str(n.originator_id), n.originator_version) for n in notifications)
@@ -106,4 +107,4 @@ def test_processes_racing_on_shared_aggregates_lose_nothing(bucket: Bucket) -> N
         assert versions == list(range(1, len(versions) + 1))
         assert reader.repository.get(account_id).balance == len(versions) - 1
     assert sum(conflicts for _, conflicts in results) > 0, "the processes never raced: this proves nothing"
-    assert verify_chain(bucket, PLATFORM_PARTITION).ok
+    assert verify_chain(bucket, PLATFORM_EVENTS).ok

@@ -26,8 +26,6 @@ from google.cloud import pubsub_v1
 
 from domain.job import JobState
 from domain.money import cost_usd_micros
-from projections.billing import billing_name
-from projections.partition import user_partition
 from projections.render import decode
 from runners.ledger import LedgerWorker
 from runners.ledger.aggregates import load_job
@@ -39,6 +37,7 @@ from storage.heartbeats import (
     decode_heartbeat,
     open_heartbeat_transport,
 )
+from storage.layout import billing, user_partition
 from tests.unit.ledger.builders import A100, A100_PRICE, INTERVAL_S, Platform, beat, stream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -272,7 +271,7 @@ def _subscription_exists(url: str) -> bool:
 
 def _billed(bucket: LocalBucket) -> int | None:
     try:
-        view = decode(bucket.read(billing_name("users/u1")))
+        view = decode(bucket.read(billing("u1")))
     except ObjectNotFound:
         return None
     current = view.get("current_period") or {}

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 from domain.model import ModelWeights
 from projections.audit import audit_partition
-from projections.partition import PLATFORM
 from projections.projector import Projector
 from projections.replay import apps_on
 from storage import Bucket, open_bucket
 from storage.eventstore import open_platform, open_user
+from storage.layout import PLATFORM
 
 _SPAWN = multiprocessing.get_context("spawn")  # fork would copy the parent's client threads and locks
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)

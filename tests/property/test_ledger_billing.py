@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from domain.job import JobState
 from domain.money import cost_usd_micros, period_of
-from projections.partition import user_partition
 from projections.replay import replay
 from storage.heartbeats import Heartbeat
+from storage.layout import user_partition
 from tests.unit.ledger.builders import A100, T0, Platform
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

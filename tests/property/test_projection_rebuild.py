@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from domain.applications import PlatformApp, UserApp
-from projections.partition import PLATFORM
 from projections.replay import replay
+from storage.layout import PLATFORM
 from storage.memory import MemoryBucket
 from tests.property.histories import PlatformDriver, UserDriver, platform_command, play, step, user_command
 

@@ -17,15 +17,14 @@ from domain.applications import PlatformApp, UserApp
 from domain.budget import Budget
 from domain.errors import NotFound
 from domain.job import Job
-from projections import billing
-from projections.partition import user_partition
 from projections.projector import Projector
 from projections.render import decode
 from projections.replay import replay
 from runners.ledger import LedgerWorker
-from storage import Bucket
+from storage import Bucket, layout
 from storage.eventstore import open_platform, open_user
 from storage.heartbeats import Handler, Heartbeat, HeartbeatSubscriber
+from storage.layout import user_partition
 from storage.memory import MemoryBucket
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -146,18 +145,18 @@ class Platform:
         """``metadata/billing.json`` as the projector wrote it (after catching up)."""
         partition = user_partition(user_id)
         self.projector.catch_up(partition)
-        return decode(self.bucket.read(billing.billing_name(partition)))  # type: ignore[no-any-return]
+        return decode(self.bucket.read(layout.billing(user_id)))  # type: ignore[no-any-return]
 
     def replayed_billing(self, user_id: str) -> bytes:
         """billing.json's bytes from a replay of the user's log from position 0."""
         partition = user_partition(user_id)
         part = replay(self.user_app(user_id), partition)
-        return part.views.render(billing.billing_name(partition))
+        return part.views.render(layout.billing(user_id))
 
     def stored_billing(self, user_id: str) -> bytes:
         partition = user_partition(user_id)
         self.projector.catch_up(partition)
-        return self.bucket.read(billing.billing_name(partition))
+        return self.bucket.read(layout.billing(user_id))
 
     def events(self, user_id: str) -> list[Any]:
         app = self.user_app(user_id)

@@ -8,8 +8,8 @@ import pytest
 
 from domain.job import Job, JobState
 from domain.money import cost_usd_micros
-from projections.partition import PLATFORM, user_partition
 from runners.ledger import LostJobDetector, watch_running_jobs
+from storage.layout import PLATFORM, user_partition
 from tests.unit.ledger.builders import A100_PRICE, INTERVAL_S, T0, Platform, beat, stream
 
 MS = INTERVAL_S * 1000

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from domain.model import ModelWeights
-from projections.partition import PLATFORM
 from projections.projector import Projector
 from projections.replay import apps_on
 from storage import LocalBucket
 from storage.eventstore import open_platform, open_user
+from storage.layout import PLATFORM
 
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
 

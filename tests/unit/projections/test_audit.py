@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from projections.audit import audit_partition, first_difference, rebuild_partition
-from projections.partition import PLATFORM
 from projections.render import decode
 from projections.replay import apps_on
 from storage import LocalBucket
 from storage.eventstore import verify_chain
+from storage.layout import PLATFORM
 
 U1 = "users/u1"
 EVENTS = "users/u1/events/"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from domain.applications import PlatformApp
-from projections.partition import PLATFORM, PlatformPartition, UserPartition, open_partition, user_partition
+from projections.partition import PlatformPartition, UserPartition, open_partition
 from projections.render import decode
 from projections.replay import read_events, replay
+from storage.layout import PLATFORM, user_partition
 from tests.unit.projections.builders import T0, Apps, PlatformLog, UserLog
 
 U1 = "users/u1"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from projections.partition import PLATFORM, tracking_name
 from projections.projector import Projector
 from projections.render import decode
 from projections.replay import replay
 from projections.store import ViewStore
-from storage import LocalBucket
+from storage import LocalBucket, layout
 from storage.bucket import Bucket, BucketError
+from storage.layout import PLATFORM
 from tests.unit.projections.builders import Apps, FlakyBucket, PlatformLog, UserLog, copy_log
 
 U1 = "users/u1"
@@ -67,7 +67,7 @@ def test_catch_up_writes_every_view_with_its_position(bucket: LocalBucket) -> No
     projector = Projector(bucket, apps)
     head = projector.catch_up(U1)
     assert head == apps(U1).recorder.max_notification_id()
-    assert decode(bucket.read(tracking_name(U1)))["position"] == head
+    assert decode(bucket.read(layout.position(U1)))["position"] == head
     status = decode(bucket.read("users/u1/jobs/j1/status.json"))
     assert status["status"] == "succeeded" and status["cost_usd_micros"] == 6_300_000 // 60
     assert_views_equal_rebuild(bucket, apps, U1)
@@ -86,7 +86,7 @@ def test_incremental_catch_up_rewrites_only_the_views_that_changed(bucket: Local
     projector.catch_up(U1)
     after = {n: bucket.stat(n).generation for n in _stored_views(bucket, U1)}
     changed = {n for n in after if before.get(n) != after[n]}
-    assert changed == {"users/u1/jobs/j9/status.json", "users/u1/metadata/jobs.json", tracking_name(U1)}
+    assert changed == {"users/u1/jobs/j9/status.json", "users/u1/metadata/jobs.json", layout.position(U1)}
     assert_views_equal_rebuild(bucket, apps, U1)
 
 
@@ -110,7 +110,7 @@ def test_crash_mid_flush_then_restart_counts_every_event_exactly_once(bucket: Lo
     flaky = FlakyBucket(bucket, fail_on_write=3)
     with pytest.raises(BucketError):
         Projector(flaky, apps).catch_up(U1)
-    assert decode(bucket.read(tracking_name(U1)))["position"] < apps(U1).recorder.max_notification_id()
+    assert decode(bucket.read(layout.position(U1)))["position"] < apps(U1).recorder.max_notification_id()
 
     Projector(bucket, apps).catch_up(U1)  # the restart
     billing = decode(bucket.read("users/u1/metadata/billing.json"))
@@ -178,7 +178,7 @@ def test_a_projector_that_is_behind_never_overwrites_newer_views(bucket: LocalBu
 
     assert behind.catch_up(U1) == 2  # its write at position 2 loses the generation race, re-reads, skips
     assert bucket.read("users/u1/jobs/j1/status.json") == newer
-    assert decode(bucket.read(tracking_name(U1)))["position"] == 3
+    assert decode(bucket.read(layout.position(U1)))["position"] == 3
 
 
 def test_platform_views_reach_each_user(bucket: LocalBucket) -> None:

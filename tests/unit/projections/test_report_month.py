@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from projections import billing
 from projections.replay import apps_on, read_events
 from projections.report import check_month
-from storage import LocalBucket
+from storage import LocalBucket, layout
 
 # write_history meters two jobs ten minutes each on an a100-80gb at $2.10/h: $0.35 each.
 EXPECTED_USD_MICROS = 700_000
@@ -31,7 +30,7 @@ def test_a_month_without_usage_has_no_bill_and_nothing_to_replay(projected: Loca
 
 
 def test_an_edited_bill_is_reported(projected: LocalBucket) -> None:
-    name = billing.billing_name("users/u1")
+    name = layout.billing("u1")
     view = json.loads(projected.read(name))
     view["current_period"]["total_cost_usd_micros"] -= 1
     projected.write(name, json.dumps(view).encode())

@@ -12,8 +12,8 @@ import pytest
 
 from domain.applications import UserApp
 from domain.read_models import JobView
+from runners.attempt_spec import JobRunSpec, build_attempt_spec
 from runners.job_runner import JobRunner
-from runners.run_spec import JobRunSpec, build_run_spec
 from storage import LocalBucket
 from tests.unit.runners.builders import RecordingPublisher, fake_base_model, now, seed_dataset, submit_job
 
@@ -58,7 +58,7 @@ def make_runner(
     """A JobRunner for ``attempt`` of a job (its run.yaml built from the job's state), on the fake trainer."""
 
     def make(job_id: str = "job_1", attempt: int = 1, **options: Any) -> JobRunner:
-        spec: JobRunSpec = build_run_spec(app.get_job(job_id), attempt=attempt)
+        spec: JobRunSpec = build_attempt_spec(app.get_job(job_id), attempt=attempt)
         return JobRunner(
             local_bucket,
             spec,

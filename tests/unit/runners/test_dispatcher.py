@@ -8,9 +8,9 @@ import pytest
 
 from domain.applications import UserApp
 from domain.job import JobState
+from runners.attempt_spec import read_job_run
 from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, RunStatus
 from runners.dispatcher import Dispatcher, JobRef
-from runners.run_spec import read_job_run
 from storage import LocalBucket
 from tests.unit.runners.builders import now, wait_for
 

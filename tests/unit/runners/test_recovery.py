@@ -8,7 +8,7 @@ from projections import jobs as job_views
 from projections import users as user_views
 from runners.dispatcher import JobRef
 from runners.recovery import resubmit_waiting, waiting_jobs
-from storage import LocalBucket
+from storage import LocalBucket, layout
 
 
 def row(job_id: str, status: str, created_at: str) -> job_views.JobRow:
@@ -30,7 +30,7 @@ def write_views(bucket: LocalBucket) -> None:
         user_views.UserRow(u, f"{u}@example.com", "user", "active", "2026-01-01T00:00:00Z")
         for u in ("a", "b", "c")
     ]
-    bucket.write(user_views.listing_name("platform"), msgspec.json.encode(user_views.UsersView(9, users)))
+    bucket.write(layout.users(), msgspec.json.encode(user_views.UsersView(9, users)))
     listings = {
         "a": [
             row("job_a1", "succeeded", "2026-03-01T10:00:00Z"),
@@ -43,7 +43,7 @@ def write_views(bucket: LocalBucket) -> None:
     }  # user c has no jobs yet
     for user_id, rows in listings.items():
         view = job_views.JobsView(3, rows)
-        bucket.write(job_views.listing_name(f"users/{user_id}"), msgspec.json.encode(view))
+        bucket.write(layout.jobs(user_id), msgspec.json.encode(view))
 
 
 def test_waiting_jobs_are_resubmitted_oldest_first(local_bucket: LocalBucket) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from runners.attempt_spec import JobRunSpec
 from runners.base_models import MARKER, BaseModelSource
 from runners.log_mirror import MirroredFile
-from runners.run_spec import JobRunSpec
 from runners.workdir import (
     MANIFEST,
     download_prefix,

@@ -17,16 +17,15 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from domain.errors import ValidationFailed
 from storage import Bucket, LocalBucket
 from storage.eventstore import (
-    PLATFORM_PARTITION,
     BucketApplicationRecorder,
     BucketTrackingRecorder,
     Factory,
     application_env,
     open_application,
-    partition_for_user,
     verify_chain,
 )
 from storage.eventstore.commits import commit_name
+from storage.layout import PLATFORM_EVENTS, user_events
 from storage.memory import MemoryBucket
 
 
@@ -75,7 +74,7 @@ def test_the_library_builds_the_factory_from_env(tmp_path: Path) -> None:
 
 def test_the_bucket_defaults_to_tune_home(tmp_path: Path) -> None:
     app = Accounts(env={"PERSISTENCE_MODULE": "storage.eventstore", "TUNE_HOME": str(tmp_path),
-                        "TUNE_BUCKET": "", "TUNE_PARTITION": PLATFORM_PARTITION})
+                        "TUNE_BUCKET": "", "TUNE_PARTITION": PLATFORM_EVENTS})
     app.open_account("bob")
 
     assert (tmp_path / "bucket" / "platform" / "events" / "000000000001.json").is_file()
@@ -92,26 +91,26 @@ def test_a_missing_or_bad_partition_is_refused(tmp_path: Path, partition: str | 
 
 def test_apps_on_one_bucket_object_share_its_partitions_and_only_those() -> None:
     bucket = MemoryBucket()
-    first = open_application(Accounts, bucket, partition_for_user("u1"))
+    first = open_application(Accounts, bucket, user_events("u1"))
     account_id = first.open_account("carol")
 
-    assert open_application(Accounts, bucket, partition_for_user("u1")).balance(account_id) == 0
-    assert account_id not in open_application(Accounts, bucket, partition_for_user("u2")).repository
-    assert account_id not in open_application(Accounts, MemoryBucket(), partition_for_user("u1")).repository
+    assert open_application(Accounts, bucket, user_events("u1")).balance(account_id) == 0
+    assert account_id not in open_application(Accounts, bucket, user_events("u2")).repository
+    assert account_id not in open_application(Accounts, MemoryBucket(), user_events("u1")).repository
 
 
 def test_partitions_are_named_from_checked_ids() -> None:
-    assert partition_for_user("u_1-x") == "users/u_1-x/events/"
-    assert PLATFORM_PARTITION == "platform/events/"
+    assert user_events("u_1-x") == "users/u_1-x/events/"
+    assert PLATFORM_EVENTS == "platform/events/"
     for bad in ("", "../etc", "a/b", "x" * 65):
         with pytest.raises(ValidationFailed):
-            partition_for_user(bad)
+            user_events(bad)
 
 
 def test_concurrent_changes_to_one_aggregate_from_two_processes_conflict(tmp_path: Path) -> None:
     """Two bucket objects on one folder stand for two processes (no shared cache)."""
-    here = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
-    there = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
+    here = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_EVENTS)
+    there = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_EVENTS)
     account_id = here.open_account("dave")
     mine: Account = here.repository.get(account_id)
     theirs: Account = there.repository.get(account_id)
@@ -126,8 +125,8 @@ def test_concurrent_changes_to_one_aggregate_from_two_processes_conflict(tmp_pat
 
 
 def test_a_subscription_sees_another_process_commits(tmp_path: Path) -> None:
-    reader = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
-    writer = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_PARTITION)
+    reader = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_EVENTS)
+    writer = open_application(Accounts, LocalBucket(tmp_path), PLATFORM_EVENTS)
     seen: list[int] = []
     done = threading.Event()
 
@@ -185,7 +184,7 @@ class CountOpened(Projection[Counted]):
 
 def test_the_library_projection_runner_follows_a_partition() -> None:
     bucket = MemoryBucket()
-    env = application_env(bucket, PLATFORM_PARTITION)
+    env = application_env(bucket, PLATFORM_EVENTS)
     app = Accounts(env=env)
     first = app.open_account("gina")
     with ProjectionRunner(application_class=Accounts, projection_class=CountOpened, view_class=Counted,
@@ -196,4 +195,4 @@ def test_the_library_projection_runner_follows_a_partition() -> None:
 
         assert runner.view.opened == 2
         assert runner.view.max_tracking_id("Accounts") == 3
-    assert list(bucket.list(f"{PLATFORM_PARTITION}tracking/CountOpened/"))  # the view's position is kept
+    assert list(bucket.list(f"{PLATFORM_EVENTS}tracking/CountOpened/"))  # the view's position is kept

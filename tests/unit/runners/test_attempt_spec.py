@@ -1,4 +1,4 @@
-"""run.yaml: built from a job, written to and read from the bucket, checked, and its object names."""
+"""The attempt spec (the bucket's run.yaml): built from a job, written to and read back, checked."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 from domain.applications import UserApp
 from domain.errors import ValidationFailed
-from runners.run_spec import JobRunSpec, build_run_spec, read_job_run, run_object, write_job_run
-from storage import LocalBucket
+from runners.attempt_spec import JobRunSpec, build_attempt_spec, read_job_run, write_job_run
+from storage import LocalBucket, layout
 from tests.unit.runners.builders import now, seed_dataset, submit_job
 
 
@@ -21,10 +21,10 @@ def job(local_bucket: LocalBucket, app: UserApp):
     return app.get_job("job_1")
 
 
-def test_a_run_spec_is_built_from_the_job_and_round_trips_through_the_bucket(
+def test_an_attempt_spec_is_built_from_the_job_and_round_trips_through_the_bucket(
     job, local_bucket: LocalBucket
 ) -> None:
-    spec = build_run_spec(job, attempt=2, heartbeat_url="pubsub://p/beats/ledger")
+    spec = build_attempt_spec(job, attempt=2, heartbeat_url="pubsub://p/beats/ledger")
     assert (spec.attempt, spec.model_id, spec.base_model, spec.dataset_id) == (
         2,
         "model_job_1",
@@ -37,12 +37,12 @@ def test_a_run_spec_is_built_from_the_job_and_round_trips_through_the_bucket(
     assert spec.config.max_steps == 5
 
     name = write_job_run(local_bucket, spec)
-    assert name == run_object("usr_1", "job_1") == "users/usr_1/jobs/job_1/run.yaml"
+    assert name == layout.job_run("usr_1", "job_1") == "users/usr_1/jobs/job_1/run.yaml"
     assert read_job_run(local_bucket, name) == spec
 
 
 def test_object_names_follow_the_bucket_layout(job) -> None:
-    spec = build_run_spec(job, attempt=1)
+    spec = build_attempt_spec(job, attempt=1)
     root = "users/usr_1/jobs/job_1/"
     assert (spec.log_object, spec.metrics_object) == (root + "job.log", root + "events/metrics.jsonl")
     assert spec.checkpoint_prefix(12) == root + "checkpoints/12/"
@@ -53,7 +53,7 @@ def test_object_names_follow_the_bucket_layout(job) -> None:
 
 
 def test_a_resume_point_outside_the_jobs_checkpoints_is_refused(job) -> None:
-    spec = build_run_spec(job, attempt=2)
+    spec = build_attempt_spec(job, attempt=2)
     fields = {f: getattr(spec, f) for f in spec.__struct_fields__}
     with pytest.raises(ValidationFailed, match="resume_from"):
         JobRunSpec(**{**fields, "resume_from": "users/someone_else/jobs/x/checkpoints/1/"})

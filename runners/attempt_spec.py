@@ -1,4 +1,5 @@
-"""``users/<uid>/jobs/<jid>/run.yaml``: one attempt of one job, as the dispatcher hands it to a job runner.
+"""The attempt spec: ``users/<uid>/jobs/<jid>/run.yaml``, one attempt of one job, as the dispatcher
+hands it to a job runner (not the trainer's run spec, ``runners.trainer.run_spec``).
 
 This run.yaml names bucket objects; the job runner copies them into a working folder and
 writes the trainer's own, local run.yaml (``runners.trainer.run_spec.RunSpec``) from it.
@@ -20,8 +21,7 @@ The dispatcher rewrites it before every attempt::
     resume_from: users/<uid>/jobs/<jid>/checkpoints/40/   # or null
     config: {...}                   # the whole TrainingConfig
 
-Object names (the contract's layout) are the spec's properties, so no other module
-builds them by hand.
+Object names (the contract's layout) are the spec's properties, taken from ``storage.layout``.
 """
 
 from __future__ import annotations
@@ -37,30 +37,18 @@ from domain.read_models import JobView
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
-from storage import Bucket, ObjectNotFound
+from storage import Bucket, ObjectNotFound, layout
 
 __all__ = [
     "JobRunSpec",
-    "build_run_spec",
+    "build_attempt_spec",
     "dump_job_run",
-    "job_prefix",
     "parse_job_run",
     "read_job_run",
-    "run_object",
     "write_job_run",
 ]
 
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
-
-
-def job_prefix(user_id: str, job_id: str) -> str:
-    """``users/<uid>/jobs/<jid>/``: every object of one job lies under it."""
-    return f"users/{check_id(user_id, kind='user_id')}/jobs/{check_id(job_id, kind='job_id')}/"
-
-
-def run_object(user_id: str, job_id: str) -> str:
-    """Where the current attempt's run.yaml lies."""
-    return job_prefix(user_id, job_id) + "run.yaml"
 
 
 class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -95,48 +83,48 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
 
     @property
     def job_prefix(self) -> str:
-        return job_prefix(self.user_id, self.job_id)
+        return layout.job_prefix(self.user_id, self.job_id)
 
     @property
     def run_object(self) -> str:
-        return self.job_prefix + "run.yaml"
+        return layout.job_run(self.user_id, self.job_id)
 
     @property
     def log_object(self) -> str:
-        return self.job_prefix + "job.log"
+        return layout.job_log(self.user_id, self.job_id)
 
     @property
     def metrics_object(self) -> str:
         """Training metrics, one JSON object per line (every attempt appends)."""
-        return self.job_prefix + "events/metrics.jsonl"
+        return layout.job_metrics(self.user_id, self.job_id)
 
     @property
     def checkpoints_prefix(self) -> str:
-        return self.job_prefix + "checkpoints/"
+        return layout.checkpoints_prefix(self.user_id, self.job_id)
 
     def checkpoint_prefix(self, step: int) -> str:
         """``checkpoints/<step>/``: the resumable state after optimizer step ``step``."""
-        return f"{self.checkpoints_prefix}{step}/"
+        return layout.checkpoint_prefix(self.user_id, self.job_id, step)
 
     @property
     def dataset_object(self) -> str:
-        return f"users/{self.user_id}/data/{self.dataset_id}/processed/train.jsonl"
+        return layout.dataset_processed(self.user_id, self.dataset_id)
 
     @property
     def model_prefix(self) -> str:
-        return f"users/{self.user_id}/models/{self.model_id}/"
+        return layout.model_prefix(self.user_id, self.model_id)
 
     @property
     def weights_prefix(self) -> str:
-        return self.model_prefix + "weights/"
+        return layout.weights_prefix(self.user_id, self.model_id)
 
     @property
     def model_config_object(self) -> str:
-        return self.model_prefix + "config.json"
+        return layout.model_config(self.user_id, self.model_id)
 
     @property
     def base_model_prefix(self) -> str:
-        return f"base-models/{self.base_model}/"
+        return layout.base_model_prefix(self.base_model)
 
     @property
     def model_kind(self) -> str:
@@ -144,7 +132,7 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
         return self.config.method
 
 
-def build_run_spec(
+def build_attempt_spec(
     job: JobView,
     *,
     attempt: int,
