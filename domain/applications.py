@@ -99,7 +99,10 @@ class _PartitionApp(Application):
     """Loading by string id, expected versions and conflict mapping, shared by both apps."""
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[Any]]:
-        """``Application.save`` (its steps, in its order) with ``_AggregateEvents`` collecting."""
+        """``Application.save`` (its steps, in its order) with ``_AggregateEvents`` collecting.
+
+        Pinned to eventsourcing 9.5.6: ``tests/unit/domain/test_library_save.py`` fails when the
+        library's ``save`` or ``collect_events`` change, so this copy is checked again."""
         processing_event = _AggregateEvents()
         processing_event.collect_events(*objs, **kwargs)
         recordings = self._record(processing_event)
