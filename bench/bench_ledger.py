@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from scratch import file_create_us, scratch_dir  # noqa: E402
 from smoke import parse_args  # noqa: E402
 
+from domain.metering import FixedUsage, UsageRun  # noqa: E402
 from projections.projector import Projector  # noqa: E402
 from projections.store import ViewStore  # noqa: E402
 from roles.ledger import USER_APP_CACHE  # noqa: E402
@@ -188,8 +189,10 @@ def naive(world: World, beats: list[Heartbeat]) -> tuple[int, float]:
         app.start_job(job_id, attempt, T0)
     start = time.perf_counter()
     for h in beats:
-        world.open_user(h.user_id).meter_usage(h.job_id, attempt, h.seq, h.seq, h.gpu_type, h.gpu_count,
-                                               h.gpu_ms, 2_900_000, "2026-03", h.at)  # fmt: skip
+        run = UsageRun(job_id=h.job_id, attempt=attempt, first_seq=h.seq, last_seq=h.seq, gpu_type=h.gpu_type,
+                       gpu_count=h.gpu_count, gpu_ms=h.gpu_ms, usd_micros_per_hour=2_900_000,
+                       period="2026-03", last_at=h.at, heartbeats=1)  # fmt: skip
+        world.open_user(h.user_id).meter_usage([h.job_id], FixedUsage([run]), h.at)
     return len(beats), time.perf_counter() - start
 
 

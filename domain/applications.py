@@ -28,13 +28,23 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoder
 from eventsourcing.utils import EnvType
 
+from domain.aggregate_cache import AggregateCache
 from domain.base import DomainAggregate, check_utc
 from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
 from domain.catalogue import BaseModelCatalogue
 from domain.dataset import Dataset
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id, new_id
-from domain.job import Job
+from domain.job import Job, JobState
+from domain.metering import (
+    JOB_SCOPE,
+    MeteredJob,
+    MeteringResult,
+    RefusedRun,
+    UsagePlan,
+    job_policy,
+    may_retry,
+)
 from domain.model import Model, ModelWeights
 from domain.partitions import PLATFORM_EVENTS, USERS, user_events
 from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
@@ -89,7 +99,10 @@ class _PartitionApp(Application):
     """Loading by string id, expected versions and conflict mapping, shared by both apps."""
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[Any]]:
-        """``Application.save`` (its steps, in its order) with ``_AggregateEvents`` collecting."""
+        """``Application.save`` (its steps, in its order) with ``_AggregateEvents`` collecting.
+
+        Pinned to eventsourcing 9.5.6: ``tests/unit/domain/test_library_save.py`` fails when the
+        library's ``save`` or ``collect_events`` change, so this copy is checked again."""
         processing_event = _AggregateEvents()
         processing_event.collect_events(*objs, **kwargs)
         recordings = self._record(processing_event)
@@ -142,9 +155,9 @@ class _PartitionApp(Application):
         self._save(aggregate)
         return aggregate
 
-    def _save(self, *aggregates: DomainAggregate) -> None:
+    def _save(self, *aggregates: DomainAggregate) -> list[Recording[Any]]:
         try:
-            self.save(*aggregates)
+            return self.save(*aggregates)
         except RecordConflictError:
             raise Conflict(
                 "another write reached this object first; reload it and try again", code="version_conflict"
@@ -346,10 +359,10 @@ class UserApp(_PartitionApp):
 
     Datasets: ``upload_dataset``, ``validate_dataset``, ``reject_dataset``, ``delete_dataset``,
     ``get_dataset``. Jobs: ``submit_job``, ``queue_job``, ``start_job``, ``report_progress``,
-    ``save_checkpoint``, ``meter_usage``, ``raise_job_alert``, ``request_stop``, ``mark_stopped``,
-    ``mark_succeeded``, ``mark_failed``, ``retry_job``, ``mark_lost``, ``get_job``. Models:
-    ``register_model``, ``delete_model``, ``get_model``. Budget: ``set_budget``,
-    ``raise_budget_alert``, ``budget_alerts_due``, ``get_budget``.
+    ``save_checkpoint``, ``request_stop``, ``mark_stopped``, ``mark_succeeded`` (registers the
+    model), ``mark_failed``, ``retry_job``, ``mark_lost``, ``declare_lost``, ``get_job``. Models:
+    ``delete_model``, ``get_model``. Budget: ``set_budget``, ``get_budget``. The ledger:
+    ``meter_usage`` (usage, alerts and stops of many jobs in one commit).
     """
 
     snapshotting_intervals = {Job: 200}
@@ -490,43 +503,6 @@ class UserApp(_PartitionApp):
     def save_checkpoint(self, job_id: str, attempt: int, step: int, path: str, at: datetime) -> JobView:
         return self._job(job_id, None, lambda j: j.save_checkpoint(attempt, step, path, at))
 
-    def meter_usage(
-        self,
-        job_id: str,
-        attempt: int,
-        first_seq: int,
-        last_seq: int,
-        gpu_type: str,
-        gpu_count: int,
-        gpu_ms: int,
-        usd_micros_per_hour: int,
-        period: str,
-        at: datetime,
-    ) -> JobView:
-        """Bill heartbeats ``first_seq..last_seq``; Conflict if that batch was already metered."""
-        return self._job(
-            job_id,
-            None,
-            lambda j: j.meter_usage(
-                attempt, first_seq, last_seq, gpu_type, gpu_count, gpu_ms, usd_micros_per_hour, period, at
-            ),
-        )
-
-    def raise_job_alert(
-        self,
-        job_id: str,
-        scope: str,
-        threshold_pct: int,
-        spent_usd_micros: int,
-        limit_usd_micros: int,
-        at: datetime,
-    ) -> JobView:
-        return self._job(
-            job_id,
-            None,
-            lambda j: j.raise_alert(scope, threshold_pct, spent_usd_micros, limit_usd_micros, at),
-        )
-
     def request_stop(
         self, job_id: str, reason: str, at: datetime, *, expected_version: int | None = None
     ) -> JobView:
@@ -564,6 +540,34 @@ class UserApp(_PartitionApp):
     def mark_lost(self, job_id: str, last_heartbeat_at: datetime | None, at: datetime) -> JobView:
         return self._job(job_id, None, lambda j: j.mark_lost(last_heartbeat_at, at))
 
+    def declare_lost(
+        self,
+        job_id: str,
+        last_heartbeat_at: datetime | None,
+        reason: str,
+        at: datetime,
+        *,
+        expected_version: int,
+    ) -> JobView:
+        """The ledger found the job's attempt silent: lost, then, in the same commit, ``stopped`` if a
+        stop was asked for, else ``retrying`` the next attempt while its ``max_retries`` allow
+        (``reason`` given), else ``failed``. Conflict (``version_conflict``) if it changed since
+        ``expected_version``."""
+
+        def lose(job: Job) -> None:
+            stopping = job.state == JobState.STOPPING
+            job.mark_lost(last_heartbeat_at, at)
+            if stopping:
+                job.mark_stopped(at)
+                return
+            max_retries = job_policy(job.config).max_retries
+            if may_retry(job.attempt, max_retries):
+                job.retry(job.attempt + 1, reason, at)
+            else:
+                job.mark_failed(f"{reason}; no retries left ({max_retries + 1} attempts)", at)
+
+        return self._job(job_id, expected_version, lose)
+
     def get_job(self, job_id: str) -> JobView:
         return job_view(self._load(Job, job_id, "job_id"))
 
@@ -571,32 +575,6 @@ class UserApp(_PartitionApp):
         return job_view(self._update(Job, job_id, "job_id", expected_version, action))
 
     # ---- models ----
-
-    def register_model(
-        self,
-        *,
-        model_id: str,
-        job_id: str,
-        base_model: str,
-        kind: str,
-        weights_prefix: str,
-        sha256: str,
-        size_bytes: int,
-        metrics: Mapping[str, Any],
-        at: datetime,
-    ) -> ModelView:
-        """Register the weights job ``job_id`` wrote; NotFound for an unknown job."""
-        self._load(Job, job_id, "job_id")
-        weights = ModelWeights(
-            kind=kind,
-            weights_prefix=weights_prefix,
-            sha256=sha256,
-            size_bytes=size_bytes,
-            metrics=dict(metrics),
-        )
-        model = self._new_model(model_id, job_id, base_model, weights, at)
-        self._save(model)
-        return model_view(model)
 
     def delete_model(
         self,
@@ -649,22 +627,6 @@ class UserApp(_PartitionApp):
         self._save(budget)
         return budget_view(budget)
 
-    def raise_budget_alert(
-        self, period: str, threshold_pct: int, spent_usd_micros: int, at: datetime
-    ) -> BudgetView:
-        """Record the ``threshold_pct`` alert for ``period``; Conflict if raised already or not reached."""
-        budget = self._load_id(
-            Budget, Budget.create_id(self.user_id), f"user {self.user_id} has no budget", None
-        )
-        budget.raise_alert(period, threshold_pct, spent_usd_micros, at)
-        self._save(budget)
-        return budget_view(budget)
-
-    def budget_alerts_due(self, period: str, spent_usd_micros: int) -> list[int]:
-        """Thresholds ``spent`` reached in ``period`` that were not alerted yet."""
-        budget = self._find(Budget.create_id(self.user_id))
-        return [] if budget is None else budget.alerts_due(period, spent_usd_micros)  # type: ignore[no-any-return]
-
     def get_budget(self) -> BudgetView:
         """The budget (no limit, default thresholds and version 0 if none was ever set)."""
         budget = self._find(Budget.create_id(self.user_id))
@@ -681,3 +643,132 @@ class UserApp(_PartitionApp):
     def _budget_or_new(self, at: datetime) -> Budget:
         budget = self._find(Budget.create_id(self.user_id))
         return Budget.create(self.user_id, at) if budget is None else budget
+
+    # ---- metering (the ledger) ----
+
+    def meter_usage(
+        self, job_ids: Iterable[str], plan: UsagePlan, at: datetime, *, copies: AggregateCache | None = None
+    ) -> MeteringResult:
+        """Record a batch of usage on several jobs, then the alerts and stops it makes due, in ONE commit.
+
+        For each of ``job_ids`` the plan gives the runs to record (``plan.usage_runs``): a run the
+        job refuses (already metered, an attempt that never started) is reported in ``refused``,
+        an id that is no job of this user in ``unknown_job_ids``. Then ``plan.limit_orders`` sees
+        every job that took usage and the budget, and says which alerts to raise and which jobs
+        (taking usage or not) to stop. Every job and the budget changed are saved together;
+        nothing is saved when no usage was recorded.
+
+        ``copies``: the caller's own copies of the aggregates (the ledger's ``AggregateCache``),
+        so busy jobs are not loaded afresh each call; a copy changed but not saved is discarded.
+        Conflict (code ``version_conflict``) if another writer saved first: call again.
+        """
+        touched: list[DomainAggregate] = []
+        try:
+            return self._meter_usage(job_ids, plan, at, copies, touched)
+        except BaseException:
+            if copies is not None:
+                copies.discard(self.user_id, touched)  # changed but not saved
+            raise
+
+    def _meter_usage(
+        self,
+        job_ids: Iterable[str],
+        plan: UsagePlan,
+        at: datetime,
+        copies: AggregateCache | None,
+        touched: list[DomainAggregate],
+    ) -> MeteringResult:
+        unknown: list[str] = []
+        refused: list[RefusedRun] = []
+        metered: list[Job] = []
+        for job_id in job_ids:
+            try:
+                job = self._copy(copies, Job, Job.create_id(check_id(job_id, kind="job_id")))
+            except PlatformError:
+                job = None
+            if job is None:
+                unknown.append(job_id)
+                continue
+            recorded = False
+            for run in plan.usage_runs(job.job_id, job.attempt, job.metered_seq):
+                try:
+                    job.meter_usage(
+                        run.attempt,
+                        run.first_seq,
+                        run.last_seq,
+                        run.gpu_type,
+                        run.gpu_count,
+                        run.gpu_ms,
+                        run.usd_micros_per_hour,
+                        run.period,
+                        at,
+                    )
+                except PlatformError as exc:
+                    refused.append(RefusedRun(run, str(exc)))
+                else:
+                    recorded = True
+            if recorded:
+                metered.append(job)
+                touched.append(job)
+        if not metered:
+            return MeteringResult(unknown_job_ids=unknown, refused=refused)
+        budget = self._copy(copies, Budget, Budget.create_id(self.user_id))
+        touched.extend([budget] if budget is not None else [])
+        orders = plan.limit_orders(
+            [_metered_job(job) for job in metered], None if budget is None else budget_view(budget)
+        )
+        jobs = {job.job_id: job for job in metered}
+        for alert in orders.job_alerts:
+            jobs[alert.job_id].raise_alert(
+                JOB_SCOPE, alert.threshold_pct, alert.spent_usd_micros, alert.limit_usd_micros, at
+            )
+        for budget_alert in orders.budget_alerts:
+            if budget is None:
+                raise Conflict(f"user {self.user_id} has no budget to alert on")
+            budget.raise_alert(
+                budget_alert.period, budget_alert.threshold_pct, budget_alert.spent_usd_micros, at
+            )
+        stops = 0
+        for job_id in orders.stop_job_ids:
+            job = jobs.get(job_id)
+            if job is None:
+                job = self._copy(copies, Job, Job.create_id(job_id))
+                if job is None:
+                    continue
+                touched.append(job)
+            if job.state in orders.stop_states:
+                job.request_stop(orders.stop_reason, at)
+                stops += 1
+        changed = [a for a in touched if a.pending_events]
+        events = sum(len(a.pending_events) for a in changed)
+        recordings = self._save(*changed)
+        return MeteringResult(
+            unknown_job_ids=unknown,
+            refused=refused,
+            alerts=len(orders.job_alerts) + len(orders.budget_alerts),
+            stops=stops,
+            events=events,
+            first_position=recordings[0].notification.id if recordings else None,
+            last_position=recordings[-1].notification.id if recordings else None,
+        )
+
+    def _copy(self, copies: AggregateCache | None, cls: type[A], aggregate_id: Any) -> A | None:
+        """The aggregate as stored now, from ``copies`` if given; None if it is no ``cls``."""
+        if copies is not None:
+            return copies.get(self, self.user_id, cls, aggregate_id)
+        found = self._find(aggregate_id)
+        return found if isinstance(found, cls) else None
+
+
+def _metered_job(job: Job) -> MeteredJob:
+    return MeteredJob(
+        job_id=job.job_id,
+        attempt=job.attempt,
+        state=job.state,
+        cost_usd_micros=job.cost().cost_usd_micros,
+        max_cost_usd_micros=job.max_cost_usd_micros,
+        usage=job.usage,
+        alerts=job.alerts,
+        config=job.config,
+        events=tuple(job.pending_events),
+    )

@@ -9,21 +9,47 @@
   difference of two group costs, never a per-interval rounding).
 - ``job_policy``: a job's heartbeat interval and retry budget, from its training config.
 - ``may_retry``: attempts run while ``attempt <= max_retries`` (so ``1 + max_retries`` in all).
+
+And what ``UserApp.meter_usage`` (the ledger's one commit per user per batch) takes and
+gives: the ``UsagePlan`` it asks what to record (``UsageRun`` per job, then ``LimitOrders``
+after seeing each ``MeteredJob``), and the ``MeteringResult`` it returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
+
+import msgspec
 
 from domain.base import check_utc
 from domain.errors import NotFound, ValidationFailed
+from domain.job import JobState
 from domain.money import UsageGroupKey, cost_usd_micros
-from domain.read_models import PriceListView
+from domain.read_models import BudgetView, PriceListView
 from domain.training_config import TrainingConfig, parse_training_config
 
-__all__ = ["JobPolicy", "PriceSchedule", "job_policy", "marginal_cost_usd_micros", "may_retry"]
+__all__ = [
+    "JOB_SCOPE",
+    "BudgetAlert",
+    "FixedUsage",
+    "JobAlert",
+    "JobPolicy",
+    "LimitOrders",
+    "MeteredJob",
+    "MeteringResult",
+    "PriceSchedule",
+    "RefusedRun",
+    "UsagePlan",
+    "UsageRun",
+    "job_policy",
+    "marginal_cost_usd_micros",
+    "may_retry",
+]
+
+JOB_SCOPE = "job"
+"""``Job.AlertRaised.scope`` of an alert on a job's own ``max_cost``."""
 
 
 class PriceSchedule:
@@ -85,3 +111,121 @@ def job_policy(config: Mapping[str, Any] | None) -> JobPolicy:
 def may_retry(attempt: int, max_retries: int) -> bool:
     """Whether ``attempt`` may be followed by another: attempts run while ``attempt <= max_retries``."""
     return attempt <= max_retries
+
+
+# ---- what UserApp.meter_usage takes and returns ----
+
+
+class UsageRun(msgspec.Struct, frozen=True, kw_only=True):
+    """Consecutive heartbeats of one attempt at one price in one period: one ``UsageMetered`` event."""
+
+    job_id: str
+    attempt: int
+    first_seq: int
+    last_seq: int
+    gpu_type: str
+    gpu_count: int
+    gpu_ms: int
+    usd_micros_per_hour: int
+    period: str
+    last_at: datetime
+    heartbeats: int
+
+    @property
+    def key(self) -> UsageGroupKey:
+        return UsageGroupKey(
+            self.period, self.job_id, self.gpu_type, self.gpu_count, self.usd_micros_per_hour
+        )
+
+
+class MeteredJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job right after a batch's usage was recorded on it (not saved yet).
+
+    ``usage`` and ``config`` are the job's own (read them, never change them); ``events``
+    are the ``Job.UsageMetered`` events the batch recorded, in order.
+    """
+
+    job_id: str
+    attempt: int
+    state: JobState
+    cost_usd_micros: int
+    max_cost_usd_micros: int | None
+    usage: Mapping[str, int]
+    alerts: Sequence[str]
+    config: Mapping[str, Any]
+    events: Sequence[Any]
+
+
+class JobAlert(NamedTuple):
+    job_id: str
+    threshold_pct: int
+    spent_usd_micros: int
+    limit_usd_micros: int
+
+
+class BudgetAlert(NamedTuple):
+    period: str
+    threshold_pct: int
+    spent_usd_micros: int
+
+
+class LimitOrders(msgspec.Struct, frozen=True, kw_only=True):
+    """The alerts to raise and the stops to request in the same commit as the usage.
+
+    Job alerts are raised with scope ``JOB_SCOPE``; each job of ``stop_job_ids`` (metered in
+    the batch or not) is asked to stop with ``stop_reason`` if its state is in ``stop_states``.
+    """
+
+    job_alerts: Sequence[JobAlert] = ()
+    budget_alerts: Sequence[BudgetAlert] = ()
+    stop_job_ids: Sequence[str] = ()
+    stop_reason: str = ""
+    stop_states: frozenset[JobState] = frozenset()
+
+
+class UsagePlan(Protocol):
+    """What ``UserApp.meter_usage`` asks of its caller (the ledger) while it holds the aggregates."""
+
+    def usage_runs(self, job_id: str, attempt: int, metered_seq: Mapping[str, int]) -> Sequence[UsageRun]:
+        """The runs to record on the job, given its last started attempt and last metered seqs."""
+        ...
+
+    def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
+        """The alerts and stops due once ``jobs`` (every job with usage recorded) are metered."""
+        ...
+
+
+class RefusedRun(NamedTuple):
+    run: UsageRun
+    reason: str
+
+
+class MeteringResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What one ``UserApp.meter_usage`` commit did (positions None: nothing was saved)."""
+
+    unknown_job_ids: list[str]
+    refused: list[RefusedRun]
+    alerts: int = 0
+    stops: int = 0
+    events: int = 0
+    first_position: int | None = None
+    last_position: int | None = None
+
+
+class FixedUsage:
+    """A ``UsagePlan`` for a caller that knows its runs beforehand (a test, a bench, a back-fill):
+    each job gets its runs among ``runs``, then ``orders`` are given whatever the jobs now show."""
+
+    def __init__(self, runs: Sequence[UsageRun], orders: LimitOrders | None = None) -> None:
+        self.runs, self.orders = list(runs), orders or LimitOrders()
+
+    @property
+    def job_ids(self) -> list[str]:
+        """The jobs ``runs`` name, in first-seen order."""
+        return list(dict.fromkeys(run.job_id for run in self.runs))
+
+    def usage_runs(self, job_id: str, attempt: int, metered_seq: Mapping[str, int]) -> list[UsageRun]:
+        return [run for run in self.runs if run.job_id == job_id]
+
+    def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
+        return self.orders

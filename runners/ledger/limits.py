@@ -18,18 +18,15 @@ only says what they are applied to.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 import msgspec
 
 from domain.budget import crossed_thresholds, would_exceed
+from domain.metering import BudgetAlert, JobAlert
 
 __all__ = [
-    "JOB_SCOPE",
     "STOP_REASON",
-    "BudgetAlert",
     "BudgetOutlook",
-    "JobAlert",
     "JobOutlook",
     "LimitActions",
     "plan_limits",
@@ -37,8 +34,6 @@ __all__ = [
 
 STOP_REASON = "budget_exceeded"
 """The stop reason the ledger records (the job ends ``stopped`` with it)."""
-JOB_SCOPE = "job"
-"""``Job.AlertRaised.scope`` of an alert on a job's own ``max_cost``."""
 
 
 class JobOutlook(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,19 +62,6 @@ class BudgetOutlook(msgspec.Struct, frozen=True, kw_only=True):
     next_usd_micros: int
     """The next interval of every live job of the user, together."""
     alerted: Mapping[str, frozenset[int]] = msgspec.field(default_factory=dict)
-
-
-class JobAlert(NamedTuple):
-    job_id: str
-    threshold_pct: int
-    spent_usd_micros: int
-    limit_usd_micros: int
-
-
-class BudgetAlert(NamedTuple):
-    period: str
-    threshold_pct: int
-    spent_usd_micros: int
 
 
 class LimitActions(msgspec.Struct, frozen=True):

@@ -3,7 +3,7 @@
 ``sweep(now)`` looks at every attempt in ``LiveJobs`` not heard from for ``intervals``
 (3) heartbeat intervals (the job's own ``heartbeat_interval_seconds``). It loads the job;
 if that attempt is still ``running`` or ``stopping`` and its progress reports
-(``Job.last_heartbeat_at``) are just as old, one commit records:
+(``Job.last_heartbeat_at``) are just as old, one commit (``UserApp.declare_lost``) records:
 
 - ``Lost(last_heartbeat_at)``, then
 - from ``stopping``: ``Stopped`` (the stop that was asked for, reason kept);
@@ -29,17 +29,15 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import msgspec
-from eventsourcing.persistence import RecordConflictError
 
 from domain.base import check_utc
-from domain.errors import PlatformError
-from domain.job import Job
+from domain.errors import Conflict, PlatformError
 from domain.job_states import REPORTING_STATES, JobState
-from domain.metering import job_policy, may_retry
+from domain.metering import job_policy
+from domain.read_models import JobView
 from projections import jobs as job_views
 from projections import users as user_views
 from projections.render import iso
-from runners.ledger.aggregates import load_job, save
 from runners.ledger.live import LiveJob, LiveJobs
 from storage import Bucket, ObjectNotFound, layout
 
@@ -105,8 +103,10 @@ class LostJobDetector:
         for entry in self.live.quiet(now, self.intervals):
             try:
                 lost = self._check(entry, now)
-            except RecordConflictError:  # someone wrote the job meanwhile: look again next sweep
-                continue
+            except Conflict as exc:
+                if exc.code != "version_conflict":
+                    raise
+                continue  # someone wrote the job meanwhile: look again next sweep
             except PlatformError as exc:
                 log.warning("lost-job check of %s: %s", entry.job_id, exc)
                 self.live.forget(entry)
@@ -117,7 +117,7 @@ class LostJobDetector:
 
     def _check(self, entry: LiveJob, now: datetime) -> LostJob | None:
         app = self.open_user_app(entry.user_id)
-        job = load_job(app, entry.job_id)
+        job = _job(app, entry.job_id)
         if job is None or job.attempt != entry.attempt or job.state not in REPORTING_STATES:
             self.live.forget(entry)
             return None
@@ -127,8 +127,11 @@ class LostJobDetector:
             self.live.record(msgspec.structs.replace(entry, last_seen=reported))
             return None
         last = max((t for t in (entry.last_at, reported) if t is not None), default=None)
-        outcome = self._mark(job, entry, last, now)
-        save(app, job)
+        reason = (
+            f"no heartbeat from attempt {entry.attempt} for {self.intervals} intervals "
+            f"({self.intervals * entry.interval_ms / 1000:g} s) since {iso(last) or 'it started'}"
+        )
+        outcome = app.declare_lost(job.job_id, last, reason, now, expected_version=job.version).state
         self.live.forget(entry)
         log.warning(
             "job %s attempt %d lost (last heartbeat %s): %s", job.job_id, entry.attempt, iso(last), outcome
@@ -139,22 +142,13 @@ class LostJobDetector:
             self.on_retry(entry.user_id, entry.job_id)
         return LostJob(entry.user_id, entry.job_id, entry.attempt, last, outcome)
 
-    def _mark(self, job: Job, entry: LiveJob, last: datetime | None, now: datetime) -> JobState:
-        stopping = job.state == JobState.STOPPING
-        job.mark_lost(last, now)
-        if stopping:
-            job.mark_stopped(now)
-            return JobState.STOPPED
-        reason = (
-            f"no heartbeat from attempt {entry.attempt} for {self.intervals} intervals "
-            f"({self.intervals * entry.interval_ms / 1000:g} s) since {iso(last) or 'it started'}"
-        )
-        max_retries = job_policy(job.config).max_retries
-        if may_retry(job.attempt, max_retries):
-            job.retry(job.attempt + 1, reason, now)
-            return JobState.RETRYING
-        job.mark_failed(f"{reason}; no retries left ({max_retries + 1} attempts)", now)
-        return JobState.FAILED
+
+def _job(app: Any, job_id: str) -> JobView | None:
+    """The job as stored now, or None if the partition has no such job."""
+    try:
+        return app.get_job(job_id)  # type: ignore[no-any-return]
+    except PlatformError:  # NotFound, or an id no job can have
+        return None
 
 
 def watch_running_jobs(detector: LostJobDetector, bucket: Bucket, now: datetime) -> int:
@@ -179,7 +173,7 @@ def watch_running_jobs(detector: LostJobDetector, bucket: Bucket, now: datetime)
         for row in msgspec.json.decode(data, type=job_views.JobsView).jobs:
             if row.status not in REPORTING_STATES:
                 continue
-            job = load_job(app, row.job_id)
+            job = _job(app, row.job_id)
             if job is None or job.state not in REPORTING_STATES:
                 continue
             interval_ms = job_policy(job.config).heartbeat_interval_ms

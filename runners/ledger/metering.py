@@ -22,37 +22,13 @@ gets one run per batch; a price change or a month boundary inside the batch spli
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import NamedTuple
 
-import msgspec
-
-from domain.money import UsageGroupKey, period_of
+from domain.metering import UsageRun
+from domain.money import period_of
 from storage.heartbeats import Heartbeat
 
-__all__ = ["Fresh", "UsageRun", "by_user_and_job", "fresh_heartbeats", "usage_runs"]
-
-
-class UsageRun(msgspec.Struct, frozen=True, kw_only=True):
-    """Consecutive heartbeats of one attempt at one price in one period: one ``UsageMetered`` event."""
-
-    job_id: str
-    attempt: int
-    first_seq: int
-    last_seq: int
-    gpu_type: str
-    gpu_count: int
-    gpu_ms: int
-    usd_micros_per_hour: int
-    period: str
-    last_at: datetime
-    heartbeats: int
-
-    @property
-    def key(self) -> UsageGroupKey:
-        return UsageGroupKey(
-            self.period, self.job_id, self.gpu_type, self.gpu_count, self.usd_micros_per_hour
-        )
+__all__ = ["Fresh", "by_user_and_job", "fresh_heartbeats", "usage_runs"]
 
 
 class Fresh(NamedTuple):

@@ -10,10 +10,10 @@ that state once they are saved, so the ledger's own commit is not read back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from eventsourcing.application import Application, Recording
+from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from domain.job import Job
@@ -46,14 +46,14 @@ class UserSpend:
             self.position = page[-1].id
         self.position = head
 
-    def advance(self, recordings: Sequence[Recording[Any]], after: billing.BillingState) -> bool:
+    def advance(self, first: int | None, last: int | None, after: billing.BillingState) -> bool:
         """Take ``after`` (what ``after()`` gave for these events, in this order, before they were
-        saved) as the state past this process's commit, if the commit directly follows
-        ``position``; else leave it to the next ``refresh``, which reads whatever came between.
-        True if taken."""
-        if not recordings or recordings[0].notification.id != self.position + 1:
+        saved) as the state past this process's commit (notification ids ``first..last``), if
+        the commit directly follows ``position``; else leave it to the next ``refresh``, which
+        reads whatever came between. True if taken."""
+        if first is None or last is None or first != self.position + 1:
             return False
-        self.state, self.position = after, recordings[-1].notification.id
+        self.state, self.position = after, last
         return True
 
     def after(self, events: Iterable[Any]) -> billing.BillingState:

@@ -11,9 +11,11 @@ For each batch the subscriber hands over (``handle``):
    as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
    ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where
    the next interval would pass a limit.
-4. One ``Application.save`` per user carries every job and the budget it changed; a lost
-   race (``RecordConflictError``: e.g. the runner reported progress on the same job) is
-   redone from a fresh load. Then the projector is told (``notify("users/<uid>")``).
+4. Steps 2 and 3 are one ``UserApp.meter_usage`` per user: it loads the jobs and the budget
+   (the worker's ``AggregateCache`` copies), asks this worker's plan (``_UserBatch``) what
+   to record, and saves every job and the budget it changed in one commit; a lost race
+   (Conflict ``version_conflict``: e.g. the runner reported progress on the same job) is
+   redone from fresh reads. Then the projector is told (``notify("users/<uid>")``).
 5. ``handle`` returns only after every commit is durable: only then does the subscriber ack.
 
 Heartbeats that cannot be billed (unknown user or job, an attempt that never started, a GPU
@@ -38,27 +40,36 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from eventsourcing.persistence import RecordConflictError
-
-from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
-from domain.errors import NotFound, PlatformError
+from domain.aggregate_cache import AggregateCache
+from domain.budget import DEFAULT_THRESHOLDS_PCT
+from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id
 from domain.job import Job
 from domain.job_states import LIMIT_STOPPABLE_STATES
-from domain.metering import JobPolicy, PriceSchedule, job_policy, marginal_cost_usd_micros
+from domain.metering import (
+    JOB_SCOPE,
+    JobPolicy,
+    LimitOrders,
+    MeteredJob,
+    MeteringResult,
+    PriceSchedule,
+    UsageRun,
+    job_policy,
+    marginal_cost_usd_micros,
+)
 from domain.money import UsageGroupKey, period_of
+from domain.read_models import BudgetView
 from projections.billing import BillingState
-from runners.ledger.aggregates import AggregateCache, last_position, save
-from runners.ledger.limits import JOB_SCOPE, STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
+from runners.ledger.limits import STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
 from runners.ledger.live import LiveJob, LiveJobs
 from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry, watch_running_jobs
-from runners.ledger.metering import UsageRun, by_user_and_job, fresh_heartbeats, usage_runs
+from runners.ledger.metering import by_user_and_job, fresh_heartbeats, usage_runs
 from runners.ledger.spend import UserSpend
 from storage import Bucket, layout
 from storage.clock import Clock, utc_now
@@ -120,11 +131,11 @@ class _UserOutcome:
 
 @dataclass
 class _Metered:
-    """One job's part of the batch after metering."""
+    """One job's part of the batch: its last priced heartbeat, then (once metered) the job."""
 
-    job: Job
     last: Heartbeat
     price: int
+    job: MeteredJob | None = None
     next_usd_micros: int = 0
     interval_ms: int = 0
 
@@ -292,15 +303,19 @@ class LedgerWorker:
         spend = self._spend.setdefault(user_id, UserSpend())
         conflicts = 0
         while True:
+            plan = _UserBatch(self, app, user_id, jobs, prices, received, spend)
             try:
                 with pinned_reads(app):  # one look for newer commits, not one per aggregate read
-                    outcome = self._meter_once(app, user_id, jobs, prices, received, spend)
-            except RecordConflictError:
+                    result = app.meter_usage(list(jobs), plan, received, copies=self._aggregates)
+            except Conflict as exc:
+                if exc.code != "version_conflict":
+                    raise
                 conflicts += 1
                 if conflicts == _TRIES:
                     raise
                 time.sleep(0.002 * conflicts)
             else:
+                outcome = plan.settled(result)
                 outcome.conflicts = conflicts
                 return outcome
 
@@ -325,143 +340,9 @@ class LedgerWorker:
         if self.projector is not None:
             self.projector.notify(partition)
 
-    # ---- one user's share of a batch, one commit ----
+    # ---- what the plans share ----
 
-    def _meter_once(
-        self,
-        app: Any,
-        user_id: str,
-        jobs: dict[str, list[Heartbeat]],
-        prices: PriceSchedule | None,
-        at: datetime,
-        spend: UserSpend,
-    ) -> _UserOutcome:
-        outcome = _UserOutcome()
-        touched: list[Job | Budget] = []
-        try:
-            metered: dict[str, _Metered] = {}
-            for job_id, heartbeats in jobs.items():
-                found = self._meter_job(app, user_id, job_id, heartbeats, prices, at, outcome)
-                if found is not None:
-                    metered[job_id] = found
-                    touched.append(found.job)
-            if not metered:
-                return outcome
-            budget = self._aggregates.get(app, user_id, Budget, Budget.create_id(user_id))
-            touched.extend([budget] if budget is not None else [])
-            spend.refresh(app)
-            spent = spend.after([e for part in metered.values() for e in part.job.pending_events])
-            touched.extend(self._limits(app, user_id, metered, budget, prices, at, spent, outcome))
-            outcome.events = sum(len(a.pending_events) for a in touched)
-            recordings = save(app, *touched)
-            spend.advance(recordings, spent)
-            outcome.position = last_position(recordings)
-        except BaseException:
-            self._aggregates.discard(user_id, touched)  # changed but not saved
-            raise
-        return outcome
-
-    def _meter_job(
-        self,
-        app: Any,
-        user_id: str,
-        job_id: str,
-        heartbeats: list[Heartbeat],
-        prices: PriceSchedule | None,
-        at: datetime,
-        outcome: _UserOutcome,
-    ) -> _Metered | None:
-        try:
-            job = self._aggregates.get(app, user_id, Job, Job.create_id(check_id(job_id, kind="job_id")))
-        except PlatformError:
-            job = None
-        if job is None:
-            outcome.rejected += len(heartbeats)
-            log.error("ledger: %d heartbeat(s) of unknown job %.80r dropped", len(heartbeats), job_id)
-            return None
-        fresh = fresh_heartbeats(heartbeats, job.metered_seq)
-        outcome.duplicates += fresh.dropped
-        priced: list[tuple[Heartbeat, int]] = []
-        for heartbeat in fresh.heartbeats:
-            price = _price_or_reason(job, heartbeat, prices)
-            if isinstance(price, str):
-                outcome.rejected += 1
-                log.error("ledger: heartbeat %s dropped, unbilled: %s", heartbeat.key, price)
-            else:
-                priced.append((heartbeat, price))
-        runs: list[UsageRun] = []
-        for run in usage_runs(priced):
-            try:
-                job.meter_usage(
-                    run.attempt,
-                    run.first_seq,
-                    run.last_seq,
-                    run.gpu_type,
-                    run.gpu_count,
-                    run.gpu_ms,
-                    run.usd_micros_per_hour,
-                    run.period,
-                    at,
-                )
-            except PlatformError as exc:
-                outcome.rejected += run.heartbeats
-                log.error("ledger: %d heartbeat(s) of %s dropped, unbilled: %s", run.heartbeats, job_id, exc)
-            else:
-                outcome.metered += run.heartbeats
-                runs.append(run)
-        if not runs:
-            return None
-        last, price = priced[-1]
-        return _Metered(job, last, price)
-
-    # ---- limits ----
-
-    def _limits(
-        self,
-        app: Any,
-        user_id: str,
-        metered: dict[str, _Metered],
-        budget: Budget | None,
-        prices: PriceSchedule | None,
-        at: datetime,
-        spent: BillingState,
-        outcome: _UserOutcome,
-    ) -> list[Job]:
-        """Raise the alerts and request the stops due; return the jobs outside the batch it changed."""
-        for part in metered.values():
-            self._outlook(part, self._policy(user_id, part.job), prices)
-        others = [e for e in self.live.running(user_id, at, self.intervals) if e.job_id not in metered]
-        thresholds = budget.thresholds_pct if budget is not None else list(DEFAULT_THRESHOLDS_PCT)
-        jobs = [_job_outlook(job_id, part) for job_id, part in metered.items()]
-        actions = plan_limits(jobs, _budget_outlook(metered, budget, spent, others), thresholds)
-        for alert in actions.job_alerts:
-            job = metered[alert.job_id].job
-            job.raise_alert(
-                JOB_SCOPE, alert.threshold_pct, alert.spent_usd_micros, alert.limit_usd_micros, at
-            )
-        for budget_alert in actions.budget_alerts:
-            assert budget is not None  # budget alerts need a monthly limit
-            budget.raise_alert(
-                budget_alert.period, budget_alert.threshold_pct, budget_alert.spent_usd_micros, at
-            )
-        outcome.alerts += len(actions.job_alerts) + len(actions.budget_alerts)
-        stop = [metered[job_id].job for job_id in sorted(set(actions.stop_jobs))]
-        changed: list[Job] = []
-        if actions.stop_all_live:
-            stop = [part.job for part in metered.values()]
-            for entry in others:
-                job = self._aggregates.get(app, user_id, Job, Job.create_id(entry.job_id))
-                if job is not None:
-                    stop.append(job)
-                    changed.append(job)
-        for job in stop:
-            if job.state in LIMIT_STOPPABLE_STATES:
-                job.request_stop(STOP_REASON, at)
-                outcome.stops += 1
-        outcome.live = [_live_entry(user_id, job_id, part, at) for job_id, part in metered.items()]
-        return changed
-
-    def _policy(self, user_id: str, job: Job) -> JobPolicy:
+    def _policy(self, user_id: str, job: MeteredJob) -> JobPolicy:
         """The job's interval and retries (its config never changes: parsed once)."""
         policy = self._policies.get((user_id, job.job_id))
         if policy is None:
@@ -474,6 +355,7 @@ class LedgerWorker:
     def _outlook(part: _Metered, policy: JobPolicy, prices: PriceSchedule | None) -> None:
         """Set what the job's next heartbeat interval is and will cost."""
         last, job = part.last, part.job
+        assert job is not None
         part.interval_ms = max(policy.heartbeat_interval_ms, last.gpu_ms)
         if last.final and last.attempt == job.attempt:
             return  # its attempt has ended; a next one starts over from its first heartbeat
@@ -484,6 +366,94 @@ class LedgerWorker:
                 price = prices.price_at(last.gpu_type, then)
         key = UsageGroupKey(period_of(then), job.job_id, last.gpu_type, last.gpu_count, price)
         part.next_usd_micros = marginal_cost_usd_micros(job.usage, key, part.interval_ms)
+
+
+class _UserBatch:
+    """One user's share of a batch, one try: the plan ``UserApp.meter_usage`` asks while it holds
+    the user's jobs and budget (``domain.metering.UsagePlan``)."""
+
+    def __init__(
+        self,
+        worker: LedgerWorker,
+        app: Any,
+        user_id: str,
+        jobs: dict[str, list[Heartbeat]],
+        prices: PriceSchedule | None,
+        at: datetime,
+        spend: UserSpend,
+    ) -> None:
+        self.worker, self.app, self.user_id, self.jobs = worker, app, user_id, jobs
+        self.prices, self.at, self.spend = prices, at, spend
+        self.outcome = _UserOutcome()
+        self.parts: dict[str, _Metered] = {}
+        self.spent: BillingState | None = None
+
+    def usage_runs(self, job_id: str, attempt: int, metered_seq: Mapping[str, int]) -> list[UsageRun]:
+        """The job's heartbeats not metered yet, priced, in runs (the refused are logged and counted)."""
+        outcome = self.outcome
+        fresh = fresh_heartbeats(self.jobs[job_id], metered_seq)
+        outcome.duplicates += fresh.dropped
+        priced: list[tuple[Heartbeat, int]] = []
+        for heartbeat in fresh.heartbeats:
+            price = _price_or_reason(job_id, attempt, heartbeat, self.prices)
+            if isinstance(price, str):
+                outcome.rejected += 1
+                log.error("ledger: heartbeat %s dropped, unbilled: %s", heartbeat.key, price)
+            else:
+                priced.append((heartbeat, price))
+        if not priced:
+            return []
+        self.parts[job_id] = _Metered(*priced[-1])
+        runs = usage_runs(priced)
+        outcome.metered += sum(run.heartbeats for run in runs)
+        return runs
+
+    def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
+        """The alerts and stops due after the batch (``runners.ledger.limits``)."""
+        worker, user_id, at, prices = self.worker, self.user_id, self.at, self.prices
+        metered: dict[str, _Metered] = {}
+        for job in jobs:
+            part = metered[job.job_id] = self.parts[job.job_id]
+            part.job = job
+        self.spend.refresh(self.app)
+        spent = self.spent = self.spend.after([e for job in jobs for e in job.events])
+        for part in metered.values():
+            assert part.job is not None
+            worker._outlook(part, worker._policy(user_id, part.job), prices)
+        others = [e for e in worker.live.running(user_id, at, worker.intervals) if e.job_id not in metered]
+        thresholds = budget.thresholds_pct if budget is not None else list(DEFAULT_THRESHOLDS_PCT)
+        outlooks = [_job_outlook(job_id, part) for job_id, part in metered.items()]
+        actions = plan_limits(outlooks, _budget_outlook(metered, budget, spent, others), thresholds)
+        stop = sorted(set(actions.stop_jobs))
+        if actions.stop_all_live:
+            stop = [*metered, *(entry.job_id for entry in others)]
+        self.outcome.live = [_live_entry(user_id, job_id, part, at) for job_id, part in metered.items()]
+        return LimitOrders(
+            job_alerts=actions.job_alerts,
+            budget_alerts=actions.budget_alerts,
+            stop_job_ids=stop,
+            stop_reason=STOP_REASON,
+            stop_states=LIMIT_STOPPABLE_STATES,
+        )
+
+    def settled(self, result: MeteringResult) -> _UserOutcome:
+        """The outcome once ``UserApp.meter_usage`` returned ``result``; the spend moves past its commit."""
+        outcome = self.outcome
+        for job_id in result.unknown_job_ids:
+            count = len(self.jobs[job_id])
+            outcome.rejected += count
+            log.error("ledger: %d heartbeat(s) of unknown job %.80r dropped", count, job_id)
+        for run, reason in result.refused:
+            outcome.metered -= run.heartbeats
+            outcome.rejected += run.heartbeats
+            log.error(
+                "ledger: %d heartbeat(s) of %s dropped, unbilled: %s", run.heartbeats, run.job_id, reason
+            )
+        outcome.alerts, outcome.stops, outcome.events = result.alerts, result.stops, result.events
+        outcome.position = result.last_position
+        if self.spent is not None:
+            self.spend.advance(result.first_position, result.last_position, self.spent)
+        return outcome
 
 
 def _result(future: Future[_UserOutcome]) -> _UserOutcome | BaseException:
@@ -506,9 +476,10 @@ def _next_period(part: _Metered) -> str:
 
 def _job_outlook(job_id: str, part: _Metered) -> JobOutlook:
     job = part.job
+    assert job is not None
     return JobOutlook(
         job_id=job_id,
-        spent_usd_micros=job.cost().cost_usd_micros,
+        spent_usd_micros=job.cost_usd_micros,
         next_usd_micros=part.next_usd_micros,
         max_cost_usd_micros=job.max_cost_usd_micros,
         alerted_pct=frozenset(int(a.partition(":")[2]) for a in job.alerts if a.startswith(f"{JOB_SCOPE}:")),
@@ -517,12 +488,12 @@ def _job_outlook(job_id: str, part: _Metered) -> JobOutlook:
 
 
 def _budget_outlook(
-    metered: dict[str, _Metered], budget: Budget | None, state: BillingState, others: list[LiveJob]
+    metered: dict[str, _Metered], budget: BudgetView | None, state: BillingState, others: list[LiveJob]
 ) -> BudgetOutlook:
     """The user's spend per period with this batch's usage (``state``: the fold billing.json uses),
     and the next interval of every live job of the user."""
     next_period = max(_next_period(part) for part in metered.values())
-    pending = [e for part in metered.values() for e in part.job.pending_events]
+    pending = [e for part in metered.values() if part.job is not None for e in part.job.events]
     periods = {e.period for e in pending if isinstance(e, Job.UsageMetered)} | {next_period}
     return BudgetOutlook(
         monthly_limit_usd_micros=budget.monthly_limit_usd_micros if budget is not None else None,
@@ -547,10 +518,12 @@ def _live_entry(user_id: str, job_id: str, part: _Metered, at: datetime) -> Live
     )
 
 
-def _price_or_reason(job: Job, heartbeat: Heartbeat, prices: PriceSchedule | None) -> str | int:
-    """The price in force for ``heartbeat``, or why it cannot be billed."""
-    if not 1 <= heartbeat.attempt <= job.attempt:
-        return f"attempt {heartbeat.attempt} of job {job.job_id} never started (last: {job.attempt})"
+def _price_or_reason(
+    job_id: str, attempt: int, heartbeat: Heartbeat, prices: PriceSchedule | None
+) -> str | int:
+    """The price in force for ``heartbeat``, or why it cannot be billed (``attempt``: the job's last)."""
+    if not 1 <= heartbeat.attempt <= attempt:
+        return f"attempt {heartbeat.attempt} of job {job_id} never started (last: {attempt})"
     if prices is None:
         return "no prices are set"
     try:

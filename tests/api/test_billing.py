@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from domain.money import cost_usd_micros, period_of
 from tests.api.conftest import Api, User
+from tests.usage import meter as meter_run
 
 
 def running_job(api: Api, user: User) -> str:
@@ -18,9 +19,8 @@ def running_job(api: Api, user: User) -> str:
 
 def meter(api: Api, user: User, job_id: str, seq: int, gpu_ms: int, period: str | None = None) -> None:
     now = api.rt.clock()
-    api.rt.user_app(user.user_id).meter_usage(
-        job_id, 1, seq, seq, "a100-80gb", 2, gpu_ms, 2_100_000, period or period_of(now), now
-    )
+    app = api.rt.user_app(user.user_id)
+    meter_run(app, job_id, 1, seq, seq, "a100-80gb", 2, gpu_ms, 2_100_000, period or period_of(now), now)
     api.settle(user)
 
 

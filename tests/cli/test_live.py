@@ -231,6 +231,7 @@ def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypat
     from transformers import AutoModelForCausalLM
 
     from cli.admin import Store, open_runtime
+    from domain.model import Model
     from runners.base_models import resolve_base_model
     from storage.layout import user_partition
 
@@ -251,11 +252,12 @@ def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypat
     files = {path.name: path.read_bytes() for path in sorted(adapter.iterdir())}
     for name, data in files.items():
         rt.bucket.write(prefix + name, data)
-    rt.user_app(user_id).register_model(
-        model_id=model_id, job_id=job_id, base_model="tiny-llama", kind="lora", weights_prefix=prefix,
-        sha256=hashlib.sha256(files["adapter_model.safetensors"]).hexdigest(),
+    model = Model.register(
+        model_id=model_id, user_id=user_id, job_id=job_id, base_model="tiny-llama", kind="lora",
+        weights_prefix=prefix, sha256=hashlib.sha256(files["adapter_model.safetensors"]).hexdigest(),
         size_bytes=sum(map(len, files.values())), metrics={}, at=rt.clock(),
     )  # fmt: skip
+    rt.user_app(user_id).save(model)  # the job never ran: its model is written as a fixture
     rt.committed(user_partition(user_id))
 
     shown = json.loads(run_cli("model", "show", "--model-id", model_id, "--json").out)

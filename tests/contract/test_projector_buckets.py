@@ -18,6 +18,7 @@ from projections.replay import apps_on
 from storage import Bucket, open_bucket
 from storage.eventstore import open_platform, open_user
 from storage.layout import PLATFORM
+from tests.usage import meter
 
 _SPAWN = multiprocessing.get_context("spawn")  # fork would copy the parent's client threads and locks
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
@@ -51,7 +52,7 @@ def _write(bucket: Bucket, jobs: range) -> None:
         app.start_job(job_id, 1, at)
         for seq in range(3):
             app.report_progress(job_id, 1, seq, 3, None, 1.0 / (seq + 1), seq * 10, at)
-            app.meter_usage(job_id, 1, seq, seq, "a100-80gb", 1, 60_000 + n, 2_100_000, "2024-03", at)
+            meter(app, job_id, 1, seq, seq, "a100-80gb", 1, 60_000 + n, 2_100_000, "2024-03", at)
         weights = ModelWeights(kind="lora", weights_prefix=f"w/{n}/", sha256="0" * 64, size_bytes=1)
         app.mark_succeeded(job_id, at, weights=weights)
 

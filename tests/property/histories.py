@@ -15,14 +15,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from eventsourcing.application import AggregateNotFoundError
 from hypothesis import strategies as st
 
 from domain.applications import PlatformApp, UserApp
+from domain.budget import Budget
 from domain.errors import NotFound, PlatformError
+from domain.job import Job
 from domain.model import ModelWeights
 from domain.money import period_of
 from projections.projector import Projector
 from storage.memory import MemoryBucket
+from tests.usage import meter
 
 __all__ = [
     "DATASETS",
@@ -112,7 +116,11 @@ class UserDriver:
         if kind == "budget":
             app.set_budget(args[0], at)
         elif kind == "budget_alert":
-            app.raise_budget_alert(period_of(at), args[0], 30_000_000, at)
+            _write(
+                app,
+                Budget.create_id(app.user_id),
+                lambda b: b.raise_alert(period_of(at), args[0], 30_000_000, at),
+            )
         elif kind == "dataset":
             self._dataset(args[0], args[1], at)
         elif kind == "job":
@@ -186,14 +194,24 @@ class UserDriver:
             late = n % 5 == 0  # a batch for the previous month, arriving after it closed
             period = period_of(at - timedelta(days=31) if late else at)
             ms, price = n % 7_200_001, (n // 7_200_001) % 5_000_000
-            app.meter_usage(
-                job_id, job.attempt, first, first + 2, job.gpu_type, job.gpu_count, ms, price, period, at
+            meter(
+                app, job_id, job.attempt, first, first + 2, job.gpu_type, job.gpu_count, ms, price, period, at
             )
             self.seq[key] = first + 2
         elif move == "job_alert":
-            app.raise_job_alert(job_id, "job", (50, 80, 100)[n % 3], 1, 2, at)
+            _write(app, Job.create_id(job_id), lambda j: j.raise_alert("job", (50, 80, 100)[n % 3], 1, 2, at))
         elif move == "delete_model":
             app.delete_model(f"m-{job_id}", [], at)
+
+
+def _write(app: UserApp, aggregate_id: Any, action: Callable[[Any], None]) -> None:
+    """Act on one aggregate and save it (alerts: the ledger raises them inside ``UserApp.meter_usage``)."""
+    try:
+        aggregate = app.repository.get(aggregate_id)
+    except AggregateNotFoundError:
+        raise NotFound("no such aggregate") from None
+    action(aggregate)
+    app.save(aggregate)
 
 
 class PlatformDriver:

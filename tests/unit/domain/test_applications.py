@@ -5,7 +5,7 @@ Every refusal must write nothing: the partition's last notification id is unchan
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,12 @@ from eventsourcing.persistence import StoredEvent
 from domain.applications import PlatformApp, UserApp
 from domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from domain.job import Job, JobState
+from domain.metering import BudgetAlert, FixedUsage, JobAlert, LimitOrders, MeteredJob, UsageRun
 from domain.model import ModelWeights
 from domain.money import cost_usd_micros
+from domain.read_models import BudgetView
 from tests.unit.domain.conftest import at
+from tests.usage import meter
 
 SHA = "cd" * 32
 
@@ -176,9 +179,9 @@ def test_a_job_lifecycle_with_billing_and_its_model(user: UserApp) -> None:
     user.start_job(job_id, 1, at(4))
     user.report_progress(job_id, 1, 5, 10, 0.5, 2.0, 640, at(5))
     user.save_checkpoint(job_id, 1, 5, "users/usr_1/jobs/job_1/checkpoints/5", at(5))
-    user.meter_usage(job_id, 1, 0, 9, "cpu", 1, 600_000, 50_000, "2026-03", at(6))
+    meter(user, job_id, 1, 0, 9, "cpu", 1, 600_000, 50_000, "2026-03", at(6))
     with writes_nothing(user, Conflict, "already metered"):
-        user.meter_usage(job_id, 1, 5, 12, "cpu", 1, 600_000, 50_000, "2026-03", at(7))
+        meter(user, job_id, 1, 5, 12, "cpu", 1, 600_000, 50_000, "2026-03", at(7))
     weights = ModelWeights(
         kind="lora",
         weights_prefix="users/usr_1/models/mdl_1/weights/",
@@ -250,16 +253,86 @@ def test_datasets_in_use_cannot_be_deleted(user: UserApp) -> None:
 def test_budget(user: UserApp) -> None:
     empty = user.get_budget()
     assert (empty.monthly_limit_usd_micros, empty.thresholds_pct, empty.version) == (None, [50, 80, 100], 0)
-    with writes_nothing(user, NotFound, "has no budget"):
-        user.raise_budget_alert("2026-03", 50, 1, at())
     with writes_nothing(user, Conflict, "version 0, not 1"):
         user.set_budget(10_000_000, at(), expected_version=1)
     assert user.set_budget(10_000_000, at(), expected_version=0).monthly_limit_usd_micros == 10_000_000
-    assert user.budget_alerts_due("2026-03", 8_000_000) == [50, 80]
-    user.raise_budget_alert("2026-03", 50, 8_000_000, at(1))
-    with writes_nothing(user, Conflict, "already raised"):
-        user.raise_budget_alert("2026-03", 50, 8_000_000, at(2))
+    assert user.get_budget().version == 2  # created, then set
+
+
+def running(user: UserApp, **overrides: Any) -> str:
+    job_id = submit(user, **overrides)
+    user.queue_job(job_id, at(3))
+    user.start_job(job_id, 1, at(4))
+    return job_id
+
+
+def test_usage_alerts_and_stops_of_several_jobs_are_one_commit(user: UserApp) -> None:
+    first = running(user, job_id="job_1", max_cost_usd_micros=1000)
+    second = running(user, job_id="job_2", model_id="mdl_2")
+    user.set_budget(10_000_000, at(5))
+    head = user.recorder.max_notification_id()
+    runs = [usage_run(first, 0, 9), usage_run(second, 0, 4), usage_run(first, 5, 12)]  # the last: a repeat
+    seen: list[MeteredJob] = []
+
+    class Plan(FixedUsage):
+        def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
+            seen.extend(jobs)
+            assert budget is not None and budget.monthly_limit_usd_micros == 10_000_000
+            return LimitOrders(
+                job_alerts=[JobAlert(first, 50, 600, 1000)],
+                budget_alerts=[BudgetAlert("2026-03", 50, 6_000_000)],
+                stop_job_ids=[first, "job_9"],  # job_9: none such, passed over
+                stop_reason="budget_exceeded",
+                stop_states=frozenset({JobState.RUNNING}),
+            )
+
+    result = user.meter_usage(["job_1", "job_2", "job_nope", "bad id"], Plan(runs), at(6))
+    assert result.unknown_job_ids == ["job_nope", "bad id"]
+    assert [(r.run.job_id, r.run.first_seq) for r in result.refused] == [(first, 5)]
+    assert [j.job_id for j in seen] == [first, second]
+    assert [type(e).__name__ for e in seen[0].events] == ["UsageMetered"]
+    assert seen[0].cost_usd_micros == cost_usd_micros(600_000, 1, 50_000)
+    assert (result.alerts, result.stops, result.events) == (2, 1, 5)
+    assert (result.first_position, result.last_position) == (head + 1, head + 5)  # type: ignore[operator]
+    assert user.recorder.max_notification_id() == head + 5  # type: ignore[operator]
+    assert user.get_job(first).state == JobState.STOPPING and user.get_job(first).alerts == ["job:50"]
+    assert user.get_job(second).state == JobState.RUNNING
     assert user.get_budget().alerts == {"2026-03": [50]}
+
+
+def test_metering_that_records_nothing_or_breaks_a_rule_writes_nothing(user: UserApp) -> None:
+    job_id = running(user)
+    assert user.meter_usage(["job_x"], FixedUsage([]), at(6)).last_position is None
+    with writes_nothing(user, Conflict, "has no budget"):  # an alert on a budget never set
+        meter(user, job_id, 1, 0, 0, "cpu", 1, 10, 50_000, "2026-03", at(6),
+              orders=LimitOrders(budget_alerts=[BudgetAlert("2026-03", 50, 1)]))  # fmt: skip
+    user.set_budget(10_000_000, at(7))
+    meter(user, job_id, 1, 0, 0, "cpu", 1, 10, 50_000, "2026-03", at(8),
+          orders=LimitOrders(budget_alerts=[BudgetAlert("2026-03", 50, 8_000_000)]))  # fmt: skip
+    with writes_nothing(user, Conflict, "already raised"):
+        meter(user, job_id, 1, 1, 1, "cpu", 1, 10, 50_000, "2026-03", at(9),
+              orders=LimitOrders(budget_alerts=[BudgetAlert("2026-03", 50, 8_000_000)]))  # fmt: skip
+    assert user.get_budget().alerts == {"2026-03": [50]}
+    assert user.get_job(job_id).gpu_ms == 10
+
+
+def test_a_lost_job_is_retried_while_its_retries_last_then_failed(user: UserApp) -> None:
+    job_id = running(user, config={"max_retries": 1})
+    view = user.declare_lost(job_id, at(5), "silent", at(6), expected_version=3)
+    assert (view.state, view.attempt) == (JobState.RETRYING, 2)
+    user.start_job(job_id, 2, at(8))
+    with writes_nothing(user, Conflict, "version"):
+        user.declare_lost(job_id, None, "silent", at(9), expected_version=3)
+    version = user.get_job(job_id).version
+    view = user.declare_lost(job_id, None, "silent", at(9), expected_version=version)
+    assert view.state == JobState.FAILED and view.error == "silent; no retries left (2 attempts)"
+
+
+def test_a_lost_job_asked_to_stop_is_stopped(user: UserApp) -> None:
+    job_id = running(user)
+    user.request_stop(job_id, "user", at(5))
+    view = user.declare_lost(job_id, None, "silent", at(6), expected_version=user.get_job(job_id).version)
+    assert view.state == JobState.STOPPED and view.stop_reason == "user"
 
 
 def test_a_concurrent_writer_gets_a_conflict_and_its_write_is_dropped(tmp_path: Path) -> None:
@@ -309,10 +382,18 @@ def test_long_jobs_are_snapshotted(user: UserApp) -> None:
         lambda u: u.mark_succeeded("job_1", at(9)),
         lambda u: u.mark_lost("job_1", None, at(9)),
         lambda u: u.retry_job("job_1", 1, "x", at(9)),
-        lambda u: u.meter_usage("job_1", 1, 0, 0, "cpu", 1, 10, 50_000, "2026-03", at(9)),
+        lambda u: meter(u, "job_1", 1, 0, 0, "cpu", 1, 10, 50_000, "2026-03", at(9)),
     ],
 )
 def test_impossible_job_commands_write_nothing(user: UserApp, command: Callable[[UserApp], Any]) -> None:
     submit(user)
     with writes_nothing(user, Conflict):
         command(user)
+
+
+def usage_run(job_id: str, first_seq: int, last_seq: int) -> UsageRun:
+    """Heartbeats ``first_seq..last_seq`` of attempt 1, a minute each, on one CPU."""
+    count = last_seq - first_seq + 1
+    return UsageRun(job_id=job_id, attempt=1, first_seq=first_seq, last_seq=last_seq, gpu_type="cpu",
+                    gpu_count=1, gpu_ms=60_000 * count, usd_micros_per_hour=50_000, period="2026-03",
+                    last_at=at(6), heartbeats=count)  # fmt: skip

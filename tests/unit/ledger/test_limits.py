@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runners.ledger.limits import BudgetAlert, BudgetOutlook, JobAlert, JobOutlook, plan_limits
+from domain.metering import BudgetAlert, JobAlert
+from runners.ledger.limits import BudgetOutlook, JobOutlook, plan_limits
 
 NO_BUDGET = BudgetOutlook(
     monthly_limit_usd_micros=None, period="2026-03", spent_by_period={}, next_usd_micros=0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
+from typing import Any
 
 from domain.applications import UserApp
-from domain.job import Job
+from domain.metering import FixedUsage, LimitOrders, MeteredJob, MeteringResult, UsageRun
 from domain.money import cost_usd_micros
+from domain.read_models import BudgetView
+from projections.billing import BillingState
 from runners.ledger import LiveJob, LiveJobs
-from runners.ledger.aggregates import load_job, save
 from runners.ledger.spend import UserSpend
 from tests.unit.ledger.builders import A100_PRICE, T0, Platform, stream
 
@@ -47,12 +50,44 @@ def one_running_job() -> tuple[Platform, UserApp, UserSpend]:
     return platform, app, spend
 
 
-def metered_j1(app: UserApp, seq: int) -> Job:
-    """j1 with one more heartbeat (seq, 10 s on 2 GPUs) metered, not saved."""
-    job = load_job(app, "j1")
-    assert job is not None
-    job.meter_usage(1, seq, seq, "a100-80gb", 2, 10_000, A100_PRICE, "2026-03", T0)
-    return job
+class _Folding(FixedUsage):
+    """Meters j1's heartbeat ``seq`` (10 s on 2 GPUs) and keeps ``spend.after`` of its events."""
+
+    def __init__(self, seq: int, spend: UserSpend) -> None:
+        run = UsageRun(job_id="j1", attempt=1, first_seq=seq, last_seq=seq, gpu_type="a100-80gb", gpu_count=2,
+                       gpu_ms=10_000, usd_micros_per_hour=A100_PRICE, period="2026-03", last_at=T0,
+                       heartbeats=1)  # fmt: skip
+        super().__init__([run])
+        self.spend, self.after = spend, BillingState()
+
+    def limit_orders(self, jobs: Any, budget: BudgetView | None) -> LimitOrders:
+        self.after = self.spend.after([e for job in jobs for e in job.events])
+        return super().limit_orders(jobs, budget)
+
+
+def metered_j1(app: UserApp, seq: int, spend: UserSpend) -> tuple[MeteringResult, BillingState]:
+    """j1 with one more heartbeat metered and saved; the spend ``after`` folded before the save."""
+    plan = _Folding(seq, spend)
+    result = app.meter_usage(["j1"], plan, T0)
+    return result, plan.after
+
+
+def pending_j1(app: UserApp, seq: int, spend: UserSpend) -> BillingState:
+    """The spend with one more heartbeat of j1 folded in, saved by no one."""
+    seen: list[MeteredJob] = []
+
+    class Peek(_Folding):
+        def limit_orders(self, jobs: Any, budget: BudgetView | None) -> LimitOrders:
+            seen.extend(jobs)
+            raise _Abandon
+
+    with contextlib.suppress(_Abandon):  # the command saves nothing: the plan gave no orders
+        app.meter_usage(["j1"], Peek(seq, spend), T0)
+    return spend.after([e for job in seen for e in job.events])
+
+
+class _Abandon(Exception):
+    pass
 
 
 def test_spend_follows_the_log_and_folds_pending_events_without_keeping_them() -> None:
@@ -62,22 +97,21 @@ def test_spend_follows_the_log_and_folds_pending_events_without_keeping_them() -
     spend.refresh(app)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(60_000, 2, A100_PRICE)
     assert spend.position == app.recorder.max_notification_id()
-    after = spend.after(metered_j1(app, 7).pending_events)
+    after = pending_j1(app, 7, spend)
     assert UserSpend.period_total(after, "2026-03") == cost_usd_micros(70_000, 2, A100_PRICE)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(60_000, 2, A100_PRICE)
 
 
 def test_spend_takes_its_own_next_commit_without_reading_it_and_skips_one_that_does_not_follow() -> None:
     platform, app, spend = one_running_job()
-    job = metered_j1(app, 1)
-    after = spend.after(job.pending_events)
-    assert spend.advance(save(app, job), after)
+    result, after = metered_j1(app, 1, spend)
+    assert spend.advance(result.first_position, result.last_position, after)
     assert spend.position == app.recorder.max_notification_id()
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(10_000, 2, A100_PRICE)
 
     platform.worker().handle(stream("j1", 3, gpu_count=2))  # another writer: seqs 1 (a repeat) to 3
-    job = metered_j1(app, 4)
-    assert not spend.advance(save(app, job), spend.after(job.pending_events))  # a gap: left to refresh
+    result, after = metered_j1(app, 4, spend)
+    assert not spend.advance(result.first_position, result.last_position, after)  # a gap: left to refresh
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(10_000, 2, A100_PRICE)
     spend.refresh(app)
     assert UserSpend.period_total(spend.state, "2026-03") == cost_usd_micros(40_000, 2, A100_PRICE)

@@ -211,7 +211,8 @@ def test_the_projector_is_told_and_billing_json_has_the_seed_shape(platform: Pla
 
 
 class _Racer:
-    """A UserApp stand-in whose first save is beaten by the runner reporting progress on the same job."""
+    """A UserApp stand-in whose first commit is beaten by the runner reporting progress on the same job
+    (after the ledger has read the job, before it saves)."""
 
     def __init__(self, app: Any, runner: Any) -> None:
         self._app, self._runner, self._raced = app, runner, False
@@ -219,11 +220,23 @@ class _Racer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._app, name)
 
-    def save(self, *aggregates: Any) -> Any:
+    def meter_usage(self, job_ids: Any, plan: Any, at: Any, **options: Any) -> Any:
         if not self._raced:
             self._raced = True
-            self._runner.report_progress("j1", 1, 7, 100, None, 1.5, 700, T0)
-        return self._app.save(*aggregates)
+            plan = _RacingPlan(plan, self._runner)
+        return self._app.meter_usage(job_ids, plan, at, **options)
+
+
+class _RacingPlan:
+    def __init__(self, plan: Any, runner: Any) -> None:
+        self._plan, self._runner = plan, runner
+
+    def usage_runs(self, *args: Any) -> Any:
+        return self._plan.usage_runs(*args)
+
+    def limit_orders(self, *args: Any) -> Any:
+        self._runner.report_progress("j1", 1, 7, 100, None, 1.5, 700, T0)
+        return self._plan.limit_orders(*args)
 
 
 def open_racer(platform: Platform) -> _Racer:

@@ -13,6 +13,7 @@ from projections.replay import apps_on
 from storage import LocalBucket
 from storage.eventstore import open_platform, open_user
 from storage.layout import PLATFORM
+from tests.usage import meter
 
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
 
@@ -39,7 +40,7 @@ def write_history(bucket: LocalBucket) -> None:
         )
         app.queue_job(job_id, next(t))
         app.start_job(job_id, 1, next(t))
-        app.meter_usage(job_id, 1, 0, 3, "a100-80gb", 1, 600_000, 2_100_000, "2024-03", next(t))
+        meter(app, job_id, 1, 0, 3, "a100-80gb", 1, 600_000, 2_100_000, "2024-03", next(t))
     weights = ModelWeights(
         kind="lora", weights_prefix="users/u1/models/m-j1/weights/", sha256="0" * 64, size_bytes=1
     )

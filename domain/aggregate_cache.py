@@ -1,15 +1,10 @@
-"""Loading and saving a user's Job and Budget aggregates directly, so one save can carry several.
+"""``AggregateCache``: a writer's own up-to-date copies of aggregates, for ``UserApp.meter_usage``.
 
-``UserApp`` commands save one aggregate each; the ledger meters many jobs of a user, raises
-their alerts and requests their stops in ONE commit per batch, so it acts on the
-aggregates (their own methods check every rule) and calls ``Application.save`` once. A
-lost race surfaces as eventsourcing's ``RecordConflictError``: reload and try again.
-
-``AggregateCache`` keeps the worker's own copy of each aggregate it writes and brings it up
-to date with the events stored after its version (other writers': the runner's progress,
-the API's stop requests), so a busy job is never replayed or deep-copied per batch. The
-copies are private to the worker (no other thread sees them half-changed); a copy whose
-save did not happen is discarded.
+The ledger meters the same busy jobs every batch. ``AggregateCache`` keeps its own copy of
+each aggregate it writes and brings it up to date with the events stored after its version
+(other writers': the runner's progress, the API's stop requests), so a busy job is never
+replayed or deep-copied per batch. The copies are private to their writer (no other thread
+sees them half-changed); ``UserApp.meter_usage`` discards a copy whose save did not happen.
 """
 
 from __future__ import annotations
@@ -19,43 +14,14 @@ from collections import OrderedDict
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, Recording, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 
-from domain.budget import Budget
-from domain.job import Job
+from domain.base import DomainAggregate
 
-__all__ = ["AggregateCache", "last_position", "load_budget", "load_job", "save"]
+__all__ = ["AggregateCache"]
 
-A = TypeVar("A", Job, Budget)
+A = TypeVar("A", bound=DomainAggregate)
 _UNKNOWN = object()  # not in the cache (None in the cache: known not to exist, as far as it has read)
-
-
-def load_job(app: Application[Any], job_id: str) -> Job | None:
-    """The job as stored now (a fresh object), or None if the partition has no such job."""
-    try:
-        job = app.repository.get(Job.create_id(job_id))
-    except AggregateNotFoundError:
-        return None
-    return job if isinstance(job, Job) else None
-
-
-def load_budget(app: Application[Any], user_id: str) -> Budget | None:
-    try:
-        budget = app.repository.get(Budget.create_id(user_id))
-    except AggregateNotFoundError:
-        return None
-    return budget if isinstance(budget, Budget) else None
-
-
-def save(app: Application[Any], *aggregates: Job | Budget) -> list[Recording[UUID]]:
-    """Save every aggregate with pending events in one commit; what it recorded (empty: nothing)."""
-    changed = [a for a in aggregates if a.pending_events]
-    return app.save(*changed) if changed else []
-
-
-def last_position(recordings: list[Recording[UUID]]) -> int | None:
-    """The last notification id of a commit's recordings (None: nothing was recorded)."""
-    return recordings[-1].notification.id if recordings else None
 
 
 class AggregateCache:
