@@ -39,14 +39,14 @@ from domain.job import Job
 from domain.model import Model
 from domain.money import period_of
 from projections.audit import check_anchor, events_prefix, rebuild_partition
-from projections.partition import Partition, TrackingView, tracking_name
+from projections.partition import Partition, TrackingView
 from projections.render import encode
 from projections.replay import apps_on, replay
-from storage import LocalBucket
+from storage import LocalBucket, layout
 from storage.eventstore import open_user, verify_chain
 
 USER = "u1"
-PARTITION = f"users/{USER}"
+PARTITION = layout.user_partition(USER)
 
 
 def make_history(events: int) -> UserApp:
@@ -129,7 +129,7 @@ def timed(fn: Any) -> tuple[Any, float]:
 
 def anchor(part: Partition) -> tuple[int | None, str | None]:
     """The commit and its SHA-256 that the partition's position.json names (None, None: not a bucket log)."""
-    tracking = msgspec.json.decode(part.views.render(tracking_name(part.name)), type=TrackingView)
+    tracking = msgspec.json.decode(part.views.render(layout.position(part.name)), type=TrackingView)
     return tracking.commit, tracking.commit_sha256
 
 
@@ -140,7 +140,7 @@ def comparable(part: Partition, names: list[str]) -> list[bytes]:
     rendered = []
     for name in names:
         data = part.views.render(name)
-        if name == tracking_name(part.name):
+        if name == layout.position(part.name):
             tracking = msgspec.json.decode(data, type=TrackingView)
             data = encode(msgspec.structs.replace(tracking, commit=None, commit_sha256=None))
         rendered.append(data)
@@ -186,7 +186,7 @@ def main() -> None:
 
         report, write_s = timed(lambda: rebuild_partition(bucket, PARTITION, apps_on(bucket)))
         # the bucket's position.json, as replayed and as rebuilt, names the log's last commit and its bytes
-        assert bucket.read(tracking_name(PARTITION)) == bucket_part.views.render(tracking_name(PARTITION))
+        assert bucket.read(layout.position(PARTITION)) == bucket_part.views.render(layout.position(PARTITION))
         chain = verify_chain(bucket, events_prefix(PARTITION))
         assert anchor(bucket_part)[0] == chain.commits and check_anchor(bucket, PARTITION, chain).ok
         print(f"replay into the views ({len(names)} views):")
