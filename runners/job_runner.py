@@ -371,12 +371,14 @@ class JobRunner:
             self._signal_trainer()
 
     def _signal_trainer(self) -> None:
-        """Ask the trainer to checkpoint and exit: the stop file, then SIGTERM."""
-        self.work.stop_file.touch()
+        """Ask the trainer to checkpoint and exit: the stop file, then SIGTERM (not once it has exited:
+        its work folder may be gone by then, e.g. an interrupt racing the end of a run)."""
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+        if proc is None or proc.poll() is not None:
+            return
+        self.work.stop_file.touch()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
 
     def _kill_trainer(self) -> None:
         proc = self._proc
