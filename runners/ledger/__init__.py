@@ -1,6 +1,7 @@
 """The ledger: heartbeats -> exact metered usage, alerts and stop requests, lost-job detection.
 
-- ``metering``: pure dedupe and grouping of heartbeats into usage runs;
+- ``usage_runs``: pure dedupe and grouping of heartbeats into usage runs (``domain.metering`` holds
+  the rules and the command's plan and result types);
 - ``limits``: pure alert and stop decisions (``domain.budget`` rules);
 - ``spend``: a user's spend per period, by billing.json's own fold;
 - ``live``: the attempts heard from lately; ``lost``: ``LostJobDetector``;

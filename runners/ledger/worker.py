@@ -6,7 +6,7 @@ For each batch the subscriber hands over (``handle``):
    heartbeat) gives the price in force at each heartbeat's ``at``.
 2. Per user, per job: load the Job, drop what it has metered already (``Job.metered_seq``,
    rebuilt from events, so dedupe survives a restart) and repeats, group the rest into
-   usage runs (``runners.ledger.metering``) and record one ``UsageMetered`` per run.
+   usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
 3. Limits (``runners.ledger.limits``): the user's spend per period comes from the same fold
    as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
    ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where
@@ -69,8 +69,8 @@ from projections.billing import BillingState
 from runners.ledger.limits import STOP_REASON, BudgetOutlook, JobOutlook, plan_limits
 from runners.ledger.live import LiveJob, LiveJobs
 from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry, watch_running_jobs
-from runners.ledger.metering import by_user_and_job, fresh_heartbeats, usage_runs
 from runners.ledger.spend import UserSpend
+from runners.ledger.usage_runs import by_user_and_job, fresh_heartbeats, usage_runs
 from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore import pinned_reads

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from domain.money import UsageGroupKey
-from runners.ledger.metering import by_user_and_job, fresh_heartbeats, usage_runs
+from runners.ledger.usage_runs import by_user_and_job, fresh_heartbeats, usage_runs
 from tests.unit.ledger.builders import A100, beat
 
 
