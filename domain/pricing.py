@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_utc
 from domain.errors import Conflict, NotFound, ValidationFailed
+from domain.gpu_types import GPU_TYPES
 from domain.ids import aggregate_id, check_id
 
 __all__ = ["DEFAULT_PRICES_USD_MICROS_PER_HOUR", "GPU_TYPE_PATTERN", "PriceList", "check_gpu_type"]
@@ -24,16 +25,9 @@ GPU_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 """Same shape as ``TrainingConfig.gpu_type``: lower-case letters, digits, ``-``, ``_``."""
 
 DEFAULT_PRICES_USD_MICROS_PER_HOUR: dict[str, int] = {
-    # Typical 2026 on-demand prices for one GPU (GPU share of the VM), in micro-dollars per hour.
-    # Edit freely; running systems change prices with PlatformApp.set_price.
-    "t4": 350_000,
-    "l4": 800_000,
-    "a100-40gb": 1_600_000,
-    "a100-80gb": 2_100_000,
-    "h100-80gb": 2_900_000,
-    "h200": 3_600_000,
-    "cpu": 50_000,  # a local run on CPU: small but not free, so local jobs produce bills
+    name: gpu.usd_micros_per_hour for name, gpu in GPU_TYPES.items()
 }
+"""What a new platform's price list starts with (``domain.gpu_types``: add a type there)."""
 
 
 def check_gpu_type(gpu_type: str) -> None:

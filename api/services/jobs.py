@@ -9,12 +9,12 @@ import msgspec
 import yaml
 
 from api import schemas
-from api.estimate import estimate_job
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.admission import check_admission
 from domain.config_yaml import config_from_yaml
 from domain.errors import NotFound, ValidationFailed
+from domain.estimate import estimate_job
 from domain.ids import check_id
 from domain.job import Job
 from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState

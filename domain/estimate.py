@@ -4,8 +4,8 @@ The estimate is deliberately simple and said to be one: ``tokens`` is the
 dataset's estimated tokens per epoch (``DatasetStats.est_tokens``) times the
 epochs, or ``max_steps`` optimizer steps of ``batch_size x
 gradient_accumulation_steps`` examples of average length when that is smaller;
-the GPU time is ``tokens / (THROUGHPUT[gpu_type] x gpu_count)`` seconds; the
-cost follows the money rule (``domain.money.cost_usd_micros``). Pure.
+the GPU time is ``tokens / (tokens_per_s of the GPU type x gpu_count)`` seconds
+(``domain.gpu_types``); the cost follows the money rule (``domain.money.cost_usd_micros``). Pure.
 """
 
 from __future__ import annotations
@@ -15,22 +15,11 @@ from typing import Any
 
 import msgspec
 
+from domain.gpu_types import DEFAULT_TOKENS_PER_S, GPU_TYPES
 from domain.money import cost_usd_micros
 from domain.training_config import TrainingConfig
 
-__all__ = ["DEFAULT_THROUGHPUT", "THROUGHPUT", "Estimate", "estimate_job"]
-
-THROUGHPUT: dict[str, int] = {
-    "cpu": 300,
-    "t4": 2_000,
-    "l4": 3_500,
-    "a100-40gb": 11_000,
-    "a100-80gb": 12_000,
-    "h100-80gb": 20_000,
-    "h200": 22_000,
-}
-"""Assumed training tokens per second per device (a ~1B model with LoRA); a rough guide."""
-DEFAULT_THROUGHPUT = 2_000
+__all__ = ["Estimate", "estimate_job"]
 
 
 class Estimate(msgspec.Struct, frozen=True):
@@ -51,6 +40,7 @@ def estimate_job(
         per_example = per_epoch / examples
         step_examples = config.batch_size * config.gradient_accumulation_steps
         tokens = min(tokens, math.ceil(config.max_steps * step_examples * per_example))
-    rate = THROUGHPUT.get(config.gpu_type, DEFAULT_THROUGHPUT) * config.gpu_count
+    known = GPU_TYPES.get(config.gpu_type)
+    rate = (known.tokens_per_s if known else DEFAULT_TOKENS_PER_S) * config.gpu_count
     gpu_ms = math.ceil(tokens * 1000 / rate) if tokens else 0
     return Estimate(tokens, gpu_ms, cost_usd_micros(gpu_ms, config.gpu_count, usd_micros_per_hour))
