@@ -1,0 +1,183 @@
+"""Every launch backend behaves alike (``runners.backends.base.LaunchBackend``): launch once, status,
+graceful stop, close (killing what will not end), forget. A new backend adds itself to ``BACKENDS``.
+
+The local backend also relays heartbeats from a runner's stdout and keeps its log: tested below.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend, RunStatus
+from storage.heartbeats import Heartbeat
+from tests.unit.runners.builders import wait_for
+
+# A stand-in job runner: prints heartbeats on stdout, says hello on stderr, and behaves per its "run object".
+RUNNER = """
+import signal, sys, time
+from datetime import UTC, datetime
+from storage.heartbeats import Heartbeat, encode_heartbeat
+
+mode = sys.argv[1]
+seq = 0
+def beat(final=False):
+    global seq
+    seq += 1
+    hb = Heartbeat(user_id="usr_1", job_id="job_1", attempt=1, seq=seq, gpu_type="cpu", gpu_count=1,
+                   gpu_ms=10, step=seq, loss=None, tokens=0, at=datetime.now(UTC), final=final)
+    sys.stdout.buffer.write(encode_heartbeat(hb) + b"\\n")
+    sys.stdout.buffer.flush()
+
+stopping = False
+def on_term(*_):
+    global stopping
+    stopping = True
+signal.signal(signal.SIGTERM, on_term if mode != "stubborn" else signal.SIG_IGN)
+print("runner says hello", file=sys.stderr)
+beat(); beat()
+open(sys.argv[2], "w").close()  # ready: SIGTERM is handled from here on
+if mode == "exit3":
+    sys.exit(3)
+print("not a heartbeat")
+while not stopping:
+    time.sleep(0.01)
+beat(final=True)
+"""
+
+
+@pytest.fixture
+def runner_script(tmp_path: Path) -> Path:
+    path = tmp_path / "runner.py"
+    path.write_text(RUNNER)
+    return path
+
+
+def request(mode: str, run_id: str = "job_1-1-abc") -> LaunchRequest:
+    return LaunchRequest(
+        run_id=run_id,
+        user_id="usr_1",
+        job_id="job_1",
+        attempt=1,
+        bucket_url="file:///nowhere",
+        run_object=mode,
+        gpu_type="cpu",
+        gpu_count=1,
+    )
+
+
+@pytest.fixture
+def relayed() -> list[Heartbeat]:
+    return []
+
+
+Argv = Callable[[LaunchRequest], list[str]]
+
+
+def _local(argv: Argv, tmp_path: Path, relayed: list[Heartbeat]) -> LaunchBackend:
+    cwd = Path(__file__).resolve().parents[2]
+    return LocalSubprocessBackend(
+        on_heartbeat=relayed.append,
+        log_dir=tmp_path / "logs",
+        cwd=cwd,
+        env={"PYTHONPATH": str(cwd)},
+        argv=argv,
+    )
+
+
+BACKENDS: dict[str, Callable[[Argv, Path, list[Heartbeat]], LaunchBackend]] = {"local": _local}
+"""Each backend, built to run ``argv`` instead of the job runner (heartbeats relayed to the list)."""
+
+
+@pytest.fixture
+def argv(runner_script: Path, tmp_path: Path) -> Argv:
+    """The stand-in runner, told its mode and where to say it is ready."""
+    return lambda r: [sys.executable, str(runner_script), r.run_object, str(tmp_path / f"{r.run_id}.ready")]
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(
+    request: pytest.FixtureRequest, argv: Argv, tmp_path: Path, relayed: list[Heartbeat]
+) -> LaunchBackend:
+    return BACKENDS[request.param](argv, tmp_path, relayed)
+
+
+def _ended(backend: LaunchBackend, run_id: str) -> RunStatus:
+    return wait_for(lambda: (s := backend.status(run_id)).running is False and s, timeout=20)
+
+
+def _ready(tmp_path: Path, *run_ids: str) -> None:
+    wait_for(lambda: all((tmp_path / f"{r}.ready").exists() for r in run_ids), timeout=20)
+
+
+def test_it_implements_the_backend_protocol(backend: LaunchBackend) -> None:
+    assert isinstance(backend, LaunchBackend)
+
+
+def test_a_run_is_reported_ended_with_its_exit_status_until_forgotten(backend: LaunchBackend) -> None:
+    backend.launch(request("exit3"))
+    assert _ended(backend, "job_1-1-abc").exit_code == 3
+    backend.forget("job_1-1-abc")
+    with pytest.raises(KeyError):
+        backend.status("job_1-1-abc")
+
+
+def test_stop_asks_the_runner_to_end_gracefully(backend: LaunchBackend, tmp_path: Path) -> None:
+    backend.launch(request("wait"))
+    _ready(tmp_path, "job_1-1-abc")
+    assert backend.status("job_1-1-abc").running
+    backend.stop("job_1-1-abc")
+    assert _ended(backend, "job_1-1-abc").exit_code == 0
+
+
+def test_close_stops_every_run_and_kills_one_that_will_not_end(
+    backend: LaunchBackend, tmp_path: Path
+) -> None:
+    backend.launch(request("wait", "polite"))
+    backend.launch(request("stubborn", "stubborn"))
+    _ready(tmp_path, "polite", "stubborn")
+    started = time.monotonic()
+    backend.close(timeout=1.0)
+    assert time.monotonic() - started < 10
+    assert backend.status("polite").exit_code == 0
+    assert backend.status("stubborn").exit_code == -9
+
+
+def test_a_run_id_is_launched_once(backend: LaunchBackend) -> None:
+    backend.launch(request("exit3"))
+    with pytest.raises(LaunchFailed, match="already launched"):
+        backend.launch(request("exit3"))
+
+
+# -- the local backend: stdout heartbeats relayed, a log per run ----------------------------------
+
+
+def test_local_relays_every_heartbeat_before_the_run_is_reported_ended(
+    argv: Argv, tmp_path: Path, relayed: list[Heartbeat]
+) -> None:
+    backend = _local(argv, tmp_path, relayed)
+    backend.launch(request("exit3"))
+    _ended(backend, "job_1-1-abc")
+    assert [h.seq for h in relayed] == [1, 2]
+    assert "runner says hello" in (tmp_path / "logs" / "job_1-1-abc.log").read_text()
+
+
+def test_local_relays_the_final_heartbeat_of_a_graceful_stop(
+    argv: Argv, tmp_path: Path, relayed: list[Heartbeat]
+) -> None:
+    backend = _local(argv, tmp_path, relayed)
+    backend.launch(request("wait"))
+    wait_for(lambda: len(relayed) == 2, timeout=20)
+    backend.stop("job_1-1-abc")
+    _ended(backend, "job_1-1-abc")
+    assert [h.final for h in relayed] == [False, False, True]
+
+
+def test_local_a_missing_program_fails_to_launch(tmp_path: Path) -> None:
+    broken = LocalSubprocessBackend(argv=lambda r: [str(tmp_path / "no-such-program")])
+    with pytest.raises(LaunchFailed, match="cannot start"):
+        broken.launch(request("exit3", "other"))
