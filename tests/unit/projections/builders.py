@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -18,6 +17,7 @@ from domain.money import period_of
 from domain.pricing import PriceList
 from domain.user import User
 from storage.bucket import Bucket, BucketError, ObjectStat
+from tests.buckets import ForwardingBucket
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"x").hexdigest()
@@ -206,41 +206,32 @@ def events_of(*aggregates: Any) -> list[Any]:
     return out
 
 
-class FlakyBucket(Bucket):
+class FlakyBucket(ForwardingBucket):
     """A bucket that counts calls and can fail a chosen write (a fake of our own interface)."""
 
     def __init__(self, inner: Bucket, *, fail_on_write: int | None = None) -> None:
-        self.inner, self.url = inner, inner.url
+        super().__init__(inner)
         self.fail_on_write = fail_on_write
         self.reads = self.stats = self.writes = 0
 
     def read(self, name: str) -> bytes:
         self.reads += 1
-        return self.inner.read(name)
+        return super().read(name)
 
     def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
         self.reads += 1
-        return self.inner.read_with_stat(name)
+        return super().read_with_stat(name)
 
     def open_read(self, name: str) -> BinaryIO:
         self.reads += 1
-        return self.inner.open_read(name)
+        return super().open_read(name)
 
     def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
         self.writes += 1
         if self.fail_on_write is not None and self.writes >= self.fail_on_write:
             raise BucketError(f"injected failure on write {self.writes} ({name})")
-        return self.inner.write(name, data, if_generation_match=if_generation_match)
-
-    def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
-        return self.inner.upload(name, stream)
-
-    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
-        return self.inner.list(prefix, start_offset=start_offset)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
+        return super().write(name, data, if_generation_match=if_generation_match)
 
     def stat(self, name: str) -> ObjectStat:
         self.stats += 1
-        return self.inner.stat(name)
+        return super().stat(name)
