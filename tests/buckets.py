@@ -1,7 +1,8 @@
-"""A test double of our own ``Bucket`` interface to build on: every call goes to another bucket.
+"""Bucket tests' own pieces: a double of our ``Bucket`` interface to build on, and a racing writer.
 
-Subclasses override the calls they count or fail; ``create``, ``exists`` and ``delete_prefix``
-stay the interface's own, so they go through the subclass's ``write``, ``stat`` and ``list``.
+``ForwardingBucket`` sends every call to another bucket. Subclasses override the calls they count
+or fail; ``create``, ``exists`` and ``delete_prefix`` stay the interface's own, so they go through
+the subclass's ``write``, ``stat`` and ``list``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from storage.bucket import Bucket, ObjectStat
+from storage.bucket import AlreadyExists, Bucket, ObjectStat
 
 
 class ForwardingBucket(Bucket):
@@ -41,3 +42,15 @@ class ForwardingBucket(Bucket):
 
     def stat(self, name: str) -> ObjectStat:
         return self.inner.stat(name)
+
+
+def create_each(bucket: Bucket, names: Iterable[str], writer: int) -> list[str]:
+    """Create-only writes of ``writer-<writer>`` to each of ``names``; the names this writer got first."""
+    won = []
+    for name in names:
+        try:
+            bucket.create(name, f"writer-{writer}".encode())
+            won.append(name)
+        except AlreadyExists:
+            pass
+    return won
