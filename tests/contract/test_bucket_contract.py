@@ -20,6 +20,7 @@ from storage import (
     PreconditionFailed,
     open_bucket,
 )
+from tests.buckets import create_each
 
 _FORK = multiprocessing.get_context("fork")
 
@@ -192,15 +193,8 @@ def test_bad_list_prefixes_are_rejected(bucket: Bucket, prefix: str) -> None:
 
 def _race_creates(url: str, names: list[str], me: int, barrier: object, results: object) -> None:
     bucket = open_bucket(url)
-    won = []
     barrier.wait()  # type: ignore[attr-defined]
-    for name in names:
-        try:
-            bucket.create(name, f"writer-{me}".encode())
-            won.append(name)
-        except AlreadyExists:
-            pass
-    results.put((me, won))  # type: ignore[attr-defined]
+    results.put((me, create_each(bucket, names, me)))  # type: ignore[attr-defined]
 
 
 def _count_up(url: str, name: str, times: int, barrier: object) -> None:

@@ -17,32 +17,17 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 
 from storage import Bucket, open_bucket
 from storage.eventstore import open_application, verify_chain
 from storage.layout import PLATFORM_EVENTS
+from tests.accounts import Account, Accounts
 
 _FORK = multiprocessing.get_context("fork")
 PROCESSES = 6
 SAVES_EACH = 25
 ACCOUNTS = 3
-
-
-class Account(Aggregate):
-    @event("Opened")
-    def __init__(self) -> None:
-        self.balance = 0
-
-    @event("Credited")
-    def credit(self, amount: int) -> None:
-        self.balance += amount
-
-
-class Accounts(Application[UUID]):
-    pass
 
 
 def _saver(url: str, account_ids: list[UUID], me: int, barrier: object, out: object) -> None:

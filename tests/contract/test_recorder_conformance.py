@@ -24,6 +24,7 @@ from storage.eventstore import (
     Factory,
     register_bucket,
 )
+from storage.eventstore.recorders import BucketRecorder
 from storage.memory import MemoryBucket
 
 
@@ -58,32 +59,36 @@ class _Gcs(_OnBucket):
 # -- the recorder kinds -------------------------------------------------------------
 
 
-class _Aggregate(_OnBucket):
-    def create_recorder(self) -> BucketAggregateRecorder:
-        return BucketAggregateRecorder(self.bucket, self.new_partition())
+class _Kind(_OnBucket):
+    """One recorder kind: ``create_recorder`` makes a ``recorder_class`` on a fresh partition."""
+
+    recorder_class: ClassVar[type[BucketRecorder]]
+
+    def create_recorder(self) -> BucketRecorder:
+        return self.recorder_class(self.bucket, self.new_partition())
 
 
-class _Application(_OnBucket):
-    def create_recorder(self) -> BucketApplicationRecorder:
-        return BucketApplicationRecorder(self.bucket, self.new_partition())
+class _Aggregate(_Kind):
+    recorder_class = BucketAggregateRecorder
+
+
+class _Application(_Kind):
+    recorder_class = BucketApplicationRecorder
 
     def test_insert_subscribe(self) -> None:
         self.optional_test_insert_subscribe()  # type: ignore[attr-defined]
 
 
-class _Tracking(_OnBucket):
-    def create_recorder(self) -> BucketTrackingRecorder:
-        return BucketTrackingRecorder(self.bucket, self.new_partition())
+class _Tracking(_Kind):
+    recorder_class = BucketTrackingRecorder
 
 
-class _Process(_OnBucket):
-    def create_recorder(self) -> BucketProcessRecorder:
-        return BucketProcessRecorder(self.bucket, self.new_partition())
+class _Process(_Kind):
+    recorder_class = BucketProcessRecorder
 
 
-class _NonInterleaving(_OnBucket):
-    def create_recorder(self) -> BucketApplicationRecorder:
-        return BucketApplicationRecorder(self.bucket, self.new_partition())
+class _NonInterleaving(_Kind):
+    recorder_class = BucketApplicationRecorder
 
 
 class _ViewRecorder(BucketTrackingRecorder):

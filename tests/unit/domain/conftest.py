@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from domain.base import DomainAggregate
+from domain.errors import ValidationFailed
 from domain.job import Job
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -67,3 +68,10 @@ def refused(
         yield info
     assert aggregate.version == version
     assert state_of(aggregate) == before
+
+
+def refused_field(make: Callable[..., object], override: Mapping[str, Any]) -> str | None:
+    """The field ``make(**override)`` refuses: the ``where`` of the ``ValidationFailed`` it must raise."""
+    with pytest.raises(ValidationFailed) as info:
+        make(**override)
+    return info.value.where

@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 from domain.errors import Conflict, ValidationFailed
 from domain.job import TRANSITIONS, Job, JobState
 from domain.money import cost_usd_micros
-from tests.unit.domain.conftest import at, refused, submit_job
+from tests.unit.domain.conftest import at, refused, refused_field, submit_job
 
 S = JobState
 
@@ -43,9 +43,7 @@ def test_submit_records_everything_the_job_needs(make_job: Callable[..., Job]) -
     ],
 )
 def test_submit_refuses_bad_fields(override: dict[str, Any], where: str) -> None:
-    with pytest.raises(ValidationFailed) as info:
-        submit_job(**override)
-    assert info.value.where == where
+    assert refused_field(submit_job, override) == where
 
 
 def test_happy_path_queued_running_succeeded(running_job: Job) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
@@ -18,9 +17,11 @@ from domain.money import period_of
 from domain.pricing import PriceList
 from domain.user import User
 from storage.bucket import Bucket, BucketError, ObjectStat
+from tests.buckets import ForwardingBucket
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"x").hexdigest()
+A = TypeVar("A")
 
 
 class Apps:
@@ -33,6 +34,19 @@ class Apps:
         if partition not in self.apps:
             self.apps[partition] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
         return self.apps[partition]
+
+
+def new_model(model_id: str, at: datetime, *, user_id: str = "u1", job_id: str = "j1", **kw: Any) -> Model:
+    """A LoRA model made by ``job_id``, registered, not saved; ``kw``: other ``Model.register`` fields."""
+    fields: dict[str, Any] = {
+        "base_model": "llama3-8b",
+        "kind": "lora",
+        "weights_prefix": f"users/{user_id}/models/{model_id}/weights/",
+        "sha256": SHA,
+        "size_bytes": 1234,
+        "metrics": {"loss": 0.5},
+    } | kw
+    return Model.register(model_id=model_id, user_id=user_id, job_id=job_id, at=at, **fields)
 
 
 class Clock:
@@ -59,32 +73,35 @@ class UserLog:
         recordings = self.app.save(*aggregates)
         return recordings[-1].notification.id if recordings else 0
 
-    def submit(self, job_id: str, *, gpu_type: str = "a100-80gb", gpu_count: int = 1, **kw: Any) -> Job:
+    def submit(self, job_id: str, **kw: Any) -> Job:
+        """A job on one a100-80gb with a cost limit; ``kw``: other ``Job.submit`` fields."""
         fields: dict[str, Any] = {
+            "user_id": self.user_id,
             "base_model": "llama3-8b",
             "dataset_id": "ds1",
             "model_id": f"m-{job_id}",
             "config": {"epochs": 1},
+            "gpu_type": "a100-80gb",
+            "gpu_count": 1,
             "max_cost_usd_micros": 50_000_000,
             "estimate_usd_micros": 1_000_000,
         } | kw
-        job = Job.submit(
-            job_id=job_id,
-            user_id=self.user_id,
-            gpu_type=gpu_type,
-            gpu_count=gpu_count,
-            at=self.clock(),
-            **fields,
-        )
-        self.jobs[job_id] = job
-        self.save(job)
-        return job
+        return self._add(self.jobs, job_id, Job.submit(job_id=job_id, at=self.clock(), **fields))
+
+    def _add(self, kept: dict[str, A], key: str, aggregate: A) -> A:
+        """Keep a new aggregate under ``key`` and save it."""
+        kept[key] = aggregate
+        self.save(aggregate)
+        return aggregate
+
+    def _act(self, aggregate: Any, method: str, *args: Any, **kw: Any) -> int:
+        """Call ``method`` of ``aggregate`` (``at`` supplied) and save."""
+        getattr(aggregate, method)(*args, at=self.clock(), **kw)
+        return self.save(aggregate)
 
     def do(self, job_id: str, method: str, *args: Any, **kw: Any) -> int:
         """Call a Job method (``at`` supplied) and save."""
-        job = self.jobs[job_id]
-        getattr(job, method)(*args, at=self.clock(), **kw)
-        return self.save(job)
+        return self._act(self.jobs[job_id], method, *args, **kw)
 
     def run(self, job_id: str) -> None:
         """submitted -> queued -> running (attempt 1)."""
@@ -117,35 +134,17 @@ class UserLog:
             sha256=SHA,
             at=self.clock(),
         )
-        self.datasets[dataset_id] = ds
-        self.save(ds)
-        return ds
+        return self._add(self.datasets, dataset_id, ds)
 
     def dataset(self, dataset_id: str, method: str, *args: Any, **kw: Any) -> int:
-        ds = self.datasets[dataset_id]
-        getattr(ds, method)(*args, at=self.clock(), **kw)
-        return self.save(ds)
+        return self._act(self.datasets[dataset_id], method, *args, **kw)
 
     def register_model(self, model_id: str, job_id: str = "j1") -> Model:
-        model = Model.register(
-            model_id=model_id,
-            user_id=self.user_id,
-            job_id=job_id,
-            base_model="llama3-8b",
-            kind="lora",
-            weights_prefix=f"users/{self.user_id}/models/{model_id}/weights/",
-            sha256=SHA,
-            size_bytes=1234,
-            metrics={"loss": 0.5},
-            at=self.clock(),
-        )
-        self.models[model_id] = model
-        self.save(model)
-        return model
+        model = new_model(model_id, self.clock(), user_id=self.user_id, job_id=job_id)
+        return self._add(self.models, model_id, model)
 
     def delete_model(self, model_id: str) -> int:
-        self.models[model_id].delete(at=self.clock())
-        return self.save(self.models[model_id])
+        return self._act(self.models[model_id], "delete")
 
     def set_budget(self, limit: int | None, thresholds: list[int] | None = None) -> int:
         if self.budget is None:
@@ -206,41 +205,32 @@ def events_of(*aggregates: Any) -> list[Any]:
     return out
 
 
-class FlakyBucket(Bucket):
+class FlakyBucket(ForwardingBucket):
     """A bucket that counts calls and can fail a chosen write (a fake of our own interface)."""
 
     def __init__(self, inner: Bucket, *, fail_on_write: int | None = None) -> None:
-        self.inner, self.url = inner, inner.url
+        super().__init__(inner)
         self.fail_on_write = fail_on_write
         self.reads = self.stats = self.writes = 0
 
     def read(self, name: str) -> bytes:
         self.reads += 1
-        return self.inner.read(name)
+        return super().read(name)
 
     def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
         self.reads += 1
-        return self.inner.read_with_stat(name)
+        return super().read_with_stat(name)
 
     def open_read(self, name: str) -> BinaryIO:
         self.reads += 1
-        return self.inner.open_read(name)
+        return super().open_read(name)
 
     def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
         self.writes += 1
         if self.fail_on_write is not None and self.writes >= self.fail_on_write:
             raise BucketError(f"injected failure on write {self.writes} ({name})")
-        return self.inner.write(name, data, if_generation_match=if_generation_match)
-
-    def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
-        return self.inner.upload(name, stream)
-
-    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
-        return self.inner.list(prefix, start_offset=start_offset)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
+        return super().write(name, data, if_generation_match=if_generation_match)
 
     def stat(self, name: str) -> ObjectStat:
         self.stats += 1
-        return self.inner.stat(name)
+        return super().stat(name)

@@ -7,22 +7,11 @@ from functools import reduce
 from domain.model import Model
 from projections import models
 from projections.render import decode, encode
-from tests.unit.projections.builders import SHA, Clock, events_of
+from tests.unit.projections.builders import Clock, events_of, new_model
 
 
 def _register(clock: Clock, model_id: str) -> Model:
-    return Model.register(
-        model_id=model_id,
-        user_id="u1",
-        job_id="j1",
-        base_model="llama3-8b",
-        kind="lora",
-        weights_prefix=f"users/u1/models/{model_id}/weights/",
-        sha256=SHA,
-        size_bytes=4096,
-        metrics={"eval_loss": 0.9},
-        at=clock(),
-    )
+    return new_model(model_id, clock(), size_bytes=4096, metrics={"eval_loss": 0.9})
 
 
 def test_registered_model_metadata() -> None:

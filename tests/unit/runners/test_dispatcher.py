@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -15,15 +16,15 @@ from storage import LocalBucket
 from tests.unit.runners.builders import now, wait_for
 
 
+@dataclass
 class FakeBackend:
     """Records launches; a run goes on until the test ``end``s it."""
 
-    def __init__(self) -> None:
-        self.launched: list[LaunchRequest] = []
-        self.ended: dict[str, int] = {}
-        self.stopped: list[str] = []
-        self.refuse = False
-        self.closed = False
+    launched: list[LaunchRequest] = field(default_factory=list)
+    ended: dict[str, int] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)
+    refuse: bool = False
+    closed: bool = False
 
     def launch(self, request: LaunchRequest) -> None:
         if self.refuse:
@@ -83,6 +84,29 @@ def submitted(local_bucket: LocalBucket, app: UserApp):
 
     def make(job_id: str = "job_1", **config):
         return submit_job(app, job_id=job_id, **{"max_retries": 1, **config})
+
+    return make
+
+
+@pytest.fixture
+def launched(dispatcher: Dispatcher, submitted):
+    """Submit ``job_1`` (``config`` as ``submitted`` takes it) and let the dispatcher launch attempt 1."""
+
+    def make(**config) -> None:
+        submitted(**config)
+        dispatcher.submit("usr_1", "job_1")
+        dispatcher.poll()
+
+    return make
+
+
+@pytest.fixture
+def started(launched, app: UserApp):
+    """``launched``, then the runner starts attempt 1 of ``job_1``."""
+
+    def make(**config) -> None:
+        launched(**config)
+        app.start_job("job_1", 1, now())
 
     return make
 
@@ -153,12 +177,9 @@ def test_a_job_cancelled_while_queued_is_not_launched(
 
 
 def test_a_retrying_job_is_relaunched_from_its_last_checkpoint(
-    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp, local_bucket: LocalBucket
+    dispatcher: Dispatcher, backend: FakeBackend, started, app: UserApp, local_bucket: LocalBucket
 ) -> None:
-    submitted()
-    dispatcher.submit("usr_1", "job_1")
-    dispatcher.poll()
-    app.start_job("job_1", 1, now())
+    started()
     app.save_checkpoint("job_1", 1, 30, "users/usr_1/jobs/job_1/checkpoints/30/", now())
     app.retry_job("job_1", 2, "trainer killed", now())
     backend.end_attempt("job_1-1")
@@ -171,12 +192,9 @@ def test_a_retrying_job_is_relaunched_from_its_last_checkpoint(
 
 @pytest.mark.parametrize(("max_retries", "then"), [(1, JobState.RETRYING), (0, JobState.FAILED)])
 def test_a_runner_that_died_mid_attempt_makes_the_job_lost_then_retried_or_failed(
-    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp, max_retries: int, then: JobState
+    dispatcher: Dispatcher, backend: FakeBackend, started, app: UserApp, max_retries: int, then: JobState
 ) -> None:
-    submitted(max_retries=max_retries)
-    dispatcher.submit("usr_1", "job_1")
-    dispatcher.poll()
-    app.start_job("job_1", 1, now())
+    started(max_retries=max_retries)
     backend.end_attempt("job_1-1", -9)
     dispatcher.poll()
 
@@ -186,12 +204,9 @@ def test_a_runner_that_died_mid_attempt_makes_the_job_lost_then_retried_or_faile
 
 
 def test_a_runner_that_died_while_stopping_leaves_the_job_stopped_at_its_checkpoint(
-    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+    dispatcher: Dispatcher, backend: FakeBackend, started, app: UserApp
 ) -> None:
-    submitted()
-    dispatcher.submit("usr_1", "job_1")
-    dispatcher.poll()
-    app.start_job("job_1", 1, now())
+    started()
     app.save_checkpoint("job_1", 1, 20, "users/usr_1/jobs/job_1/checkpoints/20/", now())
     app.report_progress("job_1", 1, 25, 100, 0.5, 1.0, 500, now())
     app.request_stop("job_1", "budget reached", now())
@@ -202,11 +217,9 @@ def test_a_runner_that_died_while_stopping_leaves_the_job_stopped_at_its_checkpo
 
 
 def test_a_runner_that_never_starts_its_attempt_is_relaunched_once_then_the_job_fails(
-    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+    dispatcher: Dispatcher, backend: FakeBackend, launched, app: UserApp
 ) -> None:
-    submitted()
-    dispatcher.submit("usr_1", "job_1")
-    dispatcher.poll()
+    launched()
     backend.end_attempt("job_1-1", 2)
     dispatcher.poll()
     assert backend.run_ids == ["job_1-1", "job_1-1"] and app.get_job("job_1").state == JobState.QUEUED
@@ -263,12 +276,9 @@ def test_each_launch_is_announced_with_its_run_spec(
 
 
 def test_a_job_retried_elsewhere_while_its_runner_goes_on_ends_that_run_then_starts_the_next_attempt(
-    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
+    dispatcher: Dispatcher, backend: FakeBackend, started, app: UserApp
 ) -> None:
-    submitted()
-    dispatcher.submit("usr_1", "job_1")
-    dispatcher.poll()
-    app.start_job("job_1", 1, now())
+    started()
     app.mark_lost("job_1", None, now())  # the ledger heard nothing for too long...
     app.retry_job("job_1", 2, "lost", now())
     dispatcher.submit("usr_1", "job_1")  # ...and hands the job back

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from domain.applications import UserApp
 from domain.job import JobState
-from runners.job_runner import Outcome
+from runners.job_runner import JobRunner, Outcome
 from runners.workdir import MANIFEST
 from storage import LocalBucket
 from tests.unit.runners.builders import RecordingPublisher, now, wait_for
@@ -20,6 +21,24 @@ JOB = "users/usr_1/jobs/job_1/"
 
 def metric_lines(bucket: LocalBucket) -> list[dict]:
     return [json.loads(line) for line in bucket.read(JOB + "events/metrics.jsonl").splitlines()]
+
+
+@pytest.fixture
+def slow_runner(queued_job, make_runner, monkeypatch) -> JobRunner:
+    """A runner of a 200-step ``job_1`` on a fake trainer slow enough (0.1 s a step) to act on mid-run."""
+    monkeypatch.setenv("FAKE_STEP_S", "0.1")
+    queued_job(max_steps=200)
+    return make_runner()
+
+
+def once_training(app: UserApp, act: Callable[[], object]) -> None:
+    """Call ``act`` on a thread as soon as ``job_1`` has reported step 2."""
+
+    def wait_then_act() -> None:
+        wait_for(lambda: app.get_job("job_1").step >= 2, what="progress")
+        act()
+
+    threading.Thread(target=wait_then_act, daemon=True).start()
 
 
 def test_success_uploads_weights_registers_the_model_and_reports_everything(
@@ -69,23 +88,10 @@ def test_success_uploads_weights_registers_the_model_and_reports_everything(
 
 
 def test_a_stop_request_stops_the_trainer_with_a_checkpoint(
-    queued_job,
-    make_runner,
-    app: UserApp,
-    local_bucket: LocalBucket,
-    publisher: RecordingPublisher,
-    monkeypatch,
+    slow_runner: JobRunner, app: UserApp, local_bucket: LocalBucket, publisher: RecordingPublisher
 ) -> None:
-    monkeypatch.setenv("FAKE_STEP_S", "0.1")
-    queued_job(max_steps=200)
-    runner = make_runner()
-
-    def stop_when_training() -> None:
-        wait_for(lambda: app.get_job("job_1").step >= 2, what="progress")
-        app.request_stop("job_1", "stopped by the user", now())
-
-    threading.Thread(target=stop_when_training, daemon=True).start()
-    assert runner.run() is Outcome.STOPPED
+    once_training(app, lambda: app.request_stop("job_1", "stopped by the user", now()))
+    assert slow_runner.run() is Outcome.STOPPED
 
     job = app.get_job("job_1")
     assert job.state == JobState.STOPPED and job.stop_reason == "stopped by the user"
@@ -157,18 +163,10 @@ def test_a_job_stopped_before_its_runner_starts_is_left_alone(
 
 
 def test_an_interrupted_runner_checkpoints_and_leaves_the_job_retrying(
-    queued_job, make_runner, app: UserApp, monkeypatch
+    slow_runner: JobRunner, app: UserApp
 ) -> None:
-    monkeypatch.setenv("FAKE_STEP_S", "0.1")
-    queued_job(max_steps=200)
-    runner = make_runner()
-
-    def interrupt_when_training() -> None:
-        wait_for(lambda: app.get_job("job_1").step >= 2, what="progress")
-        runner.interrupt()
-
-    threading.Thread(target=interrupt_when_training, daemon=True).start()
-    assert runner.run() is Outcome.RETRYING
+    once_training(app, slow_runner.interrupt)
+    assert slow_runner.run() is Outcome.RETRYING
     job = app.get_job("job_1")
     assert (job.state, job.attempt) == (JobState.RETRYING, 2)
     assert job.last_checkpoint is not None and job.last_checkpoint.step >= 2

@@ -6,11 +6,8 @@ import threading
 from functools import singledispatchmethod
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
-from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import InfrastructureFactoryError, IntegrityError, Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
 
@@ -27,33 +24,7 @@ from storage.eventstore import (
 from storage.eventstore.commits import commit_name
 from storage.layout import PLATFORM_EVENTS, user_events
 from storage.memory import MemoryBucket
-
-
-class Account(Aggregate):
-    @event("Opened")
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
-        self.balance = 0
-
-    @event("Credited")
-    def credit(self, amount: int) -> None:
-        self.balance += amount
-
-
-class Accounts(Application[UUID]):
-    def open_account(self, owner: str) -> UUID:
-        account = Account(owner)
-        self.save(account)
-        return account.id
-
-    def credit(self, account_id: UUID, amount: int) -> None:
-        account: Account = self.repository.get(account_id)
-        account.credit(amount)
-        self.save(account)
-
-    def balance(self, account_id: UUID) -> int:
-        account: Account = self.repository.get(account_id)
-        return account.balance
+from tests.accounts import Account, Accounts
 
 
 def test_the_library_builds_the_factory_from_env(tmp_path: Path) -> None:

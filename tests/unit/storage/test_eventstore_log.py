@@ -11,8 +11,7 @@ import json
 import multiprocessing
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent, Tracking
@@ -22,6 +21,7 @@ from storage.eventstore import log as log_module
 from storage.eventstore.commits import commit_name, segment_name
 from storage.eventstore.log import PartitionLog
 from storage.memory import MemoryBucket
+from tests.buckets import ForwardingBucket
 
 PREFIX = "users/u1/events/"
 
@@ -30,45 +30,27 @@ def event(originator_id: uuid.UUID | str, version: int, state: bytes = b'{"a":1}
     return StoredEvent(originator_id, version, "tests:Thing.Happened", state)
 
 
-class Wrapped(Bucket):
+class Wrapped(ForwardingBucket):
     """Our own Bucket interface around another, counting reads and failing creates on demand."""
 
     def __init__(self, inner: Bucket) -> None:
-        self.inner, self.url = inner, inner.url
+        super().__init__(inner)
         self.reads: list[str] = []
         self.fail_creates: list[BaseException] = []  # raised (in order) after or instead of a create
         self.lose_response = False
 
     def read(self, name: str) -> bytes:
         self.reads.append(name)
-        return self.inner.read(name)
-
-    def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
-        return self.inner.read_with_stat(name)
-
-    def open_read(self, name: str) -> BinaryIO:
-        return self.inner.open_read(name)
+        return super().read(name)
 
     def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
         if self.fail_creates:
             raise self.fail_creates.pop(0)
-        stat = self.inner.write(name, data, if_generation_match=if_generation_match)
+        stat = super().write(name, data, if_generation_match=if_generation_match)
         if self.lose_response:  # the write happened, the client retried and found its own object
             self.lose_response = False
             raise AlreadyExists(name)
         return stat
-
-    def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
-        return self.inner.upload(name, stream)
-
-    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
-        return self.inner.list(prefix, start_offset=start_offset)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def stat(self, name: str) -> ObjectStat:
-        return self.inner.stat(name)
 
 
 def test_each_process_sees_the_others_commits_with_contiguous_ids(bucket: Bucket) -> None:

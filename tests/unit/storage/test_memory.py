@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from storage import AlreadyExists, Bucket
+from storage import Bucket
 from storage.memory import MemoryBucket
+from tests.buckets import create_each
 from tests.contract.test_bucket_contract import (  # the shared contract, run here on MemoryBucket
     test_bad_list_prefixes_are_rejected,
     test_bad_names_are_rejected_before_any_io,
@@ -57,12 +58,7 @@ def test_concurrent_create_only_has_one_winner_per_name() -> None:
 
     def race(me: int) -> None:
         start.wait()
-        for name in names:
-            try:
-                memory.create(name, f"writer-{me}".encode())
-                wins.append(name)
-            except AlreadyExists:
-                pass
+        wins.extend(create_each(memory, names, me))
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
     for thread in threads:
