@@ -29,8 +29,6 @@ from domain.training_config import TrainingConfig, parse_training_config, traini
 
 __all__ = ["RunSpec", "dump_run_spec", "parse_run_spec", "parse_run_yaml", "read_run_spec", "write_run_spec"]
 
-S = TypeVar("S", bound=msgspec.Struct)
-
 
 class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """One attempt of one job; paths are local to the machine that trains."""
@@ -64,6 +62,10 @@ def read_run_spec(path: Path | str) -> RunSpec:
 def parse_run_spec(data: Any) -> RunSpec:
     """Check a run.yaml mapping (``config`` through ``parse_training_config``)."""
     return parse_run_yaml(data, RunSpec)
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+"""A run spec type: ``RunSpec`` here, ``JobRunSpec`` in the bucket."""
 
 
 def parse_run_yaml(data: Any, spec_type: type[S]) -> S:
