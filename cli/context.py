@@ -9,6 +9,7 @@ The client and credentials are built only when a command asks for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
@@ -19,7 +20,7 @@ from cli.errors import CliError, run
 if TYPE_CHECKING:
     from cli.client import ApiClient
 
-__all__ = ["Context", "Ctx", "JsonFlag", "build_app", "main_for"]
+__all__ = ["Context", "Ctx", "JsonFlag", "build_app", "console_script"]
 
 
 class Context:
@@ -101,14 +102,20 @@ def build_app(name: str, help: str) -> App:
     return app
 
 
-def main_for(app: App, prog: str, tokens: list[str] | None = None) -> None:
-    """The console-script entry: run ``app``'s meta launcher and exit with its status."""
-    import os
-    import sys
+def console_script(app: App, prog: str) -> Callable[[list[str] | None], None]:
+    """The ``main`` of console script ``prog`` (``pyproject.toml``): run ``app``'s meta launcher and
+    exit with its status."""
 
-    status = run(app.meta, tokens, prog=prog)
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (`tune list | head`): no noise at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    raise SystemExit(status)
+    def main(tokens: list[str] | None = None) -> None:
+        import os
+        import sys
+
+        status = run(app.meta, tokens, prog=prog)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (`tune list | head`): no noise at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(status)
+
+    main.__doc__ = f"Console script ``{prog}``."
+    return main

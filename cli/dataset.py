@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from cyclopts import Parameter
 from msgspec import to_builtins
 
-from cli.context import Ctx, JsonFlag, build_app, main_for
+from cli.context import Ctx, JsonFlag, build_app, console_script
 from cli.errors import CliError
 
 __all__ = ["app", "main"]
@@ -106,6 +106,4 @@ def delete(*, dataset_id: str, ctx: Ctx) -> None:
     print(f"deleted {dataset_id}")
 
 
-def main(tokens: list[str] | None = None) -> None:
-    """Console script ``dataset``."""
-    main_for(app, "dataset", tokens)
+main = console_script(app, "dataset")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from cyclopts import Parameter
 
-from cli.context import Ctx, JsonFlag, build_app, main_for
+from cli.context import Ctx, JsonFlag, build_app, console_script
 from cli.errors import CliError
 
 __all__ = ["app", "main"]
@@ -97,6 +97,4 @@ def delete(*, model_id: str, ctx: Ctx) -> None:
     print(f"deleted {model_id}")
 
 
-def main(tokens: list[str] | None = None) -> None:
-    """Console script ``model``."""
-    main_for(app, "model", tokens)
+main = console_script(app, "model")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from cli.context import Ctx, JsonFlag, build_app, main_for
+from cli.context import Ctx, JsonFlag, build_app, console_script
 from cli.errors import CliError
 
 __all__ = ["app", "main"]
@@ -239,6 +239,4 @@ def events(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
         print_table(reply.events, [Column(k) for k in ("seq", "at", "type", "summary")], empty="no events")
 
 
-def main(tokens: list[str] | None = None) -> None:
-    """Console script ``tune``."""
-    main_for(app, "tune", tokens)
+main = console_script(app, "tune")

@@ -26,6 +26,7 @@ Object names (the contract's layout) are the spec's properties, taken from ``sto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -34,9 +35,10 @@ import yaml
 from domain.errors import ValidationFailed
 from domain.ids import check_id
 from domain.read_models import JobView
-from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
+from domain.training_config import TrainingConfig, parse_training_config
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
+from runners.trainer.run_spec import parse_run_yaml
 from storage import Bucket, ObjectNotFound, layout
 
 __all__ = [
@@ -49,6 +51,17 @@ __all__ = [
 ]
 
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Name:
+    """A read-only attribute of a spec: the ``storage.layout`` name ``name_of`` gives its ``ids``."""
+
+    def __init__(self, name_of: Callable[..., str], *ids: str) -> None:
+        self.name_of = name_of
+        self.ids = ids
+
+    def __get__(self, spec: object, owner: type | None = None) -> str:
+        return self.name_of(*(getattr(spec, i) for i in self.ids))
 
 
 class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -79,52 +92,22 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
                 where="resume_from",
             )
 
-    # ---- object names ----
+    # ---- object names (``storage.layout``, of the spec's ids) ----
 
-    @property
-    def job_prefix(self) -> str:
-        return layout.job_prefix(self.user_id, self.job_id)
-
-    @property
-    def run_object(self) -> str:
-        return layout.job_run(self.user_id, self.job_id)
-
-    @property
-    def log_object(self) -> str:
-        return layout.job_log(self.user_id, self.job_id)
-
-    @property
-    def metrics_object(self) -> str:
-        """Training metrics, one JSON object per line (every attempt appends)."""
-        return layout.job_metrics(self.user_id, self.job_id)
-
-    @property
-    def checkpoints_prefix(self) -> str:
-        return layout.checkpoints_prefix(self.user_id, self.job_id)
+    job_prefix = _Name(layout.job_prefix, "user_id", "job_id")
+    run_object = _Name(layout.job_run, "user_id", "job_id")
+    log_object = _Name(layout.job_log, "user_id", "job_id")
+    metrics_object = _Name(layout.job_metrics, "user_id", "job_id")
+    checkpoints_prefix = _Name(layout.checkpoints_prefix, "user_id", "job_id")
+    dataset_object = _Name(layout.dataset_processed, "user_id", "dataset_id")
+    model_prefix = _Name(layout.model_prefix, "user_id", "model_id")
+    weights_prefix = _Name(layout.weights_prefix, "user_id", "model_id")
+    model_config_object = _Name(layout.model_config, "user_id", "model_id")
+    base_model_prefix = _Name(layout.base_model_prefix, "base_model")
 
     def checkpoint_prefix(self, step: int) -> str:
         """``checkpoints/<step>/``: the resumable state after optimizer step ``step``."""
         return layout.checkpoint_prefix(self.user_id, self.job_id, step)
-
-    @property
-    def dataset_object(self) -> str:
-        return layout.dataset_processed(self.user_id, self.dataset_id)
-
-    @property
-    def model_prefix(self) -> str:
-        return layout.model_prefix(self.user_id, self.model_id)
-
-    @property
-    def weights_prefix(self) -> str:
-        return layout.weights_prefix(self.user_id, self.model_id)
-
-    @property
-    def model_config_object(self) -> str:
-        return layout.model_config(self.user_id, self.model_id)
-
-    @property
-    def base_model_prefix(self) -> str:
-        return layout.base_model_prefix(self.base_model)
 
     @property
     def model_kind(self) -> str:
@@ -163,13 +146,7 @@ def build_attempt_spec(
 
 def parse_job_run(data: Any) -> JobRunSpec:
     """Check a run.yaml mapping; ValidationFailed names what is wrong (``config.*`` keys all at once)."""
-    if not isinstance(data, dict):
-        raise ValidationFailed("run.yaml must be a mapping", where="run.yaml")
-    config = parse_training_config(data.get("config"))
-    try:
-        return msgspec.convert({**data, "config": training_config_to_dict(config)}, JobRunSpec)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed(f"run.yaml: {exc}", where="run.yaml") from exc
+    return parse_run_yaml(data, JobRunSpec)
 
 
 def dump_job_run(spec: JobRunSpec) -> bytes:

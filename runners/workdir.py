@@ -54,42 +54,21 @@ _CHUNK = 1 << 20
 
 
 class WorkDir:
-    """Paths inside one attempt's working folder (created on first use)."""
+    """Paths inside one attempt's working folder (created on first use; see the module docstring)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def base(self) -> Path:
-        return self.root / "base"
-
-    @property
-    def dataset(self) -> Path:
-        return self.root / "data" / "train.jsonl"
+        self.base = self.root / "base"
+        self.dataset = self.root / "data" / "train.jsonl"
+        self.out = self.root / "out"
+        self.trainer_run = self.root / "run.yaml"
+        self.stop_file = self.root / "STOP"
+        self.log = self.root / "job.log"
+        self.metrics = self.root / "metrics.jsonl"
 
     def resume(self, step: int) -> Path:
         return self.root / "resume" / str(step)
-
-    @property
-    def out(self) -> Path:
-        return self.root / "out"
-
-    @property
-    def trainer_run(self) -> Path:
-        return self.root / "run.yaml"
-
-    @property
-    def stop_file(self) -> Path:
-        return self.root / "STOP"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "job.log"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

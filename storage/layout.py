@@ -26,6 +26,7 @@ platform writes; ``check_key`` names the one a key matches.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from domain.dataset import check_filename
@@ -37,7 +38,10 @@ __all__ = [
     "PATTERNS",
     "PLATFORM",
     "PLATFORM_EVENTS",
+    "PLATFORM_VIEWS",
     "USERS",
+    "USER_COPIES",
+    "USER_VIEWS",
     "KeyPattern",
     "base_model_prefix",
     "base_models",
@@ -94,75 +98,93 @@ def user_of(partition: str) -> str:
 
 # -- metadata: the views the projector writes ---------------------------------------------
 
+PLATFORM_VIEWS = ("users", "gpu_pricing", "base_models", "position")
+"""The platform partition's own views: ``platform/metadata/<view>.json``."""
+
+USER_COPIES = ("user_info", "gpu_pricing")
+"""The platform partition's views of each user: ``users/<uid>/metadata/<view>.json``."""
+
+USER_VIEWS = ("jobs", "datasets", "models", "billing", "billing_history", "position")
+"""A user partition's own views: ``users/<uid>/metadata/<view>.json``."""
+
 
 def metadata_prefix(partition: str) -> str:
     """``<partition>/metadata/``: the partition's views (and, for a user, the platform's copies)."""
     return f"{partition}/metadata/"
 
 
+def _view(partition: str, view: str) -> str:
+    return f"{metadata_prefix(partition)}{view}.json"
+
+
+def _user_view(view: str, doc: str | None = None) -> Callable[[str], str]:
+    """The name function of a view in ``users/<uid>/metadata/``."""
+
+    def name(user_id: str) -> str:
+        return _view(user_partition(user_id), view)
+
+    name.__doc__ = doc
+    return name
+
+
 def position(partition: str) -> str:
     """``<partition>/metadata/position.json``: the head every view of the partition reflects."""
-    return f"{partition}/metadata/position.json"
+    return _view(partition, "position")
 
 
 def users() -> str:
-    return f"{PLATFORM}/metadata/users.json"
+    return _view(PLATFORM, "users")
 
 
 def pricing() -> str:
     """The platform's GPU price list."""
-    return f"{PLATFORM}/metadata/gpu_pricing.json"
+    return _view(PLATFORM, "gpu_pricing")
 
 
 def base_models() -> str:
-    return f"{PLATFORM}/metadata/base_models.json"
+    return _view(PLATFORM, "base_models")
 
 
-def user_info(user_id: str) -> str:
-    return f"{user_partition(user_id)}/metadata/user_info.json"
+user_info = _user_view("user_info")
+user_pricing = _user_view("gpu_pricing", "A user's copy of the price list.")
+jobs = _user_view("jobs")
+datasets = _user_view("datasets")
+models = _user_view("models")
+billing = _user_view("billing", "The current billing month.")
+billing_history = _user_view("billing_history", "The closed billing months.")
 
 
-def user_pricing(user_id: str) -> str:
-    """A user's copy of the price list."""
-    return f"{user_partition(user_id)}/metadata/gpu_pricing.json"
-
-
-def jobs(user_id: str) -> str:
-    return f"{user_partition(user_id)}/metadata/jobs.json"
-
-
-def datasets(user_id: str) -> str:
-    return f"{user_partition(user_id)}/metadata/datasets.json"
-
-
-def models(user_id: str) -> str:
-    return f"{user_partition(user_id)}/metadata/models.json"
-
-
-def billing(user_id: str) -> str:
-    """The current billing month."""
-    return f"{user_partition(user_id)}/metadata/billing.json"
-
-
-def billing_history(user_id: str) -> str:
-    """The closed billing months."""
-    return f"{user_partition(user_id)}/metadata/billing_history.json"
+def _one_of(names: tuple[str, ...]) -> str:
+    return "|".join(names)
 
 
 def platform_views() -> re.Pattern[str]:
     """The views the platform partition writes: its own, and each user's user_info and price copy."""
     return re.compile(
-        r"platform/metadata/(users|gpu_pricing|base_models|position)\.json"
-        r"|users/[^/]+/metadata/(user_info|gpu_pricing)\.json"
+        rf"platform/metadata/({_one_of(PLATFORM_VIEWS)})\.json"
+        rf"|users/[^/]+/metadata/({_one_of(USER_COPIES)})\.json"
     )
 
 
 def user_views(partition: str) -> re.Pattern[str]:
     """The views user partition ``partition`` writes."""
     return re.compile(
-        re.escape(partition) + r"/(metadata/(jobs|datasets|models|billing|billing_history|position)\.json"
+        re.escape(partition) + rf"/(metadata/({_one_of(USER_VIEWS)})\.json"
         r"|jobs/[^/]+/status\.json|data/[^/]+/metadata\.json|models/[^/]+/metadata\.json)"
     )
+
+
+# -- objects in a folder of one job, dataset or model ----------------------------------------
+
+
+def _in(folder: Callable[[str, str], str], rest: str, doc: str | None = None) -> Callable[[str, str], str]:
+    """The name function of ``rest`` inside ``folder(user_id, id)``."""
+
+    def name(user_id: str, object_id: str) -> str:
+        return folder(user_id, object_id) + rest
+
+    name.__doc__ = doc
+    return name
 
 
 # -- jobs ---------------------------------------------------------------------------------
@@ -173,32 +195,14 @@ def job_prefix(user_id: str, job_id: str) -> str:
     return f"{user_partition(user_id)}/jobs/{check_id(job_id, kind='job_id')}/"
 
 
-def job_config(user_id: str, job_id: str) -> str:
-    """The training config as submitted (YAML)."""
-    return job_prefix(user_id, job_id) + "config.yml"
-
-
-def job_run(user_id: str, job_id: str) -> str:
-    """The current attempt's run.yaml (``runners.attempt_spec``)."""
-    return job_prefix(user_id, job_id) + "run.yaml"
-
-
-def job_status(user_id: str, job_id: str) -> str:
-    """The job's view."""
-    return job_prefix(user_id, job_id) + "status.json"
-
-
-def job_log(user_id: str, job_id: str) -> str:
-    return job_prefix(user_id, job_id) + "job.log"
-
-
-def job_metrics(user_id: str, job_id: str) -> str:
-    """Training metrics, one JSON object per line (every attempt appends)."""
-    return job_prefix(user_id, job_id) + "events/metrics.jsonl"
-
-
-def checkpoints_prefix(user_id: str, job_id: str) -> str:
-    return job_prefix(user_id, job_id) + "checkpoints/"
+job_config = _in(job_prefix, "config.yml", "The training config as submitted (YAML).")
+job_run = _in(job_prefix, "run.yaml", "The current attempt's run.yaml (``runners.attempt_spec``).")
+job_status = _in(job_prefix, "status.json", "The job's view.")
+job_log = _in(job_prefix, "job.log")
+job_metrics = _in(
+    job_prefix, "events/metrics.jsonl", "Training metrics, one JSON object per line (every attempt appends)."
+)
+checkpoints_prefix = _in(job_prefix, "checkpoints/")
 
 
 def checkpoint_prefix(user_id: str, job_id: str, step: int) -> str:
@@ -213,28 +217,18 @@ def dataset_prefix(user_id: str, dataset_id: str) -> str:
     return f"{user_partition(user_id)}/data/{check_id(dataset_id, kind='dataset_id')}/"
 
 
-def dataset_raw_prefix(user_id: str, dataset_id: str) -> str:
-    return dataset_prefix(user_id, dataset_id) + "raw/"
+dataset_raw_prefix = _in(dataset_prefix, "raw/")
+dataset_processed_prefix = _in(dataset_prefix, "processed/")
+dataset_processed = _in(
+    dataset_processed_prefix, "train.jsonl", "The validated chat records a job trains on."
+)
+dataset_metadata = _in(dataset_prefix, "metadata.json", "The dataset's view.")
 
 
 def dataset_raw(user_id: str, dataset_id: str, filename: str) -> str:
     """The upload as it came; ``filename`` must be a plain file name (ValidationFailed)."""
     check_filename(filename)
     return dataset_raw_prefix(user_id, dataset_id) + filename
-
-
-def dataset_processed_prefix(user_id: str, dataset_id: str) -> str:
-    return dataset_prefix(user_id, dataset_id) + "processed/"
-
-
-def dataset_processed(user_id: str, dataset_id: str) -> str:
-    """The validated chat records a job trains on."""
-    return dataset_processed_prefix(user_id, dataset_id) + "train.jsonl"
-
-
-def dataset_metadata(user_id: str, dataset_id: str) -> str:
-    """The dataset's view."""
-    return dataset_prefix(user_id, dataset_id) + "metadata.json"
 
 
 # -- models -------------------------------------------------------------------------------
@@ -244,18 +238,9 @@ def model_prefix(user_id: str, model_id: str) -> str:
     return f"{user_partition(user_id)}/models/{check_id(model_id, kind='model_id')}/"
 
 
-def weights_prefix(user_id: str, model_id: str) -> str:
-    """The trained adapter or weights, tokenizer and SHA256SUMS."""
-    return model_prefix(user_id, model_id) + "weights/"
-
-
-def model_config(user_id: str, model_id: str) -> str:
-    return model_prefix(user_id, model_id) + "config.json"
-
-
-def model_metadata(user_id: str, model_id: str) -> str:
-    """The model's view."""
-    return model_prefix(user_id, model_id) + "metadata.json"
+weights_prefix = _in(model_prefix, "weights/", "The trained adapter or weights, tokenizer and SHA256SUMS.")
+model_config = _in(model_prefix, "config.json")
+model_metadata = _in(model_prefix, "metadata.json", "The model's view.")
 
 
 def base_model_prefix(name: str) -> str:
@@ -287,12 +272,8 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("segment", rf"{_PARTITION}/events/segments/{_SEQ}\.json"),
     _pattern("snapshot", rf"{_PARTITION}/events/snapshots/(?:segments/)?{_SEQ}\.json"),
     _pattern("tracking", rf"{_PARTITION}/events/tracking/(?:{_ID}/)?(?:segments/)?{_SEQ}\.json"),
-    _pattern("platform view", r"platform/metadata/(?:users|gpu_pricing|base_models|position)\.json"),
-    _pattern(
-        "user view",
-        rf"{_USER}/metadata/(?:user_info|gpu_pricing|jobs|datasets|models|billing|billing_history"
-        r"|position)\.json",
-    ),
+    _pattern("platform view", rf"platform/metadata/(?:{_one_of(PLATFORM_VIEWS)})\.json"),
+    _pattern("user view", rf"{_USER}/metadata/(?:{_one_of(USER_COPIES + USER_VIEWS)})\.json"),
     _pattern("job file", rf"{_USER}/jobs/{_ID}/(?:config\.yml|run\.yaml|status\.json|job\.log"
                          r"|events/metrics\.jsonl)"),
     _pattern("checkpoint", rf"{_USER}/jobs/{_ID}/checkpoints/[0-9]+/{_REST}"),

@@ -9,11 +9,11 @@ from __future__ import annotations
 import msgspec
 
 from api import schemas
+from api.services.base import UserService
 from domain.money import check_period, period_of
 from projections.billing import as_of
 from projections.replay import read_events
 from projections.report import monthly_report, report_document
-from runtime.context import Runtime
 from storage import layout
 
 __all__ = ["BillingService"]
@@ -25,12 +25,8 @@ class _StoredBilling(schemas.Billing, kw_only=True):
     current_period: schemas.Period | None = None  # type: ignore[assignment]
 
 
-class BillingService:
+class BillingService(UserService):
     """The caller's usage, costs and budget."""
-
-    def __init__(self, runtime: Runtime, user_id: str) -> None:
-        self.rt = runtime
-        self.user_id = user_id
 
     def _views(self) -> tuple[schemas.Billing, schemas.BillingHistory]:
         """The stored views as of the clock's month (``projections.billing.as_of``)."""
@@ -58,16 +54,14 @@ class BillingService:
     def report(self, month: str) -> schemas.MonthlyReport:
         """The month's rows replayed from the user's events (an audit-grade read: it replays)."""
         check_period(month)
-        app = self.rt.user_app(self.user_id)
-        events = (event for _, event in read_events(app))
+        events = (event for _, event in read_events(self.app))
         document = report_document(monthly_report(events, month), month)
         return msgspec.convert(msgspec.to_builtins(document), schemas.MonthlyReport)
 
     def set_budget(self, request: schemas.BudgetRequest) -> schemas.BudgetView:
-        self.rt.user_app(self.user_id).set_budget(
-            request.monthly_limit_usd_micros, self.rt.clock(), thresholds_pct=request.thresholds_pct
-        )
-        self.rt.committed(layout.user_partition(self.user_id))
+        limit = request.monthly_limit_usd_micros
+        self.app.set_budget(limit, self.rt.clock(), thresholds_pct=request.thresholds_pct)
+        self.committed()
         return self.usage().budget or schemas.BudgetView()
 
 

@@ -10,12 +10,12 @@ import anyio.to_thread
 import msgspec
 
 from api import schemas
+from api.services.base import UserService
 from api.services.jobs import JobService
 from api.streams import upload_async
 from domain.dataset import check_filename
 from domain.errors import Forbidden, TooLarge, ValidationFailed
 from domain.ids import new_id
-from runtime.context import Runtime
 from storage import layout
 from storage.bucket import check_name
 from storage.datasets import process_dataset
@@ -68,20 +68,11 @@ def clean_filename(filename: str | None) -> str:
     return name
 
 
-class DatasetService:
+class DatasetService(UserService):
     """The caller's datasets."""
 
-    def __init__(self, runtime: Runtime, user_id: str) -> None:
-        self.rt = runtime
-        self.user_id = user_id
-
     def get(self, dataset_id: str) -> schemas.Dataset:
-        return self.rt.live_view(
-            layout.dataset_metadata(self.user_id, dataset_id),
-            schemas.Dataset,
-            missing=f"no dataset {dataset_id}",
-            where="dataset_id",
-        )
+        return self.object_view(layout.dataset_metadata, "dataset", dataset_id, schemas.Dataset)
 
     def list(self) -> schemas.DatasetList:
         listing = self.rt.view_or(layout.datasets(self.user_id), schemas.DatasetList, schemas.DatasetList())
@@ -122,7 +113,7 @@ class DatasetService:
     def _record(
         self, dataset_id: str, filename: str, size: int, sha256: str, raw: str, processed: str
     ) -> schemas.Dataset:
-        app = self.rt.user_app(self.user_id)
+        app = self.app
         app.upload_dataset(
             dataset_id=dataset_id, filename=filename, size_bytes=size, sha256=sha256, at=self.rt.clock()
         )
@@ -135,15 +126,15 @@ class DatasetService:
         else:
             errors = [{"line": e.line, "message": e.message} for e in report.errors]
             app.reject_dataset(dataset_id, errors=errors, at=self.rt.clock())
-        self.rt.committed(layout.user_partition(self.user_id))
+        self.committed()
         return msgspec.structs.replace(self.get(dataset_id), error_count=report.error_count)
 
     def delete(self, dataset_id: str) -> schemas.Deleted:
         """Record the deletion (409 while a queued or running job uses it), then remove its files."""
         self.get(dataset_id)
         active = JobService(self.rt, self.user_id).active_job_ids(dataset_id=dataset_id)
-        self.rt.user_app(self.user_id).delete_dataset(dataset_id, active_job_ids=active, at=self.rt.clock())
-        self.rt.committed(layout.user_partition(self.user_id))
+        self.app.delete_dataset(dataset_id, active_job_ids=active, at=self.rt.clock())
+        self.committed()
         for prefix in (
             layout.dataset_raw_prefix(self.user_id, dataset_id),
             layout.dataset_processed_prefix(self.user_id, dataset_id),

@@ -9,6 +9,7 @@ import msgspec
 import yaml
 
 from api import schemas
+from api.services.base import UserService
 from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.admission import check_admission
@@ -21,7 +22,6 @@ from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from domain.money import dollars
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
-from runtime.context import Runtime
 from storage import ObjectNotFound, layout
 
 __all__ = ["JobService"]
@@ -29,22 +29,13 @@ __all__ = ["JobService"]
 _HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "at"})
 
 
-class JobService:
+class JobService(UserService):
     """The caller's jobs."""
-
-    def __init__(self, runtime: Runtime, user_id: str) -> None:
-        self.rt = runtime
-        self.user_id = user_id
 
     # -- reads -------------------------------------------------------------------------------
 
     def status(self, job_id: str) -> schemas.JobStatus:
-        return self.rt.view(
-            layout.job_status(self.user_id, job_id),
-            schemas.JobStatus,
-            missing=f"no job {job_id}",
-            where="job_id",
-        )
+        return self.object_view(layout.job_status, "job", job_id, schemas.JobStatus)
 
     def list(self, state: str | None = None) -> schemas.JobList:
         if state is not None and state not in frozenset(JobState):
@@ -71,8 +62,7 @@ class JobService:
     def events(self, job_id: str) -> schemas.JobEvents:
         """The job's history, oldest first, from its own stored events."""
         self.status(job_id)  # 404 unless it is the caller's
-        app = self.rt.user_app(self.user_id)
-        history = app.events.get(Job.create_id(job_id))
+        history = self.app.events.get(Job.create_id(job_id))
         return schemas.JobEvents(job_id=job_id, events=[_job_event(e) for e in history])
 
     def cost(self, job_id: str) -> schemas.JobCostReport:
@@ -84,18 +74,8 @@ class JobService:
             for row in period.jobs
             if row.job_id == job_id
         ]
-        return schemas.JobCostReport(
-            job_id=job_id,
-            status=status.status,
-            cost=status.cost,
-            cost_usd_micros=status.cost_usd_micros,
-            estimate=status.estimate,
-            estimate_usd_micros=status.estimate_usd_micros,
-            max_cost=status.max_cost,
-            max_cost_usd_micros=status.max_cost_usd_micros,
-            gpu_metrics=status.gpu_metrics,
-            periods=rows,
-        )
+        report = msgspec.convert(status, schemas.JobCostReport, from_attributes=True)  # the same fields
+        return msgspec.structs.replace(report, periods=rows)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -128,7 +108,7 @@ class JobService:
         )
         if request.dry_run:
             return reply
-        job_id = self.rt.user_app(self.user_id).submit_job(
+        job_id = self.app.submit_job(
             base_model=base_model,
             dataset_id=dataset_id,
             config=reply.config,
@@ -139,15 +119,15 @@ class JobService:
             at=self.rt.clock(),
         )
         self._write_config(job_id, reply.config)
-        self.rt.committed(layout.user_partition(self.user_id))
+        self.committed()
         self.rt.notify_job_submitted(self.user_id, job_id)
         status = self.status(job_id)
         return msgspec.structs.replace(reply, job_id=job_id, model_id=status.model_id, status=status.status)
 
     def stop(self, job_id: str, reason: str = "stopped by the user") -> schemas.StopJobResponse:
         self.status(job_id)
-        self.rt.user_app(self.user_id).request_stop(job_id, reason=reason, at=self.rt.clock())
-        self.rt.committed(layout.user_partition(self.user_id))
+        self.app.request_stop(job_id, reason=reason, at=self.rt.clock())
+        self.committed()
         return schemas.StopJobResponse(job_id=job_id, status=self.status(job_id).status)
 
     # -- logs --------------------------------------------------------------------------------
@@ -187,14 +167,7 @@ class JobService:
             )
 
     def _usable_dataset(self, dataset_id: str) -> schemas.Dataset:
-        dataset = self.rt.view(
-            layout.dataset_metadata(self.user_id, dataset_id),
-            schemas.Dataset,
-            missing=f"no dataset {dataset_id}",
-            where="dataset_id",
-        )
-        if dataset.status == "deleted":
-            raise NotFound(f"no dataset {dataset_id}", where="dataset_id")
+        dataset = self.object_view(layout.dataset_metadata, "dataset", dataset_id, schemas.Dataset)
         if dataset.status != "validated":
             raise ValidationFailed(
                 f"dataset {dataset_id} is {dataset.status}; only a validated dataset can be trained on",

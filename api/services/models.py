@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from api import schemas
 from api.archive import TarPlan, plan_tar, tar_chunks, tar_sha256
+from api.services.base import UserService
 from api.services.jobs import JobService
 from runtime.context import Runtime
 from storage import layout
@@ -27,20 +28,11 @@ class Archive:
         return tar_chunks(self.rt.bucket, self.plan)
 
 
-class ModelService:
+class ModelService(UserService):
     """The caller's fine-tuned models."""
 
-    def __init__(self, runtime: Runtime, user_id: str) -> None:
-        self.rt = runtime
-        self.user_id = user_id
-
     def get(self, model_id: str) -> schemas.Model:
-        return self.rt.live_view(
-            layout.model_metadata(self.user_id, model_id),
-            schemas.Model,
-            missing=f"no model {model_id}",
-            where="model_id",
-        )
+        return self.object_view(layout.model_metadata, "model", model_id, schemas.Model)
 
     def list(self) -> schemas.ModelList:
         listing = self.rt.view_or(layout.models(self.user_id), schemas.ModelList, schemas.ModelList())
@@ -52,8 +44,8 @@ class ModelService:
         """Record the deletion (409 while a queued or running job builds on it), then remove its files."""
         self.get(model_id)
         active = JobService(self.rt, self.user_id).active_job_ids(base_model=model_id)
-        self.rt.user_app(self.user_id).delete_model(model_id, active_job_ids=active, at=self.rt.clock())
-        self.rt.committed(layout.user_partition(self.user_id))
+        self.app.delete_model(model_id, active_job_ids=active, at=self.rt.clock())
+        self.committed()
         for name in list(self.rt.bucket.list(layout.model_prefix(self.user_id, model_id))):
             if name != layout.model_metadata(self.user_id, model_id):
                 self.rt.bucket.delete(name)

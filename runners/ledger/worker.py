@@ -113,18 +113,22 @@ class LedgerStats:
     last_commit: dict[str, int] = field(default_factory=dict)
     """The last notification id the ledger wrote, per partition (``users/<uid>``)."""
 
+    def add(self, share: LedgerStats) -> None:
+        """Count in what metering one user's share of a batch did (``_UserOutcome.counts``)."""
+        self.metered += share.metered
+        self.duplicates += share.duplicates
+        self.rejected += share.rejected
+        self.alerts += share.alerts
+        self.stops += share.stops
+        self.conflicts += share.conflicts
+        self.events += share.events  # none unless it saved (a commit)
+
 
 @dataclass
 class _UserOutcome:
     """What metering one user's share of a batch did (applied to the stats once it is saved)."""
 
-    metered: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    alerts: int = 0
-    stops: int = 0
-    conflicts: int = 0
-    events: int = 0
+    counts: LedgerStats = field(default_factory=LedgerStats)
     position: int | None = None
     live: list[LiveJob] = field(default_factory=list)
 
@@ -299,7 +303,7 @@ class LedgerWorker:
         except PlatformError as exc:
             count = sum(len(h) for h in jobs.values())
             log.error("ledger: %d heartbeat(s) of user %.80r dropped, unbilled: %s", count, user_id, exc)
-            return _UserOutcome(rejected=count)
+            return _UserOutcome(LedgerStats(rejected=count))
         spend = self._spend.setdefault(user_id, UserSpend())
         conflicts = 0
         while True:
@@ -316,22 +320,16 @@ class LedgerWorker:
                 time.sleep(0.002 * conflicts)
             else:
                 outcome = plan.settled(result)
-                outcome.conflicts = conflicts
+                outcome.counts.conflicts = conflicts
                 return outcome
 
     def _settle(self, user_id: str, outcome: _UserOutcome) -> None:
         stats = self.stats
-        stats.metered += outcome.metered
-        stats.duplicates += outcome.duplicates
-        stats.rejected += outcome.rejected
-        stats.alerts += outcome.alerts
-        stats.stops += outcome.stops
-        stats.conflicts += outcome.conflicts
+        stats.add(outcome.counts)
         for entry in outcome.live:
             self.live.record(entry)
         if outcome.position is not None:
             partition = layout.user_partition(user_id)
-            stats.events += outcome.events
             stats.commits += 1
             stats.last_commit[partition] = outcome.position
             self._notify(partition)
@@ -390,14 +388,14 @@ class _UserBatch:
 
     def usage_runs(self, job_id: str, attempt: int, metered_seq: Mapping[str, int]) -> list[UsageRun]:
         """The job's heartbeats not metered yet, priced, in runs (the refused are logged and counted)."""
-        outcome = self.outcome
+        counts = self.outcome.counts
         fresh = fresh_heartbeats(self.jobs[job_id], metered_seq)
-        outcome.duplicates += fresh.dropped
+        counts.duplicates += fresh.dropped
         priced: list[tuple[Heartbeat, int]] = []
         for heartbeat in fresh.heartbeats:
             price = _price_or_reason(job_id, attempt, heartbeat, self.prices)
             if isinstance(price, str):
-                outcome.rejected += 1
+                counts.rejected += 1
                 log.error("ledger: heartbeat %s dropped, unbilled: %s", heartbeat.key, price)
             else:
                 priced.append((heartbeat, price))
@@ -405,7 +403,7 @@ class _UserBatch:
             return []
         self.parts[job_id] = _Metered(*priced[-1])
         runs = usage_runs(priced)
-        outcome.metered += sum(run.heartbeats for run in runs)
+        counts.metered += sum(run.heartbeats for run in runs)
         return runs
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
@@ -439,17 +437,18 @@ class _UserBatch:
     def settled(self, result: MeteringResult) -> _UserOutcome:
         """The outcome once ``UserApp.meter_usage`` returned ``result``; the spend moves past its commit."""
         outcome = self.outcome
+        counts = outcome.counts
         for job_id in result.unknown_job_ids:
             count = len(self.jobs[job_id])
-            outcome.rejected += count
+            counts.rejected += count
             log.error("ledger: %d heartbeat(s) of unknown job %.80r dropped", count, job_id)
         for run, reason in result.refused:
-            outcome.metered -= run.heartbeats
-            outcome.rejected += run.heartbeats
+            counts.metered -= run.heartbeats
+            counts.rejected += run.heartbeats
             log.error(
                 "ledger: %d heartbeat(s) of %s dropped, unbilled: %s", run.heartbeats, run.job_id, reason
             )
-        outcome.alerts, outcome.stops, outcome.events = result.alerts, result.stops, result.events
+        counts.alerts, counts.stops, counts.events = result.alerts, result.stops, result.events
         outcome.position = result.last_position
         if self.spent is not None:
             self.spend.advance(result.first_position, result.last_position, self.spent)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(run_yaml: Path, events: IO[bytes], stop: StopSignal, *, threads: int | None = None) -> int:
     """Read the spec, train, and report the outcome on ``events``; return the exit status."""
     from domain.errors import PlatformError
-    from runners.trainer.events import Done, Error
+    from runners.trainer.events import Error
     from runners.trainer.run_spec import read_run_spec
     from runners.trainer.sinks import JsonLinesSink
 
@@ -73,7 +73,7 @@ def run(run_yaml: Path, events: IO[bytes], stop: StopSignal, *, threads: int | N
         traceback.print_exc()
         sink.emit(Error(code="internal", message=f"{type(exc).__name__}: {exc}", where=None, retryable=True))
         return EXIT_FAILED
-    sink.emit(Done(**{f: getattr(result, f) for f in result.__struct_fields__}))
+    sink.emit(result)
     return EXIT_SUCCEEDED if result.status == "succeeded" else EXIT_STOPPED
 
 

@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import msgspec
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
@@ -50,22 +49,12 @@ from runners.trainer.data import (
     prepare_sft_data,
     read_chat_records,
 )
+from runners.trainer.events import Done
 from runners.trainer.run_spec import RunSpec
 
-__all__ = ["SFTRecipe", "TrainResult", "run_training"]
+__all__ = ["SFTRecipe", "run_training"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
-
-
-class TrainResult(msgspec.Struct, frozen=True):
-    """How a run ended: ``succeeded`` (weights in ``model_dir``) or ``stopped`` (state in ``checkpoint``)."""
-
-    status: Literal["succeeded", "stopped"]
-    step: int
-    total_steps: int
-    model_dir: str | None
-    checkpoint: str | None
-    metrics: dict[str, float]
 
 
 class SFTRecipe:
@@ -102,26 +91,30 @@ class SFTRecipe:
         self.model = self._setup_model()
         self.trainer = self._setup_trainer()
 
-    def train(self) -> TrainResult:
-        """Run (or resume) training; save the final weights unless stopped."""
+    def train(self) -> Done:
+        """Run (or resume) training; save the final weights unless stopped.
+
+        Returns the ``done`` event the trainer prints: ``succeeded`` (weights in ``model_dir``) or
+        ``stopped`` (state in ``checkpoint``).
+        """
         assert self.trainer is not None and self.data is not None, "call setup() first"
         if self.sink.should_stop():
             start = _resumed_step(self.spec.resume_from)
-            return TrainResult("stopped", start, 0, None, self.spec.resume_from, {})
+            return Done("stopped", start, 0, None, self.spec.resume_from, {})
         started = time.perf_counter()
         output = self.trainer.train(resume_from_checkpoint=self.spec.resume_from)
         train_seconds = time.perf_counter() - started
         state = self.trainer.state
         metrics = self._metrics(output.metrics, train_seconds)
         if self.progress.stopped_at is not None:
-            return TrainResult(
+            return Done(
                 "stopped", state.global_step, state.max_steps, None, self.progress.last_checkpoint, metrics
             )
         if self.progress.last_eval_loss is not None:
             metrics["eval_loss"] = self.progress.last_eval_loss
         model_dir = self.save()
         (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        return TrainResult(
+        return Done(
             "succeeded",
             state.global_step,
             state.max_steps,
@@ -292,7 +285,7 @@ class _SFTTrainer(Trainer):
         return 6 * inputs["input_ids"].numel() * self._parameter_count
 
 
-def run_training(spec: RunSpec, sink: ProgressSink) -> TrainResult:
+def run_training(spec: RunSpec, sink: ProgressSink) -> Done:
     """Build, train and save one attempt; always cleans up."""
     recipe = SFTRecipe(spec, sink)
     try:

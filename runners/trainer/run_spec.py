@@ -19,7 +19,7 @@ local paths, written by the job runner, read by the trainer (made from the bucke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
@@ -27,7 +27,7 @@ import yaml
 from domain.errors import ValidationFailed
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 
-__all__ = ["RunSpec", "dump_run_spec", "parse_run_spec", "read_run_spec", "write_run_spec"]
+__all__ = ["RunSpec", "dump_run_spec", "parse_run_spec", "parse_run_yaml", "read_run_spec", "write_run_spec"]
 
 
 class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -61,11 +61,24 @@ def read_run_spec(path: Path | str) -> RunSpec:
 
 def parse_run_spec(data: Any) -> RunSpec:
     """Check a run.yaml mapping (``config`` through ``parse_training_config``)."""
+    return parse_run_yaml(data, RunSpec)
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+"""A run spec type: ``RunSpec`` here, ``JobRunSpec`` in the bucket."""
+
+
+def parse_run_yaml(data: Any, spec_type: type[S]) -> S:
+    """Check a run.yaml mapping as ``spec_type`` (this trainer's, or the bucket's attempt spec).
+
+    ValidationFailed names what is wrong; the ``config.*`` keys are checked whole, all at once
+    (``parse_training_config``), before the other fields.
+    """
     if not isinstance(data, dict):
         raise ValidationFailed("run.yaml must be a mapping", where="run.yaml")
     config = parse_training_config(data.get("config"))
     try:
-        return msgspec.convert({**data, "config": training_config_to_dict(config)}, RunSpec)
+        return msgspec.convert({**data, "config": training_config_to_dict(config)}, spec_type)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(f"run.yaml: {exc}", where="run.yaml") from exc
 
