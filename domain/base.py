@@ -4,9 +4,10 @@ Every event has an explicit ``at: datetime`` (UTC) passed in by the caller; the 
 ``timestamp`` is set to the same instant, so a rebuild from the log is deterministic. Projections
 read ``at``. Aggregate ids are ``domain.ids.aggregate_id(KIND, key)``.
 
-Attributes an aggregate gets from its events are declared under ``if TYPE_CHECKING:`` in its
-class body: a real class-level annotation would make eventsourcing turn the aggregate into a
-dataclass with an ``__init__`` the created event cannot call.
+Attributes an aggregate gets from its events are declared once, in a plain class it inherits
+(``Job(DomainAggregate, JobFields)``): an annotation in the aggregate's own body would make
+eventsourcing turn it into a dataclass with an ``__init__`` the created event cannot call. The
+read models (``domain.read_models``) are built from the same declarations.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -28,6 +27,7 @@ from domain.money import check_period
 __all__ = [
     "DEFAULT_THRESHOLDS_PCT",
     "Budget",
+    "BudgetFields",
     "check_thresholds",
     "crossed_thresholds",
     "newly_crossed",
@@ -73,15 +73,20 @@ def would_exceed(
     )
 
 
-class Budget(DomainAggregate):
-    """Id ``aggregate_id("budget", user_id)``. ``alerts[period]`` lists the thresholds alerted."""
+class BudgetFields:
+    """What a ``Budget`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        user_id: str
-        monthly_limit_usd_micros: int | None
-        thresholds_pct: list[int]
-        alerts: dict[str, list[int]]
-        updated_at: datetime
+    user_id: str
+    monthly_limit_usd_micros: int | None
+    thresholds_pct: list[int]
+    alerts: dict[str, list[int]]
+    """Thresholds alerted, per period (``"2026-03"``)."""
+    updated_at: datetime
+
+
+class Budget(DomainAggregate, BudgetFields):
+    """Id ``aggregate_id("budget", user_id)``. ``alerts[period]`` lists the thresholds alerted."""
 
     class Created(Aggregate.Created):
         user_id: str

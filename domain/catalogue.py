@@ -7,7 +7,7 @@ id), ``builtin`` (made here, no download) and ``local`` (a folder on the server)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -16,21 +16,25 @@ from domain.base import DomainAggregate, check_text
 from domain.errors import Conflict, NotFound, ValidationFailed
 from domain.ids import aggregate_id, check_id
 
-__all__ = ["SOURCE_KINDS", "BaseModelCatalogue", "SourceKind"]
+__all__ = ["SOURCE_KINDS", "BaseModelCatalogue", "BaseModelCatalogueFields", "SourceKind"]
 
 SourceKind = Literal["hub", "builtin", "local"]
 SOURCE_KINDS: tuple[str, ...] = ("hub", "builtin", "local")
 
 
-class BaseModelCatalogue(DomainAggregate):
+class BaseModelCatalogueFields:
+    """What a ``BaseModelCatalogue`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
+
+    models: dict[str, dict[str, Any]]
+    updated_at: datetime
+
+
+class BaseModelCatalogue(DomainAggregate, BaseModelCatalogueFields):
     """Id ``aggregate_id("base_model_catalogue", "default")``.
 
     ``models[name]`` is ``{"source_kind", "source", "chat_template", "added_at"}``.
     """
-
-    if TYPE_CHECKING:
-        models: dict[str, dict[str, Any]]
-        updated_at: datetime
 
     class Created(Aggregate.Created):
         at: datetime

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -23,7 +23,7 @@ from domain.base import DomainAggregate, check_count, check_text
 from domain.errors import Conflict, ValidationFailed
 from domain.ids import aggregate_id, check_id, check_ids
 
-__all__ = ["Dataset", "check_deletable", "check_filename", "check_sha256"]
+__all__ = ["Dataset", "DatasetFields", "check_deletable", "check_filename", "check_sha256"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -55,22 +55,26 @@ def check_deletable(what: str, status: str, active_job_ids: Iterable[str]) -> No
         raise Conflict(f"{what} is in use by active job(s) {', '.join(jobs)}; stop them first", code="in_use")
 
 
-class Dataset(DomainAggregate):
-    """Id ``aggregate_id("dataset", dataset_id)``. ``status``: uploaded, validated, rejected, deleted."""
+class DatasetFields:
+    """What a ``Dataset`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        dataset_id: str
-        user_id: str
-        filename: str
-        size_bytes: int
-        sha256: str
-        status: str
-        format: str | None
-        rows: int | None
-        stats: dict[str, Any]
-        errors: list[dict[str, Any]]
-        uploaded_at: datetime
-        updated_at: datetime
+    dataset_id: str
+    user_id: str
+    filename: str
+    size_bytes: int
+    sha256: str
+    status: str
+    format: str | None
+    rows: int | None
+    stats: dict[str, Any]
+    errors: list[dict[str, Any]]
+    uploaded_at: datetime
+    updated_at: datetime
+
+
+class Dataset(DomainAggregate, DatasetFields):
+    """Id ``aggregate_id("dataset", dataset_id)``. ``status``: uploaded, validated, rejected, deleted."""
 
     class Uploaded(Aggregate.Created):
         dataset_id: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -15,7 +15,7 @@ from domain.dataset import check_deletable, check_sha256
 from domain.errors import ValidationFailed
 from domain.ids import aggregate_id, check_ids
 
-__all__ = ["MODEL_KINDS", "Model", "ModelKind", "ModelWeights"]
+__all__ = ["MODEL_KINDS", "Model", "ModelFields", "ModelKind", "ModelWeights"]
 
 ModelKind = Literal["lora", "full"]
 MODEL_KINDS: tuple[str, ...] = ("lora", "full")
@@ -31,22 +31,26 @@ class ModelWeights(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Model(DomainAggregate):
-    """Id ``aggregate_id("model", model_id)``. ``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
+class ModelFields:
+    """What a ``Model`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        model_id: str
-        user_id: str
-        job_id: str
-        base_model: str
-        kind: str
-        weights_prefix: str
-        sha256: str
-        size_bytes: int
-        metrics: dict[str, Any]
-        status: str
-        registered_at: datetime
-        updated_at: datetime
+    model_id: str
+    user_id: str
+    job_id: str
+    base_model: str
+    kind: str
+    weights_prefix: str
+    sha256: str
+    size_bytes: int
+    metrics: dict[str, Any]
+    status: str
+    registered_at: datetime
+    updated_at: datetime
+
+
+class Model(DomainAggregate, ModelFields):
+    """Id ``aggregate_id("model", model_id)``. ``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
 
     class Registered(Aggregate.Created):
         model_id: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -19,6 +19,7 @@ __all__ = [
     "ROLES",
     "Role",
     "User",
+    "UserFields",
     "normalize_email",
 ]
 
@@ -37,21 +38,25 @@ def normalize_email(email: str) -> str:
     return value
 
 
-class User(DomainAggregate):
-    """Id ``aggregate_id("user", user_id)``. ``status`` is ``active`` or ``suspended``."""
+class UserFields:
+    """What a ``User`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        user_id: str
-        email: str
-        password_hash: str
-        role: str
-        status: str
-        suspended_reason: str | None
-        max_concurrent_jobs: int
-        max_dataset_bytes: int
-        registered_at: datetime
-        last_login_at: datetime | None
-        updated_at: datetime
+    user_id: str
+    email: str
+    password_hash: str
+    role: str
+    status: str
+    suspended_reason: str | None
+    max_concurrent_jobs: int
+    max_dataset_bytes: int
+    registered_at: datetime
+    last_login_at: datetime | None
+    updated_at: datetime
+
+
+class User(DomainAggregate, UserFields):
+    """Id ``aggregate_id("user", user_id)``. ``status`` is ``active`` or ``suspended``."""
 
     class Registered(Aggregate.Created):
         user_id: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -12,15 +11,19 @@ from domain.base import DomainAggregate
 from domain.ids import aggregate_id, check_id
 from domain.user import normalize_email
 
-__all__ = ["UserEmail"]
+__all__ = ["UserEmail", "UserEmailFields"]
 
 
-class UserEmail(DomainAggregate):
+class UserEmailFields:
+    """What a ``UserEmail`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
+
+    email: str
+    user_id: str
+
+
+class UserEmail(DomainAggregate, UserEmailFields):
     """Id ``aggregate_id("user_email", email)``; saved with the ``User`` it points to."""
-
-    if TYPE_CHECKING:
-        email: str
-        user_id: str
 
     class Claimed(Aggregate.Created):
         email: str
