@@ -122,7 +122,7 @@ class _PartitionApp(Application):
 
     def _load(self, cls: type[A], key: str, kind: str) -> A:
         check_id(key, kind=kind)
-        return self._load_id(cls, cls.create_id(key), f"no {kind.removesuffix('_id')} {key}", kind)  # type: ignore[attr-defined]
+        return self._load_id(cls, cls.create_id(key), f"no {kind.removesuffix('_id')} {key}", kind)
 
     def _load_id(self, cls: type[A], aggregate_id: Any, missing: str, where: str | None) -> A:
         aggregate = self._find(aggregate_id)
@@ -138,7 +138,7 @@ class _PartitionApp(Application):
             return None
 
     def _exists(self, cls: type[DomainAggregate], *key: str) -> bool:
-        return cls.create_id(*key) in self.repository  # type: ignore[attr-defined, no-any-return]
+        return cls.create_id(*key) in self.repository
 
     def _check_new(self, cls: type[DomainAggregate], key: str, kind: str) -> None:
         """Refuse ``key`` unless it is a valid id no ``cls`` has yet (Conflict: it already exists)."""

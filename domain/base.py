@@ -2,7 +2,8 @@
 
 Every event has an explicit ``at: datetime`` (UTC) passed in by the caller; the library's own
 ``timestamp`` is set to the same instant, so a rebuild from the log is deterministic. Projections
-read ``at``. Aggregate ids are ``domain.ids.aggregate_id(KIND, key)``.
+read ``at``. Aggregate ids are ``domain.ids.aggregate_id(ID_KIND, key)``, ``key`` being the
+created event's ``ID_KEY`` field (``"default"`` for a singleton, whose ``ID_KEY`` is empty).
 
 Attributes an aggregate gets from its events are declared once, in a plain class it inherits
 (``Job(DomainAggregate, JobFields)``): an annotation in the aggregate's own body would make
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, Self
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, CanInitAggregate, CanMutateAggregate
 
 from domain.errors import ValidationFailed
+from domain.ids import aggregate_id
 
 __all__ = ["DomainAggregate", "check_count", "check_text", "check_utc"]
 
@@ -49,10 +52,17 @@ def check_text(value: str, *, where: str, max_length: int = 1000) -> None:
 class DomainAggregate(Aggregate):
     """Base of this package's aggregates: ``_create_at`` and ``_record`` stamp ``at`` on events."""
 
+    ID_KIND, ID_KEY = "", ""  # each aggregate sets both (module docstring)
+
+    @classmethod
+    def create_id(cls, key: str = "default") -> UUID:
+        return aggregate_id(cls.ID_KIND, key)
+
     @classmethod
     def _create_at(cls, event_class: type[CanInitAggregate[Any]], at: datetime, **fields: Any) -> Self:
         at = check_utc(at)
-        return cls._create(event_class, at=at, timestamp=at, **fields)
+        key = fields[cls.ID_KEY] if cls.ID_KEY else "default"
+        return cls._create(event_class, id=cls.create_id(key), at=at, timestamp=at, **fields)
 
     def _record(self, event_class: type[CanMutateAggregate[Any]], at: datetime, **fields: Any) -> None:
         at = check_utc(at)

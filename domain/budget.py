@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 from domain.money import check_period
 
 __all__ = [
@@ -86,7 +85,9 @@ class BudgetFields:
 
 
 class Budget(DomainAggregate, BudgetFields):
-    """Id ``aggregate_id("budget", user_id)``. ``alerts[period]`` lists the thresholds alerted."""
+    """``alerts[period]`` lists the thresholds alerted."""
+
+    ID_KIND, ID_KEY = "budget", "user_id"
 
     class Created(Aggregate.Created):
         user_id: str
@@ -116,10 +117,6 @@ class Budget(DomainAggregate, BudgetFields):
         def apply(self, budget: Budget) -> None:
             budget.alerts.setdefault(self.period, []).append(self.threshold_pct)
             budget.updated_at = self.at
-
-    @staticmethod
-    def create_id(user_id: str) -> UUID:
-        return aggregate_id("budget", user_id)
 
     @classmethod
     def create(cls, user_id: str, at: datetime) -> Budget:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_text
 from domain.errors import Conflict, NotFound, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 
 __all__ = ["SOURCE_KINDS", "BaseModelCatalogue", "BaseModelCatalogueFields", "SourceKind"]
 
@@ -31,10 +30,12 @@ class BaseModelCatalogueFields:
 
 
 class BaseModelCatalogue(DomainAggregate, BaseModelCatalogueFields):
-    """Id ``aggregate_id("base_model_catalogue", "default")``.
+    """The one catalogue (a singleton).
 
     ``models[name]`` is ``{"source_kind", "source", "chat_template", "added_at"}``.
     """
+
+    ID_KIND, ID_KEY = "base_model_catalogue", ""
 
     class Created(Aggregate.Created):
         at: datetime
@@ -65,10 +66,6 @@ class BaseModelCatalogue(DomainAggregate, BaseModelCatalogueFields):
         def apply(self, catalogue: BaseModelCatalogue) -> None:
             catalogue.models.pop(self.name, None)
             catalogue.updated_at = self.at
-
-    @staticmethod
-    def create_id() -> UUID:
-        return aggregate_id("base_model_catalogue", "default")
 
     @classmethod
     def create(cls, at: datetime) -> BaseModelCatalogue:

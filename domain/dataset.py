@@ -15,13 +15,12 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id, check_ids
+from domain.ids import check_id, check_ids
 
 __all__ = ["Dataset", "DatasetFields", "check_deletable", "check_filename", "check_sha256"]
 
@@ -74,7 +73,9 @@ class DatasetFields:
 
 
 class Dataset(DomainAggregate, DatasetFields):
-    """Id ``aggregate_id("dataset", dataset_id)``. ``status``: uploaded, validated, rejected, deleted."""
+    """``status``: uploaded, validated, rejected, deleted."""
+
+    ID_KIND, ID_KEY = "dataset", "dataset_id"
 
     class Uploaded(Aggregate.Created):
         dataset_id: str
@@ -112,10 +113,6 @@ class Dataset(DomainAggregate, DatasetFields):
 
         def apply(self, ds: Dataset) -> None:
             ds.status, ds.updated_at = "deleted", self.at
-
-    @staticmethod
-    def create_id(dataset_id: str) -> UUID:
-        return aggregate_id("dataset", dataset_id)
 
     @classmethod
     def upload(

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text, check_utc
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id, check_ids
+from domain.ids import check_id, check_ids
 from domain.job_states import (
     ACTIVE_STATES,
     CANCELLABLE_STATES,
@@ -76,7 +75,9 @@ class JobFields:
 
 
 class Job(DomainAggregate, JobFields):
-    """A fine-tuning job in a user's partition; id ``aggregate_id("job", job_id)``."""
+    """A fine-tuning job in a user's partition."""
+
+    ID_KIND, ID_KEY = "job", "job_id"
 
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
@@ -244,12 +245,6 @@ class Job(DomainAggregate, JobFields):
             job._move(S.LOST, self.at)
             if self.last_heartbeat_at is not None:
                 job.last_heartbeat_at = self.last_heartbeat_at
-
-    # ---- identity ----
-
-    @staticmethod
-    def create_id(job_id: str) -> UUID:
-        return aggregate_id("job", job_id)
 
     # ---- commands ----
 

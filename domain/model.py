@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
-from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import Aggregate
@@ -13,7 +12,7 @@ from eventsourcing.domain import Aggregate
 from domain.base import DomainAggregate, check_count, check_text
 from domain.dataset import check_deletable, check_sha256
 from domain.errors import ValidationFailed
-from domain.ids import aggregate_id, check_ids
+from domain.ids import check_ids
 
 __all__ = ["MODEL_KINDS", "Model", "ModelFields", "ModelKind", "ModelWeights"]
 
@@ -50,7 +49,9 @@ class ModelFields:
 
 
 class Model(DomainAggregate, ModelFields):
-    """Id ``aggregate_id("model", model_id)``. ``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
+    """``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
+
+    ID_KIND, ID_KEY = "model", "model_id"
 
     class Registered(Aggregate.Created):
         model_id: str
@@ -80,10 +81,6 @@ class Model(DomainAggregate, ModelFields):
 
         def apply(self, model: Model) -> None:
             model.status, model.updated_at = "deleted", self.at
-
-    @staticmethod
-    def create_id(model_id: str) -> UUID:
-        return aggregate_id("model", model_id)
 
     @classmethod
     def register(

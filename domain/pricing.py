@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_utc
 from domain.errors import Conflict, NotFound, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 
 __all__ = [
     "DEFAULT_PRICES_USD_MICROS_PER_HOUR",
@@ -59,11 +58,13 @@ class PriceListFields:
 
 
 class PriceList(DomainAggregate, PriceListFields):
-    """The one price list, id ``aggregate_id("price_list", "default")``.
+    """The one price list (a singleton).
 
     ``prices[gpu_type]`` is a list of ``{"effective_at": datetime, "usd_micros_per_hour": int}``
     in time order.
     """
+
+    ID_KIND, ID_KEY = "price_list", ""
 
     class Created(Aggregate.Created):
         at: datetime
@@ -81,10 +82,6 @@ class PriceList(DomainAggregate, PriceListFields):
             entry = {"effective_at": self.effective_at, "usd_micros_per_hour": self.usd_micros_per_hour}
             price_list.prices.setdefault(self.gpu_type, []).append(entry)
             price_list.updated_at = self.at
-
-    @staticmethod
-    def create_id() -> UUID:
-        return aggregate_id("price_list", "default")
 
     @classmethod
     def create(cls, at: datetime) -> PriceList:

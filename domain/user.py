@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Literal
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text
 from domain.errors import Conflict, Forbidden, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT_JOBS",
@@ -56,7 +55,9 @@ class UserFields:
 
 
 class User(DomainAggregate, UserFields):
-    """Id ``aggregate_id("user", user_id)``. ``status`` is ``active`` or ``suspended``."""
+    """``status`` is ``active`` or ``suspended``."""
+
+    ID_KIND, ID_KEY = "user", "user_id"
 
     class Registered(Aggregate.Created):
         user_id: str
@@ -115,10 +116,6 @@ class User(DomainAggregate, UserFields):
                 self.max_dataset_bytes,
             )
             user.updated_at = self.at
-
-    @staticmethod
-    def create_id(user_id: str) -> UUID:
-        return aggregate_id("user", user_id)
 
     @classmethod
     def register(cls, *, user_id: str, email: str, password_hash: str, role: str, at: datetime) -> User:
