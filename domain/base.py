@@ -13,16 +13,17 @@ read models (``domain.read_models``) are built from the same declarations.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Self
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, CanInitAggregate, CanMutateAggregate
 
-from domain.errors import ValidationFailed
+from domain.errors import Conflict, ValidationFailed
 from domain.ids import aggregate_id
 
-__all__ = ["DomainAggregate", "check_count", "check_text", "check_utc"]
+__all__ = ["Deletable", "DomainAggregate", "check_count", "check_text", "check_utc"]
 
 
 def check_utc(at: datetime, *, where: str = "at") -> datetime:
@@ -67,3 +68,30 @@ class DomainAggregate(Aggregate):
     def _record(self, event_class: type[CanMutateAggregate[Any]], at: datetime, **fields: Any) -> None:
         at = check_utc(at)
         self.trigger_event(event_class, at=at, timestamp=at, **fields)
+
+
+class Deletable(DomainAggregate):
+    """An aggregate deleted by a last event that leaves it a tombstone (``status`` ``deleted``).
+
+    Each subclass declares its own ``class Deleted(Deletable.Deleted)``, so the stored event is
+    named after it (``Dataset.Deleted``).
+    """
+
+    class Deleted(Aggregate.Event):
+        at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status, aggregate.updated_at = "deleted", self.at
+
+    def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
+        """Refused (Conflict) if it is deleted already or any job in ``active_job_ids`` uses it
+        (e.g. trains on it), naming them."""
+        what = f"{self.ID_KIND} {getattr(self, self.ID_KEY)}"
+        if self.status == "deleted":  # type: ignore[attr-defined]
+            raise Conflict(f"{what} is already deleted")
+        jobs = sorted(set(active_job_ids))
+        if jobs:
+            raise Conflict(
+                f"{what} is in use by active job(s) {', '.join(jobs)}; stop them first", code="in_use"
+            )
+        self._record(self.Deleted, at)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from domain.base import DomainAggregate, check_count, check_text
-from domain.dataset import check_deletable, check_sha256
+from domain.base import Deletable, check_count, check_text
+from domain.dataset import check_sha256
 from domain.errors import ValidationFailed
 from domain.ids import check_ids
 
@@ -48,7 +47,7 @@ class ModelFields:
     updated_at: datetime
 
 
-class Model(DomainAggregate, ModelFields):
+class Model(Deletable, ModelFields):
     """``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
 
     ID_KIND, ID_KEY = "model", "model_id"
@@ -76,11 +75,8 @@ class Model(DomainAggregate, ModelFields):
             model.status = "ready"
             model.registered_at = model.updated_at = self.at
 
-    class Deleted(Aggregate.Event):
-        at: datetime
-
-        def apply(self, model: Model) -> None:
-            model.status, model.updated_at = "deleted", self.at
+    class Deleted(Deletable.Deleted):
+        """Stored as ``Model.Deleted``."""
 
     @classmethod
     def register(
@@ -121,8 +117,3 @@ class Model(DomainAggregate, ModelFields):
             size_bytes=size_bytes,
             metrics=dict(metrics),
         )
-
-    def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
-        """Refused while a job in ``active_job_ids`` uses this model (e.g. trains on top of it)."""
-        check_deletable(f"model {self.model_id}", self.status, active_job_ids)
-        self._record(self.Deleted, at)
