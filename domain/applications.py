@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Recording
 from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoder
 from eventsourcing.utils import EnvType
+from msgspec.structs import asdict
 
 from domain.aggregate_cache import AggregateCache
 from domain.base import DomainAggregate, check_utc
@@ -597,18 +598,8 @@ class UserApp(_PartitionApp):
     ) -> Model:
         """Job ``job_id``'s ``weights`` as model ``model_id``, not saved yet; Conflict if the id is taken."""
         self._check_new(Model, model_id, "model_id")
-        return Model.register(
-            model_id=model_id,
-            user_id=self.user_id,
-            job_id=job_id,
-            base_model=base_model,
-            kind=weights.kind,
-            weights_prefix=weights.weights_prefix,
-            sha256=weights.sha256,
-            size_bytes=weights.size_bytes,
-            metrics=dict(weights.metrics),
-            at=at,
-        )
+        ids = {"model_id": model_id, "user_id": self.user_id, "job_id": job_id, "base_model": base_model}
+        return Model.register(**ids, **asdict(weights), at=at)  # the weights' fields are the rest
 
     # ---- budget ----
 
