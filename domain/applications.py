@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Recording
 from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoder
 from eventsourcing.utils import EnvType
+from msgspec.structs import asdict
 
 from domain.aggregate_cache import AggregateCache
 from domain.base import DomainAggregate, check_utc
@@ -122,7 +123,7 @@ class _PartitionApp(Application):
 
     def _load(self, cls: type[A], key: str, kind: str) -> A:
         check_id(key, kind=kind)
-        return self._load_id(cls, cls.create_id(key), f"no {kind.removesuffix('_id')} {key}", kind)  # type: ignore[attr-defined]
+        return self._load_id(cls, cls.create_id(key), f"no {kind.removesuffix('_id')} {key}", kind)
 
     def _load_id(self, cls: type[A], aggregate_id: Any, missing: str, where: str | None) -> A:
         aggregate = self._find(aggregate_id)
@@ -138,7 +139,7 @@ class _PartitionApp(Application):
             return None
 
     def _exists(self, cls: type[DomainAggregate], *key: str) -> bool:
-        return cls.create_id(*key) in self.repository  # type: ignore[attr-defined, no-any-return]
+        return cls.create_id(*key) in self.repository
 
     def _check_new(self, cls: type[DomainAggregate], key: str, kind: str) -> None:
         """Refuse ``key`` unless it is a valid id no ``cls`` has yet (Conflict: it already exists)."""
@@ -597,18 +598,8 @@ class UserApp(_PartitionApp):
     ) -> Model:
         """Job ``job_id``'s ``weights`` as model ``model_id``, not saved yet; Conflict if the id is taken."""
         self._check_new(Model, model_id, "model_id")
-        return Model.register(
-            model_id=model_id,
-            user_id=self.user_id,
-            job_id=job_id,
-            base_model=base_model,
-            kind=weights.kind,
-            weights_prefix=weights.weights_prefix,
-            sha256=weights.sha256,
-            size_bytes=weights.size_bytes,
-            metrics=dict(weights.metrics),
-            at=at,
-        )
+        ids = {"model_id": model_id, "user_id": self.user_id, "job_id": job_id, "base_model": base_model}
+        return Model.register(**ids, **asdict(weights), at=at)  # the weights' fields are the rest
 
     # ---- budget ----
 

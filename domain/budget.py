@@ -15,19 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 from domain.money import check_period
 
 __all__ = [
     "DEFAULT_THRESHOLDS_PCT",
     "Budget",
+    "BudgetFields",
     "check_thresholds",
     "crossed_thresholds",
     "newly_crossed",
@@ -73,15 +72,22 @@ def would_exceed(
     )
 
 
-class Budget(DomainAggregate):
-    """Id ``aggregate_id("budget", user_id)``. ``alerts[period]`` lists the thresholds alerted."""
+class BudgetFields:
+    """What a ``Budget`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        user_id: str
-        monthly_limit_usd_micros: int | None
-        thresholds_pct: list[int]
-        alerts: dict[str, list[int]]
-        updated_at: datetime
+    user_id: str
+    monthly_limit_usd_micros: int | None
+    thresholds_pct: list[int]
+    alerts: dict[str, list[int]]
+    """Thresholds alerted, per period (``"2026-03"``)."""
+    updated_at: datetime
+
+
+class Budget(DomainAggregate, BudgetFields):
+    """``alerts[period]`` lists the thresholds alerted."""
+
+    ID_KIND, ID_KEY = "budget", "user_id"
 
     class Created(Aggregate.Created):
         user_id: str
@@ -111,10 +117,6 @@ class Budget(DomainAggregate):
         def apply(self, budget: Budget) -> None:
             budget.alerts.setdefault(self.period, []).append(self.threshold_pct)
             budget.updated_at = self.at
-
-    @staticmethod
-    def create_id(user_id: str) -> UUID:
-        return aggregate_id("budget", user_id)
 
     @classmethod
     def create(cls, user_id: str, at: datetime) -> Budget:

@@ -7,30 +7,35 @@ id), ``builtin`` (made here, no download) and ``local`` (a folder on the server)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
+from typing import Any, Literal
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_text
 from domain.errors import Conflict, NotFound, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 
-__all__ = ["SOURCE_KINDS", "BaseModelCatalogue", "SourceKind"]
+__all__ = ["SOURCE_KINDS", "BaseModelCatalogue", "BaseModelCatalogueFields", "SourceKind"]
 
 SourceKind = Literal["hub", "builtin", "local"]
 SOURCE_KINDS: tuple[str, ...] = ("hub", "builtin", "local")
 
 
-class BaseModelCatalogue(DomainAggregate):
-    """Id ``aggregate_id("base_model_catalogue", "default")``.
+class BaseModelCatalogueFields:
+    """What a ``BaseModelCatalogue`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
+
+    models: dict[str, dict[str, Any]]
+    updated_at: datetime
+
+
+class BaseModelCatalogue(DomainAggregate, BaseModelCatalogueFields):
+    """The one catalogue (a singleton).
 
     ``models[name]`` is ``{"source_kind", "source", "chat_template", "added_at"}``.
     """
 
-    if TYPE_CHECKING:
-        models: dict[str, dict[str, Any]]
-        updated_at: datetime
+    ID_KIND, ID_KEY = "base_model_catalogue", ""
 
     class Created(Aggregate.Created):
         at: datetime
@@ -61,10 +66,6 @@ class BaseModelCatalogue(DomainAggregate):
         def apply(self, catalogue: BaseModelCatalogue) -> None:
             catalogue.models.pop(self.name, None)
             catalogue.updated_at = self.at
-
-    @staticmethod
-    def create_id() -> UUID:
-        return aggregate_id("base_model_catalogue", "default")
 
     @classmethod
     def create(cls, at: datetime) -> BaseModelCatalogue:

@@ -12,18 +12,16 @@ and names them in its ``Conflict``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.base import DomainAggregate, check_count, check_text
+from domain.base import Deletable, check_count, check_text
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id, check_ids
+from domain.ids import check_id, check_ids
 
-__all__ = ["Dataset", "check_deletable", "check_filename", "check_sha256"]
+__all__ = ["Dataset", "DatasetFields", "check_filename", "check_sha256"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -45,32 +43,28 @@ def check_filename(filename: str) -> None:
         raise ValidationFailed(f"not a plain file name: {filename!r:.60}", where="filename")
 
 
-def check_deletable(what: str, status: str, active_job_ids: Iterable[str]) -> None:
-    """Refuse to delete ``what`` (Conflict) if it is deleted already or any job in ``active_job_ids``
-    uses it, naming them."""
-    if status == "deleted":
-        raise Conflict(f"{what} is already deleted")
-    jobs = sorted(set(active_job_ids))
-    if jobs:
-        raise Conflict(f"{what} is in use by active job(s) {', '.join(jobs)}; stop them first", code="in_use")
+class DatasetFields:
+    """What a ``Dataset`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
+
+    dataset_id: str
+    user_id: str
+    filename: str
+    size_bytes: int
+    sha256: str
+    status: str
+    format: str | None
+    rows: int | None
+    stats: dict[str, Any]
+    errors: list[dict[str, Any]]
+    uploaded_at: datetime
+    updated_at: datetime
 
 
-class Dataset(DomainAggregate):
-    """Id ``aggregate_id("dataset", dataset_id)``. ``status``: uploaded, validated, rejected, deleted."""
+class Dataset(Deletable, DatasetFields):
+    """``status``: uploaded, validated, rejected, deleted."""
 
-    if TYPE_CHECKING:
-        dataset_id: str
-        user_id: str
-        filename: str
-        size_bytes: int
-        sha256: str
-        status: str
-        format: str | None
-        rows: int | None
-        stats: dict[str, Any]
-        errors: list[dict[str, Any]]
-        uploaded_at: datetime
-        updated_at: datetime
+    ID_KIND, ID_KEY = "dataset", "dataset_id"
 
     class Uploaded(Aggregate.Created):
         dataset_id: str
@@ -103,15 +97,8 @@ class Dataset(DomainAggregate):
         def apply(self, ds: Dataset) -> None:
             ds.status, ds.errors, ds.updated_at = "rejected", [dict(e) for e in self.errors], self.at
 
-    class Deleted(Aggregate.Event):
-        at: datetime
-
-        def apply(self, ds: Dataset) -> None:
-            ds.status, ds.updated_at = "deleted", self.at
-
-    @staticmethod
-    def create_id(dataset_id: str) -> UUID:
-        return aggregate_id("dataset", dataset_id)
+    class Deleted(Deletable.Deleted):
+        """Stored as ``Dataset.Deleted``."""
 
     @classmethod
     def upload(
@@ -155,10 +142,6 @@ class Dataset(DomainAggregate):
             check_text(message, where="errors.message", max_length=2000)  # type: ignore[arg-type]
             cleaned.append({"line": line, "message": message})
         self._record(self.Rejected, at, errors=cleaned)
-
-    def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
-        check_deletable(f"dataset {self.dataset_id}", self.status, active_job_ids)
-        self._record(self.Deleted, at)
 
     def check_usable(self) -> None:
         """Refuse (Conflict) unless a job may train on this dataset: it must be validated."""

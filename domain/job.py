@@ -13,14 +13,13 @@ accepted in any state once the attempt has started (the last batch may arrive af
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from typing import Any
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text, check_utc
 from domain.errors import Conflict, ValidationFailed
-from domain.ids import aggregate_id, check_id, check_ids
+from domain.ids import check_id, check_ids
 from domain.job_states import (
     ACTIVE_STATES,
     CANCELLABLE_STATES,
@@ -32,46 +31,53 @@ from domain.job_states import (
 from domain.money import JobCostSummary, UsageGroupKey, add_usage, check_period, summarize_job_cost
 from domain.pricing import check_gpu_type
 
-__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "TRANSITIONS", "Job", "JobState"]
+__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "TRANSITIONS", "Job", "JobFields", "JobState"]
 
 
 S = JobState
 
 
-class Job(DomainAggregate):
-    """A fine-tuning job in a user's partition; id ``aggregate_id("job", job_id)``."""
+class JobFields:
+    """What a ``Job`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        job_id: str
-        user_id: str
-        base_model: str
-        dataset_id: str
-        model_id: str
-        config: dict[str, Any]
-        gpu_type: str
-        gpu_count: int
-        max_cost_usd_micros: int | None
-        estimate_usd_micros: int | None
-        state: JobState
-        attempt: int
-        step: int
-        progress_attempt: int
-        total_steps: int | None
-        epoch: float | None
-        loss: float | None
-        tokens: int
-        checkpoint: dict[str, Any] | None
-        stop_reason: str | None
-        error: str | None
-        metrics: dict[str, Any]
-        usage: dict[str, int]
-        metered_seq: dict[str, int]
-        alerts: list[str]
-        submitted_at: datetime
-        started_at: datetime | None
-        finished_at: datetime | None
-        updated_at: datetime
-        last_heartbeat_at: datetime | None
+    job_id: str
+    user_id: str
+    base_model: str
+    dataset_id: str
+    model_id: str
+    config: dict[str, Any]
+    gpu_type: str
+    gpu_count: int
+    max_cost_usd_micros: int | None
+    estimate_usd_micros: int | None
+    state: JobState
+    attempt: int
+    step: int
+    progress_attempt: int
+    total_steps: int | None
+    epoch: float | None
+    loss: float | None
+    tokens: int
+    checkpoint: dict[str, Any] | None
+    stop_reason: str | None
+    error: str | None
+    metrics: dict[str, Any]
+    usage: dict[str, int]
+    metered_seq: dict[str, int]
+    alerts: list[str]
+    """Alerts raised, as ``"<scope>:<threshold_pct>"``."""
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    last_heartbeat_at: datetime | None
+
+
+class Job(DomainAggregate, JobFields):
+    """A fine-tuning job in a user's partition."""
+
+    ID_KIND, ID_KEY = "job", "job_id"
 
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
@@ -239,12 +245,6 @@ class Job(DomainAggregate):
             job._move(S.LOST, self.at)
             if self.last_heartbeat_at is not None:
                 job.last_heartbeat_at = self.last_heartbeat_at
-
-    # ---- identity ----
-
-    @staticmethod
-    def create_id(job_id: str) -> UUID:
-        return aggregate_id("job", job_id)
 
     # ---- commands ----
 

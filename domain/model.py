@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
+from typing import Any, Literal
 
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from domain.base import DomainAggregate, check_count, check_text
-from domain.dataset import check_deletable, check_sha256
+from domain.base import Deletable, check_count, check_text
+from domain.dataset import check_sha256
 from domain.errors import ValidationFailed
-from domain.ids import aggregate_id, check_ids
+from domain.ids import check_ids
 
-__all__ = ["MODEL_KINDS", "Model", "ModelKind", "ModelWeights"]
+__all__ = ["MODEL_KINDS", "Model", "ModelFields", "ModelKind", "ModelWeights"]
 
 ModelKind = Literal["lora", "full"]
 MODEL_KINDS: tuple[str, ...] = ("lora", "full")
@@ -31,22 +29,28 @@ class ModelWeights(msgspec.Struct, frozen=True, kw_only=True):
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Model(DomainAggregate):
-    """Id ``aggregate_id("model", model_id)``. ``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
+class ModelFields:
+    """What a ``Model`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        model_id: str
-        user_id: str
-        job_id: str
-        base_model: str
-        kind: str
-        weights_prefix: str
-        sha256: str
-        size_bytes: int
-        metrics: dict[str, Any]
-        status: str
-        registered_at: datetime
-        updated_at: datetime
+    model_id: str
+    user_id: str
+    job_id: str
+    base_model: str
+    kind: str
+    weights_prefix: str
+    sha256: str
+    size_bytes: int
+    metrics: dict[str, Any]
+    status: str
+    registered_at: datetime
+    updated_at: datetime
+
+
+class Model(Deletable, ModelFields):
+    """``kind``: ``lora`` (adapter) or ``full`` (all weights)."""
+
+    ID_KIND, ID_KEY = "model", "model_id"
 
     class Registered(Aggregate.Created):
         model_id: str
@@ -71,15 +75,8 @@ class Model(DomainAggregate):
             model.status = "ready"
             model.registered_at = model.updated_at = self.at
 
-    class Deleted(Aggregate.Event):
-        at: datetime
-
-        def apply(self, model: Model) -> None:
-            model.status, model.updated_at = "deleted", self.at
-
-    @staticmethod
-    def create_id(model_id: str) -> UUID:
-        return aggregate_id("model", model_id)
+    class Deleted(Deletable.Deleted):
+        """Stored as ``Model.Deleted``."""
 
     @classmethod
     def register(
@@ -120,8 +117,3 @@ class Model(DomainAggregate):
             size_bytes=size_bytes,
             metrics=dict(metrics),
         )
-
-    def delete(self, at: datetime, active_job_ids: Iterable[str] = ()) -> None:
-        """Refused while a job in ``active_job_ids`` uses this model (e.g. trains on top of it)."""
-        check_deletable(f"model {self.model_id}", self.status, active_job_ids)
-        self._record(self.Deleted, at)

@@ -9,17 +9,22 @@ already metered keeps the price it was metered at (``Job.UsageMetered.usd_micros
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from typing import Any
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_utc
 from domain.errors import Conflict, NotFound, ValidationFailed
 from domain.gpu_types import GPU_TYPES
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 
-__all__ = ["DEFAULT_PRICES_USD_MICROS_PER_HOUR", "GPU_TYPE_PATTERN", "PriceList", "check_gpu_type"]
+__all__ = [
+    "DEFAULT_PRICES_USD_MICROS_PER_HOUR",
+    "GPU_TYPE_PATTERN",
+    "PriceList",
+    "PriceListFields",
+    "check_gpu_type",
+]
 
 GPU_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 """Same shape as ``TrainingConfig.gpu_type``: lower-case letters, digits, ``-``, ``_``."""
@@ -38,16 +43,22 @@ def check_gpu_type(gpu_type: str) -> None:
         )
 
 
-class PriceList(DomainAggregate):
-    """The one price list, id ``aggregate_id("price_list", "default")``.
+class PriceListFields:
+    """What a ``PriceList`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
+
+    prices: dict[str, list[dict[str, Any]]]
+    updated_at: datetime
+
+
+class PriceList(DomainAggregate, PriceListFields):
+    """The one price list (a singleton).
 
     ``prices[gpu_type]`` is a list of ``{"effective_at": datetime, "usd_micros_per_hour": int}``
     in time order.
     """
 
-    if TYPE_CHECKING:
-        prices: dict[str, list[dict[str, Any]]]
-        updated_at: datetime
+    ID_KIND, ID_KEY = "price_list", ""
 
     class Created(Aggregate.Created):
         at: datetime
@@ -65,10 +76,6 @@ class PriceList(DomainAggregate):
             entry = {"effective_at": self.effective_at, "usd_micros_per_hour": self.usd_micros_per_hour}
             price_list.prices.setdefault(self.gpu_type, []).append(entry)
             price_list.updated_at = self.at
-
-    @staticmethod
-    def create_id() -> UUID:
-        return aggregate_id("price_list", "default")
 
     @classmethod
     def create(cls, at: datetime) -> PriceList:

@@ -1,8 +1,9 @@
 """Read models: what application queries and commands return, plain msgspec Structs, never aggregates.
 
 Each is a read-only copy of one aggregate's current state (not to be confused with the
-projections' JSON views, built from events). Each ``*_view(aggregate)`` builds one from an
-aggregate's current state. ``version`` is the
+projections' JSON views, built from events): its fields are those the aggregate declares
+(``JobFields`` ...), less what stays inside, plus what a reader needs computed. Each
+``*_view(aggregate)`` builds one from an aggregate's current state. ``version`` is the
 aggregate's version; pass it back as ``expected_version`` to refuse a write if anything
 changed meanwhile. Money is integer micro-dollars, times are aware UTC datetimes.
 """
@@ -10,18 +11,18 @@ changed meanwhile. Money is integer micro-dollars, times are aware UTC datetimes
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import msgspec
 
-from domain.budget import Budget
+from domain.budget import Budget, BudgetFields
 from domain.catalogue import BaseModelCatalogue
-from domain.dataset import Dataset
-from domain.job import Job
+from domain.dataset import Dataset, DatasetFields
+from domain.job import Job, JobFields
 from domain.job_states import JobState
-from domain.model import Model
+from domain.model import Model, ModelFields
 from domain.money import UsageLine
-from domain.user import User
+from domain.user import User, UserFields
 
 __all__ = [
     "BaseModelView",
@@ -46,16 +47,20 @@ __all__ = [
 V = TypeVar("V", bound=msgspec.Struct)
 
 
-class UserView(msgspec.Struct, frozen=True, kw_only=True):
-    user_id: str
-    email: str
-    role: str
-    status: str
-    suspended_reason: str | None
-    max_concurrent_jobs: int
-    max_dataset_bytes: int
-    registered_at: datetime
-    last_login_at: datetime | None
+def _declared(fields: type, *, leave_out: tuple[str, ...] = ()) -> type[msgspec.Struct]:
+    """A frozen Struct of the attributes an aggregate declares in ``fields``, in order, less ``leave_out``."""
+    hints = get_type_hints(fields)
+    kept = [(name, hint) for name, hint in hints.items() if name not in leave_out]
+    return msgspec.defstruct(fields.__name__, kept, frozen=True, kw_only=True, module=__name__)
+
+
+class UserView(
+    _declared(UserFields, leave_out=("password_hash", "updated_at")),  # type: ignore[misc]
+    frozen=True,
+    kw_only=True,
+):
+    """A user's declared fields, less the password hash and ``updated_at``."""
+
     version: int
 
 
@@ -91,19 +96,9 @@ class BaseModelView(msgspec.Struct, frozen=True, kw_only=True):
     added_at: datetime
 
 
-class DatasetView(msgspec.Struct, frozen=True, kw_only=True):
-    dataset_id: str
-    user_id: str
-    filename: str
-    size_bytes: int
-    sha256: str
-    status: str
-    format: str | None
-    rows: int | None
-    stats: dict[str, Any]
-    errors: list[dict[str, Any]]
-    uploaded_at: datetime
-    updated_at: datetime
+class DatasetView(_declared(DatasetFields), frozen=True, kw_only=True):  # type: ignore[misc]
+    """A dataset's declared fields."""
+
     version: int
 
 
@@ -114,63 +109,33 @@ class CheckpointView(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
 
 
-class JobView(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    user_id: str
-    state: JobState
-    base_model: str
-    dataset_id: str
-    model_id: str
-    config: dict[str, Any]
-    gpu_type: str
-    gpu_count: int
-    max_cost_usd_micros: int | None
-    estimate_usd_micros: int | None
-    attempt: int
-    step: int
-    total_steps: int | None
-    epoch: float | None
-    loss: float | None
-    tokens: int
+class JobView(
+    _declared(JobFields, leave_out=("progress_attempt", "checkpoint", "usage", "metered_seq")),  # type: ignore[misc]
+    frozen=True,
+    kw_only=True,
+):
+    """A job's declared fields, less its bookkeeping, with its cost summed (``Job.cost``)."""
+
     last_checkpoint: CheckpointView | None
-    stop_reason: str | None
-    error: str | None
-    metrics: dict[str, Any]
     gpu_ms: int
     cost_usd_micros: int
     usage: list[UsageLine]
-    alerts: list[str]
-    """Alerts raised, as ``"<scope>:<threshold_pct>"``."""
-    submitted_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-    last_heartbeat_at: datetime | None
     version: int
 
 
-class ModelView(msgspec.Struct, frozen=True, kw_only=True):
-    model_id: str
-    user_id: str
-    job_id: str
-    base_model: str
-    kind: str
-    weights_prefix: str
-    sha256: str
-    size_bytes: int
-    metrics: dict[str, Any]
-    status: str
-    registered_at: datetime
-    updated_at: datetime
+class ModelView(_declared(ModelFields), frozen=True, kw_only=True):  # type: ignore[misc]
+    """A model's declared fields."""
+
     version: int
 
 
-class BudgetView(msgspec.Struct, frozen=True, kw_only=True):
-    user_id: str
-    monthly_limit_usd_micros: int | None
-    thresholds_pct: list[int]
-    alerts: dict[str, list[int]]
-    """Thresholds alerted, per period (``"2026-03"``)."""
+class BudgetView(
+    _declared(BudgetFields, leave_out=("updated_at",)),  # type: ignore[misc]
+    frozen=True,
+    kw_only=True,
+):
+    """A budget's declared fields, less ``updated_at``."""
+
     version: int
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
-from uuid import UUID
+from typing import Literal
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text
 from domain.errors import Conflict, Forbidden, ValidationFailed
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT_JOBS",
@@ -19,6 +18,7 @@ __all__ = [
     "ROLES",
     "Role",
     "User",
+    "UserFields",
     "normalize_email",
 ]
 
@@ -37,21 +37,27 @@ def normalize_email(email: str) -> str:
     return value
 
 
-class User(DomainAggregate):
-    """Id ``aggregate_id("user", user_id)``. ``status`` is ``active`` or ``suspended``."""
+class UserFields:
+    """What a ``User`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        user_id: str
-        email: str
-        password_hash: str
-        role: str
-        status: str
-        suspended_reason: str | None
-        max_concurrent_jobs: int
-        max_dataset_bytes: int
-        registered_at: datetime
-        last_login_at: datetime | None
-        updated_at: datetime
+    user_id: str
+    email: str
+    password_hash: str
+    role: str
+    status: str
+    suspended_reason: str | None
+    max_concurrent_jobs: int
+    max_dataset_bytes: int
+    registered_at: datetime
+    last_login_at: datetime | None
+    updated_at: datetime
+
+
+class User(DomainAggregate, UserFields):
+    """``status`` is ``active`` or ``suspended``."""
+
+    ID_KIND, ID_KEY = "user", "user_id"
 
     class Registered(Aggregate.Created):
         user_id: str
@@ -110,10 +116,6 @@ class User(DomainAggregate):
                 self.max_dataset_bytes,
             )
             user.updated_at = self.at
-
-    @staticmethod
-    def create_id(user_id: str) -> UUID:
-        return aggregate_id("user", user_id)
 
     @classmethod
     def register(cls, *, user_id: str, email: str, password_hash: str, role: str, at: datetime) -> User:

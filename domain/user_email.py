@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate
-from domain.ids import aggregate_id, check_id
+from domain.ids import check_id
 from domain.user import normalize_email
 
-__all__ = ["UserEmail"]
+__all__ = ["UserEmail", "UserEmailFields"]
 
 
-class UserEmail(DomainAggregate):
-    """Id ``aggregate_id("user_email", email)``; saved with the ``User`` it points to."""
+class UserEmailFields:
+    """What a ``UserEmail`` knows, set by its events (declared here, not in the aggregate's body:
+    see ``domain.base``)."""
 
-    if TYPE_CHECKING:
-        email: str
-        user_id: str
+    email: str
+    user_id: str
+
+
+class UserEmail(DomainAggregate, UserEmailFields):
+    """Keyed by the normalized email; saved with the ``User`` it points to."""
+
+    ID_KIND, ID_KEY = "user_email", "email"
+
+    @classmethod
+    def create_id(cls, key: str = "default") -> UUID:
+        return super().create_id(normalize_email(key))
 
     class Claimed(Aggregate.Created):
         email: str
@@ -29,10 +38,6 @@ class UserEmail(DomainAggregate):
 
         def apply(self, index: UserEmail) -> None:
             index.email, index.user_id = self.email, self.user_id
-
-    @staticmethod
-    def create_id(email: str) -> UUID:
-        return aggregate_id("user_email", normalize_email(email))
 
     @classmethod
     def claim(cls, *, email: str, user_id: str, at: datetime) -> UserEmail:

@@ -28,7 +28,7 @@ from domain.budget import Budget
 from domain.job import Job
 from domain.money import dollars
 from projections import usage
-from projections.render import event_name, iso, month_start, seconds
+from projections.render import event_name, event_names, iso, month_start, seconds
 from views.rows import BudgetView, GpuUsage, Rate
 
 __all__ = [
@@ -44,9 +44,7 @@ __all__ = [
     "touched",
 ]
 
-EVENTS = frozenset(
-    cls.__qualname__ for cls in (Job.Submitted, Job.UsageMetered, Budget.BudgetSet, Budget.AlertRaised)
-)
+EVENTS = event_names(Job.Submitted, Job.UsageMetered, Budget.BudgetSet, Budget.AlertRaised)
 BILLING = "billing"
 HISTORY = "billing_history"
 

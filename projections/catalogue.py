@@ -8,13 +8,11 @@ from typing import Any
 import msgspec
 
 from domain.catalogue import BaseModelCatalogue
-from projections.render import event_name, iso
+from projections.render import event_name, event_names, iso
 
 __all__ = ["EVENTS", "BaseModel", "CatalogueView", "fold", "view"]
 
-EVENTS = frozenset(
-    cls.__qualname__ for cls in (BaseModelCatalogue.BaseModelAdded, BaseModelCatalogue.BaseModelRemoved)
-)
+EVENTS = event_names(BaseModelCatalogue.BaseModelAdded, BaseModelCatalogue.BaseModelRemoved)
 
 
 class BaseModel(msgspec.Struct, frozen=True):

@@ -13,8 +13,8 @@ import msgspec
 from msgspec.structs import replace
 
 from domain.dataset import Dataset
-from projections.listing import copied, opened, ordered_rows
-from projections.render import event_name
+from projections.listing import copied, opened, ordered_rows, started_by
+from projections.render import event_name, event_names
 from views.rows import DatasetRow, LineError
 
 __all__ = [
@@ -30,17 +30,12 @@ __all__ = [
     "row",
 ]
 
-EVENTS = frozenset(
-    cls.__qualname__ for cls in (Dataset.Uploaded, Dataset.Validated, Dataset.Rejected, Dataset.Deleted)
-)
+EVENTS = event_names(Dataset.Uploaded, Dataset.Validated, Dataset.Rejected, Dataset.Deleted)
 
 
-class DatasetState(msgspec.Struct, frozen=True):
-    dataset_id: str
-    user_id: str
-    filename: str
-    size_bytes: int
-    sha256: str
+class DatasetState(started_by(Dataset.Uploaded), frozen=True):  # type: ignore[misc]
+    """What ``Dataset.Uploaded`` records, then what the views add."""
+
     created_at: datetime
     updated_at: datetime
     status: str = "uploaded"

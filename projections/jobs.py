@@ -19,8 +19,8 @@ from domain.job_states import TERMINAL_STATES
 from domain.job_states import JobState as Status
 from domain.money import dollars
 from projections import usage
-from projections.listing import copied, opened, ordered_rows
-from projections.render import event_name, iso, seconds
+from projections.listing import copied, opened, ordered_rows, started_by
+from projections.render import event_name, event_names, iso, seconds
 from views.rows import Checkpoint, GpuMetrics, JobRow, Retry
 
 __all__ = [
@@ -36,23 +36,20 @@ __all__ = [
     "row",
 ]
 
-EVENTS = frozenset(
-    cls.__qualname__
-    for cls in (
-        Job.Submitted,
-        Job.Queued,
-        Job.Started,
-        Job.ProgressReported,
-        Job.CheckpointSaved,
-        Job.UsageMetered,
-        Job.AlertRaised,
-        Job.StopRequested,
-        Job.Stopped,
-        Job.Succeeded,
-        Job.Failed,
-        Job.Retrying,
-        Job.Lost,
-    )
+EVENTS = event_names(
+    Job.Submitted,
+    Job.Queued,
+    Job.Started,
+    Job.ProgressReported,
+    Job.CheckpointSaved,
+    Job.UsageMetered,
+    Job.AlertRaised,
+    Job.StopRequested,
+    Job.Stopped,
+    Job.Succeeded,
+    Job.Failed,
+    Job.Retrying,
+    Job.Lost,
 )
 
 # event -> the job state it leads to (events not listed keep the state)
@@ -78,18 +75,10 @@ class Alert(msgspec.Struct, frozen=True):
     at: str | None
 
 
-class JobState(msgspec.Struct, frozen=True):
-    """Everything the job views show, folded from the job's events."""
+class JobState(started_by(Job.Submitted, leave_out=("config",)), frozen=True):  # type: ignore[misc]
+    """Everything the job views show, folded from the job's events: what ``Job.Submitted`` records
+    (but the training config), then the rest."""
 
-    job_id: str
-    user_id: str
-    base_model: str
-    dataset_id: str
-    model_id: str
-    gpu_type: str
-    gpu_count: int
-    max_cost_usd_micros: int | None
-    estimate_usd_micros: int | None
     created_at: datetime
     updated_at: datetime
     status_at: datetime

@@ -1,26 +1,43 @@
 """What the per-entity projections (jobs, datasets, models, users) share.
 
 Each folds one aggregate's events into a state Struct, renders an item view and a
-listing row from it, and lists its entities oldest first. The views copy most of
-their fields from the state by name; these helpers do that copying once, so a
-module names only the fields it computes.
+listing row from it, and lists its entities oldest first. A state starts as what the
+entity's first (stored) event records (``started_by``); the views copy most of their
+fields from the state by name. These helpers do that copying once, so a module names
+only the fields it adds or computes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import msgspec
+from eventsourcing.domain import Aggregate
 
 from projections.render import event_name, iso
 
-__all__ = ["copied", "opened", "ordered_rows"]
+__all__ = ["copied", "opened", "ordered_rows", "started_by"]
 
 V = TypeVar("V", bound=msgspec.Struct)
 R = TypeVar("R")
+
+
+def started_by(event_class: type, *, leave_out: tuple[str, ...] = ()) -> type[msgspec.Struct]:
+    """A frozen Struct of the fields ``event_class`` (an entity's first event) declares, in order, less
+    ``at`` and ``leave_out``: the base of the entity's state, which ``opened`` fills from the event."""
+    envelope = {f.name for f in dataclasses.fields(Aggregate.Created)}  # originator_id, timestamp ...
+    hints = get_type_hints(event_class)
+    declared = [
+        (f.name, hints[f.name])
+        for f in dataclasses.fields(event_class)  # type: ignore[arg-type]
+        if f.name not in envelope and f.name != "at" and f.name not in leave_out
+    ]
+    name = event_class.__qualname__.replace(".", "")  # Model.Registered -> ModelRegistered
+    return msgspec.defstruct(name, declared, frozen=True, module=__name__)
 
 
 def opened(

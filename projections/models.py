@@ -13,8 +13,8 @@ import msgspec
 from msgspec.structs import replace
 
 from domain.model import Model
-from projections.listing import copied, opened, ordered_rows
-from projections.render import event_name
+from projections.listing import copied, opened, ordered_rows, started_by
+from projections.render import event_name, event_names
 from views.rows import ModelRow
 
 __all__ = [
@@ -30,19 +30,12 @@ __all__ = [
     "row",
 ]
 
-EVENTS = frozenset(cls.__qualname__ for cls in (Model.Registered, Model.Deleted))
+EVENTS = event_names(Model.Registered, Model.Deleted)
 
 
-class ModelState(msgspec.Struct, frozen=True):
-    model_id: str
-    user_id: str
-    job_id: str
-    base_model: str
-    kind: str
-    weights_prefix: str
-    sha256: str | None
-    size_bytes: int | None
-    metrics: dict[str, Any] | None
+class ModelState(started_by(Model.Registered), frozen=True):  # type: ignore[misc]
+    """What ``Model.Registered`` records, then what the views add."""
+
     created_at: datetime
     updated_at: datetime
     status: str = "ready"

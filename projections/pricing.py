@@ -16,12 +16,12 @@ import msgspec
 
 from domain.money import dollars
 from domain.pricing import PriceList
-from projections.render import event_name, iso
+from projections.render import event_name, event_names, iso
 from views.rows import GpuPrice, ScheduledPrice
 
 __all__ = ["EVENTS", "PricingState", "PricingView", "fold", "view"]
 
-EVENTS = frozenset({PriceList.PriceSet.__qualname__})
+EVENTS = event_names(PriceList.PriceSet)
 
 
 class PricePoint(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["decode", "encode", "event_name", "iso", "month_start", "seconds"]
+__all__ = ["decode", "encode", "event_name", "event_names", "iso", "month_start", "seconds"]
 
 _ENCODER = msgspec.json.Encoder(decimal_format="number", order="deterministic")
 _ONE = Decimal(1)
@@ -53,3 +53,8 @@ def month_start(period: str) -> str:
 def event_name(event: object) -> str:
     """``Job.Submitted``: the event class's qualified name, how projections choose their folds."""
     return type(event).__qualname__
+
+
+def event_names(*classes: type) -> frozenset[str]:
+    """The ``event_name`` of each of these event classes: what a projection chooses its folds by."""
+    return frozenset(cls.__qualname__ for cls in classes)

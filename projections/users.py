@@ -13,8 +13,8 @@ import msgspec
 from msgspec.structs import replace
 
 from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES, User
-from projections.listing import copied, opened, ordered_rows
-from projections.render import event_name
+from projections.listing import copied, opened, ordered_rows, started_by
+from projections.render import event_name, event_names
 
 __all__ = [
     "EVENTS",
@@ -29,16 +29,13 @@ __all__ = [
     "row",
 ]
 
-EVENTS = frozenset(
-    cls.__qualname__
-    for cls in (
-        User.Registered,
-        User.LoggedIn,
-        User.PasswordChanged,
-        User.Suspended,
-        User.Reactivated,
-        User.QuotaSet,
-    )
+EVENTS = event_names(
+    User.Registered,
+    User.LoggedIn,
+    User.PasswordChanged,
+    User.Suspended,
+    User.Reactivated,
+    User.QuotaSet,
 )
 
 
@@ -47,10 +44,9 @@ class Quota(msgspec.Struct, frozen=True):
     max_dataset_bytes: int | None
 
 
-class UserState(msgspec.Struct, frozen=True):
-    user_id: str
-    email: str
-    role: str
+class UserState(started_by(User.Registered, leave_out=("password_hash",)), frozen=True):  # type: ignore[misc]
+    """What ``User.Registered`` records (never the password hash), then what the views add."""
+
     created_at: datetime
     updated_at: datetime
     status: str = "active"
