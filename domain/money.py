@@ -34,6 +34,7 @@ __all__ = [
     "check_period",
     "cost_usd_micros",
     "dollars",
+    "dollars_or_none",
     "format_usd",
     "parse_usd",
     "period_of",
@@ -120,6 +121,11 @@ def dollars(usd_micros: int) -> Decimal:
     """Exact dollars from micro-dollars, at least two decimals: 10.00, 156.78, 0.000123."""
     value = Decimal(usd_micros).scaleb(-6).normalize()
     return value.quantize(_CENTS) if value.as_tuple().exponent > -2 else value  # type: ignore[operator]
+
+
+def dollars_or_none(usd_micros: int | None) -> Decimal | None:
+    """``dollars``, keeping an absent amount absent (an optional limit or estimate)."""
+    return None if usd_micros is None else dollars(usd_micros)
 
 
 def format_usd(micros: int, *, places: int | None = None, grouping: bool = True) -> str:

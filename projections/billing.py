@@ -26,7 +26,7 @@ from msgspec.structs import replace
 
 from domain.budget import Budget
 from domain.job import Job
-from domain.money import dollars
+from domain.money import dollars, dollars_or_none
 from projections import usage
 from projections.render import event_name, event_names, iso, month_start, seconds
 from views.rows import BudgetView, GpuUsage, Rate
@@ -266,7 +266,7 @@ def billing_view(state: BillingState, position: int) -> BillingView:
     budget = remaining = None
     if state.budget is not None:
         limit = state.budget.monthly_limit_usd_micros
-        shown = None if limit is None else dollars(limit)
+        shown = dollars_or_none(limit)
         budget = BudgetView(
             monthly_limit=shown,
             monthly_limit_usd_micros=limit,
@@ -280,7 +280,7 @@ def billing_view(state: BillingState, position: int) -> BillingView:
         current_period=_period(current) if current else None,
         budget=budget,
         alerts=[_alert(a) for a in current.alerts] if current else [],
-        remaining=None if remaining is None else dollars(remaining),
+        remaining=dollars_or_none(remaining),
         remaining_usd_micros=remaining,
     )
 

@@ -17,7 +17,7 @@ from msgspec.structs import replace
 from domain.job import Job
 from domain.job_states import TERMINAL_STATES
 from domain.job_states import JobState as Status
-from domain.money import dollars
+from domain.money import dollars, dollars_or_none
 from projections import usage
 from projections.listing import copied, opened, ordered_rows, started_by
 from projections.render import event_name, event_names, iso, seconds
@@ -196,9 +196,6 @@ class StatusView(msgspec.Struct):
     updated_at: str | None
 
 
-def _maybe_dollars(usd_micros: int | None) -> Decimal | None:
-    return None if usd_micros is None else dollars(usd_micros)
-
 
 def item_view(job: JobState, position: int) -> StatusView:
     cost = usage.cost_usd_micros(job.usage)
@@ -212,8 +209,8 @@ def item_view(job: JobState, position: int) -> StatusView:
         ),
         cost=dollars(cost),
         cost_usd_micros=cost,
-        estimate=_maybe_dollars(job.estimate_usd_micros),
-        max_cost=_maybe_dollars(job.max_cost_usd_micros),
+        estimate=dollars_or_none(job.estimate_usd_micros),
+        max_cost=dollars_or_none(job.max_cost_usd_micros),
     )
 
 

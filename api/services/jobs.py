@@ -19,7 +19,7 @@ from domain.estimate import estimate_job
 from domain.ids import check_id
 from domain.job import Job
 from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
-from domain.money import dollars
+from domain.money import dollars_or_none
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
 from storage import ObjectNotFound, layout
@@ -99,9 +99,9 @@ class JobService(UserService):
             dataset_id=dataset_id,
             gpu_type=config.gpu_type,
             gpu_count=config.gpu_count,
-            estimate=_dollars(estimate.usd_micros),
+            estimate=dollars_or_none(estimate.usd_micros),
             estimate_usd_micros=estimate.usd_micros,
-            max_cost=_dollars(config.max_cost_usd_micros),
+            max_cost=dollars_or_none(config.max_cost_usd_micros),
             max_cost_usd_micros=config.max_cost_usd_micros,
             config=training_config_to_dict(config),
             warnings=warnings,
@@ -198,9 +198,6 @@ class JobService(UserService):
         text = yaml.safe_dump(config, sort_keys=True).encode()
         self.rt.bucket.write(layout.job_config(self.user_id, job_id), text)
 
-
-def _dollars(usd_micros: int | None) -> Any:
-    return None if usd_micros is None else dollars(usd_micros)
 
 
 def _job_event(event: Any) -> schemas.JobEvent:
