@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from domain.errors import Conflict, NotFound, ValidationFailed
-from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
+from domain.gpu_types import GPU_TYPES
+from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList, check_gpu_type
 from tests.unit.domain.conftest import at, refused
 
 
@@ -50,16 +51,12 @@ def test_set_price_refuses_bad_fields(gpu_type: str, price: int, where: str) -> 
     assert info.value.where == where
 
 
-def test_default_prices_cover_the_catalogue_of_gpus_and_cpu_is_not_free() -> None:
-    assert set(DEFAULT_PRICES_USD_MICROS_PER_HOUR) == {
-        "t4",
-        "l4",
-        "a100-40gb",
-        "a100-80gb",
-        "h100-80gb",
-        "h200",
-        "cpu",
-    }
+def test_default_prices_are_the_gpu_table_s_and_cpu_is_not_free() -> None:
+    assert {n: g.usd_micros_per_hour for n, g in GPU_TYPES.items()} == DEFAULT_PRICES_USD_MICROS_PER_HOUR
+    assert {"cpu", "t4", "h100-80gb", "h200"} <= set(GPU_TYPES)
     assert all(isinstance(p, int) and p > 0 for p in DEFAULT_PRICES_USD_MICROS_PER_HOUR.values())
+    assert all(g.tokens_per_s > 0 for g in GPU_TYPES.values())
+    for name in GPU_TYPES:
+        check_gpu_type(name)  # every row is a valid GPU type name
     assert DEFAULT_PRICES_USD_MICROS_PER_HOUR["cpu"] < DEFAULT_PRICES_USD_MICROS_PER_HOUR["t4"]
     assert DEFAULT_PRICES_USD_MICROS_PER_HOUR["h200"] > DEFAULT_PRICES_USD_MICROS_PER_HOUR["h100-80gb"]
