@@ -30,6 +30,7 @@ from litestar.connection import ASGIConnection
 from litestar.security.jwt import JWTAuth, Token
 
 from domain.errors import Unauthenticated
+from storage.open import ensure_home
 
 if TYPE_CHECKING:
     from runtime.context import Runtime
@@ -52,13 +53,13 @@ _SECRET_FILE = "jwt_secret"
 
 
 def load_or_create_secret(home: Path) -> str:
-    """The JWT secret kept in ``home/jwt_secret`` (mode 0600), created on first use."""
+    """The JWT secret kept in ``home/jwt_secret`` (mode 0600, in a 0700 home), created on first use."""
     path = home / _SECRET_FILE
     try:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         pass
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_home(home)
     secret = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -12,13 +12,17 @@ its applications and projector:
   policy goes back to the dispatcher).
 
 On start, jobs left queued by a previous server are queued again and running ones are
-watched, so a restart loses no work. In production the same roles run as separate
-processes (``python -m roles.ledger``, a dispatcher per cluster) over Pub/Sub.
+watched, so a restart loses no work. The home is made private (0700) and the process's umask
+077, so what the workers and their runner children write there (work folders, run logs,
+converted base models) is this account's only, like the bucket's own objects. In production
+the same roles run as separate processes (``python -m roles.ledger``, a dispatcher per
+cluster) over Pub/Sub.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -26,7 +30,7 @@ from pathlib import Path
 from api.app import create_app
 from domain.base_models import BaseModelSource
 from domain.errors import NotFound
-from roles.bootstrap import bootstrap, login_hint
+from roles.bootstrap import bootstrap, hand_over
 from roles.http import run_granian
 from runners.attempt_spec import JobRunSpec
 from runners.dispatcher import Dispatcher, local_dispatcher
@@ -35,6 +39,7 @@ from runners.recovery import resubmit_waiting
 from runtime.context import Runtime
 from runtime.settings import Settings
 from storage.heartbeats import open_heartbeat_transport
+from storage.open import ensure_home
 
 __all__ = ["EmbeddedWorkers", "serve"]
 
@@ -126,11 +131,13 @@ def serve(
     runtime: Runtime | None = None,
     log_level: str = "info",
 ) -> None:
-    """Bootstrap a new home (printing how to log in), then serve until interrupted."""
+    """Bootstrap a new home (telling how to log in: ``bootstrap.hand_over``), then serve until interrupted."""
+    os.umask(0o077)
+    ensure_home(settings.home)
     runtime = runtime or Runtime(settings)
     first = bootstrap(runtime)
     if first is not None:
-        print(login_hint(first, f"http://{host}:{port}"), file=sys.stderr, flush=True)
+        hand_over(first, f"http://{host}:{port}", settings.home, sys.stderr)
     logging.getLogger("api").setLevel(log_level.upper())
     workers = EmbeddedWorkers(runtime)
     workers.start()

@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from runners.samples import SAMPLE_ANSWER, SAMPLE_CONFIG, SAMPLE_DATASET, SAMPLE_QUESTION
+from storage.open import ensure_home
 
 __all__ = ["main"]
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     home = Path(os.environ.setdefault("TUNE_HOME", str(Path.cwd() / ".tune"))).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_home(home)
     url = f"http://127.0.0.1:{args.port}"
     os.environ["TUNE_API_URL"] = url
     os.environ.setdefault("TUNE_CONFIG_DIR", str(home / "cli"))

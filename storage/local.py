@@ -24,6 +24,11 @@ How each promise is kept:
   filesystems leave them empty). ``fsync=True`` (``file:///path?fsync=1``)
   syncs the file before publishing and the folder after.
 
+* Private: the bucket holds password hashes, datasets and weights, so every folder it
+  creates is 0700 and every object, lock and temp file 0600 (the process umask can only
+  narrow that). Files an older release left 0644 are read as before; a rewrite replaces
+  them with 0600 ones. ``make_private_dirs`` is also how the server's home is made.
+
 A name cannot be both an object and a folder here (``a`` and ``a/b``): GCS
 allows it, the seed layout never does it, and such a write raises BucketError.
 """
@@ -54,13 +59,37 @@ from storage.bucket import (
     check_prefix,
 )
 
-__all__ = ["LocalBucket"]
+__all__ = ["DIR_MODE", "FILE_MODE", "LocalBucket", "make_private_dirs"]
 
 _STATE = ".bucket"
 _STRIPES = 256
 _CHUNK = 1 << 20
 _STALE_TMP_S = 24 * 3600
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def make_private_dirs(path: str | os.PathLike[str]) -> None:
+    """``os.makedirs(path, exist_ok=True)``, but every level it creates is 0700.
+
+    (``os.makedirs`` applies its ``mode`` to the last level only; the others get 0777 less the umask.)
+    Existing folders are left as they are.
+    """
+    path = os.fspath(path)
+    missing: list[str] = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
 
 
 class LocalBucket(Bucket):
@@ -74,8 +103,8 @@ class LocalBucket(Bucket):
         self._tmp = f"{self.root}/{_STATE}/tmp/"
         locks = f"{self.root}/{_STATE}/locks"
         self._stripes = [f"{locks}/{i:02x}" for i in range(_STRIPES)]
-        os.makedirs(self._tmp, exist_ok=True)
-        os.makedirs(locks, exist_ok=True)
+        make_private_dirs(self._tmp)
+        make_private_dirs(locks)
         self._sweep_tmp()
 
     def __repr__(self) -> str:
@@ -213,7 +242,7 @@ class LocalBucket(Bucket):
                 if attempt == 2:
                     raise
                 try:
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    make_private_dirs(os.path.dirname(path))
                 except (FileExistsError, NotADirectoryError) as exc:
                     raise _parent_is_object(name) from exc
 
@@ -227,7 +256,7 @@ class LocalBucket(Bucket):
 
     def _open_tmp(self) -> tuple[int, str]:
         tmp = f"{self._tmp}{os.getpid()}-{secrets.token_hex(8)}"
-        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), tmp
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE), tmp
 
     @staticmethod
     def _discard(fd: int, tmp: str) -> None:
@@ -239,7 +268,7 @@ class LocalBucket(Bucket):
     def _locked(self, name: str) -> Iterator[None]:
         """Hold the name's lock stripe: a fresh open file per call, so threads exclude each other too."""
         stripe = self._stripes[zlib.crc32(name.encode("utf-8", "surrogatepass")) % _STRIPES]
-        fd = os.open(stripe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(stripe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -3,18 +3,24 @@
 ``home_from_env`` is the one place the ``TUNE_HOME`` default (``~/.tune``) is spelled, and
 ``bucket_url_from_env`` the one place the default bucket (``file://$TUNE_HOME/bucket``) is:
 ``runtime.settings.Settings.from_env`` and the eventsourcing ``Factory`` both use them.
+``ensure_home`` makes the home private (0700): what writes into it (the API's secret, the
+first admin's password, ``tune serve``) calls it first.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
 from storage.bucket import Bucket
 
-__all__ = ["bucket_url_from_env", "home_from_env", "open_bucket"]
+__all__ = ["bucket_url_from_env", "ensure_home", "home_from_env", "open_bucket"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOME = "~/.tune"
 
@@ -27,6 +33,27 @@ def home_from_env(env: Mapping[str, str] = os.environ) -> Path:
 def bucket_url_from_env(env: Mapping[str, str] = os.environ) -> str:
     """``$TUNE_BUCKET``, else the folder ``bucket`` in the home."""
     return env.get("TUNE_BUCKET") or f"file://{home_from_env(env) / 'bucket'}"
+
+
+def ensure_home(home: Path) -> Path:
+    """The home folder, created 0700 (each missing level), or an existing one narrowed to 0700.
+
+    The home holds the bucket (password hashes, datasets, weights) and the API's secret:
+    no other account on the machine may list or read it. An existing home that others can
+    reach is narrowed, with a warning; one this account may not chmod is only warned about.
+    """
+    from storage.local import DIR_MODE, make_private_dirs
+
+    make_private_dirs(home)
+    mode = stat.S_IMODE(os.stat(home).st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(home, DIR_MODE)
+            log.warning("%s was open to other accounts (mode %04o): narrowed to 0700", home, mode)
+        except PermissionError:
+            log.warning("%s is open to other accounts (mode %04o) and cannot be narrowed", home, mode)
+    return home
+
 
 _TRUE = ("1", "true", "yes")
 

@@ -1,6 +1,6 @@
 """The CLIs against a real server: ``tune serve`` in a subprocess on a free port and a tmp TUNE_HOME.
 
-Nothing is faked: the first-start admin printed by ``tune serve`` logs in,
+Nothing is faked: the first-start admin made by ``tune serve`` (its password in the home) logs in,
 uploads a real dataset, starts jobs, reads billing. The server has no runner
 attached here, so jobs stay queued (training is covered by tests/e2e).
 """
@@ -68,7 +68,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.2)
         text = (home / "serve.log").read_text()
         email = re.search(r"first user \(admin\): (\S+)", text).group(1)
-        password = re.search(r"password: (\S+)", text).group(1)
+        password = (home / "first_admin_password").read_text().strip()  # the log is no terminal
+        assert password not in text
         yield Server(url, email, password, home)
     finally:
         proc.terminate()
