@@ -2,7 +2,8 @@
 
 Layers, outermost first: JWT authentication (every route but login, health
 and the schema), the per-user rate limit, the id guard, then a Controller per
-resource. Exceptions are mapped to the one error shape in ``api.errors``.
+resource. Failed logins earn a backoff per account and address
+(``api.throttle``, one per app). Exceptions are mapped to the one error shape in ``api.errors``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from api.deps import dependencies
 from api.errors import exception_handlers
 from api.guards import requires_valid_ids
 from api.ratelimit import rate_limit_config
+from api.throttle import LoginThrottle
 from runtime.context import Runtime
 from runtime.settings import Settings
 
@@ -50,7 +52,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
             version="1",
             description="Fine-tune LLMs on your data; jobs, models, datasets and exact GPU billing.",
         ),
-        state=State({"runtime": runtime, "jwt_auth": jwt_auth}),
+        state=State({"runtime": runtime, "jwt_auth": jwt_auth, "login_throttle": LoginThrottle()}),
         on_startup=[lambda: runtime.start()],
         on_shutdown=[lambda: runtime.stop()],
         debug=settings.debug,

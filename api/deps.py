@@ -69,8 +69,8 @@ def provide_billing(runtime: NamedDependency[Runtime], request: Request[Any, Any
     return BillingService(runtime, _subject(request))
 
 
-def provide_accounts(runtime: NamedDependency[Runtime]) -> AccountService:
-    return AccountService(runtime)
+def provide_accounts(runtime: NamedDependency[Runtime], state: State) -> AccountService:
+    return AccountService(runtime, state.login_throttle)
 
 
 dependencies = {

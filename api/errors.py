@@ -14,7 +14,9 @@
     litestar HTTPException                its status (validation, 401, 404/405 routes, 413, 429)
     anything else                         500  internal (logged; the message says nothing inside)
 
-The body is always ``schemas.ErrorBody``. Handlers never catch exceptions themselves.
+The body is always ``schemas.ErrorBody``. Handlers never catch exceptions themselves. Every 401
+carries ``WWW-Authenticate: Bearer`` (RFC 6750; ``error="invalid_token"`` when a token was sent),
+and a 429 that knows how long to wait says so in ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -83,8 +85,21 @@ def _status_of(exc: PlatformError) -> int:
     return 400
 
 
-def _platform_error(_: Request[Any, Any, Any], exc: PlatformError) -> Response[Any]:
-    return problem(_status_of(exc), exc.code, exc.message, exc.where)
+def _challenge(request: Request[Any, Any, Any]) -> str:
+    """The ``WWW-Authenticate`` value of a 401: the scheme, and whether the token sent was refused."""
+    sent = request.headers.get("authorization", "").lower().startswith("bearer ")
+    return 'Bearer realm="tune", error="invalid_token"' if sent else 'Bearer realm="tune"'
+
+
+def _platform_error(request: Request[Any, Any, Any], exc: PlatformError) -> Response[Any]:
+    status = _status_of(exc)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = _challenge(request)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if status == 429 and retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return problem(status, exc.code, exc.message, exc.where, **headers)
 
 
 def _validation_where(exc: ValidationException) -> str | None:
@@ -100,12 +115,14 @@ def _validation_message(exc: ValidationException) -> str:
     return f"{head}: {'; '.join(details)}" if details else head
 
 
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
         log.error("HTTP %s: %s", status, exc.detail, exc_info=exc)
         return problem(status, "internal", "internal error; the server log has the details")
     headers = dict(exc.headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", _challenge(request))
     if isinstance(exc, ValidationException):
         return problem(400, "invalid", _validation_message(exc), _validation_where(exc), **headers)
     message = exc.detail or "request refused"
@@ -141,7 +158,7 @@ _MEANINGS = {
     404: "no such object for this user (another user's ids answer the same)",
     409: "conflict: in use, already ended, or changed meanwhile",
     413: "the upload is larger than the limit",
-    429: "too many requests: retry after RateLimit-Reset seconds",
+    429: "too many requests, or failed logins: retry after Retry-After (or RateLimit-Reset) seconds",
 }
 
 

@@ -70,4 +70,17 @@ class TooLarge(PlatformError):
 
 
 class RateLimited(PlatformError):
+    """``retry_after_s``: how long to wait before trying again (the ``Retry-After`` header), if known."""
+
     code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(message, where=where, code=code)
+        self.retry_after_s = retry_after_s

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from litestar import Controller, post
+from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.middleware.rate_limit import get_remote_address
 
 from api.errors import documented
 from api.schemas import LoginRequest, LoginResponse
@@ -22,7 +24,7 @@ class AuthController(Controller):
     @post(
         "/login",
         operation_id="login",
-        responses=documented(403),
+        responses=documented(),
         exclude_from_auth=True,
         status_code=200,
         sync_to_thread=True,
@@ -33,9 +35,14 @@ class AuthController(Controller):
         accounts: NamedDependency[AccountService],
         runtime: NamedDependency[Runtime],
         state: State,
+        request: Request[Any, Any, Any],
     ) -> LoginResponse:
-        """Exchange an email and password for a bearer token (send it as ``Authorization: Bearer ...``)."""
-        caller = accounts.login(data.email, data.password)
+        """Exchange an email and password for a bearer token (send it as ``Authorization: Bearer ...``).
+
+        Every refusal is the same 401; after repeated failures for an account or from an address,
+        429 with ``Retry-After`` until the backoff ends.
+        """
+        caller = accounts.login(data.email, data.password, get_remote_address(request))
         ttl = timedelta(seconds=runtime.settings.token_ttl_s)
         expires_at = (runtime.clock() + ttl).replace(microsecond=0)
         token = state.jwt_auth.create_token(

@@ -1,17 +1,21 @@
-"""Accounts: log in (argon2 check, LoggedIn event), create users, and the first user of a new home."""
+"""Accounts: log in (argon2 check, backoff, LoggedIn event), create users, the first user of a new home."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from api.auth import Principal, check_password, hash_password
-from domain.errors import Forbidden, Unauthenticated
+from api.throttle import LoginThrottle
+from domain.errors import Unauthenticated
 from domain.ids import new_id
 from runtime.context import Runtime
 from storage import layout
 from storage.layout import PLATFORM
 
 __all__ = ["AccountService", "FirstUser"]
+
+log = logging.getLogger("api.login")
 
 FIRST_EMAIL = "admin@localhost.localdomain"
 
@@ -24,18 +28,34 @@ class FirstUser:
 
 
 class AccountService:
-    """Users on the platform partition."""
+    """Users on the platform partition.
 
-    def __init__(self, runtime: Runtime) -> None:
+    Args:
+        runtime: the process's context.
+        throttle: the process's backoff for failed logins (``create_app`` keeps one per app).
+    """
+
+    def __init__(self, runtime: Runtime, throttle: LoginThrottle | None = None) -> None:
         self.rt = runtime
+        self.throttle = throttle if throttle is not None else LoginThrottle()
 
-    def login(self, email: str, password: str) -> Principal:
-        """The user whose email and password these are; 401 otherwise (same answer, same work)."""
+    def login(self, email: str, password: str, address: str = "unknown") -> Principal:
+        """The active user whose email and password these are.
+
+        Every refusal is the same 401, after the same work: an unknown email, a wrong password,
+        and a suspended account (even with its right password, which must not be confirmed).
+        Each counts as a failure for the account and ``address``; while either is closed by
+        too many, RateLimited (429) comes first, before any check (``api.throttle``).
+        """
+        self.throttle.check(email, address)
         creds = self.rt.platform.get_credentials(email)
-        if not check_password(creds.password_hash if creds else None, password) or creds is None:
+        right = check_password(creds.password_hash if creds else None, password)
+        if creds is None or not right or creds.status != "active":
+            if creds is not None and right:
+                log.info("login refused: account %s is %s (address %s)", creds.email, creds.status, address)
+            self.throttle.failed(email, address, known_as=creds.email if creds else None)
             raise Unauthenticated("wrong email or password", where="email")
-        if creds.status != "active":
-            raise Forbidden("this account is suspended; ask an operator", code="suspended")
+        self.throttle.succeeded(email)
         self.rt.platform.record_login(creds.user_id, at=self.rt.clock())
         self.rt.committed(PLATFORM)
         return Principal(creds.user_id, creds.role, creds.email)

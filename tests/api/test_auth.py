@@ -75,8 +75,13 @@ def test_a_suspended_user_is_locked_out_at_once(api: Api, ann: User) -> None:
     api.rt.platform.suspend_user(ann.user_id, "unpaid bills", api.rt.clock())
     api.rt.committed("platform")
     assert api.client.get("/billing/usage", headers=ann.headers).status_code == 401
-    reply = api.client.post("/auth/login", json={"email": ann.email, "password": ann.password})
-    assert reply.status_code == 403 and reply.json()["error"]["code"] == "suspended"
+    logged_in = api.rt.platform.get_user(ann.user_id).last_login_at
+    right = api.client.post("/auth/login", json={"email": ann.email, "password": ann.password})
+    wrong = api.client.post("/auth/login", json={"email": ann.email, "password": "not it"})
+    assert right.status_code == wrong.status_code == 401
+    assert right.json() == wrong.json()  # the right password is not confirmed
+    assert right.headers["WWW-Authenticate"] == wrong.headers["WWW-Authenticate"]
+    assert api.rt.platform.get_user(ann.user_id).last_login_at == logged_in  # no login recorded
 
 
 def test_login_is_recorded(api: Api, ann: User) -> None:
