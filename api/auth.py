@@ -1,9 +1,11 @@
 """Authentication: argon2 password hashes, the login check, and Litestar's JWT bearer auth.
 
-A token's subject is the user id; its ``extras`` carry the role and email.
-Every request but login, health and the schema must carry a valid, unexpired
-token of a user who is still active (a suspended user's tokens stop working
-at once: the check reads the platform's user view, cached by position).
+A token's subject is the user id; its ``extras`` carry the role, the email and the
+user's ``token_version`` when it was issued. Every request but login, health and the
+schema must carry a valid, unexpired token of a user who is still active and whose
+tokens were not revoked since (a suspension or a password change revokes them:
+``domain.user``). Both stop a token at once: the check reads the platform's user view,
+cached by position. A token issued before versions existed counts as version 0.
 
 Verifying a token (PyJWT: parse, HMAC, claims) is most of a small request's
 cost, and a client sends the same token again and again: ``RememberedToken``
@@ -45,11 +47,14 @@ __all__ = [
     "hash_password",
     "jwt_secret_of",
     "load_or_create_secret",
+    "token_extras",
+    "token_version_of",
 ]
 
 PUBLIC_PATHS = ["^/auth/login$", "^/health$", "^/schema"]
 ADMIN = "admin"
 _SECRET_FILE = "jwt_secret"
+TOKEN_VERSION = "token_version"
 
 
 def load_or_create_secret(home: Path) -> str:
@@ -70,17 +75,29 @@ def load_or_create_secret(home: Path) -> str:
     return secret
 
 
+def token_extras(principal: Principal) -> dict[str, Any]:
+    """What a token of ``principal`` carries besides its subject and expiry."""
+    return {"role": principal.role, "email": principal.email, TOKEN_VERSION: principal.token_version}
+
+
+def token_version_of(extras: dict[str, Any]) -> int:
+    """The token version a token was issued with (0 for a token from before versions)."""
+    version = extras.get(TOKEN_VERSION, 0)
+    return version if isinstance(version, int) and not isinstance(version, bool) else -1
+
+
 def jwt_secret_of(settings: Settings) -> str:
     """``TUNE_JWT_SECRET`` when set, else the one generated once and kept in the home."""
     return settings.jwt_secret or load_or_create_secret(settings.home)
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """The caller, as the token says: who, and with which role."""
+    """The caller, as the token says: who, with which role, and the user's token version then."""
 
     user_id: str
     role: str = "user"
     email: str = ""
+    token_version: int = 0
 
     @property
     def is_admin(self) -> bool:
@@ -171,10 +188,14 @@ def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, T
     """Litestar's JWT auth for this app: bearer tokens with expiry, public paths excluded."""
 
     async def retrieve_user(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-        if not runtime.is_active(token.sub):
-            raise Unauthenticated("this account is suspended or no longer exists; log in again")
         extras = token.extras
-        return Principal(token.sub, str(extras.get("role", "user")), str(extras.get("email", "")))
+        version = token_version_of(extras)
+        if not runtime.accepts_token(token.sub, version):
+            raise Unauthenticated(
+                "this token is no longer valid (the account was suspended, its password changed or its"
+                " tokens revoked, or it no longer exists); log in again"
+            )
+        return Principal(token.sub, str(extras.get("role", "user")), str(extras.get("email", "")), version)
 
     return JWTAuth[Principal, Token](
         token_secret=jwt_secret_of(settings),

@@ -1,6 +1,6 @@
 """``tune admin``: operator tools that act on the bucket directly (no API server needed).
 
-- ``user create | list | suspend | reactivate | quota``: the platform's users;
+- ``user create | list | suspend | reactivate | revoke-tokens | quota``: the platform's users;
 - ``price list | set``: the GPU price list (a change can take effect later);
 - ``audit``: verify each partition's hash chain and compare its stored views with a
   replay from position 0 (exit 1 on any difference); ``rebuild``: rewrite them from it;
@@ -162,8 +162,20 @@ def _user_command(store: Store, user_id: str, act: Any, json: bool) -> None:
 
 @user_app.command
 def suspend(*, user_id: str, reason: str, store: Store = Store(), json: JsonFlag = False) -> None:  # noqa: B008
-    """Suspend a user: logins and requests are refused, their jobs are left as they are."""
+    """Suspend a user: logins are refused and their tokens revoked; their jobs are left as they are."""
     _user_command(store, user_id, lambda app, at: app.suspend_user(user_id, reason, at), json)
+
+
+@user_app.command(name="revoke-tokens")
+def revoke_tokens(
+    *,
+    user_id: str,
+    reason: str = "revoked by an operator",
+    store: Store = Store(),  # noqa: B008
+    json: JsonFlag = False,
+) -> None:
+    """Sign a user out everywhere: every token issued until now is refused (they log in again)."""
+    _user_command(store, user_id, lambda app, at: app.revoke_tokens(user_id, reason, at), json)
 
 
 @user_app.command

@@ -180,7 +180,7 @@ class PlatformApp(_PartitionApp):
     """Users, the email index, the price list and the base-model catalogue.
 
     Commands: ``register_user``, ``record_login``, ``change_password``, ``suspend_user``,
-    ``reactivate_user``, ``set_quota``, ``set_price``, ``ensure_default_prices``,
+    ``revoke_tokens``, ``reactivate_user``, ``set_quota``, ``set_price``, ``ensure_default_prices``,
     ``add_base_model``, ``remove_base_model``, ``ensure_base_models``.
     Queries: ``get_user``, ``find_user_by_email``, ``get_credentials``, ``price_at``,
     ``price_list``, ``base_models``, ``get_base_model``.
@@ -218,6 +218,12 @@ class PlatformApp(_PartitionApp):
         self, user_id: str, reason: str, at: datetime, *, expected_version: int | None = None
     ) -> UserView:
         return self._user(user_id, expected_version, lambda u: u.suspend(reason, at))
+
+    def revoke_tokens(
+        self, user_id: str, reason: str, at: datetime, *, expected_version: int | None = None
+    ) -> UserView:
+        """Every token issued to the user until now is refused (suspend and change_password do it too)."""
+        return self._user(user_id, expected_version, lambda u: u.revoke_tokens(reason, at))
 
     def reactivate_user(self, user_id: str, at: datetime, *, expected_version: int | None = None) -> UserView:
         return self._user(user_id, expected_version, lambda u: u.reactivate(at))

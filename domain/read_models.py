@@ -72,6 +72,7 @@ class UserCredentials(msgspec.Struct, frozen=True, kw_only=True):
     password_hash: str
     role: str
     status: str
+    token_version: int
 
 
 class PriceView(msgspec.Struct, frozen=True, kw_only=True):

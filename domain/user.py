@@ -1,4 +1,10 @@
-"""A platform user: registration, logins, password, suspension and quotas (platform partition)."""
+"""A platform user: registration, logins, password, suspension, quotas, revoked tokens (platform partition).
+
+``token_version`` counts revocations: the API puts it in each token it issues and refuses a token
+whose version is older than the user's. A suspension and a password change revoke every token
+issued before them (``TokensRevoked``, recorded with them); an operator may revoke them alone.
+Histories recorded before ``TokensRevoked`` existed have version 0 throughout.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ class UserFields:
     registered_at: datetime
     last_login_at: datetime | None
     updated_at: datetime
+    token_version: int
 
 
 class User(DomainAggregate, UserFields):
@@ -78,6 +85,7 @@ class User(DomainAggregate, UserFields):
             user.max_dataset_bytes = DEFAULT_MAX_DATASET_BYTES
             user.registered_at = user.updated_at = self.at
             user.last_login_at = None
+            user.token_version = 0
 
     class LoggedIn(Aggregate.Event):
         at: datetime
@@ -104,6 +112,16 @@ class User(DomainAggregate, UserFields):
 
         def apply(self, user: User) -> None:
             user.status, user.suspended_reason, user.updated_at = "active", None, self.at
+
+    class TokensRevoked(Aggregate.Event):
+        """Every token issued before is refused from now on (``token_version`` is the new version)."""
+
+        token_version: int
+        reason: str
+        at: datetime
+
+        def apply(self, user: User) -> None:
+            user.token_version, user.updated_at = self.token_version, self.at
 
     class QuotaSet(Aggregate.Event):
         max_concurrent_jobs: int
@@ -133,14 +151,23 @@ class User(DomainAggregate, UserFields):
         self._record(self.LoggedIn, at)
 
     def change_password(self, password_hash: str, at: datetime) -> None:
+        """A new password; the tokens issued with the old one are revoked."""
         check_text(password_hash, where="password_hash")
         self._record(self.PasswordChanged, at, password_hash=password_hash)
+        self.revoke_tokens("password changed", at)
 
     def suspend(self, reason: str, at: datetime) -> None:
+        """Refuse logins and revoke every token (a reactivation does not bring them back)."""
         check_text(reason, where="reason")
         if self.status == "suspended":
             raise Conflict(f"user {self.user_id} is already suspended")
         self._record(self.Suspended, at, reason=reason)
+        self.revoke_tokens("suspended", at)
+
+    def revoke_tokens(self, reason: str, at: datetime) -> None:
+        """Refuse every token issued until now (the user logs in again)."""
+        check_text(reason, where="reason")
+        self._record(self.TokensRevoked, at, token_version=self.token_version + 1, reason=reason)
 
     def reactivate(self, at: datetime) -> None:
         if self.status != "suspended":

@@ -1,7 +1,9 @@
 """Users (platform partition): ``users/<id>/metadata/user_info.json`` and ``platform/metadata/users.json``.
 
 The listing row leaves out ``last_login``, so a login rewrites only that user's
-user_info.json. No password hash ever reaches a view.
+user_info.json. No password hash ever reaches a view. ``token_version`` (what the API checks a
+token against) appears in user_info.json once tokens were revoked: a history without
+``User.TokensRevoked`` projects exactly as it did before that event existed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ EVENTS = event_names(
     User.Suspended,
     User.Reactivated,
     User.QuotaSet,
+    User.TokensRevoked,
 )
 
 
@@ -54,6 +57,7 @@ class UserState(started_by(User.Registered, leave_out=("password_hash",)), froze
     suspended_reason: str | None = None
     quota: Quota = Quota(DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES)
     password_changed_at: datetime | None = None
+    token_version: int = 0
 
 
 def fold(user: UserState | None, event: Any) -> UserState:
@@ -73,11 +77,14 @@ def fold(user: UserState | None, event: Any) -> UserState:
         changes.update(status="active", suspended_reason=None)
     elif name == "User.QuotaSet":
         changes["quota"] = Quota(event.max_concurrent_jobs, event.max_dataset_bytes)
+    elif name == "User.TokensRevoked":
+        changes["token_version"] = event.token_version
     return replace(user, **changes)
 
 
-class UserInfoView(msgspec.Struct):
-    """``users/<id>/metadata/user_info.json`` (the seed's fields first)."""
+class UserInfoView(msgspec.Struct, omit_defaults=True):
+    """``users/<id>/metadata/user_info.json`` (the seed's fields first; ``token_version`` only once
+    non-zero, so the views of older histories stay byte for byte what they were)."""
 
     position: int
     email: str
@@ -90,6 +97,7 @@ class UserInfoView(msgspec.Struct):
     quota: Quota
     password_changed_at: str | None
     updated_at: str | None
+    token_version: int = 0
 
 
 def item_view(user: UserState, position: int) -> UserInfoView:

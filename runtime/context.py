@@ -150,11 +150,21 @@ class Runtime:
         A login catches that view up first; a suspension written by another process
         shows here once the projector hears of it (its notification or sweep).
         """
+        return self.accepts_token(user_id, None)
+
+    def accepts_token(self, user_id: str, token_version: int | None) -> bool:
+        """Whether a token of ``token_version`` still lets the user in: the user exists, is active,
+        and has had no tokens revoked since it was issued (None: do not check the version).
+
+        Read from the platform's user view, like ``is_active``; a token without a version is version 0.
+        """
         try:
             info = self.view_json(layout.user_info(user_id))
         except ValidationFailed:
             return False
-        return info is not None and info.get("status", "active") == "active"
+        if info is None or info.get("status", "active") != "active":
+            return False
+        return token_version is None or token_version >= info.get("token_version", 0)
 
     def quota(self, user_id: str) -> Quota:
         """The user's quotas (the platform's defaults until an operator sets them)."""

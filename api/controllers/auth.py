@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.middleware.rate_limit import get_remote_address
 
+from api.auth import token_extras
 from api.errors import documented
 from api.schemas import LoginRequest, LoginResponse
 from api.services import AccountService
@@ -48,7 +49,7 @@ class AuthController(Controller):
         token = state.jwt_auth.create_token(
             identifier=caller.user_id,
             token_expiration=ttl,
-            token_extras={"role": caller.role, "email": caller.email},
+            token_extras=token_extras(caller),
         )
         return LoginResponse(
             token=token,

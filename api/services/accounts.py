@@ -58,7 +58,7 @@ class AccountService:
         self.throttle.succeeded(email)
         self.rt.platform.record_login(creds.user_id, at=self.rt.clock())
         self.rt.committed(PLATFORM)
-        return Principal(creds.user_id, creds.role, creds.email)
+        return Principal(creds.user_id, creds.role, creds.email, creds.token_version)
 
     def create_user(self, email: str, password: str, role: str = "user") -> str:
         """Register a user (the operator's ``tune admin user create``); returns the user id."""

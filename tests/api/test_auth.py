@@ -137,3 +137,51 @@ def test_a_token_is_remembered_per_secret(tmp_path, api: Api, ann: User) -> None
         login = client.post("/auth/login", json={"email": ann.email, "password": ann.password})
         assert login.status_code == 200  # ann is a user of this app as well
         assert client.get("/billing/usage", headers=ann.headers).status_code == 401
+
+
+def _still_works(api: Api, headers: dict[str, str]) -> bool:
+    reply = api.client.get("/billing/usage", headers=headers)
+    assert reply.status_code in (200, 401), reply.text
+    return reply.status_code == 200
+
+
+def test_a_password_change_revokes_the_tokens_issued_before(api: Api, ann: User) -> None:
+    from api.auth import hash_password
+
+    other_session = api.login(ann.email, ann.password)
+    api.rt.platform.change_password(ann.user_id, hash_password("a new password"), api.rt.clock())
+    api.rt.committed("platform")
+    assert not _still_works(api, ann.headers) and not _still_works(api, other_session)
+    refused = api.client.get("/billing/usage", headers=ann.headers)
+    assert "log in again" in refused.json()["error"]["message"]
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="tune", error="invalid_token"'
+    fresh = api.login(ann.email, "a new password")
+    token = fresh["Authorization"].split()[1]
+    assert jwt.decode(token, SECRET, algorithms=["HS256"])["extras"]["token_version"] == 1
+    assert _still_works(api, fresh)
+
+
+def test_tokens_revoked_by_a_suspension_stay_revoked_after_reactivation(api: Api, ann: User) -> None:
+    api.rt.platform.suspend_user(ann.user_id, "unpaid bills", api.rt.clock())
+    api.rt.platform.reactivate_user(ann.user_id, api.rt.clock())
+    api.rt.committed("platform")
+    assert not _still_works(api, ann.headers)
+    assert _still_works(api, api.login(ann.email, ann.password))
+
+
+def test_an_operator_revokes_one_users_tokens(api: Api, ann: User, bob: User) -> None:
+    api.rt.platform.revoke_tokens(ann.user_id, "laptop stolen", api.rt.clock())
+    api.rt.committed("platform")
+    assert not _still_works(api, ann.headers)
+    assert _still_works(api, bob.headers)
+
+
+def test_a_token_without_a_version_counts_as_version_0(api: Api, ann: User) -> None:
+    """Tokens issued before versions existed keep working until the user's tokens are revoked."""
+    now = datetime.now(UTC)
+    claims = {"sub": ann.user_id, "exp": now + timedelta(hours=1), "iat": now, "extras": {"role": "user"}}
+    old = {"Authorization": f"Bearer {jwt.encode(claims, SECRET)}"}
+    assert _still_works(api, old)
+    api.rt.platform.revoke_tokens(ann.user_id, "by an operator", api.rt.clock())
+    api.rt.committed("platform")
+    assert not _still_works(api, old)

@@ -37,6 +37,7 @@ def test_users(home: Path, run_cli) -> None:
     bob = generated["user_id"]
     assert _json(run_cli, "user", "suspend", "--user-id", bob, "--reason", "unpaid")["status"] == "suspended"
     assert _json(run_cli, "user", "reactivate", "--user-id", bob)["status"] == "active"
+    assert _json(run_cli, "user", "revoke-tokens", "--user-id", bob)["token_version"] == 2  # suspend: 1
     quota = _json(
         run_cli, "user", "quota", "--user-id", bob, "--max-jobs", "3", "--max-dataset-bytes", "1000"
     )

@@ -59,7 +59,8 @@ user_command = st.one_of(
 platform_command = st.one_of(
     st.tuples(st.just("register"), st.sampled_from(["u1", "u2", "u3"])),
     st.tuples(
-        st.sampled_from(["login", "suspend", "reactivate", "quota"]), st.sampled_from(["u1", "u2", "u3"])
+        st.sampled_from(["login", "suspend", "reactivate", "quota", "password", "revoke"]),
+        st.sampled_from(["u1", "u2", "u3"]),
     ),
     st.tuples(st.just("price"), ids(GPUS), st.integers(1, 5_000_000)),
     st.tuples(st.sampled_from(["add_model", "remove_model"]), st.sampled_from(["tiny", "smol"])),
@@ -231,6 +232,10 @@ class PlatformDriver:
             app.reactivate_user(args[0], at)
         elif kind == "quota":
             app.set_quota(args[0], 3, 1000, at)
+        elif kind == "password":
+            app.change_password(args[0], "$argon2$h2", at)
+        elif kind == "revoke":
+            app.revoke_tokens(args[0], "by an operator", at)
         elif kind == "price":
             app.set_price(args[0], args[1], at, at)
         elif kind == "add_model":

@@ -70,3 +70,20 @@ def test_email_index_id_ignores_case() -> None:
     assert claim.id == UserEmail.create_id("ada@example.com") == UserEmail.create_id(" ADA@example.COM")
     assert (claim.email, claim.user_id) == ("ada@example.com", "usr_1")
     assert normalize_email("X@Y.Z") == "x@y.z"
+
+
+def test_suspension_and_password_changes_revoke_tokens() -> None:
+    user = register()
+    assert user.token_version == 0
+    user.change_password("$argon2id$y", at(1))
+    assert user.token_version == 1
+    user.suspend("unpaid invoice", at(2))
+    user.reactivate(at(3))  # the tokens revoked by the suspension stay revoked
+    user.revoke_tokens("by an operator", at(4))
+    assert user.token_version == 3
+    revoked = [e for e in user.collect_events() if isinstance(e, User.TokensRevoked)]
+    assert [(e.token_version, e.reason) for e in revoked] == [
+        (1, "password changed"),
+        (2, "suspended"),
+        (3, "by an operator"),
+    ]

@@ -87,3 +87,18 @@ def test_catalogue_lists_base_models_by_name() -> None:
         "chat_template": True,
         "added_at": "2024-03-01T09:03:00Z",
     }
+
+
+def test_token_version_shows_in_user_info_only_once_tokens_were_revoked() -> None:
+    """An older history (no ``User.TokensRevoked``) projects byte for byte as before the event existed."""
+    clock = Clock()
+    user = _user(clock)
+    user.record_login(at=clock())
+    before = reduce(users.fold, events_of(user), None)  # type: ignore[arg-type]
+    assert b"token_version" not in encode(users.item_view(before, 3))
+    user.suspend("unpaid invoice", at=clock())
+    suspended, revoked = events_of(user)
+    after = reduce(users.fold, [suspended, revoked], before)
+    info = decode(encode(users.item_view(after, 5)))
+    assert info["token_version"] == 1 and list(info)[-1] == "token_version"
+    assert users.row(after) == users.row(users.fold(before, suspended))  # the listing row does not change
