@@ -154,7 +154,7 @@ exception_handlers: dict[type[Exception], Any] = {
 _MEANINGS = {
     400: "invalid request: a field, key or line is wrong (``where`` names it)",
     401: "no valid token: log in at POST /auth/login",
-    403: "refused: a quota, the budget, or a suspended account",
+    403: "refused: a quota or the budget",
     404: "no such object for this user (another user's ids answer the same)",
     409: "conflict: in use, already ended, or changed meanwhile",
     413: "the upload is larger than the limit",
