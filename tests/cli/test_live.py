@@ -221,7 +221,9 @@ def test_admin_user_on_a_running_server(server: Server, run_cli, monkeypatch, cl
     assert json.loads(run_cli("tune", "list", "--json").out) == []
     assert run_cli("tune", "admin", "user", "suspend", "--user-id", user_id, "--reason", "test").code == 0
     refused = run_cli("tune", "login", "--email", "carol@example.com", "--password", "pw-c")
-    assert refused.code == 1 and "HTTP 403" in refused.err
+    wrong = run_cli("tune", "login", "--email", "carol@example.com", "--password", "not-pw-c")
+    assert refused.code == wrong.code == 1 and "HTTP 401" in refused.err
+    assert refused.err == wrong.err  # a suspended account's right password is not confirmed
 
 
 def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypatch) -> None:
