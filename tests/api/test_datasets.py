@@ -155,6 +155,17 @@ def test_a_filename_with_control_characters_is_400(api: Api, ann: User) -> None:
     assert reply.status_code == 400 and reply.json()["error"]["where"] == "filename"
 
 
+@pytest.mark.parametrize("name", ["evil\u202elmth.jsonl", "a\u2067b.jsonl", "zero\u200bwidth", "c1\x85x"])
+def test_a_filename_with_bidi_or_invisible_characters_is_400_and_stores_nothing(
+    api: Api, ann: User, name: str
+) -> None:
+    path = f"/datasets/{ann.user_id}/upload"
+    reply = api.client.post(path, params={"filename": name}, content=chat_lines(), headers=ann.headers)
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "filename"
+    assert "invisible" in reply.json()["error"]["message"]
+    assert names(api, f"users/{ann.user_id}/data/") == []
+
+
 def test_delete_removes_the_files_and_the_dataset(api: Api, ann: User) -> None:
     ds = api.upload(ann)["dataset_id"]
     reply = api.client.delete(f"/datasets/{ds}", headers=ann.headers)
