@@ -118,6 +118,13 @@ def test_the_storage_quota_is_403(api: Api, ann: User) -> None:
     assert len(api.client.get(f"/datasets/{ann.user_id}/list", headers=ann.headers).json()["datasets"]) == 1
 
 
+def test_the_upload_documents_its_quota_and_size_refusals(api: Api) -> None:
+    schema = api.client.get("/schema/openapi.json").json()
+    responses = schema["paths"]["/datasets/{user_id}/upload"]["post"]["responses"]
+    assert "quota_exceeded" in responses["403"]["description"]
+    assert "too_large" in responses["413"]["description"]
+
+
 def test_a_rejected_dataset_keeps_its_report_but_not_its_bytes_nor_its_quota(api: Api, ann: User) -> None:
     size = len(chat_lines(12))
     api.rt.platform.set_quota(ann.user_id, 2, size + 100, api.rt.clock())
