@@ -2,8 +2,9 @@
 
 Layers, outermost first: JWT authentication (every route but login, health
 and the schema), the per-user rate limit, the id guard, then a Controller per
-resource. Failed logins earn a backoff per account and address
-(``api.throttle``, one per app). Exceptions are mapped to the one error shape in ``api.errors``.
+resource. JSON bodies are decoded strictly into each route's ``data`` type (``api.body``). Failed
+logins earn a backoff per account and address (``api.throttle``, one per app). Exceptions are
+mapped to the one error shape in ``api.errors``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from litestar.middleware.rate_limit import get_remote_address
 from litestar.openapi import OpenAPIConfig
 
 from api.auth import Principal, build_jwt_auth
+from api.body import StrictRequest
 from api.controllers import CONTROLLERS
 from api.deps import dependencies
 from api.errors import exception_handlers
@@ -45,6 +47,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
         dependencies=dependencies,
         guards=[requires_valid_ids],
         exception_handlers=exception_handlers,
+        request_class=StrictRequest,
         on_app_init=[jwt_auth.on_app_init],
         middleware=[rate_limit.middleware],
         openapi_config=OpenAPIConfig(

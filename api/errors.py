@@ -162,10 +162,14 @@ _MEANINGS = {
 }
 
 
-def documented(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error statuses a route may answer, all in the one error shape."""
-    codes = (400, 401, 429, *statuses)
+def documented(*statuses: int, meanings: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a route may answer, all in the one error shape.
+
+    ``meanings`` says what a status means on this route where the general meaning is too vague.
+    """
+    codes = (400, 401, 429, *statuses, *(meanings or {}))
+    said = _MEANINGS | (meanings or {})
     return {
-        code: ResponseSpec(ErrorBody, description=_MEANINGS[code], generate_examples=False)
+        code: ResponseSpec(ErrorBody, description=said[code], generate_examples=False)
         for code in sorted(set(codes))
     }

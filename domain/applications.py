@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Recording
 from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoder
 from eventsourcing.utils import EnvType
@@ -34,6 +35,7 @@ from domain.base import DomainAggregate, check_utc
 from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
 from domain.catalogue import BaseModelCatalogue
 from domain.dataset import Dataset
+from domain.dataset_format import ValidationReport
 from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id, new_id
 from domain.job import Job, JobState
@@ -388,8 +390,17 @@ class UserApp(_PartitionApp):
     # ---- datasets ----
 
     def upload_dataset(
-        self, dataset_id: str, filename: str, size_bytes: int, sha256: str, at: datetime
+        self,
+        dataset_id: str,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        at: datetime,
+        *,
+        report: ValidationReport | None = None,
     ) -> DatasetView:
+        """Record a stored raw file; with its validation ``report``, the verdict goes in the same commit
+        (so a dataset is never left ``uploaded`` when the verdict could not be recorded)."""
         self._check_new(Dataset, dataset_id, "dataset_id")
         dataset = Dataset.upload(
             dataset_id=dataset_id,
@@ -399,6 +410,10 @@ class UserApp(_PartitionApp):
             sha256=sha256,
             at=at,
         )
+        if report is not None and report.ok:
+            dataset.validate(report.format or "", report.rows, msgspec.to_builtins(report.stats), at)
+        elif report is not None:
+            dataset.reject([{"line": e.line, "message": e.message} for e in report.errors], at)
         self._save(dataset)
         return dataset_view(dataset)
 

@@ -12,6 +12,7 @@ and names them in its ``Conflict``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,15 @@ def check_sha256(value: str) -> None:
 
 
 def check_filename(filename: str) -> None:
-    """A plain file name: 1-255 characters, no path separators, not ``.`` or ``..``."""
+    """A plain file name: 1-255 characters, no path separators, not ``.`` or ``..``, no surrounding
+    spaces, and no invisible characters.
+
+    Invisible means a control character (``Cc``: ``\\x00``-``\\x1f``, ``\\x7f``-``\\x9f``), a format
+    character (``Cf``: the bidirectional controls U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C,
+    zero-width characters, the byte-order mark...), a line or paragraph separator or a lone
+    surrogate: they make a name display as something it is not (``evil\\u202elmth.jsonl`` shows as
+    ``evilnoj.shtml``) or break the lines of a listing.
+    """
     if (
         not isinstance(filename, str)
         or not 1 <= len(filename) <= 255
@@ -41,6 +50,17 @@ def check_filename(filename: str) -> None:
         or filename != filename.strip()
     ):
         raise ValidationFailed(f"not a plain file name: {filename!r:.60}", where="filename")
+    hidden = next((c for c in filename if unicodedata.category(c) in _INVISIBLE), None)
+    if hidden is not None:
+        named = " ".join(filter(None, (f"U+{ord(hidden):04X}", unicodedata.name(hidden, ""))))
+        raise ValidationFailed(
+            f"the file name contains {named}, an invisible control or formatting character; "
+            f"rename the file: {filename!r:.80}",
+            where="filename",
+        )
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class DatasetFields:

@@ -11,7 +11,8 @@ line, a single detectable format, known roles (``system``, ``user``,
 ``assistant``; ``tool`` only when allowed), string non-empty content, at least
 one assistant message, no two consecutive messages of one role, a ``system``
 message only first, ``weight`` only 0 or 1 and only on assistant messages, at
-least ``min_examples`` examples, no line over ``max_line_bytes``. Every error
+least ``min_examples`` examples, no line over ``max_line_bytes``, no line nested deeper than
+``MAX_JSON_DEPTH`` (64) levels of arrays and objects (``domain.json_depth``). Every error
 names its line (``line=0`` for the file as a whole: empty, too few examples).
 One error is reported per bad line (the first problem found on it).
 
@@ -47,6 +48,7 @@ from typing import Any, Literal
 import msgspec
 
 from domain.errors import ValidationFailed
+from domain.json_depth import MAX_JSON_DEPTH, json_too_deep
 
 __all__ = [
     "BYTES_PER_TOKEN",
@@ -293,6 +295,8 @@ class DatasetValidator:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Invalid(f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+        if json_too_deep(line):
+            raise _Invalid(f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects")
         try:
             record = _decoder.decode(text)
         except msgspec.DecodeError as exc:

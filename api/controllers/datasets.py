@@ -15,6 +15,12 @@ from api.schemas import Dataset, DatasetList, Deleted
 from api.services import DatasetService
 from runtime.context import Runtime
 
+_WHEN = "refused before reading when Content-Length says so, else as soon as the streamed body passes it"
+_UPLOAD_REFUSALS = {
+    403: f"``quota_exceeded``: the user's datasets would pass their storage quota ({_WHEN}); nothing stored",
+    413: f"``too_large``: the body is larger than the upload limit ({_WHEN}); nothing stored",
+}
+
 
 class DatasetController(Controller):
     path = "/datasets"
@@ -23,7 +29,7 @@ class DatasetController(Controller):
     @post(
         "/{user_id:str}/upload",
         operation_id="upload_dataset",
-        responses=documented(403, 404, 413),
+        responses=documented(404, meanings=_UPLOAD_REFUSALS),
         guards=[requires_self],
         request_max_body_size=None,  # the service enforces the upload limit (413) and the quota (403)
     )
@@ -37,7 +43,10 @@ class DatasetController(Controller):
         """Stream a JSONL file as the request body; it is validated line by line.
 
         201 with the dataset either ``validated`` (rows, format, statistics) or
-        ``rejected`` (errors, each naming its line).
+        ``rejected`` (errors, each naming its line). A rejected upload keeps only its report:
+        its bytes are deleted and do not count against the storage quota. 403 ``quota_exceeded``
+        past the storage quota (validated datasets count), 413 ``too_large`` past the upload limit,
+        with or without a Content-Length; neither stores anything.
         """
         dataset = await datasets.upload(filename, request.stream(), request.content_length)
         return Response(dataset, status_code=201)

@@ -80,11 +80,16 @@ class DatasetService(UserService):
         return schemas.DatasetList(datasets=rows, position=listing.position)
 
     def quota_left(self) -> int | None:
-        """Bytes of dataset storage the caller may still use (None: unlimited)."""
+        """Bytes of dataset storage the caller may still use (None: unlimited).
+
+        Validated datasets count (raw and processed are kept for training); rejected ones do
+        not: their raw bytes are deleted when they are rejected, only the report is kept.
+        """
         limit = self.rt.quota(self.user_id).max_dataset_bytes
         if limit is None:
             return None
-        return max(0, limit - sum(d.size_bytes for d in self.list().datasets))
+        used = sum(d.size_bytes for d in self.list().datasets if d.status != "rejected")
+        return max(0, limit - used)
 
     async def upload(
         self, filename: str | None, body: AsyncIterator[bytes], content_length: int | None
@@ -113,19 +118,28 @@ class DatasetService(UserService):
     def _record(
         self, dataset_id: str, filename: str, size: int, sha256: str, raw: str, processed: str
     ) -> schemas.Dataset:
-        app = self.app
-        app.upload_dataset(
-            dataset_id=dataset_id, filename=filename, size_bytes=size, sha256=sha256, at=self.rt.clock()
-        )
-        report = process_dataset(self.rt.bucket, raw, processed)
-        if report.ok:
-            stats = msgspec.to_builtins(report.stats)
-            app.validate_dataset(
-                dataset_id, format=report.format, rows=report.rows, stats=stats, at=self.rt.clock()
+        """Validate the raw file (writing ``processed/`` if valid), then record it with its verdict.
+
+        The upload and its verdict are one commit, made only once the file has been checked, so
+        a dataset is never left ``uploaded``; if anything fails on the way, its objects are
+        removed and nothing is recorded. A rejected file's raw bytes are deleted at once: the
+        report names each bad line, and a rejected dataset holds no storage (see ``quota_left``).
+        """
+        try:
+            report = process_dataset(self.rt.bucket, raw, processed)
+            if not report.ok:
+                self.rt.bucket.delete(raw)
+            self.app.upload_dataset(
+                dataset_id=dataset_id,
+                filename=filename,
+                size_bytes=size,
+                sha256=sha256,
+                at=self.rt.clock(),
+                report=report,
             )
-        else:
-            errors = [{"line": e.line, "message": e.message} for e in report.errors]
-            app.reject_dataset(dataset_id, errors=errors, at=self.rt.clock())
+        except BaseException:
+            self._delete_files(dataset_id)
+            raise
         self.committed()
         return msgspec.structs.replace(self.get(dataset_id), error_count=report.error_count)
 
@@ -135,9 +149,12 @@ class DatasetService(UserService):
         active = JobService(self.rt, self.user_id).active_job_ids(dataset_id=dataset_id)
         self.app.delete_dataset(dataset_id, active_job_ids=active, at=self.rt.clock())
         self.committed()
+        self._delete_files(dataset_id)
+        return schemas.Deleted(id=dataset_id)
+
+    def _delete_files(self, dataset_id: str) -> None:
         for prefix in (
             layout.dataset_raw_prefix(self.user_id, dataset_id),
             layout.dataset_processed_prefix(self.user_id, dataset_id),
         ):
             self.rt.bucket.delete_prefix(prefix)
-        return schemas.Deleted(id=dataset_id)

@@ -1,30 +1,25 @@
-"""``config.yml`` text to a checked ``TrainingConfig``, for the trainer (``domain.config_yaml`` reads a
-config for the API and the CLI)."""
+"""``config.yml`` text to a checked ``TrainingConfig``, for the trainer; the YAML is read by
+``domain.config_yaml``, the one reader the API and the CLI use too (duplicate keys refused)."""
 
 from __future__ import annotations
 
 import yaml
 
-from domain.errors import ValidationFailed
+from domain.config_yaml import config_from_yaml
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 
 __all__ = ["dump_training_config", "load_training_config"]
 
 
 def load_training_config(text: str | bytes) -> TrainingConfig:
-    """Parse YAML (``safe_load``) and check it whole; an empty document gives every default.
+    """Read the YAML and check it whole; an empty document gives every default.
 
     Raises:
-        ValidationFailed: the text is not YAML (``where`` = ``config.yml line N``) or the config
-            has problems (``ConfigInvalid``, naming every bad key).
+        ValidationFailed: the text is not YAML or writes a key twice (``where`` = ``config.yml line N``),
+            is not a mapping (``config.yml``), or the config has problems (``ConfigInvalid``, naming
+            every bad key).
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"config.yml line {mark.line + 1}" if mark is not None else "config.yml"
-        reason = getattr(exc, "problem", None) or exc
-        raise ValidationFailed(f"not valid YAML: {reason}", where=where) from exc
+    data = config_from_yaml(text, where="config.yml", at_line=lambda line: f"config.yml line {line}")
     return parse_training_config(data)
 
 

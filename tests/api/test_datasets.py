@@ -50,10 +50,34 @@ def test_a_bad_upload_is_rejected_with_each_error_on_its_line(api: Api, ann: Use
     assert set(by_line) == {4, 8}
     assert "JSON" in by_line[4] and "assistant" in by_line[8]
     root = f"users/{ann.user_id}/data/{ds['dataset_id']}"
-    assert names(api, f"{root}/processed/") == []
-    assert names(api, f"{root}/raw/") == [f"{root}/raw/train.jsonl"]
+    assert names(api, f"{root}/") == [f"{root}/metadata.json"]  # the report only: no raw, no processed
     shown = api.client.get(f"/datasets/{ds['dataset_id']}", headers=ann.headers).json()
     assert shown["status"] == "rejected" and len(shown["errors"]) == 2
+
+
+def test_a_line_nested_1000_deep_is_a_line_error_and_nothing_stays_uploaded(api: Api, ann: User) -> None:
+    lines = chat_lines(12).splitlines(keepends=True)
+    lines[2] = b"[" * 1000 + b"]" * 1000 + b"\n"
+    ds = api.upload(ann, b"".join(lines))
+    assert ds["status"] == "rejected"
+    assert [e["line"] for e in ds["errors"]] == [3] and "nested deeper" in ds["errors"][0]["message"]
+    root = f"users/{ann.user_id}/data/{ds['dataset_id']}"
+    assert names(api, f"{root}/") == [f"{root}/metadata.json"]
+    listed = api.client.get(f"/datasets/{ann.user_id}/list", headers=ann.headers).json()["datasets"]
+    assert [d["status"] for d in listed] == ["rejected"]
+
+
+def test_a_failure_while_processing_records_nothing_and_leaves_no_object(
+    api: Api, ann: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr("api.services.datasets.process_dataset", broken)
+    reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=chat_lines(12), headers=ann.headers)
+    assert reply.status_code == 500 and reply.json()["error"]["code"] == "internal"
+    assert names(api, f"users/{ann.user_id}/data/") == []
+    assert api.client.get(f"/datasets/{ann.user_id}/list", headers=ann.headers).json()["datasets"] == []
 
 
 def test_a_file_level_error_is_line_0(api: Api, ann: User) -> None:
@@ -86,6 +110,36 @@ def test_the_storage_quota_is_403(api: Api, ann: User) -> None:
     assert reply.status_code == 403
     assert reply.json()["error"]["code"] == "quota_exceeded" and "quota" in reply.json()["error"]["message"]
 
+    def chunks():  # no Content-Length: the quota holds while streaming
+        yield chat_lines(12)
+
+    reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=chunks(), headers=ann.headers)
+    assert reply.status_code == 403 and reply.json()["error"]["code"] == "quota_exceeded"
+    assert len(api.client.get(f"/datasets/{ann.user_id}/list", headers=ann.headers).json()["datasets"]) == 1
+
+
+def test_the_upload_documents_its_quota_and_size_refusals(api: Api) -> None:
+    schema = api.client.get("/schema/openapi.json").json()
+    responses = schema["paths"]["/datasets/{user_id}/upload"]["post"]["responses"]
+    assert "quota_exceeded" in responses["403"]["description"]
+    assert "too_large" in responses["413"]["description"]
+
+
+def test_a_rejected_dataset_keeps_its_report_but_not_its_bytes_nor_its_quota(api: Api, ann: User) -> None:
+    size = len(chat_lines(12))
+    api.rt.platform.set_quota(ann.user_id, 2, size + 100, api.rt.clock())
+    api.rt.committed("platform")
+    bad = chat_lines(12).replace(b'"user"', b'"bots"')
+    rejected = api.upload(ann, bad)
+    assert rejected["status"] == "rejected" and rejected["size_bytes"] == len(bad) == size
+    accepted = api.upload(ann)  # the rejected upload held no quota
+    assert accepted["status"] == "validated"
+    reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=chat_lines(12), headers=ann.headers)
+    assert reply.status_code == 403 and reply.json()["error"]["code"] == "quota_exceeded"
+    shown = api.client.get(f"/datasets/{rejected['dataset_id']}", headers=ann.headers).json()
+    assert shown["status"] == "rejected" and shown["errors"]
+    assert api.client.delete(f"/datasets/{rejected['dataset_id']}", headers=ann.headers).status_code == 200
+
 
 def test_an_empty_upload_is_400(api: Api, ann: User) -> None:
     reply = api.client.post(f"/datasets/{ann.user_id}/upload", content=b"", headers=ann.headers)
@@ -106,6 +160,17 @@ def test_a_filename_with_control_characters_is_400(api: Api, ann: User) -> None:
         headers=ann.headers,
     )
     assert reply.status_code == 400 and reply.json()["error"]["where"] == "filename"
+
+
+@pytest.mark.parametrize("name", ["evil\u202elmth.jsonl", "a\u2067b.jsonl", "zero\u200bwidth", "c1\x85x"])
+def test_a_filename_with_bidi_or_invisible_characters_is_400_and_stores_nothing(
+    api: Api, ann: User, name: str
+) -> None:
+    path = f"/datasets/{ann.user_id}/upload"
+    reply = api.client.post(path, params={"filename": name}, content=chat_lines(), headers=ann.headers)
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "filename"
+    assert "invisible" in reply.json()["error"]["message"]
+    assert names(api, f"users/{ann.user_id}/data/") == []
 
 
 def test_delete_removes_the_files_and_the_dataset(api: Api, ann: User) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from api.body import StrictRequest
 from tests.api.conftest import Api, User
 
 
@@ -62,3 +65,87 @@ def test_a_domain_refusal_keeps_its_code(api: Api, ann: User) -> None:
     assert api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers).status_code == 200
     reply = api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers)
     assert reply.status_code == 409 and error_of(reply)["code"] == "conflict"
+
+
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/auth/login", DEEP),
+        ("POST", "/auth/login", b'{"email": "a@b.c", "password": "x", "x": ' + DEEP + b"}"),
+        ("PUT", "/billing/budget", DEEP),
+        ("POST", "/fine-tune/{user_id}/start", DEEP),
+        (
+            "POST",
+            "/fine-tune/{user_id}/start",
+            b'{"base_model": "m", "dataset_id": "d", "config": {"a": ' + DEEP + b"}}",
+        ),
+    ],
+)
+def test_json_nested_1000_deep_is_400_and_logs_no_traceback(
+    api: Api, ann: User, caplog: pytest.LogCaptureFixture, method: str, path: str, body: bytes
+) -> None:
+    headers = {**ann.headers, "Content-Type": "application/json"}
+    with caplog.at_level(logging.INFO):
+        reply = api.client.request(method, path.format(user_id=ann.user_id), content=body, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert error_of(reply) | {"message": ""} == {"code": "invalid", "message": "", "where": "body"}
+    assert "nested deeper than 64 levels" in error_of(reply)["message"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "where"),
+    [
+        ("PUT", "/billing/budget", {"monthly_limit_usd_micros": "100"}, "monthly_limit_usd_micros"),
+        ("PUT", "/billing/budget", {"monthly_limit_usd_micros": 1.0}, "monthly_limit_usd_micros"),
+        (
+            "PUT",
+            "/billing/budget",
+            {"monthly_limit_usd_micros": 100, "thresholds_pct": ["50"]},
+            "thresholds_pct[0]",
+        ),
+        (
+            "PUT",
+            "/billing/budget",
+            {"monthly_limit_usd_micros": 100, "thresholds_pct": [0]},
+            "thresholds_pct[0]",
+        ),
+        ("PUT", "/billing/budget", {"monthly_limit_usd_micros": True}, "monthly_limit_usd_micros"),
+        ("PUT", "/billing/budget", {"monthly_limit_usd_micros": 1, "extra": 1}, "extra"),
+        (
+            "POST",
+            "/fine-tune/{user_id}/start",
+            {"base_model": "m", "dataset_id": "d", "dry_run": "true"},
+            "dry_run",
+        ),
+        ("POST", "/fine-tune/{user_id}/start", {"base_model": "m", "dataset_id": "d", "force": 1}, "force"),
+        ("POST", "/fine-tune/{user_id}/start", {"base_model": 7, "dataset_id": "d"}, "base_model"),
+        ("POST", "/fine-tune/{user_id}/start", {"dataset_id": "d"}, "base_model"),
+        ("POST", "/auth/login", {"email": "ann@example.com", "password": 12345678}, "password"),
+    ],
+)
+def test_strings_are_not_coerced_into_typed_fields(
+    api: Api, ann: User, method: str, path: str, body: dict, where: str
+) -> None:
+    reply = api.client.request(method, path.format(user_id=ann.user_id), json=body, headers=ann.headers)
+    assert reply.status_code == 400, reply.text
+    assert error_of(reply) | {"message": ""} == {"code": "invalid", "message": "", "where": where}
+    assert api.client.get("/billing/usage", headers=ann.headers).json()["budget"] is None  # nothing was set
+
+
+def test_well_typed_bodies_still_pass(api: Api, ann: User) -> None:
+    body = {"monthly_limit_usd_micros": 100, "thresholds_pct": [50]}
+    reply = api.client.put("/billing/budget", json=body, headers=ann.headers)
+    assert reply.status_code == 200 and reply.json()["thresholds_pct"] == [50]
+    reply = api.client.put("/billing/budget", json={"monthly_limit_usd_micros": None}, headers=ann.headers)
+    assert reply.status_code == 200 and reply.json()["monthly_limit_usd_micros"] is None
+
+
+def test_every_route_with_a_json_body_decodes_it_strictly(api: Api) -> None:
+    handlers = [h for route in api.client.app.routes for h in getattr(route, "route_handlers", [])]
+    with_body = [h for h in handlers if h.parsed_data_field is not None]
+    assert len(with_body) >= 3  # login, budget, start
+    assert all(h.resolve_request_class() is StrictRequest for h in with_body)

@@ -54,6 +54,8 @@ def test_config_may_be_yaml_text(api: Api, ann: User, dataset: str) -> None:
         ({"epochs": 0, "batch_size": -1}, "epochs, batch_size"),
         ("epochs: 1\nlora: {r: 4\n", "config line 3"),  # the unclosed brace is found at the end
         ("- a list\n", "config"),
+        ("epochs: 1\nseed: 2\nepochs: 2\n", "config line 3"),  # a key written twice: refused, not last-wins
+        ("lora: " + "[" * 1000 + "]" * 1000, "config"),  # nested past PyYAML's recursion: 400, not 500
         ({"gpu_type": "tpu-v9"}, "gpu_type"),
     ],
 )

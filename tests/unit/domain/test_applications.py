@@ -15,6 +15,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
 
 from domain.applications import PlatformApp, UserApp
+from domain.dataset_format import validate_lines
 from domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from domain.job import Job, JobState
 from domain.metering import BudgetAlert, FixedUsage, JobAlert, LimitOrders, MeteredJob, UsageRun
@@ -248,6 +249,17 @@ def test_datasets_in_use_cannot_be_deleted(user: UserApp) -> None:
     assert view.errors == [{"line": 1, "message": "not JSON"}]
     with writes_nothing(user, Conflict, "already exists"):
         user.upload_dataset("ds_bad", "b.jsonl", 1, SHA, at(7))
+
+
+def test_an_upload_with_its_report_records_its_verdict_in_the_same_save(user: UserApp) -> None:
+    before = user.recorder.max_notification_id()
+    good = validate_lines([b'{"text": "x"}\n'] * 10)
+    assert user.upload_dataset("ds_ok", "a.jsonl", 140, SHA, at(5), report=good).status == "validated"
+    bad = validate_lines([b"[" * 100 + b"]" * 100])
+    view = user.upload_dataset("ds_no", "b.jsonl", 200, SHA, at(6), report=bad)
+    assert view.status == "rejected" and view.errors[0]["line"] == 0 and view.errors[1]["line"] == 1
+    assert user.recorder.max_notification_id() == before + 4  # Uploaded + Validated, Uploaded + Rejected
+    assert user.get_dataset("ds_ok").rows == 10
 
 
 def test_budget(user: UserApp) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.dataset import Dataset
+from domain.dataset import Dataset, check_filename
 from domain.errors import Conflict, ValidationFailed
 from tests.unit.domain.conftest import at, refused, refused_field
 
@@ -65,6 +65,32 @@ def test_delete_refuses_while_active_jobs_use_it_naming_them() -> None:
 )
 def test_upload_refuses_bad_fields(override: dict[str, object], where: str) -> None:
     assert refused_field(upload, override) == where
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evil\u202elmth.jsonl",  # RIGHT-TO-LEFT OVERRIDE: shows as 'evilnoj.shtml'
+        *(f"a{chr(c)}b.jsonl" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F]),
+        "arabic\u061cmark.jsonl",
+        "zero\u200bwidth.jsonl",
+        "\ufeffbom.jsonl",
+        "line\u2028break.jsonl",
+        "c1\x85control.jsonl",
+        "del\x7f.jsonl",
+        "bell\x07.jsonl",
+        "lone\ud800surrogate.jsonl",
+    ],
+)
+def test_a_filename_with_invisible_characters_is_refused_naming_the_character(name: str) -> None:
+    with pytest.raises(ValidationFailed, match=r"contains U\+[0-9A-F]{4}.*invisible") as caught:
+        check_filename(name)
+    assert caught.value.where == "filename"
+
+
+@pytest.mark.parametrize("name", ["résumé données.jsonl", "数据 (2).jsonl", "שלום.jsonl", "emoji 🙂.jsonl"])
+def test_ordinary_unicode_filenames_are_fine(name: str) -> None:
+    check_filename(name)
 
 
 def test_reject_needs_errors() -> None:

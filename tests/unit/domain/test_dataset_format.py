@@ -203,6 +203,8 @@ def test_a_bad_chat_record_is_reported_at_its_line(case: str) -> None:
         (b'{"input": "x", "output": "y"}\n', "no known format"),
         (b'{"messages": [], "text": "x"}\n', "more than one format"),
         (line(PC), "format prompt_completion differs from the file's format chat"),
+        (b"[" * 1000 + b"]" * 1000 + b"\n", "JSON nested deeper than 64 levels"),
+        (b'{"text": "x", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "nested deeper"),
     ],
 )
 def test_a_malformed_line_is_reported_at_its_line(raw: bytes, expected: str) -> None:
@@ -229,6 +231,15 @@ def test_a_bad_prompt_completion_or_text_record_is_reported(
 
     assert error.line == 8
     assert expected in error.message
+
+
+def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_fine() -> None:
+    deep = {"text": "x", "metadata": json.loads("[" * 63 + "]" * 63)}
+    brackets = {"text": "[" * 5000 + "{" * 5000}
+
+    report = validate_lines([line(deep), line(brackets), *dataset(TEXT, 10)])
+
+    assert report.ok, report.errors
 
 
 def test_mixed_formats_name_the_line_that_fixed_the_format() -> None:

@@ -154,3 +154,9 @@ def test_invalid_yaml_names_the_line() -> None:
     with pytest.raises(ValidationFailed) as caught:
         load_training_config("epochs: 3\nlora: {r: 8\n")
     assert caught.value.where is not None and caught.value.where.startswith("config.yml line")
+
+
+def test_a_key_written_twice_is_refused_naming_it_and_its_line() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        load_training_config("epochs: 1\nseed: 3\nepochs: 2\n")
+    assert caught.value.where == "config.yml line 3" and "'epochs' appears twice" in caught.value.message
