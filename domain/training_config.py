@@ -48,7 +48,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
@@ -208,6 +208,10 @@ def _check_struct(
         try:
             good[key] = msgspec.convert(value, field.type)
         except msgspec.ValidationError as exc:
+            choices = _choices(field.type)
+            if choices:
+                problems.append(Problem(where, _choice_message(value, choices)))
+                continue
             reason, index = _reason(exc)
             bad = value[index] if index is not None else value
             at = f"{where}[{index}]" if index is not None else where
@@ -217,6 +221,18 @@ def _check_struct(
 
 def _struct_type(tp: Any) -> type[msgspec.Struct] | None:
     return tp if isinstance(tp, type) and issubclass(tp, msgspec.Struct) else None
+
+
+def _choices(tp: Any) -> tuple[str, ...]:
+    """The allowed values of an enum-valued (``Literal``) field, in their documented order; else ()."""
+    return tuple(get_args(tp)) if get_origin(tp) is Literal else ()
+
+
+def _choice_message(value: Any, choices: tuple[str, ...]) -> str:
+    """``must be one of a, b, c (got 'x'; did you mean 'a'?)``: every allowed value, and the closest one."""
+    close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"must be one of {', '.join(choices)} (got {value!r:.60}{hint})"
 
 
 def _reason(exc: msgspec.ValidationError) -> tuple[str, int | None]:

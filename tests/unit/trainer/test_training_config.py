@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import typing
+
+import msgspec
 import pytest
 
 from domain.errors import ValidationFailed
@@ -87,6 +90,32 @@ def test_all_problems_are_reported_together_in_one_error() -> None:
         "seed",
     }
     assert error.message.startswith("training config has 6 problems")
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("method", "lora, full"),
+        ("lr_scheduler", "linear, cosine, constant, constant_with_warmup"),
+        ("precision", "auto, fp32, bf16, fp16"),
+    ],
+)
+@pytest.mark.parametrize("given", ["foo", 3, None])
+def test_an_enum_error_lists_every_allowed_value(key: str, allowed: str, given: object) -> None:
+    assert _problems({key: given})[key] == f"must be one of {allowed} (got {given!r})"
+
+
+def test_an_enum_typo_suggests_the_closest_value() -> None:
+    assert "(got 'cosin'; did you mean 'cosine'?)" in _problems({"lr_scheduler": "cosin"})["lr_scheduler"]
+
+
+def test_every_enum_valued_key_is_covered_by_the_choices_message() -> None:
+    enum_keys = {
+        f.name for f in msgspec.structs.fields(TrainingConfig) if typing.get_origin(f.type) is typing.Literal
+    }
+    assert enum_keys >= {"method", "lr_scheduler", "precision"}
+    for key in enum_keys:
+        assert _problems({key: "nope"})[key].startswith("must be one of ")
 
 
 @pytest.mark.parametrize(
