@@ -138,7 +138,7 @@ def fetch_base_model(
 ) -> Path:
     """Put base model ``name`` at ``dest``: from ``base-models/<name>/``, else resolved and uploaded there."""
     prefix = layout.base_model_prefix(name)
-    if not bucket.exists(prefix + MARKER):
+    if not bucket.exists(layout.base_model_marker(name)):
         local = resolve_base_model(name, cache_dir, source=source)
         upload_folder(bucket, local, prefix, last=MARKER)
     download_prefix(bucket, prefix, dest)
