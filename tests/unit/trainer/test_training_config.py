@@ -7,6 +7,7 @@ import typing
 import msgspec
 import pytest
 
+from domain.config_yaml import config_from_yaml
 from domain.errors import ValidationFailed
 from domain.training_config import (
     ConfigInvalid,
@@ -107,6 +108,19 @@ def test_an_enum_error_lists_every_allowed_value(key: str, allowed: str, given: 
 
 def test_an_enum_typo_suggests_the_closest_value() -> None:
     assert "(got 'cosin'; did you mean 'cosine'?)" in _problems({"lr_scheduler": "cosin"})["lr_scheduler"]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "hint"),
+    [
+        ("learning_rate: 1e-4", "YAML reads 1e-4 as text: write 1.0e-4"),
+        ("learning_rate: 2.5e4", "YAML reads 2.5e4 as text: write 2.5e+4"),
+        ('epochs: "2"', "write the number without quotes"),
+    ],
+)
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(yaml_text: str, hint: str) -> None:
+    [message] = _problems(config_from_yaml(yaml_text, where="config", at_line=str)).values()
+    assert message.endswith(f"{hint})")
 
 
 def test_every_enum_valued_key_is_covered_by_the_choices_message() -> None:
