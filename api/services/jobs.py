@@ -276,6 +276,8 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
         return f"step {d.get('step')}{total}{loss}"
     if kind == "CheckpointSaved":
         return f"checkpoint at step {d.get('step')}"
+    if kind == "ActivityReported":
+        return str(d.get("activity") or "activity done")
     if kind == "UsageMetered":
         return f"{d.get('gpu_ms')} ms on {d.get('gpu_count')}x {d.get('gpu_type')}"
     if kind == "AlertRaised":
