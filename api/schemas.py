@@ -205,6 +205,9 @@ class JobStatus(_Out):
     finished_at: str | None = None
     last_heartbeat_at: str | None = None
     updated_at: str | None = None
+    activity: str | None = None
+    """What a running attempt is busy with before its first step (e.g. converting its base model on
+    first use); absent otherwise."""
 
 
 class JobList(_Out):

@@ -46,6 +46,11 @@ def check_admission(
             f"({format_usd(remaining_usd_micros)})"
         )
         if not force:
-            raise Forbidden(f"{message}; raise the budget or pass force", code="over_budget", where="force")
+            raise Forbidden(
+                f"{message}; raise the budget (tune budget set) or pass force (tune start --force) "
+                "to start it anyway",
+                code="over_budget",
+                where="force",
+            )
         warnings.append(f"{message}; started anyway (force); it stops when the budget runs out")
     return warnings

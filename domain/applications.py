@@ -522,6 +522,9 @@ class UserApp(_PartitionApp):
             job_id, None, lambda j: j.report_progress(attempt, step, total_steps, epoch, loss, tokens, at)
         )
 
+    def report_activity(self, job_id: str, attempt: int, activity: str | None, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.report_activity(attempt, activity, at))
+
     def save_checkpoint(self, job_id: str, attempt: int, step: int, path: str, at: datetime) -> JobView:
         return self._job(job_id, None, lambda j: j.save_checkpoint(attempt, step, path, at))
 

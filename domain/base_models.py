@@ -13,15 +13,36 @@ not ``llama3.1-8b``.
 
 The platform's ``BaseModelCatalogue`` aggregate starts from these entries; operators add
 ``local`` ones at run time and pass them to ``resolve_base_model`` as ``source=``.
+
+Whether a base model can be had where jobs run (``check_obtainable``) is decided here, purely,
+from what the caller found out: whether it is already converted in the bucket
+(``base-models/<name>/``) and whether the environment turns the hub off (``hub_offline``).
+The API asks before it admits a job (a dry run included); the runner raises the same
+``BaseModelUnavailable`` when it meets an offline hub.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
 
-__all__ = ["CATALOGUE", "BaseModelSource", "SourceKind"]
+from domain.errors import ValidationFailed
+
+__all__ = [
+    "CATALOGUE",
+    "HUB_OFFLINE_VARIABLES",
+    "BaseModelSource",
+    "BaseModelUnavailable",
+    "SourceKind",
+    "check_obtainable",
+    "hub_offline",
+    "offline_hub_error",
+]
+
+HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_TRUE = {"1", "true", "yes", "on"}
 
 SourceKind = Literal["hub", "builtin", "local"]
 
@@ -70,3 +91,46 @@ CATALOGUE: dict[str, BaseModelSource] = _entries(
         "smollm2-135m-hub", "hub", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M from the hub"
     ),
 )
+
+
+class BaseModelUnavailable(ValidationFailed):
+    """A base model that cannot be had where jobs run (an offline or unreachable hub, a refused download)."""
+
+    code = "base_model_unavailable"
+
+
+def hub_offline(env: Mapping[str, str]) -> bool:
+    """True when ``env`` turns the Hugging Face hub off (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
+    return any(env.get(v, "").strip().lower() in _TRUE for v in HUB_OFFLINE_VARIABLES)
+
+
+def offline_hub_error(source: BaseModelSource) -> BaseModelUnavailable:
+    """The refusal of a hub model that is not converted yet where the hub is off."""
+    return BaseModelUnavailable(
+        f"base model {source.name!r} comes from the Hugging Face hub ({source.source}) and is not "
+        "converted yet, but HF_HUB_OFFLINE is set here; "
+        "use a built-in model (tiny-llama, smollm2-135m), add one from a local folder, "
+        "or unset HF_HUB_OFFLINE where jobs run",
+        where="base_model",
+    )
+
+
+def check_obtainable(source: BaseModelSource, *, converted: bool, hub_offline: bool) -> list[str]:
+    """Whether a job on ``source`` can get its base model; the warnings to show the submitter.
+
+    Args:
+        source: the catalogue entry.
+        converted: the model is already in the bucket's base-model store (nothing to fetch).
+        hub_offline: the environment jobs run in turns the hub off.
+
+    Raises:
+        BaseModelUnavailable: a hub model, not converted, with the hub off: the job could only fail.
+    """
+    if converted or source.kind != "hub":
+        return []
+    if hub_offline:
+        raise offline_hub_error(source)
+    return [
+        f"base model {source.name!r} is not converted yet: the first job downloads it from the "
+        f"Hugging Face hub ({source.source}), which the runners must reach (a gated model needs HF_TOKEN)"
+    ]

@@ -4,6 +4,7 @@
 
     PlatformError                 400  (code: bad_request)
     ├── ValidationFailed          400  a field, key or line is wrong (``where`` names it)
+    │   └── Problems              400  several at once: ``problems`` lists each, ``where`` joins their keys
     ├── Unauthenticated           401
     ├── Forbidden                 403  includes quota refusals
     ├── NotFound                  404  also for other users' objects
@@ -12,16 +13,23 @@
     └── RateLimited               429
 
 Every error carries a stable ``code``, a human ``message`` and optionally
-``where`` (a field name, config key or ``line N``).
+``where`` (a field name, config key or ``line N``). A request with several things wrong is
+refused once with all of them (``Problems``): ``where`` names every key, comma-separated, and
+``message`` spells each one out, so the one error shape carries them all.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
 
 __all__ = [
     "Conflict",
     "Forbidden",
     "NotFound",
     "PlatformError",
+    "Problem",
+    "Problems",
     "RateLimited",
     "TooLarge",
     "Unauthenticated",
@@ -47,6 +55,39 @@ class PlatformError(Exception):
 
 class ValidationFailed(PlatformError):
     code = "invalid"
+
+
+class Problem(NamedTuple):
+    """One thing wrong with a request: the key or field (``lora.r``, ``gpu_type``) and what is wrong."""
+
+    where: str
+    message: str
+
+
+class Problems(ValidationFailed):
+    """Several things wrong with one request, reported together; ``problems`` lists them all.
+
+    Args:
+        problems: each one, in the order found (at least one).
+        subject: what they are wrong with, for the message (``training config``, ``start request``).
+    """
+
+    def __init__(self, problems: Iterable[Problem], *, subject: str) -> None:
+        self.problems = tuple(problems)
+        keys = ", ".join(dict.fromkeys(p.where for p in self.problems))
+        detail = "; ".join(f"{p.where}: {p.message}" for p in self.problems)
+        count = "1 problem" if len(self.problems) == 1 else f"{len(self.problems)} problems"
+        super().__init__(f"{subject} has {count}: {detail}", where=keys)
+
+    def __str__(self) -> str:
+        return self.message
+
+    @staticmethod
+    def of(error: PlatformError) -> tuple[Problem, ...]:
+        """The problems an error reports: its own list, or itself as one (``where`` or ``request``)."""
+        if isinstance(error, Problems):
+            return error.problems
+        return (Problem(error.where or "request", error.message),)
 
 
 class Unauthenticated(PlatformError):

@@ -154,6 +154,16 @@ class Job(DomainAggregate, JobFields):
             job.loss, job.tokens = self.loss, self.tokens
             job.updated_at = job.last_heartbeat_at = self.at
 
+    class ActivityReported(Aggregate.Event):
+        """What the attempt is busy with while no training step says it (``None``: nothing to tell)."""
+
+        attempt: int
+        activity: str | None
+        at: datetime
+
+        def apply(self, job: Job) -> None:
+            job.updated_at = self.at
+
     class CheckpointSaved(Aggregate.Event):
         attempt: int
         step: int
@@ -337,6 +347,14 @@ class Job(DomainAggregate, JobFields):
             loss=_finite_or_none(loss, "loss"),
             tokens=tokens,
         )
+
+    def report_activity(self, attempt: int, activity: str | None, at: datetime) -> None:
+        """What the current attempt is doing before training says it with steps (e.g. converting its
+        base model on first use); ``None`` once it is done. Shown in the job's status until then."""
+        self._check_reporting(attempt, "report activity for")
+        if activity is not None:
+            check_text(activity, where="activity", max_length=200)
+        self._record(self.ActivityReported, at, attempt=attempt, activity=activity)
 
     def save_checkpoint(self, attempt: int, step: int, path: str, at: datetime) -> None:
         """A resumable checkpoint at ``step`` now lies at ``path`` (an object prefix in the bucket)."""

@@ -48,11 +48,11 @@ import difflib
 import re
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
-from domain.errors import ValidationFailed
+from domain.errors import Problem, Problems
 from domain.money import parse_usd
 
 __all__ = [
@@ -128,14 +128,7 @@ class TrainingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return "all-linear" if mods == ["all-linear"] else list(mods)
 
 
-class Problem(msgspec.Struct, frozen=True):
-    """One thing wrong with a config: the dotted key and what is wrong with it."""
-
-    where: str
-    message: str
-
-
-class ConfigInvalid(ValidationFailed):
+class ConfigInvalid(Problems):
     """A training config with one or more problems; ``problems`` lists them all.
 
     ``where`` names every offending key (comma-separated, in the order found);
@@ -143,14 +136,7 @@ class ConfigInvalid(ValidationFailed):
     """
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = tuple(problems)
-        keys = ", ".join(p.where for p in problems)
-        detail = "; ".join(f"{p.where}: {p.message}" for p in problems)
-        count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-        super().__init__(f"training config has {count}: {detail}", where=keys)
-
-    def __str__(self) -> str:
-        return self.message
+        super().__init__(problems, subject="training config")
 
 
 def parse_training_config(data: Mapping[str, Any] | TrainingConfig | None) -> TrainingConfig:
@@ -208,10 +194,14 @@ def _check_struct(
         try:
             good[key] = msgspec.convert(value, field.type)
         except msgspec.ValidationError as exc:
+            choices = _choices(field.type)
+            if choices:
+                problems.append(Problem(where, _choice_message(value, choices)))
+                continue
             reason, index = _reason(exc)
             bad = value[index] if index is not None else value
             at = f"{where}[{index}]" if index is not None else where
-            problems.append(Problem(at, f"{reason} (got {bad!r:.60})"))
+            problems.append(Problem(at, f"{reason} (got {bad!r:.60}{_number_hint(reason, bad)})"))
     return good
 
 
@@ -219,11 +209,38 @@ def _struct_type(tp: Any) -> type[msgspec.Struct] | None:
     return tp if isinstance(tp, type) and issubclass(tp, msgspec.Struct) else None
 
 
+def _choices(tp: Any) -> tuple[str, ...]:
+    """The allowed values of an enum-valued (``Literal``) field, in their documented order; else ()."""
+    return tuple(get_args(tp)) if get_origin(tp) is Literal else ()
+
+
+def _choice_message(value: Any, choices: tuple[str, ...]) -> str:
+    """``must be one of a, b, c (got 'x'; did you mean 'a'?)``: every allowed value, and the closest one."""
+    close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"must be one of {', '.join(choices)} (got {value!r:.60}{hint})"
+
+
 def _reason(exc: msgspec.ValidationError) -> tuple[str, int | None]:
     """msgspec's message in plain words, and the list index it points at (if any)."""
     text, _, path = str(exc).partition(" - at `$")
     match = re.match(r"\[(\d+)\]", path)
     return text.replace("Expected `", "expected ").replace("`", ""), int(match.group(1)) if match else None
+
+
+def _number_hint(reason: str, value: Any) -> str:
+    """Why a number arrived as text: YAML 1.1 reads ``1e-4`` (no dot) as a string, and quotes make one."""
+    if not (reason.startswith(("expected float", "expected int")) and isinstance(value, str)):
+        return ""
+    text = value.strip()
+    exponent = re.fullmatch(r"([+-]?\d+)(\.\d*)?[eE]([+-]?\d+)", text)
+    if exponent:  # YAML 1.1 floats need a dot and a signed exponent
+        return f"; YAML reads {text} as text: write {exponent[1]}{exponent[2] or '.0'}e{int(exponent[3]):+d}"
+    try:
+        float(text)
+    except ValueError:
+        return ""
+    return "; write the number without quotes"
 
 
 def _unknown_key_message(key: Any, known: list[str]) -> str:

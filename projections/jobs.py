@@ -41,6 +41,7 @@ EVENTS = event_names(
     Job.Queued,
     Job.Started,
     Job.ProgressReported,
+    Job.ActivityReported,
     Job.CheckpointSaved,
     Job.UsageMetered,
     Job.AlertRaised,
@@ -99,6 +100,7 @@ class JobState(started_by(Job.Submitted, leave_out=("config",)), frozen=True):  
     started_at: datetime | None = None
     finished_at: datetime | None = None
     last_heartbeat_at: datetime | None = None
+    activity: str | None = None
 
 
 def fold(job: JobState | None, event: Any) -> JobState:
@@ -108,6 +110,8 @@ def fold(job: JobState | None, event: Any) -> JobState:
     name = event_name(event)
     at: datetime = event.at
     changes: dict[str, Any] = {"updated_at": at}
+    if job.activity is not None and (name in _STATES or name == "Job.ProgressReported"):
+        changes["activity"] = None  # training (or the attempt) moved on
     if name in _STATES and _STATES[name] != job.status:
         changes.update(status=_STATES[name], status_at=at)
         if _STATES[name] in TERMINAL_STATES:
@@ -126,6 +130,8 @@ def fold(job: JobState | None, event: Any) -> JobState:
             loss=event.loss,
             tokens=event.tokens,
         )
+    elif name == "Job.ActivityReported":
+        changes["activity"] = event.activity
     elif name == "Job.CheckpointSaved":
         point = Checkpoint(attempt=event.attempt, step=event.step, path=event.path, at=iso(at))
         changes["checkpoints"] = (*job.checkpoints, point)
@@ -161,8 +167,12 @@ def fold(job: JobState | None, event: Any) -> JobState:
 # -- views ---------------------------------------------------------------
 
 
-class StatusView(msgspec.Struct):
-    """``jobs/<job_id>/status.json``."""
+class StatusView(msgspec.Struct, omit_defaults=True):
+    """``jobs/<job_id>/status.json``.
+
+    ``activity`` (what a running attempt is busy with before its first step, e.g. converting its
+    base model) is written only while there is one, so the views of older histories are unchanged.
+    """
 
     position: int
     job_id: str
@@ -194,7 +204,7 @@ class StatusView(msgspec.Struct):
     finished_at: str | None
     last_heartbeat_at: str | None
     updated_at: str | None
-
+    activity: str | None = None
 
 
 def item_view(job: JobState, position: int) -> StatusView:

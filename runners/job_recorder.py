@@ -67,6 +67,12 @@ class JobRecorder:
             )
         )
 
+    def activity(self, activity: str | None) -> JobView:
+        """What the attempt is busy with before its first step (None: done with it)."""
+        return self._write(
+            lambda: self.app.report_activity(self.job_id, self.attempt, activity, self.clock())
+        )
+
     def checkpoint(self, step: int, path: str) -> JobView:
         return self._write(
             lambda: self.app.save_checkpoint(self.job_id, self.attempt, step, path, self.clock())

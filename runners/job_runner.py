@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -210,7 +210,12 @@ class JobRunner:
     def _prepare(self) -> RunSpec:
         spec, work = self.spec, self.work
         fetch_base_model(
-            self.bucket, spec.base_model, work.base, cache_dir=self.cache_dir, source=spec.base_model_source
+            self.bucket,
+            spec.base_model,
+            work.base,
+            cache_dir=self.cache_dir,
+            source=spec.base_model_source,
+            converting=self._converting,
         )
         try:
             download_object(self.bucket, spec.dataset_object, work.dataset)
@@ -239,6 +244,25 @@ class JobRunner:
         )
         write_run_spec(work.trainer_run, trainer_spec)
         return trainer_spec
+
+    @contextlib.contextmanager
+    def _converting(self, name: str) -> Iterator[None]:
+        """The first use of a base model: say so in the log and the status while it is converted."""
+        self._busy(f"converting base model {name} (first use), this takes a minute")
+        began = time.monotonic()
+        yield  # a failure is told by the outcome (failed or retrying), which also ends the activity
+        self._say(f"base model {name} converted and stored in {time.monotonic() - began:.1f} s")
+        self._busy(None)
+
+    def _busy(self, activity: str | None) -> None:
+        """Tell ``activity`` (None: done) in job.log at once and in the job's status."""
+        if activity is not None:
+            self._say(activity)
+            self._sync_logs()
+        try:
+            self.recorder.activity(activity)
+        except Conflict as exc:  # stopped or moved on meanwhile: the next heartbeat acts on it
+            log.info("%s: activity not recorded: %s", self.spec.job_id, exc)
 
     def _train(self, trainer_spec: RunSpec) -> int:
         """Run the trainer to its exit, holding the GPU meanwhile; return its exit status."""

@@ -23,10 +23,12 @@ projection of the model's events, written by the projector.)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +136,24 @@ def prune_checkpoints(bucket: Bucket, prefix: str, keep: int) -> list[int]:
 
 
 def fetch_base_model(
-    bucket: Bucket, name: str, dest: Path, *, cache_dir: Path, source: BaseModelSource | None = None
+    bucket: Bucket,
+    name: str,
+    dest: Path,
+    *,
+    cache_dir: Path,
+    source: BaseModelSource | None = None,
+    converting: Callable[[str], AbstractContextManager[object]] = lambda name: contextlib.nullcontext(),
 ) -> Path:
-    """Put base model ``name`` at ``dest``: from ``base-models/<name>/``, else resolved and uploaded there."""
+    """Put base model ``name`` at ``dest``: from ``base-models/<name>/``, else resolved and uploaded there.
+
+    The first use of a model (not in the bucket yet) converts it, which takes a minute or more:
+    that part runs inside ``converting(name)``, so the caller can say so while it lasts.
+    """
     prefix = layout.base_model_prefix(name)
-    if not bucket.exists(prefix + MARKER):
-        local = resolve_base_model(name, cache_dir, source=source)
-        upload_folder(bucket, local, prefix, last=MARKER)
+    if not bucket.exists(layout.base_model_marker(name)):
+        with converting(name):
+            local = resolve_base_model(name, cache_dir, source=source)
+            upload_folder(bucket, local, prefix, last=MARKER)
     download_prefix(bucket, prefix, dest)
     return dest
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 import msgspec
 
+from domain.base_models import CATALOGUE, BaseModelSource, check_obtainable
 from domain.errors import NotFound, ValidationFailed
 from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
 from projections.projector import Projector
@@ -177,12 +178,29 @@ class Runtime:
 
     def base_model_names(self) -> set[str]:
         """Names users may fine-tune: the platform's catalogue, or the built-in one before it exists."""
+        return set(self.base_model_sources())
+
+    def base_model_sources(self) -> dict[str, BaseModelSource]:
+        """Where each base model users may fine-tune comes from (the catalogue, or the built-in one)."""
         catalogue = self.view_json(layout.base_models())
         if catalogue is None:
-            from domain.base_models import CATALOGUE
+            return dict(CATALOGUE)
+        return {
+            entry["name"]: BaseModelSource(entry["name"], entry["source_kind"], entry["source"])
+            for entry in catalogue.get("base_models", ())
+        }
 
-            return set(CATALOGUE)
-        return {entry["name"] for entry in catalogue.get("base_models", ())}
+    def check_base_model_obtainable(self, name: str) -> list[str]:
+        """Whether jobs on base model ``name`` can get it: already converted in the bucket, or fetchable.
+
+        Returns the warnings to show (a hub model's first download); raises ``BaseModelUnavailable``
+        for a hub model not converted yet where ``HF_HUB_OFFLINE`` is set (the job could only fail).
+        """
+        source = self.base_model_sources().get(name)
+        if source is None:
+            return []
+        converted = self.bucket.exists(layout.base_model_marker(name))
+        return check_obtainable(source, converted=converted, hub_offline=self.settings.hub_offline)
 
     def notify_job_submitted(self, user_id: str, job_id: str) -> None:
         for hook in list(self.job_submitted):

@@ -11,6 +11,9 @@ variable                   meaning                                          defa
 ``TUNE_MAX_UPLOAD_BYTES``  largest dataset upload                           ``1073741824`` (1 GiB)
 ``TUNE_RATE_LIMIT``        requests per user per minute                     ``600``
 ``TUNE_WAIT_S``            how long a write waits for its projection        ``10``
+``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
+                           is ``TRANSFORMERS_OFFLINE``): a hub base model
+                           not converted yet is refused at start
 =========================  ===============================================  ==========================
 
 Nothing below an entry point reads these variables: ``roles/*``, ``cli`` operator commands and
@@ -26,9 +29,11 @@ from pathlib import Path
 
 import msgspec
 
+from domain.base_models import hub_offline
 from storage.open import bucket_url_from_env, home_from_env
 
 __all__ = ["Settings"]
+
 
 def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     text = env.get(name)
@@ -55,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_minute: int = 600
     projection_wait_s: float = 10.0
     debug: bool = False
+    hub_offline: bool = False
+    """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
 
     def __repr__(self) -> str:  # the secret never reaches a log
         return f"Settings(home={str(self.home)!r}, bucket_url={self.bucket_url!r})"
@@ -70,4 +77,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_upload_bytes=_int_env(env, "TUNE_MAX_UPLOAD_BYTES", 1 << 30),
             rate_limit_per_minute=_int_env(env, "TUNE_RATE_LIMIT", 600),
             projection_wait_s=float(_int_env(env, "TUNE_WAIT_S", 10)),
+            hub_offline=hub_offline(env),
         )

@@ -35,6 +35,7 @@ from domain.partitions import PLATFORM, PLATFORM_EVENTS, USERS, events_prefix, u
 
 __all__ = [
     "BASE_MODELS",
+    "BASE_MODEL_MARKER",
     "PATTERNS",
     "PLATFORM",
     "PLATFORM_EVENTS",
@@ -43,6 +44,7 @@ __all__ = [
     "USER_COPIES",
     "USER_VIEWS",
     "KeyPattern",
+    "base_model_marker",
     "base_model_prefix",
     "base_models",
     "billing",
@@ -248,6 +250,16 @@ def base_model_prefix(name: str) -> str:
     return f"{BASE_MODELS}{check_id(name, kind='base_model')}/"
 
 
+BASE_MODEL_MARKER = ".tune-base-model.json"
+"""The file a finished base-model folder holds (naming its source), written last: its presence
+under ``base-models/<name>/`` means the model is converted and complete in the bucket."""
+
+
+def base_model_marker(name: str) -> str:
+    """``base-models/<name>/.tune-base-model.json``: present once the converted model is complete."""
+    return base_model_prefix(name) + BASE_MODEL_MARKER
+
+
 # -- the patterns every written key matches -------------------------------------------------
 
 
@@ -274,8 +286,11 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("tracking", rf"{_PARTITION}/events/tracking/(?:{_ID}/)?(?:segments/)?{_SEQ}\.json"),
     _pattern("platform view", rf"platform/metadata/(?:{_one_of(PLATFORM_VIEWS)})\.json"),
     _pattern("user view", rf"{_USER}/metadata/(?:{_one_of(USER_COPIES + USER_VIEWS)})\.json"),
-    _pattern("job file", rf"{_USER}/jobs/{_ID}/(?:config\.yml|run\.yaml|status\.json|job\.log"
-                         r"|events/metrics\.jsonl)"),
+    _pattern(
+        "job file",
+        rf"{_USER}/jobs/{_ID}/(?:config\.yml|run\.yaml|status\.json|job\.log"
+        r"|events/metrics\.jsonl)",
+    ),
     _pattern("checkpoint", rf"{_USER}/jobs/{_ID}/checkpoints/[0-9]+/{_REST}"),
     _pattern("dataset file", rf"{_USER}/data/{_ID}/(?:raw/[^/]+|processed/train\.jsonl|metadata\.json)"),
     _pattern("model file", rf"{_USER}/models/{_ID}/(?:weights/{_REST}|config\.json|metadata\.json)"),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
@@ -14,7 +14,7 @@ from api.services.billing import BillingService
 from api.streams import follow_object, tail_lines
 from domain.admission import check_admission
 from domain.config_yaml import config_from_yaml
-from domain.errors import NotFound, ValidationFailed
+from domain.errors import NotFound, PlatformError, Problems, ValidationFailed
 from domain.estimate import estimate_job
 from domain.ids import check_id
 from domain.job import Job
@@ -25,6 +25,9 @@ from projections.render import iso
 from storage import ObjectNotFound, layout
 
 __all__ = ["JobService"]
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 _HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "at"})
 
@@ -80,18 +83,27 @@ class JobService(UserService):
     # -- writes ------------------------------------------------------------------------------
 
     def start(self, request: schemas.StartJobRequest) -> schemas.StartJobResponse:
-        """Check everything, then submit (unless ``dry_run``); the config is checked whole first."""
-        raw = request.config
-        if isinstance(raw, str):
-            raw = config_from_yaml(raw, where="config", at_line=lambda line: f"config line {line}")
-        config = parse_training_config(raw)
-        base_model = check_id(request.base_model, kind="base_model")
-        dataset_id = check_id(request.dataset_id, kind="dataset_id")
-        self._check_base_model(base_model)
-        dataset = self._usable_dataset(dataset_id)
-        price = self._price(config.gpu_type)
+        """Check everything, then submit (unless ``dry_run``).
+
+        The config (whole), the base model, the dataset and the GPU type's price are all checked
+        before anything is refused, and every problem is reported at once: one problem is raised as
+        itself (a missing dataset stays a 404), several as one ``Problems`` (400) naming each.
+        The quota and the budget are asked only of a request with nothing else wrong.
+        """
+        problems = _Collected()
+        raw = problems.check(_config_mapping, request.config)
+        config = problems.check(parse_training_config, raw) if raw is not None else None  # None: bad YAML
+        base_model = problems.check(self._check_base_model, request.base_model)
+        dataset = problems.check(self._usable_dataset, request.dataset_id)
+        gpu_type = _gpu_type(config, raw, problems)
+        price = problems.check(self._price, gpu_type) if gpu_type is not None else None
+        obtainable = problems.check(self.rt.check_base_model_obtainable, base_model) if base_model else None
+        problems.raise_all(subject="start request")
+        assert config is not None and base_model is not None and dataset is not None and price is not None
+        dataset_id = dataset.dataset_id
         estimate = estimate_job(config, dataset.stats, dataset.rows, price)
-        warnings = self._check_limits(config, estimate.usd_micros, force=request.force)
+        limits = self._check_limits(config, estimate.usd_micros, force=request.force)
+        warnings = [*(obtainable or []), *limits]
         reply = schemas.StartJobResponse(
             status="dry_run" if request.dry_run else "submitted",
             dry_run=request.dry_run,
@@ -158,15 +170,18 @@ class JobService(UserService):
 
     # -- checks ------------------------------------------------------------------------------
 
-    def _check_base_model(self, name: str) -> None:
+    def _check_base_model(self, name: str) -> str:
+        name = check_id(name, kind="base_model")
         known = self.rt.base_model_names()
         if name not in known:
             raise ValidationFailed(
                 f"unknown base model {name!r}; available: {', '.join(sorted(known)) or 'none'}",
                 where="base_model",
             )
+        return name
 
     def _usable_dataset(self, dataset_id: str) -> schemas.Dataset:
+        dataset_id = check_id(dataset_id, kind="dataset_id")
         dataset = self.object_view(layout.dataset_metadata, "dataset", dataset_id, schemas.Dataset)
         if dataset.status != "validated":
             raise ValidationFailed(
@@ -199,6 +214,48 @@ class JobService(UserService):
         self.rt.bucket.write(layout.job_config(self.user_id, job_id), text)
 
 
+class _Collected:
+    """The problems of one request, gathered check by check and raised together."""
+
+    def __init__(self) -> None:
+        self.errors: list[PlatformError] = []
+
+    def check(self, check: Callable[[A], R], value: A) -> R | None:
+        """``check(value)``, or None with its problem kept (a bad value or a missing object)."""
+        try:
+            return check(value)
+        except (ValidationFailed, NotFound) as exc:
+            self.errors.append(exc)
+            return None
+
+    def named(self, where: str) -> bool:
+        """Whether a problem kept so far is about ``where``."""
+        return any(p.where == where for error in self.errors for p in Problems.of(error))
+
+    def raise_all(self, *, subject: str) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise Problems((p for error in self.errors for p in Problems.of(error)), subject=subject)
+
+
+def _config_mapping(raw: dict[str, Any] | str | None) -> dict[str, Any]:
+    """The config as sent, as a mapping (YAML text read; none at all is ``{}``: every default)."""
+    if isinstance(raw, str):
+        return config_from_yaml(raw, where="config", at_line=lambda line: f"config line {line}")
+    return {} if raw is None else raw
+
+
+def _gpu_type(config: TrainingConfig | None, raw: Any, problems: _Collected) -> str | None:
+    """The GPU type to price: the config's, or, in a config refused for other keys, the one it names
+    (None where the config says nothing usable about it: there is nothing to price)."""
+    if config is not None:
+        return config.gpu_type
+    if not isinstance(raw, Mapping) or problems.named("gpu_type"):
+        return None
+    gpu_type = raw.get("gpu_type", TrainingConfig().gpu_type)
+    return gpu_type if isinstance(gpu_type, str) else None
+
 
 def _job_event(event: Any) -> schemas.JobEvent:
     kind = type(event).__name__
@@ -219,6 +276,8 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
         return f"step {d.get('step')}{total}{loss}"
     if kind == "CheckpointSaved":
         return f"checkpoint at step {d.get('step')}"
+    if kind == "ActivityReported":
+        return str(d.get("activity") or "activity done")
     if kind == "UsageMetered":
         return f"{d.get('gpu_ms')} ms on {d.get('gpu_count')}x {d.get('gpu_type')}"
     if kind == "AlertRaised":

@@ -14,36 +14,29 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from domain.errors import PlatformError
+from domain import base_models
+from domain.base_models import BaseModelSource, BaseModelUnavailable
 
 __all__ = ["HubUnavailable", "download_from_hub", "hub_offline"]
 
 _ALLOW = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.tiktoken", "*.txt"]
 _PROBE_TIMEOUT_S = 3.0
-_TRUE = {"1", "true", "yes", "on"}
 
 
-class HubUnavailable(PlatformError):
+class HubUnavailable(BaseModelUnavailable):
     """A hub base model was asked for where the hub cannot be reached (or refused the download)."""
-
-    code = "base_model_unavailable"
 
 
 def hub_offline() -> bool:
-    """True when the environment says the hub must not be called."""
-    return any(
-        os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+    """True when this process's environment says the hub must not be called."""
+    return base_models.hub_offline(os.environ)
 
 
 def download_from_hub(name: str, repo_id: str, dest: Path) -> Path:
     """Download ``repo_id``'s config, tokenizer and safetensors weights into ``dest``; return ``dest``."""
     if hub_offline():
         raise HubUnavailable(
-            f"base model {name!r} comes from the Hugging Face hub ({repo_id}), "
-            "but HF_HUB_OFFLINE is set here; "
-            "use a built-in model (tiny-llama, smollm2-135m) or add one from a local folder",
-            where="base_model",
+            base_models.offline_hub_error(BaseModelSource(name, "hub", repo_id)).message, where="base_model"
         )
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if not _reachable(endpoint):

@@ -25,10 +25,11 @@ from domain.ids import check_id
 from runners.base_models.hub import download_from_hub
 from runners.base_models.smollm2 import convert_smollm2, find_smollm2_wheel
 from runners.base_models.tiny_llama import TINY_LLAMA_VERSION, build_tiny_llama
+from storage import layout
 
 __all__ = ["MARKER", "ModelFolderInfo", "check_model_folder", "default_wheel_dirs", "resolve_base_model"]
 
-MARKER = ".tune-base-model.json"
+MARKER = layout.BASE_MODEL_MARKER
 _BUILDER_VERSIONS = {"tiny-llama": TINY_LLAMA_VERSION, "smollm2-135m": "1"}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 

@@ -28,11 +28,14 @@ accelerate's gradient clipping, logging) that only toy models notice (tiny-llama
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
 import shutil
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,7 +55,7 @@ from runners.trainer.data import (
 from runners.trainer.events import Done
 from runners.trainer.run_spec import RunSpec
 
-__all__ = ["SFTRecipe", "run_training"]
+__all__ = ["LIBRARY_NOISE", "SFTRecipe", "quiet_library_noise", "run_training"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -285,14 +288,36 @@ class _SFTTrainer(Trainer):
         return 6 * inputs["input_ids"].numel() * self._parameter_count
 
 
+LIBRARY_NOISE: tuple[tuple[type[Warning], str], ...] = (
+    # peft asks the deprecated alias itself (get_peft_model); nothing a job can act on.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    # peft's final save looks the base model up by its reference (``base_model_ref``, a catalogue
+    # name, not a folder) to learn whether the vocabulary grew; it cannot, and assumes it did not,
+    # which is true: this recipe never adds tokens or resizes the embeddings.
+    (UserWarning, r"Could not find a config file in .* - will assume that the vocabulary was not modified"),
+)
+"""Warnings the libraries print on every job that say nothing about it (job.log stays readable);
+matched by category and the start of the message, so any other warning still shows."""
+
+
+@contextlib.contextmanager
+def quiet_library_noise() -> Iterator[None]:
+    """Leave out ``LIBRARY_NOISE`` while the block runs (restored after it)."""
+    with warnings.catch_warnings():
+        for category, message in LIBRARY_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
 def run_training(spec: RunSpec, sink: ProgressSink) -> Done:
-    """Build, train and save one attempt; always cleans up."""
-    recipe = SFTRecipe(spec, sink)
-    try:
-        recipe.setup()
-        return recipe.train()
-    finally:
-        recipe.cleanup()
+    """Build, train and save one attempt, quietly (``LIBRARY_NOISE``); always cleans up."""
+    with quiet_library_noise():
+        recipe = SFTRecipe(spec, sink)
+        try:
+            recipe.setup()
+            return recipe.train()
+        finally:
+            recipe.cleanup()
 
 
 def _select_precision(wanted: str) -> Precision:

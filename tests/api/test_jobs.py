@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.api.conftest import Api, User
+from runtime.settings import Settings
+from storage import layout
+from tests.api.conftest import Api, User, make_settings
+
+HUB_MODEL = "qwen2_5-0_5b"  # a hub entry of the built-in catalogue
 
 
 @pytest.fixture
@@ -80,12 +85,100 @@ def test_unknown_base_model_missing_or_rejected_dataset(api: Api, ann: User, dat
     assert jobs_of(api, ann) == []
 
 
+def test_every_problem_of_a_start_request_is_reported_at_once(api: Api, ann: User) -> None:
+    rejected = api.upload(ann, b"nope\n")["dataset_id"]
+    config = "learning_rate: 1e-4\nlr_scheduler: foo\ngpu_type: tpu-v9\n"
+    reply = api.start(ann, rejected, base_model="gpt-17", config=config)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["where"].split(", ") == [
+        "learning_rate",
+        "lr_scheduler",
+        "base_model",
+        "dataset_id",
+        "gpu_type",
+    ]
+    message = error["message"]
+    assert message.startswith("start request has 5 problems: ")
+    assert "write 1.0e-4" in message and "one of linear, cosine" in message
+    assert "unknown base model 'gpt-17'" in message and "is rejected" in message
+    assert "no price for GPU type 'tpu-v9'" in message
+    assert jobs_of(api, ann) == []
+
+
+def test_a_missing_dataset_among_other_problems_is_one_of_them(api: Api, ann: User) -> None:
+    reply = api.start(ann, "ds_missing", config={"epochs": 0})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["where"] == "epochs, dataset_id"
+    assert "no dataset ds_missing" in reply.json()["error"]["message"]
+
+
+def test_a_gpu_type_named_in_an_otherwise_bad_config_is_still_priced(
+    api: Api, ann: User, dataset: str
+) -> None:
+    reply = api.start(ann, dataset, config={"epochs": 0, "gpu_type": "tpu-v9"})
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "epochs, gpu_type"
+    reply = api.start(ann, dataset, config={"epochs": 0, "gpu_type": "A100 80GB"})  # no price for a bad name
+    assert reply.status_code == 400 and reply.json()["error"]["where"] == "epochs, gpu_type"
+    assert "no price" not in reply.json()["error"]["message"]
+
+
 def test_dry_run_checks_and_estimates_but_starts_nothing(api: Api, ann: User, dataset: str) -> None:
     reply = api.start(ann, dataset, dry_run=True)
     assert reply.status_code == 200
     body = reply.json()
     assert body["dry_run"] is True and body["job_id"] is None and body["estimate_usd_micros"] is not None
     assert jobs_of(api, ann) == []
+
+
+def test_a_hub_base_model_not_converted_yet_warns_of_its_first_download(
+    api: Api, ann: User, dataset: str
+) -> None:
+    reply = api.start(ann, dataset, base_model=HUB_MODEL, dry_run=True)
+    assert reply.status_code == 200, reply.text
+    assert any("downloads it from the Hugging Face hub" in w for w in reply.json()["warnings"])
+
+
+class TestWhereTheHubIsOffline:
+    """``HF_HUB_OFFLINE`` where jobs run: a hub model can only be used once it is converted in the bucket."""
+
+    @pytest.fixture
+    def api_settings(self, tmp_path: Path) -> Settings:
+        return make_settings(tmp_path, hub_offline=True)
+
+    def test_settings_read_it_from_the_environment(self, tmp_path: Path) -> None:
+        env = {"TUNE_HOME": str(tmp_path)}
+        assert not Settings.from_env(env).hub_offline
+        assert Settings.from_env({**env, "HF_HUB_OFFLINE": "1"}).hub_offline
+        assert Settings.from_env({**env, "TRANSFORMERS_OFFLINE": "true"}).hub_offline
+
+    @pytest.mark.parametrize("dry_run", [True, False])
+    def test_a_hub_model_not_converted_is_refused_naming_the_reason(
+        self, api: Api, ann: User, dataset: str, dry_run: bool
+    ) -> None:
+        reply = api.start(ann, dataset, base_model=HUB_MODEL, dry_run=dry_run)
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert (error["code"], error["where"]) == ("base_model_unavailable", "base_model")
+        assert "HF_HUB_OFFLINE" in error["message"] and "Qwen/Qwen2.5-0.5B-Instruct" in error["message"]
+        assert jobs_of(api, ann) == []
+
+    def test_it_is_one_of_the_problems_reported_together(self, api: Api, ann: User, dataset: str) -> None:
+        reply = api.start(ann, dataset, base_model=HUB_MODEL, config={"epochs": 0}, dry_run=True)
+        assert reply.status_code == 400 and reply.json()["error"]["where"] == "epochs, base_model"
+
+    def test_a_hub_model_already_converted_in_the_bucket_is_fine(
+        self, api: Api, ann: User, dataset: str
+    ) -> None:
+        api.rt.bucket.write(layout.base_model_marker(HUB_MODEL), b"{}")
+        reply = api.start(ann, dataset, base_model=HUB_MODEL, dry_run=True)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["warnings"] == []
+
+    def test_built_in_models_need_no_hub(self, api: Api, ann: User, dataset: str) -> None:
+        reply = api.start(ann, dataset, dry_run=True)
+        assert reply.status_code == 200 and reply.json()["warnings"] == []
 
 
 def test_the_concurrent_jobs_quota_is_403(api: Api, ann: User, dataset: str) -> None:

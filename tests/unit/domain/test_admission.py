@@ -37,6 +37,12 @@ def test_over_budget_is_refused_naming_force_and_both_amounts() -> None:
     assert (refused.value.code, refused.value.where) == ("over_budget", "force")
 
 
+def test_the_over_budget_refusal_names_the_cli_flag_as_well_as_the_api_field() -> None:
+    with pytest.raises(Forbidden) as refused:
+        check_admission(**{**BASE, "remaining_usd_micros": 0})
+    assert "pass force (tune start --force)" in refused.value.message
+
+
 def test_force_starts_over_budget_with_a_warning() -> None:
     warnings = check_admission(**{**BASE, "remaining_usd_micros": 0, "force": True})
     assert len(warnings) == 1 and "started anyway (force)" in warnings[0]

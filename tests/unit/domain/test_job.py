@@ -155,6 +155,19 @@ def test_reports_from_a_stale_attempt_are_refused(running_job: Job) -> None:
         running_job.save_checkpoint(1, 5, "p", at(5))
 
 
+def test_an_attempt_reports_its_activity_only_while_it_runs(running_job: Job) -> None:
+    running_job.report_activity(1, "converting base model tiny-llama (first use)", at(3))
+    running_job.report_activity(1, None, at(4))
+    assert names(running_job)[-2:] == ["ActivityReported", "ActivityReported"]
+    with refused(running_job, ValidationFailed, "activity must be 1-200 characters"):
+        running_job.report_activity(1, "x" * 201, at(5))
+    with refused(running_job, Conflict, "attempt 2 is not the current attempt"):
+        running_job.report_activity(2, "converting", at(5))
+    running_job.mark_failed("boom", at(6))
+    with refused(running_job, Conflict, "job job_1 is failed; cannot report activity for it"):
+        running_job.report_activity(1, "converting", at(7))
+
+
 def test_progress_never_goes_back_within_an_attempt_but_may_after_a_resume(running_job: Job) -> None:
     running_job.report_progress(1, 50, None, None, None, 0, at(3))
     with refused(running_job, Conflict, "behind step 50"):

@@ -175,3 +175,32 @@ def test_fold_is_pure() -> None:
     after = jobs.fold(before, queued)
     assert after.status == "queued" and before.status == "submitted"
     assert encode(jobs.item_view(before, 1)) == snapshot
+
+
+def test_the_status_tells_the_activity_of_an_attempt_until_training_or_the_state_moves_on() -> None:
+    clock = Clock()
+    job = _job(clock)
+    job.queue(at=clock())
+    job.start(1, at=clock())
+    history = events_of(job)
+
+    def folded() -> jobs.JobState:
+        history.extend(events_of(job))
+        return _fold(history)
+
+    before = encode(jobs.item_view(folded(), 1))
+    assert b"activity" not in before  # no activity, no key: the views of older histories are unchanged
+    job.report_activity(1, "converting base model llama3-8b (first use), this takes a minute", at=clock())
+    status = decode(encode(jobs.item_view(folded(), 2)))
+    assert status["activity"] == "converting base model llama3-8b (first use), this takes a minute"
+    job.report_activity(1, None, at=clock())
+    assert folded().activity is None
+
+    job.report_activity(1, "converting again", at=clock())
+    assert folded().activity == "converting again"
+    job.report_progress(1, 1, 10, 0.1, 2.5, 64, at=clock())  # the first step says it all
+    assert folded().activity is None
+    job.report_activity(1, "converting again", at=clock())
+    job.retry(2, "the runner died", at=clock())  # so does a change of state
+    state = folded()
+    assert state.activity is None and b"activity" not in encode(jobs.item_view(state, 3))

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from domain.applications import UserApp
-from domain.job import JobState
+from domain.base_models import BaseModelSource
+from domain.job import Job, JobState
+from runners.attempt_spec import build_attempt_spec
 from runners.job_runner import JobRunner, Outcome
 from runners.workdir import MANIFEST
 from storage import LocalBucket
-from tests.unit.runners.builders import RecordingPublisher, now, wait_for
+from tests.unit.runners.builders import RecordingPublisher, now, seed_dataset, submit_job, wait_for
+from tests.unit.runners.conftest import FAKE_TRAINER, JOB_CONFIG
 
 JOB = "users/usr_1/jobs/job_1/"
 
@@ -191,3 +196,44 @@ def test_the_entry_point_refuses_a_missing_run_yaml_with_status_2(local_bucket: 
     )
     assert done.returncode == 2 and done.stdout == b""
     assert b"no run.yaml at users/usr_1/jobs/job_1/run.yaml" in done.stderr
+
+
+def test_the_first_use_of_a_base_model_is_told_in_the_log_and_the_status(
+    local_bucket: LocalBucket, app: UserApp, publisher: RecordingPublisher, tmp_path: Path
+) -> None:
+    folder = tmp_path / "operator"
+    folder.mkdir()
+    files = {"config.json": b'{"model_type": "fake"}', "model.safetensors": b"w", "vocab.json": b"{}"}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    source = BaseModelSource("my-model", "local", str(folder))
+    seed_dataset(local_bucket, app)
+
+    def run(job_id: str) -> str:
+        submit_job(app, job_id=job_id, base_model="my-model", **JOB_CONFIG)
+        app.queue_job(job_id, now())
+        spec = build_attempt_spec(app.get_job(job_id), attempt=1, base_model_source=source)
+        runner = JobRunner(
+            local_bucket,
+            spec,
+            app=app,
+            publisher=publisher,
+            work_root=tmp_path / "work",
+            cache_dir=tmp_path / "cache",
+            trainer_command=[sys.executable, str(FAKE_TRAINER)],
+        )
+        assert runner.run() is Outcome.SUCCEEDED
+        return local_bucket.read(f"users/usr_1/jobs/{job_id}/job.log").decode()
+
+    log = run("job_1")
+    converting = log.index("converting base model my-model (first use), this takes a minute")
+    converted = log.index("base model my-model converted and stored in ")
+    assert converting < converted < log.index("trainer exited")
+    activities = [
+        e.activity for e in app.events.get(Job.create_id("job_1")) if isinstance(e, Job.ActivityReported)
+    ]
+    assert activities == ["converting base model my-model (first use), this takes a minute", None]
+
+    log = run("job_2")  # the model is in the bucket now: nothing to convert, nothing to say
+    assert "converting" not in log
+    assert not any(isinstance(e, Job.ActivityReported) for e in app.events.get(Job.create_id("job_2")))

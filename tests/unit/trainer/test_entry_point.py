@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import yaml
 
 from runners.trainer.__main__ import EXIT_INVALID, EXIT_STOPPED, EXIT_SUCCEEDED, run
@@ -32,10 +33,12 @@ def _write(tmp_path: Path, spec: RunSpec) -> Path:
 
 
 def test_the_entry_point_trains_and_prints_only_events(make_spec, tmp_path: Path) -> None:
-    proc = _trainer(_write(tmp_path, make_spec(max_steps=20)))
+    spec = msgspec.structs.replace(make_spec(max_steps=20), base_model_ref="tiny-llama")  # as runners do
+    proc = _trainer(_write(tmp_path, spec))
     out, err = proc.communicate(timeout=120)
 
     assert proc.returncode == EXIT_SUCCEEDED, err.decode()[-2000:]
+    assert b"is_gradient_checkpointing" not in err and b"Could not find a config file" not in err  # job.log
     events = [decode_event(line) for line in out.splitlines()]
     assert None not in events, out.decode()  # nothing but events on stdout
     assert isinstance(events[0], Started) and events[0].total_steps == 20

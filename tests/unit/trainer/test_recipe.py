@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domain.errors import ValidationFailed
-from runners.trainer.recipe import SFTRecipe, run_training
+from runners.trainer.recipe import SFTRecipe, quiet_library_noise, run_training
 from tests.unit.trainer.conftest import FACTS, RecordingSink, chat, greedy_answer
 
 
@@ -146,3 +147,21 @@ def test_a_stop_asked_at_the_last_step_still_saves_the_finished_model(make_spec)
     sink = RecordingSink(stop_after=3)  # first seen at the end of step 4, the last one
     result = run_training(make_spec(max_steps=4), sink)
     assert result.status == "succeeded" and result.step == 4 and Path(result.model_dir).is_dir()
+
+
+def test_only_the_known_library_noise_is_left_out_of_the_job_log() -> None:
+    gc_alias = "`is_gradient_checkpointing` is deprecated and will be removed in v6."
+    vocab = "Could not find a config file in tiny-llama - will assume that the vocabulary was not modified."
+    sent = [
+        (FutureWarning, gc_alias),  # left out
+        (UserWarning, vocab),  # left out
+        (DeprecationWarning, gc_alias),  # another category shows
+        (UserWarning, "Could not find the tokenizer"),  # another message shows
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_library_noise():
+            for category, message in sent:
+                warnings.warn(message, category, stacklevel=1)
+        warnings.warn(gc_alias, FutureWarning, stacklevel=1)  # after the block it shows again
+    assert [(w.category, str(w.message)) for w in caught] == [*sent[2:], (FutureWarning, gc_alias)]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import typing
+
+import msgspec
 import pytest
 
+from domain.config_yaml import config_from_yaml
 from domain.errors import ValidationFailed
 from domain.training_config import (
     ConfigInvalid,
@@ -87,6 +91,45 @@ def test_all_problems_are_reported_together_in_one_error() -> None:
         "seed",
     }
     assert error.message.startswith("training config has 6 problems")
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("method", "lora, full"),
+        ("lr_scheduler", "linear, cosine, constant, constant_with_warmup"),
+        ("precision", "auto, fp32, bf16, fp16"),
+    ],
+)
+@pytest.mark.parametrize("given", ["foo", 3, None])
+def test_an_enum_error_lists_every_allowed_value(key: str, allowed: str, given: object) -> None:
+    assert _problems({key: given})[key] == f"must be one of {allowed} (got {given!r})"
+
+
+def test_an_enum_typo_suggests_the_closest_value() -> None:
+    assert "(got 'cosin'; did you mean 'cosine'?)" in _problems({"lr_scheduler": "cosin"})["lr_scheduler"]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "hint"),
+    [
+        ("learning_rate: 1e-4", "YAML reads 1e-4 as text: write 1.0e-4"),
+        ("learning_rate: 2.5e4", "YAML reads 2.5e4 as text: write 2.5e+4"),
+        ('epochs: "2"', "write the number without quotes"),
+    ],
+)
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(yaml_text: str, hint: str) -> None:
+    [message] = _problems(config_from_yaml(yaml_text, where="config", at_line=str)).values()
+    assert message.endswith(f"{hint})")
+
+
+def test_every_enum_valued_key_is_covered_by_the_choices_message() -> None:
+    enum_keys = {
+        f.name for f in msgspec.structs.fields(TrainingConfig) if typing.get_origin(f.type) is typing.Literal
+    }
+    assert enum_keys >= {"method", "lr_scheduler", "precision"}
+    for key in enum_keys:
+        assert _problems({key: "nope"})[key].startswith("must be one of ")
 
 
 @pytest.mark.parametrize(
