@@ -23,7 +23,11 @@ app = build_app("tune", "Fine-tune LLMs on your data; follow jobs, logs and cost
 app.command("cli.billing:billing_app", name="billing", help="Current usage, history, pricing and reports.")
 app.command("cli.billing:budget_app", name="budget", help="Set the monthly budget and its alerts.")
 app.command("cli.billing:cost", name="cost", help="What one job has cost so far.")
-app.command("cli.serve:serve", name="serve", help="Run the API with the projector and workers.")
+app.command(
+    "cli.serve:serve",
+    name="serve",
+    help="Run the API with the projector and workers, where --api-url / TUNE_API_URL points.",
+)
 app.command(
     "cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, rebuild, audit."
 )
