@@ -124,8 +124,7 @@ def test_wrong_password(server: Server, run_cli, monkeypatch) -> None:
     result = run_cli("tune", "login", "--email", server.email, "--password", "wrong")
     assert result.code == 1
     assert (
-        result.err.strip()
-        == "tune: error: wrong email or password; run `tune login` (where: email; unauthenticated HTTP 401)"
+        result.err.strip() == "tune: error: wrong email or password (where: email; unauthenticated HTTP 401)"
     )
 
 
