@@ -1,10 +1,13 @@
-"""``scripts/setup``: fast and silent when nothing changed, quiet unless a step fails.
+"""``scripts/setup`` and ``scripts/quickstart``, run for real on copies of their inputs.
 
-The script runs for real on a copy of its inputs, against a stand-in ``python`` (our own
-fake, a few lines of bash) that records every call, creates the venv, answers
-``find_spec`` once "installed", and makes pip as noisy as this machine's index
+setup: fast and silent when nothing changed, quiet unless a step fails. It runs against a
+stand-in ``python`` (our own fake, a few lines of bash) that records every call, creates the
+venv, answers ``find_spec`` once "installed", and makes pip as noisy as this machine's index
 configuration makes it. The fresh clone (``.ci/run``: setup, then ``scripts/test``'s setup)
 is the first case.
+
+quickstart: after the main job (stubbed here) it tells a newcomer how to reach ``tune``,
+which is not on their PATH, and writes the settings it used to ``$TUNE_HOME/env``.
 """
 
 from __future__ import annotations
@@ -115,3 +118,57 @@ def test_a_failing_step_shows_what_pip_said(repo: Repo) -> None:
     assert done.stderr.rstrip().endswith("setup: failed: .venv/bin/python -m pip install -q --upgrade pip")
     assert "setup done" not in done.stdout
     assert not (repo.root / ".venv" / ".setup.sha").exists()  # the next run tries again
+
+
+MAIN_JOB_STUB = """#!/usr/bin/env bash
+echo "main job $*"
+exit "${FAKE_MAIN_JOB_RC:-0}"
+"""
+
+
+def _quickstart(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``scripts/quickstart`` with setup and the main job stubbed (``.venv/bin/python``)."""
+    (root / "scripts").mkdir(exist_ok=True)
+    shutil.copy2(ROOT / "scripts/quickstart", root / "scripts/quickstart")
+    (root / "scripts/setup").write_text("#!/bin/sh\n")
+    (root / ".venv/bin").mkdir(parents=True, exist_ok=True)
+    (root / ".venv/bin/python").write_text(MAIN_JOB_STUB)
+    for exe in (root / "scripts/setup", root / ".venv/bin/python"):
+        exe.chmod(0o755)
+    (root / ".tune").mkdir(exist_ok=True)
+    return subprocess.run(
+        ["bash", "scripts/quickstart", *args],
+        cwd=root,
+        env={"PATH": os.environ["PATH"], "HOME": str(root), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_quickstart_ends_by_saying_how_to_run_tune(tmp_path: Path) -> None:
+    done = _quickstart(tmp_path.resolve(), "--port", "8700")
+    assert done.returncode == 0, done.stderr
+    home = tmp_path.resolve() / ".tune"
+    assert done.stdout.startswith("main job -m runners.main_job --port 8700\n")
+    assert f"source {tmp_path.resolve()}/.venv/bin/activate && source {home}/env" in done.stdout
+    assert "tune serve" in done.stdout and "tune list" in done.stdout
+    env = (home / "env").read_text()
+    assert f"TUNE_HOME={home} TUNE_CONFIG_DIR={home}/cli" in env
+    assert "TUNE_API_URL=http://127.0.0.1:8700" in env  # where tune serve listens and the CLIs look
+
+    kept = _quickstart(tmp_path.resolve(), "--keep-serving")
+    assert "tune serve" not in kept.stdout  # it is still running
+    assert "TUNE_API_URL=http://127.0.0.1:8600" in (home / "env").read_text()
+
+
+def test_a_failed_quickstart_says_nothing_more(tmp_path: Path) -> None:
+    done = _quickstart(tmp_path, FAKE_MAIN_JOB_RC="3")
+    assert done.returncode == 3
+    assert done.stdout.strip() == "main job -m runners.main_job"
+    assert not (tmp_path / ".tune" / "env").exists()
+
+
+def test_the_readme_quick_start_puts_the_clis_on_path() -> None:
+    quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "source .venv/bin/activate" in quick_start
