@@ -126,15 +126,17 @@ def report(
     user_id: str,
     month: Annotated[str, Parameter(help="The month, YYYY-MM.")],
     format: Literal["table", "csv", "json"] = "table",
+    json: JsonFlag = False,
     store: Store = Store(),  # noqa: B008
 ) -> None:
     """A user's monthly billing report, replayed from their events."""
     from cli.admin import domain_errors
-    from cli.output import Column, print_record, print_table
+    from cli.output import Column, print_record, print_table, report_format
     from projections.replay import read_events
     from projections.report import monthly_report, report_csv, report_document, report_json
     from storage.layout import user_partition
 
+    format = report_format(format, json)  # type: ignore[assignment]
     rt = open_runtime(store)
     with domain_errors():
         events = (event for _, event in read_events(rt.app(user_partition(user_id))))

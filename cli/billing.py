@@ -172,6 +172,7 @@ def report(
     *,
     month: Annotated[str, Parameter(help="The month, YYYY-MM.")],
     format: Annotated[Literal["table", "csv", "json"], Parameter(help="Output format.")] = "table",
+    json: JsonFlag = False,
     ctx: Ctx,
 ) -> None:
     """The monthly billing report, replayed from the ledger's events (one row per job and price)."""
@@ -180,8 +181,9 @@ def report(
     import msgspec
 
     from api.schemas import MonthlyReport, ReportRow
-    from cli.output import Column, print_json, print_record, print_table
+    from cli.output import Column, print_json, print_record, print_table, report_format
 
+    format = report_format(format, json)  # type: ignore[assignment]
     if not _MONTH.fullmatch(month):
         raise CliError(f"month must look like 2026-03 (got {month!r})", where="--month")
     doc = ctx.client.get("/billing/report", params={"month": month}, type=MonthlyReport)

@@ -41,7 +41,12 @@ class Download(msgspec.Struct):
     expected_sha256: str | None
 
 
-def _decode_error(resp: httpx.Response) -> CliError:
+def _decode_error(resp: httpx.Response, *, signed_in: bool) -> CliError:
+    """The server's error as a CliError; a refused token (``signed_in``) points at ``tune login``.
+
+    A 401 to a request without a token is the login itself failing (a wrong password):
+    suggesting the command just run would send the user in a circle.
+    """
     status = resp.status_code
     try:
         body = msgspec.json.decode(resp.read())
@@ -51,7 +56,7 @@ def _decode_error(resp: httpx.Response) -> CliError:
     except Exception:  # not our error shape (a proxy, a crash page): show its first line
         text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else resp.reason_phrase
         message, code, where = text or f"HTTP {status}", None, None
-    if status == 401:
+    if status == 401 and signed_in:
         message = f"{message}; run `tune login`"
     return CliError(message, code=code, where=where, status=status)
 
@@ -102,6 +107,7 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._signed_in = bool(token)
         headers = {"User-Agent": "tune-cli"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -162,7 +168,7 @@ class ApiClient:
             with self._http.stream(method, path, timeout=timeout, **kw) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    raise _decode_error(resp)
+                    raise _decode_error(resp, signed_in=self._signed_in)
                 yield resp
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.base_url) from exc

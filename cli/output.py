@@ -23,6 +23,7 @@ __all__ = [
     "print_json",
     "print_record",
     "print_table",
+    "report_format",
     "rows_of",
     "stderr_console",
     "stdout_console",
@@ -120,6 +121,20 @@ def format_value(key: str, value: Any) -> str:
     if isinstance(value, str) and _TIMESTAMP.match(value):
         return f"{value[:10]} {value[11:19]}Z"  # UTC to the second
     return str(value)
+
+
+def report_format(format: str, json: bool) -> str:
+    """The format of a report command: ``--json`` is ``--format json`` (every listing takes ``--json``).
+
+    ``--json`` with ``--format csv`` is a contradiction, refused rather than guessed.
+    """
+    from cli.errors import CliError
+
+    if not json:
+        return format
+    if format not in ("table", "json"):
+        raise CliError(f"--json and --format {format} ask for two formats; pass one", where="--json")
+    return "json"
 
 
 class Column:

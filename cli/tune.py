@@ -8,7 +8,6 @@ Request and reply shapes are ``api.schemas`` Structs, imported inside the comman
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +22,11 @@ app = build_app("tune", "Fine-tune LLMs on your data; follow jobs, logs and cost
 app.command("cli.billing:billing_app", name="billing", help="Current usage, history, pricing and reports.")
 app.command("cli.billing:budget_app", name="budget", help="Set the monthly budget and its alerts.")
 app.command("cli.billing:cost", name="cost", help="What one job has cost so far.")
-app.command("cli.serve:serve", name="serve", help="Run the API with the projector and workers.")
+app.command(
+    "cli.serve:serve",
+    name="serve",
+    help="Run the API with the projector and workers, where --api-url / TUNE_API_URL points.",
+)
 app.command(
     "cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, rebuild, audit."
 )
@@ -144,39 +147,22 @@ def list_jobs(
         print_table(reply.jobs, [Column(k) for k in _JOB_COLUMNS], empty="no jobs")
 
 
-def progress_line(job: Any) -> str:
-    """One line of a ``JobStatus``: state, step, epoch, loss, GPU time, cost."""
-    from cli.output import duration_text, usd
-
-    parts = [job.status or "?"]
-    if job.step or job.total_steps:
-        parts.append(f"step {job.step}" + (f"/{job.total_steps}" if job.total_steps else ""))
-    if job.epoch is not None:
-        parts.append(f"epoch {job.epoch:.2f}")
-    if job.loss is not None:
-        parts.append(f"loss {job.loss:.4f}")
-    if job.gpu_metrics.gpu_ms:
-        parts.append(f"gpu {duration_text(job.gpu_metrics.gpu_ms)}")
-    parts.append(f"cost {usd(job.cost_usd_micros)}")
-    if job.error:
-        parts.append(f"error: {job.error}")
-    elif job.stop_reason:
-        parts.append(f"stop: {job.stop_reason}")
-    return "  ".join(parts)
-
-
 @app.command
 def status(
     *,
     job_id: str,
-    follow: Annotated[bool, Parameter(help="Print each change until the job ends.")] = False,
+    follow: Annotated[
+        bool, Parameter(help="Print each change until the job ends (live in a terminal).")
+    ] = False,
     interval: Annotated[float, Parameter(help="Seconds between polls with --follow.")] = 2.0,
     json: JsonFlag = False,
     ctx: Ctx,
 ) -> int:
-    """Show a job's status; with --follow, exit 0 only if it succeeds."""
-    import msgspec
+    """Show a job's status; with --follow, exit 0 only if it succeeds.
 
+    --follow prints a line when the state, step, epoch or loss changes (GPU time and cost alone:
+    at most one line per 30 s); in a terminal a live footer shows the latest figures.
+    """
     from api.schemas import JobStatus
     from cli.output import print_document, print_json
     from domain.job_states import TERMINAL_STATES, JobState
@@ -186,16 +172,17 @@ def status(
     if not follow:
         print_json(job) if json else print_document(job, title=job_id)
         return 0
-    last = None
-    while True:
-        line = msgspec.json.encode(job).decode() if json else f"{job_id}  {progress_line(job)}"
-        if line != last:
-            print(line if json else f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-            last = line
-        if job.status in TERMINAL_STATES:
-            return 0 if job.status == JobState.SUCCEEDED else 1
-        time.sleep(interval)
-        job = ctx.client.get(path, type=JobStatus)
+    from cli.follow import follow_job
+
+    job = follow_job(
+        lambda: ctx.client.get(path, type=JobStatus),
+        job,
+        job_id=job_id,
+        interval=interval,
+        json=json,
+        terminal=TERMINAL_STATES,
+    )
+    return 0 if job.status == JobState.SUCCEEDED else 1
 
 
 @app.command

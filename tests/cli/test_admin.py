@@ -110,6 +110,7 @@ def test_report_of_a_quiet_month(home: Path, run_cli) -> None:
     assert table.code == 0, table.err
     assert "no usage that month" in table.out and "$0.00" in table.out
     assert json.loads(run_cli(*args, "--format", "json").out)["total_cost_usd_micros"] == 0
+    assert json.loads(run_cli(*args, "--json").out)["total_cost_usd_micros"] == 0
     csv_out = run_cli(*args, "--format", "csv")
     assert csv_out.code == 0 and csv_out.out.startswith("job_id,")
     bad = run_cli("tune", "admin", "report", "--user-id", user_id, "--month", "2026-13")

@@ -88,11 +88,21 @@ def test_4xx_shows_server_message_and_where(logged_in: FakeApi, run_cli) -> None
     assert _one_line(result.err) == "tune: error: no such job (where: job_id; not_found HTTP 404)"
 
 
-def test_401_points_at_login(fake_api: FakeApi, run_cli) -> None:
+def test_wrong_password_does_not_suggest_the_login_just_run(fake_api: FakeApi, run_cli) -> None:
     result = run_cli("tune", "login", "--email", "ann@example.com", "--password", "wrong")
     assert result.code == EXIT_ERROR
     line = _one_line(result.err)
     assert "wrong email or password" in line and "HTTP 401" in line
+    assert "tune login" not in line
+
+
+def test_a_refused_token_points_at_login(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/fine-tune/u_1/list", Reply.error(401, "unauthenticated", "token expired"))
+    result = run_cli("tune", "list")
+    assert result.code == EXIT_ERROR
+    assert _one_line(result.err) == (
+        "tune: error: token expired; run `tune login` (unauthenticated HTTP 401)"
+    )
 
 
 def test_server_crash_page_is_one_line(logged_in: FakeApi, run_cli) -> None:

@@ -73,3 +73,34 @@ def test_console_scripts_are_installed() -> None:
         proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert f"Usage: {name}" in proc.stdout
+
+
+# Commands that print no listing or record (they act, stream text or chat): no --json to take.
+NO_JSON = {
+    "tune login", "tune logout", "tune logs", "tune serve", "tune stop", "tune budget clear",
+    "model download", "model chat", "model delete", "dataset delete",
+}  # fmt: skip
+
+
+def _commands(app, path: tuple[str, ...]):
+    for name in app:
+        if name.startswith("-"):
+            continue
+        sub = app[name]
+        if sub.default_command is not None:
+            yield " ".join((*path, name)), sub.default_command
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_listing_takes_json() -> None:
+    """The README: "Every listing takes --json" (``tune billing report`` once did not)."""
+    import inspect
+
+    from cli import dataset, model, tune
+
+    commands = {
+        name: fn for mod in (tune, model, dataset) for name, fn in _commands(mod.app, (mod.app.name[0],))
+    }
+    assert "tune billing report" in commands and "tune admin report" in commands
+    without = {name for name, fn in commands.items() if "json" not in inspect.signature(fn).parameters}
+    assert without == NO_JSON

@@ -279,3 +279,16 @@ def test_billing_report_formats(logged_in: FakeApi, run_cli) -> None:
     bad = run_cli("tune", "billing", "report", "--month", "2026-13")
     assert bad.code == 1 and "--month" in bad.err
     assert run_cli(*args, "--format", "xml").code == 2
+
+
+def test_billing_report_takes_json_like_every_listing(logged_in: FakeApi, run_cli) -> None:
+    report = {"month": "2026-03", "start_date": "2026-03-01", "rows": []}
+    report |= {"total_cost": "0", "total_cost_usd_micros": 0}
+    logged_in.route("GET", "/billing/report", Reply.json(report))
+    args = ("tune", "billing", "report", "--month", "2026-03")
+    result = run_cli(*args, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out) == report
+    assert run_cli(*args, "--json", "--format", "json").code == 0
+    both = run_cli(*args, "--json", "--format", "csv")
+    assert both.code == 1 and "--json" in both.err and "csv" in both.err

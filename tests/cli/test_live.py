@@ -44,17 +44,18 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("home")
     port = _free_port()
-    env = {**os.environ, "TUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    url = f"http://127.0.0.1:{port}"
+    # No --port: `tune serve` listens where TUNE_API_URL points, as the commands after it look.
+    env = {**os.environ, "TUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TUNE_API_URL": url}
     env.pop("TUNE_BUCKET", None)
     log = (home / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.tune import main; main()", "serve", "--port", str(port)],
+        [sys.executable, "-c", "from cli.tune import main; main()", "serve"],
         cwd=ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -98,12 +99,16 @@ def _upload(run_cli, folder: Path, rows: int = 12) -> str:
     return json.loads(result.out)["dataset_id"]
 
 
-def test_serve_refuses_a_busy_port(server: Server) -> None:
+@pytest.mark.parametrize("where", ["--port", "--api-url / TUNE_API_URL"])
+def test_serve_refuses_a_busy_port(server: Server, where: str) -> None:
+    """The port is --port's, else TUNE_API_URL's (here the running server's); the error names which."""
     port = server.url.rsplit(":", 1)[1]
+    env = {**os.environ, "TUNE_HOME": str(server.home), "TUNE_API_URL": server.url}
+    args = ["--port", port] if where == "--port" else []
     proc = subprocess.run(
-        [sys.executable, "-c", "from cli.tune import main; main()", "serve", "--port", port],
+        [sys.executable, "-c", "from cli.tune import main; main()", "serve", *args],
         cwd=ROOT,
-        env={**os.environ, "TUNE_HOME": str(server.home)},
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -111,7 +116,7 @@ def test_serve_refuses_a_busy_port(server: Server) -> None:
     assert proc.returncode == 1
     assert (
         proc.stderr.strip()
-        == f"tune: error: cannot listen on 127.0.0.1:{port}: Address already in use (where: --port)"
+        == f"tune: error: cannot listen on 127.0.0.1:{port}: Address already in use (where: {where})"
     )
 
 
@@ -120,8 +125,7 @@ def test_wrong_password(server: Server, run_cli, monkeypatch) -> None:
     result = run_cli("tune", "login", "--email", server.email, "--password", "wrong")
     assert result.code == 1
     assert (
-        result.err.strip()
-        == "tune: error: wrong email or password; run `tune login` (where: email; unauthenticated HTTP 401)"
+        result.err.strip() == "tune: error: wrong email or password (where: email; unauthenticated HTTP 401)"
     )
 
 
