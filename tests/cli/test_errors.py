@@ -147,4 +147,3 @@ def test_ctrl_c_during_a_stream_is_one_line(logged_in: FakeApi, cli_env: Path) -
             proc.communicate()
     assert proc.returncode == EXIT_INTERRUPTED
     assert _one_line(err) == "tune: error: interrupted"
-
