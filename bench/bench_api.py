@@ -5,11 +5,12 @@ served as ``tune serve`` serves (``roles.http.run_granian``: granian embedded,
 start-up objects frozen out of the GC; ``--server uvicorn`` for uvicorn with
 uvloop and httptools):
 
-- ``bare``: a Litestar app with only ``JWTAuth`` (same secret, same token) and one GET returning a
+- ``bare``: a Litestar app with only ``JWTAuth`` (same secret, same token, and the same token class
+  as the real app, ``api.auth.RememberedToken``: a verified token is remembered until it expires, so
+  both do the same auth work and the ratio is the rest of the request) and one GET returning a
   small Struct;
 - ``status``: ``GET /fine-tune/{job_id}/status`` of the real app (auth, per-user rate limit, id guard,
-  view read); the real app remembers a verified token until it expires (``api.auth.RememberedToken``),
-  the bare one verifies it on every request, as stock ``JWTAuth`` does;
+  view read);
 - ``usage``: ``GET /billing/usage`` of the real app.
 
 The load comes from ``wrk`` (Debian's package; one thread, ``--connections``
@@ -78,7 +79,11 @@ async def _bare_user(token: Token, _: object) -> str:
 
 
 def _bare_app() -> Litestar:
-    auth = JWTAuth[str, Token](token_secret=SECRET, retrieve_user_handler=_bare_user)
+    from api.auth import RememberedToken  # the real app's token class: the same auth work
+
+    auth = JWTAuth[str, Token](
+        token_secret=SECRET, token_cls=RememberedToken, retrieve_user_handler=_bare_user
+    )
     return Litestar([bare], on_app_init=[auth.on_app_init])
 
 

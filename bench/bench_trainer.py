@@ -15,9 +15,16 @@ round of each is compared (the median is printed too), by wall time and by CPU t
 - ``entry point``: ``python -m runners.trainer`` as the runner starts it, wall time from
   spawn to exit (imports, model load, training, saving): printed for scale, since fixed
   costs dominate short runs.
+- ``runner + trainer``: ``python -m runners.job_runner`` on a local bucket, as the dispatcher
+  launches it, wall time from spawn to exit: ``Started`` recorded, base model and dataset
+  copied into its working folder, the trainer above as its child with heartbeats, the
+  adapter uploaded and the model registered. Its difference from the entry point is what the
+  runner itself costs.
 
     .venv/bin/python bench/bench_trainer.py [--model smollm2-135m|tiny-llama] [--steps 8] [--rounds 2]
     .venv/bin/python bench/bench_trainer.py --smoke   # tiny-llama, 2 steps: only checks that it runs
+
+The two spawn-to-exit rows run once each (``--no-entry-point`` skips both).
 """
 
 from __future__ import annotations
@@ -45,11 +52,16 @@ from smoke import parse_args  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler  # noqa: E402
 
 from domain.training_config import TrainingConfig  # noqa: E402
-from runners.base_models import resolve_base_model  # noqa: E402
+from runners.attempt_spec import build_attempt_spec, write_job_run  # noqa: E402
+from runners.base_models import MARKER, resolve_base_model  # noqa: E402
 from runners.trainer.data import ChatCollator, ensure_chat_template, prepare_sft_data, read_chat_records  # noqa: E402
 from runners.trainer.recipe import SFTRecipe  # noqa: E402
 from runners.trainer.run_spec import RunSpec, parse_run_spec, write_run_spec  # noqa: E402
 from runners.trainer.sinks import JsonLinesSink, StopSignal  # noqa: E402
+from runners.workdir import upload_folder  # noqa: E402
+from storage import LocalBucket  # noqa: E402
+from storage.eventstore import open_user  # noqa: E402
+from tests.unit.runners.builders import now, seed_dataset, submit_job  # noqa: E402
 
 DATASET = ROOT / "runners" / "samples" / "brindlewick.jsonl"
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -147,6 +159,34 @@ def entry_point(spec: RunSpec, work: Path, threads: int) -> tuple[int, float]:
     return int(last.metrics["tokens"]), wall
 
 
+def runner_run(base: Path, model: str, config: dict, work: Path, threads: int) -> tuple[int, float]:
+    """``python -m runners.job_runner`` on a local bucket holding the base model, the sample dataset
+    and a queued job: (tokens, wall seconds from spawn to exit); the job must have succeeded."""
+    bucket = LocalBucket(work / "runner-bucket")
+    upload_folder(bucket, base, f"base-models/{model}/", last=MARKER)
+    app = open_user(bucket, "usr_bench")
+    seed_dataset(bucket, app, "ds_bench", DATASET.read_bytes())
+    job = submit_job(app, job_id="job_bench", dataset_id="ds_bench", base_model=model, **config)
+    app.queue_job(job.job_id, now())
+    run_object = write_job_run(bucket, build_attempt_spec(app.get_job(job.job_id), attempt=1))
+    home = work / "runner-home"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUNE_HOME": str(home), "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "runners.job_runner", bucket.url, run_object],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    wall = time.perf_counter() - start
+    finished = open_user(bucket, "usr_bench").get_job(job.job_id)
+    if finished.state != "succeeded":
+        log = done.stderr.decode()
+        raise RuntimeError(f"the runner left the job {finished.state}: {finished.error}\n{log}")
+    return int(finished.metrics["tokens"]), wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", choices=["smollm2-135m", "tiny-llama"])
@@ -204,6 +244,16 @@ def main() -> None:
                 f"entry point, spawn to exit (imports, load, train, save): {tokens} tokens in {seconds:.1f} s"
             )
             print(f"  = {tokens / seconds:.1f} tok/s, {share:.3f} of the bare loop's best training-only rate")
+            runner_tokens, runner_seconds = runner_run(base, args.model, raw["config"], work, args.threads)
+            runner_share = runner_tokens / runner_seconds / max(wall["bare"])
+            print(
+                f"runner + trainer, spawn to exit (Started, copies in, trainer, uploads, model registered): "
+                f"{runner_tokens} tokens in {runner_seconds:.1f} s"
+            )
+            print(
+                f"  = {runner_tokens / runner_seconds:.1f} tok/s, {runner_share:.3f} of the bare loop's best "
+                f"training-only rate; the runner's own cost: {runner_seconds - seconds:+.1f} s"
+            )
 
 
 if __name__ == "__main__":

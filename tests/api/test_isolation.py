@@ -6,16 +6,20 @@ and nothing of the first user's changes.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from domain.money import period_of
 from tests.api.conftest import Api, User
+from tests.usage import meter
 
 PUBLIC = {("POST", "/auth/login"), ("GET", "/health")}
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/fine-tune/{user_id}/start"): {"base_model": "tiny-llama", "dataset_id": "{dataset_id}"},
     ("PUT", "/billing/budget"): {"monthly_limit_usd_micros": 1_000_000},
 }
-QUERIES: dict[tuple[str, str], dict[str, str]] = {("GET", "/billing/report"): {"month": "2026-11"}}
+ANNS_BUDGET = 7_000_000
+REPORT = ("GET", "/billing/report")  # of the current month: the one that holds usage
 
 
 def operations(api: Api) -> list[tuple[str, str]]:
@@ -31,7 +35,7 @@ def call(api: Api, method: str, template: str, ids: dict[str, str], headers: dic
     body = BODIES.get((method, template))
     json = {k: fill(v, ids) if isinstance(v, str) else v for k, v in body.items()} if body else None
     content = b'{"messages": [{"role": "user", "content": "hi"}]}\n' if template.endswith("/upload") else None
-    params = QUERIES.get((method, template))
+    params = {"month": period_of(api.rt.clock())} if (method, template) == REPORT else None
     return api.client.request(
         method, fill(template, ids), json=json, content=content, params=params, headers=headers
     )
@@ -92,15 +96,46 @@ def test_another_users_ids_answer_404_like_unknown_ones(
     assert job["status"] == "succeeded"
 
 
+def used_this_month_and_last(api: Api, user: User) -> str:
+    """A running job of ``user`` with GPU time metered this month and last month, and a budget."""
+    job_id = api.job(user)
+    app, now = api.rt.user_app(user.user_id), api.rt.clock()
+    app.queue_job(job_id, now)
+    app.start_job(job_id, 1, now)
+    last_month = period_of(now.replace(day=1) - timedelta(days=1))
+    for seq, period in ((1, last_month), (2, period_of(now))):
+        meter(app, job_id, 1, seq, seq, "a100-80gb", 1, 60_000, 2_100_000, period, now)
+    budget = {"monthly_limit_usd_micros": ANNS_BUDGET}
+    reply = api.client.put("/billing/budget", json=budget, headers=user.headers)
+    assert reply.status_code == 200, reply.text
+    api.settle(user)
+    return job_id
+
+
 def test_routes_without_ids_show_only_the_callers_own(
     api: Api, ann: User, bob: User, world: dict[str, str]
 ) -> None:
+    """Ann has usage in the month every route without an id shows (and last month's in the
+    history): each shows it to her, and none of it to Bob."""
+    ann_ids = {**world, "used_job_id": used_this_month_and_last(api, ann)}
+    routes = [
+        (method, template)
+        for method, template in operations(api)
+        if (method, template) not in PUBLIC and "{" not in template and method == "GET"
+    ]
+    for method, template in routes:
+        if template != "/billing/pricing":  # the same price list for everyone
+            own = call(api, method, template, ann_ids, ann.headers)
+            assert own.status_code == 200 and ann_ids["used_job_id"] in own.text, (method, template, own.text)
+    usage = call(api, "GET", "/billing/usage", ann_ids, ann.headers).text
+    assert str(ANNS_BUDGET) in usage
     for method, template in operations(api):
         if (method, template) in PUBLIC or "{" in template:
             continue
-        reply = call(api, method, template, world, bob.headers)
+        reply = call(api, method, template, ann_ids, bob.headers)
         assert reply.status_code == 200, (method, template, reply.text)
-        assert not any(value in reply.text for value in world.values()), (method, template)
+        assert not any(value in reply.text for value in ann_ids.values()), (method, template, reply.text)
+        assert str(ANNS_BUDGET) not in reply.text, (method, template, "Ann's budget")
 
 
 def test_an_admin_may_read_but_not_write_another_users_listings(

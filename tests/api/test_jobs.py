@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -240,7 +239,7 @@ def test_events_tell_the_jobs_history(api: Api, ann: User, dataset: str) -> None
     assert all(e["at"].endswith("Z") for e in events)
 
 
-def test_logs_tail_and_follow(api: Api, ann: User, dataset: str) -> None:
+def test_logs_tail_and_follow(api: Api, ann: User, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = api.job(ann, dataset)
     log = f"users/{ann.user_id}/jobs/{job_id}/job.log"
     assert api.client.get(f"/fine-tune/{job_id}/logs", headers=ann.headers).text == ""
@@ -250,10 +249,22 @@ def test_logs_tail_and_follow(api: Api, ann: User, dataset: str) -> None:
     assert reply.headers["content-type"].startswith("text/plain")
     assert api.client.get(f"/fine-tune/{job_id}/logs", headers=ann.headers).text.count("\n") == 10
 
+    # The log is read once for the tail, then once per poll of the follow: the runner appends
+    # only once the follow polls (the tail is taken), and ends the job after it appended.
+    opened = threading.Semaphore(0)
+    open_read = api.rt.bucket.open_read
+
+    def counted_open_read(name: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if name == log:
+            opened.release()
+        return open_read(name, *args, **kwargs)
+
+    monkeypatch.setattr(api.rt.bucket, "open_read", counted_open_read)
+
     def runner() -> None:  # appends to the log, then the job ends
-        time.sleep(0.3)
+        for _ in ("the tail", "the follow's first poll"):
+            assert opened.acquire(timeout=60), "the follow never read the log"
         api.rt.bucket.write(log, api.rt.bucket.read(log) + b"line 10\n")
-        time.sleep(0.3)
         api.rt.user_app(ann.user_id).request_stop(job_id, "done", api.rt.clock())
         api.settle(ann)
 

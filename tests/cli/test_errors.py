@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,28 +112,48 @@ def test_server_crash_page_is_one_line(logged_in: FakeApi, run_cli) -> None:
     assert _one_line(result.err) == "tune: error: Internal Server Error (HTTP 500)"
 
 
-def test_ctrl_c_during_a_stream_is_one_line(logged_in: FakeApi, cli_env: Path) -> None:
-    """A real process following logs gets SIGINT: exit 130, one line, no traceback."""
+# What Python installs at start when SIGINT is not ignored: a terminal's Ctrl-C raises KeyboardInterrupt.
+CTRL_C_AS_IN_A_TERMINAL = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from cli.tune import main; main()"
+)
 
-    def slow_log(_req):
+
+def test_ctrl_c_during_a_stream_is_one_line(logged_in: FakeApi, cli_env: Path) -> None:
+    """A real process following logs gets SIGINT: exit 130, one line, no traceback.
+
+    Every step waits on an event: the server holds the stream open until the test ends, the
+    signal is sent once the child printed the first line, and the child handles SIGINT as in a
+    terminal whatever this process inherited (a suite started in the background of a
+    non-interactive shell ignores SIGINT, and so did the child: it never exited).
+    """
+    released = threading.Event()
+
+    def held_log(_req):
         def body():
             yield b"step 1\n"
-            time.sleep(30)
+            released.wait()
 
         return Reply(200, body(), {"Content-Type": "text/plain"})
 
-    logged_in.route("GET", "/fine-tune/job_1/logs", slow_log)
+    logged_in.route("GET", "/fine-tune/job_1/logs", held_log)
     env = {**os.environ, "TUNE_API_URL": logged_in.url}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.tune import main; main()", "logs", "--job-id", "job_1", "--follow"],
+        [sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL, "logs", "--job-id", "job_1", "--follow"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout.readline() == "step 1\n"
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=20)
+    try:
+        assert proc.stdout.readline() == "step 1\n"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)  # a bound on a hang, not a wait: it exits at once
+    finally:
+        released.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == EXIT_INTERRUPTED
     assert _one_line(err) == "tune: error: interrupted"

@@ -1,8 +1,9 @@
 """The CLIs against a real server: ``tune serve`` in a subprocess on a free port and a tmp TUNE_HOME.
 
 Nothing is faked: the first-start admin made by ``tune serve`` (its password in the home) logs in,
-uploads a real dataset, starts jobs, reads billing. The server has no runner
-attached here, so jobs stay queued (training is covered by tests/e2e).
+uploads a real dataset, starts jobs, reads billing. The server runs its embedded
+dispatcher, so a job started here may be taken by a real runner at once: a test that
+stops one reads from the job's events whether it ran, and checks the cost against that.
 """
 
 from __future__ import annotations
@@ -166,10 +167,16 @@ def test_start_dry_run_then_start_list_status_stop(live: Server, run_cli, cli_en
     assert stopped.code == 0, stopped.err
     follow = run_cli("tune", "status", "--job-id", job_id, "--follow", "--interval", "0.2")
     assert follow.code == 1 and "stopped" in follow.out  # a stopped job is not a success
+    # The embedded dispatcher may have handed the job to a real runner before the stop landed:
+    # the job's own events say which, and the cost is checked against that, not against a bet.
     events = json.loads(run_cli("tune", "events", "--job-id", job_id, "--json").out)
-    assert events[0]["type"] == "Submitted" and events[-1]["type"] in ("Stopped", "StopRequested")
+    types = [e["type"] for e in events]
+    assert types[0] == "Submitted" and "Stopped" in types, types
     cost = json.loads(run_cli("tune", "cost", "--job-id", job_id, "--json").out)
-    assert cost["cost_usd_micros"] == 0
+    assert cost["job_id"] == job_id and cost["status"] == "stopped"
+    assert cost["cost_usd_micros"] == sum(p["cost_usd_micros"] for p in cost["periods"])
+    if "Started" not in types:  # stopped while queued: once stopped it never starts, nothing to bill
+        assert cost["cost_usd_micros"] == 0 and cost["gpu_metrics"]["gpu_ms"] == 0, cost
 
 
 def test_bad_config_is_reported_with_its_key(live: Server, run_cli, cli_env: Path) -> None:

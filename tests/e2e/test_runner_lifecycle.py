@@ -4,7 +4,9 @@
 - a stop request mid-run leaves the job ``stopped`` with its checkpoint in the bucket;
 - ``kill -9`` of the trainer mid-run: the job is retried from its last checkpoint, the step
   count continues, and it succeeds, registering its model (base model, job, metrics, sha256)
-  whose weights load with plain transformers + peft.
+  whose weights load with plain transformers + peft. Its first attempt's trainer holds at its
+  first checkpoint (``tests.e2e.held_trainer``), so the kill lands mid-run by an event, never
+  by outrunning the run's end.
 """
 
 from __future__ import annotations
@@ -14,25 +16,26 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from domain.applications import UserApp
 from domain.job import JobState
-from runners.backends import LocalSubprocessBackend
+from runners.backends import LaunchRequest, LocalSubprocessBackend
 from runners.base_models import MARKER, resolve_base_model
 from runners.dispatcher import Dispatcher
 from runners.workdir import MANIFEST, download_prefix, upload_folder
 from storage import LocalBucket
 from storage.eventstore import open_user
+from tests.e2e.held_trainer import held_runner_argv
 from tests.unit.runners.builders import RecordingPublisher, now, seed_dataset, submit_job, wait_for
 
 pytestmark = pytest.mark.slow
 
 JOB = "users/usr_1/jobs/job_1/"
-STEPS = 100
+STEPS = 20
 TRAIN = {
     "batch_size": 4,
     "learning_rate": 0.02,
@@ -49,7 +52,9 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Platform:
     """A bucket with a validated dataset, the user's app, and a dispatcher polling in a thread."""
 
-    def __init__(self, root: Path, tiny_llama: Path) -> None:
+    def __init__(
+        self, root: Path, tiny_llama: Path, *, argv: Callable[[LaunchRequest], list[str]] | None = None
+    ) -> None:
         self.root = root
         self.bucket = LocalBucket(root / "bucket")
         upload_folder(self.bucket, tiny_llama, "base-models/tiny-llama/", last=MARKER)
@@ -61,6 +66,7 @@ class Platform:
             on_heartbeat=self.heartbeats.publish,
             log_dir=root / "runner-logs",
             env={"TUNE_HOME": str(self.home), "OMP_NUM_THREADS": "1"},
+            argv=argv,
         )
         self.dispatcher = Dispatcher(
             self.bucket, backend, open_app=lambda user_id: self.app, poll_interval_s=0.1
@@ -103,6 +109,14 @@ def platform(tmp_path: Path, tiny_llama_dir: Path) -> Iterator[Platform]:
     p.close()
 
 
+@pytest.fixture
+def held_platform(tmp_path: Path, tiny_llama_dir: Path) -> Iterator[Platform]:
+    """A platform whose first attempts' trainers hold at their first checkpoint."""
+    p = Platform(tmp_path, tiny_llama_dir, argv=held_runner_argv)
+    yield p
+    p.close()
+
+
 def step_lines(bucket: LocalBucket) -> list[tuple[int, int]]:
     lines = bucket.read(JOB + "events/metrics.jsonl").splitlines()
     return [(m["attempt"], m["step"]) for m in map(json.loads, lines) if m["event"] == "step"]
@@ -131,17 +145,17 @@ def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platfo
 
 
 def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_with_its_model(
-    platform: Platform, tmp_path: Path, tiny_llama_dir: Path
+    held_platform: Platform, tmp_path: Path, tiny_llama_dir: Path
 ) -> None:
+    platform = held_platform
     platform.start(max_steps=STEPS, checkpoint_every_steps=5, max_retries=1)
-    wait_for(
-        lambda: platform.job().last_checkpoint is not None, timeout=240, interval=0.05, what="a checkpoint"
-    )
+    held = wait_for(lambda: platform.job().last_checkpoint, timeout=240, interval=0.05, what="a checkpoint")
+    assert held.step == 5  # the trainer holds there until it is killed
     pid = int((platform.home / "work" / "job_1-1" / "trainer.pid").read_text())
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pytest.fail(f"the trainer ended before it could be killed\n{platform.diagnostics()}")
+        pytest.fail(f"the held trainer was gone before it could be killed\n{platform.diagnostics()}")
 
     job = platform.wait_state(JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, timeout=300)
     assert job.state == JobState.SUCCEEDED, (job.error, platform.diagnostics())
@@ -150,9 +164,9 @@ def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_wi
     steps = step_lines(platform.bucket)
     first_try = [s for a, s in steps if a == 1]
     second_try = [s for a, s in steps if a == 2]
-    assert first_try == list(range(1, len(first_try) + 1)) and len(first_try) < STEPS, steps
+    assert first_try == [1, 2, 3, 4, 5], steps
     resumed_from = second_try[0] - 1
-    assert resumed_from > 0 and resumed_from % 5 == 0 and resumed_from <= first_try[-1], steps
+    assert resumed_from == 5, steps
     assert second_try == list(range(resumed_from + 1, STEPS + 1)), steps
     log = platform.bucket.read(JOB + "job.log").decode()
     assert "killed by SIGKILL" in log and f"resuming from the checkpoint at step {resumed_from}" in log

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from tests.unit.ledger.builders import (
     stream,
 )
 from tests.unit.projections.builders import FlakyBucket
+from tests.unit.runners.builders import wait_for
 
 MS = INTERVAL_S * 1000
 
@@ -245,12 +246,26 @@ def open_racer(platform: Platform) -> _Racer:
 
 
 def test_a_trickle_lingers_to_commit_together_but_a_backlog_never_waits(platform: Platform) -> None:
+    """Which batch lingers, seen without a stopwatch: with an hour's flush interval a trickle's
+    ``handle`` is still lingering once its commit is durable, until the worker closes; a
+    backlog's ``handle`` returns (lingering would take the hour)."""
     platform.running_job("u1", "j1")
-    worker = platform.worker(flush_interval_s=1.0)  # ManualSubscriber.max_batch 500: linger at <= 10
-    began = time.monotonic()
-    worker.handle(stream("j1", 2))
-    assert time.monotonic() - began >= 1.0
-    began = time.monotonic()
-    worker.handle(stream("j1", 11, first=3))
-    assert time.monotonic() - began < 1.0
+    worker = platform.worker(flush_interval_s=3600.0)  # ManualSubscriber.max_batch 500: linger at <= 10
+    trickle = threading.Thread(target=worker.handle, args=(stream("j1", 2),))
+    trickle.start()
+    wait_for(lambda: platform.job("u1", "j1").gpu_ms == 2 * MS, timeout=60, what="the trickle's commit")
+    trickle.join(0.2)
+    assert trickle.is_alive(), "a trickle of 2 heartbeats did not linger"
+    worker.close()  # ends the linger
+    trickle.join(60)
+    assert not trickle.is_alive()
+
+    worker = platform.worker(flush_interval_s=3600.0)
+    backlog = threading.Thread(target=worker.handle, args=(stream("j1", 11, first=3),))
+    backlog.start()
+    backlog.join(60)  # a bound on a hang, not a wait: it returns once its commit is durable
+    lingered = backlog.is_alive()
+    worker.close()
+    backlog.join(60)
+    assert not lingered, "a backlog of 11 heartbeats lingered"
     assert platform.job("u1", "j1").gpu_ms == 13 * MS
