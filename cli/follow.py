@@ -36,7 +36,7 @@ _clock: Callable[[], float] = time.monotonic  # the tests' seam
 
 
 def progress_line(job: Any) -> str:
-    """One line of a ``JobStatus``: state, step, epoch, loss, GPU time, cost."""
+    """One line of a ``JobStatus``: state, step, epoch, loss, GPU time, cost, what it is busy with."""
     from cli.output import duration_text, usd
 
     parts = [job.status or "?"]
@@ -49,6 +49,8 @@ def progress_line(job: Any) -> str:
     if job.gpu_metrics.gpu_ms:
         parts.append(f"gpu {duration_text(job.gpu_metrics.gpu_ms)}")
     parts.append(f"cost {usd(job.cost_usd_micros)}")
+    if job.activity:
+        parts.append(job.activity)  # e.g. converting the base model on its first use
     if job.error:
         parts.append(f"error: {job.error}")
     elif job.stop_reason:

@@ -117,3 +117,17 @@ def test_follow_in_a_terminal_keeps_change_lines_under_a_live_footer(
     assert result.code == 0, result.err
     assert len(LINE.findall(result.out)) == 9  # the same change lines as in a pipe
     assert "\x1b[" in result.out and "━" in result.out  # the live footer and its step bar
+
+
+def test_follow_says_what_a_job_is_busy_with_before_its_first_step(logged_in: FakeApi, run_cli) -> None:
+    busy = "converting base model smollm2-135m (first use), this takes a minute"
+    polls = [
+        {"status": "running", "total_steps": None, "activity": busy},
+        {"status": "running", "step": 1, "total_steps": STEPS},
+        {"status": "succeeded", "step": STEPS, "total_steps": STEPS, "model_id": "mdl_1"},
+    ]
+    _route(logged_in, polls)
+    result = run_cli("tune", "status", "--job-id", "job_a", "--follow", "--interval", "0")
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    assert busy in lines[0] and all(busy not in line for line in lines[1:]), result.out
