@@ -13,6 +13,7 @@ from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import Dataset, DatasetList, Deleted
 from api.services import DatasetService
+from api.uploads import UploadOperation, decoded_body, upload_coding
 from runtime.context import Runtime
 
 
@@ -23,8 +24,9 @@ class DatasetController(Controller):
     @post(
         "/{user_id:str}/upload",
         operation_id="upload_dataset",
-        responses=documented(403, 404, 413),
+        responses=documented(403, 404, 413, 415),
         guards=[requires_self],
+        operation_class=UploadOperation,
         request_max_body_size=None,  # the service enforces the upload limit (413) and the quota (403)
     )
     async def upload(
@@ -34,12 +36,17 @@ class DatasetController(Controller):
         datasets: NamedDependency[DatasetService],
         filename: Annotated[str | None, Parameter(max_length=255)] = None,
     ) -> Response[Dataset]:
-        """Stream a JSONL file as the request body; it is validated line by line.
+        """Stream a JSONL file as the request body (``Content-Encoding: gzip`` if compressed); it is
+        validated line by line.
 
         201 with the dataset either ``validated`` (rows, format, statistics) or
-        ``rejected`` (errors, each naming its line).
+        ``rejected`` (errors, each naming its line). 413 past the size limit, 403
+        ``quota_exceeded`` past the storage quota (both counted on the decompressed
+        bytes, while streaming), 415 for a form, another media type or coding.
         """
-        dataset = await datasets.upload(filename, request.stream(), request.content_length)
+        coding = upload_coding(request.headers)
+        size = request.content_length if coding is None else None  # the limit counts decompressed bytes
+        dataset = await datasets.upload(filename, decoded_body(request.stream(), coding), size)
         return Response(dataset, status_code=201)
 
     @get(
