@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from api.errors import documented
+from api.openapi import PublicOperation
 from api.schemas import LoginRequest, LoginResponse
 from api.services import AccountService
 from projections.render import iso
@@ -24,6 +25,7 @@ class AuthController(Controller):
         operation_id="login",
         responses=documented(403),
         exclude_from_auth=True,
+        operation_class=PublicOperation,
         status_code=200,
         sync_to_thread=True,
     )
