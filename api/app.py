@@ -12,16 +12,20 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar, Request
-from litestar.datastructures import State
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.middleware.rate_limit import get_remote_address
 from litestar.openapi import OpenAPIConfig
+from litestar.routes import HTTPRoute
+from litestar.types import Message, Scope
 
+from api import schemas
 from api.auth import Principal, build_jwt_auth
 from api.body import StrictRequest
 from api.controllers import CONTROLLERS
 from api.deps import dependencies
 from api.errors import exception_handlers
 from api.guards import requires_valid_ids
+from api.openapi import close_strict_shapes
 from api.ratelimit import rate_limit_config
 from api.throttle import LoginThrottle
 from runtime.context import Runtime
@@ -36,13 +40,31 @@ def _rate_key(request: Request[Any, Any, Any]) -> str:
     return f"user:{user.user_id}" if isinstance(user, Principal) else f"ip:{get_remote_address(request)}"
 
 
+async def _allow_every_method(message: Message, scope: Scope) -> None:
+    """Answer OPTIONS with every method of the route.
+
+    Litestar builds the automatic OPTIONS handler with the first handler registered on a path and
+    keeps it when more are added, so ``/datasets/{dataset_id}`` (GET and DELETE) said only DELETE.
+    """
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    if "allow" not in headers:
+        return
+    template = scope.get("path_template")
+    for route in scope["litestar_app"].routes:
+        if isinstance(route, HTTPRoute) and route.path_format == template:
+            headers["Allow"] = ", ".join(sorted(route.methods))
+            return
+
+
 def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
     """The API app on the ``runtime`` its role built (``roles.embedded``; tests build their own)."""
     jwt_auth = build_jwt_auth(settings, runtime)
     rate_limit = rate_limit_config(
         settings.rate_limit_per_minute, exclude=["^/health$", "^/schema"], identifier_for_request=_rate_key
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=CONTROLLERS,
         dependencies=dependencies,
         guards=[requires_valid_ids],
@@ -50,6 +72,7 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
         request_class=StrictRequest,
         on_app_init=[jwt_auth.on_app_init],
         middleware=[rate_limit.middleware],
+        before_send=[_allow_every_method],
         openapi_config=OpenAPIConfig(
             title="tune",
             version="1",
@@ -60,3 +83,5 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
         on_shutdown=[lambda: runtime.stop()],
         debug=settings.debug,
     )
+    close_strict_shapes(app.openapi_schema, schemas)
+    return app

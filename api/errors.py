@@ -11,17 +11,22 @@
     eventsourcing RecordConflictError     409  conflict (someone else wrote first; retry)
     domain.errors.TooLarge                413  too_large
     domain.errors.RateLimited             429  rate_limited
-    litestar HTTPException                its status (validation, 401, 404/405 routes, 413, 429)
+    litestar HTTPException                its status (validation, 401, 404/405 routes, 413, 415, 429)
     anything else                         500  internal (logged; the message says nothing inside)
 
 The body is always ``schemas.ErrorBody``. Handlers never catch exceptions themselves. Every 401
 carries ``WWW-Authenticate: Bearer`` (RFC 6750; ``error="invalid_token"`` when a token was sent),
 and a 429 that knows how long to wait says so in ``Retry-After``.
+``where`` names what the client sent, as the client knows it: a body field
+(``email``, ``thresholds_pct[0]``), ``body`` for the body as a whole, a query
+parameter by its name in the URL (``state``), a header (``Content-Type``);
+never a Python name of the server.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from eventsourcing.persistence import RecordConflictError
@@ -102,15 +107,44 @@ def _platform_error(request: Request[Any, Any, Any], exc: PlatformError) -> Resp
     return problem(status, exc.code, exc.message, exc.where, **headers)
 
 
-def _validation_where(exc: ValidationException) -> str | None:
+_BODY = "data"  # the name Litestar gives the decoded body
+_NO_BODY = repr(_BODY)  # its message when there is no body at all (a KeyError)
+_MISSING_BODY = "the request body is missing; send a JSON object"
+
+
+def _client_name(request: Request[Any, Any, Any], key: str) -> str:
+    """``key`` as the client spells it: ``body`` for the body, a parameter's alias in the URL."""
+    if key == _BODY:
+        return "body"
+    if key.startswith(_BODY + "."):
+        return key[len(_BODY) + 1 :]
+    handler = request.scope.get("route_handler")
+    field = handler.parsed_fn_signature.parameters.get(key) if handler is not None else None
+    kwarg = getattr(field, "kwarg_definition", None)
+    alias = getattr(kwarg, "query", None) or getattr(kwarg, "header", None) or getattr(kwarg, "cookie", None)
+    return str(alias or key)
+
+
+_FIELD = re.compile(r"field `([^`]{1,80})`")  # msgspec: "Object missing required field `email`"
+
+
+def _validation_where(request: Request[Any, Any, Any], exc: ValidationException) -> str | None:
     extra = exc.extra if isinstance(exc.extra, list) else []
-    keys = [str(e["key"]) for e in extra if isinstance(e, dict) and e.get("key")]
+    keys = []
+    for e in extra:
+        if isinstance(e, dict) and e.get("key"):
+            named = _FIELD.search(str(e.get("message", ""))) if e["key"] == _BODY else None
+            keys.append(named.group(1) if named else _client_name(request, str(e["key"])))
     return ", ".join(dict.fromkeys(keys)) or None
 
 
 def _validation_message(exc: ValidationException) -> str:
     extra = exc.extra if isinstance(exc.extra, list) else []
-    details = [str(e["message"]) for e in extra if isinstance(e, dict) and e.get("message")]
+    details = [
+        _MISSING_BODY if str(e["message"]) == _NO_BODY else str(e["message"])
+        for e in extra
+        if isinstance(e, dict) and e.get("message")
+    ]
     head = exc.detail or "invalid request"
     return f"{head}: {'; '.join(details)}" if details else head
 
@@ -124,14 +158,15 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     if status == 401:
         headers.setdefault("WWW-Authenticate", _challenge(request))
     if isinstance(exc, ValidationException):
-        return problem(400, "invalid", _validation_message(exc), _validation_where(exc), **headers)
+        return problem(400, "invalid", _validation_message(exc), _validation_where(request, exc), **headers)
     message = exc.detail or "request refused"
     if status == 404 and message == "Not Found":
         message = "no such route or resource"
     elif status == 429:
         reset = headers.get("RateLimit-Reset")
         message = "rate limit exceeded" + (f"; retry in {reset} s" if reset else "")
-    return problem(status, _HTTP_CODES.get(status, "bad_request"), message, None, **headers)
+    where = exc.extra.get("where") if isinstance(exc.extra, dict) else None
+    return problem(status, _HTTP_CODES.get(status, "bad_request"), message, where, **headers)
 
 
 def _record_conflict(_: Request[Any, Any, Any], exc: RecordConflictError) -> Response[Any]:
@@ -158,6 +193,7 @@ _MEANINGS = {
     404: "no such object for this user (another user's ids answer the same)",
     409: "conflict: in use, already ended, or changed meanwhile",
     413: "the upload is larger than the limit",
+    415: "not an accepted Content-Type or Content-Encoding (``Accept-Post`` lists the types)",
     429: "too many requests, or failed logins: retry after Retry-After (or RateLimit-Reset) seconds",
 }
 

@@ -75,6 +75,7 @@ __all__ = [
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", max_length=64)]
 Percent = Annotated[int, msgspec.Meta(ge=1, le=100)]
+_PERCENTS_SCHEMA = {"items": {"type": "integer", "minimum": 1, "maximum": 100}, "unique_items": True}
 
 
 class _Out(msgspec.Struct, kw_only=True):
@@ -102,7 +103,9 @@ class ErrorBody(msgspec.Struct):
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
-    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
+    email: Annotated[
+        str, msgspec.Meta(min_length=3, max_length=254, extra_json_schema={"extra": {"format": "email"}})
+    ]
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 
@@ -396,6 +399,9 @@ class BudgetRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Set the monthly budget (``null`` removes it) and the alert thresholds in percent."""
 
     monthly_limit_usd_micros: Annotated[int, msgspec.Meta(ge=1, le=10**15)] | None
-    thresholds_pct: Annotated[list[Percent], msgspec.Meta(max_length=10)] = msgspec.field(
-        default_factory=lambda: [50, 80, 100]
-    )
+    thresholds_pct: Annotated[
+        list[Percent],
+        # for the OpenAPI document: the item bounds again (Litestar reads only the list's own Meta)
+        # and what the budget checks, no value twice
+        msgspec.Meta(max_length=10, extra_json_schema={"extra": _PERCENTS_SCHEMA}),
+    ] = msgspec.field(default_factory=lambda: [50, 80, 100])

@@ -12,6 +12,7 @@ from litestar.middleware.rate_limit import get_remote_address
 
 from api.auth import token_extras
 from api.errors import documented
+from api.openapi import PublicOperation
 from api.schemas import LoginRequest, LoginResponse
 from api.services import AccountService
 from projections.render import iso
@@ -27,6 +28,7 @@ class AuthController(Controller):
         operation_id="login",
         responses=documented(),
         exclude_from_auth=True,
+        operation_class=PublicOperation,
         status_code=200,
         sync_to_thread=True,
     )

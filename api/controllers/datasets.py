@@ -13,6 +13,7 @@ from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import Dataset, DatasetList, Deleted
 from api.services import DatasetService
+from api.uploads import UploadOperation, decoded_body, upload_coding
 from runtime.context import Runtime
 
 _WHEN = "refused before reading when Content-Length says so, else as soon as the streamed body passes it"
@@ -29,8 +30,9 @@ class DatasetController(Controller):
     @post(
         "/{user_id:str}/upload",
         operation_id="upload_dataset",
-        responses=documented(404, meanings=_UPLOAD_REFUSALS),
+        responses=documented(404, 415, meanings=_UPLOAD_REFUSALS),
         guards=[requires_self],
+        operation_class=UploadOperation,
         request_max_body_size=None,  # the service enforces the upload limit (413) and the quota (403)
     )
     async def upload(
@@ -40,15 +42,19 @@ class DatasetController(Controller):
         datasets: NamedDependency[DatasetService],
         filename: Annotated[str | None, Parameter(max_length=255)] = None,
     ) -> Response[Dataset]:
-        """Stream a JSONL file as the request body; it is validated line by line.
+        """Stream a JSONL file as the request body (``Content-Encoding: gzip`` if compressed); it is
+        validated line by line.
 
         201 with the dataset either ``validated`` (rows, format, statistics) or
         ``rejected`` (errors, each naming its line). A rejected upload keeps only its report:
         its bytes are deleted and do not count against the storage quota. 403 ``quota_exceeded``
         past the storage quota (validated datasets count), 413 ``too_large`` past the upload limit,
-        with or without a Content-Length; neither stores anything.
+        both counted on the decompressed bytes while streaming, with or without a Content-Length;
+        neither stores anything. 415 for a form, another media type or coding.
         """
-        dataset = await datasets.upload(filename, request.stream(), request.content_length)
+        coding = upload_coding(request.headers)
+        size = request.content_length if coding is None else None  # the limit counts decompressed bytes
+        dataset = await datasets.upload(filename, decoded_body(request.stream(), coding), size)
         return Response(dataset, status_code=201)
 
     @get(

@@ -16,6 +16,7 @@ from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
 from api.services import JobService
+from domain.job_states import JobState
 from runtime.context import Runtime
 
 TEXT = "text/plain; charset=utf-8"
@@ -50,7 +51,15 @@ class FineTuneController(Controller):
         user_id: PathId,
         jobs: NamedDependency[JobService],
         runtime: NamedDependency[Runtime],
-        job_state: Annotated[str | None, Parameter(query="state", max_length=20)] = None,
+        job_state: Annotated[
+            str | None,
+            Parameter(
+                query="state",
+                max_length=20,
+                description="keep only jobs in this state",
+                schema_extra={"enum": sorted(JobState)},
+            ),
+        ] = None,
     ) -> JobList:
         """The user's jobs, oldest first; ``state`` keeps only jobs in that state."""
         return await runtime.io(jobs.list, job_state)

@@ -7,6 +7,7 @@ from importlib import metadata
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
+from api.openapi import PublicOperation
 from api.schemas import Health
 from projections.render import iso
 from runtime.context import Runtime
@@ -23,7 +24,7 @@ class HealthController(Controller):
     path = "/health"
     tags = ["health"]
 
-    @get(operation_id="health", exclude_from_auth=True, sync_to_thread=False)
+    @get(operation_id="health", exclude_from_auth=True, operation_class=PublicOperation, sync_to_thread=False)
     def health(self, runtime: NamedDependency[Runtime]) -> Health:
         """Liveness: version, the bucket's kind, and the server's clock."""
         scheme = runtime.bucket.url.split("://", 1)[0] if "://" in runtime.bucket.url else "file"

@@ -1,9 +1,9 @@
-"""``/models``: list, show, download (a verified tar) and delete fine-tuned models."""
+"""``/models``: list, show, download (a verified tar; HEAD: its headers alone) and delete models."""
 
 from __future__ import annotations
 
 import anyio.to_thread
-from litestar import Controller, delete, get
+from litestar import Controller, Response, delete, get, head
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
@@ -12,7 +12,19 @@ from api.errors import documented
 from api.guards import requires_owner
 from api.schemas import Deleted, Model, ModelList
 from api.services import ModelService
+from api.services.models import Archive
 from runtime.context import Runtime
+
+TAR = "application/x-tar"
+
+
+def _download_headers(archive: Archive) -> dict[str, str]:
+    return {
+        "Content-Length": str(archive.size),
+        "X-Content-Size": str(archive.size),
+        "X-Content-SHA256": archive.sha256,
+        "Content-Disposition": f'attachment; filename="{archive.filename}"',
+    }
 
 
 class ModelController(Controller):
@@ -42,21 +54,23 @@ class ModelController(Controller):
         "/{model_id:str}/download",
         operation_id="download_model",
         responses=documented(404),
-        media_type="application/x-tar",
+        media_type=TAR,
     )
     async def download(self, model_id: PathId, models: NamedDependency[ModelService]) -> Stream:
         """The model's folder as a tar; ``X-Content-Size`` and ``X-Content-SHA256`` let a client verify it."""
         archive = await anyio.to_thread.run_sync(models.archive, model_id)
-        return Stream(
-            archive.chunks(),
-            media_type="application/x-tar",
-            headers={
-                "Content-Length": str(archive.size),
-                "X-Content-Size": str(archive.size),
-                "X-Content-SHA256": archive.sha256,
-                "Content-Disposition": f'attachment; filename="{archive.filename}"',
-            },
-        )
+        return Stream(archive.chunks(), media_type=TAR, headers=_download_headers(archive))
+
+    @head(
+        "/{model_id:str}/download",
+        operation_id="download_model_head",
+        responses=documented(404),
+        media_type=TAR,
+    )
+    async def download_head(self, model_id: PathId, models: NamedDependency[ModelService]) -> Response[None]:
+        """The download's headers (size, sha256, file name) without its body."""
+        archive = await anyio.to_thread.run_sync(models.archive, model_id)
+        return Response(b"", media_type=TAR, headers={"Content-Type": TAR, **_download_headers(archive)})
 
     @delete(
         "/{model_id:str}",

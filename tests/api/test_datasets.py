@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 
@@ -245,3 +246,96 @@ def test_a_large_upload_is_never_held_whole_in_memory(api: Api, ann: User) -> No
     assert reply["status"] == 201 and body["status"] == "validated", body
     assert body["size_bytes"] == chunks * len(chunk) > 15 << 20
     assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a {body['size_bytes'] / 2**20:.0f} MiB upload"
+
+
+def post_upload(api: Api, user: User, content: bytes, **headers: str):  # type: ignore[no-untyped-def]
+    return api.client.post(
+        f"/datasets/{user.user_id}/upload",
+        params={"filename": "train.jsonl"},
+        content=content,
+        headers={**user.headers, **headers},
+    )
+
+
+def assert_nothing_stored(api: Api, user: User) -> None:
+    assert names(api, f"users/{user.user_id}/data/") == []
+    assert api.client.get(f"/datasets/{user.user_id}/list", headers=user.headers).json()["datasets"] == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=x",  # curl -F
+        "application/x-www-form-urlencoded",  # curl --data-binary without -H
+        "application/gzip",
+        "application/json",
+        "text/plain; charset=latin-1",
+    ],
+)
+def test_an_unsupported_content_type_is_415_naming_what_is_accepted(
+    api: Api, ann: User, content_type: str
+) -> None:
+    reply = post_upload(api, ann, chat_lines(3), **{"Content-Type": content_type})
+    assert reply.status_code == 415, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "unsupported_media_type" and error["where"] == "Content-Type"
+    assert "application/octet-stream" in error["message"] and "application/x-ndjson" in error["message"]
+    assert "application/x-ndjson" in reply.headers["accept-post"]
+    assert_nothing_stored(api, ann)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "application/octet-stream",
+        "application/jsonl",
+        "application/x-ndjson",
+        "text/plain; charset=utf-8",
+    ],
+)
+def test_the_accepted_content_types(api: Api, ann: User, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    reply = post_upload(api, ann, chat_lines(), **headers)
+    assert reply.status_code == 201 and reply.json()["status"] == "validated", reply.text
+
+
+def test_a_gzip_body_is_decompressed_while_streaming(api: Api, ann: User) -> None:
+    data = chat_lines(40)
+    reply = post_upload(api, ann, gzip.compress(data), **{"Content-Encoding": "gzip"})
+    assert reply.status_code == 201, reply.text
+    ds = reply.json()
+    assert ds["status"] == "validated" and ds["rows"] == 40
+    assert ds["size_bytes"] == len(data) and ds["sha256"] == hashlib.sha256(data).hexdigest()
+    raw = f"users/{ann.user_id}/data/{ds['dataset_id']}/raw/train.jsonl"
+    assert api.rt.bucket.read(raw) == data  # the file, not its compressed form
+    two_members = gzip.compress(chat_lines(6)) + gzip.compress(chat_lines(6, start=6))
+    reply = post_upload(api, ann, two_members, **{"Content-Encoding": "gzip"})
+    assert reply.status_code == 201 and reply.json()["rows"] == 12
+
+
+def test_the_size_limit_counts_decompressed_bytes(api: Api, ann: User) -> None:
+    bomb = gzip.compress(b"\n" * (api.settings.max_upload_bytes * 8))
+    assert len(bomb) < api.settings.max_upload_bytes // 100
+    reply = post_upload(api, ann, bomb, **{"Content-Encoding": "gzip"})
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "too_large"
+    assert_nothing_stored(api, ann)
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "where"),
+    [
+        (b"\x1f\x8b\x08 not really", {"Content-Encoding": "gzip"}, 400, "body"),
+        (gzip.compress(b'{"text": "hi"}\n' * 50)[:-12], {"Content-Encoding": "gzip"}, 400, "body"),
+        (gzip.compress(b'{"text": "hi"}\n'), {}, 415, "Content-Encoding"),  # gzip without saying so
+        (b'{"text": "hi"}\n', {"Content-Encoding": "br"}, 415, "Content-Encoding"),
+    ],
+    ids=["not-gzip", "truncated", "undeclared-gzip", "brotli"],
+)
+def test_bad_or_undeclared_codings_store_nothing(
+    api: Api, ann: User, content: bytes, headers: dict[str, str], status: int, where: str
+) -> None:
+    reply = post_upload(api, ann, content, **headers)
+    assert reply.status_code == status, reply.text
+    assert reply.json()["error"]["where"] == where
+    assert_nothing_stored(api, ann)

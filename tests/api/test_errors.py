@@ -149,3 +149,22 @@ def test_every_route_with_a_json_body_decodes_it_strictly(api: Api) -> None:
     with_body = [h for h in handlers if h.parsed_data_field is not None]
     assert len(with_body) >= 3  # login, budget, start
     assert all(h.resolve_request_class() is StrictRequest for h in with_body)
+
+
+def test_where_names_what_the_client_sent(api: Api, ann: User) -> None:
+    reply = api.client.get(f"/fine-tune/{ann.user_id}/list", params={"state": "x" * 30}, headers=ann.headers)
+    assert reply.status_code == 400 and error_of(reply)["where"] == "state"  # not the handler's job_state
+    for body in (b"null", b"[]"):
+        reply = api.client.post("/auth/login", content=body, headers={"Content-Type": "application/json"})
+        assert error_of(reply)["where"] == "body"  # not Litestar's "data"
+    reply = api.client.post("/auth/login", json={"password": "x"})
+    assert error_of(reply)["where"] == "email"
+    reply = api.client.put("/billing/budget", json={"thresholds_pct": [50]}, headers=ann.headers)
+    assert error_of(reply)["where"] == "monthly_limit_usd_micros"
+
+
+def test_a_missing_body_says_so(api: Api) -> None:
+    reply = api.client.post("/auth/login", headers={"Content-Type": "application/json"})
+    error = error_of(reply)
+    assert reply.status_code == 400 and error["where"] == "body"
+    assert "body is missing" in error["message"] and "'data'" not in error["message"]

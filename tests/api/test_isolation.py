@@ -54,6 +54,7 @@ def test_the_schema_lists_every_route(api: Api) -> None:
         ("GET", "/models/{user_id}/list"),
         ("GET", "/models/{model_id}"),
         ("GET", "/models/{model_id}/download"),
+        ("HEAD", "/models/{model_id}/download"),
         ("DELETE", "/models/{model_id}"),
         ("POST", "/datasets/{user_id}/upload"),
         ("GET", "/datasets/{user_id}/list"),
@@ -74,7 +75,7 @@ def test_without_a_token_every_private_route_is_401(api: Api, world: dict[str, s
             continue
         reply = call(api, method, template, world, {})
         assert reply.status_code == 401, (method, template, reply.text)
-        assert reply.json()["error"]["code"] == "unauthenticated"
+        assert method == "HEAD" or reply.json()["error"]["code"] == "unauthenticated"  # HEAD: no body
 
 
 def test_another_users_ids_answer_404_like_unknown_ones(
@@ -89,6 +90,8 @@ def test_another_users_ids_answer_404_like_unknown_ones(
         nobodys = call(api, method, template, unknown, bob.headers)
         assert theirs.status_code == 404, (method, template, theirs.text)
         assert nobodys.status_code == 404, (method, template, nobodys.text)
+        if method == "HEAD":  # no body to compare
+            continue
         assert theirs.json()["error"]["code"] == nobodys.json()["error"]["code"] == "not_found"
         assert theirs.json()["error"]["where"] == nobodys.json()["error"]["where"]
     assert sorted(api.rt.bucket.list(f"users/{ann.user_id}/")) == before

@@ -58,3 +58,19 @@ def test_delete_while_a_job_trains_on_it_is_409(api: Api, ann: User) -> None:
     reply = api.client.delete(f"/models/{model_id}", headers=ann.headers)
     assert reply.status_code == 409 and follow_up in reply.json()["error"]["message"]
     assert api.client.get(f"/models/{model_id}/download", headers=ann.headers).status_code == 200
+
+
+def test_head_on_the_download_answers_its_headers_without_the_body(api: Api, ann: User) -> None:
+    _, model_id = finished_model(api, ann)
+    got = api.client.get(f"/models/{model_id}/download", headers=ann.headers)
+    head = api.client.head(f"/models/{model_id}/download", headers=ann.headers)
+    assert head.status_code == 200 and head.content == b""
+    announced = (
+        "content-type",
+        "content-length",
+        "x-content-size",
+        "x-content-sha256",
+        "content-disposition",
+    )
+    assert {h: head.headers[h] for h in announced} == {h: got.headers[h] for h in announced}
+    assert api.client.head("/models/mdl_nope/download", headers=ann.headers).status_code == 404
