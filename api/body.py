@@ -9,6 +9,9 @@ and keeps it as it is.
 Before decoding, the body's nesting is checked (``domain.json_depth``): msgspec recurses once per
 level, and a body nested 1,000 deep would otherwise end in ``RecursionError`` (a 500).
 
+A number with a zero fractional part (``22.0``) is an integer, as JSON Schema says (and as
+schema-driven clients such as schemathesis send it); ``22.5`` where an integer is expected is not.
+
 Every refusal is a ``ValidationFailed`` (400 ``invalid``) whose ``where`` names the field
 (``thresholds_pct[0]``, ``config``), or ``body`` for the body as a whole.
 """
@@ -38,12 +41,28 @@ def decode_body(body: bytes, target: Any) -> Any:
             where="body",
         )
     try:
-        return msgspec.json.decode(body, type=target, strict=True)
+        try:
+            return msgspec.json.decode(body, type=target, strict=True)
+        except msgspec.ValidationError as exc:
+            if not re.match(r"Expected `int[^`]*`, got `float`", str(exc)):
+                raise
+            return msgspec.convert(_integral_floats_as_ints(msgspec.json.decode(body)), target, strict=True)
     except msgspec.ValidationError as exc:
         message, where = _located(str(exc))
         raise ValidationFailed(message, where=where) from None
     except msgspec.DecodeError as exc:
         raise ValidationFailed(f"the body is not valid JSON: {exc}", where="body") from None
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """``22.0`` -> ``22`` throughout (a float field takes an int as it is; ``22.5`` stays a float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    return value
 
 
 def _located(error: str) -> tuple[str, str]:

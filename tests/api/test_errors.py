@@ -100,7 +100,7 @@ def test_json_nested_1000_deep_is_400_and_logs_no_traceback(
     ("method", "path", "body", "where"),
     [
         ("PUT", "/billing/budget", {"monthly_limit_usd_micros": "100"}, "monthly_limit_usd_micros"),
-        ("PUT", "/billing/budget", {"monthly_limit_usd_micros": 1.0}, "monthly_limit_usd_micros"),
+        ("PUT", "/billing/budget", {"monthly_limit_usd_micros": 1.5}, "monthly_limit_usd_micros"),
         (
             "PUT",
             "/billing/budget",
@@ -140,6 +140,10 @@ def test_well_typed_bodies_still_pass(api: Api, ann: User) -> None:
     body = {"monthly_limit_usd_micros": 100, "thresholds_pct": [50]}
     reply = api.client.put("/billing/budget", json=body, headers=ann.headers)
     assert reply.status_code == 200 and reply.json()["thresholds_pct"] == [50]
+    body = {"monthly_limit_usd_micros": 200.0, "thresholds_pct": [80.0]}  # JSON Schema integers
+    reply = api.client.put("/billing/budget", json=body, headers=ann.headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["monthly_limit_usd_micros"] == 200 and reply.json()["thresholds_pct"] == [80]
     reply = api.client.put("/billing/budget", json={"monthly_limit_usd_micros": None}, headers=ann.headers)
     assert reply.status_code == 200 and reply.json()["monthly_limit_usd_micros"] is None
 
