@@ -6,8 +6,8 @@ shows the job's cost and the month's bill, then asks the fine-tuned model a ques
 answer only the dataset knows (and the base model answered wrongly before). Exits non-zero
 if any step fails or the model did not learn.
 
-Options: ``--model NAME`` (default smollm2-135m), ``--port N`` (default 8600),
-``--keep-serving`` (leave the server running at the end).
+Options: ``--model NAME`` (default smollm2-135m), ``--port N`` (default the port of
+``TUNE_API_URL``, else 8600), ``--keep-serving`` (leave the server running at the end).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -84,10 +85,19 @@ def _password(home: Path) -> tuple[str, bool]:
     return password, True
 
 
+def _port_of(api_url: str | None) -> int:
+    """The port of ``TUNE_API_URL`` when it names one, else 8600: serve where the CLIs will look."""
+    try:
+        port = urllib.parse.urlsplit(api_url or "").port
+    except ValueError:
+        port = None
+    return port or 8600
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quickstart", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--port", type=int, default=8600)
+    parser.add_argument("--port", type=int, default=_port_of(os.environ.get("TUNE_API_URL")))
     parser.add_argument("--keep-serving", action="store_true")
     args = parser.parse_args(argv)
     # A SIGTERM (e.g. from `timeout`) must still run the `finally` that stops the server.

@@ -161,6 +161,16 @@ def test_quickstart_ends_by_saying_how_to_run_tune(tmp_path: Path) -> None:
     assert "tune serve" not in kept.stdout  # it is still running
     assert "TUNE_API_URL=http://127.0.0.1:8600" in (home / "env").read_text()
 
+    _quickstart(tmp_path.resolve(), TUNE_API_URL="http://127.0.0.1:8711")  # no --port: the URL's
+    assert "TUNE_API_URL=http://127.0.0.1:8711" in (home / "env").read_text()
+
+
+def test_the_main_job_serves_on_the_port_of_tune_api_url() -> None:
+    from runners.main_job import _port_of
+
+    assert _port_of("http://127.0.0.1:8711") == 8711
+    assert _port_of(None) == _port_of("http://localhost") == _port_of("not a url:x") == 8600
+
 
 def test_a_failed_quickstart_says_nothing_more(tmp_path: Path) -> None:
     done = _quickstart(tmp_path, FAKE_MAIN_JOB_RC="3")
