@@ -269,25 +269,28 @@ def _job_event(event: Any) -> schemas.JobEvent:
     )
 
 
+def _progress(d: dict[str, Any]) -> str:
+    total = f"/{d['total_steps']}" if d.get("total_steps") else ""
+    loss = f" loss {d['loss']:.4g}" if isinstance(d.get("loss"), int | float) else ""
+    return f"step {d.get('step')}{total}{loss}"
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "ProgressReported": _progress,
+    "CheckpointSaved": lambda d: f"checkpoint at step {d.get('step')}",
+    "ActivityReported": lambda d: str(d.get("activity") or "activity done"),
+    "UsageMetered": lambda d: f"{d.get('gpu_ms')} ms on {d.get('gpu_count')}x {d.get('gpu_type')}",
+    "AlertRaised": lambda d: f"{d.get('scope')} alert at {d.get('threshold_pct')}%",
+    "StopRequested": lambda d: str(d.get("reason") or "StopRequested"),
+    "Stopped": lambda d: str(d.get("reason") or "Stopped"),
+    "Retrying": lambda d: str(d.get("reason") or "Retrying"),
+    "Failed": lambda d: str(d.get("error") or "failed"),
+    "Started": lambda d: f"attempt {d.get('attempt')} started",
+    "Submitted": lambda d: f"{d.get('base_model')} on {d.get('dataset_id')}",
+}
+"""One line about an event of each kind, from its data; other kinds are named as they are."""
+
+
 def _summary(kind: str, d: dict[str, Any]) -> str:
-    if kind == "ProgressReported":
-        total = f"/{d['total_steps']}" if d.get("total_steps") else ""
-        loss = f" loss {d['loss']:.4g}" if isinstance(d.get("loss"), int | float) else ""
-        return f"step {d.get('step')}{total}{loss}"
-    if kind == "CheckpointSaved":
-        return f"checkpoint at step {d.get('step')}"
-    if kind == "ActivityReported":
-        return str(d.get("activity") or "activity done")
-    if kind == "UsageMetered":
-        return f"{d.get('gpu_ms')} ms on {d.get('gpu_count')}x {d.get('gpu_type')}"
-    if kind == "AlertRaised":
-        return f"{d.get('scope')} alert at {d.get('threshold_pct')}%"
-    if kind in ("StopRequested", "Stopped", "Retrying"):
-        return str(d.get("reason") or kind)
-    if kind == "Failed":
-        return str(d.get("error") or "failed")
-    if kind == "Started":
-        return f"attempt {d.get('attempt')} started"
-    if kind == "Submitted":
-        return f"{d.get('base_model')} on {d.get('dataset_id')}"
-    return kind
+    summarize = _SUMMARIES.get(kind)
+    return summarize(d) if summarize else kind

@@ -55,10 +55,17 @@ def queued_job(local_bucket: LocalBucket, app: UserApp) -> Callable[..., JobView
 def make_runner(
     local_bucket: LocalBucket, app: UserApp, publisher: RecordingPublisher, tmp_path: Path
 ) -> Callable[..., JobRunner]:
-    """A JobRunner for ``attempt`` of a job (its run.yaml built from the job's state), on the fake trainer."""
+    """A JobRunner for ``attempt`` of a job (its run.yaml built from the job's state), on the fake trainer.
 
-    def make(job_id: str = "job_1", attempt: int = 1, **options: Any) -> JobRunner:
-        spec: JobRunSpec = build_attempt_spec(app.get_job(job_id), attempt=attempt)
+    ``base_model_source`` goes into the run.yaml (where an operator's base model comes from).
+    """
+
+    def make(
+        job_id: str = "job_1", attempt: int = 1, *, base_model_source: Any = None, **options: Any
+    ) -> JobRunner:
+        spec: JobRunSpec = build_attempt_spec(
+            app.get_job(job_id), attempt=attempt, base_model_source=base_model_source
+        )
         return JobRunner(
             local_bucket,
             spec,

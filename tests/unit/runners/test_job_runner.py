@@ -14,12 +14,11 @@ import pytest
 from domain.applications import UserApp
 from domain.base_models import BaseModelSource
 from domain.job import Job, JobState
-from runners.attempt_spec import build_attempt_spec
 from runners.job_runner import JobRunner, Outcome
 from runners.workdir import MANIFEST
 from storage import LocalBucket
 from tests.unit.runners.builders import RecordingPublisher, now, seed_dataset, submit_job, wait_for
-from tests.unit.runners.conftest import FAKE_TRAINER, JOB_CONFIG
+from tests.unit.runners.conftest import JOB_CONFIG
 
 JOB = "users/usr_1/jobs/job_1/"
 
@@ -187,7 +186,6 @@ def test_the_working_folder_is_removed_unless_kept(queued_job, make_runner, keep
 
 def test_the_entry_point_refuses_a_missing_run_yaml_with_status_2(local_bucket: LocalBucket) -> None:
     import subprocess
-    import sys
 
     done = subprocess.run(
         [sys.executable, "-m", "runners.job_runner", local_bucket.url, "users/usr_1/jobs/job_1/run.yaml"],
@@ -199,7 +197,7 @@ def test_the_entry_point_refuses_a_missing_run_yaml_with_status_2(local_bucket: 
 
 
 def test_the_first_use_of_a_base_model_is_told_in_the_log_and_the_status(
-    local_bucket: LocalBucket, app: UserApp, publisher: RecordingPublisher, tmp_path: Path
+    local_bucket: LocalBucket, app: UserApp, make_runner: Callable[..., JobRunner], tmp_path: Path
 ) -> None:
     folder = tmp_path / "operator"
     folder.mkdir()
@@ -212,17 +210,7 @@ def test_the_first_use_of_a_base_model_is_told_in_the_log_and_the_status(
     def run(job_id: str) -> str:
         submit_job(app, job_id=job_id, base_model="my-model", **JOB_CONFIG)
         app.queue_job(job_id, now())
-        spec = build_attempt_spec(app.get_job(job_id), attempt=1, base_model_source=source)
-        runner = JobRunner(
-            local_bucket,
-            spec,
-            app=app,
-            publisher=publisher,
-            work_root=tmp_path / "work",
-            cache_dir=tmp_path / "cache",
-            trainer_command=[sys.executable, str(FAKE_TRAINER)],
-        )
-        assert runner.run() is Outcome.SUCCEEDED
+        assert make_runner(job_id, base_model_source=source).run() is Outcome.SUCCEEDED
         return local_bucket.read(f"users/usr_1/jobs/{job_id}/job.log").decode()
 
     log = run("job_1")
