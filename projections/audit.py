@@ -1,13 +1,15 @@
 """Audit and rebuild: the stored views against a replay of the log from position 0.
 
-``audit_partition`` verifies the partition's hash chain (``verify_chain``:
-a changed, removed or inserted commit object is named) and the commit that the
-stored position.json was made from (``check_anchor``: an edited last commit, a
-removed tail), replays the log into
-memory and reports every stored view that differs from the replay: missing,
+``audit_partition`` checks the partition's log (``check_log``: its hash chain with
+``verify_chain``, every problem named with its commit, stray objects under events/
+by ``storage.layout.check_key``, and the commit that the stored position.json was
+made from with ``check_anchor``: an edited last commit, a removed tail), replays the
+log into memory and reports every stored view that differs from the replay: missing,
 unexpected (a view no event explains), differing (with the first differing
 JSON path), or not JSON at all. ``rebuild_partition`` writes the replayed views
-over the stored ones and removes unexpected ones.
+over the stored ones and removes unexpected ones. ``audit_bucket`` audits every
+partition whatever another holds: users are found in the bucket as well as in the
+platform log, and a log that cannot be replayed is reported, not raised.
 """
 
 from __future__ import annotations
