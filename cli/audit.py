@@ -24,10 +24,18 @@ DeepFlag = Annotated[bool, Parameter(help="Also look for stray views of users th
 
 
 def _chain(report: Any) -> str:
-    chain = report.chain
-    if chain.ok:
-        return "chain ok"
-    return f"CHAIN BROKEN: {chain.problem} at commit {chain.first_bad_seq}: {chain.message}"
+    problems = len(report.chain.problems)
+    return "chain ok" if report.chain.ok else f"CHAIN BROKEN ({problems} problem(s))"
+
+
+def _problem_lines(report: Any) -> list[str]:
+    """One line per problem of the partition's log, each naming its commit (or stray object)."""
+    return [
+        f"{report.partition}: CHAIN BROKEN: "
+        + (f"{p.problem} at commit {p.seq}" if p.seq is not None else f"{p.problem} object {p.name}")
+        + f": {p.message}"
+        for p in report.chain.problems
+    ]
 
 
 def audit(
@@ -59,6 +67,8 @@ def audit(
             state = "views ok" if not report.differences else f"{len(report.differences)} view(s) differ"
             if report.replay_error:
                 state = f"REPLAY FAILED: {report.replay_error}"
+            for line in _problem_lines(report):
+                print(line)
             print(f"{report.partition}: head {report.head}, {_chain(report)}, {state}")
             cols = ("name", "problem", "path", "stored_position", "replayed_position")
             print_table(report.differences, [Column(k) for k in cols], empty="")

@@ -1,13 +1,15 @@
 """Audit and rebuild: the stored views against a replay of the log from position 0.
 
-``audit_partition`` verifies the partition's hash chain (``verify_chain``:
-a changed, removed or inserted commit object is named) and the commit that the
-stored position.json was made from (``check_anchor``: an edited last commit, a
-removed tail), replays the log into
-memory and reports every stored view that differs from the replay: missing,
+``audit_partition`` checks the partition's log (``check_log``: its hash chain with
+``verify_chain``, every problem named with its commit, stray objects under events/
+by ``storage.layout.check_key``, and the commit that the stored position.json was
+made from with ``check_anchor``: an edited last commit, a removed tail), replays the
+log into memory and reports every stored view that differs from the replay: missing,
 unexpected (a view no event explains), differing (with the first differing
 JSON path), or not JSON at all. ``rebuild_partition`` writes the replayed views
-over the stored ones and removes unexpected ones.
+over the stored ones and removes unexpected ones. ``audit_bucket`` audits every
+partition whatever another holds: users are found in the bucket as well as in the
+platform log, and a log that cannot be replayed is reported, not raised.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from typing import Any, Literal
 
 import msgspec
 
+from domain.errors import ValidationFailed
 from projections.partition import Partition, TrackingView
 from projections.projector import OpenApp
 from projections.replay import apps_on, replay
 from projections.store import stored_position
 from storage import layout
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
-from storage.eventstore.chain import ChainReport, verify_chain
+from storage.eventstore.chain import ChainProblem, ChainReport, verify_chain
 from storage.eventstore.commits import commit_name, sha256_hex
 from storage.layout import PLATFORM, USERS, events_prefix, user_partition
 
@@ -34,6 +37,7 @@ __all__ = [
     "audit_bucket",
     "audit_partition",
     "check_anchor",
+    "check_log",
     "first_difference",
     "rebuild_bucket",
     "rebuild_partition",
@@ -116,36 +120,71 @@ def _compare(name: str, stored: bytes, expected: bytes, replayed_position: int) 
     return ViewDifference(name, "differs", path, stored_position(stored), replayed_position)
 
 
+def _anchor(bucket: Bucket, partition: str) -> tuple[int, str] | None:
+    """The commit and SHA-256 that the stored position.json says the views were made from."""
+    try:
+        anchor = msgspec.json.decode(bucket.read(layout.position(partition)), type=TrackingView)
+    except (ObjectNotFound, msgspec.ValidationError, msgspec.DecodeError):
+        return None  # no views yet, or a broken position.json: the view comparison names it
+    if anchor.commit is None or anchor.commit_sha256 is None:
+        return None
+    return anchor.commit, anchor.commit_sha256
+
+
 def check_anchor(bucket: Bucket, partition: str, chain: ChainReport) -> ChainReport:
-    """``chain``, or a failed report if the log no longer holds the commit that the stored
+    """``chain``, with a problem more if the log no longer holds the commit that the stored
     position.json names (``TrackingView.commit``) with the bytes it was made from.
 
     What a hash chain cannot see: an edited last commit (nothing after it records its hash) or
     a removed tail. The views were made from the log as it was, and position.json recorded that
     commit's SHA-256.
     """
-    if not chain.ok:
+    anchor = _anchor(bucket, partition)
+    if anchor is None:
         return chain
-    try:
-        anchor = msgspec.json.decode(bucket.read(layout.position(partition)), type=TrackingView)
-    except (ObjectNotFound, msgspec.ValidationError, msgspec.DecodeError):
-        return chain  # no views yet, or a broken position.json: the view comparison names it
-    if anchor.commit is None or anchor.commit_sha256 is None:
-        return chain
+    seq, sha = anchor
     prefix = events_prefix(partition)
-    if anchor.commit > chain.commits:
-        return ChainReport(
-            False, chain.commits, chain.commits + 1, "missing",
-            f"{prefix}: the views were made from commit {anchor.commit}, the log ends at commit "
-            f"{chain.commits}: commits {chain.commits + 1}-{anchor.commit} are gone",
+    name = commit_name(prefix, seq)
+    if seq > chain.commits:
+        first = chain.commits + 1
+        problem = ChainProblem(
+            first, "missing", name,
+            f"the views were made from commit {seq}, the log ends at commit "
+            f"{chain.commits}: commits {first}-{seq} are gone",
         )  # fmt: skip
-    if sha256_hex(bucket.read(commit_name(prefix, anchor.commit))) != anchor.commit_sha256:
-        return ChainReport(
-            False, anchor.commit - 1, anchor.commit, "edited",
-            f"{prefix}: commit {anchor.commit} is not the one the views were made from (its SHA-256 "
+    elif any(p.seq == seq for p in chain.problems):
+        return chain  # already named
+    else:
+        try:
+            intact = sha256_hex(bucket.read(name)) == sha
+        except ObjectNotFound:
+            return chain  # a gap in the log: verify_chain named it
+        if intact:
+            return chain
+        problem = ChainProblem(
+            seq, "edited", name,
+            f"commit {seq} is not the one the views were made from (its SHA-256 "
             f"differs from the one {layout.position(partition)} recorded): one of the two was changed",
         )  # fmt: skip
-    return chain
+    return ChainReport.of(prefix, chain.commits, [*chain.problems, problem])
+
+
+_STORE_KINDS = frozenset({"commit", "segment", "snapshot", "tracking"})
+
+
+def _stray(name: str) -> bool:
+    """Whether ``name``, under a partition's events/, is no object the event store writes."""
+    try:
+        return layout.check_key(name) not in _STORE_KINDS
+    except ValueError:
+        return True
+
+
+def check_log(bucket: Bucket, partition: str) -> ChainReport:
+    """Every problem of the partition's log: its hash chain (``verify_chain``, trusting the commit
+    the views were made from), stray objects under its events/, and its anchor (``check_anchor``)."""
+    chain = verify_chain(bucket, events_prefix(partition), anchor=_anchor(bucket, partition), stray=_stray)
+    return check_anchor(bucket, partition, chain)
 
 
 def audit_partition(
@@ -161,11 +200,18 @@ def audit_partition(
     ``scope`` limits which view names are compared (e.g. one user's copies of platform views);
     ``deep`` also looks for stray per-user platform views of users the log never registered.
     """
-    chain = check_anchor(bucket, partition, verify_chain(bucket, events_prefix(partition)))
+    return _audit(bucket, partition, open_app, scope, deep)[0]
+
+
+def _audit(
+    bucket: Bucket, partition: str, open_app: OpenApp, scope: Scope, deep: bool
+) -> tuple[AuditReport, Partition | None]:
+    """``audit_partition``, and the replayed partition (None when the log could not be replayed)."""
+    chain = check_log(bucket, partition)
     try:
         part = replay(open_app(partition), partition)
     except Exception as exc:  # a tampered log may not even decode: report it, do not crash the audit
-        return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", [])
+        return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", []), None
     expected = {name for name in part.views.names() if scope(name)}
     differences = []
     for name in sorted(expected | _stored_names(bucket, part, scope, deep)):
@@ -182,7 +228,7 @@ def audit_partition(
         difference = _compare(name, stored, part.views.render(name), position)
         if difference is not None:
             differences.append(difference)
-    return AuditReport(partition, part.position, chain, None, differences)
+    return AuditReport(partition, part.position, chain, None, differences), part
 
 
 def rebuild_partition(
@@ -239,27 +285,62 @@ def _put(bucket: Bucket, name: str, data: bytes, replayed: int, app: Any) -> boo
         return True
 
 
+def _stored_users(bucket: Bucket) -> list[str]:
+    """Every user id with a folder under ``users/`` in the bucket, whatever the platform log says.
+
+    One listing per user: each starts just past the folder of the one before (``0`` sorts right
+    after ``/``), so checkpoints and weights are never walked. A folder name that is no user id
+    is no partition and is left out.
+    """
+    found, start = [], USERS
+    while (key := next(iter(bucket.list(USERS, start_offset=start)), None)) is not None:
+        user_id, slash, _ = key[len(USERS) :].partition("/")
+        start = f"{USERS}{user_id}0" if slash else f"{USERS}{user_id}/"
+        if slash:
+            try:
+                user_partition(user_id)
+            except ValidationFailed:
+                continue
+            found.append(user_id)
+    return found
+
+
+def _registered(platform: Partition) -> set[str]:
+    return {u.user_id for u in platform.users.items.values()}  # type: ignore[attr-defined]
+
+
+def _scoped(user: str) -> list[tuple[str, Scope]]:
+    """The platform partition (its copies of platform views in ``user``'s folder only) and ``user``'s."""
+    mine = f"{user_partition(user)}/"
+    return [
+        (PLATFORM, lambda name: not name.startswith(USERS) or name.startswith(mine)),
+        (user_partition(user), lambda name: True),
+    ]
+
+
 def _targets(bucket: Bucket, open_app: OpenApp, user: str | None) -> list[tuple[str, Scope]]:
     """The platform partition and one user's (its copies of platform views only), or every user's."""
     if user is not None:
-        mine = f"{user_partition(user)}/"
-        return [
-            (PLATFORM, lambda name: not name.startswith(USERS) or name.startswith(mine)),
-            (user_partition(user), lambda name: True),
-        ]
-    platform = replay(open_app(PLATFORM), PLATFORM)
-    users = sorted(u.user_id for u in platform.users.items.values())  # type: ignore[attr-defined]
-    return [(PLATFORM, lambda name: True)] + [(user_partition(u), lambda name: True) for u in users]
+        return _scoped(user)
+    users = set(_stored_users(bucket)) | _registered(replay(open_app(PLATFORM), PLATFORM))
+    return [(PLATFORM, lambda name: True)] + [(user_partition(u), lambda name: True) for u in sorted(users)]
 
 
 def audit_bucket(
     bucket: Bucket, *, user: str | None = None, deep: bool = False, open_app: OpenApp | None = None
 ) -> list[AuditReport]:
-    """Audit the platform partition and every registered user's (or only ``user``'s)."""
+    """Audit the platform partition and every user's (or only ``user``'s), each whatever the others hold.
+
+    The users are those the platform log registers and those with a folder in the bucket: a platform
+    log that cannot be replayed, or that lost a registration, still leaves every user partition audited.
+    """
     open_app = open_app or apps_on(bucket)
-    return [
-        audit_partition(bucket, partition, open_app, scope=scope, deep=deep)
-        for partition, scope in _targets(bucket, open_app, user)
+    if user is not None:
+        return [audit_partition(bucket, p, open_app, scope=scope, deep=deep) for p, scope in _scoped(user)]
+    platform, replayed = _audit(bucket, PLATFORM, open_app, lambda name: True, deep)
+    users = set(_stored_users(bucket)) | (_registered(replayed) if replayed is not None else set())
+    return [platform] + [
+        audit_partition(bucket, user_partition(u), open_app, deep=deep) for u in sorted(users)
     ]
 
 

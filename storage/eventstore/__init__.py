@@ -10,7 +10,7 @@ bucket, partition)`` (or ``open_platform`` / ``open_user``); or set
 library construct ``Factory``.
 """
 
-from storage.eventstore.chain import ChainReport, verify_chain
+from storage.eventstore.chain import ChainProblem, ChainReport, verify_chain
 from storage.eventstore.factory import (
     PERSISTENCE_MODULE,
     Factory,
@@ -37,6 +37,7 @@ __all__ = [
     "BucketApplicationRecorder",
     "BucketProcessRecorder",
     "BucketTrackingRecorder",
+    "ChainProblem",
     "ChainReport",
     "Factory",
     "application_env",

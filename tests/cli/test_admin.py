@@ -103,6 +103,35 @@ def test_audit_reports_an_edited_commit(home: Path, run_cli) -> None:
     assert "CHAIN BROKEN: edited at commit 1" in result.out
 
 
+def test_audit_of_a_corrupted_bucket_names_each_problem_and_still_audits_every_user(
+    home: Path, run_cli
+) -> None:
+    users = [
+        _json(run_cli, "user", "create", "--email", f"{e}@example.com", "--password", "pw")["user_id"]
+        for e in ("a", "b")
+    ]
+    events = home / "bucket" / "platform" / "events"
+    second = events / "000000000002.json"
+    second.write_bytes(second.read_bytes().replace(b"{", b"[", 1))  # sed -i '0,/{/s//[/'
+    (events / "notes.txt").write_text("stray")
+
+    result = run_cli("tune", "admin", "audit")  # an exception would escape run_cli: no traceback
+
+    assert result.code == 1, result.out + result.err
+    lines = result.out.splitlines()
+    problems = [line for line in lines if "CHAIN BROKEN: " in line]
+    assert problems == [
+        "platform: CHAIN BROKEN: invalid at commit 2: platform/events/000000000002.json is not valid JSON"
+        + problems[0].split("is not valid JSON", 1)[1],
+        "platform: CHAIN BROKEN: stray object platform/events/notes.txt: "
+        "platform/events/notes.txt is not a commit object name",
+    ]
+    for user_id in users:
+        assert f"users/{user_id}: head 0, chain ok, views ok" in lines
+    assert lines[-1] == "audited 3 partition(s): 1 with problems"
+    assert "Traceback" not in result.out + result.err
+
+
 def test_report_of_a_quiet_month(home: Path, run_cli) -> None:
     user_id = _json(run_cli, "user", "create", "--email", "ann@example.com", "--password", "pw")["user_id"]
     args = ("tune", "admin", "report", "--user-id", user_id, "--month", "2026-03")

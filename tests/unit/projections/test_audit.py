@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from projections.audit import audit_partition, first_difference, rebuild_partition
+from projections.audit import AuditReport, audit_bucket, audit_partition, first_difference, rebuild_partition
 from projections.render import decode
 from projections.replay import apps_on
 from storage import LocalBucket
 from storage.eventstore import verify_chain
+from storage.eventstore.commits import Commit, decode_commit, encode_commit
 from storage.layout import PLATFORM
 
 U1 = "users/u1"
@@ -155,8 +156,75 @@ def test_a_removed_tail_is_named(projected: LocalBucket) -> None:
 
 def test_a_stray_object_in_the_log_is_named(projected: LocalBucket) -> None:
     projected.write(f"{EVENTS}extra.json", b"{}")
+    projected.write(f"{EVENTS}segments/notes.txt", b"hi")
     report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
-    assert report.chain.problem == "inserted" and "extra.json" in report.chain.message
+    assert report.chain.problem == "stray" and "extra.json" in report.chain.message
+    assert [p.name for p in report.chain.problems] == [f"{EVENTS}extra.json", f"{EVENTS}segments/notes.txt"]
+    assert report.replay_error is None and report.differences == []  # the log itself still replays
+
+
+def _platform_commit(seq: int) -> str:
+    return f"platform/events/{seq:012d}.json"
+
+
+def _problems(reports: list[AuditReport]) -> dict[str, list[tuple[str, int | None]]]:
+    return {r.partition: [(p.problem, p.seq) for p in r.chain.problems] for r in reports}
+
+
+def test_a_platform_commit_that_is_not_json_leaves_every_user_audited(projected: LocalBucket) -> None:
+    data = projected.read(_platform_commit(1))
+    projected.write(_platform_commit(1), b"[" + data[1:])  # the D2 repro: its first { made a [
+
+    reports = audit_bucket(_fresh(projected), open_app=apps_on(_fresh(projected)))
+
+    assert [r.partition for r in reports] == [PLATFORM, U1]
+    platform, user = reports
+    assert _problems(reports)[PLATFORM] == [("invalid", 1)]
+    assert "platform/events/000000000001.json is not valid JSON" in platform.chain.message
+    assert platform.replay_error is not None and not platform.ok
+    assert user.ok, user  # found in the bucket, not in the platform log, and audited in full
+
+
+def test_a_platform_commit_out_of_place_leaves_every_user_audited(projected: LocalBucket) -> None:
+    projected.write(_platform_commit(2), projected.read(_platform_commit(1)))
+
+    reports = audit_bucket(_fresh(projected), open_app=apps_on(_fresh(projected)))
+
+    assert _problems(reports) == {PLATFORM: [("out of place", 2)], U1: []}
+    assert "holds commit 1" in reports[0].chain.message
+    assert reports[1].ok
+
+
+def test_an_invalid_user_commit_leaves_the_platform_audited(projected: LocalBucket) -> None:
+    projected.write(_commit(3), b"not json")
+
+    platform, user = audit_bucket(_fresh(projected), open_app=apps_on(_fresh(projected)))
+
+    assert platform.ok
+    assert [(p.problem, p.seq) for p in user.chain.problems] == [("invalid", 3)]
+    assert user.replay_error is not None
+
+
+def test_a_user_the_platform_log_does_not_register_is_still_audited(projected: LocalBucket) -> None:
+    projected.write("users/u9/events/000000000001.json", b"{}")  # a partition no registration explains
+    projected.write("users/u1/jobs/j1/checkpoints/1/x.bin", b"0")
+
+    reports = audit_bucket(_fresh(projected), open_app=apps_on(_fresh(projected)))
+
+    assert [r.partition for r in reports] == [PLATFORM, U1, "users/u9"]
+    assert _problems(reports)["users/u9"] == [("invalid", 1)]
+
+
+def test_a_forged_last_commit_is_named_inserted_not_its_predecessor_changed(projected: LocalBucket) -> None:
+    last = _last_seq(projected)
+    commit = decode_commit(projected.read(_commit(last)))
+    forged = Commit(last + 1, commit.first_id + len(commit.events), "0" * 64, commit.events)
+    projected.create(_commit(last + 1), encode_commit(forged))
+
+    report = audit_partition(_fresh(projected), U1, apps_on(_fresh(projected)))
+
+    assert (report.chain.problem, report.chain.first_bad_seq) == ("inserted", last + 1)
+    assert f"commit {last + 1} was forged" in report.chain.message
 
 
 def test_first_difference_paths() -> None:
