@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import threading
 import weakref
 from collections import OrderedDict
@@ -184,7 +183,7 @@ class PartitionLog:
             raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
         track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
         index = self.index
-        nonce = secrets.token_hex(8)  # this append's own: another writer's identical batch differs
+        nonce = os.urandom(8).hex()  # this append's own: another writer's identical batch differs
         with self._tail_lock, _bucket_errors(self.prefix):
             if not self._anchor_checked:
                 self._check_anchor()
