@@ -26,7 +26,11 @@ one that does not match raises ``ChainBroken`` (and so does every later
 query: the log stops before it). A segment is taken only when its commits
 link from our tail to the exact bytes of the block's last commit object, so
 it cannot hold a history other than the one the objects' chain pins; the
-commit after it must link to that last commit as well.
+commit after it must link to that last commit as well. An audit that must
+replay a tampered log to show what the change did reads inside
+``serving_broken_chains()`` (this thread only): there a broken link is logged
+and read past; the log keeps the break, so outside that block it still
+raises and never appends.
 
 The last commit has no successor to vouch for it: its hash is what the next
 commit will link to. A log appending for the first time therefore first
@@ -101,6 +105,7 @@ __all__ = [
     "partition_log",
     "read_many",
     "reader_for",
+    "serving_broken_chains",
 ]
 
 MAX_COMMIT_BYTES = 8 * 1024 * 1024
@@ -111,6 +116,21 @@ _REMOTE_READERS = 16
 _MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+_serving_broken = threading.local()  # .depth: how many ``serving_broken_chains()`` this thread is inside
+
+
+@contextlib.contextmanager
+def serving_broken_chains() -> Iterator[None]:
+    """For an audit, in this thread: read past a broken link (logged) instead of raising ChainBroken.
+
+    A log that read past one keeps it: outside the block its queries raise and it never appends.
+    """
+    depth = getattr(_serving_broken, "depth", 0)
+    _serving_broken.depth = depth + 1
+    try:
+        yield
+    finally:
+        _serving_broken.depth = depth
 
 
 class PartitionLog:
@@ -132,6 +152,7 @@ class PartitionLog:
         self._pins = threading.local()  # .depth: how many ``pinned()`` this thread is inside
         self._segment: list[bytes] | None = None  # bytes of the commits since the last segment boundary
         self._segment_bytes = 0
+        self._broken: ChainBroken | None = None  # the first broken link read past (serving_broken_chains)
         self._anchor_checked = False  # the tail was checked against position.json before our first append
 
     def __repr__(self) -> str:
@@ -185,6 +206,8 @@ class PartitionLog:
         index = self.index
         nonce = os.urandom(8).hex()  # this append's own: another writer's identical batch differs
         with self._tail_lock, _bucket_errors(self.prefix):
+            if self._broken is not None:
+                raise self._broken
             if not self._anchor_checked:
                 self._check_anchor()
             while True:
@@ -287,6 +310,8 @@ class PartitionLog:
         look again only if that refresh began before they asked. Inside ``pinned()``
         this thread does not look again.
         """
+        if self._broken is not None and not getattr(_serving_broken, "depth", 0):
+            raise self._broken
         if getattr(self._pins, "depth", 0):
             return
         asked_after = self._refreshes_started
@@ -298,6 +323,8 @@ class PartitionLog:
             with _bucket_errors(self.prefix):
                 self._catch_up()
             self._refreshes_done = ticket
+        if self._broken is not None and not getattr(_serving_broken, "depth", 0):
+            raise self._broken
 
     def _catch_up(self) -> None:
         """Read past the tail until a name is missing. Needs ``_tail_lock``.
@@ -389,16 +416,26 @@ class PartitionLog:
         broken = next((i for i, (commit, prev_sha) in enumerate(
             zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)) if commit.prev_sha256 != prev_sha),
             None)
+        if broken is not None and getattr(_serving_broken, "depth", 0):
+            if self._broken is None:
+                self._broken = self._broken_link(commits[broken])
+            _log.error("%s (read past: serving_broken_chains)", self._broken)
+            broken = None
+            self._segment = None  # never pack a segment of a broken chain
         good = len(commits) if broken is None else broken
         self.index.add(commits[:good], shas[:good])
-        for data, commit in zip(lines[:good], commits[:good], strict=True):
-            self._collect_for_segment(commit.seq, data)
+        if self._broken is None:
+            for data, commit in zip(lines[:good], commits[:good], strict=True):
+                self._collect_for_segment(commit.seq, data)
         if broken is not None:
-            commit, before = commits[broken], self.index.tail_seq
-            raise ChainBroken(self.prefix, before or commit.seq, "edited" if before else "inserted",
-                              f"{commit_name(self.prefix, commit.seq)} does not hold the hash of commit "
-                              f"{self.index.tail_seq} as this process read it: commit {self.index.tail_seq} "
-                              f"was changed, or commit {commit.seq} was forged")
+            raise self._broken_link(commits[broken])
+
+    def _broken_link(self, commit: Commit) -> ChainBroken:
+        before = commit.seq - 1
+        return ChainBroken(self.prefix, before or commit.seq, "edited" if before else "inserted",
+                           f"{commit_name(self.prefix, commit.seq)} does not hold the hash of commit "
+                           f"{before} as this process read it: commit {before} was changed, "
+                           f"or commit {commit.seq} was forged")
 
     def _collect_for_segment(self, seq: int, data: bytes) -> None:
         """Keep the bytes of the commits since the last boundary; at the next one, write their segment."""

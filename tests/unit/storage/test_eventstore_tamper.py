@@ -25,7 +25,7 @@ from storage.eventstore.commits import (
     segment_name,
     sha256_hex,
 )
-from storage.eventstore.log import PartitionLog
+from storage.eventstore.log import PartitionLog, serving_broken_chains
 from storage.layout import position
 from storage.local import LocalBucket
 from storage.memory import MemoryBucket
@@ -213,3 +213,18 @@ def test_commits_without_a_nonce_still_read() -> None:
     log = PartitionLog(bucket, PREFIX)
     assert log.append([event()]) == [1]  # an empty commit 1, then ours
     assert decode_commit(bucket.read(commit_name(PREFIX, 2))).nonce
+
+
+def test_an_audit_reads_past_a_broken_link_only_inside_its_block(bucket: Bucket) -> None:
+    write_log(bucket, 5)
+    tamper(bucket, commit_name(PREFIX, 3), b'n0002', b'n9999')
+    log = PartitionLog(bucket, PREFIX)
+
+    with serving_broken_chains():
+        assert log.max_notification_id() == 5  # the audit replays it all, to show what the edit did
+    with pytest.raises(ChainBroken) as raised:
+        log.select_notifications(None, 10)  # the log keeps the break
+    assert raised.value.seq == 3
+    with pytest.raises(ChainBroken):
+        log.append([event()])
+    assert not bucket.exists(commit_name(PREFIX, 6))
