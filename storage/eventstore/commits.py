@@ -15,6 +15,17 @@ and ignores a segment that does not fit; the commits stay the record.
 Event state is kept as text when it is UTF-8 (the JSON the transcoder wrote,
 readable in the bucket) and as base64 otherwise (compressed or encrypted
 state); either way the bytes come back exactly.
+
+``nonce`` (absent in commits written before it existed, which still read) is
+drawn afresh for each ``append``: it makes two writers' commits differ even
+when their batches are byte-identical, so a writer that finds its commit's
+name taken by identical bytes knows the commit is its own (a create retried
+after an ambiguous failure), and any other writer is refused (IntegrityError).
+
+Errors: ``ChainBroken`` (a ``DataError``): a commit does not link by hash to
+the commit before it as this process read it, or the tail is not the commit
+that ``metadata/position.json`` anchored; the log is neither served nor
+extended past it (see ``storage.eventstore.log``).
 """
 
 from __future__ import annotations
@@ -26,10 +37,12 @@ from collections.abc import Iterable
 from uuid import UUID
 
 import msgspec
+from eventsourcing.persistence import DataError
 
 __all__ = [
     "COMMIT_NAME",
     "SEGMENT_COMMITS",
+    "ChainBroken",
     "Commit",
     "EventRecord",
     "TrackingRecord",
@@ -87,6 +100,28 @@ class Commit(msgspec.Struct, omit_defaults=True, gc=False):
     prev_sha256: str
     events: list[EventRecord] = []
     tracking: TrackingRecord | None = None
+    nonce: str = ""
+    """Drawn afresh for each append ("" in commits written before it existed)."""
+
+
+class ChainBroken(DataError):
+    """A partition's log does not hold together: it is neither served nor extended past ``seq``.
+
+    ``problem``: ``"edited"`` (commit ``seq``'s bytes are not those the next commit, or position.json,
+    recorded), ``"missing"`` (commit ``seq``, which position.json recorded, is gone) or ``"inserted"``
+    (commit ``seq`` links to a commit other than the one before it).
+    """
+
+    def __init__(self, partition: str, seq: int, problem: str, detail: str) -> None:
+        super().__init__(f"{partition}: the chain is broken at commit {seq} ({problem}): {detail}; "
+                         "run `tune admin audit` (storage.eventstore.verify_chain)")
+        self.partition = partition
+        self.seq = seq
+        self.problem = problem
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[ChainBroken], tuple[str, int, str, str]]:
+        return type(self), (self.partition, self.seq, self.problem, self.detail)
 
 
 _encoder = msgspec.json.Encoder()

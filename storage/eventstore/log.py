@@ -19,6 +19,38 @@ checked, so versions never duplicate and notification ids stay contiguous.
 One ``PartitionLog`` per (bucket object, prefix) per process (``partition_log``),
 shared by every recorder on it: threads of this process take turns to move
 the tail (one lock); readers query the index between tail checks.
+
+A broken chain is neither served nor extended. Every commit read is checked
+against the hash of the commit before it as this process read (or wrote) it;
+one that does not match raises ``ChainBroken`` (and so does every later
+query: the log stops before it). A segment is taken only when its commits
+link from our tail to the exact bytes of the block's last commit object, so
+it cannot hold a history other than the one the objects' chain pins; the
+commit after it must link to that last commit as well. An audit that must
+replay a tampered log to show what the change did reads inside
+``serving_broken_chains()`` (this thread only): there a broken link is logged
+and read past; the log keeps the break, so outside that block it still
+raises and never appends.
+
+The last commit has no successor to vouch for it: its hash is what the next
+commit will link to. A log appending for the first time therefore first
+checks the tail against the anchor the views recorded
+(``<partition>/metadata/position.json``: ``commit`` and ``commit_sha256``,
+written by the projector): a tail whose bytes differ, or an anchored commit
+that is gone, raises ``ChainBroken`` instead of being linked to (one read of
+position.json per log, none per commit). After that the log links to the
+hashes as it read them, so a commit edited later is exposed by the next
+commit's link, not hidden by it.
+
+What remains undetectable here until signed commits land (issue 12, D1): an
+edit of commits after the anchor made before this process read them; an
+edit of position.json along with the tail (both are in the same bucket); a
+removed position.json. The audit's witnessed head is the check for those.
+
+Errors: IntegrityError (a version or tracking conflict, or a batch another
+writer already stored), DataError (a batch too large, a commit that is not a
+commit object), ``ChainBroken`` (a DataError: see above), OperationalError
+(the bucket failed).
 """
 
 from __future__ import annotations
@@ -47,6 +79,7 @@ from eventsourcing.persistence import (
 from storage.bucket import AlreadyExists, Bucket, BucketError, ObjectNotFound, check_prefix
 from storage.eventstore.commits import (
     SEGMENT_COMMITS,
+    ChainBroken,
     Commit,
     TrackingRecord,
     commit_name,
@@ -61,15 +94,18 @@ from storage.eventstore.commits import (
     sha256_hexes,
 )
 from storage.eventstore.index import PartitionIndex
+from storage.layout import events_prefix, position
 
 __all__ = [
     "MAX_COMMIT_BYTES",
     "MAX_SHARED_LOGS",
+    "ChainBroken",
     "PartitionLog",
     "io_workers_for",
     "partition_log",
     "read_many",
     "reader_for",
+    "serving_broken_chains",
 ]
 
 MAX_COMMIT_BYTES = 8 * 1024 * 1024
@@ -80,6 +116,21 @@ _REMOTE_READERS = 16
 _MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+_serving_broken = threading.local()  # .depth: how many ``serving_broken_chains()`` this thread is inside
+
+
+@contextlib.contextmanager
+def serving_broken_chains() -> Iterator[None]:
+    """For an audit, in this thread: read past a broken link (logged) instead of raising ChainBroken.
+
+    A log that read past one keeps it: outside the block its queries raise and it never appends.
+    """
+    depth = getattr(_serving_broken, "depth", 0)
+    _serving_broken.depth = depth + 1
+    try:
+        yield
+    finally:
+        _serving_broken.depth = depth
 
 
 class PartitionLog:
@@ -101,6 +152,8 @@ class PartitionLog:
         self._pins = threading.local()  # .depth: how many ``pinned()`` this thread is inside
         self._segment: list[bytes] | None = None  # bytes of the commits since the last segment boundary
         self._segment_bytes = 0
+        self._broken: ChainBroken | None = None  # the first broken link read past (serving_broken_chains)
+        self._anchor_checked = False  # the tail was checked against position.json before our first append
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self.index.tail_seq})"
@@ -151,10 +204,15 @@ class PartitionLog:
             raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
         track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
         index = self.index
+        nonce = os.urandom(8).hex()  # this append's own: another writer's identical batch differs
         with self._tail_lock, _bucket_errors(self.prefix):
+            if self._broken is not None:
+                raise self._broken
+            if not self._anchor_checked:
+                self._check_anchor()
             while True:
                 index.check(records, track)
-                commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track)
+                commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
                 data = encode_commit(commit)
                 if len(data) > MAX_COMMIT_BYTES:
                     raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
@@ -168,12 +226,49 @@ class PartitionLog:
                         self._add([winner], [decode_commit(winner)])
                         self._catch_up()
                         continue
-                    # else our own write, reported lost and retried by the client: it is ours
+                    # else our own write (the nonce is ours), reported lost and retried by the client
                 self._add([data], [commit])
                 break
         for listener in list(self._listeners):
             listener.set()
         return list(range(commit.first_id, commit.first_id + len(records)))
+
+    def _check_anchor(self) -> None:
+        """Before this log's first append: raise ChainBroken if the tail it would link to is not the
+        commit that position.json anchored (edited), or that commit is gone. Needs ``_tail_lock``.
+
+        Only an events log has views (and so an anchor); no position.json, or one without a commit
+        (written before anchors existed, or a broken one: the audit names it), checks nothing.
+        """
+        partition = self.prefix.removesuffix("/events/")
+        try:
+            has_views = partition != self.prefix and events_prefix(partition) == self.prefix
+        except ValueError:
+            has_views = False
+        if not has_views:
+            self._anchor_checked = True
+            return
+        try:
+            anchor = msgspec.json.decode(self._read(position(partition)))
+        except (ObjectNotFound, msgspec.DecodeError):
+            anchor = None
+        seq = anchor.get("commit") if isinstance(anchor, dict) else None
+        sha = anchor.get("commit_sha256") if isinstance(anchor, dict) else None
+        if isinstance(seq, int) and seq >= 1 and isinstance(sha, str):
+            if seq > self.index.tail_seq:
+                self._catch_up()  # another process appended and projected since we looked
+            if seq > self.index.tail_seq:
+                raise ChainBroken(self.prefix, self.index.tail_seq + 1, "missing",
+                                  f"{position(partition)} was made from commit {seq}, the log ends at "
+                                  f"commit {self.index.tail_seq}: the last commits were removed")
+            found = (self.index.tail_sha if seq == self.index.tail_seq
+                     else sha256_hex(self._read(commit_name(self.prefix, seq))))
+            if found != sha:
+                raise ChainBroken(self.prefix, seq, "edited",
+                                  f"{commit_name(self.prefix, seq)} is not the commit "
+                                  f"{position(partition)} was made from (its SHA-256 differs): "
+                                  "refusing to link a new commit to it")
+        self._anchor_checked = True
 
     def commit_of(self, notification_id: int) -> tuple[int, str] | None:
         """``(sequence number, SHA-256 of its bytes)`` of the commit holding ``notification_id``, as this
@@ -215,6 +310,8 @@ class PartitionLog:
         look again only if that refresh began before they asked. Inside ``pinned()``
         this thread does not look again.
         """
+        if self._broken is not None and not getattr(_serving_broken, "depth", 0):
+            raise self._broken
         if getattr(self._pins, "depth", 0):
             return
         asked_after = self._refreshes_started
@@ -226,6 +323,8 @@ class PartitionLog:
             with _bucket_errors(self.prefix):
                 self._catch_up()
             self._refreshes_done = ticket
+        if self._broken is not None and not getattr(_serving_broken, "depth", 0):
+            raise self._broken
 
     def _catch_up(self) -> None:
         """Read past the tail until a name is missing. Needs ``_tail_lock``.
@@ -314,13 +413,29 @@ class PartitionLog:
         if not lines:
             return
         shas = sha256_hexes(lines)
-        for commit, prev_sha in zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True):
-            if commit.prev_sha256 != prev_sha:
-                _log.error("%s does not hold the hash of the commit before it: the log was changed "
-                           "(run storage.eventstore.verify_chain)", commit_name(self.prefix, commit.seq))
-        self.index.add(commits, shas)
-        for data, commit in zip(lines, commits, strict=True):
-            self._collect_for_segment(commit.seq, data)
+        broken = next((i for i, (commit, prev_sha) in enumerate(
+            zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)) if commit.prev_sha256 != prev_sha),
+            None)
+        if broken is not None and getattr(_serving_broken, "depth", 0):
+            if self._broken is None:
+                self._broken = self._broken_link(commits[broken])
+            _log.error("%s (read past: serving_broken_chains)", self._broken)
+            broken = None
+            self._segment = None  # never pack a segment of a broken chain
+        good = len(commits) if broken is None else broken
+        self.index.add(commits[:good], shas[:good])
+        if self._broken is None:
+            for data, commit in zip(lines[:good], commits[:good], strict=True):
+                self._collect_for_segment(commit.seq, data)
+        if broken is not None:
+            raise self._broken_link(commits[broken])
+
+    def _broken_link(self, commit: Commit) -> ChainBroken:
+        before = commit.seq - 1
+        return ChainBroken(self.prefix, before or commit.seq, "edited" if before else "inserted",
+                           f"{commit_name(self.prefix, commit.seq)} does not hold the hash of commit "
+                           f"{before} as this process read it: commit {before} was changed, "
+                           f"or commit {commit.seq} was forged")
 
     def _collect_for_segment(self, seq: int, data: bytes) -> None:
         """Keep the bytes of the commits since the last boundary; at the next one, write their segment."""
