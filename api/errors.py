@@ -45,6 +45,7 @@ from domain.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from storage.eventstore.commits import ChainBroken
 
 __all__ = ["STATUS", "documented", "exception_handlers", "problem"]
 
@@ -173,6 +174,16 @@ def _record_conflict(_: Request[Any, Any, Any], exc: RecordConflictError) -> Res
     return problem(409, "conflict", "another request changed this first; try again")
 
 
+def _ledger_broken(_: Request[Any, Any, Any], exc: ChainBroken) -> Response[Any]:
+    log.error("ledger integrity: %s", exc)  # names the partition and commit; the caller is told less
+    return problem(
+        503,
+        "ledger_integrity",
+        "the ledger refuses to read or extend a log that fails its integrity check; "
+        "an operator must run `tune admin audit`",
+    )
+
+
 def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal", "internal error; the server log has the details")
@@ -182,6 +193,7 @@ exception_handlers: dict[type[Exception], Any] = {
     PlatformError: _platform_error,
     HTTPException: _http_error,
     RecordConflictError: _record_conflict,
+    ChainBroken: _ledger_broken,
     Exception: _internal,
 }
 

@@ -55,13 +55,16 @@ class Store:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """The platform's errors (not found, conflict, invalid) as one-line CLI errors."""
+    """The platform's errors (not found, conflict, invalid) and a broken log as one-line CLI errors."""
     from domain.errors import PlatformError
+    from storage.eventstore.commits import ChainBroken
 
     try:
         yield
     except PlatformError as exc:
         raise CliError(exc.message, code=exc.code, where=exc.where) from exc
+    except ChainBroken as exc:
+        raise CliError(str(exc), code="chain_broken") from exc
 
 
 def open_runtime(store: Store) -> Any:

@@ -28,6 +28,7 @@ from storage import layout
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
 from storage.eventstore.chain import ChainProblem, ChainReport, verify_chain
 from storage.eventstore.commits import commit_name, sha256_hex
+from storage.eventstore.log import serving_broken_chains
 from storage.layout import PLATFORM, USERS, events_prefix, user_partition
 
 __all__ = [
@@ -209,7 +210,8 @@ def _audit(
     """``audit_partition``, and the replayed partition (None when the log could not be replayed)."""
     chain = check_log(bucket, partition)
     try:
-        part = replay(open_app(partition), partition)
+        with serving_broken_chains():  # show what an edit did to the views; the chain check names it
+            part = replay(open_app(partition), partition)
     except Exception as exc:  # a tampered log may not even decode: report it, do not crash the audit
         return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", []), None
     expected = {name for name in part.views.names() if scope(name)}
