@@ -95,7 +95,8 @@ def _real_app(home: Path):  # type: ignore[no-untyped-def]
     from runtime.settings import Settings
 
     settings = Settings(
-        home=home, bucket_url=f"file://{home / 'bucket'}", jwt_secret=SECRET, rate_limit_per_minute=10_000_000
+        home=home, bucket_url=f"file://{home / 'bucket'}?fsync=0",  # not durable: measures the HTTP stack
+        jwt_secret=SECRET, rate_limit_per_minute=10_000_000
     )
     runtime = Runtime(settings)
     bootstrap(runtime)

@@ -64,7 +64,8 @@ class World:
     """A fresh bucket with prices and U users x (J/U) running jobs; a projector on a thread."""
 
     def __init__(self, root: Path, jobs: int, users: int, *, project: bool = True) -> None:
-        self.bucket = LocalBucket(root / f"bucket-{uuid.uuid4().hex[:8]}")
+        # not durable (fsync=False): this bench measures the metering pipeline, not the disk
+        self.bucket = LocalBucket(root / f"bucket-{uuid.uuid4().hex[:8]}", fsync=False)
         self.platform = open_platform(self.bucket)
         self.platform.set_price(GPU, 2_900_000, T0 - timedelta(days=30), T0 - timedelta(days=30))
         self.open_user = PartitionApps(self.bucket, AGGREGATE_CACHE_MAXSIZE=USER_APP_CACHE).user

@@ -159,7 +159,7 @@ def main() -> None:
 
     with scratch_dir() as tmp:
         root = Path(tmp)
-        bucket = LocalBucket(root / "bucket")
+        bucket = LocalBucket(root / "bucket", fsync=False)  # not durable: only the copy writes; replay reads
         sqlite_env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(root / "events.db")}
         # one commit object per event in the bucket, as the platform saves them; SQLite rows are rows
         # however they were inserted, so they go in 1000 at a time (one transaction each is slow)

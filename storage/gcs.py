@@ -10,6 +10,11 @@ AlreadyExists. With ``STORAGE_EMULATOR_HOST`` set the client talks to that
 emulator with anonymous credentials (project ``test``); fake-gcs-server does
 not enforce preconditions on resumable uploads (over 8 MiB), so keep
 conditional writes small there.
+
+HTTP connections: the client's session keeps ``HTTP_CONNECTIONS`` per host (requests keeps 10),
+so the event store's parallel readers (16 threads, ``storage.eventstore.log``) and the ledger's
+workers each reuse a kept connection instead of opening one, using it once and dropping it with
+urllib3's "Connection pool is full" warning.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import BinaryIO, cast
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
+from requests.adapters import HTTPAdapter
 
 from storage.bucket import (
     AlreadyExists,
@@ -37,15 +43,31 @@ from storage.bucket import (
 __all__ = ["GcsBucket", "gcs_client"]
 
 _UPLOAD_CHUNK = 8 * 1024 * 1024  # resumable chunk: a multiple of 256 KiB, bounds memory per upload
+HTTP_CONNECTIONS = 32
+"""Connections kept per host: at least the event store's 16 reader threads, with room for writers."""
 
 
 def gcs_client() -> storage.Client:
-    """A client for the emulator when ``STORAGE_EMULATOR_HOST`` is set, else default credentials."""
+    """A client for the emulator when ``STORAGE_EMULATOR_HOST`` is set, else default credentials;
+    its session keeps ``HTTP_CONNECTIONS`` connections per host."""
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project="test", credentials=AnonymousCredentials())
-    return storage.Client()
+        client = storage.Client(project="test", credentials=AnonymousCredentials())
+    else:
+        client = storage.Client()
+    _keep_connections(client, HTTP_CONNECTIONS)
+    return client
+
+
+def _keep_connections(client: storage.Client, connections: int) -> None:
+    """Replace the session's plain adapters by ones keeping ``connections`` per host (same retries);
+    an adapter of another kind (mutual TLS) is left as it is."""
+    session = client._http  # the library's documented seam: Client(_http=session)
+    for prefix, adapter in list(session.adapters.items()):
+        if type(adapter) is HTTPAdapter:
+            session.mount(prefix, HTTPAdapter(pool_maxsize=connections,
+                                              max_retries=adapter.max_retries))
 
 
 class GcsBucket(Bucket):

@@ -56,10 +56,14 @@ def ensure_home(home: Path) -> Path:
 
 
 _TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no")
 
 
 def open_bucket(url: str) -> Bucket:
-    """``file:///abs/path[?fsync=1]`` or a bare path -> LocalBucket; ``gs://bucket[/prefix]`` -> GcsBucket."""
+    """``file:///abs/path[?fsync=0]`` or a bare path -> LocalBucket; ``gs://bucket[/prefix]`` -> GcsBucket.
+
+    A local bucket fsyncs every write (durable) unless ``?fsync=0`` says otherwise (tests, benches).
+    """
     if url.startswith("gs://"):
         from storage.gcs import GcsBucket  # google-cloud-storage is imported only when used
 
@@ -74,8 +78,10 @@ def open_bucket(url: str) -> Bucket:
         unknown = set(query) - {"fsync"}
         if unknown:
             raise ValueError(f"unknown option(s) {sorted(unknown)} in bucket URL {url!r}")
-        fsync = query.get("fsync", ["0"])[-1].lower() in _TRUE
-        return LocalBucket(Path(urllib.parse.unquote(parts.path)), fsync=fsync)
+        fsync = query.get("fsync", ["1"])[-1].lower()
+        if fsync not in _TRUE + _FALSE:
+            raise ValueError(f"fsync is 1 (the default) or 0, not {fsync!r}, in bucket URL {url!r}")
+        return LocalBucket(Path(urllib.parse.unquote(parts.path)), fsync=fsync in _TRUE)
     if "://" in url:
         raise ValueError(f"unsupported bucket URL (use file:///abs/path or gs://bucket[/prefix]): {url!r}")
     return LocalBucket(Path(url))

@@ -40,7 +40,8 @@ def test_bench_bucket(tmp_path: Path, fake_gcs: str) -> None:
 
 def test_bench_eventstore(tmp_path: Path, fake_gcs: str) -> None:
     lines = smoke("bench_eventstore", tmp_path)
-    assert len(lines) == 13 and "GcsBucket" in lines[-1], lines  # 4 + 4 saves, 5 replays
+    assert len(lines) == 14 and "GcsBucket" in lines[-2], lines  # 4 + 4 saves, 5 replays, the headline
+    assert lines[-1].startswith("durable vs durable") and "100-event saves" in lines[-1], lines
 
 
 def test_bench_replay(tmp_path: Path) -> None:

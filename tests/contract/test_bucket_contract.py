@@ -302,6 +302,23 @@ def test_a_gs_url_prefix_is_transparent(gcs_bucket: Bucket) -> None:
     assert list(inner.list(start_offset="users/u1/b")) == []
 
 
+def test_gcs_parallel_reads_keep_their_connections(gcs_bucket: Bucket,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The event store reads with 16 threads: requests' pool of 10 dropped the others' connections."""
+    from storage.eventstore.log import _REMOTE_READERS, read_many
+
+    names = [f"p/events/{i:012d}.json" for i in range(1, 4 * _REMOTE_READERS + 1)]
+    for name in names:
+        gcs_bucket.create(name, name.encode())
+    reader = open_bucket(gcs_bucket.url)  # fresh connections: a pool not yet filled
+
+    with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
+        for _ in range(3):
+            assert list(read_many(reader, names, workers=_REMOTE_READERS)) == [n.encode() for n in names]
+
+    assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+
+
 def test_local_bucket_keeps_its_state_out_of_the_namespace(local_bucket: LocalBucket) -> None:
     for name in _NAMES:
         local_bucket.create(name, b"x")

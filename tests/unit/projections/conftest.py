@@ -50,7 +50,7 @@ def write_history(bucket: LocalBucket) -> None:
 @pytest.fixture
 def projected(tmp_path: Path) -> LocalBucket:
     """Platform and ``users/u1`` logs in the real event store, their views written by a projector."""
-    bucket = LocalBucket(tmp_path / "bucket")
+    bucket = LocalBucket(tmp_path / "bucket", fsync=False)  # unit tests: no power-loss safety needed
     write_history(bucket)
     projector = Projector(bucket, apps_on(bucket))
     projector.catch_up(PLATFORM)

@@ -57,7 +57,7 @@ def _busy_user(log: UserLog, jobs: int = 3) -> None:
 
 @pytest.fixture
 def bucket(tmp_path: Path) -> LocalBucket:
-    return LocalBucket(tmp_path / "bucket")
+    return LocalBucket(tmp_path / "bucket", fsync=False)  # unit tests: no power-loss safety needed
 
 
 def test_catch_up_writes_every_view_with_its_position(bucket: LocalBucket) -> None:
