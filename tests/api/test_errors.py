@@ -172,3 +172,33 @@ def test_a_missing_body_says_so(api: Api) -> None:
     error = error_of(reply)
     assert reply.status_code == 400 and error["where"] == "body"
     assert "body is missing" in error["message"] and "'data'" not in error["message"]
+
+
+def test_a_write_onto_a_broken_log_is_503_and_names_nothing_of_the_ledger(
+    api: Api, ann: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fresh server on a bucket whose last commit was edited refuses to extend it (issue 12, D1)."""
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from runtime.context import Runtime
+
+    assert api.client.put("/billing/budget", json={"monthly_limit_usd_micros": 5}, headers=ann.headers).is_success
+    api.settle(ann)
+    events = api.settings.home / "bucket" / "users" / ann.user_id / "events"
+    last = sorted(events.glob("*.json"))[-1]
+    data = last.read_bytes()
+    end = data.rindex(b"}")
+    last.write_bytes(data[:end] + b" " + data[end:])  # same JSON, other bytes: another SHA-256
+
+    with TestClient(create_app(api.settings, runtime=Runtime(api.settings))) as fresh:
+        logging.getLogger("api").addHandler(caplog.handler)  # the app's logging config stops propagation
+        try:
+            reply = fresh.put("/billing/budget", json={"monthly_limit_usd_micros": 7}, headers=ann.headers)
+        finally:
+            logging.getLogger("api").removeHandler(caplog.handler)
+    assert reply.status_code == 503, reply.text
+    assert error_of(reply)["code"] == "ledger_integrity" and ann.user_id not in reply.text
+    assert any("ledger integrity" in r.getMessage() and not r.exc_info for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]

@@ -103,6 +103,24 @@ def test_audit_reports_an_edited_commit(home: Path, run_cli) -> None:
     assert "CHAIN BROKEN: edited at commit 1" in result.out
 
 
+def test_a_write_onto_an_edited_tail_is_refused_in_one_line_and_the_audit_still_names_it(
+    home: Path, run_cli
+) -> None:
+    """Issue 12, D1: the next ordinary write must not hide an edited last commit."""
+    for email in ("a@example.com", "b@example.com"):
+        run_cli("tune", "admin", "user", "create", "--email", email, "--password", "pw")
+    last = sorted((home / "bucket" / "platform" / "events").glob("*.json"))[-1]
+    last.write_bytes(last.read_bytes().replace(b"b@example.com", b"m@example.com"))
+
+    refused = run_cli("tune", "admin", "user", "create", "--email", "c@example.com", "--password", "pw")
+
+    assert refused.code == 1 and "Traceback" not in refused.err
+    assert "the chain is broken at commit" in refused.err and "(chain_broken)" in refused.err
+    assert len(refused.err.strip().splitlines()) == 1
+    audit = run_cli("tune", "admin", "audit")
+    assert audit.code == 1 and "CHAIN BROKEN" in audit.out
+
+
 def test_audit_of_a_corrupted_bucket_names_each_problem_and_still_audits_every_user(
     home: Path, run_cli
 ) -> None:
