@@ -18,6 +18,7 @@ from projections.replay import apps_on
 from storage import Bucket, open_bucket
 from storage.eventstore import open_platform, open_user
 from storage.layout import PLATFORM
+from tests.jobs import submit_tiny_job
 from tests.usage import meter
 
 _SPAWN = multiprocessing.get_context("spawn")  # fork would copy the parent's client threads and locks
@@ -38,16 +39,7 @@ def _write(bucket: Bucket, jobs: range) -> None:
     for n in jobs:
         at = T0 + timedelta(hours=n)
         job_id = f"j{n}"
-        app.submit_job(
-            job_id=job_id,
-            model_id=f"m{n}",
-            base_model="tiny",
-            dataset_id="d0",
-            config={},
-            gpu_type="a100-80gb",
-            gpu_count=1,
-            at=at,
-        )
+        submit_tiny_job(app, job_id, at)
         app.queue_job(job_id, at)
         app.start_job(job_id, 1, at)
         for seq in range(3):

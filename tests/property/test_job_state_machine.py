@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from domain.errors import PlatformError
 from domain.job import ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, Job, JobState
+from tests.jobs import new_job
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 # Attempts are drawn relative to the job's current one (mostly valid, sometimes stale or ahead),
@@ -21,6 +22,7 @@ WEIGHTS = {
     "retry": 2, "mark_lost": 1, "request_stop": 1, "mark_stopped": 1, "mark_succeeded": 1, "mark_failed": 1,
 }  # fmt: skip
 NAMES = st.sampled_from([name for name, weight in WEIGHTS.items() for _ in range(weight)])
+NO_CAP = {"max_cost_usd_micros": None, "estimate_usd_micros": None}
 COMMANDS = st.tuples(NAMES, DELTAS, NUMBERS, NUMBERS, st.integers(min_value=0, max_value=10**7))
 
 
@@ -53,20 +55,9 @@ def run(job: Job, command: tuple[str, int, int, int, int], at: datetime) -> None
         job.mark_lost(None, at)
 
 
-def new_job(job_id: str) -> Job:
-    return Job.submit(
-        job_id=job_id,
-        user_id="usr_p",
-        base_model="tiny-llama",
-        dataset_id="ds_p",
-        model_id="mdl_p",
-        config={},
-        gpu_type="a100-80gb",
-        gpu_count=4,
-        max_cost_usd_micros=None,
-        estimate_usd_micros=None,
-        at=T0,
-    )
+def uncapped_job(job_id: str) -> Job:
+    """A job on four a100s (what the tests meter) with no cost cap, so only the commands decide its state."""
+    return new_job(T0, job_id=job_id, gpu_type="a100-80gb", gpu_count=4, **NO_CAP)
 
 
 def check_invariants(job: Job) -> None:
@@ -85,7 +76,7 @@ def test_random_commands_keep_the_job_valid(
     warm_up: int, commands: list[tuple[str, int, int, int, int]]
 ) -> None:
     """``warm_up`` first queues (1) or queues and starts (2) the job, so every state is reached often."""
-    job = new_job("job_p")
+    job = uncapped_job("job_p")
     if warm_up >= 1:
         job.queue(T0)
     if warm_up == 2:
@@ -124,7 +115,7 @@ def test_random_commands_keep_the_job_valid(
     st.lists(st.tuples(NUMBERS, st.integers(min_value=0, max_value=5), st.integers(0, 10**6)), max_size=30)
 )
 def test_redelivered_heartbeat_batches_are_never_billed_twice(batches: list[tuple[int, int, int]]) -> None:
-    job = new_job("job_m")
+    job = uncapped_job("job_m")
     job.queue(T0)
     job.start(1, T0)
     billed: set[int] = set()

@@ -1,4 +1,4 @@
-"""Fixtures of the domain tests: fixed times, a job factory, and a snapshot of an aggregate's state."""
+"""Fixtures of the domain tests: fixed times, job and model factories, a snapshot of an aggregate's state."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 from domain.base import DomainAggregate
 from domain.errors import ValidationFailed
 from domain.job import Job
+from domain.model import Model
+from tests.jobs import JOB_FIELDS, new_job, with_defaults
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -28,21 +30,21 @@ def state_of(aggregate: DomainAggregate) -> dict[str, Any]:
 
 
 def submit_job(**overrides: Any) -> Job:
-    fields: dict[str, Any] = {
-        "job_id": "job_1",
-        "user_id": "usr_1",
-        "base_model": "tiny-llama",
-        "dataset_id": "ds_1",
-        "model_id": "mdl_1",
-        "config": {"epochs": 1},
-        "gpu_type": "h100-80gb",
-        "gpu_count": 2,
-        "max_cost_usd_micros": 5_000_000,
-        "estimate_usd_micros": 1_000_000,
-        "at": at(),
+    """A submitted job at ``T0``: ``tests.jobs.JOB_FIELDS`` with ``overrides`` (``at`` among them)."""
+    return new_job(**with_defaults({"at": at()}, overrides))
+
+
+def register_model(**overrides: Any) -> Model:
+    """The ready LoRA adapter that the default job (its ids and base model) trained, with ``overrides``."""
+    trained_by = {key: JOB_FIELDS[key] for key in ("model_id", "user_id", "job_id", "base_model")}
+    weights = {
+        "kind": "lora",
+        "weights_prefix": f"users/{trained_by['user_id']}/models/{trained_by['model_id']}/weights/",
+        "sha256": "0" * 64,
+        "size_bytes": 1234,
+        "metrics": {"loss": 0.5},
     }
-    fields.update(overrides)
-    return Job.submit(**fields)
+    return Model.register(**with_defaults({**trained_by, **weights, "at": at()}, overrides))
 
 
 @pytest.fixture

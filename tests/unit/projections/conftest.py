@@ -13,6 +13,7 @@ from projections.replay import apps_on
 from storage import LocalBucket
 from storage.eventstore import open_platform, open_user
 from storage.layout import PLATFORM
+from tests.jobs import submit_tiny_job
 from tests.usage import meter
 
 T0 = datetime(2024, 3, 1, 9, tzinfo=UTC)
@@ -28,16 +29,7 @@ def write_history(bucket: LocalBucket) -> None:
     app.upload_dataset("d0", "train.jsonl", 100, "0" * 64, next(t))
     app.validate_dataset("d0", "chat", 3, {}, next(t))
     for job_id in ("j1", "j2"):
-        app.submit_job(
-            job_id=job_id,
-            model_id=f"m-{job_id}",
-            base_model="tiny",
-            dataset_id="d0",
-            config={},
-            gpu_type="a100-80gb",
-            gpu_count=1,
-            at=next(t),
-        )
+        submit_tiny_job(app, job_id, next(t))
         app.queue_job(job_id, next(t))
         app.start_job(job_id, 1, next(t))
         meter(app, job_id, 1, 0, 3, "a100-80gb", 1, 600_000, 2_100_000, "2024-03", next(t))
