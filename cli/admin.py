@@ -230,12 +230,16 @@ def set_price(
     gpu_type: str,
     usd_per_hour: Annotated[str, Parameter(help="Dollars per GPU-hour, e.g. 2.50 (exact).")],
     effective_at: Annotated[
-        str | None, Parameter(help="When it takes effect (ISO 8601, UTC); default now.")
+        str | None,
+        Parameter(help="When it takes effect (ISO 8601, UTC): now or later, never in the past; default now."),
     ] = None,
     store: Store = Store(),  # noqa: B008
     json: JsonFlag = False,
 ) -> None:
-    """Set the price of one GPU type from now (or from a later time)."""
+    """Set the price of one GPU type from now (or from a later time).
+
+    A time in the past is refused: usage already metered keeps the price it was metered at.
+    """
     from cli.billing import dollars_to_micros
     from cli.output import usd
     from storage.layout import PLATFORM

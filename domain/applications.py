@@ -267,7 +267,10 @@ class PlatformApp(_PartitionApp):
     def set_price(
         self, gpu_type: str, usd_micros_per_hour: int, effective_at: datetime, at: datetime
     ) -> PriceView:
-        """From ``effective_at`` on, one ``gpu_type`` GPU costs ``usd_micros_per_hour`` an hour."""
+        """From ``effective_at`` on, one ``gpu_type`` GPU costs ``usd_micros_per_hour`` an hour.
+
+        ``effective_at`` is ``at`` or later: a price is never set in the past (ValidationFailed).
+        """
         price_list = self._price_list_or_new(at)
         price_list.set_price(gpu_type, usd_micros_per_hour, effective_at, at)
         self._save(price_list)

@@ -1,9 +1,12 @@
 """The price list (platform singleton): the price of one GPU for one hour, per GPU type, over time.
 
 A price change applies from its ``effective_at`` only: ``price_at(gpu_type, t)`` is the latest
-entry whose ``effective_at <= t``. Entries of a GPU type are appended in time order (a change
-effective before or at the latest one is refused), so history is never rewritten; usage
-already metered keeps the price it was metered at (``Job.UsageMetered.usd_micros_per_hour``).
+entry whose ``effective_at <= t``. A price takes effect now or later, never in the past: a
+change with ``effective_at`` before the command's ``at`` is refused, since usage already metered
+keeps the price it was metered at (``Job.UsageMetered.usd_micros_per_hour``) and a back-dated
+price would contradict the bills. Entries of a GPU type are appended in time order (a change
+effective before or at the latest one is refused), so history is never rewritten. Both are
+rules on new commands: stored ``PriceSet`` events are applied as they are.
 """
 
 from __future__ import annotations
@@ -84,10 +87,20 @@ class PriceList(DomainAggregate, PriceListFields):
     def set_price(
         self, gpu_type: str, usd_micros_per_hour: int, effective_at: datetime, at: datetime
     ) -> None:
-        """From ``effective_at`` on, one ``gpu_type`` GPU costs ``usd_micros_per_hour`` per hour."""
+        """From ``effective_at`` on, one ``gpu_type`` GPU costs ``usd_micros_per_hour`` per hour.
+
+        ``effective_at`` is ``at`` (now) or later; a time in the past is refused.
+        """
         check_gpu_type(gpu_type)
         check_count(usd_micros_per_hour, where="usd_micros_per_hour", maximum=1_000_000_000)
         effective_at = check_utc(effective_at, where="effective_at")
+        now = check_utc(at)
+        if effective_at < now:
+            raise ValidationFailed(
+                f"effective_at {effective_at.isoformat()} is in the past (now {now.isoformat()}); "
+                "a price takes effect now or later",
+                where="effective_at",
+            )
         history = self.prices.get(gpu_type, [])
         if history and effective_at <= history[-1]["effective_at"]:
             latest = history[-1]["effective_at"].isoformat()

@@ -70,6 +70,21 @@ def test_prices_now_and_scheduled(home: Path, run_cli) -> None:
     assert bad.code == 1 and "--effective-at" in bad.err
 
 
+def test_a_price_in_the_past_is_refused_in_one_line(home: Path, run_cli) -> None:
+    run_cli("tune", "admin", "price", "set", "--gpu-type", "a100", "--usd-per-hour", "2.50")
+    past = run_cli(
+        "tune", "admin", "price", "set", "--gpu-type", "a100", "--usd-per-hour", "1",
+        "--effective-at", "2020-01-01T00:00:00Z",
+    )  # fmt: skip
+    assert past.code == 1 and past.out == ""
+    (line,) = past.err.strip().splitlines()
+    assert line.startswith("tune: error: effective_at 2020-01-01T00:00:00+00:00 is in the past (now 20")
+    assert line.endswith("a price takes effect now or later (where: effective_at; invalid)")
+    listing = _json(run_cli, "prices", "list")
+    assert [(p["gpu_type"], p["usd_micros_per_hour"]) for p in listing["prices"]] == [("a100", 2_500_000)]
+    assert listing["scheduled"] == []
+
+
 def test_audit_finds_a_tampered_view_and_rebuild_repairs_it(home: Path, run_cli) -> None:
     run_cli("tune", "admin", "user", "create", "--email", "ann@example.com", "--password", "pw")
     run_cli("tune", "admin", "price", "set", "--gpu-type", "t4", "--usd-per-hour", "0.35")

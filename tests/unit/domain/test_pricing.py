@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from domain.applications import PlatformApp
 from domain.errors import Conflict, NotFound, ValidationFailed
 from domain.gpu_types import GPU_TYPES
 from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList, check_gpu_type
@@ -33,6 +34,31 @@ def test_history_is_never_rewritten() -> None:
         with refused(prices, Conflict, "must take effect later"):
             prices.set_price("t4", 1, effective, at(1))
     assert prices.entries() == [("t4", at(60), 350_000)]
+
+
+def test_a_price_takes_effect_now_or_later_never_in_the_past() -> None:
+    """Usage already metered keeps its price: a back-dated price would contradict the bills."""
+    prices = PriceList.create(at())
+    for effective in (at(-1), at(10) - timedelta(microseconds=1), at(-60 * 24 * 365)):
+        with refused(prices, ValidationFailed, "is in the past") as info:
+            prices.set_price("t4", 350_000, effective, at(10))
+        assert info.value.where == "effective_at"
+        assert "a price takes effect now or later" in info.value.message
+    prices.set_price("t4", 350_000, at(10), at(10))  # now: the CLI's default
+    prices.set_price("t4", 400_000, at(60), at(20))  # later: scheduled
+    with refused(prices, ValidationFailed, "is in the past"):  # before the schedule and before now
+        prices.set_price("t4", 1, at(30), at(40))
+    assert prices.entries() == [("t4", at(10), 350_000), ("t4", at(60), 400_000)]
+
+
+def test_the_platform_refuses_a_past_price_and_saves_nothing() -> None:
+    platform = PlatformApp()
+    assert "t4" in platform.ensure_default_prices(at())  # effective at its own ``at``: now
+    with pytest.raises(ValidationFailed, match="is in the past"):
+        platform.set_price("t4", 1, at(), at(5))
+    assert platform.price_at("t4", at(5)) == DEFAULT_PRICES_USD_MICROS_PER_HOUR["t4"]  # nothing saved
+    assert platform.set_price("t4", 400_000, at(5), at(5)).effective_at == at(5)
+    assert platform.price_at("t4", at(5)) == 400_000
 
 
 @pytest.mark.parametrize(

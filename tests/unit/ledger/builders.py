@@ -92,7 +92,9 @@ class Platform:
         return self.platform if partition == "platform" else self.user_app(partition.split("/", 1)[1])
 
     def set_price(self, gpu_type: str, usd_micros_per_hour: int, effective_at: datetime) -> None:
-        self.platform.set_price(gpu_type, usd_micros_per_hour, effective_at, T0 - timedelta(days=1))
+        """Announced a day before ``T0``, or at ``effective_at`` if that is earlier (never back-dated)."""
+        at = min(effective_at, T0 - timedelta(days=1))
+        self.platform.set_price(gpu_type, usd_micros_per_hour, effective_at, at)
 
     def running_job(
         self,
