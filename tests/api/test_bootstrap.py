@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def test_without_a_terminal_the_first_password_goes_to_a_private_file(tmp_path: 
 
 
 def test_serve_keeps_the_password_out_of_its_log_and_the_fresh_home_private(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``tune serve`` on a new home, its output captured (no terminal): then a login, an upload, a job.
 
@@ -82,6 +83,8 @@ def test_serve_keeps_the_password_out_of_its_log_and_the_fresh_home_private(
     monkeypatch.setattr(embedded, "run_granian", lambda app, **_: served.append((app, os.umask(0o077))))
     old_umask = os.umask(0o022)
     home = tmp_path / "home"
+    # serve's stderr, not a terminal; a stream that stays open: the app's log handlers keep it
+    monkeypatch.setattr(sys, "stderr", stderr := io.StringIO())
     try:
         settings = make_settings(home, jwt_secret=None)  # the API generates and keeps one
         runtime = Runtime(settings)
@@ -90,7 +93,7 @@ def test_serve_keeps_the_password_out_of_its_log_and_the_fresh_home_private(
         os.umask(old_umask)
     [(app, umask)] = served
     assert umask == 0o077  # what the runner children inherit
-    err = capsys.readouterr().err
+    err = stderr.getvalue()
     password = (home / PASSWORD_FILE).read_text().strip()
     assert password and password not in err and str(home / PASSWORD_FILE) in err
 
