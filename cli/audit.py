@@ -28,16 +28,6 @@ def _chain(report: Any) -> str:
     return "chain ok" if report.chain.ok else f"CHAIN BROKEN ({problems} problem(s))"
 
 
-def _problem_lines(report: Any) -> list[str]:
-    """One line per problem of the partition's log, each naming its commit (or stray object)."""
-    return [
-        f"{report.partition}: CHAIN BROKEN: "
-        + (f"{p.problem} at commit {p.seq}" if p.seq is not None else f"{p.problem} object {p.name}")
-        + f": {p.message}"
-        for p in report.chain.problems
-    ]
-
-
 def audit(
     *,
     user_id: UserFlag = None,
@@ -52,7 +42,7 @@ def audit(
     import msgspec
 
     from cli.output import Column, print_json, print_table
-    from projections.audit import audit_bucket
+    from projections.audit import audit_bucket, problem_lines
 
     rt = open_runtime(store)
     reports = audit_bucket(rt.bucket, user=user_id, deep=deep, open_app=rt.app)
@@ -67,7 +57,7 @@ def audit(
             state = "views ok" if not report.differences else f"{len(report.differences)} view(s) differ"
             if report.replay_error:
                 state = f"REPLAY FAILED: {report.replay_error}"
-            for line in _problem_lines(report):
+            for line in problem_lines(report, replay=False):  # a failed replay: in `state`
                 print(line)
             print(f"{report.partition}: head {report.head}, {_chain(report)}, {state}")
             cols = ("name", "problem", "path", "stored_position", "replayed_position")
@@ -108,16 +98,20 @@ def rebuild(
     deep: DeepFlag = False,
     store: Store = Store(),  # noqa: B008
     json: JsonFlag = False,
-) -> None:
-    """Replay every partition from position 0 and rewrite the views that differ."""
+) -> int:
+    """Replay every partition from position 0 and rewrite the views that differ; exit 1 if a partition's
+    log is broken (one line per problem; its views are left untouched, the others are rebuilt)."""
+    import msgspec
+
     from cli.output import Column, print_json, print_table
-    from projections.audit import rebuild_bucket
+    from projections.audit import problem_lines, rebuild_bucket
 
     rt = open_runtime(store)
     reports = rebuild_bucket(rt.bucket, user=user_id, deep=deep, open_app=rt.app)
+    status = 0 if all(r.ok for r in reports) else 1
     if json:
-        print_json(reports)
-        return
+        print_json([msgspec.to_builtins(r) | {"ok": r.ok} for r in reports])
+        return status
     rows = [
         {
             "partition": r.partition,
@@ -127,8 +121,19 @@ def rebuild(
             "unchanged": r.unchanged,
         }
         for r in reports
+        if r.ok
     ]
-    print_table(rows, [Column(k) for k in ("partition", "head", "written", "removed", "unchanged")])
+    print_table(rows, [Column(k) for k in ("partition", "head", "written", "removed", "unchanged")], empty="")
+    broken = [r for r in reports if not r.ok]
+    for r in broken:
+        for line in problem_lines(r):
+            print(line, file=sys.stderr)
+    if broken:
+        print(
+            f"rebuilt {len(reports) - len(broken)} partition(s); {len(broken)} not rebuilt "
+            f"(a broken log: their views were left untouched): {', '.join(r.partition for r in broken)}"
+        )
+    return status
 
 
 def report(

@@ -2,7 +2,8 @@
 
 ``audit``    verify each partition's hash chain, replay it, list every view that differs
              from the replay; exit 1 if anything is wrong.
-``rebuild``  replay from position 0 and write the views that differ; remove stray views.
+``rebuild``  replay from position 0 and write the views that differ; remove stray views. A
+             partition whose log is broken is named (every problem) and left untouched; exit 1.
 ``report``   a user's monthly billing report (``--month 2024-03``), CSV or JSON, replayed.
 
 ``tune admin`` wraps these (``main(argv)`` returns the exit status).
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from projections.audit import AuditReport, RebuildReport, audit_bucket, rebuild_bucket
+from projections.audit import AuditReport, RebuildReport, audit_bucket, problem_lines, rebuild_bucket
 from projections.replay import apps_on, read_events
 from projections.report import monthly_report, report_csv, report_json
 from storage import open_bucket
@@ -44,14 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_audit(report: AuditReport) -> None:
     chain = report.chain
-    verdict = (
-        "chain ok"
-        if chain.ok
-        else f"chain {(chain.problem or 'bad').upper()} at commit {chain.first_bad_seq}"
-    )
+    verdict = "chain ok" if chain.ok else f"CHAIN BROKEN ({len(chain.problems)} problem(s))"
     print(f"{report.partition}: {verdict} ({chain.message}); head {report.head}")
-    if report.replay_error:
-        print(f"  replay failed: {report.replay_error}")
+    for line in problem_lines(report):  # every problem, as `tune admin audit` prints them
+        print(f"  {line}")
     for d in report.differences:
         where = f" at {d.path}" if d.path else ""
         positions = f"stored position {d.stored_position}, replayed {d.replayed_position}"
@@ -61,6 +58,11 @@ def _print_audit(report: AuditReport) -> None:
 
 
 def _print_rebuild(report: RebuildReport) -> None:
+    if not report.ok:
+        print(f"{report.partition}: NOT REBUILT (a broken log: its views were left untouched)")
+        for line in problem_lines(report):
+            print(f"  {line}")
+        return
     print(
         f"{report.partition}: head {report.head}, {len(report.written)} written, "
         f"{len(report.deleted)} removed, {report.unchanged} unchanged"
@@ -91,11 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if all(r.ok for r in audits) else 1
     rebuilds = rebuild_bucket(bucket, user=args.user, deep=args.deep)
     if args.json:
-        print(msgspec.json.encode(rebuilds).decode())
+        print(msgspec.json.encode([msgspec.structs.asdict(r) | {"ok": r.ok} for r in rebuilds]).decode())
     else:
         for rebuild in rebuilds:
             _print_rebuild(rebuild)
-    return 0
+    return 0 if all(r.ok for r in rebuilds) else 1
 
 
 if __name__ == "__main__":

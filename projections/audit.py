@@ -10,6 +10,11 @@ JSON path), or not JSON at all. ``rebuild_partition`` writes the replayed views
 over the stored ones and removes unexpected ones. ``audit_bucket`` audits every
 partition whatever another holds: users are found in the bucket as well as in the
 platform log, and a log that cannot be replayed is reported, not raised.
+
+``rebuild_bucket`` likewise rebuilds every partition it can: a partition whose log does not
+hold together (``check_log`` names a problem, or the replay raises ``ChainBroken`` / DataError)
+is reported in its ``RebuildReport`` and its views are left untouched, never rebuilt from a
+tampered log. ``problem_lines`` is the one-line-per-problem text both CLIs print.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
+from eventsourcing.persistence import DataError
 
 from domain.errors import ValidationFailed
 from projections.partition import Partition, TrackingView
@@ -40,6 +46,7 @@ __all__ = [
     "check_anchor",
     "check_log",
     "first_difference",
+    "problem_lines",
     "rebuild_bucket",
     "rebuild_partition",
 ]
@@ -78,6 +85,30 @@ class RebuildReport(msgspec.Struct, frozen=True):
     written: list[str]
     deleted: list[str]
     unchanged: int
+    chain: ChainReport | None = None
+    """The log's check, when it found a problem: then nothing was written or removed."""
+    replay_error: str | None = None
+    """Why the log could not be replayed (``ChainBroken`` or another DataError): nothing was written."""
+
+    @property
+    def ok(self) -> bool:
+        return (self.chain is None or self.chain.ok) and self.replay_error is None
+
+
+def problem_lines(report: AuditReport | RebuildReport, *, replay: bool = True) -> list[str]:
+    """One line per problem of the partition's log, each naming its partition and its commit (or stray
+    object), then (``replay``) one for a replay that failed: what ``tune admin`` and
+    ``python -m projections`` print."""
+    problems = report.chain.problems if report.chain is not None else []
+    lines = [
+        f"{report.partition}: CHAIN BROKEN: "
+        + (f"{p.problem} at commit {p.seq}" if p.seq is not None else f"{p.problem} object {p.name}")
+        + f": {p.message}"
+        for p in problems
+    ]
+    if replay and report.replay_error:
+        lines.append(f"{report.partition}: REPLAY FAILED: {report.replay_error}")
+    return lines
 
 
 def first_difference(stored: Any, replayed: Any, path: str = "$") -> str | None:
@@ -246,9 +277,26 @@ def rebuild_partition(
     A stored view that reflects events appended after the replay (a live projector's) is left
     alone; one whose position is beyond the log itself is forged and overwritten. Writes use generation
     preconditions, so a projector writing at the same time is never overwritten blindly.
+
+    A log that does not hold together (``check_log`` names a problem, or the replay raises
+    ``ChainBroken`` or another DataError) is not rebuilt from: the report names why (``ok`` is
+    False) and the stored views are left as they are, for the audit to compare.
     """
+    return _rebuild(bucket, partition, open_app, scope, deep)[0]
+
+
+def _rebuild(
+    bucket: Bucket, partition: str, open_app: OpenApp, scope: Scope, deep: bool
+) -> tuple[RebuildReport, Partition | None]:
+    """``rebuild_partition``, and the replayed partition (None when the log was not replayed)."""
+    chain = check_log(bucket, partition)
+    if not chain.ok:
+        return RebuildReport(partition, 0, [], [], 0, chain=chain), None
     app = open_app(partition)
-    part = replay(app, partition)
+    try:
+        part = replay(app, partition)  # raises ChainBroken on a link broken since check_log read it
+    except DataError as exc:
+        return RebuildReport(partition, 0, [], [], 0, replay_error=f"{type(exc).__name__}: {exc}"), None
     expected = {name for name in part.views.names() if scope(name)}
     written, deleted, unchanged = [], [], 0
     tracking = layout.position(partition)
@@ -263,7 +311,7 @@ def rebuild_partition(
         except ObjectNotFound:
             continue
         deleted.append(name)
-    return RebuildReport(partition, part.position, written, deleted, unchanged)
+    return RebuildReport(partition, part.position, written, deleted, unchanged), part
 
 
 def _put(bucket: Bucket, name: str, data: bytes, replayed: int, app: Any) -> bool:
@@ -320,14 +368,6 @@ def _scoped(user: str) -> list[tuple[str, Scope]]:
     ]
 
 
-def _targets(bucket: Bucket, open_app: OpenApp, user: str | None) -> list[tuple[str, Scope]]:
-    """The platform partition and one user's (its copies of platform views only), or every user's."""
-    if user is not None:
-        return _scoped(user)
-    users = set(_stored_users(bucket)) | _registered(replay(open_app(PLATFORM), PLATFORM))
-    return [(PLATFORM, lambda name: True)] + [(user_partition(u), lambda name: True) for u in sorted(users)]
-
-
 def audit_bucket(
     bucket: Bucket, *, user: str | None = None, deep: bool = False, open_app: OpenApp | None = None
 ) -> list[AuditReport]:
@@ -349,9 +389,15 @@ def audit_bucket(
 def rebuild_bucket(
     bucket: Bucket, *, user: str | None = None, deep: bool = False, open_app: OpenApp | None = None
 ) -> list[RebuildReport]:
-    """Rebuild the platform partition's views and every registered user's (or only ``user``'s)."""
+    """Rebuild the platform partition's views and every user's (or only ``user``'s), each whatever
+    the others hold: a partition whose log is broken is reported (``RebuildReport.ok`` False) and
+    left untouched, and the others are still rebuilt. The users are those the platform log registers
+    and those with a folder in the bucket, as in ``audit_bucket``."""
     open_app = open_app or apps_on(bucket)
-    return [
-        rebuild_partition(bucket, partition, open_app, scope=scope, deep=deep)
-        for partition, scope in _targets(bucket, open_app, user)
+    if user is not None:
+        return [rebuild_partition(bucket, p, open_app, scope=scope, deep=deep) for p, scope in _scoped(user)]
+    platform, replayed = _rebuild(bucket, PLATFORM, open_app, lambda name: True, deep)
+    users = set(_stored_users(bucket)) | (_registered(replayed) if replayed is not None else set())
+    return [platform] + [
+        rebuild_partition(bucket, user_partition(u), open_app, deep=deep) for u in sorted(users)
     ]

@@ -28,8 +28,9 @@ How each promise is kept:
   (one fsync covers every name placed before it began). ``fsync=False``
   (``file:///path?fsync=0``) skips both, for tests and benches that say so: a
   crash of the process still never leaves a partial object, but a power loss may
-  lose acknowledged writes, or (on some filesystems) leave a published name empty,
-  which makes an event log partition unreadable until that commit is removed.
+  lose acknowledged writes, or (on some filesystems) leave a published name empty
+  (an empty last commit of an event log is read as absent and replaced by the next
+  append: see ``storage.eventstore.log``).
 
 * Private: the bucket holds password hashes, datasets and weights, so every folder it
   creates is 0700 and every object, lock and temp file 0600 (the process umask can only

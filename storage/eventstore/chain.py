@@ -21,6 +21,11 @@ each with the commit it is about, and the check goes on past it:
                  the event store (a top-level name that is not a commit's, or a
                  nested one ``stray`` says is not a segment, snapshot or tracking record)
 
+An empty last commit object is no problem: the event store reads it as absent
+(``storage.eventstore.log``: what a power loss leaves of a commit written without
+fsync), so ``commits`` ends before it; if the views were made from it, the anchor
+check names it ``missing``. An empty commit with commits after it is ``invalid``.
+
 What a hash chain cannot show: a change to the last commit, or the last
 commits removed (nothing after them records their hashes). The audit checks
 those against the commit and hash that the views' position.json recorded
@@ -145,10 +150,14 @@ def verify_chain(
     prev_sha: str | None = ""  # None: unknown (the object before is absent or not a commit)
     before_prev_sha: str | None = None
     next_id: int | None = 1
+    end = seq_of(prefix, names[-1]) or 0 if names else 0
     entries = _entries(bucket, prefix, names)
     for entry, following in itertools.pairwise(itertools.chain(entries, [None])):
         assert entry is not None
         name, seq, data, commit = entry
+        if data == b"" and following is None:  # a commit lost to a power loss, read as absent (log.py)
+            end = seq - 1
+            break
         if seq > expected:
             gone = f"commit {expected}" if seq == expected + 1 else f"commits {expected}..{seq - 1}"
             bad(expected, "missing", commit_name(prefix, expected),
@@ -195,5 +204,4 @@ def verify_chain(
         before_prev_sha, prev_sha = prev_sha, sha
         next_id = commit.first_id + len(commit.events)
 
-    end = seq_of(prefix, names[-1]) or 0 if names else 0
     return ChainReport.of(prefix, end, problems)

@@ -47,6 +47,24 @@ edit of commits after the anchor made before this process read them; an
 edit of position.json along with the tail (both are in the same bucket); a
 removed position.json. The audit's witnessed head is the check for those.
 
+An empty last commit object is treated as absent. A commit is created whole
+(``LocalBucket`` publishes a finished temp file; a GCS create is atomic), so an
+empty object is never a write in progress: it is what a power loss leaves of a
+commit on a local bucket written without fsync (``file:///...?fsync=0``, or a
+bucket written before fsync was the default). Such a commit's bytes are gone
+whatever we do, and keeping the partition unreadable would not bring them back.
+So a reader that finds the commit after its tail empty, with no commit after
+it, stops there as at a missing name (logged once); a writer that meets it
+replaces it with its own commit by a generation-matched write, which only one
+writer can win (the others see the winner's commit and go on as after a lost
+create). Nothing is hidden by this: an empty commit holds no events to hide,
+and if it had been seen and projected, position.json anchors it, so the
+writer's anchor check (and the audit's) names it ``missing``, as any removed
+tail. An empty commit with a commit after it, or a last commit that is not
+empty but does not decode (truncated, or edited), raises DataError naming the
+commit: it may be a tamper, and it may have held acknowledged events, so it is
+never skipped nor replaced; the audit names it (``invalid``).
+
 Errors: IntegrityError (a version or tracking conflict, or a batch another
 writer already stored), DataError (a batch too large, a commit that is not a
 commit object), ``ChainBroken`` (a DataError: see above), OperationalError
@@ -56,6 +74,7 @@ commit object), ``ChainBroken`` (a DataError: see above), OperationalError
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -76,7 +95,14 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
-from storage.bucket import AlreadyExists, Bucket, BucketError, ObjectNotFound, check_prefix
+from storage.bucket import (
+    AlreadyExists,
+    Bucket,
+    BucketError,
+    ObjectNotFound,
+    PreconditionFailed,
+    check_prefix,
+)
 from storage.eventstore.commits import (
     SEGMENT_COMMITS,
     ChainBroken,
@@ -154,6 +180,7 @@ class PartitionLog:
         self._segment_bytes = 0
         self._broken: ChainBroken | None = None  # the first broken link read past (serving_broken_chains)
         self._anchor_checked = False  # the tail was checked against position.json before our first append
+        self._empty_warned: int | None = None  # the empty last commit already logged
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self.index.tail_seq})"
@@ -222,7 +249,9 @@ class PartitionLog:
                     self.bucket.create(name, data)
                 except AlreadyExists:
                     winner = self._read(name)
-                    if winner != data:  # someone else's commit: take it in, check again
+                    if not winner and not self._replace_empty(commit.seq, data):
+                        continue  # another writer replaced it first: read theirs
+                    if winner and winner != data:  # someone else's commit: take it in, check again
                         self._add([winner], [decode_commit(winner)])
                         self._catch_up()
                         continue
@@ -232,6 +261,38 @@ class PartitionLog:
         for listener in list(self._listeners):
             listener.set()
         return list(range(commit.first_id, commit.first_id + len(records)))
+
+    def _replace_empty(self, seq: int, data: bytes) -> bool:
+        """Put ``data`` in place of commit ``seq``, found empty (see the module's docstring): True if
+        we did, False if another writer replaced it first. DataError if a commit follows it."""
+        self._check_empty_is_last(seq)
+        name = commit_name(self.prefix, seq)
+        current, stat = self.bucket.read_with_stat(name)
+        if current:
+            return False
+        if not stat.generation:
+            raise DataError(f"{name} is empty and has no generation to replace it by")
+        try:
+            self.bucket.write(name, data, if_generation_match=stat.generation)
+        except PreconditionFailed:
+            return False
+        _log.warning("%s was empty (a commit lost to a power loss on a bucket without fsync): "
+                     "replaced by a new commit", name)
+        return True
+
+    def _check_empty_is_last(self, seq: int) -> None:
+        """Commit ``seq`` is empty: raise DataError unless it is the last (then it is taken as absent)."""
+        name = commit_name(self.prefix, seq)
+        try:
+            self._read(commit_name(self.prefix, seq + 1))
+        except ObjectNotFound:
+            if self._empty_warned != seq:
+                self._empty_warned = seq
+                _log.warning("%s is empty (a commit lost to a power loss on a bucket without fsync): "
+                             "read as absent; the next append replaces it", name)
+            return
+        raise DataError(f"{name} is empty but commit {seq + 1} follows it: the events of commit {seq} are "
+                        "lost or were removed; run `tune admin audit`")
 
     def _check_anchor(self) -> None:
         """Before this log's first append: raise ChainBroken if the tail it would link to is not the
@@ -341,6 +402,9 @@ class PartitionLog:
                 data = self._read(commit_name(self.prefix, self.index.tail_seq + 1))
             except ObjectNotFound:
                 return
+            if not data:
+                self._check_empty_is_last(self.index.tail_seq + 1)
+                return
             self._add([data], [decode_commit(data)])
             probes += 1
             if self.read_workers > 1 and probes >= _PROBES_BEFORE_LISTING:
@@ -356,6 +420,7 @@ class PartitionLog:
                 break  # enough, a gap (a listing may miss a name being created), or past the commits
             names.append(name)
         lines = list(read_many(self.bucket, names, workers=self.read_workers))
+        lines = list(itertools.takewhile(bool, lines))  # an empty commit: _catch_up looks at it alone
         self._add(lines, [decode_commit(data) for data in lines])
 
     def _read_segments(self) -> bool:

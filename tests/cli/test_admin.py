@@ -204,3 +204,40 @@ def test_an_operator_adds_a_base_model_from_a_local_folder(
     unsafe = run_cli("tune", "admin", "base-model", "add", "--name", "../up", "--folder", str(folder))
     assert unsafe.code == 1 and "--name" in unsafe.err
     assert "nothing" not in {m["name"] for m in _json(run_cli, "base-model", "list")}
+
+
+def test_rebuild_of_a_corrupted_platform_log_rebuilds_every_user_and_leaves_the_platform_untouched(
+    home: Path, run_cli
+) -> None:
+    """Issue 12: a broken platform log is reported (one line per problem, exit 1, no traceback), never
+    rebuilt from; every user partition is still rebuilt."""
+    users = [
+        _json(run_cli, "user", "create", "--email", f"{e}@example.com", "--password", "pw")["user_id"]
+        for e in ("a", "b")
+    ]
+    events = home / "bucket" / "platform" / "events"
+    second = events / "000000000002.json"
+    second.write_bytes(second.read_bytes().replace(b"{", b"[", 1))
+    (events / "notes.txt").write_text("stray")
+    view = home / "bucket" / "platform" / "metadata" / "users.json"
+    forged = view.read_bytes().replace(b'"role":"user"', b'"role":"admin"', 1)
+    assert forged != view.read_bytes()
+    view.write_bytes(forged)
+
+    result = run_cli("tune", "admin", "rebuild")
+
+    assert result.code == 1, result.out + result.err
+    assert "Traceback" not in result.out + result.err
+    errors = result.err.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith("platform: CHAIN BROKEN: invalid at commit 2: platform/events/0000000000")
+    assert errors[1].startswith("platform: CHAIN BROKEN: stray object platform/events/notes.txt")
+    assert view.read_bytes() == forged  # never rebuilt from a tampered log
+    for user_id in users:
+        assert f"users/{user_id}" in result.out
+    assert "1 not rebuilt" in result.out and "platform" in result.out.splitlines()[-1]
+    reports = json.loads(run_cli("tune", "admin", "rebuild", "--json").out)
+    assert [(r["partition"], r["ok"]) for r in reports] == [("platform", False)] + [
+        (f"users/{u}", True) for u in sorted(users)
+    ]
+    assert reports[0]["written"] == [] and len(reports[0]["chain"]["problems"]) == 2

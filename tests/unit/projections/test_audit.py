@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from projections.audit import AuditReport, audit_bucket, audit_partition, first_difference, rebuild_partition
 from projections.render import decode
 from projections.replay import apps_on
@@ -233,3 +235,42 @@ def test_first_difference_paths() -> None:
     assert first_difference({"a": 1}, {"b": 1}) == "$.a"
     assert first_difference({"x": 1.0}, {"x": 1}) == "$.x"
     assert first_difference({"a": [1]}, {"a": [1]}) is None
+
+
+def test_rebuild_leaves_a_broken_partition_untouched_and_rebuilds_the_others(projected: LocalBucket) -> None:
+    """Issue 12: the views of a partition whose log was edited are never rebuilt from it; the platform
+    partition is rebuilt all the same, and the problem is named by commit."""
+    from projections.audit import problem_lines, rebuild_bucket
+
+    data = projected.read(_commit(6))
+    projected.write(_commit(6), data.replace(b'\\"gpu_ms\\":600000', b'\\"gpu_ms\\":900000'))
+    status = "users/u1/jobs/j1/status.json"
+    before = projected.read(status)
+    projected.delete("platform/metadata/users.json")
+    bucket = _fresh(projected)
+
+    platform, u1 = rebuild_bucket(bucket, open_app=apps_on(bucket))
+
+    assert platform.ok and platform.written == ["platform/metadata/users.json"]
+    assert not u1.ok and u1.written == [] and u1.deleted == []
+    assert u1.chain is not None and (u1.chain.problem, u1.chain.first_bad_seq) == ("edited", 6)
+    assert projected.read(status) == before
+    (line,) = problem_lines(u1)
+    assert line.startswith("users/u1: CHAIN BROKEN: edited at commit 6: ")
+
+
+def test_rebuild_reports_a_log_that_breaks_during_the_replay(
+    projected: LocalBucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log that check_log passed but the replay finds broken (ChainBroken, a DataError) is reported."""
+    import projections.audit as audit
+    from storage.eventstore.chain import ChainReport
+
+    data = projected.read(_commit(6))
+    projected.write(_commit(6), data.replace(b'\\"gpu_ms\\":600000', b'\\"gpu_ms\\":900000'))
+    bucket = _fresh(projected)
+    monkeypatch.setattr(audit, "check_log", lambda b, p: ChainReport.of(p, 0, []))  # edited after the check
+    report = rebuild_partition(bucket, U1, apps_on(bucket))
+    assert not report.ok and report.written == []
+    assert report.replay_error is not None and report.replay_error.startswith("ChainBroken: ")
+    assert audit.problem_lines(report) == [f"users/u1: REPLAY FAILED: {report.replay_error}"]

@@ -54,3 +54,27 @@ def test_runs_as_a_module(projected: LocalBucket) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "views ok" in done.stdout
+
+
+def test_audit_and_rebuild_print_every_problem_of_a_broken_log(
+    projected: LocalBucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12: every problem, not only the first, in the lines `tune admin audit` prints."""
+    events = "users/u1/events/"
+    projected.write(f"{events}000000000002.json", b"[not json")
+    projected.write(f"{events}notes.txt", b"stray")
+    url = projected.root.as_uri()
+
+    assert main(["audit", "--bucket", url, "--user", "u1"]) == 1
+    out = capsys.readouterr().out
+    assert "users/u1: CHAIN BROKEN (2 problem(s))" in out
+    assert "  users/u1: CHAIN BROKEN: invalid at commit 2: users/u1/events/000000000002.json" in out
+    assert "  users/u1: CHAIN BROKEN: stray object users/u1/events/notes.txt: " in out
+
+    name = "users/u1/metadata/jobs.json"
+    projected.write(name, b"{}")
+    assert main(["rebuild", "--bucket", url]) == 1
+    out = capsys.readouterr().out
+    assert "users/u1: NOT REBUILT" in out and "platform: head " in out
+    assert "  users/u1: CHAIN BROKEN: stray object users/u1/events/notes.txt: " in out
+    assert projected.read(name) == b"{}"
