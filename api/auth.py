@@ -16,8 +16,6 @@ algorithm, and on a repeat only checks that it has not expired yet.
 from __future__ import annotations
 
 import functools
-import os
-import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -32,7 +30,7 @@ from litestar.connection import ASGIConnection
 from litestar.security.jwt import JWTAuth, Token
 
 from domain.errors import Unauthenticated
-from storage.open import ensure_home
+from storage.open import load_or_create_secret as load_or_create_home_secret
 
 if TYPE_CHECKING:
     from runtime.context import Runtime
@@ -59,20 +57,7 @@ TOKEN_VERSION = "token_version"
 
 def load_or_create_secret(home: Path) -> str:
     """The JWT secret kept in ``home/jwt_secret`` (mode 0600, in a 0700 home), created on first use."""
-    path = home / _SECRET_FILE
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        pass
-    ensure_home(home)
-    secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its secret
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secret + "\n")
-    return secret
+    return load_or_create_home_secret(home, _SECRET_FILE)
 
 
 def token_extras(principal: Principal) -> dict[str, Any]:

@@ -52,7 +52,15 @@ from runners.ledger import LedgerWorker  # noqa: E402
 from storage import LocalBucket, layout  # noqa: E402
 from storage.eventstore import open_platform  # noqa: E402
 from storage.eventstore.apps import PartitionApps  # noqa: E402
-from storage.heartbeats import DirectTransport, Heartbeat, HeartbeatTransport, open_heartbeat_transport  # noqa: E402
+from storage.heartbeats import (  # noqa: E402
+    DirectTransport,
+    Heartbeat,
+    HeartbeatTransport,
+    attempt_secret,
+    open_heartbeat_transport,
+    sign_heartbeat,
+    verify_heartbeat,
+)
 from tests import emulators  # noqa: E402
 
 T0 = datetime(2026, 3, 10, tzinfo=UTC)
@@ -109,10 +117,35 @@ class _TimedViews(ViewStore):
                 self.written.setdefault(name, []).append((position, time.time()))
 
 
+HEARTBEAT_KEY = b"bench-platform-heartbeat-key"
+
+
+def signed(heartbeat: Heartbeat) -> Heartbeat:
+    """``heartbeat`` signed as its runner signs it (the ledger drops unsigned ones)."""
+    secret = attempt_secret(HEARTBEAT_KEY, heartbeat.user_id, heartbeat.job_id, heartbeat.attempt)
+    return sign_heartbeat(heartbeat, secret)
+
+
+def signing(n: int) -> None:
+    """The cost of a signature, per heartbeat: sign (runner) and verify (ledger), a tight loop."""
+    beat = beats_of([("u0", "j0")], 1)[0]
+    secret = attempt_secret(HEARTBEAT_KEY, "u0", "j0", 1)
+    began = time.perf_counter()
+    for _ in range(n):
+        sign_heartbeat(beat, secret)
+    sign_us = (time.perf_counter() - began) / n * 1e6
+    began = time.perf_counter()
+    for _ in range(n):
+        verify_heartbeat(beat, secret)
+    verify_us = (time.perf_counter() - began) / n * 1e6
+    print(f"  signing  HMAC-SHA256 per heartbeat, {n:,} in a loop: "
+          f"sign {sign_us:.1f} us, verify {verify_us:.1f} us")
+
+
 def beats_of(jobs: list[tuple[str, str]], rounds: int) -> list[Heartbeat]:
     return [
-        Heartbeat(user_id=u, job_id=j, attempt=1, seq=r + 1, gpu_type=GPU, gpu_count=8, gpu_ms=10_000,
-                  step=r, loss=1.0, tokens=65_536, at=T0 + timedelta(seconds=10 * (r + 1)))
+        signed(Heartbeat(user_id=u, job_id=j, attempt=1, seq=r + 1, gpu_type=GPU, gpu_count=8, gpu_ms=10_000,
+                  step=r, loss=1.0, tokens=65_536, at=T0 + timedelta(seconds=10 * (r + 1))))
         for r in range(rounds) for u, j in jobs
     ]  # fmt: skip
 
@@ -195,7 +228,8 @@ def ledger_round(
 
     def ledger(count: Callable[[list[Heartbeat]], None]) -> Callable[[Any], None]:
         def start(sub: Any) -> None:
-            worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector)
+            worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector,
+                          heartbeat_key=HEARTBEAT_KEY)
             workers.append(worker)
             inner = worker.handle
 
@@ -237,7 +271,8 @@ def lag(
 ) -> None:
     world = World(root, jobs, users)
     sub = transport.subscriber(max_batch=1000)
-    worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector)
+    worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector,
+                          heartbeat_key=HEARTBEAT_KEY)
     committed: list[tuple[str, int, datetime, float]] = []
     inner = worker.handle
 
@@ -259,9 +294,9 @@ def lag(
         while not stop.is_set():
             stop.wait(max(0.0, next_at - time.monotonic()))
             seq += 1
-            pub.publish(Heartbeat(user_id=user_id, job_id=job_id, attempt=1, seq=seq, gpu_type=GPU,
-                                  gpu_count=8, gpu_ms=int(interval * 1000), step=seq, loss=1.0,
-                                  tokens=65_536, at=datetime.now(UTC)))  # fmt: skip
+            pub.publish(signed(Heartbeat(user_id=user_id, job_id=job_id, attempt=1, seq=seq, gpu_type=GPU,
+                                         gpu_count=8, gpu_ms=int(interval * 1000), step=seq, loss=1.0,
+                                         tokens=65_536, at=datetime.now(UTC))))  # fmt: skip
             next_at += interval
 
     threads = [threading.Thread(target=runner, args=(u, j, interval * i / jobs), daemon=True)
@@ -311,6 +346,7 @@ def main() -> int:
     with scratch_dir() as tmp:
         root = Path(tmp)
         print(f"buckets in {root}: file create+link+unlink {file_create_us(root):.0f} us")
+        signing(max(args.n, 20_000))
         print("direct transport")
         for project in (False, True):
             direct = lambda: DirectTransport(f"bench-{uuid.uuid4().hex[:8]}")  # noqa: E731

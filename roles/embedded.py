@@ -7,7 +7,9 @@ its applications and projector:
 - the ``Dispatcher`` with the local-subprocess backend: jobs the API submits are queued
   and handed to ``python -m runners.job_runner`` children; their heartbeats come back
   over the children's stdout and are published into an in-process transport;
-- the ``LedgerWorker`` subscribed to that transport: it meters usage, raises alerts,
+- the ``LedgerWorker`` subscribed to that transport: it meters usage (only heartbeats signed
+  with the secret the dispatcher handed their runner: both derive it from the platform's
+  heartbeat key, ``runtime.settings.heartbeat_key_of``), raises alerts,
   requests stops at budget limits and detects lost runners (a lost job retried by
   policy goes back to the dispatcher).
 
@@ -37,7 +39,7 @@ from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
 from runtime.context import Runtime
-from runtime.settings import Settings
+from runtime.settings import Settings, heartbeat_key_of
 from storage.heartbeats import open_heartbeat_transport
 from storage.open import ensure_home
 
@@ -65,6 +67,7 @@ class EmbeddedWorkers:
         log_dir: Path | None = None,
     ) -> None:
         self.runtime = runtime
+        heartbeat_key = heartbeat_key_of(runtime.settings)  # each attempt's secret derives from it
         transport = open_heartbeat_transport(heartbeat_url)
         self._publisher = transport.publisher()
         self.dispatcher: Dispatcher = local_dispatcher(
@@ -78,6 +81,7 @@ class EmbeddedWorkers:
             max_concurrent=max_concurrent,
             on_launch=self._expect_heartbeats,
             base_model_source=self._base_model_source,
+            heartbeat_key=heartbeat_key,
         )
         self.ledger = LedgerWorker(
             runtime.bucket,
@@ -85,6 +89,7 @@ class EmbeddedWorkers:
             runtime.user_app,
             transport.subscriber(),
             runtime.projector,
+            heartbeat_key=heartbeat_key,
             clock=runtime.clock,
             on_retry=self.dispatcher.submit,
         )

@@ -8,8 +8,10 @@ Consumes heartbeats from ``--heartbeats`` (``pubsub://project/topic/subscription
 ``--create`` the topic and ordered subscription are made first) and writes metered usage,
 alerts and stop requests to the event log in ``--bucket``. Projections are another
 process's job (told by the bucket's object notifications); ``--project`` also runs a
-projector here, for a single-machine setup. On start, running jobs found in the views are
-watched for heartbeats, so a runner that died while the ledger was down is still found
+projector here, for a single-machine setup. Only heartbeats signed with their attempt's secret
+are metered: the ledger derives it from the platform's heartbeat key, ``TUNE_HEARTBEAT_KEY`` (or
+``$TUNE_HOME/heartbeat_key``), which must be the dispatchers' key. On start, running jobs found
+in the views are watched for heartbeats, so a runner that died while the ledger was down is still found
 lost. SIGTERM or SIGINT: finish the batch in hand, ack it, exit 0.
 """
 
@@ -23,7 +25,7 @@ import threading
 from collections.abc import Sequence
 
 from runners.ledger.worker import LedgerWorker
-from runtime.settings import Settings
+from runtime.settings import Settings, heartbeat_key_of
 from storage import open_bucket
 from storage.eventstore.apps import PartitionApps
 from storage.heartbeats import open_heartbeat_transport
@@ -49,7 +51,8 @@ def _parse(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv, Settings.from_env())
+    settings = Settings.from_env()
+    args = _parse(argv, settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bucket = open_bucket(args.bucket)
     transport = open_heartbeat_transport(args.heartbeats, create=args.create)
@@ -67,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         apps.user,
         transport.subscriber(max_batch=args.max_batch),
         projector,
+        heartbeat_key=heartbeat_key_of(settings),
         flush_interval_s=args.flush_interval,
         sweep_interval_s=args.sweep_interval,
     )

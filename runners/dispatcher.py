@@ -39,7 +39,7 @@ from runners.job_recorder import JobRecorder
 from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore.apps import PartitionApps
-from storage.heartbeats import Heartbeat, HeartbeatPublisher
+from storage.heartbeats import Heartbeat, HeartbeatPublisher, attempt_secret
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,6 +85,9 @@ class Dispatcher:
         on_launch: called with each attempt's run spec once it is launched (e.g. so the ledger
             expects its heartbeats).
         poll_interval_s: the pause between polls in ``run``.
+        heartbeat_key: the platform's heartbeat key (``runtime.settings.heartbeat_key_of``): each
+            attempt's runner gets its secret (``storage.heartbeats.attempt_secret``) through the
+            backend; None: runners sign nothing and the ledger drops their heartbeats.
         max_start_failures: runners that end before starting their attempt before the job fails.
     """
 
@@ -103,6 +106,7 @@ class Dispatcher:
         on_launch: Callable[[JobRunSpec], None] | None = None,
         poll_interval_s: float = 0.5,
         max_start_failures: int = 2,
+        heartbeat_key: bytes | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -118,6 +122,7 @@ class Dispatcher:
         self.on_launch = on_launch or (lambda spec: None)
         self.poll_interval_s = poll_interval_s
         self.max_start_failures = max_start_failures
+        self.heartbeat_key = heartbeat_key
         self._queue: collections.deque[JobRef] = collections.deque()
         self._active: dict[JobRef, _Launched] = {}
         self._ended: list[tuple[JobRef, _Launched, int | None]] = []
@@ -232,6 +237,9 @@ class Dispatcher:
             run_object=write_job_run(self.bucket, spec),
             gpu_type=job.gpu_type,
             gpu_count=job.gpu_count,
+            heartbeat_secret=None
+            if self.heartbeat_key is None
+            else attempt_secret(self.heartbeat_key, ref.user_id, ref.job_id, attempt),
         )
         try:
             self.backend.launch(request)

@@ -8,6 +8,10 @@ previous one; the emitter keeps the total held and sends the difference, so an a
 heartbeats add up to exactly its GPU time, rounding included. Sequence numbers start at 1
 and grow by one per heartbeat; ``(job_id, attempt, seq)`` is what consumers deduplicate by.
 
+With its attempt's ``secret`` (``storage.heartbeats.attempt_secret``, handed to the runner by
+its launch backend) every heartbeat is signed (``sign_heartbeat``) before it is published, so
+the ledger can tell it from a forged one; without one it goes unsigned (and is not billed).
+
 After each periodic heartbeat ``on_beat(heartbeat)`` runs on the emitter's thread: the job
 runner uses it to report progress, upload its log and look for a stop request.
 """
@@ -21,7 +25,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from storage.clock import Clock, utc_now
-from storage.heartbeats import Heartbeat, HeartbeatPublisher, HeartbeatPublishError
+from storage.heartbeats import Heartbeat, HeartbeatPublisher, HeartbeatPublishError, sign_heartbeat
 
 __all__ = ["AttemptIdentity", "HeartbeatEmitter", "Progress"]
 
@@ -60,6 +64,7 @@ class HeartbeatEmitter:
         on_beat: runs after each periodic heartbeat; its errors are logged, not raised.
         clock: wall-clock ``at`` of each heartbeat (aware UTC).
         monotonic_ns: the clock GPU time is measured on.
+        secret: the attempt's heartbeat secret (None: heartbeats go unsigned).
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class HeartbeatEmitter:
         on_beat: Callable[[Heartbeat], None] | None = None,
         clock: Clock = utc_now,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        secret: str | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive (got {interval_s})")
@@ -82,6 +88,7 @@ class HeartbeatEmitter:
         self.on_beat = on_beat
         self.clock = clock
         self.monotonic_ns = monotonic_ns
+        self._secret = secret
         self.seq = 0
         self.sent_ms = 0
         self._started = False
@@ -147,6 +154,8 @@ class HeartbeatEmitter:
                 at=self.clock(),
                 final=final,
             )
+            if self._secret is not None:
+                heartbeat = sign_heartbeat(heartbeat, self._secret)
             self.publisher.publish(heartbeat)  # if this raises, the next heartbeat carries these ms
             self.sent_ms = held_ms
             if final:

@@ -122,6 +122,7 @@ class JobRunner:
         stop_grace_s: how long a stopping trainer may take before it is killed.
         keep_checkpoints: how many of the latest checkpoints stay in the bucket (None: all).
         keep_workdir: leave the working folder behind (debugging).
+        heartbeat_secret: the attempt's secret its heartbeats are signed with (None: unsigned).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class JobRunner:
         stop_grace_s: float = 600.0,
         keep_checkpoints: int | None = 2,
         keep_workdir: bool = False,
+        heartbeat_secret: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.spec = spec
@@ -161,6 +163,7 @@ class JobRunner:
             progress=self.trainer.snapshot,
             on_beat=self._after_heartbeat,
             clock=clock,
+            secret=heartbeat_secret,
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self._trainer_exited = False
@@ -530,11 +533,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from runners.attempt_spec import read_job_run
+    from runners.backends.base import HEARTBEAT_SECRET_ENV
     from runners.heartbeat_relay import STDOUT_URL, StreamPublisher, open_publisher
     from runtime.settings import Settings
     from storage import open_bucket
     from storage.eventstore import open_user
 
+    # The attempt's heartbeat secret: taken out of the environment, so the trainer never inherits it.
+    heartbeat_secret = os.environ.pop(HEARTBEAT_SECRET_ENV, None) or None
+    if heartbeat_secret is None:
+        log.warning("no %s in the environment: this attempt's heartbeats go unsigned", HEARTBEAT_SECRET_ENV)
     stream = _events_stream()
     bucket = open_bucket(args.bucket_url)
     try:
@@ -554,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         work_root=args.work_root or home / "work",
         cache_dir=args.cache_dir or home / "base-models",
         keep_workdir=args.keep_workdir,
+        heartbeat_secret=heartbeat_secret,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: runner.interrupt())

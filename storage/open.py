@@ -4,13 +4,15 @@
 ``bucket_url_from_env`` the one place the default bucket (``file://$TUNE_HOME/bucket``) is:
 ``runtime.settings.Settings.from_env`` and the eventsourcing ``Factory`` both use them.
 ``ensure_home`` makes the home private (0700): what writes into it (the API's secret, the
-first admin's password, ``tune serve``) calls it first.
+first admin's password, ``tune serve``) calls it first; ``load_or_create_secret`` keeps a
+generated secret there (the API's JWT key, the platform's heartbeat key).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 import urllib.parse
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from storage.bucket import Bucket
 
-__all__ = ["bucket_url_from_env", "ensure_home", "home_from_env", "open_bucket"]
+__all__ = ["bucket_url_from_env", "ensure_home", "home_from_env", "load_or_create_secret", "open_bucket"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,24 @@ def ensure_home(home: Path) -> Path:
         except PermissionError:
             log.warning("%s is open to other accounts (mode %04o) and cannot be narrowed", home, mode)
     return home
+
+
+def load_or_create_secret(home: Path, name: str) -> str:
+    """The secret kept in ``home/name`` (mode 0600, in a 0700 home), created on first use."""
+    path = home / name
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    ensure_home(home)
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret + "\n")
+    return secret
 
 
 _TRUE = ("1", "true", "yes")

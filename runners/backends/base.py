@@ -5,7 +5,9 @@ keeps the queue, decides what runs next and reads the outcome from the job's eve
 backend only knows exit statuses). What runs is always the same command,
 ``python -m runners.job_runner <bucket_url> <run_object>`` (``LaunchRequest.argv``), so a
 local subprocess and a Ray job (``ray.job_submission``: entrypoint, ``entrypoint_num_gpus``)
-differ only in where it runs.
+differ only in where it runs. The attempt's heartbeat secret (``LaunchRequest.heartbeat_secret``)
+goes to that runner alone, in its environment as ``HEARTBEAT_SECRET_ENV`` (for Ray:
+``runtime_env={"env_vars": ...}``), never in a log, the run.yaml or any other bucket object.
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["LaunchBackend", "LaunchFailed", "LaunchRequest", "RunStatus", "runner_argv"]
+__all__ = [
+    "HEARTBEAT_SECRET_ENV",
+    "LaunchBackend",
+    "LaunchFailed",
+    "LaunchRequest",
+    "RunStatus",
+    "runner_argv",
+]
+
+
+HEARTBEAT_SECRET_ENV = "TUNE_HEARTBEAT_SECRET"
+"""The runner's environment variable holding its attempt's secret (``storage.heartbeats.heartbeat``)."""
 
 
 def runner_argv(bucket_url: str, run_object: str, *, python: str = sys.executable) -> list[str]:
@@ -35,10 +48,20 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     run_object: str
     gpu_type: str
     gpu_count: int
+    heartbeat_secret: str | None = None
+    """The attempt's heartbeat secret (None: its heartbeats go unsigned and the ledger drops them)."""
 
     @property
     def argv(self) -> list[str]:
         return runner_argv(self.bucket_url, self.run_object)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the runner's environment must hold besides the backend's own."""
+        return {} if self.heartbeat_secret is None else {HEARTBEAT_SECRET_ENV: self.heartbeat_secret}
+
+    def __repr__(self) -> str:  # the secret never reaches a log
+        return f"LaunchRequest(run_id={self.run_id!r}, run_object={self.run_object!r})"
 
 
 class RunStatus(msgspec.Struct, frozen=True):

@@ -80,7 +80,7 @@ class LocalSubprocessBackend:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **request.env},
                 cwd=self.cwd,
                 start_new_session=True,
             )

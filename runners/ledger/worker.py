@@ -2,6 +2,12 @@
 
 For each batch the subscriber hands over (``handle``):
 
+0. Signatures (``storage.heartbeats.heartbeat``): each heartbeat's attempt secret is derived
+   again from the platform's ``heartbeat_key`` and the heartbeat's user, job and attempt; an
+   unsigned heartbeat, or one whose signature does not match its fields, is dropped before
+   anything else, counted (``stats.unsigned``, ``stats.forged``) and logged once per job per
+   batch (the job and the counts; never a secret or a signature). Dropped heartbeats are never
+   billed and never make a job look alive.
 1. Prices: one ``PriceSchedule`` (``PlatformApp.price_list`` at the batch's earliest
    heartbeat) gives the price in force at each heartbeat's ``at``.
 2. Per user, per job: load the Job, drop what it has metered already (``Job.metered_seq``,
@@ -75,7 +81,7 @@ from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore import pinned_reads
 from storage.eventstore.log import io_workers_for
-from storage.heartbeats import Heartbeat, HeartbeatSubscriber
+from storage.heartbeats import Heartbeat, HeartbeatSubscriber, attempt_secret, verify_heartbeat
 
 __all__ = ["LedgerStats", "LedgerWorker", "Notifier"]
 
@@ -83,6 +89,7 @@ log = logging.getLogger(__name__)
 
 _TRIES = 10
 _LINGER_FRACTION = 50  # linger only after a batch of at most max_batch / 50 heartbeats
+_SECRETS_KEPT = 100_000  # derived attempt secrets cached (one HMAC saved per heartbeat)
 
 
 class Notifier(Protocol):
@@ -103,6 +110,10 @@ class LedgerStats:
     """Heartbeats dropped as already metered or repeated."""
     rejected: int = 0
     """Heartbeats that could not be billed (see the module docstring)."""
+    unsigned: int = 0
+    """Heartbeats dropped unbilled for carrying no signature."""
+    forged: int = 0
+    """Heartbeats dropped unbilled for a signature that does not match their fields and attempt."""
     events: int = 0
     commits: int = 0
     conflicts: int = 0
@@ -150,6 +161,8 @@ class LedgerWorker:
     Args:
         bucket: the bucket the event store lives in (``recover`` reads its views).
         platform_app: the ``PlatformApp`` (prices).
+        heartbeat_key: the platform's heartbeat key (``runtime.settings.heartbeat_key_of``): only
+            heartbeats signed with their attempt's secret derived from it are metered.
         open_user_app: the ``UserApp`` of a user id (one per user: the caller caches them).
         subscriber: where heartbeats come from (not started yet).
         projector: told which partitions the ledger wrote (None: nothing in-process to tell).
@@ -170,6 +183,7 @@ class LedgerWorker:
         subscriber: HeartbeatSubscriber,
         projector: Notifier | None = None,
         *,
+        heartbeat_key: bytes,
         clock: Clock = utc_now,
         flush_interval_s: float = 0.2,
         sweep_interval_s: float = 1.0,
@@ -187,6 +201,8 @@ class LedgerWorker:
         self.sweep_interval_s = sweep_interval_s
         self.intervals = lost_after_intervals
         self.stats = LedgerStats()
+        self._heartbeat_key = heartbeat_key
+        self._secrets: dict[tuple[str, str, int], str] = {}
         self.live = LiveJobs()
         self.lost = LostJobDetector(
             open_user_app, self.live, intervals=lost_after_intervals, notify=self._notify, on_retry=on_retry
@@ -259,6 +275,8 @@ class LedgerWorker:
         """
         began = time.monotonic()
         received = self.clock()
+        size = len(batch)
+        batch = self._authentic(batch)
         prices = self._price_schedule(batch)
         users = by_user_and_job(batch)
         if len(users) > 1 and self._pool is not None:
@@ -277,8 +295,38 @@ class LedgerWorker:
         if failure is not None:
             raise failure
         self.stats.batches += 1
-        self.stats.heartbeats += len(batch)
-        self._linger(began, len(batch))
+        self.stats.heartbeats += size
+        self._linger(began, size)
+
+    def _authentic(self, batch: list[Heartbeat]) -> list[Heartbeat]:
+        """The heartbeats of ``batch`` signed by their attempt; the others are counted and logged."""
+        kept: list[Heartbeat] = []
+        dropped: dict[str, list[int]] = {}  # job_id -> [unsigned, forged]
+        for heartbeat in batch:
+            if heartbeat.signature is not None and verify_heartbeat(heartbeat, self._secret_of(heartbeat)):
+                kept.append(heartbeat)
+                continue
+            counts = dropped.setdefault(heartbeat.job_id, [0, 0])
+            counts[heartbeat.signature is not None] += 1
+        for job_id, (unsigned, forged) in dropped.items():
+            self.stats.unsigned += unsigned
+            self.stats.forged += forged
+            log.error(
+                "ledger: job %.80r: %d unsigned and %d forged heartbeat(s) dropped, unbilled",
+                job_id,
+                unsigned,
+                forged,
+            )
+        return kept
+
+    def _secret_of(self, heartbeat: Heartbeat) -> str:
+        key = (heartbeat.user_id, heartbeat.job_id, heartbeat.attempt)
+        secret = self._secrets.get(key)
+        if secret is None:
+            if len(self._secrets) >= _SECRETS_KEPT:
+                self._secrets.clear()
+            secret = self._secrets[key] = attempt_secret(self._heartbeat_key, *key)
+        return secret
 
     def _price_schedule(self, batch: Sequence[Heartbeat]) -> PriceSchedule | None:
         if not batch:

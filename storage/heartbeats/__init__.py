@@ -7,7 +7,15 @@ deliver at least once, in order per job, in batches, acking after the handler.
 """
 
 from storage.heartbeats.direct import DirectTransport
-from storage.heartbeats.heartbeat import Heartbeat, decode_heartbeat, encode_heartbeat
+from storage.heartbeats.heartbeat import (
+    Heartbeat,
+    attempt_secret,
+    canonical_bytes,
+    decode_heartbeat,
+    encode_heartbeat,
+    sign_heartbeat,
+    verify_heartbeat,
+)
 from storage.heartbeats.open import open_heartbeat_transport
 from storage.heartbeats.transport import (
     Handler,
@@ -30,10 +38,14 @@ __all__ = [
     "PubSubSubscriber",
     "PubSubTransport",
     "TransportError",
+    "attempt_secret",
+    "canonical_bytes",
     "create_topic_and_subscription",
     "decode_heartbeat",
     "encode_heartbeat",
     "open_heartbeat_transport",
+    "sign_heartbeat",
+    "verify_heartbeat",
 ]
 
 _PUBSUB = ("PubSubPublisher", "PubSubSubscriber", "PubSubTransport", "create_topic_and_subscription")

@@ -37,7 +37,7 @@ from storage.heartbeats import (
     open_heartbeat_transport,
 )
 from storage.layout import billing, user_partition
-from tests.unit.ledger.builders import A100, A100_PRICE, INTERVAL_S, Platform, beat, stream
+from tests.unit.ledger.builders import A100, A100_PRICE, HEARTBEAT_KEY, INTERVAL_S, Platform, beat, stream
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
@@ -160,8 +160,10 @@ def _metered_seq(platform: Platform) -> int:
 RUNNER = """
 import sys, time
 from datetime import UTC, datetime
-from storage.heartbeats import Heartbeat, encode_heartbeat, open_heartbeat_transport
+from storage.heartbeats import Heartbeat, attempt_secret, encode_heartbeat, sign_heartbeat
+from storage.heartbeats import open_heartbeat_transport
 url, interval = sys.argv[1], float(sys.argv[2])
+secret = attempt_secret(bytes.fromhex(sys.argv[3]), "u1", "j1", 1)
 publisher = None if url == "stdout:" else open_heartbeat_transport(url).publisher()
 seq = 0
 while True:
@@ -169,6 +171,7 @@ while True:
     seq += 1
     hb = Heartbeat(user_id="u1", job_id="j1", attempt=1, seq=seq, gpu_type="a100-80gb", gpu_count=1,
                    gpu_ms=int(interval * 1000), step=seq, loss=None, tokens=0, at=datetime.now(UTC))
+    hb = sign_heartbeat(hb, secret)
     if publisher is None:
         sys.stdout.buffer.write(encode_heartbeat(hb) + b"\\n")
     else:
@@ -187,7 +190,8 @@ def test_a_killed_runner_is_billed_to_its_last_heartbeat_then_lost(
     worker = start_worker(platform, transport)
     direct = isinstance(transport, DirectTransport)
     runner = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, "stdout:" if direct else transport.url, str(interval)],
+        [sys.executable, "-c", RUNNER, "stdout:" if direct else transport.url, str(interval),
+         HEARTBEAT_KEY.hex()],
         stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     sent: list[int] = []
@@ -239,7 +243,8 @@ def test_the_standalone_ledger_process_meters_from_pubsub_and_exits_cleanly(
     ledger = subprocess.Popen(
         [sys.executable, "-m", "roles.ledger", "--bucket", f"file://{bucket.root}", "--heartbeats", url,
          "--create", "--project", "--flush-interval", "0.05"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "TUNE_HEARTBEAT_KEY": HEARTBEAT_KEY.decode()},
+        stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         wait_until(lambda: _subscription_exists(url) or ledger.poll() is not None, "the subscription")

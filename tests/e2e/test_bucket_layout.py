@@ -34,6 +34,7 @@ from storage.bucket import ObjectStat
 from storage.heartbeats import DirectTransport, HeartbeatPublisher
 from storage.memory import MemoryBucket
 from tests.api.conftest import chat_lines, make_settings
+from tests.unit.ledger.builders import HEARTBEAT_KEY
 from tests.unit.runners.builders import fake_base_model, wait_for
 from tests.unit.runners.conftest import FAKE_TRAINER
 
@@ -73,6 +74,7 @@ class ThreadBackend:
             work_root=self.work / "work",
             cache_dir=self.work / "cache",
             trainer_command=[sys.executable, str(FAKE_TRAINER)],
+            heartbeat_secret=request.heartbeat_secret,
         )
         thread = threading.Thread(target=runner.run, name=request.run_id, daemon=True)
         self.runs[request.run_id] = (runner, thread)
@@ -111,10 +113,11 @@ class World:
             notify=self.rt.projector.notify,
             on_launch=self._watch,
             poll_interval_s=0.05,
+            heartbeat_key=HEARTBEAT_KEY,
         )
         self.ledger = LedgerWorker(
             self.bucket, self.rt.platform, self.rt.user_app, transport.subscriber(), self.rt.projector,
-            clock=self.rt.clock,
+            heartbeat_key=HEARTBEAT_KEY, clock=self.rt.clock,
         )
         self.rt.job_submitted.append(self.dispatcher.submit)
         self.client = TestClient(create_app(settings, runtime=self.rt))

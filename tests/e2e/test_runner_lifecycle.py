@@ -29,7 +29,9 @@ from runners.dispatcher import Dispatcher
 from runners.workdir import MANIFEST, download_prefix, upload_folder
 from storage import LocalBucket
 from storage.eventstore import open_user
+from storage.heartbeats import attempt_secret, verify_heartbeat
 from tests.e2e.held_trainer import held_runner_argv
+from tests.unit.ledger.builders import HEARTBEAT_KEY
 from tests.unit.runners.builders import RecordingPublisher, now, seed_dataset, submit_job, wait_for
 
 pytestmark = pytest.mark.slow
@@ -69,7 +71,11 @@ class Platform:
             argv=argv,
         )
         self.dispatcher = Dispatcher(
-            self.bucket, backend, open_app=lambda user_id: self.app, poll_interval_s=0.1
+            self.bucket,
+            backend,
+            open_app=lambda user_id: self.app,
+            poll_interval_s=0.1,
+            heartbeat_key=HEARTBEAT_KEY,
         )
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self.dispatcher.run, args=(self._stop,), daemon=True)
@@ -91,6 +97,16 @@ class Platform:
         self._stop.set()
         self._loop.join(timeout=10)
         self.dispatcher.close(timeout=30)
+
+    def assert_signed(self, attempt: int) -> None:
+        """Every heartbeat of ``attempt`` verifies under its secret, which no object or log holds."""
+        secret = attempt_secret(HEARTBEAT_KEY, "usr_1", "job_1", attempt)
+        beats = self.heartbeats.of("job_1", attempt)
+        assert beats and all(verify_heartbeat(h, secret) for h in beats)
+        for name in self.bucket.list(""):
+            assert secret.encode() not in self.bucket.read(name), name
+        for path in (self.root / "runner-logs").glob("*.log"):
+            assert secret not in path.read_text(), path
 
     def diagnostics(self) -> str:
         """The job's state, job.log and the runners' own logs (for failure messages)."""
@@ -141,6 +157,7 @@ def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platfo
     beats = platform.heartbeats.of("job_1", 1)
     assert [h.seq for h in beats] == list(range(1, len(beats) + 1))
     assert beats[-1].step == job.step and sum(h.gpu_ms for h in beats) > 0
+    platform.assert_signed(1)
     assert not list(platform.bucket.list("users/usr_1/models/"))
 
 
@@ -181,6 +198,7 @@ def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_wi
     for attempt in (1, 2):
         beats = platform.heartbeats.of("job_1", attempt)
         assert [h.seq for h in beats] == list(range(1, len(beats) + 1)), attempt
+        platform.assert_signed(attempt)
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

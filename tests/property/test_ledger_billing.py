@@ -15,7 +15,7 @@ from domain.money import cost_usd_micros, period_of
 from projections.replay import replay
 from storage.heartbeats import Heartbeat
 from storage.layout import user_partition
-from tests.unit.ledger.builders import A100, T0, Platform
+from tests.unit.ledger.builders import A100, T0, Platform, sign
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MONTH_END = datetime(2026, 3, 31, 23, 57, tzinfo=UTC)
@@ -49,9 +49,9 @@ def heartbeats(scenario: dict[str, Any]) -> dict[str, list[Heartbeat]]:
     """Each job's heartbeats in publication order (attempt by attempt, seq by seq)."""
     return {
         job_id: [
-            Heartbeat(user_id="u1", job_id=job_id, attempt=attempt, seq=seq, gpu_type=A100,
-                      gpu_count=job["gpu_count"], gpu_ms=gpu_ms, step=seq, loss=None, tokens=0, at=at,
-                      final=seq == len(beats))
+            sign(Heartbeat(user_id="u1", job_id=job_id, attempt=attempt, seq=seq, gpu_type=A100,
+                           gpu_count=job["gpu_count"], gpu_ms=gpu_ms, step=seq, loss=None, tokens=0, at=at,
+                           final=seq == len(beats)))
             for attempt, beats in enumerate(job["attempts"], start=1)
             for seq, gpu_ms, at in beats
         ]
@@ -228,9 +228,9 @@ def test_a_limit_is_passed_by_at_most_one_heartbeat_interval(run: dict[str, Any]
             stopping = app.get_job(job_id).state == JobState.STOPPING
             seqs[job_id] += 1
             gpu_ms = int(ms * run["tail"]) if stopping else ms
-            worker.handle([Heartbeat(user_id="u1", job_id=job_id, attempt=1, seq=seqs[job_id],
-                                     gpu_type="h100-80gb", gpu_count=count, gpu_ms=gpu_ms, step=tick,
-                                     loss=None, tokens=0, at=at, final=stopping)])  # fmt: skip
+            worker.handle([sign(Heartbeat(user_id="u1", job_id=job_id, attempt=1, seq=seqs[job_id],
+                                          gpu_type="h100-80gb", gpu_count=count, gpu_ms=gpu_ms, step=tick,
+                                          loss=None, tokens=0, at=at, final=stopping))])  # fmt: skip
             if stopping:
                 ended.add(job_id)
         if len(ended) == len(job_ids):

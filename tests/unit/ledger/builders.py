@@ -23,7 +23,7 @@ from projections.replay import replay
 from runners.ledger import LedgerWorker
 from storage import Bucket, layout
 from storage.eventstore import open_platform, open_user
-from storage.heartbeats import Handler, Heartbeat, HeartbeatSubscriber
+from storage.heartbeats import Handler, Heartbeat, HeartbeatSubscriber, attempt_secret, sign_heartbeat
 from storage.layout import user_partition
 from storage.memory import MemoryBucket
 
@@ -32,6 +32,8 @@ SHA = hashlib.sha256(b"x").hexdigest()
 A100 = "a100-80gb"
 A100_PRICE = 2_100_000
 INTERVAL_S = 10
+HEARTBEAT_KEY = b"test-platform-heartbeat-key"
+"""The platform heartbeat key of every ledger these builders make (``Platform.worker``)."""
 
 
 class ManualSubscriber(HeartbeatSubscriber):
@@ -132,6 +134,7 @@ class Platform:
     def worker(self, subscriber: HeartbeatSubscriber | None = None, **options: Any) -> LedgerWorker:
         options.setdefault("clock", self.clock)
         options.setdefault("flush_interval_s", 0.0)
+        options.setdefault("heartbeat_key", HEARTBEAT_KEY)
         return LedgerWorker(
             self.bucket,
             self.platform,
@@ -182,9 +185,10 @@ def beat(
     gpu_type: str = A100,
     gpu_count: int = 1,
     final: bool = False,
+    signed: bool = True,
 ) -> Heartbeat:
-    """Heartbeat ``seq`` of an attempt; by default ``at`` is ``T0 + seq`` intervals."""
-    return Heartbeat(
+    """Heartbeat ``seq`` of an attempt, signed as its runner signs; ``at``: ``T0 + seq`` intervals."""
+    heartbeat = Heartbeat(
         user_id=user_id,
         job_id=job_id,
         attempt=attempt,
@@ -198,6 +202,13 @@ def beat(
         at=at if at is not None else T0 + timedelta(seconds=INTERVAL_S * seq),
         final=final,
     )
+    return sign(heartbeat) if signed else heartbeat
+
+
+def sign(heartbeat: Heartbeat, key: bytes = HEARTBEAT_KEY) -> Heartbeat:
+    """``heartbeat`` signed with its attempt's secret under the platform key ``key``."""
+    secret = attempt_secret(key, heartbeat.user_id, heartbeat.job_id, heartbeat.attempt)
+    return sign_heartbeat(heartbeat, secret)
 
 
 def stream(job_id: str, n: int, *, first: int = 1, **fields: Any) -> list[Heartbeat]:
