@@ -83,21 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = report_csv(rows) if args.format == "csv" else report_json(rows, args.month).decode() + "\n"
         sys.stdout.write(out)
         return 0
-    if args.command == "audit":
-        audits = audit_bucket(bucket, user=args.user, deep=args.deep)
-        if args.json:
-            print(msgspec.json.encode([msgspec.structs.asdict(r) | {"ok": r.ok} for r in audits]).decode())
-        else:
-            for audit in audits:
-                _print_audit(audit)
-        return 0 if all(r.ok for r in audits) else 1
-    rebuilds = rebuild_bucket(bucket, user=args.user, deep=args.deep)
+    work, show = (audit_bucket, _print_audit) if args.command == "audit" else (rebuild_bucket, _print_rebuild)
+    reports = work(bucket, user=args.user, deep=args.deep)
     if args.json:
-        print(msgspec.json.encode([msgspec.structs.asdict(r) | {"ok": r.ok} for r in rebuilds]).decode())
+        print(msgspec.json.encode([msgspec.structs.asdict(r) | {"ok": r.ok} for r in reports]).decode())
     else:
-        for rebuild in rebuilds:
-            _print_rebuild(rebuild)
-    return 0 if all(r.ok for r in rebuilds) else 1
+        for report in reports:
+            show(report)
+    return 0 if all(r.ok for r in reports) else 1
 
 
 if __name__ == "__main__":
