@@ -19,7 +19,7 @@ from tests.unit.runners.builders import wait_for
 
 # A stand-in job runner: prints heartbeats on stdout, says hello on stderr, and behaves per its "run object".
 RUNNER = """
-import signal, sys, time
+import os, signal, sys, time
 from datetime import UTC, datetime
 from storage.heartbeats import Heartbeat, encode_heartbeat
 
@@ -40,7 +40,8 @@ def on_term(*_):
 signal.signal(signal.SIGTERM, on_term if mode != "stubborn" else signal.SIG_IGN)
 print("runner says hello", file=sys.stderr)
 beat(); beat()
-open(sys.argv[2], "w").close()  # ready: SIGTERM is handled from here on
+with open(sys.argv[2], "w") as ready:  # ready: SIGTERM is handled from here on
+    ready.write(os.environ.get("TUNE_HEARTBEAT_SECRET", ""))  # what the launch put in its environment
 if mode == "exit3":
     sys.exit(3)
 print("not a heartbeat")
@@ -57,8 +58,9 @@ def runner_script(tmp_path: Path) -> Path:
     return path
 
 
-def request(mode: str, run_id: str = "job_1-1-abc") -> LaunchRequest:
+def request(mode: str, run_id: str = "job_1-1-abc", secret: str | None = None) -> LaunchRequest:
     return LaunchRequest(
+        heartbeat_secret=secret,
         run_id=run_id,
         user_id="usr_1",
         job_id="job_1",
@@ -145,6 +147,15 @@ def test_close_stops_every_run_and_kills_one_that_will_not_end(
     assert time.monotonic() - started < 10
     assert backend.status("polite").exit_code == 0
     assert backend.status("stubborn").exit_code == -9
+
+
+def test_the_runner_and_only_it_gets_its_attempt_s_heartbeat_secret(
+    backend: LaunchBackend, tmp_path: Path
+) -> None:
+    backend.launch(request("exit3", secret="s3cret-of-job_1-1"))
+    _ended(backend, "job_1-1-abc")
+    assert (tmp_path / "job_1-1-abc.ready").read_text() == "s3cret-of-job_1-1"
+    assert "s3cret" not in repr(request("exit3", secret="s3cret-of-job_1-1"))
 
 
 def test_a_run_id_is_launched_once(backend: LaunchBackend) -> None:
