@@ -708,7 +708,7 @@ class UserApp(_PartitionApp):
                 unknown.append(job_id)
                 continue
             recorded = False
-            for run in plan.usage_runs(job.job_id, job.attempt, job.metered_seq):
+            for run in plan.usage_runs(job.job_id, job.attempt, job.metered_seq, gpu_count=job.gpu_count):
                 try:
                     job.meter_usage(
                         run.attempt,

@@ -186,8 +186,11 @@ class LimitOrders(msgspec.Struct, frozen=True, kw_only=True):
 class UsagePlan(Protocol):
     """What ``UserApp.meter_usage`` asks of its caller (the ledger) while it holds the aggregates."""
 
-    def usage_runs(self, job_id: str, attempt: int, metered_seq: Mapping[str, int]) -> Sequence[UsageRun]:
-        """The runs to record on the job, given its last started attempt and last metered seqs."""
+    def usage_runs(
+        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+    ) -> Sequence[UsageRun]:
+        """The runs to record on the job, given its last started attempt, last metered seqs and
+        submitted GPU count (what bounds the GPU time it may be billed)."""
         ...
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
@@ -224,7 +227,9 @@ class FixedUsage:
         """The jobs ``runs`` name, in first-seen order."""
         return list(dict.fromkeys(run.job_id for run in self.runs))
 
-    def usage_runs(self, job_id: str, attempt: int, metered_seq: Mapping[str, int]) -> list[UsageRun]:
+    def usage_runs(
+        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+    ) -> list[UsageRun]:
         return [run for run in self.runs if run.job_id == job_id]
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:

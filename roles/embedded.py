@@ -36,6 +36,7 @@ from roles.bootstrap import bootstrap, hand_over
 from roles.http import run_granian
 from runners.attempt_spec import JobRunSpec
 from runners.dispatcher import Dispatcher, local_dispatcher
+from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
 from runtime.context import Runtime
@@ -92,6 +93,7 @@ class EmbeddedWorkers:
             heartbeat_key=heartbeat_key,
             clock=runtime.clock,
             on_retry=self.dispatcher.submit,
+            clock_bound=CLOCK_BOUND,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -23,7 +23,9 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 
+from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
 from runtime.settings import Settings, heartbeat_key_of
 from storage import open_bucket
@@ -46,6 +48,12 @@ def _parse(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace
     parser.add_argument("--max-batch", type=int, default=1000)
     parser.add_argument("--flush-interval", type=float, default=0.2, help="seconds; see LedgerWorker")
     parser.add_argument("--sweep-interval", type=float, default=1.0, help="seconds between lost-job sweeps")
+    parser.add_argument(
+        "--clock-bound",
+        type=float,
+        default=CLOCK_BOUND.total_seconds(),
+        help="seconds a heartbeat's time may be from the ledger's; beyond, it is metered at receipt",
+    )
     parser.add_argument("--project", action="store_true", help="also run a projector in this process")
     return parser.parse_args(argv)
 
@@ -73,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_key=heartbeat_key_of(settings),
         flush_interval_s=args.flush_interval,
         sweep_interval_s=args.sweep_interval,
+        clock_bound=timedelta(seconds=args.clock_bound),
     )
     watched = worker.recover()
     for sig in (signal.SIGTERM, signal.SIGINT):

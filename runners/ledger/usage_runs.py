@@ -21,14 +21,34 @@ gets one run per batch; a price change or a month boundary inside the batch spli
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import NamedTuple
+
+import msgspec
 
 from domain.metering import UsageRun
 from domain.money import period_of
 from storage.heartbeats import Heartbeat
 
-__all__ = ["Fresh", "by_user_and_job", "fresh_heartbeats", "usage_runs"]
+__all__ = [
+    "CLOCK_BOUND",
+    "GPU_TOLERANCE",
+    "AttemptClock",
+    "Bounded",
+    "ClockBounds",
+    "Fresh",
+    "bound_clocks",
+    "by_user_and_job",
+    "fresh_heartbeats",
+    "usage_runs",
+]
+
+CLOCK_BOUND = timedelta(minutes=5)
+"""Default: how far a heartbeat's ``at`` may be from the ledger's receive time before it is clamped."""
+GPU_TOLERANCE = timedelta(seconds=2)
+"""Default: GPU time an attempt may claim beyond the wall time the ledger has seen it run."""
 
 
 class Fresh(NamedTuple):
@@ -99,3 +119,83 @@ def _run(members: list[Heartbeat], key: tuple[int, str, str, int, int]) -> Usage
         last_at=max(h.at for h in members),
         heartbeats=len(members),
     )
+
+
+# ---- bounded clocks ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClockBounds:
+    """The ledger's bounds on a runner's clocks (``LedgerWorker(clock_bound=, gpu_tolerance=)``)."""
+
+    clock_bound: timedelta = CLOCK_BOUND
+    gpu_tolerance: timedelta = GPU_TOLERANCE
+
+
+@dataclass
+class AttemptClock:
+    """What the ledger has metered of one attempt: the (clamped) time of the first heartbeat it
+    metered, and the GPU milliseconds (x the heartbeat's GPU count) metered since."""
+
+    anchor: datetime
+    claimed_ms: int = 0
+
+
+class Bounded(NamedTuple):
+    """One job's fresh heartbeats after the clock rules, and how many each rule changed."""
+
+    heartbeats: list[Heartbeat]
+    clock_clamped: int
+    gpu_clamped: int
+
+
+def bound_clocks(
+    heartbeats: Sequence[Heartbeat],
+    received: datetime,
+    gpu_count: int,
+    attempts: MutableMapping[int, AttemptClock],
+    bounds: ClockBounds = ClockBounds(),
+) -> Bounded:
+    """Apply the clock rules to one job's fresh heartbeats (``(attempt, seq)`` order).
+
+    1. Time: a heartbeat whose ``at`` is more than ``clock_bound`` from ``received`` (the
+       ledger's clock when the batch arrived) gets ``at = received``: it is priced and placed in
+       the month of its receive time, so a runner's clock cannot move usage into another month.
+    2. GPU time: from the first heartbeat the ledger meters of an attempt (its anchor), the
+       attempt's metered GPU time (``gpu_ms x gpu_count`` of each heartbeat) is at most
+       ``(at - anchor + gpu_tolerance) x gpu_count`` (the job's submitted count), ``at`` the
+       clamped time; a heartbeat claiming more is cut to what is left (never below 0). The
+       anchor's own milliseconds (spent before the ledger saw the attempt: normally 0, the start
+       heartbeat) are not bounded by this rule.
+
+    ``attempts`` (attempt -> ``AttemptClock``) is the caller's state per attempt of the job; it
+    is updated as if every returned heartbeat is metered.
+    """
+    bound = bounds.clock_bound
+    tolerance_ms = _ms(bounds.gpu_tolerance)
+    kept: list[Heartbeat] = []
+    clock_clamped = gpu_clamped = 0
+    for heartbeat in heartbeats:
+        at = heartbeat.at
+        if not received - bound <= at <= received + bound:
+            at = received
+            clock_clamped += 1
+        gpu_ms = heartbeat.gpu_ms
+        state = attempts.get(heartbeat.attempt)
+        if state is None:
+            attempts[heartbeat.attempt] = AttemptClock(at)
+        else:
+            allowed = (max(0, _ms(at - state.anchor)) + tolerance_ms) * gpu_count - state.claimed_ms
+            most = max(0, allowed) // heartbeat.gpu_count
+            if gpu_ms > most:
+                gpu_ms = most
+                gpu_clamped += 1
+            state.claimed_ms += gpu_ms * heartbeat.gpu_count
+        if at != heartbeat.at or gpu_ms != heartbeat.gpu_ms:
+            heartbeat = msgspec.structs.replace(heartbeat, at=at, gpu_ms=gpu_ms)
+        kept.append(heartbeat)
+    return Bounded(kept, clock_clamped, gpu_clamped)
+
+
+def _ms(delta: timedelta) -> int:
+    return delta // timedelta(milliseconds=1)

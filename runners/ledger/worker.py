@@ -76,7 +76,16 @@ from runners.ledger.limits import STOP_REASON, BudgetOutlook, JobOutlook, plan_l
 from runners.ledger.live import LiveJob, LiveJobs
 from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry, watch_running_jobs
 from runners.ledger.spend import UserSpend
-from runners.ledger.usage_runs import by_user_and_job, fresh_heartbeats, usage_runs
+from runners.ledger.usage_runs import (
+    CLOCK_BOUND,
+    GPU_TOLERANCE,
+    AttemptClock,
+    ClockBounds,
+    bound_clocks,
+    by_user_and_job,
+    fresh_heartbeats,
+    usage_runs,
+)
 from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore import pinned_reads
@@ -114,6 +123,10 @@ class LedgerStats:
     """Heartbeats dropped unbilled for carrying no signature."""
     forged: int = 0
     """Heartbeats dropped unbilled for a signature that does not match their fields and attempt."""
+    clock_clamped: int = 0
+    """Heartbeats metered at the ledger's receive time: their ``at`` was past the clock bound."""
+    gpu_clamped: int = 0
+    """Heartbeats whose GPU milliseconds were cut to the wall time the ledger saw their attempt run."""
     events: int = 0
     commits: int = 0
     conflicts: int = 0
@@ -129,6 +142,8 @@ class LedgerStats:
         self.metered += share.metered
         self.duplicates += share.duplicates
         self.rejected += share.rejected
+        self.clock_clamped += share.clock_clamped
+        self.gpu_clamped += share.gpu_clamped
         self.alerts += share.alerts
         self.stops += share.stops
         self.conflicts += share.conflicts
@@ -142,6 +157,8 @@ class _UserOutcome:
     counts: LedgerStats = field(default_factory=LedgerStats)
     position: int | None = None
     live: list[LiveJob] = field(default_factory=list)
+    clocks: dict[tuple[str, int], AttemptClock] = field(default_factory=dict)
+    """``(job_id, attempt)`` -> its clock state after this share (kept once it is saved)."""
 
 
 @dataclass
@@ -171,6 +188,9 @@ class LedgerWorker:
         sweep_interval_s: how often ``start()``'s thread runs the lost-job sweep.
         lost_after_intervals: heartbeat intervals of silence before a job is lost.
         on_retry: called with ``(user_id, job_id)`` when a lost job is set to retry.
+        clock_bound: how far a heartbeat's ``at`` may be from the ledger's receive time; beyond it
+            the heartbeat is metered at the receive time (``runners.ledger.usage_runs.bound_clocks``).
+        gpu_tolerance: GPU time an attempt may claim beyond the wall time the ledger saw it run.
         parallel: users metered at once (their commits are independent I/O; 1: one by one); None:
             as many as the bucket's I/O is worth (``io_workers_for``: one for a folder, several remote).
     """
@@ -190,6 +210,8 @@ class LedgerWorker:
         lost_after_intervals: int = LOST_AFTER_INTERVALS,
         on_retry: OnRetry | None = None,
         parallel: int | None = None,
+        clock_bound: timedelta = CLOCK_BOUND,
+        gpu_tolerance: timedelta = GPU_TOLERANCE,
     ) -> None:
         self.bucket = bucket
         self.platform_app = platform_app
@@ -210,6 +232,8 @@ class LedgerWorker:
         self._spend: dict[str, UserSpend] = {}
         self._aggregates = AggregateCache()
         self._policies: dict[tuple[str, str], JobPolicy] = {}
+        self.bounds = ClockBounds(clock_bound, gpu_tolerance)
+        self._clocks: dict[tuple[str, str, int], AttemptClock] = {}  # (user, job, attempt)
         self._linger_below = max(1, int(getattr(subscriber, "max_batch", 500)) // _LINGER_FRACTION)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -277,7 +301,7 @@ class LedgerWorker:
         received = self.clock()
         size = len(batch)
         batch = self._authentic(batch)
-        prices = self._price_schedule(batch)
+        prices = self._price_schedule(batch, received)
         users = by_user_and_job(batch)
         if len(users) > 1 and self._pool is not None:
             futures = [
@@ -328,11 +352,14 @@ class LedgerWorker:
             secret = self._secrets[key] = attempt_secret(self._heartbeat_key, *key)
         return secret
 
-    def _price_schedule(self, batch: Sequence[Heartbeat]) -> PriceSchedule | None:
+    def _price_schedule(self, batch: Sequence[Heartbeat], received: datetime) -> PriceSchedule | None:
         if not batch:
             return None
+        bound = self.bounds.clock_bound
+        # from the earliest time a heartbeat can be metered at (a clamped one: ``received``)
+        earliest = min([received, *(h.at for h in batch if received - bound <= h.at <= received + bound)])
         try:
-            return PriceSchedule(self.platform_app.price_list(min(h.at for h in batch)))
+            return PriceSchedule(self.platform_app.price_list(earliest))
         except NotFound:
             return None
 
@@ -374,6 +401,10 @@ class LedgerWorker:
     def _settle(self, user_id: str, outcome: _UserOutcome) -> None:
         stats = self.stats
         stats.add(outcome.counts)
+        if len(self._clocks) > 100_000:
+            self._clocks.clear()  # forgotten attempts start over from their next heartbeat
+        for (job_id, attempt), state in outcome.clocks.items():
+            self._clocks[(user_id, job_id, attempt)] = state
         for entry in outcome.live:
             self.live.record(entry)
         if outcome.position is not None:
@@ -434,13 +465,17 @@ class _UserBatch:
         self.parts: dict[str, _Metered] = {}
         self.spent: BillingState | None = None
 
-    def usage_runs(self, job_id: str, attempt: int, metered_seq: Mapping[str, int]) -> list[UsageRun]:
-        """The job's heartbeats not metered yet, priced, in runs (the refused are logged and counted)."""
+    def usage_runs(
+        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+    ) -> list[UsageRun]:
+        """The job's heartbeats not metered yet, bounded by the ledger's clock, priced, in runs
+        (the refused are logged and counted)."""
         counts = self.outcome.counts
         fresh = fresh_heartbeats(self.jobs[job_id], metered_seq)
         counts.duplicates += fresh.dropped
+        bounded = self._bounded(job_id, fresh.heartbeats, gpu_count)
         priced: list[tuple[Heartbeat, int]] = []
-        for heartbeat in fresh.heartbeats:
+        for heartbeat in bounded:
             price = _price_or_reason(job_id, attempt, heartbeat, self.prices)
             if isinstance(price, str):
                 counts.rejected += 1
@@ -453,6 +488,32 @@ class _UserBatch:
         runs = usage_runs(priced)
         counts.metered += sum(run.heartbeats for run in runs)
         return runs
+
+    def _bounded(self, job_id: str, heartbeats: list[Heartbeat], gpu_count: int) -> list[Heartbeat]:
+        """``bound_clocks`` on copies of the worker's attempt clocks (kept once the share is saved)."""
+        known = self.worker._clocks
+        clocks: dict[int, AttemptClock] = {}
+        for a in {h.attempt for h in heartbeats}:
+            state = known.get((self.user_id, job_id, a))
+            if state is not None:
+                clocks[a] = AttemptClock(state.anchor, state.claimed_ms)
+        bounded = bound_clocks(heartbeats, self.at, gpu_count, clocks, self.worker.bounds)
+        for a, state in clocks.items():
+            self.outcome.clocks[(job_id, a)] = state
+        counts = self.outcome.counts
+        counts.clock_clamped += bounded.clock_clamped
+        counts.gpu_clamped += bounded.gpu_clamped
+        if bounded.clock_clamped or bounded.gpu_clamped:
+            log.warning(
+                "ledger: job %.80r: %d heartbeat(s) dated more than %s from the ledger's clock metered at"
+                " %s; %d heartbeat(s) claimed more GPU time than the wall time seen, cut",
+                job_id,
+                bounded.clock_clamped,
+                self.worker.bounds.clock_bound,
+                self.at.isoformat(),
+                bounded.gpu_clamped,
+            )
+        return bounded.heartbeats
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
         """The alerts and stops due after the batch (``runners.ledger.limits``)."""

@@ -57,7 +57,10 @@ def utc_now() -> datetime:
 
 
 def start_worker(platform: Platform, transport: HeartbeatTransport, **options: object) -> LedgerWorker:
-    options = {"clock": utc_now, "flush_interval_s": 0.05, "sweep_interval_s": 3600.0, **options}
+    # the synthetic streams publish minutes of heartbeats (dated from T0) in a moment: the clock bounds
+    # (tests/unit/ledger/test_clocks.py, the property tests) are opened wide for these transport tests
+    unbounded = {"clock_bound": timedelta(days=3650), "gpu_tolerance": timedelta(days=1)}
+    options = {"clock": utc_now, "flush_interval_s": 0.05, "sweep_interval_s": 3600.0, **unbounded, **options}
     worker = platform.worker(transport.subscriber(max_batch=100, retry_delay_s=0.01), **options)
     worker.start()
     return worker

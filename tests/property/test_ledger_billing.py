@@ -7,6 +7,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from tests.unit.ledger.builders import A100, T0, Platform, sign
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MONTH_END = datetime(2026, 3, 31, 23, 57, tzinfo=UTC)
 JOBS = ("j1", "j2", "j3")
+SKEWS = st.sampled_from([timedelta()] * 12 + [timedelta(days=31), timedelta(days=-31), timedelta(minutes=10)])
 
 
 # ---- strategies -------------------------------------------------------------------------
@@ -39,7 +41,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
             for seq in range(1, draw(st.integers(0, 8)) + 1):
                 gpu_ms = draw(st.integers(0, 60_000))
                 at += timedelta(milliseconds=gpu_ms + draw(st.integers(0, 5_000)))
-                beats.append((seq, gpu_ms, at))
+                beats.append((seq, gpu_ms, at + draw(SKEWS), at))  # sometimes a runner's clock is off
             attempts.append(beats)
         jobs[job_id] = {"gpu_count": draw(st.integers(1, 8)), "attempts": attempts}
     return {"start": start, "changes": changes, "jobs": jobs, "seed": draw(st.randoms(use_true_random=False))}
@@ -53,7 +55,7 @@ def heartbeats(scenario: dict[str, Any]) -> dict[str, list[Heartbeat]]:
                            gpu_count=job["gpu_count"], gpu_ms=gpu_ms, step=seq, loss=None, tokens=0, at=at,
                            final=seq == len(beats)))
             for attempt, beats in enumerate(job["attempts"], start=1)
-            for seq, gpu_ms, at in beats
+            for seq, gpu_ms, at, _ in beats
         ]
         for job_id, job in scenario["jobs"].items()
     }  # fmt: skip
@@ -121,6 +123,50 @@ def expected_cost(platform: Platform, billed: list[Heartbeat]) -> tuple[dict[str
     return by_job, by_period
 
 
+class ClockRule:
+    """The README's bounded-clock rule, folded independently of the ledger: a heartbeat dated more
+    than ``BOUND`` from its batch's receive time is billed at the receive time; from the first
+    billed heartbeat of an attempt (its anchor), the attempt's billed ``gpu_ms x gpu_count`` is at
+    most ``(at - anchor + TOLERANCE) x`` the job's GPU count."""
+
+    BOUND = timedelta(minutes=5)
+    TOLERANCE_MS = 2_000
+
+    def __init__(self, gpu_counts: dict[str, int]) -> None:
+        self.gpu_counts = gpu_counts
+        self.anchors: dict[tuple[str, int], datetime] = {}
+        self.claimed: dict[tuple[str, int], int] = defaultdict(int)
+
+    def bill(self, h: Heartbeat, received: datetime) -> Heartbeat:
+        at = h.at if abs(h.at - received) <= self.BOUND else received
+        gpu_ms, key = h.gpu_ms, (h.job_id, h.attempt)
+        if key not in self.anchors:
+            self.anchors[key] = at
+        else:
+            wall_ms = max(0, (at - self.anchors[key]) // timedelta(milliseconds=1))
+            left = (wall_ms + self.TOLERANCE_MS) * self.gpu_counts[h.job_id] - self.claimed[key]
+            gpu_ms = min(gpu_ms, max(0, left) // h.gpu_count)
+            self.claimed[key] += gpu_ms * h.gpu_count
+        return msgspec.structs.replace(h, at=at, gpu_ms=gpu_ms)
+
+
+def sent_at(scenario: dict[str, Any]) -> dict[tuple[str, int, int], datetime]:
+    """When each heartbeat was really sent (its ``at`` before its runner's clock skew)."""
+    return {
+        (job_id, attempt, seq): sent
+        for job_id, job in scenario["jobs"].items()
+        for attempt, beats in enumerate(job["attempts"], start=1)
+        for seq, _, _, sent in beats
+    }
+
+
+def receive(platform: Platform, batch: list[Heartbeat], sent: dict[Any, datetime]) -> datetime:
+    """The ledger's clock as ``batch`` arrives: a moment after its newest heartbeat was sent."""
+    newest = max(sent[h.key] for h in batch)
+    platform.clock.now = max(platform.clock.now, newest + timedelta(milliseconds=50))
+    return platform.clock.now
+
+
 def check_billing(platform: Platform, billed: list[Heartbeat]) -> None:
     by_job, by_period = expected_cost(platform, billed)
     app = platform.user_app("u1")
@@ -148,12 +194,19 @@ def test_billed_cost_is_exact_for_duplicated_reordered_retried_streams(scenario:
     platform = build(scenario)
     streams = heartbeats(scenario)
     worker = platform.worker()
+    sent = sent_at(scenario)
+    rule = ClockRule({job_id: job["gpu_count"] for job_id, job in scenario["jobs"].items()})
+    billed: dict[tuple[str, int, int], Heartbeat] = {}
     for batch in deliveries(streams, scenario["seed"], in_order=True):
+        received = receive(platform, batch, sent)
         worker.handle(batch)
+        for h in sorted(batch, key=lambda h: h.key):  # metered in (job, attempt, seq) order
+            if h.key not in billed:
+                billed[h.key] = rule.bill(h, received)
     every = [h for s in streams.values() for h in s]
     assert worker.stats.rejected == 0
-    assert worker.stats.metered == len(every)
-    check_billing(platform, every)
+    assert worker.stats.metered == len(every) == len(billed)
+    check_billing(platform, list(billed.values()))
 
 
 @SETTINGS
@@ -163,13 +216,16 @@ def test_out_of_order_delivery_bills_exactly_what_came_above_the_high_water_mark
 ) -> None:
     platform = build(scenario)
     worker = platform.worker()
+    sent = sent_at(scenario)
+    rule = ClockRule({job_id: job["gpu_count"] for job_id, job in scenario["jobs"].items()})
     mark: dict[tuple[str, int], int] = {}
     billed: dict[tuple[str, int, int], Heartbeat] = {}
     for batch in deliveries(heartbeats(scenario), scenario["seed"], in_order=False):
+        received = receive(platform, batch, sent)
         worker.handle(batch)
-        for h in batch:  # the model: billed iff above every seq of its attempt in earlier batches
-            if h.seq > mark.get((h.job_id, h.attempt), 0):
-                billed.setdefault(h.key, h)
+        for h in sorted(batch, key=lambda h: h.key):  # billed iff above every seq of its attempt before
+            if h.seq > mark.get((h.job_id, h.attempt), 0) and h.key not in billed:
+                billed[h.key] = rule.bill(h, received)
         for h in batch:
             mark[(h.job_id, h.attempt)] = max(mark.get((h.job_id, h.attempt), 0), h.seq)
     check_billing(platform, list(billed.values()))

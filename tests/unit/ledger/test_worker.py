@@ -198,9 +198,13 @@ def test_the_projector_is_told_and_billing_json_has_the_seed_shape(platform: Pla
     told: list[str] = []
     worker = platform.worker()
     worker.projector = type("P", (), {"notify": lambda self, p: told.append(p)})()
-    worker.handle(stream("j1", 360, gpu_count=2))  # one hour on two GPUs
+    beats = stream("j1", 360, gpu_count=2)  # one hour on two GPUs, received as sent (a minute a batch)
+    for i in range(0, len(beats), 6):
+        platform.clock.advance((beats[i + 5].at - platform.clock()).total_seconds())
+        worker.handle(beats[i : i + 6])
 
-    assert told == ["users/u1"]
+    assert set(told) == {"users/u1"}
+    assert worker.stats.clock_clamped == worker.stats.gpu_clamped == 0
     period = platform.billing_json("u1")["current_period"]
     assert period["start_date"] == "2026-03-01"
     assert period["total_cost"] == pytest.approx(4.2)
@@ -232,8 +236,8 @@ class _RacingPlan:
     def __init__(self, plan: Any, runner: Any) -> None:
         self._plan, self._runner = plan, runner
 
-    def usage_runs(self, *args: Any) -> Any:
-        return self._plan.usage_runs(*args)
+    def usage_runs(self, *args: Any, **kwargs: Any) -> Any:
+        return self._plan.usage_runs(*args, **kwargs)
 
     def limit_orders(self, *args: Any) -> Any:
         self._runner.report_progress("j1", 1, 7, 100, None, 1.5, 700, T0)
