@@ -245,7 +245,7 @@ def test_the_standalone_ledger_process_meters_from_pubsub_and_exits_cleanly(
     url = f"pubsub://test-project/{name}/{name}-sub"
     ledger = subprocess.Popen(
         [sys.executable, "-m", "roles.ledger", "--bucket", f"file://{bucket.root}", "--heartbeats", url,
-         "--create", "--project", "--flush-interval", "0.05"],
+         "--create", "--project", "--flush-interval", "0.05", "--clock-bound", str(3650 * 86400)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "TUNE_HEARTBEAT_KEY": HEARTBEAT_KEY.decode()},
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
