@@ -1,4 +1,4 @@
-"""``_PartitionApp.save`` copies eventsourcing's ``Application.save`` step by step (to collect our
+"""``PartitionApplication.save`` copies eventsourcing's ``Application.save`` step by step (to collect our
 aggregates without the library's runtime-Protocol checks, a tenth of a ledger commit): these
 tests fail when the pinned library changes underneath it."""
 
@@ -11,8 +11,8 @@ from importlib.metadata import version
 from eventsourcing.application import Application, ProcessingEvent
 
 RECHECK = (
-    "eventsourcing changed under domain.applications._PartitionApp.save: compare the library's "
-    "Application.save and ProcessingEvent.collect_events with _PartitionApp.save and "
+    "eventsourcing changed under domain.partition_app.PartitionApplication.save: compare the library's "
+    "Application.save and ProcessingEvent.collect_events with PartitionApplication.save and "
     "_AggregateEvents.collect_events (same steps, same order, same private methods), adapt them, "
     "then update the pinned version and hashes here"
 )

@@ -1,0 +1,478 @@
+"""``UserApp``: one user's partition's Application (datasets, jobs, models, the budget, metering).
+
+See ``domain.applications`` for the conventions every command follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+from eventsourcing.utils import EnvType
+from msgspec.structs import asdict
+
+from domain.aggregate_cache import AggregateCache
+from domain.base import DomainAggregate
+from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
+from domain.dataset import Dataset
+from domain.dataset_format import ValidationReport
+from domain.errors import Conflict, PlatformError
+from domain.ids import check_id, new_id
+from domain.job import Job, JobState
+from domain.metering import (
+    JOB_SCOPE,
+    MeteredJob,
+    MeteringResult,
+    RefusedRun,
+    UsagePlan,
+    job_policy,
+    may_retry,
+)
+from domain.model import Model, ModelWeights
+from domain.partition_app import PartitionApplication, check_version
+from domain.partitions import USERS, user_events
+from domain.read_models import (
+    BudgetView,
+    DatasetView,
+    JobView,
+    ModelView,
+    budget_view,
+    dataset_view,
+    job_view,
+    model_view,
+)
+
+__all__ = ["UserApp"]
+
+A = TypeVar("A", bound=DomainAggregate)
+
+
+class UserApp(PartitionApplication):
+    """One user's datasets, jobs, models and budget (partition ``users/<user_id>``).
+
+    ``UserApp(user_id, env=None)``; without ``user_id`` it is read from ``TUNE_USER_ID`` or a
+    ``TUNE_PARTITION`` of the form ``users/<user_id>/events/`` (the default partition).
+
+    Datasets: ``upload_dataset``, ``validate_dataset``, ``reject_dataset``, ``delete_dataset``,
+    ``get_dataset``. Jobs: ``submit_job``, ``queue_job``, ``start_job``, ``report_progress``,
+    ``save_checkpoint``, ``request_stop``, ``mark_stopped``, ``mark_succeeded`` (registers the
+    model), ``mark_failed``, ``retry_job``, ``mark_lost``, ``declare_lost``, ``get_job``. Models:
+    ``delete_model``, ``get_model``. Budget: ``set_budget``, ``get_budget``. The ledger:
+    ``meter_usage`` (usage, alerts and stops of many jobs in one commit).
+    """
+
+    snapshotting_intervals = {Job: 200}
+
+    def __init__(self, user_id: str | None = None, env: EnvType | None = None) -> None:
+        env = dict(env or {})
+        if user_id is not None:
+            check_id(user_id, kind="user_id")
+            env.setdefault("TUNE_USER_ID", user_id)
+            env.setdefault("TUNE_PARTITION", user_events(user_id))
+        super().__init__(env)
+        partition = self.env.get("TUNE_PARTITION") or ""
+        from_partition = partition.removeprefix(USERS).split("/")[0] if partition.startswith(USERS) else ""
+        self.user_id = check_id(user_id or self.env.get("TUNE_USER_ID") or from_partition, kind="user_id")
+
+    # ---- datasets ----
+
+    def upload_dataset(
+        self,
+        dataset_id: str,
+        filename: str,
+        size_bytes: int,
+        sha256: str,
+        at: datetime,
+        *,
+        report: ValidationReport | None = None,
+    ) -> DatasetView:
+        """Record a stored raw file; with its validation ``report``, the verdict goes in the same commit
+        (so a dataset is never left ``uploaded`` when the verdict could not be recorded)."""
+        self._check_new(Dataset, dataset_id, "dataset_id")
+        dataset = Dataset.upload(
+            dataset_id=dataset_id,
+            user_id=self.user_id,
+            filename=filename,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            at=at,
+        )
+        if report is not None and report.ok:
+            dataset.validate(report.format or "", report.rows, msgspec.to_builtins(report.stats), at)
+        elif report is not None:
+            dataset.reject([{"line": e.line, "message": e.message} for e in report.errors], at)
+        self._save(dataset)
+        return dataset_view(dataset)
+
+    def validate_dataset(
+        self,
+        dataset_id: str,
+        format: str,
+        rows: int,
+        stats: Mapping[str, Any],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> DatasetView:
+        return self._dataset(
+            dataset_id, expected_version, lambda d: d.validate(format, rows, dict(stats), at)
+        )
+
+    def reject_dataset(
+        self,
+        dataset_id: str,
+        errors: Sequence[Mapping[str, Any]],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> DatasetView:
+        return self._dataset(dataset_id, expected_version, lambda d: d.reject([dict(e) for e in errors], at))
+
+    def delete_dataset(
+        self,
+        dataset_id: str,
+        active_job_ids: Iterable[str],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> DatasetView:
+        """Conflict naming the jobs if any of ``active_job_ids`` uses it."""
+        jobs = list(active_job_ids)
+        return self._dataset(dataset_id, expected_version, lambda d: d.delete(at, jobs))
+
+    def get_dataset(self, dataset_id: str) -> DatasetView:
+        return dataset_view(self._load(Dataset, dataset_id, "dataset_id"))
+
+    def _dataset(
+        self, dataset_id: str, expected_version: int | None, action: Callable[[Dataset], None]
+    ) -> DatasetView:
+        return dataset_view(self._update(Dataset, dataset_id, "dataset_id", expected_version, action))
+
+    # ---- jobs ----
+
+    def submit_job(
+        self,
+        *,
+        base_model: str,
+        dataset_id: str,
+        config: Mapping[str, Any],
+        gpu_type: str,
+        gpu_count: int,
+        at: datetime,
+        max_cost_usd_micros: int | None = None,
+        estimate_usd_micros: int | None = None,
+        job_id: str | None = None,
+        model_id: str | None = None,
+    ) -> str:
+        """A new ``submitted`` job; Conflict unless ``dataset_id`` is validated. Returns the job id."""
+        job_id = job_id or new_id("job")
+        model_id = model_id or new_id("mdl")
+        check_id(job_id, kind="job_id")
+        self._load(Dataset, dataset_id, "dataset_id").check_usable()
+        self._check_new(Job, job_id, "job_id")
+        job = Job.submit(
+            job_id=job_id,
+            user_id=self.user_id,
+            base_model=base_model,
+            dataset_id=dataset_id,
+            model_id=model_id,
+            config=dict(config),
+            gpu_type=gpu_type,
+            gpu_count=gpu_count,
+            max_cost_usd_micros=max_cost_usd_micros,
+            estimate_usd_micros=estimate_usd_micros,
+            at=at,
+        )
+        self._save(job)
+        return job_id
+
+    def queue_job(self, job_id: str, at: datetime, *, expected_version: int | None = None) -> JobView:
+        return self._job(job_id, expected_version, lambda j: j.queue(at))
+
+    def start_job(
+        self, job_id: str, attempt: int, at: datetime, *, expected_version: int | None = None
+    ) -> JobView:
+        return self._job(job_id, expected_version, lambda j: j.start(attempt, at))
+
+    def report_progress(
+        self,
+        job_id: str,
+        attempt: int,
+        step: int,
+        total_steps: int | None,
+        epoch: float | None,
+        loss: float | None,
+        tokens: int,
+        at: datetime,
+    ) -> JobView:
+        return self._job(
+            job_id, None, lambda j: j.report_progress(attempt, step, total_steps, epoch, loss, tokens, at)
+        )
+
+    def report_activity(self, job_id: str, attempt: int, activity: str | None, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.report_activity(attempt, activity, at))
+
+    def save_checkpoint(self, job_id: str, attempt: int, step: int, path: str, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.save_checkpoint(attempt, step, path, at))
+
+    def request_stop(
+        self, job_id: str, reason: str, at: datetime, *, expected_version: int | None = None
+    ) -> JobView:
+        """Running: -> ``stopping``; submitted/queued/retrying/lost: -> ``stopped`` at once."""
+        return self._job(job_id, expected_version, lambda j: j.request_stop(reason, at))
+
+    def mark_stopped(
+        self, job_id: str, at: datetime, *, step: int | None = None, reason: str | None = None
+    ) -> JobView:
+        return self._job(job_id, None, lambda j: j.mark_stopped(at, step=step, reason=reason))
+
+    def mark_succeeded(
+        self,
+        job_id: str,
+        at: datetime,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        weights: ModelWeights | None = None,
+    ) -> JobView:
+        """The job succeeded; with ``weights``, its model is registered in the same save (atomic)."""
+        job = self._load(Job, job_id, "job_id")
+        model = None
+        if weights is not None:
+            model = self._new_model(job.model_id, job.job_id, job.base_model, weights, at)
+        job.mark_succeeded(at, metrics=dict(metrics or {}))
+        self._save(job, *([model] if model else []))
+        return job_view(job)
+
+    def mark_failed(self, job_id: str, error: str, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.mark_failed(error, at))
+
+    def retry_job(self, job_id: str, attempt: int, reason: str, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.retry(attempt, reason, at))
+
+    def mark_lost(self, job_id: str, last_heartbeat_at: datetime | None, at: datetime) -> JobView:
+        return self._job(job_id, None, lambda j: j.mark_lost(last_heartbeat_at, at))
+
+    def declare_lost(
+        self,
+        job_id: str,
+        last_heartbeat_at: datetime | None,
+        reason: str,
+        at: datetime,
+        *,
+        expected_version: int,
+    ) -> JobView:
+        """The ledger found the job's attempt silent: lost, then, in the same commit, ``stopped`` if a
+        stop was asked for, else ``retrying`` the next attempt while its ``max_retries`` allow
+        (``reason`` given), else ``failed``. Conflict (``version_conflict``) if it changed since
+        ``expected_version``."""
+
+        def lose(job: Job) -> None:
+            stopping = job.state == JobState.STOPPING
+            job.mark_lost(last_heartbeat_at, at)
+            if stopping:
+                job.mark_stopped(at)
+                return
+            max_retries = job_policy(job.config).max_retries
+            if may_retry(job.attempt, max_retries):
+                job.retry(job.attempt + 1, reason, at)
+            else:
+                job.mark_failed(f"{reason}; no retries left ({max_retries + 1} attempts)", at)
+
+        return self._job(job_id, expected_version, lose)
+
+    def get_job(self, job_id: str) -> JobView:
+        return job_view(self._load(Job, job_id, "job_id"))
+
+    def _job(self, job_id: str, expected_version: int | None, action: Callable[[Job], None]) -> JobView:
+        return job_view(self._update(Job, job_id, "job_id", expected_version, action))
+
+    # ---- models ----
+
+    def delete_model(
+        self,
+        model_id: str,
+        active_job_ids: Iterable[str],
+        at: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> ModelView:
+        jobs = list(active_job_ids)
+        return model_view(
+            self._update(Model, model_id, "model_id", expected_version, lambda m: m.delete(at, jobs))
+        )
+
+    def get_model(self, model_id: str) -> ModelView:
+        return model_view(self._load(Model, model_id, "model_id"))
+
+    def _new_model(
+        self, model_id: str, job_id: str, base_model: str, weights: ModelWeights, at: datetime
+    ) -> Model:
+        """Job ``job_id``'s ``weights`` as model ``model_id``, not saved yet; Conflict if the id is taken."""
+        self._check_new(Model, model_id, "model_id")
+        ids = {"model_id": model_id, "user_id": self.user_id, "job_id": job_id, "base_model": base_model}
+        return Model.register(**ids, **asdict(weights), at=at)  # the weights' fields are the rest
+
+    # ---- budget ----
+
+    def set_budget(
+        self,
+        monthly_limit_usd_micros: int | None,
+        at: datetime,
+        *,
+        thresholds_pct: Sequence[int] | None = None,
+        expected_version: int | None = None,
+    ) -> BudgetView:
+        """Set (None: remove) the monthly limit and optionally the alert thresholds."""
+        budget = self._budget_or_new(at)
+        check_version(budget, expected_version, f"budget of {self.user_id}")
+        budget.set_limit(monthly_limit_usd_micros, at, thresholds_pct)
+        self._save(budget)
+        return budget_view(budget)
+
+    def get_budget(self) -> BudgetView:
+        """The budget (no limit, default thresholds and version 0 if none was ever set)."""
+        budget = self._find(Budget.create_id(self.user_id))
+        if budget is None:
+            return BudgetView(
+                user_id=self.user_id,
+                monthly_limit_usd_micros=None,
+                thresholds_pct=list(DEFAULT_THRESHOLDS_PCT),
+                alerts={},
+                version=0,
+            )
+        return budget_view(budget)
+
+    def _budget_or_new(self, at: datetime) -> Budget:
+        budget = self._find(Budget.create_id(self.user_id))
+        return Budget.create(self.user_id, at) if budget is None else budget
+
+    # ---- metering (the ledger) ----
+
+    def meter_usage(
+        self, job_ids: Iterable[str], plan: UsagePlan, at: datetime, *, copies: AggregateCache | None = None
+    ) -> MeteringResult:
+        """Record a batch of usage on several jobs, then the alerts and stops it makes due, in ONE commit.
+
+        For each of ``job_ids`` the plan gives the runs to record (``plan.usage_runs``): a run the
+        job refuses (already metered, an attempt that never started) is reported in ``refused``,
+        an id that is no job of this user in ``unknown_job_ids``. Then ``plan.limit_orders`` sees
+        every job that took usage and the budget, and says which alerts to raise and which jobs
+        (taking usage or not) to stop. Every job and the budget changed are saved together;
+        nothing is saved when no usage was recorded.
+
+        ``copies``: the caller's own copies of the aggregates (the ledger's ``AggregateCache``),
+        so busy jobs are not loaded afresh each call; a copy changed but not saved is discarded.
+        Conflict (code ``version_conflict``) if another writer saved first: call again.
+        """
+        touched: list[DomainAggregate] = []
+        try:
+            return self._meter_usage(job_ids, plan, at, copies, touched)
+        except BaseException:
+            if copies is not None:
+                copies.discard(self.user_id, touched)  # changed but not saved
+            raise
+
+    def _meter_usage(
+        self,
+        job_ids: Iterable[str],
+        plan: UsagePlan,
+        at: datetime,
+        copies: AggregateCache | None,
+        touched: list[DomainAggregate],
+    ) -> MeteringResult:
+        unknown: list[str] = []
+        refused: list[RefusedRun] = []
+        metered: list[Job] = []
+        for job_id in job_ids:
+            try:
+                job = self._copy(copies, Job, Job.create_id(check_id(job_id, kind="job_id")))
+            except PlatformError:
+                job = None
+            if job is None:
+                unknown.append(job_id)
+                continue
+            recorded = False
+            for run in plan.usage_runs(job.job_id, job.attempt, job.metered_seq, gpu_count=job.gpu_count):
+                try:
+                    job.meter_usage(
+                        run.attempt,
+                        run.first_seq,
+                        run.last_seq,
+                        run.gpu_type,
+                        run.gpu_count,
+                        run.gpu_ms,
+                        run.usd_micros_per_hour,
+                        run.period,
+                        at,
+                    )
+                except PlatformError as exc:
+                    refused.append(RefusedRun(run, str(exc)))
+                else:
+                    recorded = True
+            if recorded:
+                metered.append(job)
+                touched.append(job)
+        if not metered:
+            return MeteringResult(unknown_job_ids=unknown, refused=refused)
+        budget = self._copy(copies, Budget, Budget.create_id(self.user_id))
+        touched.extend([budget] if budget is not None else [])
+        orders = plan.limit_orders(
+            [_metered_job(job) for job in metered], None if budget is None else budget_view(budget)
+        )
+        jobs = {job.job_id: job for job in metered}
+        for alert in orders.job_alerts:
+            jobs[alert.job_id].raise_alert(
+                JOB_SCOPE, alert.threshold_pct, alert.spent_usd_micros, alert.limit_usd_micros, at
+            )
+        for budget_alert in orders.budget_alerts:
+            if budget is None:
+                raise Conflict(f"user {self.user_id} has no budget to alert on")
+            budget.raise_alert(
+                budget_alert.period, budget_alert.threshold_pct, budget_alert.spent_usd_micros, at
+            )
+        stops = 0
+        for job_id in orders.stop_job_ids:
+            job = jobs.get(job_id)
+            if job is None:
+                job = self._copy(copies, Job, Job.create_id(job_id))
+                if job is None:
+                    continue
+                touched.append(job)
+            if job.state in orders.stop_states:
+                job.request_stop(orders.stop_reason, at)
+                stops += 1
+        changed = [a for a in touched if a.pending_events]
+        events = sum(len(a.pending_events) for a in changed)
+        recordings = self._save(*changed)
+        return MeteringResult(
+            unknown_job_ids=unknown,
+            refused=refused,
+            alerts=len(orders.job_alerts) + len(orders.budget_alerts),
+            stops=stops,
+            events=events,
+            first_position=recordings[0].notification.id if recordings else None,
+            last_position=recordings[-1].notification.id if recordings else None,
+        )
+
+    def _copy(self, copies: AggregateCache | None, cls: type[A], aggregate_id: Any) -> A | None:
+        """The aggregate as stored now, from ``copies`` if given; None if it is no ``cls``."""
+        if copies is not None:
+            return copies.get(self, self.user_id, cls, aggregate_id)
+        found = self._find(aggregate_id)
+        return found if isinstance(found, cls) else None
+
+
+def _metered_job(job: Job) -> MeteredJob:
+    return MeteredJob(
+        job_id=job.job_id,
+        attempt=job.attempt,
+        state=job.state,
+        cost_usd_micros=job.cost().cost_usd_micros,
+        max_cost_usd_micros=job.max_cost_usd_micros,
+        usage=job.usage,
+        alerts=job.alerts,
+        config=job.config,
+        events=tuple(job.pending_events),
+    )
