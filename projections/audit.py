@@ -368,6 +368,19 @@ def _scoped(user: str) -> list[tuple[str, Scope]]:
     ]
 
 
+def _every_partition(
+    bucket: Bucket, user: str | None, deep: bool, open_app: OpenApp, each: Any, platform_first: Any
+) -> list[Any]:
+    """``each`` partition's report: only ``user``'s (and their platform copies), or the platform's
+    (``platform_first`` also gives its replay, None if it failed) then every user's, whatever the
+    platform log holds: those it registers and those with a folder in the bucket."""
+    if user is not None:
+        return [each(bucket, p, open_app, scope=scope, deep=deep) for p, scope in _scoped(user)]
+    platform, replayed = platform_first(bucket, PLATFORM, open_app, lambda name: True, deep)
+    users = set(_stored_users(bucket)) | (_registered(replayed) if replayed is not None else set())
+    return [platform] + [each(bucket, user_partition(u), open_app, deep=deep) for u in sorted(users)]
+
+
 def audit_bucket(
     bucket: Bucket, *, user: str | None = None, deep: bool = False, open_app: OpenApp | None = None
 ) -> list[AuditReport]:
@@ -376,14 +389,7 @@ def audit_bucket(
     The users are those the platform log registers and those with a folder in the bucket: a platform
     log that cannot be replayed, or that lost a registration, still leaves every user partition audited.
     """
-    open_app = open_app or apps_on(bucket)
-    if user is not None:
-        return [audit_partition(bucket, p, open_app, scope=scope, deep=deep) for p, scope in _scoped(user)]
-    platform, replayed = _audit(bucket, PLATFORM, open_app, lambda name: True, deep)
-    users = set(_stored_users(bucket)) | (_registered(replayed) if replayed is not None else set())
-    return [platform] + [
-        audit_partition(bucket, user_partition(u), open_app, deep=deep) for u in sorted(users)
-    ]
+    return _every_partition(bucket, user, deep, open_app or apps_on(bucket), audit_partition, _audit)
 
 
 def rebuild_bucket(
@@ -393,11 +399,4 @@ def rebuild_bucket(
     the others hold: a partition whose log is broken is reported (``RebuildReport.ok`` False) and
     left untouched, and the others are still rebuilt. The users are those the platform log registers
     and those with a folder in the bucket, as in ``audit_bucket``."""
-    open_app = open_app or apps_on(bucket)
-    if user is not None:
-        return [rebuild_partition(bucket, p, open_app, scope=scope, deep=deep) for p, scope in _scoped(user)]
-    platform, replayed = _rebuild(bucket, PLATFORM, open_app, lambda name: True, deep)
-    users = set(_stored_users(bucket)) | (_registered(replayed) if replayed is not None else set())
-    return [platform] + [
-        rebuild_partition(bucket, user_partition(u), open_app, deep=deep) for u in sorted(users)
-    ]
+    return _every_partition(bucket, user, deep, open_app or apps_on(bucket), rebuild_partition, _rebuild)
