@@ -29,6 +29,7 @@ from domain.job_states import (
     JobState,
 )
 from domain.money import JobCostSummary, UsageGroupKey, add_usage, check_period, summarize_job_cost
+from domain.placement import Placement
 from domain.pricing import check_gpu_type
 
 __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "TRANSITIONS", "Job", "JobFields", "JobState"]
@@ -60,6 +61,14 @@ class JobFields:
     loss: float | None
     tokens: int
     checkpoint: dict[str, Any] | None
+    lease: str | None
+    """The fencing lease of the current attempt (``Started``); None before it, or for a v1 ``Started``."""
+    placement: dict[str, Any] | None
+    """Where the current attempt runs, as its launch backend placed it: ``{"gpu_type", "gpu_count",
+    "node"}``; None before it started, or for a v1 ``Started`` (then the submitted type and count)."""
+    attempts: dict[str, dict[str, Any]]
+    """Every started attempt (``str(attempt)``): ``{"lease", "gpu_type", "gpu_count", "node", "at"}``
+    as its ``Started`` recorded them (``gpu_type``/``gpu_count``/``node``/``lease`` None for v1)."""
     stop_reason: str | None
     error: str | None
     metrics: dict[str, Any]
@@ -78,6 +87,14 @@ class Job(DomainAggregate, JobFields):
     """A fine-tuning job in a user's partition."""
 
     ID_KIND, ID_KEY = "job", "job_id"
+    class_version = 2
+    """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``."""
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state.update(lease=None, placement=None, attempts={})
+        if state.get("checkpoint") is not None:
+            state["checkpoint"].setdefault("gpu_ms_total", None)
 
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
@@ -117,6 +134,7 @@ class Job(DomainAggregate, JobFields):
                 None,
             )
             job.epoch, job.loss, job.tokens, job.checkpoint = None, None, 0, None
+            job.lease, job.placement, job.attempts = None, None, {}
             job.stop_reason, job.error, job.metrics = None, None, {}
             job.usage, job.metered_seq, job.alerts = {}, {}, []
             job.submitted_at = job.updated_at = self.at
@@ -129,12 +147,36 @@ class Job(DomainAggregate, JobFields):
             job._move(S.QUEUED, self.at)
 
     class Started(Aggregate.Event):
+        """v2 added the fencing ``lease`` and the placement (``gpu_type``, ``gpu_count``, ``node``: what
+        the launch backend placed the attempt on); v1 events have None (priced as submitted)."""
+
+        class_version = 2
         attempt: int
+        lease: str | None
+        gpu_type: str | None
+        gpu_count: int | None
+        node: str | None
         at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.update(lease=None, gpu_type=None, gpu_count=None, node=None)
 
         def apply(self, job: Job) -> None:
             job._move(S.RUNNING, self.at)
-            job.attempt = self.attempt
+            job.attempt, job.lease = self.attempt, self.lease
+            job.placement = (
+                None
+                if self.gpu_type is None
+                else {"gpu_type": self.gpu_type, "gpu_count": self.gpu_count, "node": self.node}
+            )
+            job.attempts[str(self.attempt)] = {
+                "lease": self.lease,
+                "gpu_type": self.gpu_type,
+                "gpu_count": self.gpu_count,
+                "node": self.node,
+                "at": self.at,
+            }
             job.last_heartbeat_at = self.at
             if job.started_at is None:
                 job.started_at = self.at
@@ -165,13 +207,28 @@ class Job(DomainAggregate, JobFields):
             job.updated_at = self.at
 
     class CheckpointSaved(Aggregate.Event):
+        """v2 added ``gpu_ms_total``: the attempt's cumulative GPU milliseconds when the checkpoint was
+        written (None for v1: unknown)."""
+
+        class_version = 2
         attempt: int
         step: int
         path: str
+        gpu_ms_total: int | None
         at: datetime
 
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["gpu_ms_total"] = None
+
         def apply(self, job: Job) -> None:
-            job.checkpoint = {"attempt": self.attempt, "step": self.step, "path": self.path, "at": self.at}
+            job.checkpoint = {
+                "attempt": self.attempt,
+                "step": self.step,
+                "path": self.path,
+                "at": self.at,
+                "gpu_ms_total": self.gpu_ms_total,
+            }
             job.updated_at = job.last_heartbeat_at = self.at
 
     class UsageMetered(Aggregate.Event):
@@ -306,8 +363,18 @@ class Job(DomainAggregate, JobFields):
         self._check_move(S.QUEUED, "queue")
         self._record(self.Queued, at)
 
-    def start(self, attempt: int, at: datetime) -> None:
-        """Attempt ``attempt`` began running: 1 from ``queued``, the announced one from ``retrying``."""
+    def start(
+        self,
+        attempt: int,
+        at: datetime,
+        *,
+        lease: str | None = None,
+        placement: Placement | None = None,
+    ) -> None:
+        """Attempt ``attempt`` began running: 1 from ``queued``, the announced one from ``retrying``.
+
+        ``lease`` is the attempt's fencing token (with ``attempt``); ``placement`` what the launch
+        backend placed it on (None: priced as submitted)."""
         self._check_move(S.RUNNING, "start")
         expected = self.attempt + 1 if self.state == S.QUEUED else self.attempt
         if attempt != expected:
@@ -315,7 +382,19 @@ class Job(DomainAggregate, JobFields):
                 f"job {self.job_id}: attempt {attempt} cannot start; the next attempt is {expected}",
                 where="attempt",
             )
-        self._record(self.Started, at, attempt=attempt)
+        if lease is not None:
+            check_text(lease, where="lease", max_length=64)
+        if placement is not None:
+            _check_gpu(placement.gpu_type, placement.gpu_count)
+        self._record(
+            self.Started,
+            at,
+            attempt=attempt,
+            lease=lease,
+            gpu_type=None if placement is None else placement.gpu_type,
+            gpu_count=None if placement is None else placement.gpu_count,
+            node=None if placement is None else placement.node,
+        )
 
     def report_progress(
         self,
@@ -356,12 +435,19 @@ class Job(DomainAggregate, JobFields):
             check_text(activity, where="activity", max_length=200)
         self._record(self.ActivityReported, at, attempt=attempt, activity=activity)
 
-    def save_checkpoint(self, attempt: int, step: int, path: str, at: datetime) -> None:
-        """A resumable checkpoint at ``step`` now lies at ``path`` (an object prefix in the bucket)."""
+    def save_checkpoint(
+        self, attempt: int, step: int, path: str, at: datetime, *, gpu_ms_total: int | None = None
+    ) -> None:
+        """A resumable checkpoint at ``step`` now lies at ``path`` (an object prefix in the bucket),
+        written when the attempt had used ``gpu_ms_total`` GPU milliseconds (None: unknown)."""
         self._check_reporting(attempt, "save a checkpoint for")
         check_count(step, where="step")
         check_text(path, where="path")
-        self._record(self.CheckpointSaved, at, attempt=attempt, step=step, path=path)
+        if gpu_ms_total is not None:
+            check_count(gpu_ms_total, where="gpu_ms_total")
+        self._record(
+            self.CheckpointSaved, at, attempt=attempt, step=step, path=path, gpu_ms_total=gpu_ms_total
+        )
 
     def meter_usage(
         self,

@@ -108,6 +108,8 @@ class CheckpointView(msgspec.Struct, frozen=True, kw_only=True):
     step: int
     path: str
     at: datetime
+    gpu_ms_total: int | None = None
+    """The attempt's cumulative GPU milliseconds when it was written (None: unknown)."""
 
 
 class JobView(

@@ -33,6 +33,7 @@ from domain.metering import (
 from domain.model import Model, ModelWeights
 from domain.partition_app import PartitionApplication, check_version
 from domain.partitions import USERS, user_events
+from domain.placement import Placement
 from domain.read_models import (
     BudgetView,
     DatasetView,
@@ -192,9 +193,19 @@ class UserApp(PartitionApplication):
         return self._job(job_id, expected_version, lambda j: j.queue(at))
 
     def start_job(
-        self, job_id: str, attempt: int, at: datetime, *, expected_version: int | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        at: datetime,
+        *,
+        lease: str | None = None,
+        placement: Placement | None = None,
+        expected_version: int | None = None,
     ) -> JobView:
-        return self._job(job_id, expected_version, lambda j: j.start(attempt, at))
+        """Attempt ``attempt`` runs, fenced by ``lease``, on ``placement`` (``Job.start``)."""
+        return self._job(
+            job_id, expected_version, lambda j: j.start(attempt, at, lease=lease, placement=placement)
+        )
 
     def report_progress(
         self,
@@ -214,8 +225,19 @@ class UserApp(PartitionApplication):
     def report_activity(self, job_id: str, attempt: int, activity: str | None, at: datetime) -> JobView:
         return self._job(job_id, None, lambda j: j.report_activity(attempt, activity, at))
 
-    def save_checkpoint(self, job_id: str, attempt: int, step: int, path: str, at: datetime) -> JobView:
-        return self._job(job_id, None, lambda j: j.save_checkpoint(attempt, step, path, at))
+    def save_checkpoint(
+        self,
+        job_id: str,
+        attempt: int,
+        step: int,
+        path: str,
+        at: datetime,
+        *,
+        gpu_ms_total: int | None = None,
+    ) -> JobView:
+        return self._job(
+            job_id, None, lambda j: j.save_checkpoint(attempt, step, path, at, gpu_ms_total=gpu_ms_total)
+        )
 
     def request_stop(
         self, job_id: str, reason: str, at: datetime, *, expected_version: int | None = None

@@ -43,6 +43,7 @@ class AttemptIdentity(NamedTuple):
     attempt: int
     gpu_type: str
     gpu_count: int
+    lease: str | None = None
 
 
 class Progress(NamedTuple):
@@ -153,6 +154,7 @@ class HeartbeatEmitter:
                 tokens=progress.tokens,
                 at=self.clock(),
                 final=final,
+                lease=self.identity.lease,
             )
             if self._secret is not None:
                 heartbeat = sign_heartbeat(heartbeat, self._secret)

@@ -69,6 +69,9 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tokens: _Count
     at: Annotated[datetime, msgspec.Meta(tz=True)]
     final: bool = False
+    lease: str | None = None
+    """The attempt's fencing lease (``Job.Started``): the ledger bills an attempt's heartbeats only
+    under the lease its ``Started`` recorded (None: a runner from before leases)."""
     signature: str | None = None
     """Hex HMAC-SHA256 of ``canonical_bytes`` under the attempt's secret (None: unsigned)."""
 
