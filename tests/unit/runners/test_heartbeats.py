@@ -47,7 +47,7 @@ def test_heartbeats_carry_the_attempt_a_growing_seq_and_gpu_ms_since_the_previou
     # seq 1 is sent by start(): the ledger knows the attempt before its first interval is spent
     assert [h.seq for h in publisher.heartbeats] == [1, 2, 3, 4]
     assert [h.gpu_ms for h in publisher.heartbeats] == [0, 1500, 1000, 10]
-    assert (first.user_id, first.job_id, first.attempt, first.gpu_type, first.gpu_count) == tuple(WHO)
+    assert (first.user_id, first.job_id, first.attempt, first.gpu_type, first.gpu_count, first.lease) == WHO
     assert (second.step, second.loss, second.tokens, second.at) == (7, 0.5, 900, AT)
     assert final.final and not first.final and not second.final
     assert emitter.gpu_ms == 2510  # the whole time, rounding included, never more
