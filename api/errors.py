@@ -210,6 +210,7 @@ _MEANINGS = {
     409: "conflict: in use, already ended, or changed meanwhile",
     413: "the upload is larger than the limit",
     415: "not an accepted Content-Type or Content-Encoding (``Accept-Post`` lists the types)",
+    422: "well-formed, but nothing here can do it",
     429: "too many requests, or failed logins: retry after Retry-After (or RateLimit-Reset) seconds",
 }
 
