@@ -3,6 +3,7 @@ ones of a superseded lease, what is charged and what is rejected equal an indepe
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,9 @@ from tests.unit.ledger.builders import T0, Platform, sign
 
 PRICE = 350_000
 LEASE = "lease-now"
-KINDS = st.sampled_from(["genuine"] * 3 + ["claims_other_type", "claims_other_count", "old_lease", "no_lease"])
+KINDS = st.sampled_from(
+    ["genuine"] * 3 + ["claims_other_type", "claims_other_count", "old_lease", "no_lease"]
+)
 
 
 @st.composite
@@ -43,7 +46,7 @@ def streams(draw: st.DrawFn) -> tuple[int, list[list[Heartbeat]]]:
             beats.extend([sign(heartbeat)] * draw(st.integers(1, 2)))
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(beats) - 1)), max_size=3)))
     bounds = [0, *cuts, len(beats)]
-    return count, [beats[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if beats[a:b]]
+    return count, [beats[a:b] for a, b in itertools.pairwise(bounds) if beats[a:b]]
 
 
 def expected(count: int, batches: list[list[Heartbeat]]) -> tuple[int, dict[str, int]]:
