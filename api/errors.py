@@ -9,6 +9,7 @@
     domain.errors.NotFound                404  not_found
     domain.errors.Conflict                409  conflict
     eventsourcing RecordConflictError     409  conflict (someone else wrote first; retry)
+    domain.errors.Unavailable             422  unavailable (e.g. hardware_not_offered)
     domain.errors.TooLarge                413  too_large
     domain.errors.RateLimited             429  rate_limited
     litestar HTTPException                its status (validation, 401, 404/405 routes, 413, 415, 429)
@@ -43,6 +44,7 @@ from domain.errors import (
     RateLimited,
     TooLarge,
     Unauthenticated,
+    Unavailable,
     ValidationFailed,
 )
 from storage.eventstore.commits import ChainBroken
@@ -57,6 +59,7 @@ STATUS: dict[type[PlatformError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    Unavailable: 422,
     TooLarge: 413,
     RateLimited: 429,
 }
@@ -70,6 +73,7 @@ _HTTP_CODES = {
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
+    422: "unavailable",
     429: "rate_limited",
 }
 
@@ -206,6 +210,7 @@ _MEANINGS = {
     409: "conflict: in use, already ended, or changed meanwhile",
     413: "the upload is larger than the limit",
     415: "not an accepted Content-Type or Content-Encoding (``Accept-Post`` lists the types)",
+    422: "well-formed, but nothing here can do it",
     429: "too many requests, or failed logins: retry after Retry-After (or RateLimit-Reset) seconds",
 }
 

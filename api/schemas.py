@@ -51,6 +51,9 @@ __all__ = [
     "Deleted",
     "ErrorBody",
     "ErrorDetail",
+    "Hardware",
+    "HardwareOffer",
+    "HardwareSource",
     "Health",
     "JobCost",
     "JobCostReport",
@@ -353,6 +356,31 @@ class Pricing(_Out):
 
     currency: str = "USD"
     prices: dict[str, GpuPrice] = msgspec.field(default_factory=dict)
+    position: int = 0
+
+
+class HardwareOffer(_Out):
+    """Up to ``gpu_count`` devices of ``gpu_type`` for one job."""
+
+    gpu_type: str = ""
+    gpu_count: int = 0
+
+
+class HardwareSource(_Out):
+    """What one source of hardware (a dispatcher's backend, ``operator``) offers, since ``offered_at``."""
+
+    source: str = ""
+    offers: list[HardwareOffer] = msgspec.field(default_factory=list)
+    offered_at: str | None = None
+
+
+class Hardware(_Out):
+    """The hardware a job may ask for (``offers``: every source's together), and each source's offer.
+    Before any source offered hardware, ``offers`` is what the platform assumes (``cpu`` x1) and
+    ``sources`` is empty."""
+
+    offers: list[HardwareOffer] = msgspec.field(default_factory=list)
+    sources: list[HardwareSource] = msgspec.field(default_factory=list)
     position: int = 0
 
 

@@ -62,6 +62,11 @@ def audit(
             print(f"{report.partition}: head {report.head}, {_chain(report)}, {state}")
             cols = ("name", "problem", "path", "stored_position", "replayed_position")
             print_table(report.differences, [Column(k) for k in cols], empty="")
+            for r in report.rejected_heartbeats:  # findings: the ledger refused to bill these
+                print(
+                    f"{report.partition}: job {r.job_id} attempt {r.attempt}: {r.count} heartbeat(s) "
+                    f"(seq {r.first_seq}-{r.last_seq}) rejected, unbilled: {r.reason} (at {r.at})"
+                )
         for m in months:
             billed = "no bill" if m.billed_usd_micros is None else f"{m.billed_usd_micros} usd micros billed"
             verdict = "ok" if m.ok else "DIFFERS"

@@ -9,6 +9,7 @@
     ├── Forbidden                 403  includes quota refusals
     ├── NotFound                  404  also for other users' objects
     ├── Conflict                  409  impossible transition, in-use, version conflict
+    ├── Unavailable               422  well-formed, but nothing here can do it (hardware no backend offers)
     ├── TooLarge                  413
     └── RateLimited               429
 
@@ -33,6 +34,7 @@ __all__ = [
     "RateLimited",
     "TooLarge",
     "Unauthenticated",
+    "Unavailable",
     "ValidationFailed",
 ]
 
@@ -104,6 +106,13 @@ class NotFound(PlatformError):
 
 class Conflict(PlatformError):
     code = "conflict"
+
+
+class Unavailable(PlatformError):
+    """The request is well-formed, but the platform has nothing that can do it (e.g. a job for
+    hardware no launch backend offers: code ``hardware_not_offered``)."""
+
+    code = "unavailable"
 
 
 class TooLarge(PlatformError):

@@ -3,8 +3,18 @@
 The states, the table of allowed transitions (with its diagram) and the named sets of states
 live in ``domain.job_states`` (re-exported here). ``Job`` moves only along ``TRANSITIONS``;
 anything else raises ``Conflict`` naming the job, its state and what was asked, and records
-nothing. Attempts count from 1; reports (progress, checkpoints) must name the current attempt,
-so a runner left over from an earlier attempt cannot move the job. Usage is metered in batches
+nothing. Attempts count from 1.
+
+Fencing: each attempt's ``Started`` records its lease (a random token the dispatcher gives the
+attempt's runner). A runner's report (progress, activity, checkpoint, stopped, succeeded with its
+model, failed, retry) names its attempt and carries its lease; one whose attempt is not the
+current one, or whose lease is not the current attempt's, is refused with ``Conflict`` (code
+``superseded``), so a runner left over from an earlier attempt, or a second runner launched for
+the same attempt, cannot move the job. The current attempt has no lease once ``Retrying``
+announced the next one. The control plane's own commands (the dispatcher, the ledger: lost,
+stop, fail, retry, given no lease) are not fenced. ``HeartbeatsRejected`` records heartbeats the
+ledger refused to bill (their claim contradicts the placement, or their lease is not their
+attempt's); it changes nothing else. Usage is metered in batches
 of heartbeats ``first_seq..last_seq`` per attempt; a batch that does not start after the last
 metered seq of its attempt is refused, so a redelivered batch is never billed twice. Usage is
 accepted in any state once the attempt has started (the last batch may arrive after the end).
@@ -32,7 +42,25 @@ from domain.money import JobCostSummary, UsageGroupKey, add_usage, check_period,
 from domain.placement import Placement
 from domain.pricing import check_gpu_type
 
-__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "TRANSITIONS", "Job", "JobFields", "JobState"]
+__all__ = [
+    "ACTIVE_STATES",
+    "HEARTBEAT_CONTRADICTS_PLACEMENT",
+    "HEARTBEAT_LEASE_SUPERSEDED",
+    "SUPERSEDED",
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "Job",
+    "JobFields",
+    "JobState",
+]
+
+SUPERSEDED = "superseded"
+"""``Conflict.code`` of a runner's report refused because its attempt or lease is not the current one."""
+HEARTBEAT_CONTRADICTS_PLACEMENT = "contradicts_placement"
+"""``HeartbeatsRejected.reason``: their GPU type or count is not what their attempt was placed on."""
+HEARTBEAT_LEASE_SUPERSEDED = "lease_superseded"
+"""``HeartbeatsRejected.reason``: their lease is not the one their attempt's ``Started`` recorded."""
+HEARTBEAT_REJECTION_REASONS = frozenset({HEARTBEAT_CONTRADICTS_PLACEMENT, HEARTBEAT_LEASE_SUPERSEDED})
 
 
 S = JobState
@@ -250,6 +278,21 @@ class Job(DomainAggregate, JobFields):
             job.metered_seq[str(self.attempt)] = self.last_seq
             job.updated_at = self.at
 
+    class HeartbeatsRejected(Aggregate.Event):
+        """The ledger refused to bill ``count`` heartbeats of ``attempt`` (seqs ``first_seq..last_seq``)
+        for ``reason`` (``HEARTBEAT_CONTRADICTS_PLACEMENT`` or ``HEARTBEAT_LEASE_SUPERSEDED``): evidence
+        for the audit, recorded in the commit of the batch they came in; nothing else changes."""
+
+        attempt: int
+        first_seq: int
+        last_seq: int
+        count: int
+        reason: str
+        at: datetime
+
+        def apply(self, job: Job) -> None:
+            pass
+
     class AlertRaised(Aggregate.Event):
         scope: str
         threshold_pct: int
@@ -303,6 +346,7 @@ class Job(DomainAggregate, JobFields):
         def apply(self, job: Job) -> None:
             job._move(S.RETRYING, self.at)
             job.attempt, job.error = self.attempt, self.reason
+            job.lease = job.placement = None  # the announced attempt has not started: no lease yet
 
     class Lost(Aggregate.Event):
         last_heartbeat_at: datetime | None
@@ -374,7 +418,16 @@ class Job(DomainAggregate, JobFields):
         """Attempt ``attempt`` began running: 1 from ``queued``, the announced one from ``retrying``.
 
         ``lease`` is the attempt's fencing token (with ``attempt``); ``placement`` what the launch
-        backend placed it on (None: priced as submitted)."""
+        backend placed it on (None: priced as submitted). A second runner for an attempt that
+        already started (another lease) is refused as ``superseded``: only the first one runs."""
+        started = self.attempts.get(str(attempt))
+        if started is not None and lease is not None and started["lease"] != lease:
+            raise Conflict(
+                f"job {self.job_id}: attempt {attempt} already started under another lease; "
+                "this runner is superseded",
+                where="lease",
+                code=SUPERSEDED,
+            )
         self._check_move(S.RUNNING, "start")
         expected = self.attempt + 1 if self.state == S.QUEUED else self.attempt
         if attempt != expected:
@@ -405,9 +458,11 @@ class Job(DomainAggregate, JobFields):
         loss: float | None,
         tokens: int,
         at: datetime,
+        *,
+        lease: str | None = None,
     ) -> None:
         """Training progress of the current attempt; ``step`` never goes back within an attempt."""
-        self._check_reporting(attempt, "report progress for")
+        self._check_reporting(attempt, "report progress for", lease)
         check_count(step, where="step")
         check_count(tokens, where="tokens")
         if total_steps is not None:
@@ -427,20 +482,29 @@ class Job(DomainAggregate, JobFields):
             tokens=tokens,
         )
 
-    def report_activity(self, attempt: int, activity: str | None, at: datetime) -> None:
+    def report_activity(
+        self, attempt: int, activity: str | None, at: datetime, *, lease: str | None = None
+    ) -> None:
         """What the current attempt is doing before training says it with steps (e.g. converting its
         base model on first use); ``None`` once it is done. Shown in the job's status until then."""
-        self._check_reporting(attempt, "report activity for")
+        self._check_reporting(attempt, "report activity for", lease)
         if activity is not None:
             check_text(activity, where="activity", max_length=200)
         self._record(self.ActivityReported, at, attempt=attempt, activity=activity)
 
     def save_checkpoint(
-        self, attempt: int, step: int, path: str, at: datetime, *, gpu_ms_total: int | None = None
+        self,
+        attempt: int,
+        step: int,
+        path: str,
+        at: datetime,
+        *,
+        gpu_ms_total: int | None = None,
+        lease: str | None = None,
     ) -> None:
         """A resumable checkpoint at ``step`` now lies at ``path`` (an object prefix in the bucket),
         written when the attempt had used ``gpu_ms_total`` GPU milliseconds (None: unknown)."""
-        self._check_reporting(attempt, "save a checkpoint for")
+        self._check_reporting(attempt, "save a checkpoint for", lease)
         check_count(step, where="step")
         check_text(path, where="path")
         if gpu_ms_total is not None:
@@ -493,6 +557,35 @@ class Job(DomainAggregate, JobFields):
             period=period,
         )
 
+    def reject_heartbeats(
+        self, attempt: int, first_seq: int, last_seq: int, count: int, reason: str, at: datetime
+    ) -> None:
+        """The ledger refused to bill ``count`` heartbeats of ``attempt`` with seqs in
+        ``first_seq..last_seq`` for ``reason`` (one of ``HEARTBEAT_REJECTION_REASONS``)."""
+        if not 1 <= attempt <= self.attempt:
+            raise Conflict(
+                f"job {self.job_id}: attempt {attempt} has not started (last started: {self.attempt})",
+                where="attempt",
+            )
+        check_count(first_seq, where="first_seq")
+        check_count(last_seq, where="last_seq", minimum=first_seq)
+        check_count(count, where="count", minimum=1)
+        if reason not in HEARTBEAT_REJECTION_REASONS:
+            raise ValidationFailed(
+                f"unknown rejection reason {reason!r:.40}; "
+                f"one of {', '.join(sorted(HEARTBEAT_REJECTION_REASONS))}",
+                where="reason",
+            )
+        self._record(
+            self.HeartbeatsRejected,
+            at,
+            attempt=attempt,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            count=count,
+            reason=reason,
+        )
+
     def raise_alert(
         self, scope: str, threshold_pct: int, spent_usd_micros: int, limit_usd_micros: int, at: datetime
     ) -> None:
@@ -524,26 +617,36 @@ class Job(DomainAggregate, JobFields):
         self._check_move(S.STOPPING, "stop")
         self._record(self.StopRequested, at, reason=reason)
 
-    def mark_stopped(self, at: datetime, *, step: int | None = None, reason: str | None = None) -> None:
-        """The runner stopped (after a stop request, or on its own from ``running``)."""
+    def mark_stopped(
+        self, at: datetime, *, step: int | None = None, reason: str | None = None, lease: str | None = None
+    ) -> None:
+        """The runner stopped (after a stop request, or on its own from ``running``); ``lease``: the
+        runner's (None: the control plane says so)."""
+        self.check_lease(lease, "mark stopped")
         self._check_move(S.STOPPED, "mark stopped")
         if step is not None:
             check_count(step, where="step")
         reason = reason or self.stop_reason or "stopped"
         self._record(self.Stopped, at, reason=reason, step=self.step if step is None else step)
 
-    def mark_succeeded(self, at: datetime, *, metrics: dict[str, Any] | None = None) -> None:
+    def mark_succeeded(
+        self, at: datetime, *, metrics: dict[str, Any] | None = None, lease: str | None = None
+    ) -> None:
         """Training finished and the model ``model_id`` (named at submit) is written."""
+        self.check_lease(lease, "mark succeeded")
         self._check_move(S.SUCCEEDED, "mark succeeded")
         self._record(self.Succeeded, at, model_id=self.model_id, metrics=dict(metrics or {}))
 
-    def mark_failed(self, error: str, at: datetime) -> None:
+    def mark_failed(self, error: str, at: datetime, *, lease: str | None = None) -> None:
+        self.check_lease(lease, "mark failed")
         self._check_move(S.FAILED, "mark failed")
         check_text(error, where="error", max_length=10_000)
         self._record(self.Failed, at, error=error)
 
-    def retry(self, attempt: int, reason: str, at: datetime) -> None:
-        """Announce attempt ``attempt`` (= current + 1), to resume from the last checkpoint."""
+    def retry(self, attempt: int, reason: str, at: datetime, *, lease: str | None = None) -> None:
+        """Announce attempt ``attempt`` (= current + 1), to resume from the last checkpoint; ``lease``:
+        the runner's, that announces it (None: the control plane does)."""
+        self.check_lease(lease, "retry")
         self._check_move(S.RETRYING, "retry")
         check_text(reason, where="reason", max_length=10_000)
         if attempt != self.attempt + 1:
@@ -579,13 +682,26 @@ class Job(DomainAggregate, JobFields):
                 f"(only a job that is {' or '.join(allowed)} can)"
             )
 
-    def _check_reporting(self, attempt: int, verb: str) -> None:
-        if self.state not in REPORTING_STATES:
-            raise Conflict(f"job {self.job_id} is {self.state}; cannot {verb} it")
+    def _check_reporting(self, attempt: int, verb: str, lease: str | None) -> None:
         if attempt != self.attempt:
             raise Conflict(
-                f"job {self.job_id}: attempt {attempt} is not the current attempt ({self.attempt})",
+                f"job {self.job_id}: attempt {attempt} is not the current attempt ({self.attempt}); "
+                f"it is superseded and cannot {verb} the job",
                 where="attempt",
+                code=SUPERSEDED,
+            )
+        self.check_lease(lease, verb)
+        if self.state not in REPORTING_STATES:
+            raise Conflict(f"job {self.job_id} is {self.state}; cannot {verb} it")
+
+    def check_lease(self, lease: str | None, verb: str) -> None:
+        """A runner's report (``lease`` given) must carry the current attempt's lease."""
+        if lease is not None and lease != self.lease:
+            raise Conflict(
+                f"job {self.job_id}: this runner's lease is not the lease of the current attempt "
+                f"({self.attempt}, {self.state}); it is superseded and cannot {verb} the job",
+                where="lease",
+                code=SUPERSEDED,
             )
 
     def _move(self, state: JobState, at: datetime) -> None:

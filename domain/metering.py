@@ -11,8 +11,9 @@
 - ``may_retry``: attempts run while ``attempt <= max_retries`` (so ``1 + max_retries`` in all).
 
 And what ``UserApp.meter_usage`` (the ledger's one commit per user per batch) takes and
-gives: the ``UsagePlan`` it asks what to record (``UsageRun`` per job, then ``LimitOrders``
-after seeing each ``MeteredJob``), and the ``MeteringResult`` it returns.
+gives: the ``UsagePlan`` it asks what to record (``UsageRun`` per job and the
+``RejectedHeartbeats`` it refused to bill, then ``LimitOrders`` after seeing each
+``MeteredJob``), and the ``MeteringResult`` it returns.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "MeteringResult",
     "PriceSchedule",
     "RefusedRun",
+    "RejectedHeartbeats",
     "UsagePlan",
     "UsageRun",
     "job_policy",
@@ -138,6 +140,18 @@ class UsageRun(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+class RejectedHeartbeats(msgspec.Struct, frozen=True, kw_only=True):
+    """Heartbeats of one attempt the ledger refused to bill for one reason in one batch: one
+    ``Job.HeartbeatsRejected`` event (``reason``: ``domain.job.HEARTBEAT_REJECTION_REASONS``)."""
+
+    job_id: str
+    attempt: int
+    first_seq: int
+    last_seq: int
+    count: int
+    reason: str
+
+
 class MeteredJob(msgspec.Struct, frozen=True, kw_only=True):
     """A job right after a batch's usage was recorded on it (not saved yet).
 
@@ -187,10 +201,22 @@ class UsagePlan(Protocol):
     """What ``UserApp.meter_usage`` asks of its caller (the ledger) while it holds the aggregates."""
 
     def usage_runs(
-        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+        self,
+        job_id: str,
+        attempt: int,
+        metered_seq: Mapping[str, int],
+        *,
+        gpu_count: int = 1,
+        gpu_type: str = "",
+        attempts: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Sequence[UsageRun]:
-        """The runs to record on the job, given its last started attempt, last metered seqs and
-        submitted GPU count (what bounds the GPU time it may be billed)."""
+        """The runs to record on the job, given its last started attempt, last metered seqs,
+        submitted GPU type and count, and every started attempt as its ``Started`` recorded it
+        (``Job.attempts``: lease and placement; a None type/count: priced as submitted)."""
+        ...
+
+    def rejected_heartbeats(self, job_id: str) -> Sequence[RejectedHeartbeats]:
+        """What ``usage_runs`` refused to bill of the job, to record in the same commit."""
         ...
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
@@ -208,6 +234,8 @@ class MeteringResult(msgspec.Struct, frozen=True, kw_only=True):
 
     unknown_job_ids: list[str]
     refused: list[RefusedRun]
+    rejected: int = 0
+    """``Job.HeartbeatsRejected`` events recorded."""
     alerts: int = 0
     stops: int = 0
     events: int = 0
@@ -228,9 +256,12 @@ class FixedUsage:
         return list(dict.fromkeys(run.job_id for run in self.runs))
 
     def usage_runs(
-        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], **job: Any
     ) -> list[UsageRun]:
         return [run for run in self.runs if run.job_id == job_id]
+
+    def rejected_heartbeats(self, job_id: str) -> list[RejectedHeartbeats]:
+        return []
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
         return self.orders

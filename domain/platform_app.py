@@ -1,11 +1,12 @@
-"""``PlatformApp``: the platform partition's Application (users, the email index, prices, base models).
+"""``PlatformApp``: the platform partition's Application (users, the email index, prices, base models,
+the hardware on offer).
 
 See ``domain.applications`` for the conventions every command follows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from eventsourcing.utils import EnvType
@@ -13,6 +14,7 @@ from eventsourcing.utils import EnvType
 from domain.base import check_utc
 from domain.catalogue import BaseModelCatalogue
 from domain.errors import Conflict, NotFound
+from domain.hardware import HardwareOffers, combined_offers
 from domain.ids import new_id
 from domain.partition_app import PartitionApplication
 from domain.partitions import PLATFORM_EVENTS
@@ -38,9 +40,9 @@ class PlatformApp(PartitionApplication):
 
     Commands: ``register_user``, ``record_login``, ``change_password``, ``suspend_user``,
     ``revoke_tokens``, ``reactivate_user``, ``set_quota``, ``set_price``, ``ensure_default_prices``,
-    ``add_base_model``, ``remove_base_model``, ``ensure_base_models``.
+    ``add_base_model``, ``remove_base_model``, ``ensure_base_models``, ``offer_hardware``.
     Queries: ``get_user``, ``find_user_by_email``, ``get_credentials``, ``price_at``,
-    ``price_list``, ``base_models``, ``get_base_model``.
+    ``price_list``, ``base_models``, ``get_base_model``, ``hardware_offers``.
     """
 
     def __init__(self, env: EnvType | None = None) -> None:
@@ -216,3 +218,21 @@ class PlatformApp(PartitionApplication):
     def _catalogue_or_new(self, at: datetime) -> BaseModelCatalogue:
         catalogue = self._find(BaseModelCatalogue.create_id())
         return BaseModelCatalogue.create(at) if catalogue is None else catalogue
+
+    # ---- hardware ----
+
+    def offer_hardware(self, source: str, offers: Mapping[str, int], at: datetime) -> bool:
+        """``source`` (a dispatcher's backend, ``operator``) offers ``offers`` (GPU type -> the largest
+        count one job may use; empty: nothing). Recorded only when it changed; True if recorded."""
+        hardware = self._find(HardwareOffers.create_id())
+        if not isinstance(hardware, HardwareOffers):
+            hardware = HardwareOffers.create(at)
+        if not hardware.offer(source, offers, at):
+            return False
+        self._save(hardware)
+        return True
+
+    def hardware_offers(self) -> dict[str, int]:
+        """What every source offers together (``domain.hardware``; ``BEFORE_ANY_OFFER`` if none ever did)."""
+        hardware = self._find(HardwareOffers.create_id())
+        return combined_offers(hardware.sources if isinstance(hardware, HardwareOffers) else None)

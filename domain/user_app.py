@@ -217,13 +217,20 @@ class UserApp(PartitionApplication):
         loss: float | None,
         tokens: int,
         at: datetime,
+        *,
+        lease: str | None = None,
     ) -> JobView:
+        """``lease``: the reporting runner's (every runner report carries it: ``Job``'s fencing)."""
         return self._job(
-            job_id, None, lambda j: j.report_progress(attempt, step, total_steps, epoch, loss, tokens, at)
+            job_id,
+            None,
+            lambda j: j.report_progress(attempt, step, total_steps, epoch, loss, tokens, at, lease=lease),
         )
 
-    def report_activity(self, job_id: str, attempt: int, activity: str | None, at: datetime) -> JobView:
-        return self._job(job_id, None, lambda j: j.report_activity(attempt, activity, at))
+    def report_activity(
+        self, job_id: str, attempt: int, activity: str | None, at: datetime, *, lease: str | None = None
+    ) -> JobView:
+        return self._job(job_id, None, lambda j: j.report_activity(attempt, activity, at, lease=lease))
 
     def save_checkpoint(
         self,
@@ -234,9 +241,12 @@ class UserApp(PartitionApplication):
         at: datetime,
         *,
         gpu_ms_total: int | None = None,
+        lease: str | None = None,
     ) -> JobView:
         return self._job(
-            job_id, None, lambda j: j.save_checkpoint(attempt, step, path, at, gpu_ms_total=gpu_ms_total)
+            job_id,
+            None,
+            lambda j: j.save_checkpoint(attempt, step, path, at, gpu_ms_total=gpu_ms_total, lease=lease),
         )
 
     def request_stop(
@@ -246,9 +256,15 @@ class UserApp(PartitionApplication):
         return self._job(job_id, expected_version, lambda j: j.request_stop(reason, at))
 
     def mark_stopped(
-        self, job_id: str, at: datetime, *, step: int | None = None, reason: str | None = None
+        self,
+        job_id: str,
+        at: datetime,
+        *,
+        step: int | None = None,
+        reason: str | None = None,
+        lease: str | None = None,
     ) -> JobView:
-        return self._job(job_id, None, lambda j: j.mark_stopped(at, step=step, reason=reason))
+        return self._job(job_id, None, lambda j: j.mark_stopped(at, step=step, reason=reason, lease=lease))
 
     def mark_succeeded(
         self,
@@ -257,21 +273,26 @@ class UserApp(PartitionApplication):
         *,
         metrics: Mapping[str, Any] | None = None,
         weights: ModelWeights | None = None,
+        lease: str | None = None,
     ) -> JobView:
-        """The job succeeded; with ``weights``, its model is registered in the same save (atomic)."""
+        """The job succeeded; with ``weights``, its model is registered in the same save (atomic).
+        A superseded runner (``lease`` not the current attempt's) registers nothing."""
         job = self._load(Job, job_id, "job_id")
+        job.check_lease(lease, "mark succeeded")  # before the model: a fenced runner registers none
         model = None
         if weights is not None:
             model = self._new_model(job.model_id, job.job_id, job.base_model, weights, at)
-        job.mark_succeeded(at, metrics=dict(metrics or {}))
+        job.mark_succeeded(at, metrics=dict(metrics or {}), lease=lease)
         self._save(job, *([model] if model else []))
         return job_view(job)
 
-    def mark_failed(self, job_id: str, error: str, at: datetime) -> JobView:
-        return self._job(job_id, None, lambda j: j.mark_failed(error, at))
+    def mark_failed(self, job_id: str, error: str, at: datetime, *, lease: str | None = None) -> JobView:
+        return self._job(job_id, None, lambda j: j.mark_failed(error, at, lease=lease))
 
-    def retry_job(self, job_id: str, attempt: int, reason: str, at: datetime) -> JobView:
-        return self._job(job_id, None, lambda j: j.retry(attempt, reason, at))
+    def retry_job(
+        self, job_id: str, attempt: int, reason: str, at: datetime, *, lease: str | None = None
+    ) -> JobView:
+        return self._job(job_id, None, lambda j: j.retry(attempt, reason, at, lease=lease))
 
     def mark_lost(self, job_id: str, last_heartbeat_at: datetime | None, at: datetime) -> JobView:
         return self._job(job_id, None, lambda j: j.mark_lost(last_heartbeat_at, at))
@@ -377,12 +398,13 @@ class UserApp(PartitionApplication):
     ) -> MeteringResult:
         """Record a batch of usage on several jobs, then the alerts and stops it makes due, in ONE commit.
 
-        For each of ``job_ids`` the plan gives the runs to record (``plan.usage_runs``): a run the
-        job refuses (already metered, an attempt that never started) is reported in ``refused``,
-        an id that is no job of this user in ``unknown_job_ids``. Then ``plan.limit_orders`` sees
-        every job that took usage and the budget, and says which alerts to raise and which jobs
-        (taking usage or not) to stop. Every job and the budget changed are saved together;
-        nothing is saved when no usage was recorded.
+        For each of ``job_ids`` the plan gives the runs to record (``plan.usage_runs``) and the
+        heartbeats it refused to bill (``plan.rejected_heartbeats``: one ``HeartbeatsRejected``
+        each): a run the job refuses (already metered, an attempt that never started) is reported
+        in ``refused``, an id that is no job of this user in ``unknown_job_ids``. Then
+        ``plan.limit_orders`` sees every job that took usage and the budget, and says which alerts
+        to raise and which jobs (taking usage or not) to stop. Every job and the budget changed
+        are saved together; nothing is saved when no usage and no rejection was recorded.
 
         ``copies``: the caller's own copies of the aggregates (the ledger's ``AggregateCache``),
         so busy jobs are not loaded afresh each call; a copy changed but not saved is discarded.
@@ -407,6 +429,7 @@ class UserApp(PartitionApplication):
         unknown: list[str] = []
         refused: list[RefusedRun] = []
         metered: list[Job] = []
+        rejected = 0
         for job_id in job_ids:
             try:
                 job = self._copy(copies, Job, Job.create_id(check_id(job_id, kind="job_id")))
@@ -416,7 +439,15 @@ class UserApp(PartitionApplication):
                 unknown.append(job_id)
                 continue
             recorded = False
-            for run in plan.usage_runs(job.job_id, job.attempt, job.metered_seq, gpu_count=job.gpu_count):
+            runs = plan.usage_runs(
+                job.job_id,
+                job.attempt,
+                job.metered_seq,
+                gpu_count=job.gpu_count,
+                gpu_type=job.gpu_type,
+                attempts=job.attempts,
+            )
+            for run in runs:
                 try:
                     job.meter_usage(
                         run.attempt,
@@ -433,11 +464,30 @@ class UserApp(PartitionApplication):
                     refused.append(RefusedRun(run, str(exc)))
                 else:
                     recorded = True
+            for rejection in plan.rejected_heartbeats(job.job_id):
+                job.reject_heartbeats(
+                    rejection.attempt,
+                    rejection.first_seq,
+                    rejection.last_seq,
+                    rejection.count,
+                    rejection.reason,
+                    at,
+                )
+                rejected += 1
             if recorded:
                 metered.append(job)
+            if job.pending_events:
                 touched.append(job)
         if not metered:
-            return MeteringResult(unknown_job_ids=unknown, refused=refused)
+            recordings = self._save(*touched) if touched else []  # rejections alone
+            return MeteringResult(
+                unknown_job_ids=unknown,
+                refused=refused,
+                rejected=rejected,
+                events=len(recordings),
+                first_position=recordings[0].notification.id if recordings else None,
+                last_position=recordings[-1].notification.id if recordings else None,
+            )
         budget = self._copy(copies, Budget, Budget.create_id(self.user_id))
         touched.extend([budget] if budget is not None else [])
         orders = plan.limit_orders(
@@ -471,6 +521,7 @@ class UserApp(PartitionApplication):
         return MeteringResult(
             unknown_job_ids=unknown,
             refused=refused,
+            rejected=rejected,
             alerts=len(orders.job_alerts) + len(orders.budget_alerts),
             stops=stops,
             events=events,

@@ -15,6 +15,10 @@ platform log, and a log that cannot be replayed is reported, not raised.
 hold together (``check_log`` names a problem, or the replay raises ``ChainBroken`` / DataError)
 is reported in its ``RebuildReport`` and its views are left untouched, never rebuilt from a
 tampered log. ``problem_lines`` is the one-line-per-problem text both CLIs print.
+
+The audit also lists, per user partition, the heartbeats the ledger refused to bill because
+they contradicted their attempt's placement or carried another lease (``Job.HeartbeatsRejected``,
+``AuditReport.rejected_heartbeats``): findings, not problems (``ok`` does not change).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from eventsourcing.persistence import DataError
 from domain.errors import ValidationFailed
 from projections.partition import Partition, TrackingView
 from projections.projector import OpenApp
+from projections.render import event_name, iso
 from projections.replay import apps_on, replay
 from projections.store import stored_position
 from storage import layout
@@ -40,6 +45,7 @@ from storage.layout import PLATFORM, USERS, events_prefix, user_partition
 __all__ = [
     "AuditReport",
     "RebuildReport",
+    "RejectedHeartbeats",
     "ViewDifference",
     "audit_bucket",
     "audit_partition",
@@ -66,6 +72,18 @@ class ViewDifference(msgspec.Struct, frozen=True):
     replayed_position: int | None = None
 
 
+class RejectedHeartbeats(msgspec.Struct, frozen=True):
+    """Heartbeats of one attempt the ledger refused to bill for ``reason`` (a ``Job.HeartbeatsRejected``)."""
+
+    job_id: str
+    attempt: int
+    first_seq: int
+    last_seq: int
+    count: int
+    reason: str
+    at: str
+
+
 class AuditReport(msgspec.Struct, frozen=True):
     partition: str
     head: int
@@ -73,6 +91,8 @@ class AuditReport(msgspec.Struct, frozen=True):
     chain: ChainReport
     replay_error: str | None
     differences: list[ViewDifference]
+    rejected_heartbeats: list[RejectedHeartbeats] = msgspec.field(default_factory=list)
+    """What the ledger rejected (a finding the audit shows, not a problem)."""
 
     @property
     def ok(self) -> bool:
@@ -240,9 +260,10 @@ def _audit(
 ) -> tuple[AuditReport, Partition | None]:
     """``audit_partition``, and the replayed partition (None when the log could not be replayed)."""
     chain = check_log(bucket, partition)
+    findings = _Rejections()
     try:
         with serving_broken_chains():  # show what an edit did to the views; the chain check names it
-            part = replay(open_app(partition), partition)
+            part = replay(open_app(partition), partition, on_event=findings.see)
     except Exception as exc:  # a tampered log may not even decode: report it, do not crash the audit
         return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", []), None
     expected = {name for name in part.views.names() if scope(name)}
@@ -261,7 +282,25 @@ def _audit(
         difference = _compare(name, stored, part.views.render(name), position)
         if difference is not None:
             differences.append(difference)
-    return AuditReport(partition, part.position, chain, None, differences), part
+    report = AuditReport(partition, part.position, chain, None, differences, findings.rejected)
+    return report, part
+
+
+class _Rejections:
+    """Collects ``Job.HeartbeatsRejected`` events during a replay, named by their job."""
+
+    def __init__(self) -> None:
+        self.job_ids: dict[Any, str] = {}
+        self.rejected: list[RejectedHeartbeats] = []
+
+    def see(self, event: Any) -> None:
+        name = event_name(event)
+        if name == "Job.Submitted":
+            self.job_ids[event.originator_id] = event.job_id
+        elif name == "Job.HeartbeatsRejected":
+            job_id = self.job_ids.get(event.originator_id, str(event.originator_id))
+            fields = (event.attempt, event.first_seq, event.last_seq, event.count, event.reason)
+            self.rejected.append(RejectedHeartbeats(job_id, *fields, iso(event.at) or ""))
 
 
 def rebuild_partition(

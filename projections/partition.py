@@ -20,7 +20,7 @@ from uuid import UUID
 
 import msgspec
 
-from projections import billing, catalogue, datasets, jobs, models, pricing, users
+from projections import billing, catalogue, datasets, hardware, jobs, models, pricing, users
 from projections.render import encode, event_name
 from storage import layout
 from storage.layout import PLATFORM
@@ -227,7 +227,8 @@ class UserPartition(Partition):
 
 
 class PlatformPartition(Partition):
-    """``platform``: users, the price list (and each user's copy of it), the base-model catalogue."""
+    """``platform``: users, the price list (and each user's copy of it), the base-model catalogue, the
+    hardware on offer."""
 
     _owned = layout.platform_views()
 
@@ -241,7 +242,9 @@ class PlatformPartition(Partition):
         )
         self.pricing = pricing.PricingState()
         self.catalogue: dict[str, catalogue.BaseModel] = {}
+        self.hardware: hardware.HardwareState = {}
         self._route(users.EVENTS, self._apply_user)
+        self._route(hardware.EVENTS, self._apply_hardware)
         self._route(pricing.EVENTS, self._apply_price)
         self._route(catalogue.EVENTS, self._apply_catalogue)
 
@@ -270,6 +273,10 @@ class PlatformPartition(Partition):
     def _apply_catalogue(self, event: Any) -> None:
         self.catalogue = catalogue.fold(self.catalogue, event)
         self.views.touch(layout.base_models(), lambda pos: catalogue.view(self.catalogue, pos))
+
+    def _apply_hardware(self, event: Any) -> None:
+        self.hardware = hardware.fold(self.hardware, event)
+        self.views.touch(layout.hardware(), lambda pos: hardware.view(self.hardware, pos))
 
 
 def open_partition(partition: str, anchor: Anchor | None = None) -> Partition:

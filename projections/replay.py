@@ -34,13 +34,22 @@ def anchor_of(app: Application[Any]) -> Anchor | None:
     return log.commit_of if log is not None else None
 
 
-def replay(app: Application[Any], partition: str, *, upto: int | None = None) -> Partition:
-    """The partition's views folded in memory from position 0 (to ``upto``, default the head)."""
+def replay(
+    app: Application[Any],
+    partition: str,
+    *,
+    upto: int | None = None,
+    on_event: Callable[[Any], None] | None = None,
+) -> Partition:
+    """The partition's views folded in memory from position 0 (to ``upto``, default the head);
+    ``on_event`` sees each event too (e.g. the audit's findings)."""
     part = open_partition(partition, anchor_of(app))
     for position, event in read_events(app):
         if upto is not None and position > upto:
             break
         part.apply(position, event)
+        if on_event is not None:
+            on_event(event)
     return part
 
 

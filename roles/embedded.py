@@ -83,6 +83,7 @@ class EmbeddedWorkers:
             on_launch=self._expect_heartbeats,
             base_model_source=self._base_model_source,
             heartbeat_key=heartbeat_key,
+            platform=runtime.platform,  # the dispatcher records what its backend offers
         )
         self.ledger = LedgerWorker(
             runtime.bucket,

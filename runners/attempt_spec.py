@@ -12,8 +12,10 @@ The dispatcher rewrites it before every attempt::
     base_model: tiny-llama          # a catalogue name (bucket: base-models/<name>/)
     base_model_source: null         # where an operator-added base model comes from
     dataset_id: ds_...              # users/<uid>/data/<id>/processed/train.jsonl
-    gpu_type: cpu
+    gpu_type: cpu                   # as submitted
     gpu_count: 1
+    lease: 9f86d081884c7d65         # the attempt's fencing lease (in Started; every report has it)
+    placement: {gpu_type: cpu, gpu_count: 1, node: local}   # where the backend placed it (billed by it)
     heartbeat_interval_s: 10.0
     heartbeat_url: "stdout:"        # see runners.heartbeat_relay
     max_retries: 2                  # attempts after the first one
@@ -34,6 +36,7 @@ import yaml
 
 from domain.errors import ValidationFailed
 from domain.ids import check_id
+from domain.placement import Placement
 from domain.read_models import JobView
 from domain.training_config import TrainingConfig, parse_training_config
 from runners.base_models import BaseModelSource
@@ -82,6 +85,10 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     max_cost_usd_micros: int | None = None
     resume_from: str | None = None
     base_model_source: BaseModelSource | None = None
+    lease: str | None = None
+    """The attempt's fencing lease, made by the dispatcher (None: a run.yaml from before leases)."""
+    placement: Placement | None = None
+    """Where the launch backend placed the attempt (None: a run.yaml from before placements)."""
 
     def __post_init__(self) -> None:
         for kind in ("job_id", "user_id", "model_id", "base_model", "dataset_id"):
@@ -110,6 +117,13 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
         return layout.checkpoint_prefix(self.user_id, self.job_id, step)
 
     @property
+    def placed(self) -> Placement:
+        """Where the attempt runs: its placement, else (an older run.yaml) the submitted hardware."""
+        if self.placement is not None:
+            return self.placement
+        return Placement(gpu_type=self.gpu_type, gpu_count=self.gpu_count)
+
+    @property
     def model_kind(self) -> str:
         """``lora`` (an adapter) or ``full`` (all weights)."""
         return self.config.method
@@ -121,8 +135,11 @@ def build_attempt_spec(
     attempt: int,
     heartbeat_url: str = STDOUT_URL,
     base_model_source: BaseModelSource | None = None,
+    lease: str | None = None,
+    placement: Placement | None = None,
 ) -> JobRunSpec:
-    """The run.yaml of ``attempt`` of ``job``, resuming from its last checkpoint when there is one."""
+    """The run.yaml of ``attempt`` of ``job`` under ``lease`` on ``placement``, resuming from its last
+    checkpoint when there is one."""
     config = parse_training_config(job.config)
     checkpoint = job.last_checkpoint
     return JobRunSpec(
@@ -141,6 +158,8 @@ def build_attempt_spec(
         max_cost_usd_micros=job.max_cost_usd_micros,
         resume_from=None if checkpoint is None else checkpoint.path,
         base_model_source=base_model_source,
+        lease=lease,
+        placement=placement,
     )
 
 

@@ -7,9 +7,14 @@ then asked to end, and the new attempt starts once that run is reaped.
 ``poll()`` reaps ended runs and starts queued ones; ``run(stop_event)`` polls until told to
 stop (``tune serve``); ``close()`` stops the runs still going, gracefully.
 
-Before each attempt the dispatcher writes ``jobs/<id>/run.yaml`` (``runners.attempt_spec``,
-resuming from the job's last checkpoint) and launches ``python -m runners.job_runner`` on
-it. The outcome is read from the job's events, never from an exit status:
+Before each attempt the dispatcher makes the attempt's fencing lease (random), asks the
+backend where it would run (``place``: its placement), writes both in ``jobs/<id>/run.yaml``
+(``runners.attempt_spec``, resuming from the job's last checkpoint) and launches
+``python -m runners.job_runner`` on it; the runner records them in ``Started``. A job whose
+hardware the backend does not have fails to start (``NotPlaceable``), as any launch failure.
+When it starts running (``run``), the dispatcher records what its backend offers
+(``PlatformApp.offer_hardware``, only when it changed), so the API refuses jobs for hardware
+none of the platform's backends has. The outcome is read from the job's events, never from an exit status:
 
 - ``retrying`` (the runner announced the next attempt): launched again at the head of the
   queue; the attempt counter is the job's own;
@@ -44,7 +49,7 @@ from storage.heartbeats import Heartbeat, HeartbeatPublisher, attempt_secret
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from domain.applications import UserApp
+    from domain.applications import PlatformApp, UserApp
 
 __all__ = ["Dispatcher", "JobRef", "local_dispatcher"]
 
@@ -89,6 +94,8 @@ class Dispatcher:
             attempt's runner gets its secret (``storage.heartbeats.attempt_secret``) through the
             backend; None: runners sign nothing and the ledger drops their heartbeats.
         max_start_failures: runners that end before starting their attempt before the job fails.
+        platform: where the backend's offers are recorded (``offer_hardware``; None: nowhere).
+        hardware_source: the name its offers are recorded under (one per backend of the platform).
     """
 
     def __init__(
@@ -107,6 +114,8 @@ class Dispatcher:
         poll_interval_s: float = 0.5,
         max_start_failures: int = 2,
         heartbeat_key: bytes | None = None,
+        platform: PlatformApp | None = None,
+        hardware_source: str = "local",
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -123,6 +132,8 @@ class Dispatcher:
         self.poll_interval_s = poll_interval_s
         self.max_start_failures = max_start_failures
         self.heartbeat_key = heartbeat_key
+        self.platform = platform
+        self.hardware_source = hardware_source
         self._queue: collections.deque[JobRef] = collections.deque()
         self._active: dict[JobRef, _Launched] = {}
         self._ended: list[tuple[JobRef, _Launched, int | None]] = []
@@ -191,8 +202,23 @@ class Dispatcher:
                 return None
             return self._queue.popleft()
 
+    def offer_hardware(self) -> dict[str, int]:
+        """Record what the backend offers (if it changed since last recorded); returns the offers."""
+        offers = self.backend.offers()
+        if self.platform is not None and self.platform.offer_hardware(
+            self.hardware_source, offers, self.clock()
+        ):
+            self.notify(layout.PLATFORM)
+            log.info("hardware offered by %s: %s", self.hardware_source, offers)
+        return offers
+
     def run(self, stop: threading.Event) -> None:
-        """Poll every ``poll_interval_s`` until ``stop`` is set (runs keep going; see ``close``)."""
+        """Record the backend's offers, then poll every ``poll_interval_s`` until ``stop`` is set
+        (runs keep going; see ``close``)."""
+        try:
+            self.offer_hardware()
+        except Exception:  # jobs still run; the API goes on with the offers recorded before
+            log.exception("recording the hardware on offer failed")
         while True:
             try:
                 self.poll()
@@ -222,11 +248,19 @@ class Dispatcher:
         else:
             log.info("not starting %s: it is %s", ref.job_id, job.state)
             return
+        try:
+            placement = self.backend.place(job.gpu_type, job.gpu_count)
+        except LaunchFailed as exc:
+            log.warning("%s: %s", ref.job_id, exc)
+            self._start_failed(ref, job, attempt, str(exc))
+            return
         spec = build_attempt_spec(
             job,
             attempt=attempt,
             heartbeat_url=self.heartbeat_url,
             base_model_source=self.base_model_source(job.base_model),
+            lease=secrets.token_hex(8),
+            placement=placement,
         )
         request = LaunchRequest(
             run_id=f"{ref.job_id}-{attempt}-{secrets.token_hex(3)}",
@@ -240,6 +274,7 @@ class Dispatcher:
             heartbeat_secret=None
             if self.heartbeat_key is None
             else attempt_secret(self.heartbeat_key, ref.user_id, ref.job_id, attempt),
+            placement=placement,
         )
         try:
             self.backend.launch(request)
@@ -249,7 +284,9 @@ class Dispatcher:
             return
         with self._lock:
             self._active[ref] = _Launched(request.run_id, attempt)
-        log.info("started %s attempt %d", ref.job_id, attempt)
+        log.info(
+            "started %s attempt %d on %d x %s", ref.job_id, attempt, placement.gpu_count, placement.gpu_type
+        )
         self.on_launch(spec)
 
     def _after_run(self, ref: JobRef, launched: _Launched, exit_code: int | None) -> None:

@@ -4,6 +4,11 @@ Other writers append to the same job at the same time (the ledger meters usage, 
 records stop requests), so a command that loses the race (``Conflict`` with code
 ``version_conflict``) is tried again on the fresh state; every other refusal is raised.
 
+A runner's recorder holds its attempt's ``lease`` (and ``placement``): ``started`` records
+them in ``Started``, and every report after it carries the lease, so the job refuses the
+reports of a superseded runner (``Conflict`` code ``superseded``, raised, never retried). The
+dispatcher's recorder has none: the control plane's commands are not fenced.
+
 ``retry_or_fail`` is the one retry rule: attempts run while ``attempt <= max_retries``
 (so ``1 + max_retries`` in all), each resuming from the job's last checkpoint.
 """
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from domain.errors import Conflict
 from domain.job_states import REPORTING_STATES
 from domain.model import ModelWeights
+from domain.placement import Placement
 from domain.read_models import JobView
 from storage.clock import Clock, utc_now
 
@@ -39,21 +45,36 @@ class JobRecorder:
         job_id: the job.
         attempt: the attempt being run (0 when recording for no particular attempt).
         clock: the time every event carries.
+        lease: the attempt's fencing lease (a runner's; None: the control plane records).
+        placement: where the backend placed the attempt (recorded in ``Started``).
     """
 
     def __init__(
-        self, app: UserApp, job_id: str, attempt: int = 0, *, clock: Clock = utc_now
+        self,
+        app: UserApp,
+        job_id: str,
+        attempt: int = 0,
+        *,
+        clock: Clock = utc_now,
+        lease: str | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.app = app
         self.job_id = job_id
         self.attempt = attempt
         self.clock = clock
+        self.lease = lease
+        self.placement = placement
 
     def view(self) -> JobView:
         return self.app.get_job(self.job_id)
 
     def started(self) -> JobView:
-        return self._write(lambda: self.app.start_job(self.job_id, self.attempt, self.clock()))
+        return self._write(
+            lambda: self.app.start_job(
+                self.job_id, self.attempt, self.clock(), lease=self.lease, placement=self.placement
+            )
+        )
 
     def queued(self) -> JobView:
         return self._write(lambda: self.app.queue_job(self.job_id, self.clock()))
@@ -63,31 +84,51 @@ class JobRecorder:
     ) -> JobView:
         return self._write(
             lambda: self.app.report_progress(
-                self.job_id, self.attempt, step, total_steps, epoch, loss, tokens, self.clock()
+                self.job_id,
+                self.attempt,
+                step,
+                total_steps,
+                epoch,
+                loss,
+                tokens,
+                self.clock(),
+                lease=self.lease,
             )
         )
 
     def activity(self, activity: str | None) -> JobView:
         """What the attempt is busy with before its first step (None: done with it)."""
         return self._write(
-            lambda: self.app.report_activity(self.job_id, self.attempt, activity, self.clock())
+            lambda: self.app.report_activity(
+                self.job_id, self.attempt, activity, self.clock(), lease=self.lease
+            )
         )
 
     def checkpoint(self, step: int, path: str) -> JobView:
         return self._write(
-            lambda: self.app.save_checkpoint(self.job_id, self.attempt, step, path, self.clock())
+            lambda: self.app.save_checkpoint(
+                self.job_id, self.attempt, step, path, self.clock(), lease=self.lease
+            )
         )
 
     def stopped(self, *, step: int | None = None, reason: str | None = None) -> JobView:
-        return self._write(lambda: self.app.mark_stopped(self.job_id, self.clock(), step=step, reason=reason))
+        return self._write(
+            lambda: self.app.mark_stopped(
+                self.job_id, self.clock(), step=step, reason=reason, lease=self.lease
+            )
+        )
 
     def succeeded(self, metrics: Mapping[str, Any], weights: ModelWeights) -> JobView:
         return self._write(
-            lambda: self.app.mark_succeeded(self.job_id, self.clock(), metrics=metrics, weights=weights)
+            lambda: self.app.mark_succeeded(
+                self.job_id, self.clock(), metrics=metrics, weights=weights, lease=self.lease
+            )
         )
 
     def failed(self, error: str) -> JobView:
-        return self._write(lambda: self.app.mark_failed(self.job_id, error[:10_000], self.clock()))
+        return self._write(
+            lambda: self.app.mark_failed(self.job_id, error[:10_000], self.clock(), lease=self.lease)
+        )
 
     def lost(self, last_heartbeat_at: datetime | None) -> JobView:
         return self._write(lambda: self.app.mark_lost(self.job_id, last_heartbeat_at, self.clock()))
@@ -98,15 +139,22 @@ class JobRecorder:
         def decide() -> JobView:
             job = self.view()
             if job.attempt <= max_retries:
-                return self.app.retry_job(self.job_id, job.attempt + 1, reason[:10_000], self.clock())
+                return self.app.retry_job(
+                    self.job_id, job.attempt + 1, reason[:10_000], self.clock(), lease=self.lease
+                )
             error = f"{reason} (attempt {job.attempt} of {max_retries + 1}; no retries left)"
-            return self.app.mark_failed(self.job_id, error[:10_000], self.clock())
+            return self.app.mark_failed(self.job_id, error[:10_000], self.clock(), lease=self.lease)
 
         return self._write(decide)
 
     def is_current(self, job: JobView) -> bool:
-        """Whether ``job`` is still running this recorder's attempt (not finished, retried or lost)."""
-        return job.attempt == self.attempt and job.state in REPORTING_STATES
+        """Whether ``job`` is still running this recorder's attempt under its lease (not finished,
+        retried, lost, or started by another runner)."""
+        return (
+            job.attempt == self.attempt
+            and job.state in REPORTING_STATES
+            and (self.lease is None or job.lease == self.lease)
+        )
 
     @staticmethod
     def _write(command: Callable[[], T]) -> T:

@@ -2,7 +2,9 @@
 
 ``python -m runners.job_runner <bucket-url> <users/<uid>/jobs/<jid>/run.yaml>``
 
-1. records ``Started(attempt)`` (a job that was stopped meanwhile is left alone);
+1. records ``Started(attempt, lease, placement)`` from its run.yaml (a job that was stopped
+   meanwhile, or whose attempt another runner started first, is left alone: nothing is
+   touched); every report after it carries the lease (``runners.job_recorder``);
 2. copies the base model, the processed dataset and the checkpoint to resume from into a
    working folder (``runners.workdir``) and writes the trainer's run.yaml;
 3. starts ``python -m runners.trainer`` and reads its JSON-line events: steps go to
@@ -151,11 +153,16 @@ class JobRunner:
         self.stop_grace_s = stop_grace_s
         self.keep_checkpoints = keep_checkpoints
         self.keep_workdir = keep_workdir
-        self.recorder = JobRecorder(app, spec.job_id, spec.attempt, clock=clock)
+        placed = spec.placed  # what the heartbeats say: the ledger bills the recorded placement
+        self.recorder = JobRecorder(
+            app, spec.job_id, spec.attempt, clock=clock, lease=spec.lease, placement=spec.placement
+        )
         self.trainer = _TrainerState()
         self.log: MirroredFile | None = None
         self.metrics: MirroredFile | None = None
-        identity = AttemptIdentity(spec.user_id, spec.job_id, spec.attempt, spec.gpu_type, spec.gpu_count)
+        identity = AttemptIdentity(
+            spec.user_id, spec.job_id, spec.attempt, placed.gpu_type, placed.gpu_count, spec.lease
+        )
         self.emitter = HeartbeatEmitter(
             publisher,
             identity,
@@ -183,7 +190,10 @@ class JobRunner:
         self.log = MirroredFile(self.bucket, self.spec.log_object, self.work.log)
         self.metrics = MirroredFile(self.bucket, self.spec.metrics_object, self.work.metrics)
         spec = self.spec
-        self._say(f"attempt {spec.attempt} started: {spec.base_model} on {spec.gpu_count} x {spec.gpu_type}")
+        placed = spec.placed
+        self._say(
+            f"attempt {spec.attempt} started: {spec.base_model} on {placed.gpu_count} x {placed.gpu_type}"
+        )
         self.emitter.start()
         try:
             return self._run()

@@ -3,7 +3,7 @@
 ::
 
     platform/events/<seq:012d>.json                         platform partition commits
-    platform/metadata/{users,gpu_pricing,base_models,position}.json
+    platform/metadata/{users,gpu_pricing,base_models,hardware,position}.json
     users/<uid>/events/<seq:012d>.json                      user partition commits
     users/<uid>/metadata/{user_info,gpu_pricing}.json       the platform partition's views of a user
     users/<uid>/metadata/{jobs,datasets,models,billing,billing_history,position}.json
@@ -60,6 +60,7 @@ __all__ = [
     "dataset_raw_prefix",
     "datasets",
     "events_prefix",
+    "hardware",
     "job_config",
     "job_log",
     "job_metrics",
@@ -100,7 +101,7 @@ def user_of(partition: str) -> str:
 
 # -- metadata: the views the projector writes ---------------------------------------------
 
-PLATFORM_VIEWS = ("users", "gpu_pricing", "base_models", "position")
+PLATFORM_VIEWS = ("users", "gpu_pricing", "base_models", "hardware", "position")
 """The platform partition's own views: ``platform/metadata/<view>.json``."""
 
 USER_COPIES = ("user_info", "gpu_pricing")
@@ -145,6 +146,11 @@ def pricing() -> str:
 
 def base_models() -> str:
     return _view(PLATFORM, "base_models")
+
+
+def hardware() -> str:
+    """What the launch backends offer (``domain.hardware``; none before the first offer)."""
+    return _view(PLATFORM, "hardware")
 
 
 user_info = _user_view("user_info")

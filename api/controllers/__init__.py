@@ -4,6 +4,7 @@ from api.controllers.auth import AuthController
 from api.controllers.billing import BillingController
 from api.controllers.datasets import DatasetController
 from api.controllers.fine_tune import FineTuneController
+from api.controllers.hardware import HardwareController
 from api.controllers.health import HealthController
 from api.controllers.models import ModelController
 
@@ -12,6 +13,7 @@ __all__ = [
     "BillingController",
     "DatasetController",
     "FineTuneController",
+    "HardwareController",
     "HealthController",
     "ModelController",
 ]
@@ -23,4 +25,5 @@ CONTROLLERS = [
     ModelController,
     DatasetController,
     BillingController,
+    HardwareController,
 ]

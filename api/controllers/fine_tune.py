@@ -29,7 +29,9 @@ class FineTuneController(Controller):
     @post(
         "/{user_id:str}/start",
         operation_id="start_job",
-        responses=documented(403, 404, 409),
+        responses=documented(
+            403, 404, 409, meanings={422: "no launch backend offers the GPU type and count (GET /hardware)"}
+        ),
         guards=[requires_self],
         sync_to_thread=True,
     )

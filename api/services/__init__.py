@@ -8,7 +8,15 @@ projector after a write (``Runtime.committed``), so its answers show the write.
 from api.services.accounts import AccountService
 from api.services.billing import BillingService
 from api.services.datasets import DatasetService
+from api.services.hardware import HardwareService
 from api.services.jobs import JobService
 from api.services.models import ModelService
 
-__all__ = ["AccountService", "BillingService", "DatasetService", "JobService", "ModelService"]
+__all__ = [
+    "AccountService",
+    "BillingService",
+    "DatasetService",
+    "HardwareService",
+    "JobService",
+    "ModelService",
+]

@@ -8,6 +8,12 @@ local subprocess and a Ray job (``ray.job_submission``: entrypoint, ``entrypoint
 differ only in where it runs. The attempt's heartbeat secret (``LaunchRequest.heartbeat_secret``)
 goes to that runner alone, in its environment as ``HEARTBEAT_SECRET_ENV`` (for Ray:
 ``runtime_env={"env_vars": ...}``), never in a log, the run.yaml or any other bucket object.
+
+Placement is the truth: a backend says what hardware it has (``offers()``: GPU type -> the
+largest count one run may be placed on; the dispatcher records it, so the API refuses jobs
+for anything else), and where an attempt would run (``place``: before the run.yaml is
+written, which carries the placement) and where it did run (``launch`` returns the placement
+it used). The ledger bills an attempt by that placement, never by what its heartbeats claim.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from domain.placement import Placement
+
 __all__ = [
     "HEARTBEAT_SECRET_ENV",
     "LaunchBackend",
     "LaunchFailed",
     "LaunchRequest",
+    "NotPlaceable",
     "RunStatus",
     "runner_argv",
 ]
@@ -50,6 +59,8 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     gpu_count: int
     heartbeat_secret: str | None = None
     """The attempt's heartbeat secret (None: its heartbeats go unsigned and the ledger drops them)."""
+    placement: Placement | None = None
+    """Where to run it, as ``LaunchBackend.place`` chose (None: the backend places it at launch)."""
 
     @property
     def argv(self) -> list[str]:
@@ -76,12 +87,23 @@ class LaunchFailed(Exception):
     """The backend could not start the run (nothing is running for it)."""
 
 
+class NotPlaceable(LaunchFailed):
+    """The backend has no hardware of the kind asked for (``offers()`` says what it has)."""
+
+
 @runtime_checkable
 class LaunchBackend(Protocol):
     """Runs job runners; thread-safe."""
 
-    def launch(self, request: LaunchRequest) -> None:
-        """Start the run now; LaunchFailed if it cannot."""
+    def offers(self) -> dict[str, int]:
+        """The hardware it can place a run on: GPU type -> the largest count of one run."""
+
+    def place(self, gpu_type: str, gpu_count: int) -> Placement:
+        """Where a run of ``gpu_count`` x ``gpu_type`` would run now; NotPlaceable if nowhere."""
+
+    def launch(self, request: LaunchRequest) -> Placement:
+        """Start the run now on ``request.placement`` (placed now if None); LaunchFailed if it cannot.
+        Returns where it runs."""
 
     def status(self, run_id: str) -> RunStatus:
         """Whether the run is still going (KeyError for a run this backend does not know)."""

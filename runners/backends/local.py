@@ -6,6 +6,14 @@ counts as ended only once its process has exited and its last heartbeat was rela
 runner's stderr goes to ``log_dir/<run_id>.log`` (or this process's stderr). Each runner
 gets its own session, so a Ctrl-C at the terminal reaches the dispatcher, which then stops
 its runs gracefully (``close``), and not the runners directly.
+
+Hardware: it offers ``cpu`` x1 (this machine is one CPU unit, whatever its cores) and the CUDA
+devices torch sees, by name (``domain.gpu_types.gpu_type_of_device``: a device whose name no
+GPU type lists is not offered, and is logged). They are probed once, in a child process, so
+this process never initialises CUDA, and only where an NVIDIA driver is present. A run is
+placed on the first devices of its type that no other run of this backend uses (shared,
+with a warning, when all are busy: the dispatcher's ``max_concurrent`` normally prevents it)
+and sees only them (``CUDA_VISIBLE_DEVICES``); a ``cpu`` run sees no GPU at all.
 """
 
 from __future__ import annotations
@@ -15,27 +23,82 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from runners.backends.base import LaunchFailed, LaunchRequest, RunStatus
+import msgspec
+
+from domain.gpu_types import CPU, gpu_type_of_device
+from domain.hardware import describe_offers
+from domain.placement import Placement
+from runners.backends.base import LaunchFailed, LaunchRequest, NotPlaceable, RunStatus
 from runners.heartbeat_relay import relay_heartbeats
 from storage.heartbeats import Heartbeat
 
-__all__ = ["LocalSubprocessBackend"]
+__all__ = [
+    "CUDA_VISIBLE_DEVICES",
+    "LOCAL_NODE",
+    "LocalSubprocessBackend",
+    "cuda_device_names",
+    "local_offers",
+]
 
 log = logging.getLogger(__name__)
 
 Argv = Callable[[LaunchRequest], list[str]]
 
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+LOCAL_NODE = "local"
+"""``Placement.node`` of every run of this backend."""
+_NVIDIA_DRIVER = ("/proc/driver/nvidia", "/dev/nvidiactl")
+_PROBE = (
+    "import json, torch\n"
+    "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
+    "print(json.dumps([torch.cuda.get_device_name(i) for i in range(n)]))"
+)
+
+
+def cuda_device_names(*, python: str = sys.executable, timeout_s: float = 120.0) -> list[str]:
+    """The names of the CUDA devices torch sees here, by index (``torch.cuda.get_device_name``),
+    asked of a child process; [] without an NVIDIA driver, without torch, or if the probe fails."""
+    if not any(Path(p).exists() for p in _NVIDIA_DRIVER):
+        return []
+    try:
+        done = subprocess.run(
+            [python, "-c", _PROBE],
+            capture_output=True,
+            timeout=timeout_s,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        return msgspec.json.decode(done.stdout.strip().splitlines()[-1], type=list[str])
+    except (OSError, subprocess.SubprocessError, msgspec.DecodeError, IndexError) as exc:
+        log.warning("no CUDA devices offered: probing them with torch failed: %s", exc)
+        return []
+
+
+def local_offers(device_names: Sequence[str]) -> dict[str, list[int]]:
+    """The device indices of each GPU type among ``device_names`` (indices as torch numbers
+    them), and ``cpu`` (no device). A device whose name no GPU type lists is left out (logged)."""
+    devices: dict[str, list[int]] = {CPU: []}
+    for index, name in enumerate(device_names):
+        gpu_type = gpu_type_of_device(name)
+        if gpu_type is None:
+            log.warning("CUDA device %d (%r) is not offered: no GPU type lists that name", index, name)
+            continue
+        devices.setdefault(gpu_type, []).append(index)
+    return devices
+
 
 class _Run:
-    def __init__(self, proc: subprocess.Popen[bytes], relay: threading.Thread) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], relay: threading.Thread, devices: list[int]) -> None:
         self.proc = proc
         self.relay = relay
+        self.devices = devices
 
 
 class LocalSubprocessBackend:
@@ -47,6 +110,7 @@ class LocalSubprocessBackend:
         env: extra environment variables for the runners.
         cwd: the runners' working directory (None: this process's).
         argv: the command for a request (default ``LaunchRequest.argv``).
+        devices: the CUDA device names by index (None: ``cuda_device_names()``, probed on first use).
     """
 
     def __init__(
@@ -57,6 +121,7 @@ class LocalSubprocessBackend:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         argv: Argv | None = None,
+        devices: Sequence[str] | None = None,
     ) -> None:
         self.on_heartbeat = on_heartbeat
         self.log_dir = log_dir
@@ -65,11 +130,52 @@ class LocalSubprocessBackend:
         self.argv: Argv = argv or (lambda request: request.argv)
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self._device_names = None if devices is None else list(devices)
+        self._devices: dict[str, list[int]] | None = None
 
-    def launch(self, request: LaunchRequest) -> None:
+    # ---- hardware ----
+
+    def offers(self) -> dict[str, int]:
+        """``cpu`` x1 and each named CUDA device type with its count."""
+        return {gpu_type: len(indices) or 1 for gpu_type, indices in sorted(self._by_type().items())}
+
+    def place(self, gpu_type: str, gpu_count: int) -> Placement:
+        self._devices_for(gpu_type, gpu_count)
+        return Placement(gpu_type=gpu_type, gpu_count=gpu_count, node=LOCAL_NODE)
+
+    def _by_type(self) -> dict[str, list[int]]:
+        if self._devices is None:
+            names = cuda_device_names() if self._device_names is None else self._device_names
+            self._devices = local_offers(names)
+        return self._devices
+
+    def _devices_for(self, gpu_type: str, gpu_count: int) -> list[int]:
+        """The device indices a run of ``gpu_count`` x ``gpu_type`` gets ([] for cpu)."""
+        offers = self.offers()
+        if gpu_count > offers.get(gpu_type, 0):
+            raise NotPlaceable(
+                f"this machine has no {gpu_type} x{gpu_count}; it offers {describe_offers(offers)}"
+            )
+        if gpu_type == CPU:
+            return []
+        indices = self._by_type()[gpu_type]
+        with self._lock:
+            busy = {i for run in self._runs.values() if run.proc.poll() is None for i in run.devices}
+        free = [i for i in indices if i not in busy]
+        if len(free) < gpu_count:
+            log.warning("all %s devices are busy: the run shares them", gpu_type)
+            free = free + [i for i in indices if i in busy]
+        return free[:gpu_count]
+
+    # ---- runs ----
+
+    def launch(self, request: LaunchRequest) -> Placement:
         with self._lock:
             if request.run_id in self._runs:
                 raise LaunchFailed(f"run {request.run_id} was already launched")
+        placement = request.placement or self.place(request.gpu_type, request.gpu_count)
+        devices = self._devices_for(placement.gpu_type, placement.gpu_count)
+        visible = _visible(devices)
         stderr: IO[bytes] | None = None
         try:
             if self.log_dir is not None:
@@ -80,7 +186,7 @@ class LocalSubprocessBackend:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                env={**os.environ, **self.env, **request.env},
+                env={**os.environ, **self.env, **request.env, CUDA_VISIBLE_DEVICES: visible},
                 cwd=self.cwd,
                 start_new_session=True,
             )
@@ -94,8 +200,16 @@ class LocalSubprocessBackend:
         )
         relay.start()
         with self._lock:
-            self._runs[request.run_id] = _Run(proc, relay)
-        log.info("launched %s (pid %d)", request.run_id, proc.pid)
+            self._runs[request.run_id] = _Run(proc, relay, devices)
+        log.info(
+            "launched %s (pid %d) on %d x %s (CUDA devices: %s)",
+            request.run_id,
+            proc.pid,
+            placement.gpu_count,
+            placement.gpu_type,
+            visible or "none",
+        )
+        return placement
 
     def status(self, run_id: str) -> RunStatus:
         run = self._run(run_id)
@@ -149,3 +263,10 @@ class LocalSubprocessBackend:
                     pass
             else:
                 relay_heartbeats(proc.stdout, self.on_heartbeat)
+
+
+def _visible(devices: list[int]) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for ``devices`` (indices as this process's torch numbers them, so
+    mapped through this process's own ``CUDA_VISIBLE_DEVICES``); "" hides every GPU."""
+    own = [d.strip() for d in os.environ.get(CUDA_VISIBLE_DEVICES, "").split(",") if d.strip()]
+    return ",".join(own[i] if i < len(own) else str(i) for i in devices)

@@ -9,7 +9,18 @@ For each batch the subscriber hands over (``handle``):
    batch (the job and the counts; never a secret or a signature). Dropped heartbeats are never
    billed and never make a job look alive.
 1. Prices: one ``PriceSchedule`` (``PlatformApp.price_list`` at the batch's earliest
-   heartbeat) gives the price in force at each heartbeat's ``at``.
+   heartbeat) gives the price in force at each heartbeat's ``at``, for the GPU type its
+   attempt was placed on.
+1b. Placement and lease: an attempt is billed as its ``Job.Started`` placed it
+   (``Job.attempts[str(attempt)]``; the job's submitted type and count when that ``Started``
+   recorded none), never by a heartbeat's claim. A heartbeat whose ``gpu_type``/``gpu_count``
+   contradict its attempt's placement, or whose ``lease`` is not the lease its attempt's
+   ``Started`` recorded (a superseded runner, a second runner of one attempt), is not billed:
+   it is counted (``stats.contradicting``, ``stats.superseded``) and recorded as a
+   ``Job.HeartbeatsRejected`` (one per job, attempt and reason per batch) in the commit of the
+   batch's usage, so ``tune admin audit`` shows it. The heartbeats of the attempt that agree
+   with it are billed as usual. (A batch delivered again records its rejections again: they
+   are evidence, never money.)
 2. Per user, per job: load the Job, drop what it has metered already (``Job.metered_seq``,
    rebuilt from events, so dedupe survives a restart) and repeats, group the rest into
    usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
@@ -56,7 +67,7 @@ from domain.aggregate_cache import AggregateCache
 from domain.budget import DEFAULT_THRESHOLDS_PCT
 from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id
-from domain.job import Job
+from domain.job import HEARTBEAT_CONTRADICTS_PLACEMENT, HEARTBEAT_LEASE_SUPERSEDED, Job
 from domain.job_states import LIMIT_STOPPABLE_STATES
 from domain.metering import (
     JOB_SCOPE,
@@ -65,6 +76,7 @@ from domain.metering import (
     MeteredJob,
     MeteringResult,
     PriceSchedule,
+    RejectedHeartbeats,
     UsageRun,
     job_policy,
     marginal_cost_usd_micros,
@@ -119,6 +131,10 @@ class LedgerStats:
     """Heartbeats dropped as already metered or repeated."""
     rejected: int = 0
     """Heartbeats that could not be billed (see the module docstring)."""
+    contradicting: int = 0
+    """Heartbeats rejected (and recorded) for claiming other hardware than their attempt's placement."""
+    superseded: int = 0
+    """Heartbeats rejected (and recorded) for a lease that is not their attempt's."""
     unsigned: int = 0
     """Heartbeats dropped unbilled for carrying no signature."""
     forged: int = 0
@@ -142,6 +158,8 @@ class LedgerStats:
         self.metered += share.metered
         self.duplicates += share.duplicates
         self.rejected += share.rejected
+        self.contradicting += share.contradicting
+        self.superseded += share.superseded
         self.clock_clamped += share.clock_clamped
         self.gpu_clamped += share.gpu_clamped
         self.alerts += share.alerts
@@ -463,20 +481,46 @@ class _UserBatch:
         self.prices, self.at, self.spend = prices, at, spend
         self.outcome = _UserOutcome()
         self.parts: dict[str, _Metered] = {}
+        self.rejections: dict[str, list[RejectedHeartbeats]] = {}
         self.spent: BillingState | None = None
 
     def usage_runs(
-        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+        self,
+        job_id: str,
+        attempt: int,
+        metered_seq: Mapping[str, int],
+        *,
+        gpu_count: int = 1,
+        gpu_type: str = "",
+        attempts: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[UsageRun]:
-        """The job's heartbeats not metered yet, bounded by the ledger's clock, priced, in runs
-        (the refused are logged and counted)."""
+        """The job's heartbeats that agree with their attempt's placement and lease, not metered
+        yet, bounded by the ledger's clock, priced by the placement, in runs (the refused are
+        logged and counted; the rejected kept for ``rejected_heartbeats``)."""
         counts = self.outcome.counts
-        fresh = fresh_heartbeats(self.jobs[job_id], metered_seq)
+        placements = _Placements(attempts or {}, gpu_type, gpu_count)
+        placed, rejected = placements.split(job_id, attempt, self.jobs[job_id])
+        self.rejections[job_id] = rejected
+        for rejection in rejected:
+            if rejection.reason == HEARTBEAT_LEASE_SUPERSEDED:
+                counts.superseded += rejection.count
+            else:
+                counts.contradicting += rejection.count
+            log.error(
+                "ledger: job %.80r attempt %d: %d heartbeat(s) (seq %d-%d) rejected, unbilled: %s",
+                job_id,
+                rejection.attempt,
+                rejection.count,
+                rejection.first_seq,
+                rejection.last_seq,
+                rejection.reason,
+            )
+        fresh = fresh_heartbeats(placed, metered_seq)
         counts.duplicates += fresh.dropped
-        bounded = self._bounded(job_id, fresh.heartbeats, gpu_count)
+        bounded = self._bounded(job_id, fresh.heartbeats, placements.of(attempt)[1])
         priced: list[tuple[Heartbeat, int]] = []
         for heartbeat in bounded:
-            price = _price_or_reason(job_id, attempt, heartbeat, self.prices)
+            price = _price_or_reason(job_id, attempt, heartbeat, self.prices, placements.gpu_type(heartbeat))
             if isinstance(price, str):
                 counts.rejected += 1
                 log.error("ledger: heartbeat %s dropped, unbilled: %s", heartbeat.key, price)
@@ -488,6 +532,10 @@ class _UserBatch:
         runs = usage_runs(priced)
         counts.metered += sum(run.heartbeats for run in runs)
         return runs
+
+    def rejected_heartbeats(self, job_id: str) -> list[RejectedHeartbeats]:
+        """What ``usage_runs`` rejected of the job (to record as ``Job.HeartbeatsRejected``)."""
+        return self.rejections.get(job_id, [])
 
     def _bounded(self, job_id: str, heartbeats: list[Heartbeat], gpu_count: int) -> list[Heartbeat]:
         """``bound_clocks`` on copies of the worker's attempt clocks (kept once the share is saved)."""
@@ -626,15 +674,69 @@ def _live_entry(user_id: str, job_id: str, part: _Metered, at: datetime) -> Live
     )
 
 
+class _Placements:
+    """What each attempt of one job was placed on and fenced by, as its ``Started`` recorded it
+    (``Job.attempts``); an attempt with no recorded placement (a v1 ``Started``, or an attempt
+    started before a snapshot that knew none) runs on the submitted type and count, lease None."""
+
+    def __init__(self, attempts: Mapping[str, Mapping[str, Any]], gpu_type: str, gpu_count: int) -> None:
+        self.attempts, self.submitted = attempts, (gpu_type, gpu_count)
+
+    def of(self, attempt: int) -> tuple[str, int, str | None]:
+        """``(gpu_type, gpu_count, lease)`` of ``attempt``."""
+        record = self.attempts.get(str(attempt)) or {}
+        if record.get("gpu_type") is None:
+            return (*self.submitted, record.get("lease"))
+        return record["gpu_type"], record["gpu_count"], record.get("lease")
+
+    def gpu_type(self, heartbeat: Heartbeat) -> str:
+        return self.of(heartbeat.attempt)[0]
+
+    def split(
+        self, job_id: str, last_attempt: int, heartbeats: Sequence[Heartbeat]
+    ) -> tuple[list[Heartbeat], list[RejectedHeartbeats]]:
+        """The heartbeats that agree with their attempt's lease and placement, and the others in one
+        ``RejectedHeartbeats`` per attempt and reason (a lease mismatch is the reason when both are
+        wrong; repeats of one heartbeat count once). Heartbeats of attempts that never started are
+        kept: ``_price_or_reason`` refuses them."""
+        kept: list[Heartbeat] = []
+        rejected: dict[tuple[int, str], dict[Heartbeat, None]] = {}
+        for heartbeat in heartbeats:
+            if not 1 <= heartbeat.attempt <= last_attempt:
+                kept.append(heartbeat)
+                continue
+            gpu_type, gpu_count, lease = self.of(heartbeat.attempt)
+            if heartbeat.lease != lease:
+                reason = HEARTBEAT_LEASE_SUPERSEDED
+            elif heartbeat.gpu_type != gpu_type or heartbeat.gpu_count != gpu_count:
+                reason = HEARTBEAT_CONTRADICTS_PLACEMENT
+            else:
+                kept.append(heartbeat)
+                continue
+            rejected.setdefault((heartbeat.attempt, reason), {})[heartbeat] = None
+        return kept, [
+            RejectedHeartbeats(
+                job_id=job_id,
+                attempt=attempt,
+                first_seq=min(h.seq for h in group),
+                last_seq=max(h.seq for h in group),
+                count=len(group),
+                reason=reason,
+            )
+            for (attempt, reason), group in sorted(rejected.items())
+        ]
+
+
 def _price_or_reason(
-    job_id: str, attempt: int, heartbeat: Heartbeat, prices: PriceSchedule | None
+    job_id: str, attempt: int, heartbeat: Heartbeat, prices: PriceSchedule | None, gpu_type: str
 ) -> str | int:
-    """The price in force for ``heartbeat``, or why it cannot be billed (``attempt``: the job's last)."""
+    """The price in force for ``heartbeat`` on ``gpu_type`` (its attempt's placement, never its own
+    claim), or why it cannot be billed (``attempt``: the job's last)."""
     if not 1 <= heartbeat.attempt <= attempt:
         return f"attempt {heartbeat.attempt} of job {job_id} never started (last: {attempt})"
     if prices is None:
         return "no prices are set"
     try:
-        return prices.price_at(heartbeat.gpu_type, heartbeat.at)
+        return prices.price_at(gpu_type, heartbeat.at)
     except (NotFound, ValueError) as exc:
         return str(exc)

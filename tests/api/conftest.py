@@ -128,6 +128,18 @@ def finished_model(api: Api, user: User) -> tuple[str, str]:
     return job_id, model_id
 
 
+TEST_CLUSTER = {"cpu": 1, "a100-80gb": 8, "h100-80gb": 8, "h200": 8}
+"""What the API tests' platform offers: the GPU types their jobs are billed on, as an operator declares
+a cluster no dispatcher of this process probes (``tune admin hardware set``)."""
+
+
+def declare_cluster(runtime: Runtime, offers: dict[str, int] | None = None) -> None:
+    """The operator's offer of ``offers`` (default ``TEST_CLUSTER``), through the platform command the
+    dispatcher uses too; the submit check then accepts those jobs."""
+    runtime.platform.offer_hardware("operator", TEST_CLUSTER if offers is None else offers, runtime.clock())
+    runtime.committed("platform")
+
+
 def make_settings(home: Path, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {
         "home": home,
@@ -149,6 +161,7 @@ def api_settings(tmp_path: Path) -> Settings:
 def api(api_settings: Settings) -> Iterator[Api]:
     runtime = Runtime(api_settings)
     bootstrap(runtime)
+    declare_cluster(runtime)
     with TestClient(create_app(api_settings, runtime=runtime)) as client:
         yield Api(api_settings, runtime, client)
 

@@ -99,8 +99,8 @@ def test_gpu_time_claimed_beyond_the_wall_time_is_cut_across_batches(platform: P
     platform.clock.advance(INTERVAL_S)
     worker.handle([beat("j1", 2, gpu_count=2), beat("j1", 3, gpu_ms=1000 * MS, gpu_count=2)])
     platform.clock.advance(INTERVAL_S)
-    worker.handle([beat("j1", 4, gpu_count=16, gpu_ms=MS)])
+    worker.handle([beat("j1", 4, gpu_count=16, gpu_ms=MS)])  # claims 16 GPUs: rejected, not billed
 
-    assert worker.stats.gpu_clamped == 2
+    assert worker.stats.gpu_clamped == 1 and worker.stats.contradicting == 1
     # wall time seen since the start heartbeat (its at, T0): 4 intervals x 2 GPUs
     assert sum(e.gpu_ms * e.gpu_count for e in metered(platform, "u1")) <= 4 * MS * 2

@@ -239,6 +239,9 @@ class _RacingPlan:
     def usage_runs(self, *args: Any, **kwargs: Any) -> Any:
         return self._plan.usage_runs(*args, **kwargs)
 
+    def rejected_heartbeats(self, job_id: str) -> Any:
+        return self._plan.rejected_heartbeats(job_id)
+
     def limit_orders(self, *args: Any) -> Any:
         self._runner.report_progress("j1", 1, 7, 100, None, 1.5, 700, T0)
         return self._plan.limit_orders(*args)

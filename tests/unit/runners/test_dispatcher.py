@@ -9,8 +9,9 @@ import pytest
 
 from domain.applications import UserApp
 from domain.job import JobState
+from domain.placement import Placement
 from runners.attempt_spec import read_job_run
-from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, RunStatus
+from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, NotPlaceable, RunStatus
 from runners.dispatcher import Dispatcher, JobRef
 from storage import LocalBucket
 from tests.unit.runners.builders import now, wait_for
@@ -25,11 +26,22 @@ class FakeBackend:
     stopped: list[str] = field(default_factory=list)
     refuse: bool = False
     closed: bool = False
+    offered: dict[str, int] = field(default_factory=lambda: {"cpu": 1})
 
-    def launch(self, request: LaunchRequest) -> None:
+    def offers(self) -> dict[str, int]:
+        return dict(self.offered)
+
+    def place(self, gpu_type: str, gpu_count: int) -> Placement:
+        if self.offered.get(gpu_type, 0) < gpu_count:
+            raise NotPlaceable(f"no {gpu_type} x{gpu_count} here")
+        return Placement(gpu_type=gpu_type, gpu_count=gpu_count, node="fake")
+
+    def launch(self, request: LaunchRequest) -> Placement:
         if self.refuse:
             raise LaunchFailed("no capacity")
         self.launched.append(request)
+        assert request.placement is not None
+        return request.placement
 
     def status(self, run_id: str) -> RunStatus:
         if run_id in self.ended:
