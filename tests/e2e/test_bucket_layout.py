@@ -22,6 +22,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.services import AccountService
 from domain.job import JobState
+from domain.placement import Placement
 from roles.bootstrap import bootstrap
 from runners.attempt_spec import JobRunSpec, read_job_run
 from runners.backends.base import LaunchRequest, RunStatus
@@ -64,7 +65,13 @@ class ThreadBackend:
         self.bucket, self.runtime, self.publisher, self.work = bucket, runtime, publisher, work
         self.runs: dict[str, tuple[JobRunner, threading.Thread]] = {}
 
-    def launch(self, request: LaunchRequest) -> None:
+    def offers(self) -> dict[str, int]:
+        return {"cpu": 1}
+
+    def place(self, gpu_type: str, gpu_count: int) -> Placement:
+        return Placement(gpu_type=gpu_type, gpu_count=gpu_count, node="thread")
+
+    def launch(self, request: LaunchRequest) -> Placement:
         spec = read_job_run(self.bucket, request.run_object)
         runner = JobRunner(
             self.bucket,
@@ -79,6 +86,7 @@ class ThreadBackend:
         thread = threading.Thread(target=runner.run, name=request.run_id, daemon=True)
         self.runs[request.run_id] = (runner, thread)
         thread.start()
+        return request.placement or self.place(request.gpu_type, request.gpu_count)
 
     def status(self, run_id: str) -> RunStatus:
         alive = self.runs[run_id][1].is_alive()
