@@ -57,6 +57,8 @@ __all__ = [
     "key_id_of",
     "load_key",
     "load_or_create_key",
+    "main",
+    "make_entry",
     "parse_private_key",
     "parse_public_key",
     "publish_key",
@@ -205,18 +207,24 @@ class KeyEntry(msgspec.Struct, frozen=True):
     """The root key's, over ``entry_message``."""
 
 
-def make_entry(root: SigningKey, key: SigningKey, at: datetime | None = None) -> KeyEntry:
+def make_entry(root: SigningKey, key: SigningKey | Ed25519PublicKey, role: str = "",
+               at: datetime | None = None) -> KeyEntry:
+    """The keyring entry of ``key`` (a role's key, or its public key and ``role``), signed by ``root``."""
+    public_key = key.public if isinstance(key, SigningKey) else key
+    role = key.role if isinstance(key, SigningKey) else role
     created = (at or datetime.now(UTC)).isoformat()
-    public = _raw_public(key.public)
-    signature = root.sign(entry_message(key.key_id, key.role, public, created))
-    return KeyEntry(key.key_id, key.role, public, created, root.key_id, signature)
+    public, key_id = _raw_public(public_key), key_id_of(public_key)
+    signature = root.sign(entry_message(key_id, role, public, created))
+    return KeyEntry(key_id, role, public, created, root.key_id, signature)
 
 
-def publish_key(bucket: Bucket, root: SigningKey, key: SigningKey) -> KeyEntry:
+def publish_key(
+    bucket: Bucket, root: SigningKey, key: SigningKey | Ed25519PublicKey, role: str = ""
+) -> KeyEntry:
     """Put ``key``'s root-signed entry in the keyring (create-only; an entry already there is kept)."""
-    entry = make_entry(root, key)
+    entry = make_entry(root, key, role)
     with contextlib.suppress(AlreadyExists):
-        bucket.create(keyring_entry(key.key_id), msgspec.json.encode(entry))
+        bucket.create(keyring_entry(entry.key_id), msgspec.json.encode(entry))
     return entry
 
 
@@ -274,3 +282,52 @@ class Keyring:
                 self._roles[key_id] = entry.role
         for name, why in self.untrusted.items():
             _log.warning("keyring entry %s is not trusted: %s", name, why)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m storage.eventstore.signing``: make a role's key, publish a public key in the keyring.
+
+    ``new-key ROLE``                       print a new key: its seed (``TUNE_SIGNING_KEY``) on stdout, its
+                                           public key and id on stderr
+    ``publish --bucket URL ROLE PUBLIC``   put the public key (base64 or PEM) in the bucket's keyring,
+                                           signed by the root key (``$TUNE_HOME/keys/root.ed25519``,
+                                           created if absent; ``--root-key FILE`` for another)
+    ``root-public``                        print the root public key (for ``TUNE_ROOT_PUBLIC_KEY``)
+    """
+    import argparse
+    import os
+    import sys
+
+    from storage.open import home_from_env, open_bucket
+
+    parser = argparse.ArgumentParser(prog="python -m storage.eventstore.signing", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    new = commands.add_parser("new-key")
+    new.add_argument("role")
+    publish = commands.add_parser("publish")
+    publish.add_argument("--bucket", required=True)
+    publish.add_argument("--root-key", type=Path)
+    publish.add_argument("role")
+    publish.add_argument("public_key")
+    commands.add_parser("root-public")
+    args = parser.parse_args(argv)
+    home = home_from_env(os.environ)
+    if args.command == "new-key":
+        key = SigningKey.generate(args.role)
+        seed = key.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                         serialization.NoEncryption())
+        print(base64.b64encode(seed).decode("ascii"))
+        print(f"public key {_raw_public(key.public)} (id {key.key_id})", file=sys.stderr)
+        return 0
+    root = (SigningKey(ROOT_ROLE, parse_private_key(args.root_key.read_bytes()))
+            if getattr(args, "root_key", None) else load_or_create_key(home, ROOT_ROLE))
+    if args.command == "root-public":
+        print(_raw_public(root.public))
+        return 0
+    entry = publish_key(open_bucket(args.bucket), root, parse_public_key(args.public_key), args.role)
+    print(f"published {keyring_entry(entry.key_id)} ({entry.role}), signed by root {root.key_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
