@@ -20,6 +20,9 @@ if set, else one is started.
 
     .venv/bin/python bench/bench_eventstore.py [--saves 1000] [--replay 20000] [--rounds 5] [--no-gcs]
     .venv/bin/python bench/bench_eventstore.py --smoke   # seconds: only checks that it runs
+
+Commits are signed (the default; keys under ``$TUNE_HOME/keys``) in every bucket row; the cost of
+signing and verifying is printed as its own row (``signatures``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import msgspec  # noqa: E402
 from eventsourcing.application import Application  # noqa: E402
 from eventsourcing.domain import Aggregate, event  # noqa: E402
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent  # noqa: E402
@@ -47,6 +51,7 @@ from smoke import parse_args  # noqa: E402
 
 from storage import Bucket, LocalBucket, open_bucket  # noqa: E402
 from storage.eventstore import BucketApplicationRecorder, open_application  # noqa: E402
+from storage.eventstore.signing import Keyring  # noqa: E402
 from tests import emulators  # noqa: E402
 
 STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-11-29T10:00:00+00:00"},"step":17,"loss":0.25}'
@@ -181,6 +186,29 @@ def replay_rows(tmp: Path, args: argparse.Namespace, buckets: dict[str, Callable
             for name, (rate, ratio) in paired(args.rounds, measures).items()]
 
 
+def signature_row(count: int) -> str:
+    """What signed commits cost: Ed25519 sign (each append) and verify (each commit a process first reads;
+    a sealed segment's verdict is then kept by its hash, so a re-read pays none), per commit."""
+    from storage.eventstore.commits import Commit, check_signature, event_record, sign_commit
+    from storage.eventstore.signing import SigningKey, make_entry
+
+    root, key = SigningKey.generate("root"), SigningKey.generate("bench")
+    from storage.memory import MemoryBucket
+
+    bucket = MemoryBucket()
+    bucket.create(f"platform/keyring/{key.key_id}.json", msgspec.json.encode(make_entry(root, key)))
+    keyring = Keyring(bucket, root.public)
+    commit = Commit(7, 7, "0" * 64, [event_record(uuid.uuid4(), 1, "bench:Job.Submitted", STATE)])
+    start = time.perf_counter()
+    signed = [sign_commit("bench/events/", commit, key) for _ in range(count)]
+    sign_us = (time.perf_counter() - start) / count * 1e6
+    start = time.perf_counter()
+    assert all(check_signature("bench/events/", c, keyring) == "ok" for c in signed)
+    verify_us = (time.perf_counter() - start) / count * 1e6
+    return (f"signatures (Ed25519, per commit): sign {sign_us:.1f} us, verify {verify_us:.1f} us "
+            "(verify: once per commit per process; a verified segment is not checked again)")
+
+
 def _sqlite_replay(db: Path) -> float:
     app = sqlite_app(db)  # a new connection pool: nothing cached in Python
     return replay_per_second(app.recorder)
@@ -210,7 +238,8 @@ def main() -> int:
     parser.add_argument("--replay", type=int, default=20000, help="events in the replayed log")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-gcs", dest="gcs", action="store_false", help="skip fake-gcs-server")
-    args = parse_args(parser, saves=20, replay=200, rounds=1)
+    parser.add_argument("--signatures", type=int, default=2000, help="commits signed and verified")
+    args = parse_args(parser, saves=20, replay=200, rounds=1, signatures=20)
     with scratch_dir() as name, gcs_bucket(args.gcs) as gcs:
         tmp = Path(name)
         synced = LocalBucket(tmp / "synced")  # the default: durable
@@ -224,6 +253,7 @@ def main() -> int:
           "fsync, which is not durable")
     for row in rows:
         print(f"{row.label:62s} {row.rate:11,.0f} {row.unit:9s} {row.ratio:7.2f} x SQLite")
+    print(signature_row(args.signatures))
     durable = {row.label.split(":")[0]: row.ratio for row in rows
                if row.label.endswith(": LocalBucket fsync=1")}
     print("durable vs durable (goal >= 1.0x): "

@@ -60,6 +60,8 @@ def audit(
             for line in problem_lines(report, replay=False):  # a failed replay: in `state`
                 print(line)
             print(f"{report.partition}: head {report.head}, {_chain(report)}, {state}")
+            if not report.witness.startswith("unwitnessed"):
+                print(f"{report.partition}: {report.witness}")
             cols = ("name", "problem", "path", "stored_position", "replayed_position")
             print_table(report.differences, [Column(k) for k in cols], empty="")
             for r in report.rejected_heartbeats:  # findings: the ledger refused to bill these
@@ -73,6 +75,8 @@ def audit(
             print(
                 f"{m.partition} {m.month}: {m.replayed_usd_micros} usd micros replayed, {billed}: {verdict}"
             )
+        if reports and all(r.witness.startswith("unwitnessed") for r in reports):
+            print("heads unwitnessed (no TUNE_WITNESS): a rolled back log shows only against position.json")
         bad = sum(not r.ok for r in reports) + sum(not m.ok for m in months)
         print(
             f"audited {len(reports)} partition(s): " + (f"{bad} with problems" if bad else "all consistent")

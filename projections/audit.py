@@ -1,9 +1,10 @@
 """Audit and rebuild: the stored views against a replay of the log from position 0.
 
-``audit_partition`` checks the partition's log (``check_log``: its hash chain with
-``verify_chain``, every problem named with its commit, stray objects under events/
-by ``storage.layout.check_key``, and the commit that the stored position.json was
-made from with ``check_anchor``: an edited last commit, a removed tail), replays the
+``audit_partition`` checks the partition's log (``check_log``: its hash chain and
+signatures with ``verify_chain``, every problem named with its commit, stray objects
+under events/ by ``storage.layout.check_key``, the commit that the stored position.json
+was made from with ``check_anchor``: an edited last commit, a removed tail, and every
+head the witness saw with ``check_witness``: a rolled back log, a forged tail), replays the
 log into memory and reports every stored view that differs from the replay: missing,
 unexpected (a view no event explains), differing (with the first differing
 JSON path), or not JSON at all. ``rebuild_partition`` writes the replayed views
@@ -39,7 +40,10 @@ from storage import layout
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
 from storage.eventstore.chain import ChainProblem, ChainReport, verify_chain
 from storage.eventstore.commits import commit_name, sha256_hex
-from storage.eventstore.log import serving_broken_chains
+from storage.eventstore.ledger import ledger_for
+from storage.eventstore.log import read_many, serving_broken_chains
+from storage.eventstore.signing import Keyring, head_message
+from storage.eventstore.witness import Witness, WitnessedHead
 from storage.layout import PLATFORM, USERS, events_prefix, user_partition
 
 __all__ = [
@@ -51,6 +55,7 @@ __all__ = [
     "audit_partition",
     "check_anchor",
     "check_log",
+    "check_witness",
     "first_difference",
     "problem_lines",
     "rebuild_bucket",
@@ -91,6 +96,8 @@ class AuditReport(msgspec.Struct, frozen=True):
     chain: ChainReport
     replay_error: str | None
     differences: list[ViewDifference]
+    witness: str = ""
+    """The log against the witness: the head it last saw, or that the log is unwitnessed."""
     rejected_heartbeats: list[RejectedHeartbeats] = msgspec.field(default_factory=list)
     """What the ledger rejected (a finding the audit shows, not a problem)."""
 
@@ -233,10 +240,72 @@ def _stray(name: str) -> bool:
 
 
 def check_log(bucket: Bucket, partition: str) -> ChainReport:
-    """Every problem of the partition's log: its hash chain (``verify_chain``, trusting the commit
-    the views were made from), stray objects under its events/, and its anchor (``check_anchor``)."""
-    chain = verify_chain(bucket, events_prefix(partition), anchor=_anchor(bucket, partition), stray=_stray)
-    return check_anchor(bucket, partition, chain)
+    """Every problem of the partition's log: its hash chain and signatures (``verify_chain``, trusting the
+    commit the views were made from and the keys the root vouches for), stray objects under its events/,
+    its anchor (``check_anchor``) and its witnessed heads (``check_witness``)."""
+    return _check_log(bucket, partition)[0]
+
+
+def _check_log(bucket: Bucket, partition: str) -> tuple[ChainReport, str]:
+    """``check_log``, and what the witness says (``check_witness``)."""
+    ledger = ledger_for(bucket)
+    shas: dict[int, str] = {}
+    chain = verify_chain(bucket, events_prefix(partition), anchor=_anchor(bucket, partition), stray=_stray,
+                         signatures=True, keyring=ledger.keyring(), shas=shas)
+    chain = check_anchor(bucket, partition, chain)
+    return check_witness(partition, chain, shas, ledger.witness(), ledger.keyring())
+
+
+def check_witness(
+    partition: str, chain: ChainReport, shas: dict[int, str], witness: Witness | None, keyring: Keyring | None
+) -> tuple[ChainReport, str]:
+    """``chain`` with a problem more for each head the witness saw that the log no longer holds: a
+    head past the log's end (``rolled back``: its last commits were removed, even if others were
+    written since), a commit whose SHA-256 is not the witnessed one (``forged``), a head that is no
+    head or whose signature does not verify (``bad signature``); and a line saying what the witness
+    saw (or that the log is unwitnessed: no ``TUNE_WITNESS``, not an error).
+
+    ``shas``: each commit's SHA-256 by seq, as ``verify_chain`` read it.
+    """
+    if witness is None:
+        return chain, "unwitnessed (no TUNE_WITNESS)"
+    prefix = events_prefix(partition)
+    seqs = list(witness.seqs(partition))
+    if not seqs:
+        return chain, f"no head witnessed yet ({witness.bucket.url})"
+    names = [layout.witness_head(partition, seq) for seq in seqs]
+    problems: list[ChainProblem] = []
+    rolled_back = False
+    for seq, name, data in zip(seqs, names, read_many(witness.bucket, names, workers=8), strict=True):
+        try:
+            head = msgspec.json.decode(data, type=WitnessedHead)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            problems.append(ChainProblem(seq, "bad signature", name, f"{name} is no witnessed head ({exc})"))
+            continue
+        message = head_message(partition, seq, head.sha256)
+        if head.seq != seq or head.partition != partition or (
+            keyring is not None and keyring.verify(head.key_id, message, head.signature) != "ok"
+        ):
+            problems.append(ChainProblem(seq, "bad signature", name, f"{name} is not a head the writers "
+                                         "signed (its signature does not verify): it was not written by us"))
+            continue
+        if seq > chain.commits:
+            if not rolled_back:
+                rolled_back = True
+                first = chain.commits + 1
+                problems.append(ChainProblem(
+                    first, "rolled back", commit_name(prefix, first),
+                    f"the witness saw commit {seqs[-1]}, the log ends at commit {chain.commits}: commits "
+                    f"{first}-{seqs[-1]} were removed (the log was rolled back)"))
+        elif shas.get(seq, head.sha256) != head.sha256:
+            problems.append(ChainProblem(
+                seq, "forged", commit_name(prefix, seq),
+                f"commit {seq} is not the commit the witness saw (its SHA-256 differs from "
+                f"{name}'s): the log was rewritten from there"))
+    state = f"witnessed up to commit {seqs[-1]} ({witness.bucket.url})"
+    if not problems:
+        return chain, state
+    return ChainReport.of(prefix, chain.commits, [*chain.problems, *problems]), state
 
 
 def audit_partition(
@@ -259,13 +328,13 @@ def _audit(
     bucket: Bucket, partition: str, open_app: OpenApp, scope: Scope, deep: bool
 ) -> tuple[AuditReport, Partition | None]:
     """``audit_partition``, and the replayed partition (None when the log could not be replayed)."""
-    chain = check_log(bucket, partition)
+    chain, witnessed = _check_log(bucket, partition)
     findings = _Rejections()
     try:
         with serving_broken_chains():  # show what an edit did to the views; the chain check names it
             part = replay(open_app(partition), partition, on_event=findings.see)
     except Exception as exc:  # a tampered log may not even decode: report it, do not crash the audit
-        return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", []), None
+        return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", [], witnessed), None
     expected = {name for name in part.views.names() if scope(name)}
     differences = []
     for name in sorted(expected | _stored_names(bucket, part, scope, deep)):
@@ -282,7 +351,9 @@ def _audit(
         difference = _compare(name, stored, part.views.render(name), position)
         if difference is not None:
             differences.append(difference)
-    report = AuditReport(partition, part.position, chain, None, differences, findings.rejected)
+    report = AuditReport(
+        partition, part.position, chain, None, differences, witnessed, rejected_heartbeats=findings.rejected
+    )
     return report, part
 
 

@@ -40,7 +40,7 @@ from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
 from runtime.context import Runtime
-from runtime.settings import Settings, heartbeat_key_of
+from runtime.settings import Settings, heartbeat_key_of, ledger_of
 from storage.heartbeats import open_heartbeat_transport
 from storage.open import ensure_home
 
@@ -143,6 +143,7 @@ def serve(
     os.umask(0o077)
     ensure_home(settings.home)
     runtime = runtime or Runtime(settings)
+    ledger_of(settings, runtime.bucket, role="embedded")  # signs its commits; witnessed if TUNE_WITNESS
     first = bootstrap(runtime)
     if first is not None:
         hand_over(first, f"http://{host}:{port}", settings.home, sys.stderr)

@@ -27,7 +27,7 @@ from datetime import timedelta
 
 from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
-from runtime.settings import Settings, heartbeat_key_of
+from runtime.settings import Settings, heartbeat_key_of, ledger_of
 from storage import open_bucket
 from storage.eventstore.apps import PartitionApps
 from storage.heartbeats import open_heartbeat_transport
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv, settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bucket = open_bucket(args.bucket)
+    ledger_of(settings, bucket, role="ledger")  # its own key (TUNE_SIGNING_KEY), witnessed if TUNE_WITNESS
     transport = open_heartbeat_transport(args.heartbeats, create=args.create)
     apps = PartitionApps(bucket, AGGREGATE_CACHE_MAXSIZE=USER_APP_CACHE)
     stop = threading.Event()

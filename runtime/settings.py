@@ -17,7 +17,17 @@ variable                   meaning                                          defa
 ``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
                            is ``TRANSFORMERS_OFFLINE``): a hub base model
                            not converted yet is refused at start
+``TUNE_SIGNING_KEY``       the role's Ed25519 key that signs its commits    ``$TUNE_HOME/keys/<role>
+                                                                            .ed25519`` (0600, created)
+``TUNE_ROOT_PUBLIC_KEY``   the root public key the keyring is trusted by    ``$TUNE_HOME/keys/root
+                                                                            .ed25519``'s
+``TUNE_WITNESS``           the witness bucket URL (witnessed heads)         unset: unwitnessed
+``TUNE_WITNESS_EVERY``     publish a head at least every N commits ...      ``1``
+``TUNE_WITNESS_EVERY_S``   ... or T seconds after an unwitnessed commit     ``60``
 =========================  ===============================================  ==========================
+
+The ledger's settings (``ledger``: ``storage.eventstore.ledger.LedgerSettings``) are handed to the
+event store by each role (``ledger_of``); the role's name picks its key file.
 
 Nothing below an entry point reads these variables: ``roles/*``, ``cli`` operator commands and
 ``python -m runners.job_runner`` call ``Settings.from_env()`` once and hand the Struct (or the
@@ -33,9 +43,11 @@ from pathlib import Path
 import msgspec
 
 from domain.base_models import hub_offline
+from storage.bucket import Bucket
+from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger
 from storage.open import bucket_url_from_env, home_from_env, load_or_create_secret
 
-__all__ = ["HEARTBEAT_KEY_FILE", "Settings", "heartbeat_key_of"]
+__all__ = ["HEARTBEAT_KEY_FILE", "Settings", "heartbeat_key_of", "ledger_of"]
 
 HEARTBEAT_KEY_FILE = "heartbeat_key"
 
@@ -69,6 +81,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     debug: bool = False
     hub_offline: bool = False
     """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
+    ledger: LedgerSettings = LedgerSettings()
+    """How commits are signed and witnessed (``TUNE_SIGNING_KEY``, ``TUNE_WITNESS``...)."""
 
     def __repr__(self) -> str:  # the secret never reaches a log
         return f"Settings(home={str(self.home)!r}, bucket_url={self.bucket_url!r})"
@@ -86,6 +100,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_per_minute=_int_env(env, "TUNE_RATE_LIMIT", 600),
             projection_wait_s=float(_int_env(env, "TUNE_WAIT_S", 10)),
             hub_offline=hub_offline(env),
+            ledger=LedgerSettings.from_env(env),
         )
 
 
@@ -96,3 +111,11 @@ def heartbeat_key_of(settings: Settings) -> bytes:
     must see the same key (one home, or the same ``TUNE_HEARTBEAT_KEY``); it never goes in the bucket.
     """
     return (settings.heartbeat_key or load_or_create_secret(settings.home, HEARTBEAT_KEY_FILE)).encode()
+
+
+def ledger_of(settings: Settings, bucket: Bucket, role: str) -> Ledger:
+    """Hand the event store of ``bucket`` this process's ledger: ``role``'s key (``TUNE_SIGNING_KEY``, else
+    ``home/keys/<role>.ed25519``), the root public key and the witness from ``settings``. Call it before
+    the bucket's first application is opened."""
+    ledger_settings = msgspec.structs.replace(settings.ledger, role=role)
+    return configure_ledger(bucket, Ledger(bucket, settings.home, ledger_settings))

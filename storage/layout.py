@@ -12,6 +12,8 @@
     users/<uid>/data/<dataset_id>/{raw/<filename>,processed/train.jsonl,metadata.json}
     users/<uid>/models/<model_id>/{weights/...,config.json,metadata.json}
     base-models/<name>/...                                  converted base models
+    platform/keyring/<key_id>.json                          the event store's public keys, root-signed
+    witness/<partition>/<seq:012d>.json                     witnessed heads (in the TUNE_WITNESS bucket)
 
 A partition (``platform``, ``users/<uid>``) is named by ``domain.partitions`` (the applications
 default to its event prefix; re-exported here). The event store also keeps, under a partition's
@@ -68,6 +70,8 @@ __all__ = [
     "job_run",
     "job_status",
     "jobs",
+    "keyring_entry",
+    "keyring_prefix",
     "metadata_prefix",
     "model_config",
     "model_metadata",
@@ -84,6 +88,8 @@ __all__ = [
     "user_views",
     "users",
     "weights_prefix",
+    "witness_head",
+    "witness_prefix",
 ]
 
 BASE_MODELS = "base-models/"
@@ -266,6 +272,32 @@ def base_model_marker(name: str) -> str:
     return base_model_prefix(name) + BASE_MODEL_MARKER
 
 
+# -- the ledger's keys and witnessed heads ----------------------------------------------------
+
+
+def keyring_prefix() -> str:
+    """``platform/keyring/``: the public keys that sign commits, each entry signed by the root key
+    (``storage.eventstore.signing``); create-only."""
+    return f"{PLATFORM}/keyring/"
+
+
+def keyring_entry(key_id: str) -> str:
+    """``platform/keyring/<key_id>.json`` (``key_id``: 32 hex digits)."""
+    if not re.fullmatch(r"[0-9a-f]{32}", key_id):
+        raise ValueError(f"a key id is 32 hex digits: {key_id!r:.80}")
+    return f"{keyring_prefix()}{key_id}.json"
+
+
+def witness_prefix(partition: str) -> str:
+    """``witness/<partition>/``: the partition's witnessed heads, in the witness bucket (``TUNE_WITNESS``)."""
+    return f"witness/{partition}/"
+
+
+def witness_head(partition: str, seq: int) -> str:
+    """``witness/<partition>/<seq:012d>.json``: the head at commit ``seq``, signed (create-only)."""
+    return f"{witness_prefix(partition)}{seq:012d}.json"
+
+
 # -- the patterns every written key matches -------------------------------------------------
 
 
@@ -301,6 +333,8 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("dataset file", rf"{_USER}/data/{_ID}/(?:raw/[^/]+|processed/train\.jsonl|metadata\.json)"),
     _pattern("model file", rf"{_USER}/models/{_ID}/(?:weights/{_REST}|config\.json|metadata\.json)"),
     _pattern("base model", rf"base-models/{_ID}/{_REST}"),
+    _pattern("keyring entry", r"platform/keyring/[0-9a-f]{32}\.json"),
+    _pattern("witnessed head", rf"witness/{_PARTITION}/{_SEQ}\.json"),
 )
 """The shape of every key written to a bucket, by name (``check_key``)."""
 

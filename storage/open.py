@@ -5,7 +5,8 @@
 ``runtime.settings.Settings.from_env`` and the eventsourcing ``Factory`` both use them.
 ``ensure_home`` makes the home private (0700): what writes into it (the API's secret, the
 first admin's password, ``tune serve``) calls it first; ``load_or_create_secret`` keeps a
-generated secret there (the API's JWT key, the platform's heartbeat key).
+generated secret there (the API's JWT key, the platform's heartbeat key), and
+``load_or_create_private_file`` any other (the event store's signing keys, ``keys/<role>.ed25519``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ import os
 import secrets
 import stat
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from storage.bucket import Bucket
 
-__all__ = ["bucket_url_from_env", "ensure_home", "home_from_env", "load_or_create_secret", "open_bucket"]
+__all__ = [
+    "bucket_url_from_env",
+    "ensure_home",
+    "home_from_env",
+    "load_or_create_private_file",
+    "load_or_create_secret",
+    "open_bucket",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +67,38 @@ def ensure_home(home: Path) -> Path:
 
 def load_or_create_secret(home: Path, name: str) -> str:
     """The secret kept in ``home/name`` (mode 0600, in a 0700 home), created on first use."""
+    made = load_or_create_private_file(home, name, lambda: (secrets.token_urlsafe(48) + "\n").encode("ascii"))
+    return made.decode("ascii").strip()
+
+
+def load_or_create_private_file(home: Path, name: str, make: Callable[[], bytes]) -> bytes:
+    """The bytes kept in ``home/name`` (mode 0600, its folders 0700), written from ``make()`` on first use.
+
+    ``name`` may hold folders (``keys/root.ed25519``). Two processes creating it at once both get
+    the winner's bytes (the file is published whole by a link, never seen half written).
+    """
     path = home / name
     try:
-        return path.read_text(encoding="ascii").strip()
+        return path.read_bytes()
     except FileNotFoundError:
         pass
+    from storage.local import make_private_dirs
+
     ensure_home(home)
-    secret = secrets.token_urlsafe(48)
+    make_private_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(make())
+        fh.flush()
+        os.fsync(fh.fileno())
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its secret
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secret + "\n")
-    return secret
+        os.link(tmp, path)
+    except FileExistsError:  # another process won the race: use its bytes
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes()
 
 
 _TRUE = ("1", "true", "yes")

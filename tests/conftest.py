@@ -12,6 +12,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+if not os.environ.get("TUNE_HOME"):  # the event store's signing keys (storage.eventstore.ledger) go there
+    import tempfile
+
+    os.environ["TUNE_HOME"] = tempfile.mkdtemp(prefix="tune-tests-home-")
 
 import uuid
 from collections.abc import Iterator

@@ -20,6 +20,15 @@ each with the commit it is about, and the check goes on past it:
 ``stray``        an object under the partition's ``events/`` that is no object of
                  the event store (a top-level name that is not a commit's, or a
                  nested one ``stray`` says is not a segment, snapshot or tracking record)
+``bad signature`` a commit's signature does not verify with the key it names: it was
+                 changed after it was signed
+``unknown key``  a commit is signed with a key no root-signed keyring entry holds
+                 (or no root public key is known here to trust a keyring with)
+``unsigned``     a commit without a signature after a signed one: written by no
+                 writer's key (a forged append, or a downgrade); unsigned commits
+                 before the first signed one are a history older than signatures
+``rolled back``, ``forged``: the log against its witnessed heads
+                 (``projections.audit.check_witness``)
 
 An empty last commit object is no problem: the event store reads it as absent
 (``storage.eventstore.log``: what a power loss leaves of a commit written without
@@ -42,12 +51,21 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from storage.bucket import Bucket
-from storage.eventstore.commits import Commit, commit_name, decode_commit, seq_of, sha256_hex
+from storage.eventstore.commits import (
+    Commit,
+    check_signature,
+    commit_name,
+    decode_commit,
+    seq_of,
+    sha256_hex,
+)
 from storage.eventstore.log import _read_many_or_none, io_workers_for
+from storage.eventstore.signing import Keyring
 
 __all__ = ["ChainProblem", "ChainReport", "verify_chain"]
 
-Problem = Literal["invalid", "out of place", "missing", "inserted", "edited", "stray"]
+Problem = Literal["invalid", "out of place", "missing", "inserted", "edited", "stray", "bad signature",
+                  "unknown key", "unsigned", "rolled back", "forged"]
 
 
 class ChainProblem(msgspec.Struct, frozen=True):
@@ -121,12 +139,19 @@ def verify_chain(
     *,
     anchor: tuple[int, str] | None = None,
     stray: Callable[[str], bool] = lambda name: False,
+    signatures: bool = False,
+    keyring: Keyring | None = None,
+    shas: dict[int, str] | None = None,
 ) -> ChainReport:
     """Read every commit under ``partition_prefix`` in order, check each link, name every problem.
 
     ``anchor``: a commit (seq, SHA-256) known intact, e.g. the one the views were made from.
     ``stray``: whether a nested name under the prefix (``segments/``, ``snapshots/``, ``tracking/``
     are the event store's) is no object of the event store; by default none is.
+    ``signatures``: also check each commit's signature with ``keyring`` (the keys the root vouches
+    for; None: no root public key is known here, so a signed commit is ``unknown key``) and name an
+    unsigned commit after a signed one; by default only the hash chain is checked.
+    ``shas``: filled with the SHA-256 of each commit read, by seq (for the witness check).
     """
     prefix = partition_prefix
     names: list[str] = []
@@ -150,6 +175,8 @@ def verify_chain(
     prev_sha: str | None = ""  # None: unknown (the object before is absent or not a commit)
     before_prev_sha: str | None = None
     next_id: int | None = 1
+    signed_from: int | None = None
+    no_keyring_named = False
     end = seq_of(prefix, names[-1]) or 0 if names else 0
     entries = _entries(bucket, prefix, names)
     for entry, following in itertools.pairwise(itertools.chain(entries, [None])):
@@ -169,6 +196,28 @@ def verify_chain(
             prev_sha = before_prev_sha = next_id = None
             continue
         sha = sha256_hex(data)
+        if shas is not None:
+            shas[seq] = sha
+        if not signatures:
+            pass
+        elif commit.sig and keyring is None:
+            if not no_keyring_named:
+                no_keyring_named = True
+                bad(seq, "unknown key", name, f"commit {seq} is signed, and no root public key is known here "
+                                              "to trust the keyring with (TUNE_ROOT_PUBLIC_KEY)")
+        elif commit.sig and keyring is not None:
+            verdict = check_signature(prefix, commit, keyring)
+            if verdict == "unknown key":
+                bad(seq, verdict, name, f"commit {seq} is signed with key {commit.key_id}, which no "
+                                        "root-signed keyring entry holds: it was forged")
+            elif verdict == "bad signature":
+                bad(seq, verdict, name, f"commit {seq}'s signature does not verify with key {commit.key_id}: "
+                                        "it was changed after it was signed")
+        elif signed_from is not None:
+            bad(seq, "unsigned", name, f"commit {seq} is not signed, but commit {signed_from} before it is: "
+                                       "it was written without a writer's key (forged)")
+        if commit.sig and signed_from is None:
+            signed_from = seq
         offset = seq - commit.seq
         if offset != shift:
             nxt = following.commit if following is not None else None

@@ -22,6 +22,11 @@ when their batches are byte-identical, so a writer that finds its commit's
 name taken by identical bytes knows the commit is its own (a create retried
 after an ambiguous failure), and any other writer is refused (IntegrityError).
 
+``key_id`` and ``sig`` (absent in commits written before signatures existed, which
+still read): the commit signed by its writer's key (``storage.eventstore.signing``), over
+the partition prefix, seq, ``prev_sha256`` and the SHA-256 of the commit's body (the commit
+encoded without ``sig``): ``sign_commit`` / ``check_signature``.
+
 Errors: ``ChainBroken`` (a ``DataError``): a commit does not link by hash to
 the commit before it as this process read it, or the tail is not the commit
 that ``metadata/position.json`` anchored; the log is neither served nor
@@ -39,6 +44,8 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import DataError
 
+from storage.eventstore.signing import Keyring, SigningKey, Verdict, commit_message
+
 __all__ = [
     "COMMIT_NAME",
     "SEGMENT_COMMITS",
@@ -46,6 +53,8 @@ __all__ = [
     "Commit",
     "EventRecord",
     "TrackingRecord",
+    "body_sha256",
+    "check_signature",
     "commit_name",
     "decode_commit",
     "decode_segment",
@@ -57,6 +66,7 @@ __all__ = [
     "seq_of",
     "sha256_hex",
     "sha256_hexes",
+    "sign_commit",
     "unpack_segment",
 ]
 
@@ -102,14 +112,22 @@ class Commit(msgspec.Struct, omit_defaults=True, gc=False):
     tracking: TrackingRecord | None = None
     nonce: str = ""
     """Drawn afresh for each append ("" in commits written before it existed)."""
+    key_id: str = ""
+    """The keyring id of the key that signed it ("" in an unsigned commit)."""
+    sig: str = ""
+    """Ed25519 signature (base64) over ``signing.commit_message(prefix, seq, prev_sha256, body_sha256)``,
+    where ``body_sha256`` hashes the commit encoded with ``sig`` left out (``body_sha256``)."""
 
 
 class ChainBroken(DataError):
     """A partition's log does not hold together: it is neither served nor extended past ``seq``.
 
     ``problem``: ``"edited"`` (commit ``seq``'s bytes are not those the next commit, or position.json,
-    recorded), ``"missing"`` (commit ``seq``, which position.json recorded, is gone) or ``"inserted"``
-    (commit ``seq`` links to a commit other than the one before it).
+    recorded), ``"missing"`` (commit ``seq``, which position.json recorded, is gone), ``"inserted"``
+    (commit ``seq`` links to a commit other than the one before it), ``"bad signature"`` /
+    ``"unknown key"`` (its signature does not verify / its key is in no root-signed keyring entry),
+    ``"unsigned"`` (an unsigned commit after a signed one), ``"rolled back"`` (the log ends before
+    the head the witness saw) or ``"forged"`` (commit ``seq`` is not the one the witness saw).
     """
 
     def __init__(self, partition: str, seq: int, problem: str, detail: str) -> None:
@@ -130,6 +148,24 @@ _decoder = msgspec.json.Decoder(Commit)
 
 def encode_commit(commit: Commit) -> bytes:
     return _encoder.encode(commit)
+
+
+def body_sha256(commit: Commit) -> str:
+    """The SHA-256 of ``commit`` encoded without its signature: what the signature covers."""
+    return sha256_hex(_encoder.encode(msgspec.structs.replace(commit, sig="")))
+
+
+def sign_commit(prefix: str, commit: Commit, signer: SigningKey) -> Commit:
+    """``commit`` with ``signer``'s key id and signature."""
+    keyed = msgspec.structs.replace(commit, key_id=signer.key_id, sig="")
+    message = commit_message(prefix, commit.seq, commit.prev_sha256, body_sha256(keyed))
+    return msgspec.structs.replace(keyed, sig=signer.sign(message))
+
+
+def check_signature(prefix: str, commit: Commit, keyring: Keyring) -> Verdict:
+    """Whether ``commit`` (a signed one) verifies with a key the keyring trusts."""
+    message = commit_message(prefix, commit.seq, commit.prev_sha256, body_sha256(commit))
+    return keyring.verify(commit.key_id, message, commit.sig)
 
 
 def decode_commit(data: bytes) -> Commit:

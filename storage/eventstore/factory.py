@@ -7,6 +7,10 @@ prefixed by the application's name, as the library does):
                     bucket object handed to ``register_bucket``); default ``file://$TUNE_HOME/bucket``
 ``TUNE_PARTITION``  the partition prefix, ``users/<user_id>/events/`` or ``platform/events/`` (required;
                     ``storage.layout.user_events`` / ``PLATFORM_EVENTS``)
+``TUNE_ROLE``, ``TUNE_SIGNING_KEY``, ``TUNE_ROOT_PUBLIC_KEY``, ``TUNE_WITNESS``...
+                    how commits are signed and witnessed, for a bucket object no entry point gave a
+                    ``Ledger`` (``configure_ledger``): ``storage.eventstore.ledger``. Signing is on
+                    by default, with keys under ``$TUNE_HOME/keys/``.
 
 Prefixes used: events at ``<partition>``, snapshots at ``<partition>snapshots/``
 (any other ``purpose`` likewise), tracking records at
@@ -32,6 +36,7 @@ from eventsourcing.utils import Environment, EnvType, resolve_topic
 
 from domain.ids import check_id
 from storage.bucket import Bucket, check_name
+from storage.eventstore.ledger import ledger_for
 from storage.eventstore.recorders import (
     BucketAggregateRecorder,
     BucketApplicationRecorder,
@@ -128,6 +133,7 @@ class Factory(InfrastructureFactory[BucketTrackingRecorder]):
         try:
             self.partition = check_partition(partition)
             self.bucket = resolve_bucket(url)
+            ledger_for(self.bucket, env=self.env)  # signing on by default (storage.eventstore.ledger)
         except ValueError as exc:
             raise InfrastructureFactoryError(str(exc)) from exc
 

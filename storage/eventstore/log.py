@@ -42,10 +42,22 @@ position.json per log, none per commit). After that the log links to the
 hashes as it read them, so a commit edited later is exposed by the next
 commit's link, not hidden by it.
 
-What remains undetectable here until signed commits land (issue 12, D1): an
-edit of commits after the anchor made before this process read them; an
-edit of position.json along with the tail (both are in the same bucket); a
-removed position.json. The audit's witnessed head is the check for those.
+Signed commits (``storage.eventstore.signing``, the bucket's ``Ledger``): a log
+appending signs each commit with its role's key (published in the keyring
+first). With a keyring (a root public key known here) every commit read is
+verified: a signature that does not verify, a key the root does not vouch for,
+or an unsigned commit after a signed one raises ``ChainBroken`` like a broken
+link, so a forged commit with a correct link is neither served nor extended.
+A whole segment is verified once per process: the result is kept by the hash
+of its last commit (which pins every commit of it), so a cold replay pays one
+verification per commit once, and none on a re-read.
+
+The witness (``TUNE_WITNESS``, ``storage.eventstore.witness``): after its
+commits a writer publishes the head it reached (at least every N commits or T
+seconds), and before its first append checks its tail against the latest
+witnessed heads: a log that ends before a witnessed head (rolled back, its tail
+removed together with position.json) or whose commit at the witnessed seq has
+another hash (a forged tail) raises ``ChainBroken`` instead of being extended.
 
 An empty last commit object is treated as absent. A commit is created whole
 (``LocalBucket`` publishes a finished temp file; a GCS create is atomic), so an
@@ -108,6 +120,7 @@ from storage.eventstore.commits import (
     ChainBroken,
     Commit,
     TrackingRecord,
+    check_signature,
     commit_name,
     decode_commit,
     decode_segment,
@@ -118,13 +131,18 @@ from storage.eventstore.commits import (
     seq_of,
     sha256_hex,
     sha256_hexes,
+    sign_commit,
 )
 from storage.eventstore.index import PartitionIndex
+from storage.eventstore.ledger import Ledger, ledger_for
+from storage.eventstore.signing import SigningKey
+from storage.eventstore.witness import Witness, partition_of
 from storage.layout import events_prefix, position
 
 __all__ = [
     "MAX_COMMIT_BYTES",
     "MAX_SHARED_LOGS",
+    "MAX_VERIFIED_SEGMENTS",
     "ChainBroken",
     "PartitionLog",
     "io_workers_for",
@@ -162,7 +180,8 @@ def serving_broken_chains() -> Iterator[None]:
 class PartitionLog:
     """The commits under ``prefix`` in ``bucket``."""
 
-    def __init__(self, bucket: Bucket, prefix: str, *, read_workers: int | None = None) -> None:
+    def __init__(self, bucket: Bucket, prefix: str, *, read_workers: int | None = None,
+                 ledger: Ledger | None = None) -> None:
         if not prefix.endswith("/"):
             raise ValueError(f"a partition prefix ends with '/': {prefix!r}")
         check_prefix(prefix)
@@ -181,6 +200,15 @@ class PartitionLog:
         self._broken: ChainBroken | None = None  # the first broken link read past (serving_broken_chains)
         self._anchor_checked = False  # the tail was checked against position.json before our first append
         self._empty_warned: int | None = None  # the empty last commit already logged
+        self.ledger = ledger if ledger is not None else ledger_for(bucket)
+        self._signer: SigningKey | None = None  # ready (its key in the keyring) after the first append
+        self._signed_from: int | None = None  # the first signed commit read: no unsigned one after it
+        self._partition = partition_of(prefix)  # what the witness knows the log by (None: not witnessed)
+        self._witness_lock = threading.Lock()
+        self._witnessed = 0  # the last head this log published
+        self._witnessed_at = 0.0
+        self._unwitnessed: tuple[int, str] | None = None  # a head left for the timer to publish
+        self._witness_timer: threading.Timer | None = None
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self.index.tail_seq})"
@@ -237,9 +265,14 @@ class PartitionLog:
                 raise self._broken
             if not self._anchor_checked:
                 self._check_anchor()
+                self._check_witness()
+                self._signer = self.ledger.ready_signer()
+                self._anchor_checked = True
             while True:
                 index.check(records, track)
                 commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
+                if self._signer is not None:
+                    commit = sign_commit(self.prefix, commit, self._signer)
                 data = encode_commit(commit)
                 if len(data) > MAX_COMMIT_BYTES:
                     raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
@@ -257,9 +290,11 @@ class PartitionLog:
                         continue
                     # else our own write (the nonce is ours), reported lost and retried by the client
                 self._add([data], [commit])
+                head = (commit.seq, index.tail_sha)
                 break
         for listener in list(self._listeners):
             listener.set()
+        self._witness_head(*head)
         return list(range(commit.first_id, commit.first_id + len(records)))
 
     def _replace_empty(self, seq: int, data: bytes) -> bool:
@@ -307,7 +342,6 @@ class PartitionLog:
         except ValueError:
             has_views = False
         if not has_views:
-            self._anchor_checked = True
             return
         try:
             anchor = msgspec.json.decode(self._read(position(partition)))
@@ -329,7 +363,71 @@ class PartitionLog:
                                   f"{commit_name(self.prefix, seq)} is not the commit "
                                   f"{position(partition)} was made from (its SHA-256 differs): "
                                   "refusing to link a new commit to it")
-        self._anchor_checked = True
+
+    def _check_witness(self) -> None:
+        """Before this log's first append: raise ChainBroken if the witness saw a commit past our tail
+        (the log was rolled back), or saw the latest commit it holds of ours with another hash (forged).
+        Needs ``_tail_lock``. A witness that cannot be read is warned about, not waited for."""
+        witness, partition = self.ledger.witness(), self._partition
+        if witness is None or partition is None:
+            return
+        self._catch_up()
+        tail = self.index.tail_seq
+        try:
+            seqs = list(witness.seqs(partition, from_seq=tail - max(witness.every_commits, SEGMENT_COMMITS)))
+            if seqs and seqs[-1] > tail:
+                raise ChainBroken(self.prefix, tail + 1, "rolled back",
+                                  f"the witness ({witness.bucket.url}) saw commit {seqs[-1]} of {partition}, "
+                                  f"the log ends at commit {tail}: its last commits were removed "
+                                  "(rolled back); refusing to append")
+            if seqs:
+                seq = seqs[-1]
+                held = witness.read(partition, seq).sha256
+                found = self.index.tail_sha if seq == tail else sha256_hex(
+                    self._read(commit_name(self.prefix, seq)))
+                if found != held:
+                    raise ChainBroken(self.prefix, seq, "forged",
+                                      f"{commit_name(self.prefix, seq)} is not the commit the witness "
+                                      f"({witness.bucket.url}) saw at {seq} (its SHA-256 differs): the log "
+                                      "was rewritten; refusing to append")
+        except (BucketError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _log.warning("could not check %s against the witness %s: %s", self.prefix, witness, exc)
+
+    # -- the witness ----------------------------------------------------------
+
+    def _witness_head(self, seq: int, sha: str) -> None:
+        """Publish head ``(seq, sha)`` if one is due (``Witness.every_commits``), else leave it to a timer
+        (``every_s``). A witness that fails is logged: the commit is made."""
+        witness, partition = self.ledger.witness(), self._partition
+        if witness is None or partition is None:
+            return
+        with self._witness_lock:
+            if seq <= self._witnessed:
+                return
+            if seq - self._witnessed < witness.every_commits:
+                self._unwitnessed = (seq, sha)
+                if self._witness_timer is None:
+                    self._witness_timer = threading.Timer(witness.every_s, self._witness_late, (witness,))
+                    self._witness_timer.daemon = True
+                    self._witness_timer.start()
+                return
+            self._publish(witness, partition, seq, sha)
+
+    def _witness_late(self, witness: Witness) -> None:
+        with self._witness_lock:
+            self._witness_timer = None
+            if self._unwitnessed is not None and self._partition is not None:
+                self._publish(witness, self._partition, *self._unwitnessed)
+
+    def _publish(self, witness: Witness, partition: str, seq: int, sha: str) -> None:
+        """Needs ``_witness_lock``."""
+        try:
+            witness.publish(partition, seq, sha, self._signer)
+        except BucketError as exc:
+            _log.warning("could not publish head %d of %s to the witness %s: %s",
+                         seq, partition, witness, exc)
+            return
+        self._witnessed, self._unwitnessed = seq, None
 
     def commit_of(self, notification_id: int) -> tuple[int, str] | None:
         """``(sequence number, SHA-256 of its bytes)`` of the commit holding ``notification_id``, as this
@@ -466,6 +564,7 @@ class PartitionLog:
                 raise ValueError("its commits do not follow each other by hash")
             if last_commit != lines[-1]:
                 raise ValueError("its last commit differs from the commit object")
+            self._verify_segment(commits, shas[-1])
         except ValueError as exc:  # msgspec's decode errors are ValueErrors too
             _log.warning("ignoring segment %s (%s); reading its commits one by one", name, exc)
             return False
@@ -473,27 +572,78 @@ class PartitionLog:
         self._segment = None
         return True
 
+    def _verify_segment(self, commits: list[Commit], last_sha: str) -> None:
+        """Check every signature of a segment (ValueError naming the first that fails), once per process:
+        the verdict is kept by the hash of its last commit, which pins every commit before it."""
+        if self.ledger.keyring() is None:
+            return
+        key = (self.prefix, self.index.tail_sha, last_sha)
+        with _verified_lock:
+            first_signed = _verified_segments.get(key, False)
+        if first_signed is False:
+            for commit in commits:
+                broken = self._bad_signature(commit)
+                if broken is not None:
+                    raise ValueError(str(broken))
+            first_signed = next((c.seq for c in commits if c.sig), None)
+            with _verified_lock:
+                _verified_segments[key] = first_signed
+                while len(_verified_segments) > MAX_VERIFIED_SEGMENTS:
+                    _verified_segments.popitem(last=False)
+        if first_signed is not None and self._signed_from is None:
+            self._signed_from = first_signed
+
     def _add(self, lines: list[bytes], commits: list[Commit]) -> None:
         """Index commits read one by one (``lines``: their bytes), and collect them for a segment."""
         if not lines:
             return
         shas = sha256_hexes(lines)
-        broken = next((i for i, (commit, prev_sha) in enumerate(
-            zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)) if commit.prev_sha256 != prev_sha),
-            None)
+        broken: ChainBroken | None = None
+        good = len(commits)
+        for i, (commit, prev_sha) in enumerate(zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)):
+            linked = commit.prev_sha256 == prev_sha
+            broken = self._bad_signature(commit) if linked else self._broken_link(commit)
+            if broken is not None:
+                good = i
+                break
         if broken is not None and getattr(_serving_broken, "depth", 0):
             if self._broken is None:
-                self._broken = self._broken_link(commits[broken])
+                self._broken = broken
             _log.error("%s (read past: serving_broken_chains)", self._broken)
-            broken = None
+            broken, good = None, len(commits)
             self._segment = None  # never pack a segment of a broken chain
-        good = len(commits) if broken is None else broken
         self.index.add(commits[:good], shas[:good])
         if self._broken is None:
             for data, commit in zip(lines[:good], commits[:good], strict=True):
                 self._collect_for_segment(commit.seq, data)
         if broken is not None:
-            raise self._broken_link(commits[broken])
+            raise broken
+
+    def _bad_signature(self, commit: Commit) -> ChainBroken | None:
+        """Why ``commit`` may not be served (its signature), or None; nothing is checked without a
+        keyring (no root public key known here)."""
+        keyring = self.ledger.keyring()
+        if keyring is None:
+            return None
+        name = commit_name(self.prefix, commit.seq)
+        if not commit.sig:
+            if self._signed_from is not None and commit.seq > self._signed_from:
+                return ChainBroken(self.prefix, commit.seq, "unsigned",
+                                   f"{name} is not signed, but commit {self._signed_from} before it is: it "
+                                   "was written without a writer's key (forged)")
+            return None
+        verdict = check_signature(self.prefix, commit, keyring)
+        if verdict == "unknown key":
+            return ChainBroken(self.prefix, commit.seq, verdict,
+                               f"{name} is signed with key {commit.key_id or '(none)'}, which no root-signed "
+                               "keyring entry holds (forged)")
+        if verdict != "ok":
+            return ChainBroken(self.prefix, commit.seq, verdict,
+                               f"{name}'s signature does not verify with key {commit.key_id}: it was changed "
+                               "after it was signed")
+        if self._signed_from is None or commit.seq < self._signed_from:
+            self._signed_from = commit.seq
+        return None
 
     def _broken_link(self, commit: Commit) -> ChainBroken:
         before = commit.seq - 1
@@ -573,6 +723,12 @@ def _local_bucket_class() -> type[Bucket]:
 
     return LocalBucket
 
+
+MAX_VERIFIED_SEGMENTS = 65_536
+"""Segments whose signatures this process verified, kept by hash (a few hundred bytes each)."""
+
+_verified_segments: OrderedDict[tuple[str, str, str], int | None] = OrderedDict()
+_verified_lock = threading.Lock()
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()

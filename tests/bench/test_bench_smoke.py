@@ -24,13 +24,18 @@ RATIO = re.compile(r"\d+\.\d+ ?x\b")
 
 def smoke(name: str, tmp_path: Path, *args: str) -> list[str]:
     """Run ``bench/<name>.py --smoke``; its ratio lines (the test fails if it exits non-zero)."""
+    return [line for line in smoke_output(name, tmp_path, *args).splitlines() if RATIO.search(line)]
+
+
+def smoke_output(name: str, tmp_path: Path, *args: str) -> str:
+    """Run ``bench/<name>.py --smoke``; all it printed (the test fails if it exits non-zero)."""
     env = {**os.environ, "BENCH_DIR": str(tmp_path / "bench"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, f"{name} --smoke exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return [line for line in done.stdout.splitlines() if RATIO.search(line)]
+    return done.stdout
 
 
 def test_bench_bucket(tmp_path: Path, fake_gcs: str) -> None:
@@ -39,7 +44,9 @@ def test_bench_bucket(tmp_path: Path, fake_gcs: str) -> None:
 
 
 def test_bench_eventstore(tmp_path: Path, fake_gcs: str) -> None:
-    lines = smoke("bench_eventstore", tmp_path)
+    output = smoke_output("bench_eventstore", tmp_path)
+    lines = [line for line in output.splitlines() if RATIO.search(line)]
+    assert re.search(r"signatures \(Ed25519, per commit\): sign [\d.]+ us, verify [\d.]+ us", output)
     assert len(lines) == 14 and "GcsBucket" in lines[-2], lines  # 4 + 4 saves, 5 replays, the headline
     assert lines[-1].startswith("durable vs durable") and "100-event saves" in lines[-1], lines
 

@@ -115,7 +115,7 @@ def test_audit_reports_an_edited_commit(home: Path, run_cli) -> None:
     first.write_bytes(first.read_bytes().replace(b"a@example.com", b"z@example.com"))
     result = run_cli("tune", "admin", "audit")
     assert result.code == 1
-    assert "CHAIN BROKEN: edited at commit 1" in result.out
+    assert "CHAIN BROKEN: bad signature at commit 1" in result.out  # signed: the edit breaks its signature
 
 
 def test_a_write_onto_an_edited_tail_is_refused_in_one_line_and_the_audit_still_names_it(

@@ -1,6 +1,8 @@
 """A broken chain is never served nor extended; a batch stored by another writer is refused (issue 12).
 
 Two ``PartitionLog`` objects (or two bucket objects) on one partition stand for two processes.
+The logs here are unsigned (``Ledger.unsigned``), as every log written before signed commits: the
+hash chain and the anchor hold them alone. Signed logs: ``test_eventstore_signing.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from storage.eventstore.commits import (
     segment_name,
     sha256_hex,
 )
+from storage.eventstore.ledger import Ledger
 from storage.eventstore.log import PartitionLog, serving_broken_chains
 from storage.layout import position
 from storage.local import LocalBucket
@@ -32,6 +35,11 @@ from storage.memory import MemoryBucket
 
 PARTITION = "platform"
 PREFIX = "platform/events/"
+
+
+@pytest.fixture(autouse=True)
+def _unsigned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module, "ledger_for", lambda bucket, env=None: Ledger.unsigned(bucket))
 
 
 def event(version: int = 1, state: bytes = b'{"a":1}') -> StoredEvent:
