@@ -21,7 +21,7 @@ from domain.money import dollars, dollars_or_none
 from projections import usage
 from projections.listing import copied, opened, ordered_rows, started_by
 from projections.render import event_name, event_names, iso, seconds
-from views.rows import Checkpoint, GpuMetrics, JobRow, Retry
+from views.rows import Checkpoint, Credit, GpuMetrics, JobRow, Retry
 
 __all__ = [
     "EVENTS",
@@ -74,16 +74,6 @@ class Alert(msgspec.Struct, frozen=True):
     spent_usd_micros: int
     limit: Decimal
     limit_usd_micros: int
-    at: str | None
-
-
-class Credit(msgspec.Struct, frozen=True):
-    """GPU time of one attempt credited for one reason (a platform fault, or ``limit``): the credits
-    of an attempt and reason are summed; ``at`` is the latest."""
-
-    attempt: int
-    reason: str
-    gpu_ms: int
     at: str | None
 
 
