@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from views.rows import (
     BudgetView,
@@ -213,11 +214,11 @@ class JobStatus(_Out):
     activity: str | None = None
     """What a running attempt is busy with before its first step (e.g. converting its base model on
     first use); absent otherwise."""
-    charged: Decimal | None = None
-    charged_usd_micros: int | None = None
-    credited: Decimal | None = None
-    credited_usd_micros: int | None = None
-    credited_gpu_ms: int | None = None
+    charged: Decimal | UnsetType = UNSET
+    charged_usd_micros: int | UnsetType = UNSET
+    credited: Decimal | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
     credits: list[Credit] = msgspec.field(default_factory=list)
     """``cost`` is net (what is paid); once anything was credited, what was charged and credited,
     and the credits per attempt and reason."""
@@ -326,11 +327,11 @@ class JobCost(_Out):
     cost: Decimal = Decimal(0)
     gpu_seconds: Decimal = Decimal(0)
     cost_usd_micros: int = 0
-    charged: Decimal | None = None
-    charged_usd_micros: int | None = None
-    credited: Decimal | None = None
-    credited_usd_micros: int | None = None
-    credited_gpu_ms: int | None = None
+    charged: Decimal | UnsetType = UNSET
+    charged_usd_micros: int | UnsetType = UNSET
+    credited: Decimal | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
 
 
 class Period(_Out):
@@ -343,11 +344,11 @@ class Period(_Out):
     usage_breakdown: dict[str, GpuUsage] = msgspec.field(default_factory=dict)
     jobs: list[JobCost] = msgspec.field(default_factory=list)
     alerts: list[Alert] = msgspec.field(default_factory=list)
-    charged: Decimal | None = None
-    charged_usd_micros: int | None = None
-    credited: Decimal | None = None
-    credited_usd_micros: int | None = None
-    credited_gpu_ms: int | None = None
+    charged: Decimal | UnsetType = UNSET
+    charged_usd_micros: int | UnsetType = UNSET
+    credited: Decimal | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
 
 
 class Billing(_Out):
@@ -411,9 +412,9 @@ class ReportRow(_Out):
     usd_micros_per_hour: int = 0
     cost_usd_micros: int = 0
     """Net: what is paid."""
-    charged_usd_micros: int | None = None
-    credited_gpu_ms: int | None = None
-    credited_usd_micros: int | None = None
+    charged_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
 
 
 class MonthlyReport(_Out):
@@ -424,8 +425,8 @@ class MonthlyReport(_Out):
     rows: list[ReportRow] = msgspec.field(default_factory=list)
     total_cost: Decimal = Decimal(0)
     total_cost_usd_micros: int = 0
-    charged_usd_micros: int | None = None
-    credited_usd_micros: int | None = None
+    charged_usd_micros: int | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
 
 
 class BudgetRequest(msgspec.Struct, forbid_unknown_fields=True):

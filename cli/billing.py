@@ -204,18 +204,18 @@ def report(
     elif format == "csv":
         credits = ("charged_usd_micros", "credited_gpu_ms", "credited_usd_micros")
         fields = [f.name for f in msgspec.structs.fields(ReportRow)]
-        if doc.credited_usd_micros is None:  # no credits that month: the columns as they always were
+        if not doc.credited_usd_micros:  # no credits that month: the columns as they always were
             fields = [f for f in fields if f not in credits]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for row in doc.rows:
             values = to_builtins(row)
-            if row.credited_gpu_ms is None:
+            if not row.credited_gpu_ms:
                 values.update(charged_usd_micros=row.cost_usd_micros, credited_gpu_ms=0)
                 values.update(credited_usd_micros=0)
             writer.writerow(values)
     else:
-        credited = doc.credited_usd_micros is not None
+        credited = bool(doc.credited_usd_micros)
         print_record(
             {
                 "month": doc.month,
