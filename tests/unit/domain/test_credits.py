@@ -170,3 +170,10 @@ def test_the_monthly_budget_caps_the_users_net_spend_across_jobs_in_one_commit()
     others = {"2026-03": 2_000 + 3_000}  # job_2 is not in this batch
     app.meter_usage(["job_1"], FixedUsage([run("job_1", 1, 100)], spend=others), at(7))
     assert app.get_job("job_1").credited_gpu_ms == 100
+
+
+def test_a_v2_snapshot_is_upcast_with_no_credits() -> None:
+    state: dict[str, Any] = {"usage": {"k": 1}}
+    Job.upcast_v2_v3(state)
+    empty: dict[str, Any] = {"credited": {}, "attempt_usage": {}, "attempt_credited": {}, "faults": {}}
+    assert state == {"usage": {"k": 1}, **empty}
