@@ -9,7 +9,7 @@ Every error, on every route, has one shape::
 
     {"error": {"code": "not_found", "message": "no job job_1", "where": "job_id"}}
 
-The rows of the listings and the items nested in views (``JobRow``, ``Checkpoint``, ``Retry``,
+The rows of the listings and the items nested in views (``JobRow``, ``Checkpoint``, ``Credit``, ``Retry``,
 ``GpuMetrics``, ``DatasetRow``, ``LineError``, ``ModelRow``, ``Rate``, ``GpuUsage``,
 ``BudgetView``, ``GpuPrice``, ``ScheduledPrice``) are declared once, in ``views.rows`` (the
 projections write them into the stored views; it imports only msgspec), and re-exported here.
@@ -24,10 +24,12 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from views.rows import (
     BudgetView,
     Checkpoint,
+    Credit,
     DatasetRow,
     GpuMetrics,
     GpuPrice,
@@ -45,6 +47,7 @@ __all__ = [
     "BillingHistory",
     "BudgetRequest",
     "BudgetView",
+    "Credit",
     "Dataset",
     "DatasetList",
     "DatasetRow",
@@ -214,6 +217,14 @@ class JobStatus(_Out):
     activity: str | None = None
     """What a running attempt is busy with before its first step (e.g. converting its base model on
     first use); absent otherwise."""
+    charged: Decimal | UnsetType = UNSET
+    charged_usd_micros: int | UnsetType = UNSET
+    credited: Decimal | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
+    credits: list[Credit] = msgspec.field(default_factory=list)
+    """``cost`` is net (what is paid); once anything was credited, what was charged and credited,
+    and the credits per attempt and reason."""
 
 
 class JobList(_Out):
@@ -319,6 +330,11 @@ class JobCost(_Out):
     cost: Decimal = Decimal(0)
     gpu_seconds: Decimal = Decimal(0)
     cost_usd_micros: int = 0
+    charged: Decimal | UnsetType = UNSET
+    charged_usd_micros: int | UnsetType = UNSET
+    credited: Decimal | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
 
 
 class Period(_Out):
@@ -331,6 +347,11 @@ class Period(_Out):
     usage_breakdown: dict[str, GpuUsage] = msgspec.field(default_factory=dict)
     jobs: list[JobCost] = msgspec.field(default_factory=list)
     alerts: list[Alert] = msgspec.field(default_factory=list)
+    charged: Decimal | UnsetType = UNSET
+    charged_usd_micros: int | UnsetType = UNSET
+    credited: Decimal | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
 
 
 class Billing(_Out):
@@ -385,12 +406,19 @@ class Hardware(_Out):
 
 
 class JobCostReport(_Out):
-    """``GET /billing/job/{job_id}/cost``: a job's cost so far, live."""
+    """``GET /billing/job/{job_id}/cost``: a job's cost so far, live: ``cost`` is net (what is paid),
+    ``charged`` what was metered, ``credited`` what was credited (platform faults, limits)."""
 
     job_id: str = ""
     status: str = ""
     cost: Decimal = Decimal(0)
     cost_usd_micros: int = 0
+    charged: Decimal = Decimal(0)
+    charged_usd_micros: int = 0
+    credited: Decimal = Decimal(0)
+    credited_usd_micros: int = 0
+    credited_gpu_ms: int = 0
+    credits: list[Credit] = msgspec.field(default_factory=list)
     estimate: Decimal | None = None
     estimate_usd_micros: int | None = None
     max_cost: Decimal | None = None
@@ -411,6 +439,10 @@ class ReportRow(_Out):
     gpu_ms: int = 0
     usd_micros_per_hour: int = 0
     cost_usd_micros: int = 0
+    """Net: what is paid."""
+    charged_usd_micros: int | UnsetType = UNSET
+    credited_gpu_ms: int | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
 
 
 class MonthlyReport(_Out):
@@ -421,6 +453,8 @@ class MonthlyReport(_Out):
     rows: list[ReportRow] = msgspec.field(default_factory=list)
     total_cost: Decimal = Decimal(0)
     total_cost_usd_micros: int = 0
+    charged_usd_micros: int | UnsetType = UNSET
+    credited_usd_micros: int | UnsetType = UNSET
 
 
 class BudgetRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -171,6 +171,15 @@ def report(
         sys.stdout.write(report_json(rows, month).decode() + "\n")
     else:
         doc = report_document(rows, month)
-        print_record({"month": doc.month, "total_cost_usd_micros": doc.total_cost_usd_micros}, title=user_id)
+        totals = {
+            "charged_usd_micros": doc.charged_usd_micros,
+            "credited_usd_micros": doc.credited_usd_micros,
+        }
+        shown = {k: v for k, v in totals.items() if v is not None}
+        print_record(
+            {"month": doc.month, **shown, "total_cost_usd_micros": doc.total_cost_usd_micros}, title=user_id
+        )
         cols = ("job_id", "gpu_type", "gpu_count", "gpu_ms", "usd_micros_per_hour", "cost_usd_micros")
+        if shown:
+            cols = (*cols[:4], "credited_gpu_ms", *cols[4:])
         print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")

@@ -41,7 +41,7 @@ def dollars_to_micros(text: str, *, where: str) -> int:
 
 
 def cost(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
-    """What one job has cost so far, by month and GPU type."""
+    """What one job has cost so far (charged, credited and net: what is paid), by month and GPU type."""
     from api.schemas import JobCostReport
     from cli.output import Column, print_json, print_record, print_table
 
@@ -53,6 +53,8 @@ def cost(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
         {
             "job_id": reply.job_id,
             "status": reply.status,
+            "charged_usd_micros": reply.charged_usd_micros,
+            "credited_usd_micros": reply.credited_usd_micros,
             "cost_usd_micros": reply.cost_usd_micros,
             "estimate_usd_micros": reply.estimate_usd_micros,
             "max_cost_usd_micros": reply.max_cost_usd_micros,
@@ -62,6 +64,9 @@ def cost(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
             "gpu_ms": reply.gpu_metrics.gpu_ms,
         }
     )
+    if reply.credits:
+        cols = ("attempt", "reason", "gpu_ms", "at")
+        print_table(reply.credits, [Column(k) for k in cols], title="credited GPU time")
     if len(reply.periods) > 1:
         print_table(reply.periods, [Column(k) for k in ("gpu_type", "gpu_seconds", "cost_usd_micros")])
 
@@ -69,9 +74,15 @@ def cost(*, job_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
 def _print_period(period: Any, *, title: str) -> None:
     from cli.output import Column, print_record, print_table
 
-    print_record(
-        {"period": period.period, "total_cost_usd_micros": period.total_cost_usd_micros}, title=title
-    )
+    record = {"period": period.period, "total_cost_usd_micros": period.total_cost_usd_micros}
+    if period.credited_usd_micros:
+        record = {
+            "period": period.period,
+            "charged_usd_micros": period.charged_usd_micros,
+            "credited_usd_micros": period.credited_usd_micros,
+            "total_cost_usd_micros": period.total_cost_usd_micros,
+        }
+    print_record(record, title=title)
     gpus = [{"gpu_type": name, **to_builtins(u)} for name, u in period.usage_breakdown.items()]
     print_table(
         gpus,
@@ -79,9 +90,10 @@ def _print_period(period: Any, *, title: str) -> None:
         title="by GPU type",
         empty="no GPU time",
     )
+    credited = ("credited_usd_micros",) if period.credited_usd_micros else ()
     print_table(
         period.jobs,
-        [Column(k) for k in ("job_id", "gpu_type", "gpu_seconds", "cost_usd_micros")],
+        [Column(k) for k in ("job_id", "gpu_type", "gpu_seconds", *credited, "cost_usd_micros")],
         title="by job",
         empty="",
     )
@@ -190,15 +202,32 @@ def report(
     if format == "json":
         print_json(doc)
     elif format == "csv":
+        credits = ("charged_usd_micros", "credited_gpu_ms", "credited_usd_micros")
         fields = [f.name for f in msgspec.structs.fields(ReportRow)]
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        if not doc.credited_usd_micros:  # no credits that month: the columns as they always were
+            fields = [f for f in fields if f not in credits]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(to_builtins(row) for row in doc.rows)
+        for row in doc.rows:
+            values = to_builtins(row)
+            if not row.credited_gpu_ms:
+                values.update(charged_usd_micros=row.cost_usd_micros, credited_gpu_ms=0)
+                values.update(credited_usd_micros=0)
+            writer.writerow(values)
     else:
+        credited = bool(doc.credited_usd_micros)
         print_record(
-            {"month": doc.month, "total_cost_usd_micros": doc.total_cost_usd_micros}, title="billing report"
+            {
+                "month": doc.month,
+                **({"charged_usd_micros": doc.charged_usd_micros} if credited else {}),
+                **({"credited_usd_micros": doc.credited_usd_micros} if credited else {}),
+                "total_cost_usd_micros": doc.total_cost_usd_micros,
+            },
+            title="billing report",
         )
         cols = ("job_id", "gpu_type", "gpu_count", "gpu_ms", "usd_micros_per_hour", "cost_usd_micros")
+        if credited:
+            cols = (*cols[:4], "credited_gpu_ms", *cols[4:])
         print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")
 
 

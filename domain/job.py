@@ -18,6 +18,22 @@ attempt's); it changes nothing else. Usage is metered in batches
 of heartbeats ``first_seq..last_seq`` per attempt; a batch that does not start after the last
 metered seq of its attempt is refused, so a redelivered batch is never billed twice. Usage is
 accepted in any state once the attempt has started (the last batch may arrive after the end).
+
+Credits (``UsageCredited``, per usage group: ``domain.money`` prices charged, credited and net):
+
+- Platform faults (``PLATFORM_FAULTS``): an attempt that ended for the platform's reasons
+  (``mark_lost``; ``retry``/``mark_failed`` given ``fault=``; ``credit_platform_fault``) is
+  credited the GPU time it spent after its last checkpoint of its own: its metered ms less
+  ``CheckpointSaved.gpu_ms_total`` (no checkpoint of its own: all of it; a v1 checkpoint without
+  ``gpu_ms_total``: nothing, as before), spread over its usage groups latest first
+  (``AttemptFaulted`` records the reason and the checkpoint's ms once per attempt). Usage of that
+  attempt metered later (late heartbeats) is credited in the same ``meter_usage``.
+- Hard caps (reason ``limit``): ``meter_usage`` credits the part of each run that would take the
+  job's net cost past its ``max_cost``, or its net cost in the run's period past ``period_room``
+  (what the monthly budget leaves it), keeping the most milliseconds that fit
+  (``domain.money.max_ms_within``): net <= limit always.
+
+A group (and an attempt's part of it) is never credited more milliseconds than it was charged.
 """
 
 from __future__ import annotations
@@ -38,7 +54,15 @@ from domain.job_states import (
     TRANSITIONS,
     JobState,
 )
-from domain.money import JobCostSummary, UsageGroupKey, add_usage, check_period, summarize_job_cost
+from domain.money import (
+    JobCostSummary,
+    UsageGroupKey,
+    add_usage,
+    check_period,
+    group_costs,
+    max_ms_within,
+    summarize_job_cost,
+)
 from domain.placement import Placement
 from domain.pricing import check_gpu_type
 
@@ -46,6 +70,8 @@ __all__ = [
     "ACTIVE_STATES",
     "HEARTBEAT_CONTRADICTS_PLACEMENT",
     "HEARTBEAT_LEASE_SUPERSEDED",
+    "LIMIT_CREDIT",
+    "PLATFORM_FAULTS",
     "SUPERSEDED",
     "TERMINAL_STATES",
     "TRANSITIONS",
@@ -64,6 +90,14 @@ HEARTBEAT_REJECTION_REASONS = frozenset({HEARTBEAT_CONTRADICTS_PLACEMENT, HEARTB
 
 
 S = JobState
+
+PLATFORM_FAULTS = frozenset({"lost", "control_plane", "preempted", "superseded", "shutdown"})
+"""Why an attempt may end for the platform's reasons, each credited (``Job.credit_platform_fault``):
+its runner went silent (``lost``), its control plane crashed (``control_plane``), its machine was
+taken back (``preempted``), another attempt replaced it (``superseded``), the platform shut down
+(``shutdown``)."""
+LIMIT_CREDIT = "limit"
+"""The reason of usage credited for passing ``max_cost`` or the monthly budget."""
 
 
 class JobFields:
@@ -101,6 +135,15 @@ class JobFields:
     error: str | None
     metrics: dict[str, Any]
     usage: dict[str, int]
+    """Charged milliseconds per usage group (encoded ``UsageGroupKey``)."""
+    credited: dict[str, int]
+    """Credited milliseconds per usage group (never more than ``usage`` of the group)."""
+    attempt_usage: dict[str, dict[str, int]]
+    """``str(attempt)`` -> its charged milliseconds per group, in the order the groups were first metered."""
+    attempt_credited: dict[str, dict[str, int]]
+    """``str(attempt)`` -> its credited milliseconds per group."""
+    faults: dict[str, dict[str, Any]]
+    """``str(attempt)`` -> ``{"reason", "checkpoint_gpu_ms"}`` of an attempt ended by a platform fault."""
     metered_seq: dict[str, int]
     alerts: list[str]
     """Alerts raised, as ``"<scope>:<threshold_pct>"``."""
@@ -115,14 +158,21 @@ class Job(DomainAggregate, JobFields):
     """A fine-tuning job in a user's partition."""
 
     ID_KIND, ID_KEY = "job", "job_id"
-    class_version = 2
-    """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``."""
+    class_version = 3
+    """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``;
+    v3 ``credited``, ``attempt_usage``, ``attempt_credited`` and ``faults``."""
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state.update(lease=None, placement=None, attempts={})
         if state.get("checkpoint") is not None:
             state["checkpoint"].setdefault("gpu_ms_total", None)
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """No credits before v3; the per-attempt usage of a v2 snapshot is unknown (a fault then
+        credits only what the attempt is metered after it)."""
+        state.update(credited={}, attempt_usage={}, attempt_credited={}, faults={})
 
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
@@ -165,6 +215,7 @@ class Job(DomainAggregate, JobFields):
             job.lease, job.placement, job.attempts = None, None, {}
             job.stop_reason, job.error, job.metrics = None, None, {}
             job.usage, job.metered_seq, job.alerts = {}, {}, []
+            job.credited, job.attempt_usage, job.attempt_credited, job.faults = {}, {}, {}, {}
             job.submitted_at = job.updated_at = self.at
             job.started_at = job.finished_at = job.last_heartbeat_at = None
 
@@ -275,6 +326,7 @@ class Job(DomainAggregate, JobFields):
                 self.period, job.job_id, self.gpu_type, self.gpu_count, self.usd_micros_per_hour
             )
             add_usage(job.usage, key, self.gpu_ms)
+            add_usage(job.attempt_usage.setdefault(str(self.attempt), {}), key, self.gpu_ms)
             job.metered_seq[str(self.attempt)] = self.last_seq
             job.updated_at = self.at
 
@@ -292,6 +344,42 @@ class Job(DomainAggregate, JobFields):
 
         def apply(self, job: Job) -> None:
             pass
+
+    class AttemptFaulted(Aggregate.Event):
+        """The attempt ended for the platform's reasons (``reason``, one of ``PLATFORM_FAULTS``): its GPU
+        time past ``checkpoint_gpu_ms`` (its ms at its last checkpoint of its own, 0 if none; None: a
+        v1 checkpoint, nothing credited) is credited, now and as it is metered later."""
+
+        attempt: int
+        reason: str
+        checkpoint_gpu_ms: int | None
+        at: datetime
+
+        def apply(self, job: Job) -> None:
+            fault = {"reason": self.reason, "checkpoint_gpu_ms": self.checkpoint_gpu_ms}
+            job.faults[str(self.attempt)] = fault
+            job.updated_at = self.at
+
+    class UsageCredited(Aggregate.Event):
+        """``gpu_ms`` of the attempt's usage in one group are credited (``reason``: a platform fault or
+        ``limit``); the group's net cost is priced on its charged less credited milliseconds."""
+
+        attempt: int
+        period: str
+        gpu_type: str
+        gpu_count: int
+        usd_micros_per_hour: int
+        gpu_ms: int
+        reason: str
+        at: datetime
+
+        def apply(self, job: Job) -> None:
+            key = UsageGroupKey(
+                self.period, job.job_id, self.gpu_type, self.gpu_count, self.usd_micros_per_hour
+            )
+            add_usage(job.credited, key, self.gpu_ms)
+            add_usage(job.attempt_credited.setdefault(str(self.attempt), {}), key, self.gpu_ms)
+            job.updated_at = self.at
 
     class AlertRaised(Aggregate.Event):
         scope: str
@@ -524,13 +612,16 @@ class Job(DomainAggregate, JobFields):
         usd_micros_per_hour: int,
         period: str,
         at: datetime,
+        *,
+        period_room: int | None = None,
     ) -> None:
-        """Bill heartbeats ``first_seq..last_seq`` of ``attempt``: ``gpu_ms`` at the price in force."""
-        if not 1 <= attempt <= self.attempt:
-            raise Conflict(
-                f"job {self.job_id}: attempt {attempt} has not started (last started: {self.attempt})",
-                where="attempt",
-            )
+        """Bill heartbeats ``first_seq..last_seq`` of ``attempt``: ``gpu_ms`` at the price in force.
+
+        Then, in the same change: credit the part of it past the attempt's checkpoint if a platform
+        fault ended the attempt; credit (``limit``) the part that would take the job's net cost past
+        its ``max_cost``, or its net cost in ``period`` past ``period_room`` (the monthly budget less
+        the user's other spend in the period; None: no budget)."""
+        self._check_started(attempt)
         check_count(first_seq, where="first_seq")
         check_count(last_seq, where="last_seq", minimum=first_seq)
         last = self.metered_seq.get(str(attempt))
@@ -544,6 +635,10 @@ class Job(DomainAggregate, JobFields):
         check_count(gpu_ms, where="gpu_ms")
         check_count(usd_micros_per_hour, where="usd_micros_per_hour")
         check_period(period)
+        if period_room is not None and not isinstance(period_room, int):
+            raise ValidationFailed("period_room must be an integer of micro-dollars", where="period_room")
+        key = UsageGroupKey(period, self.job_id, gpu_type, gpu_count, usd_micros_per_hour)
+        credited_before = self._attempt_credited(attempt, key)
         self._record(
             self.UsageMetered,
             at,
@@ -556,6 +651,31 @@ class Job(DomainAggregate, JobFields):
             usd_micros_per_hour=usd_micros_per_hour,
             period=period,
         )
+        self._credit_fault(attempt, at)
+        fresh = gpu_ms - (self._attempt_credited(attempt, key) - credited_before)  # not credited yet
+        if self.max_cost_usd_micros is not None:
+            fresh -= self._cap(attempt, key, fresh, self.max_cost_usd_micros, None, at)
+        if period_room is not None:
+            self._cap(attempt, key, fresh, period_room, period, at)
+
+    def credit_platform_fault(self, attempt: int, reason: str, at: datetime) -> None:
+        """Attempt ``attempt`` ended for the platform's reasons: credit its GPU time past its last
+        checkpoint of its own (see the module docstring). Once per attempt: again does nothing."""
+        if reason not in PLATFORM_FAULTS:
+            raise ValidationFailed(
+                f"a platform fault is one of {', '.join(sorted(PLATFORM_FAULTS))} (got {reason!r:.40})",
+                where="fault",
+            )
+        self._check_started(attempt)
+        if str(attempt) in self.faults:
+            return
+        point = self.checkpoint
+        own = point is not None and point["attempt"] == attempt
+        checkpoint_gpu_ms = point.get("gpu_ms_total") if own else 0  # type: ignore[union-attr]
+        self._record(
+            self.AttemptFaulted, at, attempt=attempt, reason=reason, checkpoint_gpu_ms=checkpoint_gpu_ms
+        )
+        self._credit_fault(attempt, at)
 
     def reject_heartbeats(
         self, attempt: int, first_seq: int, last_seq: int, count: int, reason: str, at: datetime
@@ -637,15 +757,27 @@ class Job(DomainAggregate, JobFields):
         self._check_move(S.SUCCEEDED, "mark succeeded")
         self._record(self.Succeeded, at, model_id=self.model_id, metrics=dict(metrics or {}))
 
-    def mark_failed(self, error: str, at: datetime, *, lease: str | None = None) -> None:
+    def mark_failed(
+        self, error: str, at: datetime, *, lease: str | None = None, fault: str | None = None
+    ) -> None:
+        """The job failed; ``fault`` (one of ``PLATFORM_FAULTS``): its attempt ended for the platform's
+        reasons and is credited (``credit_platform_fault``). Without it, the user's: charged."""
         self.check_lease(lease, "mark failed")
         self._check_move(S.FAILED, "mark failed")
         check_text(error, where="error", max_length=10_000)
+        self._check_fault(fault)
+        if fault is not None and self.attempt >= 1:
+            self.credit_platform_fault(self.attempt, fault, at)
         self._record(self.Failed, at, error=error)
 
-    def retry(self, attempt: int, reason: str, at: datetime, *, lease: str | None = None) -> None:
-        """Announce attempt ``attempt`` (= current + 1), to resume from the last checkpoint; ``lease``:
-        the runner's, that announces it (None: the control plane does)."""
+    def retry(
+        self, attempt: int, reason: str, at: datetime, *, lease: str | None = None, fault: str | None = None
+    ) -> None:
+        """Announce attempt ``attempt`` (= current + 1), to resume from the last checkpoint; ``fault``
+        (one of ``PLATFORM_FAULTS``): the current attempt ended for the platform's reasons and is
+        credited (``credit_platform_fault``). Without it (a failure of the user's config or data, or
+        one the platform cannot tell), its time is charged. ``lease``: the runner's, that announces it
+        (None: the control plane does)."""
         self.check_lease(lease, "retry")
         self._check_move(S.RETRYING, "retry")
         check_text(reason, where="reason", max_length=10_000)
@@ -653,14 +785,19 @@ class Job(DomainAggregate, JobFields):
             raise Conflict(
                 f"job {self.job_id}: the next attempt is {self.attempt + 1}, not {attempt}", where="attempt"
             )
+        self._check_fault(fault)
+        if fault is not None and self.attempt >= 1:
+            self.credit_platform_fault(self.attempt, fault, at)
         self._record(self.Retrying, at, attempt=attempt, reason=reason)
 
     def mark_lost(self, last_heartbeat_at: datetime | None, at: datetime) -> None:
-        """No heartbeat for too long: the runner is presumed gone."""
+        """No heartbeat for too long: the runner is presumed gone, a platform fault (``lost``): the
+        attempt's GPU time past its last checkpoint is credited."""
         self._check_move(S.LOST, "mark lost")
         if last_heartbeat_at is not None:
             last_heartbeat_at = check_utc(last_heartbeat_at, where="last_heartbeat_at")
         self._record(self.Lost, at, last_heartbeat_at=last_heartbeat_at)
+        self.credit_platform_fault(self.attempt, "lost", at)
 
     # ---- queries ----
 
@@ -669,8 +806,18 @@ class Job(DomainAggregate, JobFields):
         return self.state in ACTIVE_STATES
 
     def cost(self) -> JobCostSummary:
-        """Metered usage priced once per group (``domain.money``)."""
-        return summarize_job_cost(self.job_id, self.usage)
+        """Metered usage priced once per group: charged, credited and net (``domain.money``)."""
+        return summarize_job_cost(self.job_id, self.usage, self.credited)
+
+    def net_cost_usd_micros(self, period: str | None = None) -> int:
+        """What the job costs net (charged less credited), in ``period`` only if given."""
+        total = 0
+        for encoded, charged in self.usage.items():
+            key = UsageGroupKey.decode(encoded)
+            if period is None or key.period == period:
+                credited = self.credited.get(encoded, 0)
+                total += group_costs(charged, credited, key.gpu_count, key.usd_micros_per_hour)[2]
+        return total
 
     # ---- rules ----
 
@@ -706,6 +853,77 @@ class Job(DomainAggregate, JobFields):
 
     def _move(self, state: JobState, at: datetime) -> None:
         self.state, self.updated_at = state, at
+
+    def _check_started(self, attempt: int) -> None:
+        if not isinstance(attempt, int) or not 1 <= attempt <= self.attempt:
+            raise Conflict(
+                f"job {self.job_id}: attempt {attempt} has not started (last started: {self.attempt})",
+                where="attempt",
+            )
+
+    @staticmethod
+    def _check_fault(fault: str | None) -> None:
+        if fault is not None and fault not in PLATFORM_FAULTS:
+            raise ValidationFailed(
+                f"a platform fault is one of {', '.join(sorted(PLATFORM_FAULTS))} (got {fault!r:.40})",
+                where="fault",
+            )
+
+    # ---- credits ----
+
+    def _attempt_credited(self, attempt: int, key: UsageGroupKey) -> int:
+        return self.attempt_credited.get(str(attempt), {}).get(key.encode(), 0)
+
+    def _credit_fault(self, attempt: int, at: datetime) -> None:
+        """Credit what a faulted attempt's rule says is due and is not credited yet."""
+        fault = self.faults.get(str(attempt))
+        if fault is None or fault["checkpoint_gpu_ms"] is None:
+            return
+        metered = sum(self.attempt_usage.get(str(attempt), {}).values())
+        credited = sum(self.attempt_credited.get(str(attempt), {}).values())
+        due = metered - fault["checkpoint_gpu_ms"] - credited
+        for encoded, charged in reversed(list(self.attempt_usage.get(str(attempt), {}).items())):
+            if due <= 0:
+                break
+            key = UsageGroupKey.decode(encoded)
+            take = min(due, charged - self._attempt_credited(attempt, key))
+            if take > 0:
+                self._credit(attempt, key, take, fault["reason"], at)
+                due -= take
+
+    def _cap(
+        self, attempt: int, key: UsageGroupKey, fresh: int, limit: int, period: str | None, at: datetime
+    ) -> int:
+        """Credit (``limit``) the least of ``fresh`` ms just metered in group ``key`` that brings the job's
+        net cost (in ``period`` if given) to at most ``limit``: the most ms that fit stay charged.
+        Returns the ms credited."""
+        net = self.net_cost_usd_micros(period)
+        if fresh <= 0 or net <= limit:
+            return 0
+        encoded = key.encode()
+        left = self.usage[encoded] - self.credited.get(encoded, 0)
+        group_net = group_costs(self.usage[encoded], self.credited.get(encoded, 0), *key[3:])[2]
+        allowed = limit - (net - group_net)  # what this group may cost
+        fits = max_ms_within(allowed, key.gpu_count, key.usd_micros_per_hour) if allowed >= 0 else 0
+        if fits is None:  # a free group costs nothing: another group is over, which no credit here mends
+            return 0
+        take = left - max(min(fits, left), left - fresh)
+        if take > 0:
+            self._credit(attempt, key, take, LIMIT_CREDIT, at)
+        return take
+
+    def _credit(self, attempt: int, key: UsageGroupKey, gpu_ms: int, reason: str, at: datetime) -> None:
+        self._record(
+            self.UsageCredited,
+            at,
+            attempt=attempt,
+            period=key.period,
+            gpu_type=key.gpu_type,
+            gpu_count=key.gpu_count,
+            usd_micros_per_hour=key.usd_micros_per_hour,
+            gpu_ms=gpu_ms,
+            reason=reason,
+        )
 
 
 def _check_gpu(gpu_type: str, gpu_count: int) -> None:

@@ -18,7 +18,7 @@ gives: the ``UsagePlan`` it asks what to record (``UsageRun`` per job and the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -83,14 +83,17 @@ class PriceSchedule:
         return price
 
 
-def marginal_cost_usd_micros(usage: Mapping[str, int], key: UsageGroupKey, extra_ms: int) -> int:
-    """How much a job's cost grows when ``extra_ms`` are added to group ``key`` of its ``usage``.
+def marginal_cost_usd_micros(
+    usage: Mapping[str, int], key: UsageGroupKey, extra_ms: int, credited: Mapping[str, int] | None = None
+) -> int:
+    """How much a job's net cost grows when ``extra_ms`` are added to group ``key`` of its ``usage``.
 
-    ``usage`` maps encoded group keys to summed milliseconds (``Job.usage``).
+    ``usage`` maps encoded group keys to summed milliseconds (``Job.usage``), ``credited`` to the
+    milliseconds credited in them (``Job.credited``).
     """
     if extra_ms < 0:
         raise ValidationFailed(f"extra_ms must not be negative (got {extra_ms})", where="extra_ms")
-    ms = usage.get(key.encode(), 0)
+    ms = usage.get(key.encode(), 0) - (credited or {}).get(key.encode(), 0)
     return cost_usd_micros(ms + extra_ms, key.gpu_count, key.usd_micros_per_hour) - cost_usd_micros(
         ms, key.gpu_count, key.usd_micros_per_hour
     )
@@ -165,6 +168,7 @@ class MeteredJob(msgspec.Struct, frozen=True, kw_only=True):
     cost_usd_micros: int
     max_cost_usd_micros: int | None
     usage: Mapping[str, int]
+    credited: Mapping[str, int]
     alerts: Sequence[str]
     config: Mapping[str, Any]
     events: Sequence[Any]
@@ -219,6 +223,11 @@ class UsagePlan(Protocol):
         """What ``usage_runs`` refused to bill of the job, to record in the same commit."""
         ...
 
+    def period_spend(self, period: str, *, exclude: Collection[str]) -> int | None:
+        """The user's net spend in ``period`` as saved (before this batch) on every job but ``exclude``
+        (the jobs ``UserApp.meter_usage`` holds), or None if unknown (then no budget cap applies)."""
+        ...
+
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
         """The alerts and stops due once ``jobs`` (every job with usage recorded) are metered."""
         ...
@@ -245,10 +254,18 @@ class MeteringResult(msgspec.Struct, frozen=True, kw_only=True):
 
 class FixedUsage:
     """A ``UsagePlan`` for a caller that knows its runs beforehand (a test, a bench, a back-fill):
-    each job gets its runs among ``runs``, then ``orders`` are given whatever the jobs now show."""
+    each job gets its runs among ``runs``, then ``orders`` are given whatever the jobs now show.
+    ``spend``: the user's net spend per period on the jobs not in ``runs`` (None: unknown, so the
+    monthly budget caps nothing)."""
 
-    def __init__(self, runs: Sequence[UsageRun], orders: LimitOrders | None = None) -> None:
-        self.runs, self.orders = list(runs), orders or LimitOrders()
+    def __init__(
+        self,
+        runs: Sequence[UsageRun],
+        orders: LimitOrders | None = None,
+        *,
+        spend: Mapping[str, int] | None = None,
+    ) -> None:
+        self.runs, self.orders, self.spend = list(runs), orders or LimitOrders(), spend
 
     @property
     def job_ids(self) -> list[str]:
@@ -262,6 +279,8 @@ class FixedUsage:
 
     def rejected_heartbeats(self, job_id: str) -> list[RejectedHeartbeats]:
         return []
+    def period_spend(self, period: str, *, exclude: Collection[str]) -> int | None:
+        return None if self.spend is None else self.spend.get(period, 0)
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
         return self.orders

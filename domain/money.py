@@ -6,7 +6,15 @@ The one rounding rule (CONTRACTS.md): the cost of a usage group is
 
 computed once per group ``(period, job, gpu_type, gpu_count, usd_micros_per_hour)`` from the
 group's *summed* milliseconds, never per heartbeat. A job's cost is the sum of its groups, a
-period's total the sum of its jobs. Only integer arithmetic is used; ``Decimal`` appears only
+period's total the sum of its jobs.
+
+Credits (``Job.UsageCredited``: platform faults, hard caps) are kept per group too, in
+milliseconds: a group's *net* cost is ``cost(charged_ms - credited_ms)``, its *credited*
+amount ``cost(charged_ms) - net`` (``group_costs``), so charged = credited + net exactly, per
+group and summed, and each is reproducible by replay. A group is never credited more
+milliseconds than it was charged. What a user pays (``cost_usd_micros`` of a job, a period's
+``total_cost_usd_micros``) is the net; ``max_ms_within`` finds the most milliseconds a group may
+keep under a cap. Only integer arithmetic is used; ``Decimal`` appears only
 where text is parsed or printed (``parse_usd``; ``dollars`` for views, ``format_usd`` for people).
 Never ``float``. These are the only dollar parser and formatter: the API, views, reports and the
 CLI all use them.
@@ -36,6 +44,8 @@ __all__ = [
     "dollars",
     "dollars_or_none",
     "format_usd",
+    "group_costs",
+    "max_ms_within",
     "parse_usd",
     "period_of",
     "round_half_up_div",
@@ -69,6 +79,34 @@ def cost_usd_micros(gpu_ms: int, gpu_count: int, usd_micros_per_hour: int) -> in
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValidationFailed(f"{name} must be a non-negative integer (got {value!r})", where=name)
     return round_half_up_div(gpu_ms * gpu_count * usd_micros_per_hour, MS_PER_HOUR)
+
+
+def group_costs(
+    charged_ms: int, credited_ms: int, gpu_count: int, usd_micros_per_hour: int
+) -> tuple[int, int, int]:
+    """A usage group's ``(charged, credited, net)`` micro-dollars: net = cost(charged_ms - credited_ms),
+    credited = cost(charged_ms) - net (so charged = credited + net exactly)."""
+    if not 0 <= credited_ms <= charged_ms:
+        raise ValidationFailed(
+            f"a group cannot be credited {credited_ms} ms of {charged_ms} ms charged", where="gpu_ms"
+        )
+    charged = cost_usd_micros(charged_ms, gpu_count, usd_micros_per_hour)
+    net = cost_usd_micros(charged_ms - credited_ms, gpu_count, usd_micros_per_hour)
+    return charged, charged - net, net
+
+
+def max_ms_within(usd_micros: int, gpu_count: int, usd_micros_per_hour: int) -> int | None:
+    """The most milliseconds a group may sum to and cost at most ``usd_micros`` (None: any, it is free).
+
+    ``cost(ms) <= X`` with ``cost(ms) = round_half_up(ms * r / 3_600_000)`` (``r = gpu_count *
+    usd_micros_per_hour``) holds exactly when ``2 * ms * r < (2X + 1) * 3_600_000``: integers only.
+    """
+    if usd_micros < 0:
+        raise ValueError(f"usd_micros must not be negative (got {usd_micros})")
+    rate = gpu_count * usd_micros_per_hour
+    if rate == 0:
+        return None
+    return ((2 * usd_micros + 1) * MS_PER_HOUR - 1) // (2 * rate)
 
 
 def period_of(at: datetime) -> str:
@@ -174,7 +212,7 @@ def add_usage(groups: dict[str, int], key: UsageGroupKey, gpu_ms: int) -> None:
 
 
 class UsageLine(msgspec.Struct, frozen=True):
-    """One priced usage group of a job."""
+    """One priced usage group of a job: ``gpu_ms`` charged, ``cost_usd_micros`` net (what is paid)."""
 
     period: str
     gpu_type: str
@@ -182,21 +220,56 @@ class UsageLine(msgspec.Struct, frozen=True):
     usd_micros_per_hour: int
     gpu_ms: int
     cost_usd_micros: int
+    credited_gpu_ms: int = 0
+    credited_usd_micros: int = 0
+
+    @property
+    def charged_usd_micros(self) -> int:
+        return self.cost_usd_micros + self.credited_usd_micros
 
 
 class JobCostSummary(msgspec.Struct, frozen=True):
-    """A job's cost: the sum of its groups, each priced once."""
+    """A job's cost: the sum of its groups, each priced once; ``gpu_ms`` is what was charged,
+    ``cost_usd_micros`` the net (charged less credited)."""
 
     job_id: str
     gpu_ms: int
     cost_usd_micros: int
     lines: list[UsageLine]
+    credited_gpu_ms: int = 0
+    credited_usd_micros: int = 0
+
+    @property
+    def charged_usd_micros(self) -> int:
+        return self.cost_usd_micros + self.credited_usd_micros
 
 
-def summarize_job_cost(
-    job_id: str, groups: Mapping[str, int] | Iterable[tuple[UsageGroupKey, int]]
-) -> JobCostSummary:
-    """Fold a job's usage groups (encoded key -> ms, or (key, ms) pairs) into its priced lines."""
+Groups = Mapping[str, int] | Iterable[tuple[UsageGroupKey, int]]
+
+
+def summarize_job_cost(job_id: str, groups: Groups, credited: Groups = ()) -> JobCostSummary:
+    """Fold a job's usage groups (encoded key -> ms, or (key, ms) pairs) and the milliseconds
+    credited in them into its priced lines (``group_costs``)."""
+    summed, credits = _summed(job_id, groups), _summed(job_id, credited)
+    if not credits.keys() <= summed.keys():
+        raise ValueError(f"job {job_id} has credits in groups it was never charged in")
+    lines = []
+    for k, ms in sorted(summed.items()):
+        credited_ms = credits.get(k, 0)
+        _, credited_usd, net = group_costs(ms, credited_ms, k.gpu_count, k.usd_micros_per_hour)
+        price = k.usd_micros_per_hour
+        lines.append(UsageLine(k.period, k.gpu_type, k.gpu_count, price, ms, net, credited_ms, credited_usd))
+    return JobCostSummary(
+        job_id=job_id,
+        gpu_ms=sum(line.gpu_ms for line in lines),
+        cost_usd_micros=sum(line.cost_usd_micros for line in lines),
+        lines=lines,
+        credited_gpu_ms=sum(line.credited_gpu_ms for line in lines),
+        credited_usd_micros=sum(line.credited_usd_micros for line in lines),
+    )
+
+
+def _summed(job_id: str, groups: Groups) -> dict[UsageGroupKey, int]:
     pairs = (
         ((UsageGroupKey.decode(k), ms) for k, ms in groups.items()) if isinstance(groups, Mapping) else groups
     )
@@ -205,20 +278,4 @@ def summarize_job_cost(
         if key.job_id != job_id:
             raise ValueError(f"usage group of job {key.job_id} given for job {job_id}")
         summed[key] = summed.get(key, 0) + ms
-    lines = [
-        UsageLine(
-            k.period,
-            k.gpu_type,
-            k.gpu_count,
-            k.usd_micros_per_hour,
-            ms,
-            cost_usd_micros(ms, k.gpu_count, k.usd_micros_per_hour),
-        )
-        for k, ms in sorted(summed.items())
-    ]
-    return JobCostSummary(
-        job_id=job_id,
-        gpu_ms=sum(line.gpu_ms for line in lines),
-        cost_usd_micros=sum(line.cost_usd_micros for line in lines),
-        lines=lines,
-    )
+    return summed

@@ -113,15 +113,30 @@ class CheckpointView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobView(
-    _declared(JobFields, leave_out=("progress_attempt", "checkpoint", "usage", "metered_seq")),  # type: ignore[misc]
+    _declared(  # type: ignore[misc]
+        JobFields,
+        leave_out=(
+            "progress_attempt",
+            "checkpoint",
+            "usage",
+            "metered_seq",
+            "credited",
+            "attempt_usage",
+            "attempt_credited",
+            "faults",
+        ),
+    ),
     frozen=True,
     kw_only=True,
 ):
-    """A job's declared fields, less its bookkeeping, with its cost summed (``Job.cost``)."""
+    """A job's declared fields, less its bookkeeping, with its cost summed (``Job.cost``): ``gpu_ms``
+    charged, ``cost_usd_micros`` net (what the user pays), ``credited_*`` what was credited."""
 
     last_checkpoint: CheckpointView | None
     gpu_ms: int
     cost_usd_micros: int
+    credited_gpu_ms: int = 0
+    credited_usd_micros: int = 0
     usage: list[UsageLine]
     version: int
 
@@ -189,6 +204,8 @@ def job_view(job: Job) -> JobView:
         metrics=dict(job.metrics),
         gpu_ms=cost.gpu_ms,
         cost_usd_micros=cost.cost_usd_micros,
+        credited_gpu_ms=cost.credited_gpu_ms,
+        credited_usd_micros=cost.credited_usd_micros,
         usage=cost.lines,
         alerts=list(job.alerts),
     )

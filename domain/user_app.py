@@ -286,13 +286,30 @@ class UserApp(PartitionApplication):
         self._save(job, *([model] if model else []))
         return job_view(job)
 
-    def mark_failed(self, job_id: str, error: str, at: datetime, *, lease: str | None = None) -> JobView:
-        return self._job(job_id, None, lambda j: j.mark_failed(error, at, lease=lease))
+    def mark_failed(
+        self, job_id: str, error: str, at: datetime, *, lease: str | None = None, fault: str | None = None
+    ) -> JobView:
+        """Failed; ``fault`` (``domain.job.PLATFORM_FAULTS``): for the platform's reasons, credited."""
+        return self._job(job_id, None, lambda j: j.mark_failed(error, at, lease=lease, fault=fault))
 
     def retry_job(
-        self, job_id: str, attempt: int, reason: str, at: datetime, *, lease: str | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        reason: str,
+        at: datetime,
+        *,
+        lease: str | None = None,
+        fault: str | None = None,
     ) -> JobView:
-        return self._job(job_id, None, lambda j: j.retry(attempt, reason, at, lease=lease))
+        """Announce the next attempt; ``fault`` (``domain.job.PLATFORM_FAULTS``): the current one ended
+        for the platform's reasons, its GPU time past its checkpoint is credited in the same commit;
+        ``lease``: the runner's that announces it (None: the control plane)."""
+        return self._job(job_id, None, lambda j: j.retry(attempt, reason, at, lease=lease, fault=fault))
+
+    def credit_platform_fault(self, job_id: str, attempt: int, reason: str, at: datetime) -> JobView:
+        """Attempt ``attempt`` ended for the platform's reasons (``Job.credit_platform_fault``)."""
+        return self._job(job_id, None, lambda j: j.credit_platform_fault(attempt, reason, at))
 
     def mark_lost(self, job_id: str, last_heartbeat_at: datetime | None, at: datetime) -> JobView:
         return self._job(job_id, None, lambda j: j.mark_lost(last_heartbeat_at, at))
@@ -306,7 +323,8 @@ class UserApp(PartitionApplication):
         *,
         expected_version: int,
     ) -> JobView:
-        """The ledger found the job's attempt silent: lost, then, in the same commit, ``stopped`` if a
+        """The ledger found the job's attempt silent: lost (a platform fault: its GPU time past its last
+        checkpoint is credited), then, in the same commit, ``stopped`` if a
         stop was asked for, else ``retrying`` the next attempt while its ``max_retries`` allow
         (``reason`` given), else ``failed``. Conflict (``version_conflict``) if it changed since
         ``expected_version``."""
@@ -401,7 +419,11 @@ class UserApp(PartitionApplication):
         For each of ``job_ids`` the plan gives the runs to record (``plan.usage_runs``) and the
         heartbeats it refused to bill (``plan.rejected_heartbeats``: one ``HeartbeatsRejected``
         each): a run the job refuses (already metered, an attempt that never started) is reported
-        in ``refused``, an id that is no job of this user in ``unknown_job_ids``. Then
+        in ``refused``, an id that is no job of this user in ``unknown_job_ids``. Each run is capped
+        as it is recorded (``Job.meter_usage``): by the job's ``max_cost`` and, with a monthly
+        budget, by what the budget leaves the job in the run's period (the budget less the user's
+        other jobs' net spend there: ``plan.period_spend`` for the jobs not in hand, the aggregates
+        for those in hand), so the user's net spend in a period never passes the budget. Then
         ``plan.limit_orders`` sees every job that took usage and the budget, and says which alerts
         to raise and which jobs (taking usage or not) to stop. Every job and the budget changed
         are saved together; nothing is saved when no usage and no rejection was recorded.
@@ -430,6 +452,7 @@ class UserApp(PartitionApplication):
         refused: list[RefusedRun] = []
         metered: list[Job] = []
         rejected = 0
+        loaded: dict[str, Job] = {}
         for job_id in job_ids:
             try:
                 job = self._copy(copies, Job, Job.create_id(check_id(job_id, kind="job_id")))
@@ -437,7 +460,11 @@ class UserApp(PartitionApplication):
                 job = None
             if job is None:
                 unknown.append(job_id)
-                continue
+            else:
+                loaded[job.job_id] = job
+        budget = self._copy(copies, Budget, Budget.create_id(self.user_id))
+        rooms = _BudgetRooms(budget.monthly_limit_usd_micros if budget else None, plan, loaded)
+        for job in loaded.values():
             recorded = False
             runs = plan.usage_runs(
                 job.job_id,
@@ -448,6 +475,7 @@ class UserApp(PartitionApplication):
                 attempts=job.attempts,
             )
             for run in runs:
+                before = rooms.before(job, run.period)
                 try:
                     job.meter_usage(
                         run.attempt,
@@ -459,10 +487,12 @@ class UserApp(PartitionApplication):
                         run.usd_micros_per_hour,
                         run.period,
                         at,
+                        period_room=rooms.room(job, run.period),
                     )
                 except PlatformError as exc:
                     refused.append(RefusedRun(run, str(exc)))
                 else:
+                    rooms.after(job, run.period, before)
                     recorded = True
             for rejection in plan.rejected_heartbeats(job.job_id):
                 job.reject_heartbeats(
@@ -488,7 +518,6 @@ class UserApp(PartitionApplication):
                 first_position=recordings[0].notification.id if recordings else None,
                 last_position=recordings[-1].notification.id if recordings else None,
             )
-        budget = self._copy(copies, Budget, Budget.create_id(self.user_id))
         touched.extend([budget] if budget is not None else [])
         orders = plan.limit_orders(
             [_metered_job(job) for job in metered], None if budget is None else budget_view(budget)
@@ -537,6 +566,39 @@ class UserApp(PartitionApplication):
         return found if isinstance(found, cls) else None
 
 
+class _BudgetRooms:
+    """What a monthly budget leaves each job in a period while a batch is metered: the limit less the
+    net spend of the user's other jobs there (the jobs in hand from their aggregates, as they are
+    metered; the rest as ``plan.period_spend`` knows them)."""
+
+    def __init__(self, limit: int | None, plan: UsagePlan, jobs: Mapping[str, Job]) -> None:
+        self.limit, self.plan, self.jobs = limit, plan, jobs
+        self._others: dict[str, int | None] = {}  # period -> spend of the jobs not in hand
+        self._in_hand: dict[str, int] = {}  # period -> net spend of the jobs in hand
+
+    def before(self, job: Job, period: str) -> int:
+        return job.net_cost_usd_micros(period) if self._known(period) else 0
+
+    def room(self, job: Job, period: str) -> int | None:
+        if not self._known(period):
+            return None
+        others = self._others[period]
+        assert others is not None
+        return self.limit - others - (self._in_hand[period] - job.net_cost_usd_micros(period))  # type: ignore[operator]
+
+    def after(self, job: Job, period: str, before: int) -> None:
+        if self._known(period):
+            self._in_hand[period] += job.net_cost_usd_micros(period) - before
+
+    def _known(self, period: str) -> bool:
+        if self.limit is None:
+            return False
+        if period not in self._others:
+            self._others[period] = self.plan.period_spend(period, exclude=self.jobs.keys())
+            self._in_hand[period] = sum(j.net_cost_usd_micros(period) for j in self.jobs.values())
+        return self._others[period] is not None
+
+
 def _metered_job(job: Job) -> MeteredJob:
     return MeteredJob(
         job_id=job.job_id,
@@ -545,6 +607,7 @@ def _metered_job(job: Job) -> MeteredJob:
         cost_usd_micros=job.cost().cost_usd_micros,
         max_cost_usd_micros=job.max_cost_usd_micros,
         usage=job.usage,
+        credited=job.credited,
         alerts=job.alerts,
         config=job.config,
         events=tuple(job.pending_events),

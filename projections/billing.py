@@ -10,7 +10,11 @@ billing_history.json, so the current view stays small.
 
 Money: each usage group is priced once from its summed milliseconds
 (``projections.usage``); a job's cost in a period is the sum of its groups, a
-period's total the sum of its jobs.
+period's total the sum of its jobs. Credits (``Job.UsageCredited``) are folded per
+group: every ``cost``/``total_cost`` is net (what the user pays, and what the budget
+counts), ``gpu_ms``/``seconds`` are what was metered; a period or job row with credits
+also shows ``charged``, ``credited`` and ``credited_gpu_ms`` (written only then, so the
+views of histories without credits are unchanged).
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ __all__ = [
     "touched",
 ]
 
-EVENTS = event_names(Job.Submitted, Job.UsageMetered, Budget.BudgetSet, Budget.AlertRaised)
+EVENTS = event_names(
+    Job.Submitted, Job.UsageMetered, Job.UsageCredited, Budget.BudgetSet, Budget.AlertRaised
+)
 BILLING = "billing"
 HISTORY = "billing_history"
 
@@ -92,15 +98,17 @@ def fold(state: BillingState, event: Any) -> BillingState:
     name = event_name(event)
     if name == "Job.Submitted":
         return replace(state, job_ids={**state.job_ids, event.originator_id: event.job_id})
-    if name == "Job.UsageMetered":
+    if name in ("Job.UsageMetered", "Job.UsageCredited"):
         job_id = state.job_ids[event.originator_id]
         period = state.periods.get(event.period) or PeriodState(event.period)
         before = period.jobs.get(job_id, ())
-        groups = usage.add(before, event)
+        metered = name == "Job.UsageMetered"
+        groups = usage.add(before, event) if metered else usage.credit(before, event)
+        rates = {**period.latest_rate, event.gpu_type: event.usd_micros_per_hour} if metered else None
         period = replace(
             period,
             jobs={**period.jobs, job_id: groups},
-            latest_rate={**period.latest_rate, event.gpu_type: event.usd_micros_per_hour},
+            latest_rate=period.latest_rate if rates is None else rates,
             total_usd_micros=period.total_usd_micros
             + usage.cost_usd_micros(groups)
             - usage.cost_usd_micros(before),
@@ -123,7 +131,7 @@ def touched(old: BillingState, new: BillingState, event: Any) -> set[str]:
     name = event_name(event)
     if name == "Budget.BudgetSet":
         return {BILLING}
-    if name not in ("Job.UsageMetered", "Budget.AlertRaised"):
+    if name not in ("Job.UsageMetered", "Job.UsageCredited", "Budget.AlertRaised"):
         return set()
     if event.period != new.current:
         return {HISTORY}
@@ -135,8 +143,9 @@ def touched(old: BillingState, new: BillingState, event: Any) -> set[str]:
 # -- views ---------------------------------------------------------------
 
 
-class JobCost(msgspec.Struct):
-    """One job on one GPU type in a period; ``duration_seconds`` is wall time on its GPUs."""
+class JobCost(msgspec.Struct, omit_defaults=True):
+    """One job on one GPU type in a period; ``duration_seconds`` is wall time on its GPUs (metered),
+    ``cost`` the net; with credits, what was ``charged`` and ``credited`` too."""
 
     job_id: str
     gpu_type: str
@@ -144,15 +153,27 @@ class JobCost(msgspec.Struct):
     cost: Decimal
     gpu_seconds: Decimal
     cost_usd_micros: int
+    charged: Decimal | None = None
+    charged_usd_micros: int | None = None
+    credited: Decimal | None = None
+    credited_usd_micros: int | None = None
+    credited_gpu_ms: int | None = None
 
 
-class Period(msgspec.Struct):
+class Period(msgspec.Struct, omit_defaults=True):
+    """A month; ``total_cost`` is net (what is paid); with credits, ``charged`` and ``credited`` too."""
+
     start_date: str
     total_cost: Decimal
     usage_breakdown: dict[str, GpuUsage]
     jobs: list[JobCost]
     period: str
     total_cost_usd_micros: int
+    charged: Decimal | None = None
+    charged_usd_micros: int | None = None
+    credited: Decimal | None = None
+    credited_usd_micros: int | None = None
+    credited_gpu_ms: int | None = None
 
 
 class AlertView(msgspec.Struct):
@@ -165,7 +186,7 @@ class AlertView(msgspec.Struct):
     at: str | None
 
 
-class ClosedPeriod(Period):
+class ClosedPeriod(Period, kw_only=True):
     alerts: list[AlertView]
 
 
@@ -231,7 +252,15 @@ def _job_costs(period: PeriodState) -> list[JobCost]:
             cost = usage.cost_usd_micros(mine)
             gpu_seconds = seconds(sum(g.gpu_ms * g.gpu_count for g in mine))
             rows.append(
-                JobCost(job_id, gpu_type, seconds(usage.gpu_ms(mine)), dollars(cost), gpu_seconds, cost)
+                JobCost(
+                    job_id,
+                    gpu_type,
+                    seconds(usage.gpu_ms(mine)),
+                    dollars(cost),
+                    gpu_seconds,
+                    cost,
+                    **usage.credit_fields(mine),
+                )
             )
     return rows
 
@@ -245,6 +274,7 @@ def _period(period: PeriodState, cls: type[Period] = Period, **extra: Any) -> An
         jobs=_job_costs(period),
         period=period.period,
         total_cost_usd_micros=total,
+        **usage.credit_fields(tuple(g for groups in period.jobs.values() for g in groups)),
         **extra,
     )
 

@@ -21,7 +21,7 @@ from domain.money import dollars, dollars_or_none
 from projections import usage
 from projections.listing import copied, opened, ordered_rows, started_by
 from projections.render import event_name, event_names, iso, seconds
-from views.rows import Checkpoint, GpuMetrics, JobRow, Retry
+from views.rows import Checkpoint, Credit, GpuMetrics, JobRow, Retry
 
 __all__ = [
     "EVENTS",
@@ -44,6 +44,7 @@ EVENTS = event_names(
     Job.ActivityReported,
     Job.CheckpointSaved,
     Job.UsageMetered,
+    Job.UsageCredited,
     Job.AlertRaised,
     Job.StopRequested,
     Job.Stopped,
@@ -76,6 +77,14 @@ class Alert(msgspec.Struct, frozen=True):
     at: str | None
 
 
+def _with_credit(credits: tuple[Credit, ...], new: Credit) -> tuple[Credit, ...]:
+    for i, credit in enumerate(credits):
+        if (credit.attempt, credit.reason) == (new.attempt, new.reason):
+            merged = replace(new, gpu_ms=credit.gpu_ms + new.gpu_ms)
+            return (*credits[:i], merged, *credits[i + 1 :])
+    return (*credits, new)
+
+
 class JobState(started_by(Job.Submitted, leave_out=("config",)), frozen=True):  # type: ignore[misc]
     """Everything the job views show, folded from the job's events: what ``Job.Submitted`` records
     (but the training config), then the rest."""
@@ -101,6 +110,7 @@ class JobState(started_by(Job.Submitted, leave_out=("config",)), frozen=True):  
     finished_at: datetime | None = None
     last_heartbeat_at: datetime | None = None
     activity: str | None = None
+    credits: tuple[Credit, ...] = ()
 
 
 def fold(job: JobState | None, event: Any) -> JobState:
@@ -137,6 +147,10 @@ def fold(job: JobState | None, event: Any) -> JobState:
         changes["checkpoints"] = (*job.checkpoints, point)
     elif name == "Job.UsageMetered":
         changes["usage"] = usage.add(job.usage, event)
+    elif name == "Job.UsageCredited":
+        changes["usage"] = usage.credit(job.usage, event)
+        credit = Credit(attempt=event.attempt, reason=event.reason, gpu_ms=event.gpu_ms, at=iso(at))
+        changes["credits"] = _with_credit(job.credits, credit)
     elif name == "Job.AlertRaised":
         alert = Alert(
             scope=event.scope,
@@ -172,6 +186,8 @@ class StatusView(msgspec.Struct, omit_defaults=True):
 
     ``activity`` (what a running attempt is busy with before its first step, e.g. converting its
     base model) is written only while there is one, so the views of older histories are unchanged.
+    ``cost`` is net (what the user pays); once anything was credited, ``charged``, ``credited``,
+    ``credited_gpu_ms`` and ``credits`` (per attempt and reason) are written too.
     """
 
     position: int
@@ -205,6 +221,12 @@ class StatusView(msgspec.Struct, omit_defaults=True):
     last_heartbeat_at: str | None
     updated_at: str | None
     activity: str | None = None
+    charged: Decimal | None = None
+    charged_usd_micros: int | None = None
+    credited: Decimal | None = None
+    credited_usd_micros: int | None = None
+    credited_gpu_ms: int | None = None
+    credits: tuple[Credit, ...] = ()
 
 
 def item_view(job: JobState, position: int) -> StatusView:
@@ -221,6 +243,7 @@ def item_view(job: JobState, position: int) -> StatusView:
         cost_usd_micros=cost,
         estimate=dollars_or_none(job.estimate_usd_micros),
         max_cost=dollars_or_none(job.max_cost_usd_micros),
+        **usage.credit_fields(job.usage),
     )
 
 

@@ -1,7 +1,10 @@
 """Monthly billing report: one row per job and price group, replayed from a user's events.
 
 The rows come from the same fold as ``billing.json`` (``projections.billing``),
-so a report and the billing view can never disagree; exported as CSV or JSON.
+so a report and the billing view can never disagree; exported as CSV or JSON. ``cost`` is
+net (what is paid); a row with credits also has ``charged_usd_micros``, ``credited_gpu_ms`` and
+``credited_usd_micros`` (and the CSV those columns when the month has any credit, so the reports
+of months without credits are as before).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ __all__ = [
 ]
 
 
-class ReportRow(msgspec.Struct, frozen=True):
-    """One job's usage at one price in the month; ``seconds`` is wall time on its ``gpu_count`` GPUs."""
+class ReportRow(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One job's usage at one price in the month; ``seconds`` is wall time on its ``gpu_count`` GPUs
+    (metered), ``cost`` net."""
 
     job_id: str
     gpu_type: str
@@ -43,14 +47,22 @@ class ReportRow(msgspec.Struct, frozen=True):
     gpu_ms: int
     usd_micros_per_hour: int
     cost_usd_micros: int
+    charged_usd_micros: int | None = None
+    credited_gpu_ms: int | None = None
+    credited_usd_micros: int | None = None
 
 
-class MonthlyReport(msgspec.Struct, frozen=True):
+_CREDIT_COLUMNS = ("charged_usd_micros", "credited_gpu_ms", "credited_usd_micros")
+
+
+class MonthlyReport(msgspec.Struct, frozen=True, omit_defaults=True):
     month: str
     start_date: str
     rows: list[ReportRow]
     total_cost: Decimal
     total_cost_usd_micros: int
+    charged_usd_micros: int | None = None
+    credited_usd_micros: int | None = None
 
 
 def monthly_report(events: Iterable[Any], month: str) -> list[ReportRow]:
@@ -76,6 +88,15 @@ def monthly_report(events: Iterable[Any], month: str) -> list[ReportRow]:
                     gpu_ms=group.gpu_ms,
                     usd_micros_per_hour=group.usd_micros_per_hour,
                     cost_usd_micros=group.cost_usd_micros,
+                    **(
+                        {
+                            "charged_usd_micros": group.charged_usd_micros,
+                            "credited_gpu_ms": group.credited_ms,
+                            "credited_usd_micros": group.credited_usd_micros,
+                        }
+                        if group.credited_ms
+                        else {}
+                    ),
                 )
             )
     return rows
@@ -84,7 +105,10 @@ def monthly_report(events: Iterable[Any], month: str) -> list[ReportRow]:
 def report_document(rows: list[ReportRow], month: str) -> MonthlyReport:
     """The rows with their month and exact total (what the API returns)."""
     total = sum(row.cost_usd_micros for row in rows)
-    return MonthlyReport(month, f"{month}-01", rows, dollars(total), total)
+    credited = sum(row.credited_usd_micros or 0 for row in rows)
+    if not any(row.credited_gpu_ms for row in rows):
+        return MonthlyReport(month, f"{month}-01", rows, dollars(total), total)
+    return MonthlyReport(month, f"{month}-01", rows, dollars(total), total, total + credited, credited)
 
 
 def report_json(rows: list[ReportRow], month: str) -> bytes:
@@ -92,13 +116,24 @@ def report_json(rows: list[ReportRow], month: str) -> bytes:
 
 
 def report_csv(rows: list[ReportRow]) -> str:
-    """CSV with a header row; amounts as exact decimals."""
+    """CSV with a header row; amounts as exact decimals (the credit columns only if a row has credits,
+    then 0 in the rows without)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(ReportRow.__struct_fields__)
+    fields = ReportRow.__struct_fields__
+    if not any(row.credited_gpu_ms for row in rows):
+        fields = tuple(f for f in fields if f not in _CREDIT_COLUMNS)
+    writer.writerow(fields)
     for row in rows:
-        writer.writerow([getattr(row, field) for field in ReportRow.__struct_fields__])
+        writer.writerow([_cell(row, field) for field in fields])
     return out.getvalue()
+
+
+def _cell(row: ReportRow, field: str) -> Any:
+    value = getattr(row, field)
+    if value is None and field in _CREDIT_COLUMNS:
+        return row.cost_usd_micros if field == "charged_usd_micros" else 0
+    return value
 
 
 class MonthCheck(msgspec.Struct, frozen=True):

@@ -130,20 +130,34 @@ class JobRecorder:
             lambda: self.app.mark_failed(self.job_id, error[:10_000], self.clock(), lease=self.lease)
         )
 
+    def credit_fault(self, reason: str) -> JobView:
+        """This recorder's attempt ended for the platform's reasons (``domain.job.PLATFORM_FAULTS``)
+        without a retry (e.g. stopped on an interrupt with no retries left): credit it."""
+        return self._write(
+            lambda: self.app.credit_platform_fault(self.job_id, self.attempt, reason, self.clock())
+        )
+
     def lost(self, last_heartbeat_at: datetime | None) -> JobView:
+        """The attempt's runner is gone: ``lost``, a platform fault (credited past its checkpoint)."""
         return self._write(lambda: self.app.mark_lost(self.job_id, last_heartbeat_at, self.clock()))
 
-    def retry_or_fail(self, reason: str, max_retries: int) -> JobView:
-        """Announce the next attempt if the retry budget allows, else mark the job failed."""
+    def retry_or_fail(self, reason: str, max_retries: int, *, fault: str | None = None) -> JobView:
+        """Announce the next attempt if the retry budget allows, else mark the job failed.
+
+        ``fault`` (one of ``domain.job.PLATFORM_FAULTS``, e.g. ``"shutdown"`` for a run interrupted by
+        the platform shutting down, ``"control_plane"`` when it lost its control plane): the attempt
+        ended for the platform's reasons, so its GPU time past its last checkpoint is credited in
+        the same commit. Leave it out for a failure of the user's config or data (charged)."""
 
         def decide() -> JobView:
             job = self.view()
+            now = self.clock()
             if job.attempt <= max_retries:
                 return self.app.retry_job(
-                    self.job_id, job.attempt + 1, reason[:10_000], self.clock(), lease=self.lease
+                    self.job_id, job.attempt + 1, reason[:10_000], now, lease=self.lease, fault=fault
                 )
             error = f"{reason} (attempt {job.attempt} of {max_retries + 1}; no retries left)"
-            return self.app.mark_failed(self.job_id, error[:10_000], self.clock(), lease=self.lease)
+            return self.app.mark_failed(self.job_id, error[:10_000], now, lease=self.lease, fault=fault)
 
         return self._write(decide)
 

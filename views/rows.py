@@ -22,6 +22,7 @@ import msgspec
 __all__ = [
     "BudgetView",
     "Checkpoint",
+    "Credit",
     "DatasetRow",
     "GpuMetrics",
     "GpuPrice",
@@ -44,6 +45,17 @@ class Checkpoint(ViewItem):
     attempt: int = 0
     step: int = 0
     path: str = ""
+    at: str | None = None
+
+
+class Credit(ViewItem):
+    """GPU time of one attempt credited for one reason: a platform fault (``lost``, ``control_plane``,
+    ``preempted``, ``superseded``, ``shutdown``) or ``limit`` (past ``max_cost`` or the monthly
+    budget); the credits of an attempt and reason summed, ``at`` the latest."""
+
+    attempt: int = 0
+    reason: str = ""
+    gpu_ms: int = 0
     at: str | None = None
 
 

@@ -20,10 +20,13 @@ from domain.estimate import estimate_job
 from domain.ids import check_id
 from domain.job import Job
 from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
-from domain.money import dollars_or_none
+from domain.money import dollars, dollars_or_none
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
 from projections.render import iso
 from storage import ObjectNotFound, layout
+
+_SHOWN_ALWAYS = ("charged", "charged_usd_micros", "credited", "credited_usd_micros", "credited_gpu_ms")
+"""What a job's cost report shows even with no credits (``status.json`` only once there are)."""
 
 __all__ = ["JobService"]
 
@@ -78,8 +81,22 @@ class JobService(UserService):
             for row in period.jobs
             if row.job_id == job_id
         ]
-        report = msgspec.convert(status, schemas.JobCostReport, from_attributes=True)  # the same fields
-        return msgspec.structs.replace(report, periods=rows)
+        credited = status.credited_usd_micros or 0
+        charged = status.cost_usd_micros + credited
+        shared = {
+            name: value
+            for name, value in msgspec.structs.asdict(status).items()
+            if name in schemas.JobCostReport.__struct_fields__ and name not in _SHOWN_ALWAYS
+        }
+        return schemas.JobCostReport(
+            **shared,
+            periods=rows,
+            charged=dollars(charged),
+            charged_usd_micros=charged,
+            credited=dollars(credited),
+            credited_usd_micros=credited,
+            credited_gpu_ms=status.credited_gpu_ms or 0,
+        )
 
     # -- writes ------------------------------------------------------------------------------
 

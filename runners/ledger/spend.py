@@ -1,27 +1,28 @@
 """A user's spend per billing period, folded from their events by the fold billing.json uses.
 
-``UserSpend.refresh(app)`` folds the user's ``Job.Submitted`` and ``Job.UsageMetered``
-events past the last position it read (only those topics are decoded), through
+``UserSpend.refresh(app)`` folds the user's ``Job.Submitted``, ``Job.UsageMetered`` and
+``Job.UsageCredited`` events past the last position it read (only those topics are decoded), through
 ``projections.billing.fold``: the ledger's limit decisions and the user's billing.json are
-the same function of the same events, so they agree to the micro-dollar. ``after(events)``
+the same function of the same events, so they agree to the micro-dollar; spend is net (credits
+count, as on the bill). ``after(events)``
 folds events not saved yet (a batch's pending ``UsageMetered``) onto a copy; ``advance`` takes
 that state once they are saved, so the ledger's own commit is not read back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from domain.job import Job
-from projections import billing
+from projections import billing, usage
 
 __all__ = ["UserSpend"]
 
-_TOPICS = (get_topic(Job.Submitted), get_topic(Job.UsageMetered))
+_TOPICS = (get_topic(Job.Submitted), get_topic(Job.UsageMetered), get_topic(Job.UsageCredited))
 _PAGE = 1000
 
 
@@ -68,3 +69,12 @@ class UserSpend:
         """The user's spend in ``period`` (0 if nothing was metered in it)."""
         found = state.periods.get(period)
         return 0 if found is None else found.total_usd_micros
+
+    @staticmethod
+    def period_total_but(state: billing.BillingState, period: str, job_ids: Collection[str]) -> int:
+        """The user's spend in ``period`` on every job but ``job_ids``."""
+        found = state.periods.get(period)
+        if found is None:
+            return 0
+        held = sum(usage.cost_usd_micros(found.jobs.get(job_id, ())) for job_id in job_ids)
+        return found.total_usd_micros - held

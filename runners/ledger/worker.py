@@ -24,10 +24,14 @@ For each batch the subscriber hands over (``handle``):
 2. Per user, per job: load the Job, drop what it has metered already (``Job.metered_seq``,
    rebuilt from events, so dedupe survives a restart) and repeats, group the rest into
    usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
-3. Limits (``runners.ledger.limits``): the user's spend per period comes from the same fold
-   as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
-   ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where
-   the next interval would pass a limit.
+3. Limits (``runners.ledger.limits``): the user's net spend per period comes from the same
+   fold as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
+   ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where the
+   next interval plus the measured stop latency (the longest of the last few: from a limit's
+   stop request to the attempt's final heartbeat) would pass a limit. The limits are hard
+   caps: ``UserApp.meter_usage`` credits (``limit``) whatever usage would pass ``max_cost`` or
+   the budget (this plan's ``period_spend`` gives the spend of the user's other jobs), so net
+   charged <= limit always; the early stop keeps such credits small.
 4. Steps 2 and 3 are one ``UserApp.meter_usage`` per user: it loads the jobs and the budget
    (the worker's ``AggregateCache`` copies), asks this worker's plan (``_UserBatch``) what
    to record, and saves every job and the budget it changed in one commit; a lost race
@@ -57,7 +61,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -111,6 +116,8 @@ log = logging.getLogger(__name__)
 _TRIES = 10
 _LINGER_FRACTION = 50  # linger only after a batch of at most max_batch / 50 heartbeats
 _SECRETS_KEPT = 100_000  # derived attempt secrets cached (one HMAC saved per heartbeat)
+_STOP_LATENCIES_KEPT = 20  # the stop latency allowed for is the longest of the last these many
+_STOP_LATENCY_MAX_MS = 600_000  # one runner that took longer is not allowed for beyond this
 
 
 class Notifier(Protocol):
@@ -177,6 +184,11 @@ class _UserOutcome:
     live: list[LiveJob] = field(default_factory=list)
     clocks: dict[tuple[str, int], AttemptClock] = field(default_factory=dict)
     """``(job_id, attempt)`` -> its clock state after this share (kept once it is saved)."""
+    at: datetime | None = None
+    stops_asked: list[str] = field(default_factory=list)
+    """Jobs this share asked to stop for a limit."""
+    finals: dict[str, datetime] = field(default_factory=dict)
+    """Jobs whose current attempt sent its final heartbeat in this share, and when."""
 
 
 @dataclass
@@ -252,6 +264,8 @@ class LedgerWorker:
         self._policies: dict[tuple[str, str], JobPolicy] = {}
         self.bounds = ClockBounds(clock_bound, gpu_tolerance)
         self._clocks: dict[tuple[str, str, int], AttemptClock] = {}  # (user, job, attempt)
+        self._stops_asked: dict[tuple[str, str], datetime] = {}  # (user, job) -> when a limit stop was asked
+        self._stop_latencies: deque[int] = deque(maxlen=_STOP_LATENCIES_KEPT)
         self._linger_below = max(1, int(getattr(subscriber, "max_batch", 500)) // _LINGER_FRACTION)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -426,6 +440,15 @@ class LedgerWorker:
         for entry in outcome.live:
             self.live.record(entry)
         if outcome.position is not None:
+            for job_id, final_at in outcome.finals.items():
+                asked = self._stops_asked.pop((user_id, job_id), None)
+                if asked is not None:
+                    ms = (final_at - asked) // timedelta(milliseconds=1)
+                    self._stop_latencies.append(min(max(ms, 0), _STOP_LATENCY_MAX_MS))
+            if len(self._stops_asked) > 100_000:
+                self._stops_asked.clear()
+            for job_id in outcome.stops_asked:
+                self._stops_asked.setdefault((user_id, job_id), outcome.at)  # type: ignore[arg-type]
             partition = layout.user_partition(user_id)
             stats.commits += 1
             stats.last_commit[partition] = outcome.position
@@ -434,6 +457,12 @@ class LedgerWorker:
     def _notify(self, partition: str) -> None:
         if self.projector is not None:
             self.projector.notify(partition)
+
+    @property
+    def stop_latency_ms(self) -> int:
+        """How long a stop asked for a limit has lately taken to end its attempt (the longest of the
+        last few, from the request to the attempt's final heartbeat): allowed for when stopping early."""
+        return max(self._stop_latencies, default=0)
 
     # ---- what the plans share ----
 
@@ -446,9 +475,8 @@ class LedgerWorker:
             policy = self._policies[(user_id, job.job_id)] = job_policy(job.config)
         return policy
 
-    @staticmethod
-    def _outlook(part: _Metered, policy: JobPolicy, prices: PriceSchedule | None) -> None:
-        """Set what the job's next heartbeat interval is and will cost."""
+    def _outlook(self, part: _Metered, policy: JobPolicy, prices: PriceSchedule | None) -> None:
+        """Set what the job's next heartbeat interval is and, with the time a stop takes, will cost."""
         last, job = part.last, part.job
         assert job is not None
         part.interval_ms = max(policy.heartbeat_interval_ms, last.gpu_ms)
@@ -460,7 +488,8 @@ class LedgerWorker:
             with contextlib.suppress(NotFound):
                 price = prices.price_at(last.gpu_type, then)
         key = UsageGroupKey(period_of(then), job.job_id, last.gpu_type, last.gpu_count, price)
-        part.next_usd_micros = marginal_cost_usd_micros(job.usage, key, part.interval_ms)
+        ahead_ms = part.interval_ms + self.stop_latency_ms
+        part.next_usd_micros = marginal_cost_usd_micros(job.usage, key, ahead_ms, job.credited)
 
 
 class _UserBatch:
@@ -479,10 +508,22 @@ class _UserBatch:
     ) -> None:
         self.worker, self.app, self.user_id, self.jobs = worker, app, user_id, jobs
         self.prices, self.at, self.spend = prices, at, spend
-        self.outcome = _UserOutcome()
+        self.outcome = _UserOutcome(at=at)
         self.parts: dict[str, _Metered] = {}
         self.rejections: dict[str, list[RejectedHeartbeats]] = {}
         self.spent: BillingState | None = None
+        self._refreshed = False
+
+    def _refresh(self) -> None:
+        if not self._refreshed:
+            self.spend.refresh(self.app)
+            self._refreshed = True
+
+    def period_spend(self, period: str, *, exclude: Collection[str]) -> int | None:
+        """The user's net spend in ``period`` on the jobs not in ``exclude``, as saved (the fold
+        billing.json uses)."""
+        self._refresh()
+        return UserSpend.period_total_but(self.spend.state, period, exclude)
 
     def usage_runs(
         self,
@@ -570,7 +611,7 @@ class _UserBatch:
         for job in jobs:
             part = metered[job.job_id] = self.parts[job.job_id]
             part.job = job
-        self.spend.refresh(self.app)
+        self._refresh()
         spent = self.spent = self.spend.after([e for job in jobs for e in job.events])
         for part in metered.values():
             assert part.job is not None
@@ -583,6 +624,16 @@ class _UserBatch:
         if actions.stop_all_live:
             stop = [*metered, *(entry.job_id for entry in others)]
         self.outcome.live = [_live_entry(user_id, job_id, part, at) for job_id, part in metered.items()]
+        self.outcome.finals = {
+            job_id: part.last.at
+            for job_id, part in metered.items()
+            if part.last.final and part.job is not None and part.last.attempt == part.job.attempt
+        }
+        self.outcome.stops_asked = [
+            job_id
+            for job_id in stop
+            if job_id not in self.outcome.finals and _stoppable(metered.get(job_id))
+        ]
         return LimitOrders(
             job_alerts=actions.job_alerts,
             budget_alerts=actions.budget_alerts,
@@ -624,6 +675,11 @@ def _result_of(function: Callable[..., _UserOutcome], *args: Any) -> _UserOutcom
         return function(*args)
     except BaseException as exc:
         return exc
+
+
+def _stoppable(part: _Metered | None) -> bool:
+    """Whether a limit's stop request reaches the job (one not metered now: as far as is known)."""
+    return part is None or part.job is None or part.job.state in LIMIT_STOPPABLE_STATES
 
 
 def _next_period(part: _Metered) -> str:

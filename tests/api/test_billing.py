@@ -108,3 +108,45 @@ def test_the_monthly_report_is_replayed_per_job_and_price(api: Api, ann: User) -
     assert empty["rows"] == [] and empty["total_cost_usd_micros"] == 0
     bad = api.client.get("/billing/report", params={"month": "2026-13"}, headers=ann.headers)
     assert bad.status_code == 400 and bad.json()["error"]["where"] == "month"
+
+
+def test_a_credited_fault_shows_charged_credited_and_net_in_the_job_cost_usage_and_report(
+    api: Api, ann: User
+) -> None:
+    job_id = running_job(api, ann)
+    app, now = api.rt.user_app(ann.user_id), api.rt.clock()
+    meter(api, ann, job_id, 1, 10_000)
+    app.save_checkpoint(job_id, 1, 5, "ckpt/5", now, gpu_ms_total=6_000)
+    meter(api, ann, job_id, 2, 3_000)
+    app.mark_lost(job_id, None, now)  # the runner is gone: its 7,000 ms past the checkpoint are credited
+    api.settle(ann)
+    charged, net = cost_usd_micros(13_000, 2, 2_100_000), cost_usd_micros(6_000, 2, 2_100_000)
+
+    cost = api.client.get(f"/billing/job/{job_id}/cost", headers=ann.headers).json()
+    assert (cost["charged_usd_micros"], cost["credited_usd_micros"], cost["cost_usd_micros"]) == (
+        charged,
+        charged - net,
+        net,
+    )
+    assert cost["credited_gpu_ms"] == 7_000 and cost["gpu_metrics"]["gpu_ms"] == 13_000
+    assert [(c["attempt"], c["reason"], c["gpu_ms"]) for c in cost["credits"]] == [(1, "lost", 7_000)]
+
+    period = api.client.get("/billing/usage", headers=ann.headers).json()["current_period"]
+    assert (period["charged_usd_micros"], period["credited_usd_micros"]) == (charged, charged - net)
+    assert period["total_cost_usd_micros"] == net  # what is paid
+    (row,) = period["jobs"]
+    assert (row["cost_usd_micros"], row["credited_usd_micros"]) == (net, charged - net)
+    assert row["credited_gpu_ms"] == 7_000
+
+    report = api.client.get(f"/billing/report?month={period['period']}", headers=ann.headers).json()
+    assert (report["total_cost_usd_micros"], report["credited_usd_micros"]) == (net, charged - net)
+
+
+def test_a_job_without_credits_shows_none_credited(api: Api, ann: User) -> None:
+    job_id = running_job(api, ann)
+    meter(api, ann, job_id, 1, 10_000)
+    cost = api.client.get(f"/billing/job/{job_id}/cost", headers=ann.headers).json()
+    assert cost["charged_usd_micros"] == cost["cost_usd_micros"] == cost_usd_micros(10_000, 2, 2_100_000)
+    assert (cost["credited_usd_micros"], cost["credited_gpu_ms"], cost["credits"]) == (0, 0, [])
+    period = api.client.get("/billing/usage", headers=ann.headers).json()["current_period"]
+    assert "credited_usd_micros" not in period and "credited_usd_micros" not in period["jobs"][0]

@@ -67,6 +67,15 @@ def check_invariants(job: Job) -> None:
         assert job.attempt >= 1
     assert all(1 <= int(a) <= job.attempt for a in job.metered_seq)
     assert job.cost().cost_usd_micros >= 0
+    assert all(0 <= ms <= job.usage[key] for key, ms in job.credited.items())  # never credited past charged
+    for attempt, credited in job.attempt_credited.items():
+        assert all(ms <= job.attempt_usage[attempt][key] for key, ms in credited.items())
+
+
+def _credit_events(job: Job, version: int) -> int:
+    """How many of the job's events since ``version`` were faults and credits."""
+    new = job.pending_events[version - job.version :]
+    return sum(isinstance(e, Job.AttemptFaulted | Job.UsageCredited) for e in new)
     assert len(job.alerts) == len(set(job.alerts))
 
 
@@ -90,7 +99,8 @@ def test_random_commands_keep_the_job_valid(
             assert job.version == version, f"{command} was refused but changed the version"
             assert dict(vars(job)) == before, f"{command} was refused but changed the job"
         else:
-            assert job.version == version + 1  # exactly one event per accepted command
+            # one event per accepted command, and the credits it makes due (a lost attempt's, a cap's)
+            assert job.version == version + 1 + _credit_events(job, version)
             assert job.state == state or job.state in TRANSITIONS[state], (
                 f"{state} -> {job.state} by {command}"
             )

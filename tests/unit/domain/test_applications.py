@@ -279,7 +279,7 @@ def running(user: UserApp, **overrides: Any) -> str:
 
 
 def test_usage_alerts_and_stops_of_several_jobs_are_one_commit(user: UserApp) -> None:
-    first = running(user, job_id="job_1", max_cost_usd_micros=1000)
+    first = running(user, job_id="job_1", max_cost_usd_micros=10_000)
     second = running(user, job_id="job_2", model_id="mdl_2")
     user.set_budget(10_000_000, at(5))
     head = user.recorder.max_notification_id()
@@ -291,7 +291,7 @@ def test_usage_alerts_and_stops_of_several_jobs_are_one_commit(user: UserApp) ->
             seen.extend(jobs)
             assert budget is not None and budget.monthly_limit_usd_micros == 10_000_000
             return LimitOrders(
-                job_alerts=[JobAlert(first, 50, 600, 1000)],
+                job_alerts=[JobAlert(first, 50, 6000, 10_000)],
                 budget_alerts=[BudgetAlert("2026-03", 50, 6_000_000)],
                 stop_job_ids=[first, "job_9"],  # job_9: none such, passed over
                 stop_reason="budget_exceeded",

@@ -41,13 +41,41 @@ def test_a_quiet_job_is_lost_billed_to_its_last_heartbeat_and_retried(platform: 
     assert (lost.job_id, lost.attempt, lost.last_heartbeat_at, lost.outcome) == ("j1", 1, last_at, "retrying")
     job = platform.job("u1", "j1")
     assert (job.state, job.attempt) == (JobState.RETRYING, 2)
-    assert job.cost_usd_micros == cost_usd_micros(4 * MS, 1, A100_PRICE)  # nothing for the silence
+    # charged to its last heartbeat, nothing for the silence; no checkpoint: all of it credited
+    assert job.gpu_ms == 4 * MS and job.credited_gpu_ms == 4 * MS and job.cost_usd_micros == 0
+    assert job.credited_usd_micros == cost_usd_micros(4 * MS, 1, A100_PRICE)
     assert retried == [("u1", "j1")] and told[-1] == "users/u1"
-    lost_event, retry_event = platform.events("u1")[-2:]
+    lost_event, faulted, credited, retry_event = platform.events("u1")[-4:]
     assert isinstance(lost_event, Job.Lost) and isinstance(retry_event, Job.Retrying)
+    assert (faulted.reason, faulted.checkpoint_gpu_ms) == ("lost", 0)
+    assert (credited.attempt, credited.gpu_ms, credited.reason) == (1, 4 * MS, "lost")
     assert lost_event.last_heartbeat_at == last_at
     assert worker.sweep() == []  # handled once
     assert worker.stats.lost == 1
+
+
+def test_a_lost_attempt_is_credited_exactly_its_gpu_time_past_its_checkpoint(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    worker.handle(stream("j1", 2))
+    app = platform.user_app("u1")
+    app.save_checkpoint("j1", 1, 2, "ckpt/2", T0, gpu_ms_total=2 * MS - 1234)  # mid-interval
+    worker.handle([beat("j1", 3), beat("j1", 4)])
+    silent_for(platform, 4)
+    assert [lost.outcome for lost in worker.sweep()] == ["retrying"]
+    job = platform.job("u1", "j1")
+    assert job.gpu_ms == 4 * MS and job.credited_gpu_ms == 2 * MS + 1234
+    assert job.cost_usd_micros == cost_usd_micros(2 * MS - 1234, 1, A100_PRICE)
+    assert job.credited_usd_micros == cost_usd_micros(4 * MS, 1, A100_PRICE) - job.cost_usd_micros
+
+    worker.handle([beat("j1", 5)])  # a late heartbeat of the lost attempt: credited in the same commit
+    job = platform.job("u1", "j1")
+    assert job.gpu_ms == 5 * MS and job.credited_gpu_ms == 3 * MS + 1234
+    assert job.cost_usd_micros == cost_usd_micros(2 * MS - 1234, 1, A100_PRICE)
+    assert platform.stored_billing("u1") == platform.replayed_billing("u1")
+    billing = platform.billing_json("u1")["current_period"]
+    assert billing["total_cost_usd_micros"] == job.cost_usd_micros
+    assert billing["credited_usd_micros"] == job.credited_usd_micros
 
 
 def test_retries_exhausted_the_lost_job_fails(platform: Platform) -> None:
