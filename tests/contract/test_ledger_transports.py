@@ -132,7 +132,7 @@ def test_a_restarted_ledger_bills_redelivered_heartbeats_once(
     assert restarted.job("u1", "j1").cost_usd_micros == cost_usd_micros(300_000, 1, A100_PRICE)
 
 
-def test_a_runner_asked_to_stop_at_its_limit_passes_it_by_at_most_one_interval(
+def test_a_runner_asked_to_stop_at_its_limit_is_charged_no_more_than_it(
     platform: Platform, transport: HeartbeatTransport
 ) -> None:
     per_interval = cost_usd_micros(10_000, 1, A100_PRICE)
@@ -152,7 +152,9 @@ def test_a_runner_asked_to_stop_at_its_limit_passes_it_by_at_most_one_interval(
         worker.close()
     job = platform.job("u1", "j1")
     assert job.stop_reason == "budget_exceeded" and job.state == JobState.STOPPING
-    assert limit < job.cost_usd_micros <= limit + per_interval
+    charged = job.cost_usd_micros + job.credited_usd_micros
+    assert limit < charged <= limit + per_interval  # the runner went on for at most one interval
+    assert limit - cost_usd_micros(1, 1, A100_PRICE) <= job.cost_usd_micros <= limit  # the cap: net <= limit
 
 
 def _metered_seq(platform: Platform) -> int:
