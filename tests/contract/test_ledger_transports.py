@@ -187,7 +187,7 @@ while True:
 """
 
 
-def test_a_killed_runner_is_billed_to_its_last_heartbeat_then_lost(
+def test_a_killed_runner_is_metered_to_its_last_heartbeat_then_lost_and_credited(
     platform: Platform, transport: HeartbeatTransport
 ) -> None:
     interval = 0.2
@@ -231,7 +231,10 @@ def test_a_killed_runner_is_billed_to_its_last_heartbeat_then_lost(
             relay.close()
     assert [(j.job_id, j.outcome) for j in lost] == [("j1", "retrying")]
     job = platform.job("u1", "j1")
-    assert job.gpu_ms == metered and job.cost_usd_micros == cost_usd_micros(metered, 1, A100_PRICE)
+    assert job.gpu_ms == metered  # metered to its last heartbeat ...
+    # ... and, lost with no checkpoint of its own, all of it credited: the platform's fault
+    assert job.credited_gpu_ms == metered and job.cost_usd_micros == 0
+    assert job.credited_usd_micros == cost_usd_micros(metered, 1, A100_PRICE)
     assert job.last_heartbeat_at is not None
     assert utc_now() - job.last_heartbeat_at > timedelta(seconds=6 * interval)
 
