@@ -17,6 +17,7 @@ from litestar.params import Parameter
 from api.auth import Principal
 from api.guards import caller_of
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
+from api.services.serving import ServingService
 from domain.ids import ID_PATTERN
 from runtime.context import Runtime
 
@@ -30,6 +31,7 @@ __all__ = [
     "provide_jobs",
     "provide_models",
     "provide_runtime",
+    "provide_serving",
 ]
 
 PathId = Annotated[
@@ -69,6 +71,10 @@ def provide_billing(runtime: NamedDependency[Runtime], request: Request[Any, Any
     return BillingService(runtime, _subject(request))
 
 
+def provide_serving(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> ServingService:
+    return ServingService(runtime, caller_of(request).user_id)
+
+
 def provide_accounts(runtime: NamedDependency[Runtime], state: State) -> AccountService:
     return AccountService(runtime, state.login_throttle)
 
@@ -81,4 +87,5 @@ dependencies = {
     "models": Provide(provide_models, sync_to_thread=False),
     "billing": Provide(provide_billing, sync_to_thread=False),
     "accounts": Provide(provide_accounts, sync_to_thread=False),
+    "serving": Provide(provide_serving, sync_to_thread=False),
 }

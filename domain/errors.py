@@ -10,7 +10,8 @@
     ├── NotFound                  404  also for other users' objects
     ├── Conflict                  409  impossible transition, in-use, version conflict
     ├── TooLarge                  413
-    └── RateLimited               429
+    ├── RateLimited               429
+    └── Unavailable               503  a part of the platform this process does not run (e.g. serving)
 
 Every error carries a stable ``code``, a human ``message`` and optionally
 ``where`` (a field name, config key or ``line N``). A request with several things wrong is
@@ -33,6 +34,7 @@ __all__ = [
     "RateLimited",
     "TooLarge",
     "Unauthenticated",
+    "Unavailable",
     "ValidationFailed",
 ]
 
@@ -125,3 +127,7 @@ class RateLimited(PlatformError):
     ) -> None:
         super().__init__(message, where=where, code=code)
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(PlatformError):
+    code = "unavailable"

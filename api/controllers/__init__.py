@@ -6,6 +6,7 @@ from api.controllers.datasets import DatasetController
 from api.controllers.fine_tune import FineTuneController
 from api.controllers.health import HealthController
 from api.controllers.models import ModelController
+from api.controllers.openai import OpenAIController
 
 __all__ = [
     "AuthController",
@@ -14,6 +15,7 @@ __all__ = [
     "FineTuneController",
     "HealthController",
     "ModelController",
+    "OpenAIController",
 ]
 
 CONTROLLERS = [
@@ -23,4 +25,5 @@ CONTROLLERS = [
     ModelController,
     DatasetController,
     BillingController,
+    OpenAIController,
 ]
