@@ -69,23 +69,15 @@ def chat(
     max_new_tokens: int = 256,
     ctx: Ctx,
 ) -> int:
-    """Chat with a model on this machine (weights downloaded and cached once)."""
-    if temperature < 0:
-        raise CliError("temperature must be >= 0", where="--temperature")
+    """Chat with a model (or a base model) on the server, through its OpenAI-compatible endpoint."""
+    if not 0 <= temperature <= 2:
+        raise CliError("temperature must be between 0 and 2", where="--temperature")
     if max_new_tokens < 1:
         raise CliError("max-new-tokens must be >= 1", where="--max-new-tokens")
-    from api.schemas import Model
-    from cli.config import cache_dir
-    from cli.weights import cached_weights
-
-    meta = ctx.client.get(f"/models/{model_id}", type=Model)
-    weights = cached_weights(ctx.client, model_id, cache_dir())
     from cli.chat import ChatSettings, run_chat
 
     settings = ChatSettings(system=system, temperature=temperature, max_new_tokens=max_new_tokens)
-    return run_chat(
-        weights, base_model=meta.base_model or None, kind=meta.kind or None, settings=settings, prompt=prompt
-    )
+    return run_chat(ctx.client, model_id, settings=settings, prompt=prompt)
 
 
 @app.command

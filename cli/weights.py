@@ -1,8 +1,6 @@
 """Fetching a model's weights: stream the archive, verify size and sha256, unpack safely.
 
-Used by ``model download`` and by ``model chat`` (which caches the unpacked
-weights under ``cache_dir()/models/<model_id>`` and reuses them once verified).
-Nothing is left behind at the destination unless the digest matched.
+Used by ``model download``. Nothing is left behind at the destination unless the digest matched.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from cli.errors import CliError
 if TYPE_CHECKING:
     from cli.client import ApiClient, Download
 
-__all__ = ["VERIFIED_MARK", "cached_weights", "download_archive", "extract_archive", "fetch_weights"]
+__all__ = ["VERIFIED_MARK", "download_archive", "extract_archive", "fetch_weights"]
 
 VERIFIED_MARK = ".tune-sha256"
 
@@ -82,13 +80,3 @@ def fetch_weights(client: ApiClient, model_id: str, dest: Path, *, progress: boo
         return extract_archive(archive, dest, digest=digest)
     finally:
         archive.unlink(missing_ok=True)
-
-
-def cached_weights(client: ApiClient, model_id: str, cache: Path, *, progress: bool = True) -> Path:
-    """The unpacked weights of ``model_id`` in ``cache``, downloading them once."""
-    dest = cache / "models" / model_id
-    if (dest / VERIFIED_MARK).is_file():
-        return dest
-    if dest.exists():  # an unverified leftover: start again
-        shutil.rmtree(dest)
-    return fetch_weights(client, model_id, dest, progress=progress)

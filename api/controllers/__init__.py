@@ -5,6 +5,7 @@ from api.controllers.billing import BillingController
 from api.controllers.datasets import DatasetController
 from api.controllers.fine_tune import FineTuneController
 from api.controllers.health import HealthController
+from api.controllers.keys import KeyController
 from api.controllers.models import ModelController
 from api.controllers.openai import OpenAIController
 
@@ -14,6 +15,7 @@ __all__ = [
     "DatasetController",
     "FineTuneController",
     "HealthController",
+    "KeyController",
     "ModelController",
     "OpenAIController",
 ]
@@ -26,4 +28,5 @@ CONTROLLERS = [
     DatasetController,
     BillingController,
     OpenAIController,
+    KeyController,
 ]
