@@ -43,19 +43,33 @@ def download(
     model_id: str,
     output: Annotated[Path | None, Parameter(help="Where to put it (default ./<model-id>).")] = None,
     archive: Annotated[bool, Parameter(help="Save the .tar as sent instead of unpacking it.")] = False,
+    with_base: Annotated[bool, Parameter(help="Include the base model (folder base/).")] = False,
+    merged: Annotated[
+        bool,
+        Parameter(help="Merge the adapter into its base: safetensors that load with transformers alone."),
+    ] = False,
     ctx: Ctx,
 ) -> None:
-    """Download a model's weights (progress bar; size and sha256 verified)."""
-    from cli.weights import download_archive, fetch_weights
+    """Download a model's weights (progress bar; size and sha256 verified against `model show`)."""
+    from api.schemas import Model
+    from cli.weights import download_archive, fetch_weights, merge_weights
 
+    if merged and archive:
+        raise CliError("--merged writes a folder; it cannot be combined with --archive", where="--merged")
     dest = output or Path(f"{model_id}.tar" if archive else model_id)
     if dest.exists() and (archive or not dest.is_dir() or any(dest.iterdir())):
         raise CliError(f"{dest} already exists", where="--output")
+    meta = ctx.client.get(f"/models/{model_id}", type=Model)
+    base = with_base or merged
+    expected = None if base else meta.sha256  # `model show`'s digest is that of the plain download
     if archive:
-        digest = download_archive(ctx.client, model_id, dest)
+        digest = download_archive(ctx.client, model_id, dest, with_base=base, expected_sha256=expected)
         print(f"saved {dest} (sha256 {digest})")
+    elif merged:
+        merge_weights(ctx.client, model_id, dest)
+        print(f"saved {model_id} merged into its base in {dest}/ (loads with transformers alone)")
     else:
-        fetch_weights(ctx.client, model_id, dest)
+        fetch_weights(ctx.client, model_id, dest, with_base=base, expected_sha256=expected)
         print(f"saved {model_id} in {dest}/ (sha256 verified)")
 
 

@@ -97,8 +97,8 @@ def test_show_reports_the_downloads_digest(api: Api, ann: User) -> None:
     assert shown["weights_sha256"] == "0" * 64  # the manifest's digest, as the runner recorded it
 
 
-def test_the_download_names_a_hub_base_and_drops_server_paths(api: Api, ann: User) -> None:
-    job_id, model_id = finished_model(api, ann)
+def test_the_download_updates_its_manifest_and_drops_server_paths(api: Api, ann: User) -> None:
+    _, model_id = finished_model(api, ann)
     root = f"users/{ann.user_id}/models/{model_id}"
     config = {"weights": f"{root}/weights/", "training_config": {"epochs": 1}, "base_model": "tiny-llama"}
     api.rt.bucket.write(f"{root}/config.json", json.dumps(config).encode())
