@@ -24,7 +24,7 @@ def adapter(base: Path, dest: Path, seed: int) -> Path:
     """A random LoRA adapter (q/v projections, rank 4) on the model in ``base``, saved to ``dest``."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
@@ -32,6 +32,7 @@ def adapter(base: Path, dest: Path, seed: int) -> Path:
     peft = get_peft_model(model, config)
     peft.peft_config["default"].base_model_name_or_path = BASE
     peft.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(base).save_pretrained(dest)  # as the trainer saves it
     return dest
 
 
