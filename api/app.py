@@ -18,14 +18,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
 
-from api import schemas
+from api import openai_schemas, schemas
 from api.auth import Principal, build_jwt_auth
 from api.body import StrictRequest
 from api.controllers import CONTROLLERS
 from api.deps import dependencies
 from api.errors import exception_handlers
 from api.guards import requires_valid_ids
-from api.openapi import close_strict_shapes
+from api.openapi import close_strict_shapes, restore_zero_bounds
 from api.ratelimit import rate_limit_config
 from api.throttle import LoginThrottle
 from runtime.context import Runtime
@@ -84,4 +84,5 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
         debug=settings.debug,
     )
     close_strict_shapes(app.openapi_schema, schemas)
+    restore_zero_bounds(app.openapi_schema, openai_schemas)
     return app

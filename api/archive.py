@@ -1,4 +1,8 @@
-"""A deterministic tar stream of a bucket folder, with its exact size known before a byte is sent.
+"""A deterministic tar stream of bucket folders, with its exact size known before a byte is sent.
+
+Members come from bucket objects under one or more prefixes (``plan_tar``), and a few may be
+given inline (``inline``: a file written for this archive, replacing the object of the same
+name or added), e.g. a model card.
 
 Every member is a regular file with fixed metadata (mode 0644, mtime 0, owner
 0/0, PAX headers), in name order, without directory entries; the archive
@@ -30,6 +34,8 @@ class Member(msgspec.Struct, frozen=True):
     arcname: str
     generation: int
     size: int
+    data: bytes | None = None
+    """The member's bytes when given inline (``name`` is then empty)."""
 
 
 class TarPlan(msgspec.Struct, frozen=True):
@@ -39,8 +45,15 @@ class TarPlan(msgspec.Struct, frozen=True):
     size: int
 
     @property
-    def key(self) -> tuple[tuple[str, int, int], ...]:
-        return tuple((m.name, m.generation, m.size) for m in self.members)
+    def key(self) -> tuple[tuple[str, int | str, int], ...]:
+        return tuple(
+            (
+                m.name or m.arcname,
+                m.generation if m.data is None else hashlib.sha256(m.data).hexdigest(),
+                m.size,
+            )
+            for m in self.members
+        )
 
 
 def _header(member: Member) -> bytes:
@@ -57,14 +70,33 @@ def _padding(size: int) -> int:
     return -size % _BLOCK
 
 
-def plan_tar(bucket: Bucket, prefix: str, *, exclude: frozenset[str] = frozenset()) -> TarPlan:
-    """The members under ``prefix`` (a folder ending in ``/``) but ``exclude``, and the archive's size."""
+def plan_tar(
+    bucket: Bucket,
+    prefix: str,
+    *,
+    exclude: frozenset[str] = frozenset(),
+    also: tuple[tuple[str, str], ...] = (),
+    inline: dict[str, bytes] | None = None,
+) -> TarPlan:
+    """The members under ``prefix`` (a folder ending in ``/``) but ``exclude``, and the archive's size.
+
+    ``also``: more ``(prefix, folder in the archive)`` pairs; ``inline``: archive name -> bytes,
+    replacing the object of that name or added after the others.
+    """
+    inline = dict(inline or {})
     members = []
-    for name in bucket.list(prefix):
-        if name in exclude:
-            continue
-        stat = bucket.stat(name)
-        members.append(Member(name, name[len(prefix) :], stat.generation, stat.size))
+    for source, folder in ((prefix, ""), *also):
+        for name in bucket.list(source):
+            if name in exclude:
+                continue
+            arcname = folder + name[len(source) :]
+            data = inline.pop(arcname, None)
+            if data is not None:
+                members.append(Member("", arcname, 0, len(data), data))
+                continue
+            stat = bucket.stat(name)
+            members.append(Member(name, arcname, stat.generation, stat.size))
+    members += [Member("", arcname, 0, len(data), data) for arcname, data in sorted(inline.items())]
     size = sum(len(_header(m)) + m.size + _padding(m.size) for m in members) + len(_END)
     return TarPlan(tuple(members), size)
 
@@ -73,6 +105,11 @@ def tar_chunks(bucket: Bucket, plan: TarPlan) -> Iterator[bytes]:
     """The archive's bytes, streamed object by object (about a megabyte at a time)."""
     for member in plan.members:
         yield _header(member)
+        if member.data is not None:
+            yield member.data
+            if pad := _padding(member.size):
+                yield b"\0" * pad
+            continue
         sent = 0
         with bucket.open_read(member.name) as fh:
             while sent < member.size and (block := fh.read(min(_CHUNK, member.size - sent))):
@@ -87,7 +124,7 @@ def tar_chunks(bucket: Bucket, plan: TarPlan) -> Iterator[bytes]:
     yield _END
 
 
-_digests: dict[tuple[tuple[str, int, int], ...], str] = {}
+_digests: dict[tuple[tuple[str, int | str, int], ...], str] = {}
 _digests_lock = threading.Lock()
 
 

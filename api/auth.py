@@ -7,6 +7,12 @@ tokens were not revoked since (a suspension or a password change revokes them:
 ``domain.user``). Both stop a token at once: the check reads the platform's user view,
 cached by position. A token issued before versions existed counts as version 0.
 
+An API key (``domain.api_keys``: ``tsk.<user_id>.<key_id>.<secret>``) is accepted as the bearer
+token everywhere a login token is, by the same middleware (``KeyOrJWTMiddleware``): the key's
+user must be active and the key not revoked, checked against the user's keys on every request,
+so a revocation counts at once. A key acts with its user's role; it survives a password change
+(programs keep working) but not a suspension.
+
 Verifying a token (PyJWT: parse, HMAC, claims) is most of a small request's
 cost, and a client sends the same token again and again: ``RememberedToken``
 remembers each exact token string it verified, keyed with the secret and
@@ -27,9 +33,12 @@ import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from litestar.connection import ASGIConnection
-from litestar.security.jwt import JWTAuth, Token
+from litestar.middleware.authentication import AuthenticationResult
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
+from domain.api_keys import KeyParts, parse_key
 from domain.errors import Unauthenticated
+from storage import layout
 from storage.open import load_or_create_secret as load_or_create_home_secret
 
 if TYPE_CHECKING:
@@ -38,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PUBLIC_PATHS",
+    "KeyOrJWTMiddleware",
     "Principal",
     "RememberedToken",
     "build_jwt_auth",
@@ -169,6 +179,34 @@ class RememberedToken(Token):
         return token
 
 
+def principal_of_key(runtime: Runtime, key: KeyParts) -> Principal:
+    """The user an API key acts for; Unauthenticated unless the user is active and the key valid."""
+    if not runtime.accepts_token(key.user_id, None) or not runtime.user_app(key.user_id).accepts_api_key(
+        key.key_id, key.secret
+    ):
+        raise Unauthenticated(
+            "this API key is not valid: it was revoked, or its user was suspended or no longer exists"
+        )
+    info = runtime.view_json(layout.user_info(key.user_id)) or {}
+    return Principal(
+        key.user_id, str(info.get("role", "user")), str(info.get("email", "")), info.get(TOKEN_VERSION, 0)
+    )
+
+
+class KeyOrJWTMiddleware(JWTAuthenticationMiddleware):
+    """Litestar's JWT bearer middleware, taking an API key (``tsk.…``) as the bearer token too."""
+
+    async def authenticate_token(
+        self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        key = parse_key(encoded_token)
+        if key is None:
+            return await super().authenticate_token(encoded_token, connection)
+        runtime: Runtime = connection.app.state.runtime
+        principal = await runtime.io(principal_of_key, runtime, key)
+        return AuthenticationResult(user=principal, auth=key.key_id)
+
+
 def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, Token]:
     """Litestar's JWT auth for this app: bearer tokens with expiry, public paths excluded."""
 
@@ -185,6 +223,8 @@ def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, T
     return JWTAuth[Principal, Token](
         token_secret=jwt_secret_of(settings),
         token_cls=RememberedToken,
+        authentication_middleware_class=KeyOrJWTMiddleware,
+        description="A login token (POST /auth/login) or an API key (POST /keys), as a bearer token",
         retrieve_user_handler=retrieve_user,
         default_token_expiration=timedelta(seconds=settings.token_ttl_s),
         exclude=PUBLIC_PATHS,

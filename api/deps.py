@@ -17,6 +17,8 @@ from litestar.params import Parameter
 from api.auth import Principal
 from api.guards import caller_of
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
+from api.services.keys import KeyService
+from api.services.serving import ServingService
 from domain.ids import ID_PATTERN
 from runtime.context import Runtime
 
@@ -28,8 +30,10 @@ __all__ = [
     "provide_caller",
     "provide_datasets",
     "provide_jobs",
+    "provide_keys",
     "provide_models",
     "provide_runtime",
+    "provide_serving",
 ]
 
 PathId = Annotated[
@@ -69,6 +73,14 @@ def provide_billing(runtime: NamedDependency[Runtime], request: Request[Any, Any
     return BillingService(runtime, _subject(request))
 
 
+def provide_serving(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> ServingService:
+    return ServingService(runtime, caller_of(request).user_id)
+
+
+def provide_keys(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> KeyService:
+    return KeyService(runtime, caller_of(request).user_id)
+
+
 def provide_accounts(runtime: NamedDependency[Runtime], state: State) -> AccountService:
     return AccountService(runtime, state.login_throttle)
 
@@ -81,4 +93,6 @@ dependencies = {
     "models": Provide(provide_models, sync_to_thread=False),
     "billing": Provide(provide_billing, sync_to_thread=False),
     "accounts": Provide(provide_accounts, sync_to_thread=False),
+    "serving": Provide(provide_serving, sync_to_thread=False),
+    "keys": Provide(provide_keys, sync_to_thread=False),
 }

@@ -9,15 +9,19 @@
     domain.errors.NotFound                404  not_found
     domain.errors.Conflict                409  conflict
     eventsourcing RecordConflictError     409  conflict (someone else wrote first; retry)
-    domain.errors.Unavailable             422  unavailable (e.g. hardware_not_offered)
+    domain.errors.NotOffered              422  not_offered (e.g. hardware_not_offered)
     domain.errors.TooLarge                413  too_large
     domain.errors.RateLimited             429  rate_limited
+    domain.errors.Unavailable             503  unavailable (e.g. no chat engine in this process)
     litestar HTTPException                its status (validation, 401, 404/405 routes, 413, 415, 429)
     anything else                         500  internal (logged; the message says nothing inside)
 
-The body is always ``schemas.ErrorBody``. Handlers never catch exceptions themselves. Every 401
-carries ``WWW-Authenticate: Bearer`` (RFC 6750; ``error="invalid_token"`` when a token was sent),
-and a 429 that knows how long to wait says so in ``Retry-After``.
+The body is always ``schemas.ErrorBody``, but on the OpenAI-compatible routes (``/v1/...``), where
+it is OpenAI's error object (``openai_schemas.OpenAIErrorBody``: ``message``, ``type``, ``param``
+for ``where``, ``code``), so the official clients raise their own typed errors. Handlers never
+catch exceptions themselves. Every 401 carries ``WWW-Authenticate: Bearer`` (RFC 6750;
+``error="invalid_token"`` when a token was sent), and a 429 that knows how long to wait says so
+in ``Retry-After``.
 ``where`` names what the client sent, as the client knows it: a body field
 (``email``, ``thresholds_pct[0]``), ``body`` for the body as a whole, a query
 parameter by its name in the URL (``state``), a header (``Content-Type``);
@@ -35,11 +39,13 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
+from api.openai_schemas import OpenAIError, OpenAIErrorBody
 from api.schemas import ErrorBody, ErrorDetail
 from domain.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    NotOffered,
     PlatformError,
     RateLimited,
     TooLarge,
@@ -49,7 +55,7 @@ from domain.errors import (
 )
 from storage.eventstore.commits import ChainBroken
 
-__all__ = ["STATUS", "documented", "exception_handlers", "problem"]
+__all__ = ["OPENAI_PREFIX", "STATUS", "documented", "exception_handlers", "problem"]
 
 log = logging.getLogger("api")
 
@@ -59,9 +65,10 @@ STATUS: dict[type[PlatformError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
-    Unavailable: 422,
+    NotOffered: 422,
     TooLarge: 413,
     RateLimited: 429,
+    Unavailable: 503,
 }
 
 _HTTP_CODES = {
@@ -73,7 +80,7 @@ _HTTP_CODES = {
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
-    422: "unavailable",
+    422: "unprocessable",
     429: "rate_limited",
 }
 
@@ -193,12 +200,43 @@ def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return problem(500, "internal", "internal error; the server log has the details")
 
 
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def _shaped_for_path(handler: Any) -> Any:
+    """``handler``, answering in OpenAI's error shape on the ``/v1`` routes."""
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        response = handler(request, exc)
+        if not str(request.scope.get("path", "")).startswith(OPENAI_PREFIX):
+            return response
+        status = response.status_code
+        detail: ErrorDetail = response.content.error
+        kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body = OpenAIErrorBody(
+            OpenAIError(message=detail.message, type=kind, param=detail.where, code=detail.code)
+        )
+        return Response(body, status_code=status, media_type=MediaType.JSON, headers=response.headers)
+
+    return handle
+
+
 exception_handlers: dict[type[Exception], Any] = {
-    PlatformError: _platform_error,
-    HTTPException: _http_error,
-    RecordConflictError: _record_conflict,
-    ChainBroken: _ledger_broken,
-    Exception: _internal,
+    cls: _shaped_for_path(handler)
+    for cls, handler in {
+        PlatformError: _platform_error,
+        HTTPException: _http_error,
+        RecordConflictError: _record_conflict,
+        ChainBroken: _ledger_broken,
+        Exception: _internal,
+    }.items()
 }
 
 
@@ -212,17 +250,21 @@ _MEANINGS = {
     415: "not an accepted Content-Type or Content-Encoding (``Accept-Post`` lists the types)",
     422: "well-formed, but nothing here can do it",
     429: "too many requests, or failed logins: retry after Retry-After (or RateLimit-Reset) seconds",
+    503: "this server does not run that part of the platform",
 }
 
 
-def documented(*statuses: int, meanings: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+def documented(
+    *statuses: int, meanings: dict[int, str] | None = None, shape: type[Any] = ErrorBody
+) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error statuses a route may answer, all in the one error shape.
 
-    ``meanings`` says what a status means on this route where the general meaning is too vague.
+    ``meanings`` says what a status means on this route where the general meaning is too vague;
+    ``shape`` is the body (``OpenAIErrorBody`` on the ``/v1`` routes).
     """
     codes = (400, 401, 429, *statuses, *(meanings or {}))
     said = _MEANINGS | (meanings or {})
     return {
-        code: ResponseSpec(ErrorBody, description=said[code], generate_examples=False)
+        code: ResponseSpec(shape, description=said[code], generate_examples=False)
         for code in sorted(set(codes))
     }

@@ -41,6 +41,10 @@ from views.rows import (
 )
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyList",
     "BaseModelInfo",
     "BaseModelList",
     "Billing",
@@ -281,11 +285,42 @@ class Deleted(_Out):
     status: str = "deleted"
 
 
+# -- API keys -------------------------------------------------------------------------------
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A name to tell the key apart by (``ci``, ``laptop``)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"\S")]
+
+
+class ApiKey(_Out):
+    """A key as listed: never its secret. ``status`` is ``active`` or ``revoked``."""
+
+    key_id: str = ""
+    name: str = ""
+    status: str = "active"
+    created_at: str | None = None
+    revoked_at: str | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    """The new key: ``key`` is the bearer token itself, shown this once (only its hash is kept)."""
+
+    key: str = ""
+
+
+class ApiKeyList(_Out):
+    keys: list[ApiKey] = msgspec.field(default_factory=list)
+
+
 # -- models ---------------------------------------------------------------------------------
 
 
 class Model(_Out):
-    """A fine-tuned model's ``metadata.json``."""
+    """A fine-tuned model's ``metadata.json``; served with ``sha256`` and ``size_bytes`` those of its
+    download (the tar ``model download`` saves: ``sha256sum`` it to check), ``weights_sha256`` the
+    digest of the weights' ``SHA256SUMS`` manifest."""
 
     model_id: str = ""
     status: str = ""
@@ -300,6 +335,7 @@ class Model(_Out):
     updated_at: str | None = None
     deleted_at: str | None = None
     position: int = 0
+    weights_sha256: str | None = None
 
 
 class ModelList(_Out):

@@ -234,6 +234,17 @@ class ApiClient:
             expected_sha256=_sha256_header(sha_text) if sha_text else None,
         )
 
+    def stream_events(self, method: str, path: str, *, body: Any = None) -> Iterator[str]:
+        """The data of each server-sent event of the reply to ``body`` (JSON), as they arrive."""
+        content = None if body is None else msgspec.json.encode(body)
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        with self._stream(
+            method, path, content=content, headers=headers, timeout=httpx.Timeout(None, connect=10.0)
+        ) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data:"):
+                    yield line[5:].removeprefix(" ")
+
     def stream_text(self, path: str, *, params: dict[str, Any] | None = None) -> Iterator[str]:
         """Yield decoded text as the server sends it (for ``logs --follow``)."""
         with self._stream("GET", path, params=params, timeout=httpx.Timeout(None, connect=10.0)) as resp:

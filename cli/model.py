@@ -43,19 +43,33 @@ def download(
     model_id: str,
     output: Annotated[Path | None, Parameter(help="Where to put it (default ./<model-id>).")] = None,
     archive: Annotated[bool, Parameter(help="Save the .tar as sent instead of unpacking it.")] = False,
+    with_base: Annotated[bool, Parameter(help="Include the base model (folder base/).")] = False,
+    merged: Annotated[
+        bool,
+        Parameter(help="Merge the adapter into its base: safetensors that load with transformers alone."),
+    ] = False,
     ctx: Ctx,
 ) -> None:
-    """Download a model's weights (progress bar; size and sha256 verified)."""
-    from cli.weights import download_archive, fetch_weights
+    """Download a model's weights (progress bar; size and sha256 verified against `model show`)."""
+    from api.schemas import Model
+    from cli.weights import download_archive, fetch_weights, merge_weights
 
+    if merged and archive:
+        raise CliError("--merged writes a folder; it cannot be combined with --archive", where="--merged")
     dest = output or Path(f"{model_id}.tar" if archive else model_id)
     if dest.exists() and (archive or not dest.is_dir() or any(dest.iterdir())):
         raise CliError(f"{dest} already exists", where="--output")
+    meta = ctx.client.get(f"/models/{model_id}", type=Model)
+    base = with_base or merged
+    expected = None if base else meta.sha256  # `model show`'s digest is that of the plain download
     if archive:
-        digest = download_archive(ctx.client, model_id, dest)
+        digest = download_archive(ctx.client, model_id, dest, with_base=base, expected_sha256=expected)
         print(f"saved {dest} (sha256 {digest})")
+    elif merged:
+        merge_weights(ctx.client, model_id, dest)
+        print(f"saved {model_id} merged into its base in {dest}/ (loads with transformers alone)")
     else:
-        fetch_weights(ctx.client, model_id, dest)
+        fetch_weights(ctx.client, model_id, dest, with_base=base, expected_sha256=expected)
         print(f"saved {model_id} in {dest}/ (sha256 verified)")
 
 
@@ -69,23 +83,15 @@ def chat(
     max_new_tokens: int = 256,
     ctx: Ctx,
 ) -> int:
-    """Chat with a model on this machine (weights downloaded and cached once)."""
-    if temperature < 0:
-        raise CliError("temperature must be >= 0", where="--temperature")
+    """Chat with a model (or a base model) on the server, through its OpenAI-compatible endpoint."""
+    if not 0 <= temperature <= 2:
+        raise CliError("temperature must be between 0 and 2", where="--temperature")
     if max_new_tokens < 1:
         raise CliError("max-new-tokens must be >= 1", where="--max-new-tokens")
-    from api.schemas import Model
-    from cli.config import cache_dir
-    from cli.weights import cached_weights
-
-    meta = ctx.client.get(f"/models/{model_id}", type=Model)
-    weights = cached_weights(ctx.client, model_id, cache_dir())
     from cli.chat import ChatSettings, run_chat
 
     settings = ChatSettings(system=system, temperature=temperature, max_new_tokens=max_new_tokens)
-    return run_chat(
-        weights, base_model=meta.base_model or None, kind=meta.kind or None, settings=settings, prompt=prompt
-    )
+    return run_chat(ctx.client, model_id, settings=settings, prompt=prompt)
 
 
 @app.command

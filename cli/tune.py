@@ -1,7 +1,8 @@
 """``tune``: log in, start and watch fine-tuning jobs, costs and billing; run the server.
 
 Commands: login, logout, start, list, status, stop, logs, events, cost, billing
-(usage, history, pricing, report), budget (set), serve, admin (operator tools).
+(usage, history, pricing, report), budget (set), key (create, list, revoke), serve, admin
+(operator tools).
 Request and reply shapes are ``api.schemas`` Structs, imported inside the commands.
 """
 
@@ -22,6 +23,7 @@ app = build_app("tune", "Fine-tune LLMs on your data; follow jobs, logs and cost
 app.command("cli.billing:billing_app", name="billing", help="Current usage, history, pricing and reports.")
 app.command("cli.billing:budget_app", name="budget", help="Set the monthly budget and its alerts.")
 app.command("cli.billing:cost", name="cost", help="What one job has cost so far.")
+app.command("cli.keys:key_app", name="key", help="API keys for programs: create, list, revoke.")
 app.command(
     "cli.serve:serve",
     name="serve",

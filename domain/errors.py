@@ -9,9 +9,10 @@
     ├── Forbidden                 403  includes quota refusals
     ├── NotFound                  404  also for other users' objects
     ├── Conflict                  409  impossible transition, in-use, version conflict
-    ├── Unavailable               422  well-formed, but nothing here can do it (hardware no backend offers)
+    ├── NotOffered                422  well-formed, but nothing here can do it (hardware no backend offers)
     ├── TooLarge                  413
-    └── RateLimited               429
+    ├── RateLimited               429
+    └── Unavailable               503  a part of the platform this process does not run (e.g. serving)
 
 Every error carries a stable ``code``, a human ``message`` and optionally
 ``where`` (a field name, config key or ``line N``). A request with several things wrong is
@@ -28,6 +29,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "NotFound",
+    "NotOffered",
     "PlatformError",
     "Problem",
     "Problems",
@@ -108,11 +110,11 @@ class Conflict(PlatformError):
     code = "conflict"
 
 
-class Unavailable(PlatformError):
+class NotOffered(PlatformError):
     """The request is well-formed, but the platform has nothing that can do it (e.g. a job for
     hardware no launch backend offers: code ``hardware_not_offered``)."""
 
-    code = "unavailable"
+    code = "not_offered"
 
 
 class TooLarge(PlatformError):
@@ -134,3 +136,7 @@ class RateLimited(PlatformError):
     ) -> None:
         super().__init__(message, where=where, code=code)
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(PlatformError):
+    code = "unavailable"

@@ -21,7 +21,7 @@ from datetime import datetime
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count
-from domain.errors import Unavailable
+from domain.errors import NotOffered
 from domain.gpu_types import CPU
 from domain.ids import check_id
 from domain.pricing import check_gpu_type
@@ -43,7 +43,7 @@ BEFORE_ANY_OFFER: dict[str, int] = {CPU: 1}
 """What the platform offers before any source recorded an offer."""
 
 
-class HardwareNotOffered(Unavailable):
+class HardwareNotOffered(NotOffered):
     """A job asks for hardware no backend offers (HTTP 422, code ``hardware_not_offered``)."""
 
     code = "hardware_not_offered"

@@ -14,11 +14,12 @@ from eventsourcing.utils import EnvType
 from msgspec.structs import asdict
 
 from domain.aggregate_cache import AggregateCache
+from domain.api_keys import ApiKeyInfo, ApiKeys, format_key, new_secret
 from domain.base import DomainAggregate
 from domain.budget import DEFAULT_THRESHOLDS_PCT, Budget
 from domain.dataset import Dataset
 from domain.dataset_format import ValidationReport
-from domain.errors import Conflict, PlatformError
+from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id, new_id
 from domain.job import Job, JobState
 from domain.metering import (
@@ -60,7 +61,8 @@ class UserApp(PartitionApplication):
     ``get_dataset``. Jobs: ``submit_job``, ``queue_job``, ``start_job``, ``report_progress``,
     ``save_checkpoint``, ``request_stop``, ``mark_stopped``, ``mark_succeeded`` (registers the
     model), ``mark_failed``, ``retry_job``, ``mark_lost``, ``declare_lost``, ``get_job``. Models:
-    ``delete_model``, ``get_model``. Budget: ``set_budget``, ``get_budget``. The ledger:
+    ``delete_model``, ``get_model``. Budget: ``set_budget``, ``get_budget``. API keys:
+    ``create_api_key``, ``list_api_keys``, ``revoke_api_key``, ``accepts_api_key``. The ledger:
     ``meter_usage`` (usage, alerts and stops of many jobs in one commit).
     """
 
@@ -408,6 +410,34 @@ class UserApp(PartitionApplication):
     def _budget_or_new(self, at: datetime) -> Budget:
         budget = self._find(Budget.create_id(self.user_id))
         return Budget.create(self.user_id, at) if budget is None else budget
+
+    # ---- API keys ----
+
+    def create_api_key(self, name: str, at: datetime) -> tuple[ApiKeyInfo, str]:
+        """A new API key named ``name``: its row and the key itself (shown once; only its hash is kept)."""
+        ring = self._find(ApiKeys.create_id(self.user_id)) or ApiKeys.create(self.user_id, at)
+        key_id, secret = new_id("key"), new_secret()
+        info = ring.add_key(key_id, name, secret, at)
+        self._save(ring)
+        return info, format_key(self.user_id, key_id, secret)
+
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        ring = self._find(ApiKeys.create_id(self.user_id))
+        return [] if ring is None else ring.listed()
+
+    def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyInfo:
+        check_id(key_id, kind="key_id")
+        ring = self._find(ApiKeys.create_id(self.user_id))
+        if ring is None:
+            raise NotFound(f"no key {key_id}", where="key_id")
+        info = ring.revoke(key_id, at)
+        self._save(ring)
+        return info
+
+    def accepts_api_key(self, key_id: str, secret: str) -> bool:
+        """Whether ``secret`` is the secret of the user's active key ``key_id``."""
+        ring = self._find(ApiKeys.create_id(self.user_id))
+        return ring is not None and ring.accepts(key_id, secret)
 
     # ---- metering (the ledger) ----
 

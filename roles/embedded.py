@@ -7,6 +7,9 @@ its applications and projector:
 - the ``Dispatcher`` with the local-subprocess backend: jobs the API submits are queued
   and handed to ``python -m runners.job_runner`` children; their heartbeats come back
   over the children's stdout and are published into an in-process transport;
+- the chat engine behind ``/v1/chat/completions`` (``runners.serving.AdapterEngine``, as
+  ``Runtime.serving``): base models from the bucket or the runners' base-model store
+  (``<home>/base-models``), adapters copied to ``<home>/serving`` and swapped per request;
 - the ``LedgerWorker`` subscribed to that transport: it meters usage (only heartbeats signed
   with the secret the dispatcher handed their runner: both derive it from the platform's
   heartbeat key, ``runtime.settings.heartbeat_key_of``), raises alerts,
@@ -39,6 +42,7 @@ from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
+from runners.serving import AdapterEngine, ModelFiles
 from runtime.context import Runtime
 from runtime.settings import Settings, heartbeat_key_of, ledger_of
 from storage.heartbeats import open_heartbeat_transport
@@ -96,12 +100,24 @@ class EmbeddedWorkers:
             on_retry=self.dispatcher.submit,
             clock_bound=CLOCK_BOUND,
         )
+        home = Path(runtime.settings.home)
+        self.engine = AdapterEngine(
+            ModelFiles(
+                runtime.bucket,
+                home / "serving",
+                base_store=home / "base-models",
+                source_of=self._base_model_source,
+            ),
+            max_adapters=runtime.settings.serving_adapters,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Hook job submission to the dispatcher, resume left-over jobs, start both loops."""
+        """Hook job submission to the dispatcher and the engine to the API, resume left-over jobs,
+        start both loops."""
         self.runtime.job_submitted.append(self.dispatcher.submit)
+        self.runtime.serving = self.engine
         watched = self.ledger.recover()
         requeued = resubmit_waiting(self.dispatcher, self.runtime.bucket)
         self.ledger.start()
@@ -118,6 +134,8 @@ class EmbeddedWorkers:
         self.dispatcher.close(timeout)
         self._publisher.close()
         self.ledger.close(timeout)
+        self.runtime.serving = None
+        self.engine.close()
 
     def _base_model_source(self, name: str) -> BaseModelSource | None:
         """Where a base model comes from, by the platform's catalogue (operators add local folders)."""

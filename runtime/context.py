@@ -9,6 +9,11 @@
 - ``clock``: the only source of ``now`` (tests pass a fixed one);
 - ``job_submitted``: callbacks ``(user_id, job_id)`` run after a job is
   submitted and projected (the dispatcher's seam; it may also watch views);
+- ``serving``: the chat engine behind ``/v1/chat/completions`` (``runtime.serving.ChatEngine``),
+  wired in by the role (``roles.embedded``: ``runners.serving.AdapterEngine``); None where the
+  process serves no models;
+- ``completion_served``: callbacks ``(user_id, model, completion)`` run after each chat completion
+  (prompt and completion tokens, engine milliseconds): the seam metering hooks into;
 - ``io(fn, ...)``: how async handlers run a read: inline on a local bucket
   (views are in memory or a small file away, cheaper than a thread hop), on a
   worker thread for a remote one (a network call must not block the loop).
@@ -37,6 +42,7 @@ from domain.user import DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_MAX_DATASET_BYTES
 from projections.projector import Projector
 from projections.store import ViewStore
 from projections.users import Quota
+from runtime.serving import ChatEngine, Completion
 from runtime.settings import Settings
 from storage import Bucket, ObjectNotFound, layout, open_bucket
 from storage.clock import Clock, utc_now
@@ -52,6 +58,7 @@ log = logging.getLogger("runtime")
 
 T = TypeVar("T")
 JobHook = Callable[[str, str], None]
+ServedHook = Callable[[str, str, Completion], None]
 
 
 class Runtime:
@@ -65,6 +72,8 @@ class Runtime:
         self.views = ViewStore(self.bucket)
         self.projector = Projector(self.bucket, self.app, store=self.views)
         self.job_submitted: list[JobHook] = []
+        self.serving: ChatEngine | None = None
+        self.completion_served: list[ServedHook] = []
         self.inline_io = _is_local(self.bucket)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -201,6 +210,13 @@ class Runtime:
             return []
         converted = self.bucket.exists(layout.base_model_marker(name))
         return check_obtainable(source, converted=converted, hub_offline=self.settings.hub_offline)
+
+    def notify_completion_served(self, user_id: str, model: str, completion: Completion) -> None:
+        for hook in list(self.completion_served):
+            try:
+                hook(user_id, model, completion)
+            except Exception:  # the answer was already given; a broken hook is logged, not raised
+                log.exception("completion_served hook %r failed for %s", hook, user_id)
 
     def notify_job_submitted(self, user_id: str, job_id: str) -> None:
         for hook in list(self.job_submitted):

@@ -14,6 +14,7 @@ variable                   meaning                                          defa
 ``TUNE_MAX_UPLOAD_BYTES``  largest dataset upload                           ``1073741824`` (1 GiB)
 ``TUNE_RATE_LIMIT``        requests per user per minute                     ``600``
 ``TUNE_WAIT_S``            how long a write waits for its projection        ``10``
+``TUNE_SERVING_ADAPTERS``  LoRA adapters the chat engine keeps per base       ``8``
 ``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
                            is ``TRANSFORMERS_OFFLINE``): a hub base model
                            not converted yet is refused at start
@@ -79,6 +80,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_minute: int = 600
     projection_wait_s: float = 10.0
     debug: bool = False
+    serving_adapters: int = 8
+    """LoRA adapters the chat engine keeps resident per base model (``runners.serving``)."""
     hub_offline: bool = False
     """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
     ledger: LedgerSettings = LedgerSettings()
@@ -99,6 +102,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_upload_bytes=_int_env(env, "TUNE_MAX_UPLOAD_BYTES", 1 << 30),
             rate_limit_per_minute=_int_env(env, "TUNE_RATE_LIMIT", 600),
             projection_wait_s=float(_int_env(env, "TUNE_WAIT_S", 10)),
+            serving_adapters=_int_env(env, "TUNE_SERVING_ADAPTERS", 8),
             hub_offline=hub_offline(env),
             ledger=LedgerSettings.from_env(env),
         )

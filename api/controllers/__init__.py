@@ -6,7 +6,9 @@ from api.controllers.datasets import DatasetController
 from api.controllers.fine_tune import FineTuneController
 from api.controllers.hardware import HardwareController
 from api.controllers.health import HealthController
+from api.controllers.keys import KeyController
 from api.controllers.models import ModelController
+from api.controllers.openai import OpenAIController
 
 __all__ = [
     "AuthController",
@@ -15,7 +17,9 @@ __all__ = [
     "FineTuneController",
     "HardwareController",
     "HealthController",
+    "KeyController",
     "ModelController",
+    "OpenAIController",
 ]
 
 CONTROLLERS = [
@@ -26,4 +30,6 @@ CONTROLLERS = [
     DatasetController,
     BillingController,
     HardwareController,
+    OpenAIController,
+    KeyController,
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import anyio.to_thread
 from litestar import Controller, Response, delete, get, head
 from litestar.di import NamedDependency
+from litestar.params import Parameter
 from litestar.response import Stream
 
 from api.deps import PathId
@@ -16,6 +19,13 @@ from api.services.models import Archive
 from runtime.context import Runtime
 
 TAR = "application/x-tar"
+WithBase = Annotated[
+    bool,
+    Parameter(
+        query="with_base",
+        description="Include the base model (folder `base/`); 409 until a job has converted it.",
+    ),
+]
 
 
 def _download_headers(archive: Archive) -> dict[str, str]:
@@ -48,28 +58,33 @@ class ModelController(Controller):
         self, model_id: PathId, models: NamedDependency[ModelService], runtime: NamedDependency[Runtime]
     ) -> Model:
         """A model's metadata: base model, kind, size, digest, training metrics."""
-        return await runtime.io(models.get, model_id)
+        return await anyio.to_thread.run_sync(models.get, model_id)
 
     @get(
         "/{model_id:str}/download",
         operation_id="download_model",
-        responses=documented(404),
+        responses=documented(404, 409),
         media_type=TAR,
     )
-    async def download(self, model_id: PathId, models: NamedDependency[ModelService]) -> Stream:
-        """The model's folder as a tar; ``X-Content-Size`` and ``X-Content-SHA256`` let a client verify it."""
-        archive = await anyio.to_thread.run_sync(models.archive, model_id)
+    async def download(
+        self, model_id: PathId, models: NamedDependency[ModelService], with_base: WithBase = False
+    ) -> Stream:
+        """The model's folder as a tar; ``X-Content-Size`` and ``X-Content-SHA256`` let a client verify it
+        (without ``with_base`` they are the model's ``sha256`` and ``size_bytes``)."""
+        archive = await anyio.to_thread.run_sync(lambda: models.archive(model_id, with_base=with_base))
         return Stream(archive.chunks(), media_type=TAR, headers=_download_headers(archive))
 
     @head(
         "/{model_id:str}/download",
         operation_id="download_model_head",
-        responses=documented(404),
+        responses=documented(404, 409),
         media_type=TAR,
     )
-    async def download_head(self, model_id: PathId, models: NamedDependency[ModelService]) -> Response[None]:
+    async def download_head(
+        self, model_id: PathId, models: NamedDependency[ModelService], with_base: WithBase = False
+    ) -> Response[None]:
         """The download's headers (size, sha256, file name) without its body."""
-        archive = await anyio.to_thread.run_sync(models.archive, model_id)
+        archive = await anyio.to_thread.run_sync(lambda: models.archive(model_id, with_base=with_base))
         return Response(b"", media_type=TAR, headers={"Content-Type": TAR, **_download_headers(archive)})
 
     @delete(

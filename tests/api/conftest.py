@@ -178,7 +178,14 @@ def bob(api: Api) -> User:
 
 @pytest.fixture
 def world(api: Api, ann: User) -> dict[str, str]:
-    """Ann's ids: a finished job and its model, and a validated dataset."""
+    """Ann's ids: a finished job and its model, a validated dataset and an API key."""
     job_id, model_id = finished_model(api, ann)
     dataset_id = api.upload(ann)["dataset_id"]
-    return {"user_id": ann.user_id, "job_id": job_id, "model_id": model_id, "dataset_id": dataset_id}
+    key_id = api.client.post("/keys", json={"name": "world"}, headers=ann.headers).json()["key_id"]
+    return {
+        "user_id": ann.user_id,
+        "job_id": job_id,
+        "model_id": model_id,
+        "dataset_id": dataset_id,
+        "key_id": key_id,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 
 from tests.api.conftest import FILES, Api, User, finished_model
@@ -31,7 +32,13 @@ def test_download_is_a_tar_with_its_size_and_sha256_announced(api: Api, ann: Use
     assert reply.headers["x-content-sha256"] == hashlib.sha256(body).hexdigest()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
-    assert got == FILES  # the metadata view is not part of the weights
+    card = got.pop("weights/README.md").decode()
+    adapter = json.loads(got.pop("weights/adapter_config.json"))
+    expected = dict(FILES)
+    del expected["weights/adapter_config.json"]
+    assert got == expected  # the metadata view is not part of the weights
+    assert adapter == {"r": 8, "base_model_name_or_path": "tiny-llama"}  # tiny-llama is on no hub
+    assert model_id in card and "tiny-llama" in card and "--with-base" in card and "users/" not in card
     again = api.client.get(f"/models/{model_id}/download", headers=ann.headers)
     assert again.content == body and again.headers["x-content-sha256"] == reply.headers["x-content-sha256"]
 
@@ -74,3 +81,49 @@ def test_head_on_the_download_answers_its_headers_without_the_body(api: Api, ann
     )
     assert {h: head.headers[h] for h in announced} == {h: got.headers[h] for h in announced}
     assert api.client.head("/models/mdl_nope/download", headers=ann.headers).status_code == 404
+
+
+def _members(body: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+def test_show_reports_the_downloads_digest(api: Api, ann: User) -> None:
+    """One digest: what ``model show`` says is what ``sha256sum`` of the download gives."""
+    _, model_id = finished_model(api, ann)
+    shown = api.client.get(f"/models/{model_id}", headers=ann.headers).json()
+    body = api.client.get(f"/models/{model_id}/download", headers=ann.headers).content
+    assert shown["sha256"] == hashlib.sha256(body).hexdigest() and shown["size_bytes"] == len(body)
+    assert shown["weights_sha256"] == "0" * 64  # the manifest's digest, as the runner recorded it
+
+
+def test_the_download_updates_its_manifest_and_drops_server_paths(api: Api, ann: User) -> None:
+    _, model_id = finished_model(api, ann)
+    root = f"users/{ann.user_id}/models/{model_id}"
+    config = {"weights": f"{root}/weights/", "training_config": {"epochs": 1}, "base_model": "tiny-llama"}
+    api.rt.bucket.write(f"{root}/config.json", json.dumps(config).encode())
+    manifest = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name.removeprefix('weights/')}\n"
+        for name, data in sorted(FILES.items())
+        if name.startswith("weights/")
+    )
+    api.rt.bucket.write(f"{root}/weights/SHA256SUMS", manifest.encode())
+    got = _members(api.client.get(f"/models/{model_id}/download", headers=ann.headers).content)
+    assert "weights" not in json.loads(got["config.json"]) and root not in got["weights/README.md"].decode()
+    sums = dict(reversed(line.split("  ")) for line in got["weights/SHA256SUMS"].decode().splitlines())
+    for name in ("README.md", "adapter_config.json", "adapter_model.safetensors"):
+        assert sums[name] == hashlib.sha256(got[f"weights/{name}"]).hexdigest(), name
+    assert '"epochs": 1' in got["weights/README.md"].decode()
+
+
+def test_with_base_carries_the_base_model(api: Api, ann: User) -> None:
+    _, model_id = finished_model(api, ann)
+    path = f"/models/{model_id}/download"
+    assert api.client.get(path, params={"with_base": "true"}, headers=ann.headers).status_code == 409
+    api.rt.bucket.write("base-models/tiny-llama/config.json", b"{}")
+    api.rt.bucket.write("base-models/tiny-llama/.tune-base-model.json", b"{}")
+    reply = api.client.get(path, params={"with_base": "true"}, headers=ann.headers)
+    assert reply.status_code == 200
+    got = _members(reply.content)
+    assert got["base/config.json"] == b"{}" and "base/.tune-base-model.json" not in got
+    assert json.loads(got["weights/adapter_config.json"])["base_model_name_or_path"] == "base"

@@ -86,3 +86,9 @@ def test_every_bench_has_a_smoke_test() -> None:
     benches = {path.stem for path in (ROOT / "bench").glob("bench_*.py")}
     tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_bench_")}
     assert benches == tested
+
+
+def test_bench_serving(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    lines = smoke("bench_serving", tmp_path)
+    assert len(lines) == 2 and "resident / naive requests/s" in lines[0], lines

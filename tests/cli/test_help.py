@@ -34,6 +34,7 @@ print("OK")
         ("tune", ["budget", "set", "--help"]),
         ("tune", ["serve", "--help"]),
         ("tune", ["admin", "--help"]),
+        ("tune", ["key", "create", "--help"]),
         ("model", ["--help"]),
         ("model", ["chat", "--help"]),
         ("dataset", ["--help"]),
@@ -78,7 +79,7 @@ def test_console_scripts_are_installed() -> None:
 # Commands that print no listing or record (they act, stream text or chat): no --json to take.
 NO_JSON = {
     "tune login", "tune logout", "tune logs", "tune serve", "tune stop", "tune budget clear",
-    "model download", "model chat", "model delete", "dataset delete",
+    "model download", "model chat", "model delete", "dataset delete", "tune key revoke",
 }  # fmt: skip
 
 

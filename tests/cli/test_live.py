@@ -237,33 +237,26 @@ def test_admin_user_on_a_running_server(server: Server, run_cli, monkeypatch, cl
     assert refused.err == wrong.err  # a suspended account's right password is not confirmed
 
 
-def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypatch) -> None:
-    """A LoRA adapter on tiny-llama registered in the server's bucket (as a runner would): the CLI
-    downloads it through the API (size and sha256 checked), caches it, and chats with it."""
+def _register_adapter(live: Server, run_cli, cli_env: Path, monkeypatch, model_id: str) -> str:
+    """A random LoRA adapter on tiny-llama registered in the server's bucket (as a runner would)."""
     pytest.importorskip("peft")
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from cli.admin import Store, open_runtime
     from domain.model import Model
     from runners.base_models import resolve_base_model
     from storage.layout import user_partition
+    from tests.serving import adapter
 
     dataset_id = _upload(run_cli, cli_env)
     job_id = json.loads(
         run_cli("tune", "start", "--model", "tiny-llama", "--dataset", dataset_id, "--json").out
     )["job_id"]
     base = resolve_base_model("tiny-llama", cli_env / "cache" / "base-models")
-    adapter = cli_env / "adapter"
-    get_peft_model(
-        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"])
-    ).save_pretrained(adapter)
+    folder = adapter(base, cli_env / f"adapter-{model_id}", seed=5)
     user_id = _user_id(live)
     monkeypatch.setenv("TUNE_HOME", str(live.home))  # open_runtime sets it; restored after the test
     rt = open_runtime(Store(home=live.home))
-    model_id = "mdl_cli_live"
     prefix = f"users/{user_id}/models/{model_id}/weights/"
-    files = {path.name: path.read_bytes() for path in sorted(adapter.iterdir())}
+    files = {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
     for name, data in files.items():
         rt.bucket.write(prefix + name, data)
     model = Model.register(
@@ -273,29 +266,107 @@ def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypat
     )  # fmt: skip
     rt.user_app(user_id).save(model)  # the job never ran: its model is written as a fixture
     rt.committed(user_partition(user_id))
+    return model_id
 
+
+def test_model_download_and_chat(live: Server, run_cli, cli_env: Path, monkeypatch) -> None:
+    """The CLI downloads a model through the API (checked against `model show`'s digest) and chats
+    with it through the server's endpoint (nothing downloaded for that)."""
+    model_id = _register_adapter(live, run_cli, cli_env, monkeypatch, "mdl_cli_live")
     shown = json.loads(run_cli("model", "show", "--model-id", model_id, "--json").out)
     assert (shown["base_model"], shown["kind"]) == ("tiny-llama", "lora")
-    saved = run_cli("model", "download", "--model-id", model_id, "--output", "dl")
+    saved = run_cli("model", "download", "--model-id", model_id, "--archive", "--output", "m.tar")
     assert saved.code == 0, saved.err
-    assert (cli_env / "dl" / "weights" / "adapter_config.json").is_file()
-    args = (
-        "model",
-        "chat",
-        "--model-id",
-        model_id,
-        "--prompt",
-        "hello",
-        "--temperature",
-        "0",
-        "--max-new-tokens",
-        "5",
-    )
-    first = run_cli(*args)
+    assert hashlib.sha256((cli_env / "m.tar").read_bytes()).hexdigest() == shown["sha256"]
+    assert (cli_env / "m.tar").stat().st_size == shown["size_bytes"]
+    unpacked = run_cli("model", "download", "--model-id", model_id, "--output", "dl")
+    assert unpacked.code == 0, unpacked.err
+    card = (cli_env / "dl" / "weights" / "README.md").read_text()
+    assert model_id in card and str(live.home) not in card and "users/" not in card
+    args = ("model", "chat", "--model-id", model_id, "--prompt", "hello", "--temperature", "0")
+    first = run_cli(*args, "--max-new-tokens", "5")
     assert first.code == 0, first.err
     assert first.out.endswith("\n")
-    assert (cli_env / "cache" / "models" / model_id / ".tune-sha256").is_file()
-    assert run_cli(*args).out == first.out  # greedy and cached: same answer
+    assert run_cli(*args, "--max-new-tokens", "5").out == first.out  # greedy: same answer
+    assert not (cli_env / "cache" / "models").exists()  # chat downloads nothing
+
+
+LOAD = """
+import json, sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+kind, folder = sys.argv[1], sys.argv[2]
+if kind == "adapter":
+    from peft import AutoPeftModelForCausalLM
+    model = AutoPeftModelForCausalLM.from_pretrained(folder)  # its base by adapter_config.json alone
+else:
+    model = AutoModelForCausalLM.from_pretrained(folder)
+tok = AutoTokenizer.from_pretrained(folder)
+ids = tok.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True,
+                              return_tensors="pt", return_dict=True)["input_ids"]
+out = model.generate(input_ids=ids, do_sample=False, max_new_tokens=6)
+print(json.dumps(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)))
+"""
+
+
+@pytest.mark.slow
+def test_a_downloaded_adapter_loads_anywhere(live: Server, run_cli, cli_env: Path, monkeypatch) -> None:
+    """From the archive alone, in a fresh process with the hub off and no platform cache: the adapter
+    (with its base, --with-base) and the merged model (--merged) give the endpoint's greedy tokens."""
+    import httpx
+
+    model_id = _register_adapter(live, run_cli, cli_env, monkeypatch, "mdl_anywhere")
+    from cli.config import load_credentials
+
+    token = load_credentials(live.url).token
+    body = {"model": model_id, "messages": [{"role": "user", "content": "hello"}], "temperature": 0}
+    reply = httpx.post(
+        f"{live.url}/v1/chat/completions",
+        json={**body, "max_tokens": 6},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    served = reply.json()["choices"][0]["message"]["content"]
+    for flag, folder in (("--with-base", "wb"), ("--merged", "merged")):
+        got = run_cli("model", "download", "--model-id", model_id, flag, "--output", folder)
+        assert got.code == 0, got.err
+    elsewhere = cli_env / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1", "HOME": str(elsewhere)}
+    env["HF_HOME"] = str(elsewhere / "hf")  # no cache of the platform's or the user's
+    for kind, cwd, folder in (("adapter", cli_env / "wb", "weights"), ("merged", cli_env, "merged")):
+        proc = subprocess.run(
+            [sys.executable, "-c", LOAD, kind, folder],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == served, kind
+    assert (
+        json.loads((cli_env / "wb" / "weights" / "adapter_config.json").read_text())[
+            "base_model_name_or_path"
+        ]
+        == "base"
+    )
+
+
+def test_api_keys_through_the_cli(live: Server, run_cli) -> None:
+    import httpx
+
+    created = run_cli("tune", "key", "create", "--name", "ci")
+    assert created.code == 0, created.err
+    key = created.out.strip()
+    assert key.startswith("tsk.") and "not shown again" in created.err
+    listed = json.loads(run_cli("tune", "key", "list", "--json").out)
+    key_id = next(k["key_id"] for k in listed if k["name"] == "ci")
+    assert key not in json.dumps(listed)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{live.url}/v1/models", headers=headers).status_code == 200
+    assert run_cli("tune", "key", "revoke", "--key-id", key_id).code == 0
+    assert httpx.get(f"{live.url}/v1/models", headers=headers).status_code == 401
 
 
 def _user_id(server: Server) -> str:

@@ -30,6 +30,14 @@ WEIGHTS = {"weights/adapter_config.json": b'{"r": 8}', "weights/adapter_model.sa
 ARCHIVE = _tar(WEIGHTS)
 
 
+@pytest.fixture
+def shown(logged_in: FakeApi) -> FakeApi:
+    """``model show`` of m_1 reports the archive's digest, as the server does."""
+    meta = {"model_id": "m_1", "status": "ready", "sha256": hashlib.sha256(ARCHIVE).hexdigest()}
+    logged_in.route("GET", "/models/m_1", Reply.json(meta))
+    return logged_in
+
+
 def _download_route(body: bytes, sha: str | None, *, chunks: int = 3) -> Reply:
     headers = {"Content-Type": "application/x-tar", "X-Content-Size": str(len(ARCHIVE))}
     if sha:
@@ -112,7 +120,8 @@ def test_dataset_list_show_delete(logged_in: FakeApi, run_cli) -> None:
     assert result.code == 0 and "deleted ds_1" in result.out
 
 
-def test_download_verifies_and_unpacks(logged_in: FakeApi, run_cli, cli_env: Path) -> None:
+def test_download_verifies_and_unpacks(shown: FakeApi, run_cli, cli_env: Path) -> None:
+    logged_in = shown
     sha = hashlib.sha256(ARCHIVE).hexdigest()
     logged_in.route("GET", "/models/m_1/download", lambda _r: _download_route(ARCHIVE, sha))
     result = run_cli("model", "download", "--model-id", "m_1")
@@ -124,7 +133,8 @@ def test_download_verifies_and_unpacks(logged_in: FakeApi, run_cli, cli_env: Pat
     assert sorted(p.name for p in cli_env.iterdir() if p.name.startswith(".")) == []  # no temp files
 
 
-def test_download_archive_keeps_the_tar(logged_in: FakeApi, run_cli, cli_env: Path) -> None:
+def test_download_archive_keeps_the_tar(shown: FakeApi, run_cli, cli_env: Path) -> None:
+    logged_in = shown
     sha = hashlib.sha256(ARCHIVE).hexdigest()
     logged_in.route("GET", "/models/m_1/download", lambda _r: _download_route(ARCHIVE, f"sha256={sha}"))
     result = run_cli("model", "download", "--model-id", "m_1", "--archive", "--output", "out.tar")
@@ -144,13 +154,26 @@ def test_download_archive_keeps_the_tar(logged_in: FakeApi, run_cli, cli_env: Pa
     ],
 )
 def test_download_refuses_unverified_weights(
-    logged_in: FakeApi, run_cli, cli_env: Path, body: bytes, sha: str | None, message: str
+    shown: FakeApi, run_cli, cli_env: Path, body: bytes, sha: str | None, message: str
 ) -> None:
+    logged_in = shown
     logged_in.route("GET", "/models/m_1/download", lambda _r: _download_route(body, sha))
     result = run_cli("model", "download", "--model-id", "m_1")
     assert result.code == 1
     assert message in result.err and len(result.err.strip().splitlines()) == 1
     assert [p.name for p in cli_env.iterdir() if p.name not in ("config", "cache")] == []
+
+
+def test_download_checks_model_shows_digest(logged_in: FakeApi, run_cli, cli_env: Path) -> None:
+    """A download whose header matches its body but not what ``model show`` said is refused."""
+    logged_in.route("GET", "/models/m_1", Reply.json({"model_id": "m_1", "sha256": "f" * 64}))
+    sha = hashlib.sha256(ARCHIVE).hexdigest()
+    logged_in.route("GET", "/models/m_1/download", lambda _r: _download_route(ARCHIVE, sha))
+    result = run_cli("model", "download", "--model-id", "m_1")
+    assert result.code == 1 and "`model show` says" in result.err
+    with_base = run_cli("model", "download", "--model-id", "m_1", "--with-base", "--output", "wb")
+    assert with_base.code == 0, with_base.err  # another archive: its own header is what counts
+    assert logged_in.last("GET", "/models/m_1/download").query == {"with_base": "true"}
 
 
 def test_model_list_show_delete(logged_in: FakeApi, run_cli) -> None:

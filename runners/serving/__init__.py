@@ -1,0 +1,10 @@
+"""Serving fine-tuned models: the engine behind ``/v1/chat/completions`` (``runtime.serving.ChatEngine``).
+
+``AdapterEngine`` loads each base model once and swaps LoRA adapters on it per request;
+``ModelFiles`` copies what it loads from the bucket; ``NaiveEngine`` is the bench's baseline.
+"""
+
+from runners.serving.engine import AdapterEngine, NaiveEngine
+from runners.serving.files import ModelFiles
+
+__all__ = ["AdapterEngine", "ModelFiles", "NaiveEngine"]
