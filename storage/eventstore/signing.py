@@ -229,8 +229,9 @@ def publish_key(
 
 
 class Keyring:
-    """The keys the root vouches for in ``bucket``'s keyring, read when first asked and again (at most
-    once a second) when a key id is not among them."""
+    """The keys the root vouches for in ``bucket``'s keyring, read when first asked and again whenever
+    a key id is not among them (another process may have published its key a moment ago: a commit
+    of a new writer must never look forged; entries already read are not read again)."""
 
     def __init__(self, bucket: Bucket, root: Ed25519PublicKey) -> None:
         self.bucket = bucket
@@ -246,7 +247,7 @@ class Keyring:
     def public_key(self, key_id: str) -> Ed25519PublicKey | None:
         with self._lock:
             key = self._keys.get(key_id)
-            if key is None and (self._read_at is None or time.monotonic() - self._read_at > 1.0):
+            if key is None:
                 self._read()
                 key = self._keys.get(key_id)
             return key
