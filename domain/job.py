@@ -12,12 +12,14 @@ accepted in any state once the attempt has started (the last batch may arrive af
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text, check_utc
+from domain.cumulative import AttemptMeter
 from domain.errors import Conflict, ValidationFailed
 from domain.ids import check_id, check_ids
 from domain.job_states import (
@@ -36,6 +38,7 @@ __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "TRANSITIONS", "Job", "JobFields"
 
 
 S = JobState
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class JobFields:
@@ -74,6 +77,11 @@ class JobFields:
     metrics: dict[str, Any]
     usage: dict[str, int]
     metered_seq: dict[str, int]
+    metered_ms: dict[str, int]
+    """Per attempt (``str(attempt)``): the GPU ms per GPU metered so far, the sum of its ``UsageMetered``
+    ``gpu_ms``: the highest cumulative total metered (``domain.cumulative``)."""
+    meter_anchors: dict[str, dict[str, Any]]
+    """Per attempt: ``{"at", "ms"}``, its clock anchor as its first v2 ``UsageMetered`` recorded it."""
     alerts: list[str]
     """Alerts raised, as ``"<scope>:<threshold_pct>"``."""
     submitted_at: datetime
@@ -87,14 +95,24 @@ class Job(DomainAggregate, JobFields):
     """A fine-tuning job in a user's partition."""
 
     ID_KIND, ID_KEY = "job", "job_id"
-    class_version = 2
-    """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``."""
+    class_version = 3
+    """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``;
+    v3 ``metered_ms`` and ``meter_anchors``."""
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state.update(lease=None, placement=None, attempts={})
         if state.get("checkpoint") is not None:
             state["checkpoint"].setdefault("gpu_ms_total", None)
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        # A snapshot does not say which attempt metered what: each metered attempt is taken to have
+        # metered the job's whole time (an upper bound), so its next cumulative heartbeat can only
+        # be billed less, never twice.
+        whole = sum(state.get("usage", {}).values())
+        state["metered_ms"] = {attempt: whole for attempt in state.get("metered_seq", {})}
+        state["meter_anchors"] = {}
 
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
@@ -137,6 +155,7 @@ class Job(DomainAggregate, JobFields):
             job.lease, job.placement, job.attempts = None, None, {}
             job.stop_reason, job.error, job.metrics = None, None, {}
             job.usage, job.metered_seq, job.alerts = {}, {}, []
+            job.metered_ms, job.meter_anchors = {}, {}
             job.submitted_at = job.updated_at = self.at
             job.started_at = job.finished_at = job.last_heartbeat_at = None
 
@@ -232,6 +251,14 @@ class Job(DomainAggregate, JobFields):
             job.updated_at = job.last_heartbeat_at = self.at
 
     class UsageMetered(Aggregate.Event):
+        """``gpu_ms``: what heartbeats ``first_seq..last_seq`` added to the attempt's metered total.
+
+        v2 added the raw heartbeat archive the usage was metered from (``archive``: its object
+        name, ``archive_sha256``: the sha256 of its bytes) and the attempt's clock anchor
+        (``anchor_at``, ``anchor_ms``: ``domain.cumulative``); None for v1 events (per-interval
+        heartbeats, not archived)."""
+
+        class_version = 2
         attempt: int
         first_seq: int
         last_seq: int
@@ -240,14 +267,26 @@ class Job(DomainAggregate, JobFields):
         gpu_ms: int
         usd_micros_per_hour: int
         period: str
+        archive: str | None
+        archive_sha256: str | None
+        anchor_at: datetime | None
+        anchor_ms: int | None
         at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.update(archive=None, archive_sha256=None, anchor_at=None, anchor_ms=None)
 
         def apply(self, job: Job) -> None:
             key = UsageGroupKey(
                 self.period, job.job_id, self.gpu_type, self.gpu_count, self.usd_micros_per_hour
             )
             add_usage(job.usage, key, self.gpu_ms)
-            job.metered_seq[str(self.attempt)] = self.last_seq
+            attempt = str(self.attempt)
+            job.metered_seq[attempt] = self.last_seq
+            job.metered_ms[attempt] = job.metered_ms.get(attempt, 0) + self.gpu_ms
+            if self.anchor_at is not None and attempt not in job.meter_anchors:
+                job.meter_anchors[attempt] = {"at": self.anchor_at, "ms": self.anchor_ms or 0}
             job.updated_at = self.at
 
     class AlertRaised(Aggregate.Event):
@@ -460,8 +499,15 @@ class Job(DomainAggregate, JobFields):
         usd_micros_per_hour: int,
         period: str,
         at: datetime,
+        *,
+        archive: str | None = None,
+        archive_sha256: str | None = None,
+        anchor_at: datetime | None = None,
+        anchor_ms: int | None = None,
     ) -> None:
-        """Bill heartbeats ``first_seq..last_seq`` of ``attempt``: ``gpu_ms`` at the price in force."""
+        """Bill heartbeats ``first_seq..last_seq`` of ``attempt``: ``gpu_ms`` (what they add to the
+        attempt's metered total) at the price in force, metered from the heartbeats in ``archive``
+        (an object whose bytes have sha256 ``archive_sha256``), under the attempt's clock anchor."""
         if not 1 <= attempt <= self.attempt:
             raise Conflict(
                 f"job {self.job_id}: attempt {attempt} has not started (last started: {self.attempt})",
@@ -480,6 +526,17 @@ class Job(DomainAggregate, JobFields):
         check_count(gpu_ms, where="gpu_ms")
         check_count(usd_micros_per_hour, where="usd_micros_per_hour")
         check_period(period)
+        if (archive is None) != (archive_sha256 is None):
+            raise ValidationFailed("an archive needs its sha256, and a sha256 its archive", where="archive")
+        if archive is not None:
+            check_text(archive, where="archive")
+            if not _SHA256.fullmatch(archive_sha256 or ""):
+                raise ValidationFailed("archive_sha256 must be 64 lower-case hex digits", where="archive")
+        if (anchor_at is None) != (anchor_ms is None):
+            raise ValidationFailed("an anchor needs its time and its milliseconds", where="anchor_at")
+        if anchor_at is not None:
+            check_utc(anchor_at, where="anchor_at")
+            check_count(anchor_ms or 0, where="anchor_ms")
         self._record(
             self.UsageMetered,
             at,
@@ -491,6 +548,10 @@ class Job(DomainAggregate, JobFields):
             gpu_ms=gpu_ms,
             usd_micros_per_hour=usd_micros_per_hour,
             period=period,
+            archive=archive,
+            archive_sha256=archive_sha256,
+            anchor_at=anchor_at,
+            anchor_ms=anchor_ms,
         )
 
     def raise_alert(
@@ -564,6 +625,19 @@ class Job(DomainAggregate, JobFields):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    def meters(self) -> dict[int, AttemptMeter]:
+        """What has been metered of each attempt (``domain.cumulative``): seq, total, clock anchor."""
+        meters: dict[int, AttemptMeter] = {}
+        for attempt, seq in self.metered_seq.items():
+            anchor = self.meter_anchors.get(attempt)
+            meters[int(attempt)] = AttemptMeter(
+                seq=seq,
+                ms=self.metered_ms.get(attempt, 0),
+                anchor_at=None if anchor is None else anchor["at"],
+                anchor_ms=0 if anchor is None else anchor["ms"],
+            )
+        return meters
 
     def cost(self) -> JobCostSummary:
         """Metered usage priced once per group (``domain.money``)."""

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from domain.base import check_utc
+from domain.cumulative import AttemptMeter
 from domain.errors import NotFound, ValidationFailed
 from domain.job import JobState
 from domain.money import UsageGroupKey, cost_usd_micros
@@ -130,6 +131,12 @@ class UsageRun(msgspec.Struct, frozen=True, kw_only=True):
     period: str
     last_at: datetime
     heartbeats: int
+    archive: str | None = None
+    """The raw heartbeat archive the run was metered from, and its sha256 (``Job.UsageMetered`` v2)."""
+    archive_sha256: str | None = None
+    anchor_at: datetime | None = None
+    """The attempt's clock anchor (``domain.cumulative.AttemptMeter``)."""
+    anchor_ms: int | None = None
 
     @property
     def key(self) -> UsageGroupKey:
@@ -187,10 +194,21 @@ class UsagePlan(Protocol):
     """What ``UserApp.meter_usage`` asks of its caller (the ledger) while it holds the aggregates."""
 
     def usage_runs(
-        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+        self,
+        job_id: str,
+        attempt: int,
+        metered_seq: Mapping[str, int],
+        *,
+        gpu_count: int = 1,
+        meters: Mapping[int, AttemptMeter] | None = None,
     ) -> Sequence[UsageRun]:
-        """The runs to record on the job, given its last started attempt, last metered seqs and
-        submitted GPU count (what bounds the GPU time it may be billed)."""
+        """The runs to record on the job, given its last started attempt, last metered seqs,
+        submitted GPU count (what bounds the GPU time it may be billed) and what has been metered
+        of each attempt (``Job.meters``: the totals cumulative heartbeats are metered against)."""
+        ...
+
+    def before_commit(self) -> None:
+        """Make durable what the runs refer to (the heartbeat archives); runs before the one save."""
         ...
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
@@ -228,9 +246,18 @@ class FixedUsage:
         return list(dict.fromkeys(run.job_id for run in self.runs))
 
     def usage_runs(
-        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+        self,
+        job_id: str,
+        attempt: int,
+        metered_seq: Mapping[str, int],
+        *,
+        gpu_count: int = 1,
+        meters: Mapping[int, AttemptMeter] | None = None,
     ) -> list[UsageRun]:
         return [run for run in self.runs if run.job_id == job_id]
+
+    def before_commit(self) -> None:
+        pass
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
         return self.orders

@@ -112,8 +112,11 @@ class CheckpointView(msgspec.Struct, frozen=True, kw_only=True):
     """The attempt's cumulative GPU milliseconds when it was written (None: unknown)."""
 
 
+_JOB_BOOKKEEPING = ("progress_attempt", "checkpoint", "usage", "metered_seq", "metered_ms", "meter_anchors")
+
+
 class JobView(
-    _declared(JobFields, leave_out=("progress_attempt", "checkpoint", "usage", "metered_seq")),  # type: ignore[misc]
+    _declared(JobFields, leave_out=_JOB_BOOKKEEPING),  # type: ignore[misc]
     frozen=True,
     kw_only=True,
 ):

@@ -416,7 +416,10 @@ class UserApp(PartitionApplication):
                 unknown.append(job_id)
                 continue
             recorded = False
-            for run in plan.usage_runs(job.job_id, job.attempt, job.metered_seq, gpu_count=job.gpu_count):
+            runs = plan.usage_runs(
+                job.job_id, job.attempt, job.metered_seq, gpu_count=job.gpu_count, meters=job.meters()
+            )
+            for run in runs:
                 try:
                     job.meter_usage(
                         run.attempt,
@@ -428,6 +431,10 @@ class UserApp(PartitionApplication):
                         run.usd_micros_per_hour,
                         run.period,
                         at,
+                        archive=run.archive,
+                        archive_sha256=run.archive_sha256,
+                        anchor_at=run.anchor_at,
+                        anchor_ms=run.anchor_ms,
                     )
                 except PlatformError as exc:
                     refused.append(RefusedRun(run, str(exc)))
@@ -467,6 +474,7 @@ class UserApp(PartitionApplication):
                 stops += 1
         changed = [a for a in touched if a.pending_events]
         events = sum(len(a.pending_events) for a in changed)
+        plan.before_commit()
         recordings = self._save(*changed)
         return MeteringResult(
             unknown_job_ids=unknown,

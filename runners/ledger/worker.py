@@ -11,8 +11,13 @@ For each batch the subscriber hands over (``handle``):
 1. Prices: one ``PriceSchedule`` (``PlatformApp.price_list`` at the batch's earliest
    heartbeat) gives the price in force at each heartbeat's ``at``.
 2. Per user, per job: load the Job, drop what it has metered already (``Job.metered_seq``,
-   rebuilt from events, so dedupe survives a restart) and repeats, group the rest into
-   usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
+   rebuilt from events, so dedupe survives a restart) and repeats, meter each fresh heartbeat's
+   increase of its attempt's cumulative total (``domain.cumulative``: ``Job.meters``), group them
+   into usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
+   Archive: each job attempt's signed heartbeats of the batch are written, before the commit, as
+   one create-only object (``storage.heartbeats.archive``; in parallel on a remote bucket), whose
+   name and sha256 the attempt's ``UsageMetered`` events record (``tune admin audit`` recomputes
+   the usage from them).
 3. Limits (``runners.ledger.limits``): the user's spend per period comes from the same fold
    as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
    ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where
@@ -43,6 +48,8 @@ every ``sweep_interval_s``; ``close()`` stops both.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -50,10 +57,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from domain.aggregate_cache import AggregateCache
 from domain.budget import DEFAULT_THRESHOLDS_PCT
+from domain.cumulative import AttemptMeter
 from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id
 from domain.job import Job
@@ -79,18 +87,27 @@ from runners.ledger.spend import UserSpend
 from runners.ledger.usage_runs import (
     CLOCK_BOUND,
     GPU_TOLERANCE,
-    AttemptClock,
     ClockBounds,
     bound_clocks,
     by_user_and_job,
+    clamp_times,
     fresh_heartbeats,
     usage_runs,
 )
 from storage import Bucket, layout
+from storage.bucket import AlreadyExists
 from storage.clock import Clock, utc_now
 from storage.eventstore import pinned_reads
 from storage.eventstore.log import io_workers_for
-from storage.heartbeats import Heartbeat, HeartbeatSubscriber, attempt_secret, verify_heartbeat
+from storage.heartbeats import (
+    Archive,
+    ArchiveHeader,
+    Heartbeat,
+    HeartbeatSubscriber,
+    attempt_secret,
+    encode_archive,
+    verify_heartbeat,
+)
 
 __all__ = ["LedgerStats", "LedgerWorker", "Notifier"]
 
@@ -126,7 +143,9 @@ class LedgerStats:
     clock_clamped: int = 0
     """Heartbeats metered at the ledger's receive time: their ``at`` was past the clock bound."""
     gpu_clamped: int = 0
-    """Heartbeats whose GPU milliseconds were cut to the wall time the ledger saw their attempt run."""
+    """Heartbeats whose cumulative GPU time was cut to the wall time the ledger saw their attempt run."""
+    archives: int = 0
+    """Raw heartbeat archive objects written (one per job attempt per batch)."""
     events: int = 0
     commits: int = 0
     conflicts: int = 0
@@ -144,6 +163,7 @@ class LedgerStats:
         self.rejected += share.rejected
         self.clock_clamped += share.clock_clamped
         self.gpu_clamped += share.gpu_clamped
+        self.archives += share.archives
         self.alerts += share.alerts
         self.stops += share.stops
         self.conflicts += share.conflicts
@@ -157,16 +177,25 @@ class _UserOutcome:
     counts: LedgerStats = field(default_factory=LedgerStats)
     position: int | None = None
     live: list[LiveJob] = field(default_factory=list)
-    clocks: dict[tuple[str, int], AttemptClock] = field(default_factory=dict)
-    """``(job_id, attempt)`` -> its clock state after this share (kept once it is saved)."""
+
+
+class _PendingArchive(NamedTuple):
+    name: str
+    archive: Archive
+
+    @property
+    def sha256(self) -> str:
+        return self.archive.sha256
 
 
 @dataclass
 class _Metered:
-    """One job's part of the batch: its last priced heartbeat, then (once metered) the job."""
+    """One job's part of the batch: its last priced heartbeat (and the GPU ms it added), then (once
+    metered) the job."""
 
     last: Heartbeat
     price: int
+    gpu_ms: int = 0
     job: MeteredJob | None = None
     next_usd_micros: int = 0
     interval_ms: int = 0
@@ -233,12 +262,13 @@ class LedgerWorker:
         self._aggregates = AggregateCache()
         self._policies: dict[tuple[str, str], JobPolicy] = {}
         self.bounds = ClockBounds(clock_bound, gpu_tolerance)
-        self._clocks: dict[tuple[str, str, int], AttemptClock] = {}  # (user, job, attempt)
         self._linger_below = max(1, int(getattr(subscriber, "max_batch", 500)) // _LINGER_FRACTION)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         parallel = io_workers_for(bucket) if parallel is None else parallel
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="ledger") if parallel > 1 else None
+        # archive writes: their own pool (a user's plan runs on ``_pool`` and waits for them)
+        self._writers = ThreadPoolExecutor(parallel, thread_name_prefix="archive") if parallel > 1 else None
 
     # ---- lifecycle ----
 
@@ -256,6 +286,8 @@ class LedgerWorker:
             self._sweeper.join(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)
 
     def __enter__(self) -> LedgerWorker:
         return self
@@ -381,8 +413,9 @@ class LedgerWorker:
             return _UserOutcome(LedgerStats(rejected=count))
         spend = self._spend.setdefault(user_id, UserSpend())
         conflicts = 0
+        written: set[str] = set()
         while True:
-            plan = _UserBatch(self, app, user_id, jobs, prices, received, spend)
+            plan = _UserBatch(self, app, user_id, jobs, prices, received, spend, written)
             try:
                 with pinned_reads(app):  # one look for newer commits, not one per aggregate read
                     result = app.meter_usage(list(jobs), plan, received, copies=self._aggregates)
@@ -401,10 +434,6 @@ class LedgerWorker:
     def _settle(self, user_id: str, outcome: _UserOutcome) -> None:
         stats = self.stats
         stats.add(outcome.counts)
-        if len(self._clocks) > 100_000:
-            self._clocks.clear()  # forgotten attempts start over from their next heartbeat
-        for (job_id, attempt), state in outcome.clocks.items():
-            self._clocks[(user_id, job_id, attempt)] = state
         for entry in outcome.live:
             self.live.record(entry)
         if outcome.position is not None:
@@ -433,7 +462,7 @@ class LedgerWorker:
         """Set what the job's next heartbeat interval is and will cost."""
         last, job = part.last, part.job
         assert job is not None
-        part.interval_ms = max(policy.heartbeat_interval_ms, last.gpu_ms)
+        part.interval_ms = max(policy.heartbeat_interval_ms, part.gpu_ms)
         if last.final and last.attempt == job.attempt:
             return  # its attempt has ended; a next one starts over from its first heartbeat
         then = last.at + timedelta(milliseconds=part.interval_ms)
@@ -458,62 +487,118 @@ class _UserBatch:
         prices: PriceSchedule | None,
         at: datetime,
         spend: UserSpend,
+        written: set[str],
     ) -> None:
+        """``written``: archives created by an earlier try of the same share (not created again)."""
         self.worker, self.app, self.user_id, self.jobs = worker, app, user_id, jobs
         self.prices, self.at, self.spend = prices, at, spend
         self.outcome = _UserOutcome()
+        self.archives: list[_PendingArchive] = []
+        self.worker_written: set[str] = written
         self.parts: dict[str, _Metered] = {}
         self.spent: BillingState | None = None
 
     def usage_runs(
-        self, job_id: str, attempt: int, metered_seq: Mapping[str, int], *, gpu_count: int = 1
+        self,
+        job_id: str,
+        attempt: int,
+        metered_seq: Mapping[str, int],
+        *,
+        gpu_count: int = 1,
+        meters: Mapping[int, AttemptMeter] | None = None,
     ) -> list[UsageRun]:
-        """The job's heartbeats not metered yet, bounded by the ledger's clock, priced, in runs
-        (the refused are logged and counted)."""
-        counts = self.outcome.counts
-        fresh = fresh_heartbeats(self.jobs[job_id], metered_seq)
+        """The job's heartbeats not metered yet, their times bounded by the ledger's clock, priced,
+        each metered as the increase of its attempt's cumulative total, in runs that name the
+        attempt's archive (the refused are logged and counted)."""
+        counts, bounds = self.outcome.counts, self.worker.bounds
+        received = self.jobs[job_id]
+        fresh = fresh_heartbeats(received, metered_seq)
         counts.duplicates += fresh.dropped
-        bounded = self._bounded(job_id, fresh.heartbeats, gpu_count)
+        clamped, clock_clamped = clamp_times(fresh.heartbeats, self.at, bounds.clock_bound)
         priced: list[tuple[Heartbeat, int]] = []
-        for heartbeat in bounded:
+        refused: dict[int, list[int]] = {}
+        for heartbeat in clamped:
             price = _price_or_reason(job_id, attempt, heartbeat, self.prices)
             if isinstance(price, str):
                 counts.rejected += 1
+                refused.setdefault(heartbeat.attempt, []).append(heartbeat.seq)
                 log.error("ledger: heartbeat %s dropped, unbilled: %s", heartbeat.key, price)
             else:
                 priced.append((heartbeat, price))
         if not priced:
             return []
-        self.parts[job_id] = _Metered(*priced[-1])
-        runs = usage_runs(priced)
+        meters = {
+            a: dataclasses.replace(m) for a, m in (meters or {}).items()
+        }  # the job's own stay as they are
+        bounded = bound_clocks(priced, gpu_count, meters, bounds)
+        self._log_clocks(job_id, clock_clamped, bounded.gpu_clamped)
+        archives = {
+            a: self._archive(job_id, a, received, refused.get(a, []), gpu_count)
+            for a in dict.fromkeys(h.attempt for h, _ in priced)
+        }
+        last = bounded.increases[-1]
+        self.parts[job_id] = _Metered(last.heartbeat, last.price, last.gpu_ms)
+        runs = usage_runs(bounded.increases, meters, {a: (x.name, x.sha256) for a, x in archives.items()})
         counts.metered += sum(run.heartbeats for run in runs)
         return runs
 
-    def _bounded(self, job_id: str, heartbeats: list[Heartbeat], gpu_count: int) -> list[Heartbeat]:
-        """``bound_clocks`` on copies of the worker's attempt clocks (kept once the share is saved)."""
-        known = self.worker._clocks
-        clocks: dict[int, AttemptClock] = {}
-        for a in {h.attempt for h in heartbeats}:
-            state = known.get((self.user_id, job_id, a))
-            if state is not None:
-                clocks[a] = AttemptClock(state.anchor, state.claimed_ms)
-        bounded = bound_clocks(heartbeats, self.at, gpu_count, clocks, self.worker.bounds)
-        for a, state in clocks.items():
-            self.outcome.clocks[(job_id, a)] = state
+    def _log_clocks(self, job_id: str, clock_clamped: int, gpu_clamped: int) -> None:
         counts = self.outcome.counts
-        counts.clock_clamped += bounded.clock_clamped
-        counts.gpu_clamped += bounded.gpu_clamped
-        if bounded.clock_clamped or bounded.gpu_clamped:
+        counts.clock_clamped += clock_clamped
+        counts.gpu_clamped += gpu_clamped
+        if clock_clamped or gpu_clamped:
             log.warning(
                 "ledger: job %.80r: %d heartbeat(s) dated more than %s from the ledger's clock metered at"
                 " %s; %d heartbeat(s) claimed more GPU time than the wall time seen, cut",
                 job_id,
-                bounded.clock_clamped,
+                clock_clamped,
                 self.worker.bounds.clock_bound,
                 self.at.isoformat(),
-                bounded.gpu_clamped,
+                gpu_clamped,
             )
-        return bounded.heartbeats
+
+    def _archive(
+        self, job_id: str, attempt: int, received: list[Heartbeat], refused: list[int], gpu_count: int
+    ) -> _PendingArchive:
+        """The archive object of the attempt's heartbeats in the batch (written by ``before_commit``)."""
+        bounds = self.worker.bounds
+        header = ArchiveHeader(
+            received=self.at,
+            clock_bound_ms=bounds.clock_bound // timedelta(milliseconds=1),
+            gpu_tolerance_ms=bounds.gpu_tolerance // timedelta(milliseconds=1),
+            bound_count=gpu_count,
+            refused=refused,
+        )
+        mine = [h for h in received if h.attempt == attempt]
+        archive = encode_archive(header, mine)
+        seqs = [h.seq for h in mine]
+        name = layout.heartbeat_archive(self.user_id, job_id, attempt, min(seqs), max(seqs), archive.sha256)
+        pending = _PendingArchive(name, archive)
+        self.archives.append(pending)
+        return pending
+
+    def before_commit(self) -> None:
+        """Create every archive the runs name (in parallel on a remote bucket); an object already
+        there with the same bytes (this batch, tried again) is fine."""
+        pending = [a for a in self.archives if a.name not in self.worker_written]
+        writers = self.worker._writers
+        if writers is not None and len(pending) > 1:
+            for future in [writers.submit(self._create, a) for a in pending]:
+                future.result()
+        else:
+            for archive in pending:
+                self._create(archive)
+
+    def _create(self, pending: _PendingArchive) -> None:
+        bucket = self.worker.bucket
+        try:
+            bucket.create(pending.name, pending.archive.data)
+        except AlreadyExists:
+            if hashlib.sha256(bucket.read(pending.name)).hexdigest() != pending.archive.sha256:
+                raise
+        else:
+            self.outcome.counts.archives += 1
+        self.worker_written.add(pending.name)
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
         """The alerts and stops due after the batch (``runners.ledger.limits``)."""

@@ -121,7 +121,8 @@ def test_job_alerts_at_each_threshold_once_then_a_stop_before_max_cost_is_passed
     assert job.state == JobState.STOPPING and job.stop_reason == STOP_REASON
     assert seq == 9  # 9 intervals spent; the 10th would land exactly on the limit, the 11th past it
     assert alerts(platform, "u1") == [("job:j1", 50), ("job:j1", 80)]
-    worker.handle([beat("j1", 10), beat("j1", 11, gpu_ms=1_500, final=True)])  # it stops at its next one
+    # it stops at its next one
+    worker.handle([beat("j1", 10), beat("j1", 11, gpu_ms_total=10 * MS + 1_500, final=True)])
     job = platform.job("u1", "j1")
     assert job.cost_usd_micros - job.max_cost_usd_micros <= per_interval
     assert alerts(platform, "u1")[-1] == ("job:j1", 100)
@@ -242,6 +243,9 @@ class _RacingPlan:
     def limit_orders(self, *args: Any) -> Any:
         self._runner.report_progress("j1", 1, 7, 100, None, 1.5, 700, T0)
         return self._plan.limit_orders(*args)
+
+    def before_commit(self) -> None:
+        self._plan.before_commit()
 
 
 def open_racer(platform: Platform) -> _Racer:
