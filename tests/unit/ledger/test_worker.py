@@ -277,3 +277,29 @@ def test_a_trickle_lingers_to_commit_together_but_a_backlog_never_waits(platform
     backlog.join(60)
     assert not lingered, "a backlog of 11 heartbeats lingered"
     assert platform.job("u1", "j1").gpu_ms == 13 * MS
+
+
+def test_forty_late_heartbeats_lose_nothing(platform: Platform) -> None:
+    """Issue 11: 40 heartbeats arriving after a later one of their attempt was metered were dropped
+    unbilled ($129 and $205 lost in two runs). Each heartbeat now carries the attempt's total, so the
+    later one already billed their time, and the final settles the attempt exactly."""
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    beats = stream("j1", 60)
+    beats[-1] = beat("j1", 60, final=True)
+    for batch in (beats[:10], beats[50:], beats[10:50]):  # 11-50 come last: 40 late heartbeats
+        platform.clock.now = max(h.at for h in batch)
+        worker.handle(batch)
+    job = platform.job("u1", "j1")
+    assert job.gpu_ms == 60 * MS  # the final heartbeat's total: nothing lost
+    assert job.cost_usd_micros == cost_usd_micros(60 * MS, 1, A100_PRICE)
+    assert (worker.stats.duplicates, worker.stats.metered) == (40, 20)
+    assert platform.stored_billing("u1") == platform.replayed_billing("u1")
+
+
+def test_a_lost_heartbeat_loses_nothing_the_next_one_carries_the_total(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    platform.clock.now = T0 + timedelta(seconds=10 * INTERVAL_S)
+    worker.handle([beat("j1", s) for s in (1, 2, 5, 9, 10)])  # 3, 4, 6, 7, 8 never came
+    assert platform.job("u1", "j1").gpu_ms == 10 * MS
