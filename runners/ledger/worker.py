@@ -222,6 +222,8 @@ class LedgerWorker:
         gpu_tolerance: GPU time an attempt may claim beyond the wall time the ledger saw it run.
         parallel: users metered at once (their commits are independent I/O; 1: one by one); None:
             as many as the bucket's I/O is worth (``io_workers_for``: one for a folder, several remote).
+        archive_heartbeats: write the raw heartbeat archive (False: none is written or recorded, and
+            the audit counts the usage as not archived; ``bench/bench_ledger.py`` measures its cost so).
     """
 
     def __init__(
@@ -241,8 +243,10 @@ class LedgerWorker:
         parallel: int | None = None,
         clock_bound: timedelta = CLOCK_BOUND,
         gpu_tolerance: timedelta = GPU_TOLERANCE,
+        archive_heartbeats: bool = True,
     ) -> None:
         self.bucket = bucket
+        self.archive_heartbeats = archive_heartbeats
         self.platform_app = platform_app
         self.open_user_app = open_user_app
         self.subscriber = subscriber
@@ -535,6 +539,7 @@ class _UserBatch:
         archives = {
             a: self._archive(job_id, a, received, refused.get(a, []), gpu_count)
             for a in dict.fromkeys(h.attempt for h, _ in priced)
+            if self.worker.archive_heartbeats
         }
         last = bounded.increases[-1]
         self.parts[job_id] = _Metered(last.heartbeat, last.price, last.gpu_ms)
