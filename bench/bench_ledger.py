@@ -13,6 +13,9 @@ them), a projector in the same process writing the views, the transport's own su
    (best of each); the ratio is ledger / naive. The scratch folder's file-creation cost is
    printed before and after: it swings 20x on these machines, and the figures on a folder
    bucket with it.
+   In the ledger-alone rounds the same heartbeats also go to a ledger without signature checks
+   and without the raw heartbeat archive (a third world each round): the difference is the cost
+   of signing and archiving, printed as its own row.
 2. Lag: J concurrent simulated runners each send a heartbeat every ``--interval`` seconds
    for ``--seconds``; each heartbeat's lag is from its ``at`` (when it was sent) until the
    projector has written the user's views (position.json, written after billing.json) at or
@@ -148,8 +151,9 @@ def signing(n: int) -> None:
 
 def beats_of(jobs: list[tuple[str, str]], rounds: int) -> list[Heartbeat]:
     return [
-        signed(Heartbeat(user_id=u, job_id=j, attempt=1, seq=r + 1, gpu_type=GPU, gpu_count=8, gpu_ms=10_000,
-                  step=r, loss=1.0, tokens=65_536, at=T0 + timedelta(seconds=10 * (r + 1))))
+        signed(Heartbeat(user_id=u, job_id=j, attempt=1, seq=r + 1, gpu_type=GPU, gpu_count=8,
+                         gpu_ms_total=10_000 * (r + 1), step=r, loss=1.0, tokens=65_536,
+                         at=T0 + timedelta(seconds=10 * (r + 1))))
         for r in range(rounds) for u, j in jobs
     ]  # fmt: skip
 
@@ -193,12 +197,19 @@ def ingest(
     busy stretch of the machine hits both alike); the best round of each counts."""
     beat_rounds = max(1, n // jobs)
     ledger_best: tuple[float, float, Any] | None = None
+    bare_best: tuple[float, float, Any] | None = None
     naive_best: float | None = None
     for r in range(rounds):
-        for which in ("ledger", "naive") if r % 2 == 0 else ("naive", "ledger"):
+        order = ("ledger", "bare", "naive") if r % 2 == 0 else ("naive", "bare", "ledger")
+        for which in order:
             if which == "ledger":
                 got = ledger_round(make_transport, root, jobs, users, project, beat_rounds)
                 ledger_best = got if ledger_best is None or got[0] < ledger_best[0] else ledger_best
+            elif which == "bare":
+                if project:
+                    continue  # measured once, on the ledger alone
+                got = ledger_round(make_transport, root, jobs, users, project, beat_rounds, bare=True)
+                bare_best = got if bare_best is None or got[0] < bare_best[0] else bare_best
             else:
                 naive_s = naive_round(root, jobs, users, project, beat_rounds)
                 naive_best = naive_s if naive_best is None or naive_s < naive_best else naive_best
@@ -209,6 +220,13 @@ def ingest(
     print(f"  ingest   {where}: {total:,} heartbeats, {jobs} jobs, {users} users, best of {rounds}: "
           f"{total / ledger_s:,.0f}/s ({ledger_s:.2f} s; {stats.batches} batches, {stats.commits} commits, "
           f"{stats.events} events); transport alone {total / base_s:,.0f}/s")
+    if bare_best is not None:
+        bare_s = bare_best[0]
+        per_us = (ledger_s - bare_s) / total * 1e6
+        print(f"  cost     signatures + raw heartbeat archive, the same {total:,}: "
+              f"with {total / ledger_s:,.0f}/s, without {total / bare_s:,.0f}/s: "
+              f"{per_us:+.1f} us per heartbeat "
+              f"({stats.archives} archive objects, {stats.archives / max(1, stats.batches):.1f} per batch)")
     interleaved = ", rounds interleaved" if rounds > 1 else ""
     print(f"           baseline, UserApp.meter_usage per heartbeat, the same {total:,} on a world "
           f"of the same size{interleaved}: {total / naive_best:,.0f}/s; "
@@ -217,9 +235,10 @@ def ingest(
 
 def ledger_round(
     make_transport: Callable[[], HeartbeatTransport], root: Path, jobs: int, users: int, project: bool,
-    beat_rounds: int,
+    beat_rounds: int, *, bare: bool = False,
 ) -> tuple[float, float, Any]:
-    """One ledger run on a fresh world: (seconds, the transport alone's seconds, the worker's stats)."""
+    """One ledger run on a fresh world: (seconds, the transport alone's seconds, the worker's stats);
+    ``bare``: without signature checks and without the archive (``_Bare``)."""
     world = World(root, jobs, users, project=project)
     beats = beats_of(world.jobs, beat_rounds)
 
@@ -232,8 +251,9 @@ def ledger_round(
 
     def ledger(count: Callable[[list[Heartbeat]], None]) -> Callable[[Any], None]:
         def start(sub: Any) -> None:
-            worker = LedgerWorker(world.bucket, world.platform, world.open_user, sub, world.projector,
-                                  heartbeat_key=HEARTBEAT_KEY, **REPLAY_BOUNDS)
+            cls = _Bare if bare else LedgerWorker
+            worker = cls(world.bucket, world.platform, world.open_user, sub, world.projector,
+                         heartbeat_key=HEARTBEAT_KEY, archive_heartbeats=not bare, **REPLAY_BOUNDS)
             workers.append(worker)
             inner = worker.handle
 
@@ -250,6 +270,14 @@ def ledger_round(
     return ledger_s, base_s, workers[0].stats
 
 
+class _Bare(LedgerWorker):
+    """The ledger without signature checks (and, made with ``archive_heartbeats=False``, without the
+    archive): a measure of what they cost, never a way to run it."""
+
+    def _authentic(self, batch: list[Heartbeat]) -> list[Heartbeat]:
+        return batch
+
+
 def naive_round(root: Path, jobs: int, users: int, project: bool, beat_rounds: int) -> float:
     """The baseline on a fresh world of the same size: each heartbeat metered on its own with
     ``UserApp.meter_usage`` (one commit each), the projector told as the ledger tells it."""
@@ -258,7 +286,7 @@ def naive_round(root: Path, jobs: int, users: int, project: bool, beat_rounds: i
     start = time.perf_counter()
     for h in beats:
         run = UsageRun(job_id=h.job_id, attempt=h.attempt, first_seq=h.seq, last_seq=h.seq,
-                       gpu_type=h.gpu_type, gpu_count=h.gpu_count, gpu_ms=h.gpu_ms,
+                       gpu_type=h.gpu_type, gpu_count=h.gpu_count, gpu_ms=10_000,
                        usd_micros_per_hour=2_900_000, period="2026-03", last_at=h.at,
                        heartbeats=1)  # fmt: skip
         world.open_user(h.user_id).meter_usage([h.job_id], FixedUsage([run]), h.at)
@@ -299,8 +327,8 @@ def lag(
             stop.wait(max(0.0, next_at - time.monotonic()))
             seq += 1
             pub.publish(signed(Heartbeat(user_id=user_id, job_id=job_id, attempt=1, seq=seq, gpu_type=GPU,
-                                         gpu_count=8, gpu_ms=int(interval * 1000), step=seq, loss=1.0,
-                                         tokens=65_536, at=datetime.now(UTC))))  # fmt: skip
+                                         gpu_count=8, gpu_ms_total=int(interval * 1000) * seq, step=seq,
+                                         loss=1.0, tokens=65_536, at=datetime.now(UTC))))  # fmt: skip
             next_at += interval
 
     threads = [threading.Thread(target=runner, args=(u, j, interval * i / jobs), daemon=True)

@@ -38,12 +38,14 @@ A group (and an attempt's part of it) is never credited more milliseconds than i
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate
 
 from domain.base import DomainAggregate, check_count, check_text, check_utc
+from domain.cumulative import AttemptMeter
 from domain.errors import Conflict, ValidationFailed
 from domain.ids import check_id, check_ids
 from domain.job_states import (
@@ -90,6 +92,7 @@ HEARTBEAT_REJECTION_REASONS = frozenset({HEARTBEAT_CONTRADICTS_PLACEMENT, HEARTB
 
 
 S = JobState
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 PLATFORM_FAULTS = frozenset({"lost", "control_plane", "preempted", "superseded", "shutdown"})
 """Why an attempt may end for the platform's reasons, each credited (``Job.credit_platform_fault``):
@@ -145,6 +148,11 @@ class JobFields:
     faults: dict[str, dict[str, Any]]
     """``str(attempt)`` -> ``{"reason", "checkpoint_gpu_ms"}`` of an attempt ended by a platform fault."""
     metered_seq: dict[str, int]
+    metered_ms: dict[str, int]
+    """Per attempt (``str(attempt)``): the GPU ms per GPU metered so far, the sum of its ``UsageMetered``
+    ``gpu_ms``: the highest cumulative total metered (``domain.cumulative``)."""
+    meter_anchors: dict[str, dict[str, Any]]
+    """Per attempt: ``{"at", "ms"}``, its clock anchor as its first v2 ``UsageMetered`` recorded it."""
     alerts: list[str]
     """Alerts raised, as ``"<scope>:<threshold_pct>"``."""
     submitted_at: datetime
@@ -160,7 +168,8 @@ class Job(DomainAggregate, JobFields):
     ID_KIND, ID_KEY = "job", "job_id"
     class_version = 3
     """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``;
-    v3 ``credited``, ``attempt_usage``, ``attempt_credited`` and ``faults``."""
+    v3 ``credited``, ``attempt_usage``, ``attempt_credited``, ``faults``, ``metered_ms`` and
+    ``meter_anchors``."""
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -171,8 +180,13 @@ class Job(DomainAggregate, JobFields):
     @staticmethod
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         """No credits before v3; the per-attempt usage of a v2 snapshot is unknown (a fault then
-        credits only what the attempt is metered after it)."""
+        credits only what the attempt is metered after it). Nor does it say which attempt metered
+        what: each metered attempt is taken to have metered the job's whole time (an upper bound),
+        so its next cumulative heartbeat can only be billed less, never twice."""
         state.update(credited={}, attempt_usage={}, attempt_credited={}, faults={})
+        whole = sum(state.get("usage", {}).values())
+        state["metered_ms"] = {attempt: whole for attempt in state.get("metered_seq", {})}
+        state["meter_anchors"] = {}
 
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
@@ -216,6 +230,7 @@ class Job(DomainAggregate, JobFields):
             job.stop_reason, job.error, job.metrics = None, None, {}
             job.usage, job.metered_seq, job.alerts = {}, {}, []
             job.credited, job.attempt_usage, job.attempt_credited, job.faults = {}, {}, {}, {}
+            job.metered_ms, job.meter_anchors = {}, {}
             job.submitted_at = job.updated_at = self.at
             job.started_at = job.finished_at = job.last_heartbeat_at = None
 
@@ -311,6 +326,14 @@ class Job(DomainAggregate, JobFields):
             job.updated_at = job.last_heartbeat_at = self.at
 
     class UsageMetered(Aggregate.Event):
+        """``gpu_ms``: what heartbeats ``first_seq..last_seq`` added to the attempt's metered total.
+
+        v2 added the raw heartbeat archive the usage was metered from (``archive``: its object
+        name, ``archive_sha256``: the sha256 of its bytes) and the attempt's clock anchor
+        (``anchor_at``, ``anchor_ms``: ``domain.cumulative``); None for v1 events (per-interval
+        heartbeats, not archived)."""
+
+        class_version = 2
         attempt: int
         first_seq: int
         last_seq: int
@@ -319,7 +342,15 @@ class Job(DomainAggregate, JobFields):
         gpu_ms: int
         usd_micros_per_hour: int
         period: str
+        archive: str | None
+        archive_sha256: str | None
+        anchor_at: datetime | None
+        anchor_ms: int | None
         at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.update(archive=None, archive_sha256=None, anchor_at=None, anchor_ms=None)
 
         def apply(self, job: Job) -> None:
             key = UsageGroupKey(
@@ -327,7 +358,11 @@ class Job(DomainAggregate, JobFields):
             )
             add_usage(job.usage, key, self.gpu_ms)
             add_usage(job.attempt_usage.setdefault(str(self.attempt), {}), key, self.gpu_ms)
-            job.metered_seq[str(self.attempt)] = self.last_seq
+            attempt = str(self.attempt)
+            job.metered_seq[attempt] = self.last_seq
+            job.metered_ms[attempt] = job.metered_ms.get(attempt, 0) + self.gpu_ms
+            if self.anchor_at is not None and attempt not in job.meter_anchors:
+                job.meter_anchors[attempt] = {"at": self.anchor_at, "ms": self.anchor_ms or 0}
             job.updated_at = self.at
 
     class HeartbeatsRejected(Aggregate.Event):
@@ -614,8 +649,14 @@ class Job(DomainAggregate, JobFields):
         at: datetime,
         *,
         period_room: int | None = None,
+        archive: str | None = None,
+        archive_sha256: str | None = None,
+        anchor_at: datetime | None = None,
+        anchor_ms: int | None = None,
     ) -> None:
-        """Bill heartbeats ``first_seq..last_seq`` of ``attempt``: ``gpu_ms`` at the price in force.
+        """Bill heartbeats ``first_seq..last_seq`` of ``attempt``: ``gpu_ms`` (what they add to the
+        attempt's metered total) at the price in force, metered from the heartbeats in ``archive``
+        (an object whose bytes have sha256 ``archive_sha256``), under the attempt's clock anchor.
 
         Then, in the same change: credit the part of it past the attempt's checkpoint if a platform
         fault ended the attempt; credit (``limit``) the part that would take the job's net cost past
@@ -635,6 +676,17 @@ class Job(DomainAggregate, JobFields):
         check_count(gpu_ms, where="gpu_ms")
         check_count(usd_micros_per_hour, where="usd_micros_per_hour")
         check_period(period)
+        if (archive is None) != (archive_sha256 is None):
+            raise ValidationFailed("an archive needs its sha256, and a sha256 its archive", where="archive")
+        if archive is not None:
+            check_text(archive, where="archive")
+            if not _SHA256.fullmatch(archive_sha256 or ""):
+                raise ValidationFailed("archive_sha256 must be 64 lower-case hex digits", where="archive")
+        if (anchor_at is None) != (anchor_ms is None):
+            raise ValidationFailed("an anchor needs its time and its milliseconds", where="anchor_at")
+        if anchor_at is not None:
+            check_utc(anchor_at, where="anchor_at")
+            check_count(anchor_ms or 0, where="anchor_ms")
         if period_room is not None and not isinstance(period_room, int):
             raise ValidationFailed("period_room must be an integer of micro-dollars", where="period_room")
         key = UsageGroupKey(period, self.job_id, gpu_type, gpu_count, usd_micros_per_hour)
@@ -650,6 +702,10 @@ class Job(DomainAggregate, JobFields):
             gpu_ms=gpu_ms,
             usd_micros_per_hour=usd_micros_per_hour,
             period=period,
+            archive=archive,
+            archive_sha256=archive_sha256,
+            anchor_at=anchor_at,
+            anchor_ms=anchor_ms,
         )
         self._credit_fault(attempt, at)
         fresh = gpu_ms - (self._attempt_credited(attempt, key) - credited_before)  # not credited yet
@@ -804,6 +860,19 @@ class Job(DomainAggregate, JobFields):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    def meters(self) -> dict[int, AttemptMeter]:
+        """What has been metered of each attempt (``domain.cumulative``): seq, total, clock anchor."""
+        meters: dict[int, AttemptMeter] = {}
+        for attempt, seq in self.metered_seq.items():
+            anchor = self.meter_anchors.get(attempt)
+            meters[int(attempt)] = AttemptMeter(
+                seq=seq,
+                ms=self.metered_ms.get(attempt, 0),
+                anchor_at=None if anchor is None else anchor["at"],
+                anchor_ms=0 if anchor is None else anchor["ms"],
+            )
+        return meters
 
     def cost(self) -> JobCostSummary:
         """Metered usage priced once per group: charged, credited and net (``domain.money``)."""

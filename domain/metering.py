@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from domain.base import check_utc
+from domain.cumulative import AttemptMeter
 from domain.errors import NotFound, ValidationFailed
 from domain.job import JobState
 from domain.money import UsageGroupKey, cost_usd_micros
@@ -135,6 +136,12 @@ class UsageRun(msgspec.Struct, frozen=True, kw_only=True):
     period: str
     last_at: datetime
     heartbeats: int
+    archive: str | None = None
+    """The raw heartbeat archive the run was metered from, and its sha256 (``Job.UsageMetered`` v2)."""
+    archive_sha256: str | None = None
+    anchor_at: datetime | None = None
+    """The attempt's clock anchor (``domain.cumulative.AttemptMeter``)."""
+    anchor_ms: int | None = None
 
     @property
     def key(self) -> UsageGroupKey:
@@ -213,14 +220,21 @@ class UsagePlan(Protocol):
         gpu_count: int = 1,
         gpu_type: str = "",
         attempts: Mapping[str, Mapping[str, Any]] | None = None,
+        meters: Mapping[int, AttemptMeter] | None = None,
     ) -> Sequence[UsageRun]:
         """The runs to record on the job, given its last started attempt, last metered seqs,
-        submitted GPU type and count, and every started attempt as its ``Started`` recorded it
-        (``Job.attempts``: lease and placement; a None type/count: priced as submitted)."""
+        submitted GPU type and count, every started attempt as its ``Started`` recorded it
+        (``Job.attempts``: lease and placement; a None type/count: priced as submitted), and what
+        has been metered of each attempt (``Job.meters``: the totals cumulative heartbeats are
+        metered against)."""
         ...
 
     def rejected_heartbeats(self, job_id: str) -> Sequence[RejectedHeartbeats]:
         """What ``usage_runs`` refused to bill of the job, to record in the same commit."""
+        ...
+
+    def before_commit(self) -> None:
+        """Make durable what the runs refer to (the heartbeat archives); runs before the one save."""
         ...
 
     def period_spend(self, period: str, *, exclude: Collection[str]) -> int | None:
@@ -279,6 +293,10 @@ class FixedUsage:
 
     def rejected_heartbeats(self, job_id: str) -> list[RejectedHeartbeats]:
         return []
+
+    def before_commit(self) -> None:
+        pass
+
     def period_spend(self, period: str, *, exclude: Collection[str]) -> int | None:
         return None if self.spend is None else self.spend.get(period, 0)
 

@@ -112,20 +112,22 @@ class CheckpointView(msgspec.Struct, frozen=True, kw_only=True):
     """The attempt's cumulative GPU milliseconds when it was written (None: unknown)."""
 
 
+_JOB_BOOKKEEPING = (
+    "progress_attempt",
+    "checkpoint",
+    "usage",
+    "metered_seq",
+    "metered_ms",
+    "meter_anchors",
+    "credited",
+    "attempt_usage",
+    "attempt_credited",
+    "faults",
+)
+
+
 class JobView(
-    _declared(  # type: ignore[misc]
-        JobFields,
-        leave_out=(
-            "progress_attempt",
-            "checkpoint",
-            "usage",
-            "metered_seq",
-            "credited",
-            "attempt_usage",
-            "attempt_credited",
-            "faults",
-        ),
-    ),
+    _declared(JobFields, leave_out=_JOB_BOOKKEEPING),  # type: ignore[misc]
     frozen=True,
     kw_only=True,
 ):

@@ -503,6 +503,7 @@ class UserApp(PartitionApplication):
                 gpu_count=job.gpu_count,
                 gpu_type=job.gpu_type,
                 attempts=job.attempts,
+                meters=job.meters(),
             )
             for run in runs:
                 before = rooms.before(job, run.period)
@@ -518,6 +519,10 @@ class UserApp(PartitionApplication):
                         run.period,
                         at,
                         period_room=rooms.room(job, run.period),
+                        archive=run.archive,
+                        archive_sha256=run.archive_sha256,
+                        anchor_at=run.anchor_at,
+                        anchor_ms=run.anchor_ms,
                     )
                 except PlatformError as exc:
                     refused.append(RefusedRun(run, str(exc)))
@@ -576,6 +581,7 @@ class UserApp(PartitionApplication):
                 stops += 1
         changed = [a for a in touched if a.pending_events]
         events = sum(len(a.pending_events) for a in changed)
+        plan.before_commit()
         recordings = self._save(*changed)
         return MeteringResult(
             unknown_job_ids=unknown,

@@ -20,10 +20,14 @@ tampered log. ``problem_lines`` is the one-line-per-problem text both CLIs print
 The audit also lists, per user partition, the heartbeats the ledger refused to bill because
 they contradicted their attempt's placement or carried another lease (``Job.HeartbeatsRejected``,
 ``AuditReport.rejected_heartbeats``): findings, not problems (``ok`` does not change).
+A user partition's audit also recomputes its metered usage from the raw heartbeat archive
+(``projections.metering_audit``; signatures verified when the audit is given the heartbeat key):
+``AuditReport.metering`` names every difference; usage from before the archive is "not archived".
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -31,10 +35,11 @@ import msgspec
 from eventsourcing.persistence import DataError
 
 from domain.errors import ValidationFailed
+from projections.metering_audit import MeteringReport, audit_metering
 from projections.partition import Partition, TrackingView
 from projections.projector import OpenApp
 from projections.render import event_name, iso
-from projections.replay import apps_on, replay
+from projections.replay import apps_on, read_events, replay
 from projections.store import stored_position
 from storage import layout
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
@@ -100,10 +105,13 @@ class AuditReport(msgspec.Struct, frozen=True):
     """The log against the witness: the head it last saw, or that the log is unwitnessed."""
     rejected_heartbeats: list[RejectedHeartbeats] = msgspec.field(default_factory=list)
     """What the ledger rejected (a finding the audit shows, not a problem)."""
+    metering: MeteringReport | None = None
+    """A user partition's usage recomputed from its heartbeat archive (None: the platform's)."""
 
     @property
     def ok(self) -> bool:
-        return self.chain.ok and self.replay_error is None and not self.differences
+        metering_ok = self.metering is None or self.metering.ok
+        return self.chain.ok and self.replay_error is None and not self.differences and metering_ok
 
 
 class RebuildReport(msgspec.Struct, frozen=True):
@@ -315,17 +323,25 @@ def audit_partition(
     *,
     scope: Scope = lambda name: True,
     deep: bool = False,
+    heartbeat_key: bytes | None = None,
 ) -> AuditReport:
-    """Chain check, replay, and every difference between the stored and the replayed views.
+    """Chain check, replay, and every difference between the stored and the replayed views; for a
+    user partition, its metered usage recomputed from the heartbeat archive.
 
     ``scope`` limits which view names are compared (e.g. one user's copies of platform views);
-    ``deep`` also looks for stray per-user platform views of users the log never registered.
+    ``deep`` also looks for stray per-user platform views of users the log never registered;
+    ``heartbeat_key`` (the platform's) verifies the archived heartbeats' signatures too.
     """
-    return _audit(bucket, partition, open_app, scope, deep)[0]
+    return _audit(bucket, partition, open_app, scope, deep, heartbeat_key)[0]
 
 
 def _audit(
-    bucket: Bucket, partition: str, open_app: OpenApp, scope: Scope, deep: bool
+    bucket: Bucket,
+    partition: str,
+    open_app: OpenApp,
+    scope: Scope,
+    deep: bool,
+    heartbeat_key: bytes | None = None,
 ) -> tuple[AuditReport, Partition | None]:
     """``audit_partition``, and the replayed partition (None when the log could not be replayed)."""
     chain, witnessed = _check_log(bucket, partition)
@@ -351,8 +367,20 @@ def _audit(
         difference = _compare(name, stored, part.views.render(name), position)
         if difference is not None:
             differences.append(difference)
+    metering = None
+    if partition.startswith(USERS):
+        app = open_app(partition)
+        with serving_broken_chains():
+            metering = audit_metering(bucket, (e for _, e in read_events(app)), heartbeat_key)
     report = AuditReport(
-        partition, part.position, chain, None, differences, witnessed, rejected_heartbeats=findings.rejected
+        partition,
+        part.position,
+        chain,
+        None,
+        differences,
+        witnessed,
+        rejected_heartbeats=findings.rejected,
+        metering=metering,
     )
     return report, part
 
@@ -492,14 +520,21 @@ def _every_partition(
 
 
 def audit_bucket(
-    bucket: Bucket, *, user: str | None = None, deep: bool = False, open_app: OpenApp | None = None
+    bucket: Bucket,
+    *,
+    user: str | None = None,
+    deep: bool = False,
+    open_app: OpenApp | None = None,
+    heartbeat_key: bytes | None = None,
 ) -> list[AuditReport]:
     """Audit the platform partition and every user's (or only ``user``'s), each whatever the others hold.
 
     The users are those the platform log registers and those with a folder in the bucket: a platform
     log that cannot be replayed, or that lost a registration, still leaves every user partition audited.
+    ``heartbeat_key``: verify the archived heartbeats' signatures too (``projections.metering_audit``).
     """
-    return _every_partition(bucket, user, deep, open_app or apps_on(bucket), audit_partition, _audit)
+    each = functools.partial(audit_partition, heartbeat_key=heartbeat_key)
+    return _every_partition(bucket, user, deep, open_app or apps_on(bucket), each, _audit)
 
 
 def rebuild_bucket(

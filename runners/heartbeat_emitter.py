@@ -3,9 +3,10 @@
 Heartbeats flow from ``start()`` (the attempt began) to ``close()`` (its outcome is recorded),
 so the attempt looks alive while it copies files in and out. GPU time is measured on a
 monotonic clock only while the GPU is held: from ``hold_gpu()`` (the trainer process starts)
-to ``release_gpu()`` (it exited). Each heartbeat carries the GPU milliseconds since the
-previous one; the emitter keeps the total held and sends the difference, so an attempt's
-heartbeats add up to exactly its GPU time, rounding included. Sequence numbers start at 1
+to ``release_gpu()`` (it exited). Each heartbeat carries the attempt's cumulative GPU
+milliseconds (``gpu_ms_total``: the whole time held so far, never less than the previous
+heartbeat's), so a heartbeat that is lost or arrives late loses nothing: the next one carries
+the total, and the final one is exactly the attempt's GPU time. Sequence numbers start at 1
 and grow by one per heartbeat; ``(job_id, attempt, seq)`` is what consumers deduplicate by.
 
 With its attempt's ``secret`` (``storage.heartbeats.attempt_secret``, handed to the runner by
@@ -91,7 +92,6 @@ class HeartbeatEmitter:
         self.monotonic_ns = monotonic_ns
         self._secret = secret
         self.seq = 0
-        self.sent_ms = 0
         self._started = False
         self._held_ns = 0  # GPU time of the closed hold intervals
         self._held_since: int | None = None  # start of the open one
@@ -132,7 +132,7 @@ class HeartbeatEmitter:
         return (self._held_ns + open_ns) // _NS_PER_MS
 
     def beat(self, *, final: bool = False) -> Heartbeat:
-        """Publish one heartbeat now (GPU time since the last one) and return it."""
+        """Publish one heartbeat now (the attempt's GPU time so far) and return it."""
         with self._lock:
             if not self._started:
                 raise RuntimeError("start() the emitter before it beats")
@@ -148,7 +148,7 @@ class HeartbeatEmitter:
                 seq=self.seq,
                 gpu_type=self.identity.gpu_type,
                 gpu_count=self.identity.gpu_count,
-                gpu_ms=held_ms - self.sent_ms,
+                gpu_ms_total=held_ms,
                 step=progress.step,
                 loss=progress.loss,
                 tokens=progress.tokens,
@@ -158,8 +158,7 @@ class HeartbeatEmitter:
             )
             if self._secret is not None:
                 heartbeat = sign_heartbeat(heartbeat, self._secret)
-            self.publisher.publish(heartbeat)  # if this raises, the next heartbeat carries these ms
-            self.sent_ms = held_ms
+            self.publisher.publish(heartbeat)  # if this raises, the next heartbeat carries the total
             if final:
                 self._final = heartbeat
             return heartbeat
@@ -176,7 +175,7 @@ class HeartbeatEmitter:
 
     @property
     def gpu_ms(self) -> int:
-        """GPU milliseconds held so far (the heartbeats sent carry all but the latest)."""
+        """GPU milliseconds held so far (the latest heartbeat sent carries the total up to its time)."""
         with self._lock:
             return self._held_ms()
 

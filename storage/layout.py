@@ -11,6 +11,7 @@
     users/<uid>/jobs/<job_id>/checkpoints/<step>/...
     users/<uid>/data/<dataset_id>/{raw/<filename>,processed/train.jsonl,metadata.json}
     users/<uid>/models/<model_id>/{weights/...,config.json,metadata.json}
+    users/<uid>/heartbeats/<job_id>/<attempt>/<first>-<last>.<sha16>.jsonl   the ledger's raw heartbeats
     base-models/<name>/...                                  converted base models
     platform/keyring/<key_id>.json                          the event store's public keys, root-signed
     witness/<partition>/<seq:012d>.json                     witnessed heads (in the TUNE_WITNESS bucket)
@@ -63,6 +64,8 @@ __all__ = [
     "datasets",
     "events_prefix",
     "hardware",
+    "heartbeat_archive",
+    "heartbeats_prefix",
     "job_config",
     "job_log",
     "job_metrics",
@@ -257,6 +260,30 @@ model_config = _in(model_prefix, "config.json")
 model_metadata = _in(model_prefix, "metadata.json", "The model's view.")
 
 
+# -- raw heartbeats: the ledger's archive -----------------------------------------------------
+
+
+def heartbeats_prefix(user_id: str, job_id: str, attempt: int) -> str:
+    """``users/<uid>/heartbeats/<jid>/<attempt>/``: the raw heartbeats the ledger metered an attempt from."""
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError(f"an attempt is a count (got {attempt!r})")
+    return f"{user_partition(user_id)}/heartbeats/{check_id(job_id, kind='job_id')}/{attempt}/"
+
+
+def heartbeat_archive(
+    user_id: str, job_id: str, attempt: int, first_seq: int, last_seq: int, sha256: str
+) -> str:
+    """``<first_seq>-<last_seq>.<digest>.jsonl`` under ``heartbeats_prefix``: one batch's heartbeats of the
+    attempt (``storage.heartbeats.archive``), created once; ``digest``, the first 16 hex digits of the
+    object's sha256, tells apart two batches with the same seqs (a redelivery whose first commit failed)."""
+    for value in (first_seq, last_seq):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"seqs are counts (got {value!r})")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError("a heartbeat archive is named by its sha256 (64 lower-case hex digits)")
+    return f"{heartbeats_prefix(user_id, job_id, attempt)}{first_seq}-{last_seq}.{sha256[:16]}.jsonl"
+
+
 def base_model_prefix(name: str) -> str:
     """``base-models/<name>/``: a converted base model (safetensors + tokenizer)."""
     return f"{BASE_MODELS}{check_id(name, kind='base_model')}/"
@@ -335,6 +362,7 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("base model", rf"base-models/{_ID}/{_REST}"),
     _pattern("keyring entry", r"platform/keyring/[0-9a-f]{32}\.json"),
     _pattern("witnessed head", rf"witness/{_PARTITION}/{_SEQ}\.json"),
+    _pattern("heartbeat archive", rf"{_USER}/heartbeats/{_ID}/[0-9]+/[0-9]+-[0-9]+\.[0-9a-f]{{16}}\.jsonl"),
 )
 """The shape of every key written to a bucket, by name (``check_key``)."""
 

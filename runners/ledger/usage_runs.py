@@ -1,22 +1,25 @@
 """Pure metering: heartbeats -> deduplicated, priced usage runs, one per usage group per batch.
 
-A heartbeat carries the GPU milliseconds since the previous heartbeat of its attempt, so
-each one is billed on its own:
+A heartbeat carries its attempt's cumulative GPU milliseconds (``gpu_ms_total``); the rules of
+``domain.cumulative`` give what each adds (the increase of the total over what was metered of
+its attempt so far):
 
 - Duplicates (redelivery, a runner republishing after a failed flush) share
   ``(job_id, attempt, seq)``; only the first is kept.
 - Within a batch a job's heartbeats are taken in ``(attempt, seq)`` order, so reordering
   inside a batch changes nothing. A heartbeat at or below the attempt's last metered seq
-  (``Job.metered_seq``, rebuilt from the events, so it survives a restart) is dropped.
-- A gap in ``seq`` (a lost message) is fine: every heartbeat carries its own milliseconds.
-  A heartbeat that never arrives, or arrives after a later one of its attempt was metered,
-  is unbilled time: the error is always in the customer's favour.
+  (``Job.metered_seq``, rebuilt from the events, so it survives a restart) is dropped: a later
+  one was metered already and carried a total at least as high, so nothing is lost.
+- A gap in ``seq`` (a lost message) loses nothing either: the next heartbeat carries the total.
+  The final heartbeat settles the attempt exactly.
 
 Runs: consecutive fresh heartbeats (in ``(attempt, seq)`` order) with the same attempt,
 period, GPU type, GPU count and price form one ``UsageRun`` -> one ``UsageMetered`` event
-claiming ``first_seq..last_seq``. Runs must be consecutive, not merely equal-keyed: a job
-refuses a batch that does not start after its attempt's last metered seq. Normally a job
-gets one run per batch; a price change or a month boundary inside the batch splits it.
+claiming ``first_seq..last_seq`` with the sum of their increases. Each increase is priced at
+the price in force at the heartbeat that carried it, in that heartbeat's month. Runs must be
+consecutive, not merely equal-keyed: a job refuses a batch that does not start after its
+attempt's last metered seq. Normally a job gets one run per batch; a price change or a month
+boundary inside the batch splits it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from domain.cumulative import AttemptMeter, clamp_time, fresh, meter_attempt
 from domain.metering import UsageRun
 from domain.money import period_of
 from storage.heartbeats import Heartbeat
@@ -35,12 +39,13 @@ from storage.heartbeats import Heartbeat
 __all__ = [
     "CLOCK_BOUND",
     "GPU_TOLERANCE",
-    "AttemptClock",
     "Bounded",
     "ClockBounds",
     "Fresh",
+    "Increase",
     "bound_clocks",
     "by_user_and_job",
+    "clamp_times",
     "fresh_heartbeats",
     "usage_runs",
 ]
@@ -71,53 +76,77 @@ def fresh_heartbeats(heartbeats: Iterable[Heartbeat], metered_seq: Mapping[str, 
 
     ``metered_seq`` maps ``str(attempt)`` to its last metered seq (``Job.metered_seq``).
     """
-    unique: dict[tuple[int, int], Heartbeat] = {}
-    total = 0
-    for heartbeat in heartbeats:
-        total += 1
-        last = metered_seq.get(str(heartbeat.attempt))
-        if last is not None and heartbeat.seq <= last:
-            continue
-        unique.setdefault((heartbeat.attempt, heartbeat.seq), heartbeat)
-    kept = [unique[key] for key in sorted(unique)]
-    return Fresh(kept, total - len(kept))
+    kept, dropped = fresh(heartbeats, {int(a): seq for a, seq in metered_seq.items()})
+    return Fresh(kept, dropped)
 
 
-def usage_runs(priced: Sequence[tuple[Heartbeat, int]]) -> list[UsageRun]:
-    """Maximal runs of consecutive ``(heartbeat, usd_micros_per_hour)`` pairs sharing one usage group.
+class Increase(NamedTuple):
+    """A fresh heartbeat (its time clamped), its price, and the GPU ms per GPU it adds to its attempt."""
 
-    ``priced`` is one job's fresh heartbeats in ``(attempt, seq)`` order, each with the price
-    in force at its ``at``.
+    heartbeat: Heartbeat
+    price: int
+    gpu_ms: int
+
+
+def usage_runs(
+    increases: Sequence[Increase],
+    meters: Mapping[int, AttemptMeter],
+    archives: Mapping[int, tuple[str, str]] | None = None,
+) -> list[UsageRun]:
+    """Maximal runs of consecutive increases sharing one usage group.
+
+    ``increases`` is one job's fresh heartbeats in ``(attempt, seq)`` order, each with the price
+    in force at its ``at`` and what it adds (``bound_clocks``); ``meters`` gives each attempt's
+    clock anchor, ``archives`` its archive object's name and sha256 (recorded on its runs).
     """
     runs: list[UsageRun] = []
     current: tuple[int, str, str, int, int] | None = None
-    members: list[Heartbeat] = []
-    for heartbeat, price in priced:
-        key = (heartbeat.attempt, period_of(heartbeat.at), heartbeat.gpu_type, heartbeat.gpu_count, price)
+    members: list[Increase] = []
+    for increase in increases:
+        heartbeat = increase.heartbeat
+        key = (
+            heartbeat.attempt,
+            period_of(heartbeat.at),
+            heartbeat.gpu_type,
+            heartbeat.gpu_count,
+            increase.price,
+        )
         if key != current and members:
-            runs.append(_run(members, current))  # type: ignore[arg-type]
+            runs.append(_run(members, current, meters, archives or {}))  # type: ignore[arg-type]
             members = []
         current = key
-        members.append(heartbeat)
+        members.append(increase)
     if members:
-        runs.append(_run(members, current))  # type: ignore[arg-type]
+        runs.append(_run(members, current, meters, archives or {}))  # type: ignore[arg-type]
     return runs
 
 
-def _run(members: list[Heartbeat], key: tuple[int, str, str, int, int]) -> UsageRun:
+def _run(
+    members: list[Increase],
+    key: tuple[int, str, str, int, int],
+    meters: Mapping[int, AttemptMeter],
+    archives: Mapping[int, tuple[str, str]],
+) -> UsageRun:
     attempt, period, gpu_type, gpu_count, price = key
+    meter = meters.get(attempt)
+    archive, sha256 = archives.get(attempt, (None, None))
+    anchored = meter is not None and meter.anchor_at is not None
     return UsageRun(
-        job_id=members[0].job_id,
+        job_id=members[0].heartbeat.job_id,
         attempt=attempt,
-        first_seq=members[0].seq,
-        last_seq=members[-1].seq,
+        first_seq=members[0].heartbeat.seq,
+        last_seq=members[-1].heartbeat.seq,
         gpu_type=gpu_type,
         gpu_count=gpu_count,
-        gpu_ms=sum(h.gpu_ms for h in members),
+        gpu_ms=sum(m.gpu_ms for m in members),
         usd_micros_per_hour=price,
         period=period,
-        last_at=max(h.at for h in members),
+        last_at=max(m.heartbeat.at for m in members),
         heartbeats=len(members),
+        archive=archive,
+        archive_sha256=sha256,
+        anchor_at=meter.anchor_at if anchored else None,  # type: ignore[union-attr]
+        anchor_ms=meter.anchor_ms if anchored else None,  # type: ignore[union-attr]
     )
 
 
@@ -132,70 +161,54 @@ class ClockBounds:
     gpu_tolerance: timedelta = GPU_TOLERANCE
 
 
-@dataclass
-class AttemptClock:
-    """What the ledger has metered of one attempt: the (clamped) time of the first heartbeat it
-    metered, and the GPU milliseconds (x the heartbeat's GPU count) metered since."""
-
-    anchor: datetime
-    claimed_ms: int = 0
+def clamp_times(
+    heartbeats: Sequence[Heartbeat], received: datetime, bound: timedelta
+) -> tuple[list[Heartbeat], int]:
+    """Rule 1 of ``domain.cumulative``: each heartbeat dated more than ``bound`` from ``received``
+    (the ledger's clock when the batch arrived) taken at ``received``; and how many were."""
+    kept: list[Heartbeat] = []
+    clamped = 0
+    for heartbeat in heartbeats:
+        at = clamp_time(heartbeat.at, received, bound)
+        if at != heartbeat.at:
+            heartbeat = msgspec.structs.replace(heartbeat, at=at)
+            clamped += 1
+        kept.append(heartbeat)
+    return kept, clamped
 
 
 class Bounded(NamedTuple):
-    """One job's fresh heartbeats after the clock rules, and how many each rule changed."""
+    """What one job's fresh, priced heartbeats add, and how many claimed more GPU time than the
+    wall time seen (cut: the part cut off is metered later, when wall time catches up)."""
 
-    heartbeats: list[Heartbeat]
-    clock_clamped: int
+    increases: list[Increase]
     gpu_clamped: int
 
 
 def bound_clocks(
-    heartbeats: Sequence[Heartbeat],
-    received: datetime,
+    priced: Sequence[tuple[Heartbeat, int]],
     gpu_count: int,
-    attempts: MutableMapping[int, AttemptClock],
+    meters: MutableMapping[int, AttemptMeter],
     bounds: ClockBounds = ClockBounds(),
 ) -> Bounded:
-    """Apply the clock rules to one job's fresh heartbeats (``(attempt, seq)`` order).
+    """Rules 3 and 4 of ``domain.cumulative`` on one job's fresh, priced heartbeats (``(attempt, seq)``
+    order, times clamped): each attempt's cumulative total, bounded by the wall time since its
+    anchor x ``gpu_count`` (the GPUs the job may use), metered as its increase.
 
-    1. Time: a heartbeat whose ``at`` is more than ``clock_bound`` from ``received`` (the
-       ledger's clock when the batch arrived) gets ``at = received``: it is priced and placed in
-       the month of its receive time, so a runner's clock cannot move usage into another month.
-    2. GPU time: from the first heartbeat the ledger meters of an attempt (its anchor), the
-       attempt's metered GPU time (``gpu_ms x gpu_count`` of each heartbeat) is at most
-       ``(at - anchor + gpu_tolerance) x gpu_count`` (the job's submitted count), ``at`` the
-       clamped time; a heartbeat claiming more is cut to what is left (never below 0). The
-       anchor's own milliseconds (spent before the ledger saw the attempt: normally 0, the start
-       heartbeat) are not bounded by this rule.
-
-    ``attempts`` (attempt -> ``AttemptClock``) is the caller's state per attempt of the job; it
-    is updated as if every returned heartbeat is metered.
+    ``meters`` (attempt -> ``AttemptMeter``, from ``Job.meters``) is updated as if every
+    increase is metered; an attempt missing from it starts with nothing metered.
     """
-    bound = bounds.clock_bound
-    tolerance_ms = _ms(bounds.gpu_tolerance)
-    kept: list[Heartbeat] = []
-    clock_clamped = gpu_clamped = 0
-    for heartbeat in heartbeats:
-        at = heartbeat.at
-        if not received - bound <= at <= received + bound:
-            at = received
-            clock_clamped += 1
-        gpu_ms = heartbeat.gpu_ms
-        state = attempts.get(heartbeat.attempt)
-        if state is None:
-            attempts[heartbeat.attempt] = AttemptClock(at)
-        else:
-            allowed = (max(0, _ms(at - state.anchor)) + tolerance_ms) * gpu_count - state.claimed_ms
-            most = max(0, allowed) // heartbeat.gpu_count
-            if gpu_ms > most:
-                gpu_ms = most
-                gpu_clamped += 1
-            state.claimed_ms += gpu_ms * heartbeat.gpu_count
-        if at != heartbeat.at or gpu_ms != heartbeat.gpu_ms:
-            heartbeat = msgspec.structs.replace(heartbeat, at=at, gpu_ms=gpu_ms)
-        kept.append(heartbeat)
-    return Bounded(kept, clock_clamped, gpu_clamped)
-
-
-def _ms(delta: timedelta) -> int:
-    return delta // timedelta(milliseconds=1)
+    increases: list[Increase] = []
+    cut = 0
+    by_attempt: dict[int, list[tuple[Heartbeat, int]]] = {}
+    for heartbeat, price in priced:
+        by_attempt.setdefault(heartbeat.attempt, []).append((heartbeat, price))
+    for attempt, pairs in by_attempt.items():
+        meter = meters.setdefault(attempt, AttemptMeter())
+        prices = {h.seq: p for h, p in pairs}
+        for heartbeat, added, was_cut in meter_attempt(
+            [h for h, _ in pairs], meter, gpu_count, bounds.gpu_tolerance
+        ):
+            increases.append(Increase(heartbeat, prices[heartbeat.seq], added))  # type: ignore[arg-type]
+            cut += was_cut
+    return Bounded(increases, cut)

@@ -22,8 +22,13 @@ For each batch the subscriber hands over (``handle``):
    with it are billed as usual. (A batch delivered again records its rejections again: they
    are evidence, never money.)
 2. Per user, per job: load the Job, drop what it has metered already (``Job.metered_seq``,
-   rebuilt from events, so dedupe survives a restart) and repeats, group the rest into
-   usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
+   rebuilt from events, so dedupe survives a restart) and repeats, meter each fresh heartbeat's
+   increase of its attempt's cumulative total (``domain.cumulative``: ``Job.meters``), group them
+   into usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
+   Archive: each job attempt's signed heartbeats of the batch (those that agree with their
+   attempt's placement and lease) are written, before the commit, as one create-only object
+   (``storage.heartbeats.archive``; in parallel on a remote bucket), whose name and sha256 the
+   attempt's ``UsageMetered`` events record (``tune admin audit`` recomputes the usage from them).
 3. Limits (``runners.ledger.limits``): the user's net spend per period comes from the same
    fold as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
    ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where the
@@ -58,6 +63,8 @@ every ``sweep_interval_s``; ``close()`` stops both.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -66,10 +73,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from domain.aggregate_cache import AggregateCache
 from domain.budget import DEFAULT_THRESHOLDS_PCT
+from domain.cumulative import AttemptMeter
 from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id
 from domain.job import HEARTBEAT_CONTRADICTS_PLACEMENT, HEARTBEAT_LEASE_SUPERSEDED, Job
@@ -96,18 +104,27 @@ from runners.ledger.spend import UserSpend
 from runners.ledger.usage_runs import (
     CLOCK_BOUND,
     GPU_TOLERANCE,
-    AttemptClock,
     ClockBounds,
     bound_clocks,
     by_user_and_job,
+    clamp_times,
     fresh_heartbeats,
     usage_runs,
 )
 from storage import Bucket, layout
+from storage.bucket import AlreadyExists
 from storage.clock import Clock, utc_now
 from storage.eventstore import pinned_reads
 from storage.eventstore.log import io_workers_for
-from storage.heartbeats import Heartbeat, HeartbeatSubscriber, attempt_secret, verify_heartbeat
+from storage.heartbeats import (
+    Archive,
+    ArchiveHeader,
+    Heartbeat,
+    HeartbeatSubscriber,
+    attempt_secret,
+    encode_archive,
+    verify_heartbeat,
+)
 
 __all__ = ["LedgerStats", "LedgerWorker", "Notifier"]
 
@@ -115,6 +132,7 @@ log = logging.getLogger(__name__)
 
 _TRIES = 10
 _LINGER_FRACTION = 50  # linger only after a batch of at most max_batch / 50 heartbeats
+_ARCHIVE_WRITERS = 8  # archive objects created at once, at least
 _SECRETS_KEPT = 100_000  # derived attempt secrets cached (one HMAC saved per heartbeat)
 _STOP_LATENCIES_KEPT = 20  # the stop latency allowed for is the longest of the last these many
 _STOP_LATENCY_MAX_MS = 600_000  # one runner that took longer is not allowed for beyond this
@@ -149,7 +167,9 @@ class LedgerStats:
     clock_clamped: int = 0
     """Heartbeats metered at the ledger's receive time: their ``at`` was past the clock bound."""
     gpu_clamped: int = 0
-    """Heartbeats whose GPU milliseconds were cut to the wall time the ledger saw their attempt run."""
+    """Heartbeats whose cumulative GPU time was cut to the wall time the ledger saw their attempt run."""
+    archives: int = 0
+    """Raw heartbeat archive objects written (one per job attempt per batch)."""
     events: int = 0
     commits: int = 0
     conflicts: int = 0
@@ -169,6 +189,7 @@ class LedgerStats:
         self.superseded += share.superseded
         self.clock_clamped += share.clock_clamped
         self.gpu_clamped += share.gpu_clamped
+        self.archives += share.archives
         self.alerts += share.alerts
         self.stops += share.stops
         self.conflicts += share.conflicts
@@ -182,8 +203,6 @@ class _UserOutcome:
     counts: LedgerStats = field(default_factory=LedgerStats)
     position: int | None = None
     live: list[LiveJob] = field(default_factory=list)
-    clocks: dict[tuple[str, int], AttemptClock] = field(default_factory=dict)
-    """``(job_id, attempt)`` -> its clock state after this share (kept once it is saved)."""
     at: datetime | None = None
     stops_asked: list[str] = field(default_factory=list)
     """Jobs this share asked to stop for a limit."""
@@ -191,12 +210,23 @@ class _UserOutcome:
     """Jobs whose current attempt sent its final heartbeat in this share, and when."""
 
 
+class _PendingArchive(NamedTuple):
+    name: str
+    archive: Archive
+
+    @property
+    def sha256(self) -> str:
+        return self.archive.sha256
+
+
 @dataclass
 class _Metered:
-    """One job's part of the batch: its last priced heartbeat, then (once metered) the job."""
+    """One job's part of the batch: its last priced heartbeat (and the GPU ms it added), then (once
+    metered) the job."""
 
     last: Heartbeat
     price: int
+    gpu_ms: int = 0
     job: MeteredJob | None = None
     next_usd_micros: int = 0
     interval_ms: int = 0
@@ -223,6 +253,8 @@ class LedgerWorker:
         gpu_tolerance: GPU time an attempt may claim beyond the wall time the ledger saw it run.
         parallel: users metered at once (their commits are independent I/O; 1: one by one); None:
             as many as the bucket's I/O is worth (``io_workers_for``: one for a folder, several remote).
+        archive_heartbeats: write the raw heartbeat archive (False: none is written or recorded, and
+            the audit counts the usage as not archived; ``bench/bench_ledger.py`` measures its cost so).
     """
 
     def __init__(
@@ -242,8 +274,10 @@ class LedgerWorker:
         parallel: int | None = None,
         clock_bound: timedelta = CLOCK_BOUND,
         gpu_tolerance: timedelta = GPU_TOLERANCE,
+        archive_heartbeats: bool = True,
     ) -> None:
         self.bucket = bucket
+        self.archive_heartbeats = archive_heartbeats
         self.platform_app = platform_app
         self.open_user_app = open_user_app
         self.subscriber = subscriber
@@ -263,7 +297,6 @@ class LedgerWorker:
         self._aggregates = AggregateCache()
         self._policies: dict[tuple[str, str], JobPolicy] = {}
         self.bounds = ClockBounds(clock_bound, gpu_tolerance)
-        self._clocks: dict[tuple[str, str, int], AttemptClock] = {}  # (user, job, attempt)
         self._stops_asked: dict[tuple[str, str], datetime] = {}  # (user, job) -> when a limit stop was asked
         self._stop_latencies: deque[int] = deque(maxlen=_STOP_LATENCIES_KEPT)
         self._linger_below = max(1, int(getattr(subscriber, "max_batch", 500)) // _LINGER_FRACTION)
@@ -271,6 +304,9 @@ class LedgerWorker:
         self._sweeper: threading.Thread | None = None
         parallel = io_workers_for(bucket) if parallel is None else parallel
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="ledger") if parallel > 1 else None
+        # archive writes: their own pool (a user's plan runs on ``_pool`` and waits for them), on a folder
+        # too: creating a file is system calls that let go of the GIL (8 threads: 3x one, measured)
+        self._writers = ThreadPoolExecutor(max(_ARCHIVE_WRITERS, parallel), thread_name_prefix="archive")
 
     # ---- lifecycle ----
 
@@ -288,6 +324,7 @@ class LedgerWorker:
             self._sweeper.join(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._writers.shutdown(wait=True)
 
     def __enter__(self) -> LedgerWorker:
         return self
@@ -413,8 +450,9 @@ class LedgerWorker:
             return _UserOutcome(LedgerStats(rejected=count))
         spend = self._spend.setdefault(user_id, UserSpend())
         conflicts = 0
+        written: set[str] = set()
         while True:
-            plan = _UserBatch(self, app, user_id, jobs, prices, received, spend)
+            plan = _UserBatch(self, app, user_id, jobs, prices, received, spend, written)
             try:
                 with pinned_reads(app):  # one look for newer commits, not one per aggregate read
                     result = app.meter_usage(list(jobs), plan, received, copies=self._aggregates)
@@ -433,10 +471,6 @@ class LedgerWorker:
     def _settle(self, user_id: str, outcome: _UserOutcome) -> None:
         stats = self.stats
         stats.add(outcome.counts)
-        if len(self._clocks) > 100_000:
-            self._clocks.clear()  # forgotten attempts start over from their next heartbeat
-        for (job_id, attempt), state in outcome.clocks.items():
-            self._clocks[(user_id, job_id, attempt)] = state
         for entry in outcome.live:
             self.live.record(entry)
         if outcome.position is not None:
@@ -479,7 +513,7 @@ class LedgerWorker:
         """Set what the job's next heartbeat interval is and, with the time a stop takes, will cost."""
         last, job = part.last, part.job
         assert job is not None
-        part.interval_ms = max(policy.heartbeat_interval_ms, last.gpu_ms)
+        part.interval_ms = max(policy.heartbeat_interval_ms, part.gpu_ms)
         if last.final and last.attempt == job.attempt:
             return  # its attempt has ended; a next one starts over from its first heartbeat
         then = last.at + timedelta(milliseconds=part.interval_ms)
@@ -505,10 +539,14 @@ class _UserBatch:
         prices: PriceSchedule | None,
         at: datetime,
         spend: UserSpend,
+        written: set[str],
     ) -> None:
+        """``written``: archives created by an earlier try of the same share (not created again)."""
         self.worker, self.app, self.user_id, self.jobs = worker, app, user_id, jobs
         self.prices, self.at, self.spend = prices, at, spend
         self.outcome = _UserOutcome(at=at)
+        self.archives: list[_PendingArchive] = []
+        self.worker_written: set[str] = written
         self.parts: dict[str, _Metered] = {}
         self.rejections: dict[str, list[RejectedHeartbeats]] = {}
         self.spent: BillingState | None = None
@@ -534,11 +572,13 @@ class _UserBatch:
         gpu_count: int = 1,
         gpu_type: str = "",
         attempts: Mapping[str, Mapping[str, Any]] | None = None,
+        meters: Mapping[int, AttemptMeter] | None = None,
     ) -> list[UsageRun]:
         """The job's heartbeats that agree with their attempt's placement and lease, not metered
-        yet, bounded by the ledger's clock, priced by the placement, in runs (the refused are
-        logged and counted; the rejected kept for ``rejected_heartbeats``)."""
-        counts = self.outcome.counts
+        yet, their times bounded by the ledger's clock, priced by the placement, each metered as
+        the increase of its attempt's cumulative total, in runs that name the attempt's archive
+        (the refused are logged and counted; the rejected kept for ``rejected_heartbeats``)."""
+        counts, bounds = self.outcome.counts, self.worker.bounds
         placements = _Placements(attempts or {}, gpu_type, gpu_count)
         placed, rejected = placements.split(job_id, attempt, self.jobs[job_id])
         self.rejections[job_id] = rejected
@@ -558,19 +598,33 @@ class _UserBatch:
             )
         fresh = fresh_heartbeats(placed, metered_seq)
         counts.duplicates += fresh.dropped
-        bounded = self._bounded(job_id, fresh.heartbeats, placements.of(attempt)[1])
+        clamped, clock_clamped = clamp_times(fresh.heartbeats, self.at, bounds.clock_bound)
         priced: list[tuple[Heartbeat, int]] = []
-        for heartbeat in bounded:
+        refused: dict[int, list[int]] = {}
+        for heartbeat in clamped:
             price = _price_or_reason(job_id, attempt, heartbeat, self.prices, placements.gpu_type(heartbeat))
             if isinstance(price, str):
                 counts.rejected += 1
+                refused.setdefault(heartbeat.attempt, []).append(heartbeat.seq)
                 log.error("ledger: heartbeat %s dropped, unbilled: %s", heartbeat.key, price)
             else:
                 priced.append((heartbeat, price))
         if not priced:
             return []
-        self.parts[job_id] = _Metered(*priced[-1])
-        runs = usage_runs(priced)
+        meters = {
+            a: dataclasses.replace(m) for a, m in (meters or {}).items()
+        }  # the job's own stay as they are
+        placed_count = placements.of(attempt)[1]
+        bounded = bound_clocks(priced, placed_count, meters, bounds)
+        self._log_clocks(job_id, clock_clamped, bounded.gpu_clamped)
+        archives = {
+            a: self._archive(job_id, a, placed, refused.get(a, []), placed_count)
+            for a in dict.fromkeys(h.attempt for h, _ in priced)
+            if self.worker.archive_heartbeats
+        }
+        last = bounded.increases[-1]
+        self.parts[job_id] = _Metered(last.heartbeat, last.price, last.gpu_ms)
+        runs = usage_runs(bounded.increases, meters, {a: (x.name, x.sha256) for a, x in archives.items()})
         counts.metered += sum(run.heartbeats for run in runs)
         return runs
 
@@ -578,31 +632,63 @@ class _UserBatch:
         """What ``usage_runs`` rejected of the job (to record as ``Job.HeartbeatsRejected``)."""
         return self.rejections.get(job_id, [])
 
-    def _bounded(self, job_id: str, heartbeats: list[Heartbeat], gpu_count: int) -> list[Heartbeat]:
-        """``bound_clocks`` on copies of the worker's attempt clocks (kept once the share is saved)."""
-        known = self.worker._clocks
-        clocks: dict[int, AttemptClock] = {}
-        for a in {h.attempt for h in heartbeats}:
-            state = known.get((self.user_id, job_id, a))
-            if state is not None:
-                clocks[a] = AttemptClock(state.anchor, state.claimed_ms)
-        bounded = bound_clocks(heartbeats, self.at, gpu_count, clocks, self.worker.bounds)
-        for a, state in clocks.items():
-            self.outcome.clocks[(job_id, a)] = state
+    def _log_clocks(self, job_id: str, clock_clamped: int, gpu_clamped: int) -> None:
         counts = self.outcome.counts
-        counts.clock_clamped += bounded.clock_clamped
-        counts.gpu_clamped += bounded.gpu_clamped
-        if bounded.clock_clamped or bounded.gpu_clamped:
+        counts.clock_clamped += clock_clamped
+        counts.gpu_clamped += gpu_clamped
+        if clock_clamped or gpu_clamped:
             log.warning(
                 "ledger: job %.80r: %d heartbeat(s) dated more than %s from the ledger's clock metered at"
                 " %s; %d heartbeat(s) claimed more GPU time than the wall time seen, cut",
                 job_id,
-                bounded.clock_clamped,
+                clock_clamped,
                 self.worker.bounds.clock_bound,
                 self.at.isoformat(),
-                bounded.gpu_clamped,
+                gpu_clamped,
             )
-        return bounded.heartbeats
+
+    def _archive(
+        self, job_id: str, attempt: int, received: list[Heartbeat], refused: list[int], gpu_count: int
+    ) -> _PendingArchive:
+        """The archive object of the attempt's heartbeats in the batch (written by ``before_commit``)."""
+        bounds = self.worker.bounds
+        header = ArchiveHeader(
+            received=self.at,
+            clock_bound_ms=bounds.clock_bound // timedelta(milliseconds=1),
+            gpu_tolerance_ms=bounds.gpu_tolerance // timedelta(milliseconds=1),
+            bound_count=gpu_count,
+            refused=refused,
+        )
+        mine = [h for h in received if h.attempt == attempt]
+        archive = encode_archive(header, mine)
+        seqs = [h.seq for h in mine]
+        name = layout.heartbeat_archive(self.user_id, job_id, attempt, min(seqs), max(seqs), archive.sha256)
+        pending = _PendingArchive(name, archive)
+        self.archives.append(pending)
+        return pending
+
+    def before_commit(self) -> None:
+        """Create every archive the runs name (in parallel on a remote bucket); an object already
+        there with the same bytes (this batch, tried again) is fine."""
+        pending = [a for a in self.archives if a.name not in self.worker_written]
+        writers = self.worker._writers
+        if len(pending) > 1:
+            for future in [writers.submit(self._create, a) for a in pending]:
+                future.result()
+        else:
+            for archive in pending:
+                self._create(archive)
+
+    def _create(self, pending: _PendingArchive) -> None:
+        bucket = self.worker.bucket
+        try:
+            bucket.create(pending.name, pending.archive.data)
+        except AlreadyExists:
+            if hashlib.sha256(bucket.read(pending.name)).hexdigest() != pending.archive.sha256:
+                raise
+        else:
+            self.outcome.counts.archives += 1
+        self.worker_written.add(pending.name)
 
     def limit_orders(self, jobs: Sequence[MeteredJob], budget: BudgetView | None) -> LimitOrders:
         """The alerts and stops due after the batch (``runners.ledger.limits``)."""

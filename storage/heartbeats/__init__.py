@@ -4,8 +4,10 @@
 (in-process queue, the embedded default) or ``pubsub://project/topic/subscription``
 (Google Cloud Pub/Sub; google-cloud-pubsub is imported only when used). Both
 deliver at least once, in order per job, in batches, acking after the handler.
+``storage.heartbeats.archive``: the ledger's raw heartbeat archive objects.
 """
 
+from storage.heartbeats.archive import ARCHIVE_FORMAT, Archive, ArchiveHeader, decode_archive, encode_archive
 from storage.heartbeats.direct import DirectTransport
 from storage.heartbeats.heartbeat import (
     Heartbeat,
@@ -27,6 +29,9 @@ from storage.heartbeats.transport import (
 )
 
 __all__ = [
+    "ARCHIVE_FORMAT",
+    "Archive",
+    "ArchiveHeader",
     "DirectTransport",
     "Handler",
     "Heartbeat",
@@ -41,7 +46,9 @@ __all__ = [
     "attempt_secret",
     "canonical_bytes",
     "create_topic_and_subscription",
+    "decode_archive",
     "decode_heartbeat",
+    "encode_archive",
     "encode_heartbeat",
     "open_heartbeat_transport",
     "sign_heartbeat",

@@ -2,7 +2,7 @@
 
 Signed heartbeats: anyone who can publish on a transport (a Pub/Sub topic, a runner's stdout)
 could otherwise bill any job. So each heartbeat carries ``signature``, the hex HMAC-SHA256 of
-its canonical encoding (``canonical_bytes``: ``b"tune.heartbeat.v1\n"`` and the JSON object
+its canonical encoding (``canonical_bytes``: ``b"tune.heartbeat.v2\n"`` and the JSON object
 of every field but ``signature``, in declaration order, as ``encode_heartbeat`` writes them, so
 a NaN loss signs as ``null``, exactly what the ledger decodes) under its attempt's secret::
 
@@ -21,6 +21,8 @@ cannot sign for another job, and a signature does not survive a change of any fi
 and signatures never reach a log, a view or an event (``Heartbeat.__repr__`` hides the signature).
 
 Heartbeats from before signatures decode (``signature`` None): the ledger counts and drops them.
+``v2`` (``gpu_ms_total``, cumulative) replaced ``v1``'s per-interval ``gpu_ms``: a v1 heartbeat
+no longer decodes, and its signature would not verify under the v2 prefix anyway.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ __all__ = [
     "verify_heartbeat",
 ]
 
-_CANONICAL_PREFIX = b"tune.heartbeat.v1\n"
+_CANONICAL_PREFIX = b"tune.heartbeat.v2\n"
 
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -50,8 +52,10 @@ _Count = Annotated[int, msgspec.Meta(ge=0)]
 class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One tick of one runner attempt.
 
-    ``gpu_ms`` is GPU time (per GPU, from a monotonic clock) since the attempt's
-    previous heartbeat; the ledger multiplies by ``gpu_count``. ``loss`` is a
+    ``gpu_ms_total`` is the attempt's cumulative GPU time (per GPU, from a monotonic clock)
+    since it started: it never decreases, so a lost or late heartbeat loses nothing (the next
+    one carries the total) and the final one settles the attempt; the ledger meters the
+    increase over what it metered already and multiplies by ``gpu_count``. ``loss`` is a
     metric only, never money. ``final`` marks the attempt's last heartbeat.
     ``(job_id, attempt, seq)`` identifies a heartbeat: transports deliver at
     least once, so consumers drop repeats by that key.
@@ -63,7 +67,7 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seq: _Count
     gpu_type: str
     gpu_count: _Count
-    gpu_ms: _Count
+    gpu_ms_total: _Count
     step: _Count
     loss: float | None
     tokens: _Count

@@ -36,7 +36,7 @@ WAIT_S = 20.0
 def hb(job: str = "job_a", seq: int = 0, attempt: int = 1, **fields: Any) -> Heartbeat:
     values: dict[str, Any] = {
         "user_id": "u1", "job_id": job, "attempt": attempt, "seq": seq, "gpu_type": "h100",
-        "gpu_count": 2, "gpu_ms": 5000 + seq, "step": 10 * seq, "loss": 2.5 / (seq + 1),
+        "gpu_count": 2, "gpu_ms_total": 5000 + seq, "step": 10 * seq, "loss": 2.5 / (seq + 1),
         "tokens": 4096 * seq, "at": T0 + timedelta(seconds=5 * seq), "final": False,
     }
     return Heartbeat(**(values | fields))
@@ -346,7 +346,7 @@ def test_a_heartbeat_round_trips_through_json() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"at": "2026-11-29T12:00:00"}, {"gpu_ms": -1}, {"seq": "1"}, {"extra": 1}, {"loss": "low"}],
+    [{"at": "2026-11-29T12:00:00"}, {"gpu_ms_total": -1}, {"seq": "1"}, {"extra": 1}, {"loss": "low"}],
     ids=["naive time", "negative gpu_ms", "string seq", "unknown field", "string loss"],
 )
 def test_a_malformed_heartbeat_is_refused(change: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ def beat(final=False):
     global seq
     seq += 1
     hb = Heartbeat(user_id="usr_1", job_id="job_1", attempt=1, seq=seq, gpu_type="cpu", gpu_count=1,
-                   gpu_ms=10, step=seq, loss=None, tokens=0, at=datetime.now(UTC), final=final)
+                   gpu_ms_total=10 * seq, step=seq, loss=None, tokens=0, at=datetime.now(UTC), final=final)
     sys.stdout.buffer.write(encode_heartbeat(hb) + b"\\n")
     sys.stdout.buffer.flush()
 

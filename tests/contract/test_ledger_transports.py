@@ -143,7 +143,8 @@ def test_a_runner_asked_to_stop_at_its_limit_is_charged_no_more_than_it(
         with transport.publisher() as runner:
             for seq in range(1, 100):  # a runner that reads its job after each heartbeat
                 stopping = platform.job("u1", "j1").state == JobState.STOPPING
-                runner.publish(beat("j1", seq, gpu_ms=10_000 if not stopping else 4_000, final=stopping))
+                total = 10_000 * (seq - 1) + (10_000 if not stopping else 4_000)  # cumulative
+                runner.publish(beat("j1", seq, gpu_ms_total=total, final=stopping))
                 runner.flush(timeout=WAIT_S)
                 wait_until(lambda s=seq: _metered_seq(platform) == s, f"heartbeat {seq} metered")
                 if stopping:
@@ -175,7 +176,8 @@ while True:
     time.sleep(interval)
     seq += 1
     hb = Heartbeat(user_id="u1", job_id="j1", attempt=1, seq=seq, gpu_type="a100-80gb", gpu_count=1,
-                   gpu_ms=int(interval * 1000), step=seq, loss=None, tokens=0, at=datetime.now(UTC))
+                   gpu_ms_total=int(interval * 1000) * seq, step=seq, loss=None, tokens=0,
+                   at=datetime.now(UTC))
     hb = sign_heartbeat(hb, secret)
     if publisher is None:
         sys.stdout.buffer.write(encode_heartbeat(hb) + b"\\n")

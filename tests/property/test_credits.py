@@ -77,6 +77,11 @@ def test_caps_hold_and_credits_fold_exactly(scenario: dict[str, Any]) -> None:
     worker = platform.worker()
     rnd = scenario["rnd"]
     batch: list[Heartbeat] = []
+    totals = {  # heartbeats carry their attempt's cumulative GPU ms
+        (job_id, seq): sum(ms for s, ms, _ in job["beats"] if s <= seq)
+        for job_id, job in scenario["jobs"].items()
+        for seq, _, _ in job["beats"]
+    }
 
     def flush() -> None:
         if batch:
@@ -86,9 +91,10 @@ def test_caps_hold_and_credits_fold_exactly(scenario: dict[str, Any]) -> None:
 
     for kind, job_id, data in deliveries(scenario):
         if kind == "beat":
-            seq, gpu_ms, at = data
+            seq, _, at = data
             count = scenario["jobs"][job_id]["gpu_count"]
-            fields = {"gpu_type": A100, "gpu_count": count, "gpu_ms": gpu_ms, "loss": None, "tokens": 0}
+            total = totals[(job_id, seq)]
+            fields = {"gpu_type": A100, "gpu_count": count, "gpu_ms_total": total, "loss": None, "tokens": 0}
             heartbeat = sign(Heartbeat(user_id="u1", job_id=job_id, attempt=1, seq=seq, step=seq, at=at,
                                        **fields))  # fmt: skip
             batch.append(heartbeat)

@@ -1,5 +1,7 @@
-"""Ledger properties: exact billing under duplicates, reordering, retries and price changes;
-replay equals the projection; a limit is passed by at most one heartbeat interval of cost."""
+"""Ledger properties: exact billing of cumulative heartbeats under duplicates, reordering, losses,
+retries, skewed clocks, forged signatures and price changes; replay equals the projection; a lost
+or late heartbeat loses nothing and the final one settles its attempt; a limit is passed by at most
+one heartbeat interval of cost."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from hypothesis import strategies as st
 from domain.job import JobState
 from domain.money import cost_usd_micros, period_of
 from projections.replay import replay
-from storage.heartbeats import Heartbeat
+from storage.heartbeats import Heartbeat, attempt_secret, verify_heartbeat
 from storage.layout import user_partition
-from tests.unit.ledger.builders import A100, T0, Platform, sign
+from tests.unit.ledger.builders import A100, HEARTBEAT_KEY, T0, Platform, sign
 
+H100 = "h100-80gb"
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MONTH_END = datetime(2026, 3, 31, 23, 57, tzinfo=UTC)
 JOBS = ("j1", "j2", "j3")
@@ -28,8 +31,9 @@ SKEWS = st.sampled_from([timedelta()] * 12 + [timedelta(days=31), timedelta(days
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> dict[str, Any]:
-    """Price changes, jobs with 1-3 attempts of heartbeats, and how they are delivered."""
+def scenarios(draw: st.DrawFn, skews: st.SearchStrategy[timedelta] = SKEWS) -> dict[str, Any]:
+    """Price changes, jobs with 1-3 attempts of cumulative heartbeats, which are lost (never the
+    final one), and how they are delivered."""
     start = draw(st.sampled_from([T0, MONTH_END]))  # sometimes across a month boundary
     changes = draw(st.lists(st.tuples(st.integers(5, 240), st.integers(0, 9_000_000)), max_size=3))
     jobs: dict[str, dict[str, Any]] = {}
@@ -37,34 +41,48 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         attempts = []
         at = start + timedelta(seconds=draw(st.integers(0, 30)))
         for _ in range(draw(st.integers(1, 3))):
-            beats = []
-            for seq in range(1, draw(st.integers(0, 8)) + 1):
+            beats, total = [], 0
+            n = draw(st.integers(0, 8))
+            for seq in range(1, n + 1):
                 gpu_ms = draw(st.integers(0, 60_000))
                 at += timedelta(milliseconds=gpu_ms + draw(st.integers(0, 5_000)))
-                beats.append((seq, gpu_ms, at + draw(SKEWS), at))  # sometimes a runner's clock is off
+                total += gpu_ms
+                lost = seq < n and draw(st.integers(0, 4)) == 0  # a lost heartbeat, never the final
+                beats.append((seq, total, at + draw(skews), at, lost))  # sometimes a runner's clock is off
             attempts.append(beats)
         jobs[job_id] = {"gpu_count": draw(st.integers(1, 8)), "attempts": attempts}
     return {"start": start, "changes": changes, "jobs": jobs, "seed": draw(st.randoms(use_true_random=False))}
 
 
 def heartbeats(scenario: dict[str, Any]) -> dict[str, list[Heartbeat]]:
-    """Each job's heartbeats in publication order (attempt by attempt, seq by seq)."""
+    """Each job's heartbeats that are not lost, in publication order (attempt by attempt, seq by seq)."""
     return {
         job_id: [
             sign(Heartbeat(user_id="u1", job_id=job_id, attempt=attempt, seq=seq, gpu_type=A100,
-                           gpu_count=job["gpu_count"], gpu_ms=gpu_ms, step=seq, loss=None, tokens=0, at=at,
-                           final=seq == len(beats)))
+                           gpu_count=job["gpu_count"], gpu_ms_total=total, step=seq, loss=None, tokens=0,
+                           at=at, final=seq == len(beats)))
             for attempt, beats in enumerate(job["attempts"], start=1)
-            for seq, gpu_ms, at, _ in beats
+            for seq, total, at, _, lost in beats
+            if not lost
         ]
         for job_id, job in scenario["jobs"].items()
     }  # fmt: skip
 
 
+def forged(heartbeat: Heartbeat, rnd: Any) -> Heartbeat:
+    """A copy anyone who can publish could send: more GPU time under the old signature, or signed
+    with a key that is not the platform's."""
+    if rnd.random() < 0.5:
+        return msgspec.structs.replace(heartbeat, gpu_ms_total=heartbeat.gpu_ms_total + 3_600_000)
+    return sign(
+        msgspec.structs.replace(heartbeat, gpu_ms_total=heartbeat.gpu_ms_total * 2 + 1), b"not-the-key"
+    )
+
+
 def deliveries(streams: dict[str, list[Heartbeat]], rnd: Any, *, in_order: bool) -> list[list[Heartbeat]]:
     """Batches as a transport might hand them over: jobs interleaved, repeats (redelivery, a
-    runner republishing), each batch shuffled. ``in_order``: every job's first deliveries keep
-    publication order across batches (the transports' contract); else anything goes."""
+    runner republishing), forgeries, each batch shuffled. ``in_order``: every job's first
+    deliveries keep publication order across batches (the transports' contract); else anything goes."""
     cursors = {job_id: 0 for job_id in streams}
     sent: list[Heartbeat] = []
     order: list[Heartbeat] = []
@@ -72,6 +90,8 @@ def deliveries(streams: dict[str, list[Heartbeat]], rnd: Any, *, in_order: bool)
         job_id = rnd.choice([j for j, s in streams.items() if cursors[j] < len(s)])
         heartbeat = streams[job_id][cursors[job_id]]
         cursors[job_id] += 1
+        if rnd.random() < 0.1:  # a forgery ahead of the real one
+            order.append(forged(heartbeat, rnd))
         order.append(heartbeat)
         sent.append(heartbeat)
         if rnd.random() < 0.3:  # a runner republishing after a failed flush, or a redelivery
@@ -108,46 +128,60 @@ def build(scenario: dict[str, Any]) -> Platform:
     return platform
 
 
-def expected_cost(platform: Platform, billed: list[Heartbeat]) -> tuple[dict[str, int], dict[str, int]]:
-    """Per job and per period: the money rule applied to the billed heartbeats' usage groups."""
-    groups: dict[tuple[str, str, int, int], int] = defaultdict(int)
-    for h in billed:
-        price = platform.platform.price_at(h.gpu_type, h.at)
-        groups[(period_of(h.at), h.job_id, h.gpu_count, price)] += h.gpu_ms
-    by_job: dict[str, int] = defaultdict(int)
-    by_period: dict[str, int] = defaultdict(int)
-    for (period, job_id, count, price), ms in groups.items():
-        cost = cost_usd_micros(ms, count, price)
-        by_job[job_id] += cost
-        by_period[period] += cost
-    return by_job, by_period
+class Fold:
+    """The README's rules, folded independently of the ledger, batch by batch as it receives them:
 
-
-class ClockRule:
-    """The README's bounded-clock rule, folded independently of the ledger: a heartbeat dated more
-    than ``BOUND`` from its batch's receive time is billed at the receive time; from the first
-    billed heartbeat of an attempt (its anchor), the attempt's billed ``gpu_ms x gpu_count`` is at
-    most ``(at - anchor + TOLERANCE) x`` the job's GPU count."""
+    - only heartbeats signed with their attempt's secret count;
+    - a heartbeat dated more than ``BOUND`` from its batch's receive time counts at the receive time;
+    - per attempt, in seq order, a heartbeat above the highest seq counted so far adds the increase
+      of its cumulative total over the total counted so far (never negative), the total first
+      bounded: the attempt's first counted heartbeat (its anchor) as it is, each later one to
+      ``anchor total + (at - anchor at + TOLERANCE) x the job's GPU count // its GPU count``;
+    - each increase is priced at its heartbeat's time, in its month, and each usage group
+      ``(period, job, GPU count, price)`` costs the money rule of its summed milliseconds."""
 
     BOUND = timedelta(minutes=5)
     TOLERANCE_MS = 2_000
 
-    def __init__(self, gpu_counts: dict[str, int]) -> None:
-        self.gpu_counts = gpu_counts
-        self.anchors: dict[tuple[str, int], datetime] = {}
-        self.claimed: dict[tuple[str, int], int] = defaultdict(int)
+    def __init__(self, platform: Platform, gpu_counts: dict[str, int]) -> None:
+        self.platform, self.gpu_counts = platform, gpu_counts
+        self.mark: dict[tuple[str, int], int] = {}
+        self.total: dict[tuple[str, int], int] = defaultdict(int)
+        self.anchor: dict[tuple[str, int], tuple[datetime, int]] = {}
+        self.groups: dict[tuple[str, str, int, int], int] = defaultdict(int)
 
-    def bill(self, h: Heartbeat, received: datetime) -> Heartbeat:
-        at = h.at if abs(h.at - received) <= self.BOUND else received
-        gpu_ms, key = h.gpu_ms, (h.job_id, h.attempt)
-        if key not in self.anchors:
-            self.anchors[key] = at
-        else:
-            wall_ms = max(0, (at - self.anchors[key]) // timedelta(milliseconds=1))
-            left = (wall_ms + self.TOLERANCE_MS) * self.gpu_counts[h.job_id] - self.claimed[key]
-            gpu_ms = min(gpu_ms, max(0, left) // h.gpu_count)
-            self.claimed[key] += gpu_ms * h.gpu_count
-        return msgspec.structs.replace(h, at=at, gpu_ms=gpu_ms)
+    def receive(self, batch: list[Heartbeat], received: datetime) -> None:
+        def authentic(h: Heartbeat) -> bool:
+            return verify_heartbeat(h, attempt_secret(HEARTBEAT_KEY, h.user_id, h.job_id, h.attempt))
+
+        for h in sorted((h for h in batch if authentic(h)), key=lambda h: h.key):
+            key = (h.job_id, h.attempt)
+            if h.seq <= self.mark.get(key, 0):
+                continue  # a repeat, or below what was counted
+            at = h.at if abs(h.at - received) <= self.BOUND else received
+            counted = h.gpu_ms_total
+            if key not in self.anchor:
+                self.anchor[key] = (at, counted)
+            else:
+                anchor_at, anchor_ms = self.anchor[key]
+                wall_ms = max(0, (at - anchor_at) // timedelta(milliseconds=1))
+                allowed = anchor_ms + (wall_ms + self.TOLERANCE_MS) * self.gpu_counts[h.job_id] // h.gpu_count
+                counted = min(counted, allowed)
+            increase = max(0, counted - self.total[key])
+            self.total[key] += increase
+            self.mark[key] = h.seq
+            price = self.platform.platform.price_at(h.gpu_type, at)
+            self.groups[(period_of(at), h.job_id, h.gpu_count, price)] += increase
+
+    def costs(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Per job and per period, in micro-dollars."""
+        by_job: dict[str, int] = defaultdict(int)
+        by_period: dict[str, int] = defaultdict(int)
+        for (period, job_id, count, price), ms in self.groups.items():
+            cost = cost_usd_micros(ms, count, price)
+            by_job[job_id] += cost
+            by_period[period] += cost
+        return by_job, by_period
 
 
 def sent_at(scenario: dict[str, Any]) -> dict[tuple[str, int, int], datetime]:
@@ -156,7 +190,7 @@ def sent_at(scenario: dict[str, Any]) -> dict[tuple[str, int, int], datetime]:
         (job_id, attempt, seq): sent
         for job_id, job in scenario["jobs"].items()
         for attempt, beats in enumerate(job["attempts"], start=1)
-        for seq, _, _, sent in beats
+        for seq, _, _, sent, _ in beats
     }
 
 
@@ -167,11 +201,11 @@ def receive(platform: Platform, batch: list[Heartbeat], sent: dict[Any, datetime
     return platform.clock.now
 
 
-def check_billing(platform: Platform, billed: list[Heartbeat]) -> None:
-    by_job, by_period = expected_cost(platform, billed)
+def check_billing(platform: Platform, fold: Fold) -> None:
+    by_job, by_period = fold.costs()
     app = platform.user_app("u1")
     for job_id in JOBS:
-        if any(h.job_id == job_id for h in billed) or job_id in by_job:
+        if job_id in by_job:
             assert app.get_job(job_id).cost_usd_micros == by_job[job_id]
     partition = user_partition("u1")
     part = replay(app, partition)
@@ -185,50 +219,99 @@ def check_billing(platform: Platform, billed: list[Heartbeat]) -> None:
         assert platform.bucket.read(name) == part.views.render(name), name
 
 
+def metered_ms(platform: Platform, job_id: str) -> dict[int, int]:
+    """Per attempt: the GPU ms per GPU the job's events metered."""
+    return {a: m.ms for a, m in platform.user_app("u1").repository.get(_job_id(job_id)).meters().items()}
+
+
+def _job_id(job_id: str) -> Any:
+    from domain.job import Job
+
+    return Job.create_id(job_id)
+
+
 # ---- properties --------------------------------------------------------------------------
 
 
-@SETTINGS
-@given(scenarios())
-def test_billed_cost_is_exact_for_duplicated_reordered_retried_streams(scenario: dict[str, Any]) -> None:
+def run_and_fold(scenario: dict[str, Any], *, in_order: bool) -> tuple[Platform, Fold, Any]:
     platform = build(scenario)
-    streams = heartbeats(scenario)
     worker = platform.worker()
     sent = sent_at(scenario)
-    rule = ClockRule({job_id: job["gpu_count"] for job_id, job in scenario["jobs"].items()})
-    billed: dict[tuple[str, int, int], Heartbeat] = {}
-    for batch in deliveries(streams, scenario["seed"], in_order=True):
+    fold = Fold(platform, {job_id: job["gpu_count"] for job_id, job in scenario["jobs"].items()})
+    for batch in deliveries(heartbeats(scenario), scenario["seed"], in_order=in_order):
         received = receive(platform, batch, sent)
         worker.handle(batch)
-        for h in sorted(batch, key=lambda h: h.key):  # metered in (job, attempt, seq) order
-            if h.key not in billed:
-                billed[h.key] = rule.bill(h, received)
-    every = [h for s in streams.values() for h in s]
-    assert worker.stats.rejected == 0
-    assert worker.stats.metered == len(every) == len(billed)
-    check_billing(platform, list(billed.values()))
+        fold.receive(batch, received)
+    return platform, fold, worker
 
 
 @SETTINGS
 @given(scenarios())
-def test_out_of_order_delivery_bills_exactly_what_came_above_the_high_water_mark(
+def test_charged_is_the_fold_for_duplicated_reordered_lossy_forged_skewed_streams(
     scenario: dict[str, Any],
 ) -> None:
+    platform, fold, worker = run_and_fold(scenario, in_order=True)
+    assert worker.stats.rejected == 0
+    check_billing(platform, fold)
+    for job_id in scenario["jobs"]:
+        assert metered_ms(platform, job_id) == {a: ms for (j, a), ms in fold.total.items() if j == job_id}
+
+
+@SETTINGS
+@given(scenarios())
+def test_out_of_order_delivery_charges_the_fold_too(scenario: dict[str, Any]) -> None:
+    platform, fold, _ = run_and_fold(scenario, in_order=False)
+    check_billing(platform, fold)
+
+
+def prompt_deliveries(
+    streams: dict[str, list[Heartbeat]], sent: dict[Any, datetime], rnd: Any
+) -> list[list[Heartbeat]]:
+    """Batches of what was sent within 2 minutes, in time order, each shuffled, with repeats and
+    forgeries; some heartbeats come one batch late (after later ones of their attempt, within the
+    clock bound)."""
+    every = sorted((h for s in streams.values() for h in s), key=lambda h: sent[h.key])
+    batches: list[list[Heartbeat]] = []
+    late: list[Heartbeat] = []
+    window = datetime.min.replace(tzinfo=UTC)
+    for h in every:
+        if sent[h.key] - window > timedelta(minutes=2):
+            batches.append(late)
+            late, window = [], sent[h.key]
+        batch = batches[-1]
+        if rnd.random() < 0.1:
+            batch.append(forged(h, rnd))
+        (late if rnd.random() < 0.2 else batch).append(h)
+        if rnd.random() < 0.2:
+            batch.append(h)  # a repeat
+    batches.append(late)
+    for batch in batches:
+        rnd.shuffle(batch)
+    return [batch for batch in batches if batch]
+
+
+@SETTINGS
+@given(scenarios(skews=st.just(timedelta())))
+def test_honest_clocks_settle_every_attempt_at_its_final_total_whatever_was_lost_or_late(
+    scenario: dict[str, Any],
+) -> None:
+    """Runners whose clocks are right, a transport that delivers within the clock bound: whatever
+    was lost, repeated, forged or came late, the metered total of each attempt is exactly the GPU
+    time its final heartbeat reported, and the charge is the fold's."""
     platform = build(scenario)
     worker = platform.worker()
     sent = sent_at(scenario)
-    rule = ClockRule({job_id: job["gpu_count"] for job_id, job in scenario["jobs"].items()})
-    mark: dict[tuple[str, int], int] = {}
-    billed: dict[tuple[str, int, int], Heartbeat] = {}
-    for batch in deliveries(heartbeats(scenario), scenario["seed"], in_order=False):
-        received = receive(platform, batch, sent)
+    fold = Fold(platform, {job_id: job["gpu_count"] for job_id, job in scenario["jobs"].items()})
+    for batch in prompt_deliveries(heartbeats(scenario), sent, scenario["seed"]):
+        received = max(sent[h.key] for h in batch) + timedelta(milliseconds=50)
+        platform.clock.now = received
         worker.handle(batch)
-        for h in sorted(batch, key=lambda h: h.key):  # billed iff above every seq of its attempt before
-            if h.seq > mark.get((h.job_id, h.attempt), 0) and h.key not in billed:
-                billed[h.key] = rule.bill(h, received)
-        for h in batch:
-            mark[(h.job_id, h.attempt)] = max(mark.get((h.job_id, h.attempt), 0), h.seq)
-    check_billing(platform, list(billed.values()))
+        fold.receive(batch, received)
+    assert worker.stats.gpu_clamped == worker.stats.clock_clamped == 0
+    for job_id, job in scenario["jobs"].items():
+        finals = {a: beats[-1][1] for a, beats in enumerate(job["attempts"], start=1) if beats}
+        assert metered_ms(platform, job_id) == finals
+    check_billing(platform, fold)
 
 
 @st.composite
@@ -275,6 +358,7 @@ def test_a_limit_is_passed_by_at_most_one_heartbeat_interval(run: dict[str, Any]
                              max_cost_usd_micros=run["max_cost"], interval_s=run["interval_s"])  # fmt: skip
     worker = platform.worker()
     seqs = dict.fromkeys(job_ids, 0)
+    totals = dict.fromkeys(job_ids, 0)  # each runner's cumulative GPU ms
     at, ms = T0, 0
     ended: set[str] = set()
     for tick in range(40):
@@ -283,10 +367,12 @@ def test_a_limit_is_passed_by_at_most_one_heartbeat_interval(run: dict[str, Any]
                 continue
             stopping = app.get_job(job_id).state == JobState.STOPPING
             seqs[job_id] += 1
-            gpu_ms = int(ms * run["tail"]) if stopping else ms
-            worker.handle([sign(Heartbeat(user_id="u1", job_id=job_id, attempt=1, seq=seqs[job_id],
-                                          gpu_type="h100-80gb", gpu_count=count, gpu_ms=gpu_ms, step=tick,
-                                          loss=None, tokens=0, at=at, final=stopping))])  # fmt: skip
+            total = totals[job_id] + (int(ms * run["tail"]) if stopping else ms)
+            totals[job_id] = total
+            heartbeat = Heartbeat(user_id="u1", job_id=job_id, attempt=1, seq=seqs[job_id], gpu_type=H100,
+                                  gpu_count=count, gpu_ms_total=total, step=tick, loss=None, tokens=0, at=at,
+                                  final=stopping)  # fmt: skip
+            worker.handle([sign(heartbeat)])
             if stopping:
                 ended.add(job_id)
         if len(ended) == len(job_ids):

@@ -27,7 +27,9 @@ def streams(draw: st.DrawFn) -> tuple[int, list[list[Heartbeat]]]:
     """The placed count, and batches of heartbeats (in seq order; repeats within a batch)."""
     count = draw(st.integers(1, 4))
     beats: list[Heartbeat] = []
+    total = 0  # the genuine runner's cumulative GPU ms
     for seq in range(1, draw(st.integers(1, 12)) + 1):
+        total += draw(st.integers(0, 10_000))
         for kind in draw(st.lists(KINDS, min_size=1, max_size=2)):  # two runners may send one seq
             gpu_type, gpu_count, lease = "t4", count, LEASE
             if kind == "claims_other_type":
@@ -40,7 +42,8 @@ def streams(draw: st.DrawFn) -> tuple[int, list[list[Heartbeat]]]:
                 lease = None
             heartbeat = Heartbeat(
                 user_id="u1", job_id="j1", attempt=2, seq=seq, gpu_type=gpu_type, gpu_count=gpu_count,
-                gpu_ms=draw(st.integers(0, 10_000)), step=seq, loss=None, tokens=0,
+                gpu_ms_total=total if kind == "genuine" else draw(st.integers(0, 10**6)), step=seq,
+                loss=None, tokens=0,
                 at=T0 + timedelta(seconds=10 * seq), lease=lease,
             )  # fmt: skip
             beats.extend([sign(heartbeat)] * draw(st.integers(1, 2)))
@@ -50,9 +53,10 @@ def streams(draw: st.DrawFn) -> tuple[int, list[list[Heartbeat]]]:
 
 
 def expected(count: int, batches: list[list[Heartbeat]]) -> tuple[int, dict[str, int]]:
-    """The independent fold: GPU ms of the first genuine heartbeat of each seq; per reason, the
-    distinct heartbeats rejected in each batch (summed over batches)."""
-    billed: dict[int, int] = {}
+    """The independent fold: the highest cumulative total of the genuine heartbeats (what the last
+    one carries: a rejected claim in between loses the runner nothing); per reason, the distinct
+    heartbeats rejected in each batch (summed over batches)."""
+    billed = 0
     rejected = {HEARTBEAT_LEASE_SUPERSEDED: 0, HEARTBEAT_CONTRADICTS_PLACEMENT: 0}
     for batch in batches:
         seen: set[Heartbeat] = set()
@@ -62,12 +66,12 @@ def expected(count: int, batches: list[list[Heartbeat]]) -> tuple[int, dict[str,
             elif (h.gpu_type, h.gpu_count) != ("t4", count):
                 reason = HEARTBEAT_CONTRADICTS_PLACEMENT
             else:
-                billed.setdefault(h.seq, h.gpu_ms)
+                billed = max(billed, h.gpu_ms_total)
                 continue
             if h not in seen:
                 seen.add(h)
                 rejected[reason] += 1
-    return sum(billed.values()), rejected
+    return billed, rejected
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -173,7 +173,8 @@ def test_the_monthly_budget_caps_the_users_net_spend_across_jobs_in_one_commit()
 
 
 def test_a_v2_snapshot_is_upcast_with_no_credits() -> None:
-    state: dict[str, Any] = {"usage": {"k": 1}}
+    state: dict[str, Any] = {"usage": {"k": 1}, "metered_seq": {"1": 4}}
     Job.upcast_v2_v3(state)
     empty: dict[str, Any] = {"credited": {}, "attempt_usage": {}, "attempt_credited": {}, "faults": {}}
-    assert state == {"usage": {"k": 1}, **empty}
+    metering = {"metered_ms": {"1": 1}, "meter_anchors": {}}  # the whole job's time: an upper bound
+    assert state == {"usage": {"k": 1}, "metered_seq": {"1": 4}, **empty, **metering}

@@ -295,3 +295,54 @@ def job_in(state: JobState) -> Job:
         step(job)
     assert job.state == state
     return job
+
+
+SHA = "ab" * 32
+
+
+def test_usage_metered_records_its_archive_and_the_attempts_total_and_anchor(running_job: Job) -> None:
+    running_job.meter_usage(
+        1, 1, 3, "h100-80gb", 2, 700, 2_900_000, "2026-03", at(3),
+        archive="users/u/heartbeats/job_1/1/1-3.jsonl", archive_sha256=SHA, anchor_at=at(2), anchor_ms=0,
+    )  # fmt: skip
+    running_job.meter_usage(
+        1, 4, 4, "h100-80gb", 2, 300, 2_900_000, "2026-03", at(4), anchor_at=at(9), anchor_ms=5
+    )
+    (meter,) = running_job.meters().values()
+    assert (meter.seq, meter.ms, meter.anchor_at, meter.anchor_ms) == (
+        4,
+        1000,
+        at(2),
+        0,
+    )  # the first anchor holds
+    event = running_job.pending_events[-2]
+    assert (event.archive, event.archive_sha256) == ("users/u/heartbeats/job_1/1/1-3.jsonl", SHA)
+    bad = ({"archive": "a"}, {"archive": "a", "archive_sha256": "x"}, {"anchor_at": at(5)})
+    for fields in bad:
+        with pytest.raises(ValidationFailed):
+            running_job.meter_usage(1, 5, 5, "h100-80gb", 2, 1, 1, "2026-03", at(5), **fields)
+
+
+def test_upcaster_reads_a_v1_usage_metered_as_not_archived(running_job: Job) -> None:
+    app = Application()
+    running_job.meter_usage(1, 1, 3, "h100-80gb", 2, 700, 2_900_000, "2026-03", at(3))
+    v2 = app.mapper.to_stored_event(running_job.pending_events[-1])
+    assert b'"class_version":2' in v2.state
+    v1_state = v2.state
+    for field in (b'"archive":null,', b'"archive_sha256":null,', b'"anchor_at":null,', b'"anchor_ms":null,'):
+        assert field in v1_state
+        v1_state = v1_state.replace(field, b"")
+    v1_state = v1_state.replace(b',"class_version":2', b"")
+    v1 = StoredEvent(v2.originator_id, v2.originator_version, v2.topic, v1_state)
+    event = app.mapper.to_domain_event(v1)
+    assert isinstance(event, Job.UsageMetered) and (event.archive, event.anchor_at, event.gpu_ms) == (
+        None,
+        None,
+        700,
+    )
+
+
+def test_a_v2_snapshot_upcast_takes_each_metered_attempt_to_have_metered_the_whole_job() -> None:
+    state: dict[str, Any] = {"usage": {"a": 700, "b": 300}, "metered_seq": {"1": 9, "2": 4}}
+    Job.upcast_v2_v3(state)
+    assert state["metered_ms"] == {"1": 1000, "2": 1000} and state["meter_anchors"] == {}

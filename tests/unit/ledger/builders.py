@@ -180,14 +180,15 @@ def beat(
     *,
     user_id: str = "u1",
     attempt: int = 1,
-    gpu_ms: int = INTERVAL_S * 1000,
+    gpu_ms_total: int | None = None,
     at: datetime | None = None,
     gpu_type: str = A100,
     gpu_count: int = 1,
     final: bool = False,
     signed: bool = True,
 ) -> Heartbeat:
-    """Heartbeat ``seq`` of an attempt, signed as its runner signs; ``at``: ``T0 + seq`` intervals."""
+    """Heartbeat ``seq`` of an attempt, signed as its runner signs; ``at``: ``T0 + seq`` intervals;
+    ``gpu_ms_total`` (the attempt's cumulative GPU ms): ``seq`` intervals unless given."""
     heartbeat = Heartbeat(
         user_id=user_id,
         job_id=job_id,
@@ -195,7 +196,7 @@ def beat(
         seq=seq,
         gpu_type=gpu_type,
         gpu_count=gpu_count,
-        gpu_ms=gpu_ms,
+        gpu_ms_total=seq * INTERVAL_S * 1000 if gpu_ms_total is None else gpu_ms_total,
         step=seq,
         loss=1.0,
         tokens=100 * seq,

@@ -52,11 +52,12 @@ def test_a_heartbeat_claiming_h200_x16_on_a_t4_x1_placement_is_rejected_and_reco
     worker = platform.worker()
     platform.clock.advance(INTERVAL_S * 3)
     claim = leased(3, gpu_type="h200", gpu_count=16)
-    worker.handle([leased(1, gpu_ms=0, at=T0), leased(2), claim, leased(4)])
+    worker.handle([leased(1, gpu_ms_total=0, at=T0), leased(2), claim, leased(4)])
 
     assert [(e.gpu_type, e.gpu_count) for e in metered(platform, "u1")] == [("t4", 1)]
-    assert sum(e.gpu_ms for e in metered(platform, "u1")) == 2 * MS  # seq 3 unbilled, the rest at t4 x1
-    assert platform.job("u1", "j1").cost_usd_micros == cost_usd_micros(2 * MS, 1, T4_PRICE)
+    # seq 3's claim is rejected; the attempt's time is billed at t4 x1 (seq 4 carries the cumulative total)
+    assert sum(e.gpu_ms for e in metered(platform, "u1")) == 4 * MS
+    assert platform.job("u1", "j1").cost_usd_micros == cost_usd_micros(4 * MS, 1, T4_PRICE)
     assert rejections(platform) == [(2, 3, 3, 1, HEARTBEAT_CONTRADICTS_PLACEMENT)]
     assert worker.stats.contradicting == 1 and worker.stats.superseded == 0
 
@@ -68,7 +69,7 @@ def test_a_heartbeat_of_another_lease_is_rejected_even_where_it_agrees_with_the_
     worker = platform.worker()
     platform.clock.advance(INTERVAL_S * 3)
     # a second runner of attempt 2 (its own lease) sends seqs the first one sends too
-    first, second = leased(1, gpu_ms=0, at=T0), leased(1, "lease-2", gpu_ms=0, at=T0)
+    first, second = leased(1, gpu_ms_total=0, at=T0), leased(1, "lease-2", gpu_ms_total=0, at=T0)
     worker.handle([second, leased(2, "lease-2"), first, leased(2), leased(3, None)])  # None: no lease
 
     assert [(e.first_seq, e.last_seq) for e in metered(platform, "u1")] == [(1, 2)]  # the first runner's
@@ -79,7 +80,7 @@ def test_a_heartbeat_of_another_lease_is_rejected_even_where_it_agrees_with_the_
 def test_rejections_alone_are_committed_and_seen_by_the_audit(platform: Platform) -> None:
     placed_job(platform)
     worker = platform.worker()
-    worker.handle([leased(1, gpu_type="h200", gpu_count=16, gpu_ms=0, at=T0)])
+    worker.handle([leased(1, gpu_type="h200", gpu_count=16, gpu_ms_total=0, at=T0)])
 
     assert metered(platform, "u1") == []
     assert rejections(platform) == [(2, 1, 1, 1, HEARTBEAT_CONTRADICTS_PLACEMENT)]
@@ -98,7 +99,7 @@ def test_an_attempt_started_without_a_placement_is_billed_as_submitted(platform:
     platform.clock.advance(INTERVAL_S * 2)
     worker.handle(
         [
-            beat("j1", 1, gpu_type="t4", gpu_count=2, gpu_ms=0, at=T0),
+            beat("j1", 1, gpu_type="t4", gpu_count=2, gpu_ms_total=0, at=T0),
             beat("j1", 2, gpu_type="t4", gpu_count=2),
             beat("j1", 3, gpu_type="t4", gpu_count=1),  # contradicts the submitted count
         ]

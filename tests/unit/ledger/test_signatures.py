@@ -34,10 +34,11 @@ def test_forged_wrongly_signed_and_unsigned_heartbeats_are_dropped_before_meteri
 
     stats = worker.stats
     assert (stats.heartbeats, stats.metered, stats.unsigned, stats.forged) == (6, 2, 1, 3)
+    # the dropped ones bill nothing; seq 6 carries the attempt's real total (6 intervals)
     assert [(e.first_seq, e.last_seq, e.gpu_ms, e.gpu_count) for e in metered(platform, "u1")] == [
-        (1, 6, 2 * MS, 1)
+        (1, 6, 6 * MS, 1)
     ]
-    assert platform.job("u1", "j1").cost_usd_micros == cost_usd_micros(2 * MS, 1, A100_PRICE)
+    assert platform.job("u1", "j1").cost_usd_micros == cost_usd_micros(6 * MS, 1, A100_PRICE)
     (line,) = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert "'j1'" in line and "1 unsigned and 3 forged" in line
     secret = attempt_secret(HEARTBEAT_KEY, "u1", "j1", 1)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from domain.cumulative import AttemptMeter
 from domain.money import UsageGroupKey
-from runners.ledger.usage_runs import by_user_and_job, fresh_heartbeats, usage_runs
-from tests.unit.ledger.builders import A100, beat
+from runners.ledger.usage_runs import Increase, by_user_and_job, fresh_heartbeats, usage_runs
+from tests.unit.ledger.builders import A100, T0, beat
+
+
+def runs_of(priced: list, meters: dict | None = None, archives: dict | None = None) -> list:  # type: ignore[type-arg]
+    return usage_runs([Increase(h, p, 1000) for h, p in priced], meters or {}, archives)
 
 
 def keys(heartbeats: list) -> list[tuple[int, int]]:
@@ -33,12 +38,16 @@ def test_a_gap_in_seq_is_fine() -> None:
     assert fresh.dropped == 0
 
 
-def test_one_run_per_group_carrying_the_summed_milliseconds() -> None:
-    hbs = [beat("j1", s, gpu_ms=1000 + s) for s in (1, 2, 3)]
-    (run,) = usage_runs([(h, 2_100_000) for h in hbs])
+def test_one_run_per_group_carrying_the_summed_increases_its_archive_and_anchor() -> None:
+    hbs = [beat("j1", s) for s in (1, 2, 3)]
+    increases = [Increase(h, 2_100_000, 1000 + h.seq) for h in hbs]
+    meters = {1: AttemptMeter(seq=3, ms=3006, anchor_at=T0, anchor_ms=0)}
+    (run,) = usage_runs(increases, meters, {1: ("users/u1/heartbeats/j1/1/1-3.x.jsonl", "ab" * 32)})
     assert (run.first_seq, run.last_seq, run.gpu_ms, run.heartbeats) == (1, 3, 3006, 3)
     assert run.key == UsageGroupKey("2026-03", "j1", A100, 1, 2_100_000)
     assert run.last_at == hbs[-1].at
+    assert (run.archive, run.archive_sha256) == ("users/u1/heartbeats/j1/1/1-3.x.jsonl", "ab" * 32)
+    assert (run.anchor_at, run.anchor_ms) == (T0, 0)
 
 
 def test_a_price_change_a_month_boundary_and_an_attempt_each_start_a_new_run() -> None:
@@ -50,7 +59,7 @@ def test_a_price_change_a_month_boundary_and_an_attempt_each_start_a_new_run() -
         (beat("j1", 4, at=end + timedelta(seconds=20)), 2_000_000),
         (beat("j1", 1, attempt=2, at=end + timedelta(seconds=30)), 2_000_000),
     ]
-    runs = usage_runs(priced)
+    runs = runs_of(priced)
     assert [(r.attempt, r.first_seq, r.last_seq, r.period, r.usd_micros_per_hour) for r in runs] == [
         (1, 1, 1, "2026-03", 1_000_000),
         (1, 2, 3, "2026-03", 2_000_000),
@@ -62,7 +71,7 @@ def test_a_price_change_a_month_boundary_and_an_attempt_each_start_a_new_run() -
 def test_runs_stay_consecutive_so_seq_ranges_never_overlap() -> None:
     # the clock went back across a price change: the same price group appears twice, not merged
     priced = [(beat("j1", 1), 1), (beat("j1", 2), 2), (beat("j1", 3), 1)]
-    runs = usage_runs(priced)
+    runs = runs_of(priced)
     assert [(r.first_seq, r.last_seq, r.usd_micros_per_hour) for r in runs] == [
         (1, 1, 1),
         (2, 2, 2),

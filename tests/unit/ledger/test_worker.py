@@ -121,7 +121,8 @@ def test_job_alerts_at_each_threshold_once_then_a_stop_before_max_cost_is_passed
     assert job.state == JobState.STOPPING and job.stop_reason == STOP_REASON
     assert seq == 9  # 9 intervals spent; the 10th would land exactly on the limit, the 11th past it
     assert alerts(platform, "u1") == [("job:j1", 50), ("job:j1", 80)]
-    worker.handle([beat("j1", 10), beat("j1", 11, gpu_ms=1_500, final=True)])  # it stops at its next one
+    # it stops at its next one
+    worker.handle([beat("j1", 10), beat("j1", 11, gpu_ms_total=10 * MS + 1_500, final=True)])
     job = platform.job("u1", "j1")
     assert job.cost_usd_micros - job.max_cost_usd_micros <= per_interval
     assert alerts(platform, "u1")[-1] == ("job:j1", 100)
@@ -246,6 +247,9 @@ class _RacingPlan:
         self._runner.report_progress("j1", 1, 7, 100, None, 1.5, 700, T0)
         return self._plan.limit_orders(*args)
 
+    def before_commit(self) -> None:
+        self._plan.before_commit()
+
 
 def open_racer(platform: Platform) -> _Racer:
     runner = Platform(platform.bucket, clock=platform.clock).user_app("u1")  # another process
@@ -276,3 +280,29 @@ def test_a_trickle_lingers_to_commit_together_but_a_backlog_never_waits(platform
     backlog.join(60)
     assert not lingered, "a backlog of 11 heartbeats lingered"
     assert platform.job("u1", "j1").gpu_ms == 13 * MS
+
+
+def test_forty_late_heartbeats_lose_nothing(platform: Platform) -> None:
+    """Issue 11: 40 heartbeats arriving after a later one of their attempt was metered were dropped
+    unbilled ($129 and $205 lost in two runs). Each heartbeat now carries the attempt's total, so the
+    later one already billed their time, and the final settles the attempt exactly."""
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    beats = stream("j1", 60)
+    beats[-1] = beat("j1", 60, final=True)
+    for batch in (beats[:10], beats[50:], beats[10:50]):  # 11-50 come last: 40 late heartbeats
+        platform.clock.now = max(h.at for h in batch)
+        worker.handle(batch)
+    job = platform.job("u1", "j1")
+    assert job.gpu_ms == 60 * MS  # the final heartbeat's total: nothing lost
+    assert job.cost_usd_micros == cost_usd_micros(60 * MS, 1, A100_PRICE)
+    assert (worker.stats.duplicates, worker.stats.metered) == (40, 20)
+    assert platform.stored_billing("u1") == platform.replayed_billing("u1")
+
+
+def test_a_lost_heartbeat_loses_nothing_the_next_one_carries_the_total(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    platform.clock.now = T0 + timedelta(seconds=10 * INTERVAL_S)
+    worker.handle([beat("j1", s) for s in (1, 2, 5, 9, 10)])  # 3, 4, 6, 7, 8 never came
+    assert platform.job("u1", "j1").gpu_ms == 10 * MS

@@ -31,7 +31,7 @@ def make(publisher: RecordingPublisher, clock: FakeMonotonic, **kw) -> Heartbeat
     return HeartbeatEmitter(publisher, WHO, interval_s=10, clock=lambda: AT, monotonic_ns=clock, **kw)
 
 
-def test_heartbeats_carry_the_attempt_a_growing_seq_and_gpu_ms_since_the_previous_one() -> None:
+def test_heartbeats_carry_the_attempt_a_growing_seq_and_its_cumulative_gpu_ms() -> None:
     publisher, clock = RecordingPublisher(), FakeMonotonic()
     progress = Progress(7, 0.5, 900)
     emitter = make(publisher, clock, progress=lambda: progress)
@@ -46,9 +46,9 @@ def test_heartbeats_carry_the_attempt_a_growing_seq_and_gpu_ms_since_the_previou
 
     # seq 1 is sent by start(): the ledger knows the attempt before its first interval is spent
     assert [h.seq for h in publisher.heartbeats] == [1, 2, 3, 4]
-    assert [h.gpu_ms for h in publisher.heartbeats] == [0, 1500, 1000, 10]
-    who = (first.user_id, first.job_id, first.attempt, first.gpu_type, first.gpu_count, first.lease)
-    assert who == tuple(WHO)
+    assert [h.gpu_ms_total for h in publisher.heartbeats] == [0, 1500, 2500, 2510]
+    identity = (first.user_id, first.job_id, first.attempt, first.gpu_type, first.gpu_count, first.lease)
+    assert identity == tuple(WHO)
     assert (second.step, second.loss, second.tokens, second.at) == (7, 0.5, 900, AT)
     assert final.final and not first.final and not second.final
     assert emitter.gpu_ms == 2510  # the whole time, rounding included, never more
@@ -59,7 +59,7 @@ def test_gpu_time_counts_only_while_the_gpu_is_held() -> None:
     emitter = make(publisher, clock)
     emitter.start(thread=False)
     clock.advance(5000)  # copying files in
-    assert emitter.beat().gpu_ms == 0
+    assert emitter.beat().gpu_ms_total == 0
     emitter.hold_gpu()
     clock.advance(2000)
     emitter.hold_gpu()  # holding twice changes nothing
@@ -67,11 +67,11 @@ def test_gpu_time_counts_only_while_the_gpu_is_held() -> None:
     emitter.release_gpu()
     clock.advance(7000)  # uploading the weights
     emitter.close()
-    assert [h.gpu_ms for h in publisher.heartbeats] == [0, 0, 3000]
+    assert [h.gpu_ms_total for h in publisher.heartbeats] == [0, 0, 3000]
     assert emitter.gpu_ms == 3000
 
 
-def test_a_failed_publish_leaves_its_milliseconds_to_the_next_heartbeat() -> None:
+def test_a_failed_publish_loses_nothing_the_next_heartbeat_carries_the_total() -> None:
     clock = FakeMonotonic()
 
     class Flaky(RecordingPublisher):
@@ -92,7 +92,7 @@ def test_a_failed_publish_leaves_its_milliseconds_to_the_next_heartbeat() -> Non
         emitter.beat()
     clock.advance(200)
     emitter.close()
-    assert [(h.seq, h.gpu_ms) for h in publisher.heartbeats] == [(1, 0), (3, 500)]
+    assert [(h.seq, h.gpu_ms_total) for h in publisher.heartbeats] == [(1, 0), (3, 500)]
 
 
 def test_the_thread_beats_every_interval_and_runs_on_beat_after_each() -> None:
@@ -132,10 +132,10 @@ def test_heartbeats_written_to_a_stream_are_relayed_and_other_lines_skipped() ->
 
     relayed: list[Heartbeat] = []
     assert relay_heartbeats(lines, relayed.append) == 3
-    assert [(h.seq, h.gpu_ms, h.step, h.loss, h.final) for h in relayed] == [
+    assert [(h.seq, h.gpu_ms_total, h.step, h.loss, h.final) for h in relayed] == [
         (1, 0, 3, None, False),
         (2, 42, 3, None, False),
-        (3, 0, 3, None, True),
+        (3, 42, 3, None, True),
     ]
     publisher.close()
     with pytest.raises(RuntimeError):

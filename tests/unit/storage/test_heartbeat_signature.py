@@ -11,6 +11,7 @@ import pytest
 from storage.heartbeats import (
     Heartbeat,
     attempt_secret,
+    canonical_bytes,
     decode_heartbeat,
     encode_heartbeat,
     sign_heartbeat,
@@ -23,7 +24,7 @@ SECRET = attempt_secret(KEY, "u1", "j1", 1)
 
 def heartbeat(**fields: object) -> Heartbeat:
     values: dict[str, object] = dict(
-        user_id="u1", job_id="j1", attempt=1, seq=3, gpu_type="a100-80gb", gpu_count=1, gpu_ms=10_000,
+        user_id="u1", job_id="j1", attempt=1, seq=3, gpu_type="a100-80gb", gpu_count=1, gpu_ms_total=10_000,
         step=7, loss=0.5, tokens=900, at=datetime(2026, 3, 10, 12, 0, 0, 123456, tzinfo=UTC),
     )  # fmt: skip
     return Heartbeat(**(values | fields))  # type: ignore[arg-type]
@@ -53,7 +54,7 @@ def test_a_signature_survives_what_the_encoding_normalises(loss: float, at: date
     "field, value",
     [
         ("user_id", "u2"), ("job_id", "j2"), ("attempt", 2), ("seq", 4), ("gpu_type", "h200"),
-        ("gpu_count", 16), ("gpu_ms", 10_001), ("step", 8), ("loss", 0.25), ("tokens", 901),
+        ("gpu_count", 16), ("gpu_ms_total", 10_001), ("step", 8), ("loss", 0.25), ("tokens", 901),
         ("at", datetime(2026, 4, 10, tzinfo=UTC)), ("final", True),
     ],
 )  # fmt: skip
@@ -76,10 +77,20 @@ def test_attempt_secrets_differ_per_user_job_and_attempt() -> None:
     assert attempt_secret(KEY, "u1", "j1", 1) == SECRET  # derived again, never stored
 
 
-def test_an_unsigned_heartbeat_from_before_signatures_still_decodes() -> None:
-    old = b'{"user_id":"u1","job_id":"j1","attempt":1,"seq":3,"gpu_type":"cpu","gpu_count":1,"gpu_ms":5,' \
-          b'"step":1,"loss":null,"tokens":0,"at":"2026-03-10T12:00:00Z","final":false}'  # fmt: skip
-    assert decode_heartbeat(old).signature is None
+def test_an_unsigned_heartbeat_still_decodes_but_one_with_per_interval_gpu_ms_does_not() -> None:
+    unsigned = (
+        b'{"user_id":"u1","job_id":"j1","attempt":1,"seq":3,"gpu_type":"cpu","gpu_count":1,"gpu_ms_total":5,'
+        b'"step":1,"loss":null,"tokens":0,"at":"2026-03-10T12:00:00Z","final":false}'
+    )
+    assert decode_heartbeat(unsigned).signature is None
+    old = unsigned.replace(b'"gpu_ms_total"', b'"gpu_ms"')  # v1: a delta the ledger can no longer meter
+    with pytest.raises(msgspec.ValidationError):
+        decode_heartbeat(old)
+
+
+def test_the_canonical_bytes_are_those_of_v2_cumulative_heartbeats() -> None:
+    assert canonical_bytes(heartbeat()).startswith(b"tune.heartbeat.v2\n{")
+    assert b'"gpu_ms_total":10000' in canonical_bytes(heartbeat())
 
 
 def test_the_signature_stays_out_of_a_heartbeats_repr() -> None:

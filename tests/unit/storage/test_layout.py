@@ -140,6 +140,7 @@ def _every_name() -> list[str]:
         layout.model_config(U, M),
         layout.model_metadata(U, M),
         layout.base_model_prefix("tiny-llama") + "config.json",
+        layout.heartbeat_archive(U, J, 2, 1, 40, "0f" * 32),
     ]
 
 
@@ -166,8 +167,21 @@ def test_every_name_the_functions_make_matches_a_pattern() -> None:
         "base-models/tiny-llama",
         "tmp/file",
         "users/usr_1",
+        "users/usr_1/heartbeats/job_1/1/1-3.jsonl",
+        "users/usr_1/heartbeats/job_1/1/1-3.0f0f0f0f0f0f0f0f.json",
+        "users/usr_1/heartbeats/job_1/x/1-3.0f0f0f0f0f0f0f0f.jsonl",
+        "users/usr_1/heartbeats/job_1/1/latest.jsonl",
     ],
 )
 def test_a_key_outside_the_layout_is_refused(key: str) -> None:
     with pytest.raises(ValueError, match="not a name of the bucket layout"):
         layout.check_key(key)
+
+
+def test_a_heartbeat_archive_is_named_by_its_job_attempt_seqs_and_digest() -> None:
+    sha = "0123456789abcdef" * 4
+    name = f"users/{U}/heartbeats/{J}/2/1-40.0123456789abcdef.jsonl"
+    assert layout.heartbeat_archive(U, J, 2, 1, 40, sha) == name
+    for bad in ((-1, 1, 2, sha), (True, 1, 2, sha), (1, 1, 2, "ABC"), (1, -3, 2, sha)):
+        with pytest.raises(ValueError):
+            layout.heartbeat_archive(U, J, *bad)  # type: ignore[arg-type]
