@@ -43,7 +43,7 @@ def heartbeats(n: int, jobs: int) -> list[Heartbeat]:
     """``n`` heartbeats, jobs interleaved as concurrent runners would send them."""
     return [
         Heartbeat(user_id="u1", job_id=f"job_{i % jobs}", attempt=1, seq=i // jobs, gpu_type="h100",
-                  gpu_count=8, gpu_ms=10_000, step=i // jobs, loss=1.0, tokens=65_536,
+                  gpu_count=8, gpu_ms_total=10_000 * (i // jobs), step=i // jobs, loss=1.0, tokens=65_536,
                   at=T0 + timedelta(seconds=10 * (i // jobs)))
         for i in range(n)
     ]

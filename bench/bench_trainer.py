@@ -169,11 +169,12 @@ def runner_run(base: Path, model: str, config: dict, work: Path, threads: int) -
     job = submit_job(app, job_id="job_bench", dataset_id="ds_bench", base_model=model, **config)
     app.queue_job(job.job_id, now())
     run_object = write_job_run(bucket, build_attempt_spec(app.get_job(job.job_id), attempt=1))
-    home = work / "runner-home"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUNE_HOME": str(home), "OMP_NUM_THREADS": str(threads)}
+    home = work / "runner-home"  # its work and base models; the keys stay this process's (TUNE_HOME)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
+    folders = ["--work-root", str(home / "work"), "--cache-dir", str(home / "base-models")]
     done = subprocess.run(
-        [sys.executable, "-m", "runners.job_runner", bucket.url, run_object],
+        [sys.executable, "-m", "runners.job_runner", bucket.url, run_object, *folders],
         cwd=ROOT,
         env=env,
         capture_output=True,
