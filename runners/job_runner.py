@@ -6,9 +6,11 @@
 2. copies the base model, the processed dataset and the checkpoint to resume from into a
    working folder (``runners.workdir``) and writes the trainer's run.yaml;
 3. starts ``python -m runners.trainer`` and reads its JSON-line events: steps go to
-   ``jobs/<id>/events/metrics.jsonl``, each checkpoint is uploaded to
-   ``jobs/<id>/checkpoints/<step>/`` and recorded, the trainer's stderr and a line per
-   event go to ``jobs/<id>/job.log`` (uploaded whole at every heartbeat and at the end);
+   ``jobs/<id>/attempts/<n>/metrics.jsonl``, each checkpoint is uploaded to
+   ``jobs/<id>/attempts/<n>/checkpoints/<step>/`` and recorded, the trainer's stderr and a line
+   per event go to ``jobs/<id>/attempts/<n>/job.log`` (uploaded whole at every heartbeat and at
+   the end). An attempt writes under its own ``attempts/<n>/`` only, so an orphaned runner and the
+   attempt that replaced it never write one object;
 4. sends a heartbeat every ``heartbeat_interval_s`` from the start of the attempt and a final
    one once its outcome is recorded (``runners.heartbeat_emitter``), with GPU time counted
    while the trainer process runs; after each it reports progress and reads the job: a
@@ -57,7 +59,7 @@ from runners.workdir import (
     download_object,
     download_prefix,
     fetch_base_model,
-    prune_checkpoints,
+    prune_job_checkpoints,
     publish_model,
     upload_folder,
 )
@@ -349,7 +351,7 @@ class JobRunner:
         self.recorder.checkpoint(step, prefix)
         self._say(f"checkpoint at step {step} saved to {prefix} ({size} bytes)")
         if self.keep_checkpoints is not None:
-            prune_checkpoints(self.bucket, self.spec.checkpoints_prefix, self.keep_checkpoints)
+            prune_job_checkpoints(self.bucket, self.spec.user_id, self.spec.job_id, self.keep_checkpoints)
 
     # ---- every heartbeat ----
 
