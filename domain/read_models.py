@@ -113,7 +113,7 @@ class CheckpointView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobView(
-    _declared(JobFields, leave_out=("progress_attempt", "checkpoint", "usage", "metered_seq")),  # type: ignore[misc]
+    _declared(JobFields, leave_out=("progress_attempt", "checkpoint", "usage")),  # type: ignore[misc]
     frozen=True,
     kw_only=True,
 ):
@@ -191,6 +191,7 @@ def job_view(job: Job) -> JobView:
         cost_usd_micros=cost.cost_usd_micros,
         usage=cost.lines,
         alerts=list(job.alerts),
+        metered_seq=dict(job.metered_seq),
     )
 
 
