@@ -90,3 +90,24 @@ def test_a_quiet_attempt_whose_runner_announced_a_retry_goes_to_the_dispatcher(p
     platform.clock.advance(4 * INTERVAL_S)
     assert worker.sweep() == []  # not lost: it moved on by itself
     assert retried == [("u1", "j1")]
+
+
+def test_a_restarted_ledger_adopts_an_attempt_that_still_heartbeats(platform: Platform) -> None:
+    """Over a transport the runner publishes to whoever reads it (Pub/Sub, direct), a restarted
+    ledger watches the running job and meters its heartbeats: no second attempt is started."""
+    platform.running_job("u1", "j1")
+    platform.platform.register_user("a@example.com", "hash", "user", platform.clock(), user_id="u1")
+    platform.worker().handle(stream("j1", 3))  # the old ledger, then it dies
+    for partition in (PLATFORM, user_partition("u1")):
+        platform.projector.catch_up(partition)
+
+    retried: list[tuple[str, str]] = []
+    restarted = platform.worker(on_retry=lambda u, j: retried.append((u, j)))
+    assert restarted.recover() == 1
+    for seq in range(4, 12):  # the runner beats on, to the restarted ledger
+        platform.clock.advance(INTERVAL_S)
+        restarted.handle([beat("j1", seq, at=platform.clock())])
+        assert restarted.sweep() == []
+    job = platform.job("u1", "j1")
+    assert (job.state, job.attempt, job.metered_seq) == (JobState.RUNNING, 1, {"1": 11})
+    assert retried == [] and metered_seqs(platform)[-1] == (11, 11)
