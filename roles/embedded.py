@@ -20,7 +20,8 @@ stays quiet for the lost threshold is lost and retried. With the local stdout tr
 process cannot receive a surviving runner's stdout: that runner finds its heartbeat pipe broken,
 checkpoints, stops and records a retry ("control plane unreachable", ``runners.job_runner``), and
 writes the heartbeats it could not deliver to its spool, which the ledger meters (on start, or
-when its sweep finds it); the ledger then hands the retried job to this dispatcher. The home is made private (0700) and the process's umask
+when its sweep finds it); the ledger then hands the retried job to this dispatcher.
+The home is made private (0700) and the process's umask
 077, so what the workers and their runner children write there (work folders, run logs,
 converted base models) is this account's only, like the bucket's own objects. In production
 the same roles run as separate processes (``python -m roles.ledger``, a dispatcher per
