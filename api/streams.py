@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import anyio
 import anyio.to_thread
@@ -93,33 +93,54 @@ async def upload_async(bucket: Bucket, name: str, chunks: AsyncIterator[bytes]) 
     return result[0]
 
 
-def tail_lines(bucket: Bucket, name: str, count: int) -> tuple[bytes, int]:
-    """The last ``count`` lines of object ``name`` and the object's size (read in one pass)."""
+Names = str | Sequence[str]
+"""One object, or several read as one: their contents one after the other (e.g. a job's log, one
+object per attempt); a name with no object yet reads as empty."""
+
+
+def _names(names: Names) -> Sequence[str]:
+    return (names,) if isinstance(names, str) else names
+
+
+def tail_lines(bucket: Bucket, names: Names, count: int) -> tuple[bytes, int]:
+    """The last ``count`` lines of ``names`` and their size (read in one pass); ObjectNotFound when
+    none of them exists."""
     from collections import deque
 
     lines: deque[bytes] = deque(maxlen=count)
     size = 0
-    with bucket.open_read(name) as fh:
-        for line in fh:
-            size += len(line)
-            lines.append(line)
+    found = False
+    for name in _names(names):
+        try:
+            fh = bucket.open_read(name)
+        except ObjectNotFound:
+            continue
+        found = True
+        with fh:
+            for line in fh:
+                size += len(line)
+                lines.append(line)
+    if not found:
+        raise ObjectNotFound(", ".join(_names(names)))
     return b"".join(lines), size
 
 
 async def follow_object(
     bucket: Bucket,
-    name: str,
+    names: Names | Callable[[], Names],
     *,
     offset: int,
     finished: Callable[[], bool],
     poll_s: float = 0.5,
     max_s: float = 3600.0,
 ) -> AsyncIterator[bytes]:
-    """Yield what is appended to ``name`` after ``offset`` until ``finished()`` and nothing more is new."""
+    """Yield what is appended to ``names`` after ``offset`` until ``finished()`` and nothing more is new
+    (``names`` may be a function, asked again at each poll: e.g. a job's attempts so far)."""
     waited = 0.0
     while waited < max_s:
         done = await anyio.to_thread.run_sync(finished)
-        data = await anyio.to_thread.run_sync(_read_from, bucket, name, offset)
+        now = names() if callable(names) else names
+        data = await anyio.to_thread.run_sync(_read_from, bucket, now, offset)
         if data:
             offset += len(data)
             yield data
@@ -130,12 +151,18 @@ async def follow_object(
         waited += poll_s
 
 
-def _read_from(bucket: Bucket, name: str, offset: int) -> bytes:
-    """Up to a megabyte of ``name`` from ``offset`` (b"" when there is nothing new or no object yet)."""
-    try:
-        fh = bucket.open_read(name)
-    except ObjectNotFound:
-        return b""
-    with fh:
-        fh.seek(offset)
-        return fh.read(1 << 20)
+def _read_from(bucket: Bucket, names: Names, offset: int) -> bytes:
+    """Up to a megabyte of ``names`` from ``offset`` (b"" when there is nothing new or no object yet)."""
+    for name in _names(names):
+        try:
+            fh = bucket.open_read(name)
+        except ObjectNotFound:
+            continue
+        with fh:
+            size = fh.seek(0, 2)
+            if offset >= size:
+                offset -= size
+                continue
+            fh.seek(offset)
+            return fh.read(1 << 20)
+    return b""

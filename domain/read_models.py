@@ -116,7 +116,6 @@ _JOB_BOOKKEEPING = (
     "progress_attempt",
     "checkpoint",
     "usage",
-    "metered_seq",
     "metered_ms",
     "meter_anchors",
     "credited",
@@ -210,6 +209,7 @@ def job_view(job: Job) -> JobView:
         credited_usd_micros=cost.credited_usd_micros,
         usage=cost.lines,
         alerts=list(job.alerts),
+        metered_seq=dict(job.metered_seq),
     )
 
 

@@ -17,7 +17,14 @@ its applications and projector:
   policy goes back to the dispatcher).
 
 On start, jobs left queued by a previous server are queued again and running ones are
-watched, so a restart loses no work. The home is made private (0700) and the process's umask
+watched, so a restart loses no work: an attempt that still heartbeats to the ledger is adopted
+(over Pub/Sub, or any transport the runner publishes to where the new ledger reads); one that
+stays quiet for the lost threshold is lost and retried. With the local stdout transport a new
+process cannot receive a surviving runner's stdout: that runner finds its heartbeat pipe broken,
+checkpoints, stops and records a retry ("control plane unreachable", ``runners.job_runner``), and
+writes the heartbeats it could not deliver to its spool, which the ledger meters (on start, or
+when its sweep finds it); the ledger then hands the retried job to this dispatcher.
+The home is made private (0700) and the process's umask
 077, so what the workers and their runner children write there (work folders, run logs,
 converted base models) is this account's only, like the bucket's own objects. In production
 the same roles run as separate processes (``python -m roles.ledger``, a dispatcher per

@@ -20,10 +20,11 @@ The dispatcher rewrites it before every attempt::
     heartbeat_url: "stdout:"        # see runners.heartbeat_relay
     max_retries: 2                  # attempts after the first one
     max_cost_usd_micros: null       # the job's budget (the ledger enforces it)
-    resume_from: users/<uid>/jobs/<jid>/checkpoints/40/   # or null
+    resume_from: users/<uid>/jobs/<jid>/attempts/1/checkpoints/40/   # an earlier attempt's, or null
     config: {...}                   # the whole TrainingConfig
 
-Object names (the contract's layout) are the spec's properties, taken from ``storage.layout``.
+Object names (the contract's layout) are the spec's properties, taken from ``storage.layout``: an
+attempt writes its log, metrics and checkpoints under ``jobs/<jid>/attempts/<n>/`` only.
 """
 
 from __future__ import annotations
@@ -93,19 +94,24 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     def __post_init__(self) -> None:
         for kind in ("job_id", "user_id", "model_id", "base_model", "dataset_id"):
             check_id(getattr(self, kind), kind=kind)
-        if self.resume_from is not None and not self.resume_from.startswith(self.checkpoints_prefix):
-            raise ValidationFailed(
-                f"resume_from must lie under {self.checkpoints_prefix} (got {self.resume_from!r:.120})",
-                where="resume_from",
-            )
+        if self.resume_from is not None:
+            found = layout.attempt_of_checkpoint(self.user_id, self.job_id, self.resume_from)
+            if found is None or found[0] >= self.attempt:
+                raise ValidationFailed(
+                    f"resume_from must be a checkpoint folder of an earlier attempt of the job, under"
+                    f" {self.job_prefix}attempts/<n>/checkpoints/ (got {self.resume_from!r:.120})",
+                    where="resume_from",
+                )
 
     # ---- object names (``storage.layout``, of the spec's ids) ----
 
     job_prefix = _Name(layout.job_prefix, "user_id", "job_id")
     run_object = _Name(layout.job_run, "user_id", "job_id")
-    log_object = _Name(layout.job_log, "user_id", "job_id")
-    metrics_object = _Name(layout.job_metrics, "user_id", "job_id")
-    checkpoints_prefix = _Name(layout.checkpoints_prefix, "user_id", "job_id")
+    # what this attempt writes lies under its own ``attempts/<n>/`` (the job's other attempts' never)
+    log_object = _Name(layout.attempt_log, "user_id", "job_id", "attempt")
+    metrics_object = _Name(layout.attempt_metrics, "user_id", "job_id", "attempt")
+    checkpoints_prefix = _Name(layout.attempt_checkpoints_prefix, "user_id", "job_id", "attempt")
+    unsent_heartbeats_object = _Name(layout.unsent_heartbeats, "user_id", "job_id", "attempt")
     dataset_object = _Name(layout.dataset_processed, "user_id", "dataset_id")
     model_prefix = _Name(layout.model_prefix, "user_id", "model_id")
     weights_prefix = _Name(layout.weights_prefix, "user_id", "model_id")
@@ -113,8 +119,8 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     base_model_prefix = _Name(layout.base_model_prefix, "base_model")
 
     def checkpoint_prefix(self, step: int) -> str:
-        """``checkpoints/<step>/``: the resumable state after optimizer step ``step``."""
-        return layout.checkpoint_prefix(self.user_id, self.job_id, step)
+        """``attempts/<n>/checkpoints/<step>/``: the resumable state after optimizer step ``step``."""
+        return layout.attempt_checkpoint_prefix(self.user_id, self.job_id, self.attempt, step)
 
     @property
     def placed(self) -> Placement:

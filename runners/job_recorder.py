@@ -104,10 +104,18 @@ class JobRecorder:
             )
         )
 
-    def checkpoint(self, step: int, path: str) -> JobView:
+    def checkpoint(self, step: int, path: str, *, gpu_ms_total: int | None = None) -> JobView:
+        """A checkpoint at ``step`` lies at ``path``, written when the attempt had used
+        ``gpu_ms_total`` GPU milliseconds (a platform fault credits the time past it)."""
         return self._write(
             lambda: self.app.save_checkpoint(
-                self.job_id, self.attempt, step, path, self.clock(), lease=self.lease
+                self.job_id,
+                self.attempt,
+                step,
+                path,
+                self.clock(),
+                lease=self.lease,
+                gpu_ms_total=gpu_ms_total,
             )
         )
 

@@ -8,13 +8,19 @@
 2. copies the base model, the processed dataset and the checkpoint to resume from into a
    working folder (``runners.workdir``) and writes the trainer's run.yaml;
 3. starts ``python -m runners.trainer`` and reads its JSON-line events: steps go to
-   ``jobs/<id>/events/metrics.jsonl``, each checkpoint is uploaded to
-   ``jobs/<id>/checkpoints/<step>/`` and recorded, the trainer's stderr and a line per
-   event go to ``jobs/<id>/job.log`` (uploaded whole at every heartbeat and at the end);
+   ``jobs/<id>/attempts/<n>/metrics.jsonl``, each checkpoint is uploaded to
+   ``jobs/<id>/attempts/<n>/checkpoints/<step>/`` and recorded, the trainer's stderr and a line
+   per event go to ``jobs/<id>/attempts/<n>/job.log`` (uploaded whole at every heartbeat and at
+   the end). An attempt writes under its own ``attempts/<n>/`` only, so an orphaned runner and the
+   attempt that replaced it never write one object;
 4. sends a heartbeat every ``heartbeat_interval_s`` from the start of the attempt and a final
    one once its outcome is recorded (``runners.heartbeat_emitter``), with GPU time counted
    while the trainer process runs; after each it reports progress and reads the job: a
    ``stopping`` job has its trainer stopped (stop file + SIGTERM: it checkpoints and exits);
+   a job that moved on to another attempt or out of ``running`` (superseded: e.g. found lost
+   and retried) has its trainer killed at once and nothing more is recorded;
+   and if the control plane is gone (below) the trainer is stopped the graceful way and the
+   attempt ends ``retrying`` for the platform's fault (``CONTROL_PLANE_GONE``);
 5. records the outcome: ``Succeeded`` with the model registered (weights uploaded to
    ``models/<id>/weights/``), ``Stopped``, ``Failed`` (bad input), or ``Retrying`` (the next
    attempt resumes from the last checkpoint; the dispatcher launches it) or ``Failed`` when
@@ -22,6 +28,19 @@
 
 SIGTERM or SIGINT to the runner stops the trainer the same graceful way; the attempt is then
 ``interrupted``: retried from its checkpoint if retries are left, else stopped.
+
+The control plane is gone when the heartbeat transport says so: its reply is an error where
+it has one (``BrokenPipeError`` on the stdout pipe of a ``tune serve`` that was killed: at
+once; a publish that fails, e.g. Pub/Sub, ``GONE_AFTER_FAILED_INTERVALS`` intervals in a
+row), else when metering stalls: once the ledger has metered this attempt, its metered seq
+(``Job.metered_seq``, read each interval) has not moved for ``STALL_INTERVALS`` intervals
+(at least ``MIN_STALL_S``) while heartbeats were sent. That is longer than the ledger's own
+lost threshold (3 intervals), so a restarted ledger that meters again in time adopts the
+attempt rather than racing it. Heartbeats that could not be delivered, the final one
+included, are kept and written as the attempt ends to ``unsent-heartbeats/<jid>/<n>.jsonl``
+(``runners.heartbeat_spool``), where the ledger meters them. Whatever the path, the runner
+ends with its final heartbeat, its log and metrics uploaded, that spool and its working
+folder removed.
 
 Exit status: 0 an outcome was recorded (or there was nothing to do), 1 the runner itself
 broke, 2 the run.yaml could not be read. The job's state, not the status, is the outcome.
@@ -38,7 +57,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -50,6 +69,7 @@ from domain.job_states import JobState
 from domain.read_models import JobView
 from runners.attempt_spec import JobRunSpec
 from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
+from runners.heartbeat_spool import SpoolingPublisher
 from runners.job_recorder import JobRecorder
 from runners.log_mirror import MirroredFile
 from runners.trainer.events import Checkpoint, Done, Error, Eval, Started, Step, TrainerEvent, decode_event
@@ -59,7 +79,7 @@ from runners.workdir import (
     download_object,
     download_prefix,
     fetch_base_model,
-    prune_checkpoints,
+    prune_job_checkpoints,
     publish_model,
     upload_folder,
 )
@@ -70,13 +90,36 @@ from storage.heartbeats import Heartbeat, HeartbeatPublisher
 if TYPE_CHECKING:
     from domain.applications import UserApp
 
-__all__ = ["EXIT_BAD_SPEC", "EXIT_CRASHED", "EXIT_OK", "JobRunner", "Outcome", "main"]
+__all__ = [
+    "CONTROL_PLANE_GONE",
+    "EXIT_BAD_SPEC",
+    "EXIT_CRASHED",
+    "EXIT_OK",
+    "GONE_AFTER_FAILED_INTERVALS",
+    "MIN_STALL_S",
+    "STALL_INTERVALS",
+    "JobRunner",
+    "Outcome",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CRASHED, EXIT_BAD_SPEC = 0, 1, 2
 _TRAINER_INVALID, _TRAINER_STOPPED = 2, 3  # runners.trainer's exit statuses
 TRAINER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "runners.trainer")
+
+CONTROL_PLANE_GONE = "control plane unreachable"
+"""The start of the retry reason of an attempt that ended because its control plane was gone: a
+platform fault, never the user's (see ``JobRunner._retry``)."""
+GONE_AFTER_FAILED_INTERVALS = 3
+"""Heartbeat intervals in a row whose heartbeats could not be published before the control plane
+is taken for gone (a broken pipe: at once)."""
+STALL_INTERVALS = 6
+"""Heartbeat intervals without metering (once there was some) before the control plane is taken for
+gone: twice the ledger's lost threshold, so a restarted ledger adopts the attempt first."""
+MIN_STALL_S = 60.0
+"""...and never less than this many seconds (short intervals would make a busy ledger look dead)."""
 
 
 class Outcome(StrEnum):
@@ -90,7 +133,6 @@ class Outcome(StrEnum):
     """The attempt could not start (the job was stopped or moved on meanwhile)."""
     ABANDONED = "abandoned"
     """The job moved on while this attempt ran (e.g. presumed lost); nothing was recorded."""
-
 
 
 class _TrainerState:
@@ -125,6 +167,8 @@ class JobRunner:
         keep_checkpoints: how many of the latest checkpoints stay in the bucket (None: all).
         keep_workdir: leave the working folder behind (debugging).
         heartbeat_secret: the attempt's secret its heartbeats are signed with (None: unsigned).
+        metering_stall_s: how long metering may stall before the control plane is taken for gone
+            (default: ``STALL_INTERVALS`` intervals, at least ``MIN_STALL_S``).
     """
 
     def __init__(
@@ -142,6 +186,7 @@ class JobRunner:
         keep_checkpoints: int | None = 2,
         keep_workdir: bool = False,
         heartbeat_secret: str | None = None,
+        metering_stall_s: float | None = None,
     ) -> None:
         self.bucket = bucket
         self.spec = spec
@@ -163,8 +208,15 @@ class JobRunner:
         identity = AttemptIdentity(
             spec.user_id, spec.job_id, spec.attempt, placed.gpu_type, placed.gpu_count, spec.lease
         )
+        self.spool = SpoolingPublisher(publisher)
+        self.metering = _MeteringWatch(
+            spec.attempt,
+            metering_stall_s
+            if metering_stall_s is not None
+            else max(STALL_INTERVALS * spec.heartbeat_interval_s, MIN_STALL_S),
+        )
         self.emitter = HeartbeatEmitter(
-            publisher,
+            self.spool,
             identity,
             interval_s=spec.heartbeat_interval_s,
             progress=self.trainer.snapshot,
@@ -175,8 +227,9 @@ class JobRunner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._trainer_exited = False
         self._lock = threading.Lock()
-        self._stop_why: str | None = None  # "requested", "interrupted" or "abandoned"
+        self._stop_why: str | None = None  # "requested", "interrupted", "abandoned" or "orphaned"
         self._stop_since: float | None = None
+        self._orphaned: str | None = None  # why the control plane is taken for gone
 
     # ---- the attempt ----
 
@@ -198,11 +251,29 @@ class JobRunner:
         try:
             return self._run()
         finally:
-            self._kill_trainer()
-            self.emitter.close()
-            self._sync_logs()
-            if not self.keep_workdir:
-                self.work.remove()
+            self._end()
+
+    def _end(self) -> None:
+        """Whatever the outcome: the final heartbeat, the logs, the spool of unsent heartbeats, the
+        working folder; each step runs even if one before it broke."""
+        steps = (
+            self._kill_trainer,
+            self.emitter.close,
+            self._write_spool,
+            self._sync_logs,
+            lambda: None if self.keep_workdir else self.work.remove(),
+        )
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("%s: ending the attempt: a step failed", self.spec.job_id)
+
+    def _write_spool(self) -> None:
+        name = self.spec.unsent_heartbeats_object
+        count = self.spool.write(self.bucket, name)
+        if count:
+            self._say(f"{count} heartbeat(s) could not be delivered: written to {name} for the ledger")
 
     def interrupt(self) -> None:
         """Stop the trainer gracefully because the runner itself must end (SIGTERM/SIGINT)."""
@@ -330,7 +401,8 @@ class JobRunner:
             self._metric(event)
             self._say(f"step {event.step} eval_loss {event.eval_loss:.4f}")
         elif isinstance(event, Checkpoint):
-            self._save_checkpoint(event.step, Path(event.path))
+            if self._stop_why != "abandoned":  # a superseded attempt records nothing more
+                self._save_checkpoint(event.step, Path(event.path))
         elif isinstance(event, Started):
             if event.start_step > state.progress.step:  # resumed: heartbeats report where it stands
                 state.progress = state.progress._replace(step=event.start_step)
@@ -353,18 +425,20 @@ class JobRunner:
     def _save_checkpoint(self, step: int, path: Path) -> None:
         if step in self.trainer.checkpoints:
             return
+        gpu_ms = self.emitter.gpu_ms  # the attempt's GPU time when the trainer wrote it (credits past it)
         prefix = self.spec.checkpoint_prefix(step)
         size = upload_folder(self.bucket, path, prefix, clear=True)
         self.trainer.checkpoints[step] = prefix
-        self.recorder.checkpoint(step, prefix)
+        self.recorder.checkpoint(step, prefix, gpu_ms_total=gpu_ms)
         self._say(f"checkpoint at step {step} saved to {prefix} ({size} bytes)")
         if self.keep_checkpoints is not None:
-            prune_checkpoints(self.bucket, self.spec.checkpoints_prefix, self.keep_checkpoints)
+            prune_job_checkpoints(self.bucket, self.spec.user_id, self.spec.job_id, self.keep_checkpoints)
 
     # ---- every heartbeat ----
 
     def _after_heartbeat(self, heartbeat: Heartbeat) -> None:
         self._sync_logs()
+        self.spool.check(timeout=min(1.0, self.spec.heartbeat_interval_s / 2))
         if self._trainer_exited:  # the outcome is being recorded: nothing left to watch
             return
         job = self._report_progress()
@@ -375,9 +449,22 @@ class JobRunner:
             self._stop_trainer("abandoned")
         elif job.state == JobState.STOPPING:
             self._stop_trainer("requested")
+        elif (gone := self._control_plane_gone(job)) is not None and self._orphaned is None:
+            self._orphaned = f"{CONTROL_PLANE_GONE}: {gone}"
+            self._say(f"{self._orphaned}: checkpointing and ending attempt {self.spec.attempt}")
+            self._stop_trainer("orphaned")
         if self._stop_since is not None and time.monotonic() - self._stop_since > self.stop_grace_s:
             self._say(f"the trainer did not stop within {self.stop_grace_s:.0f} s: killing it")
             self._kill_trainer()
+
+    def _control_plane_gone(self, job: JobView) -> str | None:
+        """Why the control plane is gone, or None (see the module docstring)."""
+        spool = self.spool
+        if spool.gone is not None:
+            return f"its heartbeat channel is closed ({spool.gone})"
+        if spool.failed_in_a_row >= GONE_AFTER_FAILED_INTERVALS:
+            return f"no heartbeat could be published for {spool.failed_in_a_row} intervals"
+        return self.metering.stalled(job)
 
     def _report_progress(self) -> JobView:
         state = self.trainer
@@ -404,7 +491,11 @@ class JobRunner:
             started = self._proc is not None
         if why != "interrupted":
             self._say(f"stopping the trainer ({why})")
-        if started:
+        if not started:
+            return
+        if why == "abandoned":  # superseded: the attempt that replaced it does the work; stop at once
+            self._kill_trainer()
+        else:
             self._signal_trainer()
 
     def _signal_trainer(self) -> None:
@@ -438,6 +529,8 @@ class JobRunner:
             return self._stopped(job, done)
         if self._stop_why == "interrupted":
             return self._retry("interrupted: the runner was asked to end", interrupted=True)
+        if self._orphaned is not None:
+            return self._retry(self._orphaned, interrupted=True)
         if done is not None and status == _TRAINER_STOPPED:
             return self._stopped(job, done)
         if status == _TRAINER_INVALID or (error is not None and not error.retryable):
@@ -478,14 +571,21 @@ class JobRunner:
         return Outcome.FAILED
 
     def _retry(self, reason: str, *, interrupted: bool = False) -> Outcome:
+        """Record the next attempt (or the end of retries). ``interrupted``: the attempt ended for the
+        platform's reasons (asked to end: ``shutdown``; its control plane gone: ``control_plane``),
+        never the user's: its GPU time past its last checkpoint is credited, and with no retries
+        left the job is stopped, not failed. Otherwise (training failed) the time is charged.
+        """
         job = self.recorder.view()
         if job.state == JobState.STOPPING:
             return self._stopped(job, self.trainer.done)
+        fault = ("control_plane" if self._orphaned else "shutdown") if interrupted else None
         if interrupted and job.attempt > self.spec.max_retries:
-            self.recorder.stopped(reason="interrupted")
-            self._say("interrupted with no retries left: stopped")
+            self.recorder.credit_fault(fault)  # type: ignore[arg-type]
+            self.recorder.stopped(reason=reason if self._orphaned else "interrupted")
+            self._say(f"{reason}, with no retries left: stopped")
             return Outcome.STOPPED
-        after = self.recorder.retry_or_fail(reason, self.spec.max_retries)
+        after = self.recorder.retry_or_fail(reason, self.spec.max_retries, fault=fault)
         self._say(f"{reason}; job is now {after.state}")
         return Outcome.RETRYING if after.state == JobState.RETRYING else Outcome.FAILED
 
@@ -506,6 +606,31 @@ class JobRunner:
                     mirror.sync()
                 except Exception:  # the next heartbeat tries again
                     log.exception("uploading %s failed", mirror.name)
+
+
+class _MeteringWatch:
+    """Whether the ledger still meters this attempt: its metered seq (``JobView.metered_seq``) is read
+    after every heartbeat; once it was seen, a seq that does not move for ``stall_s`` is a stall."""
+
+    def __init__(self, attempt: int, stall_s: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.attempt = attempt
+        self.stall_s = stall_s
+        self.monotonic = monotonic
+        self.seq: int | None = None
+        self.since = 0.0
+
+    def stalled(self, job: JobView) -> str | None:
+        seq = job.metered_seq.get(str(self.attempt))
+        now = self.monotonic()
+        if seq is None:  # not metered yet (no ledger heard it so far): nothing to compare with
+            return None
+        if seq != self.seq:
+            self.seq, self.since = seq, now
+            return None
+        if now - self.since < self.stall_s:
+            return None
+        waited = now - self.since
+        return f"nothing metered for {waited:.0f} s (since heartbeat {seq}) while heartbeats were sent"
 
 
 def _describe_exit(status: int | None) -> str:

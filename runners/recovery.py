@@ -4,7 +4,9 @@ The dispatcher's queue lives in memory, so a new ``tune serve`` reads the projec
 (``platform/metadata/users.json`` and each user's ``metadata/jobs.json``) and submits every
 job that is ``submitted``, ``queued`` or ``retrying``, oldest first across users.
 ``submit`` checks each job's own events, so a view that lags behind does no harm. Jobs left
-``running`` by a runner that died with the old server are the ledger's to find (lost).
+``running`` by a runner that died with the old server are the ledger's to find (lost); one whose
+runner survived is adopted by the ledger if it still heartbeats to it, else (the local stdout
+transport) the runner ends itself ``retrying`` and the ledger hands the job to the dispatcher.
 """
 
 from __future__ import annotations

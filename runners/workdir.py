@@ -8,7 +8,7 @@ Layout of a ``WorkDir``::
     <root>/out/                the trainer's output: checkpoints/checkpoint-<step>/, model/
     <root>/run.yaml            the trainer's run spec (local paths)
     <root>/STOP                appears when the trainer must checkpoint and stop
-    <root>/job.log, metrics.jsonl   local copies of the job's log objects
+    <root>/job.log, metrics.jsonl   local copies of the attempt's log objects
 
 Base models come from the bucket's ``base-models/<name>/`` when a runner has put them there
 (the marker object is written last, so its presence means the folder is whole); otherwise
@@ -46,6 +46,7 @@ __all__ = [
     "fetch_base_model",
     "file_sha256",
     "prune_checkpoints",
+    "prune_job_checkpoints",
     "publish_model",
     "upload_folder",
     "weights_manifest",
@@ -132,6 +133,31 @@ def prune_checkpoints(bucket: Bucket, prefix: str, keep: int) -> list[int]:
     old = steps[:-keep]
     for step in old:
         bucket.delete_prefix(f"{prefix}{step}/")
+    return old
+
+
+def prune_job_checkpoints(bucket: Bucket, user_id: str, job_id: str, keep: int) -> list[str]:
+    """Delete all but the ``keep`` latest checkpoints of a job, across its attempts; return the folders
+    deleted.
+
+    Latest by ``(attempt, step)``: a later attempt resumed from the job's last checkpoint, so its
+    checkpoints come after every earlier attempt's (even an orphaned runner's that went on past
+    that point). A job run before attempts had prefixes has its ``checkpoints/<step>/`` as attempt 0.
+    """
+    if keep < 1:
+        raise ValueError("keep at least one checkpoint")
+    job = layout.job_prefix(user_id, job_id)
+    found: dict[tuple[int, int], str] = {}
+    for prefix in (layout.attempts_prefix(user_id, job_id), layout.checkpoints_prefix(user_id, job_id)):
+        for name in bucket.list(prefix):
+            parts = name[len(job) :].split("/")
+            folder = "/".join(parts[:4] if parts[0] == "attempts" else parts[:2]) + "/"
+            point = layout.attempt_of_checkpoint(user_id, job_id, job + folder)
+            if point is not None:
+                found[point] = job + folder
+    old = [found[point] for point in sorted(found)[:-keep]]
+    for folder in old:
+        bucket.delete_prefix(folder)
     return old
 
 

@@ -7,8 +7,12 @@
     users/<uid>/events/<seq:012d>.json                      user partition commits
     users/<uid>/metadata/{user_info,gpu_pricing}.json       the platform partition's views of a user
     users/<uid>/metadata/{jobs,datasets,models,billing,billing_history,position}.json
-    users/<uid>/jobs/<job_id>/{config.yml,run.yaml,status.json,job.log,events/metrics.jsonl}
-    users/<uid>/jobs/<job_id>/checkpoints/<step>/...
+    users/<uid>/jobs/<job_id>/{config.yml,run.yaml,status.json}
+    users/<uid>/jobs/<job_id>/attempts/<n>/{job.log,metrics.jsonl}   what attempt n wrote
+    users/<uid>/jobs/<job_id>/attempts/<n>/checkpoints/<step>/...
+    users/<uid>/jobs/<job_id>/{job.log,events/metrics.jsonl}        (older jobs: every attempt's)
+    users/<uid>/jobs/<job_id>/checkpoints/<step>/...                (older jobs: every attempt's)
+    users/<uid>/unsent-heartbeats/<job_id>/<n>.jsonl        heartbeats attempt n could not deliver
     users/<uid>/data/<dataset_id>/{raw/<filename>,processed/train.jsonl,metadata.json}
     users/<uid>/models/<model_id>/{weights/...,config.json,metadata.json}
     users/<uid>/heartbeats/<job_id>/<attempt>/<first>-<last>.<sha16>.jsonl   the ledger's raw heartbeats
@@ -33,6 +37,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from domain.dataset import check_filename
+from domain.errors import ValidationFailed
 from domain.ids import check_id
 from domain.partitions import PLATFORM, PLATFORM_EVENTS, USERS, events_prefix, user_events, user_partition
 
@@ -47,6 +52,13 @@ __all__ = [
     "USER_COPIES",
     "USER_VIEWS",
     "KeyPattern",
+    "attempt_checkpoint_prefix",
+    "attempt_checkpoints_prefix",
+    "attempt_log",
+    "attempt_metrics",
+    "attempt_of_checkpoint",
+    "attempt_prefix",
+    "attempts_prefix",
     "base_model_marker",
     "base_model_prefix",
     "base_models",
@@ -83,6 +95,8 @@ __all__ = [
     "platform_views",
     "position",
     "pricing",
+    "unsent_heartbeats",
+    "unsent_heartbeats_prefix",
     "user_events",
     "user_info",
     "user_of",
@@ -215,16 +229,84 @@ def job_prefix(user_id: str, job_id: str) -> str:
 job_config = _in(job_prefix, "config.yml", "The training config as submitted (YAML).")
 job_run = _in(job_prefix, "run.yaml", "The current attempt's run.yaml (``runners.attempt_spec``).")
 job_status = _in(job_prefix, "status.json", "The job's view.")
-job_log = _in(job_prefix, "job.log")
-job_metrics = _in(
-    job_prefix, "events/metrics.jsonl", "Training metrics, one JSON object per line (every attempt appends)."
+job_log = _in(
+    job_prefix, "job.log", "Every attempt's log, of jobs run before attempts had prefixes (read only)."
 )
-checkpoints_prefix = _in(job_prefix, "checkpoints/")
+job_metrics = _in(
+    job_prefix,
+    "events/metrics.jsonl",
+    "Every attempt's metrics, of jobs run before attempts had prefixes (read only).",
+)
+checkpoints_prefix = _in(
+    job_prefix, "checkpoints/", "Every attempt's checkpoints, of jobs run before attempts had prefixes."
+)
 
 
 def checkpoint_prefix(user_id: str, job_id: str, step: int) -> str:
-    """``checkpoints/<step>/``: the resumable state after optimizer step ``step``."""
+    """``checkpoints/<step>/`` of a job run before attempts had prefixes."""
     return f"{checkpoints_prefix(user_id, job_id)}{step}/"
+
+
+# Each attempt writes only under its own prefix, so two attempts (say an orphaned runner and the
+# attempt that replaced it) never write one object.
+
+attempts_prefix = _in(job_prefix, "attempts/", "``attempts/``: one folder per attempt of the job.")
+
+
+def _attempt(attempt: int) -> int:
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValidationFailed(f"an attempt is a number from 1 (got {attempt!r:.40})", where="attempt")
+    return attempt
+
+
+def attempt_prefix(user_id: str, job_id: str, attempt: int) -> str:
+    """``attempts/<n>/``: every object attempt ``n`` of the job writes lies under it."""
+    return f"{attempts_prefix(user_id, job_id)}{_attempt(attempt)}/"
+
+
+def attempt_log(user_id: str, job_id: str, attempt: int) -> str:
+    """``attempts/<n>/job.log``: the runner's and the trainer's log of attempt ``n``."""
+    return attempt_prefix(user_id, job_id, attempt) + "job.log"
+
+
+def attempt_metrics(user_id: str, job_id: str, attempt: int) -> str:
+    """``attempts/<n>/metrics.jsonl``: attempt ``n``'s training metrics, one JSON object per line."""
+    return attempt_prefix(user_id, job_id, attempt) + "metrics.jsonl"
+
+
+def attempt_checkpoints_prefix(user_id: str, job_id: str, attempt: int) -> str:
+    return attempt_prefix(user_id, job_id, attempt) + "checkpoints/"
+
+
+def attempt_checkpoint_prefix(user_id: str, job_id: str, attempt: int, step: int) -> str:
+    """``attempts/<n>/checkpoints/<step>/``: the resumable state after optimizer step ``step``."""
+    return f"{attempt_checkpoints_prefix(user_id, job_id, attempt)}{step}/"
+
+
+_CHECKPOINT = re.compile(r"(?:attempts/([0-9]+)/)?checkpoints/([0-9]+)/")
+
+
+def attempt_of_checkpoint(user_id: str, job_id: str, prefix: str) -> tuple[int, int] | None:
+    """``(attempt, step)`` of checkpoint folder ``prefix`` of the job (attempt 0: a checkpoint of a job
+    run before attempts had prefixes); None if ``prefix`` is not a checkpoint folder of this job."""
+    job = job_prefix(user_id, job_id)
+    if not prefix.startswith(job):
+        return None
+    match = _CHECKPOINT.fullmatch(prefix[len(job) :])
+    if match is None:
+        return None
+    return int(match.group(1) or 0), int(match.group(2))
+
+
+def unsent_heartbeats_prefix(user_id: str) -> str:
+    """``users/<uid>/unsent-heartbeats/``: the user's spools (one list finds them all)."""
+    return f"{user_partition(user_id)}/unsent-heartbeats/"
+
+
+def unsent_heartbeats(user_id: str, job_id: str, attempt: int) -> str:
+    """``unsent-heartbeats/<jid>/<n>.jsonl``: the heartbeats attempt ``n`` could not deliver, signed as
+    they were, written once (create-only) by its runner as it ends; the ledger meters them."""
+    return f"{unsent_heartbeats_prefix(user_id)}{check_id(job_id, kind='job_id')}/{_attempt(attempt)}.jsonl"
 
 
 # -- datasets -----------------------------------------------------------------------------
@@ -356,7 +438,9 @@ PATTERNS: tuple[KeyPattern, ...] = (
         rf"{_USER}/jobs/{_ID}/(?:config\.yml|run\.yaml|status\.json|job\.log"
         r"|events/metrics\.jsonl)",
     ),
-    _pattern("checkpoint", rf"{_USER}/jobs/{_ID}/checkpoints/[0-9]+/{_REST}"),
+    _pattern("attempt file", rf"{_USER}/jobs/{_ID}/attempts/[0-9]+/(?:job\.log|metrics\.jsonl)"),
+    _pattern("checkpoint", rf"{_USER}/jobs/{_ID}/(?:attempts/[0-9]+/)?checkpoints/[0-9]+/{_REST}"),
+    _pattern("unsent heartbeats", rf"{_USER}/unsent-heartbeats/{_ID}/[0-9]+\.jsonl"),
     _pattern("dataset file", rf"{_USER}/data/{_ID}/(?:raw/[^/]+|processed/train\.jsonl|metadata\.json)"),
     _pattern("model file", rf"{_USER}/models/{_ID}/(?:weights/{_REST}|config\.json|metadata\.json)"),
     _pattern("base model", rf"base-models/{_ID}/{_REST}"),

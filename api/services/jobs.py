@@ -164,29 +164,47 @@ class JobService(UserService):
 
     # -- logs --------------------------------------------------------------------------------
 
+    def log_objects(self, job_id: str, attempts: int) -> list[str]:
+        """The objects that make up a job's log, in order: the single ``job.log`` of a job run before
+        attempts had prefixes, then each attempt's own (``attempts/<n>/job.log``)."""
+        return [
+            layout.job_log(self.user_id, job_id),
+            *(layout.attempt_log(self.user_id, job_id, n) for n in range(1, attempts + 1)),
+        ]
+
     def log_tail(self, job_id: str, lines: int | None) -> tuple[bytes, int]:
-        """The last ``lines`` lines of job.log (all of it when None) and the log's size so far."""
-        self.status(job_id)
-        name = layout.job_log(self.user_id, job_id)
+        """The last ``lines`` lines of the job's log (all of it when None) and the log's size so far."""
+        names = self.log_objects(job_id, self.status(job_id).attempt)
         try:
             if lines is None:
-                data = self.rt.bucket.read(name)
+                data = b"".join(self._read_or_empty(name) for name in names)
                 return data, len(data)
-            return tail_lines(self.rt.bucket, name, lines)
+            return tail_lines(self.rt.bucket, names, lines)
         except ObjectNotFound:
             return b"", 0
 
     def follow_log(self, job_id: str, offset: int) -> AsyncIterator[bytes]:
-        """What is appended to job.log after ``offset``, until the job ends."""
-        name = layout.job_log(self.user_id, job_id)
+        """What is appended to the job's log after ``offset``, until the job ends (a later attempt's
+        log follows its predecessors')."""
+        attempts = [0]
 
         def finished() -> bool:
             try:
-                return self.status(job_id).status in TERMINAL_STATES
+                status = self.status(job_id)
             except NotFound:
                 return True
+            attempts[0] = status.attempt
+            return status.status in TERMINAL_STATES
 
-        return follow_object(self.rt.bucket, name, offset=offset, finished=finished)
+        return follow_object(
+            self.rt.bucket, lambda: self.log_objects(job_id, attempts[0]), offset=offset, finished=finished
+        )
+
+    def _read_or_empty(self, name: str) -> bytes:
+        try:
+            return self.rt.bucket.read(name)
+        except ObjectNotFound:
+            return b""
 
     # -- checks ------------------------------------------------------------------------------
 

@@ -16,9 +16,10 @@ still arrive later (a runner that was only cut off) are billed too: they are GPU
 really held, and the domain accepts late usage of a started attempt.
 
 A job that moved on meanwhile (finished, retried or marked lost by the dispatcher, which
-sees its runner process exit) is simply forgotten. ``watch`` adds an attempt that has not
-sent a heartbeat yet (the dispatcher calls it at launch; ``watch_running_jobs`` seeds the
-table after a restart from the users' jobs.json views).
+sees its runner process exit) is forgotten; one left ``retrying`` is handed to ``on_retry`` too
+(its runner announced the next attempt, maybe to a control plane that is gone since).
+``watch`` adds an attempt that has not sent a heartbeat yet (the dispatcher calls it at launch;
+``watch_running_jobs`` seeds the table after a restart from the users' jobs.json views).
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class LostJobDetector:
         job = _job(app, entry.job_id)
         if job is None or job.attempt != entry.attempt or job.state not in REPORTING_STATES:
             self.live.forget(entry)
+            if job is not None and job.state == JobState.RETRYING and self.on_retry is not None:
+                # its runner announced the next attempt (e.g. an orphan that found its control plane
+                # gone): a dispatcher started after it never heard of the run, so hand the job over
+                # (a dispatcher that knows the job ignores it)
+                self.on_retry(entry.user_id, entry.job_id)
             return None
         silence = timedelta(milliseconds=self.intervals * entry.interval_ms)
         reported = job.last_heartbeat_at

@@ -56,8 +56,10 @@ themselves, and a backlog never waits. (Not "not full": Pub/Sub's ordered pulls 
 most 100 messages on the emulator, and fewer than asked on the real service, while a
 backlog waits.)
 
-``start()`` runs the subscriber and a thread calling ``sweep()`` (the lost-job detector)
-every ``sweep_interval_s``; ``close()`` stops both.
+``start()`` runs the subscriber and a thread calling ``sweep()`` (the lost-job detector, and the
+spools of unsent heartbeats of attempts that went quiet: ``runners.ledger.spools``) every
+``sweep_interval_s``; ``close()`` stops both. ``recover()`` (after a restart, before ``start``)
+watches the jobs left running and meters every spool in the bucket.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ from runners.ledger.limits import STOP_REASON, BudgetOutlook, JobOutlook, plan_l
 from runners.ledger.live import LiveJob, LiveJobs
 from runners.ledger.lost import LOST_AFTER_INTERVALS, LostJob, LostJobDetector, OnRetry, watch_running_jobs
 from runners.ledger.spend import UserSpend
+from runners.ledger.spools import SpoolWatch, all_spools, read_spool
 from runners.ledger.usage_runs import (
     CLOCK_BOUND,
     GPU_TOLERANCE,
@@ -293,6 +296,7 @@ class LedgerWorker:
         self.lost = LostJobDetector(
             open_user_app, self.live, intervals=lost_after_intervals, notify=self._notify, on_retry=on_retry
         )
+        self.spools = SpoolWatch()
         self._spend: dict[str, UserSpend] = {}
         self._aggregates = AggregateCache()
         self._policies: dict[tuple[str, str], JobPolicy] = {}
@@ -338,12 +342,34 @@ class LedgerWorker:
         self.lost.watch(user_id, job_id, attempt, self.clock(), interval_ms=round(interval_s * 1000))
 
     def recover(self) -> int:
-        """After a restart: watch every job the views show running (see ``watch_running_jobs``)."""
+        """After a restart: meter every spool of unsent heartbeats, then watch every job the views
+        show running (see ``watch_running_jobs``): a runner still heartbeating is adopted, one that
+        stays quiet is found lost. Returns how many jobs are watched."""
+        spools = list(all_spools(self.bucket))
+        for name in spools:
+            self.meter_spool(name)
+        if spools:
+            log.info("ledger: %d spool(s) of unsent heartbeats metered", len(spools))
         return watch_running_jobs(self.lost, self.bucket, self.clock())
 
+    def meter_spool(self, name: str) -> int:
+        """Meter the heartbeats of spool ``name`` (repeats dropped as always); return how many it holds."""
+        heartbeats = read_spool(self.bucket, name)
+        for first in range(0, len(heartbeats), 500):
+            self.handle(heartbeats[first : first + 500])
+        return len(heartbeats)
+
     def sweep(self) -> list[LostJob]:
-        """Run the lost-job detector once, now."""
-        lost = self.lost.sweep(self.clock())
+        """Meter the spools found of attempts that went quiet, then run the lost-job detector once."""
+        now = self.clock()
+        for entry in self.live.quiet(now, self.intervals):
+            if not entry.final:  # it may be an orphan ending: its undelivered heartbeats may come
+                self.spools.expect(entry.user_id, entry.job_id, entry.attempt, now)
+        for expected in self.spools.due(now):
+            if self.bucket.exists(expected.name):
+                self.meter_spool(expected.name)
+                self.spools.found(expected)
+        lost = self.lost.sweep(now)
         self.stats.lost += len(lost)
         return lost
 

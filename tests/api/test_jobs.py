@@ -239,6 +239,38 @@ def test_events_tell_the_jobs_history(api: Api, ann: User, dataset: str) -> None
     assert all(e["at"].endswith("Z") for e in events)
 
 
+def test_the_log_of_a_job_is_its_attempts_logs_in_order(api: Api, ann: User, dataset: str) -> None:
+    """Each attempt writes its own ``attempts/<n>/job.log``; the API reads them as one log, and a
+    follow goes on into the next attempt's log."""
+    job_id = api.job(ann, dataset)
+    app, now = api.rt.user_app(ann.user_id), api.rt.clock
+    app.queue_job(job_id, now())
+    app.start_job(job_id, 1, now())
+    api.settle(ann)
+    first = layout.attempt_log(ann.user_id, job_id, 1)
+    api.rt.bucket.write(first, b"one a\none b\n")
+    assert api.client.get(f"/fine-tune/{job_id}/logs", headers=ann.headers).text == "one a\none b\n"
+
+    def next_attempt() -> None:
+        app.retry_job(job_id, 2, "the runner was lost", now())
+        app.start_job(job_id, 2, now())
+        api.settle(ann)
+        api.rt.bucket.write(layout.attempt_log(ann.user_id, job_id, 2), b"two a\n")
+        app.mark_failed(job_id, "done", now())
+        api.settle(ann)
+
+    timer = threading.Timer(0.3, next_attempt)
+    timer.start()
+    with api.client.stream(
+        "GET", f"/fine-tune/{job_id}/logs", params={"tail": 1, "follow": "true"}, headers=ann.headers
+    ) as stream:
+        text = "".join(stream.iter_text())
+    timer.join()
+    assert text == "one b\ntwo a\n"
+    reply = api.client.get(f"/fine-tune/{job_id}/logs", params={"tail": 2}, headers=ann.headers)
+    assert reply.text == "one b\ntwo a\n"
+
+
 def test_logs_tail_and_follow(api: Api, ann: User, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = api.job(ann, dataset)
     log = f"users/{ann.user_id}/jobs/{job_id}/job.log"

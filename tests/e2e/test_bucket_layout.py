@@ -196,15 +196,15 @@ def test_every_key_written_by_a_job_end_to_end_is_a_layout_name(world: World) ->
     refused = sorted(name for name in written if not _matches(name))
     assert not refused, f"keys outside storage.layout: {refused}"
     kinds = {layout.check_key(name) for name in written}
-    assert kinds >= {"commit", "platform view", "user view", "job file", "checkpoint", "dataset file",
-                     "model file", "base model"}
+    assert kinds >= {"commit", "platform view", "user view", "job file", "attempt file", "checkpoint",
+                     "dataset file", "model file", "base model"}
     model_id = job.model_id
     assert {
         layout.job_config(user_id, job_id),
         layout.job_run(user_id, job_id),
         layout.job_status(user_id, job_id),
-        layout.job_log(user_id, job_id),
-        layout.job_metrics(user_id, job_id),
+        layout.attempt_log(user_id, job_id, 1),
+        layout.attempt_metrics(user_id, job_id, 1),
         layout.dataset_raw(user_id, dataset_id, "chat data.jsonl"),
         layout.dataset_processed(user_id, dataset_id),
         layout.dataset_metadata(user_id, dataset_id),
@@ -218,7 +218,8 @@ def test_every_key_written_by_a_job_end_to_end_is_a_layout_name(world: World) ->
         layout.models(user_id),
         layout.billing(user_id),
     } <= written
-    assert any(name.startswith(layout.checkpoints_prefix(user_id, job_id)) for name in written)
+    assert any(name.startswith(layout.attempt_checkpoints_prefix(user_id, job_id, 1)) for name in written)
+    assert not any(name.startswith(layout.checkpoints_prefix(user_id, job_id)) for name in written)
     assert any(name.startswith(layout.weights_prefix(user_id, model_id)) for name in written)
 
 

@@ -112,10 +112,10 @@ class Platform:
         """The job's state, job.log and the runners' own logs (for failure messages)."""
         runners = "\n".join(p.read_text() for p in sorted((self.root / "runner-logs").glob("*.log")))
         try:
-            job_log = self.bucket.read(JOB + "job.log").decode()
+            text = job_log(self.bucket, 3)
         except Exception as exc:
-            job_log = f"(no job.log: {exc})"
-        return f"{self.job()}\n--- job.log\n{job_log}\n--- runners\n{runners}"
+            text = f"(no job.log: {exc})"
+        return f"{self.job()}\n--- job.log\n{text}\n--- runners\n{runners}"
 
 
 @pytest.fixture
@@ -133,9 +133,24 @@ def held_platform(tmp_path: Path, tiny_llama_dir: Path) -> Iterator[Platform]:
     p.close()
 
 
-def step_lines(bucket: LocalBucket) -> list[tuple[int, int]]:
-    lines = bucket.read(JOB + "events/metrics.jsonl").splitlines()
+def step_lines(bucket: LocalBucket, attempts: int = 2) -> list[tuple[int, int]]:
+    """The step metrics of each attempt (``attempts/<n>/metrics.jsonl``), attempt by attempt."""
+    lines = [
+        line
+        for n in range(1, attempts + 1)
+        if bucket.exists(name := f"{JOB}attempts/{n}/metrics.jsonl")
+        for line in bucket.read(name).splitlines()
+    ]
     return [(m["attempt"], m["step"]) for m in map(json.loads, lines) if m["event"] == "step"]
+
+
+def job_log(bucket: LocalBucket, attempts: int = 2) -> str:
+    """The attempts' logs, one after the other (as the API serves them)."""
+    return "".join(
+        bucket.read(name).decode()
+        for n in range(1, attempts + 1)
+        if bucket.exists(name := f"{JOB}attempts/{n}/job.log")
+    )
 
 
 def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platform) -> None:
@@ -148,10 +163,10 @@ def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platfo
     assert job.stop_reason == "stopped by the user" and 3 <= job.step < 400
     assert job.last_checkpoint is not None and job.last_checkpoint.step == job.step
     checkpoint = job.last_checkpoint.path
-    assert checkpoint == f"{JOB}checkpoints/{job.step}/"
+    assert checkpoint == f"{JOB}attempts/1/checkpoints/{job.step}/"
     for name in ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt"):
         assert platform.bucket.exists(checkpoint + name), name
-    assert "stopping the trainer (requested)" in platform.bucket.read(JOB + "job.log").decode()
+    assert "stopping the trainer (requested)" in job_log(platform.bucket)
 
     wait_for(lambda: platform.heartbeats.of("job_1", 1)[-1].final, timeout=30, what="the final heartbeat")
     beats = platform.heartbeats.of("job_1", 1)
@@ -185,7 +200,7 @@ def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_wi
     resumed_from = second_try[0] - 1
     assert resumed_from == 5, steps
     assert second_try == list(range(resumed_from + 1, STEPS + 1)), steps
-    log = platform.bucket.read(JOB + "job.log").decode()
+    log = job_log(platform.bucket)
     assert "killed by SIGKILL" in log and f"resuming from the checkpoint at step {resumed_from}" in log
 
     model = platform.app.get_model(job.model_id)

@@ -66,11 +66,11 @@ def make_runner(
         spec: JobRunSpec = build_attempt_spec(
             app.get_job(job_id), attempt=attempt, base_model_source=base_model_source
         )
+        options.setdefault("publisher", publisher)
         return JobRunner(
             local_bucket,
             spec,
             app=app,
-            publisher=publisher,
             work_root=tmp_path / "work",
             cache_dir=tmp_path / "cache",
             trainer_command=[sys.executable, str(FAKE_TRAINER)],

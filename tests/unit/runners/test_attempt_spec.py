@@ -43,9 +43,14 @@ def test_an_attempt_spec_is_built_from_the_job_and_round_trips_through_the_bucke
 
 def test_object_names_follow_the_bucket_layout(job) -> None:
     spec = build_attempt_spec(job, attempt=1)
-    root = "users/usr_1/jobs/job_1/"
-    assert (spec.log_object, spec.metrics_object) == (root + "job.log", root + "events/metrics.jsonl")
+    root = "users/usr_1/jobs/job_1/attempts/1/"
+    assert (spec.log_object, spec.metrics_object) == (root + "job.log", root + "metrics.jsonl")
     assert spec.checkpoint_prefix(12) == root + "checkpoints/12/"
+    assert spec.checkpoints_prefix == root + "checkpoints/"
+    assert spec.unsent_heartbeats_object == "users/usr_1/unsent-heartbeats/job_1/1.jsonl"
+    second = build_attempt_spec(job, attempt=2)
+    assert second.log_object == "users/usr_1/jobs/job_1/attempts/2/job.log" != spec.log_object
+    assert second.checkpoint_prefix(12) != spec.checkpoint_prefix(12)
     assert spec.dataset_object == "users/usr_1/data/ds_1/processed/train.jsonl"
     assert spec.weights_prefix == "users/usr_1/models/model_job_1/weights/"
     assert spec.model_config_object == "users/usr_1/models/model_job_1/config.json"
@@ -57,6 +62,12 @@ def test_a_resume_point_outside_the_jobs_checkpoints_is_refused(job) -> None:
     fields = {f: getattr(spec, f) for f in spec.__struct_fields__}
     with pytest.raises(ValidationFailed, match="resume_from"):
         JobRunSpec(**{**fields, "resume_from": "users/someone_else/jobs/x/checkpoints/1/"})
+    for own_or_later in ("attempts/2/checkpoints/1/", "attempts/3/checkpoints/1/", "attempts/1/job.log"):
+        with pytest.raises(ValidationFailed, match="resume_from"):
+            JobRunSpec(**{**fields, "resume_from": "users/usr_1/jobs/job_1/" + own_or_later})
+    for earlier in ("attempts/1/checkpoints/40/", "checkpoints/40/"):  # the latter: an older job's
+        resumed = JobRunSpec(**{**fields, "resume_from": "users/usr_1/jobs/job_1/" + earlier})
+        assert resumed.resume_from is not None
     with pytest.raises(ValidationFailed, match="job_id"):
         JobRunSpec(**{**fields, "job_id": "../../etc"})
 

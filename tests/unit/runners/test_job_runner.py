@@ -21,10 +21,20 @@ from tests.unit.runners.builders import RecordingPublisher, now, seed_dataset, s
 from tests.unit.runners.conftest import JOB_CONFIG
 
 JOB = "users/usr_1/jobs/job_1/"
+ATTEMPT = JOB + "attempts/1/"
 
 
-def metric_lines(bucket: LocalBucket) -> list[dict]:
-    return [json.loads(line) for line in bucket.read(JOB + "events/metrics.jsonl").splitlines()]
+def metric_lines(bucket: LocalBucket, attempts: int = 1) -> list[dict]:
+    """Each attempt's ``attempts/<n>/metrics.jsonl``, attempt by attempt."""
+    return [
+        json.loads(line)
+        for n in range(1, attempts + 1)
+        for line in bucket.read(f"{JOB}attempts/{n}/metrics.jsonl").splitlines()
+    ]
+
+
+def job_log(bucket: LocalBucket, attempt: int = 1) -> str:
+    return bucket.read(f"{JOB}attempts/{attempt}/job.log").decode()
 
 
 @pytest.fixture
@@ -55,10 +65,11 @@ def test_success_uploads_weights_registers_the_model_and_reports_everything(
     assert (job.state, job.step, job.total_steps, job.tokens) == (JobState.SUCCEEDED, 10, 10, 1000)
     assert job.metrics == {"train_loss": 1.5, "steps": 10.0}
     assert job.last_checkpoint is not None and job.last_checkpoint.step == 9
-    assert job.last_checkpoint.path == JOB + "checkpoints/9/"
-    assert local_bucket.exists(JOB + "checkpoints/9/trainer_state.json")
-    kept = {name.split("/")[5] for name in local_bucket.list(JOB + "checkpoints/")}
+    assert job.last_checkpoint.path == ATTEMPT + "checkpoints/9/"
+    assert local_bucket.exists(ATTEMPT + "checkpoints/9/trainer_state.json")
+    kept = {name.split("/")[7] for name in local_bucket.list(ATTEMPT + "checkpoints/")}
     assert kept == {"6", "9"}  # the two latest stay
+    assert not list(local_bucket.list(JOB + "checkpoints/")) and not local_bucket.exists(JOB + "job.log")
 
     model = app.get_model("model_job_1")
     assert (model.job_id, model.base_model, model.kind) == ("job_1", "tiny-llama", "lora")
@@ -81,7 +92,7 @@ def test_success_uploads_weights_registers_the_model_and_reports_everything(
 
     steps = [m for m in metric_lines(local_bucket) if m["event"] == "step"]
     assert [m["step"] for m in steps] == list(range(1, 11)) and {m["attempt"] for m in steps} == {1}
-    log = local_bucket.read(JOB + "job.log").decode()
+    log = job_log(local_bucket)
     assert "step 10/10" in log and "succeeded: model model_job_1" in log
 
     beats = publisher.of("job_1")
@@ -101,7 +112,7 @@ def test_a_stop_request_stops_the_trainer_with_a_checkpoint(
     assert job.state == JobState.STOPPED and job.stop_reason == "stopped by the user"
     assert 2 <= job.step < 200
     assert job.last_checkpoint is not None and job.last_checkpoint.step == job.step
-    assert local_bucket.exists(f"{JOB}checkpoints/{job.step}/trainer_state.json")
+    assert local_bucket.exists(f"{ATTEMPT}checkpoints/{job.step}/trainer_state.json")
     assert publisher.of("job_1")[-1].final
     assert not app.get_job("job_1").metrics
 
@@ -124,10 +135,16 @@ def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_steps_continue(
 
     assert make_runner(attempt=2).run() is Outcome.SUCCEEDED
     assert app.get_job("job_1").state == JobState.SUCCEEDED
-    steps = [(m["attempt"], m["step"]) for m in metric_lines(local_bucket) if m["event"] == "step"]
+    steps = [(m["attempt"], m["step"]) for m in metric_lines(local_bucket, 2) if m["event"] == "step"]
     assert steps == [(1, s) for s in range(1, 6)] + [(2, s) for s in range(4, 11)]
     assert publisher.of("job_1", 1)[-1].final and publisher.of("job_1", 2)[-1].final
-    assert "resuming from the checkpoint at step 3" in local_bucket.read(JOB + "job.log").decode()
+    assert "resuming from the checkpoint at step 3" in job_log(local_bucket, 2)
+    assert app.get_job("job_1").last_checkpoint.path.startswith(JOB + "attempts/2/checkpoints/")
+    # each attempt wrote under its own prefix only; the second resumed from the first's checkpoint
+    writers: dict[str, set[str]] = {}
+    for name in local_bucket.list(JOB + "attempts/"):
+        writers.setdefault(name.split("/")[5], set()).add(name)
+    assert set(writers) == {"1", "2"} and not writers["1"] & writers["2"]
 
 
 def test_with_no_retries_left_a_failure_fails_the_job(
@@ -211,7 +228,7 @@ def test_the_first_use_of_a_base_model_is_told_in_the_log_and_the_status(
         submit_job(app, job_id=job_id, base_model="my-model", **JOB_CONFIG)
         app.queue_job(job_id, now())
         assert make_runner(job_id, base_model_source=source).run() is Outcome.SUCCEEDED
-        return local_bucket.read(f"users/usr_1/jobs/{job_id}/job.log").decode()
+        return local_bucket.read(f"users/usr_1/jobs/{job_id}/attempts/1/job.log").decode()
 
     log = run("job_1")
     converting = log.index("converting base model my-model (first use), this takes a minute")

@@ -16,6 +16,7 @@ from runners.workdir import (
     download_prefix,
     fetch_base_model,
     prune_checkpoints,
+    prune_job_checkpoints,
     publish_model,
     upload_folder,
 )
@@ -157,3 +158,23 @@ def test_a_mirrored_log_continues_the_object_and_uploads_only_when_it_grew(
     assert mirror.sync() is True
     assert local_bucket.read("jobs/j/job.log") == b"attempt 1\nattempt 2\ntrainer stderr\n"
     assert mirror.sync() is False
+
+
+def test_pruning_a_job_keeps_its_latest_checkpoints_across_attempts(local_bucket: LocalBucket) -> None:
+    job = "users/usr_1/jobs/job_1/"
+    folders = [
+        "checkpoints/5/",  # written before attempts had prefixes: attempt 0
+        "attempts/1/checkpoints/10/",
+        "attempts/1/checkpoints/60/",  # an orphaned attempt went on past the job's last checkpoint
+        "attempts/2/checkpoints/15/",
+        "attempts/2/checkpoints/20/",
+    ]
+    for folder in folders:
+        local_bucket.write(job + folder + "state.json", b"{}")
+        local_bucket.write(job + folder + "deep/weights.bin", b"w")
+    local_bucket.write(job + "attempts/2/job.log", b"log")
+    deleted = prune_job_checkpoints(local_bucket, "usr_1", "job_1", keep=3)
+    assert deleted == [job + "checkpoints/5/", job + "attempts/1/checkpoints/10/"]
+    left = sorted(n.removesuffix("state.json") for n in local_bucket.list(job) if n.endswith("state.json"))
+    assert left == [job + f for f in folders[2:]]
+    assert local_bucket.exists(job + "attempts/2/job.log")

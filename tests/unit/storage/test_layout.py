@@ -66,6 +66,26 @@ def test_job_dataset_model_and_base_model_names() -> None:
     assert layout.base_model_prefix("tiny-llama") == "base-models/tiny-llama/"
 
 
+def test_each_attempt_writes_under_its_own_prefix() -> None:
+    job = "users/usr_1/jobs/job_1/"
+    assert layout.attempts_prefix(U, J) == job + "attempts/"
+    assert layout.attempt_prefix(U, J, 2) == job + "attempts/2/"
+    assert layout.attempt_log(U, J, 2) == job + "attempts/2/job.log"
+    assert layout.attempt_metrics(U, J, 2) == job + "attempts/2/metrics.jsonl"
+    assert layout.attempt_checkpoints_prefix(U, J, 2) == job + "attempts/2/checkpoints/"
+    assert layout.attempt_checkpoint_prefix(U, J, 2, 40) == job + "attempts/2/checkpoints/40/"
+    assert layout.unsent_heartbeats(U, J, 2) == "users/usr_1/unsent-heartbeats/job_1/2.jsonl"
+    assert layout.unsent_heartbeats(U, J, 2).startswith(layout.unsent_heartbeats_prefix(U))
+    assert layout.attempt_of_checkpoint(U, J, job + "attempts/2/checkpoints/40/") == (2, 40)
+    assert layout.attempt_of_checkpoint(U, J, job + "checkpoints/40/") == (0, 40)  # an older job's
+    others = (job + "attempts/2/job.log", "users/usr_1/jobs/job_2/checkpoints/4/", job + "checkpoints/x/")
+    for other in others:
+        assert layout.attempt_of_checkpoint(U, J, other) is None
+    for bad in (0, -1, True, "2"):
+        with pytest.raises(ValidationFailed):
+            layout.attempt_prefix(U, J, bad)  # type: ignore[arg-type]
+
+
 NAMED_BY_IDS = [
     layout.user_partition,
     layout.user_events,
@@ -81,6 +101,9 @@ NAMED_BY_IDS = [
     lambda bad: layout.job_run(U, bad),
     lambda bad: layout.job_status(U, bad),
     lambda bad: layout.checkpoint_prefix(U, bad, 1),
+    lambda bad: layout.attempt_checkpoint_prefix(U, bad, 1, 1),
+    lambda bad: layout.attempt_log(bad, J, 1),
+    lambda bad: layout.unsent_heartbeats(U, bad, 1),
     lambda bad: layout.dataset_metadata(bad, D),
     lambda bad: layout.dataset_processed(U, bad),
     lambda bad: layout.dataset_raw(U, bad, "a.jsonl"),
@@ -132,6 +155,10 @@ def _every_name() -> list[str]:
         layout.job_metrics(U, J),
         layout.checkpoint_prefix(U, J, 3) + "adapter_model.safetensors",
         layout.checkpoint_prefix(U, J, 3) + "optimizer/state.pt",
+        layout.attempt_log(U, J, 2),
+        layout.attempt_metrics(U, J, 2),
+        layout.attempt_checkpoint_prefix(U, J, 2, 3) + "adapter_model.safetensors",
+        layout.unsent_heartbeats(U, J, 2),
         layout.dataset_raw(U, D, "my data.jsonl"),
         layout.dataset_processed(U, D),
         layout.dataset_metadata(U, D),
