@@ -44,6 +44,7 @@ from runners.job_recorder import JobRecorder
 from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore.apps import PartitionApps
+from storage.eventstore.ledger import ledger_for
 from storage.heartbeats import Heartbeat, HeartbeatPublisher, attempt_secret
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher", "JobRef", "local_dispatcher"]
 
 log = logging.getLogger(__name__)
+
+RUNNER_ROLE = "runner"
+"""The role job runners sign their commits as (``LaunchRequest.signing_env``)."""
 
 OpenUserApp = Callable[[str], "UserApp"]
 Notify = Callable[[str], None]
@@ -141,6 +145,7 @@ class Dispatcher:
         self._lock = threading.Lock()  # the queue and the active runs
         self._poll_lock = threading.Lock()  # one poll at a time
         self._closing = False
+        self._signing_env: dict[str, str] | None = None
 
     # ---- the queue ----
 
@@ -275,6 +280,7 @@ class Dispatcher:
             if self.heartbeat_key is None
             else attempt_secret(self.heartbeat_key, ref.user_id, ref.job_id, attempt),
             placement=placement,
+            signing_env=self._runner_signing_env(),
         )
         try:
             self.backend.launch(request)
@@ -308,6 +314,13 @@ class Dispatcher:
             if recorder.retry_or_fail(reason, _max_retries(job)).state == JobState.RETRYING:
                 self._enqueue(ref, first=True)
         self.notify(ref.partition)
+
+    def _runner_signing_env(self) -> dict[str, str]:
+        """The runner role's key and the root public key (``Ledger.role_env``), made once: every
+        runner signs its commits with a key this platform's root vouches for, whatever its home."""
+        if self._signing_env is None:
+            self._signing_env = ledger_for(self.bucket).role_env(RUNNER_ROLE)
+        return self._signing_env
 
     def _end_if_superseded(self, ref: JobRef, launched: _Launched) -> None:
         """A job whose attempt moved on (e.g. the ledger found it lost and retried it) while its

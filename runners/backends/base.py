@@ -61,6 +61,8 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
     """The attempt's heartbeat secret (None: its heartbeats go unsigned and the ledger drops them)."""
     placement: Placement | None = None
     """Where to run it, as ``LaunchBackend.place`` chose (None: the backend places it at launch)."""
+    signing_env: dict[str, str] = msgspec.field(default_factory=dict)
+    """The runner role's commit-signing key and the root public key (``Ledger.role_env``): secrets."""
 
     @property
     def argv(self) -> list[str]:
@@ -68,8 +70,9 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def env(self) -> dict[str, str]:
-        """What the runner's environment must hold besides the backend's own."""
-        return {} if self.heartbeat_secret is None else {HEARTBEAT_SECRET_ENV: self.heartbeat_secret}
+        """What the runner's environment must hold besides the backend's own (secrets: never logged)."""
+        secret = {} if self.heartbeat_secret is None else {HEARTBEAT_SECRET_ENV: self.heartbeat_secret}
+        return {**self.signing_env, **secret}
 
     def __repr__(self) -> str:  # the secret never reaches a log
         return f"LaunchRequest(run_id={self.run_id!r}, run_object={self.run_object!r})"

@@ -44,6 +44,7 @@ from storage.eventstore.signing import (
     ROOT_ROLE,
     Keyring,
     SigningKey,
+    encode_public_key,
     key_id_of,
     load_key,
     load_or_create_key,
@@ -169,8 +170,30 @@ class Ledger:
         if signer is None:
             return None
         with self._lock:
-            if self._published:
-                return signer
+            if not self._published:
+                self._publish(signer)
+                self._published = True
+            return signer
+
+    def role_env(self, role: str) -> dict[str, str]:
+        """What a process of ``role`` this one starts (a job runner) needs to write commits this ledger
+        trusts: ``TUNE_ROLE``, its own key (``TUNE_SIGNING_KEY``: made under this home and published
+        here if need be) and the root public key (``TUNE_ROOT_PUBLIC_KEY``), so it need not share
+        this process's home. Secrets: hand them to that process alone. Empty when not signing."""
+        if not self.settings.sign:
+            return {}
+        with self._lock:
+            key = load_or_create_key(self.home, role)
+            self._publish(key)
+            root = self._root_public()
+        env = {"TUNE_ROLE": role, "TUNE_SIGNING_KEY": key.seed()}
+        if root is not None:
+            env["TUNE_ROOT_PUBLIC_KEY"] = encode_public_key(root)
+        return env
+
+    def _publish(self, signer: SigningKey) -> None:
+        """Make sure ``signer``'s key is in the keyring (DataError if it is not and cannot be)."""
+        with self._lock:
             keyring = self.keyring()
             if keyring is None or keyring.public_key(signer.key_id) is None:
                 root = self._root_private()
@@ -184,8 +207,6 @@ class Ledger:
                 keyring = self.keyring()
                 if keyring is None or keyring.public_key(signer.key_id) is None:
                     raise DataError(f"the keyring entry of key {signer.key_id} does not verify")
-            self._published = True
-            return signer
 
     def _root_public(self) -> Ed25519PublicKey | None:
         if self.settings.root_public_key:

@@ -51,6 +51,7 @@ __all__ = [
     "SigningKey",
     "Verdict",
     "commit_message",
+    "encode_public_key",
     "entry_message",
     "head_message",
     "key_file",
@@ -79,6 +80,11 @@ def _raw_public(public: Ed25519PublicKey) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+def encode_public_key(public: Ed25519PublicKey) -> str:
+    """The base64 of a raw public key (what ``TUNE_ROOT_PUBLIC_KEY`` and ``parse_public_key`` take)."""
+    return _raw_public(public)
+
+
 class SigningKey:
     """A role's private key: ``sign(message)`` -> base64 signature."""
 
@@ -93,6 +99,14 @@ class SigningKey:
 
     def sign(self, message: bytes) -> str:
         return base64.b64encode(self.private.sign(message)).decode("ascii")
+
+    def seed(self) -> str:
+        """The base64 of the private key's 32-byte seed (what ``TUNE_SIGNING_KEY`` takes): a secret."""
+        raw = self.private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return base64.b64encode(raw).decode("ascii")
+
 
     @classmethod
     def generate(cls, role: str) -> SigningKey:

@@ -30,6 +30,7 @@ from domain.job import Job, JobState
 from runners.main_job import stop_server
 from storage import LocalBucket, layout
 from storage.eventstore import open_user
+from storage.eventstore.ledger import Ledger, configure_ledger
 from tests.e2e.test_full_flow import BIN, FACTS, PASSWORD
 from tests.e2e.test_full_flow import Platform as Cli
 from tests.emulators import free_port
@@ -43,7 +44,7 @@ lora: {{r: 8, alpha: 16, dropout: 0.0}}
 batch_size: 2
 learning_rate: 0.02
 lr_scheduler: constant
-max_steps: 80
+max_steps: 400
 checkpoint_every_steps: 1000
 heartbeat_interval_seconds: {INTERVAL_S}
 max_retries: 2
@@ -123,6 +124,7 @@ def test_a_killed_control_plane_runs_the_job_once_and_bills_what_ran(server: Ser
     job_id = (jobs if isinstance(jobs, list) else jobs["jobs"])[0]["job_id"]
 
     bucket = LocalBucket(server.home / "bucket")
+    configure_ledger(bucket, Ledger(bucket, server.home))  # read as the server does: its root's keyring
     users = (server.home / "bucket" / "users").iterdir()
     (user_id,) = [p.name for p in users if (p / "jobs" / job_id).exists()]
     app = open_user(bucket, user_id)
