@@ -7,6 +7,7 @@ caller's own.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request
@@ -17,10 +18,12 @@ from litestar.params import Parameter
 from api.auth import Principal
 from api.guards import caller_of
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
+from api.services.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from domain.ids import ID_PATTERN
 from runtime.context import Runtime
 
 __all__ = [
+    "BaseModelFilter",
     "PathId",
     "dependencies",
     "provide_accounts",
@@ -29,6 +32,7 @@ __all__ = [
     "provide_datasets",
     "provide_jobs",
     "provide_models",
+    "provide_page",
     "provide_runtime",
 ]
 
@@ -39,6 +43,36 @@ PathId = Annotated[
     ),
 ]
 """A path id as the OpenAPI schema shows it (``requires_valid_ids`` enforces it first)."""
+
+
+BaseModelFilter = Annotated[
+    str | None, Parameter(query="base_model", max_length=64, description="keep only those on this base model")
+]
+
+
+def provide_page(
+    limit: Annotated[
+        int | None,
+        Parameter(
+            ge=1,
+            le=MAX_LIMIT,
+            description=f"a page of at most this many, newest first (default {DEFAULT_LIMIT} with "
+            "``after``); without ``limit`` and ``after``, every one, oldest first",
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Parameter(max_length=200, description="the ``next`` cursor of the previous page: the page after it"),
+    ] = None,
+    created_from: Annotated[
+        datetime | None, Parameter(description="keep only those created at or after this time (UTC)")
+    ] = None,
+    created_to: Annotated[
+        datetime | None, Parameter(description="keep only those created before this time (UTC)")
+    ] = None,
+) -> PageRequest:
+    """The paging parameters of a list route (``api.services.pages``)."""
+    return PageRequest(limit=limit, after=after, created_from=created_from, created_to=created_to)
 
 
 def provide_runtime(state: State) -> Runtime:
@@ -81,4 +115,5 @@ dependencies = {
     "models": Provide(provide_models, sync_to_thread=False),
     "billing": Provide(provide_billing, sync_to_thread=False),
     "accounts": Provide(provide_accounts, sync_to_thread=False),
+    "page": Provide(provide_page, sync_to_thread=False),
 }

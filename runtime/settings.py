@@ -14,6 +14,8 @@ variable                   meaning                                          defa
 ``TUNE_MAX_UPLOAD_BYTES``  largest dataset upload                           ``1073741824`` (1 GiB)
 ``TUNE_RATE_LIMIT``        requests per user per minute                     ``600``
 ``TUNE_WAIT_S``            how long a write waits for its projection        ``10``
+``TUNE_LISTING_INTERVAL_S`` least seconds between two writes of a user's     ``2``
+                           complete jobs/models/datasets.json (coalesced)
 ``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
                            is ``TRANSFORMERS_OFFLINE``): a hub base model
                            not converted yet is refused at start
@@ -66,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: int = 1 << 30
     rate_limit_per_minute: int = 600
     projection_wait_s: float = 10.0
+    listing_interval_s: float = 2.0
+    """The least time between two writes of a user's complete ``jobs.json`` / ``models.json`` /
+    ``datasets.json`` (the projector coalesces them; the API serves the index, updated per change)."""
     debug: bool = False
     hub_offline: bool = False
     """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
@@ -85,6 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_upload_bytes=_int_env(env, "TUNE_MAX_UPLOAD_BYTES", 1 << 30),
             rate_limit_per_minute=_int_env(env, "TUNE_RATE_LIMIT", 600),
             projection_wait_s=float(_int_env(env, "TUNE_WAIT_S", 10)),
+            listing_interval_s=float(_int_env(env, "TUNE_LISTING_INTERVAL_S", 2)),
             hub_offline=hub_offline(env),
         )
 

@@ -70,7 +70,7 @@ def test_list_json_is_the_api_data(logged_in: FakeApi, run_cli) -> None:
     assert result.code == 0
     rows = json.loads(result.out)
     assert [{k: row[k] for k in sent} for row, sent in zip(rows, JOBS["jobs"], strict=True)] == JOBS["jobs"]
-    assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"state": "running"}
+    assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"state": "running", "limit": "20"}
 
 
 def test_list_table(logged_in: FakeApi, run_cli) -> None:
