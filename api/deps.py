@@ -19,6 +19,7 @@ from api.auth import Principal
 from api.guards import caller_of
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
 from api.services.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+from domain.errors import ValidationFailed
 from domain.ids import ID_PATTERN
 from runtime.context import Runtime
 
@@ -50,6 +51,14 @@ BaseModelFilter = Annotated[
 ]
 
 
+_TIME: dict[str, Any] = {
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$",
+    "max_length": 40,
+    "schema_extra": {"format": "date-time"},
+}
+"""An ISO 8601 time with a date and a time of day (UTC without an offset); a number is no time."""
+
+
 def provide_page(
     limit: Annotated[
         int | None,
@@ -65,14 +74,28 @@ def provide_page(
         Parameter(max_length=200, description="the ``next`` cursor of the previous page: the page after it"),
     ] = None,
     created_from: Annotated[
-        datetime | None, Parameter(description="keep only those created at or after this time (UTC)")
+        str | None, Parameter(description="keep only those created at or after this time", **_TIME)
     ] = None,
     created_to: Annotated[
-        datetime | None, Parameter(description="keep only those created before this time (UTC)")
+        str | None, Parameter(description="keep only those created before this time", **_TIME)
     ] = None,
 ) -> PageRequest:
     """The paging parameters of a list route (``api.services.pages``)."""
-    return PageRequest(limit=limit, after=after, created_from=created_from, created_to=created_to)
+    return PageRequest(
+        limit=limit,
+        after=after,
+        created_from=_time(created_from, "created_from"),
+        created_to=_time(created_to, "created_to"),
+    )
+
+
+def _time(value: str | None, where: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(f"not a time: {value!r:.50} (2026-03-14T10:30:00Z)", where=where) from None
 
 
 def provide_runtime(state: State) -> Runtime:
