@@ -2,7 +2,10 @@
 
 Layers, outermost first: JWT authentication (every route but login, health
 and the schema), the per-user rate limit, the id guard, then a Controller per
-resource. JSON bodies are decoded strictly into each route's ``data`` type (``api.body``). Failed
+resource. Replies of more than ``COMPRESS_MIN_BYTES`` are gzipped for clients that accept it
+(a list of 100 jobs: 22 KB -> ~2 KB), but streams (logs, which ``follow`` must flush line by line,
+and model downloads, whose size and digest headers describe the bytes sent), which opt out with
+``NO_COMPRESSION``. JSON bodies are decoded strictly into each route's ``data`` type (``api.body``). Failed
 logins earn a backoff per account and address (``api.throttle``, one per app). Exceptions are
 mapped to the one error shape in ``api.errors``.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar, Request
+from litestar.config.compression import CompressionConfig
 from litestar.datastructures import MutableScopeHeaders, State
 from litestar.middleware.rate_limit import get_remote_address
 from litestar.openapi import OpenAPIConfig
@@ -27,11 +31,14 @@ from api.errors import exception_handlers
 from api.guards import requires_valid_ids
 from api.openapi import close_strict_shapes, restore_zero_bounds
 from api.ratelimit import rate_limit_config
+from api.streams import NO_COMPRESSION
 from api.throttle import LoginThrottle
 from runtime.context import Runtime
 from runtime.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["COMPRESS_MIN_BYTES", "create_app"]
+
+COMPRESS_MIN_BYTES = 1024
 
 
 def _rate_key(request: Request[Any, Any, Any]) -> str:
@@ -73,6 +80,12 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
         on_app_init=[jwt_auth.on_app_init],
         middleware=[rate_limit.middleware],
         before_send=[_allow_every_method],
+        compression_config=CompressionConfig(
+            backend="gzip",
+            minimum_size=COMPRESS_MIN_BYTES,
+            gzip_compress_level=5,
+            exclude_opt_key=NO_COMPRESSION,
+        ),
         openapi_config=OpenAPIConfig(
             title="tune",
             version="1",

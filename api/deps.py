@@ -7,6 +7,7 @@ caller's own.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request
@@ -18,11 +19,14 @@ from api.auth import Principal
 from api.guards import caller_of
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
 from api.services.keys import KeyService
+from api.services.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from api.services.serving import ServingService
+from domain.errors import ValidationFailed
 from domain.ids import ID_PATTERN
 from runtime.context import Runtime
 
 __all__ = [
+    "BaseModelFilter",
     "PathId",
     "dependencies",
     "provide_accounts",
@@ -32,6 +36,7 @@ __all__ = [
     "provide_jobs",
     "provide_keys",
     "provide_models",
+    "provide_page",
     "provide_runtime",
     "provide_serving",
 ]
@@ -43,6 +48,58 @@ PathId = Annotated[
     ),
 ]
 """A path id as the OpenAPI schema shows it (``requires_valid_ids`` enforces it first)."""
+
+
+BaseModelFilter = Annotated[
+    str | None, Parameter(query="base_model", max_length=64, description="keep only those on this base model")
+]
+
+
+_TIME: dict[str, Any] = {
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$",
+    "max_length": 40,
+    "schema_extra": {"format": "date-time"},
+}
+"""An ISO 8601 time with a date and a time of day (UTC without an offset); a number is no time."""
+
+
+def provide_page(
+    limit: Annotated[
+        int | None,
+        Parameter(
+            ge=1,
+            le=MAX_LIMIT,
+            description=f"a page of at most this many, newest first (default {DEFAULT_LIMIT} with "
+            "``after``); without ``limit`` and ``after``, every one, oldest first",
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        Parameter(max_length=200, description="the ``next`` cursor of the previous page: the page after it"),
+    ] = None,
+    created_from: Annotated[
+        str | None, Parameter(description="keep only those created at or after this time", **_TIME)
+    ] = None,
+    created_to: Annotated[
+        str | None, Parameter(description="keep only those created before this time", **_TIME)
+    ] = None,
+) -> PageRequest:
+    """The paging parameters of a list route (``api.services.pages``)."""
+    return PageRequest(
+        limit=limit,
+        after=after,
+        created_from=_time(created_from, "created_from"),
+        created_to=_time(created_to, "created_to"),
+    )
+
+
+def _time(value: str | None, where: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(f"not a time: {value!r:.50} (2026-03-14T10:30:00Z)", where=where) from None
 
 
 def provide_runtime(state: State) -> Runtime:
@@ -95,4 +152,5 @@ dependencies = {
     "accounts": Provide(provide_accounts, sync_to_thread=False),
     "serving": Provide(provide_serving, sync_to_thread=False),
     "keys": Provide(provide_keys, sync_to_thread=False),
+    "page": Provide(provide_page, sync_to_thread=False),
 }

@@ -232,8 +232,14 @@ class JobStatus(_Out):
 
 
 class JobList(_Out):
+    """A page of the jobs, newest first, or all of them oldest first (no ``limit``, no ``after``:
+    the reply of clients that do not page). ``has_more``: older ones match too; ``next``: the
+    cursor to pass as ``after`` for them (None at the end)."""
+
     jobs: list[JobRow] = msgspec.field(default_factory=list)
     position: int = 0
+    has_more: bool = False
+    next: str | None = None
 
 
 class JobEvent(_Out):
@@ -274,8 +280,14 @@ class Dataset(_Out):
 
 
 class DatasetList(_Out):
+    """A page of the datasets, newest first, or all of them oldest first (no ``limit``, no ``after``:
+    the reply of clients that do not page). ``has_more``: older ones match too; ``next``: the
+    cursor to pass as ``after`` for them (None at the end)."""
+
     datasets: list[DatasetRow] = msgspec.field(default_factory=list)
     position: int = 0
+    has_more: bool = False
+    next: str | None = None
 
 
 class Deleted(_Out):
@@ -339,8 +351,14 @@ class Model(_Out):
 
 
 class ModelList(_Out):
+    """A page of the models, newest first, or all of them oldest first (no ``limit``, no ``after``:
+    the reply of clients that do not page). ``has_more``: older ones match too; ``next``: the
+    cursor to pass as ``after`` for them (None at the end)."""
+
     models: list[ModelRow] = msgspec.field(default_factory=list)
     position: int = 0
+    has_more: bool = False
+    next: str | None = None
 
 
 class BaseModelInfo(_Out):

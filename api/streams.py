@@ -17,7 +17,11 @@ import anyio.to_thread
 
 from storage.bucket import Bucket, ObjectNotFound, ObjectStat
 
-__all__ = ["follow_object", "tail_lines", "upload_async"]
+__all__ = ["NO_COMPRESSION", "follow_object", "tail_lines", "upload_async"]
+
+NO_COMPRESSION = "no_compression"
+"""The ``opt`` key of a route whose replies the app never compresses (``opt={NO_COMPRESSION: True}``):
+a streamed log is flushed as it grows, a download's size and digest headers describe its bytes."""
 
 _QUEUE_CHUNKS = 16
 _DONE = object()

@@ -10,6 +10,7 @@ from msgspec import to_builtins
 
 from cli.context import Ctx, JsonFlag, build_app, console_script
 from cli.errors import CliError
+from cli.pages import AfterFlag, AllFlag, LimitFlag
 
 __all__ = ["app", "main"]
 
@@ -36,12 +37,23 @@ def _check_file(path: Path) -> int:
 
 
 @app.command(name="list")
-def list_datasets(*, json: JsonFlag = False, ctx: Ctx) -> None:
-    """List your datasets."""
+def list_datasets(
+    *,
+    limit: LimitFlag = 20,
+    every: AllFlag = False,
+    after: AfterFlag = None,
+    json: JsonFlag = False,
+    ctx: Ctx,
+) -> None:
+    """List your datasets, newest first: the latest --limit, or --all."""
     from api.schemas import DatasetList
     from cli.output import Column, print_json, print_table
+    from cli.pages import fetch_rows
 
-    rows = ctx.client.get(f"/datasets/{ctx.user_id}/list", type=DatasetList).datasets
+    path = f"/datasets/{ctx.user_id}/list"
+    rows = fetch_rows(
+        ctx.client, path, DatasetList, "datasets", limit=limit, every=every, after=after, noun="datasets"
+    )
     print_json(rows) if json else print_table(rows, [Column(k) for k in _COLUMNS], empty="no datasets")
 
 

@@ -9,6 +9,7 @@ from cyclopts import Parameter
 
 from cli.context import Ctx, JsonFlag, build_app, console_script
 from cli.errors import CliError
+from cli.pages import AfterFlag, AllFlag, LimitFlag
 
 __all__ = ["app", "main"]
 
@@ -18,12 +19,23 @@ _COLUMNS = ("model_id", "base_model", "kind", "job_id", "status", "size_bytes", 
 
 
 @app.command(name="list")
-def list_models(*, json: JsonFlag = False, ctx: Ctx) -> None:
-    """List your models."""
+def list_models(
+    *,
+    limit: LimitFlag = 20,
+    every: AllFlag = False,
+    after: AfterFlag = None,
+    json: JsonFlag = False,
+    ctx: Ctx,
+) -> None:
+    """List your models, newest first: the latest --limit, or --all."""
     from api.schemas import ModelList
     from cli.output import Column, print_json, print_table
+    from cli.pages import fetch_rows
 
-    rows = ctx.client.get(f"/models/{ctx.user_id}/list", type=ModelList).models
+    path = f"/models/{ctx.user_id}/list"
+    rows = fetch_rows(
+        ctx.client, path, ModelList, "models", limit=limit, every=every, after=after, noun="models"
+    )
     print_json(rows) if json else print_table(rows, [Column(k) for k in _COLUMNS], empty="no models")
 
 

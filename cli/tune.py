@@ -16,6 +16,7 @@ from cyclopts import Parameter
 
 from cli.context import Ctx, JsonFlag, build_app, console_script
 from cli.errors import CliError
+from cli.pages import AfterFlag, AllFlag, LimitFlag
 
 __all__ = ["app", "main"]
 
@@ -133,20 +134,27 @@ def start(
 def list_jobs(
     *,
     state: Annotated[str | None, Parameter(help="Only jobs in this state, e.g. running.")] = None,
+    base_model: Annotated[str | None, Parameter(help="Only jobs on this base model.")] = None,
+    limit: LimitFlag = 20,
+    every: AllFlag = False,
+    after: AfterFlag = None,
     json: JsonFlag = False,
     ctx: Ctx,
 ) -> None:
-    """List your fine-tuning jobs."""
+    """List your fine-tuning jobs, newest first: the latest --limit, or --all."""
     from api.schemas import JobList
     from cli.output import Column, print_json, print_table
+    from cli.pages import fetch_rows
 
-    reply = ctx.client.get(
-        f"/fine-tune/{ctx.user_id}/list", params={"state": state} if state else None, type=JobList
+    params = {k: v for k, v in (("state", state), ("base_model", base_model)) if v}
+    path = f"/fine-tune/{ctx.user_id}/list"
+    rows = fetch_rows(
+        ctx.client, path, JobList, "jobs", limit=limit, every=every, after=after, params=params, noun="jobs"
     )
     if json:
-        print_json(reply.jobs)
+        print_json(rows)
     else:
-        print_table(reply.jobs, [Column(k) for k in _JOB_COLUMNS], empty="no jobs")
+        print_table(rows, [Column(k) for k in _JOB_COLUMNS], empty="no jobs")
 
 
 @app.command

@@ -9,6 +9,14 @@ changed it: a pure function of the log, so views rebuilt from position 0 have th
 same bytes as views kept up event by event. ``metadata/position.json`` records the
 partition's head (the position every view of the partition reflects) and is
 written after the others.
+
+A view is of one of three kinds (``Views.kind_of``): ``VIEW``, ``LISTING`` (the complete
+``jobs.json``, ``datasets.json``, ``models.json``: audited like any view, but a projector may
+coalesce their writes, so each trails the partition by at most its interval and carries its own
+position) and ``INDEX`` (the paged index of those listings, ``projections.index``, which the API
+serves: updated per changed item, written before position.json, and not one of ``names()``,
+the views an audit compares: buckets written before the index existed have none, and the
+projector writes a missing or older index on its first touch of the partition).
 """
 
 from __future__ import annotations
@@ -21,11 +29,15 @@ from uuid import UUID
 import msgspec
 
 from projections import billing, catalogue, datasets, hardware, jobs, models, pricing, users
+from projections.index import ListingIndex
 from projections.render import encode, event_name
 from storage import layout
 from storage.layout import PLATFORM
 
 __all__ = [
+    "INDEX",
+    "LISTING",
+    "VIEW",
     "Anchor",
     "Partition",
     "PlatformPartition",
@@ -36,6 +48,9 @@ __all__ = [
 
 S = TypeVar("S")
 _ABSENT = object()
+
+VIEW, LISTING, INDEX = "view", "listing", "index"
+"""The kinds of view (see the module docstring)."""
 
 
 class TrackingView(msgspec.Struct, omit_defaults=True):
@@ -68,6 +83,7 @@ class Family(Protocol[S]):
     def item_view(self, state: S, position: int) -> Any: ...
     def listed(self, state: S) -> Any: ...
     def listing_view(self, states: list[S], position: int) -> Any: ...
+    def row(self, state: S) -> Any: ...
 
 
 class Views:
@@ -78,11 +94,26 @@ class Views:
         self._at: dict[str, int] = {}
         self._render: dict[str, Callable[[int], Any]] = {}
         self._dirty: set[str] = set()
+        self._kind: dict[str, str] = {}  # names of another kind than VIEW
+        self._group: dict[str, str] = {}  # an index object -> its index's head
 
-    def touch(self, name: str, render: Callable[[int], Any]) -> None:
+    def touch(
+        self, name: str, render: Callable[[int], Any], kind: str = VIEW, group: str | None = None
+    ) -> None:
         self._at[name] = self.position
         self._render[name] = render
         self._dirty.add(name)
+        if kind != VIEW:
+            self._kind[name] = kind
+            if group is not None:
+                self._group[name] = group
+
+    def kind_of(self, name: str) -> str:
+        return self._kind.get(name, VIEW)
+
+    def group_of(self, name: str) -> str | None:
+        """The head of the index ``name`` belongs to (None for a view that is no index object)."""
+        return self._group.get(name)
 
     def render(self, name: str) -> bytes:
         return encode(self._render[name](self._at[name]))
@@ -91,7 +122,11 @@ class Views:
         return self._at[name]
 
     def names(self) -> list[str]:
-        return list(self._at)
+        """The views an audit compares and a rebuild writes (every kind but ``INDEX``)."""
+        return [name for name in self._at if self._kind.get(name) != INDEX]
+
+    def index_names(self) -> list[str]:
+        return [name for name in self._at if self._kind.get(name) == INDEX]
 
     def mark_dirty(self, names: Iterable[str]) -> None:
         self._dirty.update(names)
@@ -105,10 +140,18 @@ class Entities(Generic[S]):
     """The entities of one family in a partition, keyed by aggregate id.
 
     ``listing``: the name of the family's listing view; ``item_name``: the name of an entity's view
-    (asked once per entity: an entity keeps its name).
+    (asked once per entity: an entity keeps its name); ``index``: where the listing's paged index
+    lies (``head``, ``page(n)``), None for a listing kept whole only.
     """
 
-    def __init__(self, family: Family[S], views: Views, listing: str, item_name: Callable[[S], str]) -> None:
+    def __init__(
+        self,
+        family: Family[S],
+        views: Views,
+        listing: str,
+        item_name: Callable[[S], str],
+        index: tuple[str, Callable[[int], str], str] | None = None,
+    ) -> None:
         self.family = family
         self.items: dict[UUID, S] = {}
         self._listed: dict[UUID, Any] = {}
@@ -116,6 +159,16 @@ class Entities(Generic[S]):
         self._listing = listing
         self._item_name = item_name
         self._names: dict[UUID, str] = {}
+        self.index: ListingIndex | None = None
+        if index is not None:
+            head, page_name, id_field = index
+            self.index = ListingIndex(
+                lambda name, render: views.touch(name, render, INDEX, head),
+                head,
+                page_name,
+                family.row,
+                id_field,
+            )
 
     def apply(self, event: Any) -> S:
         key = event.originator_id
@@ -128,7 +181,9 @@ class Entities(Generic[S]):
         listed = self.family.listed(state)
         if listed != self._listed.get(key, _ABSENT):
             self._listed[key] = listed
-            self._views.touch(self._listing, self.listing_view)
+            self._views.touch(self._listing, self.listing_view, LISTING if self.index else VIEW)
+            if self.index is not None:
+                self.index.update(key, state)
         return state
 
     def item_view(self, key: UUID, position: int) -> Any:
@@ -180,6 +235,14 @@ class Partition:
         return TrackingView(position, self.name, *(commit or (None, None)))
 
 
+def _index(user_id: str, listing: str, id_field: str) -> tuple[str, Callable[[int], str], str]:
+    return (
+        layout.index_head(user_id, listing),
+        lambda page: layout.index_page(user_id, listing, page),
+        id_field,
+    )
+
+
 class UserPartition(Partition):
     """``users/<id>``: jobs, datasets, models and billing."""
 
@@ -192,18 +255,21 @@ class UserPartition(Partition):
             self.views,
             layout.jobs(uid),
             lambda job: layout.job_status(uid, job.job_id),
+            _index(uid, "jobs", "job_id"),
         )
         self.datasets: Entities[datasets.DatasetState] = Entities(
             datasets,  # type: ignore[arg-type]
             self.views,
             layout.datasets(uid),
             lambda dataset: layout.dataset_metadata(uid, dataset.dataset_id),
+            _index(uid, "datasets", "dataset_id"),
         )
         self.models: Entities[models.ModelState] = Entities(
             models,  # type: ignore[arg-type]
             self.views,
             layout.models(uid),
             lambda model: layout.model_metadata(uid, model.model_id),
+            _index(uid, "models", "model_id"),
         )
         self.billing = billing.BillingState()
         self._route(jobs.EVENTS, self.jobs.apply)

@@ -16,11 +16,24 @@ How the promises are kept:
   precondition (create-only for a view not seen before), and never over a
   stored view whose position is already at or past ours; a lost race re-reads
   and compares. Views never move backwards.
+
+What a change costs: a job's state change writes that job's status.json, the page of the
+listing's index that holds its row and the index's head (``projections.index``), then
+position.json; not the complete listing. The complete listings (``jobs.json``, ``models.json``,
+``datasets.json``: the documented layout, kind ``LISTING``) are coalesced when ``coalesce_s`` is
+set: written at once if the partition's were not written in the last ``coalesce_s`` seconds,
+else deferred until then (``flush_deferred``, which the run loop calls as they fall due and once
+more when it stops; a caller that folds with ``catch_up`` alone calls it itself, and ``wait_for``
+without a loop writes them at once). Each carries its own position, so a listing may trail
+position.json by at most ``coalesce_s``; a restart (which forgets what was deferred) compares
+the stored listings' own positions on its first touch and writes those behind, and likewise
+writes an index whose head is missing or behind (a bucket written before the index existed).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +42,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from projections.partition import Partition, open_partition
+from projections.partition import INDEX, LISTING, Partition, open_partition
 from projections.replay import BATCH, anchor_of, read_events
 from projections.store import ViewStore, stored_position
 from storage import layout
@@ -55,9 +68,11 @@ class Projector:
         store: ViewStore | None = None,
         batch: int = BATCH,
         max_partitions: int = 10_000,
+        coalesce_s: float = 0.0,
     ) -> None:
         """``max_partitions``: how many partitions' states stay in memory (least recently used go;
-        the next touch replays them from 0, as after a restart)."""
+        the next touch replays them from 0, as after a restart); ``coalesce_s``: the least time
+        between two writes of a partition's complete listings (0: each change writes them)."""
         self.bucket = bucket
         self.open_app = open_app
         self.store = store
@@ -73,6 +88,9 @@ class Projector:
         self._dirty: set[str] = set()
         self._running = False
         self.writes = 0
+        self.coalesce_s = coalesce_s
+        self._deferred: dict[str, set[str]] = {}  # partition -> complete listings not written yet
+        self._listed_at: dict[str, float] = {}  # partition -> when its listings were last written
 
     # -- telling and asking ------------------------------------------------
 
@@ -101,6 +119,7 @@ class Projector:
             return True
         if not self._running:
             self.catch_up(partition)
+            self.flush_deferred(partition, force=True)  # no loop would write them later
             return self.position(partition) >= target
         self.notify(partition)
         deadline = time.monotonic() + timeout
@@ -125,14 +144,28 @@ class Projector:
                 part.apply(position, event)
             names = part.views.take_dirty()
             if first:
-                written = self._stored_view(layout.position(partition))[1]
-                names = {n for n in names if part.views.position_of(n) > written}
+                names = self._first_names(part, names)
             self._keep(partition, part)
             self._flush(part, names)
             self._written[partition] = part.position
         with self._changed:
             self._changed.notify_all()
         return part.position
+
+    def _first_names(self, part: Partition, names: set[str]) -> set[str]:
+        """Of a partition replayed from 0 here, the views to write: those changed after the stored
+        position.json, complete listings whose own stored position is behind (their writes are
+        coalesced: position.json may be ahead of them), and every object of an index whose stored
+        head is missing or behind."""
+        views = part.views
+        written = self._stored_view(layout.position(part.name))[1]
+        behind = {n for n in names if views.position_of(n) > written}
+        for name in names - behind:
+            if views.kind_of(name) == LISTING and self._stored_view(name)[1] < views.position_of(name):
+                behind.add(name)
+        heads = {views.group_of(n) for n in names if views.kind_of(n) == INDEX} - {None}
+        stale = {h for h in heads if h is not None and self._stored_view(h)[1] < views.position_of(h)}
+        return behind | {n for n in names if views.group_of(n) in stale}
 
     def _keep(self, partition: str, part: Partition) -> None:
         """Remember the partition's state as most recently used; let the least recently used go."""
@@ -143,8 +176,11 @@ class Projector:
                 gone, _ = self._parts.popitem(last=False)
                 self._apps.pop(gone, None)
                 self._written.pop(gone, None)
+                self._deferred.pop(gone, None)  # its next first touch writes the listings behind
 
     def _flush(self, part: Partition, names: set[str]) -> None:
+        if self.coalesce_s > 0:
+            names = self._coalesced(part, names)
         tracking = layout.position(part.name)
         order = sorted(names - {tracking}) + ([tracking] if tracking in names else [])
         for i, name in enumerate(order):
@@ -153,6 +189,52 @@ class Projector:
             except BaseException:
                 part.views.mark_dirty(order[i:])
                 raise
+
+    def _coalesced(self, part: Partition, names: set[str]) -> set[str]:
+        """``names`` less the complete listings deferred (their partition's were written less than
+        ``coalesce_s`` ago), plus those deferred before when they are due now."""
+        listings = {n for n in names if part.views.kind_of(n) == LISTING}
+        with self._guard:
+            deferred = self._deferred.get(part.name, set())
+            if not listings and not deferred:
+                return names
+            now = time.monotonic()
+            if now < self._listed_at.get(part.name, -math.inf) + self.coalesce_s:
+                self._deferred[part.name] = deferred | listings
+                return names - listings
+            self._deferred.pop(part.name, None)
+            self._listed_at[part.name] = now
+        return names | deferred
+
+    def flush_deferred(self, partition: str | None = None, *, force: bool = False) -> int:
+        """Write the complete listings deferred by coalescing that are due (all with ``force``), of
+        ``partition`` or of every partition; return how many were written."""
+        with self._guard:
+            now = time.monotonic()
+            todo = [
+                p
+                for p in ([partition] if partition is not None else list(self._deferred))
+                if self._deferred.get(p)
+                and (force or now >= self._listed_at.get(p, -math.inf) + self.coalesce_s)
+            ]
+        count = 0
+        for p in todo:
+            with self._lock(p):
+                with self._guard:
+                    names = self._deferred.pop(p, set())
+                    part = self._parts.get(p)
+                    self._listed_at[p] = time.monotonic()
+                if part is None or not names:
+                    continue
+                try:
+                    for name in sorted(names):
+                        self._write(name, part.views.render(name), part.views.position_of(name))
+                        count += 1
+                except BaseException:
+                    with self._guard:
+                        self._deferred.setdefault(p, set()).update(names)
+                    raise
+        return count
 
     def _write(self, name: str, data: bytes, position: int) -> None:
         generation, stored = self._stored.get(name, _MISSING)
@@ -204,7 +286,9 @@ class Projector:
                         todo |= set(self._parts)
                     next_sweep = time.monotonic() + (sweep_every or 0)
                 self._catch_up_all(todo)
+                self._flush_due()
         finally:
+            self._flush_due(force=True)
             self._running = False
             with self._changed:
                 self._changed.notify_all()
@@ -228,6 +312,13 @@ class Projector:
                 with self._changed:
                     self._dirty.add(partition)
 
+    def _flush_due(self, *, force: bool = False) -> None:
+        try:
+            self.flush_deferred(force=force)
+        except Exception:  # retried on the next turn (the names stay deferred)
+            log.exception("projector: writing the deferred listings failed")
+            time.sleep(0.2)
+
     # -- plumbing -----------------------------------------------------------
 
     def _app(self, partition: str) -> Application[Any]:
@@ -247,3 +338,4 @@ class Projector:
         with self._lock(partition), self._guard:
             self._parts.pop(partition, None)
             self._written.pop(partition, None)
+            self._deferred.pop(partition, None)

@@ -43,7 +43,7 @@ def stored_position(data: bytes) -> int:
 
 
 class _Entry:
-    __slots__ = ("data", "fed", "generation", "parsed", "position")
+    __slots__ = ("data", "fed", "generation", "parsed", "position", "typed")
 
     def __init__(self, data: bytes, generation: int, position: int, *, fed: bool) -> None:
         self.data = data
@@ -51,6 +51,7 @@ class _Entry:
         self.position = position
         self.fed = fed
         self.parsed: Any = None
+        self.typed: dict[Any, Any] = {}
 
 
 class ViewStore:
@@ -113,6 +114,15 @@ class ViewStore:
         if entry.parsed is None:
             entry.parsed = decode(entry.data)
         return entry.parsed, entry.position
+
+    def read_as(self, name: str, type: Any) -> tuple[Any, int]:
+        """The view decoded as ``type`` (shared, read-only: decoded once per stored version) and its
+        position; raise ObjectNotFound."""
+        entry = self._entry(name)
+        found = entry.typed.get(type)
+        if found is None:
+            found = entry.typed[type] = msgspec.json.decode(entry.data, type=type)
+        return found, entry.position
 
     def partition_position(self, partition: str) -> int:
         """The head every view of ``partition`` reflects (0 before its projector's first write)."""

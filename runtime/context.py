@@ -70,7 +70,9 @@ class Runtime:
         self.clock = clock
         self.apps = PartitionApps(self.bucket)
         self.views = ViewStore(self.bucket)
-        self.projector = Projector(self.bucket, self.app, store=self.views)
+        self.projector = Projector(
+            self.bucket, self.app, store=self.views, coalesce_s=settings.listing_interval_s
+        )
         self.job_submitted: list[JobHook] = []
         self.serving: ChatEngine | None = None
         self.completion_served: list[ServedHook] = []

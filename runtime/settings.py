@@ -15,6 +15,8 @@ variable                   meaning                                          defa
 ``TUNE_RATE_LIMIT``        requests per user per minute                     ``600``
 ``TUNE_WAIT_S``            how long a write waits for its projection        ``10``
 ``TUNE_SERVING_ADAPTERS``  LoRA adapters the chat engine keeps per base       ``8``
+``TUNE_LISTING_INTERVAL_S`` least seconds between two writes of a user's     ``2``
+                           complete jobs/models/datasets.json (coalesced)
 ``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
                            is ``TRANSFORMERS_OFFLINE``): a hub base model
                            not converted yet is refused at start
@@ -79,6 +81,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: int = 1 << 30
     rate_limit_per_minute: int = 600
     projection_wait_s: float = 10.0
+    listing_interval_s: float = 2.0
+    """The least time between two writes of a user's complete ``jobs.json`` / ``models.json`` /
+    ``datasets.json`` (the projector coalesces them; the API serves the index, updated per change)."""
     debug: bool = False
     serving_adapters: int = 8
     """LoRA adapters the chat engine keeps resident per base model (``runners.serving``)."""
@@ -103,6 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_per_minute=_int_env(env, "TUNE_RATE_LIMIT", 600),
             projection_wait_s=float(_int_env(env, "TUNE_WAIT_S", 10)),
             serving_adapters=_int_env(env, "TUNE_SERVING_ADAPTERS", 8),
+            listing_interval_s=float(_int_env(env, "TUNE_LISTING_INTERVAL_S", 2)),
             hub_offline=hub_offline(env),
             ledger=LedgerSettings.from_env(env),
         )

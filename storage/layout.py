@@ -7,6 +7,7 @@
     users/<uid>/events/<seq:012d>.json                      user partition commits
     users/<uid>/metadata/{user_info,gpu_pricing}.json       the platform partition's views of a user
     users/<uid>/metadata/{jobs,datasets,models,billing,billing_history,position}.json
+    users/<uid>/metadata/index/{jobs,datasets,models}/{head,<page:06d>}.json   the listings, paged
     users/<uid>/jobs/<job_id>/{config.yml,run.yaml,status.json}
     users/<uid>/jobs/<job_id>/attempts/<n>/{job.log,metrics.jsonl}   what attempt n wrote
     users/<uid>/jobs/<job_id>/attempts/<n>/checkpoints/<step>/...
@@ -44,6 +45,7 @@ from domain.partitions import PLATFORM, PLATFORM_EVENTS, USERS, events_prefix, u
 __all__ = [
     "BASE_MODELS",
     "BASE_MODEL_MARKER",
+    "INDEXED",
     "PATTERNS",
     "PLATFORM",
     "PLATFORM_EVENTS",
@@ -78,6 +80,9 @@ __all__ = [
     "hardware",
     "heartbeat_archive",
     "heartbeats_prefix",
+    "index_head",
+    "index_page",
+    "index_prefix",
     "job_config",
     "job_log",
     "job_metrics",
@@ -183,6 +188,36 @@ datasets = _user_view("datasets")
 models = _user_view("models")
 billing = _user_view("billing", "The current billing month.")
 billing_history = _user_view("billing_history", "The closed billing months.")
+
+
+INDEXED = ("jobs", "datasets", "models")
+"""The listings also kept as a paged index (``index_head``, ``index_page``): what the API serves."""
+
+
+def index_prefix(user_id: str, listing: str) -> str:
+    """``users/<uid>/metadata/index/<listing>/``: the paged index of a listing (one of ``INDEXED``).
+
+    The complete listing (``jobs.json`` ...) is the documented copy, rewritten at most once per
+    interval; the index is what the API pages through, updated per changed item: rows in pages of
+    a fixed number of entities by order of arrival (an entity keeps its page), and a head that
+    summarises each page (count, first and last sort key, counts by state and base model), so a
+    query reads only the pages that can hold what it asks for.
+    """
+    if listing not in INDEXED:
+        raise ValueError(f"not an indexed listing: {listing!r}")
+    return f"{metadata_prefix(user_partition(user_id))}index/{listing}/"
+
+
+def index_head(user_id: str, listing: str) -> str:
+    """``.../index/<listing>/head.json``: the summary of every page (written after the pages)."""
+    return f"{index_prefix(user_id, listing)}head.json"
+
+
+def index_page(user_id: str, listing: str, page: int) -> str:
+    """``.../index/<listing>/<page:06d>.json``: the rows of one page, oldest first."""
+    if page < 0:
+        raise ValueError(f"page {page} < 0")
+    return f"{index_prefix(user_id, listing)}{page:06d}.json"
 
 
 def _one_of(names: tuple[str, ...]) -> str:
@@ -433,6 +468,7 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("tracking", rf"{_PARTITION}/events/tracking/(?:{_ID}/)?(?:segments/)?{_SEQ}\.json"),
     _pattern("platform view", rf"platform/metadata/(?:{_one_of(PLATFORM_VIEWS)})\.json"),
     _pattern("user view", rf"{_USER}/metadata/(?:{_one_of(USER_COPIES + USER_VIEWS)})\.json"),
+    _pattern("view index", rf"{_USER}/metadata/index/(?:{_one_of(INDEXED)})/(?:head|[0-9]{{6,}})\.json"),
     _pattern(
         "job file",
         rf"{_USER}/jobs/{_ID}/(?:config\.yml|run\.yaml|status\.json|job\.log"

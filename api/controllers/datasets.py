@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
@@ -13,6 +13,7 @@ from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import Dataset, DatasetList, Deleted
 from api.services import DatasetService
+from api.services.pages import PageRequest
 from api.uploads import UploadOperation, decoded_body, upload_coding
 from runtime.context import Runtime
 
@@ -64,10 +65,19 @@ class DatasetController(Controller):
         guards=[requires_owner],
     )
     async def list_datasets(
-        self, user_id: PathId, datasets: NamedDependency[DatasetService], runtime: NamedDependency[Runtime]
+        self,
+        user_id: PathId,
+        datasets: NamedDependency[DatasetService],
+        runtime: NamedDependency[Runtime],
+        page: NamedDependency[PageRequest],
+        status: Annotated[
+            Literal["uploaded", "validated", "rejected"] | None,
+            Parameter(query="state", description="keep only datasets in this state"),
+        ] = None,
     ) -> DatasetList:
-        """The user's datasets."""
-        return await runtime.io(datasets.list)
+        """The user's datasets: a page, newest first, with ``limit`` / ``after``; all of them, oldest
+        first, without. ``state`` and ``created_from`` / ``created_to`` filter."""
+        return await runtime.io(datasets.list, page, status)
 
     @get("/{dataset_id:str}", operation_id="get_dataset", responses=documented(404))
     async def get_dataset(

@@ -11,11 +11,13 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.deps import PathId
+from api.deps import BaseModelFilter, PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
 from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
 from api.services import JobService
+from api.services.pages import PageRequest
+from api.streams import NO_COMPRESSION
 from domain.job_states import JobState
 from runtime.context import Runtime
 
@@ -53,6 +55,8 @@ class FineTuneController(Controller):
         user_id: PathId,
         jobs: NamedDependency[JobService],
         runtime: NamedDependency[Runtime],
+        page: NamedDependency[PageRequest],
+        base_model: BaseModelFilter = None,
         job_state: Annotated[
             str | None,
             Parameter(
@@ -63,8 +67,10 @@ class FineTuneController(Controller):
             ),
         ] = None,
     ) -> JobList:
-        """The user's jobs, oldest first; ``state`` keeps only jobs in that state."""
-        return await runtime.io(jobs.list, job_state)
+        """The user's jobs: a page, newest first, with ``limit`` / ``after`` (``has_more``, ``next``);
+        all of them, oldest first, without. ``state``, ``base_model`` and ``created_from`` /
+        ``created_to`` keep only the jobs that match."""
+        return await runtime.io(jobs.list, page, job_state, base_model)
 
     @get("/{job_id:str}/status", operation_id="job_status", responses=documented(404))
     async def status(
@@ -91,7 +97,13 @@ class FineTuneController(Controller):
         """The job's history: state changes, progress, checkpoints, metered usage, alerts."""
         return await runtime.io(jobs.events, job_id)
 
-    @get("/{job_id:str}/logs", operation_id="job_logs", responses=documented(404), media_type=TEXT)
+    @get(
+        "/{job_id:str}/logs",
+        operation_id="job_logs",
+        opt={NO_COMPRESSION: True},
+        responses=documented(404),
+        media_type=TEXT,
+    )
     async def logs(
         self,
         job_id: PathId,

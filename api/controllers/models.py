@@ -10,12 +10,14 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from api.deps import PathId
+from api.deps import BaseModelFilter, PathId
 from api.errors import documented
 from api.guards import requires_owner
 from api.schemas import Deleted, Model, ModelList
 from api.services import ModelService
 from api.services.models import Archive
+from api.services.pages import PageRequest
+from api.streams import NO_COMPRESSION
 from runtime.context import Runtime
 
 TAR = "application/x-tar"
@@ -48,10 +50,16 @@ class ModelController(Controller):
         guards=[requires_owner],
     )
     async def list_models(
-        self, user_id: PathId, models: NamedDependency[ModelService], runtime: NamedDependency[Runtime]
+        self,
+        user_id: PathId,
+        models: NamedDependency[ModelService],
+        runtime: NamedDependency[Runtime],
+        page: NamedDependency[PageRequest],
+        base_model: BaseModelFilter = None,
     ) -> ModelList:
-        """The user's fine-tuned models."""
-        return await runtime.io(models.list)
+        """The user's fine-tuned models: a page, newest first, with ``limit`` / ``after``; all of them,
+        oldest first, without. ``base_model`` and ``created_from`` / ``created_to`` filter."""
+        return await runtime.io(models.list, page, base_model)
 
     @get("/{model_id:str}", operation_id="get_model", responses=documented(404))
     async def get_model(
@@ -63,6 +71,7 @@ class ModelController(Controller):
     @get(
         "/{model_id:str}/download",
         operation_id="download_model",
+        opt={NO_COMPRESSION: True},
         responses=documented(404, 409),
         media_type=TAR,
     )
@@ -77,6 +86,7 @@ class ModelController(Controller):
     @head(
         "/{model_id:str}/download",
         operation_id="download_model_head",
+        opt={NO_COMPRESSION: True},
         responses=documented(404, 409),
         media_type=TAR,
     )

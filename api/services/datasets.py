@@ -12,6 +12,7 @@ import msgspec
 from api import schemas
 from api.services.base import UserService
 from api.services.jobs import JobService
+from api.services.pages import EVERY, Listing, PageRequest, Pages
 from api.streams import upload_async
 from domain.dataset import check_filename
 from domain.errors import Forbidden, TooLarge, ValidationFailed
@@ -68,16 +69,24 @@ def clean_filename(filename: str | None) -> str:
     return name
 
 
+DATASETS = Listing(
+    "datasets", schemas.DatasetRow, "dataset_id", layout.datasets, schemas.DatasetList, "datasets"
+)
+
+
 class DatasetService(UserService):
     """The caller's datasets."""
 
     def get(self, dataset_id: str) -> schemas.Dataset:
         return self.object_view(layout.dataset_metadata, "dataset", dataset_id, schemas.Dataset)
 
-    def list(self) -> schemas.DatasetList:
-        listing = self.rt.view_or(layout.datasets(self.user_id), schemas.DatasetList, schemas.DatasetList())
-        rows = [d for d in listing.datasets if d.status != "deleted"]
-        return schemas.DatasetList(datasets=rows, position=listing.position)
+    def list(self, request: PageRequest = EVERY, state: str | None = None) -> schemas.DatasetList:
+        """A page of the caller's datasets (``api.services.pages``), or all of them without paging."""
+        return self.pages.reply(request, state=state)  # type: ignore[no-any-return]
+
+    @property
+    def pages(self) -> Pages:
+        return Pages(self.rt, self.user_id, DATASETS)
 
     def quota_left(self) -> int | None:
         """Bytes of dataset storage the caller may still use (None: unlimited).
@@ -88,7 +97,7 @@ class DatasetService(UserService):
         limit = self.rt.quota(self.user_id).max_dataset_bytes
         if limit is None:
             return None
-        used = sum(d.size_bytes for d in self.list().datasets if d.status != "rejected")
+        used = sum(d.size_bytes for d in self.list().datasets if d.status != "rejected")  # each row counts
         return max(0, limit - used)
 
     async def upload(

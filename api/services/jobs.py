@@ -12,6 +12,7 @@ from api import schemas
 from api.services.base import UserService
 from api.services.billing import BillingService
 from api.services.hardware import HardwareService
+from api.services.pages import EVERY, Listing, PageRequest, Pages
 from api.streams import follow_object, tail_lines
 from domain.admission import check_admission
 from domain.config_yaml import config_from_yaml
@@ -22,6 +23,7 @@ from domain.job import Job
 from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from domain.money import dollars, dollars_or_none
 from domain.training_config import TrainingConfig, parse_training_config, training_config_to_dict
+from projections.index import Query
 from projections.render import iso
 from storage import ObjectNotFound, layout
 
@@ -36,6 +38,9 @@ R = TypeVar("R")
 _HIDDEN_FIELDS = frozenset({"originator_id", "originator_version", "originator_topic", "timestamp", "at"})
 
 
+JOBS = Listing("jobs", schemas.JobRow, "job_id", layout.jobs, schemas.JobList, "jobs")
+
+
 class JobService(UserService):
     """The caller's jobs."""
 
@@ -44,26 +49,29 @@ class JobService(UserService):
     def status(self, job_id: str) -> schemas.JobStatus:
         return self.object_view(layout.job_status, "job", job_id, schemas.JobStatus)
 
-    def list(self, state: str | None = None) -> schemas.JobList:
+    def list(
+        self, request: PageRequest = EVERY, state: str | None = None, base_model: str | None = None
+    ) -> schemas.JobList:
+        """A page of the caller's jobs (``api.services.pages``), or all of them without paging."""
         if state is not None and state not in frozenset(JobState):
             raise ValidationFailed(
                 f"unknown state {state!r:.40}; one of {', '.join(sorted(JobState))}", where="state"
             )
-        listing = self.rt.view_or(layout.jobs(self.user_id), schemas.JobList, schemas.JobList())
-        if state is not None:
-            listing = schemas.JobList(
-                jobs=[j for j in listing.jobs if j.status == state], position=listing.position
-            )
-        return listing
+        return self.pages.reply(request, state=state, base_model=base_model)  # type: ignore[no-any-return]
+
+    @property
+    def pages(self) -> Pages:
+        return Pages(self.rt, self.user_id, JOBS)
 
     def active_job_ids(self, *, dataset_id: str | None = None, base_model: str | None = None) -> list[str]:
-        """Ids of the caller's jobs still queued or running that use this dataset or model."""
+        """Ids of the caller's jobs still queued or running that use this dataset or model (only the
+        index pages holding a job in an active state are read)."""
+        pages = self.pages
         return [
             job.job_id
-            for job in self.list().jobs
-            if job.status in ACTIVE_STATES
-            and (dataset_id is None or job.dataset_id == dataset_id)
-            and (base_model is None or job.base_model == base_model)
+            for state in sorted(ACTIVE_STATES)
+            for job in pages.every(Query(limit=1, state=state, base_model=base_model))
+            if dataset_id is None or job.dataset_id == dataset_id
         ]
 
     def events(self, job_id: str) -> schemas.JobEvents:

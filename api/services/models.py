@@ -20,6 +20,7 @@ from api.archive import TarPlan, plan_tar, tar_chunks, tar_sha256
 from api.model_card import adapter_config, model_card, public_config, updated_manifest
 from api.services.base import UserService
 from api.services.jobs import JobService
+from api.services.pages import EVERY, Listing, PageRequest, Pages
 from domain.errors import Conflict
 from runtime.context import Runtime
 from storage import ObjectNotFound, layout
@@ -41,6 +42,9 @@ class Archive:
         return tar_chunks(self.rt.bucket, self.plan)
 
 
+MODELS = Listing("models", schemas.ModelRow, "model_id", layout.models, schemas.ModelList, "models")
+
+
 class ModelService(UserService):
     """The caller's fine-tuned models."""
 
@@ -58,11 +62,10 @@ class ModelService(UserService):
             model, sha256=archive.sha256, size_bytes=archive.size, weights_sha256=model.sha256
         )
 
-    def list(self) -> schemas.ModelList:
-        listing = self.rt.view_or(layout.models(self.user_id), schemas.ModelList, schemas.ModelList())
-        return schemas.ModelList(
-            models=[m for m in listing.models if m.status != "deleted"], position=listing.position
-        )
+    def list(self, request: PageRequest = EVERY, base_model: str | None = None) -> schemas.ModelList:
+        """A page of the caller's models (``api.services.pages``), or all of them without paging."""
+        pages = Pages(self.rt, self.user_id, MODELS)
+        return pages.reply(request, base_model=base_model)  # type: ignore[no-any-return]
 
     def delete(self, model_id: str) -> schemas.Deleted:
         """Record the deletion (409 while a queued or running job builds on it), then remove its files."""

@@ -61,6 +61,11 @@ def test_bench_api(tmp_path: Path) -> None:
     assert len(lines) == 3, lines
 
 
+def test_bench_history(tmp_path: Path) -> None:
+    lines = smoke("bench_history", tmp_path)  # no --before: only the size against size line
+    assert len(lines) == 1 and "projector per change" in lines[0], lines
+
+
 def test_bench_cli(tmp_path: Path) -> None:
     lines = smoke("bench_cli", tmp_path)  # exits 1 if --help imported torch & co
     assert len(lines) == 1 and "x baseline" in lines[0], lines

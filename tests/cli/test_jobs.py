@@ -7,6 +7,7 @@ import io
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 from cli.config import credentials_path, load_credentials
 from tests.cli.fake_api import FakeApi, Reply
@@ -70,7 +71,7 @@ def test_list_json_is_the_api_data(logged_in: FakeApi, run_cli) -> None:
     assert result.code == 0
     rows = json.loads(result.out)
     assert [{k: row[k] for k in sent} for row, sent in zip(rows, JOBS["jobs"], strict=True)] == JOBS["jobs"]
-    assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"state": "running"}
+    assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"state": "running", "limit": "20"}
 
 
 def test_list_table(logged_in: FakeApi, run_cli) -> None:
@@ -292,3 +293,43 @@ def test_billing_report_takes_json_like_every_listing(logged_in: FakeApi, run_cl
     assert run_cli(*args, "--json", "--format", "json").code == 0
     both = run_cli(*args, "--json", "--format", "csv")
     assert both.code == 1 and "--json" in both.err and "csv" in both.err
+
+
+def _paged_jobs(total: int) -> Any:
+    """A list route that pages ``total`` jobs newest first, the cursor being the next index."""
+    jobs = [
+        {"job_id": f"job_{i:03d}", "status": "queued", "created_at": "2026-03-14T10:00:00Z"}
+        for i in range(total)
+    ]
+    jobs.reverse()
+
+    def handler(req: Any) -> Reply:
+        start, limit = int(req.query.get("after", 0)), int(req.query["limit"])
+        more = start + limit < total
+        return Reply.json(
+            {
+                "jobs": jobs[start : start + limit],
+                "has_more": more,
+                "next": str(start + limit) if more else None,
+            }
+        )
+
+    return handler
+
+
+def test_list_all_pages_through_every_job(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/fine-tune/u_1/list", _paged_jobs(250))
+    result = run_cli("tune", "list", "--all", "--json")
+    assert result.code == 0, result.err
+    assert [r["job_id"] for r in json.loads(result.out)] == [f"job_{i:03d}" for i in range(249, -1, -1)]
+    asked = [r.query for r in logged_in.requests if r.path == "/fine-tune/u_1/list"]
+    assert asked == [{"limit": "100"}, {"limit": "100", "after": "100"}, {"limit": "100", "after": "200"}]
+
+
+def test_list_limit_shows_one_page_and_says_how_to_get_more(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/fine-tune/u_1/list", _paged_jobs(30))
+    result = run_cli("tune", "list", "--limit", "5", "--json")
+    assert result.code == 0 and len(json.loads(result.out)) == 5
+    assert "--all" in result.err and "--after 5" in result.err
+    assert run_cli("tune", "list", "--after", "25", "--json").code == 0
+    assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"limit": "20", "after": "25"}

@@ -37,7 +37,8 @@ def _run(partition: str, app: Any, driver: Any, commands: list[tuple[tuple[Any, 
         }
     ):
         event(name)
-    expected = {name: rebuilt.views.render(name) for name in rebuilt.views.names()}
+    names = rebuilt.views.names() + rebuilt.views.index_names()
+    expected = {name: rebuilt.views.render(name) for name in names}
     assert _stored(bucket) == expected
 
 

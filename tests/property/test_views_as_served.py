@@ -28,9 +28,10 @@ from domain.applications import PlatformApp, UserApp
 from projections.partition import PLATFORM
 from storage.memory import MemoryBucket
 from tests.property.histories import PlatformDriver, UserDriver, platform_command, play, step, user_command
+from views.index import IndexHead, IndexPage
 
 USER = r"users/[^/]+"
-SERVED_AS: list[tuple[str, type[msgspec.Struct]]] = [
+SERVED_AS: list[tuple[str, Any]] = [
     (rf"{USER}/metadata/jobs\.json", schemas.JobList),
     (rf"{USER}/jobs/[^/]+/status\.json", schemas.JobStatus),
     (rf"{USER}/metadata/datasets\.json", schemas.DatasetList),
@@ -40,6 +41,10 @@ SERVED_AS: list[tuple[str, type[msgspec.Struct]]] = [
     (rf"{USER}/metadata/billing\.json", StoredBilling),
     (rf"{USER}/metadata/billing_history\.json", schemas.BillingHistory),
     (rf"({USER}|{PLATFORM})/metadata/gpu_pricing\.json", schemas.Pricing),
+    (rf"{USER}/metadata/index/(jobs|datasets|models)/head\.json", IndexHead),  # api.services.pages
+    (rf"{USER}/metadata/index/jobs/[0-9]+\.json", IndexPage[schemas.JobRow]),
+    (rf"{USER}/metadata/index/datasets/[0-9]+\.json", IndexPage[schemas.DatasetRow]),
+    (rf"{USER}/metadata/index/models/[0-9]+\.json", IndexPage[schemas.ModelRow]),
 ]
 READ_AS_JSON = [
     rf"{USER}/metadata/user_info\.json",
@@ -49,7 +54,7 @@ READ_AS_JSON = [
 ]
 
 
-def _schema(name: str) -> type[msgspec.Struct] | None:
+def _schema(name: str) -> Any:
     for pattern, schema in SERVED_AS:
         if re.fullmatch(pattern, name):
             return schema

@@ -67,6 +67,8 @@ def test_take_dirty_returns_what_changed_since_the_last_flush() -> None:
     assert part.views.take_dirty() == {
         "users/u1/jobs/j1/status.json",
         "users/u1/metadata/jobs.json",
+        "users/u1/metadata/index/jobs/000000.json",
+        "users/u1/metadata/index/jobs/head.json",
         "users/u1/metadata/position.json",
     }
     assert part.views.take_dirty() == set()
