@@ -20,6 +20,8 @@ import msgspec
 
 from api import openai_schemas as oa
 from api.services.base import UserService
+from api.services.models import MODELS
+from api.services.pages import EVERY, Pages
 from domain.errors import NotFound, Unavailable, ValidationFailed
 from domain.ids import ID_PATTERN
 from runtime.serving import AdapterRef, ChatEngine, ChatMessage, Completion, Delta, Generation, ModelRef
@@ -53,14 +55,11 @@ class ServingService(UserService):
 
     def models(self) -> oa.OpenAIModelList:
         data = [oa.OpenAIModel(id=name, created=0, owned_by=PLATFORM_OWNER) for name in sorted(self._bases())]
-        listing = self.rt.view_json(layout.models(self.user_id)) or {}
-        for row in listing.get("models", ()):
-            if row.get("status") == "ready":
-                data.append(
-                    oa.OpenAIModel(
-                        id=row["model_id"], created=_epoch(row.get("created_at")), owned_by=self.user_id
-                    )
-                )
+        listing = Pages(self.rt, self.user_id, MODELS).reply(EVERY)  # the index: current per model
+        for row in listing.models:
+            if row.status == "ready":
+                created = _epoch(row.created_at)
+                data.append(oa.OpenAIModel(id=row.model_id, created=created, owned_by=self.user_id))
         return oa.OpenAIModelList(data=data)
 
     def _bases(self) -> set[str]:

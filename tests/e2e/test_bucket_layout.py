@@ -191,6 +191,8 @@ def test_every_key_written_by_a_job_end_to_end_is_a_layout_name(world: World) ->
     assert job.state == JobState.SUCCEEDED, job
     wait_for(lambda: world.bucket.exists(layout.billing(user_id)), timeout=30, what="the metered usage")
     world.rt.committed(layout.user_partition(user_id))
+    for complete in (layout.jobs(user_id), layout.models(user_id)):  # coalesced: within the listing interval
+        wait_for(lambda name=complete: world.bucket.exists(name), timeout=30, what=complete)
 
     written = world.bucket.written
     refused = sorted(name for name in written if not _matches(name))
