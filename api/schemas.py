@@ -51,6 +51,8 @@ __all__ = [
     "BillingHistory",
     "BudgetRequest",
     "BudgetView",
+    "CheckpointInfo",
+    "CheckpointList",
     "Credit",
     "Dataset",
     "DatasetList",
@@ -255,6 +257,28 @@ class JobEvent(_Out):
 class JobEvents(_Out):
     job_id: str = ""
     events: list[JobEvent] = msgspec.field(default_factory=list)
+
+
+class CheckpointInfo(_Out):
+    """One checkpoint of a job: its id (``<job_id>:<step>``, what ``start_from`` takes), where in
+    training it was saved, and the losses at that step from the attempt's metrics (``eval_loss``
+    only when the job has a validation split and evaluated at that step)."""
+
+    checkpoint_id: str = ""
+    attempt: int = 0
+    step: int = 0
+    at: str | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    available: bool = True
+    """False once it was pruned (a job keeps its latest checkpoints): it can no longer be started from."""
+
+
+class CheckpointList(_Out):
+    """A job's checkpoints, oldest first."""
+
+    job_id: str = ""
+    checkpoints: list[CheckpointInfo] = msgspec.field(default_factory=list)
 
 
 # -- datasets -------------------------------------------------------------------------------

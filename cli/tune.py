@@ -1,6 +1,6 @@
 """``tune``: log in, start and watch fine-tuning jobs, costs and billing; run the server.
 
-Commands: login, logout, start, list, status, stop, logs, events, cost, billing
+Commands: login, logout, start, list, status, stop, logs, events, checkpoints, cost, billing
 (usage, history, pricing, report), budget (set), key (create, list, revoke), serve, admin
 (operator tools).
 Request and reply shapes are ``api.schemas`` Structs, imported inside the commands.
@@ -221,6 +221,23 @@ def logs(
     for text in ctx.client.stream_text(f"/fine-tune/{job_id}/logs", params=params or None):
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+@app.command
+def checkpoints(job_id: str, *, json: JsonFlag = False, ctx: Ctx) -> None:
+    """List a job's checkpoints: step, train and validation loss there; start from one with
+    `tune start --from <checkpoint id>`."""
+    from api.schemas import CheckpointList
+    from cli.output import Column, print_json, print_table
+
+    reply = ctx.client.get(f"/fine-tune/{job_id}/checkpoints", type=CheckpointList)
+    if json:
+        print_json(reply.checkpoints)
+        return
+    columns = [Column("checkpoint_id", "checkpoint")] + [
+        Column(k) for k in ("attempt", "step", "train_loss", "eval_loss", "available", "at")
+    ]
+    print_table(reply.checkpoints, columns, title=f"checkpoints of {job_id}", empty="no checkpoints yet")
 
 
 @app.command

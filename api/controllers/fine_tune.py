@@ -14,7 +14,15 @@ from litestar.response import Stream
 from api.deps import BaseModelFilter, PathId
 from api.errors import documented
 from api.guards import requires_owner, requires_self
-from api.schemas import JobEvents, JobList, JobStatus, StartJobRequest, StartJobResponse, StopJobResponse
+from api.schemas import (
+    CheckpointList,
+    JobEvents,
+    JobList,
+    JobStatus,
+    StartJobRequest,
+    StartJobResponse,
+    StopJobResponse,
+)
 from api.services import JobService
 from api.services.pages import PageRequest
 from api.streams import NO_COMPRESSION
@@ -89,6 +97,14 @@ class FineTuneController(Controller):
     def stop(self, job_id: PathId, jobs: NamedDependency[JobService]) -> StopJobResponse:
         """Ask the job to stop (it saves a checkpoint first); 409 when it has already ended."""
         return jobs.stop(job_id)
+
+    @get("/{job_id:str}/checkpoints", operation_id="job_checkpoints", responses=documented(404))
+    async def checkpoints(
+        self, job_id: PathId, jobs: NamedDependency[JobService], runtime: NamedDependency[Runtime]
+    ) -> CheckpointList:
+        """The job's checkpoints, oldest first: id (``<job_id>:<step>``, what ``start_from`` takes),
+        attempt, step, train and validation loss at that step, and whether it can still be used."""
+        return await runtime.io(jobs.checkpoints, job_id)
 
     @get("/{job_id:str}/events", operation_id="job_events", responses=documented(404))
     async def events(

@@ -11,6 +11,7 @@ import yaml
 from api import schemas
 from api.services.base import UserService
 from api.services.billing import BillingService
+from api.services.checkpoints import checkpoint_list
 from api.services.hardware import HardwareService
 from api.services.pages import EVERY, Listing, PageRequest, Pages
 from api.streams import follow_object, tail_lines
@@ -79,6 +80,10 @@ class JobService(UserService):
         self.status(job_id)  # 404 unless it is the caller's
         history = self.app.events.get(Job.create_id(job_id))
         return schemas.JobEvents(job_id=job_id, events=[_job_event(e) for e in history])
+
+    def checkpoints(self, job_id: str) -> schemas.CheckpointList:
+        """The job's checkpoints with the losses at their step (``api.services.checkpoints``)."""
+        return checkpoint_list(self.rt.bucket, self.user_id, self.status(job_id))
 
     def cost(self, job_id: str) -> schemas.JobCostReport:
         """What one job has cost so far, and in which months."""

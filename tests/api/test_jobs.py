@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -308,3 +309,52 @@ def test_logs_tail_and_follow(api: Api, ann: User, dataset: str, monkeypatch: py
         text = "".join(stream.iter_text())
     thread.join()
     assert text == "line 9\nline 10\n"
+
+
+def test_checkpoints_list_step_and_losses_from_the_attempts_metrics(
+    api: Api, ann: User, bob: User, dataset: str
+) -> None:
+    """Each checkpoint with the train loss and (validation configured) the eval loss at its step, from
+    the metrics of the attempt that saved it; one pruned from the bucket is listed as not available."""
+    job_id = api.job(ann, dataset)
+    app, now, bucket = api.rt.user_app(ann.user_id), api.rt.clock, api.rt.bucket
+    app.queue_job(job_id, now())
+    app.start_job(job_id, 1, now())
+    metrics = [
+        {"event": "step", "step": 5, "loss": 2.5, "attempt": 1},
+        {"event": "eval", "step": 5, "eval_loss": 2.75, "attempt": 1},
+        {"event": "step", "step": 10, "loss": 2.0, "attempt": 1},
+    ]
+    bucket.write(
+        layout.attempt_metrics(ann.user_id, job_id, 1),
+        b"".join(json.dumps(m).encode() + b"\n" for m in metrics),
+    )
+    for step in (5, 10):
+        prefix = layout.attempt_checkpoint_prefix(ann.user_id, job_id, 1, step)
+        bucket.write(prefix + "adapter_model.safetensors", b"w")
+        app.save_checkpoint(job_id, 1, step, prefix, now())
+    app.retry_job(job_id, 2, "the runner was lost", now())
+    app.start_job(job_id, 2, now())
+    bucket.write(
+        layout.attempt_metrics(ann.user_id, job_id, 2), b'{"step": 15, "loss": 1.5, "attempt": 2}\n{"ste'
+    )
+    prefix = layout.attempt_checkpoint_prefix(ann.user_id, job_id, 2, 15)
+    bucket.write(prefix + "adapter_model.safetensors", b"w")
+    app.save_checkpoint(job_id, 2, 15, prefix, now())
+    bucket.delete_prefix(layout.attempt_checkpoint_prefix(ann.user_id, job_id, 1, 5))  # pruned
+    api.settle(ann)
+    reply = api.client.get(f"/fine-tune/{job_id}/checkpoints", headers=ann.headers)
+    assert reply.status_code == 200, reply.text
+    rows = reply.json()["checkpoints"]
+    assert [(r["checkpoint_id"], r["attempt"], r["step"]) for r in rows] == [
+        (f"{job_id}:5", 1, 5),
+        (f"{job_id}:10", 1, 10),
+        (f"{job_id}:15", 2, 15),
+    ]
+    assert [(r["train_loss"], r.get("eval_loss"), r["available"]) for r in rows] == [
+        (2.5, 2.75, False),
+        (2.0, None, True),
+        (1.5, None, True),
+    ]
+    assert api.client.get(f"/fine-tune/{job_id}/checkpoints", headers=bob.headers).status_code == 404
+    assert api.client.get(f"/fine-tune/{job_id}/checkpoints").status_code == 401

@@ -333,3 +333,23 @@ def test_list_limit_shows_one_page_and_says_how_to_get_more(logged_in: FakeApi, 
     assert "--all" in result.err and "--after 5" in result.err
     assert run_cli("tune", "list", "--after", "25", "--json").code == 0
     assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"limit": "20", "after": "25"}
+
+
+CHECKPOINTS = {
+    "job_id": "job_a",
+    "checkpoints": [
+        {"checkpoint_id": "job_a:10", "attempt": 1, "step": 10, "train_loss": 2.5, "eval_loss": 2.75},
+        {"checkpoint_id": "job_a:20", "attempt": 2, "step": 20, "train_loss": 1.25, "available": True},
+    ],
+}
+
+
+def test_checkpoints_takes_the_job_as_argument_and_shows_step_and_losses(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("GET", "/fine-tune/job_a/checkpoints", Reply.json(CHECKPOINTS))
+    result = run_cli("tune", "checkpoints", "job_a")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert any("job_a:10" in ln and "2.5" in ln and "2.75" in ln for ln in lines)
+    assert any("job_a:20" in ln and "1.25" in ln for ln in lines)
+    rows = json.loads(run_cli("tune", "checkpoints", "--job-id", "job_a", "--json").out)
+    assert [row["step"] for row in rows] == [10, 20]
