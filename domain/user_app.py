@@ -265,8 +265,19 @@ class UserApp(PartitionApplication):
         step: int | None = None,
         reason: str | None = None,
         lease: str | None = None,
+        weights: ModelWeights | None = None,
     ) -> JobView:
-        return self._job(job_id, None, lambda j: j.mark_stopped(at, step=step, reason=reason, lease=lease))
+        """The job stopped; with ``weights`` (its last checkpoint's, published), its model is
+        registered in the same save, so a stopped job's model id answers. A superseded runner
+        (``lease`` not the current attempt's) registers nothing."""
+        job = self._load(Job, job_id, "job_id")
+        job.check_lease(lease, "mark stopped")  # before the model: a fenced runner registers none
+        model = None
+        if weights is not None:
+            model = self._new_model(job.model_id, job.job_id, job.base_model, weights, at)
+        job.mark_stopped(at, step=step, reason=reason, lease=lease)
+        self._save(job, *([model] if model else []))
+        return job_view(job)
 
     def mark_succeeded(
         self,

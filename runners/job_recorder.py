@@ -119,10 +119,13 @@ class JobRecorder:
             )
         )
 
-    def stopped(self, *, step: int | None = None, reason: str | None = None) -> JobView:
+    def stopped(
+        self, *, step: int | None = None, reason: str | None = None, weights: ModelWeights | None = None
+    ) -> JobView:
+        """Stopped; ``weights``: the last checkpoint published as the job's model (registered with it)."""
         return self._write(
             lambda: self.app.mark_stopped(
-                self.job_id, self.clock(), step=step, reason=reason, lease=self.lease
+                self.job_id, self.clock(), step=step, reason=reason, lease=self.lease, weights=weights
             )
         )
 

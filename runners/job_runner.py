@@ -22,7 +22,9 @@
    and if the control plane is gone (below) the trainer is stopped the graceful way and the
    attempt ends ``retrying`` for the platform's fault (``CONTROL_PLANE_GONE``);
 5. records the outcome: ``Succeeded`` with the model registered (weights uploaded to
-   ``models/<id>/weights/``), ``Stopped``, ``Failed`` (bad input), or ``Retrying`` (the next
+   ``models/<id>/weights/``), ``Stopped`` (with the job's last checkpoint, less its optimizer and
+   trainer state, published and registered as the model the same way: a stopped job's model id
+   answers; no checkpoint, no model), ``Failed`` (bad input), or ``Retrying`` (the next
    attempt resumes from the last checkpoint; the dispatcher launches it) or ``Failed`` when
    no retries are left.
 
@@ -66,6 +68,7 @@ import msgspec
 
 from domain.errors import Conflict, PlatformError, ValidationFailed
 from domain.job_states import JobState
+from domain.model import ModelWeights
 from domain.read_models import JobView
 from runners.attempt_spec import JobRunSpec
 from runners.heartbeat_emitter import AttemptIdentity, HeartbeatEmitter, Progress
@@ -79,6 +82,7 @@ from runners.workdir import (
     download_object,
     download_prefix,
     fetch_base_model,
+    model_from_checkpoint,
     prune_job_checkpoints,
     publish_model,
     upload_folder,
@@ -561,9 +565,35 @@ class JobRunner:
         else:
             step = job.step
         reason = None if job.state == JobState.STOPPING else "stopped"
-        self.recorder.stopped(step=step, reason=reason)
+        self._record_stopped(step=step, reason=reason, done=done)
         self._say(f"stopped at step {step}")
         return Outcome.STOPPED
+
+    def _record_stopped(self, *, step: int | None = None, reason: str | None, done: Done | None) -> None:
+        """Record the stop, with the job's last checkpoint published and registered as its model (a
+        stopped job's model id answers); none when there is no checkpoint or it cannot be published."""
+        self.recorder.stopped(step=step, reason=reason, weights=self._publish_last_checkpoint(done))
+
+    def _publish_last_checkpoint(self, done: Done | None) -> ModelWeights | None:
+        point = self.recorder.view().last_checkpoint
+        if point is None:
+            self._say("stopped before its first checkpoint: no model")
+            return None
+        folder = self.work.root / "stopped-model"
+        metrics = {**(dict(done.metrics) if done is not None else {}), "steps": float(point.step)}
+        try:
+            model_from_checkpoint(self.bucket, point.path, folder, base_model_ref=self.spec.base_model)
+            extra = {"from_checkpoint": {"step": point.step, "attempt": point.attempt}, "stopped": True}
+            weights = publish_model(self.bucket, self.spec, folder, metrics, extra=extra)
+        except Exception as exc:  # the stop is recorded all the same, with no model
+            log.exception("publishing the last checkpoint of %s failed", self.spec.job_id)
+            self._say(f"the checkpoint at step {point.step} could not be published as a model: {exc}")
+            return None
+        self._say(
+            f"model {self.spec.model_id} published from the checkpoint at step {point.step} "
+            f"({weights.size_bytes} bytes, sha256 {weights.sha256})"
+        )
+        return weights
 
     def _failed(self, error: str) -> Outcome:
         self._say(f"failed: {error}")
@@ -582,7 +612,7 @@ class JobRunner:
         fault = ("control_plane" if self._orphaned else "shutdown") if interrupted else None
         if interrupted and job.attempt > self.spec.max_retries:
             self.recorder.credit_fault(fault)  # type: ignore[arg-type]
-            self.recorder.stopped(reason=reason if self._orphaned else "interrupted")
+            self._record_stopped(reason=reason if self._orphaned else "interrupted", done=self.trainer.done)
             self._say(f"{reason}, with no retries left: stopped")
             return Outcome.STOPPED
         after = self.recorder.retry_or_fail(reason, self.spec.max_retries, fault=fault)

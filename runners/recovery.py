@@ -40,9 +40,7 @@ def resubmit_waiting(dispatcher: Dispatcher, bucket: Bucket) -> int:
 
 def _rows(bucket: Bucket) -> Iterator[tuple[job_views.JobRow, str]]:
     try:
-        users = msgspec.json.decode(
-            bucket.read(layout.users()), type=user_views.UsersView
-        )
+        users = msgspec.json.decode(bucket.read(layout.users()), type=user_views.UsersView)
     except ObjectNotFound:
         return
     for user in users.users:

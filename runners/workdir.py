@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -36,7 +37,7 @@ from domain.model import ModelWeights
 from domain.training_config import training_config_to_dict
 from runners.attempt_spec import JobRunSpec
 from runners.base_models import MARKER, BaseModelSource, resolve_base_model
-from storage import Bucket, layout
+from storage import Bucket, ObjectNotFound, layout
 
 __all__ = [
     "MANIFEST",
@@ -45,6 +46,7 @@ __all__ = [
     "download_prefix",
     "fetch_base_model",
     "file_sha256",
+    "model_from_checkpoint",
     "prune_checkpoints",
     "prune_job_checkpoints",
     "publish_model",
@@ -54,6 +56,10 @@ __all__ = [
 
 MANIFEST = "SHA256SUMS"
 _CHUNK = 1 << 20
+TRAINER_STATE = re.compile(
+    r"(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json|training_args\.bin)"
+)
+"""The files of a checkpoint only resuming needs (transformers' Trainer writes them beside the weights)."""
 
 
 class WorkDir:
@@ -159,6 +165,28 @@ def prune_job_checkpoints(bucket: Bucket, user_id: str, job_id: str, keep: int) 
     for folder in old:
         bucket.delete_prefix(folder)
     return old
+
+
+def model_from_checkpoint(bucket: Bucket, prefix: str, dest: Path, *, base_model_ref: str) -> Path:
+    """Copy the weights and tokenizer of checkpoint ``prefix`` (not its optimizer, scheduler, RNG and
+    trainer state) to ``dest``, as the final model folder of a job would hold them: an adapter names
+    ``base_model_ref`` as its base (the checkpoint names the folder it was trained from).
+    ObjectNotFound when the checkpoint holds no weights."""
+    if not prefix.endswith("/"):
+        prefix += "/"
+    shutil.rmtree(dest, ignore_errors=True)
+    for name in bucket.list(prefix):
+        relative = name[len(prefix) :]
+        if not TRAINER_STATE.fullmatch(relative):
+            download_object(bucket, name, dest / relative)
+    adapter = dest / "adapter_config.json"
+    if adapter.is_file():
+        config = json.loads(adapter.read_text())
+        config["base_model_name_or_path"] = base_model_ref
+        adapter.write_text(json.dumps(config, indent=2, sort_keys=True))
+    elif not (dest / "config.json").is_file():
+        raise ObjectNotFound(f"checkpoint {prefix} holds no adapter or model weights")
+    return dest
 
 
 def fetch_base_model(

@@ -69,8 +69,13 @@ def _process(name: str, argv: Sequence[str], ready: Callable[[Path], bool]) -> I
     """Run ``argv`` in a new process group until the block ends; yield its log path."""
     log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
     with log.open("wb") as sink:
-        proc = subprocess.Popen(list(argv), stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not ready(log):
@@ -108,8 +113,22 @@ def fake_gcs_server(extra_args: Sequence[str] = ()) -> Iterator[str]:
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-            "-backend", "memory", "-external-url", url, "-log-level", "warn", *extra_args]
+    argv = [
+        str(fake_gcs_binary()),
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-backend",
+        "memory",
+        "-external-url",
+        url,
+        "-log-level",
+        "warn",
+        *extra_args,
+    ]
 
     def ready(_log: Path) -> bool:
         try:
@@ -154,6 +173,7 @@ def create_gcs_bucket(emulator_url: str, name: str) -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": emulator_url})
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": emulator_url}
+    )
     client.create_bucket(name)

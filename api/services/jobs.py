@@ -48,7 +48,16 @@ class JobService(UserService):
     # -- reads -------------------------------------------------------------------------------
 
     def status(self, job_id: str) -> schemas.JobStatus:
-        return self.object_view(layout.job_status, "job", job_id, schemas.JobStatus)
+        """The job's view; a job that ended without a model that answers (stopped before its first
+        checkpoint, failed, or its model deleted) shows no ``model_id``."""
+        status = self.object_view(layout.job_status, "job", job_id, schemas.JobStatus)
+        if status.status in TERMINAL_STATES and status.model_id and not self._has_model(status.model_id):
+            status = msgspec.structs.replace(status, model_id=None)
+        return status
+
+    def _has_model(self, model_id: str) -> bool:
+        model = self.rt.view_json(layout.model_metadata(self.user_id, model_id))
+        return model is not None and model.get("status") != "deleted"
 
     def list(
         self, request: PageRequest = EVERY, state: str | None = None, base_model: str | None = None

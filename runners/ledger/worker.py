@@ -742,9 +742,7 @@ class _UserBatch:
             if part.last.final and part.job is not None and part.last.attempt == part.job.attempt
         }
         self.outcome.stops_asked = [
-            job_id
-            for job_id in stop
-            if job_id not in self.outcome.finals and _stoppable(metered.get(job_id))
+            job_id for job_id in stop if job_id not in self.outcome.finals and _stoppable(metered.get(job_id))
         ]
         return LimitOrders(
             job_alerts=actions.job_alerts,

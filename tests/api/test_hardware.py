@@ -21,9 +21,7 @@ def test_hardware_lists_what_is_offered_and_needs_a_token(api: Api, ann: User) -
     assert [s["source"] for s in body["sources"]] == ["operator"]
 
 
-def test_a_job_for_hardware_no_backend_offers_is_422_naming_it_and_what_exists(
-    api: Api, ann: User
-) -> None:
+def test_a_job_for_hardware_no_backend_offers_is_422_naming_it_and_what_exists(api: Api, ann: User) -> None:
     dataset = api.upload(ann)["dataset_id"]
     reply = api.start(ann, dataset, config={"epochs": 1, "gpu_type": "t4"})  # priced, but offered nowhere
     assert reply.status_code == 422, reply.text

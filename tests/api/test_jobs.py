@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from domain.model import ModelWeights
 from runtime.settings import Settings
 from storage import layout
 from tests.api.conftest import Api, User, make_settings
@@ -358,3 +359,29 @@ def test_checkpoints_list_step_and_losses_from_the_attempts_metrics(
     ]
     assert api.client.get(f"/fine-tune/{job_id}/checkpoints", headers=bob.headers).status_code == 404
     assert api.client.get(f"/fine-tune/{job_id}/checkpoints").status_code == 401
+
+
+def test_a_job_that_ended_without_a_model_shows_no_model_id(api: Api, ann: User, dataset: str) -> None:
+    """Issue 14: never a model id that answers 404. A job cancelled (or stopped before its first
+    checkpoint) has none; a job stopped with its checkpoint published shows its model's id."""
+    cancelled = api.job(ann, dataset)
+    assert api.client.post(f"/fine-tune/{cancelled}/stop", headers=ann.headers).status_code == 200
+    status = api.client.get(f"/fine-tune/{cancelled}/status", headers=ann.headers).json()
+    assert status["status"] == "stopped" and status.get("model_id") is None
+
+    stopped = api.job(ann, dataset)
+    app, now = api.rt.user_app(ann.user_id), api.rt.clock
+    model_id = app.get_job(stopped).model_id
+    app.queue_job(stopped, now())
+    app.start_job(stopped, 1, now())
+    weights = ModelWeights(
+        kind="lora",
+        weights_prefix=layout.weights_prefix(ann.user_id, model_id),
+        sha256="0" * 64,
+        size_bytes=10,
+        metrics={"steps": 5.0},
+    )
+    app.mark_stopped(stopped, now(), step=5, weights=weights)
+    api.settle(ann)
+    assert api.client.get(f"/fine-tune/{stopped}/status", headers=ann.headers).json()["model_id"] == model_id
+    assert api.client.get(f"/models/{model_id}", headers=ann.headers).status_code == 200

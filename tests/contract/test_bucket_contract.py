@@ -96,8 +96,18 @@ def test_generations_increase_on_every_write(bucket: Bucket) -> None:
     assert all(g > 0 for g in generations)
 
 
-_NAMES = ["a-b", "a.txt", "a/c/d", "a/c/e", "a/ca", "a0", "b/x.json", "users/u1/events/000000000002.json",
-          "users/u1/events/000000000010.json", "users/u2/events/000000000001.json"]  # sorted: - . / 0
+_NAMES = [
+    "a-b",
+    "a.txt",
+    "a/c/d",
+    "a/c/e",
+    "a/ca",
+    "a0",
+    "b/x.json",
+    "users/u1/events/000000000002.json",
+    "users/u1/events/000000000010.json",
+    "users/u2/events/000000000001.json",
+]  # sorted: - . / 0
 
 
 def test_list_returns_names_in_lexicographic_order(bucket: Bucket) -> None:
@@ -159,8 +169,10 @@ def test_upload_streams_a_large_object_from_a_file_or_chunks(bucket: Bucket, tmp
         chunks = iter(lambda: f.read(3_000_001), b"")
         from_chunks = bucket.upload("models/m2/weights/model.safetensors", chunks)
 
-    for name, stat in [("models/m1/weights/model.safetensors", from_file),
-                       ("models/m2/weights/model.safetensors", from_chunks)]:
+    for name, stat in [
+        ("models/m1/weights/model.safetensors", from_file),
+        ("models/m2/weights/model.safetensors", from_chunks),
+    ]:
         assert (stat.size, stat.md5_hex) == (source.stat().st_size, digest)
         with bucket.open_read(name) as f:
             assert hashlib.file_digest(f, "md5").hexdigest() == digest
@@ -172,8 +184,12 @@ _BAD_NAMES = ["", "/abs", "a/../b", "..", "a/..", "./a", "a//b", "a/", "a\\b", "
 @pytest.mark.parametrize("name", _BAD_NAMES)
 def test_bad_names_are_rejected_before_any_io(bucket: Bucket, name: str) -> None:
     calls: list[Callable[[], object]] = [
-        lambda: bucket.write(name, b"x"), lambda: bucket.create(name, b"x"), lambda: bucket.read(name),
-        lambda: bucket.stat(name), lambda: bucket.delete(name), lambda: bucket.open_read(name),
+        lambda: bucket.write(name, b"x"),
+        lambda: bucket.create(name, b"x"),
+        lambda: bucket.read(name),
+        lambda: bucket.stat(name),
+        lambda: bucket.delete(name),
+        lambda: bucket.open_read(name),
         lambda: bucket.upload(name, [b"x"]),
     ]
     for call in calls:
@@ -302,8 +318,9 @@ def test_a_gs_url_prefix_is_transparent(gcs_bucket: Bucket) -> None:
     assert list(inner.list(start_offset="users/u1/b")) == []
 
 
-def test_gcs_parallel_reads_keep_their_connections(gcs_bucket: Bucket,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_gcs_parallel_reads_keep_their_connections(
+    gcs_bucket: Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
     """The event store reads with 16 threads: requests' pool of 10 dropped the others' connections."""
     from storage.eventstore.log import _REMOTE_READERS, read_many
 

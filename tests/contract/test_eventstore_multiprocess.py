@@ -69,8 +69,10 @@ def test_processes_racing_on_shared_aggregates_lose_nothing(bucket: Bucket) -> N
     setup.save(*accounts)
     account_ids = [account.id for account in accounts]
     barrier, out = _FORK.Barrier(PROCESSES), _FORK.Queue()
-    workers = [_FORK.Process(target=_saver, args=(bucket.url, account_ids, me, barrier, out))
-               for me in range(PROCESSES)]
+    workers = [
+        _FORK.Process(target=_saver, args=(bucket.url, account_ids, me, barrier, out))
+        for me in range(PROCESSES)
+    ]
     for worker in workers:
         worker.start()
     results = [_next_result(out, workers) for _ in workers]

@@ -35,9 +35,18 @@ WAIT_S = 20.0
 
 def hb(job: str = "job_a", seq: int = 0, attempt: int = 1, **fields: Any) -> Heartbeat:
     values: dict[str, Any] = {
-        "user_id": "u1", "job_id": job, "attempt": attempt, "seq": seq, "gpu_type": "h100",
-        "gpu_count": 2, "gpu_ms_total": 5000 + seq, "step": 10 * seq, "loss": 2.5 / (seq + 1),
-        "tokens": 4096 * seq, "at": T0 + timedelta(seconds=5 * seq), "final": False,
+        "user_id": "u1",
+        "job_id": job,
+        "attempt": attempt,
+        "seq": seq,
+        "gpu_type": "h100",
+        "gpu_count": 2,
+        "gpu_ms_total": 5000 + seq,
+        "step": 10 * seq,
+        "loss": 2.5 / (seq + 1),
+        "tokens": 4096 * seq,
+        "at": T0 + timedelta(seconds=5 * seq),
+        "final": False,
     }
     return Heartbeat(**(values | fields))
 
@@ -45,8 +54,9 @@ def hb(job: str = "job_a", seq: int = 0, attempt: int = 1, **fields: Any) -> Hea
 def job_stream(job: str, n: int) -> list[Heartbeat]:
     """``n`` heartbeats of one job over two attempts, the last of each attempt final."""
     half = n // 2
-    return [hb(job, s, 1, final=s == half - 1) for s in range(half)] + \
-           [hb(job, s, 2, final=s == n - half - 1, loss=None) for s in range(n - half)]
+    return [hb(job, s, 1, final=s == half - 1) for s in range(half)] + [
+        hb(job, s, 2, final=s == n - half - 1, loss=None) for s in range(n - half)
+    ]
 
 
 class Collector:
@@ -201,7 +211,9 @@ def test_a_handler_that_raises_gets_the_same_heartbeats_again_in_order(ends: End
     handler.wait_keys(published)
 
     assert handler.calls[0] == handler.calls[1] == handler.calls[2]
-    assert first_delivery_order(handler.delivered[2 * len(handler.calls[0]):]) == publication_order(published)
+    assert first_delivery_order(handler.delivered[2 * len(handler.calls[0]) :]) == publication_order(
+        published
+    )
 
 
 def test_heartbeats_are_acked_only_after_the_handler_returns(ends: Endpoints) -> None:
@@ -286,7 +298,8 @@ def test_a_message_that_is_not_a_heartbeat_is_dropped_without_blocking_its_job(
     from google.cloud import pubsub_v1
 
     raw = pubsub_v1.PublisherClient(
-        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
+        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+    )
     topic = raw.topic_path(pubsub_transport.project, pubsub_transport.topic)  # type: ignore[attr-defined]
     raw.publish(topic, b"not a heartbeat", ordering_key="job_a").result()
     raw.publish(topic, encode_heartbeat(hb("job_a", 0)), ordering_key="job_a").result()
@@ -328,8 +341,12 @@ def test_create_resources_is_idempotent_and_refuses_an_unordered_subscription(pu
     open_heartbeat_transport(f"pubsub://test-project/{name}/{name}-sub", create=True)
     open_heartbeat_transport(f"pubsub://test-project/{name}/{name}-sub", create=True)
     with pubsub_v1.SubscriberClient() as client:
-        client.create_subscription(request={"name": client.subscription_path("test-project", f"{name}-plain"),
-                                            "topic": f"projects/test-project/topics/{name}"})
+        client.create_subscription(
+            request={
+                "name": client.subscription_path("test-project", f"{name}-plain"),
+                "topic": f"projects/test-project/topics/{name}",
+            }
+        )
 
     with pytest.raises(ValueError, match="without message ordering"):
         open_heartbeat_transport(f"pubsub://test-project/{name}/{name}-plain", create=True)
@@ -368,12 +385,25 @@ def test_a_pubsub_url_names_project_topic_and_subscription() -> None:
     transport = open_heartbeat_transport("pubsub://my-proj/heartbeats/ledger")
 
     assert (transport.project, transport.topic, transport.subscription) == (  # type: ignore[attr-defined]
-        "my-proj", "heartbeats", "ledger")
+        "my-proj",
+        "heartbeats",
+        "ledger",
+    )
     assert transport.url == "pubsub://my-proj/heartbeats/ledger"
 
 
-@pytest.mark.parametrize("url", ["pubsub://p/t", "pubsub://p/ab/sub", "pubsub://p/1topic/sub",
-                                 "pubsub:///topic/sub", "direct://a/b", "kafka://x", "heartbeats"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "pubsub://p/t",
+        "pubsub://p/ab/sub",
+        "pubsub://p/1topic/sub",
+        "pubsub:///topic/sub",
+        "direct://a/b",
+        "kafka://x",
+        "heartbeats",
+    ],
+)
 def test_a_bad_url_is_refused(url: str) -> None:
     with pytest.raises(ValueError, match=r"heartbeat|Pub/Sub|direct"):
         open_heartbeat_transport(url)

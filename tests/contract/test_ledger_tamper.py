@@ -103,8 +103,11 @@ def _next_commit(bucket: Bucket) -> Commit:
     """A commit 7 linked correctly to the real commit 6, granting a budget nobody set."""
     last = decode_commit(_data(bucket, COMMITS))
     event = last.events[-1]
-    granted = msgspec.structs.replace(event, originator_version=event.originator_version + 1,
-                                      state=(event.state or "").replace("7000006", "9999999"))
+    granted = msgspec.structs.replace(
+        event,
+        originator_version=event.originator_version + 1,
+        state=(event.state or "").replace("7000006", "9999999"),
+    )
     link = sha256_hex(_data(bucket, COMMITS))
     return Commit(COMMITS + 1, last.first_id + len(last.events), link, [granted])
 

@@ -36,8 +36,9 @@ class _OnBucket:
 
     @pytest.fixture(autouse=True)
     def _bucket(self, request: pytest.FixtureRequest) -> None:
-        self.bucket = MemoryBucket() if self.backend == "memory" else request.getfixturevalue(
-            f"{self.backend}_bucket")
+        self.bucket = (
+            MemoryBucket() if self.backend == "memory" else request.getfixturevalue(f"{self.backend}_bucket")
+        )
 
     def new_partition(self) -> str:
         return f"tests/{uuid.uuid4().hex[:12]}/events/"
@@ -99,11 +100,14 @@ class _Factory(_OnBucket):
     env: Environment
 
     def setUp(self) -> None:
-        self.env = Environment("TestCase", {
-            Factory.PERSISTENCE_MODULE: PERSISTENCE_MODULE,
-            Factory.TUNE_BUCKET: register_bucket(self.bucket),
-            Factory.TUNE_PARTITION: self.new_partition(),
-        })
+        self.env = Environment(
+            "TestCase",
+            {
+                Factory.PERSISTENCE_MODULE: PERSISTENCE_MODULE,
+                Factory.TUNE_BUCKET: register_bucket(self.bucket),
+                Factory.TUNE_PARTITION: self.new_partition(),
+            },
+        )
         super().setUp()  # type: ignore[misc]
 
     def expected_factory_class(self) -> type[Factory]:
@@ -129,25 +133,54 @@ class _Factory(_OnBucket):
 
 
 class TestAggregateRecorderMemory(_Memory, _Aggregate, suite.AggregateRecorderTestCase): ...
+
+
 class TestAggregateRecorderLocal(_Local, _Aggregate, suite.AggregateRecorderTestCase): ...
+
+
 class TestAggregateRecorderGcs(_Gcs, _Aggregate, suite.AggregateRecorderTestCase): ...
 
+
 class TestApplicationRecorderMemory(_Memory, _Application, suite.ApplicationRecorderTestCase): ...
+
+
 class TestApplicationRecorderLocal(_Local, _Application, suite.ApplicationRecorderTestCase): ...
+
+
 class TestApplicationRecorderGcs(_Gcs, _Application, suite.ApplicationRecorderTestCase): ...
 
+
 class TestTrackingRecorderMemory(_Memory, _Tracking, suite.TrackingRecorderTestCase): ...
+
+
 class TestTrackingRecorderLocal(_Local, _Tracking, suite.TrackingRecorderTestCase): ...
+
+
 class TestTrackingRecorderGcs(_Gcs, _Tracking, suite.TrackingRecorderTestCase): ...
 
+
 class TestProcessRecorderMemory(_Memory, _Process, suite.ProcessRecorderTestCase): ...
+
+
 class TestProcessRecorderLocal(_Local, _Process, suite.ProcessRecorderTestCase): ...
+
+
 class TestProcessRecorderGcs(_Gcs, _Process, suite.ProcessRecorderTestCase): ...
 
+
 class TestNonInterleavingMemory(_Memory, _NonInterleaving, suite.NonInterleavingNotificationIDsBaseCase): ...
+
+
 class TestNonInterleavingLocal(_Local, _NonInterleaving, suite.NonInterleavingNotificationIDsBaseCase): ...
+
+
 class TestNonInterleavingGcs(_Gcs, _NonInterleaving, suite.NonInterleavingNotificationIDsBaseCase): ...
 
+
 class TestInfrastructureFactoryMemory(_Memory, _Factory, suite.InfrastructureFactoryTestCase[Factory]): ...
+
+
 class TestInfrastructureFactoryLocal(_Local, _Factory, suite.InfrastructureFactoryTestCase[Factory]): ...
+
+
 class TestInfrastructureFactoryGcs(_Gcs, _Factory, suite.InfrastructureFactoryTestCase[Factory]): ...

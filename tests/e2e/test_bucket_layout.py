@@ -60,8 +60,9 @@ class RecordingBucket(MemoryBucket):
 class ThreadBackend:
     """A launch backend that runs each job runner in a thread of this process, on the fake trainer."""
 
-    def __init__(self, bucket: RecordingBucket, runtime: Runtime, publisher: HeartbeatPublisher,
-                 work: Path) -> None:
+    def __init__(
+        self, bucket: RecordingBucket, runtime: Runtime, publisher: HeartbeatPublisher, work: Path
+    ) -> None:
         self.bucket, self.runtime, self.publisher, self.work = bucket, runtime, publisher, work
         self.runs: dict[str, tuple[JobRunner, threading.Thread]] = {}
 
@@ -124,8 +125,13 @@ class World:
             heartbeat_key=HEARTBEAT_KEY,
         )
         self.ledger = LedgerWorker(
-            self.bucket, self.rt.platform, self.rt.user_app, transport.subscriber(), self.rt.projector,
-            heartbeat_key=HEARTBEAT_KEY, clock=self.rt.clock,
+            self.bucket,
+            self.rt.platform,
+            self.rt.user_app,
+            transport.subscriber(),
+            self.rt.projector,
+            heartbeat_key=HEARTBEAT_KEY,
+            clock=self.rt.clock,
         )
         self.rt.job_submitted.append(self.dispatcher.submit)
         self.client = TestClient(create_app(settings, runtime=self.rt))
@@ -198,8 +204,17 @@ def test_every_key_written_by_a_job_end_to_end_is_a_layout_name(world: World) ->
     refused = sorted(name for name in written if not _matches(name))
     assert not refused, f"keys outside storage.layout: {refused}"
     kinds = {layout.check_key(name) for name in written}
-    assert kinds >= {"commit", "platform view", "user view", "job file", "attempt file", "checkpoint",
-                     "dataset file", "model file", "base model"}
+    assert kinds >= {
+        "commit",
+        "platform view",
+        "user view",
+        "job file",
+        "attempt file",
+        "checkpoint",
+        "dataset file",
+        "model file",
+        "base model",
+    }
     model_id = job.model_id
     assert {
         layout.job_config(user_id, job_id),

@@ -15,8 +15,9 @@ MIN_EXAMPLES = 3
 MAX_LINE_BYTES = 4096
 
 content = st.text(min_size=1, max_size=40).filter(str.strip)
-extra_keys = st.dictionaries(st.sampled_from(["id", "source", "meta"]), st.integers() | st.text(max_size=5),
-                             max_size=2)
+extra_keys = st.dictionaries(
+    st.sampled_from(["id", "source", "meta"]), st.integers() | st.text(max_size=5), max_size=2
+)
 
 
 @st.composite
@@ -59,8 +60,9 @@ def valid_files(draw: st.DrawFn, min_rows: int = MIN_EXAMPLES) -> tuple[str, lis
     return fmt, records
 
 
-def encode(records: list[dict[str, Any]], *, crlf: bool = False, bom: bool = False,
-           trailing_blanks: int = 0) -> list[bytes]:
+def encode(
+    records: list[dict[str, Any]], *, crlf: bool = False, bom: bool = False, trailing_blanks: int = 0
+) -> list[bytes]:
     end = b"\r\n" if crlf else b"\n"
     lines = [msgspec.json.encode(r) + end for r in records] + [end] * trailing_blanks
     if bom and lines:
@@ -76,8 +78,10 @@ def test_a_valid_file_passes_and_normalises_to_a_chat_file_that_revalidates(
     fmt, records = file
     validator = DatasetValidator(min_examples=MIN_EXAMPLES, max_line_bytes=MAX_LINE_BYTES)
 
-    processed = [validator.feed_line(raw) for raw in encode(records, crlf=crlf, bom=bom,
-                                                              trailing_blanks=trailing_blanks)]
+    processed = [
+        validator.feed_line(raw)
+        for raw in encode(records, crlf=crlf, bom=bom, trailing_blanks=trailing_blanks)
+    ]
     report = validator.finish()
 
     assert report.ok, report.errors
@@ -89,8 +93,16 @@ def test_a_valid_file_passes_and_normalises_to_a_chat_file_that_revalidates(
     assert all(getattr(again.stats, k) == getattr(report.stats, k) for k in same)
 
 
-CORRUPTIONS = ["truncate", "bad_utf8", "huge", "not_object", "blank", "other_format", "bad_field",
-               "no_format"]
+CORRUPTIONS = [
+    "truncate",
+    "bad_utf8",
+    "huge",
+    "not_object",
+    "blank",
+    "other_format",
+    "bad_field",
+    "no_format",
+]
 
 
 def corrupt_record(draw: st.DrawFn, fmt: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +161,9 @@ def test_any_single_corruption_is_reported_at_its_line_only(
     else:
         bad = msgspec.json.encode(corrupt_record(data.draw, fmt, records[at - 1]))
 
-    report = validate_lines([*lines[: at - 1], bad + b"\n", *lines[at:]],
-                            min_examples=MIN_EXAMPLES, max_line_bytes=MAX_LINE_BYTES)
+    report = validate_lines(
+        [*lines[: at - 1], bad + b"\n", *lines[at:]], min_examples=MIN_EXAMPLES, max_line_bytes=MAX_LINE_BYTES
+    )
 
     assert not report.ok
     assert [e.line for e in report.errors] == [at], report.errors

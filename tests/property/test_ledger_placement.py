@@ -102,4 +102,3 @@ def test_only_heartbeats_agreeing_with_lease_and_placement_are_charged(
     assert recorded == rejected
     assert worker.stats.superseded == rejected[HEARTBEAT_LEASE_SUPERSEDED]
     assert worker.stats.contradicting == rejected[HEARTBEAT_CONTRADICTS_PLACEMENT]
-

@@ -83,8 +83,9 @@ def exact(left: Any, right: Any) -> bool:
 
 @settings(max_examples=150, deadline=None)
 @given(payloads, st.decimals(allow_nan=False), st.datetimes(timezones=st.timezones()), st.uuids())
-def test_event_state_round_trips_exactly_through_the_bucket(payload: Any, amount: Decimal, at: datetime,
-                                                           ref: uuid.UUID) -> None:
+def test_event_state_round_trips_exactly_through_the_bucket(
+    payload: Any, amount: Decimal, at: datetime, ref: uuid.UUID
+) -> None:
     bucket = MemoryBucket()
     app = open_application(Things, bucket, PARTITION)
     thing = Thing()
@@ -102,10 +103,15 @@ def test_event_state_round_trips_exactly_through_the_bucket(payload: Any, amount
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(st.uuids(), text.filter(bool)), st.integers(min_value=0, max_value=2**62), text,
-       st.one_of(st.binary(max_size=64), text.map(str.encode)))
-def test_stored_events_round_trip_byte_for_byte(originator_id: uuid.UUID | str, version: int, topic: str,
-                                                state: bytes) -> None:
+@given(
+    st.one_of(st.uuids(), text.filter(bool)),
+    st.integers(min_value=0, max_value=2**62),
+    text,
+    st.one_of(st.binary(max_size=64), text.map(str.encode)),
+)
+def test_stored_events_round_trip_byte_for_byte(
+    originator_id: uuid.UUID | str, version: int, topic: str, state: bytes
+) -> None:
     bucket = MemoryBucket()
     PartitionLog(bucket, PARTITION).append([StoredEvent(originator_id, version, topic, state)])
 

@@ -50,6 +50,4 @@ def test_force_starts_over_budget_with_a_warning() -> None:
 
 def test_an_estimate_over_max_cost_is_a_warning_not_a_refusal() -> None:
     warnings = check_admission(**{**BASE, "max_cost_usd_micros": 500_000})
-    assert warnings == [
-        "the estimate $1.00 exceeds max_cost $0.50; will be stopped when it reaches max_cost"
-    ]
+    assert warnings == ["the estimate $1.00 exceeds max_cost $0.50; will be stopped when it reaches max_cost"]

@@ -102,8 +102,13 @@ def test_unknown_top_level_keys_are_allowed_and_dropped() -> None:
 
 
 def test_tool_role_only_when_allowed() -> None:
-    record = {"messages": [*CHAT["messages"], {"role": "tool", "content": "42"},
-                           {"role": "assistant", "content": "It is 42."}]}
+    record = {
+        "messages": [
+            *CHAT["messages"],
+            {"role": "tool", "content": "42"},
+            {"role": "assistant", "content": "It is 42."},
+        ]
+    }
 
     assert validate_lines(dataset(record), allow_tool_role=True).ok
     error = only_error(with_line(dataset(), 4, line(record)))
@@ -112,8 +117,12 @@ def test_tool_role_only_when_allowed() -> None:
 
 
 def test_name_and_weight_are_kept() -> None:
-    record = {"messages": [{"role": "user", "content": "q", "name": "ann"},
-                           {"role": "assistant", "content": "a", "weight": 0}]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "q", "name": "ann"},
+            {"role": "assistant", "content": "a", "weight": 0},
+        ]
+    }
 
     assert validate_lines(dataset(record)).ok
     assert normalise(record) == record
@@ -123,8 +132,9 @@ def test_name_and_weight_are_kept() -> None:
 
 
 def test_prompt_completion_becomes_user_then_assistant_with_contents_unchanged() -> None:
-    assert normalise(PC) == {"messages": [{"role": "user", "content": "2+2?"},
-                                          {"role": "assistant", "content": " 4"}]}
+    assert normalise(PC) == {
+        "messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": " 4"}]
+    }
 
 
 def test_text_becomes_one_assistant_message() -> None:
@@ -149,6 +159,7 @@ def test_normalise_and_detect_format_reject_bad_records() -> None:
 
 
 # --- malformed files: one clear error naming the line ---------------------------------------------
+
 
 def chat(*messages: Any) -> dict[str, Any]:
     return {"messages": list(messages)}

@@ -32,9 +32,13 @@ def _registered(transcoder: JSONTranscoder) -> JSONTranscoder:
 STDLIB, FAST = _registered(JSONTranscoder()), _registered(MsgspecJSONTranscoder())
 
 leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.text(),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.uuids(), st.decimals(allow_nan=False, allow_infinity=False),
+    st.uuids(),
+    st.decimals(allow_nan=False, allow_infinity=False),
     st.datetimes(timezones=st.just(UTC)),
 )
 values = st.recursive(

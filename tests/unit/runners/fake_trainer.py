@@ -40,6 +40,8 @@ def save(out: Path, step: int) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     (folder / "adapter_model.safetensors").write_bytes(step.to_bytes(4, "big") * 64)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(out.parent)}))
+    (folder / "optimizer.pt").write_bytes(b"optimizer state")
     emit(Checkpoint(step=step, path=str(folder)))
     return str(folder)
 

@@ -64,8 +64,19 @@ class MeteringUntil(RecordingPublisher):
         if not self.dead.is_set():
             at, increase = heartbeat.at, max(0, heartbeat.gpu_ms_total - self.metered_ms)
             self.metered_ms += increase
-            meter(self.app, heartbeat.job_id, heartbeat.attempt, heartbeat.seq, heartbeat.seq, "cpu", 1,
-                  increase, 1_000_000, at.strftime("%Y-%m"), at)
+            meter(
+                self.app,
+                heartbeat.job_id,
+                heartbeat.attempt,
+                heartbeat.seq,
+                heartbeat.seq,
+                "cpu",
+                1,
+                increase,
+                1_000_000,
+                at.strftime("%Y-%m"),
+                at,
+            )
 
 
 def spooled(bucket: LocalBucket) -> list[Heartbeat]:

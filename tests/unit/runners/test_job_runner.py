@@ -117,6 +117,26 @@ def test_a_stop_request_stops_the_trainer_with_a_checkpoint(
     assert not app.get_job("job_1").metrics
 
 
+def test_a_stopped_job_publishes_its_last_checkpoint_as_its_model(
+    slow_runner: JobRunner, app: UserApp, local_bucket: LocalBucket
+) -> None:
+    """Issue 14: a stopped job's model id answers. Its last checkpoint, less what only resuming needs
+    (optimizer, trainer state), is its model; the adapter names the catalogue base, not a work folder."""
+    once_training(app, lambda: app.request_stop("job_1", "stopped by the user", now()))
+    assert slow_runner.run() is Outcome.STOPPED
+    job = app.get_job("job_1")
+    model = app.get_model("model_job_1")
+    weights = "users/usr_1/models/model_job_1/weights/"
+    assert (model.job_id, model.weights_prefix, model.kind) == ("job_1", weights, "lora")
+    assert model.metrics["steps"] == job.step
+    names = {n[len(weights) :] for n in local_bucket.list(weights)}
+    assert names == {"adapter_config.json", "adapter_model.safetensors", "SHA256SUMS"}
+    adapter = json.loads(local_bucket.read(weights + "adapter_config.json"))
+    assert adapter["base_model_name_or_path"] == "tiny-llama"
+    config = json.loads(local_bucket.read("users/usr_1/models/model_job_1/config.json"))
+    assert config["stopped"] and config["from_checkpoint"]["step"] == job.step
+
+
 def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_steps_continue(
     queued_job,
     make_runner,

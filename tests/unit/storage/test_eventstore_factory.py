@@ -28,8 +28,11 @@ from tests.accounts import Account, Accounts
 
 
 def test_the_library_builds_the_factory_from_env(tmp_path: Path) -> None:
-    env = {"PERSISTENCE_MODULE": "storage.eventstore", "TUNE_BUCKET": (tmp_path / "bucket").as_uri(),
-           "TUNE_PARTITION": "users/u1/events/"}
+    env = {
+        "PERSISTENCE_MODULE": "storage.eventstore",
+        "TUNE_BUCKET": (tmp_path / "bucket").as_uri(),
+        "TUNE_PARTITION": "users/u1/events/",
+    }
     app = Accounts(env=env)
     account_id = app.open_account("alice")
     app.credit(account_id, 5)
@@ -38,14 +41,22 @@ def test_the_library_builds_the_factory_from_env(tmp_path: Path) -> None:
     assert isinstance(app.recorder, BucketApplicationRecorder)
     assert Accounts(env=env).balance(account_id) == 5
     bucket = LocalBucket(tmp_path / "bucket")
-    assert list(bucket.list("users/u1/events/")) == [commit_name("users/u1/events/", 1),
-                                                      commit_name("users/u1/events/", 2)]
+    assert list(bucket.list("users/u1/events/")) == [
+        commit_name("users/u1/events/", 1),
+        commit_name("users/u1/events/", 2),
+    ]
     assert verify_chain(bucket, "users/u1/events/").ok
 
 
 def test_the_bucket_defaults_to_tune_home(tmp_path: Path) -> None:
-    app = Accounts(env={"PERSISTENCE_MODULE": "storage.eventstore", "TUNE_HOME": str(tmp_path),
-                        "TUNE_BUCKET": "", "TUNE_PARTITION": PLATFORM_EVENTS})
+    app = Accounts(
+        env={
+            "PERSISTENCE_MODULE": "storage.eventstore",
+            "TUNE_HOME": str(tmp_path),
+            "TUNE_BUCKET": "",
+            "TUNE_PARTITION": PLATFORM_EVENTS,
+        }
+    )
     app.open_account("bob")
 
     assert (tmp_path / "bucket" / "platform" / "events" / "000000000001.json").is_file()
@@ -126,8 +137,10 @@ def test_snapshots_and_tracking_have_their_own_prefixes() -> None:
     app.take_snapshot(account_id)
     tracking = app.factory.tracking_recorder()
 
-    assert [n.rsplit("/", 1)[0] for n in bucket.list("users/u1/")] == ["users/u1/events",
-                                                                       "users/u1/events/snapshots"]
+    assert [n.rsplit("/", 1)[0] for n in bucket.list("users/u1/")] == [
+        "users/u1/events",
+        "users/u1/events/snapshots",
+    ]
     assert tracking.prefix == "users/u1/events/tracking/Accounts/"
 
 
@@ -158,8 +171,9 @@ def test_the_library_projection_runner_follows_a_partition() -> None:
     env = application_env(bucket, PLATFORM_EVENTS)
     app = Accounts(env=env)
     first = app.open_account("gina")
-    with ProjectionRunner(application_class=Accounts, projection_class=CountOpened, view_class=Counted,
-                          env=env) as runner:
+    with ProjectionRunner(
+        application_class=Accounts, projection_class=CountOpened, view_class=Counted, env=env
+    ) as runner:
         app.credit(first, 3)
         app.open_account("hal")
         runner.wait(app.recorder.max_notification_id(), timeout=10)

@@ -159,14 +159,19 @@ def test_commits_are_readable_json_chained_by_hash() -> None:
     one, two = json.loads(first), json.loads(second)
 
     assert one["seq"] == 1 and one["first_id"] == 1 and one["prev_sha256"] == ""
-    assert one["events"][0] == {"originator_id": str(thing), "originator_version": 1,
-                                "topic": "tests:Thing.Happened", "state": '{"amount":"1.10"}'}
+    assert one["events"][0] == {
+        "originator_id": str(thing),
+        "originator_version": 1,
+        "topic": "tests:Thing.Happened",
+        "state": '{"amount":"1.10"}',
+    }
     assert two["prev_sha256"] == hashlib.sha256(first).hexdigest()
     assert two["first_id"] == 2 and two["tracking"] == {"application_name": "upstream", "notification_id": 3}
     fresh = PartitionLog(bucket, PREFIX)
     assert fresh.select_events(thing)[0].originator_id == thing
-    assert fresh.select_events("text-id") == [StoredEvent("text-id", 7, "tests:Thing.Happened",
-                                                          b"\xff\x00binary")]
+    assert fresh.select_events("text-id") == [
+        StoredEvent("text-id", 7, "tests:Thing.Happened", b"\xff\x00binary")
+    ]
 
 
 def test_our_own_write_reported_lost_is_still_ours() -> None:
@@ -207,20 +212,32 @@ def test_a_fresh_process_reads_whole_segments(monkeypatch: pytest.MonkeyPatch) -
 
     assert [n.originator_id for n in local.select_notifications(None, 100)] == things
     assert bucket.reads == [  # each segment is checked against its last commit object
-        segment_name(PREFIX, 4), commit_name(PREFIX, 4), segment_name(PREFIX, 8), commit_name(PREFIX, 8),
-        segment_name(PREFIX, 12), commit_name(PREFIX, 9), commit_name(PREFIX, 10), commit_name(PREFIX, 11)]
+        segment_name(PREFIX, 4),
+        commit_name(PREFIX, 4),
+        segment_name(PREFIX, 8),
+        commit_name(PREFIX, 8),
+        segment_name(PREFIX, 12),
+        commit_name(PREFIX, 9),
+        commit_name(PREFIX, 10),
+        commit_name(PREFIX, 11),
+    ]
     bucket.reads.clear()
     remote = PartitionLog(bucket, PREFIX, read_workers=4)  # as on GCS: list the segments, read them at once
 
     assert [n.originator_id for n in remote.select_notifications(None, 100)] == things
-    assert set(bucket.reads[:4]) == {segment_name(PREFIX, 4), commit_name(PREFIX, 4),
-                                     segment_name(PREFIX, 8), commit_name(PREFIX, 8)}
+    assert set(bucket.reads[:4]) == {
+        segment_name(PREFIX, 4),
+        commit_name(PREFIX, 4),
+        segment_name(PREFIX, 8),
+        commit_name(PREFIX, 8),
+    }
     assert bucket.reads[4:] == [commit_name(PREFIX, 9), commit_name(PREFIX, 10), commit_name(PREFIX, 11)]
 
 
 @pytest.mark.parametrize("changed", [1, 3], ids=["inside", "last"])
-def test_a_segment_that_differs_from_the_commits_is_ignored(monkeypatch: pytest.MonkeyPatch,
-                                                           changed: int) -> None:
+def test_a_segment_that_differs_from_the_commits_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, changed: int
+) -> None:
     monkeypatch.setattr(log_module, "SEGMENT_COMMITS", 4)
     bucket = MemoryBucket()
     writer = PartitionLog(bucket, PREFIX)
@@ -254,7 +271,8 @@ def test_a_remote_reader_far_behind_lists_and_reads_several_at_once() -> None:
 
 
 def test_recorders_in_one_process_share_a_log_and_the_least_used_are_dropped(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(log_module, "MAX_SHARED_LOGS", 2)
     bucket = MemoryBucket()
     first = log_module.partition_log(bucket, "a/")

@@ -74,9 +74,12 @@ def test_a_key_from_the_environment_must_be_published_by_the_root_when_the_root_
     root = SigningKey.generate(ROOT_ROLE)  # the operator's, never on the writer's machine
     ledger_key = SigningKey.generate("ledger")
     seed = ledger_key.private.private_bytes_raw()
-    env = {"TUNE_HOME": str(tmp_path), "TUNE_ROLE": "ledger",
-           "TUNE_SIGNING_KEY": base64.b64encode(seed).decode(),
-           "TUNE_ROOT_PUBLIC_KEY": base64.b64encode(root.public.public_bytes_raw()).decode()}
+    env = {
+        "TUNE_HOME": str(tmp_path),
+        "TUNE_ROLE": "ledger",
+        "TUNE_SIGNING_KEY": base64.b64encode(seed).decode(),
+        "TUNE_ROOT_PUBLIC_KEY": base64.b64encode(root.public.public_bytes_raw()).decode(),
+    }
     settings = LedgerSettings.from_env(env)
 
     with pytest.raises(DataError, match="not in the keyring"):
@@ -105,7 +108,10 @@ def test_rotation_new_key_signs_on_and_old_commits_still_verify(tmp_path: Path) 
     new = load_key(tmp_path, "embedded")
     assert new is not None and new.key_id != old.key_id
     assert [decode_commit(bucket.read(commit_name(PREFIX, s))).key_id for s in (1, 2, 3)] == [
-        old.key_id, old.key_id, new.key_id]
+        old.key_id,
+        old.key_id,
+        new.key_id,
+    ]
     assert process(bucket, tmp_path).max_notification_id() == 3  # the old commits still verify
     assert verify_chain(bucket, PREFIX, signatures=True, keyring=Ledger(bucket, tmp_path).keyring()).ok
     assert len(list(bucket.list(keyring_prefix()))) == 2  # both entries kept
@@ -203,8 +209,13 @@ def test_heads_are_witnessed_and_a_rolled_back_log_is_not_extended(tmp_path: Pat
 
 def test_a_head_left_unwitnessed_is_published_by_the_timer(tmp_path: Path) -> None:
     bucket, witness = MemoryBucket(), LocalBucket(tmp_path / "witness", fsync=False)
-    log = process(bucket, tmp_path, witness_url=f"file://{tmp_path}/witness?fsync=0",
-                  witness_every_commits=10, witness_every_s=0.05)
+    log = process(
+        bucket,
+        tmp_path,
+        witness_url=f"file://{tmp_path}/witness?fsync=0",
+        witness_every_commits=10,
+        witness_every_s=0.05,
+    )
     for i in range(3):
         log.append([event(i)])
     deadline = time.monotonic() + 5

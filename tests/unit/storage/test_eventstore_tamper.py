@@ -68,7 +68,7 @@ def anchor(bucket: Bucket, seq: int) -> None:
 
 def test_a_reader_raises_on_a_broken_link_and_serves_nothing_past_it(bucket: Bucket) -> None:
     write_log(bucket, 5)
-    tamper(bucket, commit_name(PREFIX, 3), b'n0002', b'n9999')
+    tamper(bucket, commit_name(PREFIX, 3), b"n0002", b"n9999")
 
     reader = PartitionLog(bucket, PREFIX)
 
@@ -85,7 +85,7 @@ def test_a_reader_raises_on_a_broken_link_and_serves_nothing_past_it(bucket: Buc
 def test_a_fresh_writer_refuses_to_link_to_an_edited_last_commit(bucket: Bucket) -> None:
     write_log(bucket, 4)
     anchor(bucket, 4)
-    tamper(bucket, commit_name(PREFIX, 4), b'n0003', b'n9999')  # D1: nothing after it vouches
+    tamper(bucket, commit_name(PREFIX, 4), b"n0003", b"n9999")  # D1: nothing after it vouches
 
     writer = PartitionLog(bucket, PREFIX)  # a fresh process: `tune admin user create`
     assert writer.max_notification_id() == 4  # served: nothing says it is broken until we link to it
@@ -131,7 +131,7 @@ def test_an_anchor_ahead_of_a_stale_writer_is_caught_up_with_first(bucket: Bucke
 
 def test_a_writer_does_not_hide_a_commit_edited_after_it_read_it(bucket: Bucket) -> None:
     writer = write_log(bucket, 4)
-    tamper(bucket, commit_name(PREFIX, 4), b'n0003', b'n9999')
+    tamper(bucket, commit_name(PREFIX, 4), b"n0003", b"n9999")
 
     writer.append([event()])  # links to commit 4 as it wrote it: the edit shows
 
@@ -156,14 +156,15 @@ def test_a_writer_that_meets_a_forged_commit_refuses_and_names_it(bucket: Bucket
 
 @pytest.mark.parametrize("read_workers", [1, 4], ids=["folder", "remote"])
 def test_a_segment_reader_and_a_fresh_reader_agree_on_an_edited_block_end(
-        monkeypatch: pytest.MonkeyPatch, read_workers: int) -> None:
+    monkeypatch: pytest.MonkeyPatch, read_workers: int
+) -> None:
     """The segment's last commit and its object edited alike: the commit after the block exposes both."""
     monkeypatch.setattr(log_module, "SEGMENT_COMMITS", 4)
     bucket = MemoryBucket()
     write_log(bucket, 6)
     assert bucket.exists(segment_name(PREFIX, 4))
-    tamper(bucket, commit_name(PREFIX, 4), b'n0003', b'n9999')
-    tamper(bucket, segment_name(PREFIX, 4), b'n0003', b'n9999')
+    tamper(bucket, commit_name(PREFIX, 4), b"n0003", b"n9999")
+    tamper(bucket, segment_name(PREFIX, 4), b"n0003", b"n9999")
 
     with pytest.raises(ChainBroken) as from_segment:
         PartitionLog(bucket, PREFIX, read_workers=read_workers).max_notification_id()
@@ -179,7 +180,7 @@ def test_a_segment_reader_never_serves_an_edited_middle_commit(monkeypatch: pyte
     monkeypatch.setattr(log_module, "SEGMENT_COMMITS", 4)
     bucket = MemoryBucket()
     write_log(bucket, 5)
-    tamper(bucket, commit_name(PREFIX, 2), b'n0001', b'n9999')
+    tamper(bucket, commit_name(PREFIX, 2), b"n0001", b"n9999")
 
     cached = PartitionLog(bucket, PREFIX, read_workers=1)
     assert b"n9999" not in b"".join(n.state for n in cached.select_notifications(None, 10))
@@ -225,7 +226,7 @@ def test_commits_without_a_nonce_still_read() -> None:
 
 def test_an_audit_reads_past_a_broken_link_only_inside_its_block(bucket: Bucket) -> None:
     write_log(bucket, 5)
-    tamper(bucket, commit_name(PREFIX, 3), b'n0002', b'n9999')
+    tamper(bucket, commit_name(PREFIX, 3), b"n0002", b"n9999")
     log = PartitionLog(bucket, PREFIX)
 
     with serving_broken_chains():

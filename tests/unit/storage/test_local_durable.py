@@ -46,7 +46,8 @@ class FsyncSpy:
 
 
 def test_a_local_bucket_fsyncs_the_file_before_its_name_and_the_folder_before_returning(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = LocalBucket(tmp_path / "bucket")
     spy = FsyncSpy(monkeypatch, bucket.root / NAME)
 
@@ -79,8 +80,9 @@ def test_fsync_0_opts_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         open_bucket(f"{(tmp_path / 'e').as_uri()}?fsync=maybe")
 
 
-def test_threads_publishing_into_one_folder_share_its_fsync(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_publishing_into_one_folder_share_its_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = LocalBucket(tmp_path / "bucket")
     bucket.create("p/events/000000000000.json", b"0")  # the folder exists: every thread links at once
     spy = FsyncSpy(monkeypatch, tmp_path / "unused", dir_delay_s=0.05)
@@ -104,7 +106,8 @@ def test_threads_publishing_into_one_folder_share_its_fsync(tmp_path: Path,
 
 
 def test_a_failed_folder_fsync_is_raised_and_the_next_write_syncs_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = LocalBucket(tmp_path / "bucket")
     bucket.create("p/a", b"a")
     real, failures = os.fsync, [OSError(5, "I/O error")]
