@@ -372,6 +372,9 @@ class Model(_Out):
     deleted_at: str | None = None
     position: int = 0
     weights_sha256: str | None = None
+    stop_gate: dict[str, Any] | None = None
+    """Whether the model ended its answer to a prompt before it was published (``stops``; false: it
+    never stops generating, a flag, not a refusal); absent for a model not checked."""
 
 
 class ModelList(_Out):

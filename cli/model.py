@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,13 @@ def show(*, model_id: str, json: JsonFlag = False, ctx: Ctx) -> None:
 
     reply = ctx.client.get(f"/models/{model_id}", type=Model)
     print_json(reply) if json else print_document(reply, title=model_id)
+    gate = reply.stop_gate
+    if not json and gate is not None and not gate.get("stops", True):
+        print(
+            f"warning: this model never stops: its answer did not end within {gate.get('max_new_tokens')} "
+            "tokens before it was published (check that the training answers end with the end marker)",
+            file=sys.stderr,
+        )
 
 
 @app.command

@@ -263,7 +263,7 @@ class DatasetValidator:
         line = raw[:-1] if raw.endswith(b"\n") else raw
         line = line[:-1] if line.endswith(b"\r") else line
         if self._line == 1 and line.startswith(_BOM):
-            line = line[len(_BOM):]
+            line = line[len(_BOM) :]
         stats = self._stats
         stats.max_line_bytes = max(stats.max_line_bytes, len(line))
         if len(line) <= self.max_line_bytes and not line.strip(_WHITESPACE):

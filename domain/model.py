@@ -27,6 +27,9 @@ class ModelWeights(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str
     size_bytes: int
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
+    stop_gate: dict[str, Any] | None = None
+    """The stop gate's verdict (``runners.trainer.stop_gate``: ``stops``, ``new_tokens``,
+    ``max_new_tokens``, ``sample``); None when it could not be checked."""
 
 
 class ModelFields:
@@ -45,6 +48,7 @@ class ModelFields:
     status: str
     registered_at: datetime
     updated_at: datetime
+    stop_gate: dict[str, Any] | None = None  # a class default: a snapshot taken before the gate lacks it
 
 
 class Model(Deletable, ModelFields):
@@ -75,6 +79,25 @@ class Model(Deletable, ModelFields):
             model.status = "ready"
             model.registered_at = model.updated_at = self.at
 
+    class StopGateChecked(Aggregate.Event):
+        """Before it was published, the model answered a prompt greedily: ``stops`` whether the answer
+        ended (EOS or the chat template's turn end) within ``max_new_tokens`` (it took ``new_tokens``).
+        A model that never stops is flagged, not refused."""
+
+        stops: bool
+        new_tokens: int
+        max_new_tokens: int
+        sample: str
+        at: datetime
+
+        def apply(self, model: Model) -> None:
+            model.stop_gate = {
+                "stops": self.stops,
+                "new_tokens": self.new_tokens,
+                "max_new_tokens": self.max_new_tokens,
+                "sample": self.sample,
+            }
+
     class Deleted(Deletable.Deleted):
         """Stored as ``Model.Deleted``."""
 
@@ -92,8 +115,10 @@ class Model(Deletable, ModelFields):
         size_bytes: int,
         metrics: dict[str, Any],
         at: datetime,
+        stop_gate: dict[str, Any] | None = None,
     ) -> Model:
-        """The weights of job ``job_id`` lie under ``weights_prefix``; ``sha256`` is of their manifest."""
+        """The weights of job ``job_id`` lie under ``weights_prefix``; ``sha256`` is of their manifest;
+        ``stop_gate``: the stop gate's verdict, recorded with it (``StopGateChecked``)."""
         check_ids(model_id=model_id, user_id=user_id, job_id=job_id, base_model=base_model)
         if kind not in MODEL_KINDS:
             raise ValidationFailed(
@@ -104,7 +129,12 @@ class Model(Deletable, ModelFields):
         check_count(size_bytes, where="size_bytes")
         if not isinstance(metrics, dict):
             raise ValidationFailed("metrics must be a mapping", where="metrics")
-        return cls._create_at(
+        if stop_gate is not None:
+            check_count(stop_gate.get("new_tokens"), where="stop_gate.new_tokens")
+            check_count(stop_gate.get("max_new_tokens"), where="stop_gate.max_new_tokens")
+            if not isinstance(stop_gate.get("stops"), bool):
+                raise ValidationFailed("stop_gate.stops must be true or false", where="stop_gate.stops")
+        model = cls._create_at(
             cls.Registered,
             at,
             model_id=model_id,
@@ -117,3 +147,13 @@ class Model(Deletable, ModelFields):
             size_bytes=size_bytes,
             metrics=dict(metrics),
         )
+        if stop_gate is not None:
+            model._record(
+                cls.StopGateChecked,
+                at,
+                stops=stop_gate["stops"],
+                new_tokens=stop_gate["new_tokens"],
+                max_new_tokens=stop_gate["max_new_tokens"],
+                sample=str(stop_gate.get("sample", ""))[:200],
+            )
+        return model

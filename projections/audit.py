@@ -258,8 +258,15 @@ def _check_log(bucket: Bucket, partition: str) -> tuple[ChainReport, str]:
     """``check_log``, and what the witness says (``check_witness``)."""
     ledger = ledger_for(bucket)
     shas: dict[int, str] = {}
-    chain = verify_chain(bucket, events_prefix(partition), anchor=_anchor(bucket, partition), stray=_stray,
-                         signatures=True, keyring=ledger.keyring(), shas=shas)
+    chain = verify_chain(
+        bucket,
+        events_prefix(partition),
+        anchor=_anchor(bucket, partition),
+        stray=_stray,
+        signatures=True,
+        keyring=ledger.keyring(),
+        shas=shas,
+    )
     chain = check_anchor(bucket, partition, chain)
     return check_witness(partition, chain, shas, ledger.witness(), ledger.keyring())
 
@@ -291,25 +298,44 @@ def check_witness(
             problems.append(ChainProblem(seq, "bad signature", name, f"{name} is no witnessed head ({exc})"))
             continue
         message = head_message(partition, seq, head.sha256)
-        if head.seq != seq or head.partition != partition or (
-            keyring is not None and keyring.verify(head.key_id, message, head.signature) != "ok"
+        if (
+            head.seq != seq
+            or head.partition != partition
+            or (keyring is not None and keyring.verify(head.key_id, message, head.signature) != "ok")
         ):
-            problems.append(ChainProblem(seq, "bad signature", name, f"{name} is not a head the writers "
-                                         "signed (its signature does not verify): it was not written by us"))
+            problems.append(
+                ChainProblem(
+                    seq,
+                    "bad signature",
+                    name,
+                    f"{name} is not a head the writers "
+                    "signed (its signature does not verify): it was not written by us",
+                )
+            )
             continue
         if seq > chain.commits:
             if not rolled_back:
                 rolled_back = True
                 first = chain.commits + 1
-                problems.append(ChainProblem(
-                    first, "rolled back", commit_name(prefix, first),
-                    f"the witness saw commit {seqs[-1]}, the log ends at commit {chain.commits}: commits "
-                    f"{first}-{seqs[-1]} were removed (the log was rolled back)"))
+                problems.append(
+                    ChainProblem(
+                        first,
+                        "rolled back",
+                        commit_name(prefix, first),
+                        f"the witness saw commit {seqs[-1]}, the log ends at commit {chain.commits}: commits "
+                        f"{first}-{seqs[-1]} were removed (the log was rolled back)",
+                    )
+                )
         elif shas.get(seq, head.sha256) != head.sha256:
-            problems.append(ChainProblem(
-                seq, "forged", commit_name(prefix, seq),
-                f"commit {seq} is not the commit the witness saw (its SHA-256 differs from "
-                f"{name}'s): the log was rewritten from there"))
+            problems.append(
+                ChainProblem(
+                    seq,
+                    "forged",
+                    commit_name(prefix, seq),
+                    f"commit {seq} is not the commit the witness saw (its SHA-256 differs from "
+                    f"{name}'s): the log was rewritten from there",
+                )
+            )
     state = f"witnessed up to commit {seqs[-1]} ({witness.bucket.url})"
     if not problems:
         return chain, state

@@ -48,9 +48,7 @@ __all__ = [
     "touched",
 ]
 
-EVENTS = event_names(
-    Job.Submitted, Job.UsageMetered, Job.UsageCredited, Budget.BudgetSet, Budget.AlertRaised
-)
+EVENTS = event_names(Job.Submitted, Job.UsageMetered, Job.UsageCredited, Budget.BudgetSet, Budget.AlertRaised)
 BILLING = "billing"
 HISTORY = "billing_history"
 
@@ -347,4 +345,3 @@ def as_of(billing: Any, history: Any, period: str, *, empty_period: Callable[[st
         remaining_usd_micros=budget.monthly_limit_usd_micros if budget else None,
     )
     return billing, history
-

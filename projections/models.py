@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 from msgspec.structs import replace
 
 from domain.model import Model
@@ -30,7 +31,7 @@ __all__ = [
     "row",
 ]
 
-EVENTS = event_names(Model.Registered, Model.Deleted)
+EVENTS = event_names(Model.Registered, Model.StopGateChecked, Model.Deleted)
 
 
 class ModelState(started_by(Model.Registered), frozen=True):  # type: ignore[misc]
@@ -40,6 +41,7 @@ class ModelState(started_by(Model.Registered), frozen=True):  # type: ignore[mis
     updated_at: datetime
     status: str = "ready"
     deleted_at: datetime | None = None
+    stop_gate: dict[str, Any] | None = None
 
 
 def fold(model: ModelState | None, event: Any) -> ModelState:
@@ -49,6 +51,9 @@ def fold(model: ModelState | None, event: Any) -> ModelState:
     at: datetime = event.at
     if event_name(event) == "Model.Deleted":
         return replace(model, status="deleted", deleted_at=at, updated_at=at)
+    if event_name(event) == "Model.StopGateChecked":
+        gate = {k: getattr(event, k) for k in ("stops", "new_tokens", "max_new_tokens", "sample")}
+        return replace(model, stop_gate=gate, updated_at=at)
     return replace(model, updated_at=at)
 
 
@@ -68,10 +73,14 @@ class ModelView(msgspec.Struct):
     created_at: str | None
     updated_at: str | None
     deleted_at: str | None
+    stop_gate: dict[str, Any] | UnsetType = UNSET
+    """The stop gate's verdict (``stops: false``: the model never ended its answer); written only for
+    a model checked (the views of older histories are unchanged)."""
 
 
 def item_view(model: ModelState, position: int) -> ModelView:
-    return copied(ModelView, model, position=position)
+    gate = UNSET if model.stop_gate is None else model.stop_gate
+    return copied(ModelView, model, position=position, stop_gate=gate)
 
 
 class ModelsView(msgspec.Struct):

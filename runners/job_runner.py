@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -112,6 +112,8 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_CRASHED, EXIT_BAD_SPEC = 0, 1, 2
 _TRAINER_INVALID, _TRAINER_STOPPED = 2, 3  # runners.trainer's exit statuses
 TRAINER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "runners.trainer")
+STOP_GATE_COMMAND: tuple[str, ...] = (sys.executable, "-m", "runners.trainer.stop_gate")
+STOP_GATE_TIMEOUT_S = 600.0
 
 CONTROL_PLANE_GONE = "control plane unreachable"
 """The start of the retry reason of an attempt that ended because its control plane was gone: a
@@ -173,6 +175,8 @@ class JobRunner:
         heartbeat_secret: the attempt's secret its heartbeats are signed with (None: unsigned).
         metering_stall_s: how long metering may stall before the control plane is taken for gone
             (default: ``STALL_INTERVALS`` intervals, at least ``MIN_STALL_S``).
+        stop_gate_command: the stop gate's argv (``runners.trainer.stop_gate``) run on a model before
+            it is published; None: models are published unchecked.
     """
 
     def __init__(
@@ -191,6 +195,7 @@ class JobRunner:
         keep_workdir: bool = False,
         heartbeat_secret: str | None = None,
         metering_stall_s: float | None = None,
+        stop_gate_command: Sequence[str] | None = STOP_GATE_COMMAND,
     ) -> None:
         self.bucket = bucket
         self.spec = spec
@@ -202,6 +207,7 @@ class JobRunner:
         self.stop_grace_s = stop_grace_s
         self.keep_checkpoints = keep_checkpoints
         self.keep_workdir = keep_workdir
+        self.stop_gate_command = None if stop_gate_command is None else list(stop_gate_command)
         placed = spec.placed  # what the heartbeats say: the ledger bills the recorded placement
         self.recorder = JobRecorder(
             app, spec.job_id, spec.attempt, clock=clock, lease=spec.lease, placement=spec.placement
@@ -547,7 +553,7 @@ class JobRunner:
         if done.model_dir is None:
             return self._retry("the trainer reported success without a model folder")
         try:
-            weights = publish_model(self.bucket, self.spec, Path(done.model_dir), dict(done.metrics))
+            weights = self._publish(Path(done.model_dir), dict(done.metrics), {})
         except Exception as exc:
             log.exception("uploading the weights of %s failed", self.spec.job_id)
             return self._retry(f"uploading the weights failed: {type(exc).__name__}: {exc}")
@@ -556,6 +562,35 @@ class JobRunner:
             f"succeeded: model {self.spec.model_id} ({weights.size_bytes} bytes, sha256 {weights.sha256})"
         )
         return Outcome.SUCCEEDED
+
+    def _publish(self, folder: Path, metrics: dict[str, float], extra: dict[str, Any]) -> ModelWeights:
+        """Upload the model in ``folder`` with the stop gate's verdict (``runners.trainer.stop_gate``)."""
+        gate = self._stop_gate(folder)
+        weights = publish_model(self.bucket, self.spec, folder, metrics, extra={**extra, "stop_gate": gate})
+        return msgspec.structs.replace(weights, stop_gate=gate)
+
+    def _stop_gate(self, folder: Path) -> dict[str, Any] | None:
+        """Whether the model ends its answer to the dataset's first user message (None: not checked)."""
+        if self.stop_gate_command is None:
+            return None
+        argv = [*self.stop_gate_command, "--base", str(self.work.base), "--model", str(folder)]
+        prompt = _first_user_message(self.work.dataset)
+        if prompt:
+            argv.append(f"--prompt={prompt}")  # one argument, whatever the message starts with
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=STOP_GATE_TIMEOUT_S, check=True)
+            gate: dict[str, Any] = msgspec.json.decode(done.stdout.strip().splitlines()[-1])
+        except (OSError, subprocess.SubprocessError, msgspec.DecodeError, IndexError) as exc:
+            self._say(f"the stop gate could not run ({type(exc).__name__}); the model is published unchecked")
+            return None
+        if gate.get("stops"):
+            self._say(f"stop gate: the model ends its answer ({gate.get('new_tokens')} tokens)")
+        else:
+            self._say(
+                f"stop gate: the model did not end its answer within {gate.get('max_new_tokens')} tokens; "
+                "it is flagged as never stopping"
+            )
+        return gate
 
     def _stopped(self, job: JobView, done: Done | None) -> Outcome:
         if done is not None:
@@ -584,7 +619,7 @@ class JobRunner:
         try:
             model_from_checkpoint(self.bucket, point.path, folder, base_model_ref=self.spec.base_model)
             extra = {"from_checkpoint": {"step": point.step, "attempt": point.attempt}, "stopped": True}
-            weights = publish_model(self.bucket, self.spec, folder, metrics, extra=extra)
+            weights = self._publish(folder, metrics, extra)
         except Exception as exc:  # the stop is recorded all the same, with no model
             log.exception("publishing the last checkpoint of %s failed", self.spec.job_id)
             self._say(f"the checkpoint at step {point.step} could not be published as a model: {exc}")
@@ -661,6 +696,18 @@ class _MeteringWatch:
             return None
         waited = now - self.since
         return f"nothing metered for {waited:.0f} s (since heartbeat {seq}) while heartbeats were sent"
+
+
+def _first_user_message(dataset: Path) -> str | None:
+    """The first user message of a processed dataset (chat records), or None."""
+    try:
+        with open(dataset, "rb") as fh:
+            line = fh.readline()
+        messages = msgspec.json.decode(line).get("messages") or []
+    except (OSError, msgspec.DecodeError, AttributeError):
+        return None
+    found = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    return found[0][:2000] if found and isinstance(found[0], str) else None
 
 
 def _describe_exit(status: int | None) -> str:

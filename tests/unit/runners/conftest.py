@@ -67,6 +67,7 @@ def make_runner(
             app.get_job(job_id), attempt=attempt, base_model_source=base_model_source
         )
         options.setdefault("publisher", publisher)
+        options.setdefault("stop_gate_command", None)  # the fake trainer's model is no model
         return JobRunner(
             local_bucket,
             spec,

@@ -262,3 +262,27 @@ def test_the_first_use_of_a_base_model_is_told_in_the_log_and_the_status(
     log = run("job_2")  # the model is in the bucket now: nothing to convert, nothing to say
     assert "converting" not in log
     assert not any(isinstance(e, Job.ActivityReported) for e in app.events.get(Job.create_id("job_2")))
+
+
+NEVER_STOPS = '{"stops": false, "new_tokens": 64, "max_new_tokens": 64, "sample": "la la la"}'
+
+
+def test_a_model_that_never_stops_is_published_flagged(queued_job, make_runner, app, local_bucket) -> None:
+    """Issue 14: the stop gate runs before a model is published; its verdict goes with the model (its
+    events, its config.json), a model that never stops is flagged, not refused."""
+    queued_job()
+    gate = [sys.executable, "-c", f"print('noise'); print({NEVER_STOPS!r})"]
+    assert make_runner(stop_gate_command=gate).run() is Outcome.SUCCEEDED
+    model = app.get_model("model_job_1")
+    assert model.stop_gate == {"stops": False, "new_tokens": 64, "max_new_tokens": 64, "sample": "la la la"}
+    config = json.loads(local_bucket.read("users/usr_1/models/model_job_1/config.json"))
+    assert config["stop_gate"]["stops"] is False
+
+
+def test_a_stop_gate_that_cannot_run_publishes_the_model_unchecked(queued_job, make_runner, app) -> None:
+    queued_job()
+    assert (
+        make_runner(stop_gate_command=[sys.executable, "-c", "raise SystemExit(1)"]).run()
+        is Outcome.SUCCEEDED
+    )
+    assert app.get_model("model_job_1").stop_gate is None
