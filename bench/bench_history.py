@@ -12,6 +12,10 @@ loop running) then serves
   commit, then ``catch_up`` timed (p50, mean); and, where the complete listings are coalesced,
   the cost of writing them once (what the loop pays at most once per interval per user).
 
+* the first write after a start: the user's history written one commit per job state change (as a
+  server writes it) on a local folder bucket, then a fresh process (no cache, nothing verified yet)
+  opens the partition and submits a job: that call is timed, with the process's peak memory.
+
 Given ``--before DIR`` (another checkout, e.g. ``git archive main | tar -x -C DIR``), each size is
 also measured on that code in a child process, and each figure is printed as before / after with
 their ratio (on an older release ``limit`` is ignored: its page of 20 is the whole list).
@@ -169,6 +173,63 @@ def measure(jobs: int, calls: int, changes: int) -> dict[str, Any]:
     return out
 
 
+def first_write(jobs: int) -> dict[str, Any]:
+    """Write ``jobs`` jobs' lives one commit a change on a folder, then time a fresh process's first write."""
+    from domain.dataset import Dataset
+    from storage.eventstore.factory import open_user
+    from storage.eventstore.ledger import ledger_for
+    from storage.local import LocalBucket
+
+    home = tempfile.mkdtemp()
+    os.environ["TUNE_HOME"] = home
+    bucket = LocalBucket(Path(home) / "bucket", fsync=False)
+    ledger_for(bucket)
+    app = open_user(bucket, "heavy")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    dataset = Dataset.upload(dataset_id="ds_1", user_id="heavy", filename="a.jsonl", size_bytes=1,
+                             sha256="0" * 64, at=at)
+    dataset.validate("chat", 1, {}, at)
+    app.save(dataset)
+    for n in range(jobs):
+        job = _submit("heavy", f"j{n:06d}", at)
+        app.save(job)
+        job.queue(at)
+        app.save(job)
+        job.start(1, at)
+        app.save(job)
+        job.mark_succeeded(at, metrics={})
+        app.save(job)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUNE_HOME": home}
+    done = subprocess.run([sys.executable, __file__, "--restart", str(bucket.root)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"the first write after a start failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def restarted(root: Path) -> dict[str, Any]:
+    """In a fresh process: open the heavy user's partition and submit one job (timed), then another."""
+    import resource
+
+    from storage.eventstore.factory import open_user
+    from storage.eventstore.ledger import ledger_for
+    from storage.local import LocalBucket
+
+    bucket = LocalBucket(root, fsync=False)
+    ledger_for(bucket)
+    at = datetime(2026, 2, 1, tzinfo=UTC)
+    open_user(bucket, "other").recorder.log.max_notification_id()  # imports, the keyring: not the user's cost
+    out = {}
+    for label in ("first_write_ms", "second_write_ms"):
+        t = time.perf_counter()
+        app = open_user(bucket, "heavy")
+        app.submit_job(base_model="tiny-llama", dataset_id="ds_1", config={"epochs": 1},
+                       gpu_type="a100-80gb", gpu_count=1, at=at)
+        out[label] = (time.perf_counter() - t) * 1e3
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
 def child(code: Path, jobs: int, calls: int, changes: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
@@ -201,6 +262,10 @@ def report(jobs: int, after: dict[str, Any], before: dict[str, Any] | None) -> N
     print(
         _row("projector per job state change: mean", b and b["mean_ms"], after["projector"]["mean_ms"], "ms")
     )
+    b = before or {}
+    print(_row("first write after a start", b.get("first_write_ms"), after["first_write_ms"], "ms"))
+    print(_row("second write", b.get("second_write_ms"), after["second_write_ms"], "ms"))
+    print(_row("peak RSS of the restarted process", b.get("peak_rss_mb"), after["peak_rss_mb"], "MB"))
     if "listings_once_ms" in after:
         print(f"  {'complete listings, written once per interval':<44} {after['listings_once_ms']:>9.2f} ms")
 
@@ -216,9 +281,13 @@ def main() -> None:
     )
     parser.add_argument("--before", type=Path, default=None, help="a checkout of the code to compare with")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--restart", type=Path, default=None, help=argparse.SUPPRESS)
     args = parse_args(parser, jobs=[60, 300], calls=20, changes=4)
     if args.child:
-        print(json.dumps(measure(args.jobs[0], args.calls, args.changes)))
+        print(json.dumps({**measure(args.jobs[0], args.calls, args.changes), **first_write(args.jobs[0])}))
+        return
+    if args.restart:
+        print(json.dumps(restarted(args.restart)))
         return
     results = {}
     for jobs in args.jobs:

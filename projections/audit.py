@@ -236,7 +236,7 @@ def check_anchor(bucket: Bucket, partition: str, chain: ChainReport) -> ChainRep
     return ChainReport.of(prefix, chain.commits, [*chain.problems, problem])
 
 
-_STORE_KINDS = frozenset({"commit", "segment", "snapshot", "tracking"})
+_STORE_KINDS = frozenset({"commit", "segment", "log index", "snapshot", "tracking"})
 
 
 def _stray(name: str) -> bool:

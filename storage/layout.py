@@ -23,7 +23,8 @@
 
 A partition (``platform``, ``users/<uid>``) is named by ``domain.partitions`` (the applications
 default to its event prefix; re-exported here). The event store also keeps, under a partition's
-``events/``, segments (``segments/<seq>.json``, a read cache) and the logs of snapshots and
+``events/``, segments (``segments/<seq>.json``, a read cache), log indexes (``indexes/<seq>.json``,
+for warm starts: ``storage.eventstore.log_index``) and the logs of snapshots and
 tracking records (``snapshots/``, ``tracking/<name>/``), each with its own segments.
 
 Names are pure functions of ids; every id passes ``domain.ids.check_id`` first (ValidationFailed).
@@ -464,6 +465,7 @@ def _pattern(name: str, regex: str) -> KeyPattern:
 PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("commit", rf"{_PARTITION}/events/{_SEQ}\.json"),
     _pattern("segment", rf"{_PARTITION}/events/segments/{_SEQ}\.json"),
+    _pattern("log index", rf"{_PARTITION}/events/(?:snapshots/|tracking/(?:{_ID}/)?)?indexes/{_SEQ}\.json"),
     _pattern("snapshot", rf"{_PARTITION}/events/snapshots/(?:segments/)?{_SEQ}\.json"),
     _pattern("tracking", rf"{_PARTITION}/events/tracking/(?:{_ID}/)?(?:segments/)?{_SEQ}\.json"),
     _pattern("platform view", rf"platform/metadata/(?:{_one_of(PLATFORM_VIEWS)})\.json"),

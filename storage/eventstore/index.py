@@ -9,6 +9,12 @@ Notification and StoredEvent objects are made only for what a query returns.
 The per-aggregate index is brought up to date when a query or a check first
 needs it, so a replay that only pages through notifications never pays for it.
 
+An index started from a log index (``start_from``: a warm start) knows every
+aggregate's versions and positions and each commit's size, but not the events
+before its ``seq``: those slots hold None until ``fill`` puts a verified
+segment's events there. A query that meets one calls ``fault`` (set by the
+log) with the positions it needs, then reads again.
+
 Only the one thread holding the log's tail lock adds; readers may query at
 any time. The event list only grows, a whole commit at a time, so a reader
 sees a prefix of whole commits.
@@ -20,12 +26,13 @@ import array
 import bisect
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from eventsourcing.persistence import DataError, IntegrityError, Notification, StoredEvent
 
 from storage.eventstore.commits import Commit, EventRecord, TrackingRecord
+from storage.eventstore.log_index import Aggregate, LogIndex, TextAggregate
 
 __all__ = ["PartitionIndex"]
 
@@ -59,12 +66,68 @@ class PartitionIndex:
         self.tail_seq = 0
         self.tail_sha = ""
         self._lock = threading.Lock()
-        self._events: list[EventRecord] = []  # as decoded: msgspec Structs the GC does not track
+        self._events: list[EventRecord | None] = []  # as decoded (Structs the GC does not track); None: not
+        # paged in yet (an index started from a log index)
         self._sequences: dict[UUID | str, _Sequence] = {}  # a UUID and its string are different ids
         self._indexed = 0  # events[:_indexed] are in _sequences; the rest are indexed when first asked
         self._tracking: dict[str, int] = {}
         self._commit_ends = array.array("q")  # each commit's last notification id, in order
+        self.fault: Callable[[list[int]], None] | None = None
+        """Page in the events at these positions (set by the log of an index with holes)."""
+        self.holes = False  # some events are not paged in yet
 
+    def start_from(self, log_index: LogIndex) -> None:
+        """Take what ``log_index`` says of commits 1..seq, the events left out (None). Only on an empty
+        index, by the thread holding the log's tail lock."""
+        with self._lock:
+            if self.tail_seq or self._events:
+                raise ValueError(f"{self.name}: an index starts from a log index only when empty")
+            ends = array.array("q", itertools.accumulate(log_index.commit_events))
+            total = ends[-1] if ends else 0
+            sequences: dict[UUID | str, _Sequence] = {}
+            for entry in itertools.chain(log_index.aggregates, log_index.text_aggregates):
+                sequence = sequences[entry.id] = _Sequence(entry.id)
+                sequence.positions = entry.positions
+                sequence.versions = entry.versions or list(range(1, len(entry.positions) + 1))
+                if len(sequence.versions) != len(entry.positions) or (
+                        entry.positions and not 0 <= entry.positions[-1] < total):
+                    raise ValueError(f"{self.name}: the log index's entry for {entry.id} does not fit")
+            self._events = [None] * total
+            self._commit_ends = ends
+            self._sequences = sequences
+            self._indexed = total
+            self._tracking = dict(log_index.tracking)
+            self.tail_seq, self.tail_sha = log_index.seq, log_index.sha256
+            self.holes = total > 0
+
+    def commit_ends(self, first_seq: int, last_seq: int) -> list[int]:
+        """The last notification id of each commit ``first_seq..last_seq`` (0 before commit 1)."""
+        with self._lock:
+            return [self._commit_ends[seq - 1] if seq >= 1 else 0 for seq in range(first_seq, last_seq + 1)]
+
+    def fill(self, first_position: int, records: Sequence[EventRecord]) -> None:
+        """Put verified events in their (empty) slots from ``first_position`` on."""
+        with self._lock:
+            self._events[first_position : first_position + len(records)] = records
+
+    def log_index(self, boundaries: list[str], signed_from: int | None) -> LogIndex:
+        """What this index holds, as a log index (unsigned) at its tail."""
+        with self._lock:
+            self._index_aggregates()
+            ends = self._commit_ends
+            counts = [ends[0], *(b - a for a, b in itertools.pairwise(ends))] if ends else []
+            aggregates, texts = [], []
+            for key, sequence in self._sequences.items():
+                versions = sequence.versions
+                plain = versions[-1] == len(versions) and versions[0] == 1
+                stored = [] if plain else list(versions)
+                if isinstance(key, UUID):
+                    aggregates.append(Aggregate(key, list(sequence.positions), stored))
+                else:
+                    texts.append(TextAggregate(key, list(sequence.positions), stored))
+            return LogIndex(seq=self.tail_seq, sha256=self.tail_sha, boundaries=boundaries,
+                            commit_events=counts, aggregates=aggregates, text_aggregates=texts,
+                            tracking=dict(self._tracking), signed_from=signed_from)
     def __len__(self) -> int:
         """How many events: the last notification id (0 when empty)."""
         return len(self._events)
@@ -161,8 +224,17 @@ class PartitionIndex:
             positions.reverse()
         if limit is not None:
             positions = positions[: max(limit, 0)]
+        events = self._page_in(positions)
+        return [_stored_event(events[p]) for p in positions]  # type: ignore[arg-type]
+
+    def _page_in(self, positions: Sequence[int]) -> list[EventRecord | None]:
+        """The events list, once every one of ``positions`` is in it (asking ``fault`` for the rest)."""
         events = self._events
-        return [_stored_event(events[p]) for p in positions]
+        if self.holes and self.fault is not None:
+            missing = [p for p in positions if events[p] is None]
+            if missing:
+                self.fault(missing)
+        return events
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *, inclusive_of_start: bool = True,
@@ -175,7 +247,9 @@ class PartitionIndex:
             return []
         if not topics:
             stop_at = min(end, first - 1 + limit)
+            events = self._page_in(range(first - 1, stop_at))
             return list(map(_notification, range(first, stop_at + 1), events[first - 1 : stop_at]))
+        events = self._page_in(range(first - 1, end))
         wanted = set(topics)
         chosen = ((n, r) for n, r in zip(itertools.count(first), events[first - 1 : end], strict=False)
                   if r.topic in wanted)

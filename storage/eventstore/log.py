@@ -59,6 +59,16 @@ witnessed heads: a log that ends before a witnessed head (rolled back, its tail
 removed together with position.json) or whose commit at the witnessed seq has
 another hash (a forged tail) raises ``ChainBroken`` instead of being extended.
 
+Warm starts (``storage.eventstore.log_index``): a writer that passes a segment
+boundary also writes a signed log index there (the latest two are kept). A log
+opened afresh (outside ``serving_broken_chains``, with a keyring) starts from
+the latest index that verifies and reads only the commits after it; the events
+before it are paged in a segment at a time when a query first needs them
+(loading an aggregate, paging through notifications), each segment checked by
+hash against the boundaries the index pins and by signature. So a restarted
+server's first write to a heavy user's partition reads the index, the tail,
+and the segments holding the aggregates the command loads, not the partition.
+
 An empty last commit object is treated as absent. A commit is created whole
 (``LocalBucket`` publishes a finished temp file; a GCS create is atomic), so an
 empty object is never a write in progress: it is what a power loss leaves of a
@@ -135,6 +145,15 @@ from storage.eventstore.commits import (
 )
 from storage.eventstore.index import PartitionIndex
 from storage.eventstore.ledger import Ledger, ledger_for
+from storage.eventstore.log_index import (
+    LogIndex,
+    check_index,
+    decode_index,
+    encode_index,
+    index_name,
+    indexes_prefix,
+    sign_index,
+)
 from storage.eventstore.signing import SigningKey
 from storage.eventstore.witness import Witness, partition_of
 from storage.layout import events_prefix, position
@@ -158,6 +177,8 @@ MAX_COMMIT_BYTES = 8 * 1024 * 1024
 _PROBES_BEFORE_LISTING = 4  # a remote bucket this far behind: list the names and read several at once
 _REMOTE_READERS = 16
 _MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+KEPT_LOG_INDEXES = 2
+"""Log indexes kept per log (the older ones are removed when a new one is written)."""
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 _serving_broken = threading.local()  # .depth: how many ``serving_broken_chains()`` this thread is inside
@@ -209,6 +230,10 @@ class PartitionLog:
         self._witnessed_at = 0.0
         self._unwitnessed: tuple[int, str] | None = None  # a head left for the timer to publish
         self._witness_timer: threading.Timer | None = None
+        self._boundaries: list[str] = []  # the SHA-256 of each segment's last commit, as read
+        self._started_from: LogIndex | None = None  # the log index this log started from (warm start)
+        self._warm_tried = False
+        self._page_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self.index.tail_seq})"
@@ -493,6 +518,10 @@ class PartitionLog:
         to the next boundary and reads them several at a time.
         """
         probes = 0
+        if not self._warm_tried:
+            self._warm_tried = True
+            if self.index.tail_seq == 0 and not getattr(_serving_broken, "depth", 0):
+                self._start_from_index()
         while True:
             if self.index.tail_seq % SEGMENT_COMMITS == 0 and self._read_segments():
                 continue
@@ -569,15 +598,16 @@ class PartitionLog:
             _log.warning("ignoring segment %s (%s); reading its commits one by one", name, exc)
             return False
         self.index.add(commits, shas)
+        self._boundaries.append(shas[-1])
         self._segment = None
         return True
 
-    def _verify_segment(self, commits: list[Commit], last_sha: str) -> None:
+    def _verify_segment(self, commits: list[Commit], last_sha: str, prev_sha: str | None = None) -> None:
         """Check every signature of a segment (ValueError naming the first that fails), once per process:
         the verdict is kept by the hash of its last commit, which pins every commit before it."""
         if self.ledger.keyring() is None:
             return
-        key = (self.prefix, self.index.tail_sha, last_sha)
+        key = (self.prefix, self.index.tail_sha if prev_sha is None else prev_sha, last_sha)
         with _verified_lock:
             first_signed = _verified_segments.get(key, False)
         if first_signed is False:
@@ -613,11 +643,129 @@ class PartitionLog:
             broken, good = None, len(commits)
             self._segment = None  # never pack a segment of a broken chain
         self.index.add(commits[:good], shas[:good])
+        bounds = [sha for commit, sha in zip(commits[:good], shas[:good], strict=False)
+                  if commit.seq % SEGMENT_COMMITS == 0]
+        self._boundaries.extend(bounds)
         if self._broken is None:
             for data, commit in zip(lines[:good], commits[:good], strict=True):
                 self._collect_for_segment(commit.seq, data)
+            if bounds:
+                self._write_index()
         if broken is not None:
             raise broken
+
+    # -- warm starts (storage.eventstore.log_index) -----------------------------
+
+    def _write_index(self) -> None:
+        """Write the log index at the tail (signed), then remove all but the latest KEPT_LOG_INDEXES.
+        Only a log that signs its commits writes one; a failure is logged (an index is only a cache)."""
+        if self._signer is None or getattr(_serving_broken, "depth", 0):
+            return
+        signed = sign_index(self.prefix, self.index.log_index(list(self._boundaries), self._signed_from),
+                            self._signer)
+        name = index_name(self.prefix, signed.seq)
+        try:
+            with contextlib.suppress(AlreadyExists):
+                self.bucket.create(name, encode_index(signed))
+            names = list(self.bucket.list(indexes_prefix(self.prefix)))
+            for old in names[:-KEPT_LOG_INDEXES]:
+                with contextlib.suppress(ObjectNotFound):
+                    self.bucket.delete(old)
+        except BucketError as exc:
+            _log.warning("could not write log index %s: %s", name, exc)
+
+    def _start_from_index(self) -> None:
+        """Start an empty log from the latest log index that verifies (none: read every commit)."""
+        keyring = self.ledger.keyring()
+        if keyring is None:
+            return
+        names = list(self.bucket.list(indexes_prefix(self.prefix)))
+        for name in reversed(names[-KEPT_LOG_INDEXES:]):
+            try:
+                found = decode_index(self._read(name))
+                if index_name(self.prefix, found.seq) != name:
+                    raise ValueError(f"it holds the index at commit {found.seq}")
+                bounds = found.seq // SEGMENT_COMMITS
+                if len(found.commit_events) != found.seq or len(found.boundaries) != bounds:
+                    raise ValueError("its commits or boundaries do not match its commit")
+                if found.seq % SEGMENT_COMMITS == 0 and found.boundaries[-1] != found.sha256:
+                    raise ValueError("its last boundary is not its commit")
+                verdict = check_index(self.prefix, found, keyring)
+                if verdict != "ok":
+                    raise ValueError(f"its signature: {verdict}")
+                self.index.start_from(found)
+            except ObjectNotFound:
+                continue  # removed meanwhile: a newer one was written
+            except ValueError as exc:
+                _log.warning("ignoring log index %s (%s)", name, exc)
+                continue
+            self._boundaries = list(found.boundaries)
+            self._signed_from = found.signed_from
+            self._started_from = found
+            self.index.fault = self._page_in
+            return
+
+    def _page_in(self, positions: list[int]) -> None:
+        """Read and verify the segments holding the events at ``positions`` (before the log index)."""
+        started = self._started_from
+        if started is None:
+            return
+        with self._page_lock, _bucket_errors(self.prefix):
+            block_end = -1  # positions below this are in the segment just paged in
+            for position in sorted(positions):
+                if position < block_end:
+                    continue
+                seq = self.index.commit_of(position + 1)
+                if seq is None or seq > started.seq:
+                    continue
+                block = (seq - 1) // SEGMENT_COMMITS
+                block_end = self._page_in_block(started, block)
+
+    def _page_in_block(self, started: LogIndex, block: int) -> int:
+        """Put the events of commits ``block * SEGMENT_COMMITS + 1 ..`` (at most one segment, not past
+        the log index) in the index; return the position after them. ChainBroken if they are not the
+        commits the log index pinned."""
+        first = block * SEGMENT_COMMITS + 1
+        last = min(first + SEGMENT_COMMITS - 1, started.seq)
+        prev_sha = started.boundaries[block - 1] if block else ""
+        last_sha = started.boundaries[block] if block < len(started.boundaries) else started.sha256
+        ends = self.index.commit_ends(first - 1, last)
+        lines: list[bytes] | None = None
+        if last % SEGMENT_COMMITS == 0:
+            try:
+                lines, commits = decode_segment(self._read(segment_name(self.prefix, last)))
+                self._check_block(lines, commits, first, ends, prev_sha, last_sha)
+            except (ObjectNotFound, ValueError) as exc:
+                if not isinstance(exc, ObjectNotFound):
+                    _log.warning("ignoring segment %s (%s); reading its commits one by one",
+                                 segment_name(self.prefix, last), exc)
+                lines = None
+        if lines is None:
+            names = [commit_name(self.prefix, seq) for seq in range(first, last + 1)]
+            lines = list(read_many(self.bucket, names, workers=self.read_workers))
+            try:
+                commits = [decode_commit(data) for data in lines]
+                self._check_block(lines, commits, first, ends, prev_sha, last_sha)
+            except ValueError as exc:
+                raise ChainBroken(self.prefix, first, "edited",
+                                  f"commits {first}..{last} are not those the log index at commit "
+                                  f"{started.seq} pinned: {exc}") from exc
+        self.index.fill(ends[0], [event for commit in commits for event in commit.events])
+        return ends[-1]
+
+    def _check_block(self, lines: list[bytes], commits: list[Commit], first: int, ends: list[int],
+                     prev_sha: str, last_sha: str) -> None:
+        """ValueError unless ``commits`` are commits ``first..`` with the sizes the index holds, linked by
+        hash from ``prev_sha`` to ``last_sha``, and signed as they must be."""
+        if [c.seq for c in commits] != list(range(first, first + len(ends) - 1)):
+            raise ValueError("not the commits expected")
+        if [c.first_id for c in commits] != [end + 1 for end in ends[:-1]] or \
+                [len(c.events) for c in commits] != [b - a for a, b in itertools.pairwise(ends)]:
+            raise ValueError("their events are not where the log index has them")
+        shas = sha256_hexes(lines)
+        if [c.prev_sha256 for c in commits] != [prev_sha, *shas[:-1]] or shas[-1] != last_sha:
+            raise ValueError("they do not link by hash between the boundaries the log index pinned")
+        self._verify_segment(commits, last_sha, prev_sha)
 
     def _bad_signature(self, commit: Commit) -> ChainBroken | None:
         """Why ``commit`` may not be served (its signature), or None; nothing is checked without a

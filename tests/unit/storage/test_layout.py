@@ -133,6 +133,7 @@ def _every_name() -> list[str]:
         layout.PLATFORM_EVENTS + seq,
         layout.user_events(U) + seq,
         layout.user_events(U) + "segments/000000000256.json",
+        layout.user_events(U) + "indexes/000000000256.json",
         layout.user_events(U) + "snapshots/" + seq,
         layout.PLATFORM_EVENTS + "tracking/Projector/" + seq,
         layout.position(layout.PLATFORM),

@@ -1,0 +1,113 @@
+"""Warm starts: a fresh process starts a partition's log from its signed log index (issue 18, part 4).
+
+A fresh bucket object with its own ``Ledger`` stands for a fresh process (as in
+``test_eventstore_signing``); segments are 4 commits long here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from storage.eventstore import log as log_module
+from storage.eventstore import verify_chain
+from storage.eventstore.commits import ChainBroken, commit_name, decode_commit, encode_commit, segment_name
+from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger
+from storage.eventstore.log import PartitionLog
+from storage.eventstore.log_index import decode_index, encode_index, index_name
+from storage.memory import MemoryBucket
+
+PREFIX = "users/u1/events/"
+
+
+@pytest.fixture(autouse=True)
+def short_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module, "SEGMENT_COMMITS", 4)
+
+
+class Counted(MemoryBucket):
+    reads: list[str]
+
+    def read(self, name: str) -> bytes:
+        self.reads.append(name)
+        return super().read(name)
+
+
+def process(bucket: MemoryBucket, home: Path) -> tuple[PartitionLog, Counted]:
+    """A fresh process's log of ``bucket`` (same objects, its own bucket object and ledger)."""
+    view = Counted.__new__(Counted)
+    view.__dict__.update(bucket.__dict__)
+    view.reads = []
+    configure_ledger(view, Ledger(view, home, LedgerSettings()))
+    return PartitionLog(view, PREFIX), view
+
+
+def event(thing: uuid.UUID, version: int) -> StoredEvent:
+    return StoredEvent(thing, version, "tests:Thing.Happened", f'{{"v":{version}}}'.encode())
+
+
+def history(tmp_path: Path, commits: int = 14) -> tuple[MemoryBucket, list[uuid.UUID]]:
+    """``commits`` commits of one event: versions 1 of ``commits // 2`` aggregates, then their versions 2."""
+    bucket = MemoryBucket()
+    writer, _ = process(bucket, tmp_path)
+    things = [uuid.uuid4() for _ in range(commits // 2)]
+    for thing in things:
+        writer.append([event(thing, 1)])
+    for thing in things:
+        writer.append([event(thing, 2)])
+    return bucket, things
+
+
+def test_a_fresh_process_reads_the_index_and_the_tail_then_pages_in_what_it_needs(tmp_path: Path) -> None:
+    bucket, things = history(tmp_path)  # commits 1..14: indexes at 8 and 12 (the latest two are kept)
+    assert list(bucket.list(f"{PREFIX}indexes/")) == [index_name(PREFIX, 8), index_name(PREFIX, 12)]
+    log, seen = process(bucket, tmp_path)
+
+    assert log.max_notification_id() == 14
+    commits_read = [name for name in seen.reads if name.startswith(PREFIX) and name[len(PREFIX)].isdigit()]
+    assert commits_read == [commit_name(PREFIX, seq) for seq in (13, 14, 15)]  # the tail (15: none yet)
+    assert [name for name in seen.reads if "segments/" in name] == [segment_name(PREFIX, 16)]  # a probe
+
+    seen.reads.clear()
+    first = things[0]  # version 1 in commit 1 (segment 4), version 2 in commit 8 (segment 8)
+    assert [(e.originator_version, e.state) for e in log.select_events(first)] == [(1, b'{"v":1}'),
+                                                                                (2, b'{"v":2}')]
+    assert [n for n in seen.reads if "segments/" in n] == [segment_name(PREFIX, 4), segment_name(PREFIX, 8)]
+
+    with pytest.raises(IntegrityError):  # the index knows version 2 is taken without the events
+        log.append([event(things[1], 2)])
+    assert log.append([event(things[1], 3)]) == [15]
+    full, _ = process(bucket, tmp_path)
+    full._warm_tried = True  # a full replay, to compare with
+    assert [(n.id, n.originator_id, n.state) for n in log.select_notifications(None, 100)] == \
+        [(n.id, n.originator_id, n.state) for n in full.select_notifications(None, 100)]
+    assert verify_chain(bucket, PREFIX).ok
+
+
+def test_a_commit_changed_before_the_index_is_refused_when_paged_in(tmp_path: Path) -> None:
+    bucket, things = history(tmp_path)
+    bucket.delete(segment_name(PREFIX, 4))  # read commit by commit
+    edited = decode_commit(bucket.read(commit_name(PREFIX, 2)))
+    edited.events[0].state = '{"v":99}'
+    bucket.write(commit_name(PREFIX, 2), encode_commit(edited))
+    log, _ = process(bucket, tmp_path)
+
+    assert log.max_notification_id() == 14  # the tail is fine
+    with pytest.raises(ChainBroken, match="pinned"):
+        log.select_events(things[1])
+
+
+def test_a_forged_index_is_ignored_and_the_log_replayed(tmp_path: Path) -> None:
+    bucket, things = history(tmp_path)
+    for name in list(bucket.list(f"{PREFIX}indexes/")):
+        index = decode_index(bucket.read(name))
+        index.aggregates = [a for a in index.aggregates if a.id != things[0]]  # hide an aggregate
+        bucket.write(name, encode_index(index))
+    log, _ = process(bucket, tmp_path)
+
+    assert log.max_notification_id() == 14
+    assert log._started_from is None
+    assert len(log.select_events(things[0])) == 2
