@@ -136,13 +136,13 @@ from storage.eventstore.commits import (
 from storage.eventstore.index import PartitionIndex
 from storage.eventstore.ledger import Ledger, ledger_for
 from storage.eventstore.signing import SigningKey
+from storage.eventstore.verified import UNKNOWN
 from storage.eventstore.witness import Witness, partition_of
 from storage.layout import events_prefix, position
 
 __all__ = [
     "MAX_COMMIT_BYTES",
     "MAX_SHARED_LOGS",
-    "MAX_VERIFIED_SEGMENTS",
     "ChainBroken",
     "PartitionLog",
     "io_workers_for",
@@ -197,6 +197,7 @@ class PartitionLog:
         self._pins = threading.local()  # .depth: how many ``pinned()`` this thread is inside
         self._segment: list[bytes] | None = None  # bytes of the commits since the last segment boundary
         self._segment_bytes = 0
+        self._segment_signed: int | None = None  # the first signed commit since the last boundary
         self._broken: ChainBroken | None = None  # the first broken link read past (serving_broken_chains)
         self._anchor_checked = False  # the tail was checked against position.json before our first append
         self._empty_warned: int | None = None  # the empty last commit already logged
@@ -289,7 +290,7 @@ class PartitionLog:
                         self._catch_up()
                         continue
                     # else our own write (the nonce is ours), reported lost and retried by the client
-                self._add([data], [commit])
+                self._add([data], [commit], signed_here=True)
                 head = (commit.seq, index.tail_sha)
                 break
         for listener in list(self._listeners):
@@ -573,28 +574,29 @@ class PartitionLog:
         return True
 
     def _verify_segment(self, commits: list[Commit], last_sha: str) -> None:
-        """Check every signature of a segment (ValueError naming the first that fails), once per process:
-        the verdict is kept by the hash of its last commit, which pins every commit before it."""
-        if self.ledger.keyring() is None:
+        """Check every signature of a segment (ValueError naming the first that fails), once per machine:
+        the verdict is kept by the hash of its last commit, which pins every commit before it
+        (``storage.eventstore.verified``)."""
+        verified = self.ledger.verified_segments()
+        if verified is None:
             return
-        key = (self.prefix, self.index.tail_sha, last_sha)
-        with _verified_lock:
-            first_signed = _verified_segments.get(key, False)
-        if first_signed is False:
+        last = commits[-1].seq
+        first_signed = verified.get(self.prefix, last, last_sha)
+        if first_signed == UNKNOWN:
             for commit in commits:
                 broken = self._bad_signature(commit)
                 if broken is not None:
                     raise ValueError(str(broken))
             first_signed = next((c.seq for c in commits if c.sig), None)
-            with _verified_lock:
-                _verified_segments[key] = first_signed
-                while len(_verified_segments) > MAX_VERIFIED_SEGMENTS:
-                    _verified_segments.popitem(last=False)
+            verified.add(self.prefix, last, last_sha, first_signed)
         if first_signed is not None and self._signed_from is None:
             self._signed_from = first_signed
 
-    def _add(self, lines: list[bytes], commits: list[Commit]) -> None:
-        """Index commits read one by one (``lines``: their bytes), and collect them for a segment."""
+    def _add(self, lines: list[bytes], commits: list[Commit], *, signed_here: bool = False) -> None:
+        """Index commits read one by one (``lines``: their bytes), and collect them for a segment.
+
+        ``signed_here``: the commits are this log's own, just signed with its key; their signatures are
+        not checked again (a verify costs three signs)."""
         if not lines:
             return
         shas = sha256_hexes(lines)
@@ -602,7 +604,13 @@ class PartitionLog:
         good = len(commits)
         for i, (commit, prev_sha) in enumerate(zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)):
             linked = commit.prev_sha256 == prev_sha
-            broken = self._bad_signature(commit) if linked else self._broken_link(commit)
+            if not linked:
+                broken = self._broken_link(commit)
+            elif signed_here:
+                if commit.sig and self._signed_from is None:
+                    self._signed_from = commit.seq
+            else:
+                broken = self._bad_signature(commit)
             if broken is not None:
                 good = i
                 break
@@ -614,8 +622,8 @@ class PartitionLog:
             self._segment = None  # never pack a segment of a broken chain
         self.index.add(commits[:good], shas[:good])
         if self._broken is None:
-            for data, commit in zip(lines[:good], commits[:good], strict=True):
-                self._collect_for_segment(commit.seq, data)
+            for data, commit, sha in zip(lines[:good], commits[:good], shas[:good], strict=True):
+                self._collect_for_segment(commit, data, sha)
         if broken is not None:
             raise broken
 
@@ -652,18 +660,25 @@ class PartitionLog:
                            f"{before} as this process read it: commit {before} was changed, "
                            f"or commit {commit.seq} was forged")
 
-    def _collect_for_segment(self, seq: int, data: bytes) -> None:
-        """Keep the bytes of the commits since the last boundary; at the next one, write their segment."""
+    def _collect_for_segment(self, commit: Commit, data: bytes, sha: str) -> None:
+        """Keep the bytes of the commits since the last boundary; at the next one, write their segment
+        and remember it verified (each of its commits was, when read, or is one this log signed)."""
+        seq = commit.seq
         if seq % SEGMENT_COMMITS == 1:
-            self._segment, self._segment_bytes = [], 0
+            self._segment, self._segment_bytes, self._segment_signed = [], 0, None
         if self._segment is None:
             return
         self._segment.append(data)
         self._segment_bytes += len(data)
+        if self._segment_signed is None and commit.sig:
+            self._segment_signed = seq
         if self._segment_bytes > _MAX_SEGMENT_BYTES:
             self._segment = None
         elif seq % SEGMENT_COMMITS == 0:
             packed, self._segment = pack_segment(self._segment), None
+            verified = self.ledger.verified_segments()
+            if verified is not None:
+                verified.add(self.prefix, seq, sha, self._segment_signed)
             try:
                 self.bucket.create(segment_name(self.prefix, seq), packed)
             except AlreadyExists:
@@ -723,12 +738,6 @@ def _local_bucket_class() -> type[Bucket]:
 
     return LocalBucket
 
-
-MAX_VERIFIED_SEGMENTS = 65_536
-"""Segments whose signatures this process verified, kept by hash (a few hundred bytes each)."""
-
-_verified_segments: OrderedDict[tuple[str, str, str], int | None] = OrderedDict()
-_verified_lock = threading.Lock()
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
