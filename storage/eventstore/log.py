@@ -91,7 +91,7 @@ import logging
 import os
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -119,6 +119,7 @@ from storage.eventstore.commits import (
     SEGMENT_COMMITS,
     ChainBroken,
     Commit,
+    EventRecord,
     TrackingRecord,
     check_signature,
     commit_name,
@@ -155,6 +156,8 @@ __all__ = [
 MAX_COMMIT_BYTES = 8 * 1024 * 1024
 """Largest commit accepted: above it GCS uploads are resumable, which fake-gcs-server does not guard."""
 
+_GROUP_BYTES = MAX_COMMIT_BYTES // 4  # the batches one commit takes together: their states, at most
+_GROUP_BATCHES = 256  # ... and this many
 _PROBES_BEFORE_LISTING = 4  # a remote bucket this far behind: list the names and read several at once
 _REMOTE_READERS = 16
 _MAX_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -177,6 +180,20 @@ def serving_broken_chains() -> Iterator[None]:
         _serving_broken.depth = depth
 
 
+class _Batch:
+    """One ``append`` call waiting for the tail: its result is its ids, or the error it raises."""
+
+    __slots__ = ("keys", "records", "result", "size", "track")
+
+    def __init__(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
+                 track: TrackingRecord | None) -> None:
+        self.records = records
+        self.keys = keys
+        self.track = track
+        self.size = sum(len(r.state or r.state_b64 or "") + 200 for r in records)
+        self.result: list[int] | BaseException | None = None
+
+
 class PartitionLog:
     """The commits under ``prefix`` in ``bucket``."""
 
@@ -191,6 +208,8 @@ class PartitionLog:
         self._read = reader_for(bucket)
         self.index = PartitionIndex(prefix)
         self._tail_lock = threading.Lock()  # held while the tail moves (append or refresh)
+        self._queue: deque[_Batch] = deque()  # batches waiting for the tail (group commit)
+        self._queue_lock = threading.Lock()
         self._refreshes_started = 0
         self._refreshes_done = 0
         self._listeners: set[threading.Event] = set()
@@ -246,7 +265,13 @@ class PartitionLog:
     # -- appending -----------------------------------------------------------
 
     def append(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None = None) -> list[int]:
-        """Record one batch as one commit; return its notification ids.
+        """Record one batch as one commit, or with other threads' batches in one commit; return its
+        notification ids.
+
+        Group commit: a batch without tracking waits for the tail in a queue; the thread that gets the
+        tail writes every batch queued by then as one commit (one create, on a durable folder one
+        fsync of the file and one of its folder, for them all), each batch checked on its own (a
+        conflicting one raises IntegrityError to its caller alone, the others are committed).
 
         Raises IntegrityError (an event's version is taken, the batch repeats one,
         or ``tracking`` is not past the application's last), DataError (batch too
@@ -256,47 +281,113 @@ class PartitionLog:
             return []
         records = [event_record(s.originator_id, s.originator_version, s.topic, s.state)
                    for s in stored_events]
-        if len({(r.originator(), r.originator_version) for r in records}) < len(records):
+        keys = {(r.originator(), r.originator_version) for r in records}
+        if len(keys) < len(records):
             raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
         track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
-        index = self.index
-        nonce = os.urandom(8).hex()  # this append's own: another writer's identical batch differs
-        with self._tail_lock, _bucket_errors(self.prefix):
-            if self._broken is not None:
-                raise self._broken
-            if not self._anchor_checked:
-                self._check_anchor()
-                self._check_witness()
-                self._signer = self.ledger.ready_signer()
-                self._anchor_checked = True
-            while True:
-                index.check(records, track)
-                commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
-                if self._signer is not None:
-                    commit = sign_commit(self.prefix, commit, self._signer)
-                data = encode_commit(commit)
-                if len(data) > MAX_COMMIT_BYTES:
-                    raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
-                                    f"(at most {MAX_COMMIT_BYTES}): save fewer events at once")
-                name = commit_name(self.prefix, commit.seq)
+        mine = _Batch(records, keys, track)
+        if track is None:
+            with self._queue_lock:
+                self._queue.append(mine)
+        group: list[_Batch] = []
+        head: tuple[int, str] | None = None
+        with self._tail_lock:
+            if mine.result is None:
+                group = [mine] if track is not None else self._take_group()
                 try:
-                    self.bucket.create(name, data)
-                except AlreadyExists:
-                    winner = self._read(name)
-                    if not winner and not self._replace_empty(commit.seq, data):
-                        continue  # another writer replaced it first: read theirs
-                    if winner and winner != data:  # someone else's commit: take it in, check again
-                        self._add([winner], [decode_commit(winner)])
-                        self._catch_up()
-                        continue
-                    # else our own write (the nonce is ours), reported lost and retried by the client
-                self._add([data], [commit], signed_here=True)
-                head = (commit.seq, index.tail_sha)
-                break
-        for listener in list(self._listeners):
-            listener.set()
-        self._witness_head(*head)
-        return list(range(commit.first_id, commit.first_id + len(records)))
+                    with _bucket_errors(self.prefix):
+                        head = self._commit(group)
+                except BaseException as exc:
+                    for batch in group:
+                        if batch.result is None:
+                            batch.result = exc
+                    raise
+        if head is not None:
+            for listener in list(self._listeners):
+                listener.set()
+            self._witness_head(*head)
+        if isinstance(mine.result, BaseException):
+            raise mine.result
+        assert mine.result is not None
+        return mine.result
+
+    def _take_group(self) -> list[_Batch]:
+        """The queued batches this thread commits (at least its own, which is queued): as many as fit
+        a commit comfortably; the rest wait for the next thread to get the tail."""
+        with self._queue_lock:
+            group, size = [], 0
+            while self._queue:
+                batch = self._queue[0]
+                size += batch.size
+                if group and (size > _GROUP_BYTES or len(group) >= _GROUP_BATCHES):
+                    break
+                group.append(self._queue.popleft())
+            return group
+
+    def _commit(self, group: list[_Batch]) -> tuple[int, str] | None:
+        """Write ``group``'s batches as one commit; set each batch's result. Needs ``_tail_lock``."""
+        index = self.index
+        if self._broken is not None:
+            raise self._broken
+        if not self._anchor_checked:
+            self._check_anchor()
+            self._check_witness()
+            self._signer = self.ledger.ready_signer()
+            self._anchor_checked = True
+        nonce = os.urandom(8).hex()  # this commit's own: another writer's identical batch differs
+        while True:
+            group = self._checked(group)
+            if not group:
+                return None
+            records = [record for batch in group for record in batch.records]
+            track = group[0].track
+            commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
+            if self._signer is not None:
+                commit = sign_commit(self.prefix, commit, self._signer)
+            data = encode_commit(commit)
+            if len(data) > MAX_COMMIT_BYTES:
+                if len(group) > 1:  # together too large: the first alone, the others queued again
+                    with self._queue_lock:
+                        self._queue.extendleft(reversed(group[1:]))
+                    group = group[:1]
+                    continue
+                raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
+                                f"(at most {MAX_COMMIT_BYTES}): save fewer events at once")
+            name = commit_name(self.prefix, commit.seq)
+            try:
+                self.bucket.create(name, data)
+            except AlreadyExists:
+                winner = self._read(name)
+                if not winner and not self._replace_empty(commit.seq, data):
+                    continue  # another writer replaced it first: read theirs
+                if winner and winner != data:  # someone else's commit: take it in, check again
+                    self._add([winner], [decode_commit(winner)])
+                    self._catch_up()
+                    continue
+                # else our own write (the nonce is ours), reported lost and retried by the client
+            self._add([data], [commit], signed_here=True)
+            first = commit.first_id
+            for batch in group:
+                batch.result = list(range(first, first + len(batch.records)))
+                first += len(batch.records)
+            return commit.seq, index.tail_sha
+
+    def _checked(self, group: list[_Batch]) -> list[_Batch]:
+        """The batches of ``group`` that may be committed now; each other one gets its IntegrityError."""
+        kept: list[_Batch] = []
+        taken: set[tuple[UUID | str, int]] = set()
+        for batch in group:
+            try:
+                self.index.check(batch.records, batch.track)
+                if batch.keys & taken:
+                    raise IntegrityError(f"another batch saved at the same moment holds a version of this "
+                                         f"one: {self.prefix}")
+            except IntegrityError as exc:
+                batch.result = exc
+                continue
+            taken |= batch.keys
+            kept.append(batch)
+        return kept
 
     def _replace_empty(self, seq: int, data: bytes) -> bool:
         """Put ``data`` in place of commit ``seq``, found empty (see the module's docstring): True if
