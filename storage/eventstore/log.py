@@ -48,9 +48,11 @@ first). With a keyring (a root public key known here) every commit read is
 verified: a signature that does not verify, a key the root does not vouch for,
 or an unsigned commit after a signed one raises ``ChainBroken`` like a broken
 link, so a forged commit with a correct link is neither served nor extended.
-A whole segment is verified once per process: the result is kept by the hash
-of its last commit (which pins every commit of it), so a cold replay pays one
-verification per commit once, and none on a re-read.
+A whole segment is verified once per machine: the verdict is kept by the hash
+of its last commit (which pins every commit of it) under the home
+(``storage.eventstore.verified``), and the writer that seals a segment records
+it, so a cold replay checks only the commits after the last segment. A log does
+not check the signature of its own commit, just signed.
 
 The witness (``TUNE_WITNESS``, ``storage.eventstore.witness``): after its
 commits a writer publishes the head it reached (at least every N commits or T
