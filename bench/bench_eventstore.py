@@ -21,6 +21,9 @@ if set, else one is started.
     .venv/bin/python bench/bench_eventstore.py [--saves 1000] [--replay 20000] [--rounds 5] [--no-gcs]
     .venv/bin/python bench/bench_eventstore.py --smoke   # seconds: only checks that it runs
 
+A third table saves from ``--threads`` threads of one process at once: the event store writes
+the batches queued meanwhile as one commit (group commit), SQLite commits each in turn.
+
 Commits are signed (the default; keys under ``$TUNE_HOME/keys``) in every bucket row; the cost of
 signing and verifying is printed as its own row (``signatures``).
 """
@@ -89,6 +92,19 @@ def saves_per_second(app: Application, saves: int, events_per_save: int) -> floa
         for step in range(1, events_per_save):
             job.report(step, 0.5)
         app.save(job)
+    return saves / (time.perf_counter() - start)
+
+
+def concurrent_saves_per_second(app: Application, saves: int, threads: int) -> float:
+    """1-event saves from ``threads`` threads of one process at once (a server's request handlers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def save(i: int) -> None:
+        app.save(Job(f"job-{i}"))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(save, range(saves)))
     return saves / (time.perf_counter() - start)
 
 
@@ -162,6 +178,15 @@ def append_rows(tmp: Path, args: argparse.Namespace, buckets: dict[str, Callable
                 bucket_app(make(), f"a{e}-{r}"), n, e)
         for name, (rate, ratio) in paired(args.rounds, measures).items():
             rows.append(Row(f"{events}-event saves: {name}", rate, "saves/s", ratio))
+    threads = args.threads
+    measures = {BASELINE: lambda r: concurrent_saves_per_second(
+        sqlite_app(_fresh(tmp / f"sqt-{r}")), args.saves, threads)}
+    for name, make in buckets.items():
+        n = args.saves if name.startswith("Local") else max(args.saves // 5, 10)
+        measures[NOT_DURABLE.get(name, name)] = lambda r, n=n, make=make: concurrent_saves_per_second(
+            bucket_app(make(), f"t-{r}"), n, threads)
+    for name, (rate, ratio) in paired(args.rounds, measures).items():
+        rows.append(Row(f"1-event saves, {threads} threads: {name}", rate, "saves/s", ratio))
     return rows
 
 
@@ -239,6 +264,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-gcs", dest="gcs", action="store_false", help="skip fake-gcs-server")
     parser.add_argument("--signatures", type=int, default=2000, help="commits signed and verified")
+    parser.add_argument("--threads", type=int, default=8, help="threads saving at once (group commit)")
     args = parse_args(parser, saves=20, replay=200, rounds=1, signatures=20)
     with scratch_dir() as name, gcs_bucket(args.gcs) as gcs:
         tmp = Path(name)
@@ -252,7 +278,7 @@ def main() -> int:
     print("durable first: LocalBucket fsync=1 against SQLite synchronous=FULL; then LocalBucket without "
           "fsync, which is not durable")
     for row in rows:
-        print(f"{row.label:62s} {row.rate:11,.0f} {row.unit:9s} {row.ratio:7.2f} x SQLite")
+        print(f"{row.label:72s} {row.rate:11,.0f} {row.unit:9s} {row.ratio:7.2f} x SQLite")
     print(signature_row(args.signatures))
     durable = {row.label.split(":")[0]: row.ratio for row in rows
                if row.label.endswith(": LocalBucket fsync=1")}

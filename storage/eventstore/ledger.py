@@ -52,6 +52,7 @@ from storage.eventstore.signing import (
     parse_public_key,
     publish_key,
 )
+from storage.eventstore.verified import VerifiedSegments, verified_segments
 from storage.eventstore.witness import Witness
 from storage.layout import keyring_prefix
 from storage.open import home_from_env
@@ -149,6 +150,14 @@ class Ledger:
                 if root is not None:
                     self._keyring = Keyring(self.bucket, root)
             return self._keyring
+
+    def verified_segments(self) -> VerifiedSegments | None:
+        """The segments verified under this ledger's root key, remembered under the home (see
+        ``storage.eventstore.verified``); None when nothing is verified (no keyring)."""
+        keyring = self.keyring()
+        if keyring is None:
+            return None
+        return verified_segments(self.home, keyring.root_key_id)
 
     def witness(self) -> Witness | None:
         """The witness bucket (``TUNE_WITNESS``), or None."""

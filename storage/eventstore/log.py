@@ -48,9 +48,11 @@ first). With a keyring (a root public key known here) every commit read is
 verified: a signature that does not verify, a key the root does not vouch for,
 or an unsigned commit after a signed one raises ``ChainBroken`` like a broken
 link, so a forged commit with a correct link is neither served nor extended.
-A whole segment is verified once per process: the result is kept by the hash
-of its last commit (which pins every commit of it), so a cold replay pays one
-verification per commit once, and none on a re-read.
+A whole segment is verified once per machine: the verdict is kept by the hash
+of its last commit (which pins every commit of it) under the home
+(``storage.eventstore.verified``), and the writer that seals a segment records
+it, so a cold replay checks only the commits after the last segment. A log does
+not check the signature of its own commit, just signed.
 
 The witness (``TUNE_WITNESS``, ``storage.eventstore.witness``): after its
 commits a writer publishes the head it reached (at least every N commits or T
@@ -101,7 +103,7 @@ import logging
 import os
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -129,6 +131,7 @@ from storage.eventstore.commits import (
     SEGMENT_COMMITS,
     ChainBroken,
     Commit,
+    EventRecord,
     TrackingRecord,
     check_signature,
     commit_name,
@@ -155,13 +158,13 @@ from storage.eventstore.log_index import (
     sign_index,
 )
 from storage.eventstore.signing import SigningKey
+from storage.eventstore.verified import UNKNOWN
 from storage.eventstore.witness import Witness, partition_of
 from storage.layout import events_prefix, position
 
 __all__ = [
     "MAX_COMMIT_BYTES",
     "MAX_SHARED_LOGS",
-    "MAX_VERIFIED_SEGMENTS",
     "ChainBroken",
     "PartitionLog",
     "io_workers_for",
@@ -174,6 +177,8 @@ __all__ = [
 MAX_COMMIT_BYTES = 8 * 1024 * 1024
 """Largest commit accepted: above it GCS uploads are resumable, which fake-gcs-server does not guard."""
 
+_GROUP_BYTES = MAX_COMMIT_BYTES // 4  # the batches one commit takes together: their states, at most
+_GROUP_BATCHES = 256  # ... and this many
 _PROBES_BEFORE_LISTING = 4  # a remote bucket this far behind: list the names and read several at once
 _REMOTE_READERS = 16
 _MAX_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -198,6 +203,20 @@ def serving_broken_chains() -> Iterator[None]:
         _serving_broken.depth = depth
 
 
+class _Batch:
+    """One ``append`` call waiting for the tail: its result is its ids, or the error it raises."""
+
+    __slots__ = ("keys", "records", "result", "size", "track")
+
+    def __init__(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
+                 track: TrackingRecord | None) -> None:
+        self.records = records
+        self.keys = keys
+        self.track = track
+        self.size = sum(len(r.state or r.state_b64 or "") + 200 for r in records)
+        self.result: list[int] | BaseException | None = None
+
+
 class PartitionLog:
     """The commits under ``prefix`` in ``bucket``."""
 
@@ -212,12 +231,15 @@ class PartitionLog:
         self._read = reader_for(bucket)
         self.index = PartitionIndex(prefix)
         self._tail_lock = threading.Lock()  # held while the tail moves (append or refresh)
+        self._queue: deque[_Batch] = deque()  # batches waiting for the tail (group commit)
+        self._queue_lock = threading.Lock()
         self._refreshes_started = 0
         self._refreshes_done = 0
         self._listeners: set[threading.Event] = set()
         self._pins = threading.local()  # .depth: how many ``pinned()`` this thread is inside
         self._segment: list[bytes] | None = None  # bytes of the commits since the last segment boundary
         self._segment_bytes = 0
+        self._segment_signed: int | None = None  # the first signed commit since the last boundary
         self._broken: ChainBroken | None = None  # the first broken link read past (serving_broken_chains)
         self._anchor_checked = False  # the tail was checked against position.json before our first append
         self._empty_warned: int | None = None  # the empty last commit already logged
@@ -270,7 +292,13 @@ class PartitionLog:
     # -- appending -----------------------------------------------------------
 
     def append(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None = None) -> list[int]:
-        """Record one batch as one commit; return its notification ids.
+        """Record one batch as one commit, or with other threads' batches in one commit; return its
+        notification ids.
+
+        Group commit: a batch without tracking waits for the tail in a queue; the thread that gets the
+        tail writes every batch queued by then as one commit (one create, on a durable folder one
+        fsync of the file and one of its folder, for them all), each batch checked on its own (a
+        conflicting one raises IntegrityError to its caller alone, the others are committed).
 
         Raises IntegrityError (an event's version is taken, the batch repeats one,
         or ``tracking`` is not past the application's last), DataError (batch too
@@ -280,47 +308,113 @@ class PartitionLog:
             return []
         records = [event_record(s.originator_id, s.originator_version, s.topic, s.state)
                    for s in stored_events]
-        if len({(r.originator(), r.originator_version) for r in records}) < len(records):
+        keys = {(r.originator(), r.originator_version) for r in records}
+        if len(keys) < len(records):
             raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
         track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
-        index = self.index
-        nonce = os.urandom(8).hex()  # this append's own: another writer's identical batch differs
-        with self._tail_lock, _bucket_errors(self.prefix):
-            if self._broken is not None:
-                raise self._broken
-            if not self._anchor_checked:
-                self._check_anchor()
-                self._check_witness()
-                self._signer = self.ledger.ready_signer()
-                self._anchor_checked = True
-            while True:
-                index.check(records, track)
-                commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
-                if self._signer is not None:
-                    commit = sign_commit(self.prefix, commit, self._signer)
-                data = encode_commit(commit)
-                if len(data) > MAX_COMMIT_BYTES:
-                    raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
-                                    f"(at most {MAX_COMMIT_BYTES}): save fewer events at once")
-                name = commit_name(self.prefix, commit.seq)
+        mine = _Batch(records, keys, track)
+        if track is None:
+            with self._queue_lock:
+                self._queue.append(mine)
+        group: list[_Batch] = []
+        head: tuple[int, str] | None = None
+        with self._tail_lock:
+            if mine.result is None:
+                group = [mine] if track is not None else self._take_group()
                 try:
-                    self.bucket.create(name, data)
-                except AlreadyExists:
-                    winner = self._read(name)
-                    if not winner and not self._replace_empty(commit.seq, data):
-                        continue  # another writer replaced it first: read theirs
-                    if winner and winner != data:  # someone else's commit: take it in, check again
-                        self._add([winner], [decode_commit(winner)])
-                        self._catch_up()
-                        continue
-                    # else our own write (the nonce is ours), reported lost and retried by the client
-                self._add([data], [commit])
-                head = (commit.seq, index.tail_sha)
-                break
-        for listener in list(self._listeners):
-            listener.set()
-        self._witness_head(*head)
-        return list(range(commit.first_id, commit.first_id + len(records)))
+                    with _bucket_errors(self.prefix):
+                        head = self._commit(group)
+                except BaseException as exc:
+                    for batch in group:
+                        if batch.result is None:
+                            batch.result = exc
+                    raise
+        if head is not None:
+            for listener in list(self._listeners):
+                listener.set()
+            self._witness_head(*head)
+        if isinstance(mine.result, BaseException):
+            raise mine.result
+        assert mine.result is not None
+        return mine.result
+
+    def _take_group(self) -> list[_Batch]:
+        """The queued batches this thread commits (at least its own, which is queued): as many as fit
+        a commit comfortably; the rest wait for the next thread to get the tail."""
+        with self._queue_lock:
+            group, size = [], 0
+            while self._queue:
+                batch = self._queue[0]
+                size += batch.size
+                if group and (size > _GROUP_BYTES or len(group) >= _GROUP_BATCHES):
+                    break
+                group.append(self._queue.popleft())
+            return group
+
+    def _commit(self, group: list[_Batch]) -> tuple[int, str] | None:
+        """Write ``group``'s batches as one commit; set each batch's result. Needs ``_tail_lock``."""
+        index = self.index
+        if self._broken is not None:
+            raise self._broken
+        if not self._anchor_checked:
+            self._check_anchor()
+            self._check_witness()
+            self._signer = self.ledger.ready_signer()
+            self._anchor_checked = True
+        nonce = os.urandom(8).hex()  # this commit's own: another writer's identical batch differs
+        while True:
+            group = self._checked(group)
+            if not group:
+                return None
+            records = [record for batch in group for record in batch.records]
+            track = group[0].track
+            commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
+            if self._signer is not None:
+                commit = sign_commit(self.prefix, commit, self._signer)
+            data = encode_commit(commit)
+            if len(data) > MAX_COMMIT_BYTES:
+                if len(group) > 1:  # together too large: the first alone, the others queued again
+                    with self._queue_lock:
+                        self._queue.extendleft(reversed(group[1:]))
+                    group = group[:1]
+                    continue
+                raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
+                                f"(at most {MAX_COMMIT_BYTES}): save fewer events at once")
+            name = commit_name(self.prefix, commit.seq)
+            try:
+                self.bucket.create(name, data)
+            except AlreadyExists:
+                winner = self._read(name)
+                if not winner and not self._replace_empty(commit.seq, data):
+                    continue  # another writer replaced it first: read theirs
+                if winner and winner != data:  # someone else's commit: take it in, check again
+                    self._add([winner], [decode_commit(winner)])
+                    self._catch_up()
+                    continue
+                # else our own write (the nonce is ours), reported lost and retried by the client
+            self._add([data], [commit], signed_here=True)
+            first = commit.first_id
+            for batch in group:
+                batch.result = list(range(first, first + len(batch.records)))
+                first += len(batch.records)
+            return commit.seq, index.tail_sha
+
+    def _checked(self, group: list[_Batch]) -> list[_Batch]:
+        """The batches of ``group`` that may be committed now; each other one gets its IntegrityError."""
+        kept: list[_Batch] = []
+        taken: set[tuple[UUID | str, int]] = set()
+        for batch in group:
+            try:
+                self.index.check(batch.records, batch.track)
+                if batch.keys & taken:
+                    raise IntegrityError(f"another batch saved at the same moment holds a version of this "
+                                         f"one: {self.prefix}")
+            except IntegrityError as exc:
+                batch.result = exc
+                continue
+            taken |= batch.keys
+            kept.append(batch)
+        return kept
 
     def _replace_empty(self, seq: int, data: bytes) -> bool:
         """Put ``data`` in place of commit ``seq``, found empty (see the module's docstring): True if
@@ -602,29 +696,30 @@ class PartitionLog:
         self._segment = None
         return True
 
-    def _verify_segment(self, commits: list[Commit], last_sha: str, prev_sha: str | None = None) -> None:
-        """Check every signature of a segment (ValueError naming the first that fails), once per process:
-        the verdict is kept by the hash of its last commit, which pins every commit before it."""
-        if self.ledger.keyring() is None:
+    def _verify_segment(self, commits: list[Commit], last_sha: str) -> None:
+        """Check every signature of a segment (ValueError naming the first that fails), once per machine:
+        the verdict is kept by the hash of its last commit, which pins every commit before it
+        (``storage.eventstore.verified``)."""
+        verified = self.ledger.verified_segments()
+        if verified is None:
             return
-        key = (self.prefix, self.index.tail_sha if prev_sha is None else prev_sha, last_sha)
-        with _verified_lock:
-            first_signed = _verified_segments.get(key, False)
-        if first_signed is False:
+        last = commits[-1].seq
+        first_signed = verified.get(self.prefix, last, last_sha)
+        if first_signed == UNKNOWN:
             for commit in commits:
                 broken = self._bad_signature(commit)
                 if broken is not None:
                     raise ValueError(str(broken))
             first_signed = next((c.seq for c in commits if c.sig), None)
-            with _verified_lock:
-                _verified_segments[key] = first_signed
-                while len(_verified_segments) > MAX_VERIFIED_SEGMENTS:
-                    _verified_segments.popitem(last=False)
+            verified.add(self.prefix, last, last_sha, first_signed)
         if first_signed is not None and self._signed_from is None:
             self._signed_from = first_signed
 
-    def _add(self, lines: list[bytes], commits: list[Commit]) -> None:
-        """Index commits read one by one (``lines``: their bytes), and collect them for a segment."""
+    def _add(self, lines: list[bytes], commits: list[Commit], *, signed_here: bool = False) -> None:
+        """Index commits read one by one (``lines``: their bytes), and collect them for a segment.
+
+        ``signed_here``: the commits are this log's own, just signed with its key; their signatures are
+        not checked again (a verify costs three signs)."""
         if not lines:
             return
         shas = sha256_hexes(lines)
@@ -632,7 +727,13 @@ class PartitionLog:
         good = len(commits)
         for i, (commit, prev_sha) in enumerate(zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)):
             linked = commit.prev_sha256 == prev_sha
-            broken = self._bad_signature(commit) if linked else self._broken_link(commit)
+            if not linked:
+                broken = self._broken_link(commit)
+            elif signed_here:
+                if commit.sig and self._signed_from is None:
+                    self._signed_from = commit.seq
+            else:
+                broken = self._bad_signature(commit)
             if broken is not None:
                 good = i
                 break
@@ -647,8 +748,8 @@ class PartitionLog:
                   if commit.seq % SEGMENT_COMMITS == 0]
         self._boundaries.extend(bounds)
         if self._broken is None:
-            for data, commit in zip(lines[:good], commits[:good], strict=True):
-                self._collect_for_segment(commit.seq, data)
+            for data, commit, sha in zip(lines[:good], commits[:good], shas[:good], strict=True):
+                self._collect_for_segment(commit, data, sha)
             if bounds:
                 self._write_index()
         if broken is not None:
@@ -765,7 +866,7 @@ class PartitionLog:
         shas = sha256_hexes(lines)
         if [c.prev_sha256 for c in commits] != [prev_sha, *shas[:-1]] or shas[-1] != last_sha:
             raise ValueError("they do not link by hash between the boundaries the log index pinned")
-        self._verify_segment(commits, last_sha, prev_sha)
+        self._verify_segment(commits, last_sha)
 
     def _bad_signature(self, commit: Commit) -> ChainBroken | None:
         """Why ``commit`` may not be served (its signature), or None; nothing is checked without a
@@ -800,18 +901,25 @@ class PartitionLog:
                            f"{before} as this process read it: commit {before} was changed, "
                            f"or commit {commit.seq} was forged")
 
-    def _collect_for_segment(self, seq: int, data: bytes) -> None:
-        """Keep the bytes of the commits since the last boundary; at the next one, write their segment."""
+    def _collect_for_segment(self, commit: Commit, data: bytes, sha: str) -> None:
+        """Keep the bytes of the commits since the last boundary; at the next one, write their segment
+        and remember it verified (each of its commits was, when read, or is one this log signed)."""
+        seq = commit.seq
         if seq % SEGMENT_COMMITS == 1:
-            self._segment, self._segment_bytes = [], 0
+            self._segment, self._segment_bytes, self._segment_signed = [], 0, None
         if self._segment is None:
             return
         self._segment.append(data)
         self._segment_bytes += len(data)
+        if self._segment_signed is None and commit.sig:
+            self._segment_signed = seq
         if self._segment_bytes > _MAX_SEGMENT_BYTES:
             self._segment = None
         elif seq % SEGMENT_COMMITS == 0:
             packed, self._segment = pack_segment(self._segment), None
+            verified = self.ledger.verified_segments()
+            if verified is not None:
+                verified.add(self.prefix, seq, sha, self._segment_signed)
             try:
                 self.bucket.create(segment_name(self.prefix, seq), packed)
             except AlreadyExists:
@@ -871,12 +979,6 @@ def _local_bucket_class() -> type[Bucket]:
 
     return LocalBucket
 
-
-MAX_VERIFIED_SEGMENTS = 65_536
-"""Segments whose signatures this process verified, kept by hash (a few hundred bytes each)."""
-
-_verified_segments: OrderedDict[tuple[str, str, str], int | None] = OrderedDict()
-_verified_lock = threading.Lock()
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()

@@ -47,13 +47,15 @@ def test_bench_eventstore(tmp_path: Path, fake_gcs: str) -> None:
     output = smoke_output("bench_eventstore", tmp_path)
     lines = [line for line in output.splitlines() if RATIO.search(line)]
     assert re.search(r"signatures \(Ed25519, per commit\): sign [\d.]+ us, verify [\d.]+ us", output)
-    assert len(lines) == 14 and "GcsBucket" in lines[-2], lines  # 4 + 4 saves, 5 replays, the headline
+    # 4 + 4 + 4 saves (one thread, 100 events, 8 threads), 5 replays, the headline
+    assert len(lines) == 18 and "GcsBucket" in lines[-2], lines
     assert lines[-1].startswith("durable vs durable") and "100-event saves" in lines[-1], lines
 
 
 def test_bench_replay(tmp_path: Path) -> None:
     lines = smoke("bench_replay", tmp_path)
-    assert len(lines) == 1 and "LocalBucket / SQLite" in lines[0], lines
+    assert len(lines) == 2 and "LocalBucket / SQLite" in lines[0], lines
+    assert lines[1].lstrip().startswith("verification, no verdict kept"), lines  # its cost: its own row
 
 
 def test_bench_api(tmp_path: Path) -> None:

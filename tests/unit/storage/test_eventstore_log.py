@@ -307,3 +307,47 @@ def test_a_forked_child_reads_with_its_own_threads() -> None:
     finally:
         child.kill()
         child.join(timeout=10)
+
+
+class CountingCreates(ForwardingBucket):
+    """Counts the commit objects created."""
+
+    def __init__(self, inner: Bucket) -> None:
+        super().__init__(inner)
+        self.creates = 0
+
+    def create(self, name: str, data: bytes) -> ObjectStat:
+        if name.startswith(PREFIX) and "/segments/" not in name:
+            self.creates += 1
+        return super().create(name, data)
+
+
+def test_concurrent_saves_share_one_commit_and_a_conflicting_one_fails_alone() -> None:
+    bucket = CountingCreates(MemoryBucket())
+    log = PartitionLog(bucket, PREFIX)
+    taken = uuid.uuid4()
+    log.append([event(taken, 1)])
+    batches = [[event(uuid.uuid4(), 1), event(uuid.uuid4(), 1)] for _ in range(7)] + [[event(taken, 1)]]
+    results: dict[int, Any] = {}
+
+    def save(i: int) -> None:
+        try:
+            results[i] = log.append(batches[i])
+        except IntegrityError as exc:
+            results[i] = exc
+
+    with log._tail_lock:  # the tail is busy (a commit being written): the saves queue up meanwhile
+        threads = [threading.Thread(target=save, args=(i,)) for i in range(len(batches))]
+        for thread in threads:
+            thread.start()
+        while len(log._queue) < len(batches):
+            threading.Event().wait(0.001)
+    for thread in threads:
+        thread.join()
+    assert bucket.creates == 2  # the first save, then one commit for the seven that fit
+    assert isinstance(results[7], IntegrityError)  # version 1 of `taken` is stored: that save alone fails
+    ids = sorted(i for r in results.values() if isinstance(r, list) for i in r)
+    assert ids == list(range(2, 16))  # contiguous, each save its own ids
+    stored = PartitionLog(bucket.inner, PREFIX).select_notifications(1, 100)
+    assert [(n.id, n.originator_id) for n in stored][1:] == [
+        (i, e.originator_id) for i, e in zip(range(2, 16), [e for b in batches[:7] for e in b], strict=True)]

@@ -30,7 +30,15 @@ from storage.eventstore.commits import (
 )
 from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger
 from storage.eventstore.log import PartitionLog
-from storage.eventstore.signing import ROOT_ROLE, SigningKey, key_file, load_key, publish_key
+from storage.eventstore.signing import (
+    ROOT_ROLE,
+    SigningKey,
+    encode_public_key,
+    key_file,
+    load_key,
+    publish_key,
+)
+from storage.eventstore.verified import forget_verified
 from storage.layout import keyring_prefix, witness_head
 from storage.local import LocalBucket
 from storage.memory import MemoryBucket
@@ -165,30 +173,66 @@ def test_a_commit_signed_by_a_key_the_root_does_not_vouch_for_is_refused(tmp_pat
     assert (raised.value.seq, raised.value.problem) == (2, "unknown key")
 
 
-def test_a_sealed_segment_is_verified_once_per_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bucket = MemoryBucket()
-    writer = process(bucket, tmp_path)
-    for i in range(SEGMENT_COMMITS + 1):
-        writer.append([event(i)])
-    assert bucket.exists(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json")
-    bucket.delete_prefix(f"{PREFIX}indexes/")  # a full replay (warm starts: test_eventstore_warm)
-    log_module._verified_segments.clear()
-    checks = 0
+def counted_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the signatures checked from now on."""
+    checks = [0]
     real = log_module.check_signature
 
     def counted(*args: object) -> str:
-        nonlocal checks
-        checks += 1
+        checks[0] += 1
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(log_module, "check_signature", counted)
-    assert process(bucket, tmp_path).max_notification_id() == SEGMENT_COMMITS + 1
-    assert checks == SEGMENT_COMMITS + 1  # the segment's commits, then the one after it
-    checks = 0
-    assert process(bucket, tmp_path).max_notification_id() == SEGMENT_COMMITS + 1
-    assert checks == 1  # the segment was verified already: only the commit after it
+    return checks
+
+
+def test_a_sealed_segment_is_verified_once_per_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = MemoryBucket()
+    writer = process(bucket, tmp_path / "writer")
+    checks = counted_checks(monkeypatch)
+    for i in range(SEGMENT_COMMITS + 1):
+        writer.append([event(i)])
+    assert bucket.exists(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json")
+    assert checks[0] == 0  # its own commits, just signed, are not checked again
+    bucket.delete_prefix(f"{PREFIX}indexes/")  # full replays (warm starts: test_eventstore_warm)
+
+    forget_verified()  # what follows stands for fresh processes: only the files under the homes remain
+    assert process(bucket, tmp_path / "writer").max_notification_id() == SEGMENT_COMMITS + 1
+    assert checks[0] == 1  # the writer recorded the segment it sealed: only the commit after it
+
+    root = load_key(tmp_path / "writer", ROOT_ROLE)
+    assert root is not None
+    reader = {"root_public_key": encode_public_key(root.public)}  # another machine: another home
+    checks[0] = 0
+    assert process(bucket, tmp_path / "reader", **reader).max_notification_id() == SEGMENT_COMMITS + 1
+    assert checks[0] == SEGMENT_COMMITS + 1  # the segment's commits, then the one after it
+    forget_verified()
+    checks[0] = 0
+    assert process(bucket, tmp_path / "reader", **reader).max_notification_id() == SEGMENT_COMMITS + 1
+    assert checks[0] == 1  # that reader's verdict was kept under its home
+    kept = tmp_path / "reader" / "cache" / "verified"
+    assert [stat.S_IMODE(f.stat().st_mode) for f in kept.iterdir()] == [0o600]
+
+
+def test_a_verdict_is_kept_by_the_segment_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = MemoryBucket()
+    writer = process(bucket, tmp_path / "writer")
+    for i in range(SEGMENT_COMMITS):
+        writer.append([event(i)])
+    forget_verified()
+    bucket.delete_prefix(f"{PREFIX}indexes/")  # a full replay (warm starts: test_eventstore_warm)
+    last = commit_name(PREFIX, SEGMENT_COMMITS)
+    forged = msgspec.json.decode(bucket.read(last))
+    forged["events"][0]["topic"] = "forged"  # an edit of the sealed segment's last commit, and of its copy
+    data = msgspec.json.encode(forged)
+    bucket.write(last, data)
+    segment = bucket.read(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json").splitlines()
+    bucket.write(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json", b"\n".join([*segment[:-1], data]) + b"\n")
+    with pytest.raises(ChainBroken) as raised:
+        process(bucket, tmp_path / "writer").max_notification_id()
+    assert raised.value.seq == SEGMENT_COMMITS  # not served from the verdict kept for the original
 
 
 def test_heads_are_witnessed_and_a_rolled_back_log_is_not_extended(tmp_path: Path) -> None:
