@@ -12,6 +12,8 @@
     domain.errors.NotOffered              422  not_offered (e.g. hardware_not_offered)
     domain.errors.TooLarge                413  too_large
     domain.errors.RateLimited             429  rate_limited
+    domain.errors.BudgetExceeded          429  budget_exceeded (``x-should-retry: false``; on ``/v1``
+                                               OpenAI's type ``insufficient_quota``)
     domain.errors.Unavailable             503  unavailable (e.g. no chat engine in this process)
     litestar HTTPException                its status (validation, 401, 404/405 routes, 413, 415, 429)
     anything else                         500  internal (logged; the message says nothing inside)
@@ -42,6 +44,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from api.openai_schemas import OpenAIError, OpenAIErrorBody
 from api.schemas import ErrorBody, ErrorDetail
 from domain.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     NotFound,
@@ -116,6 +119,8 @@ def _platform_error(request: Request[Any, Any, Any], exc: PlatformError) -> Resp
     retry_after = getattr(exc, "retry_after_s", None)
     if status == 429 and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
+    if isinstance(exc, BudgetExceeded):
+        headers["x-should-retry"] = "false"  # the official OpenAI clients retry a 429 unless told not to
     return problem(status, exc.code, exc.message, exc.where, **headers)
 
 
@@ -220,6 +225,8 @@ def _shaped_for_path(handler: Any) -> Any:
         status = response.status_code
         detail: ErrorDetail = response.content.error
         kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        if detail.code == BudgetExceeded.code:
+            kind = "insufficient_quota"  # what OpenAI answers when a quota is spent
         body = OpenAIErrorBody(
             OpenAIError(message=detail.message, type=kind, param=detail.where, code=detail.code)
         )

@@ -38,6 +38,8 @@ from views.rows import (
     LineError,
     ModelRow,
     Retry,
+    ServedModel,
+    ServingPrice,
 )
 
 __all__ = [
@@ -80,6 +82,9 @@ __all__ = [
     "Period",
     "Pricing",
     "ReportRow",
+    "ServedModel",
+    "ServingPrice",
+    "ServingReportRow",
     "StartJobRequest",
     "StartJobResponse",
     "StopJobResponse",
@@ -433,6 +438,11 @@ class Period(_Out):
     credited: Decimal | UnsetType = UNSET
     credited_usd_micros: int | UnsetType = UNSET
     credited_gpu_ms: int | UnsetType = UNSET
+    serving: list[ServedModel] | UnsetType = UNSET
+    """Chat completions in the month, per model and price (only in a month with any)."""
+    serving_cost: Decimal | UnsetType = UNSET
+    serving_cost_usd_micros: int | UnsetType = UNSET
+    """The part of ``total_cost_usd_micros`` that is serving."""
 
 
 class Billing(_Out):
@@ -454,11 +464,13 @@ class BillingHistory(_Out):
 
 
 class Pricing(_Out):
-    """Price per GPU-hour of each GPU type."""
+    """Price per GPU-hour of each GPU type, and of chat completions per million tokens per base model
+    (``serving``; ``"*"``: any base model without a price of its own)."""
 
     currency: str = "USD"
     prices: dict[str, GpuPrice] = msgspec.field(default_factory=dict)
     position: int = 0
+    serving: dict[str, ServingPrice] | UnsetType = UNSET
 
 
 class HardwareOffer(_Out):
@@ -526,6 +538,21 @@ class ReportRow(_Out):
     credited_usd_micros: int | UnsetType = UNSET
 
 
+class ServingReportRow(_Out):
+    """Chat completions of one model at one price in the month."""
+
+    model: str = ""
+    base_model: str = ""
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    engine_ms: int = 0
+    prompt_usd_micros_per_mtok: int = 0
+    completion_usd_micros_per_mtok: int = 0
+    cost: Decimal = Decimal(0)
+    cost_usd_micros: int = 0
+
+
 class MonthlyReport(_Out):
     """``GET /billing/report?month=2026-03``: replayed from the user's events, per job and price."""
 
@@ -536,6 +563,8 @@ class MonthlyReport(_Out):
     total_cost_usd_micros: int = 0
     charged_usd_micros: int | UnsetType = UNSET
     credited_usd_micros: int | UnsetType = UNSET
+    serving: list[ServingReportRow] | UnsetType = UNSET
+    """Chat completions in the month, per model and price (their cost is in the total)."""
 
 
 class BudgetRequest(msgspec.Struct, forbid_unknown_fields=True):

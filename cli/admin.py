@@ -1,7 +1,8 @@
 """``tune admin``: operator tools that act on the bucket directly (no API server needed).
 
 - ``user create | list | suspend | reactivate | revoke-tokens | quota``: the platform's users;
-- ``price list | set``: the GPU price list (a change can take effect later);
+- ``price list | set | serving``: the GPU price list and the serving prices per base model per
+  million tokens (a change can take effect later, never earlier);
 - ``audit``: verify each partition's hash chain and compare its stored views with a
   replay from position 0 (exit 1 on any difference); ``rebuild``: rewrite them from it;
 - ``report``: a user's monthly billing report replayed from the log (table, CSV, JSON).
@@ -35,7 +36,9 @@ admin_app = App(name="admin", help="Operator tools on the bucket.", default_para
 user_app = App(
     name="user", alias="users", help="Create, list, suspend users; set quotas.", default_parameter=_flags
 )
-price_app = App(name="price", alias="prices", help="The GPU price list.", default_parameter=_flags)
+price_app = App(
+    name="price", alias="prices", help="The GPU and serving price lists.", default_parameter=_flags
+)
 admin_app.command(user_app)
 admin_app.command(price_app)
 admin_app.command("cli.audit:audit", name="audit", help="Check hash chains and views against a replay.")
@@ -222,6 +225,25 @@ def list_prices(*, store: Store = Store(), json: JsonFlag = False) -> None:  # n
     rows += [to_builtins(p) | {"when": "scheduled"} for p in view.scheduled]
     cols = [Column(k) for k in ("gpu_type", "usd_micros_per_hour", "effective_at", "when")]
     print_table(rows, cols, empty="no prices set")
+    now = rt.clock()
+    served = [
+        {
+            "base_model": name,
+            "prompt_usd_micros_per_mtok": price.prompt_usd_micros_per_mtok,
+            "completion_usd_micros_per_mtok": price.completion_usd_micros_per_mtok,
+            "effective_at": when.isoformat(),
+            "when": "scheduled" if when > now else "set",
+        }
+        for name, when, price in rt.platform.serving_prices()
+    ]
+    keys = (
+        "base_model",
+        "prompt_usd_micros_per_mtok",
+        "completion_usd_micros_per_mtok",
+        "effective_at",
+        "when",
+    )
+    print_table(served, [Column(k) for k in keys], title="serving, per million tokens", empty="")
 
 
 @price_app.command(name="set")
@@ -255,6 +277,48 @@ def set_price(
         _print(view, True)
     else:
         print(f"{gpu_type}: {usd(micros)} per GPU-hour from {view.effective_at.isoformat()}")
+
+
+@price_app.command(name="serving")
+def set_serving_price(
+    *,
+    base_model: Annotated[str, Parameter(help="A base model's name, or '*' for any without its own price.")],
+    prompt_usd_per_mtok: Annotated[str, Parameter(help="Dollars per million prompt tokens, e.g. 0.10.")],
+    completion_usd_per_mtok: Annotated[str, Parameter(help="Dollars per million completion tokens.")],
+    effective_at: Annotated[
+        str | None,
+        Parameter(help="When it takes effect (ISO 8601, UTC): now or later, never in the past; default now."),
+    ] = None,
+    store: Store = Store(),  # noqa: B008
+    json: JsonFlag = False,
+) -> None:
+    """Set the price of chat completions on one base model from now (or from a later time).
+
+    A time in the past is refused: completions already metered keep the price they were served at.
+    """
+    from cli.billing import dollars_to_micros
+    from cli.output import usd
+    from domain.pricing import ServingPrice
+    from storage.layout import PLATFORM
+
+    price = ServingPrice(
+        dollars_to_micros(prompt_usd_per_mtok, where="--prompt-usd-per-mtok"),
+        dollars_to_micros(completion_usd_per_mtok, where="--completion-usd-per-mtok"),
+    )
+    rt = open_runtime(store)
+    at = rt.clock()
+    when = _utc(effective_at) if effective_at else at
+    with domain_errors():
+        rt.platform.set_serving_price(base_model, price, when, at)
+    rt.committed(PLATFORM)
+    if json:
+        _print({"base_model": base_model, **price._asdict(), "effective_at": when.isoformat()}, True)
+    else:
+        print(
+            f"{base_model}: {usd(price.prompt_usd_micros_per_mtok)} per million prompt tokens, "
+            f"{usd(price.completion_usd_micros_per_mtok)} per million completion tokens "
+            f"from {when.isoformat()}"
+        )
 
 
 def _utc(text: str) -> datetime:

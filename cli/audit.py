@@ -192,20 +192,20 @@ def report(
     from cli.admin import domain_errors
     from cli.output import Column, print_record, print_table, report_format
     from projections.replay import read_events
-    from projections.report import monthly_report, report_csv, report_document, report_json
+    from projections.report import monthly_reports, report_csv, report_document, report_json
     from storage.layout import user_partition
 
     format = report_format(format, json)  # type: ignore[assignment]
     rt = open_runtime(store)
     with domain_errors():
         events = (event for _, event in read_events(rt.app(user_partition(user_id))))
-        rows = monthly_report(events, month)
+        rows, serving = monthly_reports(events, month)
     if format == "csv":
-        sys.stdout.write(report_csv(rows))
+        sys.stdout.write(report_csv(rows, serving))
     elif format == "json":
-        sys.stdout.write(report_json(rows, month).decode() + "\n")
+        sys.stdout.write(report_json(rows, month, serving).decode() + "\n")
     else:
-        doc = report_document(rows, month)
+        doc = report_document(rows, month, serving)
         totals = {
             "charged_usd_micros": doc.charged_usd_micros,
             "credited_usd_micros": doc.credited_usd_micros,
@@ -218,3 +218,16 @@ def report(
         if shown:
             cols = (*cols[:4], "credited_gpu_ms", *cols[4:])
         print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")
+        if doc.serving:
+            print_table(doc.serving, [Column(k) for k in _SERVING_COLS], title="serving")
+
+
+_SERVING_COLS = (
+    "model",
+    "base_model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "engine_ms",
+    "cost_usd_micros",
+)

@@ -97,6 +97,19 @@ def _print_period(period: Any, *, title: str) -> None:
         title="by job",
         empty="",
     )
+    if period.serving:
+        print_table(period.serving, [Column(k) for k in SERVING_COLUMNS], title="serving (chat completions)")
+
+
+SERVING_COLUMNS = (
+    "model",
+    "base_model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "engine_ms",
+    "cost_usd_micros",
+)
 
 
 @billing_app.default
@@ -177,6 +190,10 @@ def pricing(*, json: JsonFlag = False, ctx: Ctx) -> None:
     ]
     cols = [Column(k) for k in ("gpu_type", "usd_micros_per_hour", "effective_at", "next_change")]
     print_table(rows, cols, title=f"GPU pricing ({reply.currency})", empty="no prices set")
+    if reply.serving:
+        served = [{"base_model": name, **to_builtins(p)} for name, p in reply.serving.items()]
+        keys = ("base_model", "prompt_usd_micros_per_mtok", "completion_usd_micros_per_mtok", "effective_at")
+        print_table(served, [Column(k) for k in keys], title="serving, per million tokens")
 
 
 @billing_app.command
@@ -206,7 +223,10 @@ def report(
         fields = [f.name for f in msgspec.structs.fields(ReportRow)]
         if not doc.credited_usd_micros:  # no credits that month: the columns as they always were
             fields = [f for f in fields if f not in credits]
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        serving = [f for f in _SERVED_CSV if doc.serving]  # the serving columns in a month with serving
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=[*fields, *serving], lineterminator="\n", extrasaction="ignore"
+        )
         writer.writeheader()
         for row in doc.rows:
             values = to_builtins(row)
@@ -214,6 +234,8 @@ def report(
                 values.update(charged_usd_micros=row.cost_usd_micros, credited_gpu_ms=0)
                 values.update(credited_usd_micros=0)
             writer.writerow(values)
+        for served in doc.serving or ():
+            writer.writerow(to_builtins(served))
     else:
         credited = bool(doc.credited_usd_micros)
         print_record(
@@ -229,6 +251,21 @@ def report(
         if credited:
             cols = (*cols[:4], "credited_gpu_ms", *cols[4:])
         print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")
+        if doc.serving:
+            print_table(doc.serving, [Column(k) for k in SERVING_COLUMNS], title="serving (chat completions)")
+
+
+_SERVED_CSV = (
+    "model",
+    "base_model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "engine_ms",
+    "prompt_usd_micros_per_mtok",
+    "completion_usd_micros_per_mtok",
+)
+"""The serving columns of the CSV report (``projections.report``), after the job columns."""
 
 
 @budget_app.command(name="set")

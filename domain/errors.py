@@ -12,6 +12,7 @@
     ├── NotOffered                422  well-formed, but nothing here can do it (hardware no backend offers)
     ├── TooLarge                  413
     ├── RateLimited               429
+    │   └── BudgetExceeded        429  the monthly budget is spent (``x-should-retry: false``)
     └── Unavailable               503  a part of the platform this process does not run (e.g. serving)
 
 Every error carries a stable ``code``, a human ``message`` and optionally
@@ -26,6 +27,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 __all__ = [
+    "BudgetExceeded",
     "Conflict",
     "Forbidden",
     "NotFound",
@@ -136,6 +138,12 @@ class RateLimited(PlatformError):
     ) -> None:
         super().__init__(message, where=where, code=code)
         self.retry_after_s = retry_after_s
+
+
+class BudgetExceeded(RateLimited):
+    """The user's monthly budget is spent: nothing more is served this month (or until it is raised)."""
+
+    code = "budget_exceeded"
 
 
 class Unavailable(PlatformError):

@@ -18,6 +18,14 @@ keep under a cap. Only integer arithmetic is used; ``Decimal`` appears only
 where text is parsed or printed (``parse_usd``; ``dollars`` for views, ``format_usd`` for people).
 Never ``float``. These are the only dollar parser and formatter: the API, views, reports and the
 CLI all use them.
+
+Serving (chat completions) is priced per million tokens, prompt and completion apart
+(``serving_cost_usd_micros``): the cost of a serving group is
+
+    round_half_up((prompt_tokens * prompt_price + completion_tokens * completion_price) / 1_000_000)
+
+with both prices in micro-dollars per million tokens, computed once per group ``(period, model,
+base_model, prompt_price, completion_price)`` from the group's *summed* tokens, never per request.
 """
 
 from __future__ import annotations
@@ -49,11 +57,14 @@ __all__ = [
     "parse_usd",
     "period_of",
     "round_half_up_div",
+    "serving_cost_usd_micros",
     "summarize_job_cost",
 ]
 
 MICROS_PER_USD = 1_000_000
 MS_PER_HOUR = 3_600_000
+TOKENS_PER_PRICE_UNIT = 1_000_000
+"""Serving prices are per million tokens."""
 _MICRO = Decimal("0.000001")
 _CENTS = Decimal("0.01")
 
@@ -79,6 +90,28 @@ def cost_usd_micros(gpu_ms: int, gpu_count: int, usd_micros_per_hour: int) -> in
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValidationFailed(f"{name} must be a non-negative integer (got {value!r})", where=name)
     return round_half_up_div(gpu_ms * gpu_count * usd_micros_per_hour, MS_PER_HOUR)
+
+
+def serving_cost_usd_micros(
+    prompt_tokens: int,
+    completion_tokens: int,
+    prompt_usd_micros_per_mtok: int,
+    completion_usd_micros_per_mtok: int,
+) -> int:
+    """The cost of one serving group in micro-dollars, from its summed tokens (module docstring)."""
+    args = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_usd_micros_per_mtok": prompt_usd_micros_per_mtok,
+        "completion_usd_micros_per_mtok": completion_usd_micros_per_mtok,
+    }
+    for name, value in args.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValidationFailed(f"{name} must be a non-negative integer (got {value!r})", where=name)
+    numerator = (
+        prompt_tokens * prompt_usd_micros_per_mtok + completion_tokens * completion_usd_micros_per_mtok
+    )
+    return round_half_up_div(numerator, TOKENS_PER_PRICE_UNIT)
 
 
 def group_costs(

@@ -18,7 +18,7 @@ from domain.hardware import HardwareOffers, combined_offers
 from domain.ids import new_id
 from domain.partition_app import PartitionApplication
 from domain.partitions import PLATFORM_EVENTS
-from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, PriceList
+from domain.pricing import DEFAULT_PRICES_USD_MICROS_PER_HOUR, DEFAULT_SERVING_PRICES, PriceList, ServingPrice
 from domain.read_models import (
     BaseModelView,
     PriceListView,
@@ -40,9 +40,11 @@ class PlatformApp(PartitionApplication):
 
     Commands: ``register_user``, ``record_login``, ``change_password``, ``suspend_user``,
     ``revoke_tokens``, ``reactivate_user``, ``set_quota``, ``set_price``, ``ensure_default_prices``,
+    ``set_serving_price``, ``ensure_default_serving_prices``,
     ``add_base_model``, ``remove_base_model``, ``ensure_base_models``, ``offer_hardware``.
     Queries: ``get_user``, ``find_user_by_email``, ``get_credentials``, ``price_at``,
-    ``price_list``, ``base_models``, ``get_base_model``, ``hardware_offers``.
+    ``price_list``, ``serving_price_at``, ``serving_prices``, ``base_models``, ``get_base_model``,
+    ``hardware_offers``.
     """
 
     def __init__(self, env: EnvType | None = None) -> None:
@@ -166,6 +168,38 @@ class PlatformApp(PartitionApplication):
             else:
                 scheduled.append(view)
         return PriceListView(at=at, prices=[prices[t] for t in sorted(prices)], scheduled=scheduled)
+
+    def set_serving_price(
+        self, base_model: str, price: ServingPrice, effective_at: datetime, at: datetime
+    ) -> ServingPrice:
+        """From ``effective_at`` (now or later) on, completions on ``base_model`` (``"*"``: any base
+        model without a price of its own) cost ``price`` per million prompt / completion tokens."""
+        price_list = self._price_list_or_new(at)
+        price_list.set_serving_price(base_model, ServingPrice(*price), effective_at, at)
+        self._save(price_list)
+        return ServingPrice(*price)
+
+    def ensure_default_serving_prices(self, at: datetime) -> list[str]:
+        """Price every default base model (``domain.pricing.DEFAULT_SERVING_PRICES``) not priced yet, from
+        ``at``; returns the names priced now."""
+        price_list = self._price_list_or_new(at)
+        added = [name for name in DEFAULT_SERVING_PRICES if name not in price_list.serving_prices]
+        for name in added:
+            price_list.set_serving_price(name, ServingPrice(*DEFAULT_SERVING_PRICES[name]), at, at)
+        if price_list.pending_events:
+            self._save(price_list)
+        return added
+
+    def serving_price_at(self, base_model: str, t: datetime) -> ServingPrice:
+        """Per million prompt / completion tokens on ``base_model`` at ``t`` (``PriceList``'s rule)."""
+        return self._price_list().serving_price_at(base_model, t)
+
+    def serving_prices(self) -> list[tuple[str, datetime, ServingPrice]]:
+        """Every serving price ever set, by base model then time (``[]`` before any)."""
+        try:
+            return self._price_list().serving_entries()
+        except NotFound:
+            return []
 
     def _price_list(self) -> PriceList:
         return self._load_id(PriceList, PriceList.create_id(), "no prices are set yet", "gpu_type")

@@ -45,8 +45,17 @@ from domain.read_models import (
     job_view,
     model_view,
 )
+from domain.serving import ServedLine, ServingUsage
 
-__all__ = ["UserApp"]
+__all__ = ["ServingMetered", "UserApp"]
+
+
+class ServingMetered(msgspec.Struct, frozen=True):
+    """What ``UserApp.meter_serving`` recorded: events saved (0: nothing to meter), alerts raised."""
+
+    events: int
+    alerts: int
+
 
 A = TypeVar("A", bound=DomainAggregate)
 
@@ -63,10 +72,11 @@ class UserApp(PartitionApplication):
     model), ``mark_failed``, ``retry_job``, ``mark_lost``, ``declare_lost``, ``get_job``. Models:
     ``delete_model``, ``get_model``. Budget: ``set_budget``, ``get_budget``. API keys:
     ``create_api_key``, ``list_api_keys``, ``revoke_api_key``, ``accepts_api_key``. The ledger:
-    ``meter_usage`` (usage, alerts and stops of many jobs in one commit).
+    ``meter_usage`` (usage, alerts and stops of many jobs in one commit). Serving: ``meter_serving``
+    (a flush of metered completions and the budget alerts it makes due, in one commit).
     """
 
-    snapshotting_intervals = {Job: 200}
+    snapshotting_intervals = {Job: 200, ServingUsage: 200}
 
     def __init__(self, user_id: str | None = None, env: EnvType | None = None) -> None:
         env = dict(env or {})
@@ -604,6 +614,45 @@ class UserApp(PartitionApplication):
             first_position=recordings[0].notification.id if recordings else None,
             last_position=recordings[-1].notification.id if recordings else None,
         )
+
+    def meter_serving(
+        self,
+        lines: Mapping[str, Sequence[ServedLine]],
+        at: datetime,
+        *,
+        spend_after: Callable[[Sequence[Any]], Mapping[str, int]] | None = None,
+    ) -> ServingMetered:
+        """Record completions served (``lines`` per billing period), then the budget alerts they make
+        due, in ONE commit.
+
+        ``spend_after(events)``: the user's net spend per period once ``events`` (the new
+        ``ServingUsage.Metered``, not saved yet) are counted (the billing fold's totals, GPU time
+        included); without it no alert is raised. Conflict (``version_conflict``) if another writer
+        saved first: call again.
+        """
+        usage = self._find(ServingUsage.create_id(self.user_id))
+        if not isinstance(usage, ServingUsage):
+            usage = ServingUsage.create(self.user_id, at)
+        for period in sorted(lines):
+            if lines[period]:
+                usage.meter(period, lines[period], at)
+        metered = [e for e in usage.pending_events if isinstance(e, ServingUsage.Metered)]
+        if not metered:
+            return ServingMetered(events=0, alerts=0)
+        changed: list[DomainAggregate] = [usage]
+        alerts = 0
+        budget = self._find(Budget.create_id(self.user_id))
+        if spend_after is not None and isinstance(budget, Budget) and budget.monthly_limit_usd_micros:
+            spent = spend_after(metered)
+            for event in metered:
+                for threshold in budget.alerts_due(event.period, spent.get(event.period, 0)):
+                    budget.raise_alert(event.period, threshold, spent[event.period], at)
+                    alerts += 1
+            if budget.pending_events:
+                changed.append(budget)
+        events = sum(len(a.pending_events) for a in changed)
+        self._save(*changed)
+        return ServingMetered(events=events, alerts=alerts)
 
     def _copy(self, copies: AggregateCache | None, cls: type[A], aggregate_id: Any) -> A | None:
         """The aggregate as stored now, from ``copies`` if given; None if it is no ``cls``."""

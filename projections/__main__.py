@@ -19,7 +19,7 @@ import msgspec
 
 from projections.audit import AuditReport, RebuildReport, audit_bucket, problem_lines, rebuild_bucket
 from projections.replay import apps_on, read_events
-from projections.report import monthly_report, report_csv, report_json
+from projections.report import monthly_reports, report_csv, report_json
 from storage import open_bucket
 from storage.layout import user_partition
 
@@ -79,8 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         partition = user_partition(args.user)
         events = (event for _, event in read_events(apps_on(bucket)(partition)))
-        rows = monthly_report(events, args.month)
-        out = report_csv(rows) if args.format == "csv" else report_json(rows, args.month).decode() + "\n"
+        rows, serving = monthly_reports(events, args.month)
+        out = (
+            report_csv(rows, serving)
+            if args.format == "csv"
+            else report_json(rows, args.month, serving).decode() + "\n"
+        )
         sys.stdout.write(out)
         return 0
     work, show = (audit_bucket, _print_audit) if args.command == "audit" else (rebuild_bucket, _print_rebuild)

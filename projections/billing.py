@@ -15,6 +15,12 @@ group: every ``cost``/``total_cost`` is net (what the user pays, and what the bu
 counts), ``gpu_ms``/``seconds`` are what was metered; a period or job row with credits
 also shows ``charged``, ``credited`` and ``credited_gpu_ms`` (written only then, so the
 views of histories without credits are unchanged).
+
+Serving (``ServingUsage.Metered``: chat completions, batched) is folded per period into serving groups
+(``projections.usage.ServingGroup``), each priced once from its summed tokens; their cost is part of
+the period's total (what the budget counts). A period with serving shows ``serving`` (a row per model
+and price) and ``serving_cost``; both are written only then, so the views of histories without
+serving are unchanged.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from msgspec.structs import replace
 from domain.budget import Budget
 from domain.job import Job
 from domain.money import dollars, dollars_or_none
+from domain.serving import ServingUsage
 from projections import usage
 from projections.render import event_name, event_names, iso, month_start, seconds
-from views.rows import BudgetView, GpuUsage, Rate
+from views.rows import BudgetView, GpuUsage, Rate, ServedModel
 
 __all__ = [
     "BILLING",
@@ -48,7 +55,15 @@ __all__ = [
     "touched",
 ]
 
-EVENTS = event_names(Job.Submitted, Job.UsageMetered, Job.UsageCredited, Budget.BudgetSet, Budget.AlertRaised)
+EVENTS = event_names(
+    Job.Submitted,
+    Job.UsageMetered,
+    Job.UsageCredited,
+    Budget.BudgetSet,
+    Budget.AlertRaised,
+    ServingUsage.Metered,
+)
+_SERVED = "ServingUsage.Metered"
 BILLING = "billing"
 HISTORY = "billing_history"
 
@@ -77,6 +92,7 @@ class PeriodState(msgspec.Struct, frozen=True):
     latest_rate: dict[str, int] = msgspec.field(default_factory=dict)
     alerts: tuple[BudgetAlert, ...] = ()
     total_usd_micros: int = 0
+    serving: tuple[usage.ServingGroup, ...] = ()
 
 
 class BillingState(msgspec.Struct, frozen=True):
@@ -112,6 +128,12 @@ def fold(state: BillingState, event: Any) -> BillingState:
             - usage.cost_usd_micros(before),
         )
         return _with_period(state, period)
+    if name == _SERVED:
+        period = state.periods.get(event.period) or PeriodState(event.period)
+        served = usage.add_served(period.serving, event)
+        added = usage.served_cost_usd_micros(served) - usage.served_cost_usd_micros(period.serving)
+        period = replace(period, serving=served, total_usd_micros=period.total_usd_micros + added)
+        return _with_period(state, period)
     if name == "Budget.BudgetSet":
         budget = BudgetLimit(event.monthly_limit_usd_micros, tuple(event.thresholds_pct), event.at)
         return replace(state, budget=budget)
@@ -129,7 +151,7 @@ def touched(old: BillingState, new: BillingState, event: Any) -> set[str]:
     name = event_name(event)
     if name == "Budget.BudgetSet":
         return {BILLING}
-    if name not in ("Job.UsageMetered", "Job.UsageCredited", "Budget.AlertRaised"):
+    if name not in ("Job.UsageMetered", "Job.UsageCredited", "Budget.AlertRaised", _SERVED):
         return set()
     if event.period != new.current:
         return {HISTORY}
@@ -172,6 +194,9 @@ class Period(msgspec.Struct, omit_defaults=True):
     credited: Decimal | None = None
     credited_usd_micros: int | None = None
     credited_gpu_ms: int | None = None
+    serving: list[ServedModel] | None = None
+    serving_cost: Decimal | None = None
+    serving_cost_usd_micros: int | None = None
 
 
 class AlertView(msgspec.Struct):
@@ -263,6 +288,36 @@ def _job_costs(period: PeriodState) -> list[JobCost]:
     return rows
 
 
+def served_models(groups: tuple[usage.ServingGroup, ...]) -> list[ServedModel]:
+    """The rows of serving groups, by model then base model and prices."""
+    return [
+        ServedModel(
+            model=g.model,
+            base_model=g.base_model,
+            requests=g.requests,
+            prompt_tokens=g.prompt_tokens,
+            completion_tokens=g.completion_tokens,
+            engine_ms=g.engine_ms,
+            prompt_usd_micros_per_mtok=g.prompt_usd_micros_per_mtok,
+            completion_usd_micros_per_mtok=g.completion_usd_micros_per_mtok,
+            cost=dollars(g.cost_usd_micros),
+            cost_usd_micros=g.cost_usd_micros,
+        )
+        for g in groups
+    ]
+
+
+def _serving_fields(period: PeriodState) -> dict[str, Any]:
+    if not period.serving:
+        return {}
+    cost = usage.served_cost_usd_micros(period.serving)
+    return {
+        "serving": served_models(period.serving),
+        "serving_cost": dollars(cost),
+        "serving_cost_usd_micros": cost,
+    }
+
+
 def _period(period: PeriodState, cls: type[Period] = Period, **extra: Any) -> Any:
     total = period.total_usd_micros
     return cls(
@@ -273,6 +328,7 @@ def _period(period: PeriodState, cls: type[Period] = Period, **extra: Any) -> An
         period=period.period,
         total_cost_usd_micros=total,
         **usage.credit_fields(tuple(g for groups in period.jobs.values() for g in groups)),
+        **_serving_fields(period),
         **extra,
     )
 

@@ -5,13 +5,18 @@ so a report and the billing view can never disagree; exported as CSV or JSON. ``
 net (what is paid); a row with credits also has ``charged_usd_micros``, ``credited_gpu_ms`` and
 ``credited_usd_micros`` (and the CSV those columns when the month has any credit, so the reports
 of months without credits are as before).
+
+Chat completions (serving) come as rows of their own (``ServingReportRow``, per model and price,
+from the same fold): in the document's ``serving`` and, in the CSV, after the job rows with the
+serving columns (``model`` ... ``completion_usd_micros_per_mtok``) added; both only in a month with
+serving, so other months' reports are as before. The total counts both.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +31,10 @@ __all__ = [
     "MonthCheck",
     "MonthlyReport",
     "ReportRow",
+    "ServingReportRow",
     "check_month",
     "monthly_report",
+    "monthly_reports",
     "report_csv",
     "report_document",
     "report_json",
@@ -55,6 +62,26 @@ class ReportRow(msgspec.Struct, frozen=True, omit_defaults=True):
 _CREDIT_COLUMNS = ("charged_usd_micros", "credited_gpu_ms", "credited_usd_micros")
 
 
+class ServingReportRow(msgspec.Struct, frozen=True):
+    """Chat completions of one model at one price in the month (tokens summed, priced once)."""
+
+    model: str
+    base_model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    engine_ms: int
+    prompt_usd_micros_per_mtok: int
+    completion_usd_micros_per_mtok: int
+    cost: Decimal
+    cost_usd_micros: int
+
+
+_SERVING_COLUMNS = tuple(
+    f for f in ServingReportRow.__struct_fields__ if f not in ("cost", "cost_usd_micros")
+)
+
+
 class MonthlyReport(msgspec.Struct, frozen=True, omit_defaults=True):
     month: str
     start_date: str
@@ -63,17 +90,42 @@ class MonthlyReport(msgspec.Struct, frozen=True, omit_defaults=True):
     total_cost_usd_micros: int
     charged_usd_micros: int | None = None
     credited_usd_micros: int | None = None
+    serving: list[ServingReportRow] | None = None
 
 
 def monthly_report(events: Iterable[Any], month: str) -> list[ReportRow]:
     """Rows of ``month`` (``"2024-03"``), by job id then GPU type, GPU count and price."""
+    return monthly_reports(events, month)[0]
+
+
+def monthly_reports(events: Iterable[Any], month: str) -> tuple[list[ReportRow], list[ServingReportRow]]:
+    """The job rows (``monthly_report``) and the serving rows of ``month``, from one fold."""
     check_period(month)
     state = billing.BillingState()
     for event in events:
         state = billing.fold(state, event)
     period = state.periods.get(month)
     if period is None:
-        return []
+        return [], []
+    serving = [
+        ServingReportRow(
+            g.model,
+            g.base_model,
+            g.requests,
+            g.prompt_tokens,
+            g.completion_tokens,
+            g.engine_ms,
+            g.prompt_usd_micros_per_mtok,
+            g.completion_usd_micros_per_mtok,
+            dollars(g.cost_usd_micros),
+            g.cost_usd_micros,
+        )
+        for g in period.serving
+    ]
+    return _job_rows(period), serving
+
+
+def _job_rows(period: billing.PeriodState) -> list[ReportRow]:
     rows = []
     for job_id, groups in sorted(period.jobs.items()):
         for group in sorted(groups, key=lambda g: g.key):
@@ -102,30 +154,42 @@ def monthly_report(events: Iterable[Any], month: str) -> list[ReportRow]:
     return rows
 
 
-def report_document(rows: list[ReportRow], month: str) -> MonthlyReport:
+def report_document(
+    rows: list[ReportRow], month: str, serving: Sequence[ServingReportRow] = ()
+) -> MonthlyReport:
     """The rows with their month and exact total (what the API returns)."""
-    total = sum(row.cost_usd_micros for row in rows)
+    served = sum(row.cost_usd_micros for row in serving)
+    total = sum(row.cost_usd_micros for row in rows) + served
     credited = sum(row.credited_usd_micros or 0 for row in rows)
+    extra: dict[str, Any] = {"serving": list(serving)} if serving else {}
     if not any(row.credited_gpu_ms for row in rows):
-        return MonthlyReport(month, f"{month}-01", rows, dollars(total), total)
-    return MonthlyReport(month, f"{month}-01", rows, dollars(total), total, total + credited, credited)
+        return MonthlyReport(month, f"{month}-01", rows, dollars(total), total, **extra)
+    return MonthlyReport(
+        month, f"{month}-01", rows, dollars(total), total, total + credited, credited, **extra
+    )
 
 
-def report_json(rows: list[ReportRow], month: str) -> bytes:
-    return encode(report_document(rows, month))
+def report_json(rows: list[ReportRow], month: str, serving: Sequence[ServingReportRow] = ()) -> bytes:
+    return encode(report_document(rows, month, serving))
 
 
-def report_csv(rows: list[ReportRow]) -> str:
+def report_csv(rows: list[ReportRow], serving: Sequence[ServingReportRow] = ()) -> str:
     """CSV with a header row; amounts as exact decimals (the credit columns only if a row has credits,
-    then 0 in the rows without)."""
+    then 0 in the rows without; the serving columns only if the month has serving, then empty in the
+    job rows, and the job columns empty in the serving rows but ``cost`` and ``cost_usd_micros``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     fields = ReportRow.__struct_fields__
     if not any(row.credited_gpu_ms for row in rows):
         fields = tuple(f for f in fields if f not in _CREDIT_COLUMNS)
-    writer.writerow(fields)
+    writer.writerow((*fields, *_SERVING_COLUMNS) if serving else fields)
     for row in rows:
-        writer.writerow([_cell(row, field) for field in fields])
+        writer.writerow(
+            [_cell(row, field) for field in fields] + ([""] * len(_SERVING_COLUMNS) if serving else [])
+        )
+    for served in serving:
+        job_cells = [getattr(served, f) if f in ("cost", "cost_usd_micros") else "" for f in fields]
+        writer.writerow(job_cells + [getattr(served, f) for f in _SERVING_COLUMNS])
     return out.getvalue()
 
 
@@ -151,7 +215,8 @@ class MonthCheck(msgspec.Struct, frozen=True):
 
 def check_month(bucket: Bucket, partition: str, events: Iterable[Any], month: str) -> MonthCheck:
     """Recompute ``month`` from ``events`` and compare it with ``billing.json`` / ``billing_history.json``."""
-    replayed = report_document(monthly_report(events, month), month).total_cost_usd_micros
+    rows, serving = monthly_reports(events, month)
+    replayed = report_document(rows, month, serving).total_cost_usd_micros
     return MonthCheck(partition, month, replayed, _billed(bucket, partition, month))
 
 

@@ -7,6 +7,10 @@ kept per group beside the charged ones (``credit``): a group's ``cost_usd_micros
 cost (what is paid), ``credited_usd_micros`` what the credits took off (``domain.money.group_costs``).
 Both the job status and the billing views fold usage through ``add`` and ``credit``, so they
 always agree to the micro-dollar.
+
+Serving groups (``ServingGroup``) are the same idea for chat completions: tokens summed per
+``(period, model, base_model, prompt price, completion price)`` and priced once
+(``domain.money.serving_cost_usd_micros``); ``add_served`` folds a ``ServingUsage.Metered``.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from typing import Any
 
 import msgspec
 
-from domain.money import dollars, group_costs
+from domain.money import dollars, group_costs, serving_cost_usd_micros
 
 __all__ = [
     "Group",
+    "ServingGroup",
     "add",
+    "add_served",
     "charged_usd_micros",
     "cost_usd_micros",
     "credit",
@@ -27,6 +33,7 @@ __all__ = [
     "credited_gpu_ms",
     "credited_usd_micros",
     "gpu_ms",
+    "served_cost_usd_micros",
 ]
 
 
@@ -128,3 +135,60 @@ def credit_fields(groups: tuple[Group, ...]) -> dict[str, Any]:
         "credited_usd_micros": credited,
         "credited_gpu_ms": ms,
     }
+
+
+class ServingGroup(msgspec.Struct, frozen=True):
+    """Completions of one model at one price, in one period: tokens and engine time summed."""
+
+    period: str
+    model: str
+    base_model: str
+    prompt_usd_micros_per_mtok: int
+    completion_usd_micros_per_mtok: int
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    engine_ms: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (
+            self.model,
+            self.base_model,
+            self.prompt_usd_micros_per_mtok,
+            self.completion_usd_micros_per_mtok,
+        )
+
+    @property
+    def cost_usd_micros(self) -> int:
+        return serving_cost_usd_micros(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.prompt_usd_micros_per_mtok,
+            self.completion_usd_micros_per_mtok,
+        )
+
+
+_COUNTS = ("requests", "prompt_tokens", "completion_tokens", "engine_ms")
+
+
+def add_served(groups: tuple[ServingGroup, ...], event: Any) -> tuple[ServingGroup, ...]:
+    """The groups (of one period, by key) with a ``ServingUsage.Metered`` event's lines added (pure)."""
+    by_key = {g.key: g for g in groups}
+    for line in event.lines:
+        new = ServingGroup(
+            event.period,
+            line["model"],
+            line["base_model"],
+            line["prompt_usd_micros_per_mtok"],
+            line["completion_usd_micros_per_mtok"],
+        )
+        found = by_key.get(new.key, new)
+        by_key[new.key] = msgspec.structs.replace(
+            found, **{name: getattr(found, name) + int(line[name]) for name in _COUNTS}
+        )
+    return tuple(by_key[k] for k in sorted(by_key))
+
+
+def served_cost_usd_micros(groups: tuple[ServingGroup, ...]) -> int:
+    return sum(group.cost_usd_micros for group in groups)

@@ -23,7 +23,7 @@ PASSWORD_FILE = "first_admin_password"
 
 
 def bootstrap(runtime: Runtime) -> FirstUser | None:
-    """Default GPU prices, the built-in base-model catalogue, and an admin if there is no user.
+    """Default GPU and serving prices, the built-in base-model catalogue, and an admin if there is no user.
 
     Returns the first user's credentials when one was made (hand them over once), else None.
     """
@@ -31,6 +31,7 @@ def bootstrap(runtime: Runtime) -> FirstUser | None:
 
     at = runtime.clock()
     runtime.platform.ensure_default_prices(at)
+    runtime.platform.ensure_default_serving_prices(at)
     runtime.platform.ensure_base_models(((m.name, m.kind, m.source) for m in CATALOGUE.values()), at)
     runtime.committed(PLATFORM)
     return AccountService(runtime).ensure_first_user()

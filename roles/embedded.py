@@ -49,7 +49,7 @@ from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
-from runners.serving import AdapterEngine, ModelFiles
+from runners.serving import AdapterEngine, ModelFiles, ServingMeter
 from runtime.context import Runtime
 from runtime.settings import Settings, heartbeat_key_of, ledger_of
 from storage.heartbeats import open_heartbeat_transport
@@ -117,6 +117,7 @@ class EmbeddedWorkers:
             ),
             max_adapters=runtime.settings.serving_adapters,
         )
+        self.meter = ServingMeter(runtime, interval_s=runtime.settings.serving_flush_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -125,6 +126,8 @@ class EmbeddedWorkers:
         start both loops."""
         self.runtime.job_submitted.append(self.dispatcher.submit)
         self.runtime.serving = self.engine
+        self.runtime.completion_served.append(self.meter.record)
+        self.meter.start()
         watched = self.ledger.recover()
         requeued = resubmit_waiting(self.dispatcher, self.runtime.bucket)
         self.ledger.start()
@@ -142,6 +145,7 @@ class EmbeddedWorkers:
         self._publisher.close()
         self.ledger.close(timeout)
         self.runtime.serving = None
+        self.meter.close()
         self.engine.close()
 
     def _base_model_source(self, name: str) -> BaseModelSource | None:

@@ -15,6 +15,7 @@ variable                   meaning                                          defa
 ``TUNE_RATE_LIMIT``        requests per user per minute                     ``600``
 ``TUNE_WAIT_S``            how long a write waits for its projection        ``10``
 ``TUNE_SERVING_ADAPTERS``  LoRA adapters the chat engine keeps per base       ``8``
+``TUNE_SERVING_FLUSH_S``   seconds between flushes of metered completions    ``5``
 ``TUNE_LISTING_INTERVAL_S`` least seconds between two writes of a user's     ``2``
                            complete jobs/models/datasets.json (coalesced)
 ``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
@@ -87,6 +88,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     debug: bool = False
     serving_adapters: int = 8
     """LoRA adapters the chat engine keeps resident per base model (``runners.serving``)."""
+    serving_flush_s: float = 5.0
+    """Seconds between two flushes of metered completions to the ledger (one commit per user each)."""
     hub_offline: bool = False
     """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
     ledger: LedgerSettings = LedgerSettings()
@@ -108,6 +111,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_per_minute=_int_env(env, "TUNE_RATE_LIMIT", 600),
             projection_wait_s=float(_int_env(env, "TUNE_WAIT_S", 10)),
             serving_adapters=_int_env(env, "TUNE_SERVING_ADAPTERS", 8),
+            serving_flush_s=float(_int_env(env, "TUNE_SERVING_FLUSH_S", 5)),
             listing_interval_s=float(_int_env(env, "TUNE_LISTING_INTERVAL_S", 2)),
             hub_offline=hub_offline(env),
             ledger=LedgerSettings.from_env(env),

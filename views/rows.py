@@ -33,6 +33,8 @@ __all__ = [
     "Rate",
     "Retry",
     "ScheduledPrice",
+    "ServedModel",
+    "ServingPrice",
     "ViewItem",
 ]
 
@@ -153,3 +155,29 @@ class GpuPrice(ViewItem):
     usd_micros_per_hour: int = 0
     effective_at: str | None = None
     schedule: list[ScheduledPrice] = msgspec.field(default_factory=list)
+
+
+class ServedModel(ViewItem):
+    """Chat completions of one model at one price in a month: summed tokens and engine time, and
+    their ``cost`` (priced once from the summed tokens, per million)."""
+
+    model: str = ""
+    base_model: str = ""
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    engine_ms: int = 0
+    prompt_usd_micros_per_mtok: int = 0
+    completion_usd_micros_per_mtok: int = 0
+    cost: Decimal = Decimal(0)
+    cost_usd_micros: int = 0
+
+
+class ServingPrice(ViewItem):
+    """A base model's serving price per million tokens (``"*"``: any base model without its own)."""
+
+    prompt_per_mtok: Decimal = Decimal(0)
+    completion_per_mtok: Decimal = Decimal(0)
+    prompt_usd_micros_per_mtok: int = 0
+    completion_usd_micros_per_mtok: int = 0
+    effective_at: str | None = None

@@ -13,7 +13,7 @@ from api.services.base import UserService
 from domain.money import check_period, period_of
 from projections.billing import as_of
 from projections.replay import read_events
-from projections.report import monthly_report, report_document
+from projections.report import monthly_reports, report_document
 from storage import layout
 
 __all__ = ["BillingService"]
@@ -55,7 +55,8 @@ class BillingService(UserService):
         """The month's rows replayed from the user's events (an audit-grade read: it replays)."""
         check_period(month)
         events = (event for _, event in read_events(self.app))
-        document = report_document(monthly_report(events, month), month)
+        rows, serving = monthly_reports(events, month)
+        document = report_document(rows, month, serving)
         return msgspec.convert(msgspec.to_builtins(document), schemas.MonthlyReport)
 
     def set_budget(self, request: schemas.BudgetRequest) -> schemas.BudgetView:

@@ -5,7 +5,13 @@ A user sees and calls the platform's base models (the catalogue) and their own r
 model answers exactly like an unknown one). A LoRA model runs as its adapter on its base model,
 a full model as a model of its own. The engine is ``Runtime.serving`` (the role wires it in);
 each finished completion is handed to ``Runtime.notify_completion_served`` (token counts and
-engine milliseconds) for metering.
+engine milliseconds) for metering (``runners.serving.ServingMeter`` records them in the ledger).
+
+A user whose monthly budget is spent (the billing view's net spend this month, GPU time and
+serving together, has reached the limit) is refused before generation: 429 ``budget_exceeded``
+(OpenAI's type ``insufficient_quota``). Completions already under way finish, and those served
+since the meter's last flush are not in the view yet, so the spend can pass the limit by what was
+served in one flush interval (``TUNE_SERVING_FLUSH_S``).
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import msgspec
 
 from api import openai_schemas as oa
 from api.services.base import UserService
+from api.services.billing import BillingService
 from api.services.models import MODELS
 from api.services.pages import EVERY, Pages
-from domain.errors import NotFound, Unavailable, ValidationFailed
+from domain.errors import BudgetExceeded, NotFound, Unavailable, ValidationFailed
 from domain.ids import ID_PATTERN
+from domain.money import format_usd
 from runtime.serving import AdapterRef, ChatEngine, ChatMessage, Completion, Delta, Generation, ModelRef
 from storage import layout
 
@@ -66,8 +74,10 @@ class ServingService(UserService):
         return self.rt.base_model_names()
 
     def generation(self, request: oa.ChatCompletionRequest) -> Generation:
-        """The request as the engine's ``Generation`` (404 ``model_not_found`` for a model not yours)."""
+        """The request as the engine's ``Generation`` (404 ``model_not_found`` for a model not yours;
+        429 ``budget_exceeded`` once the monthly budget is spent)."""
         model, adapter = self._resolve(request.model)
+        self._check_budget()
         stops = [request.stop] if isinstance(request.stop, str) else request.stop or []
         stop = tuple(s for s in stops if s)
         messages = tuple(ChatMessage(_ROLES.get(m.role, m.role), m.text) for m in request.messages)
@@ -81,6 +91,18 @@ class ServingService(UserService):
             stop=stop,
             seed=request.seed,
         )
+
+    def _check_budget(self) -> None:
+        usage = BillingService(self.rt, self.user_id).usage()
+        limit = usage.budget.monthly_limit_usd_micros if usage.budget is not None else None
+        spent = usage.current_period.total_cost_usd_micros
+        if limit is not None and spent >= limit:
+            raise BudgetExceeded(
+                f"your monthly budget of {format_usd(limit)} is spent ({format_usd(spent)} this month,"
+                f" {usage.current_period.period}); nothing more is served until next month or until"
+                " the budget is raised (`tune budget set --monthly ...`)",
+                where="budget",
+            )
 
     def _resolve(self, name: str) -> tuple[ModelRef, AdapterRef | None]:
         missing = NotFound(

@@ -1,7 +1,8 @@
 """A user's spend per billing period, folded from their events by the fold billing.json uses.
 
-``UserSpend.refresh(app)`` folds the user's ``Job.Submitted``, ``Job.UsageMetered`` and
-``Job.UsageCredited`` events past the last position it read (only those topics are decoded), through
+``UserSpend.refresh(app)`` folds the user's ``Job.Submitted``, ``Job.UsageMetered``,
+``Job.UsageCredited`` and ``ServingUsage.Metered`` (chat completions: the budget counts them)
+events past the last position it read (only those topics are decoded), through
 ``projections.billing.fold``: the ledger's limit decisions and the user's billing.json are
 the same function of the same events, so they agree to the micro-dollar; spend is net (credits
 count, as on the bill). ``after(events)``
@@ -18,11 +19,17 @@ from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
 from domain.job import Job
+from domain.serving import ServingUsage
 from projections import billing, usage
 
 __all__ = ["UserSpend"]
 
-_TOPICS = (get_topic(Job.Submitted), get_topic(Job.UsageMetered), get_topic(Job.UsageCredited))
+_TOPICS = (
+    get_topic(Job.Submitted),
+    get_topic(Job.UsageMetered),
+    get_topic(Job.UsageCredited),
+    get_topic(ServingUsage.Metered),
+)
 _PAGE = 1000
 
 

@@ -1,10 +1,12 @@
 """Serving fine-tuned models: the engine behind ``/v1/chat/completions`` (``runtime.serving.ChatEngine``).
 
 ``AdapterEngine`` loads each base model once and swaps LoRA adapters on it per request;
-``ModelFiles`` copies what it loads from the bucket; ``NaiveEngine`` is the bench's baseline.
+``ModelFiles`` copies what it loads from the bucket; ``NaiveEngine`` is the bench's baseline;
+``ServingMeter`` batches each completion's tokens into the ledger.
 """
 
 from runners.serving.engine import AdapterEngine, NaiveEngine
 from runners.serving.files import ModelFiles
+from runners.serving.metering import ServingMeter
 
-__all__ = ["AdapterEngine", "ModelFiles", "NaiveEngine"]
+__all__ = ["AdapterEngine", "ModelFiles", "NaiveEngine", "ServingMeter"]
