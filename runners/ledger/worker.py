@@ -29,10 +29,11 @@ For each batch the subscriber hands over (``handle``):
    (those that agree with their attempt's placement and lease) are written, before the commit, as
    one create-only object (``storage.heartbeats.archive``), whose name and sha256 every
    ``UsageMetered`` event of the commit records (``tune admin audit`` recomputes the usage from
-   it). One object per user per batch, not one per job attempt: Pub/Sub hands over batches of
-   ~100-400 heartbeats, ~170 attempts, and creating ~170 objects (8 at once) cut the ledger's rate
-   over the emulator from 5,500/s to 4,500/s; ~20 objects (one per user) cost next to nothing
-   (``bench/bench_ledger.py``, its "cost" row).
+   it). One object per user per batch, not one per job attempt: over Pub/Sub a batch holds ~360
+   heartbeats of ~170-200 attempts (``bench/bench_ledger.py``: 200 jobs of 20 users). An object
+   per attempt, 8 created at once, made signatures + archive cost +95-160 us of CPU per heartbeat;
+   one per user (~20 a batch), +27-40 us; 32 creates at once still took 3.7x the wall time of the
+   per-user objects (a busy 2-core machine, folder bucket).
 3. Limits (``runners.ledger.limits``): the user's net spend per period comes from the same
    fold as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
    ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where the
