@@ -229,6 +229,12 @@ class UsagePlan(Protocol):
         metered against)."""
         ...
 
+    def archive_runs(self, runs: Mapping[str, Sequence[UsageRun]]) -> Mapping[str, Sequence[UsageRun]]:
+        """Every job's runs (``usage_runs``, asked of every job before any run is recorded), as they
+        are to be recorded: each naming the archive of the heartbeats it was metered from, one object
+        for the whole commit (written by ``before_commit``)."""
+        ...
+
     def rejected_heartbeats(self, job_id: str) -> Sequence[RejectedHeartbeats]:
         """What ``usage_runs`` refused to bill of the job, to record in the same commit."""
         ...
@@ -290,6 +296,9 @@ class FixedUsage:
         self, job_id: str, attempt: int, metered_seq: Mapping[str, int], **job: Any
     ) -> list[UsageRun]:
         return [run for run in self.runs if run.job_id == job_id]
+
+    def archive_runs(self, runs: Mapping[str, Sequence[UsageRun]]) -> Mapping[str, Sequence[UsageRun]]:
+        return runs
 
     def rejected_heartbeats(self, job_id: str) -> list[RejectedHeartbeats]:
         return []

@@ -467,17 +467,19 @@ class UserApp(PartitionApplication):
     ) -> MeteringResult:
         """Record a batch of usage on several jobs, then the alerts and stops it makes due, in ONE commit.
 
-        For each of ``job_ids`` the plan gives the runs to record (``plan.usage_runs``) and the
-        heartbeats it refused to bill (``plan.rejected_heartbeats``: one ``HeartbeatsRejected``
-        each): a run the job refuses (already metered, an attempt that never started) is reported
-        in ``refused``, an id that is no job of this user in ``unknown_job_ids``. Each run is capped
-        as it is recorded (``Job.meter_usage``): by the job's ``max_cost`` and, with a monthly
-        budget, by what the budget leaves the job in the run's period (the budget less the user's
-        other jobs' net spend there: ``plan.period_spend`` for the jobs not in hand, the aggregates
-        for those in hand), so the user's net spend in a period never passes the budget. Then
-        ``plan.limit_orders`` sees every job that took usage and the budget, and says which alerts
-        to raise and which jobs (taking usage or not) to stop. Every job and the budget changed
-        are saved together; nothing is saved when no usage and no rejection was recorded.
+        For each of ``job_ids`` the plan gives the runs to record (``plan.usage_runs``, asked of
+        every job first; then ``plan.archive_runs`` names on them the archive they were metered
+        from) and the heartbeats it refused to bill (``plan.rejected_heartbeats``: one
+        ``HeartbeatsRejected`` each): a run the job refuses (already metered, an attempt that never
+        started) is reported in ``refused``, an id that is no job of this user in
+        ``unknown_job_ids``. Each run is capped as it is recorded (``Job.meter_usage``): by the
+        job's ``max_cost`` and, with a monthly budget, by what the budget leaves the job in the
+        run's period (the budget less the user's other jobs' net spend there: ``plan.period_spend``
+        for the jobs not in hand, the aggregates for those in hand), so the user's net spend in a
+        period never passes the budget. Then ``plan.limit_orders`` sees every job that took usage
+        and the budget, and says which alerts to raise and which jobs (taking usage or not) to
+        stop. Every job and the budget changed are saved together; nothing is saved when no usage
+        and no rejection was recorded.
 
         ``copies``: the caller's own copies of the aggregates (the ledger's ``AggregateCache``),
         so busy jobs are not loaded afresh each call; a copy changed but not saved is discarded.
@@ -515,9 +517,8 @@ class UserApp(PartitionApplication):
                 loaded[job.job_id] = job
         budget = self._copy(copies, Budget, Budget.create_id(self.user_id))
         rooms = _BudgetRooms(budget.monthly_limit_usd_micros if budget else None, plan, loaded)
-        for job in loaded.values():
-            recorded = False
-            runs = plan.usage_runs(
+        planned = {
+            job.job_id: plan.usage_runs(
                 job.job_id,
                 job.attempt,
                 job.metered_seq,
@@ -526,7 +527,12 @@ class UserApp(PartitionApplication):
                 attempts=job.attempts,
                 meters=job.meters(),
             )
-            for run in runs:
+            for job in loaded.values()
+        }
+        planned = dict(plan.archive_runs(planned))
+        for job in loaded.values():
+            recorded = False
+            for run in planned.get(job.job_id, ()):
                 before = rooms.before(job, run.period)
                 try:
                     job.meter_usage(

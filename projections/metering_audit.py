@@ -1,18 +1,20 @@
 """The metering audit: a user's metered usage recomputed from the raw heartbeat archive.
 
 Each ``Job.UsageMetered`` v2 names the archive object its heartbeats were metered from and that
-object's sha256 (``storage.heartbeats.archive``). For every archive, in log order, the audit
-reads the object, checks its sha256, verifies each heartbeat's signature (with the platform's
-heartbeat key, when the audit has it), applies the rules of ``domain.cumulative`` from the
-header's receive time, clock bound, tolerance and GPU count, starting from what the log had
-metered of the attempt before, and compares what that gives with the events that name the
-archive. Every difference is named by job, attempt and seqs:
+object's sha256 (``storage.heartbeats.archive``: one object per user per ledger batch, holding
+every job attempt of the commit; one per job attempt per batch in format v1). The audit reads
+each object once and checks its sha256; then for every job attempt whose events name it, in log
+order, it takes the attempt's heartbeats from it, verifies each one's signature (with the
+platform's heartbeat key, when the audit has it), applies the rules of ``domain.cumulative`` from
+the header's receive time, clock bound and tolerance and the attempt's GPU count, starting from
+what the log had metered of the attempt before, and compares what that gives with the events.
+Every difference is named by job, attempt and seqs:
 
-    missing archive     the object is not in the bucket
+    missing archive     the object is not in the bucket, or holds nothing of the attempt
     sha256 mismatch     its bytes are not those the event recorded
     unreadable archive  it is no archive
     forged heartbeat    a heartbeat whose signature does not verify (the ledger archives only signed ones)
-    foreign heartbeat   a heartbeat of another job or attempt
+    foreign heartbeat   a heartbeat of no attempt the archive lists (v1: of another job or attempt)
     anchor differs      the attempt's clock anchor is not the archive's first metered heartbeat
     differs             an event's GPU ms, period, seqs or GPU type/count are not what the archive gives
     unmetered           heartbeats the archive gives usage for that no event metered
@@ -35,7 +37,7 @@ from domain.cumulative import AttemptMeter, clamp_time, fresh, meter_attempt
 from domain.job import Job
 from domain.money import period_of
 from storage.bucket import Bucket, ObjectNotFound
-from storage.heartbeats import Heartbeat, attempt_secret, decode_archive, verify_heartbeat
+from storage.heartbeats import Archive, Heartbeat, attempt_secret, decode_archive, verify_heartbeat
 
 __all__ = ["MeteringDifference", "MeteringReport", "audit_metering"]
 
@@ -65,7 +67,7 @@ class MeteringDifference(msgspec.Struct, frozen=True):
 
 class MeteringReport(msgspec.Struct, frozen=True):
     archives: int
-    """Archive objects checked."""
+    """Archive objects checked (each read once, however many attempts' events name it)."""
     archived_events: int
     not_archived: int
     """``UsageMetered`` events from before the archive (informational)."""
@@ -98,6 +100,7 @@ class _Audit:
         self.bucket, self.key = bucket, heartbeat_key
         self.archives = self.archived = self.not_archived = 0
         self.differences: list[MeteringDifference] = []
+        self.opened: dict[str, _Opened | tuple[MeteringProblem, str]] = {}
 
     def job(self, job_id: str, usage: list[Job.UsageMetered]) -> None:
         meters: dict[int, AttemptMeter] = {}
@@ -116,7 +119,6 @@ class _Audit:
             if first.archive is None:
                 self.not_archived += len(group)
             else:
-                self.archives += 1
                 self.archived += len(group)
                 self.check(job_id, group, dataclasses.replace(meter))
             for event in group:  # what the log metered: the next archive is checked from there
@@ -138,28 +140,51 @@ class _Audit:
             )
         )
 
+    def open(self, name: str) -> _Opened | tuple[MeteringProblem, str]:
+        """The archive ``name`` (read once), or what is wrong with it; its foreign heartbeats are
+        named when it is first read."""
+        opened = self.opened.get(name)
+        if opened is not None:
+            return opened
+        self.archives += 1
+        try:
+            archive = decode_archive(self.bucket.read(name))
+        except ObjectNotFound:
+            opened = ("missing archive", f"{name} is not in the bucket")
+        except (msgspec.DecodeError, ValueError) as exc:
+            opened = ("unreadable archive", f"{name}: {exc}")
+        else:
+            opened = _Opened(archive)
+            for h in opened.foreign:
+                self.differences.append(
+                    MeteringDifference(
+                        h.job_id, h.attempt, h.seq, h.seq, "foreign heartbeat",
+                        f"{h.key} is of no attempt the archive lists", name,
+                    )
+                )  # fmt: skip
+        self.opened[name] = opened
+        return opened
+
     def check(self, job_id: str, group: list[Job.UsageMetered], meter: AttemptMeter) -> None:
         name, attempt = group[0].archive, group[0].attempt
         assert name is not None
-        try:
-            data = self.bucket.read(name)
-        except ObjectNotFound:
-            self.differ(job_id, group, "missing archive", f"{name} is not in the bucket")
+        opened = self.open(name)
+        if isinstance(opened, tuple):
+            self.differ(job_id, group, *opened)
             return
-        archive = None
-        try:
-            archive = decode_archive(data)
-        except (msgspec.DecodeError, ValueError) as exc:
-            self.differ(job_id, group, "unreadable archive", f"{name}: {exc}")
-        if archive is None or archive.sha256 != group[0].archive_sha256:
-            if archive is not None:
-                self.differ(
-                    job_id, group, "sha256 mismatch",
-                    f"{name} has sha256 {archive.sha256}, the log recorded {group[0].archive_sha256}",
-                )  # fmt: skip
+        archive = opened.archive
+        if archive.sha256 != group[0].archive_sha256:
+            self.differ(
+                job_id, group, "sha256 mismatch",
+                f"{name} has sha256 {archive.sha256}, the log recorded {group[0].archive_sha256}",
+            )  # fmt: skip
             return
-        beats = self.authentic(job_id, group, archive.heartbeats)
         header = archive.header
+        entry = header.attempt(job_id, attempt)
+        if entry is None:
+            self.differ(job_id, group, "missing archive", f"{name} holds nothing of attempt {attempt}")
+            return
+        beats = self.authentic(job_id, group, opened.of(job_id, attempt))
         bound = timedelta(milliseconds=header.clock_bound_ms)
         clamped = [
             msgspec.structs.replace(h, at=clamp_time(h.at, header.received, bound))
@@ -167,11 +192,11 @@ class _Audit:
             if h.job_id == job_id and h.attempt == attempt
         ]
         kept, _ = fresh(clamped, {attempt: meter.seq})
-        refused = set(header.refused)
+        refused = set(entry.refused)
         kept = [h for h in kept if h.seq not in refused]
         had_anchor = meter.anchor_at is not None
         tolerance = timedelta(milliseconds=header.gpu_tolerance_ms)
-        increases = meter_attempt(kept, meter, header.bound_count, tolerance)
+        increases = meter_attempt(kept, meter, entry.bound_count, tolerance)
         if not had_anchor and (meter.anchor_at, meter.anchor_ms) != (group[0].anchor_at, group[0].anchor_ms):
             self.differ(
                 job_id, group, "anchor differs",
@@ -223,3 +248,22 @@ class _Audit:
                 f"{sum(i.gpu_ms for i in left)} GPU ms of {len(left)} heartbeat(s) no event metered",
                 left[0].heartbeat.seq, left[-1].heartbeat.seq,
             )  # fmt: skip
+
+
+class _Opened:
+    """An archive read, its heartbeats by job attempt."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.by_attempt: dict[tuple[str, int], list[Heartbeat]] = {}
+        for h in archive.heartbeats:
+            self.by_attempt.setdefault((h.job_id, h.attempt), []).append(h)
+        listed = {(e.job_id, e.attempt) for e in archive.header.attempts}
+        self.whole = (None, None) in listed  # v1: one attempt, every heartbeat meant to be of it
+        self.foreign = [
+            h for h in archive.heartbeats if not self.whole and (h.job_id, h.attempt) not in listed
+        ]
+
+    def of(self, job_id: str, attempt: int) -> list[Heartbeat]:
+        """The heartbeats to meter the attempt from (v1: all, for ``_Audit.authentic`` to sort out)."""
+        return self.archive.heartbeats if self.whole else self.by_attempt.get((job_id, attempt), [])

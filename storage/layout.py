@@ -16,7 +16,8 @@
     users/<uid>/unsent-heartbeats/<job_id>/<n>.jsonl        heartbeats attempt n could not deliver
     users/<uid>/data/<dataset_id>/{raw/<filename>,processed/train.jsonl,metadata.json}
     users/<uid>/models/<model_id>/{weights/...,config.json,metadata.json}
-    users/<uid>/heartbeats/<job_id>/<attempt>/<first>-<last>.<sha16>.jsonl   the ledger's raw heartbeats
+    users/<uid>/heartbeats/<yyyymmdd>/<hhmmssffffff>.<sha16>.jsonl   the ledger's raw heartbeats, a batch's
+    users/<uid>/heartbeats/<job_id>/<attempt>/<first>-<last>.<sha16>.jsonl   (older: an attempt's)
     base-models/<name>/...                                  converted base models
     platform/keyring/<key_id>.json                          the event store's public keys, root-signed
     witness/<partition>/<seq:012d>.json                     witnessed heads (in the TUNE_WITNESS bucket)
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from domain.dataset import check_filename
@@ -80,6 +82,7 @@ __all__ = [
     "events_prefix",
     "hardware",
     "heartbeat_archive",
+    "heartbeat_batch",
     "heartbeats_prefix",
     "index_head",
     "index_page",
@@ -381,8 +384,21 @@ model_metadata = _in(model_prefix, "metadata.json", "The model's view.")
 # -- raw heartbeats: the ledger's archive -----------------------------------------------------
 
 
+def heartbeat_batch(user_id: str, received: datetime, sha256: str) -> str:
+    """``users/<uid>/heartbeats/<yyyymmdd>/<hhmmssffffff>.<digest>.jsonl``: the heartbeats of one user's
+    share of a ledger batch received at ``received`` (a UTC day per folder), every job attempt's
+    (``storage.heartbeats.archive``), created once; ``digest``, the first 16 hex digits of the object's
+    sha256, tells apart two shares received in the same microsecond (or tried again with other bytes)."""
+    if received.tzinfo is None:
+        raise ValueError("a heartbeat batch is named by an aware receive time")
+    _check_sha256(sha256)
+    utc = received.astimezone(UTC)
+    return f"{user_partition(user_id)}/heartbeats/{utc:%Y%m%d}/{utc:%H%M%S%f}.{sha256[:16]}.jsonl"
+
+
 def heartbeats_prefix(user_id: str, job_id: str, attempt: int) -> str:
-    """``users/<uid>/heartbeats/<jid>/<attempt>/``: the raw heartbeats the ledger metered an attempt from."""
+    """``users/<uid>/heartbeats/<jid>/<attempt>/``: where the ledger archived an attempt's raw heartbeats
+    before it archived a batch per user (``heartbeat_batch``)."""
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
         raise ValueError(f"an attempt is a count (got {attempt!r})")
     return f"{user_partition(user_id)}/heartbeats/{check_id(job_id, kind='job_id')}/{attempt}/"
@@ -392,14 +408,19 @@ def heartbeat_archive(
     user_id: str, job_id: str, attempt: int, first_seq: int, last_seq: int, sha256: str
 ) -> str:
     """``<first_seq>-<last_seq>.<digest>.jsonl`` under ``heartbeats_prefix``: one batch's heartbeats of the
-    attempt (``storage.heartbeats.archive``), created once; ``digest``, the first 16 hex digits of the
-    object's sha256, tells apart two batches with the same seqs (a redelivery whose first commit failed)."""
+    attempt (a v1 archive: ``storage.heartbeats.archive``), as earlier releases named them; ``digest``,
+    the first 16 hex digits of the object's sha256. Read by the audit; the ledger now writes
+    ``heartbeat_batch``."""
     for value in (first_seq, last_seq):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"seqs are counts (got {value!r})")
+    _check_sha256(sha256)
+    return f"{heartbeats_prefix(user_id, job_id, attempt)}{first_seq}-{last_seq}.{sha256[:16]}.jsonl"
+
+
+def _check_sha256(sha256: str) -> None:
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ValueError("a heartbeat archive is named by its sha256 (64 lower-case hex digits)")
-    return f"{heartbeats_prefix(user_id, job_id, attempt)}{first_seq}-{last_seq}.{sha256[:16]}.jsonl"
 
 
 def base_model_prefix(name: str) -> str:
@@ -484,6 +505,7 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("base model", rf"base-models/{_ID}/{_REST}"),
     _pattern("keyring entry", r"platform/keyring/[0-9a-f]{32}\.json"),
     _pattern("witnessed head", rf"witness/{_PARTITION}/{_SEQ}\.json"),
+    _pattern("heartbeat batch", rf"{_USER}/heartbeats/[0-9]{{8}}/[0-9]{{12}}\.[0-9a-f]{{16}}\.jsonl"),
     _pattern("heartbeat archive", rf"{_USER}/heartbeats/{_ID}/[0-9]+/[0-9]+-[0-9]+\.[0-9a-f]{{16}}\.jsonl"),
 )
 """The shape of every key written to a bucket, by name (``check_key``)."""

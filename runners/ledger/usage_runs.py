@@ -91,13 +91,13 @@ class Increase(NamedTuple):
 def usage_runs(
     increases: Sequence[Increase],
     meters: Mapping[int, AttemptMeter],
-    archives: Mapping[int, tuple[str, str]] | None = None,
 ) -> list[UsageRun]:
     """Maximal runs of consecutive increases sharing one usage group.
 
     ``increases`` is one job's fresh heartbeats in ``(attempt, seq)`` order, each with the price
     in force at its ``at`` and what it adds (``bound_clocks``); ``meters`` gives each attempt's
-    clock anchor, ``archives`` its archive object's name and sha256 (recorded on its runs).
+    clock anchor. (The ledger names the archive on the runs once every job's are known:
+    ``LedgerWorker``'s ``archive_runs``.)
     """
     runs: list[UsageRun] = []
     current: tuple[int, str, str, int, int] | None = None
@@ -112,12 +112,12 @@ def usage_runs(
             increase.price,
         )
         if key != current and members:
-            runs.append(_run(members, current, meters, archives or {}))  # type: ignore[arg-type]
+            runs.append(_run(members, current, meters))  # type: ignore[arg-type]
             members = []
         current = key
         members.append(increase)
     if members:
-        runs.append(_run(members, current, meters, archives or {}))  # type: ignore[arg-type]
+        runs.append(_run(members, current, meters))  # type: ignore[arg-type]
     return runs
 
 
@@ -125,11 +125,9 @@ def _run(
     members: list[Increase],
     key: tuple[int, str, str, int, int],
     meters: Mapping[int, AttemptMeter],
-    archives: Mapping[int, tuple[str, str]],
 ) -> UsageRun:
     attempt, period, gpu_type, gpu_count, price = key
     meter = meters.get(attempt)
-    archive, sha256 = archives.get(attempt, (None, None))
     anchored = meter is not None and meter.anchor_at is not None
     return UsageRun(
         job_id=members[0].heartbeat.job_id,
@@ -143,8 +141,6 @@ def _run(
         period=period,
         last_at=max(m.heartbeat.at for m in members),
         heartbeats=len(members),
-        archive=archive,
-        archive_sha256=sha256,
         anchor_at=meter.anchor_at if anchored else None,  # type: ignore[union-attr]
         anchor_ms=meter.anchor_ms if anchored else None,  # type: ignore[union-attr]
     )

@@ -25,10 +25,15 @@ For each batch the subscriber hands over (``handle``):
    rebuilt from events, so dedupe survives a restart) and repeats, meter each fresh heartbeat's
    increase of its attempt's cumulative total (``domain.cumulative``: ``Job.meters``), group them
    into usage runs (``runners.ledger.usage_runs``) and record one ``UsageMetered`` per run.
-   Archive: each job attempt's signed heartbeats of the batch (those that agree with their
-   attempt's placement and lease) are written, before the commit, as one create-only object
-   (``storage.heartbeats.archive``; in parallel on a remote bucket), whose name and sha256 the
-   attempt's ``UsageMetered`` events record (``tune admin audit`` recomputes the usage from them).
+   Archive: the signed heartbeats of the batch of every job attempt metered in the user's commit
+   (those that agree with their attempt's placement and lease) are written, before the commit, as
+   one create-only object (``storage.heartbeats.archive``), whose name and sha256 every
+   ``UsageMetered`` event of the commit records (``tune admin audit`` recomputes the usage from
+   it). One object per user per batch, not one per job attempt: over Pub/Sub a batch holds ~360
+   heartbeats of ~170-200 attempts (``bench/bench_ledger.py``: 200 jobs of 20 users). An object
+   per attempt, 8 created at once, made signatures + archive cost +95-160 us of CPU per heartbeat;
+   one per user (~20 a batch), +27-40 us; 32 creates at once still took 3.7x the wall time of the
+   per-user objects (a busy 2-core machine, folder bucket).
 3. Limits (``runners.ledger.limits``): the user's net spend per period comes from the same
    fold as billing.json (``runners.ledger.spend``); alerts at the thresholds of each job's
    ``max_cost`` and of the monthly budget, and a ``budget_exceeded`` stop request where the
@@ -77,6 +82,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
+import msgspec
+
 from domain.aggregate_cache import AggregateCache
 from domain.budget import DEFAULT_THRESHOLDS_PCT
 from domain.cumulative import AttemptMeter
@@ -121,6 +128,7 @@ from storage.eventstore import pinned_reads
 from storage.eventstore.log import io_workers_for
 from storage.heartbeats import (
     Archive,
+    ArchivedAttempt,
     ArchiveHeader,
     Heartbeat,
     HeartbeatSubscriber,
@@ -135,7 +143,6 @@ log = logging.getLogger(__name__)
 
 _TRIES = 10
 _LINGER_FRACTION = 50  # linger only after a batch of at most max_batch / 50 heartbeats
-_ARCHIVE_WRITERS = 8  # archive objects created at once, at least
 _SECRETS_KEPT = 100_000  # derived attempt secrets cached (one HMAC saved per heartbeat)
 _STOP_LATENCIES_KEPT = 20  # the stop latency allowed for is the longest of the last these many
 _STOP_LATENCY_MAX_MS = 600_000  # one runner that took longer is not allowed for beyond this
@@ -172,7 +179,7 @@ class LedgerStats:
     gpu_clamped: int = 0
     """Heartbeats whose cumulative GPU time was cut to the wall time the ledger saw their attempt run."""
     archives: int = 0
-    """Raw heartbeat archive objects written (one per job attempt per batch)."""
+    """Raw heartbeat archive objects written (one per user per batch)."""
     events: int = 0
     commits: int = 0
     conflicts: int = 0
@@ -308,9 +315,6 @@ class LedgerWorker:
         self._sweeper: threading.Thread | None = None
         parallel = io_workers_for(bucket) if parallel is None else parallel
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="ledger") if parallel > 1 else None
-        # archive writes: their own pool (a user's plan runs on ``_pool`` and waits for them), on a folder
-        # too: creating a file is system calls that let go of the GIL (8 threads: 3x one, measured)
-        self._writers = ThreadPoolExecutor(max(_ARCHIVE_WRITERS, parallel), thread_name_prefix="archive")
 
     # ---- lifecycle ----
 
@@ -328,7 +332,6 @@ class LedgerWorker:
             self._sweeper.join(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        self._writers.shutdown(wait=True)
 
     def __enter__(self) -> LedgerWorker:
         return self
@@ -571,7 +574,8 @@ class _UserBatch:
         self.worker, self.app, self.user_id, self.jobs = worker, app, user_id, jobs
         self.prices, self.at, self.spend = prices, at, spend
         self.outcome = _UserOutcome(at=at)
-        self.archives: list[_PendingArchive] = []
+        self.archived: list[tuple[ArchivedAttempt, list[Heartbeat]]] = []
+        self.archive: _PendingArchive | None = None
         self.worker_written: set[str] = written
         self.parts: dict[str, _Metered] = {}
         self.rejections: dict[str, list[RejectedHeartbeats]] = {}
@@ -602,8 +606,9 @@ class _UserBatch:
     ) -> list[UsageRun]:
         """The job's heartbeats that agree with their attempt's placement and lease, not metered
         yet, their times bounded by the ledger's clock, priced by the placement, each metered as
-        the increase of its attempt's cumulative total, in runs that name the attempt's archive
-        (the refused are logged and counted; the rejected kept for ``rejected_heartbeats``)."""
+        the increase of its attempt's cumulative total, in runs (named with the archive by
+        ``archive_runs``; the refused are logged and counted; the rejected kept for
+        ``rejected_heartbeats``)."""
         counts, bounds = self.outcome.counts, self.worker.bounds
         placements = _Placements(attempts or {}, gpu_type, gpu_count)
         placed, rejected = placements.split(job_id, attempt, self.jobs[job_id])
@@ -643,14 +648,14 @@ class _UserBatch:
         placed_count = placements.of(attempt)[1]
         bounded = bound_clocks(priced, placed_count, meters, bounds)
         self._log_clocks(job_id, clock_clamped, bounded.gpu_clamped)
-        archives = {
-            a: self._archive(job_id, a, placed, refused.get(a, []), placed_count)
-            for a in dict.fromkeys(h.attempt for h, _ in priced)
-            if self.worker.archive_heartbeats
-        }
+        for a in dict.fromkeys(h.attempt for h, _ in priced):
+            entry = ArchivedAttempt(
+                job_id=job_id, attempt=a, bound_count=placed_count, refused=refused.get(a, [])
+            )
+            self.archived.append((entry, [h for h in placed if h.attempt == a]))
         last = bounded.increases[-1]
         self.parts[job_id] = _Metered(last.heartbeat, last.price, last.gpu_ms)
-        runs = usage_runs(bounded.increases, meters, {a: (x.name, x.sha256) for a, x in archives.items()})
+        runs = usage_runs(bounded.increases, meters)
         counts.metered += sum(run.heartbeats for run in runs)
         return runs
 
@@ -673,39 +678,30 @@ class _UserBatch:
                 gpu_clamped,
             )
 
-    def _archive(
-        self, job_id: str, attempt: int, received: list[Heartbeat], refused: list[int], gpu_count: int
-    ) -> _PendingArchive:
-        """The archive object of the attempt's heartbeats in the batch (written by ``before_commit``)."""
+    def archive_runs(self, runs: Mapping[str, Sequence[UsageRun]]) -> Mapping[str, Sequence[UsageRun]]:
+        """``runs``, each naming the archive of every attempt ``usage_runs`` metered (``before_commit``
+        writes it)."""
+        if not self.archived or not self.worker.archive_heartbeats:
+            return runs
         bounds = self.worker.bounds
         header = ArchiveHeader(
             received=self.at,
             clock_bound_ms=bounds.clock_bound // timedelta(milliseconds=1),
             gpu_tolerance_ms=bounds.gpu_tolerance // timedelta(milliseconds=1),
-            bound_count=gpu_count,
-            refused=refused,
+            attempts=[entry for entry, _ in self.archived],
         )
-        mine = [h for h in received if h.attempt == attempt]
-        archive = encode_archive(header, mine)
-        seqs = [h.seq for h in mine]
-        name = layout.heartbeat_archive(self.user_id, job_id, attempt, min(seqs), max(seqs), archive.sha256)
-        pending = _PendingArchive(name, archive)
-        self.archives.append(pending)
-        return pending
+        archive = encode_archive(header, [h for _, beats in self.archived for h in beats])
+        name = layout.heartbeat_batch(self.user_id, self.at, archive.sha256)
+        self.archive = _PendingArchive(name, archive)
+        named = {"archive": name, "archive_sha256": archive.sha256}
+        return {job_id: [msgspec.structs.replace(run, **named) for run in rs] for job_id, rs in runs.items()}
 
     def before_commit(self) -> None:
-        """Create every archive the runs name (in parallel on a remote bucket); an object already
-        there with the same bytes (this batch, tried again) is fine."""
-        pending = [a for a in self.archives if a.name not in self.worker_written]
-        writers = self.worker._writers
-        if len(pending) > 1:
-            for future in [writers.submit(self._create, a) for a in pending]:
-                future.result()
-        else:
-            for archive in pending:
-                self._create(archive)
-
-    def _create(self, pending: _PendingArchive) -> None:
+        """Create the archive the runs name; an object already there with the same bytes (this
+        batch, tried again) is fine."""
+        pending = self.archive
+        if pending is None or pending.name in self.worker_written:
+            return
         bucket = self.worker.bucket
         try:
             bucket.create(pending.name, pending.archive.data)

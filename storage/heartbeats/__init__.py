@@ -7,7 +7,15 @@ deliver at least once, in order per job, in batches, acking after the handler.
 ``storage.heartbeats.archive``: the ledger's raw heartbeat archive objects.
 """
 
-from storage.heartbeats.archive import ARCHIVE_FORMAT, Archive, ArchiveHeader, decode_archive, encode_archive
+from storage.heartbeats.archive import (
+    ARCHIVE_FORMAT,
+    ARCHIVE_FORMAT_V1,
+    Archive,
+    ArchivedAttempt,
+    ArchiveHeader,
+    decode_archive,
+    encode_archive,
+)
 from storage.heartbeats.direct import DirectTransport
 from storage.heartbeats.heartbeat import (
     Heartbeat,
@@ -30,8 +38,10 @@ from storage.heartbeats.transport import (
 
 __all__ = [
     "ARCHIVE_FORMAT",
+    "ARCHIVE_FORMAT_V1",
     "Archive",
     "ArchiveHeader",
+    "ArchivedAttempt",
     "DirectTransport",
     "Handler",
     "Heartbeat",

@@ -1,5 +1,6 @@
 """Ledger properties: exact billing of cumulative heartbeats under duplicates, reordering, losses,
-retries, skewed clocks, forged signatures and price changes; replay equals the projection; a lost
+retries, skewed clocks, forged signatures and price changes; replay equals the projection, and the
+raw heartbeat archive recomputes every metered usage (the metering audit is clean); a lost
 or late heartbeat loses nothing and the final one settles its attempt; a limit is passed by at most
 one heartbeat interval of cost."""
 
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 from domain.job import JobState
 from domain.money import cost_usd_micros, period_of
-from projections.replay import replay
+from projections.metering_audit import audit_metering
+from projections.replay import read_events, replay
 from storage.heartbeats import Heartbeat, attempt_secret, verify_heartbeat
 from storage.layout import user_partition
 from tests.unit.ledger.builders import A100, HEARTBEAT_KEY, T0, Platform, sign
@@ -217,6 +219,9 @@ def check_billing(platform: Platform, fold: Fold) -> None:
     platform.projector.catch_up(partition)
     for name in part.views.names():  # replay from position 0 == what the projector wrote
         assert platform.bucket.read(name) == part.views.render(name), name
+    audit = audit_metering(platform.bucket, (e for _, e in read_events(app)), HEARTBEAT_KEY)
+    assert audit.ok, audit.differences  # each batch's archive (one object per user) gives the usage again
+    assert audit.not_archived == 0
 
 
 def metered_ms(platform: Platform, job_id: str) -> dict[int, int]:

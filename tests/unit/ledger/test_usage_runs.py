@@ -10,8 +10,8 @@ from runners.ledger.usage_runs import Increase, by_user_and_job, fresh_heartbeat
 from tests.unit.ledger.builders import A100, T0, beat
 
 
-def runs_of(priced: list, meters: dict | None = None, archives: dict | None = None) -> list:  # type: ignore[type-arg]
-    return usage_runs([Increase(h, p, 1000) for h, p in priced], meters or {}, archives)
+def runs_of(priced: list, meters: dict | None = None) -> list:  # type: ignore[type-arg]
+    return usage_runs([Increase(h, p, 1000) for h, p in priced], meters or {})
 
 
 def keys(heartbeats: list) -> list[tuple[int, int]]:
@@ -38,15 +38,15 @@ def test_a_gap_in_seq_is_fine() -> None:
     assert fresh.dropped == 0
 
 
-def test_one_run_per_group_carrying_the_summed_increases_its_archive_and_anchor() -> None:
+def test_one_run_per_group_carrying_the_summed_increases_and_anchor() -> None:
     hbs = [beat("j1", s) for s in (1, 2, 3)]
     increases = [Increase(h, 2_100_000, 1000 + h.seq) for h in hbs]
     meters = {1: AttemptMeter(seq=3, ms=3006, anchor_at=T0, anchor_ms=0)}
-    (run,) = usage_runs(increases, meters, {1: ("users/u1/heartbeats/j1/1/1-3.x.jsonl", "ab" * 32)})
+    (run,) = usage_runs(increases, meters)
     assert (run.first_seq, run.last_seq, run.gpu_ms, run.heartbeats) == (1, 3, 3006, 3)
     assert run.key == UsageGroupKey("2026-03", "j1", A100, 1, 2_100_000)
     assert run.last_at == hbs[-1].at
-    assert (run.archive, run.archive_sha256) == ("users/u1/heartbeats/j1/1/1-3.x.jsonl", "ab" * 32)
+    assert (run.archive, run.archive_sha256) == (None, None)  # named by the worker, once all are known
     assert (run.anchor_at, run.anchor_ms) == (T0, 0)
 
 

@@ -240,6 +240,9 @@ class _RacingPlan:
     def usage_runs(self, *args: Any, **kwargs: Any) -> Any:
         return self._plan.usage_runs(*args, **kwargs)
 
+    def archive_runs(self, runs: Any) -> Any:
+        return self._plan.archive_runs(runs)
+
     def rejected_heartbeats(self, job_id: str) -> Any:
         return self._plan.rejected_heartbeats(job_id)
 

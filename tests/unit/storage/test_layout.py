@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from domain.errors import ValidationFailed
@@ -173,6 +175,7 @@ def _every_name() -> list[str]:
         layout.model_metadata(U, M),
         layout.base_model_prefix("tiny-llama") + "config.json",
         layout.heartbeat_archive(U, J, 2, 1, 40, "0f" * 32),
+        layout.heartbeat_batch(U, datetime(2026, 3, 10, 12, 0, 1, 2, tzinfo=UTC), "0f" * 32),
     ]
 
 
@@ -203,6 +206,9 @@ def test_every_name_the_functions_make_matches_a_pattern() -> None:
         "users/usr_1/heartbeats/job_1/1/1-3.0f0f0f0f0f0f0f0f.json",
         "users/usr_1/heartbeats/job_1/x/1-3.0f0f0f0f0f0f0f0f.jsonl",
         "users/usr_1/heartbeats/job_1/1/latest.jsonl",
+        "users/usr_1/heartbeats/20260310/120001000002.jsonl",
+        "users/usr_1/heartbeats/20260310/1200.0f0f0f0f0f0f0f0f.jsonl",
+        "users/usr_1/heartbeats/2026031/120001000002.0f0f0f0f0f0f0f0f.jsonl",
     ],
 )
 def test_a_key_outside_the_layout_is_refused(key: str) -> None:
@@ -217,3 +223,14 @@ def test_a_heartbeat_archive_is_named_by_its_job_attempt_seqs_and_digest() -> No
     for bad in ((-1, 1, 2, sha), (True, 1, 2, sha), (1, 1, 2, "ABC"), (1, -3, 2, sha)):
         with pytest.raises(ValueError):
             layout.heartbeat_archive(U, J, *bad)  # type: ignore[arg-type]
+
+
+def test_a_heartbeat_batch_is_named_by_its_user_utc_receive_time_and_digest() -> None:
+    sha = "0123456789abcdef" * 4
+    received = datetime(2026, 3, 10, 1, 2, 3, 4567, tzinfo=timezone(timedelta(hours=2)))
+    name = f"users/{U}/heartbeats/20260309/230203004567.0123456789abcdef.jsonl"
+    assert layout.heartbeat_batch(U, received, sha) == name
+    assert layout.check_key(name) == "heartbeat batch"
+    for bad in ((received.replace(tzinfo=None), sha), (received, "ABC")):
+        with pytest.raises(ValueError):
+            layout.heartbeat_batch(U, *bad)
