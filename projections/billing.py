@@ -42,8 +42,11 @@ __all__ = [
     "BillingState",
     "BillingView",
     "HistoryView",
+    "as_of",
     "billing_view",
+    "current_as_of",
     "fold",
+    "history_as_of",
     "history_view",
     "touched",
 ]
@@ -393,23 +396,32 @@ def as_of(billing: Any, history: Any, period: str, *, empty_period: Callable[[st
     month's alerts, and the current month is ``empty_period(period)`` with no alerts and the whole
     budget remaining. Views whose current period is ``period`` are returned as they are.
     """
+    return current_as_of(billing, period, empty_period=empty_period), history_as_of(billing, history, period)
+
+
+def current_as_of(billing: Any, period: str, *, empty_period: Callable[[str], Any]) -> Any:
+    """``billing.json`` as of ``period`` (``as_of``): what ``/billing/usage`` needs, without the history."""
     current = billing.current_period
     if current is not None and current.period == period:
-        return billing, history
-    if current is not None:
-        closed = replace(current, alerts=list(billing.alerts))
-        history = replace(
-            history,
-            periods=[closed, *(p for p in history.periods if p.period != current.period)],
-            position=max(history.position, billing.position),
-        )
+        return billing
     budget = billing.budget
-    billing = replace(
+    return replace(
         billing,
         current_period=empty_period(period),
         alerts=[],
         remaining=budget.monthly_limit if budget else None,
         remaining_usd_micros=budget.monthly_limit_usd_micros if budget else None,
     )
-    return billing, history
 
+
+def history_as_of(billing: Any, history: Any, period: str) -> Any:
+    """``billing_history.json`` as of ``period`` (``as_of``): led by the stored month if it is over."""
+    current = billing.current_period
+    if current is None or current.period == period:
+        return history
+    closed = replace(current, alerts=list(billing.alerts))
+    return replace(
+        history,
+        periods=[closed, *(p for p in history.periods if p.period != current.period)],
+        position=max(history.position, billing.position),
+    )
