@@ -136,7 +136,7 @@ def fold_events(jobs: int, period: str = CURRENT) -> list[Any]:
     return events
 
 
-def time_fold(events: list[Any], rounds: int = 3) -> float:
+def time_fold(events: list[Any], rounds: int = 5) -> float:
     """The best of ``rounds`` folds of ``events`` from an empty state, in seconds."""
     from projections import billing
 
