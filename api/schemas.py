@@ -457,10 +457,13 @@ class Billing(_Out):
 
 
 class BillingHistory(_Out):
-    """Closed months, newest first."""
+    """Closed months, newest first: all of them, or a page with ``limit`` / ``after``. ``has_more``:
+    older months follow; ``next``: the cursor to pass as ``after`` for them (None at the end)."""
 
     periods: list[Period] = msgspec.field(default_factory=list)
     position: int = 0
+    has_more: bool = False
+    next: str | None = None
 
 
 class Pricing(_Out):

@@ -8,6 +8,10 @@ loop running) then serves
   gets), with ``limit=20`` (a page) and with ``state=queued`` too (one job in 20 is queued):
   p50 / p99 of one call and requests/s of one client calling in a loop (in process: no socket,
   no gzip);
+* ``GET /billing/usage`` (the current month: the last ``CURRENT_JOBS`` jobs' usage, the others
+  spread over the twelve months before) and ``GET /billing/history`` whole and a page of 3 months;
+* the billing fold (``projections.billing.fold``, what the projector and the ledger fold) over
+  the user's decoded events, timed alone;
 * the projector's cost per job state change: a job queued, started, then succeeded, each one
   commit, then ``catch_up`` timed (p50, mean); and, where the complete listings are coalesced,
   the cost of writing them once (what the loop pays at most once per interval per user).
@@ -16,11 +20,16 @@ loop running) then serves
   server writes it) on a local folder bucket, then a fresh process (no cache, nothing verified yet)
   opens the partition and submits a job: that call is timed, with the process's peak memory.
 
+``--fold 2500 5000 10000`` times the billing fold alone over those many jobs' events, all metered
+in one month (the case the fold once copied the month's jobs for on every usage event), and
+prints the time per size with its ratio to the smallest against the ratio of events.
+
 Given ``--before DIR`` (another checkout, e.g. ``git archive main | tar -x -C DIR``), each size is
 also measured on that code in a child process, and each figure is printed as before / after with
 their ratio (on an older release ``limit`` is ignored: its page of 20 is the whole list).
 
     .venv/bin/python bench/bench_history.py [--jobs 1000 10000] [--before /tmp/main]
+    .venv/bin/python bench/bench_history.py --fold 2500 5000 10000 [--before /tmp/main]
     .venv/bin/python bench/bench_history.py --smoke   # seconds: only checks that it runs
 """
 
@@ -47,7 +56,16 @@ ROUTES = {
     "jobs, every one": ("/fine-tune/{u}/list", {}),
     "jobs, page of 20": ("/fine-tune/{u}/list", {"limit": "20"}),
     "jobs, page of 20, state=queued": ("/fine-tune/{u}/list", {"limit": "20", "state": "queued"}),
+    "billing usage": ("/billing/usage", {}),
+    "billing history, every month": ("/billing/history", {}),
+    "billing history, page of 3": ("/billing/history", {"limit": "3"}),
 }
+WHOLE = {"jobs, every one", "billing history, every month"}
+"""Routes whose reply grows with the history: called a tenth as often."""
+CURRENT = "2026-01"
+CURRENT_JOBS = 100
+"""The last this many jobs are metered in the current month, the others in the twelve before it."""
+NOW = datetime(2026, 1, 20, 12, tzinfo=UTC)
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -73,8 +91,20 @@ def _submit(user_id: str, job_id: str, at: datetime) -> Any:
     )
 
 
+def _month(n: int, jobs: int) -> str:
+    """The month job ``n`` of ``jobs`` is metered in (``CURRENT_JOBS`` last ones: ``CURRENT``)."""
+    if n >= jobs - CURRENT_JOBS:
+        return CURRENT
+    return f"2025-{1 + n * 12 // max(1, jobs - CURRENT_JOBS):02d}"
+
+
+def _meter(job: Any, period: str, at: datetime) -> None:
+    job.meter_usage(1, 0, 0, "a100-80gb", 1, 3_600_000, 2_100_000, period, at)
+
+
 def make_history(app: Any, user_id: str, jobs: int, at: datetime) -> None:
-    """``jobs`` finished jobs, 500 a commit for each step of their lives (and one in 20 left queued)."""
+    """``jobs`` finished jobs, 500 a commit for each step of their lives (and one in 20 left queued),
+    each that ran metered one hour (``_month``)."""
     for start in range(0, jobs, 500):
         batch = [
             _submit(user_id, f"j{n:06d}", at + timedelta(seconds=n))
@@ -90,8 +120,47 @@ def make_history(app: Any, user_id: str, jobs: int, at: datetime) -> None:
             job.start(1, later)
         app.save(*running)
         for job in running:
+            _meter(job, _month(int(job.job_id[1:]), jobs), later)
+        app.save(*running)
+        for job in running:
             job.mark_succeeded(later, metrics={"loss": 0.1})
         app.save(*running)
+
+
+def fold_events(jobs: int, period: str = CURRENT) -> list[Any]:
+    """The events of ``jobs`` jobs submitted, started and metered one hour in ``period``, unsaved."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    events: list[Any] = []
+    for n in range(jobs):
+        job = _submit("u1", f"j{n:06d}", at)
+        job.queue(at)
+        job.start(1, at)
+        _meter(job, period, at)
+        events += job.collect_events()
+    return events
+
+
+def time_fold(events: list[Any], rounds: int = 5) -> float:
+    """The best of ``rounds`` folds of ``events`` from an empty state, in seconds."""
+    from projections import billing
+
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        state = billing.BillingState()
+        for event in events:
+            state = billing.fold(state, event)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measure_fold(jobs: int) -> dict[str, Any]:
+    events = fold_events(jobs)
+    return {"events": len(events), "fold_s": time_fold(events)}
+
+
+def _kb(bucket: Any, name: str) -> float:
+    return len(bucket.read(name)) / 1024 if bucket.exists(name) else 0.0
 
 
 def measure(jobs: int, calls: int, changes: int) -> dict[str, Any]:
@@ -122,13 +191,19 @@ def measure(jobs: int, calls: int, changes: int) -> dict[str, Any]:
         rt.projector.catch_up(partition)
         out["history_s"] = time.perf_counter() - started
         out["jobs_json_kb"] = len(rt.bucket.read(layout.jobs(user_id))) / 1024
+        out["billing_kb"] = _kb(rt.bucket, layout.billing(user_id))
+        out["billing_history_kb"] = _kb(rt.bucket, layout.billing_history(user_id))
+        from projections.replay import read_events
+
+        out["fold_s"] = time_fold([event for _, event in read_events(app)])
         with TestClient(create_app(settings, runtime=rt)) as client:
             login = {"email": "heavy@example.com", "password": "pw-correct horse battery"}
             token = client.post("/auth/login", json=login).json()["token"]
             headers = {"Authorization": f"Bearer {token}"}
+            rt.clock = lambda: NOW  # in the current month
             for label, (path, params) in ROUTES.items():
                 url = path.format(u=user_id)
-                n = max(10, calls // 10) if not params else calls
+                n = max(10, calls // 10) if label in WHOLE else calls
                 assert client.get(url, params=params, headers=headers).status_code == 200
                 samples = []
                 for _ in range(n):
@@ -230,11 +305,11 @@ def restarted(root: Path) -> dict[str, Any]:
     return out
 
 
-def child(code: Path, jobs: int, calls: int, changes: int) -> dict[str, Any]:
+def child(code: Path, jobs: int, calls: int, changes: int, *, fold: bool = False) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, __file__, "--child", "--jobs", str(jobs), "--calls", str(calls),
-         "--changes", str(changes)],
+         "--changes", str(changes), *(["--fold", str(jobs)] if fold else [])],
         cwd=code, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if done.returncode != 0:
@@ -249,7 +324,11 @@ def _row(label: str, before: float | None, after: float, unit: str) -> str:
 
 
 def report(jobs: int, after: dict[str, Any], before: dict[str, Any] | None) -> None:
-    made = f"jobs.json {after['jobs_json_kb']:,.0f} KB; history made in {after['history_s']:.1f}s"
+    made = (
+        f"jobs.json {after['jobs_json_kb']:,.0f} KB, billing.json {after['billing_kb']:,.0f} KB, "
+        f"billing_history.json {after['billing_history_kb']:,.0f} KB; "
+        f"history made in {after['history_s']:.1f}s"
+    )
     print(f"{jobs:,} jobs ({made}):")
     for label in ROUTES:
         a, b = after[label], (before or {}).get(label)
@@ -257,6 +336,8 @@ def report(jobs: int, after: dict[str, Any], before: dict[str, Any] | None) -> N
         print(_row(f"{label}: p99", b and b["p99_ms"], a["p99_ms"], "ms"))
         rps = f"{b['rps']:,.0f} -> " if b else ""
         print(f"  {label + ': requests/s (1 client)':<44} {rps}{a['rps']:,.0f}  ({a['kb']:.1f} KB a reply)")
+    b = (before or {}).get("fold_s")
+    print(_row("billing fold of the user's events", b and b * 1e3, after["fold_s"] * 1e3, "ms"))
     b = (before or {}).get("projector")
     print(_row("projector per job state change: p50", b and b["p50_ms"], after["projector"]["p50_ms"], "ms"))
     print(
@@ -280,14 +361,24 @@ def main() -> None:
         "--changes", type=int, default=30, help="jobs whose state changes are caught up one by one"
     )
     parser.add_argument("--before", type=Path, default=None, help="a checkout of the code to compare with")
+    parser.add_argument(
+        "--fold", type=int, nargs="+", default=None, help="only time the billing fold at these many jobs"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--restart", type=Path, default=None, help=argparse.SUPPRESS)
     args = parse_args(parser, jobs=[60, 300], calls=20, changes=4)
     if args.child:
-        print(json.dumps({**measure(args.jobs[0], args.calls, args.changes), **first_write(args.jobs[0])}))
+        if args.fold:
+            print(json.dumps(measure_fold(args.fold[0])))
+        else:
+            measured = measure(args.jobs[0], args.calls, args.changes)
+            print(json.dumps({**measured, **first_write(args.jobs[0])}))
         return
     if args.restart:
         print(json.dumps(restarted(args.restart)))
+        return
+    if args.fold:
+        fold_sizes(args.fold, args.before)
         return
     results = {}
     for jobs in args.jobs:
@@ -300,8 +391,43 @@ def main() -> None:
         page = "jobs, page of 20"
         ratio = results[large][page]["p50_ms"] / results[small][page]["p50_ms"]
         change = results[large]["projector"]["p50_ms"] / results[small]["projector"]["p50_ms"]
+        usage = results[large]["billing usage"]["p50_ms"] / results[small]["billing usage"]["p50_ms"]
+        fold = results[large]["fold_s"] / results[small]["fold_s"]
         sizes = f"{large:,} vs {small:,} jobs"
-        print(f"{sizes}: page of 20 p50 {ratio:.2f}x, projector per change p50 {change:.2f}x")
+        print(
+            f"{sizes}: page of 20 p50 {ratio:.2f}x, billing usage p50 {usage:.2f}x, "
+            f"projector per change p50 {change:.2f}x, "
+            f"billing fold {fold:.2f}x for {large / small:.0f}x the jobs"
+        )
+
+
+def fold_sizes(sizes: list[int], before: Path | None) -> None:
+    """The billing fold alone at each size (all usage in one month), before / after."""
+    found: dict[str, dict[int, dict[str, Any]]] = {"after": {}}
+    if before is not None:
+        found["before"] = {}
+    for jobs in sizes:
+        for which in found:
+            code = before if which == "before" else HERE.parent
+            assert code is not None
+            found[which][jobs] = child(code, jobs, 0, 0, fold=True)
+    small = min(sizes)
+    print("billing fold, every job's usage in one month:")
+    for jobs in sizes:
+        after = found["after"][jobs]
+        b = found.get("before", {}).get(jobs)
+        print(
+            _row(
+                f"{jobs:,} jobs ({after['events']:,} events)",
+                b and b["fold_s"] * 1e3,
+                after["fold_s"] * 1e3,
+                "ms",
+            )
+        )
+        for which, runs in found.items():
+            events = runs[jobs]["events"] / runs[small]["events"]
+            time_ratio = runs[jobs]["fold_s"] / runs[small]["fold_s"]
+            print(f"    {which}: {events:.1f}x the events of {small:,} jobs, {time_ratio:.2f}x the time")
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ __all__ = [
     "BillingState",
     "BillingView",
     "HistoryView",
+    "as_of",
     "billing_view",
+    "current_as_of",
     "fold",
+    "history_as_of",
     "history_view",
     "touched",
 ]
@@ -82,72 +85,142 @@ class BudgetAlert(msgspec.Struct, frozen=True):
     at: datetime
 
 
-class PeriodState(msgspec.Struct, frozen=True):
+class PeriodState:
     """One month: usage groups per job, the latest price seen per GPU type, budget alerts, and the
     total: the sum of the jobs' costs, kept as each job's cost changes (the ledger reads it every
-    commit; summing every job of the month each time grew with the month)."""
+    commit; summing every job of the month each time grew with the month). Changed in place by
+    ``fold`` (a job's groups are replaced, never changed: a copy of ``jobs`` shares them)."""
 
-    period: str
-    jobs: dict[str, tuple[usage.Group, ...]] = msgspec.field(default_factory=dict)
-    latest_rate: dict[str, int] = msgspec.field(default_factory=dict)
-    alerts: tuple[BudgetAlert, ...] = ()
-    total_usd_micros: int = 0
-    serving: tuple[usage.ServingGroup, ...] = ()
+    __slots__ = ("alerts", "jobs", "latest_rate", "period", "serving", "total_usd_micros")
+
+    def __init__(
+        self,
+        period: str,
+        jobs: dict[str, tuple[usage.Group, ...]] | None = None,
+        latest_rate: dict[str, int] | None = None,
+        alerts: tuple[BudgetAlert, ...] = (),
+        total_usd_micros: int = 0,
+        serving: tuple[usage.ServingGroup, ...] = (),
+    ) -> None:
+        self.period = period
+        self.jobs = {} if jobs is None else jobs
+        self.latest_rate = {} if latest_rate is None else latest_rate
+        self.alerts = alerts
+        self.total_usd_micros = total_usd_micros
+        self.serving = serving
+
+    def _content(self) -> tuple[Any, ...]:
+        return (self.period, self.jobs, self.latest_rate, self.alerts, self.total_usd_micros, self.serving)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PeriodState) and self._content() == other._content()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PeriodState({self.period!r}, {len(self.jobs)} jobs, total {self.total_usd_micros})"
+
+    def copy(self) -> PeriodState:
+        return PeriodState(
+            self.period,
+            dict(self.jobs),
+            dict(self.latest_rate),
+            self.alerts,
+            self.total_usd_micros,
+            self.serving,
+        )
 
 
-class BillingState(msgspec.Struct, frozen=True):
-    job_ids: dict[UUID, str] = msgspec.field(default_factory=dict)
-    periods: dict[str, PeriodState] = msgspec.field(default_factory=dict)
-    budget: BudgetLimit | None = None
-    current: str | None = None
+class BillingState:
+    """A user's billing as far as some event: the job ids by aggregate id, the months, the budget.
 
+    ``fold`` changes it in place, each event at a cost independent of the history (no map is copied
+    per event: folding a partition is linear in its events). ``fork()`` gives a state to fold
+    further without changing this one (the ledger's pending batch): the two share the job-id map
+    and the months, and each copies the map or a month the first time it changes it (copy on
+    write: one copy of a touched month per fork, not one per event).
+    """
 
-def _with_period(state: BillingState, period: PeriodState) -> BillingState:
-    current = max(state.current or period.period, period.period)
-    return replace(state, periods={**state.periods, period.period: period}, current=current)
+    __slots__ = ("_own_job_ids", "_own_periods", "budget", "current", "job_ids", "periods")
+
+    def __init__(self) -> None:
+        self.job_ids: dict[UUID, str] = {}
+        self.periods: dict[str, PeriodState] = {}
+        self.budget: BudgetLimit | None = None
+        self.current: str | None = None
+        self._own_job_ids = True
+        self._own_periods: set[str] = set()
+        """The months this state may change in place (not shared with a fork)."""
+
+    def __eq__(self, other: object) -> bool:
+        """Equal content (what each owns aside)."""
+        if not isinstance(other, BillingState):
+            return False
+        mine = (self.job_ids, self.periods, self.budget, self.current)
+        return mine == (other.job_ids, other.periods, other.budget, other.current)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def fork(self) -> BillingState:
+        """A state equal to this one, folded on independently of it (see the class docstring)."""
+        other = BillingState()
+        other.job_ids, other.periods = self.job_ids, dict(self.periods)
+        other.budget, other.current = self.budget, self.current
+        other._own_job_ids = self._own_job_ids = False
+        self._own_periods = set()
+        return other
+
+    def add_job(self, originator_id: UUID, job_id: str) -> None:
+        if not self._own_job_ids:
+            self.job_ids, self._own_job_ids = dict(self.job_ids), True
+        self.job_ids[originator_id] = job_id
+
+    def period_to_change(self, name: str) -> PeriodState:
+        """The month ``name`` (new if it has no event yet), this state's own to change; it becomes the
+        current month if it is the latest."""
+        period = self.periods.get(name)
+        if period is None or name not in self._own_periods:
+            period = self.periods[name] = PeriodState(name) if period is None else period.copy()
+            self._own_periods.add(name)
+        if self.current is None or name > self.current:
+            self.current = name
+        return period
 
 
 def fold(state: BillingState, event: Any) -> BillingState:
-    """The user's billing after one event (pure)."""
+    """Fold one event into ``state`` (changed in place, and returned: ``state.fork()`` first to keep it)."""
     name = event_name(event)
     if name == "Job.Submitted":
-        return replace(state, job_ids={**state.job_ids, event.originator_id: event.job_id})
-    if name in ("Job.UsageMetered", "Job.UsageCredited"):
+        state.add_job(event.originator_id, event.job_id)
+    elif name in ("Job.UsageMetered", "Job.UsageCredited"):
         job_id = state.job_ids[event.originator_id]
-        period = state.periods.get(event.period) or PeriodState(event.period)
+        period = state.period_to_change(event.period)
         before = period.jobs.get(job_id, ())
-        metered = name == "Job.UsageMetered"
-        groups = usage.add(before, event) if metered else usage.credit(before, event)
-        rates = {**period.latest_rate, event.gpu_type: event.usd_micros_per_hour} if metered else None
-        period = replace(
-            period,
-            jobs={**period.jobs, job_id: groups},
-            latest_rate=period.latest_rate if rates is None else rates,
-            total_usd_micros=period.total_usd_micros
-            + usage.cost_usd_micros(groups)
-            - usage.cost_usd_micros(before),
-        )
-        return _with_period(state, period)
-    if name == _SERVED:
-        period = state.periods.get(event.period) or PeriodState(event.period)
+        if name == "Job.UsageMetered":
+            groups = usage.add(before, event)
+            period.latest_rate[event.gpu_type] = event.usd_micros_per_hour
+        else:
+            groups = usage.credit(before, event)
+        period.jobs[job_id] = groups
+        period.total_usd_micros += usage.cost_usd_micros(groups) - usage.cost_usd_micros(before)
+    elif name == _SERVED:
+        period = state.period_to_change(event.period)
         served = usage.add_served(period.serving, event)
         added = usage.served_cost_usd_micros(served) - usage.served_cost_usd_micros(period.serving)
-        period = replace(period, serving=served, total_usd_micros=period.total_usd_micros + added)
-        return _with_period(state, period)
-    if name == "Budget.BudgetSet":
-        budget = BudgetLimit(event.monthly_limit_usd_micros, tuple(event.thresholds_pct), event.at)
-        return replace(state, budget=budget)
-    if name == "Budget.AlertRaised":
+        period.serving, period.total_usd_micros = served, period.total_usd_micros + added
+    elif name == "Budget.BudgetSet":
+        state.budget = BudgetLimit(event.monthly_limit_usd_micros, tuple(event.thresholds_pct), event.at)
+    elif name == "Budget.AlertRaised":
         alert = BudgetAlert(
             event.period, event.threshold_pct, event.spent_usd_micros, event.limit_usd_micros, event.at
         )
-        period = state.periods.get(event.period) or PeriodState(event.period)
-        return _with_period(state, replace(period, alerts=(*period.alerts, alert)))
+        period = state.period_to_change(event.period)
+        period.alerts = (*period.alerts, alert)
     return state
 
 
-def touched(old: BillingState, new: BillingState, event: Any) -> set[str]:
-    """Which of BILLING / HISTORY an event changed."""
+def touched(current_before: str | None, new: BillingState, event: Any) -> set[str]:
+    """Which of BILLING / HISTORY an event changed (``current_before``: the current month before it)."""
     name = event_name(event)
     if name == "Budget.BudgetSet":
         return {BILLING}
@@ -155,7 +228,7 @@ def touched(old: BillingState, new: BillingState, event: Any) -> set[str]:
         return set()
     if event.period != new.current:
         return {HISTORY}
-    if old.current is not None and old.current != new.current:
+    if current_before is not None and current_before != new.current:
         return {BILLING, HISTORY}
     return {BILLING}
 
@@ -382,22 +455,32 @@ def as_of(billing: Any, history: Any, period: str, *, empty_period: Callable[[st
     month's alerts, and the current month is ``empty_period(period)`` with no alerts and the whole
     budget remaining. Views whose current period is ``period`` are returned as they are.
     """
+    return current_as_of(billing, period, empty_period=empty_period), history_as_of(billing, history, period)
+
+
+def current_as_of(billing: Any, period: str, *, empty_period: Callable[[str], Any]) -> Any:
+    """``billing.json`` as of ``period`` (``as_of``): what ``/billing/usage`` needs, without the history."""
     current = billing.current_period
     if current is not None and current.period == period:
-        return billing, history
-    if current is not None:
-        closed = replace(current, alerts=list(billing.alerts))
-        history = replace(
-            history,
-            periods=[closed, *(p for p in history.periods if p.period != current.period)],
-            position=max(history.position, billing.position),
-        )
+        return billing
     budget = billing.budget
-    billing = replace(
+    return replace(
         billing,
         current_period=empty_period(period),
         alerts=[],
         remaining=budget.monthly_limit if budget else None,
         remaining_usd_micros=budget.monthly_limit_usd_micros if budget else None,
     )
-    return billing, history
+
+
+def history_as_of(billing: Any, history: Any, period: str) -> Any:
+    """``billing_history.json`` as of ``period`` (``as_of``): led by the stored month if it is over."""
+    current = billing.current_period
+    if current is None or current.period == period:
+        return history
+    closed = replace(current, alerts=list(billing.alerts))
+    return replace(
+        history,
+        periods=[closed, *(p for p in history.periods if p.period != current.period)],
+        position=max(history.position, billing.position),
+    )

@@ -278,8 +278,9 @@ class UserPartition(Partition):
         self._route(billing.EVENTS, self._apply_billing)
 
     def _apply_billing(self, event: Any) -> None:
-        old, self.billing = self.billing, billing.fold(self.billing, event)
-        changed = billing.touched(old, self.billing, event)
+        before = self.billing.current
+        billing.fold(self.billing, event)
+        changed = billing.touched(before, self.billing, event)
         if billing.BILLING in changed:
             self.views.touch(layout.billing(self.user_id), self._billing_view)
         if billing.HISTORY in changed:

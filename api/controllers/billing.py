@@ -20,6 +20,7 @@ from api.schemas import (
     Pricing,
 )
 from api.services import BillingService, JobService
+from api.services.pages import DEFAULT_LIMIT, MAX_LIMIT
 from runtime.context import Runtime
 
 
@@ -36,10 +37,28 @@ class BillingController(Controller):
 
     @get("/history", operation_id="billing_history", responses=documented())
     async def history(
-        self, billing: NamedDependency[BillingService], runtime: NamedDependency[Runtime]
+        self,
+        billing: NamedDependency[BillingService],
+        runtime: NamedDependency[Runtime],
+        limit: Annotated[
+            int | None,
+            Parameter(
+                ge=1,
+                le=MAX_LIMIT,
+                description=f"a page of at most this many months (default {DEFAULT_LIMIT} with "
+                "``after``); without ``limit`` and ``after``, every closed month",
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            Parameter(
+                max_length=200, description="the ``next`` cursor of the previous page: the months after it"
+            ),
+        ] = None,
     ) -> BillingHistory:
-        """Closed months, newest first."""
-        return await runtime.io(billing.history)
+        """Closed months, newest first: a page with ``limit`` / ``after`` (``has_more``, ``next``), all
+        of them without."""
+        return await runtime.io(billing.history, limit, after)
 
     @get("/pricing", operation_id="billing_pricing", responses=documented())
     async def pricing(

@@ -6,7 +6,7 @@ events past the last position it read (only those topics are decoded), through
 ``projections.billing.fold``: the ledger's limit decisions and the user's billing.json are
 the same function of the same events, so they agree to the micro-dollar; spend is net (credits
 count, as on the bill). ``after(events)``
-folds events not saved yet (a batch's pending ``UsageMetered``) onto a copy; ``advance`` takes
+folds events not saved yet (a batch's pending ``UsageMetered``) onto a fork; ``advance`` takes
 that state once they are saved, so the ledger's own commit is not read back.
 """
 
@@ -48,7 +48,7 @@ class UserSpend:
                 start=self.position + 1, limit=_PAGE, stop=head, topics=_TOPICS
             )
             for notification in page:
-                self.state = billing.fold(self.state, app.mapper.to_domain_event(notification))
+                billing.fold(self.state, app.mapper.to_domain_event(notification))
             if len(page) < _PAGE:
                 break
             self.position = page[-1].id
@@ -65,8 +65,9 @@ class UserSpend:
         return True
 
     def after(self, events: Iterable[Any]) -> billing.BillingState:
-        """The state with ``events`` (not saved yet) folded in; this object is unchanged."""
-        state = self.state
+        """The state with ``events`` (not saved yet) folded in; this object is unchanged (a fork of its
+        state: the months the events touch are copied once, not once an event)."""
+        state = self.state.fork()
         for event in events:
             state = billing.fold(state, event)
         return state

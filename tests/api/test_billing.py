@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from domain.money import cost_usd_micros, period_of
+from projections.store import ViewStore
+from storage import layout
+from storage.bucket import ObjectStat
 from tests.api.conftest import Api, User
+from tests.buckets import ForwardingBucket
 from tests.usage import meter as meter_run
 
 
@@ -150,3 +154,76 @@ def test_a_job_without_credits_shows_none_credited(api: Api, ann: User) -> None:
     assert (cost["credited_usd_micros"], cost["credited_gpu_ms"], cost["credits"]) == (0, 0, [])
     period = api.client.get("/billing/usage", headers=ann.headers).json()["current_period"]
     assert "credited_usd_micros" not in period and "credited_usd_micros" not in period["jobs"][0]
+
+
+def _months(api: Api, user: User, months: list[str]) -> None:
+    """A job metered once in each of ``months`` (one hour more in each later one)."""
+    job_id = running_job(api, user)
+    for seq, month in enumerate(months, 1):
+        meter(api, user, job_id, seq, 3_600_000 * seq, period=month)
+
+
+def test_history_pages_newest_first_and_without_parameters_is_whole(api: Api, ann: User) -> None:
+    months = [f"2025-{m:02d}" for m in range(1, 13)] + ["2026-01"]
+    api.rt.clock = lambda: datetime(2026, 1, 20, tzinfo=UTC)
+    _months(api, ann, months)
+    whole = api.client.get("/billing/history", headers=ann.headers).json()
+    assert [p["period"] for p in whole["periods"]] == months[-2::-1]  # 2026-01 is this month
+    assert whole["has_more"] is False and whole["next"] is None
+    seen, after, pages = [], None, 0
+    while True:
+        params = {"limit": "5", **({"after": after} if after else {})}
+        reply = api.client.get("/billing/history", params=params, headers=ann.headers)
+        assert reply.status_code == 200, reply.text
+        page = reply.json()
+        assert len(page["periods"]) <= 5 and page["position"] == whole["position"]
+        seen += page["periods"]
+        pages += 1
+        if not page["has_more"]:
+            assert page["next"] is None
+            break
+        after = page["next"]
+    assert pages == 3 and seen == whole["periods"]  # 5 + 5 + 2 months, each once, in order
+    only_after = api.client.get("/billing/history", params={"after": after}, headers=ann.headers).json()
+    assert [p["period"] for p in only_after["periods"]] == ["2025-02", "2025-01"]  # default limit
+
+
+def test_history_pages_include_a_month_the_clock_closed(api: Api, ann: User) -> None:
+    api.rt.clock = lambda: datetime(2026, 2, 10, tzinfo=UTC)
+    _months(api, ann, ["2025-12", "2026-01", "2026-02"])
+    api.rt.clock = lambda: datetime(2026, 3, 1, 0, 5, tzinfo=UTC)  # February is over, no March event yet
+    first = api.client.get("/billing/history", params={"limit": "2"}, headers=ann.headers).json()
+    assert [p["period"] for p in first["periods"]] == ["2026-02", "2026-01"] and first["has_more"]
+    rest = api.client.get("/billing/history", params={"after": first["next"]}, headers=ann.headers).json()
+    assert [p["period"] for p in rest["periods"]] == ["2025-12"] and not rest["has_more"]
+
+
+def test_history_refuses_a_bad_cursor_or_limit(api: Api, ann: User) -> None:
+    jobs_cursor = "WzEsImpvYnMiLCJ4Il0"  # a cursor of the jobs list
+    for params in ({"after": "nope"}, {"after": jobs_cursor}, {"limit": "0"}, {"limit": "101"}):
+        reply = api.client.get("/billing/history", params=params, headers=ann.headers)
+        assert reply.status_code == 400, (params, reply.text)
+
+
+def test_usage_reads_billing_json_alone(api: Api, ann: User) -> None:
+    """However long the history, ``/billing/usage`` reads one object: the current month's billing.json
+    (a server that did not write the views, so every read reaches the bucket)."""
+    api.rt.clock = lambda: datetime(2026, 1, 20, tzinfo=UTC)
+    _months(api, ann, [f"2025-{m:02d}" for m in range(1, 13)] + ["2026-01"])
+    reads: list[str] = []
+
+    class Recording(ForwardingBucket):
+        def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
+            reads.append(name)
+            return super().read_with_stat(name)
+
+        def read(self, name: str) -> bytes:
+            reads.append(name)
+            return super().read(name)
+
+    api.rt.views = ViewStore(Recording(api.rt.bucket))  # nothing fed by a projector: all read
+    usage = api.client.get("/billing/usage", headers=ann.headers).json()
+    assert usage["current_period"]["period"] == "2026-01"
+    mine = [name for name in reads if name.startswith(layout.user_partition(ann.user_id))]
+    assert mine == [layout.user_info(ann.user_id), layout.billing(ann.user_id)]  # the guard's, then ours
+    assert len(api.rt.bucket.read(mine[0])) < len(api.rt.bucket.read(layout.billing_history(ann.user_id)))

@@ -128,7 +128,7 @@ def test_a_new_month_moves_the_old_one_into_history_and_late_usage_lands_there()
     assert history["periods"][0]["start_date"] == "2024-03-01" and history["periods"][0]["alerts"] == []
     events = log.app.recorder.select_notifications(start=1, limit=1000)
     late = log.app.mapper.to_domain_event(events[-1])
-    assert billing.touched(old, new, late) == {billing.HISTORY}
+    assert billing.touched(old.current, new, late) == {billing.HISTORY}
 
 
 def test_budget_remaining_and_alerts_of_the_current_period() -> None:
@@ -168,8 +168,8 @@ def test_touched_names_the_views_an_event_changes() -> None:
     events = log.app.recorder.select_notifications(start=1, limit=1000)
     submitted = log.app.mapper.to_domain_event(events[0])
     budget_set = log.app.mapper.to_domain_event(events[-1])
-    assert billing.touched(billing.BillingState(), before, submitted) == set()
-    assert billing.touched(before, after, budget_set) == {billing.BILLING}
+    assert billing.touched(None, before, submitted) == set()
+    assert billing.touched(before.current, after, budget_set) == {billing.BILLING}
 
 
 def _as_served(log: UserLog) -> tuple[Any, Any]:
