@@ -283,11 +283,13 @@ def check_capped(platform: CappedPlatform, limit: int, what: str) -> Figures:
     # the cap: net <= limit; whatever ran past it is credited for the limit, and nothing else is
     assert figures.net <= limit, figures
     if figures.charged > limit:
-        assert figures.credit_reasons == {LIMIT_CREDIT} and figures.credited > 0, figures
-        # no more is credited than what ran past: the most milliseconds that fit stay charged
-        assert figures.net >= limit - cost_usd_micros(1, 1, CPU_PRICE), figures
+        # for the limit; on a loaded machine a slow runner may also have been taken for lost meanwhile
+        # (a platform fault, credited too): never anything else
+        assert figures.credit_reasons - {"lost"} <= {LIMIT_CREDIT} and figures.credited > 0, figures
+        if "lost" not in figures.credit_reasons:  # no more credited than what ran past the limit
+            assert figures.net >= limit - cost_usd_micros(1, 1, CPU_PRICE), figures
     else:
-        assert figures.credited == 0 and not figures.credit_reasons, figures
+        assert figures.credit_reasons <= {"lost"}, figures
     # stopped early, but not much: within a few intervals of the limit
     assert figures.charged >= limit - cost_usd_micros(round(3 * INTERVAL_S * 1000), 1, CPU_PRICE), figures
 
