@@ -183,9 +183,15 @@ class CappedPlatform:
         return self.job(), self.archived()
 
     def archived(self) -> list[Heartbeat]:
-        prefix = layout.heartbeats_prefix(USER, JOB, 1)
+        """The job's heartbeats in the archive objects its ``UsageMetered`` events name."""
+        names = dict.fromkeys(
+            e.archive for e in self.events() if isinstance(e, Job.UsageMetered) and e.archive is not None
+        )
         return [
-            h for name in self.bucket.list(prefix) for h in decode_archive(self.bucket.read(name)).heartbeats
+            h
+            for name in names
+            for h in decode_archive(self.bucket.read(name)).heartbeats
+            if (h.job_id, h.attempt) == (JOB, 1)
         ]
 
     def metered_seq(self) -> int:
