@@ -33,6 +33,7 @@ __all__ = [
     "Rate",
     "Retry",
     "ScheduledPrice",
+    "StartPoint",
     "ViewItem",
 ]
 
@@ -46,6 +47,15 @@ class Checkpoint(ViewItem):
     step: int = 0
     path: str = ""
     at: str | None = None
+
+
+class StartPoint(ViewItem):
+    """Where a job's training started: a checkpoint (``id`` ``<job_id>:<step>``) or a model (``id`` its
+    model id), ``path`` its folder in the bucket."""
+
+    kind: str = ""
+    id: str = ""
+    path: str = ""
 
 
 class Credit(ViewItem):
