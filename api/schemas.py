@@ -40,6 +40,7 @@ from views.rows import (
     Retry,
     ServedModel,
     ServingPrice,
+    StartPoint,
 )
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "ServingReportRow",
     "StartJobRequest",
     "StartJobResponse",
+    "StartPoint",
     "StopJobResponse",
 ]
 
@@ -155,6 +157,10 @@ class StartJobRequest(msgspec.Struct, forbid_unknown_fields=True):
     config: dict[str, Any] | str = msgspec.field(default_factory=dict)
     dry_run: bool = False
     force: bool = False
+    start_from: Annotated[str, msgspec.Meta(min_length=1, max_length=120)] | None = None
+    """A checkpoint id (``<job_id>:<step>``, or ``<job_id>`` for its latest usable checkpoint) or a
+    model id of the caller's, on the same base model and method: training starts from its weights
+    (fresh optimizer, schedule and step count)."""
 
 
 class StartJobResponse(_Out):
@@ -174,6 +180,7 @@ class StartJobResponse(_Out):
     max_cost_usd_micros: int | None = None
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     warnings: list[str] = msgspec.field(default_factory=list)
+    start_from: StartPoint | None = None
 
 
 class StopJobResponse(_Out):
@@ -236,6 +243,8 @@ class JobStatus(_Out):
     credits: list[Credit] = msgspec.field(default_factory=list)
     """``cost`` is net (what is paid); once anything was credited, what was charged and credited,
     and the credits per attempt and reason."""
+    start_from: StartPoint | None = None
+    """The checkpoint or model the job's training started from; absent: its base model."""
 
 
 class JobList(_Out):

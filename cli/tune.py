@@ -98,10 +98,19 @@ def start(
     config: Annotated[Path | None, Parameter(help="Training config (YAML).")] = None,
     dry_run: Annotated[bool, Parameter(help="Validate and show the cost estimate; start nothing.")] = False,
     force: Annotated[bool, Parameter(help="Start even if the estimate exceeds the budget.")] = False,
+    start_from: Annotated[
+        str | None,
+        Parameter(
+            name="--from",
+            help="Start from the weights of a checkpoint (<job_id>:<step>, or <job_id> for its latest; "
+            "see `tune checkpoints`) or a model id of yours, on the same base model and method.",
+        ),
+    ] = None,
     json: JsonFlag = False,
     ctx: Ctx,
 ) -> None:
-    """Start a fine-tuning job (--dry-run: only validate and estimate its cost)."""
+    """Start a fine-tuning job (--dry-run: only validate and estimate its cost; --from: continue
+    training from a checkpoint or model, with this job's own config, optimizer and step count)."""
     from api.schemas import StartJobRequest, StartJobResponse
     from cli.output import print_json, usd
 
@@ -111,6 +120,7 @@ def start(
         config=_read_config(config) if config else {},
         dry_run=dry_run,
         force=force,
+        start_from=start_from,
     )
     reply = ctx.client.post(f"/fine-tune/{ctx.user_id}/start", body, type=StartJobResponse)
     if json:
@@ -126,6 +136,8 @@ def start(
             f"dry run: config valid; {cost} on {reply.gpu_count}x {reply.gpu_type or 'GPU'}; nothing started"
         )
         return
+    if reply.start_from is not None:
+        print(f"starting from {reply.start_from.kind} {reply.start_from.id}")
     print(f"started {reply.job_id} ({reply.status}); {cost}")
     print(f"follow it with: tune status --job-id {reply.job_id} --follow")
 

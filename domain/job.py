@@ -74,6 +74,7 @@ __all__ = [
     "HEARTBEAT_LEASE_SUPERSEDED",
     "LIMIT_CREDIT",
     "PLATFORM_FAULTS",
+    "START_KINDS",
     "SUPERSEDED",
     "TERMINAL_STATES",
     "TRANSITIONS",
@@ -126,6 +127,10 @@ class JobFields:
     loss: float | None
     tokens: int
     checkpoint: dict[str, Any] | None
+    start_from: dict[str, Any] | None
+    """Where training starts while the job has no checkpoint of its own (``Submitted``): ``{"kind":
+    "checkpoint" | "model", "id": <checkpoint id or model id>, "path": <its folder in the bucket>}``;
+    None: from the base model."""
     lease: str | None
     """The fencing lease of the current attempt (``Started``); None before it, or for a v1 ``Started``."""
     placement: dict[str, Any] | None
@@ -166,10 +171,10 @@ class Job(DomainAggregate, JobFields):
     """A fine-tuning job in a user's partition."""
 
     ID_KIND, ID_KEY = "job", "job_id"
-    class_version = 3
+    class_version = 4
     """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``;
     v3 ``credited``, ``attempt_usage``, ``attempt_credited``, ``faults``, ``metered_ms`` and
-    ``meter_anchors``."""
+    ``meter_anchors``; v4 ``start_from``."""
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -188,12 +193,18 @@ class Job(DomainAggregate, JobFields):
         state["metered_ms"] = {attempt: whole for attempt in state.get("metered_seq", {})}
         state["meter_anchors"] = {}
 
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        """Jobs before v4 started from their base model."""
+        state["start_from"] = None
+
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
     class Submitted(Aggregate.Created):
-        """v2 added ``gpu_count``; v1 events ran on one GPU (``upcast_v1_v2``)."""
+        """v2 added ``gpu_count``; v1 events ran on one GPU (``upcast_v1_v2``). v3 added ``start_from``
+        (``JobFields.start_from``); earlier jobs started from their base model (``upcast_v2_v3``)."""
 
-        class_version = 2
+        class_version = 3
         job_id: str
         user_id: str
         base_model: str
@@ -204,11 +215,16 @@ class Job(DomainAggregate, JobFields):
         gpu_count: int
         max_cost_usd_micros: int | None
         estimate_usd_micros: int | None
+        start_from: dict[str, Any] | None
         at: datetime
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["gpu_count"] = 1
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["start_from"] = None
 
         def apply(self, job: Job) -> None:
             job.job_id, job.user_id, job.base_model = self.job_id, self.user_id, self.base_model
@@ -226,6 +242,7 @@ class Job(DomainAggregate, JobFields):
                 None,
             )
             job.epoch, job.loss, job.tokens, job.checkpoint = None, None, 0, None
+            job.start_from = None if self.start_from is None else dict(self.start_from)
             job.lease, job.placement, job.attempts = None, None, {}
             job.stop_reason, job.error, job.metrics = None, None, {}
             job.usage, job.metered_seq, job.alerts = {}, {}, []
@@ -497,8 +514,10 @@ class Job(DomainAggregate, JobFields):
         max_cost_usd_micros: int | None,
         estimate_usd_micros: int | None,
         at: datetime,
+        start_from: dict[str, Any] | None = None,
     ) -> Job:
-        """A new job in state ``submitted``; ``config`` is the whole, already-validated training config."""
+        """A new job in state ``submitted``; ``config`` is the whole, already-validated training config;
+        ``start_from`` where its training starts (``JobFields.start_from``; None: its base model)."""
         check_ids(
             job_id=job_id, user_id=user_id, base_model=base_model, dataset_id=dataset_id, model_id=model_id
         )
@@ -511,6 +530,7 @@ class Job(DomainAggregate, JobFields):
         ):
             if micros is not None:
                 check_count(micros, where=name)
+        _check_start_from(start_from)
         return cls._create_at(
             cls.Submitted,
             at,
@@ -524,6 +544,7 @@ class Job(DomainAggregate, JobFields):
             gpu_count=gpu_count,
             max_cost_usd_micros=max_cost_usd_micros,
             estimate_usd_micros=estimate_usd_micros,
+            start_from=None if start_from is None else dict(start_from),
         )
 
     def queue(self, at: datetime) -> None:
@@ -993,6 +1014,24 @@ class Job(DomainAggregate, JobFields):
             gpu_ms=gpu_ms,
             reason=reason,
         )
+
+
+START_KINDS = ("checkpoint", "model")
+"""What a job can start from besides its base model: a checkpoint (of a job of the same user) or a model."""
+
+
+def _check_start_from(start_from: dict[str, Any] | None) -> None:
+    if start_from is None:
+        return
+    if not isinstance(start_from, dict) or sorted(start_from) != ["id", "kind", "path"]:
+        raise ValidationFailed("start_from must be a mapping of kind, id and path", where="start_from")
+    if start_from["kind"] not in START_KINDS:
+        raise ValidationFailed(
+            f"start_from's kind is one of {', '.join(START_KINDS)} (got {start_from['kind']!r:.40})",
+            where="start_from",
+        )
+    check_text(start_from["id"], where="start_from", max_length=200)
+    check_text(start_from["path"], where="start_from")
 
 
 def _check_gpu(gpu_type: str, gpu_count: int) -> None:

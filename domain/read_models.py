@@ -202,6 +202,7 @@ def job_view(job: Job) -> JobView:
         state=JobState(job.state),
         config=dict(job.config),
         last_checkpoint=None if point is None else CheckpointView(**point),
+        start_from=None if job.start_from is None else dict(job.start_from),
         metrics=dict(job.metrics),
         gpu_ms=cost.gpu_ms,
         cost_usd_micros=cost.cost_usd_micros,

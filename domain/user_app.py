@@ -178,8 +178,10 @@ class UserApp(PartitionApplication):
         estimate_usd_micros: int | None = None,
         job_id: str | None = None,
         model_id: str | None = None,
+        start_from: Mapping[str, Any] | None = None,
     ) -> str:
-        """A new ``submitted`` job; Conflict unless ``dataset_id`` is validated. Returns the job id."""
+        """A new ``submitted`` job; Conflict unless ``dataset_id`` is validated. Returns the job id.
+        ``start_from``: the checkpoint or model its training starts from (``JobFields.start_from``)."""
         job_id = job_id or new_id("job")
         model_id = model_id or new_id("mdl")
         check_id(job_id, kind="job_id")
@@ -197,6 +199,7 @@ class UserApp(PartitionApplication):
             max_cost_usd_micros=max_cost_usd_micros,
             estimate_usd_micros=estimate_usd_micros,
             at=at,
+            start_from=None if start_from is None else dict(start_from),
         )
         self._save(job)
         return job_id

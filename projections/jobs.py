@@ -187,7 +187,9 @@ class StatusView(msgspec.Struct, omit_defaults=True):
     ``activity`` (what a running attempt is busy with before its first step, e.g. converting its
     base model) is written only while there is one, so the views of older histories are unchanged.
     ``cost`` is net (what the user pays); once anything was credited, ``charged``, ``credited``,
-    ``credited_gpu_ms`` and ``credits`` (per attempt and reason) are written too.
+    ``credited_gpu_ms`` and ``credits`` (per attempt and reason) are written too. ``start_from`` (the
+    checkpoint or model the job's training started from: kind, id, path) is written only for a job
+    started from one.
     """
 
     position: int
@@ -227,6 +229,7 @@ class StatusView(msgspec.Struct, omit_defaults=True):
     credited_usd_micros: int | None = None
     credited_gpu_ms: int | None = None
     credits: tuple[Credit, ...] = ()
+    start_from: dict[str, Any] | None = None
 
 
 def item_view(job: JobState, position: int) -> StatusView:

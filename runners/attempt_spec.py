@@ -21,6 +21,8 @@ The dispatcher rewrites it before every attempt::
     max_retries: 2                  # attempts after the first one
     max_cost_usd_micros: null       # the job's budget (the ledger enforces it)
     resume_from: users/<uid>/jobs/<jid>/attempts/1/checkpoints/40/   # an earlier attempt's, or null
+    start_from: users/<uid>/models/<mid>/weights/   # weights to start from (a checkpoint or model
+                                    # of the user's) while the job has no checkpoint of its own, or null
     config: {...}                   # the whole TrainingConfig
 
 Object names (the contract's layout) are the spec's properties, taken from ``storage.layout``: an
@@ -90,6 +92,9 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     """The attempt's fencing lease, made by the dispatcher (None: a run.yaml from before leases)."""
     placement: Placement | None = None
     """Where the launch backend placed the attempt (None: a run.yaml from before placements)."""
+    start_from: str | None = None
+    """A folder of the user's (a checkpoint of one of their jobs, or a model's weights) whose weights
+    the attempt starts from; set only while the job has no checkpoint of its own (``resume_from``)."""
 
     def __post_init__(self) -> None:
         for kind in ("job_id", "user_id", "model_id", "base_model", "dataset_id"):
@@ -101,6 +106,14 @@ class JobRunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
                     f"resume_from must be a checkpoint folder of an earlier attempt of the job, under"
                     f" {self.job_prefix}attempts/<n>/checkpoints/ (got {self.resume_from!r:.120})",
                     where="resume_from",
+                )
+        if self.start_from is not None:
+            user = layout.user_partition(self.user_id) + "/"
+            if self.resume_from is not None or not _is_user_folder(self.start_from, user):
+                raise ValidationFailed(
+                    f"start_from must be a folder under {user} of an attempt that does not resume"
+                    f" (got {self.start_from!r:.120})",
+                    where="start_from",
                 )
 
     # ---- object names (``storage.layout``, of the spec's ids) ----
@@ -145,9 +158,10 @@ def build_attempt_spec(
     placement: Placement | None = None,
 ) -> JobRunSpec:
     """The run.yaml of ``attempt`` of ``job`` under ``lease`` on ``placement``, resuming from its last
-    checkpoint when there is one."""
+    checkpoint when there is one, else starting from the weights the job was submitted to start from."""
     config = parse_training_config(job.config)
     checkpoint = job.last_checkpoint
+    start = job.start_from if checkpoint is None else None
     return JobRunSpec(
         job_id=job.job_id,
         user_id=job.user_id,
@@ -166,7 +180,13 @@ def build_attempt_spec(
         base_model_source=base_model_source,
         lease=lease,
         placement=placement,
+        start_from=None if start is None else start["path"],
     )
+
+
+def _is_user_folder(prefix: str, user: str) -> bool:
+    parts = prefix.split("/")
+    return prefix.startswith(user) and prefix.endswith("/") and not {"", ".", ".."} & set(parts[:-1])
 
 
 def parse_job_run(data: Any) -> JobRunSpec:

@@ -324,6 +324,9 @@ class JobRunner:
             if download_prefix(self.bucket, spec.resume_from, resume) == 0:
                 raise ObjectNotFound(f"checkpoint {spec.resume_from} is empty")
             self._say(f"resuming from the checkpoint at step {step}")
+        start = None
+        if spec.start_from is not None:
+            start = self._fetch_start_point(spec.start_from)
         trainer_spec = RunSpec(
             job_id=spec.job_id,
             user_id=spec.user_id,
@@ -335,9 +338,26 @@ class JobRunner:
             resume_from=None if resume is None else str(resume),
             stop_file=str(work.stop_file),
             base_model_ref=spec.base_model,
+            init_from=None if start is None else str(start),
         )
         write_run_spec(work.trainer_run, trainer_spec)
         return trainer_spec
+
+    def _fetch_start_point(self, prefix: str) -> Path:
+        """The weights the job starts from, copied in without their trainer state; ValidationFailed
+        (the user's: no retry) when they are gone (a pruned checkpoint, a deleted model)."""
+        try:
+            folder = model_from_checkpoint(
+                self.bucket, prefix, self.work.start, base_model_ref=self.spec.base_model
+            )
+        except ObjectNotFound:
+            raise ValidationFailed(
+                f"the weights to start from are no longer in the bucket ({prefix}): the checkpoint was"
+                " pruned or the model deleted",
+                where="start_from",
+            ) from None
+        self._say(f"starting from the weights at {prefix}")
+        return folder
 
     @contextlib.contextmanager
     def _converting(self, name: str) -> Iterator[None]:

@@ -5,6 +5,8 @@ Layout of a ``WorkDir``::
     <root>/base/               the base model (config, tokenizer, weights), copied in
     <root>/data/train.jsonl    the processed dataset, copied in
     <root>/resume/<step>/      the checkpoint this attempt continues from, copied in
+    <root>/start/              the weights a job's first attempts start from (a checkpoint or a model
+                               of the user's, less its trainer state), copied in
     <root>/out/                the trainer's output: checkpoints/checkpoint-<step>/, model/
     <root>/run.yaml            the trainer's run spec (local paths)
     <root>/STOP                appears when the trainer must checkpoint and stop
@@ -71,6 +73,7 @@ class WorkDir:
         self.base = self.root / "base"
         self.dataset = self.root / "data" / "train.jsonl"
         self.out = self.root / "out"
+        self.start = self.root / "start"
         self.trainer_run = self.root / "run.yaml"
         self.stop_file = self.root / "STOP"
         self.log = self.root / "job.log"

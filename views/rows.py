@@ -35,6 +35,7 @@ __all__ = [
     "ScheduledPrice",
     "ServedModel",
     "ServingPrice",
+    "StartPoint",
     "ViewItem",
 ]
 
@@ -48,6 +49,15 @@ class Checkpoint(ViewItem):
     step: int = 0
     path: str = ""
     at: str | None = None
+
+
+class StartPoint(ViewItem):
+    """Where a job's training started: a checkpoint (``id`` ``<job_id>:<step>``) or a model (``id`` its
+    model id), ``path`` its folder in the bucket."""
+
+    kind: str = ""
+    id: str = ""
+    path: str = ""
 
 
 class Credit(ViewItem):

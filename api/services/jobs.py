@@ -14,6 +14,7 @@ from api.services.billing import BillingService
 from api.services.checkpoints import checkpoint_list
 from api.services.hardware import HardwareService
 from api.services.pages import EVERY, Listing, PageRequest, Pages
+from api.services.start_points import StartPointFound, find_start_point
 from api.streams import follow_object, tail_lines
 from domain.admission import check_admission
 from domain.config_yaml import config_from_yaml
@@ -125,6 +126,9 @@ class JobService(UserService):
     def start(self, request: schemas.StartJobRequest) -> schemas.StartJobResponse:
         """Check everything, then submit (unless ``dry_run``).
 
+        ``start_from`` (a checkpoint or model of the caller's: ``api.services.start_points``) is found
+        first: a config that sets no ``method`` or ``lora`` takes its start point's.
+
         The config (whole), the base model, the dataset and the GPU type's price are all checked
         before anything is refused, and every problem is reported at once: one problem is raised as
         itself (a missing dataset stays a 404), several as one ``Problems`` (400) naming each.
@@ -133,8 +137,13 @@ class JobService(UserService):
         """
         problems = _Collected()
         raw = problems.check(_config_mapping, request.config)
+        start = None if request.start_from is None else problems.check(self._start_point, request.start_from)
+        if start is not None and raw is not None:
+            raw = start.inherit(raw)  # a config that sets no method or lora takes the start point's
         config = problems.check(parse_training_config, raw) if raw is not None else None  # None: bad YAML
         base_model = problems.check(self._check_base_model, request.base_model)
+        if start is not None and config is not None and base_model is not None:
+            problems.check(lambda point: point.check_fits(base_model, config), start)
         dataset = problems.check(self._usable_dataset, request.dataset_id)
         gpu_type = _gpu_type(config, raw, problems)
         price = problems.check(self._price, gpu_type) if gpu_type is not None else None
@@ -159,6 +168,7 @@ class JobService(UserService):
             max_cost_usd_micros=config.max_cost_usd_micros,
             config=training_config_to_dict(config),
             warnings=warnings,
+            start_from=None if start is None else start.point,
         )
         if request.dry_run:
             return reply
@@ -171,6 +181,7 @@ class JobService(UserService):
             max_cost_usd_micros=config.max_cost_usd_micros,
             estimate_usd_micros=estimate.usd_micros,
             at=self.rt.clock(),
+            start_from=None if start is None else msgspec.to_builtins(start.point),
         )
         self._write_config(job_id, reply.config)
         self.committed()
@@ -229,6 +240,9 @@ class JobService(UserService):
             return b""
 
     # -- checks ------------------------------------------------------------------------------
+
+    def _start_point(self, ref: str) -> StartPointFound:
+        return find_start_point(self, ref)
 
     def _check_base_model(self, name: str) -> str:
         name = check_id(name, kind="base_model")

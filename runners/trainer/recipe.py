@@ -2,8 +2,10 @@
 
 Read like a torchtune recipe: ``__init__`` fails fast on impossible settings (before any
 model is loaded), ``setup`` builds each component in a ``_setup_*`` helper, ``train`` runs
-(resuming from a checkpoint when asked), ``save`` writes the final weights, ``cleanup``
-frees memory. Progress goes to a ``ProgressSink``; the recipe never touches the event store.
+(resuming from a checkpoint when asked; a job started from another job's checkpoint or model
+begins from its weights, ``init_from``: a fresh optimizer, schedule and step count), ``save``
+writes the final weights, ``cleanup`` frees memory. Progress goes to a ``ProgressSink``; the
+recipe never touches the event store.
 
 Output layout under ``output_dir``::
 
@@ -156,6 +158,11 @@ class SFTRecipe:
             raise ValidationFailed(
                 f"{resume} is not a checkpoint (no trainer_state.json)", where="resume_from"
             )
+        init = self.spec.init_from
+        holds = "adapter_config.json" if self.config.method == "lora" else "config.json"
+        if init is not None and resume is None and not (Path(init) / holds).is_file():
+            what = "a LoRA adapter" if self.config.method == "lora" else "full weights"
+            raise ValidationFailed(f"{init} holds no {what} (no {holds}) to start from", where="init_from")
 
     def _setup_tokenizer(self) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
@@ -178,12 +185,16 @@ class SFTRecipe:
         lora = self.config.method == "lora"
         # LoRA keeps the frozen base in the low precision (adapters stay fp32); full fine-tuning keeps
         # fp32 master weights and trains under autocast.
+        # A job started from other weights (``init_from``, not resuming its own checkpoint) loads them
+        # as its initial adapter, or as the full weights, in place of the base's.
+        init = self.spec.init_from if self.spec.resume_from is None else None
         low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=low if lora else torch.float32)
+        weights = init if init is not None and not lora else self.base_dir
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=low if lora else torch.float32)
         model.config.use_cache = False
         if not lora:
             return model
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model
 
         peft_config = LoraConfig(
             r=self.config.lora.r,
@@ -193,6 +204,8 @@ class SFTRecipe:
             task_type="CAUSAL_LM",
         )
         try:
+            if init is not None:  # the adapter's weights, under this job's settings (same shape)
+                return PeftModel.from_pretrained(model, init, is_trainable=True, config=peft_config)
             return get_peft_model(model, peft_config)
         except ValueError as exc:
             raise ValidationFailed(str(exc), where="lora.target_modules") from exc

@@ -11,6 +11,7 @@ local paths, written by the job runner, read by the trainer (made from the bucke
     dataset_path: /abs/work/train.jsonl # processed OpenAI chat records {"messages": [...]}
     output_dir: /abs/work/out           # checkpoints/checkpoint-<step>/ and model/ go here
     resume_from: null                   # a checkpoint folder to continue from
+    init_from: null                     # weights to start from (adapter or full), when not resuming
     stop_file: null                     # default <output_dir>/STOP; its appearance stops training
     base_model_ref: null                # what the adapter records as its base (default base_model_dir)
     config: {...}                       # a TrainingConfig as a mapping (see domain.training_config)
@@ -43,6 +44,9 @@ class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     resume_from: str | None = None
     stop_file: str | None = None
     base_model_ref: str | None = None
+    init_from: str | None = None
+    """A folder of the weights training starts from (an adapter, or full weights with their
+    config.json: the method's); its optimizer, schedule and step count start afresh."""
 
     @property
     def stop_path(self) -> Path:

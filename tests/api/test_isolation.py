@@ -57,6 +57,7 @@ def test_the_schema_lists_every_route(api: Api) -> None:
         ("POST", "/fine-tune/{job_id}/stop"),
         ("GET", "/fine-tune/{job_id}/events"),
         ("GET", "/fine-tune/{job_id}/logs"),
+        ("GET", "/fine-tune/{job_id}/checkpoints"),
         ("GET", "/models/{user_id}/list"),
         ("GET", "/models/{model_id}"),
         ("GET", "/models/{model_id}/download"),

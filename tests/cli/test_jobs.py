@@ -98,8 +98,26 @@ def test_start_sends_config_and_reports_job(logged_in: FakeApi, run_cli, cli_env
         "config": {"method": "lora", "epochs": 2, "lora": {"r": 8}},
         "dry_run": False,
         "force": False,
+        "start_from": None,
     }
     assert "job_new" in result.out and "$0.12" in result.out
+
+
+def test_start_from_a_checkpoint_sends_it_and_says_so(logged_in: FakeApi, run_cli) -> None:
+    point = {
+        "kind": "checkpoint",
+        "id": "job_old:40",
+        "path": "users/u_1/jobs/job_old/attempts/1/checkpoints/40/",
+    }
+    logged_in.route(
+        "POST",
+        "/fine-tune/u_1/start",
+        Reply.json({"job_id": "job_new", "status": "submitted", "start_from": point}),
+    )
+    result = run_cli("tune", "start", "--model", "m", "--dataset", "ds_1", "--from", "job_old:40")
+    assert result.code == 0, result.err
+    assert logged_in.last("POST", "/fine-tune/u_1/start").json()["start_from"] == "job_old:40"
+    assert "starting from checkpoint job_old:40" in result.out and "started job_new" in result.out
 
 
 def test_start_dry_run_shows_estimate(logged_in: FakeApi, run_cli) -> None:

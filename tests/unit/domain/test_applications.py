@@ -367,7 +367,11 @@ def test_a_concurrent_writer_gets_a_conflict_and_its_write_is_dropped(tmp_path: 
 def test_a_stored_v1_submitted_event_is_upcast_when_loaded(user: UserApp) -> None:
     job_id = submit(user, gpu_count=2)
     (stored,) = user.recorder.select_events(Job.create_id(job_id))
-    v1_state = stored.state.replace(b',"class_version":2', b"").replace(b'"gpu_count":2,', b"")
+    v1_state = (
+        stored.state.replace(b',"class_version":3', b"")
+        .replace(b'"gpu_count":2,', b"")
+        .replace(b'"start_from":null,', b"")
+    )
     legacy = UserApp("usr_1")
     legacy.recorder.insert_events([StoredEvent(stored.originator_id, 1, stored.topic, v1_state)])
     assert legacy.get_job(job_id).gpu_count == 1

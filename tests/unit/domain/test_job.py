@@ -267,14 +267,59 @@ def test_replay_and_snapshot_rebuild_the_same_job(running_job: Job) -> None:
 def test_upcaster_reads_a_v1_submitted_as_one_gpu() -> None:
     app = Application()
     job = submit_job(gpu_count=4)
-    v2 = app.mapper.to_stored_event(job.pending_events[0])
-    assert b'"class_version":2' in v2.state and b'"gpu_count":4' in v2.state
-    v1_state = v2.state.replace(b',"class_version":2', b"").replace(b'"gpu_count":4,', b"")
+    v3 = app.mapper.to_stored_event(job.pending_events[0])
+    assert b'"class_version":3' in v3.state and b'"gpu_count":4' in v3.state
+    v1_state = (
+        v3.state.replace(b',"class_version":3', b"")
+        .replace(b'"gpu_count":4,', b"")
+        .replace(b'"start_from":null,', b"")
+    )
     assert b"gpu_count" not in v1_state and b"class_version" not in v1_state
-    v1 = StoredEvent(v2.originator_id, v2.originator_version, v2.topic, v1_state)
+    v1 = StoredEvent(v3.originator_id, v3.originator_version, v3.topic, v1_state)
     event = app.mapper.to_domain_event(v1)
-    assert isinstance(event, Job.Submitted) and event.gpu_count == 1
+    assert isinstance(event, Job.Submitted) and event.gpu_count == 1 and event.start_from is None
     assert event.mutate(None).gpu_count == 1
+
+
+def test_upcaster_reads_a_v2_submitted_as_starting_from_the_base_model() -> None:
+    app = Application()
+    v3 = app.mapper.to_stored_event(submit_job().pending_events[0])
+    v2_state = v3.state.replace(b',"class_version":3', b',"class_version":2').replace(
+        b'"start_from":null,', b""
+    )
+    assert b"start_from" not in v2_state
+    event = app.mapper.to_domain_event(
+        StoredEvent(v3.originator_id, v3.originator_version, v3.topic, v2_state)
+    )
+    assert isinstance(event, Job.Submitted) and event.start_from is None
+    assert event.mutate(None).start_from is None
+
+
+def test_a_job_records_the_checkpoint_or_model_it_starts_from() -> None:
+    point = {"kind": "model", "id": "mdl_9", "path": "users/usr_1/models/mdl_9/weights/"}
+    job = submit_job(start_from=point)
+    assert job.start_from == point and job.start_from is not point
+    assert submit_job().start_from is None
+
+
+@pytest.mark.parametrize(
+    "start_from",
+    [
+        {"kind": "dataset", "id": "ds_1", "path": "p/"},
+        {"kind": "model", "id": "", "path": "p/"},
+        {"kind": "model", "id": "mdl_9"},
+        {"kind": "model", "id": "mdl_9", "path": "p/", "extra": 1},
+        "mdl_9",
+    ],
+)
+def test_a_start_point_must_name_its_kind_id_and_path(start_from: Any) -> None:
+    assert refused_field(submit_job, {"start_from": start_from}) == "start_from"
+
+
+def test_a_v3_snapshot_upcast_starts_from_the_base_model() -> None:
+    state: dict[str, Any] = {}
+    Job.upcast_v3_v4(state)
+    assert state == {"start_from": None}
 
 
 def job_in(state: JobState) -> Job:

@@ -43,9 +43,11 @@ def submit_job(
     job_id: str = "job_1",
     dataset_id: str = "ds_1",
     base_model: str = "tiny-llama",
+    start_from: dict[str, Any] | None = None,
     **config: Any,
 ) -> JobView:
-    """A submitted job (``model_<job_id>`` is its model) with ``config`` as its training config."""
+    """A submitted job (``model_<job_id>`` is its model) with ``config`` as its training config,
+    starting from ``start_from`` (``JobFields.start_from``; None: its base model)."""
     checked = parse_training_config(config)
     app.submit_job(
         job_id=job_id,
@@ -57,6 +59,7 @@ def submit_job(
         gpu_count=checked.gpu_count,
         max_cost_usd_micros=checked.max_cost_usd_micros,
         at=now(),
+        start_from=start_from,
     )
     return app.get_job(job_id)
 

@@ -72,6 +72,41 @@ def test_a_resume_point_outside_the_jobs_checkpoints_is_refused(job) -> None:
         JobRunSpec(**{**fields, "job_id": "../../etc"})
 
 
+START = {"kind": "model", "id": "mdl_0", "path": "users/usr_1/models/mdl_0/weights/"}
+
+
+def test_a_job_starts_from_its_start_point_until_it_has_a_checkpoint_of_its_own(
+    local_bucket: LocalBucket, app: UserApp
+) -> None:
+    seed_dataset(local_bucket, app)
+    submit_job(app, start_from=START, max_steps=5)
+    app.queue_job("job_1", now())
+    first = build_attempt_spec(app.get_job("job_1"), attempt=1)
+    assert (first.start_from, first.resume_from) == (START["path"], None)
+    assert read_job_run(local_bucket, write_job_run(local_bucket, first)) == first
+
+    app.start_job("job_1", 1, now())
+    app.retry_job("job_1", 2, "lost before its first checkpoint", now())
+    assert build_attempt_spec(app.get_job("job_1"), attempt=2).start_from == START["path"]
+    app.start_job("job_1", 2, now())
+    app.save_checkpoint("job_1", 2, 4, "users/usr_1/jobs/job_1/attempts/2/checkpoints/4/", now())
+    app.retry_job("job_1", 3, "lost", now())
+    third = build_attempt_spec(app.get_job("job_1"), attempt=3)
+    assert (third.start_from, third.resume_from) == (None, "users/usr_1/jobs/job_1/attempts/2/checkpoints/4/")
+
+
+@pytest.mark.parametrize(
+    "start_from",
+    ["users/usr_2/models/mdl_0/weights/", "users/usr_1/models/../../usr_2/x/", "users/usr_1/models/mdl_0"],
+)
+def test_a_start_point_outside_the_users_folders_is_refused(job, start_from: str) -> None:
+    spec = build_attempt_spec(job, attempt=1)
+    fields = {f: getattr(spec, f) for f in spec.__struct_fields__}
+    with pytest.raises(ValidationFailed, match="start_from"):
+        JobRunSpec(**{**fields, "resume_from": None, "start_from": start_from})
+    assert JobRunSpec(**{**fields, "resume_from": None, "start_from": START["path"]}).start_from
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [

@@ -185,6 +185,37 @@ def test_bad_input_fails_at_once_without_a_retry(queued_job, make_runner, app: U
     assert (job.state, job.attempt) == (JobState.FAILED, 1) and "bad rank" in (job.error or "")
 
 
+START = {"kind": "checkpoint", "id": "job_0:4", "path": "users/usr_1/jobs/job_0/attempts/1/checkpoints/4/"}
+
+
+def test_a_job_started_from_a_checkpoint_gets_its_weights_without_its_trainer_state(
+    queued_job, make_runner, app: UserApp, local_bucket: LocalBucket, tmp_path: Path
+) -> None:
+    for name in ("adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "trainer_state.json"):
+        local_bucket.write(START["path"] + name, b"{}")
+    queued_job(start_from=START)
+    assert make_runner(keep_workdir=True).run() is Outcome.SUCCEEDED
+
+    work = tmp_path / "work" / "job_1-1"
+    trainer_run = (work / "run.yaml").read_text()
+    assert f"init_from: {work / 'start'}" in trainer_run and "resume_from: null" in trainer_run
+    assert sorted(p.name for p in (work / "start").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert f"starting from the weights at {START['path']}" in job_log(local_bucket)
+
+
+def test_a_start_point_gone_from_the_bucket_fails_the_job_without_a_retry(
+    queued_job, make_runner, app: UserApp
+) -> None:
+    queued_job(start_from=START, max_retries=3)
+    assert make_runner().run() is Outcome.FAILED
+    job = app.get_job("job_1")
+    assert (job.state, job.attempt) == (JobState.FAILED, 1)
+    assert "the weights to start from are no longer in the bucket" in (job.error or "")
+
+
 def test_a_missing_dataset_fails_the_job(
     queued_job, make_runner, app: UserApp, local_bucket: LocalBucket
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import msgspec
 import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -107,6 +108,42 @@ def test_full_fine_tuning_saves_plain_weights_that_answer(make_spec, tmp_path: P
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     assert greedy_answer(model, tokenizer, FACTS[0][0]) == FACTS[0][1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"method": "full", "max_steps": 30, "learning_rate": 0.003}],
+    ids=["lora", "full"],
+)
+def test_a_job_started_from_a_model_of_a_memorised_answer_begins_at_its_low_loss(
+    make_spec, config: dict
+) -> None:
+    """``tune start --from``: the new job loads the model's adapter (or full weights) and trains on with
+    its own optimizer and step count; its first loss is the model's, far below a fresh job's."""
+    memorised = run_training(make_spec("memorised", **config), RecordingSink())
+    fresh, started = RecordingSink(), RecordingSink()
+    run_training(make_spec("fresh", **{**config, "max_steps": 2}), fresh)
+    spec = msgspec.structs.replace(
+        make_spec("started", **{**config, "max_steps": 2}), init_from=memorised.model_dir
+    )
+    result = run_training(spec, started)
+
+    assert [s[0] for s in started.steps] == [1, 2] and started.started[0].start_step == 0
+    assert started.steps[0][3] < fresh.steps[0][3] / 20, (started.steps, fresh.steps)
+    assert result.status == "succeeded" and Path(result.model_dir, "adapter_config.json").exists() == (
+        not config
+    )
+
+
+def test_a_start_point_without_the_methods_weights_is_refused_before_loading(
+    make_spec, tmp_path: Path
+) -> None:
+    (tmp_path / "adapter").mkdir()
+    spec = msgspec.structs.replace(make_spec(method="full"), init_from=str(tmp_path / "adapter"))
+    with pytest.raises(ValidationFailed) as caught:
+        SFTRecipe(spec, RecordingSink())
+    assert caught.value.where == "init_from" and "no full weights" in caught.value.message
 
 
 def test_validation_split_reports_a_validation_loss(make_spec, memo_dataset: Path) -> None:
