@@ -1,7 +1,9 @@
 """Serving many adapters of one base: the resident-adapter engine against loading the adapter per request.
 
-``--adapters`` random LoRA adapters on one base model (tiny-llama by default, built here; any
-model folder with ``--base-dir``, e.g. a converted smollm2-135m), ``--clients`` threads each
+``--adapters`` random LoRA adapters on one base model: smollm2-135m as the quick start converted
+it (found in ``$TUNE_HOME/base-models``, ``<repo>/.tune/base-models`` or ``<repo>/.cache/base-models``;
+``--smoke`` and a machine without one use tiny-llama, built here), or any model folder with
+``--base-dir``; ``--clients`` threads each
 sending ``--requests`` chat completions, interleaved over the adapters (client ``c``'s request
 ``i`` uses adapter ``(c + i) % adapters``), streamed, greedy, ``--tokens`` new tokens each.
 Both engines run in the same process on the same files, one after the other:
@@ -12,7 +14,8 @@ Both engines run in the same process on the same files, one after the other:
   base for each request and ``unload`` after (what a per-request HF PEFT server does).
 
 Printed: requests/s, time to first token p50/p99 (from the request to its first text piece), the
-adapter loads, and the ratio of requests/s. Each engine is warmed up with one request per adapter
+adapter loads, the ratio of requests/s, and the resident engine's first-token p50 on the base
+(the issue's figure: "first-token p50 on smollm2-135m"). Each engine is warmed up with one request per adapter
 first (the base and the first adapter load are not what is compared).
 """
 
@@ -30,6 +33,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.smoke import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2 = "smollm2-135m"
+
+
+def _converted_smollm2() -> Path | None:
+    """The quick start's converted smollm2-135m (a folder with its marker), if this machine has one."""
+    from runners.base_models import MARKER
+
+    homes = [Path(os.environ["TUNE_HOME"])] if os.environ.get("TUNE_HOME") else []
+    for store in (
+        *(h / "base-models" for h in homes),
+        ROOT / ".tune" / "base-models",
+        ROOT / ".cache" / "base-models",
+    ):
+        if (store / SMOLLM2 / MARKER).is_file():
+            return store / SMOLLM2
+    return None
 
 
 def _adapters(base: Path, root: Path, count: int, bucket) -> list:  # type: ignore[no-untyped-def]
@@ -120,6 +141,10 @@ def main() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     root = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="bench-serving-")) / "serving"
     store = root / "store"
+    if args.base_dir is None and not args.smoke:
+        args.base_dir = _converted_smollm2()
+        if args.base_dir is None:
+            print(f"no converted {SMOLLM2} here (run ./scripts/quickstart, or pass --base-dir): tiny-llama")
     if args.base_dir is not None:
         base_name = args.base_dir.name
         (store / base_name).parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +174,7 @@ def main() -> None:
         )
     print(f"  resident / naive requests/s: {results['resident']['rps'] / results['naive']['rps']:.2f}x")
     print(f"  naive / resident first-token p50: {results['naive']['p50'] / results['resident']['p50']:.2f}x")
+    print(f"first-token p50 on {base_name}: {results['resident']['p50']:.1f} ms (resident adapters)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """``tune admin base-model add | list``: the platform's base-model catalogue.
 
 ``add`` registers a model folder on this machine (config, tokenizer and weights are checked
-first); runners copy it into the bucket's ``base-models/`` on first use, like any other.
+first); the running ``tune serve`` copies it into the bucket's ``base-models/`` in the background
+once it sees the catalogue grow (``runners.base_model_prep``), so users' first jobs and chats on it
+copy it from there.
 """
 
 from __future__ import annotations

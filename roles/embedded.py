@@ -10,6 +10,10 @@ its applications and projector:
 - the chat engine behind ``/v1/chat/completions`` (``runners.serving.AdapterEngine``, as
   ``Runtime.serving``): base models from the bucket or the runners' base-model store
   (``<home>/base-models``), adapters copied to ``<home>/serving`` and swapped per request;
+- the ``BaseModelPreparer`` (``runners.base_model_prep``): on a thread, at start-up and when the
+  catalogue grows, it converts each base model (``Settings.prepare_base_models``) into
+  ``<home>/base-models`` and the bucket's ``base-models/<name>/`` once for the platform, so a
+  user's first job or chat converts nothing; the API answers meanwhile;
 - the ``LedgerWorker`` subscribed to that transport: it meters usage (only heartbeats signed
   with the secret the dispatcher handed their runner: both derive it from the platform's
   heartbeat key, ``runtime.settings.heartbeat_key_of``), raises alerts,
@@ -45,6 +49,7 @@ from domain.errors import NotFound
 from roles.bootstrap import bootstrap, hand_over
 from roles.http import run_granian
 from runners.attempt_spec import JobRunSpec
+from runners.base_model_prep import BaseModelPreparer
 from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
@@ -118,12 +123,19 @@ class EmbeddedWorkers:
             max_adapters=runtime.settings.serving_adapters,
         )
         self.meter = ServingMeter(runtime, interval_s=runtime.settings.serving_flush_s)
+        self.preparer = BaseModelPreparer(
+            runtime.bucket,
+            home / "base-models",
+            runtime.base_model_sources,
+            selection=runtime.settings.prepare_base_models,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Hook job submission to the dispatcher and the engine to the API, resume left-over jobs,
-        start both loops."""
+        start both loops, and the base models' conversion in the background."""
+        self.preparer.start()
         self.runtime.job_submitted.append(self.dispatcher.submit)
         self.runtime.serving = self.engine
         self.runtime.completion_served.append(self.meter.record)
@@ -139,6 +151,7 @@ class EmbeddedWorkers:
     def close(self, timeout: float = 60.0) -> None:
         """Stop taking jobs, stop the runs still going (gracefully), then the ledger."""
         self._stop.set()
+        self.preparer.close()
         if self._thread is not None:
             self._thread.join(timeout)
         self.dispatcher.close(timeout)

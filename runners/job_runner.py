@@ -578,9 +578,7 @@ class JobRunner:
             log.exception("uploading the weights of %s failed", self.spec.job_id)
             return self._retry(f"uploading the weights failed: {type(exc).__name__}: {exc}")
         self.recorder.succeeded(done.metrics, weights)
-        self._say(
-            f"succeeded: model {self.spec.model_id} ({weights.size_bytes} bytes, sha256 {weights.sha256})"
-        )
+        self._say(f"succeeded: model {self.spec.model_id} ({_weights_line(self.spec.model_id, weights)})")
         return Outcome.SUCCEEDED
 
     def _publish(self, folder: Path, metrics: dict[str, float], extra: dict[str, Any]) -> ModelWeights:
@@ -646,7 +644,7 @@ class JobRunner:
             return None
         self._say(
             f"model {self.spec.model_id} published from the checkpoint at step {point.step} "
-            f"({weights.size_bytes} bytes, sha256 {weights.sha256})"
+            f"({_weights_line(self.spec.model_id, weights)})"
         )
         return weights
 
@@ -716,6 +714,16 @@ class _MeteringWatch:
             return None
         waited = now - self.since
         return f"nothing metered for {waited:.0f} s (since heartbeat {seq}) while heartbeats were sent"
+
+
+def _weights_line(model_id: str, weights: ModelWeights) -> str:
+    """The published weights as the job log tells them, labelled as ``model show`` labels them: the
+    manifest's digest is ``weights_sha256``; the download's ``sha256`` (what a user checks the tar
+    against, and ``model download`` checks) is the archive's, which ``model show`` prints."""
+    return (
+        f"weights {weights.size_bytes} bytes, weights_sha256 {weights.sha256} (of weights/SHA256SUMS); "
+        f"the download's sha256 to check it against: `model show --model-id {model_id}`"
+    )
 
 
 def _first_user_message(dataset: Path) -> str | None:

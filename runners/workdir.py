@@ -51,6 +51,7 @@ __all__ = [
     "model_from_checkpoint",
     "prune_checkpoints",
     "prune_job_checkpoints",
+    "publish_base_model",
     "publish_model",
     "upload_folder",
     "weights_manifest",
@@ -206,13 +207,30 @@ def fetch_base_model(
     The first use of a model (not in the bucket yet) converts it, which takes a minute or more:
     that part runs inside ``converting(name)``, so the caller can say so while it lasts.
     """
-    prefix = layout.base_model_prefix(name)
     if not bucket.exists(layout.base_model_marker(name)):
         with converting(name):
-            local = resolve_base_model(name, cache_dir, source=source)
-            upload_folder(bucket, local, prefix, last=MARKER)
-    download_prefix(bucket, prefix, dest)
+            publish_base_model(bucket, name, cache_dir=cache_dir, source=source)
+    download_prefix(bucket, layout.base_model_prefix(name), dest)
     return dest
+
+
+def publish_base_model(
+    bucket: Bucket, name: str, *, cache_dir: Path, source: BaseModelSource | None = None
+) -> bool:
+    """Make sure ``base-models/<name>/`` is whole in the bucket: resolved (built, converted or copied)
+    into ``cache_dir`` and uploaded, marker last, unless it is there already. True if it uploaded.
+
+    The serving role does this for the catalogue when it starts (``runners.base_model_prep``), so
+    a user's first job or chat finds the model converted; a runner does it for a model still missing.
+    """
+    marker = layout.base_model_marker(name)
+    if bucket.exists(marker):
+        return False
+    local = resolve_base_model(name, cache_dir, source=source)  # waits for a conversion under way here
+    if bucket.exists(marker):  # uploaded by whoever converted it while we waited
+        return False
+    upload_folder(bucket, local, layout.base_model_prefix(name), last=MARKER)
+    return True
 
 
 def file_sha256(path: Path) -> str:

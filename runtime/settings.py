@@ -18,6 +18,9 @@ variable                   meaning                                          defa
 ``TUNE_SERVING_FLUSH_S``   seconds between flushes of metered completions    ``5``
 ``TUNE_LISTING_INTERVAL_S`` least seconds between two writes of a user's     ``2``
                            complete jobs/models/datasets.json (coalesced)
+``TUNE_PREPARE_BASE_MODELS`` base models ``tune serve`` converts into the   ``builtin,local``
+                           bucket at start-up (source kinds and/or names,
+                           ``all``, or ``none``; ``runners.base_model_prep``)
 ``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
                            is ``TRANSFORMERS_OFFLINE``): a hub base model
                            not converted yet is refused at start
@@ -69,6 +72,15 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _names_env(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list (``none``: empty); ``default`` when unset."""
+    text = env.get(name)
+    if text is None or not text.strip():
+        return default
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return () if names == ("none",) else names
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a process of the platform is configured with; tests build one directly."""
 
@@ -90,6 +102,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LoRA adapters the chat engine keeps resident per base model (``runners.serving``)."""
     serving_flush_s: float = 5.0
     """Seconds between two flushes of metered completions to the ledger (one commit per user each)."""
+    prepare_base_models: tuple[str, ...] = ("builtin", "local")
+    """Base models the serving role converts into the bucket when they enter the catalogue: source kinds
+    and/or names, ``all``; empty: none (``runners.base_model_prep``)."""
     hub_offline: bool = False
     """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
     ledger: LedgerSettings = LedgerSettings()
@@ -113,6 +128,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             serving_adapters=_int_env(env, "TUNE_SERVING_ADAPTERS", 8),
             serving_flush_s=float(_int_env(env, "TUNE_SERVING_FLUSH_S", 5)),
             listing_interval_s=float(_int_env(env, "TUNE_LISTING_INTERVAL_S", 2)),
+            prepare_base_models=_names_env(env, "TUNE_PREPARE_BASE_MODELS", ("builtin", "local")),
             hub_offline=hub_offline(env),
             ledger=LedgerSettings.from_env(env),
         )

@@ -52,9 +52,16 @@ class JobService(UserService):
         """The job's view; a job that ended without a model that answers (stopped before its first
         checkpoint, failed, or its model deleted) shows no ``model_id``."""
         status = self.object_view(layout.job_status, "job", job_id, schemas.JobStatus)
-        if status.status in TERMINAL_STATES and status.model_id and not self._has_model(status.model_id):
+        if self._model_gone(status.status, status.model_id):
             status = msgspec.structs.replace(status, model_id=None)
         return status
+
+    def _model_gone(self, state: str, model_id: str | None) -> bool:
+        """Whether a job in ``state`` names a ``model_id`` that answers 404 (so it must not be shown).
+
+        The stored views keep the id the job was submitted with (old histories read as they
+        always did); the replies hide it."""
+        return state in TERMINAL_STATES and bool(model_id) and not self._has_model(model_id or "")
 
     def _has_model(self, model_id: str) -> bool:
         model = self.rt.view_json(layout.model_metadata(self.user_id, model_id))
@@ -68,7 +75,14 @@ class JobService(UserService):
             raise ValidationFailed(
                 f"unknown state {state!r:.40}; one of {', '.join(sorted(JobState))}", where="state"
             )
-        return self.pages.reply(request, state=state, base_model=base_model)  # type: ignore[no-any-return]
+        reply = self.pages.reply(request, state=state, base_model=base_model)
+        return msgspec.structs.replace(reply, jobs=[self._shown(row) for row in reply.jobs])
+
+    def _shown(self, row: schemas.JobRow) -> schemas.JobRow:
+        """The row as the caller sees it: no ``model_id`` where ``status`` would show none."""
+        if self._model_gone(row.status, row.model_id):
+            return msgspec.structs.replace(row, model_id=None)
+        return row
 
     @property
     def pages(self) -> Pages:

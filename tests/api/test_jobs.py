@@ -385,3 +385,26 @@ def test_a_job_that_ended_without_a_model_shows_no_model_id(api: Api, ann: User,
     api.settle(ann)
     assert api.client.get(f"/fine-tune/{stopped}/status", headers=ann.headers).json()["model_id"] == model_id
     assert api.client.get(f"/models/{model_id}", headers=ann.headers).status_code == 200
+
+
+def test_the_job_list_shows_no_model_id_where_a_job_has_no_model(api: Api, ann: User, dataset: str) -> None:
+    """Issue 14: `tune list` agrees with the status: a cancelled or failed job lists no model id, a
+    job whose model answers lists it; the stored view keeps the id it was submitted with."""
+    cancelled = api.job(ann, dataset)
+    assert api.client.post(f"/fine-tune/{cancelled}/stop", headers=ann.headers).status_code == 200
+    failed, running = api.job(ann, dataset), api.job(ann, dataset)
+    app, now = api.rt.user_app(ann.user_id), api.rt.clock
+    for job_id in (failed, running):
+        app.queue_job(job_id, now())
+        app.start_job(job_id, 1, now())
+    app.mark_failed(failed, "out of memory", now())
+    api.settle(ann)
+
+    for query in ("", "?limit=10", "?state=stopped", "?state=failed"):
+        rows = api.client.get(f"/fine-tune/{ann.user_id}/list{query}", headers=ann.headers).json()["jobs"]
+        shown = {r["job_id"]: r.get("model_id") for r in rows if r["job_id"] in (cancelled, failed)}
+        assert shown and set(shown.values()) == {None}, (query, rows)
+    rows = api.client.get(f"/fine-tune/{ann.user_id}/list", headers=ann.headers).json()["jobs"]
+    assert {r["job_id"]: r["model_id"] for r in rows}[running] == app.get_job(running).model_id  # not ended
+    stored = api.rt.view_json(layout.job_status(ann.user_id, cancelled)) or {}
+    assert stored["model_id"] == app.get_job(cancelled).model_id  # the views are unchanged

@@ -53,6 +53,7 @@ class Platform:
             "TUNE_API_URL": self.url,
             "TUNE_CONFIG_DIR": str(home / "cli"),
             "HF_HUB_OFFLINE": "1",
+            "TUNE_PREPARE_BASE_MODELS": "tiny-llama",  # the one it uses: no smollm2 conversion beside it
         }
 
     def cli(

@@ -94,6 +94,11 @@ def test_success_uploads_weights_registers_the_model_and_reports_everything(
     assert [m["step"] for m in steps] == list(range(1, 11)) and {m["attempt"] for m in steps} == {1}
     log = job_log(local_bucket)
     assert "step 10/10" in log and "succeeded: model model_job_1" in log
+    # issue 14: the manifest's digest is labelled as `model show` labels it, never as the download's sha256
+    assert f"weights_sha256 {model.sha256}" in log and f"sha256 {model.sha256}" not in log.replace(
+        f"weights_sha256 {model.sha256}", ""
+    )
+    assert "model show --model-id model_job_1" in log
 
     beats = publisher.of("job_1")
     assert [h.seq for h in beats] == list(range(1, len(beats) + 1))
