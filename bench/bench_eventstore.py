@@ -24,6 +24,12 @@ if set, else one is started.
 A third table saves from ``--threads`` threads of one process at once: the event store writes
 the batches queued meanwhile as one commit (group commit), SQLite commits each in turn.
 
+A fourth saves from ``--processes`` OS processes at once, all on one partition (writers that
+cannot share a commit: each must read the others' commits before it appends), against one
+process saving alone on the same bucket; its ratio is to that one process (goal >= 1.0x). Each
+process saves once before they start together (a warm writer, as a server's), then
+``--process-saves`` 1-event saves (a fifth of them on fake-gcs-server).
+
 Commits are signed (the default; keys under ``$TUNE_HOME/keys``) in every bucket row; the cost of
 signing and verifying is printed as its own row (``signatures``).
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import statistics
 import sys
@@ -106,6 +113,46 @@ def concurrent_saves_per_second(app: Application, saves: int, threads: int) -> f
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(save, range(saves)))
     return saves / (time.perf_counter() - start)
+
+
+_FORK = multiprocessing.get_context("fork")
+
+
+def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: object) -> None:
+    """One writer process: open the partition, save once (warm), wait for the others, save ``saves``."""
+    try:
+        app = open_application(Jobs, open_bucket(url), prefix)
+        app.save(Job("warm"))
+        barrier.wait()  # type: ignore[attr-defined]
+        for i in range(saves):
+            app.save(Job(f"job-{i}"))
+        out.put(None)  # type: ignore[attr-defined]
+    except BaseException as exc:
+        out.put(repr(exc))  # type: ignore[attr-defined]
+        raise
+
+
+def processes_saves_per_second(bucket: Bucket, saves_each: int, processes: int) -> float:
+    """1-event saves from ``processes`` OS processes on one partition of ``bucket`` (timed from the moment
+    they are all warm)."""
+    prefix = f"bench/p{processes}-{uuid.uuid4().hex[:8]}/events/"
+    barrier, out = _FORK.Barrier(processes + 1), _FORK.Queue()
+    workers = [_FORK.Process(target=_process_saver, args=(bucket.url, prefix, saves_each, barrier, out))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        barrier.wait(timeout=120)
+        start = time.perf_counter()
+        errors = [out.get(timeout=600) for _ in workers]
+        elapsed = time.perf_counter() - start
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+    failed = [error for error in errors if error is not None]
+    if failed:
+        raise RuntimeError(f"a writer process failed: {failed[0]}")
+    return processes * saves_each / elapsed
 
 
 def replay_per_second(recorder: ApplicationRecorder) -> float:
@@ -190,6 +237,21 @@ def append_rows(tmp: Path, args: argparse.Namespace, buckets: dict[str, Callable
     return rows
 
 
+def process_rows(args: argparse.Namespace, buckets: dict[str, Callable[[], Bucket]]) -> list[Row]:
+    """Per bucket: one process saving alone, then ``--processes`` processes on one partition; the ratio is
+    to the one process."""
+    rows, p = [], args.processes
+    for name, make in buckets.items():
+        n = args.process_saves if name.startswith("Local") else max(args.process_saves // 5, 5)
+        measures: dict[str, Callable[[int], float]] = {
+            "1 process": lambda _, make=make, n=n: processes_saves_per_second(make(), n * p, 1),
+            f"{p} processes": lambda _, make=make, n=n: processes_saves_per_second(make(), n, p)}
+        for label, (rate, ratio) in paired(args.rounds, measures).items():
+            rows.append(Row(f"1-event saves, {label}: {NOT_DURABLE.get(name, name)}",
+                            rate, "saves/s", ratio))
+    return rows
+
+
 def replay_rows(tmp: Path, args: argparse.Namespace, buckets: dict[str, Callable[[], Bucket]]) -> list[Row]:
     db = _fresh(tmp / "replay-sqlite")
     writer = sqlite_app(db)
@@ -265,7 +327,11 @@ def main() -> int:
     parser.add_argument("--no-gcs", dest="gcs", action="store_false", help="skip fake-gcs-server")
     parser.add_argument("--signatures", type=int, default=2000, help="commits signed and verified")
     parser.add_argument("--threads", type=int, default=8, help="threads saving at once (group commit)")
-    args = parse_args(parser, saves=20, replay=200, rounds=1, signatures=20)
+    parser.add_argument("--processes", type=int, default=8, help="processes saving to one partition at once")
+    parser.add_argument("--process-saves", type=int, default=250,
+                        help="1-event saves per process (a fifth on fake-gcs-server)")
+    parser.add_argument("--only-processes", action="store_true", help="only the multi-process table")
+    args = parse_args(parser, saves=20, replay=200, rounds=1, signatures=20, processes=2, process_saves=5)
     with scratch_dir() as name, gcs_bucket(args.gcs) as gcs:
         tmp = Path(name)
         synced = LocalBucket(tmp / "synced")  # the default: durable
@@ -274,11 +340,19 @@ def main() -> int:
                                                     "LocalBucket": lambda: local}
         if gcs is not None:
             buckets["GcsBucket (fake-gcs-server)"] = gcs
-        rows = append_rows(tmp, args, buckets) + replay_rows(tmp, args, buckets)
+        rows = [] if args.only_processes else (append_rows(tmp, args, buckets)
+                                               + replay_rows(tmp, args, buckets))
+        writers = process_rows(args, buckets)
     print("durable first: LocalBucket fsync=1 against SQLite synchronous=FULL; then LocalBucket without "
           "fsync, which is not durable")
     for row in rows:
         print(f"{row.label:72s} {row.rate:11,.0f} {row.unit:9s} {row.ratio:7.2f} x SQLite")
+    print(f"several writer processes on one partition, against one (goal: {args.processes} processes at "
+          "least as fast as one)")
+    for row in writers:
+        print(f"{row.label:72s} {row.rate:11,.0f} {row.unit:9s} {row.ratio:7.2f} x 1 process")
+    if args.only_processes:
+        return 0
     print(signature_row(args.signatures))
     durable = {row.label.split(":")[0]: row.ratio for row in rows
                if row.label.endswith(": LocalBucket fsync=1")}

@@ -214,8 +214,13 @@ class LocalBucket(Bucket):
 
     def _publish(self, name: str, path: str, fd: int, tmp: str, size: int, md5_hex: str,
                  if_generation_match: int | None) -> ObjectStat:
-        """Under the name's lock: check the precondition, stamp a generation, put tmp at path."""
+        """Under the name's lock: check the precondition, stamp a generation, put tmp at path.
+
+        A create-only write to a name already taken fails before its fsync: writers racing for the
+        next commit of a log would otherwise each pay a wasted fsync per lost race."""
         if self.fsync:
+            if if_generation_match == 0 and os.path.lexists(path):
+                raise AlreadyExists(name)
             os.fsync(fd)
             folder = self._folder_sync(os.path.dirname(path))  # held until synced: one per busy folder
         with self._locked(name):

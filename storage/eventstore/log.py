@@ -12,7 +12,12 @@ each segment as it passes a segment boundary.
 Appending is optimistic: check the batch against the index, then create the
 next commit name create-only. Losing that race means someone else's commit
 is there: read it, check again (IntegrityError on a version or tracking
-conflict), try the next number. Since every commit is created only after its
+conflict), try the next number. Several processes writing one partition
+race for each name, and the one that just won already knows the next tail: a
+loser backs off a random while (up to 2**losses creates' time) before it
+reads the commits after its tail and tries once more (``_back_off``), so it
+neither wastes a create (on a folder, an fsync) per commit nor lists the
+bucket per commit. Since every commit is created only after its
 predecessor exists, a winner's index held every earlier commit when it
 checked, so versions never duplicate and notification ids stay contiguous.
 
@@ -101,7 +106,9 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import threading
+import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -179,7 +186,9 @@ MAX_COMMIT_BYTES = 8 * 1024 * 1024
 
 _GROUP_BYTES = MAX_COMMIT_BYTES // 4  # the batches one commit takes together: their states, at most
 _GROUP_BATCHES = 256  # ... and this many
-_PROBES_BEFORE_LISTING = 4  # a remote bucket this far behind: list the names and read several at once
+_PROBES_BEFORE_LISTING = 8  # a remote bucket this far behind: list the names and read several at once
+_BACKOFF_CREATES = 4  # a writer that lost the tail this many times in a row waits up to 2**4 creates' time
+_BACKOFF_MAX_S = 0.25
 _REMOTE_READERS = 16
 _MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 KEPT_LOG_INDEXES = 2
@@ -256,6 +265,7 @@ class PartitionLog:
         self._started_from: LogIndex | None = None  # the log index this log started from (warm start)
         self._warm_tried = False
         self._page_lock = threading.Lock()
+        self._create_s = 0.001  # how long a create of a commit takes here (moving average)
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self.index.tail_seq})"
@@ -362,6 +372,7 @@ class PartitionLog:
             self._signer = self.ledger.ready_signer()
             self._anchor_checked = True
         nonce = os.urandom(8).hex()  # this commit's own: another writer's identical batch differs
+        losses = 0  # creates lost to other writers in a row
         while True:
             group = self._checked(group)
             if not group:
@@ -381,23 +392,43 @@ class PartitionLog:
                 raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
                                 f"(at most {MAX_COMMIT_BYTES}): save fewer events at once")
             name = commit_name(self.prefix, commit.seq)
+            started = time.perf_counter()
             try:
                 self.bucket.create(name, data)
             except AlreadyExists:
+                self._timed_create(started)
                 winner = self._read(name)
                 if not winner and not self._replace_empty(commit.seq, data):
                     continue  # another writer replaced it first: read theirs
                 if winner and winner != data:  # someone else's commit: take it in, check again
                     self._add([winner], [decode_commit(winner)])
+                    losses += 1
+                    self._back_off(losses)
                     self._catch_up()
                     continue
                 # else our own write (the nonce is ours), reported lost and retried by the client
+            self._timed_create(started)
             self._add([data], [commit], signed_here=True)
             first = commit.first_id
             for batch in group:
                 batch.result = list(range(first, first + len(batch.records)))
                 first += len(batch.records)
             return commit.seq, index.tail_sha
+
+    def _timed_create(self, started: float) -> None:
+        self._create_s += (time.perf_counter() - started - self._create_s) / 8
+
+    def _back_off(self, losses: int) -> None:
+        """After ``losses`` creates lost in a row to other writers, wait a random while (up to ``2**losses``
+        creates' time, at most ``_BACKOFF_MAX_S``) before reading their commits and trying again.
+
+        Several processes appending to one partition race for each commit name; the one that just won
+        knows the tail and is already writing the next. Trying again at once mostly loses again (a
+        wasted create, and on a folder a wasted fsync, per loser per commit); waiting lets the winner's
+        next commits land, and the loser then reads them in one catch-up and tries once. The jitter
+        keeps the losers from coming back together."""
+        limit = min(self._create_s * 2 ** min(losses, _BACKOFF_CREATES), _BACKOFF_MAX_S)
+        time.sleep(random.uniform(0, limit))
 
     def _checked(self, group: list[_Batch]) -> list[_Batch]:
         """The batches of ``group`` that may be committed now; each other one gets its IntegrityError."""
@@ -630,6 +661,7 @@ class PartitionLog:
             probes += 1
             if self.read_workers > 1 and probes >= _PROBES_BEFORE_LISTING:
                 self._read_listed()
+                probes = 0  # listed: list again only after as many probes found commits again
 
     def _read_listed(self) -> None:
         """Read the listed commits after the tail, up to the next segment boundary, stopping at a gap."""

@@ -47,8 +47,9 @@ def test_bench_eventstore(tmp_path: Path, fake_gcs: str) -> None:
     output = smoke_output("bench_eventstore", tmp_path)
     lines = [line for line in output.splitlines() if RATIO.search(line)]
     assert re.search(r"signatures \(Ed25519, per commit\): sign [\d.]+ us, verify [\d.]+ us", output)
-    # 4 + 4 + 4 saves (one thread, 100 events, 8 threads), 5 replays, the headline
-    assert len(lines) == 18 and "GcsBucket" in lines[-2], lines
+    # 4 + 4 + 4 saves (one thread, 100 events, 8 threads), 5 replays, 3 x 2 saves (1 process, several), the
+    # headline
+    assert len(lines) == 24 and "GcsBucket" in lines[-2] and "2 processes" in lines[-2], lines
     assert lines[-1].startswith("durable vs durable") and "100-event saves" in lines[-1], lines
 
 

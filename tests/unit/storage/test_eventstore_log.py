@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -262,13 +263,63 @@ def test_a_remote_reader_far_behind_lists_and_reads_several_at_once() -> None:
     things = [uuid.uuid4() for _ in range(12)]
     for thing in things[:4]:
         writer.append([event(thing, 1)])
-    assert reader.max_notification_id() == 4  # four probes, then a listing that finds nothing more
+    assert reader.max_notification_id() == 4  # four probes (fewer than it lists after), then a miss
 
     for thing in things[4:]:
         writer.append([event(thing, 1)])
 
     assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
     assert bucket.reads.count(commit_name(PREFIX, 10)) == 1  # each commit is read once
+
+
+class ShortListings(Wrapped):
+    """A listing that shows only the next two names (as one made while commits are being created may)."""
+
+    def __init__(self, inner: Bucket) -> None:
+        super().__init__(inner)
+        self.listings = 0
+
+    def list(self, prefix: str = "", *, start_offset: str | None = None) -> Iterator[str]:
+        if prefix == PREFIX:
+            self.listings += 1
+            return iter(list(super().list(prefix, start_offset=start_offset))[:2])
+        return super().list(prefix, start_offset=start_offset)
+
+
+def test_a_remote_reader_lists_again_only_after_as_many_probes_as_before() -> None:
+    # with several writers a reader is often a few commits behind: listing after every commit once it had
+    # probed a few (a LIST per commit, the dearest call on GCS) was most of what 8 writers cost
+    bucket = ShortListings(MemoryBucket())
+    writer = PartitionLog(bucket, PREFIX)
+    things = [uuid.uuid4() for _ in range(2 * log_module._PROBES_BEFORE_LISTING + 4)]
+    for thing in things:
+        writer.append([event(thing, 1)])
+    reader = PartitionLog(bucket, PREFIX, read_workers=4)
+
+    assert [n.originator_id for n in reader.select_notifications(None, 100)] == things
+    assert bucket.listings == 2
+
+
+def test_a_writer_that_loses_the_race_backs_off_then_reads_only_the_commits_after_its_tail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bucket = Wrapped(MemoryBucket())
+    fast, slow = PartitionLog(bucket, PREFIX), PartitionLog(bucket, PREFIX)
+    for thing in (uuid.uuid4(), uuid.uuid4()):
+        fast.append([event(thing, 1)])
+    slow.max_notification_id()  # slow has read commits 1 and 2
+    for thing in (uuid.uuid4(), uuid.uuid4(), uuid.uuid4()):
+        fast.append([event(thing, 1)])
+    waits: list[float] = []
+    monkeypatch.setattr(log_module.time, "sleep", waits.append)
+    bucket.reads.clear()
+
+    assert slow.append([event(uuid.uuid4(), 1)]) == [6]
+
+    # lost commit 3: read it, waited (jitter, at most 2 creates' time), read 4 and 5 and the missing 6, won 6
+    assert [name for name in bucket.reads if name.startswith(PREFIX)] == [
+        commit_name(PREFIX, seq) for seq in (3, 4, 5, 6)]
+    assert len(waits) == 1 and 0 <= waits[0] <= 2 * slow._create_s
 
 
 def test_recorders_in_one_process_share_a_log_and_the_least_used_are_dropped(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import LocalBucket, open_bucket
+from storage import AlreadyExists, LocalBucket, open_bucket
 
 NAME = "p/events/000000000001.json"
 
@@ -124,3 +124,18 @@ def test_a_failed_folder_fsync_is_raised_and_the_next_write_syncs_again(
     bucket.create("p/c", b"c")
 
     assert spy.dirs() == [str(bucket.root / "p")]
+
+
+def test_a_create_only_write_to_a_taken_name_fails_before_its_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # writers racing for the next commit of a log: each loser would otherwise pay a wasted fsync
+    bucket = LocalBucket(tmp_path / "bucket")
+    bucket.create(NAME, b'{"seq": 1}')
+    spy = FsyncSpy(monkeypatch, bucket.root / NAME)
+
+    with pytest.raises(AlreadyExists):
+        bucket.create(NAME, b'{"seq": 1, "other": true}')
+
+    assert spy.calls == []
+    assert bucket.read(NAME) == b'{"seq": 1}'
