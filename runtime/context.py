@@ -91,13 +91,14 @@ class Runtime:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the projector loop and the change feed (idempotent)."""
+    def start(self, *, follow: bool = True) -> None:
+        """Start the projector loop and (``follow``) the change feed over the live partitions
+        (idempotent; a role following other partitions calls ``follow`` itself)."""
         if self._thread is None:
             self._stop.clear()
             self._thread = self.projector.start(self._stop, sweep_every=30.0)
             self.projector.notify(PLATFORM)
-            if self.settings.change_feed != "off":
+            if follow and self.settings.change_feed != "off":
                 self.follow(self.change_feed(self.live_partitions))
 
     def change_feed(self, partitions: Callable[[], Iterable[str]], *, create: bool = False) -> ChangeFeed:
@@ -112,14 +113,20 @@ class Runtime:
             create=create,
         )
 
-    def follow(self, feed: ChangeFeed) -> None:
-        """Catch up the live partitions ``feed`` tells of (its thread is closed by ``stop``)."""
+    def follow(self, feed: ChangeFeed, on_change: Callable[[str], None] | None = None) -> None:
+        """Hand ``on_change`` (default: catch up the partition if it is live here) each partition
+        ``feed`` tells of; the feed's thread is closed by ``stop``."""
         self._feed = feed
-        feed.start(self._changed)
+        feed.start(on_change or self._changed)
 
     def live_partitions(self) -> list[str]:
         """The partitions this process holds views of (the projector folded them here)."""
         return self.projector.partitions()
+
+    def all_partitions(self) -> list[str]:
+        """The platform's partition and every user's, by the platform's user view."""
+        users = (self.view_json(layout.users()) or {}).get("users", ())
+        return [PLATFORM, *(layout.user_partition(row["user_id"]) for row in users)]
 
     def _changed(self, partition: str) -> None:
         if partition in self.projector.partitions():
