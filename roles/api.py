@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from api.app import create_app
+from api.auth import jwt_secret_of
 from roles.bootstrap import bootstrap, hand_over
 from runtime.context import Runtime
 from runtime.settings import Settings, ledger_of
@@ -50,6 +51,7 @@ def run_api(
     ensure_home(settings.home)
     runtime = Runtime(settings)
     ledger_of(settings, runtime.bucket, role="api")
+    jwt_secret_of(settings)  # made once here, so every worker signs with the same secret
     first = bootstrap(runtime)  # the workers find the platform made
     if first is not None:
         hand_over(first, f"http://{host}:{port}", settings.home, sys.stderr)
