@@ -30,6 +30,7 @@ app.command(
     name="serve",
     help="Run the API with the projector and workers, where --api-url / TUNE_API_URL points.",
 )
+app.command("cli.run:run_app", name="run", help="Run one role alone: api, projector, ledger, dispatcher.")
 app.command(
     "cli.admin:admin_app", name="admin", help="Operator tools on the bucket: users, prices, rebuild, audit."
 )

@@ -1,7 +1,9 @@
 """``Projector``: keeps each partition's views current in the bucket, restart-safe and exactly-once.
 
 It is told which partitions moved (``notify``, called in-process by the writer
-or by a bucket notification subscriber); it never lists partitions on a timer.
+or by a change feed, ``storage.changes``); it never lists partitions on a timer. A view
+another process wrote first (at our position or past it) is dropped from the ``ViewStore``
+this projector feeds, so readers here read the bucket's.
 
 How the promises are kept:
 
@@ -99,6 +101,11 @@ class Projector:
         with self._changed:
             self._dirty.add(partition)
             self._changed.notify_all()
+
+    def partitions(self) -> list[str]:
+        """The partitions whose state this process holds (folded here, their views live here)."""
+        with self._guard:
+            return list(self._parts)
 
     def position(self, partition: str) -> int:
         """The position every view of ``partition`` reflects in the bucket, as far as this process
@@ -238,15 +245,19 @@ class Projector:
 
     def _write(self, name: str, data: bytes, position: int) -> None:
         generation, stored = self._stored.get(name, _MISSING)
+        raced = False
         while True:
             if stored >= position:
-                if stored > position and self.store is not None:
+                # another process wrote this view (as far or further): what this process fed its
+                # store may be older than the bucket's, so the store reads it again
+                if (raced or stored > position) and self.store is not None:
                     self.store.forget(name)
                 return
             try:
                 stat = self.bucket.write(name, data, if_generation_match=generation)
             except PreconditionFailed:
                 generation, stored = self._stored_view(name)
+                raced = True
                 continue
             self.writes += 1
             self._stored[name] = (stat.generation, position)

@@ -384,13 +384,15 @@ def local_dispatcher(
     notify: Notify | None = None,
     log_dir: Path | None = None,
     runner_env: Mapping[str, str] | None = None,
+    argv: Callable[[LaunchRequest], list[str]] | None = None,
     **options: object,
 ) -> Dispatcher:
     """A Dispatcher with the local subprocess backend, relaying runner heartbeats to ``heartbeats``.
 
     Every relayed heartbeat also calls ``notify`` with the job's partition (the runner appends
     events there around each heartbeat). ``runner_env`` is added to each runner's environment
-    (the home it keeps its work and base models in). ``options`` are the Dispatcher's keyword arguments.
+    (the home it keeps its work and base models in); ``argv``, the runner's command (default
+``LaunchRequest.argv``). ``options`` are the Dispatcher's keyword arguments.
     """
 
     def on_heartbeat(heartbeat: Heartbeat) -> None:
@@ -399,5 +401,5 @@ def local_dispatcher(
         if notify is not None:
             notify(layout.user_partition(heartbeat.user_id))
 
-    backend = LocalSubprocessBackend(on_heartbeat=on_heartbeat, log_dir=log_dir, env=runner_env)
+    backend = LocalSubprocessBackend(on_heartbeat=on_heartbeat, log_dir=log_dir, env=runner_env, argv=argv)
     return Dispatcher(bucket, backend, notify=notify, **options)  # type: ignore[arg-type]

@@ -18,6 +18,13 @@
   (views are in memory or a small file away, cheaper than a thread hop), on a
   worker thread for a remote one (a network call must not block the loop).
 
+Commits by other processes (the admin CLI, the ledger, runners, other API workers) reach this
+process through its change feed (``settings.change_feed``, ``storage.changes``), started with
+the projector: each partition with live views here (``live_partitions``) that moved is caught
+up again, and a view another process wrote first is dropped from the cache (``Projector``), so
+a suspension, a quota or a role change shows in every API process within the feed's interval
+plus one fold (2 s at p99 is the promise; ``tests/e2e/test_roles.py``).
+
 Writes go through ``committed(partition)``, which tells the projector and waits
 (bounded) until the views reflect the write, so the response and the next read
 show it. Workers in the same process (``roles.embedded``) share the applications
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
@@ -45,6 +52,7 @@ from projections.users import Quota
 from runtime.serving import ChatEngine, Completion
 from runtime.settings import Settings
 from storage import Bucket, ObjectNotFound, layout, open_bucket
+from storage.changes import ChangeFeed, open_change_feed
 from storage.clock import Clock, utc_now
 from storage.eventstore.apps import PartitionApps
 from storage.layout import PLATFORM
@@ -79,17 +87,55 @@ class Runtime:
         self.inline_io = _is_local(self.bucket)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._feed: ChangeFeed | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the projector loop (idempotent)."""
+    def start(self, *, follow: bool = True) -> None:
+        """Start the projector loop and (``follow``) the change feed over the live partitions
+        (idempotent; a role following other partitions calls ``follow`` itself)."""
         if self._thread is None:
             self._stop.clear()
             self._thread = self.projector.start(self._stop, sweep_every=30.0)
             self.projector.notify(PLATFORM)
+            if follow and self.settings.change_feed != "off":
+                self.follow(self.change_feed(self.live_partitions))
+
+    def change_feed(self, partitions: Callable[[], Iterable[str]], *, create: bool = False) -> ChangeFeed:
+        """The feed ``settings.change_feed`` names, checking the heads of ``partitions()``."""
+        url = self.settings.bucket_url
+        prefix = url[len("gs://") :].partition("/")[2] if url.startswith("gs://") else ""
+        return open_change_feed(
+            self.settings.change_feed,
+            partitions=partitions,
+            head_of=self.projector.head,
+            bucket_prefix=prefix,
+            create=create,
+        )
+
+    def follow(self, feed: ChangeFeed, on_change: Callable[[str], None] | None = None) -> None:
+        """Hand ``on_change`` (default: catch up the partition if it is live here) each partition
+        ``feed`` tells of; the feed's thread is closed by ``stop``."""
+        self._feed = feed
+        feed.start(on_change or self._changed)
+
+    def live_partitions(self) -> list[str]:
+        """The partitions this process holds views of (the projector folded them here)."""
+        return self.projector.partitions()
+
+    def all_partitions(self) -> list[str]:
+        """The platform's partition and every user's, by the platform's user view."""
+        users = (self.view_json(layout.users()) or {}).get("users", ())
+        return [PLATFORM, *(layout.user_partition(row["user_id"]) for row in users)]
+
+    def _changed(self, partition: str) -> None:
+        if partition in self.projector.partitions():
+            self.projector.notify(partition)
 
     def stop(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout=5)

@@ -24,6 +24,10 @@ variable                   meaning                                          defa
 ``HF_HUB_OFFLINE``         the Hugging Face hub is off where jobs run (so   unset
                            is ``TRANSFORMERS_OFFLINE``): a hub base model
                            not converted yet is refused at start
+``TUNE_CHANGE_FEED``       how this process hears of other processes'       ``poll`` (heads of live
+                           commits: ``poll[:<s>]``, ``pubsub://project/   partitions every 0.25 s)
+                           topic/subscription`` (the bucket's object
+                           notifications), ``off`` (``storage.changes``)
 ``TUNE_SIGNING_KEY``       the role's Ed25519 key that signs its commits    ``$TUNE_HOME/keys/<role>
                                                                             .ed25519`` (0600, created)
 ``TUNE_ROOT_PUBLIC_KEY``   the root public key the keyring is trusted by    ``$TUNE_HOME/keys/root
@@ -105,6 +109,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     prepare_base_models: tuple[str, ...] = ("builtin", "local")
     """Base models the serving role converts into the bucket when they enter the catalogue: source kinds
     and/or names, ``all``; empty: none (``runners.base_model_prep``)."""
+    change_feed: str = "poll"
+    """How this process hears of commits by others (``storage.changes.open_change_feed``; ``off``: not)."""
     hub_offline: bool = False
     """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
     ledger: LedgerSettings = LedgerSettings()
@@ -129,6 +135,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             serving_flush_s=float(_int_env(env, "TUNE_SERVING_FLUSH_S", 5)),
             listing_interval_s=float(_int_env(env, "TUNE_LISTING_INTERVAL_S", 2)),
             prepare_base_models=_names_env(env, "TUNE_PREPARE_BASE_MODELS", ("builtin", "local")),
+            change_feed=env.get("TUNE_CHANGE_FEED") or "poll",
             hub_offline=hub_offline(env),
             ledger=LedgerSettings.from_env(env),
         )

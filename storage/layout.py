@@ -101,6 +101,7 @@ __all__ = [
     "model_metadata",
     "model_prefix",
     "models",
+    "partition_of_commit",
     "platform_views",
     "position",
     "pricing",
@@ -129,6 +130,21 @@ def user_of(partition: str) -> str:
     if f"{kind}/" != USERS:
         raise ValueError(f"not a user partition (users/<id>): {partition!r}")
     return check_id(user_id, kind="user_id")
+
+
+def partition_of_commit(name: str) -> str | None:
+    """The partition whose event store holds object ``name`` (a commit, a segment: anything under
+    ``<partition>/events/``), or None for any other object (views, logs, checkpoints)."""
+    if name.startswith(PLATFORM_EVENTS):
+        return PLATFORM
+    kind, _, rest = name.partition("/")
+    user_id, _, tail = rest.partition("/")
+    if f"{kind}/" != USERS or not user_id or not tail.startswith("events/"):
+        return None
+    try:
+        return user_partition(check_id(user_id, kind="user_id"))
+    except ValidationFailed:
+        return None
 
 
 # -- metadata: the views the projector writes ---------------------------------------------

@@ -80,6 +80,7 @@ def test_console_scripts_are_installed() -> None:
 NO_JSON = {
     "tune login", "tune logout", "tune logs", "tune serve", "tune stop", "tune budget clear",
     "model download", "model chat", "model delete", "dataset delete", "tune key revoke",
+    "tune run api", "tune run projector", "tune run ledger", "tune run dispatcher",
 }  # fmt: skip
 
 
