@@ -28,7 +28,14 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 
 from domain.errors import ValidationFailed
 
-__all__ = ["MEDIA_TYPES", "FormFile", "UploadOperation", "decoded_body", "upload_coding"]
+__all__ = [
+    "MEDIA_TYPES",
+    "FormFile",
+    "FormUploadOperation",
+    "UploadOperation",
+    "decoded_body",
+    "upload_coding",
+]
 
 MEDIA_TYPES = ("application/octet-stream", "application/jsonl", "application/x-ndjson", "text/plain")
 """The labels of a JSONL file the upload accepts (no label reads as the first)."""
@@ -249,3 +256,23 @@ class FormFile:
             if event is not None and not isinstance(event, bytes | bytearray):
                 await self._read_field(event)
         check(self.fields)
+
+
+@dataclass
+class FormUploadOperation(Operation):
+    """``POST /v1/files``'s OpenAPI operation: a ``multipart/form-data`` form of ``file`` and ``purpose``."""
+
+    def __post_init__(self) -> None:
+        form = Schema(
+            type="object",  # type: ignore[arg-type]
+            required=["file", "purpose"],
+            properties={
+                "file": Schema(type="string", format="binary", min_length=1),  # type: ignore[arg-type]
+                "purpose": Schema(type="string", enum=["fine-tune"]),  # type: ignore[arg-type]
+            },
+        )
+        self.request_body = RequestBody(
+            content={"multipart/form-data": OpenAPIMediaType(schema=form)},
+            required=True,
+            description="The JSONL file (``file``) and ``purpose`` ``fine-tune``; another body answers 415.",
+        )

@@ -19,7 +19,7 @@ from api.errors import documented
 from api.openai_schemas import OpenAIErrorBody
 from api.services.datasets import DatasetService
 from api.services.fine_tuning import PURPOSE, FineTuningService
-from api.uploads import FormFile
+from api.uploads import FormFile, FormUploadOperation
 from domain.errors import ValidationFailed
 from runtime.context import Runtime
 
@@ -45,6 +45,7 @@ class OpenAIFilesController(Controller):
         operation_id="create_openai_file",
         status_code=200,
         responses=documented(403, 413, 415, shape=OpenAIErrorBody),
+        operation_class=FormUploadOperation,
         request_max_body_size=None,  # the dataset service enforces the upload limit (413) and the quota (403)
     )
     async def upload(
@@ -115,7 +116,7 @@ class OpenAIFineTuningController(Controller):
         "",
         operation_id="create_fine_tuning_job",
         status_code=200,
-        responses=documented(404, 409, 422, 429, shape=OpenAIErrorBody),
+        responses=documented(403, 404, 409, 422, 429, shape=OpenAIErrorBody),
         sync_to_thread=True,
     )
     def create(
