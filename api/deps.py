@@ -18,6 +18,7 @@ from litestar.params import Parameter
 from api.auth import Principal
 from api.guards import caller_of
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
+from api.services.fine_tuning import FineTuningService
 from api.services.keys import KeyService
 from api.services.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from api.services.serving import ServingService
@@ -33,6 +34,7 @@ __all__ = [
     "provide_billing",
     "provide_caller",
     "provide_datasets",
+    "provide_fine_tuning",
     "provide_jobs",
     "provide_keys",
     "provide_models",
@@ -122,6 +124,12 @@ def provide_datasets(runtime: NamedDependency[Runtime], request: Request[Any, An
     return DatasetService(runtime, _subject(request))
 
 
+def provide_fine_tuning(
+    runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]
+) -> FineTuningService:
+    return FineTuningService(runtime, caller_of(request).user_id)
+
+
 def provide_models(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> ModelService:
     return ModelService(runtime, _subject(request))
 
@@ -152,5 +160,6 @@ dependencies = {
     "accounts": Provide(provide_accounts, sync_to_thread=False),
     "serving": Provide(provide_serving, sync_to_thread=False),
     "keys": Provide(provide_keys, sync_to_thread=False),
+    "fine_tuning": Provide(provide_fine_tuning, sync_to_thread=False),
     "page": Provide(provide_page, sync_to_thread=False),
 }

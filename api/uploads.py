@@ -18,15 +18,24 @@ give it away.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import multipart
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 
 from domain.errors import ValidationFailed
 
-__all__ = ["MEDIA_TYPES", "UploadOperation", "decoded_body", "upload_coding"]
+__all__ = [
+    "MEDIA_TYPES",
+    "FormFile",
+    "FormUploadOperation",
+    "UploadOperation",
+    "decoded_body",
+    "upload_coding",
+]
 
 MEDIA_TYPES = ("application/octet-stream", "application/jsonl", "application/x-ndjson", "text/plain")
 """The labels of a JSONL file the upload accepts (no label reads as the first)."""
@@ -156,4 +165,114 @@ class UploadOperation(Operation):
                 "``Content-Encoding: gzip``: the size limit applies to the decompressed bytes. "
                 "Another Content-Type or Content-Encoding answers 415 and nothing is stored."
             ),
+        )
+
+
+_FIELD_MAX = 1024
+"""The most bytes of a form field other than the file (``purpose``)."""
+
+
+class FormFile:
+    """The one file of a ``multipart/form-data`` upload (OpenAI's ``POST /v1/files``), streamed.
+
+    ``open`` reads up to the file's part (the fields before it are kept in ``fields``, its name in
+    ``filename``); ``body`` yields the file's bytes as they arrive, then reads the fields after it,
+    and calls ``check(fields)`` before it ends, so a consumer that stores only a body that ends
+    never stores a file whose form is refused. A second file, a field past ``_FIELD_MAX`` bytes or
+    a broken form is a 400; a body that is no form, a 415.
+
+    Args:
+        chunks: the request's body.
+        content_type: its ``Content-Type`` (with the form's ``boundary``).
+        content_encoding: its ``Content-Encoding`` (only identity: a form is not compressed whole).
+        file_field: the name of the file's part.
+    """
+
+    def __init__(
+        self, chunks: AsyncIterator[bytes], content_type: str, content_encoding: str, file_field: str = "file"
+    ) -> None:
+        media_type, options = multipart.parse_options_header(content_type)
+        if media_type != "multipart/form-data" or not options.get("boundary"):
+            raise _unsupported(
+                f"unsupported Content-Type {media_type!r:.80}: send a multipart/form-data form with a "
+                f"'{file_field}' part",
+                "Content-Type",
+            )
+        if content_encoding.strip().lower() not in ("", "identity"):
+            raise _unsupported("a form is sent without Content-Encoding", "Content-Encoding")
+        self._parser = multipart.PushMultipartParser(options["boundary"], max_segment_count=64)
+        self._events = self._parse(chunks)
+        self._field = file_field
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+
+    async def _parse(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    for event in self._parser.parse(chunk):
+                        yield event
+            for event in self._parser.parse(b""):
+                yield event
+            self._parser.close()
+        except multipart.MultipartError as exc:
+            raise ValidationFailed(f"not a valid multipart/form-data body: {exc}", where="body") from None
+
+    async def open(self) -> None:
+        """Read up to the file's part; ValidationFailed when the form has none."""
+        async for event in self._events:
+            if event is None or isinstance(event, bytes | bytearray):
+                continue
+            if event.name == self._field and event.filename is not None:
+                self.filename = event.filename
+                return
+            await self._read_field(event)
+        raise ValidationFailed(f"the form has no file part named {self._field!r}", where=self._field)
+
+    async def _read_field(self, segment: Any) -> None:
+        if segment.filename is not None:
+            raise ValidationFailed(
+                f"one file per upload, in the part named {self._field!r} (got {segment.name!r:.40})",
+                where=str(segment.name),
+            )
+        value = b""
+        async for event in self._events:
+            if event is None:
+                break
+            value += event
+            if len(value) > _FIELD_MAX:
+                raise ValidationFailed(
+                    f"form field {segment.name!r:.40} is too long", where=str(segment.name)
+                )
+        self.fields[str(segment.name)] = value.decode("utf-8", "replace")
+
+    async def body(self, check: Callable[[dict[str, str]], None]) -> AsyncIterator[bytes]:
+        """The file's bytes; then the rest of the form, read and passed to ``check``."""
+        async for event in self._events:
+            if event is None:
+                break
+            yield bytes(event)
+        async for event in self._events:
+            if event is not None and not isinstance(event, bytes | bytearray):
+                await self._read_field(event)
+        check(self.fields)
+
+
+@dataclass
+class FormUploadOperation(Operation):
+    """``POST /v1/files``'s OpenAPI operation: a ``multipart/form-data`` form of ``file`` and ``purpose``."""
+
+    def __post_init__(self) -> None:
+        form = Schema(
+            type="object",  # type: ignore[arg-type]
+            required=["file", "purpose"],
+            properties={
+                "file": Schema(type="string", format="binary", min_length=1),  # type: ignore[arg-type]
+                "purpose": Schema(type="string", enum=["fine-tune"]),  # type: ignore[arg-type]
+            },
+        )
+        self.request_body = RequestBody(
+            content={"multipart/form-data": OpenAPIMediaType(schema=form)},
+            required=True,
+            description="The JSONL file (``file``) and ``purpose`` ``fine-tune``; another body answers 415.",
         )

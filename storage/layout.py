@@ -8,7 +8,7 @@
     users/<uid>/metadata/{user_info,gpu_pricing}.json       the platform partition's views of a user
     users/<uid>/metadata/{jobs,datasets,models,billing,billing_history,position}.json
     users/<uid>/metadata/index/{jobs,datasets,models}/{head,<page:06d>}.json   the listings, paged
-    users/<uid>/jobs/<job_id>/{config.yml,run.yaml,status.json}
+    users/<uid>/jobs/<job_id>/{config.yml,openai.json,run.yaml,status.json}
     users/<uid>/jobs/<job_id>/attempts/<n>/{job.log,metrics.jsonl}   what attempt n wrote
     users/<uid>/jobs/<job_id>/attempts/<n>/checkpoints/<step>/...
     users/<uid>/jobs/<job_id>/{job.log,events/metrics.jsonl}        (older jobs: every attempt's)
@@ -90,6 +90,7 @@ __all__ = [
     "job_config",
     "job_log",
     "job_metrics",
+    "job_openai",
     "job_prefix",
     "job_run",
     "job_status",
@@ -282,6 +283,12 @@ def job_prefix(user_id: str, job_id: str) -> str:
 
 
 job_config = _in(job_prefix, "config.yml", "The training config as submitted (YAML).")
+job_openai = _in(
+    job_prefix,
+    "openai.json",
+    "What a job created at ``/v1/fine_tuning/jobs`` was asked that its config does not hold "
+    "(validation file, suffix, method, metadata).",
+)
 job_run = _in(job_prefix, "run.yaml", "The current attempt's run.yaml (``runners.attempt_spec``).")
 job_status = _in(job_prefix, "status.json", "The job's view.")
 job_log = _in(
@@ -510,7 +517,7 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("view index", rf"{_USER}/metadata/index/(?:{_one_of(INDEXED)})/(?:head|[0-9]{{6,}})\.json"),
     _pattern(
         "job file",
-        rf"{_USER}/jobs/{_ID}/(?:config\.yml|run\.yaml|status\.json|job\.log"
+        rf"{_USER}/jobs/{_ID}/(?:config\.yml|openai\.json|run\.yaml|status\.json|job\.log"
         r"|events/metrics\.jsonl)",
     ),
     _pattern("attempt file", rf"{_USER}/jobs/{_ID}/attempts/[0-9]+/(?:job\.log|metrics\.jsonl)"),

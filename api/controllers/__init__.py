@@ -9,6 +9,7 @@ from api.controllers.health import HealthController
 from api.controllers.keys import KeyController
 from api.controllers.models import ModelController
 from api.controllers.openai import OpenAIController
+from api.controllers.openai_fine_tuning import OpenAIFilesController, OpenAIFineTuningController
 
 __all__ = [
     "AuthController",
@@ -20,6 +21,8 @@ __all__ = [
     "KeyController",
     "ModelController",
     "OpenAIController",
+    "OpenAIFilesController",
+    "OpenAIFineTuningController",
 ]
 
 CONTROLLERS = [
@@ -31,5 +34,7 @@ CONTROLLERS = [
     BillingController,
     HardwareController,
     OpenAIController,
+    OpenAIFilesController,
+    OpenAIFineTuningController,
     KeyController,
 ]

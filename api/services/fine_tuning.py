@@ -1,0 +1,428 @@
+"""OpenAI-compatible fine-tuning: the caller's datasets as OpenAI files, their jobs as OpenAI jobs.
+
+A thin translation over ``DatasetService`` and ``JobService``: one job, two doors. A file is a
+dataset (its id is the ``dataset_id``; uploaded, validated line by line and deleted as at
+``/datasets``); a job created here is submitted by ``JobService.start`` like one from
+``/fine-tune/{user}/start`` and shows there, in the CLI and here alike. What a create request
+asks that the training config does not hold (``validation_file``, ``suffix``, ``metadata``) is
+kept beside the config (``storage.layout.job_openai``); the hyperparameters and seed a job
+reports are read back from its config, so a job started at ``/fine-tune`` answers here too.
+
+Not yet: ``method`` ``dpo`` and ``reinforcement`` (400), pausing and resuming (400,
+``not_supported``), and training on ``validation_file``: it is checked (a validated file of
+the caller's) and stored, and the job's events say it is not used; ``config.validation_split``
+holds out part of the training file instead.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from api import openai_ft_schemas as ft
+from api import schemas
+from api.services.base import UserService
+from api.services.datasets import DatasetService
+from api.services.jobs import JobService
+from api.services.pages import PageRequest, encode_cursor
+from domain.config_yaml import config_from_yaml
+from domain.errors import NotFound, PlatformError, Problem, Problems, ValidationFailed
+from domain.job_states import TERMINAL_STATES, JobState
+from domain.training_config import TrainingConfig
+from storage import ObjectNotFound, layout
+from views.index import sort_key
+
+__all__ = ["FineTuningService", "openai_state"]
+
+T = TypeVar("T")
+
+DEFAULTS = TrainingConfig()
+PURPOSE = "fine-tune"
+
+_STATES: dict[str, ft.OpenAIJobState] = {
+    JobState.SUBMITTED: "validating_files",
+    JobState.QUEUED: "queued",
+    JobState.RUNNING: "running",
+    JobState.STOPPING: "running",
+    JobState.RETRYING: "running",
+    JobState.LOST: "running",
+    JobState.SUCCEEDED: "succeeded",
+    JobState.FAILED: "failed",
+    JobState.STOPPED: "cancelled",
+}
+"""The platform's states as OpenAI's: every state an attempt may still come out of is ``running``."""
+
+_LIMIT_STOPS = frozenset({"budget_exceeded"})
+"""Stop reasons that are no cancellation: the job ran out of money (``failed`` for OpenAI)."""
+
+_PARAMS = {
+    "dataset_id": "training_file",
+    "base_model": "model",
+    "epochs": "hyperparameters.n_epochs",
+    "batch_size": "hyperparameters.batch_size",
+    "learning_rate": "hyperparameters.learning_rate_multiplier",
+    "seed": "seed",
+}
+"""``JobService.start``'s field names, as a create request names them."""
+
+_HIDDEN_EVENTS = frozenset({"UsageMetered", "UsageCredited"})
+"""Billing's events: at ``/fine-tune/{id}/events`` and ``/billing``, not in OpenAI's event list."""
+_WARNINGS = frozenset({"Retrying", "Lost", "AttemptFaulted", "AlertRaised", "StopRequested"})
+_MESSAGES: dict[str, Callable[[schemas.JobEvent], str]] = {
+    "Submitted": lambda e: f"Created fine-tuning job: {e.summary}",
+    "Queued": lambda e: "Job queued",
+    "Succeeded": lambda e: "The job has successfully completed",
+    "Failed": lambda e: f"The job failed: {e.summary}",
+    "Stopped": lambda e: f"The job was cancelled: {e.summary}",
+}
+
+
+def openai_state(status: str, stop_reason: str | None = None) -> ft.OpenAIJobState:
+    """A platform job state as OpenAI names it (a job a spending limit stopped has ``failed``)."""
+    if status == JobState.STOPPED and stop_reason in _LIMIT_STOPS:
+        return "failed"
+    return _STATES[status]
+
+
+class FineTuningService(UserService):
+    """The caller's files and fine-tuning jobs in OpenAI's shapes."""
+
+    @property
+    def datasets(self) -> DatasetService:
+        return DatasetService(self.rt, self.user_id)
+
+    @property
+    def jobs(self) -> JobService:
+        return JobService(self.rt, self.user_id)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def file(self, file_id: str) -> ft.FileObject:
+        return _file(self.datasets.get(file_id))
+
+    def uploaded(self, dataset: schemas.Dataset) -> ft.FileObject:
+        return _file(dataset)
+
+    def files(
+        self, *, limit: int = 100, after: str | None = None, order: str = "desc", purpose: str | None = None
+    ) -> ft.FileList:
+        """A page of the caller's files, newest first (``order`` ``asc``: oldest first)."""
+        if purpose is not None and purpose != PURPOSE:
+            return ft.FileList(data=[])
+        if order == "asc":
+            rows = self.datasets.list().datasets
+            page, more = _page(rows, lambda r: r.dataset_id, after, limit, "file")
+        else:
+            cursor = None
+            if after is not None:
+                found = self._after(self.datasets.get, after, "file")
+                cursor = encode_cursor("datasets", sort_key(found.created_at, found.dataset_id))
+            listed = self.datasets.list(PageRequest(limit=limit, after=cursor))
+            page, more = listed.datasets, listed.has_more
+        data = [_file(row) for row in page]
+        return ft.FileList(
+            data=data,
+            has_more=more,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
+
+    def delete_file(self, file_id: str) -> ft.FileDeleted:
+        """Delete the dataset and its files (409 while a queued or running job uses it)."""
+        return ft.FileDeleted(id=self.datasets.delete(file_id).id)
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def create(self, request: ft.FineTuningJobCreate) -> ft.FineTuningJob:
+        """Check what the platform cannot do yet, translate, and start through ``JobService.start``
+        (the config checked whole, the budget and quota asked); errors name OpenAI's parameters."""
+        _check_method(request)
+        if request.integrations:
+            raise ValidationFailed(
+                "integrations are not supported: each job's metrics are in its events and checkpoints",
+                where="integrations",
+            )
+        if request.validation_file is not None:
+            self._usable_file(request.validation_file)
+        config = _config(request)
+        start = schemas.StartJobRequest(
+            base_model=request.model, dataset_id=request.training_file, config=config
+        )
+        try:
+            reply = self.jobs.start(start)
+        except PlatformError as exc:
+            raise _in_openai_terms(exc) from None
+        assert reply.job_id is not None
+        asked = {
+            "validation_file": request.validation_file,
+            "suffix": request.suffix,
+            "metadata": request.metadata,
+        }
+        self.rt.bucket.write(layout.job_openai(self.user_id, reply.job_id), msgspec.json.encode(asked))
+        return self.job(reply.job_id)
+
+    def job(self, job_id: str) -> ft.FineTuningJob:
+        return self._job(self.jobs.status(job_id))
+
+    def list(self, *, limit: int = 20, after: str | None = None) -> ft.FineTuningJobList:
+        """A page of the caller's jobs, newest first, after the job ``after``."""
+        cursor = None
+        if after is not None:
+            found = self._after(self.jobs.status, after, "job")
+            cursor = encode_cursor("jobs", sort_key(found.created_at, found.job_id))
+        listed = self.jobs.list(PageRequest(limit=limit, after=cursor))
+        return ft.FineTuningJobList(
+            data=[self.job(row.job_id) for row in listed.jobs], has_more=listed.has_more
+        )
+
+    def cancel(self, job_id: str) -> ft.FineTuningJob:
+        """Stop the job (a running one checkpoints first); 409 once it has ended."""
+        self.jobs.stop(job_id, reason="cancelled by the user")
+        return self.job(job_id)
+
+    def pause(self, job_id: str) -> ft.FineTuningJob:
+        self.jobs.status(job_id)  # 404 unless it is the caller's
+        raise ValidationFailed(
+            "pausing a fine-tuning job is not supported yet: cancel it instead (it saves a checkpoint first)",
+            where="fine_tuning_job_id",
+            code="not_supported",
+        )
+
+    def resume(self, job_id: str) -> ft.FineTuningJob:
+        self.jobs.status(job_id)
+        raise ValidationFailed(
+            "resuming a fine-tuning job is not supported yet (no job can be paused)",
+            where="fine_tuning_job_id",
+            code="not_supported",
+        )
+
+    def events(self, job_id: str, *, limit: int = 20, after: str | None = None) -> ft.FineTuningEventList:
+        """The job's history, newest first, without billing's events (``/fine-tune/{id}/events``
+        has every one); a progress report is a ``metrics`` event."""
+        history = self.jobs.events(job_id).events
+        asked = self._asked(job_id)
+        events: list[ft.FineTuningEvent] = []
+        for event in history:
+            if event.type in _HIDDEN_EVENTS:
+                continue
+            events.append(_event(job_id, event))
+            if event.type == "Submitted" and asked.get("validation_file"):
+                events.append(_validation_note(job_id, event, str(asked["validation_file"])))
+        page, more = _page(events[::-1], lambda e: e.id, after, limit, "event")
+        return ft.FineTuningEventList(data=page, has_more=more)
+
+    def checkpoints(
+        self, job_id: str, *, limit: int = 10, after: str | None = None
+    ) -> ft.FineTuningCheckpointList:
+        """The job's checkpoints that can still be used, newest first."""
+        listing = self.jobs.checkpoints(job_id)
+        points = [_checkpoint(job_id, c) for c in reversed(listing.checkpoints) if c.available]
+        page, more = _page(points, lambda c: c.id, after, limit, "checkpoint")
+        return ft.FineTuningCheckpointList(
+            data=page,
+            has_more=more,
+            first_id=page[0].id if page else None,
+            last_id=page[-1].id if page else None,
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _job(self, status: schemas.JobStatus) -> ft.FineTuningJob:
+        config = self._config(status.job_id)
+        asked = self._asked(status.job_id)
+        hyperparameters = ft.FineTuningHyperparameters(
+            n_epochs=config.get("epochs", DEFAULTS.epochs),
+            batch_size=config.get("batch_size", DEFAULTS.batch_size),
+            learning_rate_multiplier=round(
+                config.get("learning_rate", DEFAULTS.learning_rate) / DEFAULTS.learning_rate, 6
+            ),
+        )
+        state = openai_state(status.status, status.stop_reason)
+        ended = status.status in TERMINAL_STATES
+        return ft.FineTuningJob(
+            id=status.job_id,
+            created_at=_unix(status.created_at) or 0,
+            error=_error(status, state),
+            fine_tuned_model=status.model_id if ended else None,
+            finished_at=_unix(status.finished_at) if ended else None,
+            hyperparameters=hyperparameters,
+            method=ft.FineTuningMethod(supervised=ft.SupervisedMethod(hyperparameters=hyperparameters)),
+            model=status.base_model,
+            organization_id=self.user_id,
+            seed=config.get("seed", DEFAULTS.seed),
+            status=state,
+            trained_tokens=status.tokens if ended else None,
+            training_file=status.dataset_id,
+            validation_file=asked.get("validation_file"),
+            metadata=asked.get("metadata"),
+            user_provided_suffix=asked.get("suffix"),
+        )
+
+    def _config(self, job_id: str) -> dict[str, Any]:
+        try:
+            text = self.rt.bucket.read(layout.job_config(self.user_id, job_id))
+        except ObjectNotFound:  # submitted a moment ago by another process: its defaults
+            return {}
+        return config_from_yaml(text, where="config", at_line=lambda line: f"config line {line}")
+
+    def _asked(self, job_id: str) -> dict[str, Any]:
+        try:
+            found = msgspec.json.decode(self.rt.bucket.read(layout.job_openai(self.user_id, job_id)))
+        except ObjectNotFound:  # a job started at /fine-tune
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def _usable_file(self, file_id: str) -> None:
+        try:
+            self.jobs._usable_dataset(file_id)
+        except PlatformError as exc:
+            renamed = copy.copy(exc)
+            renamed.where = "validation_file"
+            raise renamed from None
+
+    @staticmethod
+    def _after(get: Callable[[str], T], after: str, noun: str) -> T:
+        try:
+            return get(after)
+        except NotFound:
+            raise ValidationFailed(f"no {noun} {after!r:.80} to list after", where="after") from None
+
+
+def _check_method(request: ft.FineTuningJobCreate) -> None:
+    method = request.method
+    if method is None or method.type == "supervised":
+        return
+    hint = " (preference tuning is coming)" if method.type == "dpo" else ""
+    raise ValidationFailed(
+        f"method {method.type!r} is not supported yet{hint}; only 'supervised' is", where="method.type"
+    )
+
+
+def _config(request: ft.FineTuningJobCreate) -> dict[str, Any]:
+    """The training config of a create request: its ``config`` extension, then the hyperparameters
+    (``method.supervised.hyperparameters`` winning key by key; ``auto`` keeps the default), the seed."""
+    config = dict(request.config or {})
+    given = [request.hyperparameters]
+    if request.method is not None and request.method.supervised is not None:
+        given.append(request.method.supervised.hyperparameters)
+    values: dict[str, Any] = {}
+    for hp in given:
+        if hp is not None:
+            values.update({k: v for k, v in msgspec.structs.asdict(hp).items() if v is not None})
+    if isinstance(values.get("n_epochs"), int):
+        config["epochs"] = values["n_epochs"]
+    if isinstance(values.get("batch_size"), int):
+        config["batch_size"] = values["batch_size"]
+    multiplier = values.get("learning_rate_multiplier")
+    if isinstance(multiplier, int | float):
+        base = config.get("learning_rate", DEFAULTS.learning_rate)
+        config["learning_rate"] = base * multiplier if isinstance(base, int | float) else base
+    if request.seed is not None:
+        config["seed"] = request.seed
+    return config
+
+
+def _in_openai_terms(exc: PlatformError) -> PlatformError:
+    """``exc`` naming the create request's parameters instead of ``/fine-tune``'s fields."""
+    if isinstance(exc, Problems):
+        renamed = [Problem(_PARAMS.get(p.where, p.where), p.message) for p in exc.problems]
+        return Problems(renamed, subject="fine-tuning job")
+    if exc.where in _PARAMS:
+        exc = copy.copy(exc)
+        exc.where = _PARAMS[exc.where or ""]
+    return exc
+
+
+def _unix(at: str | None) -> int | None:
+    if not at:
+        return None
+    return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+
+
+def _file(dataset: schemas.Dataset | schemas.DatasetRow) -> ft.FileObject:
+    status = {"validated": "processed", "rejected": "error"}.get(dataset.status, "uploaded")
+    details = None
+    if isinstance(dataset, schemas.Dataset) and dataset.errors:
+        shown = "; ".join(f"line {e.line}: {e.message}" for e in dataset.errors[:5])
+        count = dataset.error_count or len(dataset.errors)
+        details = f"{count} invalid line(s): {shown}" + (" ..." if count > 5 else "")
+    return ft.FileObject(
+        id=dataset.dataset_id,
+        bytes=dataset.size_bytes,
+        created_at=_unix(dataset.created_at) or 0,
+        filename=dataset.filename,
+        status=status,  # type: ignore[arg-type]
+        status_details=details,
+    )
+
+
+def _error(status: schemas.JobStatus, state: str) -> ft.FineTuningJobError | None:
+    if state != "failed":
+        return None
+    if status.status == JobState.STOPPED:
+        return ft.FineTuningJobError(
+            code=status.stop_reason or "stopped", message=f"stopped: {status.stop_reason}"
+        )
+    return ft.FineTuningJobError(code="training_failed", message=status.error or "the job failed")
+
+
+def _event(job_id: str, event: schemas.JobEvent) -> ft.FineTuningEvent:
+    created = _unix(event.at) or 0
+    event_id = f"{job_id}:event:{event.seq}"
+    if event.type == "ProgressReported":
+        d = event.data
+        data = {
+            "step": d.get("step"),
+            "total_steps": d.get("total_steps"),
+            "train_loss": d.get("loss"),
+            "epoch": d.get("epoch"),
+            "tokens": d.get("tokens"),
+        }
+        return ft.FineTuningEvent(
+            id=event_id, created_at=created, level="info", message=event.summary, data=data, type="metrics"
+        )
+    message = _MESSAGES.get(event.type, lambda e: e.summary)(event)
+    level = "error" if event.type == "Failed" else "warn" if event.type in _WARNINGS else "info"
+    return ft.FineTuningEvent(id=event_id, created_at=created, level=level, message=message)
+
+
+def _validation_note(job_id: str, submitted: schemas.JobEvent, file_id: str) -> ft.FineTuningEvent:
+    return ft.FineTuningEvent(
+        id=f"{job_id}:event:validation_file",
+        created_at=_unix(submitted.at) or 0,
+        level="warn",
+        message=(
+            f"validation_file {file_id} is stored with the job but not trained on: validation on a separate "
+            "file is not supported yet (config validation_split holds out part of the training file)"
+        ),
+    )
+
+
+def _checkpoint(job_id: str, point: schemas.CheckpointInfo) -> ft.FineTuningCheckpoint:
+    return ft.FineTuningCheckpoint(
+        id=point.checkpoint_id,
+        created_at=_unix(point.at) or 0,
+        fine_tuned_model_checkpoint=point.checkpoint_id,
+        fine_tuning_job_id=job_id,
+        metrics=ft.CheckpointMetrics(
+            step=point.step, train_loss=point.train_loss, valid_loss=point.eval_loss
+        ),
+        step_number=point.step,
+    )
+
+
+def _page(
+    items: Sequence[T], id_of: Callable[[T], str], after: str | None, limit: int, noun: str
+) -> tuple[list[T], bool]:
+    """The ``limit`` items after the one whose id is ``after`` (400 naming ``after`` when there is none)."""
+    start = 0
+    if after is not None:
+        start = next((i + 1 for i, item in enumerate(items) if id_of(item) == after), -1)
+        if start < 0:
+            raise ValidationFailed(f"no {noun} {after!r:.80} to list after", where="after")
+    rest = items[start:]
+    return list(rest[:limit]), len(rest) > limit
