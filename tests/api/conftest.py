@@ -188,4 +188,6 @@ def world(api: Api, ann: User) -> dict[str, str]:
         "model_id": model_id,
         "dataset_id": dataset_id,
         "key_id": key_id,
+        "file_id": dataset_id,  # /v1/files: a file is a dataset
+        "fine_tuning_job_id": job_id,  # /v1/fine_tuning/jobs: one job, two doors
     }

@@ -22,6 +22,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "model": "{model_id}",
         "messages": [{"role": "user", "content": "hi"}],
     },
+    ("POST", "/v1/fine_tuning/jobs"): {"model": "tiny-llama", "training_file": "{file_id}"},
 }
 ANNS_BUDGET = 7_000_000
 REPORT = ("GET", "/billing/report")  # of the current month: the one that holds usage
@@ -78,6 +79,18 @@ def test_the_schema_lists_every_route(api: Api) -> None:
         ("DELETE", "/keys/{key_id}"),
         ("GET", "/v1/models"),
         ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/files"),
+        ("GET", "/v1/files"),
+        ("GET", "/v1/files/{file_id}"),
+        ("DELETE", "/v1/files/{file_id}"),
+        ("POST", "/v1/fine_tuning/jobs"),
+        ("GET", "/v1/fine_tuning/jobs"),
+        ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}"),
+        ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel"),
+        ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/pause"),
+        ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/resume"),
+        ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"),
+        ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"),
     }
 
 
@@ -104,8 +117,10 @@ def test_another_users_ids_answer_404_like_unknown_ones(
         assert nobodys.status_code == 404, (method, template, nobodys.text)
         if method == "HEAD":  # no body to compare
             continue
-        assert theirs.json()["error"]["code"] == nobodys.json()["error"]["code"] == "not_found"
-        assert theirs.json()["error"]["where"] == nobodys.json()["error"]["where"]
+        mine, unknowns = theirs.json()["error"], nobodys.json()["error"]
+        assert mine["code"] == unknowns["code"] and mine["code"] in ("not_found", "model_not_found")
+        place = "param" if template.startswith("/v1/") else "where"  # /v1: OpenAI's error shape
+        assert mine[place] == unknowns[place]
     assert sorted(api.rt.bucket.list(f"users/{ann.user_id}/")) == before
     job = api.client.get(f"/fine-tune/{world['job_id']}/status", headers=ann.headers).json()
     assert job["status"] == "succeeded"
@@ -138,7 +153,7 @@ def test_routes_without_ids_show_only_the_callers_own(
         for method, template in operations(api)
         if (method, template) not in PUBLIC and "{" not in template and method == "GET"
     ]
-    shows = {"/keys": "key_id", "/v1/models": "model_id"}  # what of Ann's each lists, if not her jobs
+    shows = {"/keys": "key_id", "/v1/models": "model_id", "/v1/files": "dataset_id"}  # if not her jobs
     for method, template in routes:
         if template not in ("/billing/pricing", "/hardware"):  # the same for everyone
             own = call(api, method, template, ann_ids, ann.headers)
@@ -150,9 +165,14 @@ def test_routes_without_ids_show_only_the_callers_own(
         if (method, template) in PUBLIC or "{" in template:
             continue
         reply = call(api, method, template, ann_ids, bob.headers)
-        expected = {("POST", "/keys"): 201, ("POST", "/v1/chat/completions"): 404}  # Ann's model: not Bob's
+        expected = {  # Ann's model and file: not Bob's; a file upload needs a form
+            ("POST", "/keys"): 201,
+            ("POST", "/v1/chat/completions"): 404,
+            ("POST", "/v1/fine_tuning/jobs"): 404,
+            ("POST", "/v1/files"): 415,
+        }
         assert reply.status_code == expected.get((method, template), 200), (method, template, reply.text)
-        if (method, template) == ("POST", "/v1/chat/completions"):
+        if (method, template) in (("POST", "/v1/chat/completions"), ("POST", "/v1/fine_tuning/jobs")):
             continue  # its 404 echoes the name Bob sent, as for any unknown model (tests/api/test_openai.py)
         assert not any(value in reply.text for value in ann_ids.values()), (method, template, reply.text)
         assert str(ANNS_BUDGET) not in reply.text, (method, template, "Ann's budget")
