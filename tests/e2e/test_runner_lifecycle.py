@@ -173,7 +173,10 @@ def test_a_stop_request_mid_run_stops_the_job_with_a_checkpoint(platform: Platfo
     assert [h.seq for h in beats] == list(range(1, len(beats) + 1))
     assert beats[-1].step == job.step and beats[-1].gpu_ms_total > 0
     platform.assert_signed(1)
-    assert not list(platform.bucket.list("users/usr_1/models/"))
+    # the stopped job's last checkpoint became its model (weights only), so its model id answers
+    weights = list(platform.bucket.list(f"users/usr_1/models/{job.model_id}/weights/"))
+    assert any(name.endswith("adapter_model.safetensors") for name in weights), weights
+    assert not any(name.endswith("optimizer.pt") for name in weights), weights
 
 
 def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_with_its_model(
