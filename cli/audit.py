@@ -53,7 +53,7 @@ def audit(
     reports = audit_bucket(  # each partition on a fresh Application, released before the next
         rt.bucket, user=user_id, deep=deep, heartbeat_key=_heartbeat_key(rt), workers=workers
     )
-    months = _check_months(rt, reports, month) if month else []
+    months = _check_months(rt, reports, month, workers) if month else []
     if json:
         print_json(
             [msgspec.to_builtins(r) | {"ok": r.ok} for r in reports]
@@ -123,22 +123,22 @@ def _metering_lines(report: Any) -> list[str]:
     ]
 
 
-def _check_months(rt: Any, reports: list[Any], month: str) -> list[Any]:
-    """Each audited user's ``month`` replayed from their events against their billing views."""
+def _check_months(rt: Any, reports: list[Any], month: str, workers: int | None) -> list[Any]:
+    """Each audited user's ``month`` replayed from their events against their billing views (one
+    user's log held at a time, in ``workers`` processes as the audit)."""
+    import functools
+
     from cli.admin import domain_errors
     from domain.money import check_period
-    from projections.replay import apps_on, read_events
-    from projections.report import check_month
+    from projections.pool import map_partitions
+    from projections.report import check_replayed_month
     from storage.layout import USERS
 
-    open_app = apps_on(rt.bucket)  # a fresh Application per partition: one user's log held at a time
     with domain_errors():
         check_period(month)
-        return [
-            check_month(rt.bucket, r.partition, (e for _, e in read_events(open_app(r.partition))), month)
-            for r in reports
-            if r.partition.startswith(USERS)
-        ]
+        partitions = [r.partition for r in reports if r.partition.startswith(USERS)]
+        work = functools.partial(check_replayed_month, month=month)
+        return map_partitions(work, rt.bucket, partitions, workers=workers)
 
 
 def rebuild(

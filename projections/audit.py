@@ -37,7 +37,7 @@ from eventsourcing.persistence import DataError
 from domain.errors import ValidationFailed
 from projections.metering_audit import METERING_EVENTS, MeteringReport, audit_metering
 from projections.partition import Partition, TrackingView
-from projections.pool import map_partitions
+from projections.pool import map_partitions, released
 from projections.projector import OpenApp
 from projections.render import event_name, iso
 from projections.replay import apps_on, replay
@@ -555,13 +555,14 @@ def _every_partition(
     opened = open_app or apps_on(bucket)
     if user is not None:
         return [each(bucket, p, opened, scope=scope, deep=deep) for p, scope in _scoped(user)]
-    platform, replayed = platform_first(bucket, PLATFORM, opened, lambda name: True, deep)
+    first = functools.partial(platform_first, scope=lambda name: True, deep=deep)
+    platform, replayed = released(first, bucket, PLATFORM, opened)
     users = set(_stored_users(bucket)) | (_registered(replayed) if replayed is not None else set())
     del replayed  # released before the first user's replay
     partitions = [user_partition(u) for u in sorted(users)]
     work = functools.partial(each, deep=deep)
     if open_app is not None:
-        return [platform] + [work(bucket, p, open_app) for p in partitions]
+        return [platform] + [released(work, bucket, p, open_app) for p in partitions]
     return [platform, *map_partitions(work, bucket, partitions, workers=workers)]
 
 

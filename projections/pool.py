@@ -2,8 +2,8 @@
 
 ``map_partitions(work, bucket, partitions)`` calls ``work(bucket, partition, open_app)`` for each
 partition and returns the results in the order given. Each partition is opened on a fresh
-Application (``apps_on``) that is released before the next: a process holds one partition's log
-and replay at a time, never every user's.
+Application (``apps_on``) whose log is dropped from the process's shared logs (``released``)
+before the next: a process holds one partition's log and replay at a time, never every user's.
 
 Given enough partitions (``PARALLEL_FROM``) and more than one CPU, the work is spread over at
 most ``workers`` processes (``default_workers``: the CPUs this process may use, at most 8). Each
@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 from projections.replay import apps_on
 from storage.bucket import Bucket
 from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger, ledger_for
+from storage.eventstore.log import forget_log
+from storage.layout import events_prefix
 
-__all__ = ["PARALLEL_FROM", "default_workers", "map_partitions"]
+__all__ = ["PARALLEL_FROM", "default_workers", "map_partitions", "released"]
 
 T = TypeVar("T")
 Work = Callable[[Bucket, str, Callable[[str], Any]], T]
@@ -72,7 +74,7 @@ def map_partitions(
     workers = min(default_workers() if workers is None else workers, len(partitions))
     if workers <= 1 or len(partitions) < PARALLEL_FROM or not _reopenable(bucket):
         open_app = apps_on(bucket)
-        return [work(bucket, partition, open_app) for partition in partitions]
+        return [released(work, bucket, partition, open_app) for partition in partitions]
     ledger = ledger_for(bucket)
     chunk = max(1, min(16, len(partitions) // (workers * 4)))
     with ProcessPoolExecutor(
@@ -82,6 +84,15 @@ def map_partitions(
         initargs=(bucket.url, ledger.home, ledger.settings),
     ) as pool:
         return list(pool.map(_in_worker, [(work, p) for p in partitions], chunksize=chunk))
+
+
+def released(work: Work[T], bucket: Bucket, partition: str, open_app: Callable[[str], Any]) -> T:
+    """``work(bucket, partition, open_app)``, then the partition's log dropped from this process's
+    shared logs (``forget_log``): its commits go with the Application once the work returns."""
+    try:
+        return work(bucket, partition, open_app)
+    finally:
+        forget_log(bucket, events_prefix(partition))
 
 
 def _start_worker(url: str, home: Path, settings: LedgerSettings) -> None:
@@ -97,4 +108,4 @@ def _in_worker(task: tuple[Work[T], str]) -> T:
     assert _worker is not None, "not a worker started by map_partitions"
     work, partition = task
     bucket, open_app = _worker
-    return work(bucket, partition, open_app)
+    return released(work, bucket, partition, open_app)

@@ -262,14 +262,14 @@ def test_audit_holds_one_user_partition_at_a_time(home: Path, run_cli, monkeypat
         gc.collect()
         alive_at_open.append(sum(ref() is not None for ref in opened))
         app = real(bucket, user_id, **env)
-        opened.append(weakref.ref(app))
+        opened.extend((weakref.ref(app), weakref.ref(app.recorder.log)))  # and the commits it holds
         return app
 
     monkeypatch.setattr(storage.eventstore, "open_user", open_user)
     monkeypatch.setattr(storage.eventstore.apps, "open_user", open_user)
     result = run_cli("tune", "admin", "audit", "--month", "2026-03", "--workers", "1")
     assert result.code == 0, result.out + result.err
-    assert len(opened) >= 6 and alive_at_open == [0] * len(opened)  # 3 audited, then 3 months checked
+    assert len(alive_at_open) >= 6 and alive_at_open == [0] * len(alive_at_open)  # 3 audits, 3 months
 
 
 def test_audit_in_worker_processes_prints_what_one_process_prints(home: Path, run_cli, monkeypatch) -> None:
