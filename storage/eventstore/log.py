@@ -1120,13 +1120,13 @@ def partition_log(bucket: Bucket, prefix: str) -> PartitionLog:
 
 
 def forget_log(bucket: Bucket, prefix: str) -> None:
-    """Drop this process's shared log of ``prefix`` (and the commits it holds) once no one else needs
-    it: what a pass over every partition (the audit) does after each, so that it never holds more
-    than one. An Application still holding the log keeps using it; the next one reads it again."""
+    """Drop this process's shared logs of ``prefix`` and under it (its snapshots), with the commits
+    they hold: what a pass over every partition (the audit) does after each, so that it never holds
+    more than one. An Application still holding a log keeps using it; the next one reads it again."""
     with _logs_lock:
         logs = _logs.get(bucket)
-        if logs is not None:
-            logs.pop(prefix, None)
+        for name in [name for name in logs or () if name.startswith(prefix)]:
+            del logs[name]  # type: ignore[index]
 
 
 def _forget_after_fork() -> None:
