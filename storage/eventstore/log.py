@@ -209,9 +209,8 @@ class _Batch:
 
     __slots__ = ("keys", "records", "result", "size", "track")
 
-    def __init__(
-        self, records: list[EventRecord], keys: set[tuple[UUID | str, int]], track: TrackingRecord | None
-    ) -> None:
+    def __init__(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
+                 track: TrackingRecord | None) -> None:
         self.records = records
         self.keys = keys
         self.track = track
@@ -222,9 +221,8 @@ class _Batch:
 class PartitionLog:
     """The commits under ``prefix`` in ``bucket``."""
 
-    def __init__(
-        self, bucket: Bucket, prefix: str, *, read_workers: int | None = None, ledger: Ledger | None = None
-    ) -> None:
+    def __init__(self, bucket: Bucket, prefix: str, *, read_workers: int | None = None,
+                 ledger: Ledger | None = None) -> None:
         if not prefix.endswith("/"):
             raise ValueError(f"a partition prefix ends with '/': {prefix!r}")
         check_prefix(prefix)
@@ -273,31 +271,17 @@ class PartitionLog:
         self.refresh()
         return self.index.max_tracking_id(application_name)
 
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> list[StoredEvent]:
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
+                      desc: bool = False, limit: int | None = None) -> list[StoredEvent]:
         self.refresh()
         return self.index.select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
 
-    def select_notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None = None,
-        topics: Sequence[str] = (),
-        *,
-        inclusive_of_start: bool = True,
-    ) -> list[Notification]:
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *, inclusive_of_start: bool = True,
+                             ) -> list[Notification]:
         self.refresh()
-        return self.index.select_notifications(
-            start, limit, stop, topics, inclusive_of_start=inclusive_of_start
-        )
+        return self.index.select_notifications(start, limit, stop, topics,
+                                               inclusive_of_start=inclusive_of_start)
 
     def listen(self, event: threading.Event) -> None:
         """Set ``event`` whenever this process appends to the log."""
@@ -323,9 +307,8 @@ class PartitionLog:
         """
         if not stored_events and tracking is None:
             return []
-        records = [
-            event_record(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events
-        ]
+        records = [event_record(s.originator_id, s.originator_version, s.topic, s.state)
+                   for s in stored_events]
         keys = {(r.originator(), r.originator_version) for r in records}
         if len(keys) < len(records):
             raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
@@ -396,10 +379,8 @@ class PartitionLog:
                         self._queue.extendleft(reversed(group[1:]))
                     group = group[:1]
                     continue
-                raise DataError(
-                    f"a batch of {len(records)} events encodes to {len(data)} bytes "
-                    f"(at most {MAX_COMMIT_BYTES}): save fewer events at once"
-                )
+                raise DataError(f"a batch of {len(records)} events encodes to {len(data)} bytes "
+                                f"(at most {MAX_COMMIT_BYTES}): save fewer events at once")
             name = commit_name(self.prefix, commit.seq)
             try:
                 self.bucket.create(name, data)
@@ -427,9 +408,8 @@ class PartitionLog:
             try:
                 self.index.check(batch.records, batch.track)
                 if batch.keys & taken:
-                    raise IntegrityError(
-                        f"another batch saved at the same moment holds a version of this one: {self.prefix}"
-                    )
+                    raise IntegrityError(f"another batch saved at the same moment holds a version of this "
+                                         f"one: {self.prefix}")
             except IntegrityError as exc:
                 batch.result = exc
                 continue
@@ -451,11 +431,8 @@ class PartitionLog:
             self.bucket.write(name, data, if_generation_match=stat.generation)
         except PreconditionFailed:
             return False
-        _log.warning(
-            "%s was empty (a commit lost to a power loss on a bucket without fsync): "
-            "replaced by a new commit",
-            name,
-        )
+        _log.warning("%s was empty (a commit lost to a power loss on a bucket without fsync): "
+                     "replaced by a new commit", name)
         return True
 
     def _check_empty_is_last(self, seq: int) -> None:
@@ -466,16 +443,11 @@ class PartitionLog:
         except ObjectNotFound:
             if self._empty_warned != seq:
                 self._empty_warned = seq
-                _log.warning(
-                    "%s is empty (a commit lost to a power loss on a bucket without fsync): "
-                    "read as absent; the next append replaces it",
-                    name,
-                )
+                _log.warning("%s is empty (a commit lost to a power loss on a bucket without fsync): "
+                             "read as absent; the next append replaces it", name)
             return
-        raise DataError(
-            f"{name} is empty but commit {seq + 1} follows it: the events of commit {seq} are "
-            "lost or were removed; run `tune admin audit`"
-        )
+        raise DataError(f"{name} is empty but commit {seq + 1} follows it: the events of commit {seq} are "
+                        "lost or were removed; run `tune admin audit`")
 
     def _check_anchor(self) -> None:
         """Before this log's first append: raise ChainBroken if the tail it would link to is not the
@@ -501,27 +473,16 @@ class PartitionLog:
             if seq > self.index.tail_seq:
                 self._catch_up()  # another process appended and projected since we looked
             if seq > self.index.tail_seq:
-                raise ChainBroken(
-                    self.prefix,
-                    self.index.tail_seq + 1,
-                    "missing",
-                    f"{position(partition)} was made from commit {seq}, the log ends at "
-                    f"commit {self.index.tail_seq}: the last commits were removed",
-                )
-            found = (
-                self.index.tail_sha
-                if seq == self.index.tail_seq
-                else sha256_hex(self._read(commit_name(self.prefix, seq)))
-            )
+                raise ChainBroken(self.prefix, self.index.tail_seq + 1, "missing",
+                                  f"{position(partition)} was made from commit {seq}, the log ends at "
+                                  f"commit {self.index.tail_seq}: the last commits were removed")
+            found = (self.index.tail_sha if seq == self.index.tail_seq
+                     else sha256_hex(self._read(commit_name(self.prefix, seq))))
             if found != sha:
-                raise ChainBroken(
-                    self.prefix,
-                    seq,
-                    "edited",
-                    f"{commit_name(self.prefix, seq)} is not the commit "
-                    f"{position(partition)} was made from (its SHA-256 differs): "
-                    "refusing to link a new commit to it",
-                )
+                raise ChainBroken(self.prefix, seq, "edited",
+                                  f"{commit_name(self.prefix, seq)} is not the commit "
+                                  f"{position(partition)} was made from (its SHA-256 differs): "
+                                  "refusing to link a new commit to it")
 
     def _check_witness(self) -> None:
         """Before this log's first append: raise ChainBroken if the witness saw a commit past our tail
@@ -535,31 +496,20 @@ class PartitionLog:
         try:
             seqs = list(witness.seqs(partition, from_seq=tail - max(witness.every_commits, SEGMENT_COMMITS)))
             if seqs and seqs[-1] > tail:
-                raise ChainBroken(
-                    self.prefix,
-                    tail + 1,
-                    "rolled back",
-                    f"the witness ({witness.bucket.url}) saw commit {seqs[-1]} of {partition}, "
-                    f"the log ends at commit {tail}: its last commits were removed "
-                    "(rolled back); refusing to append",
-                )
+                raise ChainBroken(self.prefix, tail + 1, "rolled back",
+                                  f"the witness ({witness.bucket.url}) saw commit {seqs[-1]} of {partition}, "
+                                  f"the log ends at commit {tail}: its last commits were removed "
+                                  "(rolled back); refusing to append")
             if seqs:
                 seq = seqs[-1]
                 held = witness.read(partition, seq).sha256
-                found = (
-                    self.index.tail_sha
-                    if seq == tail
-                    else sha256_hex(self._read(commit_name(self.prefix, seq)))
-                )
+                found = self.index.tail_sha if seq == tail else sha256_hex(
+                    self._read(commit_name(self.prefix, seq)))
                 if found != held:
-                    raise ChainBroken(
-                        self.prefix,
-                        seq,
-                        "forged",
-                        f"{commit_name(self.prefix, seq)} is not the commit the witness "
-                        f"({witness.bucket.url}) saw at {seq} (its SHA-256 differs): the log "
-                        "was rewritten; refusing to append",
-                    )
+                    raise ChainBroken(self.prefix, seq, "forged",
+                                      f"{commit_name(self.prefix, seq)} is not the commit the witness "
+                                      f"({witness.bucket.url}) saw at {seq} (its SHA-256 differs): the log "
+                                      "was rewritten; refusing to append")
         except (BucketError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             _log.warning("could not check %s against the witness %s: %s", self.prefix, witness, exc)
 
@@ -594,9 +544,8 @@ class PartitionLog:
         try:
             witness.publish(partition, seq, sha, self._signer)
         except BucketError as exc:
-            _log.warning(
-                "could not publish head %d of %s to the witness %s: %s", seq, partition, witness, exc
-            )
+            _log.warning("could not publish head %d of %s to the witness %s: %s",
+                         seq, partition, witness, exc)
             return
         self._witnessed, self._unwitnessed = seq, None
 
@@ -712,11 +661,8 @@ class PartitionLog:
                 if name != segment_name(self.prefix, last) or len(lasts) == self.read_workers:
                     break
                 lasts.append(last)
-        names = [
-            name
-            for last in lasts
-            for name in (segment_name(self.prefix, last), commit_name(self.prefix, last))
-        ]
+        names = [name for last in lasts
+                 for name in (segment_name(self.prefix, last), commit_name(self.prefix, last))]
         reads = _read_many_or_none(self.bucket, names, workers=self.read_workers)  # lazy for one worker
         added = False
         for packed in reads:
@@ -799,11 +745,8 @@ class PartitionLog:
             broken, good = None, len(commits)
             self._segment = None  # never pack a segment of a broken chain
         self.index.add(commits[:good], shas[:good])
-        bounds = [
-            sha
-            for commit, sha in zip(commits[:good], shas[:good], strict=False)
-            if commit.seq % SEGMENT_COMMITS == 0
-        ]
+        bounds = [sha for commit, sha in zip(commits[:good], shas[:good], strict=False)
+                  if commit.seq % SEGMENT_COMMITS == 0]
         self._boundaries.extend(bounds)
         if self._broken is None:
             for data, commit, sha in zip(lines[:good], commits[:good], shas[:good], strict=True):
@@ -820,9 +763,8 @@ class PartitionLog:
         Only a log that signs its commits writes one; a failure is logged (an index is only a cache)."""
         if self._signer is None or getattr(_serving_broken, "depth", 0):
             return
-        signed = sign_index(
-            self.prefix, self.index.log_index(list(self._boundaries), self._signed_from), self._signer
-        )
+        signed = sign_index(self.prefix, self.index.log_index(list(self._boundaries), self._signed_from),
+                            self._signer)
         name = index_name(self.prefix, signed.seq)
         try:
             with contextlib.suppress(AlreadyExists):
@@ -897,11 +839,8 @@ class PartitionLog:
                 self._check_block(lines, commits, first, ends, prev_sha, last_sha)
             except (ObjectNotFound, ValueError) as exc:
                 if not isinstance(exc, ObjectNotFound):
-                    _log.warning(
-                        "ignoring segment %s (%s); reading its commits one by one",
-                        segment_name(self.prefix, last),
-                        exc,
-                    )
+                    _log.warning("ignoring segment %s (%s); reading its commits one by one",
+                                 segment_name(self.prefix, last), exc)
                 lines = None
         if lines is None:
             names = [commit_name(self.prefix, seq) for seq in range(first, last + 1)]
@@ -910,32 +849,20 @@ class PartitionLog:
                 commits = [decode_commit(data) for data in lines]
                 self._check_block(lines, commits, first, ends, prev_sha, last_sha)
             except ValueError as exc:
-                raise ChainBroken(
-                    self.prefix,
-                    first,
-                    "edited",
-                    f"commits {first}..{last} are not those the log index at commit "
-                    f"{started.seq} pinned: {exc}",
-                ) from exc
+                raise ChainBroken(self.prefix, first, "edited",
+                                  f"commits {first}..{last} are not those the log index at commit "
+                                  f"{started.seq} pinned: {exc}") from exc
         self.index.fill(ends[0], [event for commit in commits for event in commit.events])
         return ends[-1]
 
-    def _check_block(
-        self,
-        lines: list[bytes],
-        commits: list[Commit],
-        first: int,
-        ends: list[int],
-        prev_sha: str,
-        last_sha: str,
-    ) -> None:
+    def _check_block(self, lines: list[bytes], commits: list[Commit], first: int, ends: list[int],
+                     prev_sha: str, last_sha: str) -> None:
         """ValueError unless ``commits`` are commits ``first..`` with the sizes the index holds, linked by
         hash from ``prev_sha`` to ``last_sha``, and signed as they must be."""
         if [c.seq for c in commits] != list(range(first, first + len(ends) - 1)):
             raise ValueError("not the commits expected")
-        if [c.first_id for c in commits] != [end + 1 for end in ends[:-1]] or [
-            len(c.events) for c in commits
-        ] != [b - a for a, b in itertools.pairwise(ends)]:
+        if [c.first_id for c in commits] != [end + 1 for end in ends[:-1]] or \
+                [len(c.events) for c in commits] != [b - a for a, b in itertools.pairwise(ends)]:
             raise ValueError("their events are not where the log index has them")
         shas = sha256_hexes(lines)
         if [c.prev_sha256 for c in commits] != [prev_sha, *shas[:-1]] or shas[-1] != last_sha:
@@ -951,45 +878,29 @@ class PartitionLog:
         name = commit_name(self.prefix, commit.seq)
         if not commit.sig:
             if self._signed_from is not None and commit.seq > self._signed_from:
-                return ChainBroken(
-                    self.prefix,
-                    commit.seq,
-                    "unsigned",
-                    f"{name} is not signed, but commit {self._signed_from} before it is: it "
-                    "was written without a writer's key (forged)",
-                )
+                return ChainBroken(self.prefix, commit.seq, "unsigned",
+                                   f"{name} is not signed, but commit {self._signed_from} before it is: it "
+                                   "was written without a writer's key (forged)")
             return None
         verdict = check_signature(self.prefix, commit, keyring)
         if verdict == "unknown key":
-            return ChainBroken(
-                self.prefix,
-                commit.seq,
-                verdict,
-                f"{name} is signed with key {commit.key_id or '(none)'}, which no root-signed "
-                "keyring entry holds (forged)",
-            )
+            return ChainBroken(self.prefix, commit.seq, verdict,
+                               f"{name} is signed with key {commit.key_id or '(none)'}, which no root-signed "
+                               "keyring entry holds (forged)")
         if verdict != "ok":
-            return ChainBroken(
-                self.prefix,
-                commit.seq,
-                verdict,
-                f"{name}'s signature does not verify with key {commit.key_id}: it was changed "
-                "after it was signed",
-            )
+            return ChainBroken(self.prefix, commit.seq, verdict,
+                               f"{name}'s signature does not verify with key {commit.key_id}: it was changed "
+                               "after it was signed")
         if self._signed_from is None or commit.seq < self._signed_from:
             self._signed_from = commit.seq
         return None
 
     def _broken_link(self, commit: Commit) -> ChainBroken:
         before = commit.seq - 1
-        return ChainBroken(
-            self.prefix,
-            before or commit.seq,
-            "edited" if before else "inserted",
-            f"{commit_name(self.prefix, commit.seq)} does not hold the hash of commit "
-            f"{before} as this process read it: commit {before} was changed, "
-            f"or commit {commit.seq} was forged",
-        )
+        return ChainBroken(self.prefix, before or commit.seq, "edited" if before else "inserted",
+                           f"{commit_name(self.prefix, commit.seq)} does not hold the hash of commit "
+                           f"{before} as this process read it: commit {before} was changed, "
+                           f"or commit {commit.seq} was forged")
 
     def _collect_for_segment(self, commit: Commit, data: bytes, sha: str) -> None:
         """Keep the bytes of the commits since the last boundary; at the next one, write their segment
@@ -1056,7 +967,6 @@ def reader_for(bucket: Bucket) -> Callable[[str], bytes]:
     """``bucket.read``, except on a LocalBucket: its ``read`` also hashes the bytes (MD5, for the stat it
     drops), a fifth of a cold replay; ``open_read`` does not."""
     if isinstance(bucket, _local_bucket_class()):
-
         def read(name: str) -> bytes:
             with bucket.open_read(name) as f:
                 return f.read()
