@@ -35,6 +35,10 @@ def audit(
         str | None, Parameter(help="Also recompute this month's bill (YYYY-MM) and compare it.")
     ] = None,
     deep: DeepFlag = False,
+    workers: Annotated[
+        int | None,
+        Parameter(help="Audit user partitions in up to this many processes (default: the CPUs, at most 8)."),
+    ] = None,
     store: Store = Store(),  # noqa: B008 - cyclopts reads the defaults
     json: JsonFlag = False,
 ) -> int:
@@ -46,10 +50,10 @@ def audit(
     from projections.audit import audit_bucket, problem_lines
 
     rt = open_runtime(store)
-    reports = audit_bucket(
-        rt.bucket, user=user_id, deep=deep, open_app=rt.app, heartbeat_key=_heartbeat_key(rt)
+    reports = audit_bucket(  # each partition on a fresh Application, released before the next
+        rt.bucket, user=user_id, deep=deep, heartbeat_key=_heartbeat_key(rt), workers=workers
     )
-    months = _check_months(rt, reports, month) if month else []
+    months = _check_months(rt, reports, month, workers) if month else []
     if json:
         print_json(
             [msgspec.to_builtins(r) | {"ok": r.ok} for r in reports]
@@ -119,21 +123,22 @@ def _metering_lines(report: Any) -> list[str]:
     ]
 
 
-def _check_months(rt: Any, reports: list[Any], month: str) -> list[Any]:
-    """Each audited user's ``month`` replayed from their events against their billing views."""
+def _check_months(rt: Any, reports: list[Any], month: str, workers: int | None) -> list[Any]:
+    """Each audited user's ``month`` replayed from their events against their billing views (one
+    user's log held at a time, in ``workers`` processes as the audit)."""
+    import functools
+
     from cli.admin import domain_errors
     from domain.money import check_period
-    from projections.replay import read_events
-    from projections.report import check_month
+    from projections.pool import map_partitions
+    from projections.report import check_replayed_month
     from storage.layout import USERS
 
     with domain_errors():
         check_period(month)
-        return [
-            check_month(rt.bucket, r.partition, (e for _, e in read_events(rt.app(r.partition))), month)
-            for r in reports
-            if r.partition.startswith(USERS)
-        ]
+        partitions = [r.partition for r in reports if r.partition.startswith(USERS)]
+        work = functools.partial(check_replayed_month, month=month)
+        return map_partitions(work, rt.bucket, partitions, workers=workers)
 
 
 def rebuild(
@@ -151,7 +156,7 @@ def rebuild(
     from projections.audit import problem_lines, rebuild_bucket
 
     rt = open_runtime(store)
-    reports = rebuild_bucket(rt.bucket, user=user_id, deep=deep, open_app=rt.app)
+    reports = rebuild_bucket(rt.bucket, user=user_id, deep=deep)  # one partition held at a time
     status = 0 if all(r.ok for r in reports) else 1
     if json:
         print_json([msgspec.to_builtins(r) | {"ok": r.ok} for r in reports])

@@ -14,6 +14,7 @@ from msgspec import to_builtins
 
 from cli.context import Ctx, JsonFlag
 from cli.errors import CliError
+from cli.pages import AfterFlag, AllFlag
 
 __all__ = ["billing_app", "budget_app", "cost", "dollars_to_micros"]
 
@@ -115,26 +116,23 @@ SERVING_COLUMNS = (
 @billing_app.default
 def billing(
     *,
-    history: Annotated[bool, Parameter(help="Past months instead of the current one.")] = False,
+    history: Annotated[
+        bool, Parameter(help="Every past month instead of the current one (as `billing history --all`).")
+    ] = False,
     json: JsonFlag = False,
     ctx: Ctx,
 ) -> None:
     """Usage and cost of the current month, with the budget (--history: past months)."""
     from api.schemas import Billing, BillingHistory
     from cli.output import Column, print_json, print_record, print_table
+    from cli.pages import fetch_rows
 
-    if history:
-        past = ctx.client.get("/billing/history", type=BillingHistory)
+    if history:  # every month, paged through; --json: the reply's shape, as it always printed
+        periods = fetch_rows(ctx.client, "/billing/history", BillingHistory, "periods", limit=0, every=True)
         if json:
-            print_json(past)
-            return
-        rows = [
-            {"period": p.period, "jobs": len(p.jobs), "total_cost_usd_micros": p.total_cost_usd_micros}
-            for p in past.periods
-        ]
-        print_table(
-            rows, [Column(k) for k in ("period", "jobs", "total_cost_usd_micros")], empty="no history yet"
-        )
+            print_json(BillingHistory(periods=periods))
+        else:
+            _print_months(periods)
         return
     usage = ctx.client.get("/billing/usage", type=Billing)
     if json:
@@ -157,6 +155,41 @@ def billing(
         title="alerts",
         empty="",
     )
+
+
+@billing_app.command(name="history")
+def history_pages(
+    *,
+    limit: Annotated[int, Parameter(help="Show at most this many months, newest first (1-100).")] = 12,
+    every: AllFlag = False,
+    after: AfterFlag = None,
+    json: JsonFlag = False,
+    ctx: Ctx,
+) -> None:
+    """Past months' usage and cost, newest first: the latest --limit months, or --all."""
+    from api.schemas import BillingHistory
+    from cli.output import print_json
+    from cli.pages import fetch_rows
+
+    periods = fetch_rows(
+        ctx.client, "/billing/history", BillingHistory, "periods",
+        limit=limit, every=every, after=after, noun="months",
+    )  # fmt: skip
+    if json:
+        print_json(periods)
+    else:
+        _print_months(periods)
+
+
+def _print_months(periods: list[Any]) -> None:
+    from cli.output import Column, print_table
+
+    rows = [
+        {"period": p.period, "jobs": len(p.jobs), "total_cost_usd_micros": p.total_cost_usd_micros}
+        for p in periods
+    ]
+    cols = [Column(k) for k in ("period", "jobs", "total_cost_usd_micros")]
+    print_table(rows, cols, empty="no history yet")
 
 
 def _next_change(price: Any) -> str | None:

@@ -35,11 +35,12 @@ import msgspec
 from eventsourcing.persistence import DataError
 
 from domain.errors import ValidationFailed
-from projections.metering_audit import MeteringReport, audit_metering
+from projections.metering_audit import METERING_EVENTS, MeteringReport, audit_metering
 from projections.partition import Partition, TrackingView
+from projections.pool import map_partitions, released
 from projections.projector import OpenApp
 from projections.render import event_name, iso
-from projections.replay import apps_on, read_events, replay
+from projections.replay import apps_on, replay
 from projections.store import stored_position
 from storage import layout
 from storage.bucket import Bucket, ObjectNotFound, PreconditionFailed
@@ -372,9 +373,16 @@ def _audit(
     """``audit_partition``, and the replayed partition (None when the log could not be replayed)."""
     chain, witnessed = _check_log(bucket, partition)
     findings = _Rejections()
+    metered: list[Any] = []  # what the metering audit reads, kept from the one replay
+
+    def see(event: Any) -> None:
+        findings.see(event)
+        if isinstance(event, METERING_EVENTS):
+            metered.append(event)
+
     try:
         with serving_broken_chains():  # show what an edit did to the views; the chain check names it
-            part = replay(open_app(partition), partition, on_event=findings.see)
+            part = replay(open_app(partition), partition, on_event=see)
     except Exception as exc:  # a tampered log may not even decode: report it, do not crash the audit
         return AuditReport(partition, 0, chain, f"{type(exc).__name__}: {exc}", [], witnessed), None
     expected = {name for name in part.views.names() if scope(name)}
@@ -393,11 +401,7 @@ def _audit(
         difference = _compare(name, stored, part.views.render(name), position)
         if difference is not None:
             differences.append(difference)
-    metering = None
-    if partition.startswith(USERS):
-        app = open_app(partition)
-        with serving_broken_chains():
-            metering = audit_metering(bucket, (e for _, e in read_events(app)), heartbeat_key)
+    metering = audit_metering(bucket, metered, heartbeat_key) if partition.startswith(USERS) else None
     report = AuditReport(
         partition,
         part.position,
@@ -533,16 +537,33 @@ def _scoped(user: str) -> list[tuple[str, Scope]]:
 
 
 def _every_partition(
-    bucket: Bucket, user: str | None, deep: bool, open_app: OpenApp, each: Any, platform_first: Any
+    bucket: Bucket,
+    user: str | None,
+    deep: bool,
+    open_app: OpenApp | None,
+    each: Any,
+    platform_first: Any,
+    workers: int | None = None,
 ) -> list[Any]:
     """``each`` partition's report: only ``user``'s (and their platform copies), or the platform's
     (``platform_first`` also gives its replay, None if it failed) then every user's, whatever the
-    platform log holds: those it registers and those with a folder in the bucket."""
+    platform log holds: those it registers and those with a folder in the bucket.
+
+    One partition is held at a time: the platform's replay is dropped once its users are known, and
+    each user's partition is opened, worked on and released before the next (``map_partitions``: in
+    ``workers`` processes when no ``open_app`` is given and there are many; in order either way)."""
+    opened = open_app or apps_on(bucket)
     if user is not None:
-        return [each(bucket, p, open_app, scope=scope, deep=deep) for p, scope in _scoped(user)]
-    platform, replayed = platform_first(bucket, PLATFORM, open_app, lambda name: True, deep)
+        return [each(bucket, p, opened, scope=scope, deep=deep) for p, scope in _scoped(user)]
+    first = functools.partial(platform_first, scope=lambda name: True, deep=deep)
+    platform, replayed = released(first, bucket, PLATFORM, opened)
     users = set(_stored_users(bucket)) | (_registered(replayed) if replayed is not None else set())
-    return [platform] + [each(bucket, user_partition(u), open_app, deep=deep) for u in sorted(users)]
+    del replayed  # released before the first user's replay
+    partitions = [user_partition(u) for u in sorted(users)]
+    work = functools.partial(each, deep=deep)
+    if open_app is not None:
+        return [platform] + [released(work, bucket, p, open_app) for p in partitions]
+    return [platform, *map_partitions(work, bucket, partitions, workers=workers)]
 
 
 def audit_bucket(
@@ -552,15 +573,20 @@ def audit_bucket(
     deep: bool = False,
     open_app: OpenApp | None = None,
     heartbeat_key: bytes | None = None,
+    workers: int | None = None,
 ) -> list[AuditReport]:
     """Audit the platform partition and every user's (or only ``user``'s), each whatever the others hold.
 
     The users are those the platform log registers and those with a folder in the bucket: a platform
     log that cannot be replayed, or that lost a registration, still leaves every user partition audited.
     ``heartbeat_key``: verify the archived heartbeats' signatures too (``projections.metering_audit``).
+
+    One partition is in memory at a time (each on a fresh Application unless ``open_app`` is given),
+    and without ``open_app`` the user partitions are audited in up to ``workers`` processes
+    (``projections.pool``); the reports are the same, in the same order, either way.
     """
     each = functools.partial(audit_partition, heartbeat_key=heartbeat_key)
-    return _every_partition(bucket, user, deep, open_app or apps_on(bucket), each, _audit)
+    return _every_partition(bucket, user, deep, open_app, each, _audit, workers)
 
 
 def rebuild_bucket(
@@ -569,5 +595,5 @@ def rebuild_bucket(
     """Rebuild the platform partition's views and every user's (or only ``user``'s), each whatever
     the others hold: a partition whose log is broken is reported (``RebuildReport.ok`` False) and
     left untouched, and the others are still rebuilt. The users are those the platform log registers
-    and those with a folder in the bucket, as in ``audit_bucket``."""
+    and those with a folder in the bucket, as in ``audit_bucket``; one partition at a time, here."""
     return _every_partition(bucket, user, deep, open_app or apps_on(bucket), rebuild_partition, _rebuild)

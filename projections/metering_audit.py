@@ -39,7 +39,10 @@ from domain.money import period_of
 from storage.bucket import Bucket, ObjectNotFound
 from storage.heartbeats import Archive, Heartbeat, attempt_secret, decode_archive, verify_heartbeat
 
-__all__ = ["MeteringDifference", "MeteringReport", "audit_metering"]
+__all__ = ["METERING_EVENTS", "MeteringDifference", "MeteringReport", "audit_metering"]
+
+METERING_EVENTS = (Job.Submitted, Job.UsageMetered)
+"""The events ``audit_metering`` reads (a caller replaying the log anyway may keep only these)."""
 
 MeteringProblem = Literal[
     "missing archive",
@@ -90,6 +93,10 @@ def audit_metering(
         elif isinstance(event, Job.UsageMetered):
             metered.setdefault(event.originator_id, []).append(event)
     audit = _Audit(bucket, heartbeat_key)
+    for usage in metered.values():
+        for event in usage:
+            if event.archive is not None:
+                audit.uses[event.archive] = audit.uses.get(event.archive, 0) + 1
     for originator, usage in metered.items():
         audit.job(job_ids.get(originator, str(originator)), usage)
     return MeteringReport(audit.archives, audit.archived, audit.not_archived, audit.differences)
@@ -101,6 +108,8 @@ class _Audit:
         self.archives = self.archived = self.not_archived = 0
         self.differences: list[MeteringDifference] = []
         self.opened: dict[str, _Opened | tuple[MeteringProblem, str]] = {}
+        self.uses: dict[str, int] = {}
+        """How many events still to check name each archive: one no longer named is released."""
 
     def job(self, job_id: str, usage: list[Job.UsageMetered]) -> None:
         meters: dict[int, AttemptMeter] = {}
@@ -121,6 +130,7 @@ class _Audit:
             else:
                 self.archived += len(group)
                 self.check(job_id, group, dataclasses.replace(meter))
+                self.release(first.archive, len(group))
             for event in group:  # what the log metered: the next archive is checked from there
                 meter.seq, meter.ms = event.last_seq, meter.ms + event.gpu_ms
                 if meter.anchor_at is None and event.anchor_at is not None:
@@ -139,6 +149,13 @@ class _Audit:
                 group[0].archive,
             )
         )
+
+    def release(self, name: str, checked: int) -> None:
+        """``checked`` more events naming archive ``name`` were checked: once none is left its
+        heartbeats are dropped (no event will open it again; what is wrong with one is kept)."""
+        self.uses[name] -= checked
+        if self.uses[name] == 0 and isinstance(self.opened.get(name), _Opened):
+            del self.opened[name]
 
     def open(self, name: str) -> _Opened | tuple[MeteringProblem, str]:
         """The archive ``name`` (read once), or what is wrong with it; its foreign heartbeats are

@@ -33,6 +33,7 @@ __all__ = [
     "ReportRow",
     "ServingReportRow",
     "check_month",
+    "check_replayed_month",
     "monthly_report",
     "monthly_reports",
     "report_csv",
@@ -218,6 +219,14 @@ def check_month(bucket: Bucket, partition: str, events: Iterable[Any], month: st
     rows, serving = monthly_reports(events, month)
     replayed = report_document(rows, month, serving).total_cost_usd_micros
     return MonthCheck(partition, month, replayed, _billed(bucket, partition, month))
+
+
+def check_replayed_month(bucket: Bucket, partition: str, open_app: Any, *, month: str) -> MonthCheck:
+    """``check_month`` of the partition's events, read from ``open_app(partition)``: the shape
+    ``projections.pool.map_partitions`` works with."""
+    from projections.replay import read_events
+
+    return check_month(bucket, partition, (event for _, event in read_events(open_app(partition))), month)
 
 
 def _billed(bucket: Bucket, partition: str, month: str) -> int | None:

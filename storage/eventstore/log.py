@@ -174,6 +174,7 @@ __all__ = [
     "MAX_SHARED_LOGS",
     "ChainBroken",
     "PartitionLog",
+    "forget_log",
     "io_workers_for",
     "partition_log",
     "read_many",
@@ -1058,6 +1059,16 @@ def partition_log(bucket: Bucket, prefix: str) -> PartitionLog:
         else:
             logs.move_to_end(prefix)
         return log
+
+
+def forget_log(bucket: Bucket, prefix: str) -> None:
+    """Drop this process's shared logs of ``prefix`` and under it (its snapshots), with the commits
+    they hold: what a pass over every partition (the audit) does after each, so that it never holds
+    more than one. An Application still holding a log keeps using it; the next one reads it again."""
+    with _logs_lock:
+        logs = _logs.get(bucket)
+        for name in [name for name in logs or () if name.startswith(prefix)]:
+            del logs[name]  # type: ignore[index]
 
 
 def _forget_after_fork() -> None:

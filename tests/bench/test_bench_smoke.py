@@ -100,3 +100,12 @@ def test_bench_serving(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     lines = smoke("bench_serving", tmp_path)
     assert len(lines) == 2 and "resident / naive requests/s" in lines[0], lines
+
+
+def test_bench_audit(tmp_path: Path) -> None:
+    output = smoke_output("bench_audit", tmp_path)
+    assert re.search(
+        r"on disk per job: [\d.]+ KB of file data, [\d.]+ KB of disk blocks, [\d.]+ objects", output
+    )
+    assert re.search(r"tune admin audit \(--workers 1\): [\d.]+s, peak RSS \d+ MB", output), output
+    assert "audited 7 partition(s): all consistent" in output, output  # the platform and 6 users

@@ -371,3 +371,42 @@ def test_checkpoints_takes_the_job_as_argument_and_shows_step_and_losses(logged_
     assert any("job_a:20" in ln and "1.25" in ln for ln in lines)
     rows = json.loads(run_cli("tune", "checkpoints", "--job-id", "job_a", "--json").out)
     assert [row["step"] for row in rows] == [10, 20]
+
+
+def _paged_months(total: int) -> Any:
+    """``/billing/history`` paging ``total`` closed months newest first, the cursor the next index."""
+    months = [f"{2020 + i // 12}-{1 + i % 12:02d}" for i in range(total)][::-1]
+
+    def handler(req: Any) -> Reply:
+        start, limit = int(req.query.get("after", 0)), int(req.query["limit"])
+        more = start + limit < total
+        periods = [{"period": m, "total_cost_usd_micros": 1_000_000, "jobs": []} for m in months[start:]]
+        return Reply.json(
+            {"periods": periods[:limit], "has_more": more, "next": str(start + limit) if more else None}
+        )
+
+    return handler
+
+
+def test_billing_history_pages_like_the_list(logged_in: FakeApi, run_cli) -> None:
+    """Issue 18, part 7: ``tune billing history`` asks for a page (``--limit``, ``--after``) or pages
+    through every month (``--all``); ``tune billing --history`` still shows every month."""
+    logged_in.route("GET", "/billing/history", _paged_months(150))
+    page = run_cli("tune", "billing", "history", "--json")
+    assert page.code == 0, page.err
+    assert [p["period"] for p in json.loads(page.out)] == [
+        "2032-06",
+        *[f"2032-{m:02d}" for m in range(5, 0, -1)],
+        *[f"2031-{m:02d}" for m in range(12, 6, -1)],
+    ]
+    assert "more months: --all for every one, or --after 12" in page.err
+    assert logged_in.last("GET", "/billing/history").query == {"limit": "12"}
+    table = run_cli("tune", "billing", "history", "--limit", "2", "--after", "10")
+    assert logged_in.last("GET", "/billing/history").query == {"limit": "2", "after": "10"}
+    assert "2031-08" in table.out and "$1.00" in table.out and "2031-07" in table.out
+    every = run_cli("tune", "billing", "history", "--all", "--json")
+    assert len(json.loads(every.out)) == 150 and every.err == ""
+    asked = [r.query for r in logged_in.requests if r.path == "/billing/history"][-2:]
+    assert asked == [{"limit": "100"}, {"limit": "100", "after": "100"}]
+    whole = json.loads(run_cli("tune", "billing", "--history", "--json").out)
+    assert len(whole["periods"]) == 150 and whole["periods"][0]["period"] == "2032-06"
