@@ -7,6 +7,7 @@ import io
 import multiprocessing
 import os
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,12 +277,14 @@ def test_readers_never_see_a_partial_object(bucket: Bucket) -> None:
     writer = _FORK.Process(target=_overwrite, args=(bucket.url, "big", payloads, stop))
     writer.start()
     seen = set()
-    try:
-        for _ in range(60):
+    reads, deadline = 0, time.monotonic() + 60
+    try:  # at least 60 reads, and on until the writer (slow to start on a loaded machine) replaced it
+        while reads < 60 or (len({first for first, _ in seen}) < 2 and time.monotonic() < deadline):
             data, stat = bucket.read_with_stat("big")
             assert data in payloads
             assert stat.md5_hex == hashlib.md5(data).hexdigest()
             seen.add((data[0], stat.generation))
+            reads += 1
     finally:
         stop.set()
         writer.join(timeout=60)

@@ -319,7 +319,7 @@ def test_a_writer_that_loses_the_race_backs_off_then_reads_only_the_commits_afte
     # lost commit 3: read it, waited (jitter, at most 2 creates' time), read 4 and 5 and the missing 6, won 6
     assert [name for name in bucket.reads if name.startswith(PREFIX)] == [
         commit_name(PREFIX, seq) for seq in (3, 4, 5, 6)]
-    assert len(waits) == 1 and 0 <= waits[0] <= 2 * slow._create_s
+    assert len(waits) == 1 and 0 <= waits[0] <= 0.25  # a random back-off, within its cap
 
 
 def test_recorders_in_one_process_share_a_log_and_the_least_used_are_dropped(
