@@ -85,6 +85,7 @@ apps = PartitionApps(bucket)
 projector = Projector(bucket, apps)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
+projector.catch_up(layout.PLATFORM)
 projector.catch_up(layout.user_partition(user))
 projector.start(stop)
 backend = LocalSubprocessBackend(
