@@ -157,12 +157,15 @@ def _job(app: Any, job_id: str) -> JobView | None:
         return None
 
 
-def watch_running_jobs(detector: LostJobDetector, bucket: Bucket, now: datetime) -> int:
+def watch_running_jobs(
+    detector: LostJobDetector, bucket: Bucket, now: datetime, *, grace: timedelta = timedelta(0)
+) -> int:
     """Seed ``detector`` after a restart: every running or stopping job in the users' jobs.json views.
 
     Reads ``platform/metadata/users.json`` and each user's ``metadata/jobs.json`` (views the
     projector keeps); each job is watched from ``now`` with its own interval, so a runner that
-    died while the ledger was down is found ``intervals`` intervals later. Returns how many.
+    died while the ledger was down is found ``intervals`` intervals later (``grace`` later still:
+    how long the transport may hold back heartbeats a dead ledger had received). Returns how many.
     """
     try:
         data = bucket.read(layout.users())
@@ -183,6 +186,6 @@ def watch_running_jobs(detector: LostJobDetector, bucket: Bucket, now: datetime)
             if job is None or job.state not in REPORTING_STATES:
                 continue
             interval_ms = job_policy(job.config).heartbeat_interval_ms
-            detector.watch(user.user_id, job.job_id, job.attempt, now, interval_ms=interval_ms)
+            detector.watch(user.user_id, job.job_id, job.attempt, now + grace, interval_ms=interval_ms)
             watched += 1
     return watched

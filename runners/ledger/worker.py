@@ -347,13 +347,15 @@ class LedgerWorker:
     def recover(self) -> int:
         """After a restart: meter every spool of unsent heartbeats, then watch every job the views
         show running (see ``watch_running_jobs``): a runner still heartbeating is adopted, one that
-        stays quiet is found lost. Returns how many jobs are watched."""
+        stays quiet is found lost, once the heartbeats the dead ledger had received and not acked
+        can have come again (``HeartbeatSubscriber.held_back_s``). Returns how many jobs are watched."""
         spools = list(all_spools(self.bucket))
         for name in spools:
             self.meter_spool(name)
         if spools:
             log.info("ledger: %d spool(s) of unsent heartbeats metered", len(spools))
-        return watch_running_jobs(self.lost, self.bucket, self.clock())
+        grace = timedelta(seconds=self.subscriber.held_back_s)
+        return watch_running_jobs(self.lost, self.bucket, self.clock(), grace=grace)
 
     def meter_spool(self, name: str) -> int:
         """Meter the heartbeats of spool ``name`` (repeats dropped as always); return how many it holds."""

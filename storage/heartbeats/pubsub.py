@@ -191,6 +191,7 @@ class PubSubSubscriber(PollingSubscriber[_Batch]):
         self._client = pubsub_v1.SubscriberClient()
         self.subscription_path = self._client.subscription_path(project, subscription)
         self.ack_deadline_s = ack_deadline_s
+        self.held_back_s = float(ack_deadline_s)  # the subscription's ack deadline (create_resources)
         self.dropped = 0  # messages that were not heartbeats (acked and logged, or they would block a key)
 
     def _receive(self, max_batch: int, timeout: float) -> _Batch | None:

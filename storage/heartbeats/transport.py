@@ -80,6 +80,11 @@ class HeartbeatPublisher(abc.ABC):
 class HeartbeatSubscriber(abc.ABC):
     """Delivers heartbeats to one handler on a background thread."""
 
+    held_back_s: float = 0.0
+    """How long heartbeats that a subscriber which died had received (unacked) may stay held back
+    from the next one (Pub/Sub: the ack deadline, and a job's later heartbeats wait behind them on
+    its ordering key). A restarted ledger gives running jobs this long before finding them lost."""
+
     @abc.abstractmethod
     def start(self, handler: Handler) -> None:
         """Begin delivering batches to ``handler``; RuntimeError if already started."""

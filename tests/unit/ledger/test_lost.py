@@ -161,3 +161,22 @@ def test_a_late_heartbeat_of_a_lost_attempt_is_still_its_gpu_time(platform: Plat
     worker.sweep()
     worker.handle([beat("j1", 3, at=T0 + timedelta(seconds=30))])  # a runner that was only cut off
     assert platform.job("u1", "j1").gpu_ms == 3 * MS
+
+
+def test_after_a_restart_running_jobs_get_the_transports_hold_back_before_they_are_lost(
+    platform: Platform,
+) -> None:
+    """Pub/Sub holds a dead ledger's unacked heartbeats (and the job's later ones, behind them on
+    its ordering key) for the ack deadline: a restarted ledger must not find the job lost meanwhile."""
+    platform.running_job("u1", "j1")
+    platform.platform.register_user("a@example.com", "hash", "user", T0, user_id="u1")
+    for partition in (PLATFORM, user_partition("u1")):
+        platform.projector.catch_up(partition)
+
+    detector = LostJobDetector(platform.user_app, platform.worker().live)
+    grace = timedelta(seconds=60)
+    assert watch_running_jobs(detector, platform.bucket, platform.clock(), grace=grace) == 1
+    silent_for(platform, 4)
+    assert detector.sweep(platform.clock()) == []  # the heartbeats may be held back still
+    silent_for(platform, 100)
+    assert [(lost.job_id, lost.outcome) for lost in detector.sweep(platform.clock())] == [("j1", "retrying")]
