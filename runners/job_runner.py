@@ -124,8 +124,11 @@ is taken for gone (a broken pipe: at once)."""
 STALL_INTERVALS = 6
 """Heartbeat intervals without metering (once there was some) before the control plane is taken for
 gone: twice the ledger's lost threshold, so a restarted ledger adopts the attempt first."""
-MIN_STALL_S = 60.0
-"""...and never less than this many seconds (short intervals would make a busy ledger look dead)."""
+MIN_STALL_S = 150.0
+"""...and never less than this many seconds: short intervals would make a busy ledger look dead, and
+a restarted ledger on Pub/Sub meters a job again only once a dead ledger's leases on its ordering
+key expire (the ack deadline, 60 s: ``held_back_s``) plus its lost threshold; this leaves room for
+both, so such an attempt is adopted rather than given up and retried."""
 
 
 class Outcome(StrEnum):
