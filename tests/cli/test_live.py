@@ -266,6 +266,8 @@ def _register_adapter(live: Server, run_cli, cli_env: Path, monkeypatch, model_i
     )  # fmt: skip
     rt.user_app(user_id).save(model)  # the job never ran: its model is written as a fixture
     rt.committed(user_partition(user_id))
+    stopped = run_cli("tune", "stop", "--job-id", job_id)  # it only owns the fixture: free its slot
+    assert stopped.code == 0, stopped.err
     return model_id
 
 
