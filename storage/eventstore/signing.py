@@ -31,9 +31,10 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -66,6 +67,7 @@ __all__ = [
 ]
 
 ROOT_ROLE = "root"
+K = TypeVar("K", Ed25519PrivateKey, Ed25519PublicKey)
 Verdict = Literal["ok", "unknown key", "bad signature"]
 _log = logging.getLogger(__name__)
 
@@ -115,36 +117,50 @@ class SigningKey:
 
 def parse_private_key(text: str | bytes) -> Ed25519PrivateKey:
     """A PEM (PKCS8) Ed25519 private key, or the base64 of its 32-byte seed; ValueError otherwise."""
-    data = text.encode("ascii") if isinstance(text, str) else text
-    if b"-----BEGIN" in data:
-        key = serialization.load_pem_private_key(data, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("not an Ed25519 private key")
-        return key
-    try:
-        seed = base64.b64decode(data.strip(), validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"not PEM nor base64: {exc}") from None
-    if len(seed) != 32:
-        raise ValueError(f"an Ed25519 seed is 32 bytes, not {len(seed)}")
-    return Ed25519PrivateKey.from_private_bytes(seed)
+    return _parse_key(
+        text,
+        lambda data: serialization.load_pem_private_key(data, password=None),
+        Ed25519PrivateKey.from_private_bytes,
+        Ed25519PrivateKey,
+        "private key",
+        "seed",
+    )
 
 
 def parse_public_key(text: str | bytes) -> Ed25519PublicKey:
     """A PEM Ed25519 public key, or the base64 of its 32 raw bytes; ValueError otherwise."""
+    return _parse_key(
+        text,
+        serialization.load_pem_public_key,
+        Ed25519PublicKey.from_public_bytes,
+        Ed25519PublicKey,
+        "public key",
+        "public key",
+    )
+
+
+def _parse_key(
+    text: str | bytes,
+    from_pem: Callable[[bytes], object],
+    from_raw: Callable[[bytes], K],
+    kind: type[K],
+    what: str,
+    raw_name: str,
+) -> K:
+    """A PEM key of ``kind``, or one from the base64 of its 32 raw bytes; ValueError otherwise."""
     data = text.encode("ascii") if isinstance(text, str) else text
     if b"-----BEGIN" in data:
-        key = serialization.load_pem_public_key(data)
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("not an Ed25519 public key")
+        key = from_pem(data)
+        if not isinstance(key, kind):
+            raise ValueError(f"not an Ed25519 {what}")
         return key
     try:
         raw = base64.b64decode(data.strip(), validate=True)
     except binascii.Error as exc:
         raise ValueError(f"not PEM nor base64: {exc}") from None
     if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
+        raise ValueError(f"an Ed25519 {raw_name} is 32 bytes, not {len(raw)}")
+    return from_raw(raw)
 
 
 def key_file(home: Path, role: str) -> Path:
