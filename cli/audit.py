@@ -224,15 +224,7 @@ def report(
             cols = (*cols[:4], "credited_gpu_ms", *cols[4:])
         print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")
         if doc.serving:
-            print_table(doc.serving, [Column(k) for k in _SERVING_COLS], title="serving")
+            from cli.billing import SERVING_COLUMNS
 
+            print_table(doc.serving, [Column(k) for k in SERVING_COLUMNS], title="serving")
 
-_SERVING_COLS = (
-    "model",
-    "base_model",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "engine_ms",
-    "cost_usd_micros",
-)
