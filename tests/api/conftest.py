@@ -106,10 +106,18 @@ FILES = {
 }
 
 
-def finished_model(api: Api, user: User) -> tuple[str, str]:
-    """A job that ran and wrote its weights; returns (job_id, model_id)."""
-    job_id = api.job(user)
+def finished_model(api: Api, user: User, *, base_model: str | None = None) -> tuple[str, str]:
+    """A job that ran and wrote its weights; returns (job_id, model_id). With ``base_model``, the job is
+    submitted straight to the domain on that catalogue base (one the API would not start here, e.g. a
+    hub base while the hub is off)."""
     app, now = api.rt.user_app(user.user_id), api.rt.clock()
+    if base_model is None:
+        job_id = api.job(user)
+    else:
+        dataset_id = api.upload(user)["dataset_id"]
+        job_id = app.submit_job(
+            base_model=base_model, dataset_id=dataset_id, config={}, gpu_type="cpu", gpu_count=1, at=now
+        )
     model_id = app.get_job(job_id).model_id
     root = f"users/{user.user_id}/models/{model_id}"
     for name, data in FILES.items():

@@ -127,3 +127,15 @@ def test_with_base_carries_the_base_model(api: Api, ann: User) -> None:
     got = _members(reply.content)
     assert got["base/config.json"] == b"{}" and "base/.tune-base-model.json" not in got
     assert json.loads(got["weights/adapter_config.json"])["base_model_name_or_path"] == "base"
+
+
+def test_an_adapter_of_a_hub_base_names_the_hub_id(api: Api, ann: User) -> None:
+    """A base the catalogue takes from the hub: the downloaded adapter config and card name its hub id,
+    so ``AutoPeftModelForCausalLM.from_pretrained`` finds the base anywhere (no server path, no
+    catalogue name)."""
+    _, model_id = finished_model(api, ann, base_model="qwen2_5-0_5b")
+    got = _members(api.client.get(f"/models/{model_id}/download", headers=ann.headers).content)
+    adapter = json.loads(got["weights/adapter_config.json"])
+    assert adapter["base_model_name_or_path"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    card = got["weights/README.md"].decode()
+    assert "base_model: Qwen/Qwen2.5-0.5B-Instruct" in card and "users/" not in card
