@@ -27,6 +27,13 @@ max_seq_length                  ``1024``        tokens per example; longer ones 
 seed                            ``42``          seed for data order, LoRA init and dropout
 validation_split                ``0.0``         fraction held out for a validation loss (computed at each
                                                 checkpoint and at the end), 0 <= f <= 0.5
+validation_dataset_id           ``null``        a validated dataset of the same user and format to compute the
+                                                validation loss on instead (not with validation_split > 0)
+early_stopping_patience         ``null``        stop after N evaluations in a row without an improvement of
+                                                the validation loss; the model is then the best checkpoint's
+                                                (needs a validation set), 1-1000
+early_stopping_threshold        ``0.0``         how much the validation loss must fall to count as an
+                                                improvement, >= 0 (needs early_stopping_patience)
 checkpoint_every_steps          ``100``         save a resumable checkpoint every N optimizer steps
 max_steps                       ``null``        optional cap on optimizer steps (overrides epochs)
 precision                       ``auto``        ``auto`` (bf16 on a GPU with bf16, else fp32), ``fp32``,
@@ -39,7 +46,7 @@ heartbeat_interval_seconds      ``10.0``        how often the runner reports GPU
 max_retries                     ``2``           attempts after the first one on failure, 0-10
 ==============================  ==============  ==================================================
 
-Pure: imports only the standard library, msgspec, ``domain.errors`` and ``domain.money``.
+Pure: imports only the standard library, msgspec, ``domain.errors``, ``domain.ids`` and ``domain.money``.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import msgspec
 
 from domain.errors import Problem, Problems
+from domain.ids import ID_PATTERN
 from domain.money import parse_usd
 
 __all__ = [
@@ -106,6 +114,9 @@ class TrainingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_seq_length: Annotated[int, msgspec.Meta(ge=16, le=131072)] = 1024
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 42
     validation_split: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.0
+    validation_dataset_id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
+    early_stopping_patience: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    early_stopping_threshold: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 0.0
     checkpoint_every_steps: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 100
     max_steps: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
     precision: Precision = "auto"
@@ -120,6 +131,11 @@ class TrainingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def max_cost_usd_micros(self) -> int | None:
         """``max_cost`` in integer micro-dollars (None when there is no job budget)."""
         return None if self.max_cost is None else parse_usd(self.max_cost, where="max_cost")
+
+    @property
+    def validates(self) -> bool:
+        """True when a validation loss is computed (a held-out split or a validation dataset)."""
+        return self.validation_split > 0 or self.validation_dataset_id is not None
 
     @property
     def peft_target_modules(self) -> list[str] | str:
@@ -159,6 +175,7 @@ def parse_training_config(data: Mapping[str, Any] | TrainingConfig | None) -> Tr
         values["max_cost"] = _check_max_cost(max_cost, problems)
     if values.get("warmup_ratio", 0) and values.get("warmup_steps", 0):
         problems.append(Problem("warmup_steps", "set warmup_steps or warmup_ratio, not both"))
+    _check_validation(values, problems)
     mods = data.get("lora", {}).get("target_modules") if isinstance(data.get("lora"), Mapping) else None
     if isinstance(mods, list) and "all-linear" in mods and len(mods) > 1:
         problems.append(Problem("lora.target_modules", "'all-linear' must be the only entry"))
@@ -203,6 +220,31 @@ def _check_struct(
             at = f"{where}[{index}]" if index is not None else where
             problems.append(Problem(at, f"{reason} (got {bad!r:.60}{_number_hint(reason, bad)})"))
     return good
+
+
+def _check_validation(values: Mapping[str, Any], problems: list[Problem]) -> None:
+    """One validation set at most; early stopping needs one, and its threshold needs early stopping."""
+    split = values.get("validation_split", 0)
+    dataset = values.get("validation_dataset_id")
+    if split and dataset is not None:
+        problems.append(
+            Problem(
+                "validation_dataset_id",
+                "set validation_dataset_id or validation_split, not both (a validation dataset replaces the"
+                " held-out split)",
+            )
+        )
+    if values.get("early_stopping_patience") is not None and not split and dataset is None:
+        problems.append(
+            Problem(
+                "early_stopping_patience",
+                "early stopping needs a validation loss: set validation_dataset_id or validation_split > 0",
+            )
+        )
+    if values.get("early_stopping_threshold", 0) and values.get("early_stopping_patience") is None:
+        problems.append(
+            Problem("early_stopping_threshold", "only used with early_stopping_patience: set that too")
+        )
 
 
 def _struct_type(tp: Any) -> type[msgspec.Struct] | None:

@@ -389,10 +389,10 @@ def local_dispatcher(
 ) -> Dispatcher:
     """A Dispatcher with the local subprocess backend, relaying runner heartbeats to ``heartbeats``.
 
-    Every relayed heartbeat also calls ``notify`` with the job's partition (the runner appends
-    events there around each heartbeat). ``runner_env`` is added to each runner's environment
-    (the home it keeps its work and base models in); ``argv``, the runner's command (default
-``LaunchRequest.argv``). ``options`` are the Dispatcher's keyword arguments.
+        Every relayed heartbeat also calls ``notify`` with the job's partition (the runner appends
+        events there around each heartbeat). ``runner_env`` is added to each runner's environment
+        (the home it keeps its work and base models in); ``argv``, the runner's command (default
+    ``LaunchRequest.argv``). ``options`` are the Dispatcher's keyword arguments.
     """
 
     def on_heartbeat(heartbeat: Heartbeat) -> None:

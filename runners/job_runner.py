@@ -5,8 +5,9 @@
 1. records ``Started(attempt, lease, placement)`` from its run.yaml (a job that was stopped
    meanwhile, or whose attempt another runner started first, is left alone: nothing is
    touched); every report after it carries the lease (``runners.job_recorder``);
-2. copies the base model, the processed dataset and the checkpoint to resume from into a
-   working folder (``runners.workdir``) and writes the trainer's run.yaml;
+2. copies the base model, the processed dataset (and validation dataset, when the config names
+   one) and the checkpoint to resume from into a working folder (``runners.workdir``) and
+   writes the trainer's run.yaml;
 3. starts ``python -m runners.trainer`` and reads its JSON-line events: steps go to
    ``jobs/<id>/attempts/<n>/metrics.jsonl``, each checkpoint is uploaded to
    ``jobs/<id>/attempts/<n>/checkpoints/<step>/`` and recorded, the trainer's stderr and a line
@@ -87,7 +88,7 @@ from runners.workdir import (
     publish_model,
     upload_folder,
 )
-from storage import Bucket, ObjectNotFound
+from storage import Bucket, ObjectNotFound, layout
 from storage.clock import Clock, utc_now
 from storage.heartbeats import Heartbeat, HeartbeatPublisher
 
@@ -320,6 +321,16 @@ class JobRunner:
             raise ValidationFailed(
                 f"dataset {spec.dataset_id} has no processed data", where="dataset_id"
             ) from None
+        validation = spec.config.validation_dataset_id
+        if validation is not None:
+            try:
+                download_object(
+                    self.bucket, layout.dataset_processed(spec.user_id, validation), work.validation
+                )
+            except ObjectNotFound:
+                raise ValidationFailed(
+                    f"validation dataset {validation} has no processed data", where="validation_dataset_id"
+                ) from None
         resume = None
         if spec.resume_from is not None:
             step = int(spec.resume_from.rstrip("/").rsplit("/", 1)[-1])
@@ -336,6 +347,7 @@ class JobRunner:
             attempt=spec.attempt,
             base_model_dir=str(work.base),
             dataset_path=str(work.dataset),
+            validation_path=None if validation is None else str(work.validation),
             output_dir=str(work.out),
             config=spec.config,
             resume_from=None if resume is None else str(resume),
@@ -441,11 +453,11 @@ class JobRunner:
                 state.progress = state.progress._replace(step=event.start_step)
             self._say(
                 f"training {event.total_steps} steps from step {event.start_step} on {event.train_examples} "
-                f"examples ({event.trainable_parameters} trainable parameters)"
+                f"examples{_validated_on(event)} ({event.trainable_parameters} trainable parameters)"
             )
         elif isinstance(event, Done):
             state.done = event
-            self._say(f"training {event.status} at step {event.step}")
+            self._say(f"training {event.status} at step {event.step}{_early_stop_line(event)}")
         elif isinstance(event, Error):
             state.error = event
             self._say(f"trainer error ({event.code}): {event.message}")
@@ -727,6 +739,20 @@ def _weights_line(model_id: str, weights: ModelWeights) -> str:
         f"weights {weights.size_bytes} bytes, weights_sha256 {weights.sha256} (of weights/SHA256SUMS); "
         f"the download's sha256 to check it against: `model show --model-id {model_id}`"
     )
+
+
+def _validated_on(started: Started) -> str:
+    return f", validated on {started.eval_examples}" if started.eval_examples else ""
+
+
+def _early_stop_line(done: Done) -> str:
+    """``: stopped early ...`` for a run early stopping ended, else empty."""
+    if done.reason != "early_stopped":
+        return ""
+    best, loss = done.metrics.get("best_step"), done.metrics.get("eval_loss")
+    at = f"; the model is the best checkpoint's, step {best:.0f}" if best is not None else ""
+    of = f" (eval_loss {loss:.4f})" if loss is not None else ""
+    return f" of {done.total_steps}: stopped early, the validation loss stopped improving{at}{of}"
 
 
 def _first_user_message(dataset: Path) -> str | None:

@@ -4,6 +4,8 @@ Layout of a ``WorkDir``::
 
     <root>/base/               the base model (config, tokenizer, weights), copied in
     <root>/data/train.jsonl    the processed dataset, copied in
+    <root>/data/validation.jsonl   the processed validation dataset (``config.validation_dataset_id``),
+                               copied in
     <root>/resume/<step>/      the checkpoint this attempt continues from, copied in
     <root>/start/              the weights a job's first attempts start from (a checkpoint or a model
                                of the user's, less its trainer state), copied in
@@ -73,6 +75,7 @@ class WorkDir:
         self.root.mkdir(parents=True, exist_ok=True)
         self.base = self.root / "base"
         self.dataset = self.root / "data" / "train.jsonl"
+        self.validation = self.root / "data" / "validation.jsonl"
         self.out = self.root / "out"
         self.start = self.root / "start"
         self.trainer_run = self.root / "run.yaml"

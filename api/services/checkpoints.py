@@ -18,7 +18,14 @@ from domain.errors import NotFound, ValidationFailed
 from domain.ids import check_id
 from storage import Bucket, ObjectNotFound, layout
 
-__all__ = ["CHECKPOINT_SEPARATOR", "Losses", "checkpoint_list", "parse_checkpoint_ref", "pick_checkpoint"]
+__all__ = [
+    "CHECKPOINT_SEPARATOR",
+    "Losses",
+    "checkpoint_list",
+    "job_metric_records",
+    "parse_checkpoint_ref",
+    "pick_checkpoint",
+]
 
 CHECKPOINT_SEPARATOR = ":"
 
@@ -48,6 +55,14 @@ def _find(losses: dict[tuple[int, int], float], attempt: int, step: int) -> floa
         return losses[(attempt, step)]
     found = [value for (a, s), value in sorted(losses.items()) if s == step]
     return found[-1] if found else None
+
+
+def job_metric_records(bucket: Bucket, user_id: str, status: schemas.JobStatus) -> Iterator[dict[str, Any]]:
+    """The records of every ``metrics.jsonl`` of the job whose view is ``status``, attempt by attempt
+    (``step`` and ``eval`` records: ``runners.trainer.events``, with ``attempt`` and ``at``)."""
+    names = [layout.job_metrics(user_id, status.job_id)]
+    names += [layout.attempt_metrics(user_id, status.job_id, n) for n in range(1, status.attempt + 1)]
+    return _metric_records(bucket, names)
 
 
 def _metric_records(bucket: Bucket, names: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -80,9 +95,7 @@ def checkpoint_list(bucket: Bucket, user_id: str, status: schemas.JobStatus) -> 
     """The checkpoints of the job whose view is ``status``, oldest first (a step saved again by a
     later attempt: only the later one)."""
     job_id = status.job_id
-    names = [layout.job_metrics(user_id, job_id)]
-    names += [layout.attempt_metrics(user_id, job_id, n) for n in range(1, status.attempt + 1)]
-    losses = Losses(_metric_records(bucket, names))
+    losses = Losses(job_metric_records(bucket, user_id, status))
     stored = _stored_folders(bucket, user_id, job_id) if status.checkpoints else set()
     latest = {point.step: point for point in status.checkpoints}  # a later attempt's replaces
     rows = []

@@ -4,14 +4,15 @@ A thin translation over ``DatasetService`` and ``JobService``: one job, two door
 dataset (its id is the ``dataset_id``; uploaded, validated line by line and deleted as at
 ``/datasets``); a job created here is submitted by ``JobService.start`` like one from
 ``/fine-tune/{user}/start`` and shows there, in the CLI and here alike. What a create request
-asks that the training config does not hold (``validation_file``, ``suffix``, ``metadata``) is
-kept beside the config (``storage.layout.job_openai``); the hyperparameters and seed a job
-reports are read back from its config, so a job started at ``/fine-tune`` answers here too.
+asks that the training config does not hold (``suffix``, ``metadata``) is kept beside the
+config (``storage.layout.job_openai``); the hyperparameters and seed a job reports are read back
+from its config, so a job started at ``/fine-tune`` answers here too. ``validation_file`` is the
+config's ``validation_dataset_id`` (checked by ``JobService.start`` like the training file): the
+job's validation loss, at each checkpoint and at the end, is a ``metrics`` event with
+``valid_loss`` (read from the attempts' ``metrics.jsonl``), as OpenAI's dashboards draw it.
 
 Not yet: ``method`` ``dpo`` and ``reinforcement`` (400), pausing and resuming (400,
-``not_supported``), and training on ``validation_file``: it is checked (a validated file of
-the caller's) and stored, and the job's events say it is not used; ``config.validation_split``
-holds out part of the training file instead.
+``not_supported``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import msgspec
 from api import openai_ft_schemas as ft
 from api import schemas
 from api.services.base import UserService
+from api.services.checkpoints import Losses, job_metric_records
 from api.services.datasets import DatasetService
 from api.services.jobs import JobService
 from api.services.pages import PageRequest, encode_cursor
@@ -66,6 +68,7 @@ _PARAMS = {
     "batch_size": "hyperparameters.batch_size",
     "learning_rate": "hyperparameters.learning_rate_multiplier",
     "seed": "seed",
+    "validation_dataset_id": "validation_file",
 }
 """``JobService.start``'s field names, as a create request names them."""
 
@@ -146,8 +149,6 @@ class FineTuningService(UserService):
                 "integrations are not supported: each job's metrics are in its events and checkpoints",
                 where="integrations",
             )
-        if request.validation_file is not None:
-            self._usable_file(request.validation_file)
         config = _config(request)
         start = schemas.StartJobRequest(
             base_model=request.model, dataset_id=request.training_file, config=config
@@ -202,16 +203,13 @@ class FineTuningService(UserService):
 
     def events(self, job_id: str, *, limit: int = 20, after: str | None = None) -> ft.FineTuningEventList:
         """The job's history, newest first, without billing's events (``/fine-tune/{id}/events``
-        has every one); a progress report is a ``metrics`` event."""
+        has every one); a progress report is a ``metrics`` event, and so is each validation loss
+        (``valid_loss``, with the ``train_loss`` of its step), placed among them by time."""
         history = self.jobs.events(job_id).events
-        asked = self._asked(job_id)
-        events: list[ft.FineTuningEvent] = []
-        for event in history:
-            if event.type in _HIDDEN_EVENTS:
-                continue
-            events.append(_event(job_id, event))
-            if event.type == "Submitted" and asked.get("validation_file"):
-                events.append(_validation_note(job_id, event, str(asked["validation_file"])))
+        events = [_event(job_id, event) for event in history if event.type not in _HIDDEN_EVENTS]
+        records = job_metric_records(self.rt.bucket, self.user_id, self.jobs.status(job_id))
+        events += _eval_events(job_id, list(records))
+        events.sort(key=lambda e: e.created_at)  # stable: the history keeps its order
         page, more = _page(events[::-1], lambda e: e.id, after, limit, "event")
         return ft.FineTuningEventList(data=page, has_more=more)
 
@@ -257,7 +255,7 @@ class FineTuningService(UserService):
             status=state,
             trained_tokens=status.tokens if ended else None,
             training_file=status.dataset_id,
-            validation_file=asked.get("validation_file"),
+            validation_file=asked.get("validation_file") or config.get("validation_dataset_id"),
             metadata=asked.get("metadata"),
             user_provided_suffix=asked.get("suffix"),
         )
@@ -275,14 +273,6 @@ class FineTuningService(UserService):
         except ObjectNotFound:  # a job started at /fine-tune
             return {}
         return found if isinstance(found, dict) else {}
-
-    def _usable_file(self, file_id: str) -> None:
-        try:
-            self.jobs._usable_dataset(file_id)
-        except PlatformError as exc:
-            renamed = copy.copy(exc)
-            renamed.where = "validation_file"
-            raise renamed from None
 
     @staticmethod
     def _after(get: Callable[[str], T], after: str, noun: str) -> T:
@@ -323,6 +313,8 @@ def _config(request: ft.FineTuningJobCreate) -> dict[str, Any]:
         config["learning_rate"] = base * multiplier if isinstance(base, int | float) else base
     if request.seed is not None:
         config["seed"] = request.seed
+    if request.validation_file is not None:
+        config["validation_dataset_id"] = request.validation_file
     return config
 
 
@@ -390,16 +382,28 @@ def _event(job_id: str, event: schemas.JobEvent) -> ft.FineTuningEvent:
     return ft.FineTuningEvent(id=event_id, created_at=created, level=level, message=message)
 
 
-def _validation_note(job_id: str, submitted: schemas.JobEvent, file_id: str) -> ft.FineTuningEvent:
-    return ft.FineTuningEvent(
-        id=f"{job_id}:event:validation_file",
-        created_at=_unix(submitted.at) or 0,
-        level="warn",
-        message=(
-            f"validation_file {file_id} is stored with the job but not trained on: validation on a separate "
-            "file is not supported yet (config validation_split holds out part of the training file)"
-        ),
-    )
+def _eval_events(job_id: str, records: list[dict[str, Any]]) -> list[ft.FineTuningEvent]:
+    """A ``metrics`` event per validation loss of the job's metrics records (a step evaluated again
+    by a later attempt: each time), with the training loss its attempt logged at that step."""
+    losses = Losses(records)
+    events = []
+    for record in records:
+        step, attempt, loss = record.get("step"), record.get("attempt", 0), record.get("eval_loss")
+        if record.get("event") != "eval" or not isinstance(step, int) or not isinstance(loss, int | float):
+            continue
+        train, _ = losses.at(attempt if isinstance(attempt, int) else 0, step)
+        at = record.get("at")
+        events.append(
+            ft.FineTuningEvent(
+                id=f"{job_id}:eval:{attempt}:{step}",
+                created_at=_unix(at if isinstance(at, str) else None) or 0,
+                level="info",
+                message=f"Step {step}: validation loss={float(loss):.4f}",
+                data={"step": step, "train_loss": train, "valid_loss": float(loss)},
+                type="metrics",
+            )
+        )
+    return events
 
 
 def _checkpoint(job_id: str, point: schemas.CheckpointInfo) -> ft.FineTuningCheckpoint:

@@ -159,6 +159,8 @@ class JobService(UserService):
         if start is not None and config is not None and base_model is not None:
             problems.check(lambda point: point.check_fits(base_model, config), start)
         dataset = problems.check(self._usable_dataset, request.dataset_id)
+        if config is not None and config.validation_dataset_id is not None and dataset is not None:
+            problems.check(self._usable_validation, (config.validation_dataset_id, dataset))
         gpu_type = _gpu_type(config, raw, problems)
         price = problems.check(self._price, gpu_type) if gpu_type is not None else None
         obtainable = problems.check(self.rt.check_base_model_obtainable, base_model) if base_model else None
@@ -277,6 +279,29 @@ class JobService(UserService):
                 where="dataset_id",
             )
         return dataset
+
+    def _usable_validation(self, of: tuple[str, schemas.Dataset]) -> schemas.Dataset:
+        """The validation dataset a config names: the caller's (404 otherwise), validated, another
+        dataset than the training one, in its format (400 naming ``validation_dataset_id``)."""
+        dataset_id, training = of
+        where = "validation_dataset_id"
+        try:
+            found = self._usable_dataset(dataset_id)
+        except (NotFound, ValidationFailed) as exc:
+            raise type(exc)(f"validation dataset: {exc.message}", where=where) from None
+        if found.dataset_id == training.dataset_id:
+            raise ValidationFailed(
+                "the validation dataset is the training dataset: its loss would measure nothing the training"
+                " loss does not (use another dataset, or validation_split to hold out part of this one)",
+                where=where,
+            )
+        if found.format != training.format:
+            raise ValidationFailed(
+                f"validation dataset {dataset_id} is in the {found.format} format, the training dataset"
+                f" {training.dataset_id} in {training.format}: they must be in the same one",
+                where=where,
+            )
+        return found
 
     def _price(self, gpu_type: str) -> int:
         pricing = self.rt.view_or(layout.pricing(), schemas.Pricing, schemas.Pricing())

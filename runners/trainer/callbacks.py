@@ -4,20 +4,23 @@
 ``ProgressCallback`` adapts it to transformers' ``TrainerCallback``. The default sink of
 ``python -m runners.trainer`` is ``runners.trainer.sinks.JsonLinesSink`` (JSON lines on stdout),
 stopped by a ``runners.trainer.sinks.StopSignal`` (SIGTERM/SIGINT or a stop file).
+``MetricsFileCallback`` writes the same points as TensorBoard event files (shipped with the model).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
 
 from runners.trainer.events import Started
 
-__all__ = ["DetailSink", "ProgressCallback", "ProgressSink", "checkpoint_dir"]
+__all__ = ["DetailSink", "MetricsFileCallback", "ProgressCallback", "ProgressSink", "checkpoint_dir"]
 
 
 class ProgressSink(Protocol):
@@ -54,7 +57,9 @@ class ProgressCallback(TrainerCallback):
     checkpoint at that step and end training; ``stopped_at`` then holds the step (a stop
     asked at the last step is ignored: the run is complete and saves its weights). The
     Trainer's own save at the last step is skipped unless it falls on ``save_steps``: the
-    recipe saves the final weights itself.
+    recipe saves the final weights itself. With a validation set the last step is always
+    evaluated (whether or not it falls on ``eval_steps``), and saved too when the best
+    checkpoint is loaded at the end (``load_best_model_at_end``: the last step may be the best).
 
     Args:
         sink: where to report.
@@ -90,8 +95,13 @@ class ProgressCallback(TrainerCallback):
             self.stopped_at = state.global_step
             control.should_save = True
             control.should_training_stop = True
-        elif state.global_step >= state.max_steps and state.global_step % max(state.save_steps, 1):
-            control.should_save = False
+        elif state.global_step >= state.max_steps:
+            if args.eval_strategy != IntervalStrategy.NO:
+                control.should_evaluate = True
+            if args.load_best_model_at_end:
+                control.should_save = True
+            elif state.global_step % max(state.save_steps, 1):
+                control.should_save = False
         return control
 
     def on_log(
@@ -119,3 +129,85 @@ class ProgressCallback(TrainerCallback):
     ) -> None:
         self.last_checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         self.sink.on_checkpoint(state.global_step, self.last_checkpoint)
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Writes each logged loss, learning rate and gradient norm, and each validation loss, as
+    TensorBoard scalars (``train/loss``, ``train/learning_rate``, ``train/grad_norm``, ``eval/loss``).
+
+    The writer's own file (named after the host) stays in ``scratch``; ``export(folder)`` copies
+    the run's files to ``folder/runs/`` under names made of the step each attempt started from
+    (``events.out.tfevents.from-step-00000040``), so a resumed run's folder holds every attempt's
+    file in order. Each checkpoint gets a copy at its save (before the sink hears of it), so the
+    attempt that resumes from it carries the earlier points on (``restore``); the recipe exports
+    to the final model folder.
+
+    Args:
+        scratch: the folder the writer writes to (not shipped).
+    """
+
+    TAGS = {
+        "loss": "train/loss",
+        "learning_rate": "train/learning_rate",
+        "grad_norm": "train/grad_norm",
+        "eval_loss": "eval/loss",
+    }
+    FOLDER = "runs"
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = Path(scratch)
+        self.earlier: Path | None = None
+        self.start_step = 0
+        self.writer: Any = None
+
+    def restore(self, checkpoint: Path) -> None:
+        """Carry on the event files saved with ``checkpoint`` (the earlier attempts' points)."""
+        if (Path(checkpoint) / self.FOLDER).is_dir():
+            self.earlier = Path(checkpoint) / self.FOLDER
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.start_step = state.global_step
+        self.writer = SummaryWriter(log_dir=str(self.scratch), flush_secs=3600)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self.writer is None:
+            return
+        for key, tag in self.TAGS.items():
+            value = (logs or {}).get(key)
+            if isinstance(value, int | float):
+                self.writer.add_scalar(tag, float(value), state.global_step)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.export(Path(checkpoint_dir(args.output_dir, state.global_step)))
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def export(self, folder: Path) -> Path:
+        """Copy every attempt's event file so far to ``folder/runs/``; return that folder."""
+        target = Path(folder) / self.FOLDER
+        if self.earlier is not None and self.earlier.resolve() != target.resolve():
+            shutil.copytree(self.earlier, target, dirs_exist_ok=True)
+        if self.writer is not None:
+            self.writer.flush()
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.scratch.glob("events.out.tfevents.*")):
+            shutil.copyfile(path, target / f"events.out.tfevents.from-step-{self.start_step:08d}")
+        return target

@@ -122,9 +122,16 @@ def tokenize_chat(tokenizer: Any, messages: Messages, max_length: int) -> dict[s
 
 
 def prepare_sft_data(
-    records: Sequence[Messages], tokenizer: Any, *, max_length: int, validation_split: float, seed: int
+    records: Sequence[Messages],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    validation_split: float,
+    seed: int,
+    eval_records: Sequence[Messages] | None = None,
 ) -> SFTData:
-    """Tokenise every record and hold out ``validation_split`` of them (shuffled by ``seed``)."""
+    """Tokenise every record and hold out ``validation_split`` of them (shuffled by ``seed``), or
+    validate on ``eval_records`` (a separate validation dataset; they count in ``dropped`` too)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValidationFailed(
             "the base model's tokenizer has no fast (tokenizers) version", where="base_model"
@@ -142,6 +149,15 @@ def prepare_sft_data(
             f"validation_split={validation_split} leaves no training examples out of {len(kept)}",
             where="validation_split",
         )
+    if eval_records is not None:
+        held_out = [tokenize_chat(tokenizer, messages, max_length) for messages in eval_records]
+        evaluated = [e for e in held_out if e is not None]
+        if not evaluated:
+            raise ValidationFailed(
+                f"no validation example keeps an assistant token within max_seq_length={max_length}",
+                where="validation_dataset_id",
+            )
+        return SFTData(train=kept, eval=evaluated, dropped=dropped + len(held_out) - len(evaluated))
     order = list(range(len(kept)))
     random.Random(seed).shuffle(order)
     held = set(order[:n_eval])

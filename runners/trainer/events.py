@@ -9,7 +9,8 @@ library print) decodes to ``None``. Torch-free, so the runner can import it chea
     {"event": "step", "step": 1, "total_steps": 30, "epoch": 0.1, "loss": 9.3, "tokens": 812, ...}
     {"event": "eval", "step": 10, "eval_loss": 2.1}
     {"event": "checkpoint", "step": 10, "path": "/work/job/out/checkpoints/checkpoint-10"}
-    {"event": "done", "status": "succeeded", "step": 30, "model_dir": ".../model", "metrics": {...}}
+    {"event": "done", "status": "succeeded", "step": 30, "model_dir": ".../model", "metrics": {...},
+     "reason": null}
     {"event": "error", "code": "invalid", "message": "...", "where": "lora.r", "retryable": false}
 """
 
@@ -72,7 +73,12 @@ class Checkpoint(_Event, tag="checkpoint"):
 
 
 class Done(_Event, tag="done"):
-    """Training ended: ``succeeded`` (weights in ``model_dir``) or ``stopped`` (state in ``checkpoint``)."""
+    """Training ended: ``succeeded`` (weights in ``model_dir``) or ``stopped`` (state in ``checkpoint``).
+
+    ``reason`` says why a run ended before ``total_steps``: ``early_stopped`` (the validation loss
+    stopped improving; the model is the best checkpoint's, ``metrics`` has ``best_step`` and its
+    ``eval_loss``); None otherwise.
+    """
 
     status: Literal["succeeded", "stopped"]
     step: int
@@ -80,6 +86,7 @@ class Done(_Event, tag="done"):
     model_dir: str | None
     checkpoint: str | None
     metrics: dict[str, float]
+    reason: str | None = None
 
 
 class Error(_Event, tag="error"):

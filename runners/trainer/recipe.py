@@ -9,9 +9,21 @@ recipe never touches the event store.
 
 Output layout under ``output_dir``::
 
-    checkpoints/checkpoint-<step>/   resumable (adapter or weights + optimizer, scheduler, RNG, trainer state)
-    model/                           final adapter (LoRA) or full weights, plus the tokenizer
+    checkpoints/checkpoint-<step>/   resumable (adapter or weights + optimizer, scheduler, RNG, trainer
+                                     state), and runs/ (the TensorBoard event files so far)
+    model/                           final adapter (LoRA) or full weights, plus the tokenizer, and runs/:
+                                     the run's TensorBoard event files (every attempt's; shipped with it)
     metrics.json                     the final metrics (also in the ``done`` event)
+    tensorboard/                     this attempt's live TensorBoard writer (copied to runs/ above)
+
+Validation: on a held-out ``validation_split`` or a validation dataset (``validation_path``), at
+every checkpoint and at the last step. With ``early_stopping_patience`` transformers'
+``EarlyStoppingCallback`` ends the run after that many evaluations without an improvement of at
+least ``early_stopping_threshold``, and the best checkpoint's weights are loaded at the end
+(``load_best_model_at_end``), so the saved model is the best one: ``Done.reason`` is then
+``early_stopped``, and the metrics' ``eval_loss`` is the best checkpoint's, at ``best_step``.
+(A retried attempt whose best checkpoint was an earlier attempt's cannot load it: it saves its
+last weights, and ``eval_loss`` is then theirs.)
 
 The final LoRA adapter records ``base_model_ref`` (default: the absolute base-model folder)
 as its ``base_model_name_or_path``, so ``PeftModel.from_pretrained(base, model_dir)`` and
@@ -46,7 +58,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from domain.errors import ValidationFailed
-from runners.trainer.callbacks import ProgressCallback, ProgressSink
+from runners.trainer.callbacks import MetricsFileCallback, ProgressCallback, ProgressSink
 from runners.trainer.data import (
     ChatCollator,
     SFTData,
@@ -87,6 +99,10 @@ class SFTRecipe:
         self.data: SFTData | None = None
         self.trainer: Trainer | None = None
         self.progress = ProgressCallback(sink, describe=self._describe)
+        self.metrics_file = MetricsFileCallback(self.output_dir / "tensorboard")
+        self.early_stopping: transformers.EarlyStoppingCallback | None = None
+        if self.spec.resume_from is not None:
+            self.metrics_file.restore(Path(self.spec.resume_from))
 
     def setup(self) -> None:
         """Seed, then tokenizer, data, model and Trainer."""
@@ -115,8 +131,8 @@ class SFTRecipe:
             return Done(
                 "stopped", state.global_step, state.max_steps, None, self.progress.last_checkpoint, metrics
             )
-        if self.progress.last_eval_loss is not None:
-            metrics["eval_loss"] = self.progress.last_eval_loss
+        metrics.update(self._eval_metrics())
+        reason = "early_stopped" if self._stopped_early() else None
         model_dir = self.save()
         (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         return Done(
@@ -126,6 +142,7 @@ class SFTRecipe:
             str(model_dir),
             self.progress.last_checkpoint,
             metrics,
+            reason,
         )
 
     def save(self) -> Path:
@@ -138,6 +155,7 @@ class SFTRecipe:
                 peft_config.base_model_name_or_path = self.spec.base_model_ref or str(self.base_dir)
         model.save_pretrained(model_dir)
         self.tokenizer.save_pretrained(model_dir)
+        self.metrics_file.export(model_dir)
         return model_dir
 
     def cleanup(self) -> None:
@@ -153,6 +171,13 @@ class SFTRecipe:
             raise ValidationFailed(f"no model (config.json) in {self.base_dir}", where="base_model_dir")
         if not Path(self.spec.dataset_path).is_file():
             raise ValidationFailed(f"no dataset file at {self.spec.dataset_path}", where="dataset_path")
+        validation = self.spec.validation_path
+        if (validation is None) != (self.config.validation_dataset_id is None):
+            raise ValidationFailed(
+                "validation_path and config.validation_dataset_id go together", where="validation_path"
+            )
+        if validation is not None and not Path(validation).is_file():
+            raise ValidationFailed(f"no validation dataset file at {validation}", where="validation_path")
         resume = self.spec.resume_from
         if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
             raise ValidationFailed(
@@ -173,12 +198,14 @@ class SFTRecipe:
 
     def _setup_data(self) -> SFTData:
         records = read_chat_records(self.spec.dataset_path)
+        validation = self.spec.validation_path
         return prepare_sft_data(
             records,
             self.tokenizer,
             max_length=self.config.max_seq_length,
             validation_split=self.config.validation_split,
             seed=self.config.seed,
+            eval_records=None if validation is None else read_chat_records(validation),
         )
 
     def _setup_model(self) -> Any:
@@ -214,6 +241,7 @@ class SFTRecipe:
         assert self.data is not None
         cfg = self.config
         has_eval = bool(self.data.eval)
+        early = has_eval and cfg.early_stopping_patience is not None
         args = TrainingArguments(
             output_dir=str(self.checkpoint_root),
             per_device_train_batch_size=cfg.batch_size,
@@ -239,6 +267,9 @@ class SFTRecipe:
             save_steps=cfg.checkpoint_every_steps,
             eval_strategy="steps" if has_eval else "no",
             eval_steps=cfg.checkpoint_every_steps if has_eval else None,
+            metric_for_best_model="eval_loss" if has_eval else None,
+            greater_is_better=False if has_eval else None,
+            load_best_model_at_end=early,
             include_num_input_tokens_seen="non_padding",
             remove_unused_columns=False,
             dataloader_num_workers=0,
@@ -252,8 +283,17 @@ class SFTRecipe:
             eval_dataset=self.data.eval or None,
             data_collator=ChatCollator(self.tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
             processing_class=self.tokenizer,
-            callbacks=[self.progress],
+            callbacks=[
+                self.metrics_file,
+                self.progress,
+            ],  # the event files are in a checkpoint before it is told
         )
+        if early:
+            self.early_stopping = transformers.EarlyStoppingCallback(
+                early_stopping_patience=cfg.early_stopping_patience or 1,
+                early_stopping_threshold=cfg.early_stopping_threshold,
+            )
+            trainer.add_callback(self.early_stopping)
         trainer.remove_callback(
             transformers.PrinterCallback
         )  # it prints logs on stdout, which carries our events
@@ -268,6 +308,36 @@ class SFTRecipe:
             "dropped_examples": data.dropped,
             "trainable_parameters": trainable,
         }
+
+    def _eval_metrics(self) -> dict[str, float]:
+        """``eval_loss`` of the weights saved (the best checkpoint's when it was loaded, else the last
+        evaluation's), and ``best_step`` with its ``best_eval_loss``; {} without a validation set."""
+        state = self.trainer.state if self.trainer is not None else None
+        last = self.progress.last_eval_loss
+        if state is None or last is None:
+            return {}
+        metrics = {"eval_loss": last}
+        if state.best_metric is not None and state.best_global_step:
+            metrics["best_step"] = float(state.best_global_step)
+            metrics["best_eval_loss"] = float(state.best_metric)
+            if (
+                self.trainer is not None
+                and self.trainer.args.load_best_model_at_end
+                and state.best_model_checkpoint
+            ):
+                metrics["eval_loss"] = float(state.best_metric)  # _load_best_model loaded its weights
+        return metrics
+
+    def _stopped_early(self) -> bool:
+        """True when the early-stopping callback ended the run before its last step."""
+        stopper = self.early_stopping
+        state = self.trainer.state if self.trainer is not None else None
+        return (
+            stopper is not None
+            and state is not None
+            and state.global_step < state.max_steps
+            and stopper.early_stopping_patience_counter >= stopper.early_stopping_patience
+        )
 
     def _metrics(self, hf_metrics: dict[str, Any], train_seconds: float) -> dict[str, float]:
         state = self.trainer.state if self.trainer is not None else None

@@ -9,6 +9,7 @@ local paths, written by the job runner, read by the trainer (made from the bucke
     attempt: 1
     base_model_dir: /abs/work/base      # local folder: config + tokenizer + weights
     dataset_path: /abs/work/train.jsonl # processed OpenAI chat records {"messages": [...]}
+    validation_path: null               # the validation dataset (config.validation_dataset_id), same format
     output_dir: /abs/work/out           # checkpoints/checkpoint-<step>/ and model/ go here
     resume_from: null                   # a checkpoint folder to continue from
     init_from: null                     # weights to start from (adapter or full), when not resuming
@@ -44,6 +45,8 @@ class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     resume_from: str | None = None
     stop_file: str | None = None
     base_model_ref: str | None = None
+    validation_path: str | None = None
+    """The validation dataset's processed records (set when ``config.validation_dataset_id`` is)."""
     init_from: str | None = None
     """A folder of the weights training starts from (an adapter, or full weights with their
     config.json: the method's); its optimizer, schedule and step count start afresh."""

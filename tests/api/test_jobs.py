@@ -12,7 +12,7 @@ import yaml
 from domain.model import ModelWeights
 from runtime.settings import Settings
 from storage import layout
-from tests.api.conftest import Api, User, make_settings
+from tests.api.conftest import Api, User, chat_lines, make_settings
 
 HUB_MODEL = "qwen2_5-0_5b"  # a hub entry of the built-in catalogue
 
@@ -408,3 +408,34 @@ def test_the_job_list_shows_no_model_id_where_a_job_has_no_model(api: Api, ann: 
     assert {r["job_id"]: r["model_id"] for r in rows}[running] == app.get_job(running).model_id  # not ended
     stored = api.rt.view_json(layout.job_status(ann.user_id, cancelled)) or {}
     assert stored["model_id"] == app.get_job(cancelled).model_id  # the views are unchanged
+
+
+def test_a_validation_dataset_must_be_the_callers_validated_and_in_the_training_format(
+    api: Api, ann: User, dataset: str
+) -> None:
+    bob = api.user("bob")
+    bobs = api.upload(bob, chat_lines(start=100))["dataset_id"]
+    rejected = api.upload(ann, b"nope\n")["dataset_id"]
+    completions = api.upload(ann, b'{"prompt": "2+2?", "completion": " 4"}\n' * 10)["dataset_id"]
+    refused = {
+        bobs: (404, "validation dataset: no dataset"),  # another user's is none of the caller's
+        "ds_missing": (404, "validation dataset: no dataset ds_missing"),
+        rejected: (400, "rejected; only a validated dataset"),
+        dataset: (400, "the validation dataset is the training dataset"),
+        completions: (400, "in the prompt_completion format, the training dataset"),
+    }
+    for validation, (status, message) in refused.items():
+        reply = api.start(ann, dataset, config={"epochs": 1, "validation_dataset_id": validation})
+        assert reply.status_code == status, reply.text
+        error = reply.json()["error"]
+        assert error["where"] == "validation_dataset_id" and message in error["message"], error
+    reply = api.start(ann, dataset, config={"validation_dataset_id": bobs, "validation_split": 0.1})
+    assert reply.status_code == 400 and "not both" in reply.text
+    assert jobs_of(api, ann) == []  # no job half-written by any of them
+
+    validation = api.upload(ann, chat_lines(start=50))["dataset_id"]
+    config = {"epochs": 1, "validation_dataset_id": validation, "early_stopping_patience": 2}
+    reply = api.start(ann, dataset, config=config)
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["config"]["validation_dataset_id"] == validation
+    assert reply.json()["config"]["early_stopping_patience"] == 2

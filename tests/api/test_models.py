@@ -139,3 +139,31 @@ def test_an_adapter_of_a_hub_base_names_the_hub_id(api: Api, ann: User) -> None:
     assert adapter["base_model_name_or_path"] == "Qwen/Qwen2.5-0.5B-Instruct"
     card = got["weights/README.md"].decode()
     assert "base_model: Qwen/Qwen2.5-0.5B-Instruct" in card and "users/" not in card
+
+
+def test_the_download_ships_the_runs_tensorboard_event_files(api: Api, ann: User, tmp_path) -> None:
+    """The trainer writes its scalars under the model's ``runs/``; the archive holds them, and
+    TensorBoard reads the train loss points back from the downloaded file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(tmp_path / "written"))
+    for step, loss in [(1, 2.5), (2, 1.75), (3, 1.25)]:
+        value = summary_pb2.Summary.Value(tag="train/loss", simple_value=loss)
+        summary = summary_pb2.Summary(value=[value])
+        writer.add_event(event_pb2.Event(step=step, wall_time=0.0, summary=summary))
+    writer.close()
+    (written,) = (tmp_path / "written").iterdir()
+    _, model_id = finished_model(api, ann)
+    weights = api.rt.user_app(ann.user_id).get_model(model_id).weights_prefix
+    name = "runs/events.out.tfevents.from-step-00000000"
+    api.rt.bucket.write(weights + name, written.read_bytes())
+
+    body = api.client.get(f"/models/{model_id}/download", headers=ann.headers).content
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        tar.extractall(tmp_path / "downloaded", filter="data")
+    runs = tmp_path / "downloaded" / "weights" / "runs"
+    assert [p.name for p in runs.iterdir()] == [name.split("/")[1]]
+    points = EventAccumulator(str(runs)).Reload().Scalars("train/loss")
+    assert [(p.step, p.value) for p in points] == [(1, 2.5), (2, 1.75), (3, 1.25)]

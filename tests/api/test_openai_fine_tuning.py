@@ -131,12 +131,12 @@ def test_a_job_created_through_v1_is_the_job_of_fine_tune(served: Served) -> Non
     assert job.id in [row["job_id"] for row in listed]
     config = served.rt.bucket.read(layout.job_config(served.users["ann"], job.id)).decode()
     assert "epochs: 2" in config and "seed: 7" in config and "learning_rate: 0.0001" in config
-    assert "max_steps: 2" in config
+    assert "max_steps: 2" in config and f"validation_dataset_id: {valid.id}" in config  # trained on
 
     again = client.fine_tuning.jobs.retrieve(job.id)
     assert again.id == job.id and again.user_provided_suffix == "my-model"  # type: ignore[attr-defined]
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id)]
-    assert any("validation_file" in m and "not" in m for m in messages)  # said plainly: not used yet
+    assert not any("validation_file" in m for m in messages)  # no more "stored but not used" note
 
 
 def test_method_hyperparameters_win_and_auto_keeps_the_defaults(served: Served) -> None:
@@ -194,6 +194,8 @@ def test_events_and_checkpoints_follow_the_run(served: Served) -> None:
     path = layout.attempt_checkpoint_prefix(uid, job.id, 1, 2)
     served.rt.bucket.write(f"{path}adapter_model.safetensors", b"weights")
     metrics = json.dumps({"attempt": 1, "step": 2, "loss": 1.0}) + "\n"
+    evaluated = {"event": "eval", "attempt": 1, "step": 2, "eval_loss": 1.25, "at": now.isoformat()}
+    metrics += json.dumps(evaluated) + "\n"
     served.rt.bucket.write(layout.attempt_metrics(uid, job.id, 1), metrics.encode())
     app.save_checkpoint(job.id, 1, 2, path, now)
     served.rt.committed(f"users/{uid}")
@@ -202,7 +204,13 @@ def test_events_and_checkpoints_follow_the_run(served: Served) -> None:
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
     assert all(e.object == "fine_tuning.job.event" for e in events)
     steps = [e.data["step"] for e in events if e.type == "metrics"]
-    assert steps == [2, 1]  # newest first
+    assert steps == [2, 2, 1]  # newest first: the validation loss after the progress of its step
+    assert events[0].type == "metrics" and events[0].data == {
+        "step": 2,
+        "train_loss": 1.0,
+        "valid_loss": 1.25,
+    }
+    assert events[0].message == "Step 2: validation loss=1.2500"
     assert events[-1].message.startswith("Created fine-tuning job")
     page = client.fine_tuning.jobs.list_events(job.id, limit=2)
     after = client.fine_tuning.jobs.list_events(job.id, limit=2, after=page.data[-1].id)
@@ -211,6 +219,7 @@ def test_events_and_checkpoints_follow_the_run(served: Served) -> None:
     points = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [p.step_number for p in points] == [2]
     assert points[0].fine_tuning_job_id == job.id and points[0].metrics.train_loss == 1.0
+    assert points[0].metrics.valid_loss == 1.25
     assert points[0].object == "fine_tuning.job.checkpoint" and points[0].id == f"{job.id}:2"
 
     cancelled = client.fine_tuning.jobs.cancel(job.id)

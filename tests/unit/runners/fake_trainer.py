@@ -8,6 +8,9 @@ writes checkpoints every ``checkpoint_every_steps`` and a small "model" at the e
 - ``FAKE_STEP_S``: seconds per step (default 0.02);
 - ``FAKE_KILL_AT``: ``<attempt>:<step>``, SIGKILL itself after that step of that attempt;
 - ``FAKE_INVALID``: report bad input (exit 2) instead of training.
+
+With a validation dataset (``validation_path``) it evaluates at each checkpoint, the loss rising
+from the first one (``1 + step / 100``), so ``early_stopping_patience`` ends it early.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from runners.trainer.events import Checkpoint, Done, Error, Started, Step, encode_event
+from runners.trainer.events import Checkpoint, Done, Error, Eval, Started, Step, encode_event
 from runners.trainer.run_spec import read_run_spec
 
 stop = False
@@ -59,16 +62,19 @@ def main() -> int:
     if spec.resume_from:
         start = json.loads((Path(spec.resume_from) / "trainer_state.json").read_text())["global_step"]
     kill_at = os.environ.get("FAKE_KILL_AT", "")
+    validation = Path(spec.validation_path).read_text().splitlines() if spec.validation_path else []
+    evals: list[tuple[int, float]] = []
     emit(
         Started(
             total_steps=total,
             start_step=start,
             train_examples=3,
-            eval_examples=0,
+            eval_examples=len(validation),
             dropped_examples=0,
             trainable_parameters=10,
         )
     )
+    step = start
     for step in range(start + 1, total + 1):
         time.sleep(float(os.environ.get("FAKE_STEP_S", "0.02")))
         emit(Step(step=step, total_steps=total, epoch=step / total, loss=10.0 / step, tokens=100 * step))
@@ -89,19 +95,28 @@ def main() -> int:
             return 3
         if step % config.checkpoint_every_steps == 0:
             save(out, step)
+            if validation:
+                evals.append((step, 1.0 + step / 100))
+                emit(Eval(step=step, eval_loss=evals[-1][1]))
+            patience = config.early_stopping_patience
+            if patience is not None and len(evals) > patience:
+                break
     model = out / "model"
     model.mkdir(parents=True, exist_ok=True)
     (model / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": spec.base_model_ref}))
     (model / "adapter_model.safetensors").write_bytes(b"\x01" * 1000)
-    metrics = {"train_loss": 1.5, "steps": float(total)}
+    metrics = {"train_loss": 1.5, "steps": float(step)}
+    if evals:
+        metrics.update(eval_loss=evals[0][1], best_step=float(evals[0][0]), best_eval_loss=evals[0][1])
     emit(
         Done(
             status="succeeded",
-            step=total,
+            step=step,
             total_steps=total,
             model_dir=str(model),
             checkpoint=None,
             metrics=metrics,
+            reason="early_stopped" if step < total else None,
         )
     )
     return 0

@@ -322,3 +322,30 @@ def test_a_stop_gate_that_cannot_run_publishes_the_model_unchecked(queued_job, m
         is Outcome.SUCCEEDED
     )
     assert app.get_model("model_job_1").stop_gate is None
+
+
+def test_a_validation_dataset_is_fetched_and_an_early_stop_succeeds_with_the_best_checkpoint(
+    queued_job, make_runner, app: UserApp, local_bucket: LocalBucket
+) -> None:
+    seed_dataset(local_bucket, app, "ds_val", b'{"messages": []}\n' * 2)
+    queued_job(validation_dataset_id="ds_val", early_stopping_patience=2)  # evals at 3, 6, 9, rising
+    assert make_runner().run() is Outcome.SUCCEEDED
+
+    job = app.get_job("job_1")
+    assert (job.state, job.step) == (JobState.SUCCEEDED, 9)
+    assert job.metrics is not None and (job.metrics["best_step"], job.metrics["eval_loss"]) == (3.0, 1.03)
+    assert app.get_model("model_job_1").metrics == job.metrics
+    evals = [(r["step"], r["eval_loss"]) for r in metric_lines(local_bucket) if r["event"] == "eval"]
+    assert evals == [(3, 1.03), (6, 1.06), (9, 1.09)]
+    log = job_log(local_bucket)
+    assert (
+        "on 3 examples, validated on 2 (" in log
+        and "training succeeded at step 9 of 10: stopped early" in log
+    )
+    assert "the model is the best checkpoint's, step 3 (eval_loss 1.0300)" in log
+
+
+def test_a_missing_validation_dataset_fails_the_job(queued_job, make_runner, app: UserApp) -> None:
+    queued_job(validation_dataset_id="ds_gone")
+    assert make_runner().run() is Outcome.FAILED
+    assert "validation dataset ds_gone has no processed data" in (app.get_job("job_1").error or "")

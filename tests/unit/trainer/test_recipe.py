@@ -202,3 +202,68 @@ def test_only_the_known_library_noise_is_left_out_of_the_job_log() -> None:
                 warnings.warn(message, category, stacklevel=1)
         warnings.warn(gc_alias, FutureWarning, stacklevel=1)  # after the block it shows again
     assert [(w.category, str(w.message)) for w in caught] == [*sent[2:], (FutureWarning, gc_alias)]
+
+
+def test_the_last_step_is_evaluated_when_it_is_no_checkpoint_step(make_spec, memo_dataset: Path) -> None:
+    rows = [chat(f"Question number {i}?", f"Answer number {i}.") for i in range(10)]
+    memo_dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sink = RecordingSink()
+    result = run_training(make_spec(validation_split=0.2, max_steps=5, checkpoint_every_steps=2), sink)
+
+    assert [step for step, _ in sink.evals] == [2, 4, 5]
+    assert [step for step, _ in sink.checkpoints] == [2, 4]  # no early stopping: the last step is not saved
+    assert result.metrics["eval_loss"] == pytest.approx(sink.evals[-1][1]) and result.reason is None
+    best = min(sink.evals, key=lambda e: e[1])
+    assert (result.metrics["best_step"], result.metrics["best_eval_loss"]) == (
+        best[0],
+        pytest.approx(best[1]),
+    )
+
+
+def test_early_stopping_ends_a_run_whose_eval_loss_rises_and_saves_the_best_checkpoint(
+    make_spec, tmp_path: Path
+) -> None:
+    """Trained on FACTS, validated on the same questions with contradicting answers: the better it
+    learns the training answers, the worse the validation loss gets."""
+    from safetensors.torch import load_file
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    validation = tmp_path / "validation.jsonl"
+    contradicting = [
+        "The secret word is pumpernickel.",
+        "Nobody runs Brindlewick.",
+        "Brindlewick is in Lima.",
+    ]
+    validation.write_text(
+        "".join(json.dumps(chat(q, a)) + "\n" for (q, _), a in zip(FACTS, contradicting, strict=True))
+    )
+    spec = make_spec(validation_dataset_id="ds_val", early_stopping_patience=2, checkpoint_every_steps=5)
+    spec = msgspec.structs.replace(spec, validation_path=str(validation))
+    sink = RecordingSink()
+    result = run_training(spec, sink)
+
+    assert result.status == "succeeded" and result.reason == "early_stopped"
+    assert sink.started[0].eval_examples == 3 and sink.started[0].train_examples == 3
+    evals = dict(sink.evals)
+    assert result.step < 60 and max(evals) == result.step, evals  # stopped well before max_steps
+    best = min(evals, key=evals.__getitem__)
+    later = [loss for step, loss in sink.evals if step > best]
+    assert len(later) == 2 and all(loss >= evals[best] for loss in later), evals  # patience 2
+    assert result.metrics["best_step"] == best and result.metrics["eval_loss"] == pytest.approx(evals[best])
+
+    model_dir = Path(result.model_dir)  # the saved adapter is the best checkpoint's, not the last step's
+    saved = load_file(model_dir / "adapter_model.safetensors")
+    checkpoints = Path(spec.output_dir) / "checkpoints"
+    at_best = load_file(checkpoints / f"checkpoint-{best}" / "adapter_model.safetensors")
+    at_end = load_file(checkpoints / f"checkpoint-{result.step}" / "adapter_model.safetensors")
+    assert saved.keys() == at_best.keys()
+    assert all(saved[k].equal(at_best[k]) for k in saved)
+    assert not all(saved[k].equal(at_end[k]) for k in saved)
+
+    files = list((model_dir / "runs").glob("events.out.tfevents.*"))  # every point, the rising ones too
+    assert [f.name for f in files] == ["events.out.tfevents.from-step-00000000"]
+    scalars = EventAccumulator(str(model_dir / "runs")).Reload()
+    assert [e.step for e in scalars.Scalars("train/loss")] == list(range(1, result.step + 1))
+    assert [(e.step, e.value) for e in scalars.Scalars("eval/loss")] == [
+        (step, pytest.approx(loss)) for step, loss in sink.evals
+    ]

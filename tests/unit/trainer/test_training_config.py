@@ -203,3 +203,38 @@ def test_a_key_written_twice_is_refused_naming_it_and_its_line() -> None:
     with pytest.raises(ValidationFailed) as caught:
         load_training_config("epochs: 1\nseed: 3\nepochs: 2\n")
     assert caught.value.where == "config.yml line 3" and "'epochs' appears twice" in caught.value.message
+
+
+def test_validation_and_early_stopping_keys_default_off_and_old_configs_stay_valid() -> None:
+    config = parse_training_config({"validation_split": 0.1, "epochs": 1})
+    assert (
+        config.validation_dataset_id,
+        config.early_stopping_patience,
+        config.early_stopping_threshold,
+    ) == (
+        None,
+        None,
+        0.0,
+    )
+    assert config.validates and not TrainingConfig().validates
+    both = parse_training_config(
+        {"validation_dataset_id": "ds_val", "early_stopping_patience": 2, "early_stopping_threshold": 0.01}
+    )
+    assert both.validates and both.early_stopping_patience == 2
+    assert parse_training_config(training_config_to_dict(both)) == both
+
+
+def test_early_stopping_needs_a_validation_set_and_one_validation_set_at_most() -> None:
+    assert _problems({"early_stopping_patience": 3}) == {
+        "early_stopping_patience": (
+            "early stopping needs a validation loss: set validation_dataset_id or validation_split > 0"
+        )
+    }
+    found = _problems(
+        {"validation_dataset_id": "ds_val", "validation_split": 0.2, "early_stopping_threshold": 1}
+    )
+    assert set(found) == {"validation_dataset_id", "early_stopping_threshold"}
+    assert "not both" in found["validation_dataset_id"]
+    found = _problems({"validation_split": 0.1, "early_stopping_patience": 0, "validation_dataset_id": "a/b"})
+    assert found["early_stopping_patience"].startswith("expected int >= 1")
+    assert found["validation_dataset_id"].startswith("expected str matching regex")
