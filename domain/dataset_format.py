@@ -61,7 +61,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from domain.errors import ValidationFailed
+from domain.errors import NotOffered, ValidationFailed
 from domain.json_depth import MAX_JSON_DEPTH, json_too_deep
 
 __all__ = [
@@ -73,10 +73,12 @@ __all__ = [
     "OBJECTIVE_FORMATS",
     "TOKENS_PER_MESSAGE",
     "DatasetFormat",
+    "DatasetMismatch",
     "DatasetStats",
     "DatasetValidator",
     "LineError",
     "ValidationReport",
+    "check_dataset_fits",
     "detect_format",
     "estimate_tokens",
     "normalise",
@@ -143,6 +145,27 @@ class ValidationReport(msgspec.Struct, frozen=True):
     errors: list[LineError]
     error_count: int
     stats: DatasetStats
+
+
+class DatasetMismatch(NotOffered):
+    """A job's objective cannot train on its dataset's format (422): names both."""
+
+    code = "dataset_mismatch"
+
+
+def check_dataset_fits(objective: str, dataset_format: str | None, *, dataset_id: str) -> None:
+    """Refuse (``DatasetMismatch``) a job whose ``objective`` does not train on ``dataset_format``."""
+    fits = OBJECTIVE_FORMATS.get(objective, ())
+    if dataset_format in fits:
+        return
+    other = [name for name, formats in OBJECTIVE_FORMATS.items() if dataset_format in formats]
+    hint = f"; train it with objective {other[0]}" if other else ""
+    needs = "a preference dataset" if fits == ("preference",) else f"a {' / '.join(fits)} dataset"
+    raise DatasetMismatch(
+        f"objective {objective} trains on {needs}, but dataset {dataset_id} is {dataset_format or 'unknown'}"
+        f"{hint} (config key 'objective')",
+        where="dataset_id",
+    )
 
 
 class _Invalid(Exception):
