@@ -57,13 +57,17 @@ from runners.trainer.data import (
 from runners.trainer.events import Done
 from runners.trainer.run_spec import RunSpec
 
-__all__ = ["LIBRARY_NOISE", "SFTRecipe", "quiet_library_noise", "run_training"]
+__all__ = ["LIBRARY_NOISE", "SFTRecipe", "quiet_library_noise", "recipe_for", "run_training"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class SFTRecipe:
     """One training attempt described by a ``RunSpec``.
+
+    ``runners.trainer.dpo.DPORecipe`` (``objective: dpo``) is this recipe with its own data, model
+    (a reference to compare against) and Trainer; inputs, precision, the training arguments,
+    progress, checkpoints, ``train``, ``save`` and ``cleanup`` are these.
 
     Args:
         spec: the attempt (paths, resume point, config).
@@ -72,6 +76,9 @@ class SFTRecipe:
     Raises:
         ValidationFailed: a missing path, a precision this machine lacks (before any loading).
     """
+
+    STEP_METRICS: tuple[str, ...] = ()
+    """The Trainer's logged values reported with each step besides the loss (``Step.metrics``)."""
 
     def __init__(self, spec: RunSpec, sink: ProgressSink) -> None:
         self.spec = spec
@@ -84,9 +91,9 @@ class SFTRecipe:
         self.precision = _select_precision(self.config.precision)
         self.tokenizer: Any = None
         self.model: Any = None
-        self.data: SFTData | None = None
+        self.data: Any = None  # SFTData here; the DPO recipe's PreferenceData
         self.trainer: Trainer | None = None
-        self.progress = ProgressCallback(sink, describe=self._describe)
+        self.progress = ProgressCallback(sink, describe=self._describe, step_metrics=self.STEP_METRICS)
 
     def setup(self) -> None:
         """Seed, then tokenizer, data, model and Trainer."""
@@ -136,7 +143,10 @@ class SFTRecipe:
         if self.config.method == "lora":
             for peft_config in model.peft_config.values():
                 peft_config.base_model_name_or_path = self.spec.base_model_ref or str(self.base_dir)
-        model.save_pretrained(model_dir)
+            # only the trained adapter (DPO from an adapter also holds its frozen copy, "ref")
+            model.save_pretrained(model_dir, selected_adapters=["default"])
+        else:
+            model.save_pretrained(model_dir)
         self.tokenizer.save_pretrained(model_dir)
         return model_dir
 
@@ -194,15 +204,9 @@ class SFTRecipe:
         model.config.use_cache = False
         if not lora:
             return model
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel, get_peft_model
 
-        peft_config = LoraConfig(
-            r=self.config.lora.r,
-            lora_alpha=self.config.lora.alpha,
-            lora_dropout=self.config.lora.dropout,
-            target_modules=self.config.peft_target_modules,
-            task_type="CAUSAL_LM",
-        )
+        peft_config = self._peft_config()
         try:
             if init is not None:  # the adapter's weights, under this job's settings (same shape)
                 return PeftModel.from_pretrained(model, init, is_trainable=True, config=peft_config)
@@ -210,11 +214,23 @@ class SFTRecipe:
         except ValueError as exc:
             raise ValidationFailed(str(exc), where="lora.target_modules") from exc
 
-    def _setup_trainer(self) -> Trainer:
+    def _peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.config.lora.r,
+            lora_alpha=self.config.lora.alpha,
+            lora_dropout=self.config.lora.dropout,
+            target_modules=self.config.peft_target_modules,
+            task_type="CAUSAL_LM",
+        )
+
+    def _training_arguments(self) -> dict[str, Any]:
+        """The Trainer's arguments from the config (the DPO recipe's ``DPOConfig`` takes them too)."""
         assert self.data is not None
         cfg = self.config
         has_eval = bool(self.data.eval)
-        args = TrainingArguments(
+        return dict(
             output_dir=str(self.checkpoint_root),
             per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size,
@@ -245,9 +261,12 @@ class SFTRecipe:
             report_to="none",
             disable_tqdm=True,
         )
+
+    def _setup_trainer(self) -> Trainer:
+        assert self.data is not None
         trainer = _SFTTrainer(
             model=self.model,
-            args=args,
+            args=TrainingArguments(**self._training_arguments()),
             train_dataset=self.data.train,
             eval_dataset=self.data.eval or None,
             data_collator=ChatCollator(self.tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
@@ -322,10 +341,20 @@ def quiet_library_noise() -> Iterator[None]:
         yield
 
 
+def recipe_for(spec: RunSpec) -> type[SFTRecipe]:
+    """The recipe of the config's ``objective``: ``SFTRecipe``, or ``DPORecipe`` for ``dpo``."""
+    if spec.config.objective == "dpo":
+        from runners.trainer.dpo import DPORecipe
+
+        return DPORecipe
+    return SFTRecipe
+
+
 def run_training(spec: RunSpec, sink: ProgressSink) -> Done:
-    """Build, train and save one attempt, quietly (``LIBRARY_NOISE``); always cleans up."""
+    """Build, train and save one attempt with its objective's recipe, quietly (``LIBRARY_NOISE``);
+    always cleans up."""
     with quiet_library_noise():
-        recipe = SFTRecipe(spec, sink)
+        recipe = recipe_for(spec)(spec, sink)
         try:
             recipe.setup()
             return recipe.train()
