@@ -155,3 +155,21 @@ def msgspec_replace(spec: RunSpec, **changes: Any) -> RunSpec:
     import msgspec
 
     return msgspec.structs.replace(spec, **changes)
+
+
+def test_step_metrics_travel_as_json_lines_and_old_step_lines_still_decode() -> None:
+    import io
+
+    from runners.trainer.events import Step, decode_event
+    from runners.trainer.sinks import JsonLinesSink
+
+    stream = io.BytesIO()
+    sink = JsonLinesSink(stream)
+    sink.on_step(3, 20, 1.5, 0.25, 900, metrics={"rewards/margins": 1.25})
+    sink.on_step(4, 20, 2.0, 0.2, 1000)
+
+    first, second = (decode_event(line) for line in stream.getvalue().splitlines())
+    assert first == Step(3, 20, 1.5, 0.25, 900, metrics={"rewards/margins": 1.25})
+    assert second == Step(4, 20, 2.0, 0.2, 1000) and second.metrics == {}
+    old = b'{"event": "step", "step": 1, "total_steps": 2, "epoch": 0.5, "loss": 2.0, "tokens": 10}'
+    assert decode_event(old) == Step(1, 2, 0.5, 2.0, 10)
