@@ -15,6 +15,8 @@ import msgspec
 
 __all__ = [
     "CheckpointMetrics",
+    "DpoHyperparameters",
+    "DpoMethod",
     "FileDeleted",
     "FileList",
     "FileObject",
@@ -84,14 +86,25 @@ class FineTuningHyperparameters(msgspec.Struct, kw_only=True):
     learning_rate_multiplier: Annotated[float, msgspec.Meta(gt=0, le=5000)] | Auto | None = None
 
 
+class DpoHyperparameters(FineTuningHyperparameters, kw_only=True):
+    """``method.dpo.hyperparameters``: the supervised ones and DPO's ``beta`` (config ``dpo_beta``,
+    default 0.1; ``auto`` keeps it): how far the tuned model may drift from the reference."""
+
+    beta: Annotated[float, msgspec.Meta(gt=0, le=2)] | Auto | None = None
+
+
 class _SupervisedIn(msgspec.Struct, kw_only=True):
     hyperparameters: FineTuningHyperparameters | None = None
+
+
+class _DpoIn(msgspec.Struct, kw_only=True):
+    hyperparameters: DpoHyperparameters | None = None
 
 
 class _MethodIn(msgspec.Struct, kw_only=True):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: _SupervisedIn | None = None
-    dpo: dict[str, Any] | None = None
+    dpo: _DpoIn | None = None
     reinforcement: dict[str, Any] | None = None
 
 
@@ -132,9 +145,17 @@ class SupervisedMethod(msgspec.Struct, kw_only=True):
     hyperparameters: FineTuningHyperparameters
 
 
-class FineTuningMethod(msgspec.Struct, kw_only=True):
-    type: Literal["supervised"] = "supervised"
-    supervised: SupervisedMethod
+class DpoMethod(msgspec.Struct, kw_only=True):
+    hyperparameters: DpoHyperparameters
+
+
+class FineTuningMethod(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """How the job trains: ``supervised`` (config ``objective: sft``) or ``dpo`` (``objective: dpo``),
+    with the hyperparameters it trains with under the type's own key (the other key is left out)."""
+
+    type: Literal["supervised", "dpo"]
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
 
 
 class FineTuningJob(msgspec.Struct, kw_only=True):

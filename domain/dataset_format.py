@@ -1,10 +1,16 @@
 """Dataset format rules: validate a JSONL upload line by line and normalise it to chat form.
 
-Three input formats, one per file (the first line that names one fixes it)::
+Four input formats, one per file (the first line that names one fixes it)::
 
     chat               {"messages": [{"role": "user", "content": "..."}, ...]}
     prompt_completion  {"prompt": "...", "completion": "..."}
     text               {"text": "..."}
+    preference         {"input": {"messages": [...]},
+                        "preferred_output": [{"role": "assistant", "content": "..."}],
+                        "non_preferred_output": [{"role": "assistant", "content": "..."}]}
+
+The first three are for supervised fine-tuning (``objective: sft``), ``preference`` (OpenAI's
+DPO format) for preference tuning (``objective: dpo``): ``OBJECTIVE_FORMATS`` says which.
 
 The rules follow OpenAI's and Together's validators: UTF-8, one JSON object per
 line, a single detectable format, known roles (``system``, ``user``,
@@ -30,6 +36,14 @@ Decisions (documented here, relied on by the API):
   prompt/completion becomes a user message and an assistant message (contents
   unchanged); text becomes a single assistant message, so the trainer learns
   the whole text (loss on assistant tokens covers it all).
+- A preference line is detected by ``preferred_output`` or ``non_preferred_output``. Its
+  ``input`` is an object whose ``messages`` follow the chat rules except that they end on a
+  ``user`` message (the turn both outputs answer) and need no assistant message; other keys of
+  ``input`` (``tools``, ``parallel_tool_calls``) are allowed and dropped. Each output is a list
+  of exactly one assistant message (OpenAI's single-turn rule), and the two must differ.
+  ``weight`` has no meaning in a pair and is refused. ``normalise`` turns a pair into TRL's
+  conversational preference form ``{"prompt": [...], "chosen": [...], "rejected": [...]}``;
+  its statistics count every message of the line once.
 - Tokens are estimated, not counted (no tokenizer here): ``ceil(content
   UTF-8 bytes / 4) + 4 per message`` for the role and template markers
   (OpenAI's cookbook counts 3 per message plus 3 per reply). See ``estimate_tokens``.
@@ -47,7 +61,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from domain.errors import ValidationFailed
+from domain.errors import NotOffered, ValidationFailed
 from domain.json_depth import MAX_JSON_DEPTH, json_too_deep
 
 __all__ = [
@@ -56,12 +70,15 @@ __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_MIN_EXAMPLES",
     "FORMATS",
+    "OBJECTIVE_FORMATS",
     "TOKENS_PER_MESSAGE",
     "DatasetFormat",
+    "DatasetMismatch",
     "DatasetStats",
     "DatasetValidator",
     "LineError",
     "ValidationReport",
+    "check_dataset_fits",
     "detect_format",
     "estimate_tokens",
     "normalise",
@@ -69,8 +86,13 @@ __all__ = [
     "validate_lines",
 ]
 
-DatasetFormat = Literal["chat", "prompt_completion", "text"]
-FORMATS: tuple[DatasetFormat, ...] = ("chat", "prompt_completion", "text")
+DatasetFormat = Literal["chat", "prompt_completion", "text", "preference"]
+FORMATS: tuple[DatasetFormat, ...] = ("chat", "prompt_completion", "text", "preference")
+OBJECTIVE_FORMATS: dict[str, tuple[DatasetFormat, ...]] = {
+    "sft": ("chat", "prompt_completion", "text"),
+    "dpo": ("preference",),
+}
+"""The dataset formats each training objective (``TrainingConfig.objective``) trains on."""
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB
 DEFAULT_MIN_EXAMPLES = 10  # OpenAI's minimum
@@ -85,7 +107,9 @@ _FORMAT_KEYS: dict[DatasetFormat, frozenset[str]] = {
     "chat": frozenset({"messages"}),
     "prompt_completion": frozenset({"prompt", "completion"}),
     "text": frozenset({"text"}),
+    "preference": frozenset({"preferred_output", "non_preferred_output"}),
 }
+_PREFERENCE_OUTPUTS = ("preferred_output", "non_preferred_output")
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n\f\v"
 _decoder = msgspec.json.Decoder()
@@ -123,6 +147,27 @@ class ValidationReport(msgspec.Struct, frozen=True):
     stats: DatasetStats
 
 
+class DatasetMismatch(NotOffered):
+    """A job's objective cannot train on its dataset's format (422): names both."""
+
+    code = "dataset_mismatch"
+
+
+def check_dataset_fits(objective: str, dataset_format: str | None, *, dataset_id: str) -> None:
+    """Refuse (``DatasetMismatch``) a job whose ``objective`` does not train on ``dataset_format``."""
+    fits = OBJECTIVE_FORMATS.get(objective, ())
+    if dataset_format in fits:
+        return
+    other = [name for name, formats in OBJECTIVE_FORMATS.items() if dataset_format in formats]
+    hint = f"; train it with objective {other[0]}" if other else ""
+    needs = "a preference dataset" if fits == ("preference",) else f"a {' / '.join(fits)} dataset"
+    raise DatasetMismatch(
+        f"objective {objective} trains on {needs}, but dataset {dataset_id} is {dataset_format or 'unknown'}"
+        f"{hint} (config key 'objective')",
+        where="dataset_id",
+    )
+
+
 class _Invalid(Exception):
     """A record breaks a rule; the message says which."""
 
@@ -141,9 +186,10 @@ def detect_format(record: Mapping[str, Any]) -> DatasetFormat:
 
 
 def normalise(record: Mapping[str, Any], *, allow_tool_role: bool = False) -> dict[str, Any]:
-    """The record in chat form ``{"messages": [...]}``; ValidationFailed if it breaks a rule."""
+    """The record in chat form ``{"messages": [...]}`` (a preference pair: ``{"prompt", "chosen",
+    "rejected"}``); ValidationFailed if it breaks a rule."""
     try:
-        return {"messages": _messages(_detect(record), record, allow_tool_role)}
+        return _normalised(_detect(record), record, allow_tool_role)
     except _Invalid as exc:
         raise ValidationFailed(str(exc), where="record") from exc
 
@@ -151,10 +197,54 @@ def normalise(record: Mapping[str, Any], *, allow_tool_role: bool = False) -> di
 def _detect(record: Mapping[str, Any]) -> DatasetFormat:
     found = [fmt for fmt, keys in _FORMAT_KEYS.items() if not keys.isdisjoint(record)]
     if not found:
-        raise _Invalid("no known format: expected 'messages', 'prompt' and 'completion', or 'text'")
+        raise _Invalid(
+            "no known format: expected 'messages', 'prompt' and 'completion', 'text', "
+            "or 'input', 'preferred_output' and 'non_preferred_output'"
+        )
     if len(found) > 1:
         raise _Invalid(f"keys of more than one format ({', '.join(found)}); use one")
     return found[0]
+
+
+def _normalised(fmt: DatasetFormat, record: Mapping[str, Any], allow_tool_role: bool) -> dict[str, Any]:
+    if fmt == "preference":
+        return _preference(record, allow_tool_role)
+    return {"messages": _messages(fmt, record, allow_tool_role)}
+
+
+def _preference(record: Mapping[str, Any], allow_tool_role: bool) -> dict[str, Any]:
+    """A checked preference pair in TRL's conversational form ``{"prompt", "chosen", "rejected"}``."""
+    if "input" not in record:
+        raise _Invalid("has no 'input'")
+    given = record["input"]
+    if not isinstance(given, dict):
+        raise _Invalid(f"'input' must be an object with 'messages' (got {_json_type(given)})")
+    if "messages" not in given:
+        raise _Invalid("'input' has no 'messages'")
+    roles = (*_ROLES, _TOOL) if allow_tool_role else _ROLES
+    prompt = _conversation(given["messages"], roles, "input.messages", weights=False)
+    if prompt[-1]["role"] == "assistant":
+        raise _Invalid("input.messages ends with an assistant message; it must end with the turn to answer")
+    outputs = [_output(record, key) for key in _PREFERENCE_OUTPUTS]
+    if outputs[0]["content"] == outputs[1]["content"]:
+        raise _Invalid("'preferred_output' and 'non_preferred_output' are the same; a pair must differ")
+    return {"prompt": prompt, "chosen": [outputs[0]], "rejected": [outputs[1]]}
+
+
+def _output(record: Mapping[str, Any], key: str) -> dict[str, Any]:
+    if key not in record:
+        raise _Invalid(f"has no {key!r}")
+    value = record[key]
+    if not isinstance(value, list) or len(value) != 1:
+        got = f"{len(value)} messages" if isinstance(value, list) else _json_type(value)
+        raise _Invalid(f"{key!r} must be a list of exactly one assistant message (got {got})")
+    try:
+        message = _message(1, value[0], _ROLES, weights=False)
+    except _Invalid as exc:
+        raise _Invalid(f"{key}: {exc}") from None
+    if message["role"] != "assistant":
+        raise _Invalid(f"{key}: message 1 is a {message['role']} message; it must be an assistant message")
+    return message
 
 
 def _messages(fmt: DatasetFormat, record: Mapping[str, Any], allow_tool_role: bool) -> list[dict[str, Any]]:
@@ -166,26 +256,35 @@ def _messages(fmt: DatasetFormat, record: Mapping[str, Any], allow_tool_role: bo
         ]
     if fmt == "text":
         return [{"role": "assistant", "content": _text_field(record, "text")}]
-    raw = record["messages"]
-    if not isinstance(raw, list):
-        raise _Invalid("'messages' must be a list")
-    if not raw:
-        raise _Invalid("'messages' is empty")
     roles = (*_ROLES, _TOOL) if allow_tool_role else _ROLES
-    out = [_message(i, m, roles) for i, m in enumerate(raw, 1)]
-    for i, (prev, cur) in enumerate(itertools.pairwise(out), 2):
-        if cur["role"] == "system":
-            raise _Invalid(f"message {i} is a system message; a system message may only come first")
-        if cur["role"] == prev["role"]:
-            raise _Invalid(f"messages {i - 1} and {i} are both {cur['role']}; roles must alternate")
+    out = _conversation(record["messages"], roles, "messages")
     if not any(m["role"] == "assistant" for m in out):
         raise _Invalid("no assistant message")
     return out
 
 
-def _message(i: int, message: Any, roles: tuple[str, ...]) -> dict[str, Any]:
+def _conversation(
+    raw: Any, roles: tuple[str, ...], key: str, *, weights: bool = True
+) -> list[dict[str, Any]]:
+    """Checked messages of the list ``raw`` (found at ``key``): known roles, alternating, system first."""
+    if not isinstance(raw, list):
+        raise _Invalid(f"{key!r} must be a list")
+    if not raw:
+        raise _Invalid(f"{key!r} is empty")
+    out = [_message(i, m, roles, weights=weights) for i, m in enumerate(raw, 1)]
+    for i, (prev, cur) in enumerate(itertools.pairwise(out), 2):
+        if cur["role"] == "system":
+            raise _Invalid(f"message {i} is a system message; a system message may only come first")
+        if cur["role"] == prev["role"]:
+            raise _Invalid(f"messages {i - 1} and {i} are both {cur['role']}; roles must alternate")
+    return out
+
+
+def _message(i: int, message: Any, roles: tuple[str, ...], *, weights: bool = True) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise _Invalid(f"message {i} is not a JSON object")
+    if not weights and "weight" in message:
+        raise _Invalid(f"message {i} has a 'weight'; a preference pair's messages take none")
     unknown = message.keys() - _MESSAGE_KEYS
     if unknown:
         raise _Invalid(f"message {i} has unknown key(s) {', '.join(sorted(map(repr, unknown)))}")
@@ -278,7 +377,7 @@ class DatasetValidator:
         except _Invalid as exc:
             self._error(self._line, str(exc))
             return None
-        messages = record["messages"]
+        messages = record.get("messages") or [*record["prompt"], *record["chosen"], *record["rejected"]]
         stats.examples += 1
         stats.messages += len(messages)
         stats.min_messages = len(messages) if stats.examples == 1 else min(stats.min_messages, len(messages))
@@ -311,7 +410,7 @@ class DatasetValidator:
                 f"format {fmt} differs from the file's format {self._format} (line {self._format_line}); "
                 "mixed formats are not allowed"
             )
-        return {"messages": _messages(fmt, record, self.allow_tool_role)}
+        return _normalised(fmt, record, self.allow_tool_role)
 
     def _end_blank_run(self) -> None:
         if self._blank_run:

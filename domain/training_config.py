@@ -14,6 +14,11 @@ lora.r                          ``8``           LoRA rank, 1-1024
 lora.alpha                      ``16``          LoRA scaling numerator (> 0); scale = alpha / r
 lora.dropout                    ``0.05``        dropout on the LoRA input, 0 <= p < 1
 lora.target_modules             ``[q_proj, v_proj]``  module names to adapt, or ``[all-linear]``
+objective                       ``sft``         ``sft`` (supervised, on a chat/prompt_completion/text
+                                                dataset) or ``dpo`` (preference tuning, on a preference
+                                                dataset); with either ``method``
+dpo_beta                        ``0.1``         DPO's beta (used when objective is ``dpo``): how far the
+                                                policy may drift from the reference, 0 < beta <= 2
 epochs                          ``3``           passes over the training split, 1-1000
 batch_size                      ``4``           examples per device per micro-batch, 1-1024
 gradient_accumulation_steps     ``1``           micro-batches per optimizer step, 1-1024
@@ -66,6 +71,7 @@ from domain.money import parse_usd
 __all__ = [
     "ConfigInvalid",
     "LoraConfig",
+    "Objective",
     "Problem",
     "TrainingConfig",
     "parse_training_config",
@@ -73,6 +79,7 @@ __all__ = [
 ]
 
 Method = Literal["lora", "full"]
+Objective = Literal["sft", "dpo"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ModuleName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]
@@ -102,6 +109,8 @@ class TrainingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     method: Method = "lora"
     lora: LoraConfig = msgspec.field(default_factory=LoraConfig)
+    objective: Objective = "sft"
+    dpo_beta: Annotated[float, msgspec.Meta(gt=0, le=2)] = 0.1
     epochs: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 4
     gradient_accumulation_steps: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1

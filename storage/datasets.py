@@ -1,8 +1,9 @@
-"""Turn an uploaded raw dataset object into the processed chat-form ``train.jsonl``.
+"""Turn an uploaded raw dataset object into the processed ``train.jsonl`` (chat form; a preference
+dataset: TRL's ``{"prompt", "chosen", "rejected"}`` pairs, see ``domain.dataset_format``).
 
 Two streaming passes over the raw object, so memory stays bounded by the
 line limit: the first validates the whole file; only if it is valid does the
-second write the processed object (one ``{"messages": [...]}`` per line).
+second write the processed object (one normalised record per line).
 A rejected file leaves nothing processed behind.
 """
 

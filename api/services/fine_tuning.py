@@ -11,7 +11,10 @@ config's ``validation_dataset_id`` (checked by ``JobService.start`` like the tra
 job's validation loss, at each checkpoint and at the end, is a ``metrics`` event with
 ``valid_loss`` (read from the attempts' ``metrics.jsonl``), as OpenAI's dashboards draw it.
 
-Not yet: ``method`` ``dpo`` and ``reinforcement`` (400), pausing and resuming (400,
+``method`` ``dpo`` (on a preference file) sets the config's ``objective: dpo`` and its
+``hyperparameters.beta`` ``dpo_beta``; the job's reply shows the method back.
+
+Not yet: ``method`` ``reinforcement`` (400), pausing and resuming (400,
 ``not_supported``).
 """
 
@@ -69,6 +72,8 @@ _PARAMS = {
     "learning_rate": "hyperparameters.learning_rate_multiplier",
     "seed": "seed",
     "validation_dataset_id": "validation_file",
+    "objective": "method.type",
+    "dpo_beta": "method.dpo.hyperparameters.beta",
 }
 """``JobService.start``'s field names, as a create request names them."""
 
@@ -248,7 +253,7 @@ class FineTuningService(UserService):
             fine_tuned_model=status.model_id if ended else None,
             finished_at=_unix(status.finished_at) if ended else None,
             hyperparameters=hyperparameters,
-            method=ft.FineTuningMethod(supervised=ft.SupervisedMethod(hyperparameters=hyperparameters)),
+            method=_method(config, hyperparameters),
             model=status.base_model,
             organization_id=self.user_id,
             seed=config.get("seed", DEFAULTS.seed),
@@ -284,21 +289,49 @@ class FineTuningService(UserService):
 
 def _check_method(request: ft.FineTuningJobCreate) -> None:
     method = request.method
-    if method is None or method.type == "supervised":
+    if method is None:
         return
-    hint = " (preference tuning is coming)" if method.type == "dpo" else ""
-    raise ValidationFailed(
-        f"method {method.type!r} is not supported yet{hint}; only 'supervised' is", where="method.type"
+    if method.type == "reinforcement":
+        raise ValidationFailed(
+            "method 'reinforcement' is not supported yet; 'supervised' and 'dpo' are", where="method.type"
+        )
+    asked = (request.config or {}).get("objective")
+    objective = _OBJECTIVES[method.type]
+    if asked is not None and asked != objective:
+        raise ValidationFailed(
+            f"method {method.type!r} trains with objective {objective}, but config sets objective {asked!r}",
+            where="method.type",
+        )
+
+
+_OBJECTIVES = {"supervised": "sft", "dpo": "dpo"}
+"""OpenAI's method types as the config's ``objective``."""
+
+
+def _method(config: dict[str, Any], hyperparameters: ft.FineTuningHyperparameters) -> ft.FineTuningMethod:
+    """The job's method as OpenAI shows it, from its config's ``objective`` (and ``dpo_beta``)."""
+    if config.get("objective", DEFAULTS.objective) != "dpo":
+        return ft.FineTuningMethod(
+            type="supervised", supervised=ft.SupervisedMethod(hyperparameters=hyperparameters)
+        )
+    dpo = ft.DpoHyperparameters(
+        **msgspec.structs.asdict(hyperparameters), beta=config.get("dpo_beta", DEFAULTS.dpo_beta)
     )
+    return ft.FineTuningMethod(type="dpo", dpo=ft.DpoMethod(hyperparameters=dpo))
 
 
 def _config(request: ft.FineTuningJobCreate) -> dict[str, Any]:
     """The training config of a create request: its ``config`` extension, then the hyperparameters
     (``method.supervised.hyperparameters`` winning key by key; ``auto`` keeps the default), the seed."""
     config = dict(request.config or {})
-    given = [request.hyperparameters]
-    if request.method is not None and request.method.supervised is not None:
-        given.append(request.method.supervised.hyperparameters)
+    given: list[ft.FineTuningHyperparameters | None] = [request.hyperparameters]
+    method = request.method
+    if method is not None and method.supervised is not None:
+        given.append(method.supervised.hyperparameters)
+    if method is not None and method.type == "dpo":
+        config["objective"] = "dpo"
+        if method.dpo is not None:
+            given.append(method.dpo.hyperparameters)
     values: dict[str, Any] = {}
     for hp in given:
         if hp is not None:
@@ -311,6 +344,8 @@ def _config(request: ft.FineTuningJobCreate) -> dict[str, Any]:
     if isinstance(multiplier, int | float):
         base = config.get("learning_rate", DEFAULTS.learning_rate)
         config["learning_rate"] = base * multiplier if isinstance(base, int | float) else base
+    if isinstance(values.get("beta"), int | float):
+        config["dpo_beta"] = values["beta"]
     if request.seed is not None:
         config["seed"] = request.seed
     if request.validation_file is not None:

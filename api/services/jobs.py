@@ -18,6 +18,7 @@ from api.services.start_points import StartPointFound, find_start_point
 from api.streams import follow_object, tail_lines
 from domain.admission import check_admission
 from domain.config_yaml import config_from_yaml
+from domain.dataset_format import check_dataset_fits
 from domain.errors import NotFound, PlatformError, Problems, ValidationFailed
 from domain.estimate import estimate_job
 from domain.ids import check_id
@@ -146,8 +147,9 @@ class JobService(UserService):
         The config (whole), the base model, the dataset and the GPU type's price are all checked
         before anything is refused, and every problem is reported at once: one problem is raised as
         itself (a missing dataset stays a 404), several as one ``Problems`` (400) naming each.
-        The hardware on offer (422 naming what exists), the quota and the budget are asked only of
-        a request with nothing else wrong.
+        The dataset's format against the config's ``objective`` (422 naming both), the hardware on
+        offer (422 naming what exists), the quota and the budget are asked only of a request with
+        nothing else wrong.
         """
         problems = _Collected()
         raw = problems.check(_config_mapping, request.config)
@@ -166,6 +168,7 @@ class JobService(UserService):
         obtainable = problems.check(self.rt.check_base_model_obtainable, base_model) if base_model else None
         problems.raise_all(subject="start request")
         assert config is not None and base_model is not None and dataset is not None and price is not None
+        check_dataset_fits(config.objective, dataset.format, dataset_id=dataset.dataset_id)  # 422
         HardwareService(self.rt).check_offered(config.gpu_type, config.gpu_count)  # 422: no backend has it
         dataset_id = dataset.dataset_id
         estimate = estimate_job(config, dataset.stats, dataset.rows, price)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,7 +27,11 @@ class ProgressSink(Protocol):
     """Where the trainer reports; implemented by the stdout sink, tests and benches."""
 
     def on_step(self, step: int, total_steps: int, epoch: float, loss: float, tokens: int) -> None:
-        """An optimizer step finished; ``tokens``: non-padding input tokens since step 0."""
+        """An optimizer step finished; ``tokens``: non-padding input tokens since step 0.
+
+        A recipe that reports more per step (DPO's rewards and margins) also passes
+        ``metrics={name: value}``; only its sinks need to accept that keyword.
+        """
 
     def on_checkpoint(self, step: int, path: str) -> None:
         """A resumable checkpoint now exists at ``path``."""
@@ -64,11 +68,20 @@ class ProgressCallback(TrainerCallback):
     Args:
         sink: where to report.
         describe: extra ``Started`` fields (example counts, trainable parameters).
+        step_metrics: names of the Trainer's logged values to report with each step as ``metrics``
+            (none for SFT: ``on_step`` is then called without the keyword).
     """
 
-    def __init__(self, sink: ProgressSink, describe: Callable[[], dict[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        sink: ProgressSink,
+        describe: Callable[[], dict[str, int]] | None = None,
+        step_metrics: Collection[str] = (),
+    ) -> None:
         self.sink = sink
         self.describe = describe or dict
+        self.step_metrics = tuple(step_metrics)
+        self.last_step_metrics: dict[str, float] = {}
         self.stopped_at: int | None = None
         self.last_checkpoint: str | None = None
         self.first_loss: float | None = None
@@ -118,7 +131,13 @@ class ProgressCallback(TrainerCallback):
             self.first_loss = loss if self.first_loss is None else self.first_loss
             self.last_loss = loss
             epoch = float(state.epoch or 0.0)
-            self.sink.on_step(state.global_step, state.max_steps, epoch, loss, state.num_input_tokens_seen)
+            report = (state.global_step, state.max_steps, epoch, loss, state.num_input_tokens_seen)
+            extra = _picked(logs, self.step_metrics)
+            if extra:
+                self.last_step_metrics = extra
+                self.sink.on_step(*report, metrics=extra)
+            else:
+                self.sink.on_step(*report)
         if "eval_loss" in logs:
             self.last_eval_loss = float(logs["eval_loss"])
             if isinstance(self.sink, DetailSink):
@@ -211,3 +230,7 @@ class MetricsFileCallback(TrainerCallback):
         for path in sorted(self.scratch.glob("events.out.tfevents.*")):
             shutil.copyfile(path, target / f"events.out.tfevents.from-step-{self.start_step:08d}")
         return target
+
+
+def _picked(logs: Mapping[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    return {name: float(logs[name]) for name in names if isinstance(logs.get(name), int | float)}

@@ -28,6 +28,7 @@ __all__ = [
     "SFTData",
     "assistant_spans",
     "ensure_chat_template",
+    "held_out",
     "prepare_sft_data",
     "read_chat_records",
     "tokenize_chat",
@@ -143,26 +144,32 @@ def prepare_sft_data(
         raise ValidationFailed(
             f"no example keeps an assistant token within max_seq_length={max_length}", where="max_seq_length"
         )
-    n_eval = max(1, round(len(kept) * validation_split)) if validation_split > 0 else 0
-    if n_eval >= len(kept):
-        raise ValidationFailed(
-            f"validation_split={validation_split} leaves no training examples out of {len(kept)}",
-            where="validation_split",
-        )
     if eval_records is not None:
-        held_out = [tokenize_chat(tokenizer, messages, max_length) for messages in eval_records]
-        evaluated = [e for e in held_out if e is not None]
+        tokenized = [tokenize_chat(tokenizer, messages, max_length) for messages in eval_records]
+        evaluated = [e for e in tokenized if e is not None]
         if not evaluated:
             raise ValidationFailed(
                 f"no validation example keeps an assistant token within max_seq_length={max_length}",
                 where="validation_dataset_id",
             )
-        return SFTData(train=kept, eval=evaluated, dropped=dropped + len(held_out) - len(evaluated))
-    order = list(range(len(kept)))
-    random.Random(seed).shuffle(order)
-    held = set(order[:n_eval])
+        return SFTData(train=kept, eval=evaluated, dropped=dropped + len(tokenized) - len(evaluated))
+    held = held_out(len(kept), validation_split, seed)
     train = [e for i, e in enumerate(kept) if i not in held]
     return SFTData(train=train, eval=[kept[i] for i in sorted(held)], dropped=dropped)
+
+
+def held_out(count: int, validation_split: float, seed: int) -> set[int]:
+    """Indices of the ``validation_split`` of ``count`` examples held out (shuffled by ``seed``);
+    ValidationFailed when none would be left to train on."""
+    n_eval = max(1, round(count * validation_split)) if validation_split > 0 else 0
+    if n_eval >= count:
+        raise ValidationFailed(
+            f"validation_split={validation_split} leaves no training examples out of {count}",
+            where="validation_split",
+        )
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return set(order[:n_eval])
 
 
 class ChatCollator:

@@ -7,6 +7,7 @@ library print) decodes to ``None``. Torch-free, so the runner can import it chea
 
     {"event": "started", "total_steps": 30, "start_step": 0, "train_examples": 50, ...}
     {"event": "step", "step": 1, "total_steps": 30, "epoch": 0.1, "loss": 9.3, "tokens": 812, ...}
+    {"event": "step", ..., "metrics": {"rewards/margins": 0.4, "rewards/accuracies": 1.0, ...}}  (DPO)
     {"event": "eval", "step": 10, "eval_loss": 2.1}
     {"event": "checkpoint", "step": 10, "path": "/work/job/out/checkpoints/checkpoint-10"}
     {"event": "done", "status": "succeeded", "step": 30, "model_dir": ".../model", "metrics": {...},
@@ -49,13 +50,19 @@ class Started(_Event, tag="started"):
 
 
 class Step(_Event, tag="step"):
-    """One optimizer step finished; ``tokens`` counts non-padding input tokens since step 0."""
+    """One optimizer step finished; ``tokens`` counts non-padding input tokens since step 0.
+
+    ``metrics``: what else the recipe measured at that step (DPO: TRL's ``rewards/chosen``,
+    ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``,
+    ``logps/rejected``); empty for SFT. The runner keeps it in the attempt's ``metrics.jsonl``.
+    """
 
     step: int
     total_steps: int
     epoch: float
     loss: float
     tokens: int
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class Eval(_Event, tag="eval"):

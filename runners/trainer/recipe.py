@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
 from domain.errors import ValidationFailed
 from runners.trainer.callbacks import MetricsFileCallback, ProgressCallback, ProgressSink
@@ -69,13 +69,17 @@ from runners.trainer.data import (
 from runners.trainer.events import Done
 from runners.trainer.run_spec import RunSpec
 
-__all__ = ["LIBRARY_NOISE", "SFTRecipe", "quiet_library_noise", "run_training"]
+__all__ = ["LIBRARY_NOISE", "SFTRecipe", "quiet_library_noise", "recipe_for", "run_training"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class SFTRecipe:
     """One training attempt described by a ``RunSpec``.
+
+    ``runners.trainer.dpo.DPORecipe`` (``objective: dpo``) is this recipe with its own data, model
+    (a reference to compare against) and Trainer; inputs, precision, the training arguments,
+    progress, checkpoints, ``train``, ``save`` and ``cleanup`` are these.
 
     Args:
         spec: the attempt (paths, resume point, config).
@@ -84,6 +88,9 @@ class SFTRecipe:
     Raises:
         ValidationFailed: a missing path, a precision this machine lacks (before any loading).
     """
+
+    STEP_METRICS: tuple[str, ...] = ()
+    """The Trainer's logged values reported with each step besides the loss (``Step.metrics``)."""
 
     def __init__(self, spec: RunSpec, sink: ProgressSink) -> None:
         self.spec = spec
@@ -96,9 +103,9 @@ class SFTRecipe:
         self.precision = _select_precision(self.config.precision)
         self.tokenizer: Any = None
         self.model: Any = None
-        self.data: SFTData | None = None
+        self.data: Any = None  # SFTData here; the DPO recipe's PreferenceData
         self.trainer: Trainer | None = None
-        self.progress = ProgressCallback(sink, describe=self._describe)
+        self.progress = ProgressCallback(sink, describe=self._describe, step_metrics=self.STEP_METRICS)
         self.metrics_file = MetricsFileCallback(self.output_dir / "tensorboard")
         self.early_stopping: transformers.EarlyStoppingCallback | None = None
         if self.spec.resume_from is not None:
@@ -153,7 +160,10 @@ class SFTRecipe:
         if self.config.method == "lora":
             for peft_config in model.peft_config.values():
                 peft_config.base_model_name_or_path = self.spec.base_model_ref or str(self.base_dir)
-        model.save_pretrained(model_dir)
+            # only the trained adapter (DPO from an adapter also holds its frozen copy, "ref")
+            model.save_pretrained(model_dir, selected_adapters=["default"])
+        else:
+            model.save_pretrained(model_dir)
         self.tokenizer.save_pretrained(model_dir)
         self.metrics_file.export(model_dir)
         return model_dir
@@ -221,15 +231,9 @@ class SFTRecipe:
         model.config.use_cache = False
         if not lora:
             return model
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel, get_peft_model
 
-        peft_config = LoraConfig(
-            r=self.config.lora.r,
-            lora_alpha=self.config.lora.alpha,
-            lora_dropout=self.config.lora.dropout,
-            target_modules=self.config.peft_target_modules,
-            task_type="CAUSAL_LM",
-        )
+        peft_config = self._peft_config()
         try:
             if init is not None:  # the adapter's weights, under this job's settings (same shape)
                 return PeftModel.from_pretrained(model, init, is_trainable=True, config=peft_config)
@@ -237,12 +241,24 @@ class SFTRecipe:
         except ValueError as exc:
             raise ValidationFailed(str(exc), where="lora.target_modules") from exc
 
-    def _setup_trainer(self) -> Trainer:
+    def _peft_config(self) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.config.lora.r,
+            lora_alpha=self.config.lora.alpha,
+            lora_dropout=self.config.lora.dropout,
+            target_modules=self.config.peft_target_modules,
+            task_type="CAUSAL_LM",
+        )
+
+    def _training_arguments(self) -> dict[str, Any]:
+        """The Trainer's arguments from the config (the DPO recipe's ``DPOConfig`` takes them too)."""
         assert self.data is not None
         cfg = self.config
         has_eval = bool(self.data.eval)
-        early = has_eval and cfg.early_stopping_patience is not None
-        args = TrainingArguments(
+        early = self._stops_early()
+        return dict(
             output_dir=str(self.checkpoint_root),
             per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size,
@@ -276,28 +292,40 @@ class SFTRecipe:
             report_to="none",
             disable_tqdm=True,
         )
+
+    def _setup_trainer(self) -> Trainer:
+        assert self.data is not None
         trainer = _SFTTrainer(
             model=self.model,
-            args=args,
+            args=TrainingArguments(**self._training_arguments()),
             train_dataset=self.data.train,
             eval_dataset=self.data.eval or None,
             data_collator=ChatCollator(self.tokenizer.pad_token_id, 8 if torch.cuda.is_available() else None),
             processing_class=self.tokenizer,
-            callbacks=[
-                self.metrics_file,
-                self.progress,
-            ],  # the event files are in a checkpoint before it is told
+            callbacks=self._callbacks(),
         )
-        if early:
-            self.early_stopping = transformers.EarlyStoppingCallback(
-                early_stopping_patience=cfg.early_stopping_patience or 1,
-                early_stopping_threshold=cfg.early_stopping_threshold,
-            )
-            trainer.add_callback(self.early_stopping)
         trainer.remove_callback(
             transformers.PrinterCallback
         )  # it prints logs on stdout, which carries our events
         return trainer
+
+    def _stops_early(self) -> bool:
+        """Whether early stopping is on: a validation set and a patience."""
+        return (
+            bool(self.data is not None and self.data.eval) and self.config.early_stopping_patience is not None
+        )
+
+    def _callbacks(self) -> list[TrainerCallback]:
+        """The event files first (a checkpoint holds them before the sink hears of it), the progress
+        sink, and the early stopper when it is on (kept as ``early_stopping``)."""
+        callbacks: list[TrainerCallback] = [self.metrics_file, self.progress]
+        if self._stops_early():
+            self.early_stopping = transformers.EarlyStoppingCallback(
+                early_stopping_patience=self.config.early_stopping_patience or 1,
+                early_stopping_threshold=self.config.early_stopping_threshold,
+            )
+            callbacks.append(self.early_stopping)
+        return callbacks
 
     def _describe(self) -> dict[str, int]:
         data = self.data or SFTData([], [], 0)
@@ -392,10 +420,20 @@ def quiet_library_noise() -> Iterator[None]:
         yield
 
 
+def recipe_for(spec: RunSpec) -> type[SFTRecipe]:
+    """The recipe of the config's ``objective``: ``SFTRecipe``, or ``DPORecipe`` for ``dpo``."""
+    if spec.config.objective == "dpo":
+        from runners.trainer.dpo import DPORecipe
+
+        return DPORecipe
+    return SFTRecipe
+
+
 def run_training(spec: RunSpec, sink: ProgressSink) -> Done:
-    """Build, train and save one attempt, quietly (``LIBRARY_NOISE``); always cleans up."""
+    """Build, train and save one attempt with its objective's recipe, quietly (``LIBRARY_NOISE``);
+    always cleans up."""
     with quiet_library_noise():
-        recipe = SFTRecipe(spec, sink)
+        recipe = recipe_for(spec)(spec, sink)
         try:
             recipe.setup()
             return recipe.train()

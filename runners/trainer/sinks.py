@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -55,8 +56,25 @@ class JsonLinesSink:
             self.stream.write(encode_event(event))
             self.stream.flush()
 
-    def on_step(self, step: int, total_steps: int, epoch: float, loss: float, tokens: int) -> None:
-        self.emit(Step(step=step, total_steps=total_steps, epoch=round(epoch, 4), loss=loss, tokens=tokens))
+    def on_step(
+        self,
+        step: int,
+        total_steps: int,
+        epoch: float,
+        loss: float,
+        tokens: int,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        self.emit(
+            Step(
+                step=step,
+                total_steps=total_steps,
+                epoch=round(epoch, 4),
+                loss=loss,
+                tokens=tokens,
+                metrics=dict(metrics or {}),
+            )
+        )
 
     def on_started(self, started: Started) -> None:
         self.emit(started)

@@ -154,9 +154,16 @@ def test_method_hyperparameters_win_and_auto_keeps_the_defaults(served: Served) 
 def test_refusals_name_openai_parameters(served: Served) -> None:
     client = served.client()
     file = _upload(client)
-    with pytest.raises(openai.BadRequestError) as dpo:
+    with pytest.raises(openai.BadRequestError) as rl:
+        client.fine_tuning.jobs.create(model=BASE, training_file=file.id, method={"type": "reinforcement"})
+    assert rl.value.body["param"] == "method.type" and "not supported yet" in rl.value.body["message"]
+    with pytest.raises(openai.UnprocessableEntityError) as dpo:  # a chat file has no preference pairs
         client.fine_tuning.jobs.create(model=BASE, training_file=file.id, method={"type": "dpo"})
-    assert dpo.value.body["param"] == "method.type" and "not supported yet" in dpo.value.body["message"]
+    assert dpo.value.body["param"] == "training_file" and dpo.value.body["code"] == "dataset_mismatch"
+    assert (
+        f"objective dpo trains on a preference dataset, but dataset {file.id} is chat"
+        in (dpo.value.body["message"])
+    )
     with pytest.raises(openai.BadRequestError) as model:
         client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file.id)
     assert model.value.body["param"] == "model"
@@ -169,6 +176,44 @@ def test_refusals_name_openai_parameters(served: Served) -> None:
     with pytest.raises(openai.BadRequestError) as epochs:
         client.fine_tuning.jobs.create(model=BASE, training_file=file.id, hyperparameters={"n_epochs": 0})
     assert epochs.value.body["param"].startswith("hyperparameters")
+
+
+def test_a_dpo_job_on_a_preference_file_shows_its_method_and_beta(served: Served) -> None:
+    from tests.api.test_preference_jobs import preference_lines
+
+    client = served.client()
+    file = _upload(client, preference_lines(), name="pairs.jsonl")
+    assert file.status == "processed"
+    hyperparameters = {"beta": 0.25, "n_epochs": 2, "learning_rate_multiplier": "auto"}
+
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=file.id, method={"type": "dpo", "dpo": {"hyperparameters": hyperparameters}}
+    )
+
+    assert job.method.type == "dpo" and job.method.supervised is None
+    assert job.method.dpo.hyperparameters.beta == 0.25 and job.method.dpo.hyperparameters.n_epochs == 2
+    assert client.fine_tuning.jobs.retrieve(job.id).method.dpo.hyperparameters.beta == 0.25  # from its config
+    auto = client.fine_tuning.jobs.create(model=BASE, training_file=file.id, method={"type": "dpo"})
+    assert auto.method.dpo.hyperparameters.beta == 0.1  # the default
+    with pytest.raises(openai.UnprocessableEntityError) as sft:  # supervised on pairs
+        client.fine_tuning.jobs.create(model=BASE, training_file=file.id)
+    assert (
+        sft.value.body["param"] == "training_file"
+        and "train it with objective dpo" in sft.value.body["message"]
+    )
+    with pytest.raises(openai.BadRequestError) as beta:
+        client.fine_tuning.jobs.create(
+            model=BASE, training_file=file.id, method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 5}}}
+        )
+    assert beta.value.status_code == 400
+    with pytest.raises(openai.BadRequestError) as both:
+        client.fine_tuning.jobs.create(
+            model=BASE,
+            training_file=file.id,
+            method={"type": "dpo"},
+            extra_body={"config": {"objective": "sft"}},
+        )
+    assert both.value.body["param"] == "method.type"
 
 
 def test_jobs_list_in_pages_with_limit_and_after(served: Served) -> None:

@@ -78,9 +78,19 @@ class RecordingSink:
         self.checkpoints: list[tuple[int, str]] = []
         self.evals: list[tuple[int, float]] = []
         self.started: list[Started] = []
+        self.step_metrics: list[dict[str, float]] = []  # each step's extras (DPO's rewards), {} for SFT
 
-    def on_step(self, step: int, total_steps: int, epoch: float, loss: float, tokens: int) -> None:
+    def on_step(
+        self,
+        step: int,
+        total_steps: int,
+        epoch: float,
+        loss: float,
+        tokens: int,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         self.steps.append((step, total_steps, epoch, loss, tokens))
+        self.step_metrics.append(dict(metrics or {}))
 
     def on_checkpoint(self, step: int, path: str) -> None:
         self.checkpoints.append((step, path))
