@@ -10,7 +10,8 @@ from tests.api.conftest import Api, User
 
 def _write(api: Api, user: User, job_id: str, attempt: int, records: list[dict], tail: bytes = b"") -> None:
     name = layout.attempt_metrics(user.user_id, job_id, attempt)
-    body = "".join(json.dumps({**r, "attempt": attempt, "at": "2026-01-01T00:00:00Z"}) + "\n" for r in records)
+    at = "2026-01-01T00:00:00Z"
+    body = "".join(json.dumps({**r, "attempt": attempt, "at": at}) + "\n" for r in records)
     api.rt.bucket.write(name, body.encode() + tail)
 
 
@@ -30,7 +31,7 @@ def step(n: int, loss: float) -> dict:
     return {"event": "step", "step": n, "total_steps": 10, "epoch": n / 10, "loss": loss, "tokens": 100 * n}
 
 
-def test_the_curves_come_from_the_metrics_file_and_after_step_asks_for_newer_points(api: Api, ann: User) -> None:
+def test_the_curves_come_from_the_metrics_file_and_after_step_asks_for_newer(api: Api, ann: User) -> None:
     job_id = _started(api, ann)
     records = [step(1, 2.5), step(2, 2.0), {"event": "eval", "step": 2, "eval_loss": 2.2}, step(3, 1.5)]
     _write(api, ann, job_id, 1, records, tail=b'{"event": "step", "step": 4, "lo')  # a line being written
@@ -41,7 +42,8 @@ def test_the_curves_come_from_the_metrics_file_and_after_step_asks_for_newer_poi
     assert [(p["step"], p["eval_loss"]) for p in body["eval"]] == [(2, 2.2)]
     assert body["train"][0]["tokens"] == 100 and body["train"][0]["attempt"] == 1
     assert body["last_step"] == 3
-    newer = api.client.get(f"/fine-tune/{job_id}/metrics", params={"after_step": 2}, headers=ann.headers).json()
+    url = f"/fine-tune/{job_id}/metrics"
+    newer = api.client.get(url, params={"after_step": 2}, headers=ann.headers).json()
     assert [p["step"] for p in newer["train"]] == [3] and newer["eval"] == []
 
 
