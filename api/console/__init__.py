@@ -28,6 +28,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar_htmx import HTMXRequest
 
+from api.body import StrictRequest
 from api.console.auth import (
     HOME,
     SignInController,
@@ -64,6 +65,10 @@ async def _home() -> Redirect:
     return Redirect(HOME, status_code=303)
 
 
+class ConsoleRequest(StrictRequest, HTMXRequest):  # type: ignore[misc]
+    """The app's strict request, with litestar-htmx's ``request.htmx`` (what an htmx request asks)."""
+
+
 def _filters(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters["usd"] = format_usd
     engine.engine.filters["duration"] = duration
@@ -83,7 +88,7 @@ class Console:
             route_handlers=[_home, *CONTROLLERS],
             middleware=[self.auth.middleware],
             exception_handlers=exception_handlers,
-            request_class=HTMXRequest,
+            request_class=ConsoleRequest,
             response_headers=SECURITY_HEADERS,
             include_in_schema=False,
         )
