@@ -115,7 +115,13 @@ class FineTuneController(Controller):
         metrics: NamedDependency[MetricsService],
         runtime: NamedDependency[Runtime],
         after_step: Annotated[
-            int | None, Parameter(ge=0, le=1 << 40, description="only the points after this step")
+            int | None,
+            Parameter(
+                ge=0,
+                le=1 << 40,
+                description="only the points after this step",
+                schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the schema
+            ),
         ] = None,
     ) -> JobMetrics:
         """The train and validation loss curves, a point a logged step, oldest first (a step a later
