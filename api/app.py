@@ -1,7 +1,8 @@
 """``create_app(settings, runtime=)``: the Litestar application, on the context it is handed.
 
-Layers, outermost first: JWT authentication (every route but login, health
-and the schema), the per-user rate limit, the id guard, then a Controller per
+Layers, outermost first: JWT authentication (every route but login, health,
+the schema and the web console, ``api.console``, which signs in with its own cookie and checks a
+CSRF token on every form), the per-user rate limit, the id guard, then a Controller per
 resource. Replies of more than ``COMPRESS_MIN_BYTES`` are gzipped for clients that accept it
 (a list of 100 jobs: 22 KB -> ~2 KB), but streams (logs, which ``follow`` must flush line by line,
 and model downloads, whose size and digest headers describe the bytes sent), which opt out with
@@ -25,6 +26,7 @@ from litestar.types import Message, Scope
 from api import openai_schemas, schemas
 from api.auth import Principal, build_jwt_auth
 from api.body import StrictRequest
+from api.console import build_console, secure_cookies_on_https
 from api.controllers import CONTROLLERS
 from api.deps import dependencies
 from api.errors import exception_handlers
@@ -68,18 +70,21 @@ async def _allow_every_method(message: Message, scope: Scope) -> None:
 def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
     """The API app on the ``runtime`` its role built (``roles.embedded``; tests build their own)."""
     jwt_auth = build_jwt_auth(settings, runtime)
+    console = build_console(settings, runtime)
     rate_limit = rate_limit_config(
         settings.rate_limit_per_minute, exclude=["^/health$", "^/schema"], identifier_for_request=_rate_key
     )
     app = Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, *console.route_handlers],
         dependencies=dependencies,
         guards=[requires_valid_ids],
         exception_handlers=exception_handlers,
         request_class=StrictRequest,
         on_app_init=[jwt_auth.on_app_init],
         middleware=[rate_limit.middleware],
-        before_send=[_allow_every_method],
+        before_send=[_allow_every_method, secure_cookies_on_https],
+        template_config=console.templates,
+        csrf_config=console.csrf,
         compression_config=CompressionConfig(
             backend="gzip",
             minimum_size=COMPRESS_MIN_BYTES,
@@ -91,7 +96,14 @@ def create_app(settings: Settings, *, runtime: Runtime) -> Litestar:
             version="1",
             description="Fine-tune LLMs on your data; jobs, models, datasets and exact GPU billing.",
         ),
-        state=State({"runtime": runtime, "jwt_auth": jwt_auth, "login_throttle": LoginThrottle()}),
+        state=State(
+            {
+                "runtime": runtime,
+                "jwt_auth": jwt_auth,
+                "console_auth": console.auth,
+                "login_throttle": LoginThrottle(),
+            }
+        ),
         on_startup=[lambda: runtime.start()],
         on_shutdown=[lambda: runtime.stop()],
         debug=settings.debug,

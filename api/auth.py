@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from runtime.settings import Settings
 
 __all__ = [
+    "CONSOLE_PATHS",
     "PUBLIC_PATHS",
     "KeyOrJWTMiddleware",
     "Principal",
@@ -55,11 +56,15 @@ __all__ = [
     "hash_password",
     "jwt_secret_of",
     "load_or_create_secret",
+    "principal_of_token",
     "token_extras",
     "token_version_of",
 ]
 
 PUBLIC_PATHS = ["^/auth/login$", "^/health$", "^/schema"]
+CONSOLE_PATHS = "^/console(/|$)"
+"""The web console's pages (``api.console``): signed in by its own cookie, never by a bearer token's
+middleware, so the API's routes never accept the console's cookie."""
 ADMIN = "admin"
 _SECRET_FILE = "jwt_secret"
 TOKEN_VERSION = "token_version"
@@ -207,18 +212,24 @@ class KeyOrJWTMiddleware(JWTAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=key.key_id)
 
 
+def principal_of_token(runtime: Runtime, token: Token) -> Principal:
+    """The caller a verified login token names; Unauthenticated once its user's tokens are no longer
+    accepted (suspended, password changed, tokens revoked, or gone)."""
+    extras = token.extras
+    version = token_version_of(extras)
+    if not runtime.accepts_token(token.sub, version):
+        raise Unauthenticated(
+            "this token is no longer valid (the account was suspended, its password changed or its"
+            " tokens revoked, or it no longer exists); log in again"
+        )
+    return Principal(token.sub, str(extras.get("role", "user")), str(extras.get("email", "")), version)
+
+
 def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, Token]:
     """Litestar's JWT auth for this app: bearer tokens with expiry, public paths excluded."""
 
     async def retrieve_user(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-        extras = token.extras
-        version = token_version_of(extras)
-        if not runtime.accepts_token(token.sub, version):
-            raise Unauthenticated(
-                "this token is no longer valid (the account was suspended, its password changed or its"
-                " tokens revoked, or it no longer exists); log in again"
-            )
-        return Principal(token.sub, str(extras.get("role", "user")), str(extras.get("email", "")), version)
+        return principal_of_token(runtime, token)
 
     return JWTAuth[Principal, Token](
         token_secret=jwt_secret_of(settings),
@@ -227,7 +238,7 @@ def build_jwt_auth(settings: Settings, runtime: Runtime) -> JWTAuth[Principal, T
         description="A login token (POST /auth/login) or an API key (POST /keys), as a bearer token",
         retrieve_user_handler=retrieve_user,
         default_token_expiration=timedelta(seconds=settings.token_ttl_s),
-        exclude=PUBLIC_PATHS,
+        exclude=[*PUBLIC_PATHS, CONSOLE_PATHS],
         exclude_http_methods=["OPTIONS"],
         require_claims=["exp", "sub"],
     )

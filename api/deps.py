@@ -20,6 +20,7 @@ from api.guards import caller_of
 from api.services import AccountService, BillingService, DatasetService, JobService, ModelService
 from api.services.fine_tuning import FineTuningService
 from api.services.keys import KeyService
+from api.services.metrics import MetricsService
 from api.services.pages import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 from api.services.serving import ServingService
 from domain.errors import ValidationFailed
@@ -37,6 +38,7 @@ __all__ = [
     "provide_fine_tuning",
     "provide_jobs",
     "provide_keys",
+    "provide_metrics",
     "provide_models",
     "provide_page",
     "provide_runtime",
@@ -130,6 +132,10 @@ def provide_fine_tuning(
     return FineTuningService(runtime, caller_of(request).user_id)
 
 
+def provide_metrics(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> MetricsService:
+    return MetricsService(runtime, caller_of(request).user_id)
+
+
 def provide_models(runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]) -> ModelService:
     return ModelService(runtime, _subject(request))
 
@@ -156,6 +162,7 @@ dependencies = {
     "jobs": Provide(provide_jobs, sync_to_thread=False),
     "datasets": Provide(provide_datasets, sync_to_thread=False),
     "models": Provide(provide_models, sync_to_thread=False),
+    "metrics": Provide(provide_metrics, sync_to_thread=False),
     "billing": Provide(provide_billing, sync_to_thread=False),
     "accounts": Provide(provide_accounts, sync_to_thread=False),
     "serving": Provide(provide_serving, sync_to_thread=False),

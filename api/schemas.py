@@ -72,10 +72,12 @@ __all__ = [
     "JobEvent",
     "JobEvents",
     "JobList",
+    "JobMetrics",
     "JobRow",
     "JobStatus",
     "LoginRequest",
     "LoginResponse",
+    "MetricPoint",
     "Model",
     "ModelList",
     "ModelRow",
@@ -293,6 +295,31 @@ class CheckpointList(_Out):
 
     job_id: str = ""
     checkpoints: list[CheckpointInfo] = msgspec.field(default_factory=list)
+
+
+class MetricPoint(_Out):
+    """One logged point of a job's training: a step's train ``loss`` (with ``epoch`` and ``tokens``) or
+    the validation loss (``eval_loss``) at a step, as attempt ``attempt`` logged it at ``at``."""
+
+    step: int = 0
+    attempt: int = 0
+    at: str | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    epoch: float | None = None
+    tokens: int | None = None
+
+
+class JobMetrics(_Out):
+    """A job's loss curves, oldest step first: ``train`` (a point a step) and ``eval`` (a point an
+    evaluation). A step that a later attempt ran again (after resuming from an earlier checkpoint)
+    shows the later attempt's values. ``last_step``: the highest step here, what ``after_step``
+    takes next to ask for newer points only."""
+
+    job_id: str = ""
+    train: list[MetricPoint] = msgspec.field(default_factory=list)
+    eval: list[MetricPoint] = msgspec.field(default_factory=list)
+    last_step: int = 0
 
 
 # -- datasets -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from storage.bucket import Bucket, ObjectNotFound, ObjectStat
 
-__all__ = ["NO_COMPRESSION", "follow_object", "tail_lines", "upload_async"]
+__all__ = ["NO_COMPRESSION", "follow_object", "read_from", "tail_lines", "upload_async"]
 
 NO_COMPRESSION = "no_compression"
 """The ``opt`` key of a route whose replies the app never compresses (``opt={NO_COMPRESSION: True}``):
@@ -144,7 +144,7 @@ async def follow_object(
     while waited < max_s:
         done = await anyio.to_thread.run_sync(finished)
         now = names() if callable(names) else names
-        data = await anyio.to_thread.run_sync(_read_from, bucket, now, offset)
+        data = await anyio.to_thread.run_sync(read_from, bucket, now, offset)
         if data:
             offset += len(data)
             yield data
@@ -155,7 +155,7 @@ async def follow_object(
         waited += poll_s
 
 
-def _read_from(bucket: Bucket, names: Names, offset: int) -> bytes:
+def read_from(bucket: Bucket, names: Names, offset: int) -> bytes:
     """Up to a megabyte of ``names`` from ``offset`` (b"" when there is nothing new or no object yet)."""
     for name in _names(names):
         try:

@@ -18,12 +18,14 @@ from api.schemas import (
     CheckpointList,
     JobEvents,
     JobList,
+    JobMetrics,
     JobStatus,
     StartJobRequest,
     StartJobResponse,
     StopJobResponse,
 )
 from api.services import JobService
+from api.services.metrics import MetricsService
 from api.services.pages import PageRequest
 from api.streams import NO_COMPRESSION
 from domain.job_states import JobState
@@ -105,6 +107,27 @@ class FineTuneController(Controller):
         """The job's checkpoints, oldest first: id (``<job_id>:<step>``, what ``start_from`` takes),
         attempt, step, train and validation loss at that step, and whether it can still be used."""
         return await runtime.io(jobs.checkpoints, job_id)
+
+    @get("/{job_id:str}/metrics", operation_id="job_metrics", responses=documented(404))
+    async def metrics(
+        self,
+        job_id: PathId,
+        metrics: NamedDependency[MetricsService],
+        runtime: NamedDependency[Runtime],
+        after_step: Annotated[
+            int | None,
+            Parameter(
+                ge=0,
+                le=1 << 40,
+                description="only the points after this step",
+                schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the schema
+            ),
+        ] = None,
+    ) -> JobMetrics:
+        """The train and validation loss curves, a point a logged step, oldest first (a step a later
+        attempt ran again: its values); ``after_step`` (the ``last_step`` of the previous reply) asks
+        for the newer points only."""
+        return await runtime.io(metrics.metrics, job_id, after_step)
 
     @get("/{job_id:str}/events", operation_id="job_events", responses=documented(404))
     async def events(

@@ -59,6 +59,7 @@ def test_the_schema_lists_every_route(api: Api) -> None:
         ("GET", "/fine-tune/{job_id}/events"),
         ("GET", "/fine-tune/{job_id}/logs"),
         ("GET", "/fine-tune/{job_id}/checkpoints"),
+        ("GET", "/fine-tune/{job_id}/metrics"),
         ("GET", "/models/{user_id}/list"),
         ("GET", "/models/{model_id}"),
         ("GET", "/models/{model_id}/download"),

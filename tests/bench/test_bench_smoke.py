@@ -109,3 +109,8 @@ def test_bench_audit(tmp_path: Path) -> None:
     )
     assert re.search(r"tune admin audit \(--workers 1\): [\d.]+s, peak RSS \d+ MB", output), output
     assert "audited 7 partition(s): all consistent" in output, output  # the platform and 6 users
+
+
+def test_bench_console(tmp_path: Path) -> None:
+    lines = smoke("bench_console", tmp_path)
+    assert len(lines) == 1 and lines[0].startswith("job page p99"), lines

@@ -1,0 +1,168 @@
+"""The console in a real browser (Playwright driving Debian's Chromium) against a real ``tune serve``
+(``tests.cli.test_live``'s server: embedded dispatcher, real tiny-llama training on the CPU).
+
+Flows: sign in through the form; the jobs list; a running job's page whose loss curve gains points
+over server-sent events; the cost on the page equal to the API's to the micro-dollar; a second job
+stopped from its page; another user's job page answering 404; a form POST without a CSRF token
+refused. Each page is saved as a screenshot under ``$TUNE_SCREENSHOTS`` (default: the test's tmp
+folder), at a laptop's size and a phone's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cli.test_live import CHAT, ROOT, Server, server  # noqa: F401  (the server fixture)
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]  # fmt: skip
+CONFIG = {"method": "lora", "max_steps": 80, "batch_size": 2, "lr_scheduler": "constant",
+          "heartbeat_interval_seconds": 0.5, "checkpoint_every_steps": 40, "gpu_type": "cpu"}  # fmt: skip
+LAPTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser tests need it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("TUNE_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Client:
+    """The API as the admin of ``tune serve``."""
+
+    def __init__(self, srv: Server) -> None:
+        body = httpx.post(f"{srv.url}/auth/login", json={"email": srv.email, "password": srv.password}).json()
+        self.user_id = body["user_id"]
+        self.http = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {body['token']}"})
+
+    def dataset(self, rows: int = 24) -> str:
+        data = "".join(CHAT % (i, i) for i in range(rows)).encode()
+        reply = self.http.post(
+            f"/datasets/{self.user_id}/upload", params={"filename": "train.jsonl"}, content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        assert reply.status_code == 201, reply.text
+        return reply.json()["dataset_id"]  # type: ignore[no-any-return]
+
+    def start(self, dataset_id: str, **config: Any) -> str:
+        body = {"base_model": "tiny-llama", "dataset_id": dataset_id, "config": {**CONFIG, **config}}
+        reply = self.http.post(f"/fine-tune/{self.user_id}/start", json=body)
+        assert reply.status_code == 201, reply.text
+        return reply.json()["job_id"]  # type: ignore[no-any-return]
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self.http.get(f"/fine-tune/{job_id}/status").json()  # type: ignore[no-any-return]
+
+
+def _wait(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _sign_in(page: Any, srv: Server) -> None:
+    page.goto(f"{srv.url}/console/jobs")  # no session: to the form, and back after
+    assert page.title() == "Sign in · tune console"
+    page.get_by_label("Email").fill(srv.email)
+    page.get_by_label("Password").fill(srv.password)
+    page.keyboard.press("Enter")  # the keyboard alone signs in
+    page.wait_for_url(f"{srv.url}/console/jobs")
+
+
+def test_the_console_in_a_browser(server: Server, browser: Any, shots: Path) -> None:  # noqa: F811
+    api = Client(server)
+    dataset_id = api.dataset()
+    running = api.start(dataset_id)
+    context = browser.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    _sign_in(page, server)
+    assert page.title() == "Jobs · tune console"
+    assert page.get_by_role("link", name=running).is_visible()
+    page.screenshot(path=str(shots / "jobs.png"), full_page=True)
+
+    page.get_by_role("link", name=running).click()
+    assert page.title() == f"Job {running} · tune console"
+    points = page.locator("#train-points")
+    _wait(lambda: int(points.inner_text()) > 0, 240, "the first loss points")
+    first = int(points.inner_text())
+    _wait(lambda: int(points.inner_text()) > first, 240, "the curve to gain points while the job runs")
+    assert page.locator("#chart canvas").count() >= 1  # uPlot drew it
+    page.screenshot(path=str(shots / "job-running.png"), full_page=True)
+    _wait(lambda: api.status(running)["status"] in ("succeeded", "failed", "stopped"), 300, "the job to end")
+    _wait(lambda: page.locator("body[data-live=ended]").count() == 1, 30, "the stream to end")
+    time.sleep(2)  # the ledger meters the last heartbeats
+    page.reload()
+    cost = api.status(running)["cost_usd_micros"]
+    assert int(page.locator("#job-cost").get_attribute("data-usd-micros")) == cost
+    assert cost > 0
+    page.screenshot(path=str(shots / "job.png"), full_page=True)
+    phone = browser.new_context(viewport=PHONE, is_mobile=True)
+    mobile = phone.new_page()
+    mobile.context.add_cookies(context.cookies())
+    mobile.goto(f"{server.url}/console/jobs/{running}")
+    assert mobile.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scroll
+    mobile.screenshot(path=str(shots / "job-phone.png"), full_page=True)
+
+    second = api.start(dataset_id, max_steps=5000)
+    page.goto(f"{server.url}/console/jobs/{second}")
+    page.get_by_role("button", name="Stop job").click()
+    page.wait_for_url(f"{server.url}/console/jobs/{second}")
+    state = _wait(lambda: api.status(second)["status"] in ("stopping", "stopped") and api.status(second), 30,
+                  "the stop")  # fmt: skip
+    assert state["stop_reason"] == "stopped by the user from the console"
+    shown = page.locator('[data-field="state"]')
+    _wait(lambda: shown.inner_text() == "stopped", 120, "the page to say stopped")
+
+    refused = page.request.post(f"{server.url}/console/jobs/{second}/stop", form={"x": "1"})
+    assert refused.status == 403  # the session cookie alone is not enough: no CSRF token
+
+    env = {**os.environ, "TUNE_HOME": str(server.home), "TUNE_API_URL": server.url}
+    made = subprocess.run(
+        [sys.executable, "-c", "from cli.tune import main; main()", "admin", "user", "create",
+         "--email", "eve@example.com", "--password", "pw-eve-browser", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    other = browser.new_context(viewport=LAPTOP).new_page()
+    other.goto(f"{server.url}/console/sign-in")
+    other.get_by_label("Email").fill("eve@example.com")
+    other.get_by_label("Password").fill("pw-eve-browser")
+    other.get_by_role("button", name="Sign in").click()
+    other.wait_for_url(f"{server.url}/console/jobs")
+    reply = other.goto(f"{server.url}/console/jobs/{running}")
+    assert reply is not None and reply.status == 404
+    assert other.title() == "Not found · tune console"
+    other.screenshot(path=str(shots / "not-found.png"), full_page=True)
+    assert {"jobs.png", "job-running.png", "job.png", "job-phone.png", "not-found.png"} <= {
+        p.name for p in shots.iterdir()
+    }
