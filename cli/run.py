@@ -106,9 +106,15 @@ def dispatcher(
         os.environ["TUNE_LAUNCH_BACKEND"] = backend
     if ray_address:
         os.environ["TUNE_RAY_ADDRESS"] = ray_address
+    settings = _settings(home, bucket, changes)
+    if settings.launch_backend == "ray" and not heartbeats.startswith("pubsub://"):  # type: ignore[attr-defined]
+        raise CliError(
+            "runners on Ray publish their heartbeats to Pub/Sub: --heartbeats pubsub://project/topic/subscription",
+            where="--heartbeats",
+        )
 
     run_dispatcher(
-        _settings(home, bucket, changes),  # type: ignore[arg-type]
+        settings,  # type: ignore[arg-type]
         heartbeats=heartbeats,
         max_concurrent=max_concurrent,
         runner_module=runner_module,
