@@ -85,17 +85,36 @@ def dispatcher(
     heartbeats: Annotated[str, Parameter(help="Where runners' heartbeats go: pubsub://project/topic/sub.")],
     max_concurrent: Annotated[int, Parameter(help="Runs at once on this machine.")] = 1,
     runner_module: Annotated[str, Parameter(help="The job runner's module.")] = "runners.job_runner",
+    backend: Annotated[
+        Literal["local", "ray"] | None,
+        Parameter(env_var="TUNE_LAUNCH_BACKEND", help="local (children of this process) or ray."),
+    ] = None,
+    ray_address: Annotated[
+        str | None, Parameter(env_var="TUNE_RAY_ADDRESS", help="The Ray cluster's Jobs API, http://host:8265.")
+    ] = None,
     home: Home = None,
     bucket: Bucket = None,
     changes: Changes = None,
     ctx: Ctx,
 ) -> None:
-    """Launch the jobs the API processes accept, on this machine's local backend."""
+    """Launch the jobs the API processes accept, on this machine (local) or a Ray cluster (ray: the
+    runners publish heartbeats to --heartbeats, a pubsub:// URL)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from roles.dispatcher import run_dispatcher
 
+    if backend:
+        os.environ["TUNE_LAUNCH_BACKEND"] = backend
+    if ray_address:
+        os.environ["TUNE_RAY_ADDRESS"] = ray_address
+    settings = _settings(home, bucket, changes)
+    if settings.launch_backend == "ray" and not heartbeats.startswith("pubsub://"):  # type: ignore[attr-defined]
+        raise CliError(
+            "runners on Ray publish their heartbeats to Pub/Sub: --heartbeats pubsub://project/topic/subscription",
+            where="--heartbeats",
+        )
+
     run_dispatcher(
-        _settings(home, bucket, changes),  # type: ignore[arg-type]
+        settings,  # type: ignore[arg-type]
         heartbeats=heartbeats,
         max_concurrent=max_concurrent,
         runner_module=runner_module,

@@ -9,15 +9,21 @@ job's runner reads its job's events (``stopping``) and a queued job is stopped b
 On start the jobs the views show waiting are submitted (``runners.recovery``), after the heads
 were taken, so nothing committed in between is missed.
 
-The runners' heartbeats (relayed from their stdout) are published to ``--heartbeats``, where
-the ledger role (``roles.ledger``) reads them; both derive each attempt's secret from the
-platform's heartbeat key (``TUNE_HEARTBEAT_KEY``, or the home's).
+The backend is ``TUNE_LAUNCH_BACKEND``'s: ``local`` runs each runner as a child of this process and
+publishes the heartbeats relayed from its stdout to ``--heartbeats``; ``ray`` submits each runner as
+a Ray job to ``TUNE_RAY_ADDRESS`` (``runners.backends.RayJobsBackend``), and the runner publishes
+to ``--heartbeats`` itself, which must then be a ``pubsub://`` URL (a Ray job's stdout reaches no
+one). Either way the ledger role (``roles.ledger``) reads them there; both derive each attempt's
+secret from the platform's heartbeat key (``TUNE_HEARTBEAT_KEY``, or the home's). A Ray runner's
+environment: ``TUNE_HOME`` (``TUNE_RAY_RUNNER_HOME``, else this home), ``RUNNER_ENV_PASSED``,
+its attempt's secrets.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -29,7 +35,7 @@ from runtime.settings import Settings, heartbeat_key_of, ledger_of
 from storage import layout
 from storage.heartbeats import open_heartbeat_transport
 
-__all__ = ["SubmissionFollower", "run_dispatcher"]
+__all__ = ["RUNNER_ENV_PASSED", "SubmissionFollower", "ray_dispatcher", "run_dispatcher"]
 
 log = logging.getLogger("roles.dispatcher")
 
@@ -76,6 +82,48 @@ class SubmissionFollower:
                 self.dispatcher.submit(user_id, job_id)
 
 
+RUNNER_ENV_PASSED = (
+    "PUBSUB_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_CLOUD_PROJECT",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "PYTHONPATH",
+)
+"""What a Ray runner gets of this process's environment (where set): the emulators, the hub's mode."""
+
+
+def ray_dispatcher(
+    settings: Settings, runtime: Runtime, *, heartbeats: str, runner_module: str, **options: object
+) -> Dispatcher:
+    """A Dispatcher on the Ray cluster at ``settings.ray_address``: its runners publish their
+    heartbeats to ``heartbeats`` themselves (Pub/Sub only: ``check_heartbeat_url``)."""
+    import os
+
+    from runners.backends import RayJobsBackend
+    from runners.backends.ray_jobs import check_heartbeat_url
+
+    heartbeat_url = check_heartbeat_url(heartbeats)
+    python = settings.ray_python or sys.executable
+    env = {name: os.environ[name] for name in RUNNER_ENV_PASSED if os.environ.get(name)}
+    env["TUNE_HOME"] = os.environ.get("TUNE_RAY_RUNNER_HOME") or str(settings.home)
+    backend = RayJobsBackend(
+        settings.ray_address,
+        env=env,
+        python=python,
+        argv=lambda r: [python, "-m", runner_module, r.bucket_url, r.run_object],
+        stop_wait_s=settings.ray_stop_wait_s,
+        log_dir=Path(settings.home) / "runs",
+    )
+    return Dispatcher(
+        runtime.bucket,
+        backend,
+        heartbeat_url=heartbeat_url,
+        hardware_source="ray",
+        **options,  # type: ignore[arg-type]
+    )
+
+
 def run_dispatcher(
     settings: Settings,
     *,
@@ -84,30 +132,36 @@ def run_dispatcher(
     runner_module: str = "runners.job_runner",
 ) -> None:
     """Dispatch submitted jobs until SIGTERM or SIGINT (then stop the runs gracefully)."""
-    import sys
-
     from runners.backends import LaunchRequest
 
     runtime = Runtime(settings)
     ledger_of(settings, runtime.bucket, role="dispatcher")
-    transport = open_heartbeat_transport(heartbeats)
-    publisher = transport.publisher()
+    options = {
+        "open_app": runtime.user_app,
+        "clock": runtime.clock,
+        "max_concurrent": max_concurrent,
+        "heartbeat_key": heartbeat_key_of(settings),
+        "platform": runtime.platform,
+    }
+    publisher = None
+    if settings.launch_backend == "ray":
+        dispatcher = ray_dispatcher(
+            settings, runtime, heartbeats=heartbeats, runner_module=runner_module, **options
+        )
+    else:
+        publisher = open_heartbeat_transport(heartbeats).publisher()
 
-    def runner_argv(request: LaunchRequest) -> list[str]:
-        return [sys.executable, "-m", runner_module, request.bucket_url, request.run_object]
+        def runner_argv(request: LaunchRequest) -> list[str]:
+            return [sys.executable, "-m", runner_module, request.bucket_url, request.run_object]
 
-    dispatcher = local_dispatcher(
-        runtime.bucket,
-        heartbeats=publisher,
-        log_dir=Path(settings.home) / "runs",
-        runner_env={"TUNE_HOME": str(settings.home)},
-        open_app=runtime.user_app,
-        clock=runtime.clock,
-        max_concurrent=max_concurrent,
-        heartbeat_key=heartbeat_key_of(settings),
-        platform=runtime.platform,
-        argv=runner_argv,
-    )
+        dispatcher = local_dispatcher(
+            runtime.bucket,
+            heartbeats=publisher,
+            log_dir=Path(settings.home) / "runs",
+            runner_env={"TUNE_HOME": str(settings.home)},
+            argv=runner_argv,
+            **options,
+        )
     follower = SubmissionFollower(runtime, dispatcher)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,8 +169,14 @@ def run_dispatcher(
     follower.mark_heads()
     requeued = resubmit_waiting(dispatcher, runtime.bucket)
     runtime.follow(runtime.change_feed(runtime.all_partitions), follower.changed)
-    log.info("dispatcher: %d job(s) requeued, following %s", requeued, settings.change_feed)
+    log.info(
+        "dispatcher (%s backend): %d job(s) requeued, following %s",
+        settings.launch_backend,
+        requeued,
+        settings.change_feed,
+    )
     dispatcher.run(stop)
     runtime.stop()
     dispatcher.close()
-    publisher.close()
+    if publisher is not None:
+        publisher.close()

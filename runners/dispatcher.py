@@ -1,4 +1,4 @@
-"""The dispatcher: its own FIFO queue of jobs, handed at most ``max_concurrent`` at a time to a backend.
+"""The dispatcher: its own queue of jobs, handed at most ``max_concurrent`` at a time to a backend.
 
 ``submit(user_id, job_id)`` (the API calls it after a job is submitted; safe to call again
 for a job already known) queues the job (``Queued`` event) and appends it to the queue. The
@@ -6,6 +6,13 @@ ledger calls it too after it retried a lost job: a run still going for an older 
 then asked to end, and the new attempt starts once that run is reaped.
 ``poll()`` reaps ended runs and starts queued ones; ``run(stop_event)`` polls until told to
 stop (``tune serve``); ``close()`` stops the runs still going, gracefully.
+
+Which queued jobs start (``runners.launch_gate``, rules in ``domain.scheduling``): free slots go
+across users in the fair order (the least-served user first, ties to the oldest waiting job:
+``fair_order``), never past a user's concurrent-job quota (their job waits); a job whose user's
+monthly budget is spent is not started but stopped (reason ``budget_exceeded``, as the ledger's
+hard limit), e.g. one submitted with force, or one whose budget the user's other jobs spent
+while it waited. A job whose hardware is all taken (``NoCapacity``) waits at the queue's head.
 
 Before each attempt the dispatcher makes the attempt's fencing lease (random), asks the
 backend where it would run (``place``: its placement), writes both in ``jobs/<id>/run.yaml``
@@ -35,12 +42,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from domain.job_states import TERMINAL_STATES, JobState
 from domain.read_models import JobView
+from domain.scheduling import BUDGET_SPENT, fair_order
 from domain.training_config import parse_training_config
 from runners.attempt_spec import JobRunSpec, build_attempt_spec, write_job_run
-from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend
+from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend, NoCapacity
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
 from runners.job_recorder import JobRecorder
+from runners.launch_gate import LaunchGate
 from storage import Bucket, layout
 from storage.clock import Clock, utc_now
 from storage.eventstore.apps import PartitionApps
@@ -146,6 +155,9 @@ class Dispatcher:
         self._poll_lock = threading.Lock()  # one poll at a time
         self._closing = False
         self._signing_env: dict[str, str] | None = None
+        self.gate = LaunchGate(self.open_app, platform, clock)
+        self._served: dict[str, int] = {}  # user -> the turn they were last picked at (fair_order)
+        self._turn = 0
 
     # ---- the queue ----
 
@@ -191,21 +203,43 @@ class Dispatcher:
             for ended in list(self._ended):
                 if self._guard(ended[0], self._after_run, *ended, requeue=False):
                     self._ended.remove(ended)
-            for _ in range(len(self.queued())):  # each job once per poll, even if it goes back
-                ref = self._next()
-                if ref is None:
-                    break
+            for ref in self._pick():  # each job at most once per poll, even if it goes back
                 self._guard(ref, self._start, ref)
 
     def _running_runs(self) -> list[tuple[JobRef, _Launched]]:
         with self._lock:
             return list(self._active.items())
 
-    def _next(self) -> JobRef | None:
+    def _pick(self) -> list[JobRef]:
+        """Take the jobs to start now out of the queue: as many as there are free slots, across
+        users in the fair order (``domain.scheduling.fair_order``), each user under their quota."""
         with self._lock:
             if self._closing or len(self._active) >= self.max_concurrent or not self._queue:
-                return None
-            return self._queue.popleft()
+                return []
+            waiting = list(self._queue)
+            running = collections.Counter(ref.user_id for ref in self._active)
+            slots = self.max_concurrent - len(self._active)
+        picked = fair_order(
+            waiting,
+            lambda ref: ref.user_id,
+            running=running,
+            quota=self._quota,
+            slots=slots,
+            served=self._served,
+        )
+        with self._lock:
+            for ref in picked:
+                self._queue.remove(ref)
+                self._turn += 1
+                self._served[ref.user_id] = self._turn
+        return picked
+
+    def _quota(self, user_id: str) -> int | None:
+        try:
+            return self.gate.quota(user_id)
+        except Exception:  # the platform briefly unreadable: the job waits for the next poll
+            log.exception("reading the quota of %s failed", user_id)
+            return 0
 
     def offer_hardware(self) -> dict[str, int]:
         """Record what the backend offers (if it changed since last recorded); returns the offers."""
@@ -253,8 +287,18 @@ class Dispatcher:
         else:
             log.info("not starting %s: it is %s", ref.job_id, job.state)
             return
+        refusal = self.gate.budget_refusal(ref.user_id)
+        if refusal is not None:
+            log.warning("not starting %s: %s", ref.job_id, refusal)
+            self._recorder(ref).app.request_stop(ref.job_id, BUDGET_SPENT, self.clock())
+            self.notify(ref.partition)
+            return
         try:
             placement = self.backend.place(job.gpu_type, job.gpu_count)
+        except NoCapacity as exc:  # it waits at the queue's head until a run of that hardware ends
+            log.info("%s waits: %s", ref.job_id, exc)
+            self._enqueue(ref, first=True)
+            return
         except LaunchFailed as exc:
             log.warning("%s: %s", ref.job_id, exc)
             self._start_failed(ref, job, attempt, str(exc))
@@ -284,6 +328,10 @@ class Dispatcher:
         )
         try:
             self.backend.launch(request)
+        except NoCapacity as exc:
+            log.info("%s waits: %s", ref.job_id, exc)
+            self._enqueue(ref, first=True)
+            return
         except LaunchFailed as exc:
             log.warning("%s", exc)
             self._start_failed(ref, job, attempt, str(exc))

@@ -28,6 +28,12 @@ variable                   meaning                                          defa
                            commits: ``poll[:<s>]``, ``pubsub://project/   partitions every 0.25 s)
                            topic/subscription`` (the bucket's object
                            notifications), ``off`` (``storage.changes``)
+``TUNE_LAUNCH_BACKEND``    where the dispatcher runs job runners: ``local``   ``local``
+                           (its own children) or ``ray`` (a Ray cluster's
+                           Jobs API; runners publish heartbeats to Pub/Sub)
+``TUNE_RAY_ADDRESS``       the Ray cluster's Jobs API (its dashboard)       ``http://127.0.0.1:8265``
+``TUNE_RAY_PYTHON``        the runners' Python on the Ray nodes             this process's Python
+``TUNE_RAY_STOP_WAIT_S``   seconds from a stop's SIGTERM to Ray's SIGKILL   ``300``
 ``TUNE_SIGNING_KEY``       the role's Ed25519 key that signs its commits    ``$TUNE_HOME/keys/<role>
                                                                             .ed25519`` (0600, created)
 ``TUNE_ROOT_PUBLIC_KEY``   the root public key the keyring is trusted by    ``$TUNE_HOME/keys/root
@@ -58,9 +64,11 @@ from storage.bucket import Bucket
 from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger
 from storage.open import bucket_url_from_env, home_from_env, load_or_create_secret
 
-__all__ = ["HEARTBEAT_KEY_FILE", "Settings", "heartbeat_key_of", "ledger_of"]
+__all__ = ["HEARTBEAT_KEY_FILE", "LAUNCH_BACKENDS", "Settings", "heartbeat_key_of", "ledger_of"]
 
 HEARTBEAT_KEY_FILE = "heartbeat_key"
+LAUNCH_BACKENDS = ("local", "ray")
+"""``TUNE_LAUNCH_BACKEND``'s values, the default first."""
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
@@ -74,6 +82,14 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be positive (got {value})")
     return value
+
+
+def _choice_env(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    text = (env.get(name) or "").strip() or choices[0]
+    if text not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)} (got {text!r})")
+    return text
 
 
 def _names_env(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -113,6 +129,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How this process hears of commits by others (``storage.changes.open_change_feed``; ``off``: not)."""
     hub_offline: bool = False
     """The Hugging Face hub is off here and for the runners this process launches (``HF_HUB_OFFLINE``)."""
+    launch_backend: str = "local"
+    """Where the dispatcher runs job runners: ``local`` or ``ray`` (``runners.backends``)."""
+    ray_address: str = "http://127.0.0.1:8265"
+    ray_python: str | None = None
+    """The runners' Python on the Ray nodes (None: this process's)."""
+    ray_stop_wait_s: int = 300
     ledger: LedgerSettings = LedgerSettings()
     """How commits are signed and witnessed (``TUNE_SIGNING_KEY``, ``TUNE_WITNESS``...)."""
 
@@ -137,6 +159,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             prepare_base_models=_names_env(env, "TUNE_PREPARE_BASE_MODELS", ("builtin", "local")),
             change_feed=env.get("TUNE_CHANGE_FEED") or "poll",
             hub_offline=hub_offline(env),
+            launch_backend=_choice_env(env, "TUNE_LAUNCH_BACKEND", LAUNCH_BACKENDS),
+            ray_address=env.get("TUNE_RAY_ADDRESS") or "http://127.0.0.1:8265",
+            ray_python=env.get("TUNE_RAY_PYTHON") or None,
+            ray_stop_wait_s=_int_env(env, "TUNE_RAY_STOP_WAIT_S", 300),
             ledger=LedgerSettings.from_env(env),
         )
 

@@ -30,7 +30,7 @@ from tests import emulators
 if TYPE_CHECKING:
     from storage.gcs import GcsBucket
 
-_EMULATOR_MARKS = {"fake_gcs": "gcs", "gcs_bucket": "gcs", "pubsub_emulator": "pubsub"}
+_EMULATOR_MARKS = {"fake_gcs": "gcs", "gcs_bucket": "gcs", "pubsub_emulator": "pubsub", "ray_head": "ray"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,6 +45,20 @@ def fake_gcs() -> Iterator[str]:
     """fake-gcs-server for the whole session; yields its URL and sets STORAGE_EMULATOR_HOST."""
     with emulators.fake_gcs_server() as url, pytest.MonkeyPatch.context() as env:
         env.setenv("STORAGE_EMULATOR_HOST", url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[str]:
+    """A local Ray head for the whole session (``tests.ray_cluster``); yields its Jobs API URL.
+    Skipped, saying why, where ray is not importable."""
+    from tests.ray_cluster import RayMissing, ray_executable, ray_head
+
+    try:
+        ray_executable()
+    except RayMissing as exc:
+        pytest.skip(str(exc))
+    with ray_head() as url:
         yield url
 
 

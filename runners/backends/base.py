@@ -30,6 +30,7 @@ __all__ = [
     "LaunchBackend",
     "LaunchFailed",
     "LaunchRequest",
+    "NoCapacity",
     "NotPlaceable",
     "RunStatus",
     "runner_argv",
@@ -92,6 +93,11 @@ class LaunchFailed(Exception):
 
 class NotPlaceable(LaunchFailed):
     """The backend has no hardware of the kind asked for (``offers()`` says what it has)."""
+
+
+class NoCapacity(LaunchFailed):
+    """The backend has that hardware, but all of it is taken by runs going now: try again later
+    (a cluster backend submits only what fits, so nothing waits inside the cluster)."""
 
 
 @runtime_checkable

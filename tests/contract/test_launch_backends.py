@@ -2,18 +2,28 @@
 graceful stop, close (killing what will not end), forget. A new backend adds itself to ``BACKENDS``.
 
 The local backend also relays heartbeats from a runner's stdout and keeps its log: tested below.
+The Ray backend runs on a real local Ray head (``ray_head``: slow; skipped where ray is missing), its
+runs stopped with a short ``stop_wait_s`` so that close's kill comes within the test's patience.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend, RunStatus
+from runners.backends import (
+    LaunchBackend,
+    LaunchFailed,
+    LaunchRequest,
+    LocalSubprocessBackend,
+    RayJobsBackend,
+    RunStatus,
+)
 from storage.heartbeats import Heartbeat
 from tests.unit.runners.builders import wait_for
 
@@ -80,8 +90,11 @@ def relayed() -> list[Heartbeat]:
 Argv = Callable[[LaunchRequest], list[str]]
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def _local(argv: Argv, tmp_path: Path, relayed: list[Heartbeat]) -> LaunchBackend:
-    cwd = Path(__file__).resolve().parents[2]
+    cwd = ROOT
     return LocalSubprocessBackend(
         on_heartbeat=relayed.append,
         log_dir=tmp_path / "logs",
@@ -91,8 +104,23 @@ def _local(argv: Argv, tmp_path: Path, relayed: list[Heartbeat]) -> LaunchBacken
     )
 
 
-BACKENDS: dict[str, Callable[[Argv, Path, list[Heartbeat]], LaunchBackend]] = {"local": _local}
-"""Each backend, built to run ``argv`` instead of the job runner (heartbeats relayed to the list)."""
+def _ray(
+    argv: Argv, tmp_path: Path, relayed: list[Heartbeat], fixtures: pytest.FixtureRequest
+) -> LaunchBackend:
+    return RayJobsBackend(
+        fixtures.getfixturevalue("ray_head"),
+        env={"PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        argv=argv,
+        stop_wait_s=2,
+        log_dir=tmp_path / "logs",
+    )
+
+
+BACKENDS: dict[str, Callable[..., LaunchBackend]] = {"local": _local, "ray": _ray}
+"""Each backend, built to run ``argv`` instead of the job runner (the local one relays heartbeats to the
+list; a Ray job's stdout goes to its log)."""
+SLOW = {"ray"}
 
 
 @pytest.fixture
@@ -101,11 +129,24 @@ def argv(runner_script: Path, tmp_path: Path) -> Argv:
     return lambda r: [sys.executable, str(runner_script), r.run_object, str(tmp_path / f"{r.run_id}.ready")]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.slow]) if name in SLOW else name for name in sorted(BACKENDS)
+    ]
+)
 def backend(
     request: pytest.FixtureRequest, argv: Argv, tmp_path: Path, relayed: list[Heartbeat]
-) -> LaunchBackend:
-    return BACKENDS[request.param](argv, tmp_path, relayed)
+) -> Iterator[LaunchBackend]:
+    extra = (request,) if request.param == "ray" else ()
+    built = BACKENDS[request.param](argv, tmp_path, relayed, *extra)
+    yield built
+    built.close(timeout=0.5)  # nothing a test left going outlives it
+
+
+@pytest.fixture
+def run_id() -> str:
+    """Unique per test: a Ray head (one per session) keeps every submission id it was given."""
+    return f"job_1-1-{uuid.uuid4().hex[:8]}"
 
 
 def _ended(backend: LaunchBackend, run_id: str) -> RunStatus:
@@ -120,48 +161,51 @@ def test_it_implements_the_backend_protocol(backend: LaunchBackend) -> None:
     assert isinstance(backend, LaunchBackend)
 
 
-def test_a_run_is_reported_ended_with_its_exit_status_until_forgotten(backend: LaunchBackend) -> None:
-    backend.launch(request("exit3"))
-    assert _ended(backend, "job_1-1-abc").exit_code == 3
-    backend.forget("job_1-1-abc")
+def test_a_run_is_reported_ended_with_its_exit_status_until_forgotten(
+    backend: LaunchBackend, run_id: str
+) -> None:
+    backend.launch(request("exit3", run_id))
+    assert _ended(backend, run_id).exit_code == 3
+    backend.forget(run_id)
     with pytest.raises(KeyError):
-        backend.status("job_1-1-abc")
+        backend.status(run_id)
 
 
-def test_stop_asks_the_runner_to_end_gracefully(backend: LaunchBackend, tmp_path: Path) -> None:
-    backend.launch(request("wait"))
-    _ready(tmp_path, "job_1-1-abc")
-    assert backend.status("job_1-1-abc").running
-    backend.stop("job_1-1-abc")
-    assert _ended(backend, "job_1-1-abc").exit_code == 0
+def test_stop_asks_the_runner_to_end_gracefully(backend: LaunchBackend, tmp_path: Path, run_id: str) -> None:
+    backend.launch(request("wait", run_id))
+    _ready(tmp_path, run_id)
+    assert backend.status(run_id).running
+    backend.stop(run_id)
+    assert _ended(backend, run_id).exit_code == 0
 
 
 def test_close_stops_every_run_and_kills_one_that_will_not_end(
-    backend: LaunchBackend, tmp_path: Path
+    backend: LaunchBackend, tmp_path: Path, run_id: str
 ) -> None:
-    backend.launch(request("wait", "polite"))
-    backend.launch(request("stubborn", "stubborn"))
-    _ready(tmp_path, "polite", "stubborn")
+    polite, stubborn = f"polite-{run_id}", f"stubborn-{run_id}"
+    backend.launch(request("wait", polite))
+    backend.launch(request("stubborn", stubborn))
+    _ready(tmp_path, polite, stubborn)
     started = time.monotonic()
     backend.close(timeout=1.0)
     assert time.monotonic() - started < 10
-    assert backend.status("polite").exit_code == 0
-    assert backend.status("stubborn").exit_code == -9
+    assert backend.status(polite).exit_code == 0
+    assert backend.status(stubborn).exit_code == -9
 
 
 def test_the_runner_and_only_it_gets_its_attempt_s_heartbeat_secret(
-    backend: LaunchBackend, tmp_path: Path
+    backend: LaunchBackend, tmp_path: Path, run_id: str
 ) -> None:
-    backend.launch(request("exit3", secret="s3cret-of-job_1-1"))
-    _ended(backend, "job_1-1-abc")
-    assert (tmp_path / "job_1-1-abc.ready").read_text() == "s3cret-of-job_1-1"
+    backend.launch(request("exit3", run_id, secret="s3cret-of-job_1-1"))
+    _ended(backend, run_id)
+    assert (tmp_path / f"{run_id}.ready").read_text() == "s3cret-of-job_1-1"
     assert "s3cret" not in repr(request("exit3", secret="s3cret-of-job_1-1"))
 
 
-def test_a_run_id_is_launched_once(backend: LaunchBackend) -> None:
-    backend.launch(request("exit3"))
+def test_a_run_id_is_launched_once(backend: LaunchBackend, run_id: str) -> None:
+    backend.launch(request("exit3", run_id))
     with pytest.raises(LaunchFailed, match="already launched"):
-        backend.launch(request("exit3"))
+        backend.launch(request("exit3", run_id))
 
 
 # -- the local backend: stdout heartbeats relayed, a log per run ----------------------------------
