@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from domain.errors import ValidationFailed
+from domain.estimate import held_out_examples
 from runners.base_models.tiny_llama import CHATML_TEMPLATE
 
 __all__ = [
@@ -136,7 +137,7 @@ def prepare_sft_data(
         raise ValidationFailed(
             f"no example keeps an assistant token within max_seq_length={max_length}", where="max_seq_length"
         )
-    n_eval = max(1, round(len(kept) * validation_split)) if validation_split > 0 else 0
+    n_eval = held_out_examples(len(kept), validation_split)  # the estimate counts with it too
     if n_eval >= len(kept):
         raise ValidationFailed(
             f"validation_split={validation_split} leaves no training examples out of {len(kept)}",
