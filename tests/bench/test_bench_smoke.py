@@ -74,6 +74,11 @@ def test_bench_cli(tmp_path: Path) -> None:
     assert len(lines) == 1 and "x baseline" in lines[0], lines
 
 
+def test_bench_estimate(tmp_path: Path) -> None:
+    lines = smoke("bench_estimate", tmp_path)  # tiny-llama: a calibrating job and three estimated ones
+    assert len(lines) == 4 and "measured from 3 jobs" in lines[-1], lines
+
+
 def test_bench_heartbeats(tmp_path: Path, pubsub_emulator: str) -> None:
     lines = smoke("bench_heartbeats", tmp_path)
     assert len(lines) == 3 and "Pub/Sub end to end" in lines[-1], lines
