@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--gpu-type", default="cpu")
     parser.add_argument("--settle-s", type=float, default=20.0, help="how long to wait for the last metering")
-    args = parse_args(parser, model="tiny-llama", settle_s=5.0)
+    args = parse_args(parser, model="tiny-llama", settle_s=2.0)
     base = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="bench-estimate-"))
     home = base / "estimate-home"
     home.mkdir(parents=True, exist_ok=True)
