@@ -183,6 +183,17 @@ class StartJobResponse(_Out):
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     warnings: list[str] = msgspec.field(default_factory=list)
     start_from: StartPoint | None = None
+    estimate_low_usd_micros: int | None = None
+    """The estimate's range (``estimate_usd_micros`` is the expected figure); the budget check uses
+    the high end."""
+    estimate_high_usd_micros: int | None = None
+    estimate_source: str | None = None
+    """Where it comes from: ``measured`` (your earlier jobs like it), ``calibration``, ``assumed``."""
+    estimate_basis: str | None = None
+    """The source in words: ``measured from 3 jobs``, ``calibration``, ``assumed``."""
+    estimate_steps: int | None = None
+    """The optimizer steps the trainer will take (every example counted: see ``domain.estimate``)."""
+    estimate_tokens: int | None = None
 
 
 class StopJobResponse(_Out):

@@ -128,6 +128,11 @@ def start(
         print_json(reply)
         return
     cost = f"estimated cost {usd(reply.estimate_usd_micros)}"
+    if reply.estimate_low_usd_micros is not None and reply.estimate_high_usd_micros is not None:
+        cost += (
+            f" (range {usd(reply.estimate_low_usd_micros)} to {usd(reply.estimate_high_usd_micros)},"
+            f" {reply.estimate_basis or reply.estimate_source}; {reply.estimate_steps} steps)"
+        )
     if reply.max_cost_usd_micros is not None:
         cost += f" (limit {usd(reply.max_cost_usd_micros)})"
     for warning in reply.warnings:

@@ -8,6 +8,9 @@ shown:
 - ``over_budget``: the estimate exceeds what remains of this month's budget (unless ``force``:
   then it starts with a warning, and the ledger stops it when the budget runs out);
 - a warning when the estimate exceeds the job's own ``max_cost`` (it is stopped there).
+
+The estimate asked with is the high end of its range (``domain.estimate.Estimate.high_usd_micros``):
+a job is admitted only when even its costly outcome fits.
 """
 
 from __future__ import annotations

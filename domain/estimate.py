@@ -1,17 +1,42 @@
-"""A job's cost estimate before it runs: tokens to train / assumed throughput, priced exactly.
+"""A job's cost estimate before it runs: the trainer's own step count, priced from measured throughput.
 
-The estimate is deliberately simple and said to be one: ``tokens`` is the
-dataset's estimated tokens per epoch (``DatasetStats.est_tokens``) times the
-epochs, or ``max_steps`` optimizer steps of ``batch_size x
-gradient_accumulation_steps`` examples of average length when that is smaller;
-the GPU time is ``tokens / (tokens_per_s of the GPU type x gpu_count)`` seconds
-(``domain.gpu_types``); the cost follows the money rule (``domain.money.cost_usd_micros``). Pure.
+Two halves, both pure:
+
+``plan_workload`` counts what the trainer will do, exactly as it counts (``count_steps``,
+``held_out_examples``: the trainer's data split calls the same function, so the two cannot
+drift): ``validation_split`` holds ``max(1, round(n x split))`` examples out; a micro-batch is
+``batch_size`` examples per device (``gpu_count`` devices); an optimizer step is
+``gradient_accumulation_steps`` micro-batches, a short last one included, so an epoch is
+``max(ceil(ceil(train / (batch_size x gpu_count)) / accumulation), 1)`` steps; ``max_steps``,
+when set, overrides the epochs (transformers' ``Trainer``: it cycles the data as often as it
+needs). The tokens trained are the examples seen times the dataset's estimated tokens per
+example (``DatasetStats.est_tokens``), each example capped at ``max_seq_length`` (the trainer
+truncates). Examples the trainer drops (no assistant token left within ``max_seq_length``) need
+the base model's tokenizer to be known; the plan counts every example, so where some are dropped
+it counts more steps than run: the estimate errs high, never low.
+
+``estimate_job`` prices that workload from evidence, best first:
+
+- ``measured``: earlier finished jobs on the same base model, GPU type and count (``Measurement``:
+  the tokens they trained, counted in the same estimated unit, their training time and the rest of
+  their billed time: loading, data preparation, saving, the fixed cost of an attempt that dominates
+  a small job). Each predicts ``overhead + tokens x train_ms / sample_tokens``; the expected figure
+  is their median, the range their spread widened by ``MEASURED_MARGIN``;
+- ``calibration``: a measured run of the base model on the GPU type (``CALIBRATION``), range
+  ``CALIBRATION_MARGIN``;
+- ``assumed``: the GPU type's assumed throughput (``domain.gpu_types``) and ``ASSUMED_OVERHEAD_MS``,
+  said to be a guess by its wide range ``ASSUMED_MARGIN``.
+
+The pre-start budget check uses the high end (``Estimate.high_usd_micros``). Money stays exact
+integers (``domain.money.cost_usd_micros``); the margins are rationals.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Any, Literal
 
 import msgspec
 
@@ -19,28 +44,182 @@ from domain.gpu_types import DEFAULT_TOKENS_PER_S, GPU_TYPES
 from domain.money import cost_usd_micros
 from domain.training_config import TrainingConfig
 
-__all__ = ["Estimate", "estimate_job"]
+__all__ = [
+    "ASSUMED_MARGIN",
+    "ASSUMED_OVERHEAD_MS",
+    "CALIBRATION",
+    "CALIBRATION_MARGIN",
+    "MEASURED_MARGIN",
+    "Estimate",
+    "Measurement",
+    "Source",
+    "Workload",
+    "count_steps",
+    "estimate_job",
+    "held_out_examples",
+    "plan_workload",
+]
+
+Source = Literal["measured", "calibration", "assumed"]
+
+MEASURED_MARGIN = (Fraction(4, 5), Fraction(5, 4))
+"""The range around what earlier jobs predict: their lowest x 0.8 to their highest x 1.25."""
+CALIBRATION_MARGIN = (Fraction(2, 3), Fraction(3, 2))
+"""The range around a calibration run's prediction (another machine of the type, another dataset)."""
+ASSUMED_MARGIN = (Fraction(1, 4), Fraction(4))
+"""The range around an assumption: a quarter to four times it."""
+ASSUMED_OVERHEAD_MS = 60_000
+"""What an attempt is assumed to take besides training (start, model load, data, save) when nothing
+was measured: about a minute (a small model on CPU measured 60-110 s)."""
+
+
+class Measurement(msgspec.Struct, frozen=True):
+    """What one finished attempt took: ``tokens`` (estimated unit, ``plan_workload``) trained in
+    ``train_ms``, plus ``overhead_ms`` of the rest of its billed GPU time."""
+
+    tokens: int
+    train_ms: int
+    overhead_ms: int
+
+    def predict_ms(self, tokens: int) -> int:
+        """The GPU milliseconds an attempt training ``tokens`` takes at this measurement's pace."""
+        train = math.ceil(tokens * self.train_ms / self.tokens) if self.tokens > 0 else 0
+        return self.overhead_ms + train
+
+
+CALIBRATION: dict[tuple[str, str], Measurement] = {
+    # smollm2-135m, LoRA on 2 shared CPU cores: the quick start's job (~7,800 estimated tokens in 3
+    # epochs) billed ~121 s of which ~100 s were start, load and save (issue 15's measurements).
+    ("smollm2-135m", "cpu"): Measurement(tokens=7_800, train_ms=21_000, overhead_ms=100_000),
+}
+"""Measured runs per (base model, GPU type): the fallback where the platform has no jobs of its own."""
+
+
+class Workload(msgspec.Struct, frozen=True):
+    """What the trainer will do: its examples, optimizer steps, examples seen and (estimated) tokens."""
+
+    train_examples: int
+    eval_examples: int
+    steps: int
+    examples_seen: int
+    tokens: int
 
 
 class Estimate(msgspec.Struct, frozen=True):
+    """The expected tokens, steps, GPU time and cost, with the cost's range and where it comes from."""
+
     tokens: int
     gpu_ms: int
     usd_micros: int
+    steps: int = 0
+    low_usd_micros: int = 0
+    high_usd_micros: int = 0
+    source: Source = "assumed"
+    samples: int = 0
+
+    @property
+    def basis(self) -> str:
+        """The source in words: ``measured from 3 jobs``, ``calibration``, ``assumed``."""
+        if self.source == "measured":
+            return f"measured from {self.samples} job{'s' if self.samples != 1 else ''}"
+        return self.source
+
+
+def held_out_examples(examples: int, validation_split: float) -> int:
+    """How many of ``examples`` the trainer holds out for validation (``validation_split`` of them,
+    at least one when the split is set)."""
+    return max(1, round(examples * validation_split)) if validation_split > 0 else 0
+
+
+def count_steps(
+    train_examples: int,
+    *,
+    batch_size: int,
+    gradient_accumulation_steps: int,
+    epochs: int,
+    max_steps: int | None,
+    devices: int = 1,
+) -> int:
+    """The optimizer steps the trainer takes (transformers' ``Trainer.set_initial_training_values``)."""
+    if max_steps is not None:
+        return max_steps
+    return epochs * steps_per_epoch(train_examples, batch_size, gradient_accumulation_steps, devices)
+
+
+def steps_per_epoch(train_examples: int, batch_size: int, accumulation: int, devices: int) -> int:
+    """Optimizer steps in one pass over ``train_examples`` (at least one)."""
+    batches = -(-train_examples // (batch_size * devices))
+    return max(-(-batches // accumulation), 1)
+
+
+def plan_workload(config: TrainingConfig, stats: Mapping[str, Any] | None, rows: int | None) -> Workload:
+    """The trainer's work on a dataset of ``stats`` (``DatasetStats`` as stored) or ``rows`` examples."""
+    stats = stats or {}
+    examples = int(stats.get("examples") or rows or 0)
+    held = held_out_examples(examples, config.validation_split) if examples else 0
+    train = max(examples - held, 0)
+    devices = config.gpu_count
+    steps = count_steps(
+        train,
+        batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        devices=devices,
+    )
+    per_epoch = steps_per_epoch(train, config.batch_size, config.gradient_accumulation_steps, devices)
+    full, rest = divmod(steps, per_epoch)
+    step_examples = config.batch_size * devices * config.gradient_accumulation_steps
+    seen = full * train + min(rest * step_examples, train)
+    epoch_tokens = min(int(stats.get("est_tokens") or 0), examples * config.max_seq_length)
+    tokens = -(-seen * epoch_tokens // examples) if examples else 0
+    return Workload(train, held, steps, seen, tokens)
 
 
 def estimate_job(
-    config: TrainingConfig, stats: dict[str, Any] | None, rows: int | None, usd_micros_per_hour: int
+    config: TrainingConfig,
+    stats: Mapping[str, Any] | None,
+    rows: int | None,
+    usd_micros_per_hour: int,
+    *,
+    base_model: str | None = None,
+    evidence: Sequence[Measurement] = (),
 ) -> Estimate:
-    """The estimated tokens, GPU milliseconds and cost of training ``config`` on a dataset."""
-    stats = stats or {}
-    examples = int(stats.get("examples") or rows or 0)
-    per_epoch = int(stats.get("est_tokens") or 0)
-    tokens = per_epoch * config.epochs
-    if config.max_steps is not None and examples:
-        per_example = per_epoch / examples
-        step_examples = config.batch_size * config.gradient_accumulation_steps
-        tokens = min(tokens, math.ceil(config.max_steps * step_examples * per_example))
-    known = GPU_TYPES.get(config.gpu_type)
-    rate = (known.tokens_per_s if known else DEFAULT_TOKENS_PER_S) * config.gpu_count
-    gpu_ms = math.ceil(tokens * 1000 / rate) if tokens else 0
-    return Estimate(tokens, gpu_ms, cost_usd_micros(gpu_ms, config.gpu_count, usd_micros_per_hour))
+    """The estimate of training ``config`` on a dataset, from ``evidence`` (earlier jobs on the same
+    base model, GPU type and count), else the calibration of ``base_model`` on the GPU type, else the
+    GPU type's assumed throughput."""
+    work = plan_workload(config, stats, rows)
+    calibration = CALIBRATION.get((base_model or "", config.gpu_type))
+    source: Source
+    if evidence:
+        source, margin, samples = "measured", MEASURED_MARGIN, list(evidence)
+    elif calibration is not None:
+        source, margin, samples = "calibration", CALIBRATION_MARGIN, [calibration]
+    else:
+        known = GPU_TYPES.get(config.gpu_type)
+        rate = (known.tokens_per_s if known else DEFAULT_TOKENS_PER_S) * config.gpu_count
+        source, margin = "assumed", ASSUMED_MARGIN
+        samples = [Measurement(tokens=rate, train_ms=1000, overhead_ms=ASSUMED_OVERHEAD_MS)]
+    predicted = sorted(m.predict_ms(work.tokens) for m in samples)
+    gpu_ms = _median(predicted)
+    low_ms = math.floor(predicted[0] * margin[0])
+    high_ms = math.ceil(predicted[-1] * margin[1])
+
+    def cost(ms: int) -> int:
+        return cost_usd_micros(ms, config.gpu_count, usd_micros_per_hour)
+
+    return Estimate(
+        tokens=work.tokens,
+        gpu_ms=gpu_ms,
+        usd_micros=cost(gpu_ms),
+        steps=work.steps,
+        low_usd_micros=cost(low_ms),
+        high_usd_micros=cost(high_ms),
+        source=source,
+        samples=len(evidence) if source == "measured" else 0,
+    )
+
+
+def _median(values: Sequence[int]) -> int:
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle] + 1) // 2

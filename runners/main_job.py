@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from domain.money import format_usd
 from runners.samples import SAMPLE_ANSWER, SAMPLE_CONFIG, SAMPLE_DATASET, SAMPLE_QUESTION
 from storage.open import ensure_home
 
@@ -50,6 +51,18 @@ def _cli(prog: str, *args: str, capture: bool = False) -> str:
 def _first(listing: object, key: str) -> dict:
     rows = listing if isinstance(listing, list) else listing[key]  # type: ignore[index]
     return rows[0]
+
+
+def estimate_beside_cost(started: dict, billed_usd_micros: int) -> str:
+    """``estimated $X ($L to $H, <source>) - billed $Y (ratio)`` from the start reply and the job's cost."""
+    expected = started.get("estimate_usd_micros") or 0
+    low, high = started.get("estimate_low_usd_micros"), started.get("estimate_high_usd_micros")
+    basis = started.get("estimate_basis") or started.get("estimate_source") or "estimate"
+    shown = f"estimated {format_usd(expected)}"
+    if low is not None and high is not None:
+        shown += f" ({format_usd(low)} to {format_usd(high)}, {basis})"
+    ratio = f" (estimate / actual {expected / billed_usd_micros:.2f}x)" if billed_usd_micros else ""
+    return f"{shown} \u2014 billed {format_usd(billed_usd_micros)}{ratio}"
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -151,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(reply.strip())
         learned = SAMPLE_ANSWER in reply
         verdict = f"learned: the answer contains {SAMPLE_ANSWER!r}" if learned else "did NOT learn"
+        billed = json.loads(_cli("tune", "status", "--job-id", job_id, "--json", capture=True))
+        _say(estimate_beside_cost(started, billed.get("cost_usd_micros") or 0))
         _say(f"{verdict}; main job took {time.monotonic() - began:.0f} s")
         if args.keep_serving:
             print(f"server still running (pid {server.pid}); stop it with: kill {server.pid}")

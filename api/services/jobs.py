@@ -12,6 +12,7 @@ from api import schemas
 from api.services.base import UserService
 from api.services.billing import BillingService
 from api.services.checkpoints import checkpoint_list
+from api.services.estimates import EstimateService
 from api.services.hardware import HardwareService
 from api.services.pages import EVERY, Listing, PageRequest, Pages
 from api.services.start_points import StartPointFound, find_start_point
@@ -20,7 +21,6 @@ from domain.admission import check_admission
 from domain.config_yaml import config_from_yaml
 from domain.dataset_format import check_dataset_fits
 from domain.errors import NotFound, PlatformError, Problems, ValidationFailed
-from domain.estimate import estimate_job
 from domain.ids import check_id
 from domain.job import Job
 from domain.job_states import ACTIVE_STATES, TERMINAL_STATES, JobState
@@ -171,8 +171,9 @@ class JobService(UserService):
         check_dataset_fits(config.objective, dataset.format, dataset_id=dataset.dataset_id)  # 422
         HardwareService(self.rt).check_offered(config.gpu_type, config.gpu_count)  # 422: no backend has it
         dataset_id = dataset.dataset_id
-        estimate = estimate_job(config, dataset.stats, dataset.rows, price)
-        limits = self._check_limits(config, estimate.usd_micros, force=request.force)
+        estimates = EstimateService(self.rt, self.user_id)
+        estimate = estimates.estimate(config, base_model, dataset, price, self.pages)
+        limits = self._check_limits(config, estimate.high_usd_micros, force=request.force)
         warnings = [*(obtainable or []), *limits]
         reply = schemas.StartJobResponse(
             status="dry_run" if request.dry_run else "submitted",
@@ -183,6 +184,12 @@ class JobService(UserService):
             gpu_count=config.gpu_count,
             estimate=dollars_or_none(estimate.usd_micros),
             estimate_usd_micros=estimate.usd_micros,
+            estimate_low_usd_micros=estimate.low_usd_micros,
+            estimate_high_usd_micros=estimate.high_usd_micros,
+            estimate_source=estimate.source,
+            estimate_basis=estimate.basis,
+            estimate_steps=estimate.steps,
+            estimate_tokens=estimate.tokens,
             max_cost=dollars_or_none(config.max_cost_usd_micros),
             max_cost_usd_micros=config.max_cost_usd_micros,
             config=training_config_to_dict(config),

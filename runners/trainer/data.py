@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from domain.errors import ValidationFailed
+from domain.estimate import held_out_examples
 from runners.base_models.tiny_llama import CHATML_TEMPLATE
 
 __all__ = [
@@ -161,7 +162,7 @@ def prepare_sft_data(
 def held_out(count: int, validation_split: float, seed: int) -> set[int]:
     """Indices of the ``validation_split`` of ``count`` examples held out (shuffled by ``seed``);
     ValidationFailed when none would be left to train on."""
-    n_eval = max(1, round(count * validation_split)) if validation_split > 0 else 0
+    n_eval = held_out_examples(count, validation_split)  # the estimate counts with it too
     if n_eval >= count:
         raise ValidationFailed(
             f"validation_split={validation_split} leaves no training examples out of {count}",

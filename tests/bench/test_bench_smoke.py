@@ -22,17 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 RATIO = re.compile(r"\d+\.\d+ ?x\b")
 
 
-def smoke(name: str, tmp_path: Path, *args: str) -> list[str]:
+def smoke(name: str, tmp_path: Path, *args: str, timeout: float = 300) -> list[str]:
     """Run ``bench/<name>.py --smoke``; its ratio lines (the test fails if it exits non-zero)."""
-    return [line for line in smoke_output(name, tmp_path, *args).splitlines() if RATIO.search(line)]
+    output = smoke_output(name, tmp_path, *args, timeout=timeout)
+    return [line for line in output.splitlines() if RATIO.search(line)]
 
 
-def smoke_output(name: str, tmp_path: Path, *args: str) -> str:
+def smoke_output(name: str, tmp_path: Path, *args: str, timeout: float = 300) -> str:
     """Run ``bench/<name>.py --smoke``; all it printed (the test fails if it exits non-zero)."""
     env = {**os.environ, "BENCH_DIR": str(tmp_path / "bench"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert done.returncode == 0, f"{name} --smoke exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -72,6 +73,12 @@ def test_bench_history(tmp_path: Path) -> None:
 def test_bench_cli(tmp_path: Path) -> None:
     lines = smoke("bench_cli", tmp_path)  # exits 1 if --help imported torch & co
     assert len(lines) == 1 and "x baseline" in lines[0], lines
+
+
+def test_bench_estimate(tmp_path: Path) -> None:
+    # tiny-llama: a calibrating job and three estimated ones, a trainer process each (20-60 s when busy)
+    lines = smoke("bench_estimate", tmp_path, timeout=600)
+    assert len(lines) == 4 and "measured from 3 jobs" in lines[-1], lines
 
 
 def test_bench_heartbeats(tmp_path: Path, pubsub_emulator: str) -> None:

@@ -134,6 +134,22 @@ def test_start_dry_run_shows_estimate(logged_in: FakeApi, run_cli) -> None:
     assert "nothing started" in result.out
 
 
+def test_start_dry_run_shows_the_estimate_range_and_its_source(logged_in: FakeApi, run_cli) -> None:
+    estimate = {
+        "estimate_usd_micros": 1_678,
+        "estimate_low_usd_micros": 1_342,
+        "estimate_high_usd_micros": 2_098,
+        "estimate_source": "measured",
+        "estimate_basis": "measured from 1 job",
+        "estimate_steps": 42,
+    }
+    logged_in.route("POST", "/fine-tune/u_1/start", Reply.json(estimate))
+    result = run_cli("tune", "start", "--model", "m", "--dataset", "ds_1", "--dry-run")
+    assert result.code == 0, result.err
+    shown = "estimated cost $0.001678 (range $0.001342 to $0.002098, measured from 1 job; 42 steps)"
+    assert shown in result.out
+
+
 def test_start_rejects_bad_yaml_before_calling(logged_in: FakeApi, run_cli, cli_env: Path) -> None:
     (cli_env / "bad.yml").write_text("epochs: 2\nlora: [1, 2\n")
     result = run_cli("tune", "start", "--model", "m", "--dataset", "d", "--config", "bad.yml")

@@ -1,0 +1,97 @@
+"""The estimate: the trainer's step count, priced from earlier jobs, a calibration, or an assumption."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from domain.estimate import (
+    ASSUMED_OVERHEAD_MS,
+    CALIBRATION,
+    Measurement,
+    count_steps,
+    estimate_job,
+    held_out_examples,
+    plan_workload,
+)
+from domain.money import cost_usd_micros
+from domain.training_config import parse_training_config
+
+STATS = {"examples": 100, "est_tokens": 20_000}  # 200 tokens an example
+CPU = 50_000  # µ$ an hour
+
+
+def config(**values: Any):
+    return parse_training_config(values)
+
+
+def test_max_steps_overrides_the_epochs_even_when_it_asks_for_more() -> None:
+    # 100 examples in batches of 4: 25 steps an epoch; max_steps 400 is 16 passes, not min(3 epochs, 400)
+    plan = plan_workload(config(epochs=3, batch_size=4, max_steps=400), STATS, None)
+    assert plan.steps == 400 and plan.examples_seen == 1_600 and plan.tokens == 320_000
+    short = plan_workload(config(epochs=3, batch_size=4, max_steps=30), STATS, None)
+    assert short.steps == 30 and short.examples_seen == 100 + 5 * 4
+
+
+def test_epochs_with_accumulation_and_validation_count_like_the_trainer() -> None:
+    plan = plan_workload(
+        config(epochs=2, batch_size=3, gradient_accumulation_steps=4, validation_split=0.1), STATS, None
+    )
+    # 10 held out, 90 trained: 30 micro-batches, 8 steps an epoch (the last one short)
+    assert (plan.train_examples, plan.eval_examples, plan.steps) == (90, 10, 16)
+    assert plan.examples_seen == 180 and plan.tokens == 36_000
+    assert held_out_examples(3, 0.01) == 1 and held_out_examples(3, 0.0) == 0
+    assert count_steps(0, batch_size=4, gradient_accumulation_steps=1, epochs=2, max_steps=None) == 2
+
+
+def test_several_gpus_share_each_step() -> None:
+    assert (
+        plan_workload(config(epochs=1, batch_size=4, gpu_count=2, gpu_type="h200"), STATS, None).steps == 13
+    )
+
+
+def test_examples_longer_than_max_seq_length_count_as_truncated() -> None:
+    assert plan_workload(config(epochs=1, max_seq_length=64), STATS, None).tokens == 6_400
+
+
+def test_earlier_jobs_price_it_with_their_overhead_and_pace() -> None:
+    # an earlier job trained 40,000 tokens in 20 s and billed 100 s more (start, load, save)
+    measured = Measurement(tokens=40_000, train_ms=20_000, overhead_ms=100_000)
+    estimate = estimate_job(config(epochs=1), STATS, None, CPU, base_model="m", evidence=[measured])
+    assert estimate.source == "measured" and estimate.basis == "measured from 1 job"
+    assert estimate.gpu_ms == 100_000 + 10_000
+    assert estimate.usd_micros == cost_usd_micros(110_000, 1, CPU)
+    assert estimate.low_usd_micros == cost_usd_micros(88_000, 1, CPU)
+    assert estimate.high_usd_micros == cost_usd_micros(137_500, 1, CPU)
+    assert all(
+        isinstance(v, int) for v in (estimate.usd_micros, estimate.low_usd_micros, estimate.high_usd_micros)
+    )
+
+
+def test_a_tiny_job_costs_mostly_its_overhead() -> None:
+    measured = Measurement(tokens=40_000, train_ms=20_000, overhead_ms=100_000)
+    six_steps = estimate_job(config(max_steps=6, batch_size=1), STATS, None, CPU, evidence=[measured])
+    assert six_steps.steps == 6 and six_steps.gpu_ms == 100_000 + 600
+
+
+def test_several_jobs_give_the_median_and_their_spread() -> None:
+    samples = [Measurement(1_000, 1_000, 0), Measurement(1_000, 2_000, 0), Measurement(1_000, 4_000, 0)]
+    estimate = estimate_job(config(epochs=1), STATS, None, 3_600_000, evidence=samples)
+    assert estimate.basis == "measured from 3 jobs" and estimate.gpu_ms == 40_000
+    assert estimate.low_usd_micros == 16_000 and estimate.high_usd_micros == 100_000
+
+
+def test_without_jobs_a_calibration_then_the_assumption() -> None:
+    (base_model, gpu_type), calibration = next(iter(CALIBRATION.items()))
+    calibrated = estimate_job(config(epochs=1, gpu_type=gpu_type), STATS, None, CPU, base_model=base_model)
+    assert calibrated.source == "calibration" and calibrated.gpu_ms == calibration.predict_ms(20_000)
+    assumed = estimate_job(config(epochs=1, gpu_type="h200"), STATS, None, CPU, base_model=base_model)
+    assert assumed.source == "assumed" and assumed.gpu_ms == ASSUMED_OVERHEAD_MS + 910  # 22,000 tokens/s
+    assert assumed.low_usd_micros < assumed.usd_micros < assumed.high_usd_micros
+
+
+@pytest.mark.parametrize("stats", [None, {}, {"examples": 0}])
+def test_a_dataset_without_stats_estimates_the_overhead_alone(stats) -> None:
+    estimate = estimate_job(config(gpu_type="h200"), stats, None, CPU)
+    assert estimate.tokens == 0 and estimate.gpu_ms == ASSUMED_OVERHEAD_MS
