@@ -365,8 +365,8 @@ class UserApp(PartitionApplication):
         expected_version: int,
     ) -> JobView:
         """The ledger found the job's attempt silent: lost (a platform fault: its GPU time past its last
-        checkpoint is credited), then, in the same commit, ``stopped`` if a
-        stop was asked for, ``paused`` if a pause was, else ``retrying`` the next attempt while its ``max_retries`` allow
+        checkpoint is credited), then, in the same commit, ``stopped`` if a stop was asked for,
+        ``paused`` if a pause was, else ``retrying`` the next attempt while its ``max_retries`` allow
         (``reason`` given), else ``failed``. Conflict (``version_conflict``) if it changed since
         ``expected_version``."""
 
