@@ -8,10 +8,12 @@ asks that the training config does not hold (``validation_file``, ``suffix``, ``
 kept beside the config (``storage.layout.job_openai``); the hyperparameters and seed a job
 reports are read back from its config, so a job started at ``/fine-tune`` answers here too.
 
-Not yet: ``method`` ``dpo`` and ``reinforcement`` (400), pausing and resuming (400,
-``not_supported``), and training on ``validation_file``: it is checked (a validated file of
-the caller's) and stored, and the job's events say it is not used; ``config.validation_split``
-holds out part of the training file instead.
+Pause and resume are the platform's (``JobService.pause``/``resume``): a ``pausing`` or ``paused``
+job is ``paused`` here, and resuming queues it again from the checkpoint its pause saved.
+
+Not yet: ``method`` ``dpo`` and ``reinforcement`` (400), and training on ``validation_file``: it
+is checked (a validated file of the caller's) and stored, and the job's events say it is not
+used; ``config.validation_split`` holds out part of the training file instead.
 """
 
 from __future__ import annotations
@@ -50,11 +52,14 @@ _STATES: dict[str, ft.OpenAIJobState] = {
     JobState.STOPPING: "running",
     JobState.RETRYING: "running",
     JobState.LOST: "running",
+    JobState.PAUSING: "paused",
+    JobState.PAUSED: "paused",
     JobState.SUCCEEDED: "succeeded",
     JobState.FAILED: "failed",
     JobState.STOPPED: "cancelled",
 }
-"""The platform's states as OpenAI's: every state an attempt may still come out of is ``running``."""
+"""The platform's states as OpenAI's: every state an attempt may still come out of is ``running``;
+a job asked to pause is ``paused`` at once (its runner is still checkpointing while ``pausing``)."""
 
 _LIMIT_STOPS = frozenset({"budget_exceeded"})
 """Stop reasons that are no cancellation: the job ran out of money (``failed`` for OpenAI)."""
@@ -185,20 +190,14 @@ class FineTuningService(UserService):
         return self.job(job_id)
 
     def pause(self, job_id: str) -> ft.FineTuningJob:
-        self.jobs.status(job_id)  # 404 unless it is the caller's
-        raise ValidationFailed(
-            "pausing a fine-tuning job is not supported yet: cancel it instead (it saves a checkpoint first)",
-            where="fine_tuning_job_id",
-            code="not_supported",
-        )
+        """Pause the job (a running one saves a checkpoint first); 409 once it has ended."""
+        self.jobs.pause(job_id)
+        return self.job(job_id)
 
     def resume(self, job_id: str) -> ft.FineTuningJob:
-        self.jobs.status(job_id)
-        raise ValidationFailed(
-            "resuming a fine-tuning job is not supported yet (no job can be paused)",
-            where="fine_tuning_job_id",
-            code="not_supported",
-        )
+        """Resume a paused job from its checkpoint, as a new attempt; 409 unless it is paused."""
+        self.jobs.resume(job_id)
+        return self.job(job_id)
 
     def events(self, job_id: str, *, limit: int = 20, after: str | None = None) -> ft.FineTuningEventList:
         """The job's history, newest first, without billing's events (``/fine-tune/{id}/events``
