@@ -34,7 +34,9 @@ __all__ = [
     "SupervisedMethod",
 ]
 
-OpenAIJobState = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+OpenAIJobState = Literal[
+    "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
+]
 
 Auto = Literal["auto"]
 

@@ -208,7 +208,7 @@ def status(
         job_id=job_id,
         interval=interval,
         json=json,
-        terminal=TERMINAL_STATES,
+        terminal=TERMINAL_STATES | {JobState.PAUSED},  # a paused job waits for `tune resume`
     )
     return 0 if job.status == JobState.SUCCEEDED else 1
 
@@ -220,6 +220,25 @@ def stop(*, job_id: str, ctx: Ctx) -> None:
 
     reply = ctx.client.post(f"/fine-tune/{job_id}/stop", type=StopJobResponse)
     print(f"stop requested for {job_id} ({reply.status or 'stopping'})")
+
+
+@app.command
+def pause(job_id: str, *, ctx: Ctx) -> None:
+    """Pause a job: a running job saves a checkpoint, ends its attempt and releases its hardware
+    (nothing is billed while it is paused); `tune resume` continues from that checkpoint."""
+    from api.schemas import StopJobResponse
+
+    reply = ctx.client.post(f"/fine-tune/{job_id}/pause", type=StopJobResponse)
+    print(f"pause requested for {job_id} ({reply.status or 'pausing'})")
+
+
+@app.command
+def resume(job_id: str, *, ctx: Ctx) -> None:
+    """Resume a paused job: a new attempt continues from the checkpoint its pause saved."""
+    from api.schemas import StopJobResponse
+
+    reply = ctx.client.post(f"/fine-tune/{job_id}/resume", type=StopJobResponse)
+    print(f"{job_id} resumed ({reply.status or 'queued'}): it continues from its last checkpoint")
 
 
 @app.command

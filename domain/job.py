@@ -34,6 +34,21 @@ Credits (``UsageCredited``, per usage group: ``domain.money`` prices charged, cr
   (``domain.money.max_ms_within``): net <= limit always.
 
 A group (and an attempt's part of it) is never credited more milliseconds than it was charged.
+
+Pause and resume (``request_pause``, ``mark_paused``, ``resume``): a running job asked to pause is
+``pausing`` (``PauseRequested``): its runner has the trainer save a checkpoint and exit, then records
+``Paused`` (its lease; the control plane records it without one when the runner died meanwhile: then
+``Lost`` first, credited as any lost attempt). A job with nothing running (``PAUSE_AT_ONCE_STATES``)
+is ``Paused`` at once. A paused job runs nothing, holds no hardware and sends no heartbeats, so
+nothing is metered while it is paused; its time up to the pause is charged as usual (the pause is
+the user's, not a platform fault). ``pausing`` still ends ``succeeded`` or ``failed`` if the trainer
+finishes first, and a stop request turns it into ``stopping``. ``resume`` queues a paused job again
+(``Resumed``): the dispatcher launches its next attempt (``next_attempt``) from the job's last
+checkpoint, as a retry does (none yet: from the start). A job paused while ``retrying`` resumes with
+the attempt already announced; otherwise a resume begins a new attempt, counted in
+``resumed_attempts``: those are not retries, so they do not use up ``max_retries``
+(``retries_used``). Pausing or resuming a job that cannot (ended, already paused or pausing, not
+paused) raises ``Conflict`` and records nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +66,7 @@ from domain.ids import check_id, check_ids
 from domain.job_states import (
     ACTIVE_STATES,
     CANCELLABLE_STATES,
+    PAUSE_AT_ONCE_STATES,
     REPORTING_STATES,
     TERMINAL_STATES,
     TRANSITIONS,
@@ -81,6 +97,8 @@ __all__ = [
     "Job",
     "JobFields",
     "JobState",
+    "next_attempt",
+    "retries_used",
 ]
 
 SUPERSEDED = "superseded"
@@ -160,6 +178,9 @@ class JobFields:
     """Per attempt: ``{"at", "ms"}``, its clock anchor as its first v2 ``UsageMetered`` recorded it."""
     alerts: list[str]
     """Alerts raised, as ``"<scope>:<threshold_pct>"``."""
+    resumed_attempts: int
+    """Attempts begun by a resume (after a pause) rather than by a retry: not counted against
+    ``max_retries`` (``retries_used``)."""
     submitted_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -171,10 +192,10 @@ class Job(DomainAggregate, JobFields):
     """A fine-tuning job in a user's partition."""
 
     ID_KIND, ID_KEY = "job", "job_id"
-    class_version = 4
+    class_version = 5
     """Of its snapshots: v2 added ``lease``, ``placement``, ``attempts`` and checkpoints' ``gpu_ms_total``;
     v3 ``credited``, ``attempt_usage``, ``attempt_credited``, ``faults``, ``metered_ms`` and
-    ``meter_anchors``; v4 ``start_from``."""
+    ``meter_anchors``; v4 ``start_from``; v5 ``resumed_attempts``."""
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -197,6 +218,11 @@ class Job(DomainAggregate, JobFields):
     def upcast_v3_v4(state: dict[str, Any]) -> None:
         """Jobs before v4 started from their base model."""
         state["start_from"] = None
+
+    @staticmethod
+    def upcast_v4_v5(state: dict[str, Any]) -> None:
+        """No job was paused before v5: no attempt was begun by a resume."""
+        state["resumed_attempts"] = 0
 
     # ---- events (stored: never rename or reshape; add a class_version and an upcaster) ----
 
@@ -248,6 +274,7 @@ class Job(DomainAggregate, JobFields):
             job.usage, job.metered_seq, job.alerts = {}, {}, []
             job.credited, job.attempt_usage, job.attempt_credited, job.faults = {}, {}, {}, {}
             job.metered_ms, job.meter_anchors = {}, {}
+            job.resumed_attempts = 0
             job.submitted_at = job.updated_at = self.at
             job.started_at = job.finished_at = job.last_heartbeat_at = None
 
@@ -497,6 +524,36 @@ class Job(DomainAggregate, JobFields):
             if self.last_heartbeat_at is not None:
                 job.last_heartbeat_at = self.last_heartbeat_at
 
+    class PauseRequested(Aggregate.Event):
+        """The user asked a running job to pause: its runner checkpoints and ends the attempt."""
+
+        at: datetime
+
+        def apply(self, job: Job) -> None:
+            job._move(S.PAUSING, self.at)
+
+    class Paused(Aggregate.Event):
+        """No attempt runs any more (``step``: where it stands, its last checkpoint's when it has one);
+        the current attempt's lease and placement are released."""
+
+        step: int
+        at: datetime
+
+        def apply(self, job: Job) -> None:
+            job._move(S.PAUSED, self.at)
+            job.step = self.step
+            job.lease = job.placement = None
+
+    class Resumed(Aggregate.Event):
+        """A paused job is queued again; its next attempt resumes from its last checkpoint."""
+
+        at: datetime
+
+        def apply(self, job: Job) -> None:
+            if next_attempt(job.attempt, job.attempts) > job.attempt >= 1:
+                job.resumed_attempts += 1
+            job._move(S.QUEUED, self.at)
+
     # ---- commands ----
 
     @classmethod
@@ -548,6 +605,9 @@ class Job(DomainAggregate, JobFields):
         )
 
     def queue(self, at: datetime) -> None:
+        """A submitted job waits for the dispatcher (a paused one is queued again by ``resume``)."""
+        if self.state == S.PAUSED:
+            raise Conflict(f"job {self.job_id} is paused; resume it to queue it again")
         self._check_move(S.QUEUED, "queue")
         self._record(self.Queued, at)
 
@@ -559,7 +619,8 @@ class Job(DomainAggregate, JobFields):
         lease: str | None = None,
         placement: Placement | None = None,
     ) -> None:
-        """Attempt ``attempt`` began running: 1 from ``queued``, the announced one from ``retrying``.
+        """Attempt ``attempt`` began running: from ``queued`` the ``next_attempt`` (1 for a new job),
+        the announced one from ``retrying``.
 
         ``lease`` is the attempt's fencing token (with ``attempt``); ``placement`` what the launch
         backend placed it on (None: priced as submitted). A second runner for an attempt that
@@ -573,7 +634,7 @@ class Job(DomainAggregate, JobFields):
                 code=SUPERSEDED,
             )
         self._check_move(S.RUNNING, "start")
-        expected = self.attempt + 1 if self.state == S.QUEUED else self.attempt
+        expected = next_attempt(self.attempt, self.attempts) if self.state == S.QUEUED else self.attempt
         if attempt != expected:
             raise Conflict(
                 f"job {self.job_id}: attempt {attempt} cannot start; the next attempt is {expected}",
@@ -814,6 +875,41 @@ class Job(DomainAggregate, JobFields):
         self._check_move(S.STOPPING, "stop")
         self._record(self.StopRequested, at, reason=reason)
 
+    def request_pause(self, at: datetime) -> None:
+        """Ask the job to pause: a running one -> ``pausing`` (its runner checkpoints and ends the
+        attempt, then ``mark_paused``); one with nothing running is ``paused`` at once."""
+        if self.state in PAUSE_AT_ONCE_STATES:
+            self._record(self.Paused, at, step=self._resume_step())
+            return
+        if self.state in (S.PAUSING, S.PAUSED):
+            raise Conflict(f"job {self.job_id} is {self.state} already")
+        if self.state in TERMINAL_STATES:
+            raise Conflict(f"job {self.job_id} is {self.state}: it has ended, there is nothing to pause")
+        self._check_move(S.PAUSING, "pause")
+        self._record(self.PauseRequested, at)
+
+    def mark_paused(self, at: datetime, *, step: int | None = None, lease: str | None = None) -> None:
+        """The pausing job's attempt ended (its runner, ``lease`` given, after saving a checkpoint;
+        the control plane, without, once the attempt is ``lost``): ``paused``. ``step``: where
+        it stands (default: its last checkpoint's step, else its step)."""
+        self.check_lease(lease, "mark paused")
+        if self.state not in (S.PAUSING, S.LOST):
+            raise Conflict(f"job {self.job_id} is {self.state}; only a pausing job can be marked paused")
+        if step is not None:
+            check_count(step, where="step")
+        self._record(self.Paused, at, step=self._resume_step() if step is None else step)
+
+    def resume(self, at: datetime) -> None:
+        """Queue a paused job again: its next attempt resumes from its last checkpoint."""
+        if self.state != S.PAUSED:
+            raise Conflict(f"job {self.job_id} is {self.state}; only a paused job can be resumed")
+        self._record(self.Resumed, at)
+
+    def _resume_step(self) -> int:
+        """The step a paused job stands at: its last checkpoint's (what a resume starts from), else 0
+        when nothing was ever checkpointed (a resume starts from the beginning)."""
+        return 0 if self.checkpoint is None else int(self.checkpoint["step"])
+
     def mark_stopped(
         self, at: datetime, *, step: int | None = None, reason: str | None = None, lease: str | None = None
     ) -> None:
@@ -1014,6 +1110,19 @@ class Job(DomainAggregate, JobFields):
             gpu_ms=gpu_ms,
             reason=reason,
         )
+
+
+def next_attempt(attempt: int, attempts: dict[str, Any]) -> int:
+    """The attempt a queued job starts next, given its current ``attempt`` and its started
+    ``attempts``: the current one if it was announced and never started (a job paused while
+    ``retrying``), else the one after it (1 for a job that never ran)."""
+    return attempt if attempt >= 1 and str(attempt) not in attempts else attempt + 1
+
+
+def retries_used(attempt: int, resumed_attempts: int) -> int:
+    """The attempt number the retry rule (``domain.metering.may_retry``) is asked about: attempts
+    begun by a resume are not retries, so they are left out."""
+    return attempt - resumed_attempts
 
 
 START_KINDS = ("checkpoint", "model")

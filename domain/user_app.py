@@ -21,7 +21,7 @@ from domain.dataset import Dataset
 from domain.dataset_format import ValidationReport
 from domain.errors import Conflict, NotFound, PlatformError
 from domain.ids import check_id, new_id
-from domain.job import Job, JobState
+from domain.job import Job, JobState, retries_used
 from domain.metering import (
     JOB_SCOPE,
     MeteredJob,
@@ -270,6 +270,21 @@ class UserApp(PartitionApplication):
         """Running: -> ``stopping``; submitted/queued/retrying/lost: -> ``stopped`` at once."""
         return self._job(job_id, expected_version, lambda j: j.request_stop(reason, at))
 
+    def request_pause(self, job_id: str, at: datetime) -> JobView:
+        """Running: -> ``pausing``; submitted/queued/retrying/lost: -> ``paused`` at once
+        (``Job.request_pause``)."""
+        return self._job(job_id, None, lambda j: j.request_pause(at))
+
+    def mark_paused(
+        self, job_id: str, at: datetime, *, step: int | None = None, lease: str | None = None
+    ) -> JobView:
+        """The pausing job's attempt ended after its checkpoint: ``paused`` (``Job.mark_paused``)."""
+        return self._job(job_id, None, lambda j: j.mark_paused(at, step=step, lease=lease))
+
+    def resume_job(self, job_id: str, at: datetime) -> JobView:
+        """A paused job is queued again (``Job.resume``); the dispatcher launches its next attempt."""
+        return self._job(job_id, None, lambda j: j.resume(at))
+
     def mark_stopped(
         self,
         job_id: str,
@@ -350,19 +365,22 @@ class UserApp(PartitionApplication):
         expected_version: int,
     ) -> JobView:
         """The ledger found the job's attempt silent: lost (a platform fault: its GPU time past its last
-        checkpoint is credited), then, in the same commit, ``stopped`` if a
-        stop was asked for, else ``retrying`` the next attempt while its ``max_retries`` allow
+        checkpoint is credited), then, in the same commit, ``stopped`` if a stop was asked for,
+        ``paused`` if a pause was, else ``retrying`` the next attempt while its ``max_retries`` allow
         (``reason`` given), else ``failed``. Conflict (``version_conflict``) if it changed since
         ``expected_version``."""
 
         def lose(job: Job) -> None:
-            stopping = job.state == JobState.STOPPING
+            asked = job.state
             job.mark_lost(last_heartbeat_at, at)
-            if stopping:
+            if asked == JobState.STOPPING:
                 job.mark_stopped(at)
                 return
+            if asked == JobState.PAUSING:
+                job.mark_paused(at)
+                return
             max_retries = job_policy(job.config).max_retries
-            if may_retry(job.attempt, max_retries):
+            if may_retry(retries_used(job.attempt, job.resumed_attempts), max_retries):
                 job.retry(job.attempt + 1, reason, at)
             else:
                 job.mark_failed(f"{reason}; no retries left ({max_retries + 1} attempts)", at)

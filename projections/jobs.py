@@ -52,6 +52,9 @@ EVENTS = event_names(
     Job.Failed,
     Job.Retrying,
     Job.Lost,
+    Job.PauseRequested,
+    Job.Paused,
+    Job.Resumed,
 )
 
 # event -> the job state it leads to (events not listed keep the state)
@@ -64,6 +67,9 @@ _STATES = {
     "Job.Failed": Status.FAILED,
     "Job.Retrying": Status.RETRYING,
     "Job.Lost": Status.LOST,
+    "Job.PauseRequested": Status.PAUSING,
+    "Job.Paused": Status.PAUSED,
+    "Job.Resumed": Status.QUEUED,
 }
 
 
@@ -175,6 +181,8 @@ def fold(job: JobState | None, event: Any) -> JobState:
         changes["retries"] = (*job.retries, Retry(attempt=event.attempt, reason=event.reason, at=iso(at)))
     elif name == "Job.Lost" and event.last_heartbeat_at is not None:
         changes["last_heartbeat_at"] = event.last_heartbeat_at
+    elif name == "Job.Paused":
+        changes["step"] = event.step
     return replace(job, **changes)
 
 

@@ -28,7 +28,13 @@ none of the platform's backends has. The outcome is read from the job's events, 
 - still ``running`` (the runner died without an outcome): ``Lost``, then retried from the
   last checkpoint while ``max_retries`` allows, else ``Failed``; still ``stopping``: ``Stopped``;
 - the attempt never started (runner broken): retried up to ``max_start_failures``, then ``Failed``;
-- anything else (succeeded, stopped, failed): done.
+- still ``pausing``: ``Lost``, then ``Paused`` (a resume continues from the last checkpoint);
+- ``queued`` again (paused, then resumed before its run was reaped): queued for its next attempt;
+- anything else (succeeded, stopped, failed, paused): done.
+
+A paused job is not queued: ``submit`` it again after ``UserApp.resume_job`` queued it (the API
+does), and its next attempt (``domain.job.next_attempt``) is launched like any queued job, within
+``max_concurrent``, resuming from the checkpoint its pause saved.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
+from domain.job import next_attempt
 from domain.job_states import TERMINAL_STATES, JobState
 from domain.read_models import JobView
 from domain.scheduling import BUDGET_SPENT, fair_order
@@ -281,7 +288,7 @@ class Dispatcher:
     def _start(self, ref: JobRef) -> None:
         job = self._recorder(ref).view()
         if job.state == JobState.QUEUED:
-            attempt = 1
+            attempt = next_attempt(job.attempt, job.attempts)  # 1, or the next one after a pause
         elif job.state == JobState.RETRYING:
             attempt = job.attempt
         else:
@@ -347,7 +354,9 @@ class Dispatcher:
         recorder = self._recorder(ref)
         job = recorder.view()
         log.info("run %s ended (status %s): job is %s", launched.run_id, exit_code, job.state)
-        if job.attempt < launched.attempt or (
+        if job.state == JobState.PAUSED:
+            log.info("%s is paused: its run %s ended (or never started)", ref.job_id, launched.run_id)
+        elif job.attempt < launched.attempt or (
             job.state == JobState.RETRYING and job.attempt == launched.attempt
         ):
             self._start_failed(ref, job, launched.attempt, f"the job runner exited with status {exit_code}")
@@ -356,6 +365,11 @@ class Dispatcher:
         elif job.state == JobState.STOPPING and job.attempt == launched.attempt:
             step = job.last_checkpoint.step if job.last_checkpoint is not None else job.step
             recorder.stopped(step=step)
+        elif job.state == JobState.PAUSING and job.attempt == launched.attempt:
+            recorder.lost(job.last_heartbeat_at)  # died before recording its pause: paused all the same
+            recorder.paused()
+        elif job.state == JobState.QUEUED:  # resumed before its paused run was reaped
+            self._enqueue(ref)
         elif job.state == JobState.RUNNING and job.attempt == launched.attempt:
             recorder.lost(job.last_heartbeat_at)
             reason = f"the job runner exited with status {exit_code} without recording an outcome"

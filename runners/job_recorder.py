@@ -9,8 +9,9 @@ them in ``Started``, and every report after it carries the lease, so the job ref
 reports of a superseded runner (``Conflict`` code ``superseded``, raised, never retried). The
 dispatcher's recorder has none: the control plane's commands are not fenced.
 
-``retry_or_fail`` is the one retry rule: attempts run while ``attempt <= max_retries``
-(so ``1 + max_retries`` in all), each resuming from the job's last checkpoint.
+``retry_or_fail`` is the one retry rule (``domain.metering.may_retry``): attempts run while
+``attempt <= max_retries`` (so ``1 + max_retries`` in all; attempts begun by a resume after a pause
+are not counted: ``domain.job.retries_used``), each resuming from the job's last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from domain.errors import Conflict
+from domain.job import retries_used
 from domain.job_states import REPORTING_STATES
+from domain.metering import may_retry
 from domain.model import ModelWeights
 from domain.placement import Placement
 from domain.read_models import JobView
@@ -129,6 +132,12 @@ class JobRecorder:
             )
         )
 
+    def paused(self, *, step: int | None = None) -> JobView:
+        """The pausing job's attempt ended after saving its checkpoint (at ``step``): ``paused``."""
+        return self._write(
+            lambda: self.app.mark_paused(self.job_id, self.clock(), step=step, lease=self.lease)
+        )
+
     def succeeded(self, metrics: Mapping[str, Any], weights: ModelWeights) -> JobView:
         return self._write(
             lambda: self.app.mark_succeeded(
@@ -163,7 +172,7 @@ class JobRecorder:
         def decide() -> JobView:
             job = self.view()
             now = self.clock()
-            if job.attempt <= max_retries:
+            if may_retry(retries_used(job.attempt, job.resumed_attempts), max_retries):
                 return self.app.retry_job(
                     self.job_id, job.attempt + 1, reason[:10_000], now, lease=self.lease, fault=fault
                 )

@@ -17,7 +17,8 @@
 4. sends a heartbeat every ``heartbeat_interval_s`` from the start of the attempt and a final
    one once its outcome is recorded (``runners.heartbeat_emitter``), with GPU time counted
    while the trainer process runs; after each it reports progress and reads the job: a
-   ``stopping`` job has its trainer stopped (stop file + SIGTERM: it checkpoints and exits);
+   ``stopping`` or ``pausing`` job has its trainer stopped (stop file + SIGTERM: it checkpoints and
+   exits);
    a job that moved on to another attempt or out of ``running`` (superseded: e.g. found lost
    and retried) has its trainer killed at once and nothing more is recorded;
    and if the control plane is gone (below) the trainer is stopped the graceful way and the
@@ -25,7 +26,10 @@
 5. records the outcome: ``Succeeded`` with the model registered (weights uploaded to
    ``models/<id>/weights/``), ``Stopped`` (with the job's last checkpoint, less its optimizer and
    trainer state, published and registered as the model the same way: a stopped job's model id
-   answers; no checkpoint, no model), ``Failed`` (bad input), or ``Retrying`` (the next
+   answers; no checkpoint, no model), ``Paused`` (a ``pausing`` job, once the trainer saved its
+   checkpoint: no model is published, nothing is charged past the attempt's last heartbeat, and a
+   resume continues from that checkpoint; a trainer that fails or is interrupted while pausing
+   ends paused too), ``Failed`` (bad input), or ``Retrying`` (the next
    attempt resumes from the last checkpoint; the dispatcher launches it) or ``Failed`` when
    no retries are left.
 
@@ -68,7 +72,9 @@ from typing import IO, TYPE_CHECKING, Any
 import msgspec
 
 from domain.errors import Conflict, PlatformError, ValidationFailed
+from domain.job import retries_used
 from domain.job_states import JobState
+from domain.metering import may_retry
 from domain.model import ModelWeights
 from domain.read_models import JobView
 from runners.attempt_spec import JobRunSpec
@@ -137,6 +143,7 @@ class Outcome(StrEnum):
 
     SUCCEEDED = "succeeded"
     STOPPED = "stopped"
+    PAUSED = "paused"
     FAILED = "failed"
     RETRYING = "retrying"
     SKIPPED = "skipped"
@@ -241,7 +248,7 @@ class JobRunner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._trainer_exited = False
         self._lock = threading.Lock()
-        self._stop_why: str | None = None  # "requested", "interrupted", "abandoned" or "orphaned"
+        self._stop_why: str | None = None  # "requested", "pausing", "interrupted", "abandoned" or "orphaned"
         self._stop_since: float | None = None
         self._orphaned: str | None = None  # why the control plane is taken for gone
 
@@ -494,6 +501,8 @@ class JobRunner:
             self._stop_trainer("abandoned")
         elif job.state == JobState.STOPPING:
             self._stop_trainer("requested")
+        elif job.state == JobState.PAUSING:
+            self._stop_trainer("pausing")
         elif (gone := self._control_plane_gone(job)) is not None and self._orphaned is None:
             self._orphaned = f"{CONTROL_PLANE_GONE}: {gone}"
             self._say(f"{self._orphaned}: checkpointing and ending attempt {self.spec.attempt}")
@@ -572,6 +581,8 @@ class JobRunner:
             return self._succeeded(done)
         if job.state == JobState.STOPPING or self._stop_why == "requested":
             return self._stopped(job, done)
+        if job.state == JobState.PAUSING:
+            return self._paused(job, done)
         if self._stop_why == "interrupted":
             return self._retry("interrupted: the runner was asked to end", interrupted=True)
         if self._orphaned is not None:
@@ -637,6 +648,19 @@ class JobRunner:
         self._say(f"stopped at step {step}")
         return Outcome.STOPPED
 
+    def _paused(self, job: JobView, done: Done | None) -> Outcome:
+        """The pausing job's trainer saved its checkpoint and exited: record ``paused`` at the last
+        checkpoint's step (what a resume starts from); no model is published, nothing fails."""
+        point = job.last_checkpoint
+        step = point.step if point is not None else 0
+        self.recorder.paused(step=step)
+        self._say(
+            f"paused at step {step}: the attempt ends, a resume continues from its checkpoint"
+            if point is not None
+            else "paused before its first checkpoint: a resume starts from the beginning"
+        )
+        return Outcome.PAUSED
+
     def _record_stopped(self, *, step: int | None = None, reason: str | None, done: Done | None) -> None:
         """Record the stop, with the job's last checkpoint published and registered as its model (a
         stopped job's model id answers); none when there is no checkpoint or it cannot be published."""
@@ -677,8 +701,12 @@ class JobRunner:
         job = self.recorder.view()
         if job.state == JobState.STOPPING:
             return self._stopped(job, self.trainer.done)
+        if job.state == JobState.PAUSING:  # the user's pause stands: resumed from the last checkpoint
+            return self._paused(job, self.trainer.done)
         fault = ("control_plane" if self._orphaned else "shutdown") if interrupted else None
-        if interrupted and job.attempt > self.spec.max_retries:
+        if interrupted and not may_retry(
+            retries_used(job.attempt, job.resumed_attempts), self.spec.max_retries
+        ):
             self.recorder.credit_fault(fault)  # type: ignore[arg-type]
             self._record_stopped(reason=reason if self._orphaned else "interrupted", done=self.trainer.done)
             self._say(f"{reason}, with no retries left: stopped")

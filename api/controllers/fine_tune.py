@@ -1,4 +1,4 @@
-"""``/fine-tune``: start, list, status, stop, events and logs of fine-tuning jobs."""
+"""``/fine-tune``: start, list, status, stop, pause, resume, events and logs of fine-tuning jobs."""
 
 from __future__ import annotations
 
@@ -99,6 +99,31 @@ class FineTuneController(Controller):
     def stop(self, job_id: PathId, jobs: NamedDependency[JobService]) -> StopJobResponse:
         """Ask the job to stop (it saves a checkpoint first); 409 when it has already ended."""
         return jobs.stop(job_id)
+
+    @post(
+        "/{job_id:str}/pause",
+        operation_id="pause_job",
+        responses=documented(404, 409),
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def pause(self, job_id: PathId, jobs: NamedDependency[JobService]) -> StopJobResponse:
+        """Pause the job: a running one saves a checkpoint, ends its attempt and releases its hardware
+        (``pausing``, then ``paused``; nothing is billed while paused); one with nothing running is
+        ``paused`` at once. 409 when it has ended or is pausing or paused already."""
+        return jobs.pause(job_id)
+
+    @post(
+        "/{job_id:str}/resume",
+        operation_id="resume_job",
+        responses=documented(404, 409),
+        status_code=200,
+        sync_to_thread=True,
+    )
+    def resume(self, job_id: PathId, jobs: NamedDependency[JobService]) -> StopJobResponse:
+        """Resume a paused job: queued again, it runs a new attempt from the checkpoint its pause saved
+        (none: from the start). 409 unless it is paused."""
+        return jobs.resume(job_id)
 
     @get("/{job_id:str}/checkpoints", operation_id="job_checkpoints", responses=documented(404))
     async def checkpoints(

@@ -166,30 +166,28 @@ class OpenAIFineTuningController(Controller):
         "/{fine_tuning_job_id:str}/pause",
         operation_id="pause_fine_tuning_job",
         status_code=200,
-        responses=documented(
-            404, meanings={400: "``not_supported``: pausing is not supported yet"}, shape=OpenAIErrorBody
-        ),
+        responses=documented(404, 409, shape=OpenAIErrorBody),
         sync_to_thread=True,
     )
     def pause(
         self, fine_tuning_job_id: PathId, fine_tuning: NamedDependency[FineTuningService]
     ) -> ft.FineTuningJob:
-        """Not supported yet: 400 ``not_supported`` (404 for a job that is not the caller's)."""
+        """Pause the job: a running one saves a checkpoint, ends its attempt and releases its
+        hardware (nothing is billed while paused); 409 once it has ended or is paused already."""
         return fine_tuning.pause(fine_tuning_job_id)
 
     @post(
         "/{fine_tuning_job_id:str}/resume",
         operation_id="resume_fine_tuning_job",
         status_code=200,
-        responses=documented(
-            404, meanings={400: "``not_supported``: resuming is not supported yet"}, shape=OpenAIErrorBody
-        ),
+        responses=documented(404, 409, shape=OpenAIErrorBody),
         sync_to_thread=True,
     )
     def resume(
         self, fine_tuning_job_id: PathId, fine_tuning: NamedDependency[FineTuningService]
     ) -> ft.FineTuningJob:
-        """Not supported yet: 400 ``not_supported``."""
+        """Resume a paused job: queued again, its next attempt continues from the checkpoint its
+        pause saved; 409 unless it is paused."""
         return fine_tuning.resume(fine_tuning_job_id)
 
     @get(

@@ -14,8 +14,10 @@ job's validation loss, at each checkpoint and at the end, is a ``metrics`` event
 ``method`` ``dpo`` (on a preference file) sets the config's ``objective: dpo`` and its
 ``hyperparameters.beta`` ``dpo_beta``; the job's reply shows the method back.
 
-Not yet: ``method`` ``reinforcement`` (400), pausing and resuming (400,
-``not_supported``).
+Pause and resume are the platform's (``JobService.pause``/``resume``): a ``pausing`` or ``paused``
+job is ``paused`` here, and resuming queues it again from the checkpoint its pause saved.
+
+Not yet: ``method`` ``reinforcement`` (400).
 """
 
 from __future__ import annotations
@@ -55,11 +57,14 @@ _STATES: dict[str, ft.OpenAIJobState] = {
     JobState.STOPPING: "running",
     JobState.RETRYING: "running",
     JobState.LOST: "running",
+    JobState.PAUSING: "paused",
+    JobState.PAUSED: "paused",
     JobState.SUCCEEDED: "succeeded",
     JobState.FAILED: "failed",
     JobState.STOPPED: "cancelled",
 }
-"""The platform's states as OpenAI's: every state an attempt may still come out of is ``running``."""
+"""The platform's states as OpenAI's: every state an attempt may still come out of is ``running``;
+a job asked to pause is ``paused`` at once (its runner is still checkpointing while ``pausing``)."""
 
 _LIMIT_STOPS = frozenset({"budget_exceeded"})
 """Stop reasons that are no cancellation: the job ran out of money (``failed`` for OpenAI)."""
@@ -191,20 +196,14 @@ class FineTuningService(UserService):
         return self.job(job_id)
 
     def pause(self, job_id: str) -> ft.FineTuningJob:
-        self.jobs.status(job_id)  # 404 unless it is the caller's
-        raise ValidationFailed(
-            "pausing a fine-tuning job is not supported yet: cancel it instead (it saves a checkpoint first)",
-            where="fine_tuning_job_id",
-            code="not_supported",
-        )
+        """Pause the job (a running one saves a checkpoint first); 409 once it has ended."""
+        self.jobs.pause(job_id)
+        return self.job(job_id)
 
     def resume(self, job_id: str) -> ft.FineTuningJob:
-        self.jobs.status(job_id)
-        raise ValidationFailed(
-            "resuming a fine-tuning job is not supported yet (no job can be paused)",
-            where="fine_tuning_job_id",
-            code="not_supported",
-        )
+        """Resume a paused job from its checkpoint, as a new attempt; 409 unless it is paused."""
+        self.jobs.resume(job_id)
+        return self.job(job_id)
 
     def events(self, job_id: str, *, limit: int = 20, after: str | None = None) -> ft.FineTuningEventList:
         """The job's history, newest first, without billing's events (``/fine-tune/{id}/events``

@@ -1,4 +1,4 @@
-"""Jobs: start (config checked whole first), status, list, stop, history, logs."""
+"""Jobs: start (config checked whole first), status, list, stop, pause, resume, history, logs."""
 
 from __future__ import annotations
 
@@ -219,6 +219,23 @@ class JobService(UserService):
         self.status(job_id)
         self.app.request_stop(job_id, reason=reason, at=self.rt.clock())
         self.committed()
+        return schemas.StopJobResponse(job_id=job_id, status=self.status(job_id).status)
+
+    def pause(self, job_id: str) -> schemas.StopJobResponse:
+        """Pause the job: a running one checkpoints and ends its attempt (``pausing``, then ``paused``);
+        one with nothing running is ``paused`` at once. 409 once it has ended or is pausing/paused."""
+        self.status(job_id)
+        self.app.request_pause(job_id, at=self.rt.clock())
+        self.committed()
+        return schemas.StopJobResponse(job_id=job_id, status=self.status(job_id).status)
+
+    def resume(self, job_id: str) -> schemas.StopJobResponse:
+        """Queue a paused job again: its next attempt resumes from the checkpoint the pause saved
+        (none: from the start). 409 unless it is paused."""
+        self.status(job_id)
+        self.app.resume_job(job_id, at=self.rt.clock())
+        self.committed()
+        self.rt.notify_job_submitted(self.user_id, job_id)
         return schemas.StopJobResponse(job_id=job_id, status=self.status(job_id).status)
 
     # -- logs --------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ def test_the_schema_lists_every_route(api: Api) -> None:
         ("GET", "/fine-tune/{user_id}/list"),
         ("GET", "/fine-tune/{job_id}/status"),
         ("POST", "/fine-tune/{job_id}/stop"),
+        ("POST", "/fine-tune/{job_id}/pause"),
+        ("POST", "/fine-tune/{job_id}/resume"),
         ("GET", "/fine-tune/{job_id}/events"),
         ("GET", "/fine-tune/{job_id}/logs"),
         ("GET", "/fine-tune/{job_id}/checkpoints"),

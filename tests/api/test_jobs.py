@@ -221,6 +221,31 @@ def test_stop_a_running_job_then_it_is_stopping(api: Api, ann: User, dataset: st
     assert api.client.get(f"/fine-tune/{job_id}/status", headers=ann.headers).json()["status"] == "stopping"
 
 
+def test_pause_a_running_job_then_resume_it_and_the_doors_refuse_what_cannot_be(
+    api: Api, ann: User, dataset: str
+) -> None:
+    job_id = api.job(ann, dataset)
+    app, now = api.rt.user_app(ann.user_id), api.rt.clock()
+    app.queue_job(job_id, now)
+    app.start_job(job_id, 1, now)
+    api.settle(ann)
+    reply = api.client.post(f"/fine-tune/{job_id}/resume", headers=ann.headers)
+    assert reply.status_code == 409 and "only a paused job can be resumed" in reply.json()["error"]["message"]
+    reply = api.client.post(f"/fine-tune/{job_id}/pause", headers=ann.headers)
+    assert reply.status_code == 200 and reply.json() == {"job_id": job_id, "status": "pausing"}
+    app.mark_paused(job_id, now)
+    api.settle(ann)
+    assert [j["job_id"] for j in jobs_of(api, ann, state="paused")] == [job_id]
+    reply = api.client.post(f"/fine-tune/{job_id}/resume", headers=ann.headers)
+    assert reply.status_code == 200 and reply.json() == {"job_id": job_id, "status": "queued"}
+    api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers)
+    reply = api.client.post(f"/fine-tune/{job_id}/pause", headers=ann.headers)
+    assert reply.status_code == 409 and "it has ended" in reply.json()["error"]["message"]
+    schema = api.client.get("/schema/openapi.json").json()["paths"]
+    assert schema["/fine-tune/{job_id}/pause"]["post"]["operationId"] == "pause_job"
+    assert "409" in schema["/fine-tune/{job_id}/resume"]["post"]["responses"]
+
+
 def test_events_tell_the_jobs_history(api: Api, ann: User, dataset: str) -> None:
     job_id = api.job(ann, dataset)
     app, now = api.rt.user_app(ann.user_id), api.rt.clock()

@@ -18,6 +18,7 @@ import pytest
 from api.app import create_app
 from api.services import AccountService
 from api.services.keys import KeyService
+from domain.model import ModelWeights
 from roles.bootstrap import bootstrap
 from runtime.context import Runtime
 from storage import layout
@@ -283,13 +284,48 @@ def test_a_queued_job_is_cancelled_at_once(served: Served) -> None:
     assert served.http().get(f"/fine-tune/{job.id}/status").json()["status"] == "stopped"
 
 
-def test_pause_and_resume_say_not_supported_yet(served: Served) -> None:
+def test_create_a_job_on_tiny_llama_pause_resume_then_retrieve_its_fine_tuned_model(served: Served) -> None:
+    """Issue 15: pause and resume through the official client; the test plays the runner's part."""
     client = served.client()
     job = _job(served)
-    for verb in (client.fine_tuning.jobs.pause, client.fine_tuning.jobs.resume):
-        with pytest.raises(openai.BadRequestError) as refused:
-            verb(job.id)
-        assert refused.value.code == "not_supported"
+    assert job.model == BASE == "tiny-llama"
+    uid = served.users["ann"]
+    app, now = served.rt.user_app(uid), served.rt.clock()
+    app.queue_job(job.id, now)
+    app.start_job(job.id, 1, now, lease="lease-1")
+    path = layout.attempt_checkpoint_prefix(uid, job.id, 1, 2)
+    app.save_checkpoint(job.id, 1, 2, path, now, lease="lease-1")
+    served.rt.committed(f"users/{uid}")
+
+    paused = client.fine_tuning.jobs.pause(job.id)
+    assert paused.status == "paused" and paused.fine_tuned_model is None  # pausing: it checkpoints first
+    assert served.http().get(f"/fine-tune/{job.id}/status").json()["status"] == "pausing"
+    app.mark_paused(job.id, now, lease="lease-1")  # its runner saved the checkpoint and ended
+    served.rt.committed(f"users/{uid}")
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.pause(job.id)  # paused already
+
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.resume(job.id)  # only a paused job resumes
+    app.start_job(job.id, 2, now, lease="lease-2")  # the next attempt, as the dispatcher launches it
+    model_id = app.get_job(job.id).model_id
+    weights = ModelWeights(
+        kind="lora",
+        weights_prefix=f"users/{uid}/models/{model_id}/weights/",
+        sha256="0" * 64,
+        size_bytes=1,
+        metrics={"loss": 0.5},
+    )
+    app.mark_succeeded(job.id, now, metrics={"loss": 0.5}, weights=weights, lease="lease-2")
+    served.rt.committed(f"users/{uid}")
+
+    done = client.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded" and done.fine_tuned_model == model_id
+    with pytest.raises(openai.ConflictError) as refused:
+        client.fine_tuning.jobs.pause(job.id)
+    assert "has ended" in refused.value.message
 
 
 def test_another_users_files_and_jobs_are_not_found(served: Served) -> None:

@@ -78,7 +78,8 @@ def test_console_scripts_are_installed() -> None:
 
 # Commands that print no listing or record (they act, stream text or chat): no --json to take.
 NO_JSON = {
-    "tune login", "tune logout", "tune logs", "tune serve", "tune stop", "tune budget clear",
+    "tune login", "tune logout", "tune logs", "tune serve", "tune stop", "tune pause",
+    "tune resume", "tune budget clear",
     "model download", "model chat", "model delete", "dataset delete", "tune key revoke",
     "tune run api", "tune run projector", "tune run ledger", "tune run dispatcher",
 }  # fmt: skip

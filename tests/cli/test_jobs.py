@@ -202,6 +202,16 @@ def test_stop(logged_in: FakeApi, run_cli) -> None:
     assert result.code == 0 and "stopping" in result.out
 
 
+def test_pause_and_resume_take_the_job_id_as_an_argument(logged_in: FakeApi, run_cli) -> None:
+    logged_in.route("POST", "/fine-tune/job_a/pause", Reply.json({"job_id": "job_a", "status": "pausing"}))
+    logged_in.route("POST", "/fine-tune/job_a/resume", Reply.json({"job_id": "job_a", "status": "queued"}))
+    result = run_cli("tune", "pause", "job_a")
+    assert result.code == 0 and "pause requested for job_a (pausing)" in result.out
+    result = run_cli("tune", "resume", "--job-id", "job_a")
+    assert result.code == 0 and "job_a resumed (queued)" in result.out
+    assert logged_in.last("POST", "/fine-tune/job_a/resume") is not None
+
+
 def test_cost(logged_in: FakeApi, run_cli) -> None:
     reply = {
         "job_id": "job_a",

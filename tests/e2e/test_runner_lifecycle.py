@@ -2,6 +2,8 @@
 ``python -m runners.trainer`` on tiny-llama, with the event store on a local bucket.
 
 - a stop request mid-run leaves the job ``stopped`` with its checkpoint in the bucket;
+- a pause once it has a checkpoint: ``paused``, its processes gone, no heartbeat while paused; a
+  resume runs attempt 2 from the checkpoint the pause saved, and the job succeeds with its model;
 - ``kill -9`` of the trainer mid-run: the job is retried from its last checkpoint, the step
   count continues, and it succeeds, registering its model (base model, job, metrics, sha256)
   whose weights load with plain transformers + peft. Its first attempt's trainer holds at its
@@ -226,3 +228,41 @@ def test_a_killed_trainer_is_retried_from_its_checkpoint_and_the_job_succeeds_wi
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), weights)
     lora = [p for n, p in tuned.named_parameters() if "lora_B" in n]
     assert lora and any(p.abs().sum() > 0 for p in lora)  # trained: LoRA B starts at zero
+
+
+def test_a_paused_job_releases_its_process_sends_nothing_and_resumes_from_its_checkpoint(
+    held_platform: Platform,
+) -> None:
+    """Issue 15: start, wait for a checkpoint, pause, see it paused with its processes gone and no
+    heartbeat while paused, resume: the second attempt starts at the paused checkpoint's step and
+    the job succeeds with its model."""
+    platform = held_platform
+    platform.start(max_steps=STEPS, checkpoint_every_steps=5, max_retries=0)
+    held = wait_for(lambda: platform.job().last_checkpoint, timeout=240, interval=0.05, what="a checkpoint")
+    pid = int((platform.home / "work" / "job_1-1" / "trainer.pid").read_text())
+    platform.app.request_pause("job_1", now())
+
+    job = platform.wait_state(JobState.PAUSED, JobState.FAILED, JobState.SUCCEEDED, timeout=120)
+    assert job.state == JobState.PAUSED, platform.diagnostics()
+    paused_at = job.step  # the checkpoint the pause saved: the held one, or the step the trainer stopped at
+    assert job.last_checkpoint is not None and job.last_checkpoint.step == paused_at >= held.step
+    assert job.last_checkpoint.path == f"{JOB}attempts/1/checkpoints/{paused_at}/" and job.attempt == 1
+    wait_for(lambda: not platform.dispatcher.running(), timeout=30, what="the paused attempt's runner to end")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the trainer is gone: its hardware is released
+    wait_for(lambda: platform.heartbeats.of("job_1", 1)[-1].final, timeout=30, what="the final heartbeat")
+    sent = len(platform.heartbeats.of("job_1"))
+    threading.Event().wait(3)  # a few seconds paused
+    assert len(platform.heartbeats.of("job_1")) == sent  # nothing is metered while paused
+    assert platform.job().state == JobState.PAUSED
+    assert f"paused at step {paused_at}" in job_log(platform.bucket)
+
+    platform.app.resume_job("job_1", now())
+    platform.dispatcher.submit("usr_1", "job_1")
+    job = platform.wait_state(JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, timeout=300)
+    assert job.state == JobState.SUCCEEDED, (job.error, platform.diagnostics())
+    assert job.attempt == 2 and job.resumed_attempts == 1 and job.step == STEPS
+    steps = step_lines(platform.bucket)
+    assert [s for a, s in steps if a == 2] == list(range(paused_at + 1, STEPS + 1)), steps
+    assert f"from step {paused_at} on" in job_log(platform.bucket)  # the trainer's Started.start_step
+    assert platform.app.get_model(job.model_id).job_id == "job_1"

@@ -106,10 +106,22 @@ def test_lost_then_retried_or_failed(running_job: Job) -> None:
     ("command", "allowed_from"),
     [
         (lambda j: j.queue(at(9)), {S.SUBMITTED}),
-        (lambda j: j.mark_succeeded(at(9)), {S.RUNNING, S.STOPPING}),
-        (lambda j: j.mark_failed("boom", at(9)), {S.QUEUED, S.RUNNING, S.STOPPING, S.RETRYING, S.LOST}),
-        (lambda j: j.mark_lost(None, at(9)), {S.RUNNING, S.STOPPING}),
-        (lambda j: j.mark_stopped(at(9)), {S.RUNNING, S.STOPPING, S.SUBMITTED, S.QUEUED, S.RETRYING, S.LOST}),
+        (lambda j: j.mark_succeeded(at(9)), {S.RUNNING, S.STOPPING, S.PAUSING}),
+        (
+            lambda j: j.mark_failed("boom", at(9)),
+            {S.QUEUED, S.RUNNING, S.STOPPING, S.RETRYING, S.LOST, S.PAUSING},
+        ),
+        (lambda j: j.mark_lost(None, at(9)), {S.RUNNING, S.STOPPING, S.PAUSING}),
+        (
+            lambda j: j.mark_stopped(at(9)),
+            {S.RUNNING, S.STOPPING, S.SUBMITTED, S.QUEUED, S.RETRYING, S.LOST, S.PAUSED},
+        ),
+        (
+            lambda j: j.request_pause(at(9)),
+            {S.SUBMITTED, S.QUEUED, S.RUNNING, S.RETRYING, S.LOST},
+        ),
+        (lambda j: j.mark_paused(at(9)), {S.PAUSING, S.LOST}),
+        (lambda j: j.resume(at(9)), {S.PAUSED}),
     ],
 )
 def test_each_move_is_refused_from_every_other_state(
@@ -336,6 +348,8 @@ def job_in(state: JobState) -> Job:
     paths[S.SUCCEEDED] = [*paths[S.RUNNING], lambda j: j.mark_succeeded(at(3))]
     paths[S.FAILED] = [*paths[S.RUNNING], lambda j: j.mark_failed("x", at(3))]
     paths[S.STOPPED] = [*paths[S.STOPPING], lambda j: j.mark_stopped(at(4))]
+    paths[S.PAUSING] = [*paths[S.RUNNING], lambda j: j.request_pause(at(3))]
+    paths[S.PAUSED] = [*paths[S.PAUSING], lambda j: j.mark_paused(at(4))]
     for step in paths[state]:
         step(job)
     assert job.state == state
@@ -391,3 +405,93 @@ def test_a_v2_snapshot_upcast_takes_each_metered_attempt_to_have_metered_the_who
     state: dict[str, Any] = {"usage": {"a": 700, "b": 300}, "metered_seq": {"1": 9, "2": 4}}
     Job.upcast_v2_v3(state)
     assert state["metered_ms"] == {"1": 1000, "2": 1000} and state["meter_anchors"] == {}
+
+
+# ---- pause and resume ----
+
+
+def test_pause_of_a_running_job_waits_for_its_runner_then_resume_starts_the_next_attempt(
+    running_job: Job,
+) -> None:
+    job = running_job
+    job.save_checkpoint(1, 10, "users/usr_1/jobs/job_1/attempts/1/checkpoints/10/", at(3), lease=None)
+    job.request_pause(at(4))
+    assert job.state == S.PAUSING
+    job.report_progress(1, 12, 100, 0.1, 2.5, 1000, at(5))  # the runner still reports while it checkpoints
+    job.save_checkpoint(1, 12, "users/usr_1/jobs/job_1/attempts/1/checkpoints/12/", at(5))
+    job.mark_paused(at(6))
+    assert (job.state, job.step, job.lease, job.placement) == (S.PAUSED, 12, None, None)
+    with refused(job, Conflict, "cannot start"):
+        job.start(2, at(7))  # a paused job runs nothing until it is resumed
+    job.resume(at(8))
+    assert (job.state, job.resumed_attempts) == (S.QUEUED, 1)
+    with refused(job, Conflict, "next attempt is 2"):
+        job.start(1, at(9))
+    job.start(2, at(9), lease="l2")
+    assert (job.state, job.attempt) == (S.RUNNING, 2)
+    assert names(job)[-4:] == ["CheckpointSaved", "Paused", "Resumed", "Started"]
+    assert "PauseRequested" in names(job)
+
+
+def test_a_job_with_nothing_running_is_paused_at_once_and_resumes_from_step_zero(
+    make_job: Callable[..., Job],
+) -> None:
+    job = make_job()
+    job.queue(at(1))
+    job.request_pause(at(2))
+    assert (job.state, job.step, names(job)[-1]) == (S.PAUSED, 0, "Paused")
+    job.resume(at(3))
+    job.start(1, at(4))  # the first attempt: nothing ran before the pause
+    assert (job.state, job.attempt, job.resumed_attempts) == (S.RUNNING, 1, 0)
+
+
+def test_a_job_paused_while_retrying_resumes_with_the_announced_attempt(running_job: Job) -> None:
+    running_job.retry(2, "CUDA error", at(3))
+    running_job.request_pause(at(4))
+    running_job.resume(at(5))
+    running_job.start(2, at(6))
+    assert (running_job.attempt, running_job.resumed_attempts) == (2, 0)
+
+
+def test_pausing_may_still_end_succeeded_failed_or_stopping(running_job: Job) -> None:
+    running_job.request_pause(at(3))
+    running_job.request_stop("changed my mind", at(4))
+    assert running_job.state == S.STOPPING
+    for end in (lambda j: j.mark_succeeded(at(5)), lambda j: j.mark_failed("boom", at(5))):
+        job = job_in(S.PAUSING)
+        end(job)
+        assert job.state in (S.SUCCEEDED, S.FAILED)
+
+
+def test_pause_of_an_ended_or_paused_job_is_refused_with_a_clear_message() -> None:
+    for state in (S.SUCCEEDED, S.FAILED, S.STOPPED):
+        job = job_in(state)
+        with refused(job, Conflict, "it has ended, there is nothing to pause"):
+            job.request_pause(at(9))
+    for state in (S.PAUSING, S.PAUSED):
+        job = job_in(state)
+        with refused(job, Conflict, f"is {state} already"):
+            job.request_pause(at(9))
+
+
+def test_a_paused_runner_is_fenced_by_its_lease() -> None:
+    job = submit_job()
+    job.queue(at(1))
+    job.start(1, at(2), lease="l1")
+    job.request_pause(at(3))
+    with refused(job, Conflict, "superseded"):
+        job.mark_paused(at(4), lease="other")
+    job.mark_paused(at(4), lease="l1")
+    with refused(job, Conflict):
+        job.mark_stopped(at(5), lease="l1")  # its lease is released with the pause
+
+
+def test_a_paused_jobs_snapshot_round_trips_and_a_v4_snapshot_upcast_has_no_resumed_attempts() -> None:
+    state: dict[str, Any] = {}
+    Job.upcast_v4_v5(state)
+    assert state == {"resumed_attempts": 0}
+    job = job_in(S.PAUSED)
+    app = Application(env={"IS_SNAPSHOTTING_ENABLED": "y"})
+    app.save(job)
+    app.take_snapshot(job.id)
+    assert app.repository.get(job.id) == job

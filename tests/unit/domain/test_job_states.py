@@ -10,6 +10,7 @@ from domain.job_states import (
     ACTIVE_STATES,
     CANCELLABLE_STATES,
     LIMIT_STOPPABLE_STATES,
+    PAUSE_AT_ONCE_STATES,
     REPORTING_STATES,
     TERMINAL_STATES,
     TRANSITIONS,
@@ -23,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_values_are_the_stored_strings() -> None:
     assert [s.value for s in JobState] == [
-        "submitted", "queued", "running", "stopping", "retrying", "lost", "succeeded", "failed", "stopped"
+        "submitted", "queued", "running", "stopping", "retrying", "lost", "pausing", "paused",
+        "succeeded", "failed", "stopped",
     ]  # fmt: skip
 
 
@@ -55,6 +57,17 @@ def test_the_named_sets_agree_with_the_table() -> None:
     stop_requestable = CANCELLABLE_STATES | {s for s, targets in TRANSITIONS.items() if S.STOPPING in targets}
     assert stop_requestable >= LIMIT_STOPPABLE_STATES
     assert not LIMIT_STOPPABLE_STATES & {S.SUBMITTED, S.QUEUED, S.STOPPING}
+
+
+def test_pause_and_resume_follow_the_table() -> None:
+    assert all(S.PAUSED in TRANSITIONS[s] for s in PAUSE_AT_ONCE_STATES)
+    assert not PAUSE_AT_ONCE_STATES & REPORTING_STATES
+    assert {s for s, targets in TRANSITIONS.items() if S.PAUSING in targets} == {S.RUNNING}
+    assert TRANSITIONS[S.PAUSING] == {S.PAUSED, S.STOPPING, S.SUCCEEDED, S.FAILED, S.LOST}
+    assert TRANSITIONS[S.PAUSED] == {S.QUEUED, S.STOPPED}  # resume, or stop at once
+    assert S.PAUSING in REPORTING_STATES  # its runner still checkpoints: watched for silence
+    assert S.PAUSED in CANCELLABLE_STATES and S.PAUSED not in WAITING_STATES | REPORTING_STATES
+    assert S.PAUSED in ACTIVE_STATES and S.PAUSED not in LIMIT_STOPPABLE_STATES  # nothing is spent
 
 
 def test_strings_from_views_match_the_members() -> None:

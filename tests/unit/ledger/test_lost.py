@@ -180,3 +180,47 @@ def test_after_a_restart_running_jobs_get_the_transports_hold_back_before_they_a
     assert detector.sweep(platform.clock()) == []  # the heartbeats may be held back still
     silent_for(platform, 100)
     assert [(lost.job_id, lost.outcome) for lost in detector.sweep(platform.clock())] == [("j1", "retrying")]
+
+
+def test_a_lost_job_that_was_pausing_ends_paused_at_its_checkpoint(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    worker.handle(stream("j1", 2))
+    app = platform.user_app("u1")
+    app.save_checkpoint("j1", 1, 2, "ckpt/2", T0, gpu_ms_total=2 * MS)
+    app.request_pause("j1", T0)
+    silent_for(platform, 4)
+    (lost,) = worker.sweep()
+    job = platform.job("u1", "j1")
+    assert lost.outcome == job.state == JobState.PAUSED and job.step == 2
+    assert job.attempt == 1  # no retry: the resume starts the next attempt
+
+
+def test_a_paused_job_is_billed_nothing_while_paused_and_never_found_lost(platform: Platform) -> None:
+    platform.running_job("u1", "j1")
+    worker = platform.worker()
+    worker.handle([*stream("j1", 3), beat("j1", 4, final=True)])  # attempt 1 ends with its pause
+    app = platform.user_app("u1")
+    app.request_pause("j1", T0)
+    app.mark_paused("j1", T0)
+    metered_before = platform.job("u1", "j1").gpu_ms
+
+    silent_for(platform, 20)  # paused for 20 intervals: no runner, no heartbeat
+    assert worker.sweep() == [] and len(worker.live) == 0
+    for partition in (PLATFORM, user_partition("u1")):
+        platform.projector.catch_up(partition)
+    platform.platform.register_user("a@example.com", "hash", "user", T0, user_id="u1")
+    platform.projector.catch_up(PLATFORM)
+    assert watch_running_jobs(LostJobDetector(platform.user_app, worker.live), platform.bucket, T0) == 0
+    job = platform.job("u1", "j1")
+    assert (job.state, job.gpu_ms) == (JobState.PAUSED, metered_before) and metered_before == 4 * MS
+
+    app.resume_job("j1", T0)
+    app.start_job("j1", 2, platform.clock())
+    resumed_at = platform.clock()
+    worker.handle(  # the resumed attempt's heartbeats: its own GPU ms, counted from its start
+        [beat("j1", seq, attempt=2, at=resumed_at + timedelta(seconds=seq * INTERVAL_S)) for seq in (1, 2)]
+    )
+    job = platform.job("u1", "j1")
+    assert job.gpu_ms == 4 * MS + 2 * MS  # GPU ms metered while paused: 0
+    assert job.cost_usd_micros == cost_usd_micros(6 * MS, 1, A100_PRICE) and job.credited_gpu_ms == 0

@@ -204,3 +204,26 @@ def test_the_status_tells_the_activity_of_an_attempt_until_training_or_the_state
     job.retry(2, "the runner died", at=clock())  # so does a change of state
     state = folded()
     assert state.activity is None and b"activity" not in encode(jobs.item_view(state, 3))
+
+
+def test_status_and_listing_show_pausing_paused_and_the_resumed_job_queued() -> None:
+    clock = Clock()
+    job = _job(clock)
+    job.queue(at=clock())
+    job.start(1, at=clock())
+    job.save_checkpoint(1, 10, "users/u1/jobs/j1/attempts/1/checkpoints/10/", at=clock())
+    job.report_progress(1, 12, 100, 0.1, 2.5, 4096, at=clock())
+    job.request_pause(at=clock())
+    pausing = _fold(events_of(job))
+    assert (pausing.status, jobs.row(pausing).status) == ("pausing", "pausing")
+    job.mark_paused(at=clock())
+    paused = reduce(jobs.fold, events_of(job), pausing)
+    status = decode(encode(jobs.item_view(paused, 1)))
+    assert (status["status"], status["step"], status["finished_at"]) == ("paused", 10, None)
+    assert jobs.row(paused).status == "paused"
+    job.resume(at=clock())
+    queued = reduce(jobs.fold, events_of(job), paused)
+    assert queued.status == "queued"
+    job.start(2, at=clock())
+    resumed = reduce(jobs.fold, events_of(job), queued)
+    assert (resumed.status, resumed.attempt) == ("running", 2)

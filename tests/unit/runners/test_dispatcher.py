@@ -299,3 +299,78 @@ def test_a_job_retried_elsewhere_while_its_runner_goes_on_ends_that_run_then_sta
     backend.end_attempt("job_1-1", 0)  # the old runner saw it was superseded and ended
     dispatcher.poll()
     assert backend.run_ids == ["job_1-1", "job_1-2"]
+
+
+# ---- pause and resume ----
+
+CHECKPOINT_30 = "users/usr_1/jobs/job_1/attempts/1/checkpoints/30/"
+
+
+def test_a_resumed_job_is_relaunched_as_a_new_attempt_from_the_checkpoint_its_pause_saved(
+    dispatcher: Dispatcher, backend: FakeBackend, started, app: UserApp, local_bucket: LocalBucket
+) -> None:
+    started(max_retries=0)  # a resume is not a retry: it needs none of the retry budget
+    app.save_checkpoint("job_1", 1, 30, CHECKPOINT_30, now())
+    app.request_pause("job_1", now())
+    app.mark_paused("job_1", now())  # what the runner records once its trainer checkpointed
+    backend.end_attempt("job_1-1")
+    dispatcher.poll()
+    assert (app.get_job("job_1").state, backend.run_ids, dispatcher.queued()) == (
+        JobState.PAUSED,
+        ["job_1-1"],
+        [],
+    )  # paused: nothing relaunched, nothing queued
+
+    app.resume_job("job_1", now())
+    dispatcher.submit("usr_1", "job_1")  # the API hands the resumed job back
+    dispatcher.poll()
+    assert backend.run_ids == ["job_1-1", "job_1-2"]
+    spec = read_job_run(local_bucket, backend.launched[1].run_object)
+    assert (spec.attempt, spec.resume_from) == (2, CHECKPOINT_30)
+    app.start_job("job_1", 2, now())
+    backend.end_attempt("job_1-2", -9)  # a crash of the resumed attempt may still be retried
+    dispatcher.poll()
+    assert app.get_job("job_1").state == JobState.FAILED  # max_retries 0: no retry left, as before
+
+
+def test_a_job_resumed_before_its_paused_run_is_reaped_is_launched_after_it(
+    dispatcher: Dispatcher, backend: FakeBackend, started, app: UserApp
+) -> None:
+    started()
+    app.request_pause("job_1", now())
+    app.mark_paused("job_1", now())
+    app.resume_job("job_1", now())
+    dispatcher.submit("usr_1", "job_1")  # its run is still going: nothing to do yet
+    assert backend.run_ids == ["job_1-1"]
+    backend.end_attempt("job_1-1")
+    dispatcher.poll()
+    dispatcher.poll()
+    assert backend.run_ids == ["job_1-1", "job_1-2"]
+
+
+def test_a_runner_that_died_while_pausing_leaves_the_job_paused_at_its_checkpoint(
+    dispatcher: Dispatcher, backend: FakeBackend, started, app: UserApp
+) -> None:
+    started()
+    app.save_checkpoint("job_1", 1, 30, CHECKPOINT_30, now())
+    app.report_progress("job_1", 1, 35, 100, 0.5, 1.0, 500, now())
+    app.request_pause("job_1", now())
+    backend.end_attempt("job_1-1", 1)
+    dispatcher.poll()
+    job = app.get_job("job_1")
+    assert (job.state, job.step, backend.run_ids) == (JobState.PAUSED, 30, ["job_1-1"])
+
+
+def test_a_job_paused_while_queued_is_not_launched_until_resumed_then_starts_at_attempt_1(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp, local_bucket: LocalBucket
+) -> None:
+    submitted()
+    dispatcher.submit("usr_1", "job_1")
+    app.request_pause("job_1", now())
+    dispatcher.poll()
+    assert backend.launched == [] and app.get_job("job_1").state == JobState.PAUSED
+    app.resume_job("job_1", now())
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    assert backend.run_ids == ["job_1-1"]
+    assert read_job_run(local_bucket, backend.launched[0].run_object).resume_from is None  # from step 0

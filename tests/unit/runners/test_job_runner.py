@@ -349,3 +349,31 @@ def test_a_missing_validation_dataset_fails_the_job(queued_job, make_runner, app
     queued_job(validation_dataset_id="ds_gone")
     assert make_runner().run() is Outcome.FAILED
     assert "validation dataset ds_gone has no processed data" in (app.get_job("job_1").error or "")
+
+
+def test_a_pause_request_checkpoints_and_ends_the_attempt_paused_then_a_resume_continues_from_it(
+    slow_runner: JobRunner,
+    make_runner,
+    app: UserApp,
+    local_bucket: LocalBucket,
+    publisher: RecordingPublisher,
+    monkeypatch,
+) -> None:
+    once_training(app, lambda: app.request_pause("job_1", now()))
+    assert slow_runner.run() is Outcome.PAUSED
+
+    job = app.get_job("job_1")
+    assert job.state == JobState.PAUSED and 2 <= job.step < 200
+    assert job.last_checkpoint is not None and job.last_checkpoint.step == job.step  # saved by the pause
+    assert local_bucket.exists(f"{ATTEMPT}checkpoints/{job.step}/trainer_state.json")
+    assert publisher.of("job_1")[-1].final  # metering ends with the attempt's final heartbeat
+    assert not list(local_bucket.list("users/usr_1/models/"))  # no model published
+    assert "paused at step" in job_log(local_bucket)
+    paused_at = job.step
+
+    monkeypatch.setenv("FAKE_STEP_S", "0")
+    app.resume_job("job_1", now())
+    assert make_runner(attempt=2).run() is Outcome.SUCCEEDED
+    steps = [(m["attempt"], m["step"]) for m in metric_lines(local_bucket, 2) if m["event"] == "step"]
+    assert steps[-1] == (2, 200) and min(s for a, s in steps if a == 2) == paused_at + 1
+    assert f"resuming from the checkpoint at step {paused_at}" in job_log(local_bucket, 2)
