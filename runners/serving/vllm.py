@@ -152,6 +152,7 @@ class VllmEngine:
     def complete(self, generation: Generation) -> Completion:
         started = time.perf_counter()
         with self._chat(generation, stream=False) as response:
+            response.read()
             reply = _json(response)
         choice = (reply.get("choices") or [{}])[0]
         usage = reply.get("usage") or {}
