@@ -165,6 +165,12 @@ class VllmEngine:
         )
 
     def stream(self, generation: Generation) -> Iterator[Delta | Completion]:
+        """The answer piece by piece; what this engine does not serve is refused at the call, before
+        any chunk (so the API answers it with its own status, not inside a started stream)."""
+        self._server(generation.model)
+        return self._relay(generation)
+
+    def _relay(self, generation: Generation) -> Iterator[Delta | Completion]:
         started = time.perf_counter()
         pieces: list[str] = []
         finish: str | None = None

@@ -384,6 +384,8 @@ def test_what_vllm_does_not_serve_is_refused_clearly(world: World, upstream: _Up
         )
         with pytest.raises(NotOffered, match="full fine-tuned model"):
             engine.complete(Generation(model=full, messages=(ChatMessage("user", "hi"),)))
+        with pytest.raises(NotOffered, match="full fine-tuned model"):  # at the call, before any chunk
+            engine.stream(Generation(model=full, messages=(ChatMessage("user", "hi"),)))
         other = ModelRef(key="smollm2-135m", base_model="smollm2-135m")
         with pytest.raises(NotOffered, match="no vLLM server"):
             engine.complete(Generation(model=other, messages=(ChatMessage("user", "hi"),)))
