@@ -7,9 +7,11 @@ its applications and projector:
 - the ``Dispatcher`` with the local-subprocess backend: jobs the API submits are queued
   and handed to ``python -m runners.job_runner`` children; their heartbeats come back
   over the children's stdout and are published into an in-process transport;
-- the chat engine behind ``/v1/chat/completions`` (``runners.serving.AdapterEngine``, as
-  ``Runtime.serving``): base models from the bucket or the runners' base-model store
-  (``<home>/base-models``), adapters copied to ``<home>/serving`` and swapped per request;
+- the chat engine behind ``/v1/chat/completions`` (``Runtime.serving``, ``open_chat_engine``): by
+  default ``runners.serving.AdapterEngine``, base models from the bucket or the runners' base-model
+  store (``<home>/base-models``), adapters copied to ``<home>/serving`` and swapped per request;
+  with ``TUNE_SERVING_ENGINE=vllm``, ``runners.serving.VllmEngine``, which forwards to the vLLM
+  servers of ``TUNE_VLLM_URLS`` and registers the adapters it copies to ``<home>/serving`` with them;
 - the ``BaseModelPreparer`` (``runners.base_model_prep``): on a thread, at start-up and when the
   catalogue grows, it converts each base model (``Settings.prepare_base_models``) into
   ``<home>/base-models`` and the bucket's ``base-models/<name>/`` once for the platform, so a
@@ -54,13 +56,14 @@ from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.ledger.usage_runs import CLOCK_BOUND
 from runners.ledger.worker import LedgerWorker
 from runners.recovery import resubmit_waiting
-from runners.serving import AdapterEngine, ModelFiles, ServingMeter
+from runners.serving import AdapterEngine, ModelFiles, ServingMeter, VllmEngine
 from runtime.context import Runtime
+from runtime.serving import ChatEngine
 from runtime.settings import Settings, heartbeat_key_of, ledger_of
 from storage.heartbeats import open_heartbeat_transport
 from storage.open import ensure_home
 
-__all__ = ["EmbeddedWorkers", "serve"]
+__all__ = ["EmbeddedWorkers", "open_chat_engine", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +116,14 @@ class EmbeddedWorkers:
             clock_bound=CLOCK_BOUND,
         )
         home = Path(runtime.settings.home)
-        self.engine = AdapterEngine(
+        self.engine = open_chat_engine(
+            runtime.settings,
             ModelFiles(
                 runtime.bucket,
                 home / "serving",
                 base_store=home / "base-models",
                 source_of=self._base_model_source,
             ),
-            max_adapters=runtime.settings.serving_adapters,
         )
         self.meter = ServingMeter(runtime, interval_s=runtime.settings.serving_flush_s)
         self.preparer = BaseModelPreparer(
@@ -171,6 +174,13 @@ class EmbeddedWorkers:
 
     def _expect_heartbeats(self, spec: JobRunSpec) -> None:
         self.ledger.watch(spec.user_id, spec.job_id, spec.attempt, interval_s=spec.heartbeat_interval_s)
+
+
+def open_chat_engine(settings: Settings, files: ModelFiles) -> ChatEngine:
+    """The chat engine ``settings.serving_engine`` names: ``local`` (in this process) or ``vllm``."""
+    if settings.serving_engine == "vllm":
+        return VllmEngine(files, settings.vllm_urls, max_adapters=settings.serving_adapters)
+    return AdapterEngine(files, max_adapters=settings.serving_adapters)
 
 
 def serve(

@@ -3,8 +3,8 @@
 The API (``api/services/serving.py``) turns an OpenAI-style request into a ``Generation`` and
 hands it to the ``ChatEngine`` the role wired into ``Runtime.serving`` (``roles.embedded``:
 ``runners.serving.AdapterEngine``); the API never imports an engine. An engine loads each base
-model once and puts the request's adapter on it (``runners/serving/``); a vLLM engine started
-with ``--lora-modules`` would implement the same protocol on a CUDA machine.
+model once and puts the request's adapter on it (``runners/serving/``); on a CUDA machine
+``runners.serving.VllmEngine`` implements the same protocol by forwarding to vLLM servers.
 
 Every finished generation reports what metering needs: ``prompt_tokens``, ``completion_tokens``
 and ``engine_ms`` (the milliseconds the engine spent on it, waiting for the model excluded).

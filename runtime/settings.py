@@ -16,6 +16,11 @@ variable                   meaning                                          defa
 ``TUNE_WAIT_S``            how long a write waits for its projection        ``10``
 ``TUNE_SERVING_ADAPTERS``  LoRA adapters the chat engine keeps per base       ``8``
 ``TUNE_SERVING_FLUSH_S``   seconds between flushes of metered completions    ``5``
+``TUNE_SERVING_ENGINE``    the chat engine: ``local`` (``AdapterEngine``, in  ``local``
+                           this process) or ``vllm`` (``VllmEngine``: vLLM
+                           servers, one per base model, ``TUNE_VLLM_URLS``)
+``TUNE_VLLM_URLS``         ``<base model>=<url>,...``: the vLLM server of     unset (needed by ``vllm``)
+                           each base model (``runners.serving.vllm``)
 ``TUNE_LISTING_INTERVAL_S`` least seconds between two writes of a user's     ``2``
                            complete jobs/models/datasets.json (coalesced)
 ``TUNE_PREPARE_BASE_MODELS`` base models ``tune serve`` converts into the   ``builtin,local``
@@ -101,6 +106,26 @@ def _names_env(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> t
     return () if names == ("none",) else names
 
 
+def _serving_engine_env(env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """``serving_engine`` and ``vllm_urls`` from ``TUNE_SERVING_ENGINE`` and ``TUNE_VLLM_URLS``."""
+    engine = (env.get("TUNE_SERVING_ENGINE") or "local").strip()
+    if engine not in ("local", "vllm"):
+        raise ValueError(f"TUNE_SERVING_ENGINE must be local or vllm (got {engine!r})")
+    urls: dict[str, str] = {}
+    for item in (env.get("TUNE_VLLM_URLS") or "").split(","):
+        if not item.strip():
+            continue
+        base, sep, url = (part.strip() for part in item.partition("="))
+        if not sep or not base or not url.startswith(("http://", "https://")):
+            raise ValueError(f"TUNE_VLLM_URLS holds <base model>=<http(s) url>,... (got {item.strip()!r})")
+        if base in urls:
+            raise ValueError(f"TUNE_VLLM_URLS names {base!r} twice")
+        urls[base] = url
+    if engine == "vllm" and not urls:
+        raise ValueError("TUNE_SERVING_ENGINE=vllm needs TUNE_VLLM_URLS (<base model>=<url>,...)")
+    return engine, urls
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a process of the platform is configured with; tests build one directly."""
 
@@ -122,6 +147,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """LoRA adapters the chat engine keeps resident per base model (``runners.serving``)."""
     serving_flush_s: float = 5.0
     """Seconds between two flushes of metered completions to the ledger (one commit per user each)."""
+    serving_engine: str = "local"
+    """The chat engine the serving role wires in: ``local`` (``runners.serving.AdapterEngine``) or ``vllm``
+    (``runners.serving.VllmEngine``, forwarding to ``vllm_urls``)."""
+    vllm_urls: dict[str, str] = {}
+    """The vLLM server of each base model (``TUNE_VLLM_URLS``), for ``serving_engine`` ``vllm``."""
     prepare_base_models: tuple[str, ...] = ("builtin", "local")
     """Base models the serving role converts into the bucket when they enter the catalogue: source kinds
     and/or names, ``all``; empty: none (``runners.base_model_prep``)."""
@@ -144,6 +174,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         """Read the ``TUNE_*`` variables (see the module docstring); ValueError names a bad one."""
+        engine, vllm_urls = _serving_engine_env(env)
         return cls(
             home=home_from_env(env),
             bucket_url=bucket_url_from_env(env),
@@ -155,6 +186,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             projection_wait_s=float(_int_env(env, "TUNE_WAIT_S", 10)),
             serving_adapters=_int_env(env, "TUNE_SERVING_ADAPTERS", 8),
             serving_flush_s=float(_int_env(env, "TUNE_SERVING_FLUSH_S", 5)),
+            serving_engine=engine,
+            vllm_urls=vllm_urls,
             listing_interval_s=float(_int_env(env, "TUNE_LISTING_INTERVAL_S", 2)),
             prepare_base_models=_names_env(env, "TUNE_PREPARE_BASE_MODELS", ("builtin", "local")),
             change_feed=env.get("TUNE_CHANGE_FEED") or "poll",

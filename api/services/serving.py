@@ -161,9 +161,10 @@ class ServingService(UserService):
                 oa.ChatCompletionChunk(id=ident, created=created, model=request.model, choices=[choice])
             )
 
+        pieces = engine.stream(generation)  # an engine may refuse here, before the status line
+
         def events() -> Iterator[str]:
             yield chunk(oa.ChunkDelta(role="assistant", content=""))
-            pieces = engine.stream(generation)
             try:
                 for item in pieces:
                     if isinstance(item, Delta):

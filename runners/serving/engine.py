@@ -21,10 +21,8 @@ not share random state. Generation ends at an end-of-sequence token, at a ``stop
 ``NaiveEngine`` is the baseline of ``bench/bench_serving.py``: the same engine, but each request
 wraps the base in a fresh ``PeftModel.from_pretrained`` of its adapter and unloads it after.
 
-On a CUDA machine a vLLM server (``vllm serve <base> --enable-lora --lora-modules name=path ...``)
-batches many adapters at once; an engine that forwards to it would implement the same
-``runtime.serving.ChatEngine`` behind the same endpoint. It is not part of this package: nothing
-here can test it.
+On a CUDA machine vLLM servers (``vllm serve <base> --enable-lora``) batch many adapters at once:
+``runners.serving.vllm.VllmEngine`` forwards to them behind the same endpoint.
 """
 
 from __future__ import annotations

@@ -214,3 +214,24 @@ def test_concurrent_requests_never_load_a_resident_adapter_twice(tmp_path: Path,
     with ThreadPoolExecutor(6) as pool:
         done = list(pool.map(engine.complete, gen))
     assert len(done) == 12 and engine.adapter_loads == 2
+
+
+def test_a_model_the_vllm_engine_does_not_serve_is_refused_before_streaming(
+    tmp_path: Path, served: Served
+) -> None:
+    """On ``TUNE_SERVING_ENGINE=vllm`` a full model is a 422 ``not_served_by_engine``, streamed or not:
+    the refusal comes before the status line, so the client raises its typed error."""
+    from runners.serving import ModelFiles, VllmEngine
+    from tests.serving import free_port
+
+    ann = served.users["ann"]
+    full = register_model(served.rt, ann, tmp_path, kind="full")
+    files = ModelFiles(served.rt.bucket, tmp_path / "serving", base_store=tmp_path / "base-models")
+    local, served.rt.serving = served.rt.serving, VllmEngine(files, {BASE: f"http://127.0.0.1:{free_port()}"})
+    try:
+        for stream in (False, True):
+            with pytest.raises(openai.UnprocessableEntityError) as caught:
+                _ask(served.client(), full, stream=stream)
+            assert caught.value.code == "not_served_by_engine" and "full fine-tuned" in caught.value.message
+    finally:
+        served.rt.serving = local
