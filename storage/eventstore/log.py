@@ -135,6 +135,7 @@ from storage.bucket import (
     check_prefix,
 )
 from storage.eventstore.commits import (
+    MAX_SEGMENT_BYTES,
     SEGMENT_COMMITS,
     ChainBroken,
     Commit,
@@ -191,7 +192,6 @@ _PROBES_BEFORE_LISTING = 8  # a remote bucket this far behind: list the names an
 _BACKOFF_CREATES = 4  # a writer that lost the tail this many times in a row waits up to 2**4 creates' time
 _BACKOFF_MAX_S = 0.25
 _REMOTE_READERS = 16
-_MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 KEPT_LOG_INDEXES = 2
 """Log indexes kept per log (the older ones are removed when a new one is written)."""
 _log = logging.getLogger(__name__)
@@ -946,7 +946,7 @@ class PartitionLog:
         self._segment_bytes += len(data)
         if self._segment_signed is None and commit.sig:
             self._segment_signed = seq
-        if self._segment_bytes > _MAX_SEGMENT_BYTES:
+        if self._segment_bytes > MAX_SEGMENT_BYTES:
             self._segment = None
         elif seq % SEGMENT_COMMITS == 0:
             packed, self._segment = pack_segment(self._segment), None

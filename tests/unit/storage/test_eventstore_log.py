@@ -6,6 +6,7 @@ processes: each has its own cache and only the bucket between them.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import multiprocessing
@@ -18,8 +19,9 @@ import pytest
 from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent, Tracking
 
 from storage import AlreadyExists, Bucket, BucketError, ObjectStat
+from storage.eventstore import commits as commits_module
 from storage.eventstore import log as log_module
-from storage.eventstore.commits import commit_name, segment_name
+from storage.eventstore.commits import commit_name, pack_segment, segment_name, unpack_segment
 from storage.eventstore.log import PartitionLog
 from storage.memory import MemoryBucket
 from tests.buckets import ForwardingBucket
@@ -402,3 +404,22 @@ def test_concurrent_saves_share_one_commit_and_a_conflicting_one_fails_alone() -
     stored = PartitionLog(bucket.inner, PREFIX).select_notifications(1, 100)
     assert [(n.id, n.originator_id) for n in stored][1:] == [
         (i, e.originator_id) for i, e in zip(range(2, 16), [e for b in batches[:7] for e in b], strict=True)]
+
+
+def test_segments_are_compressed_and_old_plain_ones_still_read() -> None:
+    """A segment is gzip (the same commits pack to the same bytes, a fraction of their size); one
+    written before compression reads the same; a corrupt or truncated one is refused, not served."""
+    commits = [b'{"seq": %d, "events": []}' % n for n in range(1, 200)]
+    packed = pack_segment(commits)
+    plain = b"".join(c + b"\n" for c in commits)
+    assert packed == pack_segment(commits) and len(packed) < len(plain) / 4
+    assert unpack_segment(packed) == unpack_segment(plain) == commits
+    for broken in (packed[:-9], packed[:20] + b"\0" * 20 + packed[40:], packed + b"tail"):
+        with pytest.raises(ValueError):
+            unpack_segment(broken)
+
+
+def test_a_segment_that_inflates_past_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commits_module, "MAX_SEGMENT_BYTES", 1000)
+    with pytest.raises(ValueError, match="inflates past 1000 bytes"):
+        unpack_segment(gzip.compress(b"{}\n" * 1000))

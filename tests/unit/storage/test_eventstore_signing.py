@@ -25,8 +25,10 @@ from storage.eventstore.commits import (
     decode_commit,
     encode_commit,
     event_record,
+    pack_segment,
     sha256_hex,
     sign_commit,
+    unpack_segment,
 )
 from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger
 from storage.eventstore.log import PartitionLog
@@ -228,8 +230,8 @@ def test_a_verdict_is_kept_by_the_segment_hash(tmp_path: Path, monkeypatch: pyte
     forged["events"][0]["topic"] = "forged"  # an edit of the sealed segment's last commit, and of its copy
     data = msgspec.json.encode(forged)
     bucket.write(last, data)
-    segment = bucket.read(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json").splitlines()
-    bucket.write(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json", b"\n".join([*segment[:-1], data]) + b"\n")
+    segment = unpack_segment(bucket.read(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json"))
+    bucket.write(f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json", pack_segment([*segment[:-1], data]))
     with pytest.raises(ChainBroken) as raised:
         process(bucket, tmp_path / "writer").max_notification_id()
     assert raised.value.seq == SEGMENT_COMMITS  # not served from the verdict kept for the original

@@ -24,8 +24,10 @@ from storage.eventstore.commits import (
     commit_name,
     decode_commit,
     encode_commit,
+    pack_segment,
     segment_name,
     sha256_hex,
+    unpack_segment,
 )
 from storage.eventstore.ledger import Ledger
 from storage.eventstore.log import PartitionLog, serving_broken_chains
@@ -54,10 +56,15 @@ def write_log(bucket: Bucket, commits: int) -> PartitionLog:
 
 
 def tamper(bucket: Bucket, name: str, old: bytes, new: bytes) -> None:
-    """Rewrite an object in place, as anyone with write access to the bucket can."""
+    """Rewrite an object in place, as anyone with write access to the bucket can (a segment is
+    inflated, edited and packed again, as a forger would)."""
     data = bucket.read(name)
+    segment = "/segments/" in name
+    if segment:
+        data = b"".join(line + b"\n" for line in unpack_segment(data))
     assert old in data
-    bucket.write(name, data.replace(old, new, 1))
+    data = data.replace(old, new, 1)
+    bucket.write(name, pack_segment(unpack_segment(data)) if segment else data)
 
 
 def anchor(bucket: Bucket, seq: int) -> None:
