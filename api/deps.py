@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from api.auth import Principal
 from api.guards import caller_of
@@ -55,7 +55,8 @@ PathId = Annotated[
 
 
 BaseModelFilter = Annotated[
-    str | None, Parameter(query="base_model", max_length=64, description="keep only those on this base model")
+    str | None,
+    QueryParameter(name="base_model", max_length=64, description="keep only those on this base model"),
 ]
 
 

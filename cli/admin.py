@@ -246,15 +246,19 @@ def list_prices(*, store: Store = Store(), json: JsonFlag = False) -> None:  # n
     print_table(served, [Column(k) for k in keys], title="serving, per million tokens", empty="")
 
 
+_EffectiveAt = Annotated[
+    str | None,
+    Parameter(help="When it takes effect (ISO 8601, UTC): now or later, never in the past; default now."),
+]
+"""When a price takes effect (``_utc``); a price is never set in the past."""
+
+
 @price_app.command(name="set")
 def set_price(
     *,
     gpu_type: str,
     usd_per_hour: Annotated[str, Parameter(help="Dollars per GPU-hour, e.g. 2.50 (exact).")],
-    effective_at: Annotated[
-        str | None,
-        Parameter(help="When it takes effect (ISO 8601, UTC): now or later, never in the past; default now."),
-    ] = None,
+    effective_at: _EffectiveAt = None,
     store: Store = Store(),  # noqa: B008
     json: JsonFlag = False,
 ) -> None:
@@ -285,10 +289,7 @@ def set_serving_price(
     base_model: Annotated[str, Parameter(help="A base model's name, or '*' for any without its own price.")],
     prompt_usd_per_mtok: Annotated[str, Parameter(help="Dollars per million prompt tokens, e.g. 0.10.")],
     completion_usd_per_mtok: Annotated[str, Parameter(help="Dollars per million completion tokens.")],
-    effective_at: Annotated[
-        str | None,
-        Parameter(help="When it takes effect (ISO 8601, UTC): now or later, never in the past; default now."),
-    ] = None,
+    effective_at: _EffectiveAt = None,
     store: Store = Store(),  # noqa: B008
     json: JsonFlag = False,
 ) -> None:

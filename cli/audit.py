@@ -195,7 +195,8 @@ def report(
 ) -> None:
     """A user's monthly billing report, replayed from their events."""
     from cli.admin import domain_errors
-    from cli.output import Column, print_record, print_table, report_format
+    from cli.billing import print_month_rows
+    from cli.output import print_record, report_format
     from projections.replay import read_events
     from projections.report import monthly_reports, report_csv, report_document, report_json
     from storage.layout import user_partition
@@ -219,12 +220,4 @@ def report(
         print_record(
             {"month": doc.month, **shown, "total_cost_usd_micros": doc.total_cost_usd_micros}, title=user_id
         )
-        cols = ("job_id", "gpu_type", "gpu_count", "gpu_ms", "usd_micros_per_hour", "cost_usd_micros")
-        if shown:
-            cols = (*cols[:4], "credited_gpu_ms", *cols[4:])
-        print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")
-        if doc.serving:
-            from cli.billing import SERVING_COLUMNS
-
-            print_table(doc.serving, [Column(k) for k in SERVING_COLUMNS], title="serving")
-
+        print_month_rows(doc.rows, doc.serving, credited=bool(shown), serving_title="serving")

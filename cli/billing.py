@@ -16,7 +16,7 @@ from cli.context import Ctx, JsonFlag
 from cli.errors import CliError
 from cli.pages import AfterFlag, AllFlag
 
-__all__ = ["billing_app", "budget_app", "cost", "dollars_to_micros"]
+__all__ = ["billing_app", "budget_app", "cost", "dollars_to_micros", "print_month_rows"]
 
 billing_app = App(
     name="billing",
@@ -102,15 +102,23 @@ def _print_period(period: Any, *, title: str) -> None:
         print_table(period.serving, [Column(k) for k in SERVING_COLUMNS], title="serving (chat completions)")
 
 
-SERVING_COLUMNS = (
-    "model",
-    "base_model",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "engine_ms",
-    "cost_usd_micros",
-)
+_SERVED = ("model", "base_model", "requests", "prompt_tokens", "completion_tokens", "engine_ms")
+"""A model's chat completions at one price: what was served (the table's and the CSV's first columns)."""
+SERVING_COLUMNS = (*_SERVED, "cost_usd_micros")
+_SERVED_CSV = (*_SERVED, "prompt_usd_micros_per_mtok", "completion_usd_micros_per_mtok")
+"""The serving columns of the CSV report (``projections.report``), after the job columns."""
+_REPORT_COLUMNS = ("job_id", "gpu_type", "gpu_count", "gpu_ms", "usd_micros_per_hour", "cost_usd_micros")
+
+
+def print_month_rows(rows: Any, serving: Any, *, credited: bool, serving_title: str) -> None:
+    """A month report's rows, one per job and price (with ``credited_gpu_ms`` in a month with credits),
+    then its chat completions, if any, per model and price."""
+    from cli.output import Column, print_table
+
+    cols = (*_REPORT_COLUMNS[:4], "credited_gpu_ms", *_REPORT_COLUMNS[4:]) if credited else _REPORT_COLUMNS
+    print_table(rows, [Column(k) for k in cols], empty="no usage that month")
+    if serving:
+        print_table(serving, [Column(k) for k in SERVING_COLUMNS], title=serving_title)
 
 
 @billing_app.default
@@ -243,7 +251,7 @@ def report(
     import msgspec
 
     from api.schemas import MonthlyReport, ReportRow
-    from cli.output import Column, print_json, print_record, print_table, report_format
+    from cli.output import print_json, print_record, report_format
 
     format = report_format(format, json)  # type: ignore[assignment]
     if not _MONTH.fullmatch(month):
@@ -280,25 +288,7 @@ def report(
             },
             title="billing report",
         )
-        cols = ("job_id", "gpu_type", "gpu_count", "gpu_ms", "usd_micros_per_hour", "cost_usd_micros")
-        if credited:
-            cols = (*cols[:4], "credited_gpu_ms", *cols[4:])
-        print_table(doc.rows, [Column(k) for k in cols], empty="no usage that month")
-        if doc.serving:
-            print_table(doc.serving, [Column(k) for k in SERVING_COLUMNS], title="serving (chat completions)")
-
-
-_SERVED_CSV = (
-    "model",
-    "base_model",
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "engine_ms",
-    "prompt_usd_micros_per_mtok",
-    "completion_usd_micros_per_mtok",
-)
-"""The serving columns of the CSV report (``projections.report``), after the job columns."""
+        print_month_rows(doc.rows, doc.serving, credited=credited, serving_title="serving (chat completions)")
 
 
 @budget_app.command(name="set")

@@ -9,6 +9,7 @@ from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.middleware.rate_limit import get_remote_address
+from litestar.params import JSONBody
 
 from api.auth import token_extras
 from api.errors import documented
@@ -34,7 +35,7 @@ class AuthController(Controller):
     )
     def login(
         self,
-        data: LoginRequest,
+        data: JSONBody[LoginRequest],
         accounts: NamedDependency[AccountService],
         runtime: NamedDependency[Runtime],
         state: State,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Controller, get, put
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from api.deps import PathId
 from api.errors import documented
@@ -84,6 +84,8 @@ class BillingController(Controller):
         return billing.report(month)
 
     @put("/budget", operation_id="set_budget", responses=documented(), sync_to_thread=True)
-    def set_budget(self, data: BudgetRequest, billing: NamedDependency[BillingService]) -> BudgetView:
+    def set_budget(
+        self, data: JSONBody[BudgetRequest], billing: NamedDependency[BillingService]
+    ) -> BudgetView:
         """Set the monthly budget and alert thresholds; jobs stop when it would be exceeded."""
         return billing.set_budget(data)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from api.deps import PathId
 from api.errors import documented
@@ -72,7 +72,7 @@ class DatasetController(Controller):
         page: NamedDependency[PageRequest],
         status: Annotated[
             Literal["uploaded", "validated", "rejected"] | None,
-            Parameter(query="state", description="keep only datasets in this state"),
+            QueryParameter(name="state", description="keep only datasets in this state"),
         ] = None,
     ) -> DatasetList:
         """The user's datasets: a page, newest first, with ``limit`` / ``after``; all of them, oldest

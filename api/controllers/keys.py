@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from api.deps import PathId
 from api.errors import documented
@@ -20,7 +21,7 @@ class KeyController(Controller):
         responses=documented(403, meanings={403: "too many active keys: revoke one first"}),
         sync_to_thread=True,
     )
-    def create_key(self, data: ApiKeyCreate, keys: NamedDependency[KeyService]) -> ApiKeyCreated:
+    def create_key(self, data: JSONBody[ApiKeyCreate], keys: NamedDependency[KeyService]) -> ApiKeyCreated:
         """A new API key: ``key`` is shown in this reply only; send it as ``Authorization: Bearer <key>``."""
         return keys.create(data.name)
 

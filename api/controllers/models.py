@@ -7,7 +7,7 @@ from typing import Annotated
 import anyio.to_thread
 from litestar import Controller, Response, delete, get, head
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from api.deps import BaseModelFilter, PathId
@@ -23,8 +23,8 @@ from runtime.context import Runtime
 TAR = "application/x-tar"
 WithBase = Annotated[
     bool,
-    Parameter(
-        query="with_base",
+    QueryParameter(
+        name="with_base",
         description="Include the base model (folder `base/`); 409 until a job has converted it.",
     ),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import anyio.to_thread
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import ServerSentEvent
 
 from api import openai_schemas as oa
@@ -50,7 +51,7 @@ class OpenAIController(Controller):
     )
     async def chat_completions(
         self,
-        data: oa.ChatCompletionRequest,
+        data: JSONBody[oa.ChatCompletionRequest],
         serving: NamedDependency[ServingService],
         runtime: NamedDependency[Runtime],
     ) -> Response[oa.ChatCompletion]:

@@ -299,3 +299,15 @@ def test_audit_in_worker_processes_prints_what_one_process_prints(home: Path, ru
     assert "1 with problems" in alone.out
     as_json = [run_cli("tune", "admin", "audit", "--json", "--workers", n).out for n in ("1", "2")]
     assert as_json[0] == as_json[1] and pools == [2, 2]  # the pool ran (and only when asked to)
+
+
+def test_a_serving_price_takes_effect_when_asked(home: Path, run_cli) -> None:
+    """``price serving`` takes ``--effective-at`` as ``price set`` does: a later time, never a past one."""
+    args = ("tune", "admin", "price", "serving", "--base-model", "*")
+    args += ("--prompt-usd-per-mtok", "0.10", "--completion-usd-per-mtok", "0.20")
+    later = _json(run_cli, *args[2:], "--effective-at", "2099-01-01T00:00:00Z")
+    assert later["effective_at"].startswith("2099-01-01")
+    past = run_cli(*args, "--effective-at", "2000-01-01T00:00:00Z")
+    assert past.code == 1 and len(past.err.strip().splitlines()) == 1
+    bad = run_cli(*args, "--effective-at", "soon")
+    assert bad.code == 1 and "--effective-at" in bad.err

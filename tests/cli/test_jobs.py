@@ -436,3 +436,18 @@ def test_billing_history_pages_like_the_list(logged_in: FakeApi, run_cli) -> Non
     assert asked == [{"limit": "100"}, {"limit": "100", "after": "100"}]
     whole = json.loads(run_cli("tune", "billing", "--history", "--json").out)
     assert len(whole["periods"]) == 150 and whole["periods"][0]["period"] == "2032-06"
+
+
+def test_billing_report_table_shows_credits_and_serving(logged_in: FakeApi, run_cli) -> None:
+    """A month with credits shows the credited GPU time per row; one with chat completions, their table."""
+    row = {"job_id": "job_a", "gpu_type": "A100", "gpu_count": 1, "gpu_ms": 500, "usd_micros_per_hour": 4}
+    row |= {"cost_usd_micros": 1, "charged_usd_micros": 2, "credited_gpu_ms": 250, "credited_usd_micros": 1}
+    served = {"model": "mdl_chat", "base_model": "tiny-llama", "requests": 3, "cost_usd_micros": 7}
+    report = {"month": "2026-03", "start_date": "2026-03-01", "rows": [row], "serving": [served]}
+    report |= {"total_cost": "0", "total_cost_usd_micros": 8}
+    report |= {"charged_usd_micros": 9, "credited_usd_micros": 1}
+    logged_in.route("GET", "/billing/report", Reply.json(report))
+    table = run_cli("tune", "billing", "report", "--month", "2026-03")
+    assert table.code == 0, table.err
+    assert "credited gpu" in table.out.lower()
+    assert "serving (chat completions)" in table.out and "mdl_chat" in table.out
