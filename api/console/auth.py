@@ -29,7 +29,7 @@ from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.middleware.rate_limit import get_remote_address
-from litestar.params import Body, Parameter
+from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.security.jwt import JWTCookieAuth, Token
 from litestar.types import Message, Scope
@@ -128,7 +128,7 @@ class SignInController(Controller):
 
     @get("/sign-in", exclude_from_auth=True)
     async def form(
-        self, next_page: Annotated[str | None, Parameter(query="next", max_length=500)] = None
+        self, next_page: Annotated[str | None, QueryParameter(name="next", max_length=500)] = None
     ) -> Template:
         return sign_in_page(local_target(next_page))
 

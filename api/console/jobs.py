@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, Template
 
 from api.auth import Principal
@@ -32,7 +32,7 @@ PAGE_SIZE = 25
 LOG_LINES = 200
 STATES = sorted(JobState)
 
-StateFilter = Annotated[str | None, Parameter(query="state", max_length=20)]
+StateFilter = Annotated[str | None, QueryParameter(name="state", max_length=20)]
 
 
 class JobPages(Controller):

@@ -8,7 +8,7 @@ from typing import Annotated
 import anyio.to_thread
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Stream
 
 from api.deps import BaseModelFilter, PathId
@@ -48,7 +48,7 @@ class FineTuneController(Controller):
         sync_to_thread=True,
     )
     def start(
-        self, user_id: PathId, data: StartJobRequest, jobs: NamedDependency[JobService]
+        self, user_id: PathId, data: JSONBody[StartJobRequest], jobs: NamedDependency[JobService]
     ) -> Response[StartJobResponse]:
         """Validate the config whole, then submit the job (201), or only check and estimate (dry_run, 200)."""
         reply = jobs.start(data)
@@ -69,8 +69,8 @@ class FineTuneController(Controller):
         base_model: BaseModelFilter = None,
         job_state: Annotated[
             str | None,
-            Parameter(
-                query="state",
+            QueryParameter(
+                name="state",
                 max_length=20,
                 description="keep only jobs in this state",
                 schema_extra={"enum": sorted(JobState)},
@@ -172,8 +172,8 @@ class FineTuneController(Controller):
         self,
         job_id: PathId,
         jobs: NamedDependency[JobService],
-        tail: Annotated[int | None, Parameter(ge=1, le=100_000)] = None,
-        follow: bool = False,
+        tail: Annotated[int | None, QueryParameter(ge=1, le=100_000)] = None,
+        follow: FromQuery[bool] = False,
     ) -> Stream:
         """The training log (``tail``: the last N lines); ``follow`` keeps streaming until the job ends."""
         head, offset = await anyio.to_thread.run_sync(jobs.log_tail, job_id, tail)

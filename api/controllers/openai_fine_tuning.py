@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from api import openai_ft_schemas as ft
 from api.deps import PathId
@@ -120,7 +120,7 @@ class OpenAIFineTuningController(Controller):
         sync_to_thread=True,
     )
     def create(
-        self, data: ft.FineTuningJobCreate, fine_tuning: NamedDependency[FineTuningService]
+        self, data: JSONBody[ft.FineTuningJobCreate], fine_tuning: NamedDependency[FineTuningService]
     ) -> ft.FineTuningJob:
         """Start a supervised fine-tuning job (the same job as ``POST /fine-tune/{user}/start``)."""
         return fine_tuning.create(data)
