@@ -39,7 +39,9 @@ def test_an_unknown_backend_is_refused_by_name(tmp_path: Path) -> None:
 
 
 def test_a_ray_dispatcher_writes_its_pubsub_url_into_run_yaml_and_refuses_any_other(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, bucket_url=f"file://{tmp_path}/bucket", ray_address="http://127.0.0.1:1")
+    settings = Settings(
+        home=tmp_path, bucket_url=f"file://{tmp_path}/bucket", ray_address="http://127.0.0.1:1"
+    )
     runtime = Runtime(settings)
     dispatcher = ray_dispatcher(settings, runtime, heartbeats="pubsub://p/hb/hb-sub", runner_module="m")
     assert isinstance(dispatcher.backend, RayJobsBackend)
