@@ -6,8 +6,9 @@ since it last looked; a job whose events moved and that is waiting (``submitted`
 ``retrying``: a submission, or a retry the ledger decided) is handed to the ``Dispatcher``, which
 checks the job's own events before anything. A stop request needs nothing from here: the
 job's runner reads its job's events (``stopping``) and a queued job is stopped by the request.
-On start the jobs the views show waiting are submitted (``runners.recovery``), after the heads
-were taken, so nothing committed in between is missed.
+On start the runs an earlier dispatcher launched that still go are adopted (``Dispatcher.adopt_alive``:
+after a SIGKILL the runners live on), then the jobs the views show waiting are submitted
+(``runners.recovery``), after the heads were taken, so nothing committed in between is missed.
 
 The backend is ``TUNE_LAUNCH_BACKEND``'s: ``local`` runs each runner as a child of this process (in a
 session of its own); with a ``pubsub://`` ``--heartbeats`` (the multi-process topology) the runner
@@ -191,11 +192,15 @@ def run_dispatcher(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     follower.mark_heads()
+    adopted = (
+        dispatcher.adopt_alive()
+    )  # before any submit: a job whose runner still goes is not launched again
     requeued = resubmit_waiting(dispatcher, runtime.bucket)
     runtime.follow(runtime.change_feed(runtime.all_partitions), follower.changed)
     log.info(
-        "dispatcher (%s backend): %d job(s) requeued, following %s",
+        "dispatcher (%s backend): %d run(s) adopted, %d job(s) requeued, following %s",
         settings.launch_backend,
+        adopted,
         requeued,
         settings.change_feed,
     )
