@@ -4,7 +4,10 @@ Each worker is its own process with its own ``Runtime`` (view cache, projector, 
 ``app()`` is granian's factory, called once in each worker. A worker folds the partitions its
 own requests wrote (read-your-writes) and follows every other commit through its change feed
 (``TUNE_CHANGE_FEED``; ``runtime.context``), so a suspension, a quota or a role change made by
-any process reaches every worker within 2 s. Jobs submitted here are queued by the dispatcher
+any process reaches every worker within 2 s. On ``pubsub://project/topic/<name>`` each worker pulls
+a subscription of its own (``storage.changes.per_process``: ``<name>-<host>-<pid>-<random>``, made
+at its start, deleted at its clean shutdown, expiring if it dies): one subscription shared by the
+workers would hand each notification to one of them only. Jobs submitted here are queued by the dispatcher
 role (``roles.dispatcher``), which follows the user partitions: nothing is dispatched in here.
 The workers serve no chat completions (``/v1/chat/completions`` answers that no engine is here).
 """
@@ -16,11 +19,14 @@ import os
 import sys
 from typing import Any
 
+import msgspec
+
 from api.app import create_app
 from api.auth import jwt_secret_of
 from roles.bootstrap import bootstrap, hand_over
 from runtime.context import Runtime
 from runtime.settings import Settings, ledger_of
+from storage.changes import per_process
 from storage.open import ensure_home
 
 __all__ = ["app", "run_api"]
@@ -29,6 +35,7 @@ __all__ = ["app", "run_api"]
 def app() -> Any:
     """The ASGI app of one worker (granian's factory): settings read once, a Runtime of its own."""
     settings = Settings.from_env()
+    settings = msgspec.structs.replace(settings, change_feed=per_process(settings.change_feed))
     runtime = Runtime(settings)
     ledger_of(settings, runtime.bucket, role="api")
     return create_app(settings, runtime=runtime)

@@ -6,17 +6,20 @@ since it last looked; a job whose events moved and that is waiting (``submitted`
 ``retrying``: a submission, or a retry the ledger decided) is handed to the ``Dispatcher``, which
 checks the job's own events before anything. A stop request needs nothing from here: the
 job's runner reads its job's events (``stopping``) and a queued job is stopped by the request.
-On start the jobs the views show waiting are submitted (``runners.recovery``), after the heads
-were taken, so nothing committed in between is missed.
+On start the runs an earlier dispatcher launched that still go are adopted (``Dispatcher.adopt_alive``:
+after a SIGKILL the runners live on), then the jobs the views show waiting are submitted
+(``runners.recovery``), after the heads were taken, so nothing committed in between is missed.
 
-The backend is ``TUNE_LAUNCH_BACKEND``'s: ``local`` runs each runner as a child of this process and
-publishes the heartbeats relayed from its stdout to ``--heartbeats``; ``ray`` submits each runner as
-a Ray job to ``TUNE_RAY_ADDRESS`` (``runners.backends.RayJobsBackend``), and the runner publishes
-to ``--heartbeats`` itself, which must then be a ``pubsub://`` URL (a Ray job's stdout reaches no
-one). Either way the ledger role (``roles.ledger``) reads them there; both derive each attempt's
-secret from the platform's heartbeat key (``TUNE_HEARTBEAT_KEY``, or the home's). A Ray runner's
-environment: ``TUNE_HOME`` (``TUNE_RAY_RUNNER_HOME``, else this home), ``RUNNER_ENV_PASSED``,
-its attempt's secrets.
+The backend is ``TUNE_LAUNCH_BACKEND``'s: ``local`` runs each runner as a child of this process (in a
+session of its own); with a ``pubsub://`` ``--heartbeats`` (the multi-process topology) the runner
+publishes its heartbeats there itself (ordering key: the job id), so it and its metering outlive a
+killed dispatcher; any other URL gets the heartbeats relayed from the runner's stdout; ``ray``
+submits each runner as a Ray job to ``TUNE_RAY_ADDRESS`` (``runners.backends.RayJobsBackend``),
+and the runner publishes to ``--heartbeats`` itself, which must then be a ``pubsub://`` URL (a Ray
+job's stdout reaches no one). Either way the ledger role (``roles.ledger``) reads them there; both
+derive each attempt's secret from the platform's heartbeat key (``TUNE_HEARTBEAT_KEY``, or the
+home's). A Ray runner's environment: ``TUNE_HOME`` (``TUNE_RAY_RUNNER_HOME``, else this home),
+``RUNNER_ENV_PASSED``, its attempt's secrets.
 """
 
 from __future__ import annotations
@@ -28,14 +31,21 @@ import threading
 from pathlib import Path
 
 from domain.job_states import WAITING_STATES
+from runners.backends import LocalSubprocessBackend
 from runners.dispatcher import Dispatcher, local_dispatcher
 from runners.recovery import resubmit_waiting
 from runtime.context import Runtime
 from runtime.settings import Settings, heartbeat_key_of, ledger_of
 from storage import layout
-from storage.heartbeats import open_heartbeat_transport
+from storage.heartbeats import HeartbeatPublisher, open_heartbeat_transport
 
-__all__ = ["RUNNER_ENV_PASSED", "SubmissionFollower", "ray_dispatcher", "run_dispatcher"]
+__all__ = [
+    "RUNNER_ENV_PASSED",
+    "SubmissionFollower",
+    "local_role_dispatcher",
+    "ray_dispatcher",
+    "run_dispatcher",
+]
 
 log = logging.getLogger("roles.dispatcher")
 
@@ -124,6 +134,33 @@ def ray_dispatcher(
     )
 
 
+def local_role_dispatcher(
+    settings: Settings, runtime: Runtime, *, heartbeats: str, runner_module: str, **options: object
+) -> tuple[Dispatcher, HeartbeatPublisher | None]:
+    """A Dispatcher whose runners are children of this process; with the publisher it relays their
+    stdout heartbeats to (None: a ``pubsub://`` ``heartbeats``, which the runners publish to themselves)."""
+    from runners.backends import LaunchRequest
+
+    def runner_argv(request: LaunchRequest) -> list[str]:
+        return [sys.executable, "-m", runner_module, request.bucket_url, request.run_object]
+
+    log_dir = Path(settings.home) / "runs"
+    runner_env = {"TUNE_HOME": str(settings.home)}
+    if heartbeats.startswith("pubsub://"):  # the runner publishes itself: it outlives this process
+        backend = LocalSubprocessBackend(log_dir=log_dir, env=runner_env, argv=runner_argv)
+        return Dispatcher(runtime.bucket, backend, heartbeat_url=heartbeats, **options), None  # type: ignore[arg-type]
+    publisher = open_heartbeat_transport(heartbeats).publisher()
+    dispatcher = local_dispatcher(
+        runtime.bucket,
+        heartbeats=publisher,
+        log_dir=log_dir,
+        runner_env=runner_env,
+        argv=runner_argv,
+        **options,
+    )
+    return dispatcher, publisher
+
+
 def run_dispatcher(
     settings: Settings,
     *,
@@ -132,8 +169,6 @@ def run_dispatcher(
     runner_module: str = "runners.job_runner",
 ) -> None:
     """Dispatch submitted jobs until SIGTERM or SIGINT (then stop the runs gracefully)."""
-    from runners.backends import LaunchRequest
-
     runtime = Runtime(settings)
     ledger_of(settings, runtime.bucket, role="dispatcher")
     options = {
@@ -149,29 +184,23 @@ def run_dispatcher(
             settings, runtime, heartbeats=heartbeats, runner_module=runner_module, **options
         )
     else:
-        publisher = open_heartbeat_transport(heartbeats).publisher()
-
-        def runner_argv(request: LaunchRequest) -> list[str]:
-            return [sys.executable, "-m", runner_module, request.bucket_url, request.run_object]
-
-        dispatcher = local_dispatcher(
-            runtime.bucket,
-            heartbeats=publisher,
-            log_dir=Path(settings.home) / "runs",
-            runner_env={"TUNE_HOME": str(settings.home)},
-            argv=runner_argv,
-            **options,
+        dispatcher, publisher = local_role_dispatcher(
+            settings, runtime, heartbeats=heartbeats, runner_module=runner_module, **options
         )
     follower = SubmissionFollower(runtime, dispatcher)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     follower.mark_heads()
+    adopted = (
+        dispatcher.adopt_alive()
+    )  # before any submit: a job whose runner still goes is not launched again
     requeued = resubmit_waiting(dispatcher, runtime.bucket)
     runtime.follow(runtime.change_feed(runtime.all_partitions), follower.changed)
     log.info(
-        "dispatcher (%s backend): %d job(s) requeued, following %s",
+        "dispatcher (%s backend): %d run(s) adopted, %d job(s) requeued, following %s",
         settings.launch_backend,
+        adopted,
         requeued,
         settings.change_feed,
     )

@@ -4,7 +4,9 @@
 for a job already known) queues the job (``Queued`` event) and appends it to the queue. The
 ledger calls it too after it retried a lost job: a run still going for an older attempt is
 then asked to end, and the new attempt starts once that run is reaped.
-``poll()`` reaps ended runs and starts queued ones; ``run(stop_event)`` polls until told to
+After a restart, ``adopt_alive()`` takes on the runs the previous dispatcher launched that still go
+(by run id: the Ray submission id, or the local backend's run records), so they are not launched
+again. ``poll()`` reaps ended runs and starts queued ones; ``run(stop_event)`` polls until told to
 stop (``tune serve``); ``close()`` stops the runs still going, gracefully.
 
 Which queued jobs start (``runners.launch_gate``, rules in ``domain.scheduling``): free slots go
@@ -52,7 +54,14 @@ from domain.read_models import JobView
 from domain.scheduling import BUDGET_SPENT, fair_order
 from domain.training_config import parse_training_config
 from runners.attempt_spec import JobRunSpec, build_attempt_spec, write_job_run
-from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, LocalSubprocessBackend, NoCapacity
+from runners.backends import (
+    AliveRun,
+    LaunchBackend,
+    LaunchFailed,
+    LaunchRequest,
+    LocalSubprocessBackend,
+    NoCapacity,
+)
 from runners.base_models import BaseModelSource
 from runners.heartbeat_relay import STDOUT_URL
 from runners.job_recorder import JobRecorder
@@ -185,6 +194,28 @@ class Dispatcher:
             self.notify(ref.partition)
         if job.state not in TERMINAL_STATES:
             self._enqueue(ref)
+
+    def adopt_alive(self) -> int:
+        """After a restart: take on the runs an earlier dispatcher launched that still go
+        (``LaunchBackend.alive_runs``, by run id), before anything is submitted, so their jobs are not
+        launched again and their hardware counts as taken; a run whose job moved on since (a later
+        attempt, or an outcome) is asked to end. Returns how many runs were adopted."""
+        latest: dict[JobRef, AliveRun] = {}
+        for run in self.backend.alive_runs():
+            ref = JobRef(run.user_id, run.job_id)
+            self.backend.adopt(run)
+            older = latest.get(ref)
+            if older is not None and older.attempt > run.attempt:
+                older, run = run, older
+            if older is not None:  # two runs of one job: the older attempt's ends
+                self.backend.stop(older.run_id)
+            latest[ref] = run
+        for ref, run in latest.items():
+            with self._lock:
+                self._active[ref] = _Launched(run.run_id, run.attempt)
+            log.info("adopted run %s of %s (attempt %d)", run.run_id, ref.job_id, run.attempt)
+            self._guard(ref, self._end_if_superseded, ref, self._active[ref], requeue=False)
+        return len(latest)
 
     def queued(self) -> list[JobRef]:
         """Jobs waiting, next first."""

@@ -7,6 +7,8 @@ job that is ``submitted``, ``queued`` or ``retrying``, oldest first across users
 ``running`` by a runner that died with the old server are the ledger's to find (lost); one whose
 runner survived is adopted by the ledger if it still heartbeats to it, else (the local stdout
 transport) the runner ends itself ``retrying`` and the ledger hands the job to the dispatcher.
+A dispatcher on its own (``roles.dispatcher``) first adopts the runs still going
+(``Dispatcher.adopt_alive``), so a job whose runner survived it is not launched a second time.
 """
 
 from __future__ import annotations

@@ -17,6 +17,14 @@ treats it as "look again" (catch up, drop what it cached), never as a fact about
   bucket's prefix is taken off first, objects outside it are ignored). Notifications can be
   late, repeated or (rarely) lost: pair it with a slow ``PollingChangeFeed`` (``both``).
 
+One subscription delivers each message to ONE of its pullers, so processes must not share one:
+a subscription name ending in ``*`` (``pubsub://project/topic/api-*``) makes a subscription of
+this process's own at start (``own_subscription_name``: the name before the ``*``, the host, the
+pid and a random tail; ``create_own_subscription``), deleted by ``close``. A process that dies
+without closing leaves it behind; it expires after ``OWN_SUBSCRIPTION_TTL`` without a pull (the
+least Pub/Sub allows) and keeps messages ``OWN_SUBSCRIPTION_RETENTION`` (the least) meanwhile.
+Each worker of ``tune run api`` (``roles.api``) follows such a subscription (``per_process``).
+
 ``open_change_feed(url, ...)``: ``poll`` (or ``poll:<seconds>``) or ``pubsub://...``.
 """
 
@@ -24,6 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -31,19 +43,30 @@ from typing import Any, Protocol
 from storage import layout
 
 __all__ = [
+    "OWN_SUBSCRIPTION_RETENTION_S",
+    "OWN_SUBSCRIPTION_TTL_S",
     "ChangeFeed",
     "OnChange",
     "PollingChangeFeed",
     "PubSubChangeFeed",
     "both",
     "create_notification_subscription",
+    "create_own_subscription",
+    "create_topic",
     "open_change_feed",
+    "own_subscription_name",
+    "per_process",
 ]
 
 log = logging.getLogger(__name__)
 
 OnChange = Callable[[str], None]
 HeadOf = Callable[[str], int]
+
+OWN_SUBSCRIPTION_TTL_S = 24 * 3600
+"""A process's own subscription expires after a day without a pull (Pub/Sub's least TTL)."""
+OWN_SUBSCRIPTION_RETENTION_S = 600
+"""...and keeps unacknowledged notifications 10 minutes (Pub/Sub's least retention)."""
 
 
 class ChangeFeed(Protocol):
@@ -148,11 +171,20 @@ class PubSubChangeFeed(_Loop):
         prefix: the bucket URL's prefix (``gs://bucket/<prefix>``): object names outside it are
             ignored, and it is taken off the others.
         max_messages: messages per pull.
+        delete_on_close: delete the subscription when closed (this process's own).
     """
 
     name = "change-pubsub"
 
-    def __init__(self, project: str, subscription: str, *, prefix: str = "", max_messages: int = 500) -> None:
+    def __init__(
+        self,
+        project: str,
+        subscription: str,
+        *,
+        prefix: str = "",
+        max_messages: int = 500,
+        delete_on_close: bool = False,
+    ) -> None:
         super().__init__()
         from google.cloud import pubsub_v1
 
@@ -160,6 +192,7 @@ class PubSubChangeFeed(_Loop):
         self.subscription_path = self._client.subscription_path(project, subscription)
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.max_messages = max_messages
+        self.delete_on_close = delete_on_close
 
     def partition_of(self, attributes: Any) -> str | None:
         """The partition a notification's object belongs to (None: not a commit, or not ours)."""
@@ -193,6 +226,11 @@ class PubSubChangeFeed(_Loop):
 
     def close(self) -> None:
         super().close()
+        if self.delete_on_close:
+            try:
+                self._client.delete_subscription(request={"subscription": self.subscription_path}, timeout=10)
+            except Exception:  # it expires on its own (OWN_SUBSCRIPTION_TTL_S)
+                log.warning("could not delete %s; it expires unused", self.subscription_path, exc_info=True)
         with contextlib.suppress(Exception):  # closing a channel already gone
             self._client.close()
 
@@ -215,6 +253,16 @@ class _Both:
 def both(*feeds: ChangeFeed) -> ChangeFeed:
     """One feed telling what any of ``feeds`` tells (a Pub/Sub feed and its polling backstop)."""
     return _Both(feeds)
+
+
+def create_topic(project: str, topic: str) -> None:
+    """Create ``topic`` if missing (emulator, first start)."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    with contextlib.suppress(gexc.AlreadyExists):
+        publisher.create_topic(request={"name": publisher.topic_path(project, topic)})
 
 
 def create_notification_subscription(project: str, topic: str, subscription: str) -> None:
@@ -240,6 +288,44 @@ def create_notification_subscription(project: str, topic: str, subscription: str
         subscriber.close()
 
 
+def own_subscription_name(base: str) -> str:
+    """A subscription name no other process uses: ``<base>-<host>-<pid>-<random>`` (Pub/Sub's
+    characters only, at most 255)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:60]
+    name = f"{base.rstrip('-')}-{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    return name if name[0].isalpha() else f"s-{name}"
+
+
+def create_own_subscription(project: str, topic: str, subscription: str) -> None:
+    """Create this process's own (unordered) ``subscription`` of ``topic``: it expires after
+    ``OWN_SUBSCRIPTION_TTL_S`` without a pull and keeps messages ``OWN_SUBSCRIPTION_RETENTION_S``."""
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        subscriber.create_subscription(
+            request={
+                "name": subscriber.subscription_path(project, subscription),
+                "topic": subscriber.topic_path(project, topic),
+                "ack_deadline_seconds": 10,
+                "message_retention_duration": {"seconds": OWN_SUBSCRIPTION_RETENTION_S},
+                "expiration_policy": {"ttl": {"seconds": OWN_SUBSCRIPTION_TTL_S}},
+                "labels": {"tune-own": "1"},
+            },
+            timeout=30,
+        )
+    finally:
+        subscriber.close()
+
+
+def per_process(url: str) -> str:
+    """``url`` with a subscription of each process's own: ``pubsub://p/t/s`` -> ``pubsub://p/t/s-*``
+    (other feeds, and URLs already ending in ``*``, as they are)."""
+    if url.startswith("pubsub://") and not url.endswith("*"):
+        return f"{url.rstrip('-')}-*"
+    return url
+
+
 def open_change_feed(
     url: str,
     *,
@@ -251,7 +337,8 @@ def open_change_feed(
 ) -> ChangeFeed:
     """The feed ``url`` names: ``poll`` / ``poll:<seconds>`` (``PollingChangeFeed`` over ``partitions``),
     or ``pubsub://project/topic/subscription`` (``PubSubChangeFeed``, with a polling backstop every
-    ``backstop_s``; ``create`` makes the topic and subscription first)."""
+    ``backstop_s``; ``create`` makes the topic and subscription first). A subscription ending in
+    ``*`` is this process's own: made now (the topic must exist), deleted when the feed closes."""
     if url == "poll" or url.startswith("poll:"):
         interval = float(url.partition(":")[2] or 0.25)
         return PollingChangeFeed(partitions, head_of, interval_s=interval)
@@ -260,10 +347,17 @@ def open_change_feed(
         if len(parts) != 3 or not all(parts):
             raise ValueError(f"a change feed URL is pubsub://project/topic/subscription, not {url!r}")
         project, topic, subscription = parts
-        if create:
+        own = subscription.endswith("*")
+        if own:
+            subscription = own_subscription_name(subscription[:-1] or topic)
+            if create:
+                create_topic(project, topic)
+            create_own_subscription(project, topic, subscription)
+            log.info("change feed: this process's own subscription %s", subscription)
+        elif create:
             create_notification_subscription(project, topic, subscription)
         return both(
-            PubSubChangeFeed(project, subscription, prefix=bucket_prefix),
+            PubSubChangeFeed(project, subscription, prefix=bucket_prefix, delete_on_close=own),
             PollingChangeFeed(partitions, head_of, interval_s=backstop_s),
         )
     raise ValueError(f"a change feed is poll, poll:<seconds> or pubsub://project/topic/subscription: {url!r}")

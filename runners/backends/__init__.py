@@ -3,6 +3,7 @@
 Both implement ``LaunchBackend``."""
 
 from runners.backends.base import (
+    AliveRun,
     LaunchBackend,
     LaunchFailed,
     LaunchRequest,
@@ -15,6 +16,7 @@ from runners.backends.local import LocalSubprocessBackend, cuda_device_names, lo
 from runners.backends.ray_jobs import RayJobsBackend
 
 __all__ = [
+    "AliveRun",
     "LaunchBackend",
     "LaunchFailed",
     "LaunchRequest",

@@ -14,6 +14,11 @@ largest count one run may be placed on; the dispatcher records it, so the API re
 for anything else), and where an attempt would run (``place``: before the run.yaml is
 written, which carries the placement) and where it did run (``launch`` returns the placement
 it used). The ledger bills an attempt by that placement, never by what its heartbeats claim.
+
+A dispatcher that restarts finds the runs its predecessor launched that are still going
+(``alive_runs``: the local backend's run records in its ``log_dir``, checked against the live
+processes; the Ray jobs not yet ended, by their metadata) and ``adopt``s them: they are then this
+backend's runs as if launched here (status, stop, close), so nothing is launched again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from domain.placement import Placement
 
 __all__ = [
     "HEARTBEAT_SECRET_ENV",
+    "AliveRun",
     "LaunchBackend",
     "LaunchFailed",
     "LaunchRequest",
@@ -79,6 +85,16 @@ class LaunchRequest(msgspec.Struct, frozen=True, kw_only=True):
         return f"LaunchRequest(run_id={self.run_id!r}, run_object={self.run_object!r})"
 
 
+class AliveRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A run still going that an earlier process of this backend launched (``alive_runs``)."""
+
+    run_id: str
+    user_id: str
+    job_id: str
+    attempt: int
+    placement: Placement
+
+
 class RunStatus(msgspec.Struct, frozen=True):
     """A launched run: still running, or ended with ``exit_code`` (negative: killed by that signal)."""
 
@@ -122,6 +138,13 @@ class LaunchBackend(Protocol):
 
     def forget(self, run_id: str) -> None:
         """Drop an ended run's bookkeeping."""
+
+    def alive_runs(self) -> list[AliveRun]:
+        """The runs still going that this backend's earlier processes launched (not yet adopted here)."""
+
+    def adopt(self, run: AliveRun) -> None:
+        """Take ``run`` (from ``alive_runs``) on as if launched here: ``status``, ``stop`` and ``close``
+        know it (an adopted local run's exit status is unknown: None)."""
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every run still going, wait up to ``timeout`` seconds, then kill what is left."""

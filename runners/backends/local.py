@@ -14,6 +14,15 @@ this process never initialises CUDA, and only where an NVIDIA driver is present.
 placed on the first devices of its type that no other run of this backend uses (shared,
 with a warning, when all are busy: the dispatcher's ``max_concurrent`` normally prevents it)
 and sees only them (``CUDA_VISIBLE_DEVICES``); a ``cpu`` run sees no GPU at all.
+
+Adoption: with a ``log_dir``, each launch also writes ``<run_id>.run.json`` there (the runner's
+pid and its start time in the kernel's ticks, the job, attempt and placement), removed by
+``forget``. A dispatcher restarted on the same home reads them (``alive_runs``: a record whose
+process is gone, or whose pid now names another process, is dropped) and ``adopt``s the runs still
+going. An adopted runner is no child of this process: its liveness is read from ``/proc``, its
+exit status is unknown (None: the dispatcher reads the outcome from the job's events anyway), it
+is stopped by SIGTERM to its session, and its heartbeats must not need this process (a
+``pubsub://`` heartbeat URL: the stdout relay died with the old dispatcher).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import msgspec
 from domain.gpu_types import CPU, gpu_type_of_device
 from domain.hardware import describe_offers
 from domain.placement import Placement
-from runners.backends.base import LaunchFailed, LaunchRequest, NotPlaceable, RunStatus
+from runners.backends.base import AliveRun, LaunchFailed, LaunchRequest, NotPlaceable, RunStatus
 from runners.heartbeat_relay import relay_heartbeats
 from storage.heartbeats import Heartbeat
 
@@ -95,10 +104,46 @@ def local_offers(device_names: Sequence[str]) -> dict[str, list[int]]:
 
 
 class _Run:
-    def __init__(self, proc: subprocess.Popen[bytes], relay: threading.Thread, devices: list[int]) -> None:
+    """A run: a child (``proc``, ``relay``) or an adopted process (``proc`` None: ``pid``, ``started``)."""
+
+    def __init__(
+        self,
+        pid: int,
+        devices: list[int],
+        *,
+        proc: subprocess.Popen[bytes] | None = None,
+        relay: threading.Thread | None = None,
+        started: int | None = None,
+    ) -> None:
+        self.pid = pid
         self.proc = proc
         self.relay = relay
         self.devices = devices
+        self.started = started
+
+    def running(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.started is not None and _start_time(self.pid) == self.started
+
+
+class _RunRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """``<run_id>.run.json``: what a later dispatcher needs to adopt the run."""
+
+    pid: int
+    started: int
+    devices: list[int]
+    run: AliveRun
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of live process ``pid``; None if gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 class LocalSubprocessBackend:
@@ -160,7 +205,7 @@ class LocalSubprocessBackend:
             return []
         indices = self._by_type()[gpu_type]
         with self._lock:
-            busy = {i for run in self._runs.values() if run.proc.poll() is None for i in run.devices}
+            busy = {i for run in self._runs.values() if run.running() for i in run.devices}
         free = [i for i in indices if i not in busy]
         if len(free) < gpu_count:
             log.warning("all %s devices are busy: the run shares them", gpu_type)
@@ -200,7 +245,8 @@ class LocalSubprocessBackend:
         )
         relay.start()
         with self._lock:
-            self._runs[request.run_id] = _Run(proc, relay, devices)
+            self._runs[request.run_id] = _Run(proc.pid, devices, proc=proc, relay=relay)
+        self._record(request, placement, proc.pid, devices)
         log.info(
             "launched %s (pid %d) on %d x %s (CUDA devices: %s)",
             request.run_id,
@@ -213,27 +259,82 @@ class LocalSubprocessBackend:
 
     def status(self, run_id: str) -> RunStatus:
         run = self._run(run_id)
+        if run.proc is None:  # adopted: no exit status to read
+            return RunStatus(run_id, running=run.running())
         code = run.proc.poll()
         if code is None:
             return RunStatus(run_id, running=True)
+        assert run.relay is not None
         run.relay.join(timeout=1.0)
         if run.relay.is_alive():  # a grandchild still holds the pipe: count it as running
             return RunStatus(run_id, running=True)
         return RunStatus(run_id, running=False, exit_code=code)
 
     def stop(self, run_id: str) -> None:
-        proc = self._run(run_id).proc
-        if proc.poll() is None:
+        run = self._run(run_id)
+        if run.running():
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                if run.proc is not None:
+                    run.proc.send_signal(signal.SIGTERM)
+                else:
+                    os.kill(run.pid, signal.SIGTERM)
 
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
+        if self.log_dir is not None:
+            (self.log_dir / f"{run_id}.run.json").unlink(missing_ok=True)
 
     def pid(self, run_id: str) -> int:
         """The runner's process id."""
-        return self._run(run_id).proc.pid
+        return self._run(run_id).pid
+
+    # ---- adoption ----
+
+    def _record(self, request: LaunchRequest, placement: Placement, pid: int, devices: list[int]) -> None:
+        started = _start_time(pid)
+        if self.log_dir is None or started is None:
+            return
+        run = AliveRun(
+            run_id=request.run_id,
+            user_id=request.user_id,
+            job_id=request.job_id,
+            attempt=request.attempt,
+            placement=placement,
+        )
+        record = _RunRecord(pid=pid, started=started, devices=devices, run=run)
+        path = self.log_dir / f"{request.run_id}.run.json"
+        path.with_suffix(".tmp").write_bytes(msgspec.json.encode(record))
+        path.with_suffix(".tmp").replace(path)
+
+    def _records(self) -> list[_RunRecord]:
+        if self.log_dir is None or not self.log_dir.is_dir():
+            return []
+        records = []
+        for path in sorted(self.log_dir.glob("*.run.json")):
+            try:
+                record = msgspec.json.decode(path.read_bytes(), type=_RunRecord)
+            except (OSError, msgspec.DecodeError):
+                log.warning("unreadable run record %s: ignored", path)
+                continue
+            if _start_time(record.pid) != record.started:  # ended (or the pid is another process's)
+                path.unlink(missing_ok=True)
+                continue
+            records.append(record)
+        return records
+
+    def alive_runs(self) -> list[AliveRun]:
+        with self._lock:
+            known = set(self._runs)
+        return [record.run for record in self._records() if record.run.run_id not in known]
+
+    def adopt(self, run: AliveRun) -> None:
+        record = next((r for r in self._records() if r.run.run_id == run.run_id), None)
+        if record is None:
+            raise KeyError(f"no live run {run.run_id} to adopt")
+        with self._lock:
+            self._runs[run.run_id] = _Run(record.pid, list(record.devices), started=record.started)
+        log.info("adopted %s (pid %d)", run.run_id, record.pid)
 
     def close(self, timeout: float = 30.0) -> None:
         with self._lock:
@@ -242,6 +343,14 @@ class LocalSubprocessBackend:
             self.stop(run_id)
         deadline = time.monotonic() + timeout
         for run_id, run in runs:
+            if run.proc is None:  # adopted: poll /proc
+                while run.running() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if run.running():
+                    log.warning("job runner %s did not end within %.0f s: killing it", run_id, timeout)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(run.pid, signal.SIGKILL)
+                continue
             try:
                 run.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -249,6 +358,7 @@ class LocalSubprocessBackend:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(run.proc.pid, signal.SIGKILL)
                 run.proc.wait()
+            assert run.relay is not None
             run.relay.join(timeout=5.0)
 
     def _run(self, run_id: str) -> _Run:

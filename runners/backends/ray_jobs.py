@@ -27,6 +27,10 @@ waits up to ``max(timeout, stop_wait_s)`` plus a margin. A stopped job is ``STOP
 whatever its runner did: the exit status printed by ``ray_entry`` tells, and without that line the
 run was killed (``-9``). On its end a run's log is copied to ``log_dir/<run_id>.log``.
 
+Adoption: each job's metadata holds its user, job, attempt and placement; ``alive_runs`` lists the
+cluster's jobs not yet ended that carry them (``list_jobs``), so a restarted dispatcher adopts its
+predecessor's runs instead of submitting them again (and counts their GPUs as taken).
+
 Secrets in the runtime env are visible to whoever can read the cluster's job list (the dashboard:
 it binds 127.0.0.1 unless told otherwise; the other Ray ports bind every interface, so the cluster
 belongs on a private network).
@@ -49,6 +53,7 @@ from domain.gpu_types import CPU, gpu_type_of_ray_accelerator
 from domain.hardware import describe_offers
 from domain.placement import Placement
 from runners.backends.base import (
+    AliveRun,
     LaunchFailed,
     LaunchRequest,
     NoCapacity,
@@ -257,6 +262,9 @@ class RayJobsBackend:
                     "user_id": request.user_id,
                     "job_id": request.job_id,
                     "attempt": str(request.attempt),
+                    "gpu_type": placement.gpu_type,
+                    "gpu_count": str(placement.gpu_count),
+                    "node": placement.node,
                 },
             )
         except Exception as exc:  # the SDK raises RuntimeError for HTTP errors, requests' for the rest
@@ -299,6 +307,41 @@ class RayJobsBackend:
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
+
+    def alive_runs(self) -> list[AliveRun]:
+        try:
+            jobs = self.client().list_jobs()
+        except Exception as exc:  # the SDK raises RuntimeError for HTTP errors, requests' for the rest
+            raise LaunchFailed(f"the Ray cluster at {self.address} did not answer: {exc}") from exc
+        with self._lock:
+            known = set(self._runs)
+        alive = []
+        for job in jobs:
+            meta = job.metadata or {}
+            if job.submission_id is None or job.submission_id in known or job.status.is_terminal():
+                continue
+            if not {"user_id", "job_id", "attempt"} <= set(meta):
+                continue  # not a runner this platform submitted
+            placement = Placement(
+                gpu_type=meta.get("gpu_type", CPU),
+                gpu_count=int(meta.get("gpu_count", 1)),
+                node=meta.get("node", ""),
+            )
+            alive.append(
+                AliveRun(
+                    run_id=job.submission_id,
+                    user_id=meta["user_id"],
+                    job_id=meta["job_id"],
+                    attempt=int(meta["attempt"]),
+                    placement=placement,
+                )
+            )
+        return alive
+
+    def adopt(self, run: AliveRun) -> None:
+        with self._lock:
+            self._runs[run.run_id] = _Run(run.placement)
+        log.info("adopted Ray job %s", run.run_id)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every run; Ray kills what has not ended ``stop_wait_s`` after; wait for that."""

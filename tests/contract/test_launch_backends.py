@@ -82,6 +82,10 @@ def request(mode: str, run_id: str = "job_1-1-abc", secret: str | None = None) -
     )
 
 
+LAUNCH = request
+"""``request`` under a name a test taking pytest's ``request`` fixture can use."""
+
+
 @pytest.fixture
 def relayed() -> list[Heartbeat]:
     return []
@@ -206,6 +210,34 @@ def test_a_run_id_is_launched_once(backend: LaunchBackend, run_id: str) -> None:
     backend.launch(request("exit3", run_id))
     with pytest.raises(LaunchFailed, match="already launched"):
         backend.launch(request("exit3", run_id))
+
+
+def test_a_restarted_dispatcher_s_backend_adopts_the_run_still_going_by_its_run_id(
+    backend: LaunchBackend,
+    argv: Argv,
+    tmp_path: Path,
+    relayed: list[Heartbeat],
+    run_id: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A second backend built as the first (the dispatcher after a SIGKILL and a restart) finds the
+    run by its id with its job and attempt, adopts it, sees it running and stops it gracefully."""
+    name = request.node.callspec.params["backend"]
+    launch = LAUNCH("wait", run_id)
+    backend.launch(launch)
+    _ready(tmp_path, run_id)
+    again = BACKENDS[name](argv, tmp_path, relayed, *((request,) if name == "ray" else ()))
+    alive = {run.run_id: run for run in again.alive_runs()}
+    assert run_id in alive
+    run = alive[run_id]
+    assert (run.user_id, run.job_id, run.attempt) == (launch.user_id, launch.job_id, 1)
+    assert run.placement.gpu_type == "cpu"
+    again.adopt(run)
+    assert run_id not in {r.run_id for r in again.alive_runs()}  # adopted once
+    assert again.status(run_id).running
+    again.stop(run_id)
+    wait_for(lambda: not again.status(run_id).running, timeout=20)
+    assert _ended(backend, run_id).exit_code == 0  # the runner ended gracefully (its first parent says)
 
 
 # -- the local backend: stdout heartbeats relayed, a log per run ----------------------------------

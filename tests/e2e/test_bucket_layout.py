@@ -25,7 +25,7 @@ from domain.job import JobState
 from domain.placement import Placement
 from roles.bootstrap import bootstrap
 from runners.attempt_spec import JobRunSpec, read_job_run
-from runners.backends.base import LaunchRequest, RunStatus
+from runners.backends.base import AliveRun, LaunchRequest, RunStatus
 from runners.dispatcher import Dispatcher
 from runners.job_runner import JobRunner
 from runners.ledger.worker import LedgerWorker
@@ -98,6 +98,12 @@ class ThreadBackend:
 
     def forget(self, run_id: str) -> None:
         self.runs.pop(run_id, None)
+
+    def alive_runs(self) -> list[AliveRun]:
+        return []
+
+    def adopt(self, run: AliveRun) -> None:
+        raise KeyError(run.run_id)
 
     def close(self, timeout: float = 30.0) -> None:
         for runner, thread in list(self.runs.values()):

@@ -11,7 +11,14 @@ from domain.applications import UserApp
 from domain.job import JobState
 from domain.placement import Placement
 from runners.attempt_spec import read_job_run
-from runners.backends import LaunchBackend, LaunchFailed, LaunchRequest, NotPlaceable, RunStatus
+from runners.backends import (
+    AliveRun,
+    LaunchBackend,
+    LaunchFailed,
+    LaunchRequest,
+    NotPlaceable,
+    RunStatus,
+)
 from runners.dispatcher import Dispatcher, JobRef
 from storage import LocalBucket
 from tests.unit.runners.builders import now, wait_for
@@ -27,6 +34,9 @@ class FakeBackend:
     refuse: bool = False
     closed: bool = False
     offered: dict[str, int] = field(default_factory=lambda: {"cpu": 1})
+    alive: list[AliveRun] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    """Runs an earlier dispatcher launched that still go (``alive_runs``)."""
 
     def offers(self) -> dict[str, int]:
         return dict(self.offered)
@@ -53,6 +63,12 @@ class FakeBackend:
 
     def forget(self, run_id: str) -> None:
         pass
+
+    def alive_runs(self) -> list[AliveRun]:
+        return [run for run in self.alive if run.run_id not in self.adopted]
+
+    def adopt(self, run: AliveRun) -> None:
+        self.adopted.append(run.run_id)
 
     def close(self, timeout: float = 30.0) -> None:
         self.closed = True
@@ -374,3 +390,56 @@ def test_a_job_paused_while_queued_is_not_launched_until_resumed_then_starts_at_
     dispatcher.poll()
     assert backend.run_ids == ["job_1-1"]
     assert read_job_run(local_bucket, backend.launched[0].run_object).resume_from is None  # from step 0
+
+
+def _alive(job_id: str, attempt: int, run_id: str) -> AliveRun:
+    placement = Placement(gpu_type="cpu", gpu_count=1, node="fake")
+    return AliveRun(run_id=run_id, user_id="usr_1", job_id=job_id, attempt=attempt, placement=placement)
+
+
+def test_after_a_restart_a_run_still_going_is_adopted_not_launched_again(
+    local_bucket: LocalBucket, app: UserApp, submitted
+) -> None:
+    """The old dispatcher was SIGKILLed while job_1's runner trained on: a new one adopts that run (by
+    its run id), launches nothing for job_1, counts its slot, and reads its outcome when it ends."""
+    submitted("job_1")
+    submitted("job_2")
+    for job_id in ("job_1", "job_2"):
+        app.queue_job(job_id, now())
+    app.start_job("job_1", 1, now())
+    backend = FakeBackend(alive=[_alive("job_1", 1, "job_1-1-aaa")])
+    dispatcher = Dispatcher(local_bucket, backend, open_app=lambda user_id: app, max_concurrent=1)
+
+    assert dispatcher.adopt_alive() == 1
+    for job_id in ("job_1", "job_2"):  # what runners.recovery hands it from the views
+        dispatcher.submit("usr_1", job_id)
+    dispatcher.poll()
+    assert backend.launched == [] and backend.stopped == []  # job_1 runs on; job_2 waits for its slot
+    assert dispatcher.running() == {JobRef("usr_1", "job_1"): "job_1-1-aaa"}
+
+    app.mark_succeeded("job_1", now())
+    backend.end("job_1-1-aaa")
+    dispatcher.poll()
+    assert app.get_job("job_1").state == JobState.SUCCEEDED
+    assert backend.run_ids == ["job_2-1"]
+
+
+def test_after_a_restart_a_run_whose_job_moved_on_is_adopted_and_asked_to_end(
+    local_bucket: LocalBucket, app: UserApp, submitted
+) -> None:
+    submitted("job_1")
+    app.queue_job("job_1", now())
+    app.start_job("job_1", 1, now())
+    app.retry_job("job_1", 2, "lost", now())  # the ledger found attempt 1 lost meanwhile
+    backend = FakeBackend(alive=[_alive("job_1", 1, "job_1-1-old")])
+    dispatcher = Dispatcher(local_bucket, backend, open_app=lambda user_id: app, max_concurrent=1)
+
+    assert dispatcher.adopt_alive() == 1
+    assert backend.stopped == ["job_1-1-old"]
+    dispatcher.submit("usr_1", "job_1")
+    dispatcher.poll()
+    assert backend.launched == []  # attempt 2 waits until the old run is reaped
+    backend.end("job_1-1-old", -15)
+    dispatcher.poll()
+    dispatcher.poll()
+    assert backend.run_ids == ["job_1-2"]

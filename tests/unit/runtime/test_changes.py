@@ -111,3 +111,13 @@ def test_open_change_feed_names() -> None:
 def test_partition_of_commit(name: str, partition: str | None) -> None:
     assert layout.partition_of_commit(name) == partition
 
+
+def test_per_process_gives_each_process_its_own_pubsub_subscription() -> None:
+    from storage.changes import own_subscription_name, per_process
+
+    assert per_process("pubsub://p/t/api") == "pubsub://p/t/api-*"
+    assert per_process("pubsub://p/t/api-*") == "pubsub://p/t/api-*"
+    assert per_process("poll:0.25") == "poll:0.25"
+    first, second = own_subscription_name("api-"), own_subscription_name("api-")
+    assert first != second and first.startswith("api-") and second.startswith("api-")
+    assert own_subscription_name("9x")[0].isalpha()

@@ -39,7 +39,9 @@ def test_an_unknown_backend_is_refused_by_name(tmp_path: Path) -> None:
 
 
 def test_a_ray_dispatcher_writes_its_pubsub_url_into_run_yaml_and_refuses_any_other(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, bucket_url=f"file://{tmp_path}/bucket", ray_address="http://127.0.0.1:1")
+    settings = Settings(
+        home=tmp_path, bucket_url=f"file://{tmp_path}/bucket", ray_address="http://127.0.0.1:1"
+    )
     runtime = Runtime(settings)
     dispatcher = ray_dispatcher(settings, runtime, heartbeats="pubsub://p/hb/hb-sub", runner_module="m")
     assert isinstance(dispatcher.backend, RayJobsBackend)
@@ -47,3 +49,24 @@ def test_a_ray_dispatcher_writes_its_pubsub_url_into_run_yaml_and_refuses_any_ot
     assert dispatcher.backend.env["TUNE_HOME"] == str(tmp_path)
     with pytest.raises(ValueError, match="Pub/Sub"):
         ray_dispatcher(settings, runtime, heartbeats="direct://x", runner_module="m")
+
+
+def test_a_local_dispatcher_on_pubsub_has_its_runners_publish_themselves(tmp_path: Path) -> None:
+    """Multi-process topology: the runner (its own session) publishes to Pub/Sub, so its heartbeats
+    go on reaching the ledger while the dispatcher that started it is down; only a non-Pub/Sub URL
+    is relayed through the dispatcher from the runner's stdout."""
+    from roles.dispatcher import local_role_dispatcher
+    from runners.backends import LocalSubprocessBackend
+    from runners.heartbeat_relay import STDOUT_URL
+
+    settings = Settings(home=tmp_path, bucket_url=f"file://{tmp_path}/bucket")
+    runtime = Runtime(settings)
+    dispatcher, publisher = local_role_dispatcher(
+        settings, runtime, heartbeats="pubsub://p/hb/hb-sub", runner_module="m"
+    )
+    assert isinstance(dispatcher.backend, LocalSubprocessBackend)
+    assert dispatcher.heartbeat_url == "pubsub://p/hb/hb-sub" and publisher is None
+    assert dispatcher.backend.on_heartbeat is None
+    relayed, publisher = local_role_dispatcher(settings, runtime, heartbeats="direct://t", runner_module="m")
+    assert relayed.heartbeat_url == STDOUT_URL and publisher is not None
+    publisher.close()
