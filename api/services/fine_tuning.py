@@ -172,7 +172,7 @@ class FineTuningService(UserService):
         )
 
     def delete_file(self, file_id: str) -> ft.FileDeleted:
-        """Delete the dataset and its files (409 while a queued or running job uses it)."""
+        """Delete the dataset and its files (409 while an active job, paused too, uses it)."""
         return ft.FileDeleted(id=self.datasets.delete(file_id).id)
 
     # -- jobs --------------------------------------------------------------------------------
