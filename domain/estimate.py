@@ -15,6 +15,27 @@ truncates). Examples the trainer drops (no assistant token left within ``max_seq
 the base model's tokenizer to be known; the plan counts every example, so where some are dropped
 it counts more steps than run: the estimate errs high, never low.
 
+What prices a workload is its ``compute_tokens``: its tokens as training tokens of supervised
+fine-tuning (SFT), the unit of a ``Measurement``. A token trained costs a forward and a backward
+pass, about three forwards (2N FLOPs forward, 4N backward for N parameters); so:
+
+- SFT trains ``tokens`` (factor 1);
+- DPO (``objective: dpo``) trains each pair as two sequences, prompt + preferred and prompt +
+  non-preferred, and runs the reference model forward on both (the adapter switched off with LoRA,
+  a frozen copy with full training): 4/3 of a training pass per sequence token. The stats count a
+  pair's prompt once; taken as a third of the pair (a prompt and two answers alike), the sequences
+  hold 4/3 of its tokens, so a DPO token costs ``DPO_TOKEN_COST`` = 4/3 x 4/3 = 16/9 (8/3 of an SFT
+  pass over prompt + preferred answer: the "about 2x+ an SFT pass" DPO is known for);
+- a validation set adds one evaluation, forward only, at every checkpoint and at the last step
+  (``ceil(steps / checkpoint_every_steps)`` of them, as transformers evaluates with ``eval_steps``):
+  ``EVAL_TOKEN_COST`` = 1/3 per token evaluated for SFT, twice that for DPO (policy and
+  reference on both sequences: 2/3 x 4/3). Its examples are the held-out ones (``validation_split``:
+  the dataset's mean length) or the validation dataset's (``validation`` stats), each capped at
+  ``max_seq_length``.
+
+An earlier job's measurement is counted in the same unit (``api.services.estimates``), so an SFT
+job's pace prices a DPO job and a job with a validation set prices one without.
+
 ``estimate_job`` prices that workload from evidence, best first:
 
 - ``measured``: earlier finished jobs on the same base model, GPU type and count (``Measurement``:
@@ -49,6 +70,8 @@ __all__ = [
     "ASSUMED_OVERHEAD_MS",
     "CALIBRATION",
     "CALIBRATION_MARGIN",
+    "DPO_TOKEN_COST",
+    "EVAL_TOKEN_COST",
     "MEASURED_MARGIN",
     "Estimate",
     "Measurement",
@@ -71,6 +94,13 @@ ASSUMED_MARGIN = (Fraction(1, 4), Fraction(4))
 ASSUMED_OVERHEAD_MS = 60_000
 """What an attempt is assumed to take besides training (start, model load, data, save) when nothing
 was measured: about a minute (a small model on CPU measured 60-110 s)."""
+
+DPO_TOKEN_COST = Fraction(16, 9)
+"""A DPO pair's token in SFT training tokens: both sequences (the prompt twice: 4/3 of the pair's
+tokens), each trained (1) and run through the reference model (1/3)."""
+EVAL_TOKEN_COST = {"sft": Fraction(1, 3), "dpo": Fraction(8, 9)}
+"""A token evaluated, in SFT training tokens, per objective: a forward pass (DPO: policy and reference
+on both sequences)."""
 
 
 class Measurement(msgspec.Struct, frozen=True):
@@ -96,13 +126,18 @@ CALIBRATION: dict[tuple[str, str], Measurement] = {
 
 
 class Workload(msgspec.Struct, frozen=True):
-    """What the trainer will do: its examples, optimizer steps, examples seen and (estimated) tokens."""
+    """What the trainer will do: its examples, optimizer steps, examples seen and (estimated) tokens
+    trained; the ``evaluations`` of ``eval_tokens`` each; all of it as SFT training tokens
+    (``compute_tokens``: what a ``Measurement`` prices)."""
 
     train_examples: int
     eval_examples: int
     steps: int
     examples_seen: int
     tokens: int
+    eval_tokens: int = 0
+    evaluations: int = 0
+    compute_tokens: int = 0
 
 
 class Estimate(msgspec.Struct, frozen=True):
@@ -152,8 +187,15 @@ def steps_per_epoch(train_examples: int, batch_size: int, accumulation: int, dev
     return max(-(-batches // accumulation), 1)
 
 
-def plan_workload(config: TrainingConfig, stats: Mapping[str, Any] | None, rows: int | None) -> Workload:
-    """The trainer's work on a dataset of ``stats`` (``DatasetStats`` as stored) or ``rows`` examples."""
+def plan_workload(
+    config: TrainingConfig,
+    stats: Mapping[str, Any] | None,
+    rows: int | None,
+    *,
+    validation: Mapping[str, Any] | None = None,
+) -> Workload:
+    """The trainer's work on a dataset of ``stats`` (``DatasetStats`` as stored) or ``rows`` examples;
+    ``validation``: the stats of the config's ``validation_dataset_id``."""
     stats = stats or {}
     examples = int(stats.get("examples") or rows or 0)
     held = held_out_examples(examples, config.validation_split) if examples else 0
@@ -171,9 +213,25 @@ def plan_workload(config: TrainingConfig, stats: Mapping[str, Any] | None, rows:
     full, rest = divmod(steps, per_epoch)
     step_examples = config.batch_size * devices * config.gradient_accumulation_steps
     seen = full * train + min(rest * step_examples, train)
-    epoch_tokens = min(int(stats.get("est_tokens") or 0), examples * config.max_seq_length)
+    epoch_tokens = _capped_tokens(stats, examples, config.max_seq_length)
     tokens = -(-seen * epoch_tokens // examples) if examples else 0
-    return Workload(train, held, steps, seen, tokens)
+    if config.validation_dataset_id is not None:
+        held = int((validation or {}).get("examples") or 0)
+        eval_tokens = _capped_tokens(validation or {}, held, config.max_seq_length)
+    else:
+        eval_tokens = -(-held * epoch_tokens // examples) if examples else 0
+    evaluations = -(-steps // config.checkpoint_every_steps) if held else 0
+    dpo = config.objective == "dpo"
+    compute = (
+        tokens * (DPO_TOKEN_COST if dpo else 1)
+        + evaluations * eval_tokens * EVAL_TOKEN_COST["dpo" if dpo else "sft"]
+    )
+    return Workload(train, held, steps, seen, tokens, eval_tokens, evaluations, math.ceil(compute))
+
+
+def _capped_tokens(stats: Mapping[str, Any], examples: int, max_seq_length: int) -> int:
+    """The estimated tokens of ``examples`` examples of ``stats``, each capped at ``max_seq_length``."""
+    return min(int(stats.get("est_tokens") or 0), examples * max_seq_length)
 
 
 def estimate_job(
@@ -184,11 +242,12 @@ def estimate_job(
     *,
     base_model: str | None = None,
     evidence: Sequence[Measurement] = (),
+    validation: Mapping[str, Any] | None = None,
 ) -> Estimate:
     """The estimate of training ``config`` on a dataset, from ``evidence`` (earlier jobs on the same
     base model, GPU type and count), else the calibration of ``base_model`` on the GPU type, else the
-    GPU type's assumed throughput."""
-    work = plan_workload(config, stats, rows)
+    GPU type's assumed throughput; ``validation``: the stats of its validation dataset, if any."""
+    work = plan_workload(config, stats, rows, validation=validation)
     calibration = CALIBRATION.get((base_model or "", config.gpu_type))
     source: Source
     if evidence:
@@ -200,7 +259,7 @@ def estimate_job(
         rate = (known.tokens_per_s if known else DEFAULT_TOKENS_PER_S) * config.gpu_count
         source, margin = "assumed", ASSUMED_MARGIN
         samples = [Measurement(tokens=rate, train_ms=1000, overhead_ms=ASSUMED_OVERHEAD_MS)]
-    predicted = sorted(m.predict_ms(work.tokens) for m in samples)
+    predicted = sorted(m.predict_ms(work.compute_tokens) for m in samples)
     gpu_ms = _median(predicted)
     low_ms = math.floor(predicted[0] * margin[0])
     high_ms = math.ceil(predicted[-1] * margin[1])

@@ -24,7 +24,8 @@
    and if the control plane is gone (below) the trainer is stopped the graceful way and the
    attempt ends ``retrying`` for the platform's fault (``CONTROL_PLANE_GONE``);
 5. records the outcome: ``Succeeded`` with the model registered (weights uploaded to
-   ``models/<id>/weights/``), ``Stopped`` (with the job's last checkpoint, less its optimizer and
+   ``models/<id>/weights/``; a run early stopping ended has ``early_stopped_at_step`` in its
+   metrics), ``Stopped`` (with the job's last checkpoint, less its optimizer and
    trainer state, published and registered as the model the same way: a stopped job's model id
    answers; no checkpoint, no model), ``Paused`` (a ``pausing`` job, once the trainer saved its
    checkpoint: no model is published, nothing is charged past the attempt's last heartbeat, and a
@@ -598,12 +599,15 @@ class JobRunner:
     def _succeeded(self, done: Done) -> Outcome:
         if done.model_dir is None:
             return self._retry("the trainer reported success without a model folder")
+        metrics = dict(done.metrics)
+        if done.reason == "early_stopped":  # the step it stopped at, beside the best one it keeps
+            metrics["early_stopped_at_step"] = float(done.step)
         try:
-            weights = self._publish(Path(done.model_dir), dict(done.metrics), {})
+            weights = self._publish(Path(done.model_dir), metrics, {})
         except Exception as exc:
             log.exception("uploading the weights of %s failed", self.spec.job_id)
             return self._retry(f"uploading the weights failed: {type(exc).__name__}: {exc}")
-        self.recorder.succeeded(done.metrics, weights)
+        self.recorder.succeeded(metrics, weights)
         self._say(f"succeeded: model {self.spec.model_id} ({_weights_line(self.spec.model_id, weights)})")
         return Outcome.SUCCEEDED
 

@@ -153,7 +153,8 @@ class DatasetService(UserService):
         return msgspec.structs.replace(self.get(dataset_id), error_count=report.error_count)
 
     def delete(self, dataset_id: str) -> schemas.Deleted:
-        """Record the deletion (409 while a queued or running job uses it), then remove its files."""
+        """Record the deletion (409 while an active job, paused too, trains or validates on it), then remove
+        its files."""
         self.get(dataset_id)
         active = JobService(self.rt, self.user_id).active_job_ids(dataset_id=dataset_id)
         self.app.delete_dataset(dataset_id, active_job_ids=active, at=self.rt.clock())

@@ -4,8 +4,10 @@ A finished job is evidence for a new one when it ran on the same base model, GPU
 with the same method, succeeded in its first attempt (a resumed job's training time covers only
 its last attempt), and its view says what it took: its metrics' ``train_seconds`` and its billed
 ``gpu_ms``. What it trained is counted in the unit the new estimate counts in (``plan_workload``
-on its own config and dataset: the dataset's estimated tokens, so the estimate's bias per
-dataset format cancels); where its dataset is gone, the tokens its trainer reported stand in.
+on its own config and dataset: the dataset's estimated tokens as ``compute_tokens``, its
+objective's cost and its evaluations included, so the estimate's bias per dataset format cancels
+and a job of either objective, with or without a validation set, prices the other); where its
+dataset is gone, the tokens its trainer reported stand in.
 Jobs of the same ``max_seq_length`` bucket (a power of two: per-token time grows with the
 sequence) come first, then the newest; at most ``SAMPLES`` are used.
 
@@ -55,7 +57,15 @@ class EstimateService(UserService):
             usd_micros_per_hour,
             base_model=base_model,
             evidence=self.evidence(config, base_model, pages),
+            validation=self._validation_stats(config),
         )
+
+    def _validation_stats(self, config: TrainingConfig) -> dict[str, Any] | None:
+        """The stats of the config's validation dataset (None without one, or once it is gone)."""
+        if config.validation_dataset_id is None:
+            return None
+        found = self.rt.view_json(layout.dataset_metadata(self.user_id, config.validation_dataset_id))
+        return (found or {}).get("stats")
 
     def evidence(self, config: TrainingConfig, base_model: str, pages: Pages) -> list[Measurement]:
         """What the caller's earlier jobs like this one took (see the module docstring)."""
@@ -83,7 +93,10 @@ class EstimateService(UserService):
             return None
         dataset = self.rt.view_json(layout.dataset_metadata(self.user_id, status.get("dataset_id") or ""))
         if dataset is not None and dataset.get("stats"):
-            tokens = plan_workload(config, dataset.get("stats"), dataset.get("rows")).tokens
+            plan = plan_workload(
+                config, dataset.get("stats"), dataset.get("rows"), validation=self._validation_stats(config)
+            )
+            tokens = plan.compute_tokens
         else:
             tokens = int(metrics.get("tokens") or 0)
         if tokens <= 0:

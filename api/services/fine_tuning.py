@@ -15,7 +15,9 @@ job's validation loss, at each checkpoint and at the end, is a ``metrics`` event
 ``hyperparameters.beta`` ``dpo_beta``; the job's reply shows the method back.
 
 Pause and resume are the platform's (``JobService.pause``/``resume``): a ``pausing`` or ``paused``
-job is ``paused`` here, and resuming queues it again from the checkpoint its pause saved.
+job is ``paused`` here, and resuming queues it again from the checkpoint its pause saved. The events
+list words the lifecycle as OpenAI's does (``PauseRequested``, ``Paused``, ``Resumed`` included), and a
+run early stopping ended says so in its completion message (the runner's ``early_stopped_at_step``).
 
 Not yet: ``method`` ``reinforcement`` (400).
 """
@@ -85,12 +87,37 @@ _PARAMS = {
 _HIDDEN_EVENTS = frozenset({"UsageMetered", "UsageCredited"})
 """Billing's events: at ``/fine-tune/{id}/events`` and ``/billing``, not in OpenAI's event list."""
 _WARNINGS = frozenset({"Retrying", "Lost", "AttemptFaulted", "AlertRaised", "StopRequested"})
+
+
+def _succeeded(event: schemas.JobEvent) -> str:
+    """OpenAI's completion message; a run early stopping ended says so, and which step it keeps."""
+    metrics = event.data.get("metrics") or {}
+    stopped_at = metrics.get("early_stopped_at_step") if isinstance(metrics, dict) else None
+    if not isinstance(stopped_at, int | float):
+        return "The job has successfully completed"
+    best = metrics.get("best_step")
+    kept = f"; the model is the best checkpoint's, step {best:.0f}" if isinstance(best, int | float) else ""
+    return (
+        f"The job has successfully completed: stopped early at step {stopped_at:.0f}, "
+        f"the validation loss stopped improving{kept}"
+    )
+
+
+def _paused(event: schemas.JobEvent) -> str:
+    step = event.data.get("step")
+    at = f" at step {step}" if isinstance(step, int) and step > 0 else ""
+    return f"The job was paused{at}: it holds no hardware and is billed nothing until it resumes"
+
+
 _MESSAGES: dict[str, Callable[[schemas.JobEvent], str]] = {
     "Submitted": lambda e: f"Created fine-tuning job: {e.summary}",
     "Queued": lambda e: "Job queued",
-    "Succeeded": lambda e: "The job has successfully completed",
+    "Succeeded": _succeeded,
     "Failed": lambda e: f"The job failed: {e.summary}",
     "Stopped": lambda e: f"The job was cancelled: {e.summary}",
+    "PauseRequested": lambda e: "Pausing the job: it saves a checkpoint, then releases its hardware",
+    "Paused": _paused,
+    "Resumed": lambda e: "The job was resumed: a new attempt continues from its last checkpoint",
 }
 
 
@@ -145,7 +172,7 @@ class FineTuningService(UserService):
         )
 
     def delete_file(self, file_id: str) -> ft.FileDeleted:
-        """Delete the dataset and its files (409 while a queued or running job uses it)."""
+        """Delete the dataset and its files (409 while an active job, paused too, uses it)."""
         return ft.FileDeleted(id=self.datasets.delete(file_id).id)
 
     # -- jobs --------------------------------------------------------------------------------

@@ -90,15 +90,27 @@ class JobService(UserService):
         return Pages(self.rt, self.user_id, JOBS)
 
     def active_job_ids(self, *, dataset_id: str | None = None, base_model: str | None = None) -> list[str]:
-        """Ids of the caller's jobs still queued or running that use this dataset or model (only the
-        index pages holding a job in an active state are read)."""
+        """Ids of the caller's active jobs (``ACTIVE_STATES``: paused ones too, a resume needs their data)
+        that use this model, or this dataset to train on or as their validation dataset (only the index
+        pages holding a job in an active state are read, and the config of each active job on another
+        training dataset)."""
         pages = self.pages
-        return [
-            job.job_id
+        active = [
+            job
             for state in sorted(ACTIVE_STATES)
             for job in pages.every(Query(limit=1, state=state, base_model=base_model))
-            if dataset_id is None or job.dataset_id == dataset_id
         ]
+        return [
+            job.job_id
+            for job in active
+            if dataset_id is None
+            or job.dataset_id == dataset_id
+            or self._validates_on(job.job_id, dataset_id)
+        ]
+
+    def _validates_on(self, job_id: str, dataset_id: str) -> bool:
+        """Whether the job's config names ``dataset_id`` as its validation dataset."""
+        return bool(self.app.get_job(job_id).config.get("validation_dataset_id") == dataset_id)
 
     def events(self, job_id: str) -> schemas.JobEvents:
         """The job's history, oldest first, from its own stored events."""

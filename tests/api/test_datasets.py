@@ -195,6 +195,26 @@ def test_delete_while_a_job_uses_it_is_409_until_the_job_ends(api: Api, ann: Use
     assert api.client.delete(f"/datasets/{ds}", headers=ann.headers).status_code == 200
 
 
+def test_delete_is_409_while_an_active_job_validates_on_it_even_paused(api: Api, ann: User) -> None:
+    """A validation dataset is in use as the training one is: a paused job's resume evaluates on it."""
+    train, valid = api.upload(ann)["dataset_id"], api.upload(ann)["dataset_id"]
+    reply = api.start(ann, train, config={"epochs": 1, "validation_dataset_id": valid})
+    assert reply.status_code == 201, reply.text
+    job_id = reply.json()["job_id"]
+    assert api.client.post(f"/fine-tune/{job_id}/pause", headers=ann.headers).status_code == 200
+    api.settle(ann)
+    assert api.client.get(f"/fine-tune/{job_id}/status", headers=ann.headers).json()["status"] == "paused"
+    refused = api.client.delete(f"/datasets/{valid}", headers=ann.headers)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["message"] == (
+        f"dataset {valid} is in use by active job(s) {job_id}; stop them first"
+    )
+    assert api.rt.bucket.exists(f"users/{ann.user_id}/data/{valid}/processed/train.jsonl")
+    assert api.client.post(f"/fine-tune/{job_id}/stop", headers=ann.headers).status_code == 200
+    api.settle(ann)
+    assert api.client.delete(f"/datasets/{valid}", headers=ann.headers).status_code == 200
+
+
 @pytest.mark.slow
 def test_a_large_upload_is_never_held_whole_in_memory(api: Api, ann: User) -> None:
     """The body goes from the ASGI receive channel to the bucket chunk by chunk (driven raw: no client)."""

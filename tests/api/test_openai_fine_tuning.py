@@ -323,6 +323,14 @@ def test_create_a_job_on_tiny_llama_pause_resume_then_retrieve_its_fine_tuned_mo
 
     done = client.fine_tuning.jobs.retrieve(job.id)
     assert done.status == "succeeded" and done.fine_tuned_model == model_id
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data][::-1]
+    lifecycle = [m for m in messages if m.startswith(("Pausing", "The job was", "The job has"))]
+    assert lifecycle == [
+        "Pausing the job: it saves a checkpoint, then releases its hardware",
+        "The job was paused at step 2: it holds no hardware and is billed nothing until it resumes",
+        "The job was resumed: a new attempt continues from its last checkpoint",
+        "The job has successfully completed",  # no early stop
+    ]
     with pytest.raises(openai.ConflictError) as refused:
         client.fine_tuning.jobs.pause(job.id)
     assert "has ended" in refused.value.message
@@ -346,3 +354,27 @@ def test_another_users_files_and_jobs_are_not_found(served: Served) -> None:
     assert job.id not in [j.id for j in bob.fine_tuning.jobs.list(limit=100).data]
     assert file_id not in [f.id for f in bob.files.list(limit=100).data]
     assert served.client().fine_tuning.jobs.retrieve(job.id).status == "validating_files"
+
+
+def test_an_early_stop_says_so_in_the_events(served: Served) -> None:
+    """The runner records ``early_stopped_at_step`` in the metrics of a run early stopping ended."""
+    client = served.client()
+    job = _job(served)
+    uid = served.users["ann"]
+    app, now = served.rt.user_app(uid), served.rt.clock()
+    app.queue_job(job.id, now)
+    app.start_job(job.id, 1, now, lease="lease-1")
+    model_id = app.get_job(job.id).model_id
+    metrics = {"eval_loss": 1.03, "best_step": 3.0, "early_stopped_at_step": 9.0}
+    weights = ModelWeights(
+        kind="lora", weights_prefix=f"users/{uid}/models/{model_id}/weights/", sha256="0" * 64,
+        size_bytes=1, metrics=metrics,
+    )  # fmt: skip
+    app.mark_succeeded(job.id, now, metrics=metrics, weights=weights, lease="lease-1")
+    served.rt.committed(f"users/{uid}")
+    newest = client.fine_tuning.jobs.list_events(job.id, limit=1).data[0]
+    assert newest.message == (
+        "The job has successfully completed: stopped early at step 9, the validation loss stopped "
+        "improving; the model is the best checkpoint's, step 3"
+    )
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"

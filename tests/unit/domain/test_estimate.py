@@ -95,3 +95,65 @@ def test_without_jobs_a_calibration_then_the_assumption() -> None:
 def test_a_dataset_without_stats_estimates_the_overhead_alone(stats) -> None:
     estimate = estimate_job(config(gpu_type="h200"), stats, None, CPU)
     assert estimate.tokens == 0 and estimate.gpu_ms == ASSUMED_OVERHEAD_MS
+
+
+PACE = Measurement(tokens=1_000, train_ms=1_000, overhead_ms=0)  # 1 ms a token: gpu_ms is the compute
+
+
+def test_dpo_counts_both_sequences_and_the_reference_pass() -> None:
+    """A pair is trained as two sequences (its prompt twice) and run through the reference model too."""
+    sft = plan_workload(config(epochs=1), STATS, None)
+    dpo = plan_workload(config(epochs=1, objective="dpo"), STATS, None)
+    assert dpo.tokens == sft.tokens == sft.compute_tokens == 20_000  # the tokens trained, as shown
+    assert dpo.compute_tokens == 35_556 == -(-20_000 * 16 // 9)  # 4/3 sequence tokens x 4/3 passes
+    # an SFT pass over prompt + preferred answer (2/3 of a pair's tokens) costs 8/3 times less: 2x+
+    assert dpo.compute_tokens / (sft.compute_tokens * 2 / 3) == pytest.approx(8 / 3, rel=1e-4)
+    priced = estimate_job(config(epochs=1, objective="dpo"), STATS, None, CPU, evidence=[PACE])
+    assert priced.gpu_ms == 35_556 and priced.tokens == 20_000
+
+
+def test_a_validation_split_adds_an_evaluation_at_each_checkpoint_and_the_last_step() -> None:
+    plan = plan_workload(
+        config(
+            epochs=2,
+            batch_size=3,
+            gradient_accumulation_steps=4,
+            validation_split=0.1,
+            checkpoint_every_steps=5,
+        ),
+        STATS,
+        None,
+    )
+    # 16 steps: evaluations at 5, 10, 15 and 16, each forward over the 10 held-out examples (2,000 tokens)
+    assert (plan.steps, plan.evaluations, plan.eval_tokens, plan.tokens) == (16, 4, 2_000, 36_000)
+    assert plan.compute_tokens == 36_000 + -(-4 * 2_000 // 3)
+    every_16 = plan_workload(
+        config(
+            epochs=2,
+            batch_size=3,
+            gradient_accumulation_steps=4,
+            validation_split=0.1,
+            checkpoint_every_steps=16,
+        ),
+        STATS,
+        None,
+    )
+    assert every_16.evaluations == 1  # the last step is a checkpoint: evaluated once
+    without = estimate_job(
+        config(epochs=2, batch_size=3, gradient_accumulation_steps=4), STATS, None, CPU, evidence=[PACE]
+    )
+    assert without.gpu_ms == 40_000  # no validation: no evaluations (100 examples trained twice)
+
+
+def test_a_validation_dataset_is_evaluated_from_its_own_stats_capped_and_dpo_evaluates_both_passes() -> None:
+    validation = {"examples": 10, "est_tokens": 5_000}  # 500 tokens an example: capped at 256
+    values = {"epochs": 1, "batch_size": 4, "validation_dataset_id": "ds_val", "max_seq_length": 256}
+    plan = plan_workload(config(**values), STATS, None, validation=validation)
+    # 25 steps, checkpoints every 100: one evaluation at the last step, of 10 x 256 tokens
+    assert (plan.eval_examples, plan.evaluations, plan.eval_tokens) == (10, 1, 2_560)
+    assert plan.train_examples == 100 and plan.compute_tokens == plan.tokens + -(-2_560 // 3)
+    dpo = plan_workload(config(**values, objective="dpo"), STATS, None, validation=validation)
+    assert dpo.compute_tokens == -(-(dpo.tokens * 16 + 2_560 * 8) // 9)  # 16/9 trained, 8/9 evaluated
+    assert plan_workload(config(**values), STATS, None).compute_tokens == plan.tokens  # its stats unknown
+    priced = estimate_job(config(**values), STATS, None, CPU, evidence=[PACE], validation=validation)
+    assert priced.gpu_ms == plan.compute_tokens

@@ -334,6 +334,7 @@ def test_a_validation_dataset_is_fetched_and_an_early_stop_succeeds_with_the_bes
     job = app.get_job("job_1")
     assert (job.state, job.step) == (JobState.SUCCEEDED, 9)
     assert job.metrics is not None and (job.metrics["best_step"], job.metrics["eval_loss"]) == (3.0, 1.03)
+    assert job.metrics["early_stopped_at_step"] == 9.0  # what says it stopped early (OpenAI's events)
     assert app.get_model("model_job_1").metrics == job.metrics
     evals = [(r["step"], r["eval_loss"]) for r in metric_lines(local_bucket) if r["event"] == "eval"]
     assert evals == [(3, 1.03), (6, 1.06), (9, 1.09)]
