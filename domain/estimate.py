@@ -21,7 +21,8 @@ it counts more steps than run: the estimate errs high, never low.
   the tokens they trained, counted in the same estimated unit, their training time and the rest of
   their billed time: loading, data preparation, saving, the fixed cost of an attempt that dominates
   a small job). Each predicts ``overhead + tokens x train_ms / sample_tokens``; the expected figure
-  is their median, the range their spread widened by ``MEASURED_MARGIN``;
+  is ``pooled``'s (their median overhead, their pace over all the tokens they trained), the range
+  the spread of all these predictions widened by ``MEASURED_MARGIN``;
 - ``calibration``: a measured run of the base model on the GPU type (``CALIBRATION``), range
   ``CALIBRATION_MARGIN``;
 - ``assumed``: the GPU type's assumed throughput (``domain.gpu_types``) and ``ASSUMED_OVERHEAD_MS``,
@@ -58,6 +59,7 @@ __all__ = [
     "estimate_job",
     "held_out_examples",
     "plan_workload",
+    "pooled",
 ]
 
 Source = Literal["measured", "calibration", "assumed"]
@@ -201,7 +203,8 @@ def estimate_job(
         source, margin = "assumed", ASSUMED_MARGIN
         samples = [Measurement(tokens=rate, train_ms=1000, overhead_ms=ASSUMED_OVERHEAD_MS)]
     predicted = sorted(m.predict_ms(work.tokens) for m in samples)
-    gpu_ms = _median(predicted)
+    gpu_ms = pooled(samples).predict_ms(work.tokens)
+    predicted = sorted([*predicted, gpu_ms])
     low_ms = math.floor(predicted[0] * margin[0])
     high_ms = math.ceil(predicted[-1] * margin[1])
 
@@ -218,6 +221,22 @@ def estimate_job(
         source=source,
         samples=len(evidence) if source == "measured" else 0,
     )
+
+
+def pooled(samples: Sequence[Measurement]) -> Measurement:
+    """One measurement standing for ``samples``: their median overhead, and their pace pooled over all
+    the tokens they trained (their training times summed over their tokens summed).
+
+    The pace is pooled rather than the median of each sample's: a short job's pace is the noisiest
+    (a few steps, each as slow as the machine was at that moment), so each job counts as much as it
+    trained. The overhead is a median: it is one figure per attempt whatever its size.
+    """
+    if len(samples) == 1:
+        return samples[0]
+    overhead = _median(sorted(m.overhead_ms for m in samples))
+    trained = [m for m in samples if m.tokens > 0]
+    tokens = sum(m.tokens for m in trained)
+    return Measurement(tokens=tokens, train_ms=sum(m.train_ms for m in trained), overhead_ms=overhead)
 
 
 def _median(values: Sequence[int]) -> int:
