@@ -299,3 +299,10 @@ def test_audit_in_worker_processes_prints_what_one_process_prints(home: Path, ru
     assert "1 with problems" in alone.out
     as_json = [run_cli("tune", "admin", "audit", "--json", "--workers", n).out for n in ("1", "2")]
     assert as_json[0] == as_json[1] and pools == [2, 2]  # the pool ran (and only when asked to)
+
+
+def test_calibrate_refuses_a_job_that_measured_nothing_in_one_line(home: Path, run_cli) -> None:
+    user = _json(run_cli, "user", "create", "--email", "cal@example.com", "--password", "pw-1")["user_id"]
+    result = run_cli("tune", "admin", "calibrate", "--user-id", user, "--job-id", "job_nope")
+    assert result.code == 1
+    assert result.err.strip().startswith("tune: error: job job_nope is no measurement")
