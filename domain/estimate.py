@@ -90,9 +90,12 @@ class Measurement(msgspec.Struct, frozen=True):
 
 
 CALIBRATION: dict[tuple[str, str], Measurement] = {
-    # smollm2-135m, LoRA on 2 shared CPU cores: the quick start's job (~7,800 estimated tokens in 3
-    # epochs) billed ~121 s of which ~100 s were start, load and save (issue 15's measurements).
-    ("smollm2-135m", "cpu"): Measurement(tokens=7_800, train_ms=21_000, overhead_ms=100_000),
+    # smollm2-135m, LoRA (the sample config) on 2 CPU cores shared with other work (load average 6-10):
+    # bench_estimate's first two jobs (14 and 6 steps of batch 8), pooled by `tune admin calibrate`.
+    # The overhead (trainer start, model load, final save) is ~11 s; training ~108 ms an estimated
+    # token on that loaded machine (a step measured 3 s when it had the cores to itself, 17-31 s
+    # typical).
+    ("smollm2-135m", "cpu"): Measurement(tokens=5_617, train_ms=605_384, overhead_ms=11_015),
 }
 """Measured runs per (base model, GPU type): the fallback where the platform has no jobs of its own."""
 
