@@ -5,7 +5,8 @@
   million tokens (a change can take effect later, never earlier);
 - ``audit``: verify each partition's hash chain and compare its stored views with a
   replay from position 0 (exit 1 on any difference); ``rebuild``: rewrite them from it;
-- ``report``: a user's monthly billing report replayed from the log (table, CSV, JSON).
+- ``report``: a user's monthly billing report replayed from the log (table, CSV, JSON);
+- ``calibrate``: a base model's calibration row on a GPU type, measured from real jobs.
 
 The bucket is ``--bucket`` / ``$TUNE_BUCKET``, else ``$TUNE_HOME/bucket``. Server
 packages are imported inside the commands only. Writes are folded into the views at
@@ -45,6 +46,9 @@ admin_app.command("cli.audit:audit", name="audit", help="Check hash chains and v
 admin_app.command("cli.audit:rebuild", name="rebuild", help="Rewrite the views from a replay of the logs.")
 admin_app.command("cli.audit:report", name="report", help="A user's monthly billing report, replayed.")
 admin_app.command("cli.admin_base_models:base_model_app", name="base-model", alias="base-models")
+admin_app.command(
+    "cli.admin_calibrate:calibrate", name="calibrate", help="A base model's calibration row, from real jobs."
+)
 
 
 @Parameter(name="*")

@@ -42,7 +42,8 @@ job's pace prices a DPO job and a job with a validation set prices one without.
   the tokens they trained, counted in the same estimated unit, their training time and the rest of
   their billed time: loading, data preparation, saving, the fixed cost of an attempt that dominates
   a small job). Each predicts ``overhead + tokens x train_ms / sample_tokens``; the expected figure
-  is their median, the range their spread widened by ``MEASURED_MARGIN``;
+  is ``pooled``'s (their median overhead, their pace over all the tokens they trained), the range
+  the spread of all these predictions widened by ``MEASURED_MARGIN``;
 - ``calibration``: a measured run of the base model on the GPU type (``CALIBRATION``), range
   ``CALIBRATION_MARGIN``;
 - ``assumed``: the GPU type's assumed throughput (``domain.gpu_types``) and ``ASSUMED_OVERHEAD_MS``,
@@ -81,6 +82,7 @@ __all__ = [
     "estimate_job",
     "held_out_examples",
     "plan_workload",
+    "pooled",
 ]
 
 Source = Literal["measured", "calibration", "assumed"]
@@ -118,9 +120,12 @@ class Measurement(msgspec.Struct, frozen=True):
 
 
 CALIBRATION: dict[tuple[str, str], Measurement] = {
-    # smollm2-135m, LoRA on 2 shared CPU cores: the quick start's job (~7,800 estimated tokens in 3
-    # epochs) billed ~121 s of which ~100 s were start, load and save (issue 15's measurements).
-    ("smollm2-135m", "cpu"): Measurement(tokens=7_800, train_ms=21_000, overhead_ms=100_000),
+    # smollm2-135m, LoRA (the sample config) on 2 CPU cores shared with other work (load average 6-10):
+    # bench_estimate's first two jobs (14 and 6 steps of batch 8), pooled by `tune admin calibrate`.
+    # The overhead (trainer start, model load, final save) is ~11 s; training ~108 ms an estimated
+    # token on that loaded machine (a step measured 3 s when it had the cores to itself, 17-31 s
+    # typical).
+    ("smollm2-135m", "cpu"): Measurement(tokens=5_617, train_ms=605_384, overhead_ms=11_015),
 }
 """Measured runs per (base model, GPU type): the fallback where the platform has no jobs of its own."""
 
@@ -260,7 +265,8 @@ def estimate_job(
         source, margin = "assumed", ASSUMED_MARGIN
         samples = [Measurement(tokens=rate, train_ms=1000, overhead_ms=ASSUMED_OVERHEAD_MS)]
     predicted = sorted(m.predict_ms(work.compute_tokens) for m in samples)
-    gpu_ms = _median(predicted)
+    gpu_ms = pooled(samples).predict_ms(work.compute_tokens)
+    predicted = sorted([*predicted, gpu_ms])
     low_ms = math.floor(predicted[0] * margin[0])
     high_ms = math.ceil(predicted[-1] * margin[1])
 
@@ -277,6 +283,22 @@ def estimate_job(
         source=source,
         samples=len(evidence) if source == "measured" else 0,
     )
+
+
+def pooled(samples: Sequence[Measurement]) -> Measurement:
+    """One measurement standing for ``samples``: their median overhead, and their pace pooled over all
+    the tokens they trained (their training times summed over their tokens summed).
+
+    The pace is pooled rather than the median of each sample's: a short job's pace is the noisiest
+    (a few steps, each as slow as the machine was at that moment), so each job counts as much as it
+    trained. The overhead is a median: it is one figure per attempt whatever its size.
+    """
+    if len(samples) == 1:
+        return samples[0]
+    overhead = _median(sorted(m.overhead_ms for m in samples))
+    trained = [m for m in samples if m.tokens > 0]
+    tokens = sum(m.tokens for m in trained)
+    return Measurement(tokens=tokens, train_ms=sum(m.train_ms for m in trained), overhead_ms=overhead)
 
 
 def _median(values: Sequence[int]) -> int:

@@ -6,7 +6,9 @@ its last attempt), and its view says what it took: its metrics' ``train_seconds`
 ``gpu_ms``. What it trained is counted in the unit the new estimate counts in (``plan_workload``
 on its own config and dataset: the dataset's estimated tokens as ``compute_tokens``, its
 objective's cost and its evaluations included, so the estimate's bias per dataset format cancels
-and a job of either objective, with or without a validation set, prices the other); where its
+and a job of either objective, with or without a validation set, prices the other), in the share
+of its planned steps it trained (an early-stopped job trained fewer: counting its whole plan would
+make the pace look faster than it was); where its
 dataset is gone, the tokens its trainer reported stand in.
 Jobs of the same ``max_seq_length`` bucket (a power of two: per-token time grows with the
 sequence) come first, then the newest; at most ``SAMPLES`` are used.
@@ -74,17 +76,21 @@ class EstimateService(UserService):
         for row in rows:
             if row.gpu_type != config.gpu_type or row.gpu_count != config.gpu_count:
                 continue
-            sample = self._measurement(row.job_id, config)
-            if sample is not None:
-                found.append(sample)
+            measured = self.measured(row.job_id)
+            if measured is not None and measured[0].method == config.method:
+                same_bucket = _bucket(measured[0].max_seq_length) == _bucket(config.max_seq_length)
+                found.append((same_bucket, measured[1]))
         found.sort(key=lambda item: not item[0])  # the same bucket first; stable: newest first within
         return [measurement for _, measurement in found[:SAMPLES]]
 
-    def _measurement(self, job_id: str, like: TrainingConfig) -> tuple[bool, Measurement] | None:
-        """(same sequence-length bucket, what it took) of one succeeded job, or None if it is no evidence."""
+    def measured(self, job_id: str) -> tuple[TrainingConfig, Measurement] | None:
+        """(its config, what it took) of one of the caller's jobs, or None if it is no evidence: not
+        succeeded in its first attempt, or its training time, billed time or tokens unknown."""
         status = self.rt.view_json(layout.job_status(self.user_id, job_id))
         config = self._config(job_id)
-        if status is None or config is None or config.method != like.method or status.get("attempt") != 1:
+        if status is None or config is None or status.get("status") != "succeeded":
+            return None
+        if status.get("attempt") != 1:
             return None
         metrics: dict[str, Any] = status.get("metrics") or {}
         train_ms = round(float(metrics.get("train_seconds") or 0) * 1000)
@@ -93,16 +99,16 @@ class EstimateService(UserService):
             return None
         dataset = self.rt.view_json(layout.dataset_metadata(self.user_id, status.get("dataset_id") or ""))
         if dataset is not None and dataset.get("stats"):
-            plan = plan_workload(
+            planned = plan_workload(
                 config, dataset.get("stats"), dataset.get("rows"), validation=self._validation_stats(config)
             )
-            tokens = plan.compute_tokens
+            trained = int(metrics.get("steps") or planned.steps)
+            tokens = planned.compute_tokens * min(trained, planned.steps) // max(planned.steps, 1)
         else:
             tokens = int(metrics.get("tokens") or 0)
         if tokens <= 0:
             return None
-        sample = Measurement(tokens=tokens, train_ms=train_ms, overhead_ms=max(billed_ms - train_ms, 0))
-        return _bucket(config.max_seq_length) == _bucket(like.max_seq_length), sample
+        return config, Measurement(tokens=tokens, train_ms=train_ms, overhead_ms=max(billed_ms - train_ms, 0))
 
     def _config(self, job_id: str) -> TrainingConfig | None:
         try:

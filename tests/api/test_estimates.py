@@ -19,8 +19,12 @@ def dry_run(api: Api, user: User, dataset_id: str, **config: Any) -> dict[str, A
     return reply.json()  # type: ignore[no-any-return]
 
 
-def finished_job(api: Api, user: User, dataset_id: str, *, billed_ms: int, train_seconds: float) -> str:
-    """A job like ``GPU`` on ``dataset_id`` that succeeded in its first attempt, billed ``billed_ms``."""
+def finished_job(
+    api: Api, user: User, dataset_id: str, *, billed_ms: int, train_seconds: float, steps: int | None = None
+) -> str:
+    """A job like ``GPU`` on ``dataset_id`` that succeeded in its first attempt, billed ``billed_ms``,
+    after ``steps`` (default: all it planned)."""
+    steps = steps if steps is not None else dry_run(api, user, dataset_id)["estimate_steps"]
     reply = api.start(user, dataset_id, config=GPU)
     assert reply.status_code == 201, reply.text
     job_id = reply.json()["job_id"]
@@ -35,7 +39,7 @@ def finished_job(api: Api, user: User, dataset_id: str, *, billed_ms: int, train
         sha256="0" * 64,
         size_bytes=1,
     )
-    metrics = {"train_seconds": train_seconds, "tokens": 999.0, "steps": 10.0}
+    metrics = {"train_seconds": train_seconds, "tokens": 999.0, "steps": float(steps)}
     app.mark_succeeded(job_id, now, metrics=metrics, weights=weights)
     api.settle(user)
     return job_id  # type: ignore[no-any-return]
@@ -67,6 +71,15 @@ def test_after_one_job_the_same_job_is_estimated_at_what_it_cost(api: Api, ann: 
     assert dry_run(api, ann, dataset_id, method="full")["estimate_source"] == "assumed"
     # another user learns nothing of ann's jobs
     assert dry_run(api, bob, api.upload(bob)["dataset_id"])["estimate_source"] == "assumed"
+
+
+def test_an_early_stopped_job_s_pace_counts_the_steps_it_trained(api: Api, ann: User) -> None:
+    dataset_id = api.upload(ann)["dataset_id"]
+    planned = dry_run(api, ann, dataset_id)["estimate_steps"]
+    assert planned % 2 == 0
+    # it stopped early, half way: its 120 s of training were half the plan's tokens
+    finished_job(api, ann, dataset_id, billed_ms=600_000, train_seconds=120.0, steps=planned // 2)
+    assert dry_run(api, ann, dataset_id)["estimate_usd_micros"] == cost_usd_micros(720_000, 1, PRICE)
 
 
 def test_the_budget_check_uses_the_high_end_of_the_range(api: Api, ann: User) -> None:

@@ -311,3 +311,10 @@ def test_a_serving_price_takes_effect_when_asked(home: Path, run_cli) -> None:
     assert past.code == 1 and len(past.err.strip().splitlines()) == 1
     bad = run_cli(*args, "--effective-at", "soon")
     assert bad.code == 1 and "--effective-at" in bad.err
+
+
+def test_calibrate_refuses_a_job_that_measured_nothing_in_one_line(home: Path, run_cli) -> None:
+    user = _json(run_cli, "user", "create", "--email", "cal@example.com", "--password", "pw-1")["user_id"]
+    result = run_cli("tune", "admin", "calibrate", "--user-id", user, "--job-id", "job_nope")
+    assert result.code == 1
+    assert result.err.strip().startswith("tune: error: job job_nope is no measurement")

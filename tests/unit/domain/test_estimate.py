@@ -14,6 +14,7 @@ from domain.estimate import (
     estimate_job,
     held_out_examples,
     plan_workload,
+    pooled,
 )
 from domain.money import cost_usd_micros
 from domain.training_config import parse_training_config
@@ -75,11 +76,21 @@ def test_a_tiny_job_costs_mostly_its_overhead() -> None:
     assert six_steps.steps == 6 and six_steps.gpu_ms == 100_000 + 600
 
 
-def test_several_jobs_give_the_median_and_their_spread() -> None:
+def test_several_jobs_pool_their_pace_and_give_their_spread() -> None:
     samples = [Measurement(1_000, 1_000, 0), Measurement(1_000, 2_000, 0), Measurement(1_000, 4_000, 0)]
     estimate = estimate_job(config(epochs=1), STATS, None, 3_600_000, evidence=samples)
-    assert estimate.basis == "measured from 3 jobs" and estimate.gpu_ms == 40_000
+    # 20,000 tokens at 7 s per 3,000 tokens; each job alone predicts 20, 40 and 80 s
+    assert estimate.basis == "measured from 3 jobs" and estimate.gpu_ms == 46_667
     assert estimate.low_usd_micros == 16_000 and estimate.high_usd_micros == 100_000
+
+
+def test_a_short_job_s_noisy_pace_counts_as_much_as_it_trained() -> None:
+    # a 10,000-token job at 1 ms a token and a 1,000-token one caught on a busy machine (5 ms a token):
+    # the median of their paces would say 3 ms; pooled, 15 s over 11,000 tokens
+    long_job, short_job = Measurement(10_000, 10_000, 30_000), Measurement(1_000, 5_000, 10_000)
+    estimate = estimate_job(config(epochs=1), STATS, None, 3_600_000, evidence=[long_job, short_job])
+    assert estimate.gpu_ms == 20_000 + 27_273  # their median overhead, then 20,000 tokens pooled
+    assert pooled([long_job]) == long_job
 
 
 def test_without_jobs_a_calibration_then_the_assumption() -> None:
