@@ -75,19 +75,23 @@ def domain_errors() -> Iterator[None]:
 
 
 def open_runtime(store: Store) -> Any:
-    """The platform's context (``runtime.context.Runtime``) on the chosen bucket, serving nothing."""
+    """The platform's context (``runtime.context.Runtime``) on the chosen bucket, serving nothing; its
+    event store signs and verifies with the chosen home's keys (``--home`` as ``TUNE_HOME`` would)."""
     env = dict(os.environ)
     if store.home is not None:
         env["TUNE_HOME"] = str(store.home.expanduser().resolve())
     if store.bucket:
         env["TUNE_BUCKET"] = store.bucket
     from runtime.context import Runtime
-    from runtime.settings import Settings
+    from runtime.settings import Settings, ledger_of
 
     try:
-        return Runtime(Settings.from_env(env))
+        settings = Settings.from_env(env)
+        runtime = Runtime(settings)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    ledger_of(settings, runtime.bucket, role=settings.ledger.role)  # before any log is opened
+    return runtime
 
 
 def _print(view: Any, json: bool, title: str | None = None) -> None:

@@ -67,6 +67,14 @@ def _print_error(prog: str, text: str) -> None:
     sys.stderr.flush()
 
 
+def _is_event_store_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the event store's (eventsourcing's PersistenceError: a broken chain, a bucket
+    it cannot reach) in an operator command; checked without importing the store (``tune --help``
+    stays fast): an error of it means it was imported."""
+    persistence = sys.modules.get("eventsourcing.persistence")
+    return persistence is not None and isinstance(exc, persistence.PersistenceError)
+
+
 def run(app: Any, tokens: Iterable[str] | None = None, *, prog: str = "tune") -> int:
     """Run ``app`` (a cyclopts App, usually ``app.meta``) and return its exit status."""
     from cyclopts import CycloptsError
@@ -92,5 +100,10 @@ def run(app: Any, tokens: Iterable[str] | None = None, *, prog: str = "tune") ->
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         _print_error(prog, f"{where}{exc.strerror or exc}")
+        return EXIT_ERROR
+    except Exception as exc:
+        if not _is_event_store_error(exc):
+            raise
+        _print_error(prog, str(exc) or type(exc).__name__)  # e.g. a broken chain, with what to run
         return EXIT_ERROR
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

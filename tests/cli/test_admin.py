@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,25 @@ def test_calibrate_refuses_a_job_that_measured_nothing_in_one_line(home: Path, r
     result = run_cli("tune", "admin", "calibrate", "--user-id", user, "--job-id", "job_nope")
     assert result.code == 1
     assert result.err.strip().startswith("tune: error: job job_nope is no measurement")
+
+
+def test_home_option_uses_that_homes_keys(home: Path, run_cli, tmp_path: Path, monkeypatch) -> None:
+    """``--home X`` reads and writes X's log with X's keys, whatever home ``TUNE_HOME`` names (one
+    with a root key of its own); a bucket whose keyring this home's root key did not sign is refused in
+    one line (exit 1), never a traceback."""
+    user = _json(run_cli, "user", "create", "--email", "keys@example.com", "--password", "pw-1")["user_id"]
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("TUNE_HOME", str(elsewhere))
+    _json(run_cli, "user", "create", "--email", "own@example.com", "--password", "pw-1")  # its root key
+    added = ("user", "create", "--email", "more@example.com", "--password", "pw-1", "--home", str(home))
+    more = _json(run_cli, *added)["user_id"]
+    monkeypatch.setenv("TUNE_HOME", str(home))
+    listed = json.dumps(_json(run_cli, "user", "list"))
+    assert user in listed and more in listed
+
+    shutil.rmtree(elsewhere / "bucket")  # elsewhere's root key, with the bucket another root signed
+    shutil.copytree(home / "bucket", elsewhere / "bucket")
+    refused = run_cli("tune", "admin", "user", "create", "--email", "x@example.com", "--password", "pw-1",
+                      "--home", str(elsewhere))
+    assert refused.code == 1 and "Traceback" not in refused.err
+    assert len(refused.err.strip().splitlines()) == 1 and "chain is broken" in refused.err
