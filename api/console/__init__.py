@@ -4,6 +4,7 @@
 
     /console/sign-in, /console/sign-out          api.console.auth  (cookie session, CSRF)
     /console/jobs, /console/jobs/{job_id}[/live]  api.console.jobs  (list, page, live stream, stop)
+    /console/datasets[/{dataset_id}]              api.console.datasets  (list, upload, report, delete)
     /console/static/...                           the stylesheet, the page script, vendored
                                                   uPlot and htmx (never a CDN)
 
@@ -36,6 +37,7 @@ from api.console.auth import (
     build_csrf_config,
     secure_cookies_on_https,
 )
+from api.console.datasets import DatasetPages
 from api.console.errors import exception_handlers
 from api.console.jobs import JobPages
 from api.console.panels import duration
@@ -46,7 +48,7 @@ from runtime.settings import Settings
 __all__ = ["CONTROLLERS", "Console", "build_console", "secure_cookies_on_https"]
 
 HERE = Path(__file__).parent
-CONTROLLERS = [SignInController, JobPages]
+CONTROLLERS = [SignInController, JobPages, DatasetPages]
 """One Controller per page group (the nav in ``templates/base.html`` lists them)."""
 
 SECURITY_HEADERS = {
