@@ -5,6 +5,7 @@
     /console/sign-in, /console/sign-out          api.console.auth  (cookie session, CSRF)
     /console/jobs, /console/jobs/{job_id}[/live]  api.console.jobs  (list, page, live stream, stop)
     /console/datasets[/{dataset_id}]              api.console.datasets  (list, upload, report, delete)
+    /console/models[/{model_id}[/download]|/chat] api.console.models  (list, card, download, playground)
     /console/static/...                           the stylesheet, the page script, vendored
                                                   uPlot and htmx (never a CDN)
 
@@ -40,6 +41,7 @@ from api.console.auth import (
 from api.console.datasets import DatasetPages
 from api.console.errors import exception_handlers
 from api.console.jobs import JobPages
+from api.console.models import ModelPages
 from api.console.panels import duration
 from domain.money import format_usd
 from runtime.context import Runtime
@@ -48,7 +50,7 @@ from runtime.settings import Settings
 __all__ = ["CONTROLLERS", "Console", "build_console", "secure_cookies_on_https"]
 
 HERE = Path(__file__).parent
-CONTROLLERS = [SignInController, JobPages, DatasetPages]
+CONTROLLERS = [SignInController, JobPages, DatasetPages, ModelPages]
 """One Controller per page group (the nav in ``templates/base.html`` lists them)."""
 
 SECURITY_HEADERS = {
