@@ -6,6 +6,7 @@
     /console/jobs, /console/jobs/{job_id}[/live]  api.console.jobs  (list, page, live stream, stop)
     /console/datasets[/{dataset_id}]              api.console.datasets  (list, upload, report, delete)
     /console/models[/{model_id}[/download]|/chat] api.console.models  (list, card, download, playground)
+    /console/billing[/budget|/report.csv]         api.console.billing  (usage, months, budget, prices, CSV)
     /console/static/...                           the stylesheet, the page script, vendored
                                                   uPlot and htmx (never a CDN)
 
@@ -38,6 +39,7 @@ from api.console.auth import (
     build_csrf_config,
     secure_cookies_on_https,
 )
+from api.console.billing import BillingPages
 from api.console.datasets import DatasetPages
 from api.console.errors import exception_handlers
 from api.console.jobs import JobPages
@@ -50,7 +52,7 @@ from runtime.settings import Settings
 __all__ = ["CONTROLLERS", "Console", "build_console", "secure_cookies_on_https"]
 
 HERE = Path(__file__).parent
-CONTROLLERS = [SignInController, JobPages, DatasetPages, ModelPages]
+CONTROLLERS = [SignInController, JobPages, DatasetPages, ModelPages, BillingPages]
 """One Controller per page group (the nav in ``templates/base.html`` lists them)."""
 
 SECURITY_HEADERS = {
