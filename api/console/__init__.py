@@ -7,6 +7,7 @@
     /console/datasets[/{dataset_id}]              api.console.datasets  (list, upload, report, delete)
     /console/models[/{model_id}[/download]|/chat] api.console.models  (list, card, download, playground)
     /console/billing[/budget|/report.csv]         api.console.billing  (usage, months, budget, prices, CSV)
+    /console/operators[/users|/prices|/audit]     api.console.operators  (the admin role only: 404 otherwise)
     /console/static/...                           the stylesheet, the page script, vendored
                                                   uPlot and htmx (never a CDN)
 
@@ -44,6 +45,7 @@ from api.console.datasets import DatasetPages
 from api.console.errors import exception_handlers
 from api.console.jobs import JobPages
 from api.console.models import ModelPages
+from api.console.operators import OperatorPages
 from api.console.panels import duration
 from domain.money import format_usd
 from runtime.context import Runtime
@@ -52,7 +54,7 @@ from runtime.settings import Settings
 __all__ = ["CONTROLLERS", "Console", "build_console", "secure_cookies_on_https"]
 
 HERE = Path(__file__).parent
-CONTROLLERS = [SignInController, JobPages, DatasetPages, ModelPages, BillingPages]
+CONTROLLERS = [SignInController, JobPages, DatasetPages, ModelPages, BillingPages, OperatorPages]
 """One Controller per page group (the nav in ``templates/base.html`` lists them)."""
 
 SECURITY_HEADERS = {
