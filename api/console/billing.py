@@ -27,6 +27,8 @@ from domain.money import format_usd, parse_usd
 
 __all__ = ["BillingPages"]
 
+JOB_ROWS = 100
+"""The by-job table lists the month's most expensive jobs, at most this many (the CSV report lists all)."""
 CHART_MONTHS = 12
 """The chart shows this month and up to this many months before it, oldest first."""
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -84,7 +86,8 @@ class BillingPages(Controller):
             "usage": usage,
             "period": period,
             "gpus": sorted(period.usage_breakdown.items()),
-            "jobs": sorted(period.jobs, key=lambda j: (-j.cost_usd_micros, j.job_id)),
+            "jobs": sorted(period.jobs, key=lambda j: (-j.cost_usd_micros, j.job_id))[:JOB_ROWS],
+            "job_rows": len(period.jobs),
             "history": history,
             "chart": _chart([period, *history]),
             "budget": budget,
