@@ -23,7 +23,10 @@
     axes: [
       { values: function (_, ticks) { return ticks.map(function (t) { return data.months[t] || ""; }); },
         splits: function () { return xs; } },
-      { label: "USD", values: function (_, ticks) { return ticks.map(function (t) { return "$" + t.toFixed(2); }); } },
+      { label: "USD", size: 70, values: function (_, ticks, __, ___, step) {
+          var places = Math.max(2, Math.min(6, Math.ceil(-Math.log10(step || 1))));
+          return ticks.map(function (t) { return "$" + t.toFixed(places); });
+        } },
     ],
     series: [
       {},
