@@ -48,6 +48,11 @@ class ChatForm(msgspec.Struct, forbid_unknown_fields=False):
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.7
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=2048)] = MAX_TOKENS
 
+    @classmethod
+    def blank(cls, model: str) -> ChatForm:
+        """The form before the first message (its defaults; ``model`` chosen)."""
+        return msgspec.structs.replace(cls(model="-", message="-"), model=model, message="")
+
 
 def _history(raw: str) -> list[oa.ChatMessageIn]:
     try:
@@ -94,7 +99,7 @@ class ModelPages(Controller):
         model: Annotated[str | None, Parameter(max_length=200)] = None,
     ) -> Template:
         """The playground, with ``model`` chosen (default: the first the caller may call)."""
-        return _chat(caller, serving, ChatForm(model=model or "-", message="-"), [], None)
+        return _chat(caller, serving, ChatForm.blank(model or ""), [], None)
 
     @post("/chat")
     async def chat(

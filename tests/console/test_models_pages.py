@@ -121,3 +121,16 @@ def test_the_playground_refuses_another_users_model_like_the_api(
         data={"model": "tiny-llama", "message": "hi", "history": '[{"role": "root"}]', "_csrf_token": token},
     )
     assert forged.status_code == 400
+
+
+def test_without_a_chat_engine_the_playground_says_so(api: Api, ann: User) -> None:
+    client = signed_in(api, ann)
+    page = client.get("/console/models/chat")
+    assert page.status_code == 200 and "This server runs no chat engine" in page.text
+    assert 'src="/console/static/chat.js"' in page.text and 'id="chat-error"' in page.text
+    reply = client.post(
+        "/console/models/chat",
+        data={"model": "tiny-llama", "message": "hi", "_csrf_token": csrf_of(page.text)},
+        headers={"HX-Request": "true"},
+    )
+    assert reply.status_code == 503 and 'role="alert"' in reply.text  # what chat.js shows under the form
