@@ -22,13 +22,12 @@ from api.deps import PathId
 from api.services import DatasetService, JobService
 from api.services.pages import PageRequest
 from api.uploads import decoded_body, upload_coding
+from domain.dataset_format import DEFAULT_MAX_ERRORS
 from runtime.context import Runtime
 
 __all__ = ["DatasetPages"]
 
 PAGE_SIZE = 25
-REPORT_LINES = 500
-"""At most this many failing lines are listed on a page (the count says how many there are)."""
 
 
 class DatasetPages(Controller):
@@ -93,8 +92,9 @@ class DatasetPages(Controller):
             "nav": "datasets",
             "caller": caller,
             "dataset": dataset,
-            "errors": dataset.errors[:REPORT_LINES],
-            "error_count": dataset.error_count if dataset.error_count is not None else len(dataset.errors),
+            "errors": dataset.errors,
+            # the report keeps the first DEFAULT_MAX_ERRORS failing lines (the count is not stored)
+            "more_errors": dataset.error_count is None and len(dataset.errors) >= DEFAULT_MAX_ERRORS,
             "stats": sorted((dataset.stats or {}).items()),
             "in_use": in_use,
         }

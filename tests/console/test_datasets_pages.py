@@ -98,3 +98,12 @@ def test_another_users_dataset_answers_404(api: Api, ann: User, bob: User) -> No
         client.post(f"/console/datasets/{dataset_id}/delete", data={"_csrf_token": token}).status_code == 404
     )
     assert api.client.get(f"/datasets/{dataset_id}", headers=ann.headers).status_code == 200
+
+
+def test_a_report_past_its_limit_says_it_lists_only_the_first_failing_lines(api: Api, ann: User) -> None:
+    client = signed_in(api, ann)
+    token = csrf_of(client.get("/console/datasets").text)
+    body = _upload(client, token, chat_lines(12) + b"not json\n" * 80, "worse.jsonl").json()
+    page = client.get(body["page"])
+    assert "Rejected: the first 50 failing lines" in page.text  # not "50 failing lines": there are 80
+    assert page.text.count('<th scope="row" class="num">') == 50
