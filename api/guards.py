@@ -4,7 +4,9 @@
   ``domain.ids.check_id`` (400 naming it) before anything else looks at it;
 - ``requires_owner``: a ``{user_id}`` in the path is the caller's own (an admin
   may read anyone's); another user's id answers 404 exactly like an unknown one;
-- ``requires_self``: like ``requires_owner`` but admins get no exception (writes).
+- ``requires_self``: like ``requires_owner`` but admins get no exception (writes);
+- ``requires_admin``: the operators' routes (the console's ``/console/operators``) answer
+  404 to anyone but an admin.
 
 Guards are coroutines: Litestar runs a plain function guard on a worker thread,
 a hop that costs more than the check itself.
@@ -21,7 +23,7 @@ from api.auth import Principal
 from domain.errors import NotFound, Unauthenticated
 from domain.ids import check_id
 
-__all__ = ["caller_of", "requires_owner", "requires_self", "requires_valid_ids"]
+__all__ = ["caller_of", "requires_admin", "requires_owner", "requires_self", "requires_valid_ids"]
 
 _READS = frozenset({"GET", "HEAD"})
 
@@ -58,3 +60,10 @@ async def requires_owner(connection: ASGIConnection[Any, Any, Any, Any], _: Base
 
 async def requires_self(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     _check_user(connection, admin_reads=False)
+
+
+async def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The operators' routes: 404 to anyone but an admin (as another user's objects are: a page that
+    is not yours does not exist for you)."""
+    if not caller_of(connection).is_admin:
+        raise NotFound("no such page", where="path")

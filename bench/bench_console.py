@@ -1,16 +1,20 @@
-"""Bench: server time of the console's job page against the JSON status of the same job.
+"""Bench: server time of the console's job page and billing page against their JSON endpoints.
 
 One user with ``--jobs`` jobs in their history (1,000 by default; submitted through the user's
-application, the last one running with ``--steps`` logged steps, an eval every 50, and a log) on a
+application, each billed this month (one metered run: the billing page's by-job table is that
+long), the last one running with ``--steps`` logged steps, an eval every 50, and a log) on a
 local bucket. Both are asked ``--requests`` times through the real app in this process (Litestar's
 test client: no network, no other load), signed in as the console and the CLI are:
 
 - ``status``: ``GET /fine-tune/{job_id}/status`` (bearer token): the baseline;
 - ``page``: ``GET /console/jobs/{job_id}`` (session cookie): status, curves, checkpoints, log tail,
-  the month's billing, rendered.
+  the month's billing, rendered;
+- ``usage``: ``GET /billing/usage`` (bearer token): the billing page's baseline;
+- ``billing``: ``GET /console/billing`` (session cookie): the month by GPU type and by job, past
+  months, budget, alerts, prices, rendered.
 
-Printed: median and p99 of each in ms, and the page's p99 as a multiple of the status's. Goal:
-the page's p99 <= 50 ms with 1,000 jobs in the history.
+Printed: median and p99 of each in ms, and each page's p99 as a multiple of its baseline's. Goal:
+each page's p99 <= 50 ms with 1,000 jobs in the history.
 
     .venv/bin/python bench/bench_console.py [--jobs 1000] [--steps 1000] [--requests 300]
     .venv/bin/python bench/bench_console.py --smoke   # seconds: only checks that it runs
@@ -45,6 +49,8 @@ def prepare(home: Path, jobs: int, steps: int):  # type: ignore[no-untyped-def]
 
     from api.app import create_app
     from api.services import AccountService
+    from domain.metering import FixedUsage, UsageRun
+    from domain.money import period_of
     from roles.bootstrap import bootstrap
     from runtime.context import Runtime
     from runtime.settings import Settings
@@ -61,13 +67,22 @@ def prepare(home: Path, jobs: int, steps: int):  # type: ignore[no-untyped-def]
     app.upload_dataset(dataset_id, "train.jsonl", 100, "0" * 64, now)
     app.validate_dataset(dataset_id, "chat", 10, {}, now)
     job_id = ""
-    for _ in range(jobs):
+    billed = []
+    for n in range(jobs):
         job_id = app.submit_job(
             base_model="tiny-llama", dataset_id=dataset_id, config={"epochs": 1}, gpu_type="cpu",
             gpu_count=1, at=now, max_cost_usd_micros=5_000_000,
         )  # fmt: skip
-    app.queue_job(job_id, now)
-    app.start_job(job_id, 1, now)
+        app.queue_job(job_id, now)
+        app.start_job(job_id, 1, now)
+        billed.append(UsageRun(job_id=job_id, attempt=1, first_seq=1, last_seq=1, gpu_type="cpu",
+                               gpu_count=1, gpu_ms=60_000 + n, usd_micros_per_hour=50_000,
+                               period=period_of(now), last_at=now, heartbeats=1))  # fmt: skip
+    for start in range(0, len(billed), 100):  # the ledger's batches
+        batch = FixedUsage(billed[start : start + 100])
+        app.meter_usage(batch.job_ids, batch, now)
+    for run in billed[:-1]:  # the history: every job but the measured one has ended
+        app.mark_failed(run.job_id, "bench: ended", now)
     at = now.isoformat()
     records = [
         {"event": "step", "step": n, "total_steps": steps * 2, "epoch": n / steps, "loss": 3 / n,
@@ -129,11 +144,23 @@ def main() -> None:
             bearer = sign_in(client)
             status = measure(client, f"/fine-tune/{job_id}/status", args.requests, bearer)
             page = measure(client, f"/console/jobs/{job_id}", args.requests)
-    for name, times in (("status (JSON, baseline)", status), ("job page (HTML)", page)):
+            usage = measure(client, "/billing/usage", args.requests, bearer)
+            billing = measure(client, "/console/billing", args.requests)
+    rows = (
+        ("status (JSON, baseline)", status),
+        ("job page (HTML)", page),
+        ("usage (JSON, baseline)", usage),
+        ("billing page (HTML)", billing),
+    )
+    for name, times in rows:
         print(f"{name:<24} median {statistics.median(times):7.2f} ms   p99 {p99(times):7.2f} ms")
-    verdict = "meets" if p99(page) <= GOAL_P99_MS else "MISSES"
-    ratio = p99(page) / p99(status)
-    print(f"job page p99 {ratio:.2f}x the status's; {verdict} the goal (p99 <= {GOAL_P99_MS:.0f} ms)")
+    for name, measured, baseline, of in (
+        ("job page", page, status, "status"),
+        ("billing page", billing, usage, "usage"),
+    ):
+        verdict = "meets" if p99(measured) <= GOAL_P99_MS else "MISSES"
+        ratio = p99(measured) / p99(baseline)
+        print(f"{name} p99 {ratio:.2f}x the {of}'s; {verdict} the goal (p99 <= {GOAL_P99_MS:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@
 
     /console/sign-in, /console/sign-out          api.console.auth  (cookie session, CSRF)
     /console/jobs, /console/jobs/{job_id}[/live]  api.console.jobs  (list, page, live stream, stop)
+    /console/datasets[/{dataset_id}]              api.console.datasets  (list, upload, report, delete)
+    /console/models[/{model_id}[/download]|/chat] api.console.models  (list, card, download, playground)
+    /console/billing[/budget|/report.csv]         api.console.billing  (usage, months, budget, prices, CSV)
+    /console/operators[/users|/prices|/audit]     api.console.operators  (the admin role only: 404 otherwise)
     /console/static/...                           the stylesheet, the page script, vendored
                                                   uPlot and htmx (never a CDN)
 
@@ -36,8 +40,12 @@ from api.console.auth import (
     build_csrf_config,
     secure_cookies_on_https,
 )
+from api.console.billing import BillingPages
+from api.console.datasets import DatasetPages
 from api.console.errors import exception_handlers
 from api.console.jobs import JobPages
+from api.console.models import ModelPages
+from api.console.operators import OperatorPages
 from api.console.panels import duration
 from domain.money import format_usd
 from runtime.context import Runtime
@@ -46,7 +54,7 @@ from runtime.settings import Settings
 __all__ = ["CONTROLLERS", "Console", "build_console", "secure_cookies_on_https"]
 
 HERE = Path(__file__).parent
-CONTROLLERS = [SignInController, JobPages]
+CONTROLLERS = [SignInController, JobPages, DatasetPages, ModelPages, BillingPages, OperatorPages]
 """One Controller per page group (the nav in ``templates/base.html`` lists them)."""
 
 SECURITY_HEADERS = {

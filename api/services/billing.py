@@ -21,7 +21,7 @@ from domain.errors import ValidationFailed
 from domain.money import check_period, period_of
 from projections.billing import current_as_of, history_as_of
 from projections.replay import read_events
-from projections.report import monthly_reports, report_document
+from projections.report import monthly_reports, report_csv, report_document
 from storage import ObjectNotFound, layout
 
 __all__ = ["HISTORY_LISTING", "BillingService"]
@@ -97,6 +97,13 @@ class BillingService(UserService):
         rows, serving = monthly_reports(events, month)
         document = report_document(rows, month, serving)
         return msgspec.convert(msgspec.to_builtins(document), schemas.MonthlyReport)
+
+    def report_csv(self, month: str) -> str:
+        """The month's report as CSV (``projections.report.report_csv``, what ``tune admin report``
+        writes), replayed as ``report`` is."""
+        check_period(month)
+        rows, serving = monthly_reports((event for _, event in read_events(self.app)), month)
+        return report_csv(rows, serving)
 
     def set_budget(self, request: schemas.BudgetRequest) -> schemas.BudgetView:
         limit = request.monthly_limit_usd_micros

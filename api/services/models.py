@@ -115,23 +115,9 @@ class ModelService(UserService):
         prefix = layout.model_prefix(self.user_id, model.model_id)
         weights = model.weights_prefix if model.weights_prefix.startswith(prefix) else prefix + "weights/"
         folder = weights[len(prefix) :]
-        source = self.rt.base_model_sources().get(model.base_model)
-        hub_id = source.source if source is not None and source.kind == "hub" else None
+        hub_id = self._hub_id(model)
         config_raw = self._read(layout.model_config(self.user_id, model.model_id))
-        config = json.loads(config_raw) if config_raw else {}
-        job = self.rt.view_json(layout.job_status(self.user_id, model.job_id)) if model.job_id else None
-        replaced: dict[str, bytes] = {
-            "README.md": model_card(
-                model_id=model.model_id,
-                base_model=model.base_model,
-                hub_id=hub_id,
-                kind=model.kind,
-                dataset_id=(job or {}).get("dataset_id"),
-                training_config=config.get("training_config"),
-                metrics=model.metrics,
-                with_base=with_base,
-            )
-        }
+        replaced: dict[str, bytes] = {"README.md": self._card(model, config_raw, with_base)}
         raw_adapter = self._read(weights + "adapter_config.json")
         if raw_adapter is not None:
             replaced["adapter_config.json"] = adapter_config(
@@ -145,3 +131,26 @@ class ModelService(UserService):
         if public is not None:
             inline["config.json"] = public
         return inline
+
+    def card(self, model: schemas.Model) -> str:
+        """The model card (``README.md``) ``model``'s download carries, as text (the console shows it)."""
+        config_raw = self._read(layout.model_config(self.user_id, model.model_id))
+        return self._card(model, config_raw, with_base=False).decode()
+
+    def _hub_id(self, model: schemas.Model) -> str | None:
+        source = self.rt.base_model_sources().get(model.base_model)
+        return source.source if source is not None and source.kind == "hub" else None
+
+    def _card(self, model: schemas.Model, config_raw: bytes | None, with_base: bool) -> bytes:
+        config = json.loads(config_raw) if config_raw else {}
+        job = self.rt.view_json(layout.job_status(self.user_id, model.job_id)) if model.job_id else None
+        return model_card(
+            model_id=model.model_id,
+            base_model=model.base_model,
+            hub_id=self._hub_id(model),
+            kind=model.kind,
+            dataset_id=(job or {}).get("dataset_id"),
+            training_config=config.get("training_config"),
+            metrics=model.metrics,
+            with_base=with_base,
+        )

@@ -120,4 +120,5 @@ def test_bench_audit(tmp_path: Path) -> None:
 
 def test_bench_console(tmp_path: Path) -> None:
     lines = smoke("bench_console", tmp_path)
-    assert len(lines) == 1 and lines[0].startswith("job page p99"), lines
+    assert len(lines) == 2 and lines[0].startswith("job page p99"), lines
+    assert lines[1].startswith("billing page p99") and "the usage's" in lines[1], lines

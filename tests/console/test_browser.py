@@ -4,8 +4,11 @@
 Flows: sign in through the form; the jobs list; a running job's page whose loss curve gains points
 over server-sent events; the cost on the page equal to the API's to the micro-dollar; a second job
 stopped from its page; another user's job page answering 404; a form POST without a CSRF token
-refused. Each page is saved as a screenshot under ``$TUNE_SCREENSHOTS`` (default: the test's tmp
-folder), at a laptop's size and a phone's.
+refused. Then the second half's pages: a dataset uploaded through the page (a bad one shows its
+failing lines), the billing page's cost equal to ``GET /billing/usage``'s to the micro-dollar, the
+chat playground answering, an operator creating and suspending a user. Each page is saved as a
+screenshot under ``$TUNE_SCREENSHOTS`` (default: the test's tmp folder), at a laptop's size and a
+phone's.
 """
 
 from __future__ import annotations
@@ -166,3 +169,103 @@ def test_the_console_in_a_browser(server: Server, browser: Any, shots: Path) -> 
     assert {"jobs.png", "job-running.png", "job.png", "job-phone.png", "not-found.png"} <= {
         p.name for p in shots.iterdir()
     }
+
+
+BAD_LINES = CHAT % (0, 0) + '{"messages": "not a list"}\n' + CHAT % (1, 1) + "not json\n"
+
+
+def _upload(page: Any, srv: Server, path: Path) -> str:
+    """Upload ``path`` through the datasets page's form (the keyboard's way: Enter on the button)."""
+    page.goto(f"{srv.url}/console/datasets")
+    page.get_by_label("JSONL file").set_input_files(str(path))
+    page.get_by_role("button", name="Upload").press("Enter")
+    page.wait_for_url(f"{srv.url}/console/datasets/ds*", timeout=60_000)
+    return page.url.rsplit("/", 1)[1]
+
+
+def _usage_micros(api: Client) -> int:
+    return api.http.get("/billing/usage").json()["current_period"]["total_cost_usd_micros"]  # type: ignore[no-any-return]
+
+
+def test_datasets_billing_models_and_operators_in_a_browser(
+    server: Server,  # noqa: F811
+    browser: Any,
+    shots: Path,
+    tmp_path: Path,
+) -> None:
+    api = Client(server)
+    context = browser.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    _sign_in(page, server)
+
+    good, bad = tmp_path / "train.jsonl", tmp_path / "bad.jsonl"
+    good.write_text("".join(CHAT % (i, i) for i in range(24)))
+    bad.write_text(BAD_LINES * 3)
+    dataset_id = _upload(page, server, good)
+    assert page.title() == "Dataset train.jsonl · tune console"
+    assert "Every line is valid: 24 rows" in page.locator("#report-summary").inner_text()
+    assert api.http.get(f"/datasets/{dataset_id}").json()["status"] == "validated"
+    _upload(page, server, bad)
+    assert page.title() == "Dataset bad.jsonl · tune console"
+    assert page.locator("#report-summary").inner_text().startswith("Rejected: 6 failing lines")
+    lines = page.locator("#failing-lines tbody th").all_inner_texts()
+    assert lines == ["2", "4", "6", "8", "10", "12"], lines
+    page.screenshot(path=str(shots / "dataset-rejected.png"), full_page=True)
+    page.goto(f"{server.url}/console/datasets")
+    page.screenshot(path=str(shots / "datasets.png"), full_page=True)
+
+    if _usage_micros(api) == 0:  # run alone: bill a short job first
+        job = api.start(dataset_id, max_steps=4, checkpoint_every_steps=4)
+        _wait(lambda: api.status(job)["status"] in ("succeeded", "failed", "stopped"), 300, "the job to end")
+        time.sleep(2)  # the ledger meters the last heartbeats
+    before = _usage_micros(api)
+    page.goto(f"{server.url}/console/billing")
+    assert page.title() == "Billing · tune console"
+    shown = int(page.locator("#month-cost").get_attribute("data-usd-micros"))
+    assert shown == before == _usage_micros(api) and shown > 0
+    assert page.locator("#months-chart canvas").count() >= 1 or page.locator("#months tbody td").count() >= 1
+    page.screenshot(path=str(shots / "billing.png"), full_page=True)
+    phone = browser.new_context(viewport=PHONE, is_mobile=True)
+    mobile = phone.new_page()
+    mobile.context.add_cookies(context.cookies())
+    for path in ("/console/billing", "/console/datasets", "/console/models/chat", "/console/operators"):
+        mobile.goto(f"{server.url}{path}")
+        assert mobile.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+    mobile.goto(f"{server.url}/console/billing")
+    mobile.screenshot(path=str(shots / "billing-phone.png"), full_page=True)
+
+    page.goto(f"{server.url}/console/models")
+    assert page.title() == "Models · tune console"
+    page.screenshot(path=str(shots / "models.png"), full_page=True)
+    page.get_by_role("link", name="Open the chat playground").click()
+    assert page.title() == "Chat playground · tune console"
+    page.get_by_label("Model", exact=True).select_option("tiny-llama")
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_label("Max answer tokens").fill("8")
+    page.get_by_label("Message").fill("Say hello.")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator(".turn-assistant .said")
+    _wait(lambda: answer.count() == 1, 240, "the model's answer")
+    assert page.locator(".turn-user .said").inner_text() == "Say hello."
+    assert "answer tokens" in page.locator("#chat-usage").inner_text()
+    page.screenshot(path=str(shots / "chat.png"), full_page=True)
+
+    page.goto(f"{server.url}/console/operators")
+    assert page.title() == "Operators · tune console"
+    page.get_by_label("Email", exact=True).fill("mallory@example.com")
+    page.get_by_label("Password (at least 8 characters)").fill("pw-mallory-browser")
+    page.get_by_role("button", name="Create user").click()
+    row = page.locator("tr", has_text="mallory@example.com")
+    _wait(lambda: row.count() == 1, 30, "the new user's row")
+    mallory = {"email": "mallory@example.com", "password": "pw-mallory-browser"}
+    assert httpx.post(f"{server.url}/auth/login", json=mallory).status_code == 200
+    row.get_by_label("Reason to suspend mallory@example.com").fill("abuse")
+    row.get_by_role("button", name="Suspend mallory@example.com").click()
+    _wait(lambda: row.locator(".state-suspended").count() == 1, 30, "the suspension")
+    refused = httpx.post(f"{server.url}/auth/login", json=mallory)
+    assert refused.status_code in (401, 403), refused.text
+    page.get_by_role("button", name="Run the audit").click()
+    _wait(lambda: page.locator("#audit-result").count() == 1, 120, "the audit")
+    page.screenshot(path=str(shots / "operators.png"), full_page=True)
+    assert {"datasets.png", "dataset-rejected.png", "billing.png", "billing-phone.png", "models.png",
+            "chat.png", "operators.png"} <= {p.name for p in shots.iterdir()}  # fmt: skip
