@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter, QueryParameter
+from litestar.params import QueryParameter
 
 from api.deps import PathId
 from api.errors import documented
@@ -41,7 +41,14 @@ class DatasetController(Controller):
         user_id: PathId,
         request: Request[Any, Any, Any],
         datasets: NamedDependency[DatasetService],
-        filename: Annotated[str | None, Parameter(max_length=255)] = None,
+        filename: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=255,
+                description="the file's name: a plain name (no path separator, control or invisible "
+                "character, surrounding space; 400 naming ``filename`` otherwise)",
+            ),
+        ] = None,
     ) -> Response[Dataset]:
         """Stream a JSONL file as the request body (``Content-Encoding: gzip`` if compressed); it is
         validated line by line.
