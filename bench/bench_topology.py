@@ -464,6 +464,8 @@ def run(plane: Topology, args: argparse.Namespace) -> int:
     metered_n = sum(len(s) for s in metered.values())
     states = collections.Counter(state for _, _, _, state in log.ends)
     all_lags = [x for v in lags.values() for x in v]
+    launched = {(job, attempt): t for t, job, attempt in log.launches}
+    run_s = sum(t - launched[(job, a)] for t, job, a, _ in log.ends) / len(log.ends)
 
     print(
         f"\n{args.users} users x {args.jobs // args.users} jobs through 2 API processes (1 + 2 workers); "
@@ -473,8 +475,7 @@ def run(plane: Topology, args: argparse.Namespace) -> int:
     print(f"run: {wall:.1f}s wall; runs ended {dict(states)}; submissions retried (403/429): {retried}")
     print(
         f"dispatch: {len(launches)} launches, {len(launches) / (max(launches) - t0):.2f} jobs/s "
-        f"(ceiling {args.slots} slots / ~{args.steps * args.step_s:.0f}s of training = "
-        f"{args.slots / (args.steps * args.step_s):.2f}/s); "
+        f"(ceiling {args.slots} slots / {run_s:.1f}s a run, launch to end = {args.slots / run_s:.2f}/s); "
         f"delay from a free slot: p50 {_pct(delays, 0.5):.2f}s p99 {_pct(delays, 0.99):.2f}s "
         f"max {max(delays):.2f}s"
     )

@@ -2,7 +2,8 @@
 every ``$FAKE_STEP_S`` seconds), for a dispatcher that runs many jobs on a small machine.
 
 ``python -m tests.fake_job_runner <bucket-url> <run.yaml object>`` is ``python -m runners.job_runner``
-whose trainer is the fake one (``tune run dispatcher --runner-module tests.fake_job_runner``). The
+whose trainer is the fake one (``tune run dispatcher --runner-module tests.fake_job_runner``), without
+the stop gate (``runners.trainer.stop_gate``, which loads the model with torch). The
 runner heartbeats as it always does; when an attempt's heartbeats end it writes to stderr (its log,
 ``$TUNE_HOME/runs/<run>.log``) how many it sent::
 
@@ -36,7 +37,9 @@ def main(argv: list[str]) -> int:
 
     heartbeat_emitter.HeartbeatEmitter.close = close_and_count  # type: ignore[method-assign]
     job_runner.JobRunner = functools.partial(  # type: ignore[misc]
-        job_runner.JobRunner, trainer_command=[sys.executable, str(FAKE_TRAINER)]
+        job_runner.JobRunner,
+        trainer_command=[sys.executable, str(FAKE_TRAINER)],
+        stop_gate_command=None,  # the fake model is no model: the gate would load torch to fail (20 s of CPU)
     )
     return job_runner.main(argv)
 
