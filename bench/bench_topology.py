@@ -414,6 +414,8 @@ def main() -> int:
 
 
 def run(plane: Topology, args: argparse.Namespace) -> int:
+    from domain.job import Job
+
     data = plane.root / "facts.jsonl"
     line = {
         "messages": [{"role": "user", "content": "The word?"}, {"role": "assistant", "content": "Marzipan."}]
@@ -465,6 +467,9 @@ def run(plane: Topology, args: argparse.Namespace) -> int:
     states = collections.Counter(state for _, _, _, state in log.ends)
     all_lags = [x for v in lags.values() for x in v]
     launched = {(job, attempt): t for t, job, attempt in log.launches}
+    relaunched = len(log.launches) - len(launched)  # an attempt launched again (its runner found it started)
+    events = counts["events"]
+    started = {(j, e.attempt) for j, evs in events.items() for e in evs if isinstance(e, Job.Started)}
     run_s = sum(t - launched[(job, a)] for t, job, a, _ in log.ends) / len(log.ends)
 
     print(
@@ -474,7 +479,8 @@ def run(plane: Topology, args: argparse.Namespace) -> int:
     )
     print(f"run: {wall:.1f}s wall; runs ended {dict(states)}; submissions retried (403/429): {retried}")
     print(
-        f"dispatch: {len(launches)} launches, {len(launches) / (max(launches) - t0):.2f} jobs/s "
+        f"dispatch: {len(launches)} launches ({relaunched} of an attempt launched before), "
+        f"{len(launches) / (max(launches) - t0):.2f} jobs/s "
         f"(ceiling {args.slots} slots / {run_s:.1f}s a run, launch to end = {args.slots / run_s:.2f}/s); "
         f"delay from a free slot: p50 {_pct(delays, 0.5):.2f}s p99 {_pct(delays, 0.99):.2f}s "
         f"max {max(delays):.2f}s"
@@ -499,7 +505,7 @@ def run(plane: Topology, args: argparse.Namespace) -> int:
 
     goals = [
         ("view lag p99 <= 2 s", _pct(all_lags, 0.99) <= LAG_GOAL_S and unseen == 0),
-        ("no heartbeat lost", sum(lost.values()) == 0 and len(sent) == len(launches)),
+        ("no heartbeat lost", sum(lost.values()) == 0 and started <= set(sent)),
         ("every job launched within 5 s of a free slot", max(delays) <= DISPATCH_GOAL_S),
     ]
     print()
