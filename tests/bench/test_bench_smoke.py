@@ -122,3 +122,16 @@ def test_bench_console(tmp_path: Path) -> None:
     lines = smoke("bench_console", tmp_path)
     assert len(lines) == 2 and lines[0].startswith("job page p99"), lines
     assert lines[1].startswith("billing page p99") and "the usage's" in lines[1], lines
+
+
+@pytest.mark.slow
+def test_bench_topology(tmp_path: Path, pubsub_emulator: str) -> None:
+    # the whole topology (fake-gcs-server notifying Pub/Sub, 2 API processes, projector, ledger,
+    # dispatcher): 2 users x 3 jobs of the fake trainer (~1-2 min on 2 busy cores)
+    output = smoke_output("bench_topology", tmp_path, timeout=600)
+    assert "runs ended {'succeeded': 6}" in output, output
+    assert re.search(r"view lag, all commits: p50 [\d.]+s p99 [\d.]+s; commits never seen served: 0", output)
+    assert re.search(r"heartbeats: (\d+) sent by 6 attempts, \1 metered, 0 lost", output), output
+    for role in ("api0", "api1", "projector", "ledger", "dispatcher", "runners"):
+        assert re.search(rf"^{role} +[\d.]+ +\d+%$", output, re.MULTILINE), (role, output)
+    assert output.count("goal: ") == 3, output

@@ -18,7 +18,6 @@ given up, the job would be retried once. Either way, checked as over stdout
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from storage import LocalBucket, layout
 from storage.eventstore import open_platform, open_user
 from storage.eventstore.ledger import Ledger, configure_ledger
 from storage.heartbeats import open_heartbeat_transport
+from tests.topology import kill_orphans
 from tests.unit.runners.builders import seed_dataset, submit_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.pubsub]
@@ -185,22 +185,6 @@ def control_plane(pubsub_emulator: str, tmp_path: Path) -> Iterator[ControlPlane
     finally:
         plane.close()
         kill_orphans(tmp_path)
-
-
-def kill_orphans(root: Path) -> None:
-    """SIGKILL the session of every job runner still working on ``root``'s bucket (a failed test's)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            proc.name.isdigit()
-            and b"runners.job_runner" in argv
-            and any(str(root).encode() in a for a in argv)
-        ):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(proc.name), signal.SIGKILL)
 
 
 def test_over_pubsub_a_killed_control_plane_runs_the_job_once_and_bills_what_ran(

@@ -20,29 +20,19 @@ trains, each role in turn is SIGKILLed and started again. Then:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.test_control_plane_crash_pubsub import kill_orphans
-from tests.emulators import create_gcs_bucket, fake_gcs_server, free_port
+from tests.topology import Topology, running_topology
 
 pytestmark = [pytest.mark.slow, pytest.mark.gcs, pytest.mark.pubsub]
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-PROJECT = "test-project"
 PASSWORD = "pw-long-enough-1"
 INTERVAL_S = 1.0
 CONFIG = f"""\
@@ -57,128 +47,12 @@ heartbeat_interval_seconds: {INTERVAL_S}
 gpu_type: cpu
 """
 GPU_TIME = re.compile(r"after ([0-9.]+) s of GPU time")
-READY = {"projector": "projector:", "ledger": "ledger:", "dispatcher": "dispatcher ("}
-
-
-class Topology:
-    """The roles as separate processes on one bucket and one home (one host)."""
-
-    def __init__(self, root: Path, env: dict[str, str], heartbeats: str) -> None:
-        self.root, self.env, self.heartbeats = root, env, heartbeats
-        self.ports = {"api0": free_port(), "api1": free_port()}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def url(self, api: str) -> str:
-        return f"http://127.0.0.1:{self.ports[api]}"
-
-    def argv(self, role: str) -> list[str]:
-        tune = [str(BIN / "tune"), "run"]
-        if role.startswith("api"):
-            workers = "1" if role == "api0" else "2"
-            return [*tune, "api", "--port", str(self.ports[role]), "--workers", workers]
-        if role == "ledger":
-            return [*tune, "ledger", "--heartbeats", self.heartbeats, "--create"]
-        if role == "dispatcher":
-            return [*tune, "dispatcher", "--heartbeats", self.heartbeats, "--max-concurrent", "1"]
-        return [*tune, role]
-
-    def log(self, role: str) -> Path:
-        return self.root / f"{role}.log"
-
-    def start(self, role: str) -> None:
-        log = self.log(role)
-        before = log.stat().st_size if log.exists() else 0
-        with log.open("ab") as sink:
-            self.procs[role] = subprocess.Popen(
-                self.argv(role), env=self.env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 90
-        while not self._ready(role, before):
-            assert self.procs[role].poll() is None, self.diagnostics()
-            assert time.monotonic() < deadline, f"{role} not up in 90 s\n{self.diagnostics()}"
-            time.sleep(0.1)
-
-    def _ready(self, role: str, offset: int) -> bool:
-        if role.startswith("api"):
-            with contextlib.suppress(httpx.TransportError):
-                return httpx.get(f"{self.url(role)}/health", timeout=1).status_code == 200
-            return False
-        with self.log(role).open("rb") as fh:
-            fh.seek(offset)
-            return READY[role].encode() in fh.read()
-
-    def kill(self, role: str) -> None:
-        """SIGKILL the role's process group (an API's workers too; runners have sessions of their own)."""
-        proc = self.procs.pop(role)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def cli(self, *args: str, prog: str = "tune", timeout: float = 120) -> str:
-        done = subprocess.run(
-            [str(BIN / prog), *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-        )
-        assert done.returncode == 0, f"{prog} {' '.join(args)}: {done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def runner_logs(self) -> dict[str, str]:
-        return {p.name: p.read_text() for p in sorted((self.root / "home" / "runs").glob("*.log"))}
-
-    def diagnostics(self) -> str:
-        roles = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
-        runners = "\n".join(f"--- {n}\n{t[-3000:]}" for n, t in self.runner_logs().items())
-        return f"{roles}\n{runners}"
 
 
 @pytest.fixture
-def topology(pubsub_emulator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Topology]:
-    from runners.base_models import MARKER, resolve_base_model
-    from runners.workdir import upload_folder
-    from storage import open_bucket
-    from storage.changes import create_topic
-
-    name = uuid.uuid4().hex[:10]
-    changes = f"topo-changes-{name}"
-    create_topic(PROJECT, changes)  # fake-gcs-server publishes to it from the first object on
-    notify = ["-event.pubsub-project-id", PROJECT, "-event.pubsub-topic", changes]
-    with fake_gcs_server(notify) as gcs:
-        bucket_name = f"topo-{name}"
-        create_gcs_bucket(gcs, bucket_name)
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs)
-        home = tmp_path / "home"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "TUNE_HOME": str(home),
-            "TUNE_BUCKET": f"gs://{bucket_name}",
-            "STORAGE_EMULATOR_HOST": gcs,
-            "TUNE_CHANGE_FEED": f"pubsub://{PROJECT}/{changes}/topo-*",
-            "TUNE_CONFIG_DIR": str(tmp_path / "cli"),
-            "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1",
-        }
-        tiny = resolve_base_model("tiny-llama", tmp_path / "base-models")
-        upload_folder(open_bucket(env["TUNE_BUCKET"]), tiny, "base-models/tiny-llama/", last=MARKER)
-        plane = Topology(tmp_path, env, f"pubsub://{PROJECT}/topo-hb-{name}/topo-hb-{name}-sub")
-        plane.env["TUNE_API_URL"] = plane.url("api0")
-        try:
-            for role in ("api0", "api1", "projector", "ledger", "dispatcher"):
-                plane.start(role)
-            yield plane
-        finally:
-            plane.close()
-            kill_orphans(tmp_path)
+def topology(pubsub_emulator: str, tmp_path: Path) -> Iterator[Topology]:
+    with running_topology(tmp_path) as plane:
+        yield plane
 
 
 def _status(plane: Topology, api: str, job_id: str, token: str) -> dict:
