@@ -120,12 +120,12 @@ class Measurement(msgspec.Struct, frozen=True):
 
 
 CALIBRATION: dict[tuple[str, str], Measurement] = {
-    # smollm2-135m, LoRA (the sample config) on 2 CPU cores shared with other work (load average 6-10):
-    # bench_estimate's first two jobs (14 and 6 steps of batch 8), pooled by `tune admin calibrate`.
-    # The overhead (trainer start, model load, final save) is ~11 s; training ~108 ms an estimated
-    # token on that loaded machine (a step measured 3 s when it had the cores to itself, 17-31 s
-    # typical).
-    ("smollm2-135m", "cpu"): Measurement(tokens=5_617, train_ms=605_384, overhead_ms=11_015),
+    # smollm2-135m, LoRA (the sample config) on 2 CPU cores with nothing else running (load < 1): the
+    # quick start's job twice (28 steps each), pooled by `tune admin calibrate` (2026-12-06). Overhead
+    # (trainer start, model load, final save) ~5.6 s; training ~7.3 ms an estimated token. The same
+    # jobs on the same cores shared with other work (load 6-10) trained 5-15x slower: an estimate is
+    # of a machine that is not shared.
+    ("smollm2-135m", "cpu"): Measurement(tokens=15_640, train_ms=113_556, overhead_ms=5_577),
 }
 """Measured runs per (base model, GPU type): the fallback where the platform has no jobs of its own."""
 
