@@ -138,7 +138,7 @@ def _client_name(request: Request[Any, Any, Any], key: str) -> str:
     handler = request.scope.get("route_handler")
     field = handler.parsed_fn_signature.parameters.get(key) if handler is not None else None
     kwarg = getattr(field, "kwarg_definition", None)
-    alias = getattr(kwarg, "query", None) or getattr(kwarg, "header", None) or getattr(kwarg, "cookie", None)
+    alias = getattr(kwarg, "name", None)  # QueryParameter(name=...), and the deprecated query=/header=
     return str(alias or key)
 
 
