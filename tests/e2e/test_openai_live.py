@@ -215,19 +215,24 @@ def test_sft_with_validation_follow_pause_resume_and_chat(live: Live) -> None:
     assert job.validation_file == valid.id and job.fine_tuned_model is None
     assert job.status in {"validating_files", "queued", "running"}
 
-    # Follow the events (newest first, paged with `after`) until the first checkpoint is saved.
+    # Follow the events (newest first, paged with `after`) until the first checkpoint is saved and the
+    # attempt's metrics (mirrored to the bucket on the runner's interval, so a little after) are read.
     seen: dict[str, Any] = {}
 
-    def checkpoint_event() -> bool:
+    def checkpoint_and_metrics() -> bool:
         page = client.fine_tuning.jobs.list_events(job.id, limit=100)
         seen.update({e.id: e for e in page.data})
-        return any(e.message.startswith("checkpoint at step") for e in page.data)
+        events = seen.values()
+        return any(e.message.startswith("checkpoint at step") for e in events) and any(
+            e.type == "metrics" and e.data and e.data.get("train_loss") is not None for e in events
+        )
 
-    _wait(checkpoint_event, 240, f"the first checkpoint\n{live.log()}")
-    assert any(e.message.startswith("Created fine-tuning job") for e in seen.values())
-    assert any(e.type == "metrics" and e.data and e.data.get("train_loss") is not None for e in seen.values())
-    assert _processes_of(job.id), "the attempt runs as processes naming its job"
-    live.hold.unlink()  # later attempts (the resume's) and jobs run as is
+    try:
+        _wait(checkpoint_and_metrics, 240, f"the first checkpoint and its metrics\n{live.log()}")
+        assert any(e.message.startswith("Created fine-tuning job") for e in seen.values())
+        assert _processes_of(job.id), "the attempt runs as processes naming its job"
+    finally:
+        live.hold.unlink()  # later attempts (the resume's) and jobs run as is, whatever happened here
 
     # The checkpoint is listed with its validation loss (its attempt's metrics mirrored to the bucket).
     points = _wait(
@@ -247,6 +252,9 @@ def test_sft_with_validation_follow_pause_resume_and_chat(live: Live) -> None:
     assert client.fine_tuning.jobs.resume(job.id).status in {"queued", "running"}
     done = _ended(live, job.id)
     assert done.status == "succeeded", (done, live.log())
+    # the model's id reaches the job's view with the model's own commit, a moment after `succeeded`
+    done = _wait(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).fine_tuned_model and j, 30,
+                 "the fine_tuned_model of the succeeded job")
     assert done.fine_tuned_model and done.trained_tokens and done.finished_at
     assert done.user_provided_suffix == "e2e" and done.seed == 7
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
