@@ -183,6 +183,14 @@ def _upload(client: Any, name: str, data: bytes) -> Any:
     return file
 
 
+def _with_model(live: Live, job_id: str) -> Any:
+    """The succeeded job once its ``fine_tuned_model`` shows: the model's id reaches the job's view with
+    the model's own commit, a moment after ``succeeded``."""
+    client = live.client()
+    return _wait(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).fine_tuned_model and j, 30,
+                 f"the fine_tuned_model of {job_id}")
+
+
 def _ended(live: Live, job_id: str, timeout: float = 300) -> Any:
     client = live.client()
     job = _wait(
@@ -252,9 +260,7 @@ def test_sft_with_validation_follow_pause_resume_and_chat(live: Live) -> None:
     assert client.fine_tuning.jobs.resume(job.id).status in {"queued", "running"}
     done = _ended(live, job.id)
     assert done.status == "succeeded", (done, live.log())
-    # the model's id reaches the job's view with the model's own commit, a moment after `succeeded`
-    done = _wait(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).fine_tuned_model and j, 30,
-                 "the fine_tuned_model of the succeeded job")
+    done = _with_model(live, job.id)
     assert done.fine_tuned_model and done.trained_tokens and done.finished_at
     assert done.user_provided_suffix == "e2e" and done.seed == 7
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
@@ -295,6 +301,7 @@ def test_dpo_job_on_a_preference_file(live: Live) -> None:
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.2
     done = _ended(live, job.id)
     assert done.status == "succeeded", (done, live.log())
+    done = _with_model(live, job.id)
     assert done.method.type == "dpo" and done.fine_tuned_model
     metrics = [
         e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.type == "metrics"
