@@ -745,8 +745,7 @@ class Job(DomainAggregate, JobFields):
         its ``max_cost``, or its net cost in ``period`` past ``period_room`` (the monthly budget less
         the user's other spend in the period; None: no budget)."""
         self._check_started(attempt)
-        check_count(first_seq, where="first_seq")
-        check_count(last_seq, where="last_seq", minimum=first_seq)
+        _check_seqs(first_seq, last_seq)
         last = self.metered_seq.get(str(attempt))
         if last is not None and first_seq <= last:
             raise Conflict(
@@ -825,8 +824,7 @@ class Job(DomainAggregate, JobFields):
                 f"job {self.job_id}: attempt {attempt} has not started (last started: {self.attempt})",
                 where="attempt",
             )
-        check_count(first_seq, where="first_seq")
-        check_count(last_seq, where="last_seq", minimum=first_seq)
+        _check_seqs(first_seq, last_seq)
         check_count(count, where="count", minimum=1)
         if reason not in HEARTBEAT_REJECTION_REASONS:
             raise ValidationFailed(
@@ -1141,6 +1139,12 @@ def _check_start_from(start_from: dict[str, Any] | None) -> None:
         )
     check_text(start_from["id"], where="start_from", max_length=200)
     check_text(start_from["path"], where="start_from")
+
+
+def _check_seqs(first_seq: int, last_seq: int) -> None:
+    """A batch of one attempt's heartbeats: seqs ``first_seq..last_seq``, counts, in order."""
+    check_count(first_seq, where="first_seq")
+    check_count(last_seq, where="last_seq", minimum=first_seq)
 
 
 def _check_gpu(gpu_type: str, gpu_count: int) -> None:

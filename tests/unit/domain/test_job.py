@@ -211,6 +211,20 @@ def test_a_batch_already_metered_is_refused(running_job: Job) -> None:
     assert running_job.metered_seq == {"1": 12}
 
 
+@pytest.mark.parametrize(("first", "last", "where"), [(5, 4, "last_seq"), (-1, 4, "first_seq")])
+def test_rejected_heartbeats_are_checked_as_a_metered_batch(
+    running_job: Job, first: int, last: int, where: str
+) -> None:
+    """The same seq range rule as ``meter_usage``: counts, the last not before the first."""
+    for act in (
+        lambda: running_job.meter_usage(1, first, last, "h100-80gb", 2, 1, 1, "2026-03", at(3)),
+        lambda: running_job.reject_heartbeats(1, first, last, 1, "lease_superseded", at(3)),
+    ):
+        with refused(running_job, ValidationFailed) as info:
+            act()
+        assert info.value.where == where
+
+
 def test_each_attempt_has_its_own_sequence(running_job: Job) -> None:
     running_job.meter_usage(1, 0, 9, "h100-80gb", 2, 10_000, 2_900_000, "2026-03", at(3))
     with refused(running_job, Conflict, "attempt 2 has not started"):
