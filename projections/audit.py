@@ -468,7 +468,7 @@ def _rebuild(
     expected = {name for name in part.views.names() if scope(name)}
     written, deleted, unchanged = [], [], 0
     tracking = layout.position(partition)
-    for name in sorted(expected - {tracking}) + ([tracking] if tracking in expected else []):
+    for name in part.views.write_order(expected - {tracking}) + ([tracking] if tracking in expected else []):
         if _put(bucket, name, part.views.render(name), part.position, app):
             written.append(name)
         else:

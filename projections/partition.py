@@ -96,11 +96,19 @@ class Views:
         self._dirty: set[str] = set()
         self._kind: dict[str, str] = {}  # names of another kind than VIEW
         self._group: dict[str, str] = {}  # an index object -> its index's head
+        self._rank: dict[str, int] = {}  # names written after the rank-0 ones of the same flush
 
     def touch(
-        self, name: str, render: Callable[[int], Any], kind: str = VIEW, group: str | None = None
+        self,
+        name: str,
+        render: Callable[[int], Any],
+        kind: str = VIEW,
+        group: str | None = None,
+        rank: int = 0,
     ) -> None:
         self._at[name] = self.position
+        if rank:
+            self._rank[name] = rank
         self._render[name] = render
         self._dirty.add(name)
         if kind != VIEW:
@@ -110,6 +118,11 @@ class Views:
 
     def kind_of(self, name: str) -> str:
         return self._kind.get(name, VIEW)
+
+    def write_order(self, names: Iterable[str]) -> list[str]:
+        """``names`` in the order a flush writes them: by rank (a view that refers to others after
+        them), then by name."""
+        return sorted(names, key=lambda name: (self._rank.get(name, 0), name))
 
     def group_of(self, name: str) -> str | None:
         """The head of the index ``name`` belongs to (None for a view that is no index object)."""
@@ -141,7 +154,8 @@ class Entities(Generic[S]):
 
     ``listing``: the name of the family's listing view; ``item_name``: the name of an entity's view
     (asked once per entity: an entity keeps its name); ``index``: where the listing's paged index
-    lies (``head``, ``page(n)``), None for a listing kept whole only.
+    lies (``head``, ``page(n)``), None for a listing kept whole only; ``rank``: where its views come
+    in a flush (``Views.write_order``).
     """
 
     def __init__(
@@ -151,8 +165,11 @@ class Entities(Generic[S]):
         listing: str,
         item_name: Callable[[S], str],
         index: tuple[str, Callable[[int], str], str] | None = None,
+        *,
+        rank: int = 0,
     ) -> None:
         self.family = family
+        self.rank = rank
         self.items: dict[UUID, S] = {}
         self._listed: dict[UUID, Any] = {}
         self._views = views
@@ -163,7 +180,7 @@ class Entities(Generic[S]):
         if index is not None:
             head, page_name, id_field = index
             self.index = ListingIndex(
-                lambda name, render: views.touch(name, render, INDEX, head),
+                lambda name, render: views.touch(name, render, INDEX, head, rank),
                 head,
                 page_name,
                 family.row,
@@ -177,11 +194,12 @@ class Entities(Generic[S]):
         name = self._names.get(key)
         if name is None:
             name = self._names[key] = self._item_name(state)
-        self._views.touch(name, lambda pos: self.item_view(key, pos))
+        self._views.touch(name, lambda pos: self.item_view(key, pos), rank=self.rank)
         listed = self.family.listed(state)
         if listed != self._listed.get(key, _ABSENT):
             self._listed[key] = listed
-            self._views.touch(self._listing, self.listing_view, LISTING if self.index else VIEW)
+            kind = LISTING if self.index else VIEW
+            self._views.touch(self._listing, self.listing_view, kind, rank=self.rank)
             if self.index is not None:
                 self.index.update(key, state)
         return state
@@ -256,6 +274,7 @@ class UserPartition(Partition):
             layout.jobs(uid),
             lambda job: layout.job_status(uid, job.job_id),
             _index(uid, "jobs", "job_id"),
+            rank=1,  # a job's views name its model: written after the model's, which the API checks
         )
         self.datasets: Entities[datasets.DatasetState] = Entities(
             datasets,  # type: ignore[arg-type]

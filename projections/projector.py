@@ -189,7 +189,7 @@ class Projector:
         if self.coalesce_s > 0:
             names = self._coalesced(part, names)
         tracking = layout.position(part.name)
-        order = sorted(names - {tracking}) + ([tracking] if tracking in names else [])
+        order = part.views.write_order(names - {tracking}) + ([tracking] if tracking in names else [])
         for i, name in enumerate(order):
             try:
                 self._write(name, part.views.render(name), part.views.position_of(name))
@@ -234,7 +234,7 @@ class Projector:
                 if part is None or not names:
                     continue
                 try:
-                    for name in sorted(names):
+                    for name in part.views.write_order(names):
                         self._write(name, part.views.render(name), part.views.position_of(name))
                         count += 1
                 except BaseException:

@@ -66,7 +66,7 @@ def test_rebuild_restores_every_view_and_removes_strays(projected: LocalBucket) 
     projected.delete("users/u1/metadata/billing.json")
     projected.write("users/u1/models/fake/metadata.json", b"{}")
     report = rebuild_partition(projected, U1, apps_on(projected))
-    assert report.written == [status, "users/u1/metadata/billing.json"]
+    assert report.written == ["users/u1/metadata/billing.json", status]  # a job after what it names
     assert report.deleted == ["users/u1/models/fake/metadata.json"]
     assert projected.read(status) == original
     assert audit_partition(projected, U1, apps_on(projected)).ok

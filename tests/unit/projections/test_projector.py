@@ -9,7 +9,7 @@ import pytest
 
 from projections.projector import Projector
 from projections.render import decode
-from projections.replay import replay
+from projections.replay import apps_on, replay
 from projections.store import ViewStore
 from storage import LocalBucket, layout
 from storage.bucket import Bucket, BucketError
@@ -277,3 +277,30 @@ def test_the_loop_survives_a_failing_partition_and_retries_it(bucket: LocalBucke
         stop.set()
         thread.join(5)
     assert_views_equal_rebuild(bucket, apps, U1)
+
+
+class _WriteLog(FlakyBucket):
+    """Records the names written, in order."""
+
+    def __init__(self, inner: Bucket) -> None:
+        super().__init__(inner)
+        self.names: list[str] = []
+
+    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> object:
+        self.names.append(name)
+        return super().write(name, data, if_generation_match=if_generation_match)
+
+
+def test_a_model_is_written_before_the_job_that_names_it(tmp_path: Path) -> None:
+    """A job succeeding registers its model in the same commit; the API shows a succeeded job's
+    ``model_id`` (OpenAI's ``fine_tuned_model``) only once the model's view exists, so the model's views
+    are written first: no reader sees the job succeeded without its model."""
+    from tests.unit.projections.conftest import write_history
+
+    inner = LocalBucket(tmp_path / "bucket", fsync=False)
+    write_history(inner)
+    bucket = _WriteLog(inner)
+    Projector(bucket, apps_on(inner)).catch_up(U1)
+    model = bucket.names.index(layout.model_metadata("u1", "m-j1"))
+    assert model < bucket.names.index(layout.job_status("u1", "j1"))
+    assert model < bucket.names.index(layout.jobs("u1"))
