@@ -47,6 +47,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import stat as stat_mode
@@ -58,6 +59,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from storage import local_journal
 from storage.bucket import (
     AlreadyExists,
     Bucket,
@@ -78,6 +80,9 @@ _STALE_TMP_S = 24 * 3600
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+_JOURNALS: dict[str, local_journal.Journal] = {}  # root -> this process's journal there
+_JOURNALS_LOCK = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 def make_private_dirs(path: str | os.PathLike[str]) -> None:
@@ -115,9 +120,12 @@ class LocalBucket(Bucket):
         self._tmp = f"{self.root}/{_STATE}/tmp/"
         locks = f"{self.root}/{_STATE}/locks"
         self._stripes = [f"{locks}/{i:02x}" for i in range(_STRIPES)]
+        self._journals = f"{self.root}/{_STATE}/{local_journal.JOURNAL_DIR}"
+        self.journaled = fsync and local_journal.available()
         make_private_dirs(self._tmp)
         make_private_dirs(locks)
         self._sweep_tmp()
+        local_journal.recover(self._journals, self._restore)  # after a reboot, before anything is read
 
     def __repr__(self) -> str:
         return f"LocalBucket({str(self.root)!r})"
@@ -183,7 +191,7 @@ class LocalBucket(Bucket):
             while view:
                 view = view[os.write(fd, view) :]
             return self._publish(name, path, fd, tmp, len(data), hashlib.md5(data).hexdigest(),
-                                 if_generation_match)
+                                 if_generation_match, journal=data)
         finally:
             self._discard(fd, tmp)
 
@@ -207,20 +215,31 @@ class LocalBucket(Bucket):
     def delete(self, name: str) -> None:
         path = self._path(name)
         with self._locked(name):
-            if not os.path.isfile(path):
+            try:
+                info = os.stat(path)
+            except _MISSING as exc:
+                raise ObjectNotFound(name) from exc
+            if not stat_mode.S_ISREG(info.st_mode):
                 raise ObjectNotFound(name)
             os.unlink(path)
+            if self.journaled:  # else a reboot's recovery could restore it from an earlier record
+                self._journal().deleted(name, info.st_mtime_ns)
         self._prune(os.path.dirname(path))
 
     def _publish(self, name: str, path: str, fd: int, tmp: str, size: int, md5_hex: str,
-                 if_generation_match: int | None) -> ObjectStat:
+                 if_generation_match: int | None, journal: bytes | None = None) -> ObjectStat:
         """Under the name's lock: check the precondition, stamp a generation, put tmp at path.
 
-        A create-only write to a name already taken fails before its fsync: writers racing for the
-        next commit of a log would otherwise each pay a wasted fsync per lost race."""
-        if self.fsync:
-            if if_generation_match == 0 and os.path.lexists(path):
-                raise AlreadyExists(name)
+        Durable, journaled (``journal``: the bytes, small enough): the journal's record of the write is
+        on disk before the name is placed (``storage.local_journal``). Durable, not journaled: tmp is
+        fsynced before, its folder after. A create-only write to a name already taken fails before any
+        flush: writers racing for the next commit of a log would otherwise each pay a wasted one per
+        lost race."""
+        journaled = self.journaled and journal is not None and len(journal) <= local_journal.MAX_RECORD_BYTES
+        synced = self.fsync and not journaled
+        if self.fsync and if_generation_match == 0 and os.path.lexists(path):
+            raise AlreadyExists(name)
+        if synced:
             os.fsync(fd)
             folder = self._folder_sync(os.path.dirname(path))  # held until synced: one per busy folder
         with self._locked(name):
@@ -230,10 +249,56 @@ class LocalBucket(Bucket):
             if if_generation_match not in (None, 0) and current != if_generation_match:
                 raise PreconditionFailed(f"{name}: generation is {current}, not {if_generation_match}")
             generation = _stamp(fd, current or 0)
-            self._place(name, path, tmp, create_only=if_generation_match == 0)
-        if self.fsync:
+            if journaled:
+                assert journal is not None
+                with self._journal().put(name, generation, journal):
+                    self._place(name, path, tmp, create_only=if_generation_match == 0)
+            else:
+                self._place(name, path, tmp, create_only=if_generation_match == 0)
+        if synced:
             folder.sync(folder.placed())
         return ObjectStat(name, generation, size, md5_hex)
+
+    def _journal(self) -> local_journal.Journal:
+        """This process's journal for this folder (shared by every bucket object on it)."""
+        key = str(self.root)
+        journal = _JOURNALS.get(key)
+        if journal is None or journal.pid != os.getpid():
+            with _JOURNALS_LOCK:
+                journal = _JOURNALS.get(key)
+                if journal is None or journal.pid != os.getpid():  # none yet, or the parent's (forked)
+                    journal = _JOURNALS[key] = local_journal.acquire(
+                        self._journals, self._tmp, make_private_dirs, FILE_MODE)
+        return journal
+
+    def _restore(self, record: local_journal.Record) -> bool:
+        """Recovery after a reboot: publish ``record`` durably at its generation, unless the name holds a
+        newer generation or these very bytes. True if restored."""
+        path = self._path(record.name)
+        with self._locked(record.name):
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat_mode.S_ISREG(info.st_mode) or info.st_mtime_ns > record.generation:
+                    return False
+                with open(path, "rb") as f:
+                    if f.read() == record.data:
+                        return False
+            fd, tmp = self._open_tmp()
+            try:
+                view = memoryview(record.data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+                os.utime(fd, ns=(record.generation, record.generation))
+                self._place(record.name, path, tmp, create_only=False)
+            finally:
+                self._discard(fd, tmp)
+            _fsync_dir(os.path.dirname(path))
+        _log.warning("%s restored from the journal (lost or torn by a power loss)", record.name)
+        return True
 
     def _folder_sync(self, folder: str) -> _FolderSync:
         with self._folders_lock:
