@@ -240,7 +240,7 @@ class Journal:
             while self._checkpointing:
                 self._cond.wait()
             record = _record(self._salt, self._number + 1, kind, name, generation, data)
-            if self._offset + len(record) > max(CAPACITY, self._allocated):
+            if self._offset + len(record) > max(CAPACITY, _HEADER_BYTES + len(record)):
                 self._checkpoint()
                 record = _record(self._salt, 1, kind, name, generation, data)
             end = self._offset + len(record)

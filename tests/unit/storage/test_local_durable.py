@@ -112,7 +112,9 @@ def test_fsync_0_opts_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         open_bucket(f"{(tmp_path / 'e').as_uri()}?fsync=maybe")
 
 
-def test_threads_writing_at_once_share_the_journal_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_writing_at_once_share_the_journal_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = LocalBucket(tmp_path / "bucket")
     bucket.create("p/events/000000000000.json", b"0")  # the journal exists
     spy = FsyncSpy(monkeypatch, tmp_path / "unused", journal_delay_s=0.05)
