@@ -2,8 +2,9 @@
 
 Object ``a/b.json`` is the plain file ``<root>/a/b.json``, so the folder stays
 browsable. The bucket's own state lives in ``<root>/.bucket/`` (``tmp/`` for
-writes in progress, ``locks/`` for 256 lock stripes); object names may not
-start with ``.bucket/`` and ``list()`` never shows it.
+writes in progress, ``locks/`` for 256 lock stripes, ``journal/`` for the
+writers' write-ahead journals); object names may not start with ``.bucket/``
+and ``list()`` never shows it.
 
 How each promise is kept:
 
@@ -19,14 +20,22 @@ How each promise is kept:
   name's lock stripe, so the precondition check, the new generation and the
   rename are one step; create-only also uses ``os.link``, which fails if the
   name exists.
-* Durable by default: a write returns only once the object is on disk. The
-  temp file is fsynced before it is published (so a name, once visible, never
-  holds an empty or partial file, even after a power loss: a commit of the event
-  log is either whole or absent), then the folder is fsynced after the rename or
-  link (so the name itself survives). Group commit: writers in several threads of
-  one bucket object that publish into one folder at once share that folder's fsync
-  (one fsync covers every name placed before it began). ``fsync=False``
-  (``file:///path?fsync=0``) skips both, for tests and benches that say so: a
+* Durable by default: a write returns only once it survives a power loss. On
+  Linux a ``write`` goes through this process's write-ahead journal under
+  ``.bucket/journal/`` (``storage.local_journal``): its record (name, generation,
+  bytes; CRC-framed) is appended to a reused, preallocated file and ``fdatasync``ed
+  (one flush, shared by the threads writing at once), and only then is the name
+  placed, without any fsync; after a reboot the first open restores, from the
+  journals, every object a power loss lost or tore before anything reads it, and a
+  torn (never acknowledged) record is ignored. The module's docstring holds the
+  whole argument. ``upload`` and writes above ``local_journal.MAX_RECORD_BYTES``
+  (and every write where there is no ``fdatasync`` or boot id) take the plain path:
+  the temp file is fsynced before it is published (so a name, once visible, never
+  holds an empty or partial file), then the folder after the rename or link (so
+  the name itself survives); threads publishing into one folder at once share that
+  folder's fsync. Either way a commit of the event log is whole or absent after a
+  power loss, and a visible object is already durable. ``fsync=False``
+  (``file:///path?fsync=0``) skips all of it, for tests and benches that say so: a
   crash of the process still never leaves a partial object, but a power loss may
   lose acknowledged writes, or (on some filesystems) leave a published name empty
   (an empty last commit of an event log is read as absent and replaced by the next
