@@ -302,7 +302,11 @@ class LocalBucket(Bucket):
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
                 os.utime(fd, ns=(record.generation, record.generation))
-                self._place(record.name, path, tmp, create_only=False)
+                try:
+                    self._place(record.name, path, tmp, create_only=False)
+                except BucketError as exc:  # a parent of the name is now an object: nothing to restore into
+                    _log.error("%s not restored from the journal: %s", record.name, exc)
+                    return False
             finally:
                 self._discard(fd, tmp)
             _fsync_dir(os.path.dirname(path))

@@ -298,11 +298,6 @@ class Journal:
                         self._synced = max(self._synced, covered)
                     self._cond.notify_all()
 
-    def close(self) -> None:
-        """Let go of the file (its records stay: the next owner checkpoints them first)."""
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
 
 # -- finding, adopting and recovering journals -----------------------------------------------
 
