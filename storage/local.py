@@ -12,10 +12,15 @@ How each promise is kept:
   it (or, create-only, hard-links it) over the name, so a reader opens either
   the old inode or the new one, whole.
 * Generations: the file's ``st_mtime_ns``, stamped on the temp file before it
-  is published, as ``max(now_ns, current + 1)``. They therefore survive
-  restarts and are read by the same ``fstat`` that pins the bytes. An edit
-  made outside the bucket also changes the generation. Only a wall clock set
-  backwards across a delete can make a re-created name reuse an old value.
+  is published, as ``max(now_ns, current + 1, last + 1)``, where ``last`` is the
+  last generation stamped under the name's lock stripe (kept in the stripe's
+  lock file, in the page cache). They therefore survive restarts and are read
+  by the same ``fstat`` that pins the bytes, and for one name they rise in the
+  order writers took its lock, even where the clock stepped back or a writer
+  was killed before placing its object (the journal's recovery relies on it).
+  An edit made outside the bucket also changes the generation. Only a wall
+  clock set backwards across a reboot and a delete can make a re-created name
+  reuse an old value.
 * Races across processes: each write publishes while holding ``flock`` on the
   name's lock stripe, so the precondition check, the new generation and the
   rename are one step; create-only also uses ``os.link``, which fails if the
@@ -60,6 +65,7 @@ import logging
 import os
 import secrets
 import stat as stat_mode
+import struct
 import threading
 import time
 import weakref
@@ -86,6 +92,7 @@ _STATE = ".bucket"
 _STRIPES = 256
 _CHUNK = 1 << 20
 _STALE_TMP_S = 24 * 3600
+_STAMP = struct.Struct("<Q")  # a lock stripe's content: the last generation stamped under it
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -223,7 +230,7 @@ class LocalBucket(Bucket):
 
     def delete(self, name: str) -> None:
         path = self._path(name)
-        with self._locked(name):
+        with self._locked(name) as lock:
             try:
                 info = os.stat(path)
             except _MISSING as exc:
@@ -232,7 +239,9 @@ class LocalBucket(Bucket):
                 raise ObjectNotFound(name)
             os.unlink(path)
             if self.journaled:  # else a reboot's recovery could restore it from an earlier record
-                self._journal().deleted(name, info.st_mtime_ns)
+                stamp = max(time.time_ns(), info.st_mtime_ns + 1, _last_stamp(lock) + 1)
+                _note_stamp(lock, stamp)  # newer than any write begun before it, even a killed one's
+                self._journal().deleted(name, stamp)
         self._prune(os.path.dirname(path))
 
     def _publish(self, name: str, path: str, fd: int, tmp: str, size: int, md5_hex: str,
@@ -251,13 +260,14 @@ class LocalBucket(Bucket):
         if synced:
             os.fsync(fd)
             folder = self._folder_sync(os.path.dirname(path))  # held until synced: one per busy folder
-        with self._locked(name):
+        with self._locked(name) as lock:
             current = self._current_generation(name, path)
             if if_generation_match == 0 and current is not None:
                 raise AlreadyExists(name)
             if if_generation_match not in (None, 0) and current != if_generation_match:
                 raise PreconditionFailed(f"{name}: generation is {current}, not {if_generation_match}")
-            generation = _stamp(fd, current or 0)
+            generation = _stamp(fd, max(current or 0, _last_stamp(lock)))
+            _note_stamp(lock, generation)  # before the record: a writer killed after it is still ordered
             if journaled:
                 assert journal is not None
                 with self._journal().put(name, generation, journal):
@@ -368,13 +378,16 @@ class LocalBucket(Bucket):
             os.unlink(tmp)
 
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        """Hold the name's lock stripe: a fresh open file per call, so threads exclude each other too."""
+    def _locked(self, name: str) -> Iterator[int]:
+        """Hold the name's lock stripe: a fresh open file per call, so threads exclude each other too.
+
+        Yields the stripe's descriptor: the file holds the last generation stamped under it
+        (``_last_stamp``)."""
         stripe = self._stripes[zlib.crc32(name.encode("utf-8", "surrogatepass")) % _STRIPES]
         fd = os.open(stripe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            yield fd
         finally:
             os.close(fd)  # releases the flock
 
@@ -410,6 +423,18 @@ def _stamp(fd: int, floor: int) -> int:
             return kept
         wanted = floor + resolution
     raise BucketError(f"cannot stamp a generation above {floor}: filesystem timestamps too coarse")
+
+
+def _last_stamp(lock: int) -> int:
+    """The last generation stamped under this lock stripe (0 if none: an older release's empty file)."""
+    raw = os.pread(lock, _STAMP.size, 0)
+    return _STAMP.unpack(raw)[0] if len(raw) == _STAMP.size else 0
+
+
+def _note_stamp(lock: int, generation: int) -> None:
+    """Record ``generation`` as the stripe's last stamp (page cache only: a reboot's recovery comes first,
+    and after it only the objects' own generations need ordering)."""
+    os.pwrite(lock, _STAMP.pack(generation), 0)
 
 
 def _parent_is_object(name: str) -> BucketError:

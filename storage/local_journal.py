@@ -34,10 +34,22 @@ Why nothing acknowledged can be lost, or half-read:
 * A torn record (power lost during its write: it was never acknowledged) fails its CRC, and so does
   anything after it; replay stops at the first record that is torn, carries another salt, or breaks
   the numbering, so stale records of an earlier lap are never replayed.
-* A record whose write then failed (its name turned out to be taken or under an object) is followed
-  by a cancel record; one left by a process killed before its link publishes, after a reboot, a write
-  that was never acknowledged (as a crash just after the link does today), unless a newer generation
-  took the name.
+* Why the newest record of a name is the one to restore: the bucket stamps a write's generation
+  under the name's lock above the last generation stamped under that lock (``storage.local``), and
+  notes it there before the record is appended. So for one name generations rise in the order writers
+  took the lock, whatever the clock did and even for a writer killed between its record and its link:
+  the next writer's generation is higher, and a delete's record carries a fresh stamp in the same
+  order. A record outranked by a later writer's therefore never replaces that writer's acknowledged
+  object (writers racing for the next commit of an event log: the loser killed after its record was
+  durable, the winner acknowledged; the winner's object is kept, or restored if the power loss took
+  it). A record stays the newest only if no write or delete of the name began after it.
+* A record whose write then failed (its name turned out to be taken or under an object) is followed,
+  on disk before the error is raised, by a cancel record of the same journal: that record alone is
+  dropped (an earlier record of the name, acknowledged, stays). One left by a process killed before
+  its link publishes, after a reboot, a write that was never acknowledged (as a crash just after the
+  link does today), but only where it is the newest: no write or delete of the name began after it,
+  so it replaces nothing acknowledged later (a create-only one found the name free, a conditional
+  one found its precondition met, and nothing changed the name since).
 
 Not journaled (published the plain durable way): ``upload`` (streamed, large) and writes above
 ``MAX_RECORD_BYTES``. Deletes append a record without a sync (a delete was never synced). One
@@ -91,7 +103,8 @@ _log = logging.getLogger(__name__)
 
 
 class Record(NamedTuple):
-    """One journal record: ``kind`` PUT (``data`` published at ``generation``), DELETE or CANCEL."""
+    """One journal record: ``kind`` PUT (``data`` published at ``generation``), DELETE (stamped like a
+    write) or CANCEL (of this journal's PUT of ``name`` at ``generation``)."""
 
     kind: int
     name: str
@@ -227,12 +240,13 @@ class Journal:
                 self._inflight -= 1
                 if not self._inflight:
                     self._cond.notify_all()
-            if not published:
+            if not published:  # on disk before the error is raised: the write must not come back
                 with contextlib.suppress(OSError):
-                    self._append(CANCEL, name, generation, b"")
+                    self._sync(self._append(CANCEL, name, generation, b""))
 
     def deleted(self, name: str, generation: int) -> None:
-        """Note that ``name`` (at ``generation``) was deleted, so that recovery does not restore it."""
+        """Note that ``name`` was deleted, so that recovery does not restore it: ``generation`` is the
+        delete's own stamp, above every generation stamped for the name before it."""
         self._append(DELETE, name, generation, b"")
 
     def _append(self, kind: int, name: str, generation: int, data: bytes, *, inflight: bool = False) -> int:
@@ -377,12 +391,9 @@ def _recover_locked(folder: str, fds: list[int], boot: str, restore: Callable[[R
         header = _read_header(fd)
         if header is None or header[1] == boot:
             continue  # recovered meanwhile
-        for record in _records(fd):
+        for record in _uncancelled(_records(fd)):
             seen = newest.get(record.name)
-            if record.kind == CANCEL:
-                if seen is not None and seen.kind == PUT and seen.generation == record.generation:
-                    del newest[record.name]
-            elif seen is None or record.generation > seen.generation or (
+            if seen is None or record.generation > seen.generation or (
                     record.generation == seen.generation and record.kind == DELETE):
                 newest[record.name] = record
     restored = 0
@@ -401,6 +412,23 @@ def _recover_locked(folder: str, fds: list[int], boot: str, restore: Callable[[R
             os.pwrite(fd, _header(secrets.randbits(32), boot), 0)
             os.fdatasync(fd)
     return restored
+
+
+def _uncancelled(records: Iterator[Record]) -> list[Record]:
+    """One journal's PUT and DELETE records, less each PUT a later CANCEL of the same journal names (the
+    PUT alone goes: an earlier, acknowledged PUT of the name stays a candidate)."""
+    kept: dict[int, Record] = {}
+    puts: dict[tuple[str, int], int] = {}
+    for number, record in enumerate(records):
+        if record.kind == CANCEL:
+            cancelled = puts.pop((record.name, record.generation), None)
+            if cancelled is not None:
+                del kept[cancelled]
+            continue
+        kept[number] = record
+        if record.kind == PUT:
+            puts[record.name, record.generation] = number
+    return list(kept.values())
 
 
 def _journal_paths(folder: str) -> list[str]:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from storage import LocalBucket, local_journal
+from storage import LocalBucket, local, local_journal
 from storage.eventstore import verify_chain
 from storage.eventstore.commits import commit_name
 from storage.eventstore.log import PartitionLog
@@ -185,3 +187,134 @@ def test_a_commit_acknowledged_before_a_power_loss_is_read_back_and_the_chain_ho
 
     assert [n.state for n in log.select_notifications(1, 10)] == states
     assert verify_chain(bucket, PREFIX).ok
+
+
+# -- writers racing for a name: one killed between its record and its link ---------------------------
+
+
+def _set_clock(clock_ns: int | None) -> None:
+    """In a writer process: its wall clock reads ``clock_ns`` (None: the real one)."""
+    if clock_ns is not None:
+        local.time = SimpleNamespace(time_ns=lambda: clock_ns, time=time.time)  # type: ignore[attr-defined]
+
+
+Work = Callable[[LocalBucket], object]
+
+
+def race(root: Path, killed: Work, acknowledged: Work, *, setup: Work = LocalBucket._journal,
+         killed_clock: int | None = None, acknowledged_clock: int | None = None) -> None:
+    """Two writer processes, each with its own journal: the first runs ``setup``, then the second runs
+    ``killed`` and is SIGKILLed at its first link or rename (its record durable, no cancel record); then
+    the first runs ``acknowledged`` to the end and is killed too. A clock given is what that writer's
+    wall clock reads (one set ahead and stepped back later, or the same tick for both)."""
+    ready, go = _FORK.Event(), _FORK.Event()
+
+    def first() -> None:
+        _set_clock(acknowledged_clock)
+        bucket = LocalBucket(root)
+        setup(bucket)
+        ready.set()
+        assert go.wait(30)
+        acknowledged(bucket)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def second() -> None:
+        _set_clock(killed_clock)
+        LocalBucket._place = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[method-assign]
+        killed(LocalBucket(root))
+
+    process = _FORK.Process(target=first)
+    process.start()
+    try:
+        assert ready.wait(30)
+        in_killed_process(second)
+    finally:
+        go.set()
+        process.join(30)
+    assert process.exitcode == -signal.SIGKILL
+    assert len(journals(root)) == 2
+
+
+AHEAD = 60 * 10**9  # the killed writer's clock, stepped back by a minute before the next write
+
+
+@pytest.mark.parametrize("winner", ["kept", "lost", "emptied"])
+@pytest.mark.parametrize("clocks", ["stepped back after the killed writer", "the same tick for both writers"])
+def test_a_killed_writers_create_never_replaces_the_acknowledged_winners_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clocks: str, winner: str
+) -> None:
+    root, name, now = tmp_path / "bucket", commit_name(PREFIX, 1), time.time_ns()
+    race(root, lambda bucket: bucket.create(name, b"killed, never acknowledged"),
+         lambda bucket: bucket.create(name, b"acknowledged"),
+         killed_clock=now + AHEAD if clocks.startswith("stepped") else now, acknowledged_clock=now)
+    if winner != "kept":
+        lose(root, name, empty=winner == "emptied")
+
+    reboot(monkeypatch)
+
+    assert LocalBucket(root).read(name) == b"acknowledged"
+
+
+def _overwrite(data: bytes) -> Work:
+    return lambda bucket: bucket.write("a/state.json", data,
+                                       if_generation_match=bucket.stat("a/state.json").generation)
+
+
+@pytest.mark.parametrize("winner", ["kept", "emptied"])
+def test_a_killed_writers_conditional_write_never_replaces_a_later_acknowledged_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, winner: str
+) -> None:
+    root = tmp_path / "bucket"
+    # both read "base" (the killed one never linked), and meet their precondition
+    race(root, _overwrite(b"killed"), _overwrite(b"acknowledged"),
+         setup=lambda bucket: bucket.create("a/state.json", b"base"), killed_clock=time.time_ns() + AHEAD)
+    if winner == "emptied":
+        lose(root, "a/state.json", empty=True)
+
+    reboot(monkeypatch)
+
+    assert LocalBucket(root).read("a/state.json") == b"acknowledged"
+
+
+def test_a_killed_writers_record_does_not_bring_back_a_name_deleted_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "bucket"
+    race(root, _overwrite(b"killed"), lambda bucket: bucket.delete("a/state.json"),  # deletes "base"
+         setup=lambda bucket: bucket.create("a/state.json", b"base"))
+
+    reboot(monkeypatch)
+
+    assert not LocalBucket(root).exists("a/state.json")
+
+
+def test_a_failed_writes_cancel_drops_that_write_only_and_is_on_disk_before_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, name = tmp_path / "bucket", "a/state.json"
+    synced: list[list[int]] = []  # the journal's record kinds at each fdatasync
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real(fd)
+        synced.append([r.kind for r in local_journal.read_records(os.readlink(f"/proc/self/fd/{fd}"))])
+
+    def write() -> None:
+        bucket = LocalBucket(root)
+        bucket.write(name, b"acknowledged")
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(LocalBucket, "_place", lambda *args, **kwargs: _raise(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            bucket.write(name, b"failed")
+        assert synced[-1] == [local_journal.PUT, local_journal.PUT, local_journal.CANCEL]
+
+    in_killed_process(write)
+    lose(root, name, empty=False)
+
+    reboot(monkeypatch)
+
+    assert LocalBucket(root).read(name) == b"acknowledged"
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
