@@ -2,8 +2,9 @@
 
 Object ``a/b.json`` is the plain file ``<root>/a/b.json``, so the folder stays
 browsable. The bucket's own state lives in ``<root>/.bucket/`` (``tmp/`` for
-writes in progress, ``locks/`` for 256 lock stripes); object names may not
-start with ``.bucket/`` and ``list()`` never shows it.
+writes in progress, ``locks/`` for 256 lock stripes, ``journal/`` for the
+writers' write-ahead journals); object names may not start with ``.bucket/``
+and ``list()`` never shows it.
 
 How each promise is kept:
 
@@ -11,22 +12,35 @@ How each promise is kept:
   it (or, create-only, hard-links it) over the name, so a reader opens either
   the old inode or the new one, whole.
 * Generations: the file's ``st_mtime_ns``, stamped on the temp file before it
-  is published, as ``max(now_ns, current + 1)``. They therefore survive
-  restarts and are read by the same ``fstat`` that pins the bytes. An edit
-  made outside the bucket also changes the generation. Only a wall clock set
-  backwards across a delete can make a re-created name reuse an old value.
+  is published, as ``max(now_ns, current + 1, last + 1)``, where ``last`` is the
+  last generation stamped under the name's lock stripe (kept in the stripe's
+  lock file, in the page cache). They therefore survive restarts and are read
+  by the same ``fstat`` that pins the bytes, and for one name they rise in the
+  order writers took its lock, even where the clock stepped back or a writer
+  was killed before placing its object (the journal's recovery relies on it).
+  An edit made outside the bucket also changes the generation. Only a wall
+  clock set backwards across a reboot and a delete can make a re-created name
+  reuse an old value.
 * Races across processes: each write publishes while holding ``flock`` on the
   name's lock stripe, so the precondition check, the new generation and the
   rename are one step; create-only also uses ``os.link``, which fails if the
   name exists.
-* Durable by default: a write returns only once the object is on disk. The
-  temp file is fsynced before it is published (so a name, once visible, never
-  holds an empty or partial file, even after a power loss: a commit of the event
-  log is either whole or absent), then the folder is fsynced after the rename or
-  link (so the name itself survives). Group commit: writers in several threads of
-  one bucket object that publish into one folder at once share that folder's fsync
-  (one fsync covers every name placed before it began). ``fsync=False``
-  (``file:///path?fsync=0``) skips both, for tests and benches that say so: a
+* Durable by default: a write returns only once it survives a power loss. On
+  Linux a ``write`` goes through this process's write-ahead journal under
+  ``.bucket/journal/`` (``storage.local_journal``): its record (name, generation,
+  bytes; CRC-framed) is appended to a reused, preallocated file and ``fdatasync``ed
+  (one flush, shared by the threads writing at once), and only then is the name
+  placed, without any fsync; after a reboot the first open restores, from the
+  journals, every object a power loss lost or tore before anything reads it, and a
+  torn (never acknowledged) record is ignored. The module's docstring holds the
+  whole argument. ``upload`` and writes above ``local_journal.MAX_RECORD_BYTES``
+  (and every write where there is no ``fdatasync`` or boot id) take the plain path:
+  the temp file is fsynced before it is published (so a name, once visible, never
+  holds an empty or partial file), then the folder after the rename or link (so
+  the name itself survives); threads publishing into one folder at once share that
+  folder's fsync. Either way a commit of the event log is whole or absent after a
+  power loss, and a visible object is already durable. ``fsync=False``
+  (``file:///path?fsync=0``) skips all of it, for tests and benches that say so: a
   crash of the process still never leaves a partial object, but a power loss may
   lose acknowledged writes, or (on some filesystems) leave a published name empty
   (an empty last commit of an event log is read as absent and replaced by the next
@@ -47,9 +61,11 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import stat as stat_mode
+import struct
 import threading
 import time
 import weakref
@@ -58,6 +74,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from storage import local_journal
 from storage.bucket import (
     AlreadyExists,
     Bucket,
@@ -75,9 +92,13 @@ _STATE = ".bucket"
 _STRIPES = 256
 _CHUNK = 1 << 20
 _STALE_TMP_S = 24 * 3600
+_STAMP = struct.Struct("<Q")  # a lock stripe's content: the last generation stamped under it
 _MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+_JOURNALS: dict[str, local_journal.Journal] = {}  # root -> this process's journal there
+_JOURNALS_LOCK = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 def make_private_dirs(path: str | os.PathLike[str]) -> None:
@@ -115,9 +136,12 @@ class LocalBucket(Bucket):
         self._tmp = f"{self.root}/{_STATE}/tmp/"
         locks = f"{self.root}/{_STATE}/locks"
         self._stripes = [f"{locks}/{i:02x}" for i in range(_STRIPES)]
+        self._journals = f"{self.root}/{_STATE}/{local_journal.JOURNAL_DIR}"
+        self.journaled = fsync and local_journal.available()
         make_private_dirs(self._tmp)
         make_private_dirs(locks)
         self._sweep_tmp()
+        local_journal.recover(self._journals, self._restore)  # after a reboot, before anything is read
 
     def __repr__(self) -> str:
         return f"LocalBucket({str(self.root)!r})"
@@ -183,7 +207,7 @@ class LocalBucket(Bucket):
             while view:
                 view = view[os.write(fd, view) :]
             return self._publish(name, path, fd, tmp, len(data), hashlib.md5(data).hexdigest(),
-                                 if_generation_match)
+                                 if_generation_match, journal=data)
         finally:
             self._discard(fd, tmp)
 
@@ -206,34 +230,98 @@ class LocalBucket(Bucket):
 
     def delete(self, name: str) -> None:
         path = self._path(name)
-        with self._locked(name):
-            if not os.path.isfile(path):
+        with self._locked(name) as lock:
+            try:
+                info = os.stat(path)
+            except _MISSING as exc:
+                raise ObjectNotFound(name) from exc
+            if not stat_mode.S_ISREG(info.st_mode):
                 raise ObjectNotFound(name)
             os.unlink(path)
+            if self.journaled:  # else a reboot's recovery could restore it from an earlier record
+                stamp = max(time.time_ns(), info.st_mtime_ns + 1, _last_stamp(lock) + 1)
+                _note_stamp(lock, stamp)  # newer than any write begun before it, even a killed one's
+                self._journal().deleted(name, stamp)
         self._prune(os.path.dirname(path))
 
     def _publish(self, name: str, path: str, fd: int, tmp: str, size: int, md5_hex: str,
-                 if_generation_match: int | None) -> ObjectStat:
+                 if_generation_match: int | None, journal: bytes | None = None) -> ObjectStat:
         """Under the name's lock: check the precondition, stamp a generation, put tmp at path.
 
-        A create-only write to a name already taken fails before its fsync: writers racing for the
-        next commit of a log would otherwise each pay a wasted fsync per lost race."""
-        if self.fsync:
-            if if_generation_match == 0 and os.path.lexists(path):
-                raise AlreadyExists(name)
+        Durable, journaled (``journal``: the bytes, small enough): the journal's record of the write is
+        on disk before the name is placed (``storage.local_journal``). Durable, not journaled: tmp is
+        fsynced before, its folder after. A create-only write to a name already taken fails before any
+        flush: writers racing for the next commit of a log would otherwise each pay a wasted one per
+        lost race."""
+        journaled = self.journaled and journal is not None and len(journal) <= local_journal.MAX_RECORD_BYTES
+        synced = self.fsync and not journaled
+        if self.fsync and if_generation_match == 0 and os.path.lexists(path):
+            raise AlreadyExists(name)
+        if synced:
             os.fsync(fd)
             folder = self._folder_sync(os.path.dirname(path))  # held until synced: one per busy folder
-        with self._locked(name):
+        with self._locked(name) as lock:
             current = self._current_generation(name, path)
             if if_generation_match == 0 and current is not None:
                 raise AlreadyExists(name)
             if if_generation_match not in (None, 0) and current != if_generation_match:
                 raise PreconditionFailed(f"{name}: generation is {current}, not {if_generation_match}")
-            generation = _stamp(fd, current or 0)
-            self._place(name, path, tmp, create_only=if_generation_match == 0)
-        if self.fsync:
+            generation = _stamp(fd, max(current or 0, _last_stamp(lock)))
+            _note_stamp(lock, generation)  # before the record: a writer killed after it is still ordered
+            if journaled:
+                assert journal is not None
+                with self._journal().put(name, generation, journal):
+                    self._place(name, path, tmp, create_only=if_generation_match == 0)
+            else:
+                self._place(name, path, tmp, create_only=if_generation_match == 0)
+        if synced:
             folder.sync(folder.placed())
         return ObjectStat(name, generation, size, md5_hex)
+
+    def _journal(self) -> local_journal.Journal:
+        """This process's journal for this folder (shared by every bucket object on it)."""
+        key = str(self.root)
+        journal = _JOURNALS.get(key)
+        if journal is None or journal.pid != os.getpid():
+            with _JOURNALS_LOCK:
+                journal = _JOURNALS.get(key)
+                if journal is None or journal.pid != os.getpid():  # none yet, or the parent's (forked)
+                    journal = _JOURNALS[key] = local_journal.acquire(
+                        self._journals, self._tmp, make_private_dirs, FILE_MODE)
+        return journal
+
+    def _restore(self, record: local_journal.Record) -> bool:
+        """Recovery after a reboot: publish ``record`` durably at its generation, unless the name holds a
+        newer generation or these very bytes. True if restored."""
+        path = self._path(record.name)
+        with self._locked(record.name):
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat_mode.S_ISREG(info.st_mode) or info.st_mtime_ns > record.generation:
+                    return False
+                with open(path, "rb") as f:
+                    if f.read() == record.data:
+                        return False
+            fd, tmp = self._open_tmp()
+            try:
+                view = memoryview(record.data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+                os.utime(fd, ns=(record.generation, record.generation))
+                try:
+                    self._place(record.name, path, tmp, create_only=False)
+                except BucketError as exc:  # a parent of the name is now an object: nothing to restore into
+                    _log.error("%s not restored from the journal: %s", record.name, exc)
+                    return False
+            finally:
+                self._discard(fd, tmp)
+            _fsync_dir(os.path.dirname(path))
+        _log.warning("%s restored from the journal (lost or torn by a power loss)", record.name)
+        return True
 
     def _folder_sync(self, folder: str) -> _FolderSync:
         with self._folders_lock:
@@ -290,13 +378,16 @@ class LocalBucket(Bucket):
             os.unlink(tmp)
 
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        """Hold the name's lock stripe: a fresh open file per call, so threads exclude each other too."""
+    def _locked(self, name: str) -> Iterator[int]:
+        """Hold the name's lock stripe: a fresh open file per call, so threads exclude each other too.
+
+        Yields the stripe's descriptor: the file holds the last generation stamped under it
+        (``_last_stamp``)."""
         stripe = self._stripes[zlib.crc32(name.encode("utf-8", "surrogatepass")) % _STRIPES]
         fd = os.open(stripe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            yield fd
         finally:
             os.close(fd)  # releases the flock
 
@@ -332,6 +423,18 @@ def _stamp(fd: int, floor: int) -> int:
             return kept
         wanted = floor + resolution
     raise BucketError(f"cannot stamp a generation above {floor}: filesystem timestamps too coarse")
+
+
+def _last_stamp(lock: int) -> int:
+    """The last generation stamped under this lock stripe (0 if none: an older release's empty file)."""
+    raw = os.pread(lock, _STAMP.size, 0)
+    return _STAMP.unpack(raw)[0] if len(raw) == _STAMP.size else 0
+
+
+def _note_stamp(lock: int, generation: int) -> None:
+    """Record ``generation`` as the stripe's last stamp (page cache only: a reboot's recovery comes first,
+    and after it only the objects' own generations need ordering)."""
+    os.pwrite(lock, _STAMP.pack(generation), 0)
 
 
 def _parent_is_object(name: str) -> BucketError:
