@@ -192,6 +192,7 @@ _PROBES_BEFORE_LISTING = 8  # a remote bucket this far behind: list the names an
 _BACKOFF_CREATES = 4  # a writer that lost the tail this many times in a row waits up to 2**4 creates' time
 _BACKOFF_MAX_S = 0.25
 _REMOTE_READERS = 16
+_TAIL_WINDOW = 4  # names an append reads at once past its tail on a remote bucket (commits of other writers)
 KEPT_LOG_INDEXES = 2
 """Log indexes kept per log (the older ones are removed when a new one is written)."""
 _log = logging.getLogger(__name__)
@@ -364,14 +365,22 @@ class PartitionLog:
 
     def _commit(self, group: list[_Batch]) -> tuple[int, str] | None:
         """Write ``group``'s batches as one commit; set each batch's result. Needs ``_tail_lock``."""
-        index = self.index
         if self._broken is not None:
             raise self._broken
-        if not self._anchor_checked:
-            self._check_anchor()
-            self._check_witness()
-            self._signer = self.ledger.ready_signer()
-            self._anchor_checked = True
+        with self.bucket.exclusive(self.prefix) as serialized:
+            if not self._anchor_checked:
+                self._check_anchor()
+                self._check_witness()
+                self._signer = self.ledger.ready_signer()
+                self._anchor_checked = True
+            if serialized:  # no other writer that locks can take the next name meanwhile: read up to it
+                self._catch_up(vouching=True)
+            return self._create_next(group, serialized=serialized)
+
+    def _create_next(self, group: list[_Batch], *, serialized: bool) -> tuple[int, str] | None:
+        """Create the commit after the tail holding ``group``'s batches, reading and checking against
+        the commits of any writer that created that name first. Needs ``_tail_lock``."""
+        index = self.index
         nonce = os.urandom(8).hex()  # this commit's own: another writer's identical batch differs
         losses = 0  # creates lost to other writers in a row
         while True:
@@ -402,10 +411,11 @@ class PartitionLog:
                 if not winner and not self._replace_empty(commit.seq, data):
                     continue  # another writer replaced it first: read theirs
                 if winner and winner != data:  # someone else's commit: take it in, check again
-                    self._add([winner], [decode_commit(winner)])
+                    self._add([winner], [decode_commit(winner)], vouched=True)
                     losses += 1
-                    self._back_off(losses)
-                    self._catch_up()
+                    if not serialized:  # (serialized: a writer that does not lock, an older release)
+                        self._back_off(losses)
+                    self._catch_up(vouching=True)
                     continue
                 # else our own write (the nonce is ours), reported lost and retried by the client
             self._timed_create(started)
@@ -636,12 +646,16 @@ class PartitionLog:
         if self._broken is not None and not getattr(_serving_broken, "depth", 0):
             raise self._broken
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, *, vouching: bool = False) -> None:
         """Read past the tail until a name is missing. Needs ``_tail_lock``.
 
         At a segment boundary, first try the whole next segment; else read the
         next commit. A remote bucket found far behind lists the commit names up
         to the next boundary and reads them several at a time.
+
+        ``vouching``: for an append, which will link to the tail reached; read the commits by name
+        (never listing; a remote bucket ``_TAIL_WINDOW`` names at once) and check each stretch's hash
+        links and its last signature only (``_add``'s ``vouched``).
         """
         probes = 0
         if not self._warm_tried:
@@ -651,6 +665,10 @@ class PartitionLog:
         while True:
             if self.index.tail_seq % SEGMENT_COMMITS == 0 and self._read_segments():
                 continue
+            if vouching:
+                if self._read_stretch():
+                    continue
+                return
             try:
                 data = self._read(commit_name(self.prefix, self.index.tail_seq + 1))
             except ObjectNotFound:
@@ -663,6 +681,30 @@ class PartitionLog:
             if self.read_workers > 1 and probes >= _PROBES_BEFORE_LISTING:
                 self._read_listed()
                 probes = 0  # listed: list again only after as many probes found commits again
+
+    def _read_stretch(self) -> bool:
+        """Read the commits after the tail by name, up to the next segment boundary or the first name
+        missing (a remote bucket ``_TAIL_WINDOW`` names at once), and index them as one stretch
+        (``_add(vouched=True)``). True if it reached the boundary: more may follow."""
+        tail = self.index.tail_seq
+        room = SEGMENT_COMMITS - tail % SEGMENT_COMMITS
+        window = _TAIL_WINDOW if self.read_workers > 1 else 1
+        lines: list[bytes] = []
+        stop: bytes | None = None  # what ended the stretch: None (a missing name) or b"" (an empty commit)
+        while len(lines) < room:
+            first = tail + 1 + len(lines)
+            count = min(window, room - len(lines))
+            names = [commit_name(self.prefix, seq) for seq in range(first, first + count)]
+            read = list(_read_many_or_none(self.bucket, names, workers=self.read_workers))
+            found = list(itertools.takewhile(bool, read))
+            lines.extend(found)  # type: ignore[arg-type]
+            if len(found) < len(read):
+                stop = read[len(found)]
+                break
+        self._add(lines, [decode_commit(data) for data in lines], vouched=True)
+        if stop == b"":
+            self._check_empty_is_last(self.index.tail_seq + 1)
+        return len(lines) == room
 
     def _read_listed(self) -> None:
         """Read the listed commits after the tail, up to the next segment boundary, stopping at a gap."""
@@ -748,28 +790,26 @@ class PartitionLog:
         if first_signed is not None and self._signed_from is None:
             self._signed_from = first_signed
 
-    def _add(self, lines: list[bytes], commits: list[Commit], *, signed_here: bool = False) -> None:
+    def _add(self, lines: list[bytes], commits: list[Commit], *, signed_here: bool = False,
+             vouched: bool = False) -> None:
         """Index commits read one by one (``lines``: their bytes), and collect them for a segment.
 
         ``signed_here``: the commits are this log's own, just signed with its key; their signatures are
-        not checked again (a verify costs three signs)."""
+        not checked again (a verify costs three signs).
+
+        ``vouched``: the commits an append reads to reach the tail it links to. Every hash link is
+        checked, and every unsigned commit, but of the signed ones only the last's signature is
+        verified: it covers the hash of the commit before it, which its writer verified before linking
+        to it (a writer verifies the tail it links to), and so on back, so a commit edited or forged
+        anywhere in the stretch breaks a link or that last signature. When the last one fails, every
+        signature is checked to name the first that does not verify, as a reader would."""
         if not lines:
             return
         shas = sha256_hexes(lines)
-        broken: ChainBroken | None = None
-        good = len(commits)
-        for i, (commit, prev_sha) in enumerate(zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)):
-            linked = commit.prev_sha256 == prev_sha
-            if not linked:
-                broken = self._broken_link(commit)
-            elif signed_here:
-                if commit.sig and self._signed_from is None:
-                    self._signed_from = commit.seq
-            else:
-                broken = self._bad_signature(commit)
-            if broken is not None:
-                good = i
-                break
+        good, broken = self._first_bad(commits, shas, signed_here=signed_here, vouched=vouched)
+        if broken is not None and vouched and 0 < good == len(commits) - 1 and \
+                commits[good].prev_sha256 == shas[good - 1]:
+            good, broken = self._first_bad(commits, shas, signed_here=False, vouched=False)
         if broken is not None and getattr(_serving_broken, "depth", 0):
             if self._broken is None:
                 self._broken = broken
@@ -787,6 +827,24 @@ class PartitionLog:
                 self._write_index()
         if broken is not None:
             raise broken
+
+    def _first_bad(self, commits: list[Commit], shas: list[str], *, signed_here: bool,
+                   vouched: bool) -> tuple[int, ChainBroken | None]:
+        """How many of ``commits`` (``shas``: their hashes) may be indexed, and why the next may not."""
+        check_all = not vouched or self.ledger.keyring() is None
+        last = len(commits) - 1
+        for i, (commit, prev_sha) in enumerate(zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)):
+            broken: ChainBroken | None = None
+            if commit.prev_sha256 != prev_sha:
+                broken = self._broken_link(commit)
+            elif signed_here or (commit.sig and i < last and not check_all):
+                if commit.sig and (self._signed_from is None or commit.seq < self._signed_from):
+                    self._signed_from = commit.seq
+            else:
+                broken = self._bad_signature(commit)
+            if broken is not None:
+                return i, broken
+        return len(commits), None
 
     # -- warm starts (storage.eventstore.log_index) -----------------------------
 
