@@ -17,7 +17,12 @@ race for each name, and the one that just won already knows the next tail: a
 loser backs off a random while (up to 2**losses creates' time) before it
 reads the commits after its tail and tries once more (``_back_off``), so it
 neither wastes a create (on a folder, an fsync) per commit nor lists the
-bucket per commit. Since every commit is created only after its
+bucket per commit. It reads them by name (a remote bucket a few names at
+once) and checks every hash link but only the last one's signature (see
+"Signed commits"). On a folder written without fsync, appends instead take
+the partition's lock (``Bucket.exclusive``, an flock) around "read up to the
+tail, create the next commit": no create is lost, nobody backs off
+(``_locks_appends`` says why not with fsync). Since every commit is created only after its
 predecessor exists, a winner's index held every earlier commit when it
 checked, so versions never duplicate and notification ids stay contiguous.
 
@@ -53,7 +58,12 @@ first). With a keyring (a root public key known here) every commit read is
 verified: a signature that does not verify, a key the root does not vouch for,
 or an unsigned commit after a signed one raises ``ChainBroken`` like a broken
 link, so a forged commit with a correct link is neither served nor extended.
-A whole segment is verified once per machine: the verdict is kept by the hash
+An append's own catch-up (the commits of other writers between its tail and
+the name it creates) verifies only the last signature of each stretch it
+reads, and every hash link: a writer verifies the tail it links to, and a
+signature covers the hash of the commit before it, so the last signature
+vouches for the whole stretch; when it fails, every signature is checked to
+name the first bad one. A whole segment is verified once per machine: the verdict is kept by the hash
 of its last commit (which pins every commit of it) under the home
 (``storage.eventstore.verified``), and the writer that seals a segment records
 it, so a cold replay checks only the commits after the last segment. A log does
