@@ -114,6 +114,14 @@ class Bucket(abc.ABC):
         """Create-only write; raise AlreadyExists if the name is taken."""
         return self.write(name, data, if_generation_match=0)
 
+    @contextlib.contextmanager
+    def exclusive(self, key: str) -> Iterator[bool]:
+        """Hold ``key``'s lock across every process using this bucket, where the bucket has one; yield
+        whether it does. An advisory lock (writers that skip it are not held back), released when the
+        block ends or its process dies. Only a folder has one (``LocalBucket``: ``flock``); here, none:
+        yields False at once."""
+        yield False
+
     @abc.abstractmethod
     def upload(self, name: str, stream: BinaryIO | Iterable[bytes]) -> ObjectStat:
         """Stream a possibly large object in (chunked/resumable); last writer wins."""

@@ -3,8 +3,8 @@
 Object ``a/b.json`` is the plain file ``<root>/a/b.json``, so the folder stays
 browsable. The bucket's own state lives in ``<root>/.bucket/`` (``tmp/`` for
 writes in progress, ``locks/`` for 256 lock stripes, ``journal/`` for the
-writers' write-ahead journals); object names may not start with ``.bucket/``
-and ``list()`` never shows it.
+writers' write-ahead journals, ``exclusive/`` for the locks ``exclusive`` holds);
+object names may not start with ``.bucket/`` and ``list()`` never shows it.
 
 How each promise is kept:
 
@@ -140,6 +140,8 @@ class LocalBucket(Bucket):
         self.journaled = fsync and local_journal.available()
         make_private_dirs(self._tmp)
         make_private_dirs(locks)
+        self._exclusive = f"{self.root}/{_STATE}/exclusive/"
+        make_private_dirs(self._exclusive)
         self._sweep_tmp()
         local_journal.recover(self._journals, self._restore)  # after a reboot, before anything is read
 
@@ -358,6 +360,18 @@ class LocalBucket(Bucket):
                     make_private_dirs(os.path.dirname(path))
                 except (FileExistsError, NotADirectoryError) as exc:
                     raise _parent_is_object(name) from exc
+
+    @contextlib.contextmanager
+    def exclusive(self, key: str) -> Iterator[bool]:
+        """Hold ``key``'s lock (``flock`` on ``.bucket/exclusive/<sha256 of key>``, a fresh open file per
+        call so threads exclude each other too) across every process on this folder; yields True."""
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        fd = os.open(f"{self._exclusive}{digest}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)  # releases the flock
 
     # -- internals -------------------------------------------------------
 

@@ -13,6 +13,7 @@ import multiprocessing
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from storage.eventstore import commits as commits_module
 from storage.eventstore import log as log_module
 from storage.eventstore.commits import commit_name, pack_segment, segment_name, unpack_segment
 from storage.eventstore.log import PartitionLog
+from storage.local import LocalBucket
 from storage.memory import MemoryBucket
 from tests.buckets import ForwardingBucket
 
@@ -318,9 +320,10 @@ def test_a_writer_that_loses_the_race_backs_off_then_reads_only_the_commits_afte
 
     assert slow.append([event(uuid.uuid4(), 1)]) == [6]
 
-    # lost commit 3: read it, waited (jitter, at most 2 creates' time), read 4 and 5 and the missing 6, won 6
-    assert [name for name in bucket.reads if name.startswith(PREFIX)] == [
-        commit_name(PREFIX, seq) for seq in (3, 4, 5, 6)]
+    # lost commit 3: read it, waited (jitter, at most 2 creates' time), read the names after it by name
+    # (never listing), a window of 4 at once on a remote bucket: 4 and 5, and the missing 6 and 7; won 6
+    assert sorted(name for name in bucket.reads if name.startswith(PREFIX)) == [
+        commit_name(PREFIX, seq) for seq in (3, 4, 5, 6, 7)]
     assert len(waits) == 1 and 0 <= waits[0] <= 0.25  # a random back-off, within its cap
 
 
@@ -423,3 +426,31 @@ def test_a_segment_that_inflates_past_the_limit_is_refused(monkeypatch: pytest.M
     monkeypatch.setattr(commits_module, "MAX_SEGMENT_BYTES", 1000)
     with pytest.raises(ValueError, match="inflates past 1000 bytes"):
         unpack_segment(gzip.compress(b"{}\n" * 1000))
+
+
+@pytest.mark.parametrize("fsync", [False, True], ids=["no-fsync", "fsync"])
+def test_writers_on_a_folder_without_fsync_lock_the_tail_and_never_lose_a_create(
+    tmp_path: Path, fsync: bool
+) -> None:
+    """Issue 12 item 7: a stale writer on a folder without fsync reads up to the tail under the
+    partition's lock, then creates the next commit at once; with fsync, writers race (measured faster)."""
+    first = PartitionLog(LocalBucket(tmp_path, fsync=fsync), PREFIX)
+    bucket = Wrapped(LocalBucket(tmp_path, fsync=fsync))
+    bucket.fsync = fsync  # type: ignore[attr-defined]
+    bucket.exclusive = bucket.inner.exclusive  # type: ignore[method-assign]
+    stale = PartitionLog(bucket, PREFIX)
+    first.append([event(uuid.uuid4(), 1)])
+    stale.max_notification_id()
+    for _ in range(3):
+        first.append([event(uuid.uuid4(), 1)])
+    creates: list[str] = []
+    real_write = bucket.write
+
+    def write(name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
+        creates.append(name)
+        return real_write(name, data, if_generation_match=if_generation_match)
+
+    bucket.write = write  # type: ignore[method-assign]
+    assert stale.append([event(uuid.uuid4(), 1)]) == [5]
+    tried = [name for name in creates if name.startswith(PREFIX)]
+    assert tried == ([commit_name(PREFIX, 2), commit_name(PREFIX, 5)] if fsync else [commit_name(PREFIX, 5)])

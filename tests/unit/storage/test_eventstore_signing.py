@@ -269,3 +269,62 @@ def test_a_head_left_unwitnessed_is_published_by_the_timer(tmp_path: Path) -> No
     while not list(witness.list("witness/")) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [n.rsplit("/", 1)[1] for n in witness.list("witness/")] == [f"{3:012d}.json"]  # the last one
+
+
+def _counting_verifies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    verified: list[int] = []
+    real = log_module.check_signature
+
+    def check(prefix: str, commit: Commit, keyring: object) -> str:
+        verified.append(commit.seq)
+        return real(prefix, commit, keyring)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(log_module, "check_signature", check)
+    return verified
+
+
+def test_a_writer_catching_up_verifies_the_signature_of_each_stretch_s_last_commit_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 7: each of N writers reads every other's commits; the last signature of what it
+    reads vouches for the rest (each writer verified the tail it linked to), the links are all checked."""
+    bucket = MemoryBucket()
+    fast, slow = process(bucket, tmp_path), process(bucket, tmp_path)
+    fast.append([event(0)])
+    slow.max_notification_id()
+    for i in range(1, 5):
+        fast.append([event(i)])
+    monkeypatch.setattr(log_module.time, "sleep", lambda _: None)  # the back-off after the lost create
+    verified = _counting_verifies(monkeypatch)
+
+    assert slow.append([event(9)]) == [6]
+    assert verified == [2, 5]  # the winner of the create it lost (2), then the stretch 3..5: its last
+    assert process(bucket, tmp_path).max_notification_id() == 6  # a reader still verifies every commit
+
+
+def test_a_writer_catching_up_past_forged_commits_names_the_first_forged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forged commits with correct links (no writer's key): the stretch's last signature fails, so every
+    signature of the stretch is checked and the first that does not verify is named."""
+    bucket = MemoryBucket()
+    process(bucket, tmp_path).append([event(0)])
+    writer = process(bucket, tmp_path)
+    writer.max_notification_id()  # at commit 1
+    for i in (1, 2):
+        process(bucket, tmp_path).append([event(i)])
+    third = decode_commit(bucket.read(commit_name(PREFIX, 3)))
+    prev = sha256_hex(bucket.read(commit_name(PREFIX, 3)))
+    for seq in (4, 5, 6):  # correct links, the signature of commit 3 (valid for commit 3 only)
+        forged = msgspec.structs.replace(third, seq=seq, first_id=seq, prev_sha256=prev)
+        bucket.create(commit_name(PREFIX, seq), encode_commit(forged))
+        prev = sha256_hex(encode_commit(forged))
+    monkeypatch.setattr(log_module.time, "sleep", lambda _: None)
+    verified = _counting_verifies(monkeypatch)
+
+    with pytest.raises(ChainBroken) as raised:
+        writer.append([event(9)])
+    assert (raised.value.seq, raised.value.problem) == (4, "bad signature")
+    assert not bucket.exists(commit_name(PREFIX, 7))
+    # lost the create of 2: its winner verified; the stretch 3..6: its last fails, then each in turn
+    assert verified == [2, 6, 3, 4]
