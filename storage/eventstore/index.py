@@ -31,7 +31,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import DataError, IntegrityError, Notification, StoredEvent
 
-from storage.eventstore.commits import Commit, EventRecord, TrackingRecord
+from storage.eventstore.commits import Commit, EventRecord, SealedCommit, TrackingRecord
 from storage.eventstore.log_index import Aggregate, LogIndex, TextAggregate
 
 __all__ = ["PartitionIndex"]
@@ -156,7 +156,7 @@ class PartitionIndex:
                     raise IntegrityError(f"tracking {tracking.application_name}#{tracking.notification_id} "
                                          f"is not past {last} in {self.name}")
 
-    def add(self, commits: Sequence[Commit], shas: Sequence[str]) -> None:
+    def add(self, commits: Sequence[Commit | SealedCommit], shas: Sequence[str]) -> None:
         """Add commits that follow the tail in order (``shas``: of each one's bytes).
 
         A commit out of place (sequence number or first notification id) raises
@@ -180,7 +180,7 @@ class PartitionIndex:
                                 "run storage.eventstore.verify_chain")
             self._extend(commits, shas)
 
-    def _extend(self, commits: Sequence[Commit], shas: Sequence[str]) -> None:
+    def _extend(self, commits: Sequence[Commit | SealedCommit], shas: Sequence[str]) -> None:
         """Append checked commits. Needs ``_lock``."""
         if not commits:
             return

@@ -140,10 +140,12 @@ from storage.eventstore.commits import (
     ChainBroken,
     Commit,
     EventRecord,
+    SealedCommit,
     TrackingRecord,
     check_signature,
     commit_name,
     decode_commit,
+    decode_sealed_segment,
     decode_segment,
     encode_commit,
     event_record,
@@ -710,8 +712,19 @@ class PartitionLog:
         real last commit object (``last_commit``): then each one is exactly that
         commit object.
         """
-        name = segment_name(self.prefix, self.index.tail_seq + SEGMENT_COMMITS)
+        tail = self.index.tail_seq
+        name = segment_name(self.prefix, tail + SEGMENT_COMMITS)
         try:
+            last_sha = sha256_hex(last_commit) if last_commit is not None else ""
+            segment_sha, sealed, first_signed = self._sealed(packed, tail + SEGMENT_COMMITS, last_sha)
+            if sealed is not None:  # these bytes were verified here, their last commit hashing to last_sha
+                ends = list(itertools.accumulate([len(self.index), *(len(c.events) for c in sealed)]))
+                self._check_places(sealed, tail + 1, ends, self.index.tail_sha)
+                self._note_signed(first_signed)
+                self.index.add(sealed, [*itertools.repeat("", SEGMENT_COMMITS - 1), last_sha])
+                self._boundaries.append(last_sha)
+                self._segment = None
+                return True
             lines, commits = decode_segment(packed)
             if len(lines) != SEGMENT_COMMITS:
                 raise ValueError(f"{len(lines)} commits, not {SEGMENT_COMMITS}")
@@ -720,7 +733,7 @@ class PartitionLog:
                 raise ValueError("its commits do not follow each other by hash")
             if last_commit != lines[-1]:
                 raise ValueError("its last commit differs from the commit object")
-            self._verify_segment(commits, shas[-1])
+            self._verify_segment(commits, shas[-1], segment_sha)
         except ValueError as exc:  # msgspec's decode errors are ValueErrors too
             _log.warning("ignoring segment %s (%s); reading its commits one by one", name, exc)
             return False
@@ -729,10 +742,11 @@ class PartitionLog:
         self._segment = None
         return True
 
-    def _verify_segment(self, commits: list[Commit], last_sha: str) -> None:
+    def _verify_segment(self, commits: list[Commit], last_sha: str, segment_sha: str | None = None) -> None:
         """Check every signature of a segment (ValueError naming the first that fails), once per machine:
         the verdict is kept by the hash of its last commit, which pins every commit before it
-        (``storage.eventstore.verified``)."""
+        (``storage.eventstore.verified``), with ``segment_sha``, the hash of the segment object they
+        came from (``_sealed``)."""
         verified = self.ledger.verified_segments()
         if verified is None:
             return
@@ -744,7 +758,7 @@ class PartitionLog:
                 if broken is not None:
                     raise ValueError(str(broken))
             first_signed = next((c.seq for c in commits if c.sig), None)
-            verified.add(self.prefix, last, last_sha, first_signed)
+        verified.add(self.prefix, last, last_sha, first_signed, segment_sha)
         if first_signed is not None and self._signed_from is None:
             self._signed_from = first_signed
 
@@ -864,17 +878,25 @@ class PartitionLog:
         prev_sha = started.boundaries[block - 1] if block else ""
         last_sha = started.boundaries[block] if block < len(started.boundaries) else started.sha256
         ends = self.index.commit_ends(first - 1, last)
-        lines: list[bytes] | None = None
+        commits: Sequence[Commit | SealedCommit] | None = None
         if last % SEGMENT_COMMITS == 0:
             try:
-                lines, commits = decode_segment(self._read(segment_name(self.prefix, last)))
-                self._check_block(lines, commits, first, ends, prev_sha, last_sha)
+                packed = self._read(segment_name(self.prefix, last))
+                segment_sha, sealed, first_signed = self._sealed(packed, last, last_sha)
+                if sealed is not None:
+                    self._check_places(sealed, first, ends, prev_sha)
+                    self._note_signed(first_signed)
+                    commits = sealed
+                else:
+                    lines, full = decode_segment(packed)
+                    self._check_block(lines, full, first, ends, prev_sha, last_sha, segment_sha)
+                    commits = full
             except (ObjectNotFound, ValueError) as exc:
                 if not isinstance(exc, ObjectNotFound):
                     _log.warning("ignoring segment %s (%s); reading its commits one by one",
                                  segment_name(self.prefix, last), exc)
-                lines = None
-        if lines is None:
+                commits = None
+        if commits is None:
             names = [commit_name(self.prefix, seq) for seq in range(first, last + 1)]
             lines = list(read_many(self.bucket, names, workers=self.read_workers))
             try:
@@ -888,18 +910,56 @@ class PartitionLog:
         return ends[-1]
 
     def _check_block(self, lines: list[bytes], commits: list[Commit], first: int, ends: list[int],
-                     prev_sha: str, last_sha: str) -> None:
+                     prev_sha: str, last_sha: str, segment_sha: str | None = None) -> None:
         """ValueError unless ``commits`` are commits ``first..`` with the sizes the index holds, linked by
-        hash from ``prev_sha`` to ``last_sha``, and signed as they must be."""
+        hash from ``prev_sha`` to ``last_sha``, and signed as they must be (``segment_sha``: the SHA-256
+        of the segment object they came from, kept with the verdict)."""
+        self._check_places(commits, first, ends, prev_sha)
+        shas = sha256_hexes(lines)
+        if [c.prev_sha256 for c in commits[1:]] != shas[:-1] or shas[-1] != last_sha:
+            raise ValueError("they do not link by hash between the boundaries the log index pinned")
+        self._verify_segment(commits, last_sha, segment_sha)
+
+    @staticmethod
+    def _check_places(commits: Sequence[Commit | SealedCommit], first: int, ends: list[int],
+                      prev_sha: str) -> None:
+        """ValueError unless ``commits`` are commits ``first..`` whose events end at ``ends[1:]`` (the first
+        starting after ``ends[0]``), the first one linking to ``prev_sha``."""
         if [c.seq for c in commits] != list(range(first, first + len(ends) - 1)):
             raise ValueError("not the commits expected")
         if [c.first_id for c in commits] != [end + 1 for end in ends[:-1]] or \
                 [len(c.events) for c in commits] != [b - a for a, b in itertools.pairwise(ends)]:
             raise ValueError("their events are not where the log index has them")
-        shas = sha256_hexes(lines)
-        if [c.prev_sha256 for c in commits] != [prev_sha, *shas[:-1]] or shas[-1] != last_sha:
-            raise ValueError("they do not link by hash between the boundaries the log index pinned")
-        self._verify_segment(commits, last_sha)
+        if commits[0].prev_sha256 != prev_sha:
+            raise ValueError("the first does not link to the commit before it")
+
+    def _sealed(self, packed: bytes, last: int, last_sha: str,
+                ) -> tuple[str, list[SealedCommit] | None, int | None]:
+        """``(SHA-256 of segment object packed, its commits, their first signed seq)``, the commits decoded
+        for indexing alone when this machine verified those very bytes as the segment ending at commit
+        ``last`` (hash ``last_sha``); else ``(sha, None, None)``: check the segment whole.
+
+        A verdict is kept with the hash of the segment object it was reached on
+        (``storage.eventstore.verified``): the same bytes hold the same commits, which linked by hash to
+        ``last_sha`` and verified, so neither each commit's hash nor a signature is computed again; the
+        caller still checks where they sit (``_check_places``), the first one's link included."""
+        verified = self.ledger.verified_segments()
+        if verified is None:
+            return "", None, None
+        segment_sha = sha256_hex(packed)
+        first_signed = verified.get_segment(self.prefix, last, last_sha, segment_sha)
+        if first_signed == UNKNOWN:
+            return segment_sha, None, None
+        commits = decode_sealed_segment(packed)
+        if len(commits) != SEGMENT_COMMITS or commits[-1].seq != last:
+            raise ValueError(f"{len(commits)} commits ending at {commits[-1].seq if commits else 0}, "
+                             f"not {SEGMENT_COMMITS} ending at {last}")
+        return segment_sha, commits, first_signed
+
+    def _note_signed(self, first_signed: int | None) -> None:
+        """Commits from ``first_signed`` on were verified: no unsigned one may follow them."""
+        if first_signed is not None and (self._signed_from is None or first_signed < self._signed_from):
+            self._signed_from = first_signed
 
     def _bad_signature(self, commit: Commit) -> ChainBroken | None:
         """Why ``commit`` may not be served (its signature), or None; nothing is checked without a
@@ -950,15 +1010,18 @@ class PartitionLog:
             self._segment = None
         elif seq % SEGMENT_COMMITS == 0:
             packed, self._segment = pack_segment(self._segment), None
-            verified = self.ledger.verified_segments()
-            if verified is not None:
-                verified.add(self.prefix, seq, sha, self._segment_signed)
+            created = False
             try:
                 self.bucket.create(segment_name(self.prefix, seq), packed)
+                created = True
             except AlreadyExists:
-                pass
+                pass  # sealed by another writer: its bytes are hashed when first read (_sealed)
             except BucketError as exc:  # a segment is only a cache: the commits are written
                 _log.warning("could not write segment %s: %s", segment_name(self.prefix, seq), exc)
+            verified = self.ledger.verified_segments()
+            if verified is not None:
+                verified.add(self.prefix, seq, sha, self._segment_signed,
+                             sha256_hex(packed) if created else None)
 
 
 def read_many(bucket: Bucket, names: Sequence[str], *, workers: int = 1) -> Iterator[bytes]:

@@ -14,10 +14,19 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from storage.eventstore import log as log_module
 from storage.eventstore import verify_chain
-from storage.eventstore.commits import ChainBroken, commit_name, decode_commit, encode_commit, segment_name
+from storage.eventstore.commits import (
+    ChainBroken,
+    commit_name,
+    decode_commit,
+    encode_commit,
+    pack_segment,
+    segment_name,
+    unpack_segment,
+)
 from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger
 from storage.eventstore.log import PartitionLog
 from storage.eventstore.log_index import decode_index, encode_index, index_name
+from storage.eventstore.verified import forget_verified
 from storage.memory import MemoryBucket
 
 PREFIX = "users/u1/events/"
@@ -111,3 +120,31 @@ def test_a_forged_index_is_ignored_and_the_log_replayed(tmp_path: Path) -> None:
     assert log.max_notification_id() == 14
     assert log._started_from is None
     assert len(log.select_events(things[0])) == 2
+
+
+def test_a_segment_verified_here_is_paged_in_unhashed_and_an_edited_copy_is_not_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket, _ = history(tmp_path)  # the writer recorded each segment object it sealed, by its hash
+    hashed = [0]
+    real = log_module.sha256_hexes
+
+    def counted(datas: list[bytes]) -> list[str]:
+        hashed[0] += len(datas)
+        return real(datas)
+
+    monkeypatch.setattr(log_module, "sha256_hexes", counted)
+    forget_verified()  # fresh processes: the verdicts from the file under the home only
+    log, _ = process(bucket, tmp_path)
+    expected = [(n.id, n.state) for n in log.select_notifications(None, 100)]
+    assert len(expected) == 14 and hashed[0] == 2  # the tail's commits 13 and 14; segments 4, 8, 12 unhashed
+
+    lines = unpack_segment(bucket.read(segment_name(PREFIX, 4)))
+    edited = decode_commit(lines[1])
+    edited.events[0].state = '{"v":99}'
+    bucket.write(segment_name(PREFIX, 4), pack_segment([lines[0], encode_commit(edited), *lines[2:]]))
+    forget_verified()
+    hashed[0] = 0
+    log, _ = process(bucket, tmp_path)
+    assert [(n.id, n.state) for n in log.select_notifications(None, 100)] == expected  # the commit objects
+    assert hashed[0] == 2 + 4 + 4  # the tail, the edited copy (refused), commits 1..4 read one by one
