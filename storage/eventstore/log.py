@@ -194,6 +194,7 @@ _PROBES_BEFORE_LISTING = 8  # a remote bucket this far behind: list the names an
 _BACKOFF_CREATES = 4  # a writer that lost the tail this many times in a row waits up to 2**4 creates' time
 _BACKOFF_MAX_S = 0.25
 _REMOTE_READERS = 16
+_TAIL_VERDICT_MIN = 16  # a reader that checked this many signatures past the last segment records a verdict
 KEPT_LOG_INDEXES = 2
 """Log indexes kept per log (the older ones are removed when a new one is written)."""
 _log = logging.getLogger(__name__)
@@ -653,18 +654,44 @@ class PartitionLog:
         while True:
             if self.index.tail_seq % SEGMENT_COMMITS == 0 and self._read_segments():
                 continue
-            try:
-                data = self._read(commit_name(self.prefix, self.index.tail_seq + 1))
-            except ObjectNotFound:
+            ahead = SEGMENT_COMMITS - self.index.tail_seq % SEGMENT_COMMITS  # to the next boundary
+            if self.read_workers > 1:
+                ahead = min(ahead, _PROBES_BEFORE_LISTING - probes)
+            found, stop = self._read_next(ahead)
+            probes += found
+            if stop == "missing":
                 return
-            if not data:
+            if stop == "empty":
                 self._check_empty_is_last(self.index.tail_seq + 1)
                 return
-            self._add([data], [decode_commit(data)])
-            probes += 1
             if self.read_workers > 1 and probes >= _PROBES_BEFORE_LISTING:
                 self._read_listed()
                 probes = 0  # listed: list again only after as many probes found commits again
+
+    def _read_next(self, count: int) -> tuple[int, str | None]:
+        """Read up to ``count`` commits after the tail, a name at a time, and add them together (so that a
+        verdict kept for the last of them spares checking their signatures: ``_add``); return how many,
+        and why it stopped short: ``"missing"`` (no next commit), ``"empty"`` (an empty one), or None."""
+        lines: list[bytes] = []
+        commits: list[Commit] = []
+        stop: str | None = None
+        try:
+            for seq in range(self.index.tail_seq + 1, self.index.tail_seq + 1 + count):
+                try:
+                    data = self._read(commit_name(self.prefix, seq))
+                except ObjectNotFound:
+                    stop = "missing"
+                    break
+                if not data:
+                    stop = "empty"
+                    break
+                commits.append(decode_commit(data))
+                lines.append(data)
+        except BaseException:
+            self._add(lines, commits)  # those read before the failure, as when added one by one
+            raise
+        self._add(lines, commits)
+        return len(lines), stop
 
     def _read_listed(self) -> None:
         """Read the listed commits after the tail, up to the next segment boundary, stopping at a gap."""
@@ -772,6 +799,8 @@ class PartitionLog:
         shas = sha256_hexes(lines)
         broken: ChainBroken | None = None
         good = len(commits)
+        vouched, first_signed = (-1, None) if signed_here else self._vouched(commits, shas)
+        checked = 0
         for i, (commit, prev_sha) in enumerate(zip(commits, [self.index.tail_sha, *shas[:-1]], strict=True)):
             linked = commit.prev_sha256 == prev_sha
             if not linked:
@@ -779,8 +808,13 @@ class PartitionLog:
             elif signed_here:
                 if commit.sig and self._signed_from is None:
                     self._signed_from = commit.seq
+            elif i < vouched:
+                pass
+            elif i == vouched:
+                self._note_signed(first_signed)
             else:
                 broken = self._bad_signature(commit)
+                checked += 1
             if broken is not None:
                 good = i
                 break
@@ -794,6 +828,8 @@ class PartitionLog:
         bounds = [sha for commit, sha in zip(commits[:good], shas[:good], strict=False)
                   if commit.seq % SEGMENT_COMMITS == 0]
         self._boundaries.extend(bounds)
+        if checked >= _TAIL_VERDICT_MIN and broken is None and self._broken is None:
+            self._keep_tail_verdict()
         if self._broken is None:
             for data, commit, sha in zip(lines[:good], commits[:good], shas[:good], strict=True):
                 self._collect_for_segment(commit, data, sha)
@@ -986,6 +1022,30 @@ class PartitionLog:
         if self._signed_from is None or commit.seq < self._signed_from:
             self._signed_from = commit.seq
         return None
+
+    def _vouched(self, commits: list[Commit], shas: list[str]) -> tuple[int, int | None]:
+        """``(i, first signed)``: ``commits[: i + 1]`` were verified on this machine before, by a verdict
+        kept for ``commits[i]`` (``storage.eventstore.verified``: it covers the commits of its block up to
+        it, whose bytes its hash pins); ``(-1, None)`` if none was. ``commits`` are in one block."""
+        verified = self.ledger.verified_segments()
+        if verified is not None:
+            for i in range(len(commits) - 1, -1, -1):
+                first_signed = verified.get(self.prefix, commits[i].seq, shas[i])
+                if first_signed != UNKNOWN:
+                    return i, first_signed
+        return -1, None
+
+    def _keep_tail_verdict(self) -> None:
+        """Remember that the commits of the tail's block, up to the tail, verified: the next process here
+        checks only the signatures of the commits after it (``_vouched``). Every commit of the block
+        before the tail was verified by this log, or vouched for, or signed by it."""
+        verified = self.ledger.verified_segments()
+        if verified is None or getattr(_serving_broken, "depth", 0):
+            return
+        seq = self.index.tail_seq
+        block_start = (seq - 1) // SEGMENT_COMMITS * SEGMENT_COMMITS + 1
+        first_signed = None if self._signed_from is None else max(self._signed_from, block_start)
+        verified.add(self.prefix, seq, self.index.tail_sha, first_signed)
 
     def _broken_link(self, commit: Commit) -> ChainBroken:
         before = commit.seq - 1

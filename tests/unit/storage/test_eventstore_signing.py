@@ -288,6 +288,39 @@ def test_a_segment_object_verified_here_is_served_unhashed_and_another_one_is_ch
     assert hashed[0] == 2 * SEGMENT_COMMITS + 1  # the copy's commits, then the objects one by one
 
 
+def test_the_commits_after_the_last_segment_are_verified_once_per_machine_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = MemoryBucket()
+    writer = process(bucket, tmp_path / "writer")
+    tail = log_module._TAIL_VERDICT_MIN + 4
+    for i in range(SEGMENT_COMMITS + tail):
+        writer.append([event(i)])
+    checks = counted_checks(monkeypatch)
+
+    def checked_by_a_fresh_process() -> int:
+        forget_verified()
+        checks[0] = 0
+        assert process(bucket, tmp_path / "writer").max_notification_id() == len(writer.index)
+        return checks[0]
+
+    assert checked_by_a_fresh_process() == tail  # the segment's verdict is the writer's: its tail's are not
+    assert checked_by_a_fresh_process() == 0  # that reader's verdict on the tail was kept under the home
+    for i in range(3):
+        writer.append([event(i)])
+    assert checked_by_a_fresh_process() == 3  # only what came since: too few to record a verdict for
+    assert checked_by_a_fresh_process() == 3
+
+    last = commit_name(PREFIX, SEGMENT_COMMITS + tail)  # the commit the verdict was kept for, edited
+    forged = msgspec.json.decode(bucket.read(last))
+    forged["events"][0]["state"] = '{"i":99}'
+    bucket.write(last, msgspec.json.encode(forged))
+    forget_verified()
+    with pytest.raises(ChainBroken) as raised:
+        process(bucket, tmp_path / "writer").max_notification_id()
+    assert raised.value.seq == SEGMENT_COMMITS + tail  # not vouched for by the verdict kept for the original
+
+
 def test_heads_are_witnessed_and_a_rolled_back_log_is_not_extended(tmp_path: Path) -> None:
     bucket, witness = MemoryBucket(), LocalBucket(tmp_path / "witness", fsync=False)
     settings = {"witness_url": f"file://{tmp_path}/witness?fsync=0"}
