@@ -70,6 +70,7 @@ __all__ = [
     "decode_segment",
     "encode_commit",
     "event_record",
+    "inflate_segment",
     "pack_segment",
     "record_state",
     "segment_name",
@@ -256,9 +257,14 @@ def pack_segment(commits: list[bytes]) -> bytes:
 def unpack_segment(data: bytes) -> list[bytes]:
     """The exact bytes of each commit in a segment (compressed, or plain as first written);
     ValueError for a truncated or corrupt stream or one that inflates past ``MAX_SEGMENT_BYTES``."""
-    if data[:2] == _GZIP_MAGIC:
-        data = _inflate(data)
+    data = inflate_segment(data)
     return data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n")
+
+
+def inflate_segment(data: bytes) -> bytes:
+    """A segment's commits, a line each: ``data`` inflated, or as it is if it was written plain;
+    ValueError as ``unpack_segment``."""
+    return _inflate(data) if data[:2] == _GZIP_MAGIC else data
 
 
 def _inflate(data: bytes) -> bytes:
@@ -277,10 +283,11 @@ def _inflate(data: bytes) -> bytes:
 _sealed_decoder = msgspec.json.Decoder(SealedCommit)
 
 
-def decode_sealed_segment(data: bytes) -> list[SealedCommit]:
-    """The commits of a segment whose bytes were verified before (``storage.eventstore.verified``), decoded
-    in one call, neither split into lines nor hashed (ValueError if malformed)."""
-    return _sealed_decoder.decode_lines(_inflate(data) if data[:2] == _GZIP_MAGIC else data)
+def decode_sealed_segment(lines: bytes) -> list[SealedCommit]:
+    """The commits of a segment whose bytes were verified before (``storage.eventstore.verified``), from
+    its lines (``inflate_segment``), decoded in one call, neither split nor hashed (ValueError if
+    malformed)."""
+    return _sealed_decoder.decode_lines(lines)
 
 
 def decode_segment(data: bytes) -> tuple[list[bytes], list[Commit]]:

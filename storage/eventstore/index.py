@@ -13,7 +13,8 @@ An index started from a log index (``start_from``: a warm start) knows every
 aggregate's versions and positions and each commit's size, but not the events
 before its ``seq``: those slots hold None until ``fill`` puts a verified
 segment's events there. A query that meets one calls ``fault`` (set by the
-log) with the positions it needs, then reads again.
+log) with the positions it needs, then reads again; paging through notifications
+says so (``sequential``), so the log may read the next segment ahead.
 
 Only the one thread holding the log's tail lock adds; readers may query at
 any time. The event list only grows, a whole commit at a time, so a reader
@@ -72,8 +73,9 @@ class PartitionIndex:
         self._indexed = 0  # events[:_indexed] are in _sequences; the rest are indexed when first asked
         self._tracking: dict[str, int] = {}
         self._commit_ends = array.array("q")  # each commit's last notification id, in order
-        self.fault: Callable[[list[int]], None] | None = None
-        """Page in the events at these positions (set by the log of an index with holes)."""
+        self.fault: Callable[[list[int], bool], None] | None = None
+        """Page in the events at these positions (set by the log of an index with holes); the flag: they are
+        a page of notifications (more are likely to be asked for next)."""
         self.holes = False  # some events are not paged in yet
 
     def start_from(self, log_index: LogIndex) -> None:
@@ -227,13 +229,13 @@ class PartitionIndex:
         events = self._page_in(positions)
         return [_stored_event(events[p]) for p in positions]  # type: ignore[arg-type]
 
-    def _page_in(self, positions: Sequence[int]) -> list[EventRecord | None]:
+    def _page_in(self, positions: Sequence[int], *, sequential: bool = False) -> list[EventRecord | None]:
         """The events list, once every one of ``positions`` is in it (asking ``fault`` for the rest)."""
         events = self._events
         if self.holes and self.fault is not None:
             missing = [p for p in positions if events[p] is None]
             if missing:
-                self.fault(missing)
+                self.fault(missing, sequential)
         return events
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
@@ -247,9 +249,9 @@ class PartitionIndex:
             return []
         if not topics:
             stop_at = min(end, first - 1 + limit)
-            events = self._page_in(range(first - 1, stop_at))
+            events = self._page_in(range(first - 1, stop_at), sequential=True)
             return list(map(_notification, range(first, stop_at + 1), events[first - 1 : stop_at]))
-        events = self._page_in(range(first - 1, end))
+        events = self._page_in(range(first - 1, end), sequential=True)
         wanted = set(topics)
         chosen = ((n, r) for n, r in zip(itertools.count(first), events[first - 1 : end], strict=False)
                   if r.topic in wanted)

@@ -6,6 +6,7 @@ A fresh bucket object with its own ``Ledger`` stands for a fresh process (as in
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -39,9 +40,11 @@ def short_segments(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class Counted(MemoryBucket):
     reads: list[str]
+    threads: list[str]
 
     def read(self, name: str) -> bytes:
         self.reads.append(name)
+        self.threads.append(threading.current_thread().name)
         return super().read(name)
 
 
@@ -49,7 +52,7 @@ def process(bucket: MemoryBucket, home: Path) -> tuple[PartitionLog, Counted]:
     """A fresh process's log of ``bucket`` (same objects, its own bucket object and ledger)."""
     view = Counted.__new__(Counted)
     view.__dict__.update(bucket.__dict__)
-    view.reads = []
+    view.reads, view.threads = [], []
     configure_ledger(view, Ledger(view, home, LedgerSettings()))
     return PartitionLog(view, PREFIX), view
 
@@ -148,3 +151,24 @@ def test_a_segment_verified_here_is_paged_in_unhashed_and_an_edited_copy_is_not_
     log, _ = process(bucket, tmp_path)
     assert [(n.id, n.state) for n in log.select_notifications(None, 100)] == expected  # the commit objects
     assert hashed[0] == 2 + 4 + 4  # the tail, the edited copy (refused), commits 1..4 read one by one
+
+
+def test_paging_through_the_notifications_reads_the_next_segment_ahead_once(tmp_path: Path) -> None:
+    bucket, _ = history(tmp_path, commits=26)  # segments 4..24, the index at 24
+    log, seen = process(bucket, tmp_path)
+    full, _ = process(bucket, tmp_path)
+    full._warm_tried = True  # a full replay, to compare with
+    pages = []
+    after = 0
+    while page := log.select_notifications(after + 1, 3):  # less than a segment a page
+        pages.append(page)
+        after = page[-1].id
+    assert [(n.id, n.state) for page in pages for n in page] == \
+        [(n.id, n.state) for n in full.select_notifications(None, 100)]
+    segments = [(name, thread) for name, thread in zip(seen.reads, seen.threads, strict=True)
+                if "segments/" in name]
+    expected = [segment_name(PREFIX, last) for last in (*range(4, 25, 4), 28)]  # 28: the tail's probe
+    assert sorted(name for name, _ in segments) == expected  # each once
+    ahead = [name for name, thread in segments if thread != threading.current_thread().name]
+    assert segment_name(PREFIX, 24) in ahead and segment_name(PREFIX, 4) not in ahead  # read ahead
+    assert log._ahead is None  # none left reading past the index
