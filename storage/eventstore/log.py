@@ -911,16 +911,20 @@ class PartitionLog:
                     continue
                 block = (seq - 1) // SEGMENT_COMMITS
                 ahead = self._take_ahead(block)
-                if sequential:
+                if sequential and self.read_workers > 1:
                     self._read_ahead(started, block + 1)
                 block_end = self._page_in_block(started, block, ahead)
                 self._paged.add(block)
 
     def _read_ahead(self, started: LogIndex, block: int) -> None:
         """Start reading, hashing and inflating the segment of ``block`` in a thread (each of which lets
-        other threads run), so that a replay paging through the notifications folds one segment while the
-        next one is read and inflated (a third of what paging one in costs); ``_page_in_block`` takes it.
-        Needs ``_page_lock``."""
+        other threads run), so that a replay paging through the notifications of a remote bucket folds
+        one segment while the next one is on its way; ``_page_in_block`` takes it. Needs ``_page_lock``.
+
+        Not on a folder (``_page_in`` asks only with several read workers): there a read takes
+        microseconds, and the thread, needing the GIL between its steps while the fold holds it, was
+        seldom done in time (the replay waited on it: 0.87x SQLite at 10,000 events against 0.96x
+        without, the same minutes)."""
         last = (block + 1) * SEGMENT_COMMITS
         if last > started.seq or block in self._paged:
             return

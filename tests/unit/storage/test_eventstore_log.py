@@ -423,3 +423,15 @@ def test_a_segment_that_inflates_past_the_limit_is_refused(monkeypatch: pytest.M
     monkeypatch.setattr(commits_module, "MAX_SEGMENT_BYTES", 1000)
     with pytest.raises(ValueError, match="inflates past 1000 bytes"):
         unpack_segment(gzip.compress(b"{}\n" * 1000))
+
+
+def test_a_segment_small_enough_not_to_reach_the_limit_inflates_unbounded_and_still_checked() -> None:
+    """Deflate inflates a byte to at most 1032: a segment under the limit / 1032 is inflated in one go (a
+    fifth faster than in bounded steps), and is refused all the same when truncated or followed by bytes."""
+    bomb = gzip.compress(b"\0" * (8 * 1024 * 1024), compresslevel=9)
+    assert commits_module._MAX_DEFLATE_RATIO * len(bomb) >= 8 * 1024 * 1024
+    assert len(bomb) * commits_module._MAX_DEFLATE_RATIO <= commits_module.MAX_SEGMENT_BYTES
+    assert commits_module.inflate_segment(bomb) == b"\0" * (8 * 1024 * 1024)
+    for broken in (bomb[:-9], bomb + b"tail"):
+        with pytest.raises(ValueError):
+            commits_module.inflate_segment(broken)
