@@ -56,8 +56,13 @@ link, so a forged commit with a correct link is neither served nor extended.
 A whole segment is verified once per machine: the verdict is kept by the hash
 of its last commit (which pins every commit of it) under the home
 (``storage.eventstore.verified``), and the writer that seals a segment records
-it, so a cold replay checks only the commits after the last segment. A log does
-not check the signature of its own commit, just signed.
+it; so is the tail after the last segment, by a reader that verified many of its
+commits at once. A verdict also keeps the SHA-256 of the segment object it was
+reached on: the same object met again is indexed without hashing its commits or
+decoding their signatures (``_sealed``), only where they sit checked. So a cold
+replay on a machine that wrote or replayed the log checks no signature but those
+of the commits written since. A log does not check the signature of its own
+commit, just signed.
 
 The witness (``TUNE_WITNESS``, ``storage.eventstore.witness``): after its
 commits a writer publishes the head it reached (at least every N commits or T
