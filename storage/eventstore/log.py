@@ -752,8 +752,8 @@ class PartitionLog:
         name = segment_name(self.prefix, tail + SEGMENT_COMMITS)
         try:
             last_sha = sha256_hex(last_commit) if last_commit is not None else ""
-            segment_sha, inflated = sha256_hex(packed), inflate_segment(packed)
-            sealed, first_signed = self._sealed(segment_sha, inflated, tail + SEGMENT_COMMITS, last_sha)
+            segment_sha = sha256_hex(packed)
+            sealed, first_signed = self._sealed(segment_sha, packed, None, tail + SEGMENT_COMMITS, last_sha)
             if sealed is not None:  # these bytes were verified here, their last commit hashing to last_sha
                 ends = list(itertools.accumulate([len(self.index), *(len(c.events) for c in sealed)]))
                 self._check_places(sealed, tail + 1, ends, self.index.tail_sha)
@@ -762,7 +762,7 @@ class PartitionLog:
                 self._boundaries.append(last_sha)
                 self._segment = None
                 return True
-            lines, commits = decode_segment(inflated)
+            lines, commits = decode_segment(packed)
             if len(lines) != SEGMENT_COMMITS:
                 raise ValueError(f"{len(lines)} commits, not {SEGMENT_COMMITS}")
             shas = sha256_hexes(lines)
@@ -935,13 +935,14 @@ class PartitionLog:
             return
         self._ahead = (block, os.getpid(), _pool(1).submit(self._fetch_segment, last))
 
-    def _fetch_segment(self, last: int) -> _Fetched:
-        """The segment ending at commit ``last``, its SHA-256 and its lines (None: it does not inflate)."""
+    def _fetch_segment(self, last: int, *, inflate: bool = True) -> _Fetched:
+        """The segment ending at commit ``last``, its SHA-256 and, with ``inflate``, its lines (None: not
+        inflated, or it does not inflate)."""
         packed = self._read(segment_name(self.prefix, last))
-        try:
-            lines: bytes | None = inflate_segment(packed)
-        except ValueError:
-            lines = None
+        lines: bytes | None = None
+        if inflate:
+            with contextlib.suppress(ValueError):
+                lines = inflate_segment(packed)
         return packed, sha256_hex(packed), lines
 
     def _take_ahead(self, block: int) -> Future[_Fetched] | None:
@@ -963,8 +964,9 @@ class PartitionLog:
         commits: Sequence[Commit | SealedCommit] | None = None
         if last % SEGMENT_COMMITS == 0:
             try:
-                packed, segment_sha, inflated = ahead.result() if ahead else self._fetch_segment(last)
-                sealed, first_signed = self._sealed(segment_sha, inflated, last, last_sha)
+                packed, segment_sha, inflated = ahead.result() if ahead else self._fetch_segment(last,
+                                                                                                inflate=False)
+                sealed, first_signed = self._sealed(segment_sha, packed, inflated, last, last_sha)
                 if sealed is not None:
                     self._check_places(sealed, first, ends, prev_sha)
                     self._note_signed(first_signed)
@@ -1015,23 +1017,25 @@ class PartitionLog:
         if commits[0].prev_sha256 != prev_sha:
             raise ValueError("the first does not link to the commit before it")
 
-    def _sealed(self, segment_sha: str, lines: bytes | None, last: int, last_sha: str,
+    def _sealed(self, segment_sha: str, packed: bytes, lines: bytes | None, last: int, last_sha: str,
                 ) -> tuple[list[SealedCommit] | None, int | None]:
-        """``(its commits, their first signed seq)`` of the segment object of SHA-256 ``segment_sha`` (its
-        ``lines`` inflated; None: they do not inflate), the commits decoded for indexing alone when this
-        machine verified those very bytes as the segment ending at commit ``last`` (hash ``last_sha``);
-        else ``(None, None)``: check the segment whole.
+        """``(its commits, their first signed seq)`` of segment object ``packed`` of SHA-256 ``segment_sha``
+        (``lines``: inflated already, or None), the commits decoded for indexing alone when this machine
+        verified those very bytes as the segment ending at commit ``last`` (hash ``last_sha``); else
+        ``(None, None)``: check the segment whole.
 
         A verdict is kept with the hash of the segment object it was reached on
         (``storage.eventstore.verified``): the same bytes hold the same commits, which linked by hash to
         ``last_sha`` and verified, so neither each commit's hash nor a signature is computed again; the
         caller still checks where they sit (``_check_places``), the first one's link included."""
         verified = self.ledger.verified_segments()
-        if verified is None or lines is None:
+        if verified is None:
             return None, None
         first_signed = verified.get_segment(self.prefix, last, last_sha, segment_sha)
         if first_signed == UNKNOWN:
             return None, None
+        if lines is None:
+            lines = inflate_segment(packed, verified=True)
         commits = decode_sealed_segment(lines)
         if len(commits) != SEGMENT_COMMITS or commits[-1].seq != last:
             raise ValueError(f"{len(commits)} commits ending at {commits[-1].seq if commits else 0}, "

@@ -435,3 +435,20 @@ def test_a_segment_small_enough_not_to_reach_the_limit_inflates_unbounded_and_st
     for broken in (bomb[:-9], bomb + b"tail"):
         with pytest.raises(ValueError):
             commits_module.inflate_segment(broken)
+
+
+def test_a_verified_segment_inflates_without_its_crc_and_is_still_refused_when_cut_or_followed() -> None:
+    """A segment known by its SHA-256 is inflated as deflate data (its gzip CRC-32 not computed again),
+    to the same bytes; its length is still checked."""
+    commits = [b'{"seq": %d, "events": []}' % n for n in range(1, 200)]
+    packed = pack_segment(commits)
+    lines = b"".join(c + b"\n" for c in commits)
+    inflate = commits_module.inflate_segment
+    assert inflate(packed, verified=True) == inflate(packed) == lines
+    bad_crc = packed[:-8] + bytes(4) + packed[-4:]  # the CRC alone changed: only the full check sees it
+    assert commits_module.inflate_segment(bad_crc, verified=True) == lines
+    with pytest.raises(ValueError):
+        commits_module.inflate_segment(bad_crc)
+    for broken in (packed[:-9], packed[:-4] + bytes(4), packed + b"tail"):
+        with pytest.raises(ValueError):
+            commits_module.inflate_segment(broken, verified=True)
