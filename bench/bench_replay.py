@@ -12,12 +12,19 @@ application (cold caches), best of ``--runs``. Printed: events/s of each, the ra
 bucket/SQLite, the in-memory (POPO) replay for reference, and the cost of
 writing every view once (a full rebuild into the bucket).
 
-Commits are signed and verified, as in production (keys under a scratch ``TUNE_HOME``). The
-bucket replay stands for a fresh process on the machine that wrote the log: nothing in memory,
-the verdicts of sealed segments read from ``$TUNE_HOME/cache/verified`` (the writer records each
-segment it seals; ``storage.eventstore.verified``), so only the commits after the last segment are
-verified. What verification costs where no verdict is kept (another machine, first replay) is its
-own row: the same replay with that cache removed, every signature checked.
+Commits are signed and verified, as in production (keys under a scratch ``TUNE_HOME``). Two rows
+replay the bucket, each in a fresh application with nothing in memory:
+
+* verdicts kept (warm): a fresh process on a machine that wrote or replayed the log before. The
+  verdicts are read from ``$TUNE_HOME/cache/verified`` (``storage.eventstore.verified``): the writer
+  records each segment it seals, a reader each segment and tail it verified; a segment object whose
+  SHA-256 matches its verdict is indexed without hashing its commits or checking a signature; the
+  commits after the last verdict are verified.
+* no verdict (cold): the first replay on another machine: that cache removed, every signature
+  checked (and the verdicts recorded again).
+
+The verification row prints what the signatures cost: cold minus warm, an event and a segment
+(``SEGMENT_COMMITS`` commits), with one Ed25519 check timed alone.
 
     .venv/bin/python bench/bench_replay.py [--events 10000] [--runs 7]
     .venv/bin/python bench/bench_replay.py --smoke   # seconds: only checks that it runs
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -52,7 +60,17 @@ from projections.partition import Partition, TrackingView
 from projections.render import encode
 from projections.replay import apps_on, replay
 from storage import LocalBucket, layout
+from storage.bucket import ObjectNotFound
 from storage.eventstore import open_user, verify_chain
+from storage.eventstore.commits import (
+    SEGMENT_COMMITS,
+    check_signature,
+    commit_name,
+    decode_commit,
+    decode_segment,
+    segment_name,
+)
+from storage.eventstore.ledger import ledger_for
 from storage.eventstore.verified import forget_verified
 
 USER = "u1"
@@ -157,6 +175,24 @@ def comparable(part: Partition, names: list[str]) -> list[bytes]:
     return rendered
 
 
+def verify_us(bucket: LocalBucket) -> float:
+    """The median time of one Ed25519 check of a commit's signature (the first segment's, or the first
+    commits'), in microseconds."""
+    prefix = layout.events_prefix(PARTITION)
+    keyring = ledger_for(bucket).keyring()
+    assert keyring is not None
+    try:
+        _, commits = decode_segment(bucket.read(segment_name(prefix, SEGMENT_COMMITS)))
+    except ObjectNotFound:  # a history shorter than a segment (--smoke)
+        commits = [decode_commit(bucket.read(commit_name(prefix, seq))) for seq in range(1, 33)]
+    times = []
+    for commit in commits:
+        start = time.perf_counter()
+        assert check_signature(prefix, commit, keyring) == "ok"
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
@@ -206,14 +242,19 @@ def main() -> None:
         assert bucket.read(layout.position(PARTITION)) == bucket_part.views.render(layout.position(PARTITION))
         chain = verify_chain(bucket, events_prefix(PARTITION))
         assert anchor(bucket_part)[0] == chain.commits and check_anchor(bucket, PARTITION, chain).ok
-        print(f"replay into the views ({len(names)} views):")
-        print(f"  memory (POPO recorder)     {total / memory_s:>10,.0f} events/s")
-        print(f"  LocalBucket event store    {total / bucket_s:>10,.0f} events/s (signatures verified)")
-        print(f"  SQLite recorder (file)     {total / sqlite_s:>10,.0f} events/s")
-        print(f"  ratio LocalBucket / SQLite {sqlite_s / bucket_s:>10.2f}x")
-        print(f"  verification, no verdict kept (first replay on a machine): {total / unverified_s:,.0f} "
-              f"events/s, {sqlite_s / unverified_s:.2f}x SQLite; the signatures cost "
-              f"{(unverified_s - bucket_s) * 1e6 / total:.0f} us an event, once per machine")
+        per_event_us = (unverified_s - bucket_s) * 1e6 / total
+        commits = chain.commits
+        print(f"replay into the views ({len(names)} views, {commits} signed commits), best of {runs}:")
+        print(f"  memory (POPO recorder)                    {total / memory_s:>10,.0f} events/s")
+        print(f"  SQLite recorder (file)                    {total / sqlite_s:>10,.0f} events/s")
+        print(f"  LocalBucket, verdicts kept (warm)         {total / bucket_s:>10,.0f} events/s "
+              f"{sqlite_s / bucket_s:>6.2f}x SQLite")
+        print(f"  LocalBucket, no verdict (cold)            {total / unverified_s:>10,.0f} events/s "
+              f"{sqlite_s / unverified_s:>6.2f}x SQLite")
+        segment_ms = per_event_us * total / commits * SEGMENT_COMMITS / 1e3
+        print(f"  verification (cold - warm)                {per_event_us:>10.1f} us an event, "
+              f"{segment_ms:.1f} ms a segment of {SEGMENT_COMMITS} commits, once per machine; "
+              f"one Ed25519 check {verify_us(bucket):.0f} us")
         print(
             f"full rebuild into the bucket (replay + write {len(report.written)} views): {write_s:.2f}s, "
             f"{total / write_s:,.0f} events/s"

@@ -55,9 +55,13 @@ def test_bench_eventstore(tmp_path: Path, fake_gcs: str) -> None:
 
 
 def test_bench_replay(tmp_path: Path) -> None:
-    lines = smoke("bench_replay", tmp_path)
-    assert len(lines) == 2 and "LocalBucket / SQLite" in lines[0], lines
-    assert lines[1].lstrip().startswith("verification, no verdict kept"), lines  # its cost: its own row
+    output = smoke_output("bench_replay", tmp_path)
+    lines = [line.strip() for line in output.splitlines() if line.startswith("  ")]
+    assert [line.split("  ")[0] for line in lines] == [
+        "memory (POPO recorder)", "SQLite recorder (file)", "LocalBucket, verdicts kept (warm)",
+        "LocalBucket, no verdict (cold)", "verification (cold - warm)"], lines  # warm, cold, their cost: rows
+    assert all(re.search(r"[\d.]+x SQLite$", line) for line in lines[2:4]), lines
+    assert re.search(r"us an event, [\d.]+ ms a segment .* one Ed25519 check \d+ us$", lines[4]), lines
 
 
 def test_bench_api(tmp_path: Path) -> None:

@@ -454,3 +454,32 @@ def test_writers_on_a_folder_without_fsync_lock_the_tail_and_never_lose_a_create
     assert stale.append([event(uuid.uuid4(), 1)]) == [5]
     tried = [name for name in creates if name.startswith(PREFIX)]
     assert tried == ([commit_name(PREFIX, 2), commit_name(PREFIX, 5)] if fsync else [commit_name(PREFIX, 5)])
+
+
+def test_a_segment_small_enough_not_to_reach_the_limit_inflates_unbounded_and_still_checked() -> None:
+    """Deflate inflates a byte to at most 1032: a segment under the limit / 1032 is inflated in one go (a
+    fifth faster than in bounded steps), and is refused all the same when truncated or followed by bytes."""
+    bomb = gzip.compress(b"\0" * (8 * 1024 * 1024), compresslevel=9)
+    assert commits_module._MAX_DEFLATE_RATIO * len(bomb) >= 8 * 1024 * 1024
+    assert len(bomb) * commits_module._MAX_DEFLATE_RATIO <= commits_module.MAX_SEGMENT_BYTES
+    assert commits_module.inflate_segment(bomb) == b"\0" * (8 * 1024 * 1024)
+    for broken in (bomb[:-9], bomb + b"tail"):
+        with pytest.raises(ValueError):
+            commits_module.inflate_segment(broken)
+
+
+def test_a_verified_segment_inflates_without_its_crc_and_is_still_refused_when_cut_or_followed() -> None:
+    """A segment known by its SHA-256 is inflated as deflate data (its gzip CRC-32 not computed again),
+    to the same bytes; its length is still checked."""
+    commits = [b'{"seq": %d, "events": []}' % n for n in range(1, 200)]
+    packed = pack_segment(commits)
+    lines = b"".join(c + b"\n" for c in commits)
+    inflate = commits_module.inflate_segment
+    assert inflate(packed, verified=True) == inflate(packed) == lines
+    bad_crc = packed[:-8] + bytes(4) + packed[-4:]  # the CRC alone changed: only the full check sees it
+    assert commits_module.inflate_segment(bad_crc, verified=True) == lines
+    with pytest.raises(ValueError):
+        commits_module.inflate_segment(bad_crc)
+    for broken in (packed[:-9], packed[:-4] + bytes(4), packed + b"tail"):
+        with pytest.raises(ValueError):
+            commits_module.inflate_segment(broken, verified=True)

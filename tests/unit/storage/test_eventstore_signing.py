@@ -237,6 +237,90 @@ def test_a_verdict_is_kept_by_the_segment_hash(tmp_path: Path, monkeypatch: pyte
     assert raised.value.seq == SEGMENT_COMMITS  # not served from the verdict kept for the original
 
 
+def counted_hashes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the commits whose bytes the log hashes to follow their links."""
+    hashed = [0]
+    real = log_module.sha256_hexes
+
+    def counted(datas: list[bytes]) -> list[str]:
+        hashed[0] += len(datas)
+        return real(datas)
+
+    monkeypatch.setattr(log_module, "sha256_hexes", counted)
+    return hashed
+
+
+def test_a_segment_object_verified_here_is_served_unhashed_and_another_one_is_checked_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = MemoryBucket()
+    writer = process(bucket, tmp_path / "writer")
+    for i in range(SEGMENT_COMMITS + 1):
+        writer.append([event(i)])
+    bucket.delete_prefix(f"{PREFIX}indexes/")  # full replays (warm starts: test_eventstore_warm)
+    root = load_key(tmp_path / "writer", ROOT_ROLE)
+    assert root is not None
+    reader = {"root_public_key": encode_public_key(root.public)}
+    hashed, checks = counted_hashes(monkeypatch), counted_checks(monkeypatch)
+    expected = [(n.id, n.state) for n in writer.select_notifications(None, 1000)]
+
+    def replayed(home: Path, **settings: object) -> list[tuple[int, bytes]]:
+        forget_verified()  # a fresh process: only the files under the home remain
+        hashed[0] = checks[0] = 0
+        return [(n.id, n.state) for n in process(bucket, home, **settings).select_notifications(None, 1000)]
+
+    # the writer recorded the segment object it sealed; another machine's reader, the one it verified
+    assert replayed(tmp_path / "writer") == expected and (hashed[0], checks[0]) == (1, 1)
+    assert replayed(tmp_path / "reader", **reader) == expected
+    assert (hashed[0], checks[0]) == (SEGMENT_COMMITS + 1, SEGMENT_COMMITS + 1)
+    assert replayed(tmp_path / "reader", **reader) == expected and (hashed[0], checks[0]) == (1, 1)
+    name = f"{PREFIX}segments/{SEGMENT_COMMITS:012d}.json"
+    [kept] = (tmp_path / "reader" / "cache" / "verified").iterdir()
+    assert msgspec.json.decode(kept.read_bytes().splitlines()[-1])[4] == sha256_hex(bucket.read(name))
+
+    # another segment object (a middle commit edited in the copy only): not served from the verdict,
+    # checked whole, refused, and the commit objects served instead
+    segment = unpack_segment(bucket.read(name))
+    edited = msgspec.json.decode(segment[5])
+    edited["events"][0]["state"] = '{"i":99}'
+    bucket.write(name, pack_segment([*segment[:5], msgspec.json.encode(edited), *segment[6:]]))
+    assert replayed(tmp_path / "writer") == expected
+    assert hashed[0] == 2 * SEGMENT_COMMITS + 1  # the copy's commits, then the objects one by one
+
+
+def test_the_commits_after_the_last_segment_are_verified_once_per_machine_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = MemoryBucket()
+    writer = process(bucket, tmp_path / "writer")
+    tail = log_module._TAIL_VERDICT_MIN + 4
+    for i in range(SEGMENT_COMMITS + tail):
+        writer.append([event(i)])
+    checks = counted_checks(monkeypatch)
+
+    def checked_by_a_fresh_process() -> int:
+        forget_verified()
+        checks[0] = 0
+        assert process(bucket, tmp_path / "writer").max_notification_id() == len(writer.index)
+        return checks[0]
+
+    assert checked_by_a_fresh_process() == tail  # the segment's verdict is the writer's: its tail's are not
+    assert checked_by_a_fresh_process() == 0  # that reader's verdict on the tail was kept under the home
+    for i in range(3):
+        writer.append([event(i)])
+    assert checked_by_a_fresh_process() == 3  # only what came since: too few to record a verdict for
+    assert checked_by_a_fresh_process() == 3
+
+    last = commit_name(PREFIX, SEGMENT_COMMITS + tail)  # the commit the verdict was kept for, edited
+    forged = msgspec.json.decode(bucket.read(last))
+    forged["events"][0]["state"] = '{"i":99}'
+    bucket.write(last, msgspec.json.encode(forged))
+    forget_verified()
+    with pytest.raises(ChainBroken) as raised:
+        process(bucket, tmp_path / "writer").max_notification_id()
+    assert raised.value.seq == SEGMENT_COMMITS + tail  # not vouched for by the verdict kept for the original
+
+
 def test_heads_are_witnessed_and_a_rolled_back_log_is_not_extended(tmp_path: Path) -> None:
     bucket, witness = MemoryBucket(), LocalBucket(tmp_path / "witness", fsync=False)
     settings = {"witness_url": f"file://{tmp_path}/witness?fsync=0"}

@@ -6,6 +6,7 @@ A fresh bucket object with its own ``Ledger`` stands for a fresh process (as in
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -14,10 +15,19 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from storage.eventstore import log as log_module
 from storage.eventstore import verify_chain
-from storage.eventstore.commits import ChainBroken, commit_name, decode_commit, encode_commit, segment_name
+from storage.eventstore.commits import (
+    ChainBroken,
+    commit_name,
+    decode_commit,
+    encode_commit,
+    pack_segment,
+    segment_name,
+    unpack_segment,
+)
 from storage.eventstore.ledger import Ledger, LedgerSettings, configure_ledger
 from storage.eventstore.log import PartitionLog
 from storage.eventstore.log_index import decode_index, encode_index, index_name
+from storage.eventstore.verified import forget_verified
 from storage.memory import MemoryBucket
 
 PREFIX = "users/u1/events/"
@@ -30,9 +40,11 @@ def short_segments(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class Counted(MemoryBucket):
     reads: list[str]
+    threads: list[str]
 
     def read(self, name: str) -> bytes:
         self.reads.append(name)
+        self.threads.append(threading.current_thread().name)
         return super().read(name)
 
 
@@ -40,7 +52,7 @@ def process(bucket: MemoryBucket, home: Path) -> tuple[PartitionLog, Counted]:
     """A fresh process's log of ``bucket`` (same objects, its own bucket object and ledger)."""
     view = Counted.__new__(Counted)
     view.__dict__.update(bucket.__dict__)
-    view.reads = []
+    view.reads, view.threads = [], []
     configure_ledger(view, Ledger(view, home, LedgerSettings()))
     return PartitionLog(view, PREFIX), view
 
@@ -111,3 +123,54 @@ def test_a_forged_index_is_ignored_and_the_log_replayed(tmp_path: Path) -> None:
     assert log.max_notification_id() == 14
     assert log._started_from is None
     assert len(log.select_events(things[0])) == 2
+
+
+def test_a_segment_verified_here_is_paged_in_unhashed_and_an_edited_copy_is_not_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket, _ = history(tmp_path)  # the writer recorded each segment object it sealed, by its hash
+    hashed = [0]
+    real = log_module.sha256_hexes
+
+    def counted(datas: list[bytes]) -> list[str]:
+        hashed[0] += len(datas)
+        return real(datas)
+
+    monkeypatch.setattr(log_module, "sha256_hexes", counted)
+    forget_verified()  # fresh processes: the verdicts from the file under the home only
+    log, _ = process(bucket, tmp_path)
+    expected = [(n.id, n.state) for n in log.select_notifications(None, 100)]
+    assert len(expected) == 14 and hashed[0] == 2  # the tail's commits 13 and 14; segments 4, 8, 12 unhashed
+
+    lines = unpack_segment(bucket.read(segment_name(PREFIX, 4)))
+    edited = decode_commit(lines[1])
+    edited.events[0].state = '{"v":99}'
+    bucket.write(segment_name(PREFIX, 4), pack_segment([lines[0], encode_commit(edited), *lines[2:]]))
+    forget_verified()
+    hashed[0] = 0
+    log, _ = process(bucket, tmp_path)
+    assert [(n.id, n.state) for n in log.select_notifications(None, 100)] == expected  # the commit objects
+    assert hashed[0] == 2 + 4 + 4  # the tail, the edited copy (refused), commits 1..4 read one by one
+
+
+def test_paging_through_the_notifications_of_a_remote_bucket_reads_the_next_segment_ahead_once(
+    tmp_path: Path,
+) -> None:
+    bucket, _ = history(tmp_path, commits=26)  # segments 4..24, the index at 24
+    log, seen = process(bucket, tmp_path)
+    log.read_workers = 2  # as on a remote bucket (a folder: one, and no reading ahead, see _read_ahead)
+    full, _ = process(bucket, tmp_path)
+    full._warm_tried = True  # a full replay, to compare with
+    pages = []
+    after = 0
+    while page := log.select_notifications(after + 1, 3):  # less than a segment a page
+        pages.append(page)
+        after = page[-1].id
+    assert [(n.id, n.state) for page in pages for n in page] == \
+        [(n.id, n.state) for n in full.select_notifications(None, 100)]
+    segments = [(name, thread) for name, thread in zip(seen.reads, seen.threads, strict=True)
+                if "segments/" in name]
+    assert sorted(name for name, _ in segments) == [segment_name(PREFIX, last) for last in range(4, 25, 4)]
+    ahead = [name for name, thread in segments if thread != threading.current_thread().name]
+    assert segment_name(PREFIX, 24) in ahead and segment_name(PREFIX, 4) not in ahead  # read ahead
+    assert log._ahead is None  # none left reading past the index
