@@ -44,6 +44,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.application import Application
@@ -75,10 +76,14 @@ class Projector:
         batch: int = BATCH,
         max_partitions: int = 10_000,
         coalesce_s: float = 0.0,
+        workers: int = 1,
     ) -> None:
         """``max_partitions``: how many partitions' states stay in memory (least recently used go;
         the next touch replays them from 0, as after a restart); ``coalesce_s``: the least time
-        between two writes of a partition's complete listings (0: each change writes them)."""
+        between two writes of a partition's complete listings (0: each change writes them);
+        ``workers``: partitions the ``run`` loop folds at once, each by one thread at a time (a
+        catch-up mostly waits on the bucket: one by one, a burst of commits to many partitions
+        queues each behind the others' writes)."""
         self.bucket = bucket
         self.open_app = open_app
         self.store = store
@@ -98,6 +103,8 @@ class Projector:
         self._deferred: dict[str, set[str]] = {}  # partition -> complete listings not written yet
         self._listed_at: dict[str, float] = {}  # partition -> when its listings were last written
         self._released: dict[str, int] = {}  # partition -> how many times it was released
+        self.workers = workers
+        self._folding: set[str] = set()  # partitions a worker of ``run`` is catching up now
         self._folded_at: dict[str, int] = {}  # partition -> its release count when its state was read
 
     # -- telling and asking ------------------------------------------------
@@ -315,19 +322,26 @@ class Projector:
         """
         self._running = True
         next_sweep = time.monotonic() + sweep_every if sweep_every else None
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="projector") if self.workers > 1 else None
         try:
             while not stop.is_set():
                 with self._changed:
-                    if not self._dirty:
+                    if not self._dirty - self._folding:
                         self._changed.wait(0.05)
-                    todo, self._dirty = self._dirty, set()
+                    todo = self._dirty - self._folding
+                    self._dirty -= todo
                 if next_sweep is not None and time.monotonic() >= next_sweep:
                     with self._guard:
                         todo |= set(self._parts)
                     next_sweep = time.monotonic() + (sweep_every or 0)
-                self._catch_up_all(todo)
+                if pool is None:
+                    self._catch_up_all(todo)
+                else:
+                    self._hand_out(pool, todo)
                 self._flush_due()
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
             self._flush_due(force=True)
             self._running = False
             with self._changed:
@@ -351,6 +365,24 @@ class Projector:
                 time.sleep(0.2)
                 with self._changed:
                     self._dirty.add(partition)
+
+    def _hand_out(self, pool: ThreadPoolExecutor, partitions: set[str]) -> None:
+        """Catch up ``partitions`` on ``pool``; one a worker folds now stays dirty for after it."""
+        with self._changed:
+            busy = partitions & self._folding
+            self._dirty |= busy
+            todo = partitions - busy
+            self._folding |= todo
+        for partition in sorted(todo):
+            pool.submit(self._fold_one, partition)
+
+    def _fold_one(self, partition: str) -> None:
+        try:
+            self._catch_up_all([partition])
+        finally:
+            with self._changed:
+                self._folding.discard(partition)
+                self._changed.notify_all()
 
     def _flush_due(self, *, force: bool = False) -> None:
         try:

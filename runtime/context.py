@@ -89,9 +89,10 @@ class Runtime:
         bucket: Bucket | None = None,
         clock: Clock = utc_now,
         fold_others: bool = True,
+        projector_workers: int = 1,
     ) -> None:
         """``fold_others``: fold the commits other processes make (False: release them, the module
-        docstring)."""
+        docstring); ``projector_workers``: partitions its projector folds at once (``Projector``)."""
         self.settings = settings
         self.fold_others = fold_others
         self.bucket = bucket if bucket is not None else open_bucket(settings.bucket_url)
@@ -99,7 +100,11 @@ class Runtime:
         self.apps = PartitionApps(self.bucket)
         self.views = ViewStore(self.bucket)
         self.projector = Projector(
-            self.bucket, self.app, store=self.views, coalesce_s=settings.listing_interval_s
+            self.bucket,
+            self.app,
+            store=self.views,
+            coalesce_s=settings.listing_interval_s,
+            workers=projector_workers,
         )
         self.job_submitted: list[JobHook] = []
         self.serving: ChatEngine | None = None

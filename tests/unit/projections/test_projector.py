@@ -267,6 +267,41 @@ def test_views_folded_from_a_state_read_before_a_release_are_not_trusted(bucket:
     assert decode(store.read_raw(status)[0])["status"] == "queued" and heard.stats == 0
 
 
+def test_with_several_workers_a_partition_slow_to_write_holds_up_no_other(bucket: LocalBucket) -> None:
+    """The projector role folds many users' partitions: one waiting on the bucket must not queue the
+    others behind it (a burst of submissions by 20 users lagged seconds, ``bench/bench_topology.py``)."""
+    apps = Apps()
+    one, two = UserLog(apps(U1), "u1"), UserLog(apps("users/u2"), "u2")
+    slow, release = threading.Event(), threading.Event()
+    stalled = FlakyBucket(bucket)
+    write = stalled.write
+
+    def stall_u1(name: str, data: bytes, *, if_generation_match: int | None = None):  # type: ignore[no-untyped-def]
+        if name.startswith("users/u1/"):
+            slow.set()
+            release.wait(10)
+        return write(name, data, if_generation_match=if_generation_match)
+
+    stalled.write = stall_u1  # type: ignore[method-assign]
+    projector = Projector(stalled, apps, workers=2)
+    stop = threading.Event()
+    thread = projector.start(stop)
+    try:
+        one.submit("j1")
+        projector.notify(U1)
+        assert slow.wait(5)
+        two.submit("j1")
+        assert projector.wait_for("users/u2", timeout=5)  # folded while u1's write waits
+        assert projector.position(U1) == 0
+        release.set()
+        assert projector.wait_for(U1, timeout=5)
+    finally:
+        release.set()
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
 def test_wait_for_without_a_loop_catches_up_in_the_callers_thread(bucket: LocalBucket) -> None:
     apps = Apps()
     log = UserLog(apps(U1))
