@@ -3,7 +3,11 @@
 It is told which partitions moved (``notify``, called in-process by the writer
 or by a change feed, ``storage.changes``); it never lists partitions on a timer. A view
 another process wrote first (at our position or past it) is dropped from the ``ViewStore``
-this projector feeds, so readers here read the bucket's.
+this projector feeds, so readers here read the bucket's. A process that folds only its own
+commits and leaves the others' to the projector role (``tune run api``) is told of those with
+``release`` instead of ``notify``: nothing is read or folded, the views it fed of the partition
+are checked against the bucket again (``ViewStore.release``), and views a fold here writes from
+a state read before the release are not trusted either.
 
 How the promises are kept:
 
@@ -40,6 +44,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.application import Application
@@ -71,10 +76,14 @@ class Projector:
         batch: int = BATCH,
         max_partitions: int = 10_000,
         coalesce_s: float = 0.0,
+        workers: int = 1,
     ) -> None:
         """``max_partitions``: how many partitions' states stay in memory (least recently used go;
         the next touch replays them from 0, as after a restart); ``coalesce_s``: the least time
-        between two writes of a partition's complete listings (0: each change writes them)."""
+        between two writes of a partition's complete listings (0: each change writes them);
+        ``workers``: partitions the ``run`` loop folds at once, each by one thread at a time (a
+        catch-up mostly waits on the bucket: one by one, a burst of commits to many partitions
+        queues each behind the others' writes)."""
         self.bucket = bucket
         self.open_app = open_app
         self.store = store
@@ -93,6 +102,10 @@ class Projector:
         self.coalesce_s = coalesce_s
         self._deferred: dict[str, set[str]] = {}  # partition -> complete listings not written yet
         self._listed_at: dict[str, float] = {}  # partition -> when its listings were last written
+        self._released: dict[str, int] = {}  # partition -> how many times it was released
+        self.workers = workers
+        self._folding: set[str] = set()  # partitions a worker of ``run`` is catching up now
+        self._folded_at: dict[str, int] = {}  # partition -> its release count when its state was read
 
     # -- telling and asking ------------------------------------------------
 
@@ -101,6 +114,14 @@ class Projector:
         with self._changed:
             self._dirty.add(partition)
             self._changed.notify_all()
+
+    def release(self, partition: str) -> None:
+        """Another process committed to ``partition`` and this one will not fold it for that: stop
+        trusting the views it fed of it (module docstring)."""
+        with self._guard:
+            self._released[partition] = self._released.get(partition, 0) + 1
+        if self.store is not None:
+            self.store.release(partition)
 
     def partitions(self) -> list[str]:
         """The partitions whose state this process holds (folded here, their views live here)."""
@@ -147,17 +168,30 @@ class Projector:
             first = part is None
             if part is None:
                 part = open_partition(partition, anchor_of(self._app(partition)))
+            with self._guard:
+                self._folded_at[partition] = self._released.get(partition, 0)
             for position, event in read_events(self._app(partition), part.position, batch=self.batch):
                 part.apply(position, event)
             names = part.views.take_dirty()
             if first:
                 names = self._first_names(part, names)
             self._keep(partition, part)
-            self._flush(part, names)
+            try:
+                self._flush(part, names)
+            finally:
+                self._distrust_if_released(partition)
             self._written[partition] = part.position
         with self._changed:
             self._changed.notify_all()
         return part.position
+
+    def _distrust_if_released(self, partition: str) -> None:
+        """After views of ``partition`` were fed: if it was released since its state was read, those
+        views may miss the commit released for, so they are not trusted (``ViewStore.release``)."""
+        with self._guard:
+            released = self._released.get(partition, 0) != self._folded_at.get(partition, 0)
+        if released and self.store is not None:
+            self.store.release(partition)
 
     def _first_names(self, part: Partition, names: set[str]) -> set[str]:
         """Of a partition replayed from 0 here, the views to write: those changed after the stored
@@ -192,7 +226,7 @@ class Projector:
         order = part.views.write_order(names - {tracking}) + ([tracking] if tracking in names else [])
         for i, name in enumerate(order):
             try:
-                self._write(name, part.views.render(name), part.views.position_of(name))
+                self._write(name, part.views.render(name), part.views.position_of(name), part.name)
             except BaseException:
                 part.views.mark_dirty(order[i:])
                 raise
@@ -235,15 +269,17 @@ class Projector:
                     continue
                 try:
                     for name in part.views.write_order(names):
-                        self._write(name, part.views.render(name), part.views.position_of(name))
+                        self._write(name, part.views.render(name), part.views.position_of(name), p)
                         count += 1
                 except BaseException:
                     with self._guard:
                         self._deferred.setdefault(p, set()).update(names)
                     raise
+                finally:
+                    self._distrust_if_released(p)
         return count
 
-    def _write(self, name: str, data: bytes, position: int) -> None:
+    def _write(self, name: str, data: bytes, position: int, partition: str) -> None:
         generation, stored = self._stored.get(name, _MISSING)
         raced = False
         while True:
@@ -262,7 +298,7 @@ class Projector:
             self.writes += 1
             self._stored[name] = (stat.generation, position)
             if self.store is not None:
-                self.store.put(name, data, stat.generation, position)
+                self.store.put(name, data, stat.generation, position, partition=partition)
             return
 
     def _stored_view(self, name: str) -> tuple[int, int]:
@@ -286,19 +322,26 @@ class Projector:
         """
         self._running = True
         next_sweep = time.monotonic() + sweep_every if sweep_every else None
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="projector") if self.workers > 1 else None
         try:
             while not stop.is_set():
                 with self._changed:
-                    if not self._dirty:
+                    if not self._dirty - self._folding:
                         self._changed.wait(0.05)
-                    todo, self._dirty = self._dirty, set()
+                    todo = self._dirty - self._folding
+                    self._dirty -= todo
                 if next_sweep is not None and time.monotonic() >= next_sweep:
                     with self._guard:
                         todo |= set(self._parts)
                     next_sweep = time.monotonic() + (sweep_every or 0)
-                self._catch_up_all(todo)
+                if pool is None:
+                    self._catch_up_all(todo)
+                else:
+                    self._hand_out(pool, todo)
                 self._flush_due()
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
             self._flush_due(force=True)
             self._running = False
             with self._changed:
@@ -322,6 +365,24 @@ class Projector:
                 time.sleep(0.2)
                 with self._changed:
                     self._dirty.add(partition)
+
+    def _hand_out(self, pool: ThreadPoolExecutor, partitions: set[str]) -> None:
+        """Catch up ``partitions`` on ``pool``; one a worker folds now stays dirty for after it."""
+        with self._changed:
+            busy = partitions & self._folding
+            self._dirty |= busy
+            todo = partitions - busy
+            self._folding |= todo
+        for partition in sorted(todo):
+            pool.submit(self._fold_one, partition)
+
+    def _fold_one(self, partition: str) -> None:
+        try:
+            self._catch_up_all([partition])
+        finally:
+            with self._changed:
+                self._folding.discard(partition)
+                self._changed.notify_all()
 
     def _flush_due(self, *, force: bool = False) -> None:
         try:
@@ -350,3 +411,4 @@ class Projector:
             self._parts.pop(partition, None)
             self._written.pop(partition, None)
             self._deferred.pop(partition, None)
+            self._folded_at.pop(partition, None)

@@ -2,7 +2,11 @@
 
 An in-process projector feeds every view it writes (``put``), so embedded reads
 cost no I/O. Any other entry is checked by generation (one ``stat``) and read
-again only when the object changed. A view found missing is remembered as
+again only when the object changed. A process that leaves the folding of other
+processes' commits to the projector role (``tune run api``) ``release``s a partition
+when its change feed tells of a commit there: the views this process fed of it are
+checked by generation again from then on, and its views remembered as missing are
+looked for again. A view found missing is remembered as
 missing for ``ABSENT_TTL_S`` (a poll of a view not written yet, such as the
 billing of a user with no usage, costs no I/O) unless its projector writes it
 first. The decoded dict is shared between
@@ -45,6 +49,8 @@ def stored_position(data: bytes) -> int:
 class _Entry:
     __slots__ = ("data", "fed", "generation", "parsed", "position", "typed")
 
+    fed: bool
+
     def __init__(self, data: bytes, generation: int, position: int, *, fed: bool) -> None:
         self.data = data
         self.generation = generation
@@ -61,13 +67,33 @@ class ViewStore:
         self.bucket = bucket
         self._entries: dict[str, _Entry] = {}
         self._absent: dict[str, float] = {}  # name -> until when (monotonic) it is known to be missing
+        self._fed_by: dict[str, set[str]] = {}  # partition -> names it fed (trusted) here
         self._lock = threading.Lock()
 
-    def put(self, name: str, data: bytes, generation: int, position: int) -> None:
-        """Record a view its in-process projector has just written (trusted until ``forget``)."""
+    def put(self, name: str, data: bytes, generation: int, position: int, *, partition: str = "") -> None:
+        """Record a view its in-process projector has just written from ``partition`` (trusted until
+        ``forget``, or ``release`` of that partition)."""
         with self._lock:
             self._entries[name] = _Entry(data, generation, position, fed=True)
             self._absent.pop(name, None)
+            self._fed_by.setdefault(partition, set()).add(name)
+
+    def release(self, partition: str) -> None:
+        """Another process committed to ``partition``: stop trusting the views fed from it (each is
+        checked by generation on its next read, as a view read from the bucket is), and forget which
+        of its views were missing (every remembered miss, for the platform's partition: it writes
+        views in the users' folders too)."""
+        with self._lock:
+            for name in self._fed_by.pop(partition, ()):
+                entry = self._entries.get(name)
+                if entry is not None:
+                    entry.fed = False
+            if partition == layout.PLATFORM:
+                self._absent.clear()
+            else:
+                folder = f"{partition}/"
+                for name in [n for n in self._absent if n.startswith(folder)]:
+                    del self._absent[name]
 
     def forget(self, name: str) -> None:
         """Drop a cached view, e.g. when another process wrote a newer one."""

@@ -2,9 +2,11 @@
 
 Each worker is its own process with its own ``Runtime`` (view cache, projector, change feed):
 ``app()`` is granian's factory, called once in each worker. A worker folds the partitions its
-own requests wrote (read-your-writes) and follows every other commit through its change feed
-(``TUNE_CHANGE_FEED``; ``runtime.context``), so a suspension, a quota or a role change made by
-any process reaches every worker within 2 s. On ``pubsub://project/topic/<name>`` each worker pulls
+own requests wrote (read-your-writes) and leaves every other commit to the projector role
+(``tune run projector``, which every deployment runs): its change feed (``TUNE_CHANGE_FEED``;
+``runtime.context``, ``fold_others=False``) tells it which partitions moved, and it reads their
+views from the bucket again, so a suspension, a quota or a role change made by any process
+reaches every worker within 2 s. On ``pubsub://project/topic/<name>`` each worker pulls
 a subscription of its own (``storage.changes.per_process``: ``<name>-<host>-<pid>-<random>``, made
 at its start, deleted at its clean shutdown, expiring if it dies): one subscription shared by the
 workers would hand each notification to one of them only. Jobs submitted here are queued by the dispatcher
@@ -36,7 +38,7 @@ def app() -> Any:
     """The ASGI app of one worker (granian's factory): settings read once, a Runtime of its own."""
     settings = Settings.from_env()
     settings = msgspec.structs.replace(settings, change_feed=per_process(settings.change_feed))
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, fold_others=False)
     ledger_of(settings, runtime.bucket, role="api")
     return create_app(settings, runtime=runtime)
 

@@ -166,6 +166,7 @@ class Dispatcher:
         self._queue: collections.deque[JobRef] = collections.deque()
         self._active: dict[JobRef, _Launched] = {}
         self._ended: list[tuple[JobRef, _Launched, int | None]] = []
+        self._starting: set[JobRef] = set()  # picked off the queue, launch not recorded yet
         self._start_failures: collections.Counter[JobRef] = collections.Counter()
         self._lock = threading.Lock()  # the queue and the active runs
         self._poll_lock = threading.Lock()  # one poll at a time
@@ -242,7 +243,11 @@ class Dispatcher:
                 if self._guard(ended[0], self._after_run, *ended, requeue=False):
                     self._ended.remove(ended)
             for ref in self._pick():  # each job at most once per poll, even if it goes back
-                self._guard(ref, self._start, ref)
+                try:
+                    self._guard(ref, self._start, ref)
+                finally:
+                    with self._lock:
+                        self._starting.discard(ref)
 
     def _running_runs(self) -> list[tuple[JobRef, _Launched]]:
         with self._lock:
@@ -268,6 +273,7 @@ class Dispatcher:
         with self._lock:
             for ref in picked:
                 self._queue.remove(ref)
+                self._starting.add(ref)  # a submit meanwhile (its Queued commit heard) must not requeue it
                 self._turn += 1
                 self._served[ref.user_id] = self._turn
         return picked
@@ -460,7 +466,12 @@ class Dispatcher:
 
     def _known(self, ref: JobRef) -> bool:
         with self._lock:
-            return ref in self._active or ref in self._queue or any(e[0] == ref for e in self._ended)
+            return (
+                ref in self._active
+                or ref in self._queue
+                or ref in self._starting
+                or any(e[0] == ref for e in self._ended)
+            )
 
     def _recorder(self, ref: JobRef) -> JobRecorder:
         return JobRecorder(self.open_app(ref.user_id), ref.job_id, clock=self.clock)

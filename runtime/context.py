@@ -20,10 +20,20 @@
 
 Commits by other processes (the admin CLI, the ledger, runners, other API workers) reach this
 process through its change feed (``settings.change_feed``, ``storage.changes``), started with
-the projector: each partition with live views here (``live_partitions``) that moved is caught
-up again, and a view another process wrote first is dropped from the cache (``Projector``), so
-a suspension, a quota or a role change shows in every API process within the feed's interval
-plus one fold (2 s at p99 is the promise; ``tests/e2e/test_roles.py``).
+the projector. What it does with them is the role's choice (``fold_others``):
+
+- fold them (the default: ``tune serve``, the one process that projects): each partition with
+  live views here (``live_partitions``) that moved is caught up again, and a view another
+  process wrote first is dropped from the cache (``Projector``);
+- leave them to the projector role (``tune run api``, whose workers would otherwise each fold
+  every commit of every partition they hold: measured with ``bench/bench_topology.py``, 20 users
+  on 2 cores, that was half of each worker's time and made a view lag seconds behind its
+  commit): the partition is ``release``d, so the views this process fed of it are checked
+  against the bucket again on their next read and it reads the projector's (``ViewStore``).
+  Its own commits it still folds (``committed``: read-your-writes), and no sweep refolds them.
+
+Either way a suspension, a quota or a role change shows in every API process within the feed's
+interval plus one fold (2 s at p99 is the promise; ``tests/e2e/test_roles.py``).
 
 Writes go through ``committed(partition)``, which tells the projector and waits
 (bounded) until the views reflect the write, so the response and the next read
@@ -72,14 +82,29 @@ ServedHook = Callable[[str, str, Completion], None]
 class Runtime:
     """Everything a role of the platform works with, built once per process by its entry point."""
 
-    def __init__(self, settings: Settings, *, bucket: Bucket | None = None, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bucket: Bucket | None = None,
+        clock: Clock = utc_now,
+        fold_others: bool = True,
+        projector_workers: int = 1,
+    ) -> None:
+        """``fold_others``: fold the commits other processes make (False: release them, the module
+        docstring); ``projector_workers``: partitions its projector folds at once (``Projector``)."""
         self.settings = settings
+        self.fold_others = fold_others
         self.bucket = bucket if bucket is not None else open_bucket(settings.bucket_url)
         self.clock = clock
         self.apps = PartitionApps(self.bucket)
         self.views = ViewStore(self.bucket)
         self.projector = Projector(
-            self.bucket, self.app, store=self.views, coalesce_s=settings.listing_interval_s
+            self.bucket,
+            self.app,
+            store=self.views,
+            coalesce_s=settings.listing_interval_s,
+            workers=projector_workers,
         )
         self.job_submitted: list[JobHook] = []
         self.serving: ChatEngine | None = None
@@ -96,7 +121,8 @@ class Runtime:
         (idempotent; a role following other partitions calls ``follow`` itself)."""
         if self._thread is None:
             self._stop.clear()
-            self._thread = self.projector.start(self._stop, sweep_every=30.0)
+            sweep = 30.0 if self.fold_others else None
+            self._thread = self.projector.start(self._stop, sweep_every=sweep)
             self.projector.notify(PLATFORM)
             if follow and self.settings.change_feed != "off":
                 self.follow(self.change_feed(self.live_partitions))
@@ -129,7 +155,9 @@ class Runtime:
         return [PLATFORM, *(layout.user_partition(row["user_id"]) for row in users)]
 
     def _changed(self, partition: str) -> None:
-        if partition in self.projector.partitions():
+        if not self.fold_others:
+            self.projector.release(partition)
+        elif partition in self.projector.partitions():
             self.projector.notify(partition)
 
     def stop(self) -> None:

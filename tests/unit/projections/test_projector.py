@@ -234,6 +234,74 @@ def test_wait_for_with_the_background_loop(bucket: LocalBucket) -> None:
     assert not thread.is_alive()
 
 
+def test_views_folded_from_a_state_read_before_a_release_are_not_trusted(bucket: LocalBucket) -> None:
+    """A fold of this process's own commit is writing its views when another process's commit to the
+    partition is heard (``release``): the views it feeds may miss that commit, so the store checks
+    them against the bucket (where the projector role writes it) instead of trusting them."""
+    apps = Apps()
+    log = UserLog(apps(U1))
+    log.submit("j1")
+    status = "users/u1/jobs/j1/status.json"
+    heard = FlakyBucket(bucket)
+    store = ViewStore(heard)
+    projector = Projector(heard, apps, store=store)
+    write, heard_once = heard.write, []
+
+    def write_and_hear_a_commit(name: str, data: bytes, *, if_generation_match: int | None = None):  # type: ignore[no-untyped-def]
+        stat = write(name, data, if_generation_match=if_generation_match)
+        if name == status and not heard_once:
+            heard_once.append(name)
+            projector.release(U1)
+        return stat
+
+    heard.write = write_and_hear_a_commit  # type: ignore[method-assign]
+    projector.catch_up(U1)
+    heard.stats = 0
+    store.read_raw(status)
+    assert heard.stats == 1  # checked by generation, not trusted
+
+    projector.catch_up(U1)  # a fold that starts after the release is trusted again
+    log.do("j1", "queue")
+    projector.catch_up(U1)
+    heard.stats = 0
+    assert decode(store.read_raw(status)[0])["status"] == "queued" and heard.stats == 0
+
+
+def test_with_several_workers_a_partition_slow_to_write_holds_up_no_other(bucket: LocalBucket) -> None:
+    """The projector role folds many users' partitions: one waiting on the bucket must not queue the
+    others behind it (a burst of submissions by 20 users lagged seconds, ``bench/bench_topology.py``)."""
+    apps = Apps()
+    one, two = UserLog(apps(U1), "u1"), UserLog(apps("users/u2"), "u2")
+    slow, release = threading.Event(), threading.Event()
+    stalled = FlakyBucket(bucket)
+    write = stalled.write
+
+    def stall_u1(name: str, data: bytes, *, if_generation_match: int | None = None):  # type: ignore[no-untyped-def]
+        if name.startswith("users/u1/"):
+            slow.set()
+            release.wait(10)
+        return write(name, data, if_generation_match=if_generation_match)
+
+    stalled.write = stall_u1  # type: ignore[method-assign]
+    projector = Projector(stalled, apps, workers=2)
+    stop = threading.Event()
+    thread = projector.start(stop)
+    try:
+        one.submit("j1")
+        projector.notify(U1)
+        assert slow.wait(5)
+        two.submit("j1")
+        assert projector.wait_for("users/u2", timeout=5)  # folded while u1's write waits
+        assert projector.position(U1) == 0
+        release.set()
+        assert projector.wait_for(U1, timeout=5)
+    finally:
+        release.set()
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
 def test_wait_for_without_a_loop_catches_up_in_the_callers_thread(bucket: LocalBucket) -> None:
     apps = Apps()
     log = UserLog(apps(U1))

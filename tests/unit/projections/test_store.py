@@ -69,3 +69,30 @@ def test_a_missing_view_is_remembered_briefly_but_its_projector_shows_it_at_once
         store.read_raw(other)
     store.put(other, b'{"position":4,"models":[]}', stat.generation, 4)  # its own projector wrote it
     assert store.read_raw(other) == (b'{"position":4,"models":[]}', 4)
+
+
+def test_a_released_partition_s_views_are_checked_again_and_its_misses_looked_for_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``tune run api``: another process committed to the partition and the projector role writes
+    its views; what this process fed of it, or found missing, must not hide them."""
+    bucket = FlakyBucket(MemoryBucket())
+    store = ViewStore(bucket)
+    monkeypatch.setattr("projections.store.time.monotonic", lambda: 100.0)  # misses never expire here
+    stat = bucket.write(NAME, b'{"position":4,"jobs":[]}')
+    store.put(NAME, b'{"position":4,"jobs":[]}', stat.generation, 4, partition="users/u1")
+    mine, theirs = "users/u1/jobs/j9/status.json", "users/u2/jobs/j9/status.json"
+    for name in (mine, theirs):
+        with pytest.raises(ObjectNotFound):
+            store.read_raw(name)
+    bucket.write(NAME, b'{"position":5,"jobs":[{"job_id":"j9"}]}')  # the projector role, after the commit
+    bucket.write(mine, b'{"position":5}')
+    bucket.write(theirs, b'{"position":2}')
+    assert store.read_raw(NAME)[1] == 4  # fed here, trusted until told otherwise
+
+    store.release("users/u1")
+    assert store.read_raw(NAME)[1] == 5 and store.read_raw(mine)[1] == 5
+    with pytest.raises(ObjectNotFound):  # another partition's miss is still remembered
+        store.read_raw(theirs)
+    store.release("platform")  # the platform's partition writes views in every user's folder
+    assert store.read_raw(theirs)[1] == 2

@@ -194,6 +194,26 @@ def test_submitting_twice_or_a_finished_job_changes_nothing(
     assert dispatcher.queued() == [JobRef("usr_1", "job_a")]
 
 
+def test_a_job_submitted_again_while_its_launch_is_under_way_is_launched_once(
+    dispatcher: Dispatcher, backend: FakeBackend, submitted
+) -> None:
+    """The role's follower hears the dispatcher's own Queued commit and submits the job again while
+    ``poll`` launches it (off the queue, not yet active): found by ``bench/bench_topology.py``, where
+    the second runner found the job running and the first was left unreaped."""
+    submitted()
+    dispatcher.submit("usr_1", "job_1")
+    launch = backend.launch
+
+    def launch_and_hear_the_job_again(request: LaunchRequest) -> Placement:
+        dispatcher.submit("usr_1", "job_1")
+        return launch(request)
+
+    backend.launch = launch_and_hear_the_job_again  # type: ignore[method-assign]
+    dispatcher.poll()
+    dispatcher.poll()
+    assert backend.run_ids == ["job_1-1"] and dispatcher.queued() == []
+
+
 def test_a_job_cancelled_while_queued_is_not_launched(
     dispatcher: Dispatcher, backend: FakeBackend, submitted, app: UserApp
 ) -> None:
