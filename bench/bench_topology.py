@@ -19,10 +19,12 @@ between the two API processes. Measured:
   launch (its "started ..." line) takes the oldest such free slot;
 - view lag, from a commit to every API process serving it: each launched job's status is polled on
   both API processes (``--poll`` seconds, a new connection each time, so both workers of ``api1``
-  answer) for three commits: the runner's ``Started`` (status ``running`` or later) and ``Succeeded``
-  (``succeeded``), and the ledger's last ``UsageMetered`` (``gpu_ms`` = the job's metered total); the
-  lag is the first poll that shows it less the event's ``at`` (stamped before its commit: an upper
-  bound, within one poll period);
+  answer; each poll round asks for every followed job at once, so a round takes about one request's
+  time however many jobs run) for three commits: the runner's ``Started`` (status ``running`` or
+  later) and ``Succeeded`` (``succeeded``), and the ledger's last ``UsageMetered`` (``gpu_ms`` = the
+  job's metered total); the lag is the time the first poll that shows it was answered, less the time
+  the commit object holding the event was created on the bucket (its ``timeCreated``; the event's own
+  ``at`` where that is unknown, stamped before its commit): an upper bound, within one poll period;
 - heartbeats: per attempt, the heartbeats its runner sent (the final seq, from its log) against the
   seqs the ledger metered (in the raw heartbeat archives its ``UsageMetered`` events name); lost =
   sent but never metered; heartbeats/s = metered / (first launch .. last end);
@@ -66,6 +68,8 @@ PASSWORD = "pw-long-enough-1"
 APIS = ("api0", "api1")
 LAG_GOAL_S, DISPATCH_GOAL_S = 2.0, 5.0
 TERMINAL = {"succeeded", "failed", "stopped"}
+POLLERS = 8
+"""Status polls in flight at once: a poll round asks for every followed job together."""
 STARTED = re.compile(r"^(\S+ \S+) INFO runners\.dispatcher: started (\S+) attempt (\d+)")
 ENDED = re.compile(r"^(\S+ \S+) INFO runners\.dispatcher: run (\S+)-(\d+)-[0-9a-f]+ ended .*: job is (\w+)")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -193,10 +197,9 @@ class Poller:
         self._stop = threading.Event()
         self._launched = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
-        limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
-        self._clients = {
-            api: httpx.Client(base_url=plane.url(api), timeout=10, limits=limits) for api in APIS
-        }
+        self._pool = concurrent.futures.ThreadPoolExecutor(POLLERS)
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -214,26 +217,46 @@ class Poller:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        for client in self._clients.values():
+        self._pool.shutdown()
+        for client in self._clients:
             client.close()
+
+    def _client(self, api: str) -> httpx.Client:
+        limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
+        client = httpx.Client(base_url=self.plane.url(api), timeout=10, limits=limits)
+        with self._lock:
+            self._clients.append(client)
+        return client
+
+    def _ask(self, ask: tuple[str, User, str]) -> tuple[float, str, int] | None:
+        """One status poll: (when it was answered, the status, the metered gpu_ms), None if refused."""
+        job_id, user, api = ask
+        clients = getattr(self._local, "clients", None)
+        if clients is None:  # one client per polling thread and API
+            clients = self._local.clients = {name: self._client(name) for name in APIS}
+        reply = clients[api].get(f"/fine-tune/{job_id}/status", headers=user.headers)
+        self.requests += 1
+        if reply.status_code != 200:
+            return None
+        status = reply.json()
+        return time.time(), status["status"], int((status.get("gpu_metrics") or {}).get("gpu_ms") or 0)
 
     def _run(self) -> None:
         settle = 4.0  # polls go on this long after both API processes showed the job ended (metering)
         while not self._stop.wait(self.period):
             with self._lock:
                 live = list(self._live.items())
+            asks = [(job_id, user, api) for job_id, (user, _) in live for api in APIS]
+            answers = dict(zip(asks, self._pool.map(self._ask, asks), strict=True))
             for job_id, (user, ended) in live:
                 terminal = True
                 for api in APIS:
-                    reply = self._clients[api].get(f"/fine-tune/{job_id}/status", headers=user.headers)
-                    self.requests += 1
-                    if reply.status_code != 200:
+                    answer = answers[(job_id, user, api)]
+                    if answer is None:
                         terminal = False
                         continue
-                    status = reply.json()
-                    gpu_ms = int((status.get("gpu_metrics") or {}).get("gpu_ms") or 0)
-                    self.seen[(job_id, api)].append((time.time(), status["status"], gpu_ms))
-                    terminal = terminal and status["status"] in TERMINAL
+                    self.seen[(job_id, api)].append(answer)
+                    terminal = terminal and answer[1] in TERMINAL
                 with self._lock:
                     if terminal and ended is None:
                         self._live[job_id] = (user, time.time())
@@ -353,9 +376,41 @@ def heartbeat_counts(
     return {"sent": sent, "metered": metered, "lost": lost, "events": events}
 
 
-def view_lags(poller: Poller, events: dict[str, list[Any]]) -> tuple[dict[str, list[float]], int]:
-    """Lag of each sampled commit to each API process, by commit; and the commits never seen served."""
+def commit_times(bucket_url: str, users: list[User]) -> dict[tuple[str, int], float]:
+    """(aggregate id, version) of each event of the users -> when the commit object holding it was created
+    on the bucket (its ``timeCreated``); empty where the bucket is not a GCS one."""
+    from storage import open_bucket
+    from storage.eventstore.commits import decode_commit
+    from storage.layout import user_events
+
+    bucket = open_bucket(bucket_url)
+    blobs_of = getattr(bucket, "_bucket", None)
+    if blobs_of is None:
+        return {}
+    blobs = []
+    for user in users:
+        prefix = getattr(bucket, "prefix", "") + user_events(user.user_id)
+        listed = blobs_of.client.list_blobs(blobs_of, prefix=prefix)
+        blobs += [b for b in listed if "/" not in b.name[len(prefix) :]]  # commits, not segments
+    found: dict[tuple[str, int], float] = {}
+    with concurrent.futures.ThreadPoolExecutor(POLLERS) as pool:
+        for blob, data in zip(blobs, pool.map(lambda b: b.download_as_bytes(), blobs), strict=True):
+            for record in decode_commit(data).events:
+                found[(str(record.originator_id or record.text_id), record.originator_version)] = (
+                    blob.time_created.timestamp()
+                )
+    return found
+
+
+def view_lags(
+    poller: Poller, events: dict[str, list[Any]], committed: dict[tuple[str, int], float]
+) -> tuple[dict[str, list[float]], int]:
+    """Lag of each sampled commit to each API process, by commit (from ``committed``: its commit object's
+    creation, else the event's ``at``); and the commits never seen served."""
     from domain.job import Job
+
+    def at(event: Any) -> float:
+        return committed.get((str(event.originator_id), event.originator_version), event.at.timestamp())
 
     order = {"running": 1, "succeeded": 2, "failed": 2, "stopped": 2}
     lags: dict[str, list[float]] = collections.defaultdict(list)
@@ -367,20 +422,20 @@ def view_lags(poller: Poller, events: dict[str, list[Any]]) -> tuple[dict[str, l
         usage = [e for e in evs if isinstance(e, Job.UsageMetered)]
         commits = []
         if started is not None:
-            commits.append(("Started (runner)", started.at.timestamp(), lambda s, g: order.get(s, 0) >= 1))
+            commits.append(("Started (runner)", at(started), lambda s, g: order.get(s, 0) >= 1))
         if done is not None:
-            commits.append(("Succeeded (runner)", done.at.timestamp(), lambda s, g: s == "succeeded"))
+            commits.append(("Succeeded (runner)", at(done), lambda s, g: s == "succeeded"))
         if usage:
             total = sum(e.gpu_ms for e in usage)
             commits.append(
-                ("last UsageMetered (ledger)", usage[-1].at.timestamp(), lambda s, g, n=total: g == n)
+                ("last UsageMetered (ledger)", at(usage[-1]), lambda s, g, n=total: g == n)
             )
-        for name, at, shows in commits:
-            first = next((t for t, s, g in polls if t >= at and shows(s, g)), None)
+        for name, when, shows in commits:
+            first = next((t for t, s, g in polls if t >= when and shows(s, g)), None)
             if first is None:
                 unseen += 1
             else:
-                lags[name].append(first - at)
+                lags[name].append(first - when)
     return lags, unseen
 
 
@@ -456,7 +511,7 @@ def run(plane: Topology, args: argparse.Namespace) -> int:
     poller.stop()
 
     counts = heartbeat_counts(plane, users, submitted)
-    lags, unseen = view_lags(poller, counts["events"])
+    lags, unseen = view_lags(poller, counts["events"], commit_times(plane.env["TUNE_BUCKET"], users))
     submits = [evs[0].at.timestamp() for evs in counts["events"].values()]  # Job.Submitted, as committed
     launches = [t for t, _, _ in log.launches]
     ends = [t for t, _, _, _ in log.ends]
