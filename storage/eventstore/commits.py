@@ -8,11 +8,11 @@ bytes ("" for commit 1). Commits are written create-only and never change.
 
 A segment (``<partition>segments/<last seq:012d>.json``) packs the exact
 bytes of ``SEGMENT_COMMITS`` consecutive commits, one per line (commit JSON
-never holds a raw newline), gzip-compressed (level 6, no name, mtime 0: the same
-commits always pack to the same bytes) so that the copy costs about a fifth of
-the commits it repeats (measured: 177,783 -> 39,034 bytes for 256 commits of a
-job history; hashes and signatures do not compress). Segments written before
-compression (plain lines) still read. Segments are a read cache only: a reader
+never holds a raw newline), Zstandard-compressed (level 6, one frame with its
+content size and checksum: the same commits always pack to the same bytes) so
+that the copy costs about a quarter of the commits it repeats (hashes and
+signatures do not compress) and inflates five times as fast as gzip did.
+Segments written before (gzip streams, or plain lines) still read. Segments are a read cache only: a reader
 far behind takes a whole segment in one read, checking each commit's hash link,
 and ignores a segment that does not fit (or inflates past ``MAX_SEGMENT_BYTES``);
 the commits stay the record.
@@ -40,7 +40,6 @@ extended past it (see ``storage.eventstore.log``).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import operator
 import re
@@ -49,6 +48,7 @@ from collections.abc import Iterable
 from uuid import UUID
 
 import msgspec
+import zstandard
 from eventsourcing.persistence import DataError
 
 from storage.eventstore.signing import Keyring, SigningKey, Verdict, commit_message
@@ -249,9 +249,18 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP = 16 + zlib.MAX_WBITS  # wbits for the gzip container
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_LEVEL = 6
+"""Zstandard's level 6 packs a segment of signed commits a little smaller than gzip's (40 KB against
+43 KB for 156 KB of commits) and inflates it five times as fast (68 against 350 us): inflating was
+the largest cost a replay pays on a warm machine that SQLite does not."""
+
+
 def pack_segment(commits: list[bytes]) -> bytes:
-    """The commits' exact bytes, one a line, gzip-compressed deterministically."""
-    return gzip.compress(b"".join(data + b"\n" for data in commits), compresslevel=6, mtime=0)
+    """The commits' exact bytes, one a line, Zstandard-compressed deterministically (one frame with its
+    content size and a checksum). Segments written before are gzip streams, or plain."""
+    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True, write_content_size=True)
+    return compressor.compress(b"".join(data + b"\n" for data in commits))
 
 
 def unpack_segment(data: bytes) -> list[bytes]:
@@ -266,6 +275,8 @@ def inflate_segment(data: bytes, *, verified: bool = False) -> bytes:
     ValueError as ``unpack_segment``. ``verified``: these bytes are known by their SHA-256 (a verdict,
     ``storage.eventstore.verified``), so the CRC-32 of the gzip trailer, which could only repeat that,
     is not computed (a sixth of inflating); its length is still checked."""
+    if data[:4] == _ZSTD_MAGIC:
+        return _unzstd(data)
     if data[:2] != _GZIP_MAGIC:
         return data
     if verified and data[2:4] == _GZIP_PLAIN_HEADER:
@@ -297,6 +308,21 @@ def _inflate_deflate(data: bytes) -> bytes:
     trailer = inflater.unused_data  # CRC-32 and the length, mod 2**32
     if not inflater.eof or len(trailer) != 8 or int.from_bytes(trailer[4:], "little") != len(out) % 2**32:
         raise ValueError("a truncated compressed segment, or bytes after its end")
+    return out
+
+
+def _unzstd(data: bytes) -> bytes:
+    """A Zstandard segment's bytes: one frame that names its size, at most ``MAX_SEGMENT_BYTES``, with
+    nothing after it; ValueError otherwise (its checksum is checked as it inflates)."""
+    try:
+        size = zstandard.frame_content_size(data)
+        if size < 0 or size > MAX_SEGMENT_BYTES:  # -1: not said; refused before anything is allocated
+            raise ValueError(f"a compressed segment not saying its size or over {MAX_SEGMENT_BYTES} bytes")
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"a corrupt, truncated or overlong compressed segment ({exc})") from exc
+    if len(out) != size:
+        raise ValueError("a truncated compressed segment")
     return out
 
 

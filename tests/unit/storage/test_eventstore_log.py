@@ -409,14 +409,22 @@ def test_concurrent_saves_share_one_commit_and_a_conflicting_one_fails_alone() -
         (i, e.originator_id) for i, e in zip(range(2, 16), [e for b in batches[:7] for e in b], strict=True)]
 
 
-def test_segments_are_compressed_and_old_plain_ones_still_read() -> None:
-    """A segment is gzip (the same commits pack to the same bytes, a fraction of their size); one
-    written before compression reads the same; a corrupt or truncated one is refused, not served."""
+def _gzip_segment(commits: list[bytes]) -> bytes:
+    """A segment as releases before Zstandard packed it."""
+    return gzip.compress(b"".join(c + b"\n" for c in commits), compresslevel=6, mtime=0)
+
+
+def test_segments_are_compressed_and_old_gzip_and_plain_ones_still_read() -> None:
+    """A segment is Zstandard (the same commits pack to the same bytes, a fraction of their size); one
+    written by an older release (gzip, or plain before compression) reads the same; a corrupt, truncated
+    or overlong one is refused, not served."""
     commits = [b'{"seq": %d, "events": []}' % n for n in range(1, 200)]
     packed = pack_segment(commits)
     plain = b"".join(c + b"\n" for c in commits)
+    assert packed[:4] == b"\x28\xb5\x2f\xfd"
     assert packed == pack_segment(commits) and len(packed) < len(plain) / 4
     assert unpack_segment(packed) == unpack_segment(plain) == commits
+    assert unpack_segment(_gzip_segment(commits)) == commits
     for broken in (packed[:-9], packed[:20] + b"\0" * 20 + packed[40:], packed + b"tail"):
         with pytest.raises(ValueError):
             unpack_segment(broken)
@@ -426,6 +434,8 @@ def test_a_segment_that_inflates_past_the_limit_is_refused(monkeypatch: pytest.M
     monkeypatch.setattr(commits_module, "MAX_SEGMENT_BYTES", 1000)
     with pytest.raises(ValueError, match="inflates past 1000 bytes"):
         unpack_segment(gzip.compress(b"{}\n" * 1000))
+    with pytest.raises(ValueError, match="over 1000 bytes"):  # refused by the size its frame says
+        unpack_segment(pack_segment([b"{}"] * 1000))
 
 
 @pytest.mark.parametrize("fsync", [False, True], ids=["no-fsync", "fsync"])
@@ -469,10 +479,10 @@ def test_a_segment_small_enough_not_to_reach_the_limit_inflates_unbounded_and_st
 
 
 def test_a_verified_segment_inflates_without_its_crc_and_is_still_refused_when_cut_or_followed() -> None:
-    """A segment known by its SHA-256 is inflated as deflate data (its gzip CRC-32 not computed again),
-    to the same bytes; its length is still checked."""
+    """A gzip segment (an older release's) known by its SHA-256 is inflated as deflate data (its gzip
+    CRC-32 not computed again), to the same bytes; its length is still checked."""
     commits = [b'{"seq": %d, "events": []}' % n for n in range(1, 200)]
-    packed = pack_segment(commits)
+    packed = _gzip_segment(commits)
     lines = b"".join(c + b"\n" for c in commits)
     inflate = commits_module.inflate_segment
     assert inflate(packed, verified=True) == inflate(packed) == lines
