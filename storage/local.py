@@ -85,6 +85,7 @@ from storage.bucket import (
     check_name,
     check_prefix,
 )
+from storage.group_commit import GroupCommit
 
 __all__ = ["DIR_MODE", "FILE_MODE", "LocalBucket", "make_private_dirs"]
 
@@ -455,21 +456,16 @@ def _parent_is_object(name: str) -> BucketError:
     return BucketError(f"{name}: a parent of this name is an object in a local bucket")
 
 
-class _FolderSync:
+class _FolderSync(GroupCommit):
     """Group commit for one folder: an fsync covers every name placed in it before the fsync began.
 
-    A writer takes a ticket (``placed``) once its name is in the folder, then ``sync``s to it: if no
-    fsync runs, it starts one covering every ticket given so far; if one runs, it waits, and returns
-    once a finished fsync covered its ticket (else starts the next one). N writers arriving together
-    cost two fsyncs, not N.
+    A writer takes a ticket (``placed``) once its name is in the folder, then ``sync``s to it.
     """
 
     def __init__(self, folder: str) -> None:
+        super().__init__()
         self.folder = folder
-        self._cond = threading.Condition()
         self._placed = 0  # tickets given
-        self._synced = 0  # every ticket up to this one is on disk
-        self._syncing = False
 
     def placed(self) -> int:
         with self._cond:
@@ -477,22 +473,7 @@ class _FolderSync:
             return self._placed
 
     def sync(self, ticket: int) -> None:
-        with self._cond:
-            while self._synced < ticket:
-                if self._syncing:
-                    self._cond.wait()
-                    continue
-                self._syncing, covered, done = True, self._placed, False
-                self._cond.release()
-                try:
-                    _fsync_dir(self.folder)
-                    done = True
-                finally:  # a failed fsync covers nothing: the next writer tries again
-                    self._cond.acquire()
-                    self._syncing = False
-                    if done:
-                        self._synced = max(self._synced, covered)
-                    self._cond.notify_all()
+        self._sync_to(ticket, lambda: self._placed, lambda: _fsync_dir(self.folder))
 
 
 def _fsync_dir(folder: str) -> None:

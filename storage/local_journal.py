@@ -68,11 +68,12 @@ import logging
 import os
 import secrets
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
+
+from storage.group_commit import GroupCommit
 
 __all__ = [
     "JOURNAL_DIR",
@@ -197,19 +198,17 @@ def _syncfs(fd: int) -> None:
 # -- one process's journal ---------------------------------------------------------------
 
 
-class Journal:
+class Journal(GroupCommit):
     """An open journal this process owns (its ``flock`` held): append, sync, checkpoint."""
 
     def __init__(self, path: str, fd: int, boot: str) -> None:
+        super().__init__()  # _synced: every record up to this number is on disk
         self.path, self.fd, self.boot = path, fd, boot
         self.pid = os.getpid()
-        self._cond = threading.Condition()
         self._offset = _HEADER_BYTES
         self._salt = 0
         self._number = 0  # records written since the last checkpoint
         self._written = 0  # every record up to this number is in the file (page cache)
-        self._synced = 0  # ... and up to this one on disk
-        self._syncing = False
         self._inflight = 0  # records appended whose object is not yet published (or cancelled)
         self._checkpointing = False
         self._reset()
@@ -295,22 +294,7 @@ class Journal:
 
     def _sync(self, number: int) -> None:
         """Return once record ``number`` is on disk: one ``fdatasync`` covers every record before it."""
-        with self._cond:
-            while self._synced < number:
-                if self._syncing:
-                    self._cond.wait()
-                    continue
-                self._syncing, covered, done = True, self._written, False
-                self._cond.release()
-                try:
-                    os.fdatasync(self.fd)
-                    done = True
-                finally:  # a failed sync covers nothing: the next writer tries again
-                    self._cond.acquire()
-                    self._syncing = False
-                    if done:
-                        self._synced = max(self._synced, covered)
-                    self._cond.notify_all()
+        self._sync_to(number, lambda: self._written, lambda: os.fdatasync(self.fd))
 
 
 # -- finding, adopting and recovering journals -----------------------------------------------

@@ -295,19 +295,24 @@ _GZIP_PLAIN_HEADER = b"\x08\x00"  # deflate, no flags: the header is 10 bytes (w
 def _inflate_deflate(data: bytes) -> bytes:
     """``_inflate`` of a gzip stream with a plain 10-byte header, its deflate data alone (no CRC-32)."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    body = memoryview(data)[10:]
+    out = _bounded(inflater, memoryview(data)[10:])
+    trailer = inflater.unused_data  # CRC-32 and the length, mod 2**32
+    if not inflater.eof or len(trailer) != 8 or int.from_bytes(trailer[4:], "little") != len(out) % 2**32:
+        raise ValueError("a truncated compressed segment, or bytes after its end")
+    return out
+
+
+def _bounded(inflater: zlib._Decompress, data: bytes | memoryview) -> bytes:
+    """``data`` inflated, refused past ``MAX_SEGMENT_BYTES`` (ValueError, as for a corrupt stream)."""
     try:
-        if len(data) * _MAX_DEFLATE_RATIO <= MAX_SEGMENT_BYTES:
-            out = inflater.decompress(body)
+        if len(data) * _MAX_DEFLATE_RATIO <= MAX_SEGMENT_BYTES:  # cannot inflate past it: no bound to keep,
+            out = inflater.decompress(data)  # which costs a fifth of the time (the output grown in steps)
         else:
-            out = inflater.decompress(body, MAX_SEGMENT_BYTES + 1)
+            out = inflater.decompress(data, MAX_SEGMENT_BYTES + 1)
     except zlib.error as exc:
         raise ValueError(f"a corrupt compressed segment ({exc})") from exc
     if len(out) > MAX_SEGMENT_BYTES or inflater.unconsumed_tail:
         raise ValueError(f"a compressed segment inflates past {MAX_SEGMENT_BYTES} bytes")
-    trailer = inflater.unused_data  # CRC-32 and the length, mod 2**32
-    if not inflater.eof or len(trailer) != 8 or int.from_bytes(trailer[4:], "little") != len(out) % 2**32:
-        raise ValueError("a truncated compressed segment, or bytes after its end")
     return out
 
 
@@ -328,15 +333,7 @@ def _unzstd(data: bytes) -> bytes:
 
 def _inflate(data: bytes) -> bytes:
     inflater = zlib.decompressobj(_GZIP)
-    try:
-        if len(data) * _MAX_DEFLATE_RATIO <= MAX_SEGMENT_BYTES:  # cannot inflate past it: no bound to keep,
-            out = inflater.decompress(data)  # which costs a fifth of the time (the output grown in steps)
-        else:
-            out = inflater.decompress(data, MAX_SEGMENT_BYTES + 1)
-    except zlib.error as exc:
-        raise ValueError(f"a corrupt compressed segment ({exc})") from exc
-    if len(out) > MAX_SEGMENT_BYTES or inflater.unconsumed_tail:
-        raise ValueError(f"a compressed segment inflates past {MAX_SEGMENT_BYTES} bytes")
+    out = _bounded(inflater, data)
     if not inflater.eof or inflater.unused_data:
         raise ValueError("a truncated compressed segment, or bytes after its end")
     return out

@@ -29,6 +29,7 @@ from storage.eventstore.log import PartitionLog
 from storage.eventstore.log_index import decode_index, encode_index, index_name
 from storage.eventstore.verified import forget_verified
 from storage.memory import MemoryBucket
+from tests.unit.storage.test_eventstore_signing import counted_hashes
 
 PREFIX = "users/u1/events/"
 
@@ -129,14 +130,7 @@ def test_a_segment_verified_here_is_paged_in_unhashed_and_an_edited_copy_is_not_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket, _ = history(tmp_path)  # the writer recorded each segment object it sealed, by its hash
-    hashed = [0]
-    real = log_module.sha256_hexes
-
-    def counted(datas: list[bytes]) -> list[str]:
-        hashed[0] += len(datas)
-        return real(datas)
-
-    monkeypatch.setattr(log_module, "sha256_hexes", counted)
+    hashed = counted_hashes(monkeypatch)
     forget_verified()  # fresh processes: the verdicts from the file under the home only
     log, _ = process(bucket, tmp_path)
     expected = [(n.id, n.state) for n in log.select_notifications(None, 100)]
