@@ -159,6 +159,18 @@ class Projector:
                 self._changed.wait(left)
         return True
 
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no partition is notified or being folded (False on timeout): whatever this
+        process was told of before is folded, and nothing more will be until it is told again."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._dirty or self._folding:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
     # -- folding and writing ----------------------------------------------
 
     def catch_up(self, partition: str) -> int:
@@ -335,7 +347,7 @@ class Projector:
                         todo |= set(self._parts)
                     next_sweep = time.monotonic() + (sweep_every or 0)
                 if pool is None:
-                    self._catch_up_all(todo)
+                    self._fold_here(todo)
                 else:
                     self._hand_out(pool, todo)
                 self._flush_due()
@@ -365,6 +377,17 @@ class Projector:
                 time.sleep(0.2)
                 with self._changed:
                     self._dirty.add(partition)
+
+    def _fold_here(self, partitions: set[str]) -> None:
+        """Catch up ``partitions`` on the loop's own thread, marked as being folded meanwhile."""
+        with self._changed:
+            self._folding |= partitions
+        try:
+            self._catch_up_all(partitions)
+        finally:
+            with self._changed:
+                self._folding -= partitions
+                self._changed.notify_all()
 
     def _hand_out(self, pool: ThreadPoolExecutor, partitions: set[str]) -> None:
         """Catch up ``partitions`` on ``pool``; one a worker folds now stays dirty for after it."""

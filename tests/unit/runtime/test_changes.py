@@ -85,6 +85,7 @@ def test_an_api_worker_leaves_other_processes_commits_to_the_projector_role_and_
     try:
         user_id = _register(api, "dee@example.com")
         assert api.accepts_token(user_id, 0)  # its own fold fed the view
+        assert api.projector.wait_idle()  # the notification of its start may still be pending
         folded = api.projector.position(layout.PLATFORM)
         projector.platform.suspend_user(user_id, "abuse", projector.clock())  # views not written yet
         time.sleep(1.0)  # the feed (every 0.25 s) has told of it
