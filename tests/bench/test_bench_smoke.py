@@ -139,3 +139,12 @@ def test_bench_topology(tmp_path: Path, pubsub_emulator: str) -> None:
     for role in ("api0", "api1", "projector", "ledger", "dispatcher", "runners"):
         assert re.search(rf"^{role} +[\d.]+ +\d+%$", output, re.MULTILINE), (role, output)
     assert output.count("goal: ") == 3, output
+
+
+def test_bench_save_cost(tmp_path: Path) -> None:
+    output = smoke_output("bench_save_cost", tmp_path)
+    cpu = r"store CPU: +SQLite +-?\d+ us; event store +-?\d+ us \(the log -?\d+, of which signing \d+"
+    assert re.search(cpu, output), output
+    assert re.search(r"durability: SQLite +-?\d+ us; event store +-?\d+ us", output), output
+    lines = [line for line in output.splitlines() if RATIO.search(line)]
+    assert len(lines) == 1 and lines[0].startswith("durable 1-event saves: event store"), lines
