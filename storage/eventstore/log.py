@@ -183,6 +183,7 @@ from storage.eventstore.log_index import (
     indexes_prefix,
     sign_index,
 )
+from storage.eventstore.relay import Relay
 from storage.eventstore.signing import SigningKey
 from storage.eventstore.verified import UNKNOWN
 from storage.eventstore.witness import Witness, partition_of
@@ -237,13 +238,14 @@ def serving_broken_chains() -> Iterator[None]:
 class _Batch:
     """One ``append`` call waiting for the tail: its result is its ids, or the error it raises."""
 
-    __slots__ = ("keys", "records", "result", "size", "track")
+    __slots__ = ("keys", "records", "result", "size", "token", "track")
 
     def __init__(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
-                 track: TrackingRecord | None) -> None:
+                 track: TrackingRecord | None, token: str = "") -> None:
         self.records = records
         self.keys = keys
         self.track = track
+        self.token = token  # a relayed batch's (storage.eventstore.relay): recorded in its commit's nonce
         self.size = sum(len(r.state or r.state_b64 or "") + 200 for r in records)
         self.result: list[int] | BaseException | None = None
 
@@ -290,6 +292,9 @@ class PartitionLog:
         self._paged: set[int] = set()  # the blocks paged in (warm start)
         self._ahead: tuple[int, int, Future[_Fetched]] | None = None  # (block, pid, its segment being read)
         self._create_s = 0.001  # how long a create of a commit takes here (moving average)
+        self._relay: Relay | None = None  # this log's side of the relay (storage.eventstore.relay)
+        self._relay_tried = False
+        self._relay_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self.index.tail_seq})"
@@ -342,11 +347,43 @@ class PartitionLog:
             return []
         records = [event_record(s.originator_id, s.originator_version, s.topic, s.state)
                    for s in stored_events]
+        settle = None
+        if tracking is None:
+            relay = self._the_relay()
+            if relay is not None:  # another process leads this partition's writers: hand it the batch
+                ids, settle = relay.hand_over(records)
+                if ids is not None:
+                    for listener in list(self._listeners):
+                        listener.set()
+                    return ids
+        track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
+        try:
+            return self._append_records(records, track)
+        except IntegrityError:
+            found = settle() if settle is not None else None  # committed by a leader that went away?
+            if found is None:
+                raise
+            return found
+
+    def append_relayed(self, records: list[EventRecord], token: str) -> list[int]:
+        """Commit a batch another process handed this one, its leader (``storage.eventstore.relay``):
+        as a batch of this process's, with ``token`` recorded in the commit."""
+        return self._append_records(records, None, token)
+
+    def _the_relay(self) -> Relay | None:
+        if not self._relay_tried:
+            with self._relay_lock:
+                if not self._relay_tried:
+                    self._relay = Relay.for_log(self)
+                    self._relay_tried = True
+        return self._relay
+
+    def _append_records(self, records: list[EventRecord], track: TrackingRecord | None,
+                        token: str = "") -> list[int]:
         keys = {(r.originator(), r.originator_version) for r in records}
         if len(keys) < len(records):
             raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
-        track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
-        mine = _Batch(records, keys, track)
+        mine = _Batch(records, keys, track, token)
         if track is None:
             with self._queue_lock:
                 self._queue.append(mine)
@@ -413,7 +450,8 @@ class PartitionLog:
                 return None
             records = [record for batch in group for record in batch.records]
             track = group[0].track
-            commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
+            commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track,
+                            _nonce_with_tokens(nonce, group))
             if self._signer is not None:
                 commit = sign_commit(self.prefix, commit, self._signer)
             data = encode_commit(commit)
@@ -1204,6 +1242,17 @@ class PartitionLog:
             if verified is not None:
                 verified.add(self.prefix, seq, sha, self._segment_signed,
                              sha256_hex(packed) if created else None)
+
+
+def _nonce_with_tokens(nonce: str, group: list[_Batch]) -> str:
+    """``nonce``, with the token and first event's offset of each relayed batch of ``group``
+    (``<nonce>;<token>:<offset>,...``: ``storage.eventstore.relay.relay_tokens``)."""
+    relayed, offset = [], 0
+    for batch in group:
+        if batch.token:
+            relayed.append(f"{batch.token}:{offset}")
+        offset += len(batch.records)
+    return f"{nonce};{','.join(relayed)}" if relayed else nonce
 
 
 def _locks_appends(bucket: Bucket) -> bool:
