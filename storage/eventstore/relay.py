@@ -246,7 +246,11 @@ class _Server:
                 if not hmac.compare_digest(header[4:], hmac.new(key, body, hashlib.sha256).digest()):
                     _log.warning("relay: refused a batch for %s with a bad MAC", request.prefix)
                     return
-                reply = relay.commit(request)
+                try:
+                    reply = relay.commit(request)
+                except BaseException:  # no answer: the follower looks for its batch, then writes it itself
+                    _log.exception("relay: a relayed batch for %s failed", request.prefix)
+                    return
                 try:
                     _send(conn, key, _encoder.encode(reply))
                 except OSError:
