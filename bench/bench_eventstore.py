@@ -24,11 +24,13 @@ if set, else one is started.
 A third table saves from ``--threads`` threads of one process at once: the event store writes
 the batches queued meanwhile as one commit (group commit), SQLite commits each in turn.
 
-A fourth saves from ``--processes`` OS processes at once, all on one partition (writers that
-cannot share a commit: each must read the others' commits before it appends), against one
+A fourth saves from ``--processes`` OS processes at once, all on one partition, against one
 process saving alone on the same bucket; its ratio is to that one process (goal >= 1.0x). Each
-process saves once before they start together (a warm writer, as a server's), then
-``--process-saves`` 1-event saves (a fifth of them on fake-gcs-server).
+process saves once before they start together (a warm writer, as a server's: the first to find no
+leader leads, the others relay to it), then ``--process-saves`` 1-event saves (a fifth of them on
+fake-gcs-server), each acknowledged before the next. The writers relay their batches to the
+partition's leader (``storage.eventstore.relay``, the production default); ``--no-relay`` races
+them instead (each must read the others' commits before it appends), as before the relay.
 
 Commits are signed (the default; keys under ``$TUNE_HOME/keys``) in every bucket row; the cost of
 signing and verifying is printed as its own row (``signatures``).
@@ -246,8 +248,9 @@ def process_rows(args: argparse.Namespace, buckets: dict[str, Callable[[], Bucke
         measures: dict[str, Callable[[int], float]] = {
             "1 process": lambda _, make=make, n=n: processes_saves_per_second(make(), n * p, 1),
             f"{p} processes": lambda _, make=make, n=n: processes_saves_per_second(make(), n, p)}
+        how = "racing" if args.no_relay else "relay"
         for label, (rate, ratio) in paired(args.rounds, measures).items():
-            rows.append(Row(f"1-event saves, {label}: {NOT_DURABLE.get(name, name)}",
+            rows.append(Row(f"1-event saves, {label} ({how}): {NOT_DURABLE.get(name, name)}",
                             rate, "saves/s", ratio))
     return rows
 
@@ -331,7 +334,10 @@ def main() -> int:
     parser.add_argument("--process-saves", type=int, default=250,
                         help="1-event saves per process (a fifth on fake-gcs-server)")
     parser.add_argument("--only-processes", action="store_true", help="only the multi-process table")
+    parser.add_argument("--no-relay", action="store_true",
+                        help="writer processes race for each commit instead of relaying to a leader")
     args = parse_args(parser, saves=20, replay=200, rounds=1, signatures=20, processes=2, process_saves=5)
+    os.environ["TUNE_RELAY"] = "off" if args.no_relay else "on"  # the forked writers inherit it
     with scratch_dir() as name, gcs_bucket(args.gcs) as gcs:
         tmp = Path(name)
         synced = LocalBucket(tmp / "synced")  # the default: durable

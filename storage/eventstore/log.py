@@ -347,6 +347,7 @@ class PartitionLog:
             return []
         records = [event_record(s.originator_id, s.originator_version, s.topic, s.state)
                    for s in stored_events]
+        keys = _keys_of(records, self.prefix)
         settle = None
         if tracking is None:
             relay = self._the_relay()
@@ -358,7 +359,7 @@ class PartitionLog:
                     return ids
         track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
         try:
-            return self._append_records(records, track)
+            return self._append_records(records, keys, track)
         except IntegrityError:
             found = settle() if settle is not None else None  # committed by a leader that went away?
             if found is None:
@@ -368,7 +369,7 @@ class PartitionLog:
     def append_relayed(self, records: list[EventRecord], token: str) -> list[int]:
         """Commit a batch another process handed this one, its leader (``storage.eventstore.relay``):
         as a batch of this process's, with ``token`` recorded in the commit."""
-        return self._append_records(records, None, token)
+        return self._append_records(records, _keys_of(records, self.prefix), None, token)
 
     def _the_relay(self) -> Relay | None:
         if not self._relay_tried:
@@ -378,11 +379,8 @@ class PartitionLog:
                     self._relay_tried = True
         return self._relay
 
-    def _append_records(self, records: list[EventRecord], track: TrackingRecord | None,
-                        token: str = "") -> list[int]:
-        keys = {(r.originator(), r.originator_version) for r in records}
-        if len(keys) < len(records):
-            raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
+    def _append_records(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
+                        track: TrackingRecord | None, token: str = "") -> list[int]:
         mine = _Batch(records, keys, track, token)
         if track is None:
             with self._queue_lock:
@@ -435,7 +433,10 @@ class PartitionLog:
                 self._signer = self.ledger.ready_signer()
                 self._anchor_checked = True
             if serialized:  # no other writer that locks can take the next name meanwhile: read up to it
+                tail = self.index.tail_seq
                 self._catch_up(vouching=True)
+                if tail and self.index.tail_seq != tail and self._relay is not None:  # another writer's
+                    self._relay.contended()
             return self._create_next(group, serialized=serialized)
 
     def _create_next(self, group: list[_Batch], *, serialized: bool) -> tuple[int, str] | None:
@@ -473,6 +474,8 @@ class PartitionLog:
                 if not winner and not self._replace_empty(commit.seq, data):
                     continue  # another writer replaced it first: read theirs
                 if winner and winner != data:  # someone else's commit: take it in, check again
+                    if commit.seq > 1 and self._relay is not None:  # several writers: elect one (relay)
+                        self._relay.contended()
                     self._add([winner], [decode_commit(winner)], vouched=True)
                     losses += 1
                     if not serialized:  # (serialized: a writer that does not lock, an older release)
@@ -1242,6 +1245,14 @@ class PartitionLog:
             if verified is not None:
                 verified.add(self.prefix, seq, sha, self._segment_signed,
                              sha256_hex(packed) if created else None)
+
+
+def _keys_of(records: list[EventRecord], prefix: str) -> set[tuple[UUID | str, int]]:
+    """The (aggregate, version) of each record; IntegrityError if the batch repeats one."""
+    keys = {(r.originator(), r.originator_version) for r in records}
+    if len(keys) < len(records):
+        raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {prefix}")
+    return keys
 
 
 def _nonce_with_tokens(nonce: str, group: list[_Batch]) -> str:

@@ -11,11 +11,17 @@ Lease. ``<partition>/writers/<key_id>.json`` (``storage.layout.relay_lease``; no
 under ``events/``): ``{address, pid, key_id, expires, nonce}``, taken create-only
 or, when expired (or its leader's port refuses connections), by a write matching
 the generation read, so only one process wins it; renewed the same way every
-ttl/3 (``TUNE_RELAY_TTL_S``, 10 s); released on exit (written expired). A leader
-that fails to renew steps down (stops taking batches). Each signing key has its
-own lease: a process relays only to a leader of its own key, since the leader
-signs the commit with that key; other roles on the partition write directly (a
-handful, not N processes).
+ttl/3 (``TUNE_RELAY_TTL_S``, 10 s); released (written expired, generation-matched)
+on exit and after a ttl without appends, so an idle partition costs no renewals.
+A leader that fails to renew steps down (stops taking batches). A process takes
+the lease only once it has met another writer (``contended``: it lost a commit's
+name, or found another writer's commits under the folder's lock), so a partition
+written by one process never gets a lease; it looks for a lease at most every
+ttl/3 until then (one read). Each signing key has its own lease: a process
+relays only to a leader of its own key, since the leader signs the commit with
+that key; other roles on the partition write directly (a handful, not N
+processes). Two logs of one partition in one process (tests, the audit) race
+as before rather than relay to each other.
 
 Protocol. TCP (the leader binds ``TUNE_RELAY_HOST``, 127.0.0.1 by default, on
 any free port, and advertises ``host:port`` in the lease). A frame is a 4-byte
@@ -98,19 +104,21 @@ RELAY_HOST_ENV = "TUNE_RELAY_HOST"
 RELAY_TTL_ENV = "TUNE_RELAY_TTL_S"
 """How long a lease lasts unrenewed (10 s); renewed every third of it."""
 _MAC_LABEL = b"tune event store relay v1"
+_SAME_PROCESS = False  # relay to a leader in this very process (two logs of one partition): tests only
+_RELEASE_AT_EXIT_S = 2.0
 _MAX_FRAME = 16 * 1024 * 1024
 _log = logging.getLogger(__name__)
 
 
 class RelaySettings(msgspec.Struct, frozen=True):
-    enabled: bool = False
+    enabled: bool = True
     host: str = "127.0.0.1"
     ttl_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> RelaySettings:
         env = os.environ if env is None else env
-        flag = (env.get(RELAY_ENV) or "off").strip().lower()
+        flag = (env.get(RELAY_ENV) or "on").strip().lower()
         if flag not in ("on", "off", "1", "0", "true", "false"):
             raise ValueError(f"{RELAY_ENV} is on or off (got {flag!r})")
         ttl = float(env.get(RELAY_TTL_ENV) or 10.0)
@@ -141,6 +149,8 @@ class _Request(msgspec.Struct, frozen=True):
 class _Reply(msgspec.Struct, frozen=True, omit_defaults=True):
     token: str
     ids: list[int] = []
+    seq: int = 0
+    """The commit that holds the batch (a later lost reply is looked for after it)."""
     error: str = ""
     """"" (committed), or the error's class: IntegrityError, DataError, OperationalError, or NotLeader."""
     message: str = ""
@@ -210,7 +220,8 @@ class _Server:
     def __init__(self, host: str) -> None:
         self.sock = socket.create_server((host, 0))
         self.address = f"{host}:{self.sock.getsockname()[1]}"
-        self.relays: dict[tuple[str, str, str], Relay] = {}  # (bucket url, prefix, key id) -> its relay
+        # (bucket url, prefix, key id) -> its relay (weakly: a log dropped from the process's cache goes)
+        self.relays: weakref.WeakValueDictionary[tuple[str, str, str], Relay] = weakref.WeakValueDictionary()
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
 
@@ -325,6 +336,10 @@ class Relay:
         self._leading: tuple[Lease, int] | None = None  # our lease and its generation
         self._followed: tuple[Lease, int, float] | None = None  # a leader's lease, its generation, read at
         self._stop = threading.Event()
+        self._used = time.monotonic()  # the last append through this relay (a leader idle for a ttl leaves)
+        self._acknowledged = 0  # the latest commit a leader said holds one of our batches
+        self._contended_at = -1e9  # when this process last lost a create to another writer
+        self._no_lease_until = 0.0  # no lease was found: write directly until then (unless contended)
         _relays.add(self)
 
     @classmethod
@@ -333,7 +348,7 @@ class Relay:
         settings = RelaySettings.from_env()
         if not settings.enabled or partition_of(log.prefix) is None:
             return None
-        signer = log.ledger.ready_signer()
+        signer = log.ledger.signer()  # (published in the keyring by whichever process commits first)
         if signer is None:
             return None
         return cls(log, signer, settings)
@@ -349,11 +364,12 @@ class Relay:
         settle)`` when this process must write them itself (no leader, this process leads, or the leader
         went away with the batch); ``settle()`` then says whether the batch is in the log after all (its
         ids), for a direct write refused with IntegrityError. Raises what the leader's commit raised."""
+        self._used = time.monotonic()
         lease = self._leader()
         if lease is None:
             return None, _nothing
         token = os.urandom(12).hex()
-        tail = self.log.index.tail_seq
+        tail = max(self.log.index.tail_seq, self._acknowledged)  # our batch can only be in a later commit
         request = _Request(self.log.bucket.url, self.log.prefix, self.signer.key_id, token, records)
         try:
             reply = self._ask(lease, request)
@@ -373,6 +389,7 @@ class Relay:
             return None, _nothing
         if reply.error:
             raise _ERRORS.get(reply.error, OperationalError)(reply.message)
+        self._acknowledged = max(self._acknowledged, reply.seq)
         return reply.ids, _nothing
 
     def _ask(self, lease: Lease, request: _Request) -> _Reply:
@@ -413,35 +430,51 @@ class Relay:
                 return list(range(first, first + count))
         return None
 
+    def contended(self) -> None:
+        """This process just lost a commit's name to another writer (``PartitionLog``): look for a
+        leader at the next append, and become it if there is none."""
+        self._contended_at = time.monotonic()
+        self._no_lease_until = 0.0
+
     def _leader(self) -> Lease | None:
-        """The lease of a live leader other than this process, or None (then this process writes
-        directly, and has tried to become the leader if there is none)."""
+        """The lease of a live leader other than this process, or None: then this process writes
+        directly, and has tried to become the leader if there is none and it met other writers lately.
+
+        A partition one process writes alone costs nothing: no lease is taken before a create is lost
+        to another writer, and a lease found absent is not looked for again for ttl/3 (unless a create
+        is lost meanwhile)."""
         if self._leading is not None or self._stop.is_set():
             return None
-        now = time.time()
+        now, clock = time.time(), time.monotonic()
         followed = self._followed
         if followed is not None and now < followed[2] + self.settings.ttl_s / 3 and now < followed[0].expires:
             return followed[0]
+        if clock < self._no_lease_until:
+            return None
+        contended = clock - self._contended_at < self.settings.ttl_s
         with self._lock:
+            self._followed = None
             try:
                 data, stat = self.log.bucket.read_with_stat(self.lease_name)
-                lease = _lease_decoder.decode(data)
+                lease: Lease | None = _lease_decoder.decode(data)
             except ObjectNotFound:
-                self._followed = None
-                self._take(None)
-                return None
+                stat, lease = None, None
             except (msgspec.DecodeError, msgspec.ValidationError):
                 _log.warning("relay: %s is not a lease: taking it over", self.lease_name)
-                self._take(stat.generation)
-                return None
+                lease = None
             except BucketError as exc:
                 _log.warning("relay: cannot read %s (%s): writing directly", self.lease_name, exc)
                 return None
-            if lease.expires <= now:
-                self._take(stat.generation)
+            if lease is None or lease.expires <= now:
+                if contended:
+                    self._take(stat.generation if stat is not None else None)
+                else:
+                    self._no_lease_until = clock + self.settings.ttl_s / 3
                 return None
             if lease.key_id != self.signer.key_id:  # never: the name holds the key id
                 return None
+            if lease.pid == os.getpid() and not _SAME_PROCESS:
+                return None  # another log of this partition in this process (tests, an audit): race as before
             self._followed = (lease, stat.generation, now)
             return lease
 
@@ -491,6 +524,9 @@ class Relay:
                 held = self._leading
                 if held is None:
                     return
+                if time.monotonic() - self._used > self.settings.ttl_s:  # idle: leave (no renewals)
+                    self._release(held)
+                    return
                 lease, data = self._lease(server)
                 try:
                     stat = self.log.bucket.write(self.lease_name, data, if_generation_match=held[1])
@@ -498,7 +534,7 @@ class Relay:
                     _log.warning("relay: lost the lease of %s: no longer its leader", self.log.prefix)
                     self._leading = None
                     return
-                except BucketError as exc:
+                except Exception as exc:  # a bucket that fails: try again until the lease is nearly out
                     if time.time() >= held[0].expires - self.settings.ttl_s / 6:
                         _log.warning("relay: cannot renew %s (%s): no longer its leader",
                                      self.lease_name, exc)
@@ -511,14 +547,17 @@ class Relay:
         """Stop leading (on exit): the lease is written expired, so the next writer takes it at once."""
         self._stop.set()
         with self._lock:
-            held = self._leading
-            if held is None:
-                return
-            self._leading = None
-            lease = msgspec.structs.replace(held[0], expires=0.0)
-            with contextlib.suppress(BucketError):
-                self.log.bucket.write(self.lease_name, msgspec.json.encode(lease),
-                                      if_generation_match=held[1])
+            if self._leading is not None:
+                self._release(self._leading)
+
+    def _release(self, held: tuple[Lease, int]) -> None:
+        """Write our lease expired (generation-matched): the next writer takes it at once. Needs ``_lock``."""
+        self._leading = None
+        lease = msgspec.structs.replace(held[0], expires=0.0)
+        try:
+            self.log.bucket.write(self.lease_name, msgspec.json.encode(lease), if_generation_match=held[1])
+        except Exception as exc:  # it expires by itself
+            _log.info("relay: could not release %s: %s", self.lease_name, exc)
 
     def commit(self, request: _Request) -> _Reply:
         """Commit a follower's batch in this process's group commit (the server's connection thread)."""
@@ -532,17 +571,30 @@ class Relay:
         except Exception as exc:  # the follower must hear of it: it raises OperationalError
             _log.exception("relay: a relayed batch for %s failed", self.log.prefix)
             return _Reply(request.token, error="OperationalError", message=f"{type(exc).__name__}: {exc}")
-        return _Reply(request.token, ids=ids)
+        self._used = time.monotonic()
+        return _Reply(request.token, ids=ids, seq=self.log.index.commit_of(ids[0]) or 0 if ids else 0)
 
 
 def _nothing() -> list[int] | None:
     return None
 
 
-def release_all() -> None:
-    """Give up every lease this process holds (at exit; tests)."""
-    for relay in list(_relays):
-        relay.release()
+def release_all(timeout_s: float | None = None) -> None:
+    """Give up every lease this process holds (at exit, waiting ``timeout_s`` at most: a bucket that
+    does not answer must not hold the exit; the lease then expires by itself)."""
+    relays = [relay for relay in list(_relays) if relay.leading]
+    if not relays:
+        return
+    if timeout_s is None:
+        for relay in relays:
+            relay.release()
+        return
+    threads = [threading.Thread(target=relay.release, daemon=True) for relay in relays]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _forget_after_fork() -> None:
@@ -562,5 +614,5 @@ def _forget_after_fork() -> None:
     _relays = weakref.WeakSet()
 
 
-atexit.register(release_all)
+atexit.register(release_all, _RELEASE_AT_EXIT_S)
 os.register_at_fork(after_in_child=_forget_after_fork)

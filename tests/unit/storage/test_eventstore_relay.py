@@ -33,6 +33,7 @@ PREFIX = "platform/events/"
 @pytest.fixture(autouse=True)
 def relay_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNE_RELAY", "on")
+    monkeypatch.setattr(relay_module, "_SAME_PROCESS", True)  # these logs stand for processes
 
 
 def event(i: int = 0, originator: uuid.UUID | None = None) -> StoredEvent:
@@ -59,6 +60,7 @@ def relay_of(log: PartitionLog) -> Relay:
 @pytest.fixture
 def leader(tmp_path: Path) -> PartitionLog:
     log = process(tmp_path / "bucket", tmp_path / "home")
+    relay_of(log).contended()  # as after a create lost to another writer
     log.append([event()])  # finds no lease: takes it, writes directly
     assert relay_of(log).leading
     yield log
@@ -110,6 +112,7 @@ def test_a_bad_mac_is_refused(tmp_path: Path, leader: PartitionLog) -> None:
 
 def test_a_process_of_another_key_does_not_relay_to_this_leader(tmp_path: Path, leader: PartitionLog) -> None:
     other = process(tmp_path / "bucket", tmp_path / "home", role="ledger")
+    relay_of(other).contended()
     assert other.append([event(1)]) == [2]
 
     mine, theirs = relay_of(leader).signer.key_id, relay_of(other).signer.key_id
@@ -125,6 +128,7 @@ def test_an_expired_lease_is_taken_over(tmp_path: Path) -> None:
     name = relay_lease("platform", relay_of(first).signer.key_id)
     stale = Lease("127.0.0.1:1", 1, relay_of(first).signer.key_id, time.time() - 1, "x")
     first.bucket.write(name, msgspec.json.encode(stale))
+    relay_of(first).contended()
     try:
         assert first.append([event()]) == [1]
         lease = msgspec.json.decode(first.bucket.read(name), type=Lease)
@@ -191,3 +195,43 @@ def test_off_and_old_nonces(monkeypatch: pytest.MonkeyPatch) -> None:
     assert RelaySettings.from_env().host == "10.0.0.7"
     assert relay_tokens("") == {} and relay_tokens("0123abcd") == {}  # commits of older releases
     assert relay_tokens("ab;t1:0,t2:3") == {"t1": 0, "t2": 3}
+
+
+def test_an_idle_leader_leaves_and_takes_the_lease_again_when_it_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNE_RELAY_TTL_S", "0.3")
+    log = process(tmp_path / "bucket", tmp_path / "home")
+    relay = relay_of(log)
+    relay.contended()
+    log.append([event()])
+    assert relay.leading
+    deadline = time.monotonic() + 5
+    while relay.leading and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not relay.leading  # no renewals for a partition nobody writes
+    assert msgspec.json.decode(log.bucket.read(relay.lease_name), type=Lease).expires == 0
+    relay.contended()
+    log.append([event(1)])
+    assert relay.leading
+    relay.release()
+
+
+def test_a_process_writing_alone_takes_no_lease(tmp_path: Path) -> None:
+    log = process(tmp_path / "bucket", tmp_path / "home")
+    for i in range(3):
+        log.append([event(i)])
+    assert not relay_of(log).leading
+    assert not log.bucket.exists(relay_of(log).lease_name)
+
+
+def test_a_writer_that_loses_a_create_to_another_takes_the_lease(tmp_path: Path) -> None:
+    first, second = (process(tmp_path / "bucket", tmp_path / "home") for _ in range(2))
+    first.append([event(1)])
+    second.append([event(2)])  # a cold process behind: that is no sign of a race yet
+    assert not relay_of(second).leading
+    first.append([event(3)])  # another writer's commit before ours: contended
+    assert not relay_of(first).leading
+    first.append([event(4)])  # looks for a leader: none, so it leads
+    assert relay_of(first).leading
+    assert second.append([event(5)]) == [5]
+    relay_of(first).release()
