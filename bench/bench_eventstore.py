@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -120,8 +121,10 @@ def concurrent_saves_per_second(app: Application, saves: int, threads: int) -> f
 _FORK = multiprocessing.get_context("fork")
 
 
-def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: object) -> None:
-    """One writer process: open the partition, save once (warm), wait for the others, save ``saves``."""
+def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: object, done: object) -> None:
+    """One writer process: open the partition, save once (warm), wait for the others, save ``saves``, then
+    stay up until every process is done (a server does not exit when its own saves are: one that
+    leads the partition's writers keeps committing theirs)."""
     try:
         app = open_application(Jobs, open_bucket(url), prefix)
         app.save(Job("warm"))
@@ -132,22 +135,26 @@ def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: obje
     except BaseException as exc:
         out.put(repr(exc))  # type: ignore[attr-defined]
         raise
+    finally:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            done.wait(timeout=600)  # type: ignore[attr-defined]
 
 
 def processes_saves_per_second(bucket: Bucket, saves_each: int, processes: int) -> float:
     """1-event saves from ``processes`` OS processes on one partition of ``bucket`` (timed from the moment
     they are all warm)."""
     prefix = f"bench/p{processes}-{uuid.uuid4().hex[:8]}/events/"
-    barrier, out = _FORK.Barrier(processes + 1), _FORK.Queue()
-    workers = [_FORK.Process(target=_process_saver, args=(bucket.url, prefix, saves_each, barrier, out))
+    barrier, out, done = _FORK.Barrier(processes + 1), _FORK.Queue(), _FORK.Barrier(processes + 1)
+    workers = [_FORK.Process(target=_process_saver, args=(bucket.url, prefix, saves_each, barrier, out, done))
                for _ in range(processes)]
     for worker in workers:
         worker.start()
     try:
         barrier.wait(timeout=120)
         start = time.perf_counter()
-        errors = [out.get(timeout=600) for _ in workers]
+        errors = [out.get(timeout=600) for _ in workers]  # every save acknowledged
         elapsed = time.perf_counter() - start
+        done.wait(timeout=60)
     finally:
         for worker in workers:
             worker.join(timeout=30)

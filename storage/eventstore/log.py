@@ -478,7 +478,8 @@ class PartitionLog:
                         self._relay.contended()
                     self._add([winner], [decode_commit(winner)], vouched=True)
                     losses += 1
-                    if not serialized:  # (serialized: a writer that does not lock, an older release)
+                    leads = self._relay is not None and self._relay.leading  # it carries the others' batches
+                    if not serialized and not leads:  # (serialized: a writer that does not lock)
                         self._back_off(losses)
                     self._catch_up(vouching=True)
                     continue

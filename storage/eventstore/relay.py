@@ -453,30 +453,40 @@ class Relay:
             return None
         contended = clock - self._contended_at < self.settings.ttl_s
         with self._lock:
-            self._followed = None
-            try:
-                data, stat = self.log.bucket.read_with_stat(self.lease_name)
-                lease: Lease | None = _lease_decoder.decode(data)
-            except ObjectNotFound:
-                stat, lease = None, None
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                _log.warning("relay: %s is not a lease: taking it over", self.lease_name)
-                lease = None
-            except BucketError as exc:
-                _log.warning("relay: cannot read %s (%s): writing directly", self.lease_name, exc)
-                return None
-            if lease is None or lease.expires <= now:
-                if contended:
-                    self._take(stat.generation if stat is not None else None)
-                else:
-                    self._no_lease_until = clock + self.settings.ttl_s / 3
-                return None
-            if lease.key_id != self.signer.key_id:  # never: the name holds the key id
-                return None
-            if lease.pid == os.getpid() and not _SAME_PROCESS:
-                return None  # another log of this partition in this process (tests, an audit): race as before
-            self._followed = (lease, stat.generation, now)
-            return lease
+            found = self._read_lease(contended)
+            if found is _TAKEN_BY_ANOTHER:  # another writer took it just before us: follow it at once
+                found = self._read_lease(False)
+            return found if isinstance(found, Lease) else None
+
+    def _read_lease(self, contended: bool) -> Lease | object | None:
+        """A live lease of another process to follow; else None (we took it, or there is none to take,
+        or it cannot be read) or ``_TAKEN_BY_ANOTHER`` (we tried to take it and lost). Needs ``_lock``."""
+        now, clock = time.time(), time.monotonic()
+        self._followed = None
+        stat = None
+        try:
+            data, stat = self.log.bucket.read_with_stat(self.lease_name)
+            lease: Lease | None = _lease_decoder.decode(data)
+        except ObjectNotFound:
+            lease = None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            _log.warning("relay: %s is not a lease: taking it over", self.lease_name)
+            lease = None
+        except BucketError as exc:
+            _log.warning("relay: cannot read %s (%s): writing directly", self.lease_name, exc)
+            return None
+        if lease is None or lease.expires <= now:
+            if not contended:
+                self._no_lease_until = clock + self.settings.ttl_s / 3
+            elif not self._take(stat.generation if stat is not None else None):
+                return _TAKEN_BY_ANOTHER
+            return None
+        if lease.key_id != self.signer.key_id:  # never: the name holds the key id
+            return None
+        if lease.pid == os.getpid() and not _SAME_PROCESS:
+            return None  # another log of this partition in this process (tests, an audit): race as before
+        self._followed = (lease, stat.generation if stat is not None else 0, now)
+        return lease
 
     def _forget(self, lease: Lease) -> None:
         _drop_idle(lease.address)
@@ -497,9 +507,10 @@ class Relay:
                       time.time() + self.settings.ttl_s, os.urandom(8).hex())
         return lease, msgspec.json.encode(lease)
 
-    def _take(self, generation: int | None) -> None:
+    def _take(self, generation: int | None) -> bool:
         """Try to become the leader: create the lease (``generation`` None) or replace the one of that
-        generation (expired, or its leader gone). Losing is fine: the winner leads. Needs ``_lock``."""
+        generation (expired, or its leader gone): whether we did not lose it (losing is fine: the winner
+        leads). Needs ``_lock``."""
         server = _the_server(self.settings.host)
         lease, data = self._lease(server)
         with server.lock:  # batches may arrive as soon as the lease is written (refused until we lead)
@@ -510,13 +521,14 @@ class Relay:
             else:
                 stat = self.log.bucket.write(self.lease_name, data, if_generation_match=generation)
         except (AlreadyExists, PreconditionFailed, ObjectNotFound):
-            return
+            return False
         except BucketError as exc:
             _log.warning("relay: cannot write %s (%s): writing directly", self.lease_name, exc)
-            return
+            return True  # (nothing to follow either)
         self._leading = (lease, stat.generation)
         _log.info("relay: this process (%s) leads the writers of %s", server.address, self.log.prefix)
         threading.Thread(target=self._renew, args=(server,), name="relay-lease", daemon=True).start()
+        return True
 
     def _renew(self, server: _Server) -> None:
         while not self._stop.wait(self.settings.ttl_s / 3):
@@ -573,6 +585,9 @@ class Relay:
             return _Reply(request.token, error="OperationalError", message=f"{type(exc).__name__}: {exc}")
         self._used = time.monotonic()
         return _Reply(request.token, ids=ids, seq=self.log.index.commit_of(ids[0]) or 0 if ids else 0)
+
+
+_TAKEN_BY_ANOTHER = object()
 
 
 def _nothing() -> list[int] | None:
