@@ -354,6 +354,7 @@ class PartitionLog:
             if relay is not None:  # another process leads this partition's writers: hand it the batch
                 ids, settle = relay.hand_over(records)
                 if ids is not None:
+                    self._see_own_commit()
                     for listener in list(self._listeners):
                         listener.set()
                     return ids
@@ -365,6 +366,17 @@ class PartitionLog:
             if found is None:
                 raise
             return found
+
+    def _see_own_commit(self) -> None:
+        """After a batch another process committed for us (the relay): a thread inside ``pinned()`` sees
+        its own appends at once, so it reads past the tail now; any other read does so anyway."""
+        depth = getattr(self._pins, "depth", 0)
+        if depth:
+            self._pins.depth = 0
+            try:
+                self.refresh()
+            finally:
+                self._pins.depth = depth
 
     def append_relayed(self, records: list[EventRecord], token: str) -> list[int]:
         """Commit a batch another process handed this one, its leader (``storage.eventstore.relay``):

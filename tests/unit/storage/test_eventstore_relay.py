@@ -235,3 +235,12 @@ def test_a_writer_that_loses_a_create_to_another_takes_the_lease(tmp_path: Path)
     assert relay_of(first).leading
     assert second.append([event(5)]) == [5]
     relay_of(first).release()
+
+
+def test_a_pinned_follower_sees_its_relayed_save_at_once(tmp_path: Path, leader: PartitionLog) -> None:
+    follower = process(tmp_path / "bucket", tmp_path / "home")
+    saved = event(1)
+    with follower.pinned():
+        assert follower.append([saved]) == [2]
+        assert not relay_of(follower).leading
+        assert [e.originator_version for e in follower.select_events(saved.originator_id)] == [1]
