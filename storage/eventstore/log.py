@@ -266,6 +266,10 @@ class PartitionLog:
         self._tail_lock = threading.Lock()  # held while the tail moves (append or refresh)
         self._queue: deque[_Batch] = deque()  # batches waiting for the tail (group commit)
         self._queue_lock = threading.Lock()
+        # the thread moving the tail for the queued batches; the others wait for their result, not the lock
+        # (which the next group's commit holds), so each hears of its batch as soon as its commit is made
+        self._turn = threading.Condition(threading.Lock())
+        self._committing = False
         self._refreshes_started = 0
         self._refreshes_done = 0
         self._listeners: set[threading.Event] = set()
@@ -397,19 +401,30 @@ class PartitionLog:
         if track is None:
             with self._queue_lock:
                 self._queue.append(mine)
-        group: list[_Batch] = []
         head: tuple[int, str] | None = None
-        with self._tail_lock:
-            if mine.result is None:
-                group = [mine] if track is not None else self._take_group()
-                try:
-                    with _bucket_errors(self.prefix):
-                        head = self._commit(group)
-                except BaseException as exc:
-                    for batch in group:
-                        if batch.result is None:
-                            batch.result = exc
-                    raise
+        while True:
+            with self._turn:  # wait until our batch is committed (or refused), or the tail is ours to move
+                while mine.result is None and self._committing:
+                    self._turn.wait()
+                if mine.result is not None:
+                    break
+                self._committing = True
+            try:
+                with self._tail_lock:
+                    group = [mine] if track is not None else self._take_group()
+                    try:
+                        with _bucket_errors(self.prefix):
+                            head = self._commit(group) or head
+                    except BaseException as exc:  # each batch of the group raises it (ours too, if in it)
+                        for batch in group:
+                            if batch.result is None:
+                                batch.result = exc
+                        if not isinstance(exc, Exception):
+                            raise
+            finally:
+                with self._turn:
+                    self._committing = False
+                    self._turn.notify_all()
         if head is not None:
             for listener in list(self._listeners):
                 listener.set()

@@ -17,7 +17,7 @@ A leader that fails to renew steps down (stops taking batches). A process takes
 the lease only once it has met another writer (``contended``: it lost a commit's
 name, or found another writer's commits under the folder's lock), so a partition
 written by one process never gets a lease; it looks for a lease at most every
-ttl/3 until then (one read). Each signing key has its own lease: a process
+a ttl until then (one read). Each signing key has its own lease: a process
 relays only to a leader of its own key, since the leader signs the commit with
 that key; other roles on the partition write directly (a handful, not N
 processes). Two logs of one partition in one process (tests, the audit) race
@@ -441,7 +441,7 @@ class Relay:
         directly, and has tried to become the leader if there is none and it met other writers lately.
 
         A partition one process writes alone costs nothing: no lease is taken before a create is lost
-        to another writer, and a lease found absent is not looked for again for ttl/3 (unless a create
+        to another writer, and a lease found absent is not looked for again for a ttl (unless a create
         is lost meanwhile)."""
         if self._leading is not None or self._stop.is_set():
             return None
@@ -477,7 +477,7 @@ class Relay:
             return None
         if lease is None or lease.expires <= now:
             if not contended:
-                self._no_lease_until = clock + self.settings.ttl_s / 3
+                self._no_lease_until = clock + self.settings.ttl_s
             elif not self._take(stat.generation if stat is not None else None):
                 return _TAKEN_BY_ANOTHER
             return None
