@@ -26,6 +26,13 @@ tail, create the next commit": no create is lost, nobody backs off
 predecessor exists, a winner's index held every earlier commit when it
 checked, so versions never duplicate and notification ids stay contiguous.
 
+The relay (``storage.eventstore.relay``): several processes appending to one
+partition with one key elect a leader once they meet (a lost create, or another
+writer's commits under the lock), and the others hand it their batches without
+tracking (``append`` -> ``Relay.hand_over``); the leader commits them in its
+group commit (``append_relayed``), its token for each in the commit's nonce. A
+leader does not back off after a lost create: it carries the others' batches.
+
 One ``PartitionLog`` per (bucket object, prefix) per process (``partition_log``),
 shared by every recorder on it: threads of this process take turns to move
 the tail (one lock); readers query the index between tail checks.
