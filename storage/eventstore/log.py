@@ -417,6 +417,8 @@ class PartitionLog:
                     break
                 self._committing = True
             try:
+                if track is None and self._relay is not None:
+                    self._relay.linger(self._create_s, self._queue)
                 with self._tail_lock:
                     group = [mine] if track is not None else self._take_group()
                     try:

@@ -71,7 +71,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -106,6 +106,7 @@ RELAY_TTL_ENV = "TUNE_RELAY_TTL_S"
 _MAC_LABEL = b"tune event store relay v1"
 _SAME_PROCESS = False  # relay to a leader in this very process (two logs of one partition): tests only
 _RELEASE_AT_EXIT_S = 2.0
+_LINGER_MAX_S = 0.002
 _MAX_FRAME = 16 * 1024 * 1024
 _log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ class _Server:
                     _log.warning("relay: refused a batch for %s with a bad MAC", request.prefix)
                     return
                 try:
-                    reply = relay.commit(request)
+                    reply = relay.commit(request, id(conn))
                 except BaseException:  # no answer: the follower looks for its batch, then writes it itself
                     _log.exception("relay: a relayed batch for %s failed", request.prefix)
                     return
@@ -338,6 +339,7 @@ class Relay:
         self._stop = threading.Event()
         self._used = time.monotonic()  # the last append through this relay (a leader idle for a ttl leaves)
         self._acknowledged = 0  # the latest commit a leader said holds one of our batches
+        self._seen: dict[int, float] = {}  # a leader's: connection -> when it last relayed a batch
         self._contended_at = -1e9  # when this process last lost a create to another writer
         self._no_lease_until = 0.0  # no lease was found: write directly until then (unless contended)
         _relays.add(self)
@@ -429,6 +431,19 @@ class Relay:
                 first = commit.first_id + offset
                 return list(range(first, first + count))
         return None
+
+    def linger(self, create_s: float, queue: Sized) -> None:
+        """Before a leader moves the tail: when fewer batches wait than followers relay to it, wait a
+        little (at most half a create, 2 ms) for theirs, which then share the commit."""
+        if self._leading is None:
+            return
+        now = time.monotonic()
+        for conn in [c for c, at in self._seen.items() if now - at > 1.0]:
+            self._seen.pop(conn, None)
+        followers = len(self._seen)  # connections that relayed a batch in the last second
+        deadline = now + min(create_s / 2, _LINGER_MAX_S)
+        while len(queue) < followers and time.monotonic() < deadline:
+            time.sleep(0.0002)
 
     def contended(self) -> None:
         """This process just lost a commit's name to another writer (``PartitionLog``): look for a
@@ -571,8 +586,10 @@ class Relay:
         except Exception as exc:  # it expires by itself
             _log.info("relay: could not release %s: %s", self.lease_name, exc)
 
-    def commit(self, request: _Request) -> _Reply:
-        """Commit a follower's batch in this process's group commit (the server's connection thread)."""
+    def commit(self, request: _Request, conn: int = 0) -> _Reply:
+        """Commit a follower's batch in this process's group commit (the server's connection thread
+        ``conn``)."""
+        self._seen[conn] = time.monotonic()
         if self._leading is None:
             return _Reply(request.token, error="NotLeader", message="no longer the leader")
         try:
