@@ -579,12 +579,13 @@ class Relay:
 
     def _release(self, held: tuple[Lease, int]) -> None:
         """Write our lease expired (generation-matched): the next writer takes it at once. Needs ``_lock``."""
-        self._leading = None
         lease = msgspec.structs.replace(held[0], expires=0.0)
         try:
             self.log.bucket.write(self.lease_name, msgspec.json.encode(lease), if_generation_match=held[1])
         except Exception as exc:  # it expires by itself
             _log.info("relay: could not release %s: %s", self.lease_name, exc)
+        finally:
+            self._leading = None  # (after the write: whoever sees us stop leading finds the lease free)
 
     def commit(self, request: _Request, conn: int = 0) -> _Reply:
         """Commit a follower's batch in this process's group commit (the server's connection thread
