@@ -35,7 +35,10 @@ partition it does not lead (the follower then writes directly). Each batch is
 queued as its own ``_Batch`` in the leader's group commit: checked on its own (a
 conflicting batch gets IntegrityError alone; IntegrityError, DataError and
 OperationalError reach the follower as the same class). Appends with tracking
-(process recorders) never relay.
+(process recorders) never relay. Before it moves the tail, a leader waits a
+little (at most half a create, 2 ms) until as many batches are queued as
+followers relayed in the last second: they then share one commit. It does not
+back off after a lost create (``PartitionLog``): it carries everyone's batches.
 
 Nothing acknowledged is lost or duplicated. The follower acknowledges a save
 only on a leader's reply that the batch is committed (the commit is created: in
