@@ -24,11 +24,13 @@ if set, else one is started.
 A third table saves from ``--threads`` threads of one process at once: the event store writes
 the batches queued meanwhile as one commit (group commit), SQLite commits each in turn.
 
-A fourth saves from ``--processes`` OS processes at once, all on one partition (writers that
-cannot share a commit: each must read the others' commits before it appends), against one
+A fourth saves from ``--processes`` OS processes at once, all on one partition, against one
 process saving alone on the same bucket; its ratio is to that one process (goal >= 1.0x). Each
-process saves once before they start together (a warm writer, as a server's), then
-``--process-saves`` 1-event saves (a fifth of them on fake-gcs-server).
+process saves once before they start together (a warm writer, as a server's: the first to find no
+leader leads, the others relay to it), then ``--process-saves`` 1-event saves (a fifth of them on
+fake-gcs-server), each acknowledged before the next. The writers relay their batches to the
+partition's leader (``storage.eventstore.relay``, the production default); ``--no-relay`` races
+them instead (each must read the others' commits before it appends), as before the relay.
 
 Commits are signed (the default; keys under ``$TUNE_HOME/keys``) in every bucket row; the cost of
 signing and verifying is printed as its own row (``signatures``).
@@ -42,6 +44,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -118,8 +121,10 @@ def concurrent_saves_per_second(app: Application, saves: int, threads: int) -> f
 _FORK = multiprocessing.get_context("fork")
 
 
-def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: object) -> None:
-    """One writer process: open the partition, save once (warm), wait for the others, save ``saves``."""
+def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: object, done: object) -> None:
+    """One writer process: open the partition, save once (warm), wait for the others, save ``saves``, then
+    stay up until every process is done (a server does not exit when its own saves are: one that
+    leads the partition's writers keeps committing theirs)."""
     try:
         app = open_application(Jobs, open_bucket(url), prefix)
         app.save(Job("warm"))
@@ -130,22 +135,26 @@ def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: obje
     except BaseException as exc:
         out.put(repr(exc))  # type: ignore[attr-defined]
         raise
+    finally:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            done.wait(timeout=600)  # type: ignore[attr-defined]
 
 
 def processes_saves_per_second(bucket: Bucket, saves_each: int, processes: int) -> float:
     """1-event saves from ``processes`` OS processes on one partition of ``bucket`` (timed from the moment
     they are all warm)."""
     prefix = f"bench/p{processes}-{uuid.uuid4().hex[:8]}/events/"
-    barrier, out = _FORK.Barrier(processes + 1), _FORK.Queue()
-    workers = [_FORK.Process(target=_process_saver, args=(bucket.url, prefix, saves_each, barrier, out))
+    barrier, out, done = _FORK.Barrier(processes + 1), _FORK.Queue(), _FORK.Barrier(processes + 1)
+    workers = [_FORK.Process(target=_process_saver, args=(bucket.url, prefix, saves_each, barrier, out, done))
                for _ in range(processes)]
     for worker in workers:
         worker.start()
     try:
         barrier.wait(timeout=120)
         start = time.perf_counter()
-        errors = [out.get(timeout=600) for _ in workers]
+        errors = [out.get(timeout=600) for _ in workers]  # every save acknowledged
         elapsed = time.perf_counter() - start
+        done.wait(timeout=60)
     finally:
         for worker in workers:
             worker.join(timeout=30)
@@ -246,8 +255,9 @@ def process_rows(args: argparse.Namespace, buckets: dict[str, Callable[[], Bucke
         measures: dict[str, Callable[[int], float]] = {
             "1 process": lambda _, make=make, n=n: processes_saves_per_second(make(), n * p, 1),
             f"{p} processes": lambda _, make=make, n=n: processes_saves_per_second(make(), n, p)}
+        how = "racing" if args.no_relay else "relay"
         for label, (rate, ratio) in paired(args.rounds, measures).items():
-            rows.append(Row(f"1-event saves, {label}: {NOT_DURABLE.get(name, name)}",
+            rows.append(Row(f"1-event saves, {label} ({how}): {NOT_DURABLE.get(name, name)}",
                             rate, "saves/s", ratio))
     return rows
 
@@ -331,7 +341,10 @@ def main() -> int:
     parser.add_argument("--process-saves", type=int, default=250,
                         help="1-event saves per process (a fifth on fake-gcs-server)")
     parser.add_argument("--only-processes", action="store_true", help="only the multi-process table")
+    parser.add_argument("--no-relay", action="store_true",
+                        help="writer processes race for each commit instead of relaying to a leader")
     args = parse_args(parser, saves=20, replay=200, rounds=1, signatures=20, processes=2, process_saves=5)
+    os.environ["TUNE_RELAY"] = "off" if args.no_relay else "on"  # the forked writers inherit it
     with scratch_dir() as name, gcs_bucket(args.gcs) as gcs:
         tmp = Path(name)
         synced = LocalBucket(tmp / "synced")  # the default: durable

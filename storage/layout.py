@@ -19,6 +19,7 @@
     users/<uid>/heartbeats/<yyyymmdd>/<hhmmssffffff>.<sha16>.jsonl   the ledger's raw heartbeats, a batch's
     users/<uid>/heartbeats/<job_id>/<attempt>/<first>-<last>.<sha16>.jsonl   (older: an attempt's)
     base-models/<name>/...                                  converted base models
+    <partition>/writers/<key_id>.json                       the relay's lease: who commits the others' batches
     platform/keyring/<key_id>.json                          the event store's public keys, root-signed
     witness/<partition>/<seq:012d>.json                     witnessed heads (in the TUNE_WITNESS bucket)
 
@@ -106,6 +107,7 @@ __all__ = [
     "platform_views",
     "position",
     "pricing",
+    "relay_lease",
     "unsent_heartbeats",
     "unsent_heartbeats_prefix",
     "user_events",
@@ -487,6 +489,14 @@ def witness_head(partition: str, seq: int) -> str:
     return f"{witness_prefix(partition)}{seq:012d}.json"
 
 
+def relay_lease(partition: str, key_id: str) -> str:
+    """``<partition>/writers/<key_id>.json``: which process leads the writers of the partition's events
+    that sign with key ``key_id`` (``storage.eventstore.relay``); beside ``events/``, not under it."""
+    if not re.fullmatch(r"[0-9a-f]{32}", key_id):
+        raise ValueError(f"a key id is 32 hex digits: {key_id!r:.80}")
+    return f"{partition}/writers/{key_id}.json"
+
+
 # -- the patterns every written key matches -------------------------------------------------
 
 
@@ -526,6 +536,7 @@ PATTERNS: tuple[KeyPattern, ...] = (
     _pattern("dataset file", rf"{_USER}/data/{_ID}/(?:raw/[^/]+|processed/train\.jsonl|metadata\.json)"),
     _pattern("model file", rf"{_USER}/models/{_ID}/(?:weights/{_REST}|config\.json|metadata\.json)"),
     _pattern("base model", rf"base-models/{_ID}/{_REST}"),
+    _pattern("relay lease", rf"{_PARTITION}/writers/[0-9a-f]{{32}}\.json"),
     _pattern("keyring entry", r"platform/keyring/[0-9a-f]{32}\.json"),
     _pattern("witnessed head", rf"witness/{_PARTITION}/{_SEQ}\.json"),
     _pattern("heartbeat batch", rf"{_USER}/heartbeats/[0-9]{{8}}/[0-9]{{12}}\.[0-9a-f]{{16}}\.jsonl"),

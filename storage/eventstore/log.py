@@ -26,6 +26,13 @@ tail, create the next commit": no create is lost, nobody backs off
 predecessor exists, a winner's index held every earlier commit when it
 checked, so versions never duplicate and notification ids stay contiguous.
 
+The relay (``storage.eventstore.relay``): several processes appending to one
+partition with one key elect a leader once they meet (a lost create, or another
+writer's commits under the lock), and the others hand it their batches without
+tracking (``append`` -> ``Relay.hand_over``); the leader commits them in its
+group commit (``append_relayed``), its token for each in the commit's nonce. A
+leader does not back off after a lost create: it carries the others' batches.
+
 One ``PartitionLog`` per (bucket object, prefix) per process (``partition_log``),
 shared by every recorder on it: threads of this process take turns to move
 the tail (one lock); readers query the index between tail checks.
@@ -183,6 +190,7 @@ from storage.eventstore.log_index import (
     indexes_prefix,
     sign_index,
 )
+from storage.eventstore.relay import Relay
 from storage.eventstore.signing import SigningKey
 from storage.eventstore.verified import UNKNOWN
 from storage.eventstore.witness import Witness, partition_of
@@ -237,13 +245,14 @@ def serving_broken_chains() -> Iterator[None]:
 class _Batch:
     """One ``append`` call waiting for the tail: its result is its ids, or the error it raises."""
 
-    __slots__ = ("keys", "records", "result", "size", "track")
+    __slots__ = ("keys", "records", "result", "size", "token", "track")
 
     def __init__(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
-                 track: TrackingRecord | None) -> None:
+                 track: TrackingRecord | None, token: str = "") -> None:
         self.records = records
         self.keys = keys
         self.track = track
+        self.token = token  # a relayed batch's (storage.eventstore.relay): recorded in its commit's nonce
         self.size = sum(len(r.state or r.state_b64 or "") + 200 for r in records)
         self.result: list[int] | BaseException | None = None
 
@@ -264,6 +273,10 @@ class PartitionLog:
         self._tail_lock = threading.Lock()  # held while the tail moves (append or refresh)
         self._queue: deque[_Batch] = deque()  # batches waiting for the tail (group commit)
         self._queue_lock = threading.Lock()
+        # the thread moving the tail for the queued batches; the others wait for their result, not the lock
+        # (which the next group's commit holds), so each hears of its batch as soon as its commit is made
+        self._turn = threading.Condition(threading.Lock())
+        self._committing = False
         self._refreshes_started = 0
         self._refreshes_done = 0
         self._listeners: set[threading.Event] = set()
@@ -290,6 +303,9 @@ class PartitionLog:
         self._paged: set[int] = set()  # the blocks paged in (warm start)
         self._ahead: tuple[int, int, Future[_Fetched]] | None = None  # (block, pid, its segment being read)
         self._create_s = 0.001  # how long a create of a commit takes here (moving average)
+        self._relay: Relay | None = None  # this log's side of the relay (storage.eventstore.relay)
+        self._relay_tried = False
+        self._relay_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.bucket!r}, {self.prefix!r}, tail={self.index.tail_seq})"
@@ -342,27 +358,82 @@ class PartitionLog:
             return []
         records = [event_record(s.originator_id, s.originator_version, s.topic, s.state)
                    for s in stored_events]
-        keys = {(r.originator(), r.originator_version) for r in records}
-        if len(keys) < len(records):
-            raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {self.prefix}")
+        keys = _keys_of(records, self.prefix)
+        settle = None
+        if tracking is None:
+            relay = self._the_relay()
+            if relay is not None:  # another process leads this partition's writers: hand it the batch
+                ids, settle = relay.hand_over(records)
+                if ids is not None:
+                    self._see_own_commit()
+                    for listener in list(self._listeners):
+                        listener.set()
+                    return ids
         track = TrackingRecord(tracking.application_name, tracking.notification_id) if tracking else None
-        mine = _Batch(records, keys, track)
+        try:
+            return self._append_records(records, keys, track)
+        except IntegrityError:
+            found = settle() if settle is not None else None  # committed by a leader that went away?
+            if found is None:
+                raise
+            return found
+
+    def _see_own_commit(self) -> None:
+        """After a batch another process committed for us (the relay): a thread inside ``pinned()`` sees
+        its own appends at once, so it reads past the tail now; any other read does so anyway."""
+        depth = getattr(self._pins, "depth", 0)
+        if depth:
+            self._pins.depth = 0
+            try:
+                self.refresh()
+            finally:
+                self._pins.depth = depth
+
+    def append_relayed(self, records: list[EventRecord], token: str) -> list[int]:
+        """Commit a batch another process handed this one, its leader (``storage.eventstore.relay``):
+        as a batch of this process's, with ``token`` recorded in the commit."""
+        return self._append_records(records, _keys_of(records, self.prefix), None, token)
+
+    def _the_relay(self) -> Relay | None:
+        if not self._relay_tried:
+            with self._relay_lock:
+                if not self._relay_tried:
+                    self._relay = Relay.for_log(self)
+                    self._relay_tried = True
+        return self._relay
+
+    def _append_records(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
+                        track: TrackingRecord | None, token: str = "") -> list[int]:
+        mine = _Batch(records, keys, track, token)
         if track is None:
             with self._queue_lock:
                 self._queue.append(mine)
-        group: list[_Batch] = []
         head: tuple[int, str] | None = None
-        with self._tail_lock:
-            if mine.result is None:
-                group = [mine] if track is not None else self._take_group()
-                try:
-                    with _bucket_errors(self.prefix):
-                        head = self._commit(group)
-                except BaseException as exc:
-                    for batch in group:
-                        if batch.result is None:
-                            batch.result = exc
-                    raise
+        while True:
+            with self._turn:  # wait until our batch is committed (or refused), or the tail is ours to move
+                while mine.result is None and self._committing:
+                    self._turn.wait()
+                if mine.result is not None:
+                    break
+                self._committing = True
+            try:
+                if track is None and self._relay is not None:
+                    self._relay.linger(self._create_s, self._queue)
+                with self._tail_lock:
+                    group = [mine] if track is not None else self._take_group()
+                    try:
+                        with _bucket_errors(self.prefix):
+                            head = self._commit(group) or head
+                    except BaseException as exc:  # each batch of the group raises it (ours too, if in it)
+                        for batch in group:
+                            if batch.result is None:
+                                batch.result = exc
+                        if not isinstance(exc, Exception):
+                            raise
+            finally:
+                with self._turn:
+                    self._committing = False
+                    self._turn.notify_all()
         if head is not None:
             for listener in list(self._listeners):
                 listener.set()
@@ -398,7 +469,10 @@ class PartitionLog:
                 self._signer = self.ledger.ready_signer()
                 self._anchor_checked = True
             if serialized:  # no other writer that locks can take the next name meanwhile: read up to it
+                tail = self.index.tail_seq
                 self._catch_up(vouching=True)
+                if tail and self.index.tail_seq != tail and self._relay is not None:  # another writer's
+                    self._relay.contended()
             return self._create_next(group, serialized=serialized)
 
     def _create_next(self, group: list[_Batch], *, serialized: bool) -> tuple[int, str] | None:
@@ -413,7 +487,8 @@ class PartitionLog:
                 return None
             records = [record for batch in group for record in batch.records]
             track = group[0].track
-            commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track, nonce)
+            commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track,
+                            _nonce_with_tokens(nonce, group))
             if self._signer is not None:
                 commit = sign_commit(self.prefix, commit, self._signer)
             data = encode_commit(commit)
@@ -435,9 +510,12 @@ class PartitionLog:
                 if not winner and not self._replace_empty(commit.seq, data):
                     continue  # another writer replaced it first: read theirs
                 if winner and winner != data:  # someone else's commit: take it in, check again
+                    if commit.seq > 1 and self._relay is not None:  # several writers: elect one (relay)
+                        self._relay.contended()
                     self._add([winner], [decode_commit(winner)], vouched=True)
                     losses += 1
-                    if not serialized:  # (serialized: a writer that does not lock, an older release)
+                    leads = self._relay is not None and self._relay.leading  # it carries the others' batches
+                    if not serialized and not leads:  # (serialized: a writer that does not lock)
                         self._back_off(losses)
                     self._catch_up(vouching=True)
                     continue
@@ -1204,6 +1282,25 @@ class PartitionLog:
             if verified is not None:
                 verified.add(self.prefix, seq, sha, self._segment_signed,
                              sha256_hex(packed) if created else None)
+
+
+def _keys_of(records: list[EventRecord], prefix: str) -> set[tuple[UUID | str, int]]:
+    """The (aggregate, version) of each record; IntegrityError if the batch repeats one."""
+    keys = {(r.originator(), r.originator_version) for r in records}
+    if len(keys) < len(records):
+        raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {prefix}")
+    return keys
+
+
+def _nonce_with_tokens(nonce: str, group: list[_Batch]) -> str:
+    """``nonce``, with the token and first event's offset of each relayed batch of ``group``
+    (``<nonce>;<token>:<offset>,...``: ``storage.eventstore.relay.relay_tokens``)."""
+    relayed, offset = [], 0
+    for batch in group:
+        if batch.token:
+            relayed.append(f"{batch.token}:{offset}")
+        offset += len(batch.records)
+    return f"{nonce};{','.join(relayed)}" if relayed else nonce
 
 
 def _locks_appends(bucket: Bucket) -> bool:

@@ -143,6 +143,8 @@ def _every_name() -> list[str]:
         layout.keyring_entry("0123456789abcdef" * 2),
         layout.witness_head(layout.PLATFORM, 42),
         layout.witness_head(layout.user_partition(U), 7),
+        layout.relay_lease(layout.PLATFORM, "0123456789abcdef" * 2),
+        layout.relay_lease(layout.user_partition(U), "0123456789abcdef" * 2),
         layout.users(),
         layout.pricing(),
         layout.base_models(),
