@@ -26,9 +26,10 @@ the batches queued meanwhile as one commit (group commit), SQLite commits each i
 
 A fourth saves from ``--processes`` OS processes at once, all on one partition, against one
 process saving alone on the same bucket; its ratio is to that one process (goal >= 1.0x). Each
-process saves once before they start together (a warm writer, as a server's: the first to find no
-leader leads, the others relay to it), then ``--process-saves`` 1-event saves (a fifth of them on
-fake-gcs-server), each acknowledged before the next. The writers relay their batches to the
+process is warmed first, as a server's writer is: all of them save ``WARM_SAVES`` times together
+(they meet, elect a leader and the others relay to it), then start the timed part together:
+``--process-saves`` 1-event saves (a fifth of them on fake-gcs-server), each acknowledged before
+the next. The writers relay their batches to the
 partition's leader (``storage.eventstore.relay``, the production default); ``--no-relay`` races
 them instead (each must read the others' commits before it appends), as before the relay.
 
@@ -121,13 +122,20 @@ def concurrent_saves_per_second(app: Application, saves: int, threads: int) -> f
 _FORK = multiprocessing.get_context("fork")
 
 
-def _process_saver(url: str, prefix: str, saves: int, barrier: object, out: object, done: object) -> None:
-    """One writer process: open the partition, save once (warm), wait for the others, save ``saves``, then
-    stay up until every process is done (a server does not exit when its own saves are: one that
-    leads the partition's writers keeps committing theirs)."""
+WARM_SAVES = 5
+"""Saves each writer process makes, all of them at once, before the timed ones (the relay settles)."""
+
+
+def _process_saver(url: str, prefix: str, saves: int, warm: object, barrier: object, out: object,
+                   done: object) -> None:
+    """One writer process: open the partition, save ``WARM_SAVES`` times with the others (warm), wait for
+    them, save ``saves``, then stay up until every process is done (a server does not exit when its
+    own saves are: one that leads the partition's writers keeps committing theirs)."""
     try:
         app = open_application(Jobs, open_bucket(url), prefix)
-        app.save(Job("warm"))
+        warm.wait()  # type: ignore[attr-defined]
+        for i in range(WARM_SAVES):
+            app.save(Job(f"warm-{i}"))
         barrier.wait()  # type: ignore[attr-defined]
         for i in range(saves):
             app.save(Job(f"job-{i}"))
@@ -144,8 +152,10 @@ def processes_saves_per_second(bucket: Bucket, saves_each: int, processes: int) 
     """1-event saves from ``processes`` OS processes on one partition of ``bucket`` (timed from the moment
     they are all warm)."""
     prefix = f"bench/p{processes}-{uuid.uuid4().hex[:8]}/events/"
-    barrier, out, done = _FORK.Barrier(processes + 1), _FORK.Queue(), _FORK.Barrier(processes + 1)
-    workers = [_FORK.Process(target=_process_saver, args=(bucket.url, prefix, saves_each, barrier, out, done))
+    warm, barrier, done = _FORK.Barrier(processes), _FORK.Barrier(processes + 1), _FORK.Barrier(processes + 1)
+    out = _FORK.Queue()
+    workers = [_FORK.Process(target=_process_saver,
+                             args=(bucket.url, prefix, saves_each, warm, barrier, out, done))
                for _ in range(processes)]
     for worker in workers:
         worker.start()
