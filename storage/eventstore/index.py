@@ -227,7 +227,7 @@ class PartitionIndex:
         if limit is not None:
             positions = positions[: max(limit, 0)]
         events = self._page_in(positions)
-        return [_stored_event(events[p]) for p in positions]  # type: ignore[arg-type]
+        return [stored_event(events[p]) for p in positions]  # type: ignore[arg-type]
 
     def _page_in(self, positions: Sequence[int], *, sequential: bool = False) -> list[EventRecord | None]:
         """The events list, once every one of ``positions`` is in it (asking ``fault`` for the rest)."""
@@ -258,6 +258,17 @@ class PartitionIndex:
         return [_notification(n, r) for n, r in itertools.islice(chosen, limit)]
 
 
+    def select_records(self, start: int, limit: int) -> list[EventRecord]:
+        """The stored records of notifications ``start..`` (at most ``limit``), as kept: what
+        ``select_notifications`` makes its notifications of, for a replay that maps them itself."""
+        first = max(start, 1)
+        stop_at = min(len(self._events), first - 1 + limit)
+        if limit <= 0 or first > stop_at:
+            return []
+        events = self._page_in(range(first - 1, stop_at), sequential=True)
+        return events[first - 1 : stop_at]  # type: ignore[return-value]
+
+
 _new = object.__new__
 _set = object.__setattr__
 
@@ -274,7 +285,8 @@ def _notification(id_: int, r: EventRecord) -> Notification:
     return notification
 
 
-def _stored_event(r: EventRecord) -> StoredEvent:
+def stored_event(r: EventRecord) -> StoredEvent:
+    """The library's ``StoredEvent`` of record ``r``."""
     event = _new(StoredEvent)
     _set(event, "__dict__", {
         "originator_id": r.originator_id if r.originator_id is not None else r.text_id or "",

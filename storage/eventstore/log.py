@@ -332,6 +332,12 @@ class PartitionLog:
         return self.index.select_notifications(start, limit, stop, topics,
                                                inclusive_of_start=inclusive_of_start)
 
+    def select_records(self, start: int, limit: int) -> list[EventRecord]:
+        """The records of notifications ``start..`` (at most ``limit``), looking past the tail first as
+        ``select_notifications`` does (``projections.replay.read_events`` maps them itself)."""
+        self.refresh()
+        return self.index.select_records(start, limit)
+
     def listen(self, event: threading.Event) -> None:
         """Set ``event`` whenever this process appends to the log."""
         self._listeners.add(event)
