@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.emulators import EmulatorError, free_port
+from tests.emulators import EmulatorError, free_ports
 
 __all__ = ["RayMissing", "ray_executable", "ray_head"]
 
@@ -77,7 +77,8 @@ def ray_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[s
     """A fresh Ray head; yields ``http://127.0.0.1:<dashboard port>``."""
     ray = ray_executable()
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths are limited
-    ports = {name: free_port() for name in _PORTS}  # Ray's defaults would meet another head's
+    drawn = free_ports(len(_PORTS) + num_cpus + 8)  # all different: Ray refuses a port named twice
+    ports = dict(zip(_PORTS, drawn, strict=False))  # Ray's defaults would meet another head's
     url = f"http://127.0.0.1:{ports['dashboard-port']}"
     log = temp / "head.log"
     argv = [
@@ -85,7 +86,7 @@ def ray_head(num_cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[s
         f"--num-cpus={num_cpus}", "--num-gpus=0", "--dashboard-host=127.0.0.1",
         f"--temp-dir={temp}", "--include-dashboard=true",
         *(f"--{name}={port}" for name, port in ports.items()),
-        f"--worker-port-list={','.join(str(free_port()) for _ in range(num_cpus + 8))}",
+        f"--worker-port-list={','.join(str(port) for port in drawn[len(_PORTS):])}",
     ]  # fmt: skip
     head_env = {**os.environ, "RAY_JOB_STOP_WAIT_TIME_S": "30", **(env or {})}
     with log.open("wb") as sink:
