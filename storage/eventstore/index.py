@@ -248,15 +248,13 @@ class PartitionIndex:
         if limit <= 0 or first > end:
             return []
         if not topics:
-            stop_at = min(end, first - 1 + limit)
-            events = self._page_in(range(first - 1, stop_at), sequential=True)
-            return list(map(_notification, range(first, stop_at + 1), events[first - 1 : stop_at]))
+            records = self.select_records(first, min(limit, end - first + 1))
+            return list(map(_notification, range(first, first + len(records)), records))
         events = self._page_in(range(first - 1, end), sequential=True)
         wanted = set(topics)
         chosen = ((n, r) for n, r in zip(itertools.count(first), events[first - 1 : end], strict=False)
                   if r.topic in wanted)
         return [_notification(n, r) for n, r in itertools.islice(chosen, limit)]
-
 
     def select_records(self, start: int, limit: int) -> list[EventRecord]:
         """The stored records of notifications ``start..`` (at most ``limit``), as kept: what
