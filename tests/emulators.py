@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,6 +32,8 @@ __all__ = [
     "fake_gcs_binary",
     "fake_gcs_server",
     "free_port",
+    "free_ports",
+    "listening_ports",
     "pubsub_emulator",
     "running_or_started",
 ]
@@ -58,6 +61,36 @@ def free_ports(count: int) -> list[int]:
             sock.bind(("127.0.0.1", 0))
             ports.append(int(sock.getsockname()[1]))
         return ports
+
+
+def listening_ports(count: int) -> list[int]:
+    """``count`` different free TCP ports on 127.0.0.1 from below the kernel's ephemeral range.
+
+    A server that binds its port a while after the port was drawn (a Ray head's raylet, seconds later)
+    can find a port from ``free_ports`` taken meanwhile as the source port of some outgoing connection:
+    those come from the ephemeral range, these never do.
+    """
+    low = _ephemeral_low() - 1
+    start = random.randrange(10_000, low - count)
+    ports: list[int] = []
+    for port in range(start, low):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise EmulatorError(f"fewer than {count} free ports between {start} and {low}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def fake_gcs_binary() -> Path:
