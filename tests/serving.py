@@ -8,7 +8,6 @@ succeeded job's model, as a runner would; ``LiveServer`` runs an app on a free p
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from domain.model import ModelWeights
 from runtime.context import Runtime
+from tests.emulators import free_port
 
 BASE = "tiny-llama"
 
@@ -63,11 +63,6 @@ def register_model(rt: Runtime, user_id: str, folder: Path, *, kind: str = "lora
     rt.committed(f"users/{user_id}")
     return model_id
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:

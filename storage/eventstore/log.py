@@ -273,6 +273,7 @@ class PartitionLog:
         self._tail_lock = threading.Lock()  # held while the tail moves (append or refresh)
         self._queue: deque[_Batch] = deque()  # batches waiting for the tail (group commit)
         self._queue_lock = threading.Lock()
+        self._queued = threading.Condition(self._queue_lock)  # notified when a batch joins the queue
         # the thread moving the tail for the queued batches; the others wait for their result, not the lock
         # (which the next group's commit holds), so each hears of its batch as soon as its commit is made
         self._turn = threading.Condition(threading.Lock())
@@ -412,8 +413,9 @@ class PartitionLog:
                         track: TrackingRecord | None, token: str = "") -> list[int]:
         mine = _Batch(records, keys, track, token)
         if track is None:
-            with self._queue_lock:
+            with self._queued:
                 self._queue.append(mine)
+                self._queued.notify_all()
         head: tuple[int, str] | None = None
         while True:
             with self._turn:  # wait until our batch is committed (or refused), or the tail is ours to move
@@ -424,7 +426,7 @@ class PartitionLog:
                 self._committing = True
             try:
                 if track is None and self._relay is not None:
-                    self._relay.linger(self._create_s, self._queue)
+                    self._relay.linger(self._create_s, self._queue, self._queued)
                 with self._tail_lock:
                     group = [mine] if track is not None else self._take_group()
                     try:

@@ -435,9 +435,10 @@ class Relay:
                 return list(range(first, first + count))
         return None
 
-    def linger(self, create_s: float, queue: Sized) -> None:
-        """Before a leader moves the tail: when fewer batches wait than followers relay to it, wait a
-        little (at most half a create, 2 ms) for theirs, which then share the commit."""
+    def linger(self, create_s: float, queue: Sized, queued: threading.Condition) -> None:
+        """Before a leader moves the tail: when fewer batches wait in ``queue`` than followers relay to
+        it, wait a little (at most half a create, 2 ms) for theirs, which then share the commit
+        (``queued``, the queue's condition, is notified as each batch joins it)."""
         if self._leading is None:
             return
         now = time.monotonic()
@@ -445,8 +446,12 @@ class Relay:
             self._seen.pop(conn, None)
         followers = len(self._seen)  # connections that relayed a batch in the last second
         deadline = now + min(create_s / 2, _LINGER_MAX_S)
-        while len(queue) < followers and time.monotonic() < deadline:
-            time.sleep(0.0002)
+        with queued:
+            while len(queue) < followers:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                queued.wait(left)
 
     def contended(self) -> None:
         """This process just lost a commit's name to another writer (``PartitionLog``): look for a

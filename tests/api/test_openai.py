@@ -222,7 +222,7 @@ def test_a_model_the_vllm_engine_does_not_serve_is_refused_before_streaming(
     """On ``TUNE_SERVING_ENGINE=vllm`` a full model is a 422 ``not_served_by_engine``, streamed or not:
     the refusal comes before the status line, so the client raises its typed error."""
     from runners.serving import ModelFiles, VllmEngine
-    from tests.serving import free_port
+    from tests.emulators import free_port
 
     ann = served.users["ann"]
     full = register_model(served.rt, ann, tmp_path, kind="full")

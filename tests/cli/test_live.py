@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.emulators import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = '{"messages": [{"role": "user", "content": "q%d"}, {"role": "assistant", "content": "a%d"}]}\n'
@@ -35,16 +36,11 @@ class Server:
     home: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("home")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # No --port: `tune serve` listens where TUNE_API_URL points, as the commands after it look.
     env = {**os.environ, "TUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TUNE_API_URL": url}

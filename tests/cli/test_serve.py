@@ -12,6 +12,7 @@ import pytest
 
 from cli.errors import CliError
 from cli.serve import listen_address
+from tests.emulators import free_port
 
 
 @pytest.mark.parametrize(
@@ -37,11 +38,6 @@ def test_an_https_url_names_a_proxy_not_the_server() -> None:
     assert err.value.where == "--api-url / TUNE_API_URL"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch, cli_env: Path) -> list[tuple[str, int]]:
@@ -56,13 +52,13 @@ def served(monkeypatch: pytest.MonkeyPatch, cli_env: Path) -> list[tuple[str, in
 
 
 def test_serve_listens_on_tune_api_url(run_cli, served, monkeypatch) -> None:
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("TUNE_API_URL", f"http://127.0.0.1:{port}/")
     result = run_cli("tune", "serve")
     assert result.code == 0, result.err
     assert served == [("127.0.0.1", port)]
     assert f"API on http://127.0.0.1:{port}" in result.err
-    other = _free_port()
+    other = free_port()
     assert run_cli("tune", "serve", "--port", str(other)).code == 0  # an explicit --port wins
     assert run_cli("tune", "--api-url", f"http://localhost:{port}", "serve").code == 0
     assert served[1:] == [("127.0.0.1", other), ("localhost", port)]

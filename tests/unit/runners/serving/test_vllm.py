@@ -27,7 +27,8 @@ from domain.errors import NotOffered, RateLimited, Unavailable, ValidationFailed
 from runners.serving.vllm import lora_name
 from runtime.serving import AdapterRef, ChatMessage, Completion, Delta, Generation, ModelRef
 from storage.memory import MemoryBucket
-from tests.serving import BASE, LiveServer, adapter, free_port
+from tests.emulators import free_port
+from tests.serving import BASE, LiveServer, adapter
 
 pytest.importorskip("peft")
 
