@@ -5,7 +5,7 @@
     /console/sign-in, /console/sign-out          api.console.auth  (cookie session, CSRF)
     /console/jobs, /console/jobs/{job_id}[/live]  api.console.jobs  (list, page, live stream, stop)
     /console/datasets[/{dataset_id}]              api.console.datasets  (list, upload, report, delete)
-    /console/models[/{model_id}[/download]|/chat] api.console.models  (list, card, download, playground)
+    /console/models[/{model_id}[/download]|/chat[/stream]] api.console.models  (list, card, download, chat)
     /console/billing[/budget|/report.csv]         api.console.billing  (usage, months, budget, prices, CSV)
     /console/operators[/users|/prices|/audit]     api.console.operators  (the admin role only: 404 otherwise)
     /console/static/...                           the stylesheet, the page script, vendored

@@ -11,6 +11,7 @@ request gets the conversation alone; without scripts the whole page comes back.
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -19,7 +20,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
-from litestar.response import Stream, Template
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream, Template
 
 from api import openai_schemas as oa
 from api.auth import Principal
@@ -29,6 +30,7 @@ from api.services.pages import PageRequest
 from api.services.serving import ServingService
 from api.streams import NO_COMPRESSION
 from domain.errors import ValidationFailed
+from runtime.serving import Completion, Delta
 
 __all__ = ["ModelPages"]
 
@@ -36,6 +38,7 @@ PAGE_SIZE = 25
 TAR = "application/x-tar"
 MAX_TOKENS = 256
 _History = msgspec.json.Decoder(list[oa.ChatMessageIn])
+_encode = msgspec.json.encode
 
 
 class ChatForm(msgspec.Struct, forbid_unknown_fields=False):
@@ -65,6 +68,50 @@ def _history(raw: str) -> list[oa.ChatMessageIn]:
 
 def _turns(messages: list[oa.ChatMessageIn]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.text} for m in messages]
+
+
+def _turn(data: ChatForm) -> tuple[list[oa.ChatMessageIn], oa.ChatCompletionRequest]:
+    """The conversation with the new message, and the request that asks for its answer."""
+    history = [m for m in _history(data.history) if m.role in ("user", "assistant")]
+    conversation = [*history, oa.ChatMessageIn(role="user", content=data.message)]
+    system = [oa.ChatMessageIn(role="system", content=data.system)] if data.system.strip() else []
+    chat = oa.ChatCompletionRequest(
+        model=data.model,
+        messages=[*system, *conversation],
+        temperature=data.temperature,
+        max_tokens=data.max_tokens,
+    )
+    return conversation, chat
+
+
+def _answer_events(
+    pieces: Generator[Delta | Completion, None, None], conversation: list[oa.ChatMessageIn]
+) -> Iterator[ServerSentEventMessage]:
+    """The playground's stream: each piece of the answer, then the conversation it completes."""
+    try:
+        for item in pieces:
+            if isinstance(item, Delta):
+                yield ServerSentEventMessage(event="delta", data=_encode(item.text).decode())
+            else:
+                answer = oa.ChatMessageIn(role="assistant", content=item.text)
+                done = _Done(
+                    history=_encode([*conversation, answer]).decode(),
+                    prompt_tokens=item.prompt_tokens,
+                    completion_tokens=item.completion_tokens,
+                )
+                yield ServerSentEventMessage(event="done", data=_encode(done).decode())
+    except Exception as exc:  # the stream has begun: the failure goes in it
+        yield ServerSentEventMessage(event="failed", data=_encode(f"generation failed: {exc}").decode())
+    finally:
+        pieces.close()
+
+
+class _Done(msgspec.Struct, frozen=True):
+    """A streamed turn's end: the conversation for the form's ``history``, and the tokens counted."""
+
+    history: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class ModelPages(Controller):
@@ -110,21 +157,27 @@ class ModelPages(Controller):
         request: Request[Any, Any, Any],
     ) -> Template:
         """One turn: the conversation and the new message to ``POST /v1/chat/completions``'s service."""
-        history = [m for m in _history(data.history) if m.role in ("user", "assistant")]
-        messages = [oa.ChatMessageIn(role="user", content=data.message)]
-        system = [oa.ChatMessageIn(role="system", content=data.system)] if data.system.strip() else []
-        chat = oa.ChatCompletionRequest(
-            model=data.model,
-            messages=[*system, *history, *messages],
-            temperature=data.temperature,
-            max_tokens=data.max_tokens,
-        )
+        conversation, chat = _turn(data)
         generation = await anyio.to_thread.run_sync(serving.generation, chat)
         done = await anyio.to_thread.run_sync(serving.complete, chat, generation)
         answer = oa.ChatMessageIn(role="assistant", content=done.choices[0].message.content or "")
-        usage = done.usage
         partial = bool(getattr(request, "htmx", False))
-        return _chat(caller, serving, data, [*history, *messages, answer], usage, partial=partial)
+        return _chat(caller, serving, data, [*conversation, answer], done.usage, partial=partial)
+
+    @post("/chat/stream", status_code=200, opt={NO_COMPRESSION: True})
+    async def chat_stream(
+        self,
+        data: Annotated[ChatForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        serving: NamedDependency[ServingService],
+    ) -> ServerSentEvent:
+        """One turn, the answer streamed as it is generated (what ``chat.js`` reads): ``delta`` events
+        (a JSON string each), then ``done`` (the new ``history`` and the token counts) or ``failed`` (a
+        message). A refusal (a model not yours, the budget spent, no engine) is the error ``/chat``
+        gives, before the stream."""
+        conversation, chat = _turn(data)
+        generation = await anyio.to_thread.run_sync(serving.generation, chat)
+        pieces = await anyio.to_thread.run_sync(serving.answer, chat, generation)
+        return ServerSentEvent(_answer_events(pieces, conversation))
 
     @get("/{model_id:str}", sync_to_thread=True)
     def model_page(

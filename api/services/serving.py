@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime
 
 import msgspec
@@ -150,9 +150,29 @@ class ServingService(UserService):
             usage=_usage(done),
         )
 
+    def answer(
+        self, request: oa.ChatCompletionRequest, generation: Generation
+    ) -> Generator[Delta | Completion, None, None]:
+        """The engine's answer as it comes: its pieces (``Delta``), then the ``Completion``, noted as served
+        (metered) when it comes. The engine may refuse here, before anything is sent; closing the iterator
+        closes the engine's."""
+        pieces = self.engine.stream(generation)
+
+        def served() -> Generator[Delta | Completion, None, None]:
+            try:
+                for item in pieces:
+                    if isinstance(item, Completion):
+                        self.rt.notify_completion_served(self.user_id, request.model, item)
+                    yield item
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+
+        return served()
+
     def stream(self, request: oa.ChatCompletionRequest, generation: Generation) -> Iterator[str]:
         """The answer as server-sent event data: JSON chunks, then ``[DONE]``."""
-        engine = self.engine
         ident, created = _completion_id(), int(time.time())
 
         def chunk(delta: oa.ChunkDelta, finish: str | None = None) -> str:
@@ -161,7 +181,7 @@ class ServingService(UserService):
                 oa.ChatCompletionChunk(id=ident, created=created, model=request.model, choices=[choice])
             )
 
-        pieces = engine.stream(generation)  # an engine may refuse here, before the status line
+        pieces = self.answer(request, generation)  # an engine may refuse here, before the status line
 
         def events() -> Iterator[str]:
             yield chunk(oa.ChunkDelta(role="assistant", content=""))
@@ -169,8 +189,7 @@ class ServingService(UserService):
                 for item in pieces:
                     if isinstance(item, Delta):
                         yield chunk(oa.ChunkDelta(content=item.text))
-                    elif isinstance(item, Completion):
-                        self.rt.notify_completion_served(self.user_id, request.model, item)
+                    else:
                         yield chunk(oa.ChunkDelta(), item.finish_reason)
                         if request.stream_options is not None and request.stream_options.include_usage:
                             yield _json(
@@ -182,18 +201,14 @@ class ServingService(UserService):
                                     usage=_usage(item),
                                 )
                             )
-            except (
-                Exception
-            ) as exc:  # the status line is sent: the error goes in the stream, as OpenAI's does
+            except Exception as exc:  # the status line is sent: the error goes in the stream (as OpenAI's)
                 yield _json(
                     oa.OpenAIErrorBody(
                         oa.OpenAIError(message=f"generation failed: {exc}", type="server_error")
                     )
                 )
             finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
+                pieces.close()
             yield "[DONE]"
 
         return events()

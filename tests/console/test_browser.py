@@ -13,6 +13,7 @@ phone's.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -243,11 +244,22 @@ def test_datasets_billing_models_and_operators_in_a_browser(
     page.get_by_label("Temperature").fill("0")
     page.get_by_label("Max answer tokens").fill("8")
     page.get_by_label("Message").fill("Say hello.")
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send").click()  # streamed (chat.js): the answer is written as it comes
     answer = page.locator(".turn-assistant .said")
-    _wait(lambda: answer.count() == 1, 240, "the model's answer")
+    usage = page.locator("#chat-usage")
+    _wait(lambda: usage.count() == 1, 240, "the model's whole answer")
+    assert answer.count() == 1 and answer.inner_text().strip() != ""
     assert page.locator(".turn-user .said").inner_text() == "Say hello."
-    assert "answer tokens" in page.locator("#chat-usage").inner_text()
+    assert "answer tokens" in usage.inner_text() and page.locator("#chat-error").is_hidden()
+    first = answer.inner_text()
+    page.get_by_label("Message").fill("Again.")  # the next turn carries the first (the form's history)
+    page.get_by_role("button", name="Send").click()
+    _wait(lambda: answer.count() == 2 and page.get_by_role("button", name="Send").is_enabled(), 240,
+          "the second answer")
+    assert answer.first.inner_text() == first and page.locator("#chat-error").is_hidden()
+    history = json.loads(page.locator("input[name=history]").input_value())
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    assert history[1]["content"].split() == first.split()  # the pieces streamed make the answer recorded
     page.screenshot(path=str(shots / "chat.png"), full_page=True)
 
     page.goto(f"{server.url}/console/operators")

@@ -32,7 +32,10 @@ class EchoEngine:
         )
 
     def stream(self, generation: Generation) -> Iterator[Delta | Completion]:
-        yield self.complete(generation)
+        done = self.complete(generation)
+        for word in re.findall(r"\S+\s*", done.text):  # the answer in pieces, as an engine generates it
+            yield Delta(word)
+        yield done
 
     def close(self) -> None:
         pass
@@ -134,3 +137,66 @@ def test_without_a_chat_engine_the_playground_says_so(api: Api, ann: User) -> No
         headers={"HX-Request": "true"},
     )
     assert reply.status_code == 503 and 'role="alert"' in reply.text  # what chat.js shows under the form
+
+
+def _events(body: str) -> list[tuple[str, object]]:
+    """The server-sent events in ``body``: (event, its data decoded from JSON)."""
+    events = []
+    for block in body.replace("\r\n", "\n").strip().split("\n\n"):
+        lines = block.split("\n")
+        event = next((line[6:].strip() for line in lines if line.startswith("event:")), "message")
+        data = "\n".join(line[5:].removeprefix(" ") for line in lines if line.startswith("data:"))
+        events.append((event, json.loads(data)))
+    return events
+
+
+STREAM = "/console/models/chat/stream"
+
+
+def test_the_playground_streams_the_answer_as_it_is_generated(
+    api: Api, ann: User, engine: EchoEngine
+) -> None:
+    _, model_id = finished_model(api, ann)
+    served: list[tuple[str, str, Completion]] = []
+    api.rt.completion_served.append(lambda user, model, done: served.append((user, model, done)))
+    client = signed_in(api, ann)
+    token = csrf_of(client.get("/console/models/chat").text)
+    form = {"model": model_id, "message": "hello", "history": "[]", "_csrf_token": token}
+    assert client.post(STREAM, data={**form, "_csrf_token": ""}).status_code == 403
+    reply = client.post(STREAM, data=form)
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    events = _events(reply.text)
+    deltas = [data for event, data in events if event == "delta"]
+    assert deltas == ["echo: ", "hello ", "<b>"]  # each piece as the engine gave it, unescaped (JSON)
+    last, done = events[-1]
+    assert last == "done" and isinstance(done, dict) and [e for e, _ in events].count("done") == 1
+    assert (done["prompt_tokens"], done["completion_tokens"]) == (7, 3)
+    turns = [(m["role"], m["content"]) for m in json.loads(done["history"])]
+    assert turns == [("user", "hello"), ("assistant", "echo: hello <b>")]
+    assert [(user, model) for user, model, _ in served] == [(ann.user_id, model_id)]  # metered as the API's
+    again = client.post(STREAM, data={**form, "message": "again", "history": done["history"]})
+    assert again.status_code == 200 and _events(again.text)[-1][0] == "done"
+    assert [m.content for m in engine.asked[-1].messages] == ["hello", "echo: hello <b>", "again"]
+
+
+def test_a_streamed_turn_is_refused_before_the_stream_and_a_failure_ends_it(
+    api: Api, ann: User, bob: User, engine: EchoEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, model_id = finished_model(api, ann)
+    client = signed_in(api, bob)
+    token = csrf_of(client.get("/console/models/chat").text)
+    refused = client.post(STREAM, data={"model": model_id, "message": "hi", "_csrf_token": token})
+    assert refused.status_code == 404 and "does not exist or you do not have access" in refused.text
+    assert engine.asked == []
+
+    def broken(generation: Generation) -> Iterator[Delta | Completion]:
+        yield Delta("half an ans")
+        raise RuntimeError("the engine fell over")
+
+    monkeypatch.setattr(engine, "stream", broken)
+    client = signed_in(api, ann)
+    token = csrf_of(client.get("/console/models/chat").text)
+    reply = client.post(STREAM, data={"model": model_id, "message": "hi", "_csrf_token": token})
+    assert reply.status_code == 200
+    failed = ("failed", "generation failed: the engine fell over")
+    assert _events(reply.text) == [("delta", "half an ans"), failed]
