@@ -47,14 +47,11 @@ def list_datasets(
 ) -> None:
     """List your datasets, newest first: the latest --limit, or --all."""
     from api.schemas import DatasetList
-    from cli.output import Column, print_json, print_table
-    from cli.pages import fetch_rows
+    from cli.pages import show_rows
 
     path = f"/datasets/{ctx.user_id}/list"
-    rows = fetch_rows(
-        ctx.client, path, DatasetList, "datasets", limit=limit, every=every, after=after, noun="datasets"
-    )
-    print_json(rows) if json else print_table(rows, [Column(k) for k in _COLUMNS], empty="no datasets")
+    show_rows(ctx.client, path, DatasetList, "datasets", _COLUMNS, limit=limit, every=every, after=after,
+              json=json)
 
 
 @app.command

@@ -30,14 +30,11 @@ def list_models(
 ) -> None:
     """List your models, newest first: the latest --limit, or --all."""
     from api.schemas import ModelList
-    from cli.output import Column, print_json, print_table
-    from cli.pages import fetch_rows
+    from cli.pages import show_rows
 
     path = f"/models/{ctx.user_id}/list"
-    rows = fetch_rows(
-        ctx.client, path, ModelList, "models", limit=limit, every=every, after=after, noun="models"
-    )
-    print_json(rows) if json else print_table(rows, [Column(k) for k in _COLUMNS], empty="no models")
+    show_rows(ctx.client, path, ModelList, "models", _COLUMNS, limit=limit, every=every, after=after,
+              json=json)
 
 
 @app.command

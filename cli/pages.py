@@ -7,11 +7,12 @@ The list routes answer a page newest first with ``has_more`` and ``next`` (the c
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-__all__ = ["AfterFlag", "AllFlag", "LimitFlag", "fetch_rows"]
+__all__ = ["AfterFlag", "AllFlag", "LimitFlag", "fetch_rows", "show_rows"]
 
 PAGE = 100
 """Rows per request with ``--all`` (the API's largest page)."""
@@ -49,3 +50,28 @@ def fetch_rows(
         if not every:
             print(f"more {noun}: --all for every one, or --after {cursor}", file=sys.stderr)
             return rows
+
+
+def show_rows(
+    client: Any,
+    path: str,
+    reply_type: type,
+    field: str,
+    columns: Sequence[str],
+    *,
+    limit: int,
+    every: bool,
+    after: str | None,
+    json: bool,
+    params: dict[str, str] | None = None,
+) -> None:
+    """A list command's output: the rows of ``path`` (``fetch_rows``, ``field`` naming them) as JSON with
+    ``json``, else as a table of ``columns``."""
+    from cli.output import Column, print_json, print_table
+
+    rows = fetch_rows(client, path, reply_type, field, limit=limit, every=every, after=after, params=params,
+                      noun=field)
+    if json:
+        print_json(rows)
+    else:
+        print_table(rows, [Column(k) for k in columns], empty=f"no {field}")

@@ -161,18 +161,12 @@ def list_jobs(
 ) -> None:
     """List your fine-tuning jobs, newest first: the latest --limit, or --all."""
     from api.schemas import JobList
-    from cli.output import Column, print_json, print_table
-    from cli.pages import fetch_rows
+    from cli.pages import show_rows
 
     params = {k: v for k, v in (("state", state), ("base_model", base_model)) if v}
     path = f"/fine-tune/{ctx.user_id}/list"
-    rows = fetch_rows(
-        ctx.client, path, JobList, "jobs", limit=limit, every=every, after=after, params=params, noun="jobs"
-    )
-    if json:
-        print_json(rows)
-    else:
-        print_table(rows, [Column(k) for k in _JOB_COLUMNS], empty="no jobs")
+    show_rows(ctx.client, path, JobList, "jobs", _JOB_COLUMNS, limit=limit, every=every, after=after,
+              json=json, params=params)
 
 
 @app.command

@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cli.config import credentials_path, load_credentials
 from tests.cli.fake_api import FakeApi, Reply
 
@@ -374,9 +376,22 @@ def test_list_limit_shows_one_page_and_says_how_to_get_more(logged_in: FakeApi, 
     logged_in.route("GET", "/fine-tune/u_1/list", _paged_jobs(30))
     result = run_cli("tune", "list", "--limit", "5", "--json")
     assert result.code == 0 and len(json.loads(result.out)) == 5
-    assert "--all" in result.err and "--after 5" in result.err
+    assert "more jobs: --all for every one, or --after 5" in result.err
     assert run_cli("tune", "list", "--after", "25", "--json").code == 0
     assert logged_in.last("GET", "/fine-tune/u_1/list").query == {"limit": "20", "after": "25"}
+
+
+@pytest.mark.parametrize(("command", "path", "field"), [
+    (("tune", "list"), "/fine-tune/u_1/list", "jobs"),
+    (("dataset", "list"), "/datasets/u_1/list", "datasets"),
+    (("model", "list"), "/models/u_1/list", "models"),
+])  # fmt: skip
+def test_an_empty_list_says_so(logged_in: FakeApi, run_cli, command: tuple[str, ...], path: str,
+                               field: str) -> None:
+    logged_in.route("GET", path, lambda req: Reply.json({field: [], "has_more": False, "next": None}))
+    result = run_cli(*command)
+    assert result.code == 0 and f"no {field}" in result.out and result.err == ""
+    assert json.loads(run_cli(*command, "--json").out) == []
 
 
 CHECKPOINTS = {
