@@ -32,7 +32,6 @@ __all__ = [
     "fake_gcs_binary",
     "fake_gcs_server",
     "free_port",
-    "free_ports",
     "listening_ports",
     "pubsub_emulator",
     "running_or_started",
@@ -48,26 +47,16 @@ class EmulatorError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` different TCP ports on 127.0.0.1 that nothing listens on right now (all bound at once
-    while they are drawn: ports drawn one by one may repeat, and Ray refuses a port named twice)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def listening_ports(count: int) -> list[int]:
     """``count`` different free TCP ports on 127.0.0.1 from below the kernel's ephemeral range.
 
     A server that binds its port a while after the port was drawn (a Ray head's raylet, seconds later)
-    can find a port from ``free_ports`` taken meanwhile as the source port of some outgoing connection:
+    can find a port from ``free_port`` taken meanwhile as the source port of some outgoing connection:
     those come from the ephemeral range, these never do.
     """
     low = _ephemeral_low() - 1
