@@ -89,7 +89,8 @@ removed together with position.json) or whose commit at the witnessed seq has
 another hash (a forged tail) raises ``ChainBroken`` instead of being extended.
 
 Warm starts (``storage.eventstore.log_index``): a writer that passes a segment
-boundary also writes a signed log index there (the latest two are kept). A log
+boundary also writes a signed log index there (the latest two are kept), once the
+log has grown by an eighth since the latest index it knows (``INDEX_SPACING``). A log
 opened afresh (outside ``serving_broken_chains``, with a keyring) starts from
 the latest index that verifies and reads only the commits after it; the events
 before it are paged in a segment at a time when a query first needs them
@@ -222,6 +223,13 @@ _TAIL_WINDOW = 4  # names an append reads at once past its tail on a remote buck
 _TAIL_VERDICT_MIN = 16  # a reader that checked this many signatures past the last segment records a verdict
 KEPT_LOG_INDEXES = 2
 """Log indexes kept per log (the older ones are removed when a new one is written)."""
+INDEX_SPACING = 8
+"""A writer writes a log index at a segment boundary once the commits since the latest index it knows of
+are at least one ``INDEX_SPACING``-th of that index's (and at least a segment's). An index costs time in
+proportion to the whole log (every aggregate's versions and positions): written at every boundary it made
+a save's cost grow with its partition (1-event saves on a tmpfs folder, no fsync: 268 us each after 1,024
+aggregates, 392 after 32,768). Spaced so, its cost per commit stays flat, and a restart reads at most an
+eighth more of the log after the index, as whole segments."""
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 _Fetched = tuple[bytes, str, bytes | None]  # a segment object, its SHA-256, its lines (None: corrupt)
@@ -299,6 +307,7 @@ class PartitionLog:
         self._witness_timer: threading.Timer | None = None
         self._boundaries: list[str] = []  # the SHA-256 of each segment's last commit, as read
         self._started_from: LogIndex | None = None  # the log index this log started from (warm start)
+        self._index_seq = 0  # the commit of the latest log index this log started from or wrote
         self._warm_tried = False
         self._page_lock = threading.Lock()
         self._paged: set[int] = set()  # the blocks paged in (warm start)
@@ -974,7 +983,7 @@ class PartitionLog:
         if self._broken is None:
             for data, commit, sha in zip(lines[:good], commits[:good], shas[:good], strict=True):
                 self._collect_for_segment(commit, data, sha)
-            if bounds:
+            if bounds and self._index_due():
                 self._write_index()
         if broken is not None:
             raise broken
@@ -1008,6 +1017,12 @@ class PartitionLog:
 
     # -- warm starts (storage.eventstore.log_index) -----------------------------
 
+    def _index_due(self) -> bool:
+        """Whether the tail (a segment boundary) is far enough past the latest log index known here for a
+        new one (``INDEX_SPACING``)."""
+        tail, latest = self.index.tail_seq, self._index_seq
+        return tail - latest >= max(SEGMENT_COMMITS, latest // INDEX_SPACING)
+
     def _write_index(self) -> None:
         """Write the log index at the tail (signed), then remove all but the latest KEPT_LOG_INDEXES.
         Only a log that signs its commits writes one; a failure is logged (an index is only a cache)."""
@@ -1019,6 +1034,7 @@ class PartitionLog:
         try:
             with contextlib.suppress(AlreadyExists):
                 self.bucket.create(name, encode_index(signed))
+            self._index_seq = signed.seq
             names = list(self.bucket.list(indexes_prefix(self.prefix)))
             for old in names[:-KEPT_LOG_INDEXES]:
                 with contextlib.suppress(ObjectNotFound):
@@ -1054,6 +1070,7 @@ class PartitionLog:
             self._boundaries = list(found.boundaries)
             self._signed_from = found.signed_from
             self._started_from = found
+            self._index_seq = found.seq
             self.index.fault = self._page_in
             return
 

@@ -1,16 +1,17 @@
 """The log index: what a partition's log holds up to a commit, without its events, for a warm start.
 
-``<partition>indexes/<seq:012d>.json`` (``index_name``), written by a writer when it writes the
-segment that ends at ``seq``: the aggregates' versions and positions (notification ids), the number
-of events of each commit, the last tracking id per upstream application, the SHA-256 of every
-segment's last commit (``boundaries``) and of commit ``seq``, the first signed commit, and the
-writer's signature over all of it (``sign_index`` / ``check_index``). The latest two are kept.
+``<partition>indexes/<seq:012d>.json`` (``index_name``), written by a writer when it passes a segment
+boundary and the log has grown by an eighth since the latest index it knows (``log.INDEX_SPACING``):
+the aggregates' versions and positions (notification ids), the number of events of each commit, the
+last tracking id per upstream application, the SHA-256 of every segment's last commit (``boundaries``)
+and of commit ``seq``, the first signed commit, and the writer's signature over all of it
+(``sign_index`` / ``check_index``). The latest two are kept.
 
 What a restarted process loads, and when (``storage.eventstore.log``):
 
 * on its first look at the log: the latest index that verifies (one list, one read, one signature),
-  then the commits after ``seq`` (the tail: at most one segment's worth, each verified as always).
-  A write can then check versions and tracking ids and link to the tail at once;
+  then the commits after ``seq`` (whole segments, an eighth of the log at most, then the tail: each
+  verified as always). A write can then check versions and tracking ids and link to the tail at once;
 * when a query needs events before ``seq`` (an aggregate loaded, notifications paged through): the
   segments holding them, one at a time, each checked by hash from the boundary before it to the
   boundary it ends at and by signature, exactly as a segment read in a full replay.

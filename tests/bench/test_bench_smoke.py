@@ -148,3 +148,8 @@ def test_bench_save_cost(tmp_path: Path) -> None:
     assert re.search(r"durability: SQLite +-?\d+ us; event store +-?\d+ us", output), output
     lines = [line for line in output.splitlines() if RATIO.search(line)]
     assert len(lines) == 1 and lines[0].startswith("durable 1-event saves: event store"), lines
+
+
+def test_bench_save_growth(tmp_path: Path) -> None:
+    lines = smoke("bench_save_growth", tmp_path)  # a row per size, then the growth line
+    assert len(lines) == 3 and lines[-1].startswith("growth from 20 to 60 aggregates"), lines

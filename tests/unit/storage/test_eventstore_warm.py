@@ -168,3 +168,34 @@ def test_paging_through_the_notifications_of_a_remote_bucket_reads_the_next_segm
     ahead = [name for name, thread in segments if thread != threading.current_thread().name]
     assert segment_name(PREFIX, 24) in ahead and segment_name(PREFIX, 4) not in ahead  # read ahead
     assert log._ahead is None  # none left reading past the index
+
+
+def test_indexes_are_spaced_as_the_log_grows_and_a_start_from_an_older_one_reads_the_segments_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log_module, "INDEX_SPACING", 2)  # a new index once the log grew by half
+    written: list[int] = []
+    write_index = PartitionLog._write_index
+
+    def noted(log: PartitionLog) -> None:
+        written.append(log.index.tail_seq)
+        write_index(log)
+
+    monkeypatch.setattr(PartitionLog, "_write_index", noted)
+    bucket, things = history(tmp_path, commits=42)
+
+    assert written == [4, 8, 12, 20, 32]  # each index at least half the one before it later (and a segment)
+    assert list(bucket.list(f"{PREFIX}indexes/")) == [index_name(PREFIX, 20), index_name(PREFIX, 32)]
+    log, seen = process(bucket, tmp_path)
+    assert log.max_notification_id() == 42
+    assert log._started_from is not None and log._started_from.seq == 32
+    assert [n for n in seen.reads if "segments/" in n] == [segment_name(PREFIX, 36), segment_name(PREFIX, 40),
+                                                          segment_name(PREFIX, 44)]  # 44: a probe
+    full, _ = process(bucket, tmp_path)
+    full._warm_tried = True  # a full replay, to compare with
+    assert [(n.id, n.originator_id, n.state) for n in log.select_notifications(None, 100)] == \
+        [(n.id, n.originator_id, n.state) for n in full.select_notifications(None, 100)]
+    with pytest.raises(IntegrityError):  # versions recorded after the index are known too
+        log.append([event(things[-1], 2)])
+    assert log.append([event(things[-1], 3)]) == [43]
+    assert verify_chain(bucket, PREFIX).ok
