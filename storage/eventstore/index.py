@@ -27,7 +27,7 @@ import array
 import bisect
 import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from uuid import UUID
 
 from eventsourcing.persistence import DataError, IntegrityError, Notification, StoredEvent
@@ -143,15 +143,17 @@ class PartitionIndex:
     def max_tracking_id(self, application_name: str) -> int | None:
         return self._tracking.get(application_name)
 
-    def check(self, records: Sequence[EventRecord], tracking: TrackingRecord | None) -> None:
-        """Raise IntegrityError if a record's version is taken or ``tracking`` is not past the last one."""
+    def check(self, keys: Iterable[tuple[UUID | str, int]], tracking: TrackingRecord | None) -> None:
+        """Raise IntegrityError if a version in ``keys`` (aggregate, version) is taken or ``tracking`` is not
+        past the last one."""
         with self._lock:
             self._index_aggregates()
-            for record in records:
-                sequence = self._sequences.get(record.originator())
-                if sequence is not None and sequence.has(record.originator_version):
-                    raise IntegrityError(f"version {record.originator_version} of {record.originator()} "
-                                         f"is already recorded in {self.name}")
+            sequences = self._sequences
+            for originator_id, version in keys:
+                sequence = sequences.get(originator_id)
+                if sequence is not None and sequence.has(version):
+                    raise IntegrityError(f"version {version} of {originator_id} is already recorded in "
+                                         f"{self.name}")
             if tracking is not None:
                 last = self._tracking.get(tracking.application_name)
                 if last is not None and last >= tracking.notification_id:

@@ -178,7 +178,7 @@ from storage.eventstore.commits import (
     seq_of,
     sha256_hex,
     sha256_hexes,
-    sign_commit,
+    signed_commit,
 )
 from storage.eventstore.index import PartitionIndex
 from storage.eventstore.ledger import Ledger, ledger_for
@@ -507,8 +507,9 @@ class PartitionLog:
             commit = Commit(index.tail_seq + 1, len(index) + 1, index.tail_sha, records, track,
                             _nonce_with_tokens(nonce, group))
             if self._signer is not None:
-                commit = sign_commit(self.prefix, commit, self._signer)
-            data = encode_commit(commit)
+                commit, data = signed_commit(self.prefix, commit, self._signer)
+            else:
+                data = encode_commit(commit)
             if len(data) > MAX_COMMIT_BYTES:
                 if len(group) > 1:  # together too large: the first alone, the others queued again
                     with self._queue_lock:
@@ -566,7 +567,7 @@ class PartitionLog:
         taken: set[tuple[UUID | str, int]] = set()
         for batch in group:
             try:
-                self.index.check(batch.records, batch.track)
+                self.index.check(batch.keys, batch.track)
                 if batch.keys & taken:
                     raise IntegrityError(f"another batch saved at the same moment holds a version of this "
                                          f"one: {self.prefix}")
@@ -1311,7 +1312,7 @@ class PartitionLog:
 
 def _keys_of(records: list[EventRecord], prefix: str) -> set[tuple[UUID | str, int]]:
     """The (aggregate, version) of each record; IntegrityError if the batch repeats one."""
-    keys = {(r.originator(), r.originator_version) for r in records}
+    keys = {(r.originator_id or r.text_id or "", r.originator_version) for r in records}  # originator()
     if len(keys) < len(records):
         raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {prefix}")
     return keys
