@@ -259,6 +259,12 @@ def _pick(logits: Any, generation: Generation, rng: Any) -> int:
     return int(torch.multinomial(probs, 1, generator=rng))
 
 
+def _ready(text: str, stops: tuple[str, ...]) -> int:
+    """How much of ``text``, decoded so far, may be sent: not a tail that may begin a stop string, nor
+    trailing U+FFFD (the decoder's stand-in for the first bytes of a character, the rest to come)."""
+    return min(len(text) - _held_back(text, stops), len(text.rstrip("\ufffd")))
+
+
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
     """How many characters at the end of ``text`` may begin a stop string (not sent yet)."""
     held = 0
@@ -306,12 +312,11 @@ def _decode(
             if cut >= 0:
                 text, finish = text[:cut], "stop"
                 break
-            ready = len(text) - _held_back(text, generation.stop)
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                ready = min(ready, len(text) - 1)
+            ready = _ready(text, generation.stop)
             if ready > sent:
                 emit(Delta(text[sent:ready]))
                 sent = ready
+    text = text.rstrip("\ufffd")  # a character whose last bytes never came (max_tokens or the end cut it)
     if len(text) > sent:
         emit(Delta(text[sent:]))
     return Completion(
