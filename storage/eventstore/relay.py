@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     from storage.eventstore.log import PartitionLog
 
 __all__ = [
+    "MAX_CONNECTIONS",
     "RELAY_ENV",
     "RELAY_HOST_ENV",
     "RELAY_TTL_ENV",
@@ -111,6 +112,10 @@ _SAME_PROCESS = False  # relay to a leader in this very process (two logs of one
 _RELEASE_AT_EXIT_S = 2.0
 _LINGER_MAX_S = 0.002
 _MAX_FRAME = 16 * 1024 * 1024
+MAX_CONNECTIONS = 256
+"""Followers' connections a leader's process serves at once, a thread each (a follower keeps one open per
+save it has in flight). One more is closed at once: its follower, answered by no one, finds its batch is
+not in the log and writes it itself, so a flood of connections costs speed, never a batch."""
 _log = logging.getLogger(__name__)
 
 
@@ -222,6 +227,7 @@ class _Server:
     """Accepts followers' connections; each request goes to the log it names, if this process leads it."""
 
     def __init__(self, host: str) -> None:
+        self.connections = 0  # served now (a thread each): at most MAX_CONNECTIONS
         self.sock = socket.create_server((host, 0))
         self.address = f"{host}:{self.sock.getsockname()[1]}"
         # (bucket url, prefix, key id) -> its relay (weakly: a log dropped from the process's cache goes)
@@ -235,10 +241,24 @@ class _Server:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            with self.lock:
+                full = self.connections >= MAX_CONNECTIONS
+                self.connections += not full
+            if full:  # its follower gets no answer, finds its batch is not in the log, and writes it itself
+                _log.warning("relay: %d connections already served: one more closed", MAX_CONNECTIONS)
+                conn.close()
+                continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._serve, args=(conn,), name="relay-conn", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._serve_frames(conn)
+        finally:
+            with self.lock:
+                self.connections -= 1
+
+    def _serve_frames(self, conn: socket.socket) -> None:
         with conn:
             while True:
                 try:

@@ -244,3 +244,30 @@ def test_a_pinned_follower_sees_its_relayed_save_at_once(tmp_path: Path, leader:
         assert follower.append([saved]) == [2]
         assert not relay_of(follower).leading
         assert [e.originator_version for e in follower.select_events(saved.originator_id)] == [1]
+
+
+def test_a_leader_serves_a_bounded_number_of_connections_and_a_follower_past_it_writes_itself(
+        tmp_path: Path, leader: PartitionLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    lease = msgspec.json.decode(leader.bucket.read(relay_lease("platform", relay_of(leader).signer.key_id)),
+                                type=Lease)
+    relay_module._drop_idle(lease.address)  # followers of earlier tests: no pooled connection left
+    server = relay_module._the_server(lease.address.rpartition(":")[0])
+    deadline = time.monotonic() + 5
+    while server.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    monkeypatch.setattr(relay_module, "MAX_CONNECTIONS", 1)
+    host, _, port = lease.address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5):  # idle, it holds the only slot
+        deadline = time.monotonic() + 5
+        while server.connections < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        follower = process(tmp_path / "bucket", tmp_path / "home")
+        assert follower.append([event(1)]) == [2]  # refused a connection: written by the follower itself
+        assert relay_tokens(commit(leader, 2).nonce) == {}  # type: ignore[attr-defined]
+        assert server.connections == 1
+    deadline = time.monotonic() + 5
+    while server.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    again = process(tmp_path / "bucket", tmp_path / "home")
+    assert again.append([event(2)]) == [3]  # a slot free: relayed again
+    assert len(relay_tokens(commit(leader, 3).nonce)) == 1  # type: ignore[attr-defined]
