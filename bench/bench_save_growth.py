@@ -8,7 +8,7 @@ disk under ``$BENCH_DIR``, and at each size in ``--sizes`` times ``--saves`` mor
 back. A row per size; then each store's rate at the last size against its own rate at the first.
 
 SQLite here is timed past its first thousand saves, its WAL file already grown (a live database's state):
-a save then costs about 280 us on these disks, against about 390 in ``bench_eventstore.py`` and
+a save then costs 250-300 us on these disks, against 320-390 in ``bench_eventstore.py`` and
 ``bench_save_cost.py``, whose fresh databases grow their WAL while timed (each flush then also records
 the file's new size). The event store's journal is preallocated from its first save.
 
