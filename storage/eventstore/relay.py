@@ -116,6 +116,11 @@ MAX_CONNECTIONS = 256
 """Followers' connections a leader's process serves at once, a thread each (a follower keeps one open per
 save it has in flight). One more is closed at once: its follower, answered by no one, finds its batch is
 not in the log and writes it itself, so a flood of connections costs speed, never a batch."""
+SERVER_IDLE_S = 60.0
+"""A leader closes a connection that brings no request for this long (its thread ends)."""
+POOL_IDLE_S = 30.0
+"""A follower reuses a pooled connection only if it was used this recently (well within SERVER_IDLE_S:
+never one the leader may be closing), else opens a new one."""
 _log = logging.getLogger(__name__)
 
 
@@ -262,6 +267,7 @@ class _Server:
         with conn:
             while True:
                 try:
+                    conn.settimeout(SERVER_IDLE_S)  # idle between requests: closed (a timeout is an OSError)
                     header = _recv_exact(conn, 36)
                 except (OSError, ConnectionError):
                     return
@@ -311,15 +317,28 @@ def _the_server(host: str) -> _Server:
 
 # -- connections to leaders (kept open, one per request in flight) -------------------------------
 
-_idle: dict[str, list[socket.socket]] = {}
+_idle: dict[str, list[tuple[socket.socket, float]]] = {}  # address -> (connection, when put back)
 _idle_lock = threading.Lock()
 
 
 def _connect(address: str, timeout: float) -> socket.socket:
+    """A pooled connection to ``address`` used within ``POOL_IDLE_S``, else a new one (staler pooled ones
+    are closed)."""
+    stale = []
+    found = None
     with _idle_lock:
-        pool = _idle.get(address)
-        if pool:
-            return pool.pop()
+        pool = _idle.get(address, [])
+        while pool and found is None:
+            sock, put_back = pool.pop()
+            if time.monotonic() - put_back < POOL_IDLE_S:
+                found = sock
+            else:
+                stale.append(sock)
+    for sock in stale:
+        with contextlib.suppress(OSError):
+            sock.close()
+    if found is not None:
+        return found
     host, _, port = address.rpartition(":")
     sock = socket.create_connection((host, int(port)), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -328,12 +347,12 @@ def _connect(address: str, timeout: float) -> socket.socket:
 
 def _put_back(address: str, sock: socket.socket) -> None:
     with _idle_lock:
-        _idle.setdefault(address, []).append(sock)
+        _idle.setdefault(address, []).append((sock, time.monotonic()))
 
 
 def _drop_idle(address: str) -> None:
     with _idle_lock:
-        for sock in _idle.pop(address, []):
+        for sock, _ in _idle.pop(address, []):
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -667,7 +686,7 @@ def _forget_after_fork() -> None:
     _server = None
     _server_lock = threading.Lock()
     for pool in _idle.values():
-        for sock in pool:
+        for sock, _ in pool:
             with contextlib.suppress(OSError):
                 sock.close()
     _idle.clear()

@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -55,6 +56,14 @@ def relay_of(log: PartitionLog) -> Relay:
     relay = log._the_relay()
     assert relay is not None
     return relay
+
+
+def _settle(condition: Callable[[], bool]) -> bool:
+    """Whether ``condition`` holds within 5 s (the relay server's threads act on their own time)."""
+    deadline = time.monotonic() + 5
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
 
 
 @pytest.fixture
@@ -252,22 +261,39 @@ def test_a_leader_serves_a_bounded_number_of_connections_and_a_follower_past_it_
                                 type=Lease)
     relay_module._drop_idle(lease.address)  # followers of earlier tests: no pooled connection left
     server = relay_module._the_server(lease.address.rpartition(":")[0])
-    deadline = time.monotonic() + 5
-    while server.connections and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert _settle(lambda: server.connections == 0)
     monkeypatch.setattr(relay_module, "MAX_CONNECTIONS", 1)
     host, _, port = lease.address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=5):  # idle, it holds the only slot
-        deadline = time.monotonic() + 5
-        while server.connections < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert _settle(lambda: server.connections == 1)
         follower = process(tmp_path / "bucket", tmp_path / "home")
         assert follower.append([event(1)]) == [2]  # refused a connection: written by the follower itself
         assert relay_tokens(commit(leader, 2).nonce) == {}  # type: ignore[attr-defined]
         assert server.connections == 1
-    deadline = time.monotonic() + 5
-    while server.connections and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert _settle(lambda: server.connections == 0)
     again = process(tmp_path / "bucket", tmp_path / "home")
     assert again.append([event(2)]) == [3]  # a slot free: relayed again
     assert len(relay_tokens(commit(leader, 3).nonce)) == 1  # type: ignore[attr-defined]
+
+
+def test_a_leader_closes_a_connection_idle_too_long_and_a_follower_never_reuses_one_that_old(
+        tmp_path: Path, leader: PartitionLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    lease = msgspec.json.decode(leader.bucket.read(relay_lease("platform", relay_of(leader).signer.key_id)),
+                                type=Lease)
+    relay_module._drop_idle(lease.address)
+    server = relay_module._the_server(lease.address.rpartition(":")[0])
+    assert _settle(lambda: server.connections == 0)
+    monkeypatch.setattr(relay_module, "SERVER_IDLE_S", 0.2)
+    host, _, port = lease.address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as idle:
+        assert _settle(lambda: server.connections == 1)
+        assert _settle(lambda: server.connections == 0)  # closed by the leader: its thread is gone
+        assert idle.recv(10) == b""
+
+    monkeypatch.setattr(relay_module, "POOL_IDLE_S", 0.0)  # every pooled connection is too old to reuse
+    follower = process(tmp_path / "bucket", tmp_path / "home")
+    assert follower.append([event(1)]) == [2]
+    pooled = [sock for sock, _ in relay_module._idle[lease.address]]
+    assert follower.append([event(2)]) == [3]
+    assert all(sock.fileno() == -1 for sock in pooled)  # closed, not reused
+    assert [len(relay_tokens(commit(leader, seq).nonce)) for seq in (2, 3)] == [1, 1]  # type: ignore[attr-defined]
