@@ -248,7 +248,8 @@ class _Server:
                 return
             with self.lock:
                 full = self.connections >= MAX_CONNECTIONS
-                self.connections += not full
+                if not full:
+                    self.connections += 1
             if full:  # its follower gets no answer, finds its batch is not in the log, and writes it itself
                 _log.warning("relay: %d connections already served: one more closed", MAX_CONNECTIONS)
                 conn.close()
@@ -265,9 +266,9 @@ class _Server:
 
     def _serve_frames(self, conn: socket.socket) -> None:
         with conn:
+            conn.settimeout(SERVER_IDLE_S)  # idle that long: closed (a timeout is an OSError)
             while True:
                 try:
-                    conn.settimeout(SERVER_IDLE_S)  # idle between requests: closed (a timeout is an OSError)
                     header = _recv_exact(conn, 36)
                 except (OSError, ConnectionError):
                     return
