@@ -73,6 +73,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from storage import local_flush
 from storage.group_commit import GroupCommit
 
 __all__ = [
@@ -201,9 +202,10 @@ def _syncfs(fd: int) -> None:
 class Journal(GroupCommit):
     """An open journal this process owns (its ``flock`` held): append, sync, checkpoint."""
 
-    def __init__(self, path: str, fd: int, boot: str) -> None:
+    def __init__(self, path: str, fd: int, boot: str, anchor: int | None = None) -> None:
+        """``anchor``: flush the records with ``storage.local_flush`` (None: ``fdatasync`` the journal)."""
         super().__init__()  # _synced: every record up to this number is on disk
-        self.path, self.fd, self.boot = path, fd, boot
+        self.path, self.fd, self.boot, self.anchor = path, fd, boot, anchor
         self.pid = os.getpid()
         self._offset = _HEADER_BYTES
         self._salt = 0
@@ -212,7 +214,7 @@ class Journal(GroupCommit):
         self._inflight = 0  # records appended whose object is not yet published (or cancelled)
         self._checkpointing = False
         self._reset()
-        self._allocated = os.fstat(fd).st_size
+        self._allocated = os.fstat(fd).st_size  # its blocks allocated and durable (_reset's fdatasync)
 
     def _reset(self) -> None:
         """A new lap: a new salt makes every record in the file stale. Needs ``_cond`` (or sole use)."""
@@ -279,6 +281,8 @@ class Journal(GroupCommit):
             step = min(_GROW, target - self._allocated)
             os.pwrite(self.fd, zeros[:step], self._allocated)
             self._allocated += step
+        if self.anchor is not None:
+            os.fdatasync(self.fd)  # the new blocks allocated on disk before a record lands in them
 
     def _checkpoint(self) -> None:
         """Make every object the journal published durable, then start a new lap. Needs ``_cond``."""
@@ -294,7 +298,14 @@ class Journal(GroupCommit):
 
     def _sync(self, number: int) -> None:
         """Return once record ``number`` is on disk: one ``fdatasync`` covers every record before it."""
-        self._sync_to(number, lambda: self._written, lambda: os.fdatasync(self.fd))
+        self._sync_to(number, lambda: self._written, self._flush)
+
+    def _flush(self) -> None:
+        if self.anchor is None:
+            os.fdatasync(self.fd)
+        else:  # the records' pages, then the device's cache; the journal's inode need not be written
+            local_flush.write_out(self.fd)
+            os.fdatasync(self.anchor)
 
 
 # -- finding, adopting and recovering journals -----------------------------------------------
@@ -302,10 +313,22 @@ class Journal(GroupCommit):
 
 def acquire(folder: str, tmp: str, make_dirs: Callable[[str], None], file_mode: int) -> Journal:
     """A journal for this process under ``folder``: a free one adopted (checkpointed first if it holds
-    records), else a new one (created in ``tmp``, locked, then moved in)."""
+    records), else a new one (created in ``tmp``, locked, then moved in). It flushes through the anchor
+    beside ``folder`` where there is one (``storage.local_flush``)."""
     boot = boot_id()
     assert boot is not None
     make_dirs(folder)
+    anchor = local_flush.open_anchor(os.path.dirname(folder), make_dirs, file_mode)
+    try:
+        return _adopt(folder, boot, anchor) or _create(folder, tmp, boot, anchor, file_mode)
+    except BaseException:
+        if anchor is not None:
+            os.close(anchor)
+        raise
+
+
+def _adopt(folder: str, boot: str, anchor: int | None) -> Journal | None:
+    """A journal of this boot under ``folder`` that no process holds, now this one's (None: there is none)."""
     for path in _journal_paths(folder):
         fd = _lock(path, blocking=False)
         if fd is None:
@@ -317,15 +340,19 @@ def acquire(folder: str, tmp: str, make_dirs: Callable[[str], None], file_mode: 
                 continue
             if next(_records(fd), None) is not None:
                 _syncfs(fd)  # a killed writer's records: its objects are made durable before reuse
-            return Journal(path, fd, boot)
+            return Journal(path, fd, boot, anchor)
         except BaseException:
             os.close(fd)
             raise
+    return None
+
+
+def _create(folder: str, tmp: str, boot: str, anchor: int | None, file_mode: int) -> Journal:
     path = f"{tmp}journal-{os.getpid()}-{secrets.token_hex(8)}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, file_mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        journal = Journal(path, fd, boot)
+        journal = Journal(path, fd, boot, anchor)
         final = f"{folder}/{secrets.token_hex(8)}{_SUFFIX}"
         os.rename(path, final)
         journal.path = final

@@ -1,11 +1,12 @@
-"""The local bucket is durable by default: a write's journal record is on disk (one ``fdatasync``) before
-its name appears, and the write returns after both; threads writing at once share the ``fdatasync``.
+"""The local bucket is durable by default: a write's journal record is on disk (one ``fdatasync``; on ext4
+its pages written out, then the device flushed through the anchor: ``storage.local_flush``) before its name
+appears, and the write returns after both; threads writing at once share the flush.
 Uploads and writes too large for the journal fsync the file before its name and the folder after, threads
 publishing into one folder sharing its fsync. ``?fsync=0`` opts out.
 
 A flush has no visible effect short of a power loss, so these tests watch the calls: ``os.fsync`` and
-``os.fdatasync`` are wrapped (still called) to record what they synced and what the folder showed at that
-moment. What a power loss leaves is simulated in ``test_local_journal.py``.
+``os.fdatasync`` (and ``local_flush.write_out``) are wrapped (still called) to record what they synced and
+what the folder showed at that moment. What a power loss leaves is simulated in ``test_local_journal.py``.
 """
 
 from __future__ import annotations
@@ -18,21 +19,25 @@ from pathlib import Path
 
 import pytest
 
-from storage import AlreadyExists, LocalBucket, open_bucket
+from storage import AlreadyExists, LocalBucket, local_flush, open_bucket
 from storage.local_journal import MAX_RECORD_BYTES
 
 NAME = "p/events/000000000001.json"
 
 
 class FsyncSpy:
-    """Records each flush: ("file", name visible then?), ("dir", path) or ("journal", name visible then?)."""
+    """Records each flush: ("file", name visible then?), ("dir", path) or ("journal", name visible then?).
+
+    A journal flush is an ``fdatasync`` of the journal, or of the anchor right after the journal's pages
+    were written out (ext4)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, target: Path, *, dir_delay_s: float = 0.0,
                  journal_delay_s: float = 0.0) -> None:
         self.calls: list[tuple[str, object]] = []
         self.target, self.dir_delay_s = target, dir_delay_s
         self.lock = threading.Lock()
-        real, real_data = os.fsync, os.fdatasync
+        real, real_data, real_write_out = os.fsync, os.fdatasync, local_flush.write_out
+        written_out = threading.local()
 
         def fsync(fd: int) -> None:
             if stat.S_ISDIR(os.fstat(fd).st_mode):
@@ -44,8 +49,18 @@ class FsyncSpy:
                     self.calls.append(("file", self.target.exists()))
             real(fd)
 
-        def fdatasync(fd: int) -> None:
+        def write_out(fd: int) -> None:
             assert "/.bucket/journal/" in os.readlink(f"/proc/self/fd/{fd}")
+            real_write_out(fd)
+            written_out.done = True
+
+        def fdatasync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if path.endswith("/.bucket/flush/anchor"):  # flushes the journal's pages just written out
+                assert getattr(written_out, "done", False)
+                written_out.done = False
+            else:
+                assert "/.bucket/journal/" in path
             time.sleep(journal_delay_s)
             with self.lock:
                 self.calls.append(("journal", self.target.exists()))
@@ -53,6 +68,7 @@ class FsyncSpy:
 
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(local_flush, "write_out", write_out)
 
     def dirs(self) -> list[object]:
         return [what for kind, what in self.calls if kind == "dir"]

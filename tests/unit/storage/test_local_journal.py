@@ -292,17 +292,17 @@ def test_a_failed_writes_cancel_drops_that_write_only_and_is_on_disk_before_the_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, name = tmp_path / "bucket", "a/state.json"
-    synced: list[list[int]] = []  # the journal's record kinds at each fdatasync
-    real = os.fdatasync
+    synced: list[list[int]] = []  # the journal's record kinds at each flush
+    real = local_journal.Journal._flush
 
-    def fdatasync(fd: int) -> None:
-        real(fd)
-        synced.append([r.kind for r in local_journal.read_records(os.readlink(f"/proc/self/fd/{fd}"))])
+    def flush(journal: local_journal.Journal) -> None:
+        real(journal)
+        synced.append([r.kind for r in local_journal.read_records(journal.path)])
 
     def write() -> None:
         bucket = LocalBucket(root)
         bucket.write(name, b"acknowledged")
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(local_journal.Journal, "_flush", flush)
         monkeypatch.setattr(LocalBucket, "_place", lambda *args, **kwargs: _raise(OSError("disk full")))
         with pytest.raises(OSError, match="disk full"):
             bucket.write(name, b"failed")
