@@ -61,6 +61,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import secrets
@@ -102,6 +103,24 @@ _JOURNALS_LOCK = threading.Lock()
 _log = logging.getLogger(__name__)
 
 
+class _Process:
+    """This process's id and temp-name prefix, kept (not asked of the kernel per write) and renewed in a
+    forked child."""
+
+    pid = os.getpid()
+    tmp_prefix = f"{pid}-{secrets.token_hex(4)}-"
+    tmp_numbers = itertools.count()
+
+    @classmethod
+    def renew(cls) -> None:
+        cls.pid = os.getpid()
+        cls.tmp_prefix = f"{cls.pid}-{secrets.token_hex(4)}-"
+        cls.tmp_numbers = itertools.count()
+
+
+os.register_at_fork(after_in_child=_Process.renew)
+
+
 def make_private_dirs(path: str | os.PathLike[str]) -> None:
     """``os.makedirs(path, exist_ok=True)``, but every level it creates is 0700.
 
@@ -139,6 +158,7 @@ class LocalBucket(Bucket):
         self._stripes = [f"{locks}/{i:02x}" for i in range(_STRIPES)]
         self._journals = f"{self.root}/{_STATE}/{local_journal.JOURNAL_DIR}"
         self.journaled = fsync and local_journal.available()
+        self._nanoseconds = False  # whether the folder's filesystem keeps mtimes to the nanosecond (_stamp)
         make_private_dirs(self._tmp)
         make_private_dirs(locks)
         self._exclusive = f"{self.root}/{_STATE}/exclusive/"
@@ -258,8 +278,8 @@ class LocalBucket(Bucket):
         lost race."""
         journaled = self.journaled and journal is not None and len(journal) <= local_journal.MAX_RECORD_BYTES
         synced = self.fsync and not journaled
-        if self.fsync and if_generation_match == 0 and os.path.lexists(path):
-            raise AlreadyExists(name)
+        if synced and if_generation_match == 0 and os.path.lexists(path):  # (journaled: nothing is flushed
+            raise AlreadyExists(name)  # before the check under the lock)
         if synced:
             os.fsync(fd)
             folder = self._folder_sync(os.path.dirname(path))  # held until synced: one per busy folder
@@ -269,7 +289,8 @@ class LocalBucket(Bucket):
                 raise AlreadyExists(name)
             if if_generation_match not in (None, 0) and current != if_generation_match:
                 raise PreconditionFailed(f"{name}: generation is {current}, not {if_generation_match}")
-            generation = _stamp(fd, max(current or 0, _last_stamp(lock)))
+            generation, self._nanoseconds = _stamp(fd, max(current or 0, _last_stamp(lock)),
+                                                   nanoseconds=self._nanoseconds)
             _note_stamp(lock, generation)  # before the record: a writer killed after it is still ordered
             if journaled:
                 assert journal is not None
@@ -285,10 +306,10 @@ class LocalBucket(Bucket):
         """This process's journal for this folder (shared by every bucket object on it)."""
         key = str(self.root)
         journal = _JOURNALS.get(key)
-        if journal is None or journal.pid != os.getpid():
+        if journal is None or journal.pid != _Process.pid:
             with _JOURNALS_LOCK:
                 journal = _JOURNALS.get(key)
-                if journal is None or journal.pid != os.getpid():  # none yet, or the parent's (forked)
+                if journal is None or journal.pid != _Process.pid:  # none yet, or the parent's (forked)
                     journal = _JOURNALS[key] = local_journal.acquire(
                         self._journals, self._tmp, make_private_dirs, FILE_MODE)
         return journal
@@ -383,8 +404,13 @@ class LocalBucket(Bucket):
         return self._base + name
 
     def _open_tmp(self) -> tuple[int, str]:
-        tmp = f"{self._tmp}{os.getpid()}-{secrets.token_hex(8)}"
-        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE), tmp
+        """A new temp file: named by this process's prefix (its pid and a random part) and a number."""
+        while True:
+            tmp = f"{self._tmp}{_Process.tmp_prefix}{next(_Process.tmp_numbers)}"
+            try:
+                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE), tmp
+            except FileExistsError:  # a dead process's of the same pid and prefix: take the next number
+                continue
 
     @staticmethod
     def _discard(fd: int, tmp: str) -> None:
@@ -427,15 +453,20 @@ class LocalBucket(Bucket):
                         os.unlink(entry.path)
 
 
-def _stamp(fd: int, floor: int) -> int:
-    """Set the file's mtime to a generation above ``floor``; return what the filesystem kept."""
+def _stamp(fd: int, floor: int, *, nanoseconds: bool = False) -> tuple[int, bool]:
+    """Set the file's mtime to a generation above ``floor``; return what the filesystem kept, and whether
+    that shows the filesystem keeps nanoseconds (an odd number kept as set). ``nanoseconds``: it was shown
+    before, so the time set is the time kept, not read back."""
     wanted = max(time.time_ns(), floor + 1)
+    if nanoseconds:
+        os.utime(fd, ns=(wanted, wanted))
+        return wanted, True
     for resolution in (1, 1_000, 1_000_000, 1_000_000_000, 2_000_000_000):
         wanted = -(-wanted // resolution) * resolution  # round up to what the filesystem can hold
         os.utime(fd, ns=(wanted, wanted))
         kept = os.fstat(fd).st_mtime_ns
         if kept > floor:
-            return kept
+            return kept, kept == wanted and wanted % 2 == 1
         wanted = floor + resolution
     raise BucketError(f"cannot stamp a generation above {floor}: filesystem timestamps too coarse")
 

@@ -357,3 +357,16 @@ def test_local_generations_survive_a_restart(local_bucket: LocalBucket) -> None:
 
     assert reopened.stat("x").generation == first.generation
     assert reopened.write("x", b"2", if_generation_match=first.generation).generation > first.generation
+
+
+def test_local_generations_are_the_objects_mtimes_once_stamps_are_no_longer_read_back(
+    local_bucket: LocalBucket,
+) -> None:
+    written = [local_bucket.write("x", str(i).encode()) for i in range(24)]
+
+    assert local_bucket._nanoseconds  # an odd stamp was kept as set: later ones are not read back
+    generations = [stat.generation for stat in written]
+    assert generations == sorted(set(generations))
+    mtime = (local_bucket.root / "x").stat().st_mtime_ns
+    assert local_bucket.stat("x").generation == generations[-1] == mtime
+    assert local_bucket.write("x", b"cas", if_generation_match=generations[-1]).generation > generations[-1]

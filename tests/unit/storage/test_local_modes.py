@@ -91,3 +91,4 @@ def test_ensure_home_makes_a_new_home_private_and_narrows_an_open_one(
         ensure_home(shared)
     assert stat.S_IMODE(shared.stat().st_mode) == 0o700
     assert "narrowed to 0700" in caplog.text and str(shared) in caplog.text
+
