@@ -7,12 +7,14 @@ pays one ``fdatasync`` of a preallocated file it keeps reusing. This is that, fo
 * Each writing process owns one journal file, ``<root>/.bucket/journal/<token>.jnl`` (an exclusive
   ``flock`` held for as long as the process lives says it is in use). A write appends one record
   (name, generation, bytes; length- and CRC-32-framed, tagged with the journal's salt and a record
-  number) and ``fdatasync``s the journal; only then is the object published (temp file linked or
-  renamed over the name, without any fsync). Threads of one process that write at once share one
-  ``fdatasync`` (group commit: a sync covers every record written before it began).
+  number) and flushes the journal: ``fdatasync``, or on ext4 its pages written out and the device's
+  cache flushed through an anchor file, so that the journal's inode is not written each time
+  (``storage.local_flush``); only then is the object published (temp file linked or renamed over the
+  name, without any fsync). Threads of one process that write at once share one flush (group
+  commit: a flush covers every record written before it began).
 * The file is grown by writing real zeros (never ``fallocate``: unwritten extents would make each
-  ``fdatasync`` a metadata commit too) and is reused from its start once full, so a record lands in
-  blocks that exist already and ``fdatasync`` flushes data only.
+  ``fdatasync`` a metadata commit too), ``fdatasync``-ed as it grows, and reused from its start once
+  full, so a record lands in blocks that exist already, on disk, and a flush writes data only.
 * Checkpoint: before the journal is reused, ``syncfs`` puts every object it published (bytes and
   names) on disk; then a new salt in its header makes every old record stale.
 
@@ -281,8 +283,7 @@ class Journal(GroupCommit):
             step = min(_GROW, target - self._allocated)
             os.pwrite(self.fd, zeros[:step], self._allocated)
             self._allocated += step
-        if self.anchor is not None:
-            os.fdatasync(self.fd)  # the new blocks allocated on disk before a record lands in them
+        os.fdatasync(self.fd)  # the new blocks allocated on disk before a record is flushed in them
 
     def _checkpoint(self) -> None:
         """Make every object the journal published durable, then start a new lap. Needs ``_cond``."""
