@@ -86,6 +86,8 @@ class ObjectStat(msgspec.Struct, frozen=True):
     generation: int
     size: int
     md5_hex: str | None = None
+    """None where the bucket did not compute it: a local ``write``'s result (hashing every commit written
+    cost a 100-event save 4%; ``stat`` and ``read_with_stat`` give it)."""
 
 
 class Bucket(abc.ABC):

@@ -172,7 +172,8 @@ class LocalBucket(Bucket):
     # -- reading ---------------------------------------------------------
 
     def read(self, name: str) -> bytes:
-        return self.read_with_stat(name)[0]
+        with self.open_read(name) as f:
+            return f.read()
 
     def read_with_stat(self, name: str) -> tuple[bytes, ObjectStat]:
         with self.open_read(name) as f:
@@ -229,8 +230,7 @@ class LocalBucket(Bucket):
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            return self._publish(name, path, fd, tmp, len(data), hashlib.md5(data).hexdigest(),
-                                 if_generation_match, journal=data)
+            return self._publish(name, path, fd, tmp, len(data), None, if_generation_match, journal=data)
         finally:
             self._discard(fd, tmp)
 
@@ -267,7 +267,7 @@ class LocalBucket(Bucket):
                 self._journal().deleted(name, stamp)
         self._prune(os.path.dirname(path))
 
-    def _publish(self, name: str, path: str, fd: int, tmp: str, size: int, md5_hex: str,
+    def _publish(self, name: str, path: str, fd: int, tmp: str, size: int, md5_hex: str | None,
                  if_generation_match: int | None, journal: bytes | None = None) -> ObjectStat:
         """Under the name's lock: check the precondition, stamp a generation, put tmp at path.
 

@@ -27,7 +27,7 @@ import array
 import bisect
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from eventsourcing.persistence import DataError, IntegrityError, Notification, StoredEvent
@@ -35,7 +35,10 @@ from eventsourcing.persistence import DataError, IntegrityError, Notification, S
 from storage.eventstore.commits import Commit, EventRecord, SealedCommit, TrackingRecord
 from storage.eventstore.log_index import Aggregate, LogIndex, TextAggregate
 
-__all__ = ["PartitionIndex"]
+__all__ = ["PartitionIndex", "Versions"]
+
+Versions = dict[UUID | str, set[int]]
+"""Versions by aggregate (a batch's: what it would record)."""
 
 
 class _Sequence:
@@ -143,17 +146,20 @@ class PartitionIndex:
     def max_tracking_id(self, application_name: str) -> int | None:
         return self._tracking.get(application_name)
 
-    def check(self, keys: Iterable[tuple[UUID | str, int]], tracking: TrackingRecord | None) -> None:
-        """Raise IntegrityError if a version in ``keys`` (aggregate, version) is taken or ``tracking`` is not
-        past the last one."""
+    def check(self, keys: Versions, tracking: TrackingRecord | None) -> None:
+        """Raise IntegrityError if a version in ``keys`` (each aggregate's versions) is taken or ``tracking``
+        is not past the last one."""
         with self._lock:
             self._index_aggregates()
             sequences = self._sequences
-            for originator_id, version in keys:
+            for originator_id, versions in keys.items():
                 sequence = sequences.get(originator_id)
-                if sequence is not None and sequence.has(version):
-                    raise IntegrityError(f"version {version} of {originator_id} is already recorded in "
-                                         f"{self.name}")
+                if sequence is None:
+                    continue
+                for version in versions:
+                    if sequence.has(version):
+                        raise IntegrityError(f"version {version} of {originator_id} is already recorded in "
+                                             f"{self.name}")
             if tracking is not None:
                 last = self._tracking.get(tracking.application_name)
                 if last is not None and last >= tracking.notification_id:
@@ -199,6 +205,8 @@ class PartitionIndex:
     def _index_aggregates(self) -> None:
         """Bring ``_sequences`` up to date with ``_events``. Needs ``_lock``."""
         events, sequences = self._events, self._sequences
+        if len(events) - self._indexed > 1 and self._index_one_run():
+            return
         for position in range(self._indexed, len(events)):
             record = events[position]
             originator_id = record.originator_id if record.originator_id is not None else record.text_id or ""
@@ -212,6 +220,32 @@ class PartitionIndex:
             else:
                 sequence.insert(version, position)
         self._indexed = len(events)
+
+    def _index_one_run(self) -> bool:
+        """Index the events not indexed yet in one step if they are one aggregate's next versions in order
+        (a save of one aggregate: the usual case); False (nothing done) if they are not. Needs ``_lock``."""
+        start, end = self._indexed, len(self._events)
+        run = self._events[start:end]
+        first = run[0]
+        if first is None:
+            return False
+        by_uuid = first.originator_id is not None
+        ids = [record.originator_id if by_uuid else record.text_id for record in run]  # type: ignore[union-attr]
+        key = ids[0]
+        if not key or ids.count(key) != len(ids):  # (count compares by identity first: one id object)
+            return False
+        versions = [record.originator_version for record in run]  # type: ignore[union-attr]
+        if versions != list(range(versions[0], versions[0] + len(versions))):
+            return False
+        sequence = self._sequences.get(key)
+        if sequence is None:
+            sequence = self._sequences[key] = _Sequence(key)
+        elif sequence.versions and versions[0] <= sequence.versions[-1]:
+            return False
+        sequence.versions.extend(versions)
+        sequence.positions.extend(range(start, end))
+        self._indexed = end
+        return True
 
     def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
                       desc: bool = False, limit: int | None = None) -> list[StoredEvent]:

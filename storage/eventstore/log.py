@@ -180,7 +180,7 @@ from storage.eventstore.commits import (
     sha256_hexes,
     signed_commit,
 )
-from storage.eventstore.index import PartitionIndex
+from storage.eventstore.index import PartitionIndex, Versions
 from storage.eventstore.ledger import Ledger, ledger_for
 from storage.eventstore.log_index import (
     LogIndex,
@@ -255,7 +255,7 @@ class _Batch:
 
     __slots__ = ("keys", "records", "result", "size", "token", "track")
 
-    def __init__(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
+    def __init__(self, records: list[EventRecord], keys: Versions,
                  track: TrackingRecord | None, token: str = "") -> None:
         self.records = records
         self.keys = keys
@@ -418,7 +418,7 @@ class PartitionLog:
                     self._relay_tried = True
         return self._relay
 
-    def _append_records(self, records: list[EventRecord], keys: set[tuple[UUID | str, int]],
+    def _append_records(self, records: list[EventRecord], keys: Versions,
                         track: TrackingRecord | None, token: str = "") -> list[int]:
         mine = _Batch(records, keys, track, token)
         if track is None:
@@ -564,17 +564,18 @@ class PartitionLog:
     def _checked(self, group: list[_Batch]) -> list[_Batch]:
         """The batches of ``group`` that may be committed now; each other one gets its IntegrityError."""
         kept: list[_Batch] = []
-        taken: set[tuple[UUID | str, int]] = set()
+        taken: Versions = {}
         for batch in group:
             try:
                 self.index.check(batch.keys, batch.track)
-                if batch.keys & taken:
+                if any(versions & taken.get(aggregate, _NONE) for aggregate, versions in batch.keys.items()):
                     raise IntegrityError(f"another batch saved at the same moment holds a version of this "
                                          f"one: {self.prefix}")
             except IntegrityError as exc:
                 batch.result = exc
                 continue
-            taken |= batch.keys
+            for aggregate, versions in batch.keys.items():
+                taken.setdefault(aggregate, set()).update(versions)
             kept.append(batch)
         return kept
 
@@ -1310,10 +1311,22 @@ class PartitionLog:
                              sha256_hex(packed) if created else None)
 
 
-def _keys_of(records: list[EventRecord], prefix: str) -> set[tuple[UUID | str, int]]:
-    """The (aggregate, version) of each record; IntegrityError if the batch repeats one."""
-    keys = {(r.originator_id or r.text_id or "", r.originator_version) for r in records}  # originator()
-    if len(keys) < len(records):
+_NONE: frozenset[int] = frozenset()
+
+
+def _keys_of(records: list[EventRecord], prefix: str) -> Versions:
+    """Each aggregate's versions in ``records``; IntegrityError if the batch repeats one. (The aggregate is
+    looked up once per run of records with the same id object: a save's events share one, and a UUID's
+    hash is computed in Python.)"""
+    keys: Versions = {}
+    last: UUID | str | None = None
+    versions: set[int] = set()
+    for record in records:
+        originator = record.originator_id or record.text_id or ""  # EventRecord.originator()
+        if originator is not last:
+            versions, last = keys.setdefault(originator, set()), originator
+        versions.add(record.originator_version)
+    if sum(map(len, keys.values())) < len(records):
         raise IntegrityError(f"a batch repeats an (originator_id, originator_version): {prefix}")
     return keys
 
