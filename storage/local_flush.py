@@ -19,8 +19,10 @@ cache flush (a barrier) and writes nothing else. The anchor lives in a folder of
 places in another block group (the state folder is marked ``FS_TOPDIR_FL``, so its subfolders are
 spread like top-level ones), so no busy inode shares its inode-table block.
 
-Elsewhere (tmpfs, XFS, btrfs: a flush of a clean file may not reach the device there, or
-``sync_file_range`` does not exist) there is no anchor and the journal is ``fdatasync``-ed as before.
+Elsewhere there is no anchor and the journal is ``fdatasync``-ed as before: tmpfs, XFS, btrfs (a
+flush of a clean file may not reach the device there, or ``sync_file_range`` does not exist), and ext4
+mounted ``data=journal`` (written-out pages may wait in ext4's own journal for a commit that flushing
+the anchor would not make; read from ``/proc/self/mountinfo``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import os
 import struct
 from collections.abc import Callable
 
-__all__ = ["ANCHOR", "FLUSH_DIR", "open_anchor", "write_out"]
+__all__ = ["ANCHOR", "FLUSH_DIR", "data_in_place", "filesystem_type", "open_anchor", "write_out"]
 
 FLUSH_DIR = "flush"
 """Under the local bucket's private state folder (``.bucket/``): the anchor's folder."""
@@ -70,7 +72,7 @@ def filesystem_type(path: str) -> int | None:
 def open_anchor(state: str, make_dirs: Callable[[str], None], file_mode: int) -> int | None:
     """The anchor of the bucket whose state folder is ``state`` (created if missing), open; None where the
     filesystem is not ext4 (then a journal is flushed with ``fdatasync``)."""
-    if _LIBC is None or filesystem_type(state) != _EXT4_MAGIC:
+    if _LIBC is None or filesystem_type(state) != _EXT4_MAGIC or not _data_in_place(state):
         return None
     folder = f"{state}/{FLUSH_DIR}"
     if not os.path.isdir(folder):
@@ -83,6 +85,35 @@ def open_anchor(state: str, make_dirs: Callable[[str], None], file_mode: int) ->
         os.close(fd)
         raise
     return fd
+
+
+def _data_in_place(path: str) -> bool:
+    """Whether file data on the ext4 mount holding ``path`` is written in place (``data=ordered`` or
+    ``writeback``), not through ext4's own journal (``data=journal``: written-out pages may wait there for
+    a journal commit that flushing the anchor would not make). False when the mount is not found."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            return data_in_place(os.path.realpath(path), f.read().splitlines())
+    except OSError:
+        return False
+
+
+def data_in_place(real_path: str, mountinfo: list[str]) -> bool:
+    """``_data_in_place`` of ``real_path`` (resolved), given the lines of ``/proc/self/mountinfo``: the
+    innermost mount holding it (the last mounted, of several on one point) decides."""
+    best, options = "", None
+    for line in mountinfo:
+        mount, _, fs = line.partition(" - ")
+        fields = mount.split(" ")
+        if not fs or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = real_path == point or real_path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, options = point, fs.split()  # fstype, source, superblock options
+    if options is None or len(options) < 3 or not options[0].startswith("ext"):
+        return False
+    return "data=journal" not in options[2].split(",")
 
 
 def _spread_subfolders(folder: str) -> None:

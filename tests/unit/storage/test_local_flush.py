@@ -118,3 +118,24 @@ def test_elsewhere_the_journal_is_fdatasynced_and_there_is_no_anchor(monkeypatch
         assert not (root / ".bucket/flush").exists()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+MOUNTINFO = [
+    "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard,resuid=65534",
+    "31 27 0:30 / /dev/shm rw,nosuid - tmpfs tmpfs rw,size=65536k",
+    "40 27 254:16 / /srv/journaled rw,relatime - ext4 /dev/vdb rw,data=journal",
+    "41 27 254:32 / /srv/my\\040data rw,relatime - ext3 /dev/vdc rw,data=ordered",
+    "42 27 0:40 / /srv/xfs rw,relatime - xfs /dev/vdd rw,attr2",
+]
+
+
+@pytest.mark.parametrize(("path", "in_place"), [
+    ("/root/bucket", True),  # ext4, data=ordered by default
+    ("/srv/journaled/bucket", False),  # data=journal: pages written out may wait for ext4's journal
+    ("/srv/journaledness", True),  # not under /srv/journaled
+    ("/srv/my data/bucket", True),  # a mount point with a space (\040)
+    ("/dev/shm/bucket", False),  # tmpfs
+    ("/srv/xfs/bucket", False),  # not ext4: a clean file's fsync may not flush the device there
+])
+def test_the_anchor_is_used_only_where_ext4_writes_file_data_in_place(path: str, in_place: bool) -> None:
+    assert local_flush.data_in_place(path, MOUNTINFO) is in_place
