@@ -9,7 +9,9 @@ SQLite ``synchronous=FULL``). This splits each into three parts, by saving the s
 * the store on the disk (``$BENCH_DIR``): the rest is what durability costs there (the flush, and
   on a filesystem with a journal what creating files adds to it);
 
-plus the event store on a ``MemoryBucket`` (the log's own work, signing included, without files), the
+plus the event store on a ``MemoryBucket`` (the log's own work, signing included, without files) and
+on one that also appends each commit to a journal on the disk and flushes it (what a pack layout, one
+preallocated file per partition and no file per commit, would cost at least: not built), the
 store on the disk with its journal flushed by ``fdatasync`` instead of through the anchor (as before
 ``storage.local_flush``; the two rows are the same where the disk is not ext4), and one Ed25519
 signature timed alone. Each figure is the median of ``--rounds``; every round runs every
@@ -38,8 +40,9 @@ from bench_eventstore import Jobs, bucket_app, saves_per_second, sqlite_app  # n
 from scratch import file_create_us, scratch_dir  # noqa: E402
 from smoke import parse_args  # noqa: E402
 
-from storage import LocalBucket, local_flush  # noqa: E402
+from storage import LocalBucket, ObjectStat, local_flush, local_journal  # noqa: E402
 from storage.eventstore.signing import SigningKey  # noqa: E402
+from storage.local import FILE_MODE, make_private_dirs  # noqa: E402
 from storage.memory import MemoryBucket  # noqa: E402
 
 TMPFS = Path("/dev/shm")
@@ -49,6 +52,7 @@ SQLITE_FAST, SQLITE_DISK = "SQLite synchronous=FULL, tmpfs", "SQLite synchronous
 LOG = "event store, MemoryBucket (signed)"
 STORE_FAST, STORE_DISK = "event store, LocalBucket fsync=1, tmpfs", "event store, LocalBucket fsync=1, disk"
 STORE_DATASYNC = "  the same, journal flushed by fdatasync"
+PACK_FLOOR = "event store, MemoryBucket + journal flush, disk"
 
 
 def sign_us(count: int) -> float:
@@ -70,6 +74,22 @@ def journal_fdatasynced(root: Path) -> LocalBucket:
     with mock.patch.object(local_flush, "open_anchor", return_value=None):
         bucket._journal()  # this process's journal for the folder, kept for every later write
     return bucket
+
+
+class PackFloor(MemoryBucket):
+    """What a pack layout would cost at least (each commit appended to one preallocated file, no file per
+    commit; not built): the store on a ``MemoryBucket`` that also appends each write to a journal on the
+    disk and flushes it, as the local bucket does (through the anchor on ext4)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        make_private_dirs(folder / "tmp")
+        self.journal = local_journal.acquire(str(folder / "journal"), f"{folder}/tmp/", make_private_dirs,
+                                             FILE_MODE)
+
+    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None) -> ObjectStat:
+        with self.journal.put(name, 0, data):
+            return super().write(name, data, if_generation_match=if_generation_match)
 
 
 def save_us(make: Callable[[], Jobs], saves: int) -> float:
@@ -103,15 +123,17 @@ def main() -> int:
             STORE_FAST: lambda: bucket_app(LocalBucket(folder(fast)), "t"),
             STORE_DISK: lambda: bucket_app(LocalBucket(folder(disk)), "d"),
             STORE_DATASYNC: lambda: bucket_app(journal_fdatasynced(folder(disk)), "s"),
+            PACK_FLOOR: lambda: bucket_app(PackFloor(folder(disk)), "p"),
         }
         figures: dict[str, list[float]] = {label: [] for label in rows}
-        ratios, flush_ratios = [], []
+        ratios, flush_ratios, pack_ratios = [], [], []
         for _ in range(args.rounds):
             got = {label: save_us(make, args.saves) for label, make in rows.items()}
             for label, value in got.items():
                 figures[label].append(value)
             ratios.append(got[SQLITE_DISK] / got[STORE_DISK])
             flush_ratios.append(got[STORE_DATASYNC] / got[STORE_DISK])
+            pack_ratios.append(got[SQLITE_DISK] / got[PACK_FLOOR])
         creating = file_create_us(disk)
         ext4 = local_flush.filesystem_type(disk_name) == EXT4
         anchored = "through the anchor" if ext4 else "not ext4: no anchor"
@@ -133,6 +155,8 @@ def main() -> int:
           f"event store {store_disk - store_fast:6.0f} us (disk minus tmpfs)")
     print(f"journal flush ({anchored}): saves {statistics.median(flush_ratios):.2f}x as fast as "
           f"with fdatasync ({store_disk:.0f} against {us[STORE_DATASYNC]:.0f} us)")
+    print(f"a pack layout's floor (no file per commit; not built): {statistics.median(pack_ratios):.2f}x "
+          f"SQLite ({us[PACK_FLOOR]:.0f} against {sqlite_disk:.0f} us)")
     print(f"durable 1-event saves: event store {statistics.median(ratios):.2f}x SQLite synchronous=FULL "
           f"({store_disk:.0f} against {sqlite_disk:.0f} us)")
     return 0
