@@ -46,7 +46,6 @@ from storage.local import FILE_MODE, make_private_dirs  # noqa: E402
 from storage.memory import MemoryBucket  # noqa: E402
 
 TMPFS = Path("/dev/shm")
-EXT4 = 0xEF53
 LIBRARY = "eventsourcing alone (in-memory recorder)"
 SQLITE_FAST, SQLITE_DISK = "SQLite synchronous=FULL, tmpfs", "SQLite synchronous=FULL, disk (baseline)"
 LOG = "event store, MemoryBucket (signed)"
@@ -135,8 +134,7 @@ def main() -> int:
             flush_ratios.append(got[STORE_DATASYNC] / got[STORE_DISK])
             pack_ratios.append(got[SQLITE_DISK] / got[PACK_FLOOR])
         creating = file_create_us(disk)
-        ext4 = local_flush.filesystem_type(disk_name) == EXT4
-        anchored = "through the anchor" if ext4 else "not ext4: no anchor"
+        anchored = "through the anchor" if local_flush.is_ext4(disk_name) else "not ext4: no anchor"
     us = {label: statistics.median(values) for label, values in figures.items()}
     signing = sign_us(max(args.saves, 100))
     library, log = us[LIBRARY], us[LOG]

@@ -34,7 +34,7 @@ import os
 import struct
 from collections.abc import Callable
 
-__all__ = ["ANCHOR", "FLUSH_DIR", "data_in_place", "filesystem_type", "open_anchor", "write_out"]
+__all__ = ["ANCHOR", "FLUSH_DIR", "data_in_place", "is_ext4", "open_anchor", "write_out"]
 
 FLUSH_DIR = "flush"
 """Under the local bucket's private state folder (``.bucket/``): the anchor's folder."""
@@ -59,20 +59,20 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
-def filesystem_type(path: str) -> int | None:
-    """The ``f_type`` of the filesystem holding ``path`` (None where ``statfs`` is missing or fails)."""
+def is_ext4(path: str) -> bool:
+    """Whether ``path`` is on ext2/3/4 (one driver), by ``statfs``'s ``f_type`` (False where it fails)."""
     if _LIBC is None:
-        return None
+        return False
     buffer = ctypes.create_string_buffer(_STATFS_BYTES)
     if _LIBC.statfs(os.fsencode(path), buffer) != 0:
-        return None
-    return struct.unpack_from("l", buffer.raw)[0] & 0xFFFFFFFF
+        return False
+    return struct.unpack_from("l", buffer.raw)[0] & 0xFFFFFFFF == _EXT4_MAGIC
 
 
 def open_anchor(state: str, make_dirs: Callable[[str], None], file_mode: int) -> int | None:
     """The anchor of the bucket whose state folder is ``state`` (created if missing), open; None where the
-    filesystem is not ext4 (then a journal is flushed with ``fdatasync``)."""
-    if _LIBC is None or filesystem_type(state) != _EXT4_MAGIC or not _data_in_place(state):
+    filesystem is not ext4 or is mounted ``data=journal`` (then a journal is flushed with ``fdatasync``)."""
+    if not is_ext4(state) or not _data_in_place(state):
         return None
     folder = f"{state}/{FLUSH_DIR}"
     if not os.path.isdir(folder):

@@ -298,7 +298,7 @@ class Journal(GroupCommit):
             self._cond.notify_all()
 
     def _sync(self, number: int) -> None:
-        """Return once record ``number`` is on disk: one ``fdatasync`` covers every record before it."""
+        """Return once record ``number`` is on disk: one flush covers every record before it."""
         self._sync_to(number, lambda: self._written, self._flush)
 
     def _flush(self) -> None:

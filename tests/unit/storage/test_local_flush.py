@@ -16,12 +16,11 @@ import pytest
 
 from storage import LocalBucket, local_flush, local_journal
 
-EXT4 = 0xEF53
 TMPFS = Path("/dev/shm")
 
 
 def require_ext4(path: Path) -> None:
-    if local_flush.filesystem_type(str(path)) != EXT4:
+    if not local_flush.is_ext4(str(path)):
         pytest.skip(f"{path} is not on ext4")
 
 
@@ -103,7 +102,7 @@ def test_on_ext4_the_anchors_folder_is_spread_to_a_block_group_of_its_own(tmp_pa
 
 
 def test_elsewhere_the_journal_is_fdatasynced_and_there_is_no_anchor(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not TMPFS.is_dir() or local_flush.filesystem_type(str(TMPFS)) == EXT4:
+    if not TMPFS.is_dir() or local_flush.is_ext4(str(TMPFS)):
         pytest.skip("no tmpfs at /dev/shm")
     root = Path(os.path.realpath(TMPFS)) / f"tune-test-flush-{os.getpid()}"
     try:
