@@ -64,6 +64,7 @@ def main() -> int:
         "TUNE_CONFIG_DIR": str(home / "cli"),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "TUNE_PREPARE_BASE_MODELS": args.model,  # only the model measured: no conversion beside its jobs
     }
     log = (home / "serve.log").open("a")
     server = subprocess.Popen(

@@ -43,7 +43,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # No --port: `tune serve` listens where TUNE_API_URL points, as the commands after it look.
-    env = {**os.environ, "TUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TUNE_API_URL": url}
+    # TUNE_PREPARE_BASE_MODELS: the one model its jobs use, no smollm2-135m conversion beside them
+    env = {**os.environ, "TUNE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TUNE_API_URL": url,
+           "TUNE_PREPARE_BASE_MODELS": "tiny-llama"}  # fmt: skip
     env.pop("TUNE_BUCKET", None)
     log = (home / "serve.log").open("w")
     proc = subprocess.Popen(

@@ -132,13 +132,14 @@ def test_the_console_in_a_browser(server: Server, browser: Any, shots: Path) -> 
 
     page.get_by_role("button", name="Stop job").click()
     page.wait_for_url(f"{server.url}/console/jobs/{running}")
-    state = _wait(lambda: api.status(running)["status"] in ("stopping", "stopped") and api.status(running), 30,
-                  "the stop")  # fmt: skip
+    stopping = ("stopping", "stopped")
+    state = _wait(lambda: api.status(running)["status"] in stopping and api.status(running), 30, "the stop")
     assert state["stop_reason"] == "stopped by the user from the console"
-    _wait(lambda: page.locator('[data-field="state"]').inner_text() == "stopped", 120, "the page to say stopped")
+    shown = page.locator('[data-field="state"]')
+    _wait(lambda: shown.inner_text() == "stopped", 120, "the page to say stopped")
     _wait(lambda: page.locator("body[data-live=ended]").count() == 1, 30, "the stream to end")
     # the ledger meters the last heartbeats after the stop: the page and the API agree once it has
-    _wait(lambda: _page_cost(page) == api.status(running)["cost_usd_micros"], 30, "the page's cost to be the API's")
+    _wait(lambda: _page_cost(page) == api.status(running)["cost_usd_micros"], 30, "the page's cost to agree")
     assert api.status(running)["cost_usd_micros"] > 0
     page.screenshot(path=str(shots / "job.png"), full_page=True)
     phone = browser.new_context(viewport=PHONE, is_mobile=True)
