@@ -112,7 +112,7 @@ def _page_cost(page: Any) -> int:
 def test_the_console_in_a_browser(server: Server, browser: Any, shots: Path) -> None:  # noqa: F811
     api = Client(server)
     dataset_id = api.dataset()
-    running = api.start(dataset_id, max_steps=5000)  # runs until stopped: the curve must grow while it runs
+    running = api.start(dataset_id, max_steps=100_000)  # never reached: the job runs until it is stopped
     context = browser.new_context(viewport=LAPTOP)
     page = context.new_page()
     _sign_in(page, server)
@@ -125,7 +125,11 @@ def test_the_console_in_a_browser(server: Server, browser: Any, shots: Path) -> 
     points = page.locator("#train-points")
     _wait(lambda: int(points.inner_text()) > 0, 240, "the first loss points")
     first = int(points.inner_text())
-    _wait(lambda: int(points.inner_text()) > first, 240, "the curve to gain points while the job runs")
+    try:
+        _wait(lambda: int(points.inner_text()) > first, 240, "the curve to gain points while the job runs")
+    except AssertionError as exc:  # say what the page and the job were doing
+        state = {k: api.status(running).get(k) for k in ("status", "step", "error")}
+        raise AssertionError(f"{exc}: {first} points shown, then {points.inner_text()}; job {state}") from exc
     assert api.status(running)["status"] == "running"
     assert page.locator("#chart canvas").count() >= 1  # uPlot drew it
     page.screenshot(path=str(shots / "job-running.png"), full_page=True)
