@@ -34,6 +34,7 @@ BIN = Path(sys.executable).parent
 PROJECT = "test-project"
 ROLES = ("api0", "api1", "projector", "ledger", "dispatcher")
 READY = {"projector": "projector:", "ledger": "ledger:", "dispatcher": "dispatcher ("}
+RUNNER_MODULES = (b"job_runner", b"held_trainer")  # runners.job_runner, tests.fake_job_runner, tests.e2e...
 
 
 class Topology:
@@ -142,7 +143,7 @@ def kill_orphans(root: Path) -> None:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        runner = b"job_runner" in b" ".join(argv)  # runners.job_runner, tests.fake_job_runner
+        runner = any(name in b" ".join(argv) for name in RUNNER_MODULES)
         if proc.name.isdigit() and runner and any(str(root).encode() in a for a in argv):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(proc.name), signal.SIGKILL)

@@ -1,5 +1,9 @@
 """SIGKILL of `tune serve` mid-job, then a restart: the job completes once and is billed what ran.
 
+Mid-job is an event, not a race: attempt 1's trainer holds at its first checkpoint
+(``tests.e2e.held_trainer``: the server's runners are held ones), so the kill finds it running however
+fast the CPU trains; attempt 2 resumes from a checkpoint and runs as is.
+
 The runner of attempt 1 lives in a session of its own, so it survives the kill; its heartbeat
 pipe breaks, so it checkpoints, stops and ends ``retrying`` ("control plane unreachable"), and
 writes the heartbeats it could not deliver to its spool. The restarted server meters that spool
@@ -31,11 +35,14 @@ from runners.main_job import stop_server
 from storage import LocalBucket, layout
 from storage.eventstore import open_user
 from storage.eventstore.ledger import Ledger, configure_ledger
-from tests.e2e.test_full_flow import BIN, FACTS, PASSWORD
+from tests.e2e.held_trainer import held_serve_argv
+from tests.e2e.test_full_flow import FACTS, PASSWORD
 from tests.e2e.test_full_flow import Platform as Cli
 from tests.emulators import free_port
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 
 INTERVAL_S = 1.0
 CONFIG = f"""\
@@ -44,8 +51,8 @@ lora: {{r: 8, alpha: 16, dropout: 0.0}}
 batch_size: 2
 learning_rate: 0.02
 lr_scheduler: constant
-max_steps: 400
-checkpoint_every_steps: 1000
+max_steps: 60
+checkpoint_every_steps: 20
 heartbeat_interval_seconds: {INTERVAL_S}
 max_retries: 2
 gpu_type: cpu
@@ -59,13 +66,16 @@ class Server:
     def __init__(self, home: Path, port: int) -> None:
         self.cli = Cli(home, port)
         self.home, self.port = home, port
+        self.hold = home / "hold"  # while it exists, a first attempt's trainer holds at its first checkpoint
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         log = (self.home / "serve.log").open("a")
+        self.hold.touch()
         self.proc = subprocess.Popen(
-            [str(BIN / "tune"), "serve", "--port", str(self.port)],
-            env=self.cli.env,
+            held_serve_argv(self.hold, "serve", "--port", str(self.port)),
+            env={**self.cli.env, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -133,7 +143,7 @@ def test_a_killed_control_plane_runs_the_job_once_and_bills_what_ran(server: Ser
         return app.get_job(job_id)
 
     deadline = time.monotonic() + 240
-    while job().step < 10:  # mid-job: training for a while
+    while job().last_checkpoint is None:  # mid-job: held at its first checkpoint
         assert job().state not in (JobState.SUCCEEDED, JobState.FAILED), job()
         assert time.monotonic() < deadline, f"no progress: {job()}"
         time.sleep(0.2)

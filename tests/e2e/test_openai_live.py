@@ -9,7 +9,7 @@ DPO: a preference file, ``method: dpo``, ``succeeded``, a model that answers.
 
 The first attempt of the SFT job is held at its first checkpoint (``tests.e2e.held_trainer``) so the
 pause lands mid-run however fast the CPU trains, without a step delay: the server is ``tune serve``
-with its runner command swapped for the held one while ``<home>/hold`` exists (``SERVE``).
+with its runner command swapped for the held one while ``<home>/hold`` exists (``held_serve_argv``).
 Everything else is the product's: the API, the dispatcher, the job runner, the trainer, the ledger.
 """
 
@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from runners.main_job import stop_server
+from tests.e2e.held_trainer import held_serve_argv
 from tests.emulators import free_port
 
 pytestmark = pytest.mark.slow
@@ -38,29 +39,6 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PASSWORD = "correct-horse-battery"
-
-SERVE = """
-import sys
-from pathlib import Path
-
-from runners.backends import base
-
-hold = Path(sys.argv.pop(1))
-plain = base.runner_argv
-
-
-def runner_argv(bucket_url, run_object, *, python=sys.executable):
-    if hold.exists():  # the job runner whose trainer holds at its first checkpoint
-        return [python, "-m", "tests.e2e.held_trainer", "runner", bucket_url, run_object]
-    return plain(bucket_url, run_object, python=python)
-
-
-base.runner_argv = runner_argv
-from cli.tune import main
-
-main()
-"""
-"""``tune serve`` (``cli.tune.main``) whose runners are held ones while the file in argv[1] exists."""
 
 # Few steps, a checkpoint (and an evaluation) every 2: the pause lands at step 2, the resume runs 3-4.
 SFT_CONFIG = {
@@ -117,7 +95,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     env.pop("TUNE_BUCKET", None)
     server_log = (home / "serve.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(home / "hold"), "serve", "--port", url.rsplit(":", 1)[1]],
+        held_serve_argv(home / "hold", "serve", "--port", url.rsplit(":", 1)[1]),
         cwd=ROOT,
         env=env,
         stdout=server_log,

@@ -6,8 +6,10 @@ dispatcher (``tune run ...``) each follow them on a subscription of their own
 (``TUNE_CHANGE_FEED=pubsub://.../topo-*``). Runners run on the local backend (children of the
 dispatcher in sessions of their own; a local Ray head is what ``test_ray_backend`` covers: its start
 and a Ray job's overhead would more than double this test's time on two cores) and publish their
-heartbeats to Pub/Sub themselves. A tiny-llama job goes end to end through the CLIs; while it
-trains, each role in turn is SIGKILLed and started again. Then:
+heartbeats to Pub/Sub themselves. A tiny-llama job goes end to end through the CLIs. Its trainer is
+held at its first checkpoint (``tests.e2e.held_trainer``, the dispatcher's ``--runner-module``) while
+each role in turn is SIGKILLed and started again (tiny-llama would train through all its steps in the
+time the roles take to start), then let go to train to its end. Then:
 
 - the job succeeds exactly once, in one attempt: the restarted dispatcher adopted the runner that
   survived it (one run launched, one ``Started``, one model);
@@ -29,6 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.held_trainer import HOLD_UNTIL_GONE
 from tests.topology import Topology, running_topology
 
 pytestmark = [pytest.mark.slow, pytest.mark.gcs, pytest.mark.pubsub]
@@ -41,8 +44,8 @@ lora: {{r: 8, alpha: 16, dropout: 0.0}}
 batch_size: 2
 learning_rate: 0.02
 lr_scheduler: constant
-max_steps: 1200
-checkpoint_every_steps: 1000
+max_steps: 40
+checkpoint_every_steps: 20
 heartbeat_interval_seconds: {INTERVAL_S}
 gpu_type: cpu
 """
@@ -51,7 +54,9 @@ GPU_TIME = re.compile(r"after ([0-9.]+) s of GPU time")
 
 @pytest.fixture
 def topology(pubsub_emulator: str, tmp_path: Path) -> Iterator[Topology]:
-    with running_topology(tmp_path) as plane:
+    held = ("--max-concurrent", "1", "--runner-module", "tests.e2e.held_trainer")
+    env = {HOLD_UNTIL_GONE: str(tmp_path / "hold")}
+    with running_topology(tmp_path, env=env, dispatcher_args=held) as plane:
         yield plane
 
 
@@ -91,6 +96,8 @@ def test_a_job_survives_each_role_killed_in_turn_and_every_api_process_follows(
     plane.cli("upload", "--file", str(data), prog="dataset")
     datasets = json.loads(plane.cli("list", "--json", prog="dataset"))
     dataset_id = (datasets if isinstance(datasets, list) else datasets["datasets"])[0]["dataset_id"]
+    hold = Path(plane.env[HOLD_UNTIL_GONE])
+    hold.touch()  # the trainer holds at its first checkpoint until this is gone
     plane.cli("start", "--model", "tiny-llama", "--dataset", dataset_id, "--config", str(config))
     jobs = json.loads(plane.cli("list", "--json"))
     job_id = (jobs if isinstance(jobs, list) else jobs["jobs"])[0]["job_id"]
@@ -102,9 +109,9 @@ def test_a_job_survives_each_role_killed_in_turn_and_every_api_process_follows(
     def job():  # type: ignore[no-untyped-def]
         return app.get_job(job_id)
 
-    # SIGKILL each role in turn while the job trains, and start it again
+    # SIGKILL each role in turn while the job is mid-run (held at its first checkpoint), and start it again
     deadline = time.monotonic() + 300
-    while job().step < 5:  # mid-job: training
+    while job().last_checkpoint is None:
         assert job().state not in (JobState.SUCCEEDED, JobState.FAILED), plane.diagnostics()
         assert time.monotonic() < deadline, f"no progress\n{plane.diagnostics()}"
         time.sleep(0.5)
@@ -114,6 +121,8 @@ def test_a_job_survives_each_role_killed_in_turn_and_every_api_process_follows(
         time.sleep(INTERVAL_S)
         plane.start(role)
     assert "1 run(s) adopted" in plane.log("dispatcher").read_text(), plane.diagnostics()
+    assert job().state == JobState.RUNNING and job().step <= 20, (job(), plane.diagnostics())
+    hold.unlink()  # let it train to its end
 
     while job().state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED):
         assert time.monotonic() < deadline + 300, f"not done\n{plane.diagnostics()}"
