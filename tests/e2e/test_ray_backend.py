@@ -152,7 +152,7 @@ def test_a_job_on_ray_succeeds_metered_by_its_pubsub_heartbeats_and_a_ray_stop_c
     wait_for(lambda: abs(metered_ms() - measured_s * 1000) <= INTERVAL_S * 1000, timeout=60, what="metering")
     assert metered_ms() > 0
 
-    submit_job(app, job_id="job_stop", **TRAIN, max_steps=400)
+    submit_job(app, job_id="job_stop", **TRAIN, max_steps=100_000)  # never reached: the stop ends it
     plane.dispatcher.submit(USER, "job_stop")
     deadline = time.monotonic() + 240
     while plane.job("job_stop").step < 3:
