@@ -104,9 +104,15 @@ def _sign_in(page: Any, srv: Server) -> None:
     page.wait_for_url(f"{srv.url}/console/jobs")
 
 
-def _page_cost(page: Any) -> int:
-    page.reload()
-    return int(page.locator("#job-cost").get_attribute("data-usd-micros"))
+def _settled(read: Any, still_s: float = 2.0, timeout: float = 60) -> Any:
+    """``read()`` once it has not changed for ``still_s`` (the ledger has metered the last heartbeats)."""
+    value, since, deadline = read(), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < still_s:
+        assert time.monotonic() < deadline, f"still changing after {timeout:.0f} s: {value}"
+        time.sleep(0.25)
+        if (again := read()) != value:
+            value, since = again, time.monotonic()
+    return value
 
 
 def test_the_console_in_a_browser(server: Server, browser: Any, shots: Path) -> None:  # noqa: F811
@@ -142,9 +148,10 @@ def test_the_console_in_a_browser(server: Server, browser: Any, shots: Path) -> 
     shown = page.locator('[data-field="state"]')
     _wait(lambda: shown.inner_text() == "stopped", 120, "the page to say stopped")
     _wait(lambda: page.locator("body[data-live=ended]").count() == 1, 30, "the stream to end")
-    # the ledger meters the last heartbeats after the stop: the page and the API agree once it has
-    _wait(lambda: _page_cost(page) == api.status(running)["cost_usd_micros"], 30, "the page's cost to agree")
-    assert api.status(running)["cost_usd_micros"] > 0
+    cost = _settled(lambda: api.status(running)["cost_usd_micros"])
+    page.reload()
+    assert int(page.locator("#job-cost").get_attribute("data-usd-micros")) == cost
+    assert cost > 0
     page.screenshot(path=str(shots / "job.png"), full_page=True)
     phone = browser.new_context(viewport=PHONE, is_mobile=True)
     mobile = phone.new_page()
@@ -224,8 +231,7 @@ def test_datasets_billing_models_and_operators_in_a_browser(
     if _usage_micros(api) == 0:  # run alone: bill a short job first
         job = api.start(dataset_id, max_steps=4, checkpoint_every_steps=4)
         _wait(lambda: api.status(job)["status"] in ("succeeded", "failed", "stopped"), 300, "the job to end")
-        time.sleep(2)  # the ledger meters the last heartbeats
-    before = _usage_micros(api)
+    before = _settled(lambda: _usage_micros(api))
     page.goto(f"{server.url}/console/billing")
     assert page.title() == "Billing · tune console"
     shown = int(page.locator("#month-cost").get_attribute("data-usd-micros"))
