@@ -2,7 +2,9 @@
 
 The server looks at the job once every ``POLL_S`` (its ``status.json``, what was appended to its
 metrics and its log since the last look: ``api.services.metrics.MetricsReader``,
-``api.streams.read_from``) and sends only what changed:
+``api.streams.read_from``) and sends only what changed, at most one round of events a look (a job
+training 100 steps a second sends one ``metrics`` event a second, not one per step; only a log read
+short of its backlog looks again at once):
 
 - ``metrics``: ``{"train": [...], "eval": [...]}``, the new points of the loss curves;
 - ``status``: the page's figures (``api.console.panels.job_panel``) when any changed;
@@ -72,7 +74,8 @@ async def job_updates(
         after_step = max([after_step, *(p.step for p in new)])
         names = jobs.log_objects(job_id, status.attempt)
         log = await runtime.io(read_from, runtime.bucket, names, log_offset)
-        log = log[: log.rfind(b"\n") + 1] if len(log) >= _LOG_AT_MOST else log
+        behind = len(log) >= _LOG_AT_MOST  # more log waits: read on at once
+        log = log[: log.rfind(b"\n") + 1] if behind else log
         log_offset += len(log)
         event_id = f"{after_step}.{log_offset}"
         if new:
@@ -93,6 +96,7 @@ async def job_updates(
         if panel["terminal"]:
             yield ServerSentEventMessage(event="end", data=status.status, id=event_id)
             return
-        if not (new or log):
+        if not behind:  # one round a poll: a job that trains fast would flood the page with events
             await anyio.sleep(poll_s)
+        if not (new or log):
             waited += poll_s

@@ -152,3 +152,30 @@ def test_the_live_stream_sends_new_points_status_and_log_then_ends(api: Api, ann
     assert events[-1][2] == "5.8"  # <last step>.<log offset>: what a reconnect resumes from
     resumed = client.get(f"/console/jobs/{job_id}/live", headers={"Last-Event-ID": "5.8"})
     assert [e[0] for e in _events(resumed.text)] == ["status", "end"]
+
+
+def test_the_live_stream_sends_one_round_of_events_a_poll_however_fast_the_job_trains(
+    api: Api, ann: User
+) -> None:
+    import anyio
+
+    from api.console.live import job_updates
+
+    job_id = _running(api, ann)
+    _metrics(api, ann, job_id, range(1, 3))
+    poll_s = 0.3
+
+    async def two_rounds() -> tuple[list[str], float]:
+        updates = job_updates(api.rt, ann.user_id, job_id, after_step=0, log_offset=0, poll_s=poll_s)
+        first = await updates.__anext__()
+        assert first.event == "metrics"
+        _metrics(api, ann, job_id, range(1, 5))  # the object grows by steps 3-4 at once: the job trains fast
+        kinds, started = [], anyio.current_time()
+        while (event := await updates.__anext__()).event != "metrics":
+            kinds.append(event.event)
+        await updates.aclose()
+        return [*kinds, event.event], anyio.current_time() - started
+
+    kinds, waited = anyio.run(two_rounds)
+    assert kinds == ["status", "metrics"], kinds  # the first round's status, then the next look's points
+    assert waited >= poll_s * 0.9, waited  # not before the next poll
