@@ -300,7 +300,7 @@ def test_create_a_job_on_tiny_llama_pause_resume_then_retrieve_its_fine_tuned_mo
     paused = client.fine_tuning.jobs.pause(job.id)
     assert paused.status == "paused" and paused.fine_tuned_model is None  # pausing: it checkpoints first
     assert served.http().get(f"/fine-tune/{job.id}/status").json()["status"] == "pausing"
-    app.mark_paused(job.id, now, lease="lease-1")  # its runner saved the checkpoint and ended
+    app.mark_paused(job.id, served.rt.clock(), lease="lease-1")  # its runner saved the checkpoint and ended
     served.rt.committed(f"users/{uid}")
     assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
     with pytest.raises(openai.ConflictError):
@@ -309,7 +309,7 @@ def test_create_a_job_on_tiny_llama_pause_resume_then_retrieve_its_fine_tuned_mo
     assert client.fine_tuning.jobs.resume(job.id).status == "queued"
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.resume(job.id)  # only a paused job resumes
-    app.start_job(job.id, 2, now, lease="lease-2")  # the next attempt, as the dispatcher launches it
+    app.start_job(job.id, 2, served.rt.clock(), lease="lease-2")  # the next attempt, the dispatcher's part
     model_id = app.get_job(job.id).model_id
     weights = ModelWeights(
         kind="lora",
@@ -318,7 +318,8 @@ def test_create_a_job_on_tiny_llama_pause_resume_then_retrieve_its_fine_tuned_mo
         size_bytes=1,
         metrics={"loss": 0.5},
     )
-    app.mark_succeeded(job.id, now, metrics={"loss": 0.5}, weights=weights, lease="lease-2")
+    # the runner's part at the time it happens (events list by time: a stale clock put it before the resume)
+    app.mark_succeeded(job.id, served.rt.clock(), metrics={"loss": 0.5}, weights=weights, lease="lease-2")
     served.rt.committed(f"users/{uid}")
 
     done = client.fine_tuning.jobs.retrieve(job.id)
