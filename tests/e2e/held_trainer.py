@@ -57,9 +57,7 @@ def _trainer(argv: list[str]) -> int:
     from runners.trainer.sinks import JsonLinesSink
 
     if read_run_spec(Path(argv[argv.index("--run") + 1])).resume_from is None:
-        report = JsonLinesSink.on_checkpoint
-
-        release = os.environ.get(HOLD_UNTIL_GONE)
+        report, release = JsonLinesSink.on_checkpoint, os.environ.get(HOLD_UNTIL_GONE)
 
         def report_then_hold(self: JsonLinesSink, step: int, path: str) -> None:
             report(self, step, path)  # the runner uploads and records it meanwhile
@@ -79,7 +77,7 @@ def _serve(argv: list[str]) -> int:
 
     def runner_argv(bucket_url: str, run_object: str, *, python: str = sys.executable) -> list[str]:
         if hold.exists():
-            return [python, "-m", "tests.e2e.held_trainer", "runner", bucket_url, run_object]
+            return [python, *_MODULE[1:], "runner", bucket_url, run_object]
         return plain(bucket_url, run_object, python=python)
 
     base.runner_argv = runner_argv
